@@ -1,0 +1,232 @@
+//! Go-syntax durations (`90s`, `10m`, `1h30m`, `1.5h`, `300ms`).
+//!
+//! Operators coming from the Go tool write durations the Go way, so pacer accepts exactly that
+//! grammar: one or more `<number><unit>` pairs, where the number may have a fraction and the unit is
+//! `ns`, `us` (or `µs`/`μs`), `ms`, `s`, `m` or `h`. Anything looser (`12hours`, a bare `12`, `1d`)
+//! is refused rather than guessed at, and so are negative values: no pacer setting means "before".
+
+use std::time::Duration;
+
+const NANOS_PER_SECOND: u128 = 1_000_000_000;
+
+/// The units Go understands, longest spelling first so `ms` is not read as `m` + `s`.
+const UNITS: &[(&str, u128)] = &[
+    ("ns", 1),
+    ("us", 1_000),
+    ("\u{b5}s", 1_000),  // µ (micro sign)
+    ("\u{3bc}s", 1_000), // μ (Greek mu)
+    ("ms", 1_000_000),
+    ("s", NANOS_PER_SECOND),
+    ("m", 60 * NANOS_PER_SECOND),
+    ("h", 3_600 * NANOS_PER_SECOND),
+];
+
+/// Parses a Go duration string such as `1h30m` or `1.5s`.
+///
+/// As in Go, the lone string `0` is accepted; every other value needs a unit on each number.
+/// The error is a short sentence suitable after a key name, e.g.
+/// `invalid duration "12hours" (use Go syntax like 90s, 10m, 1h30m)`.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration {text:?} (use Go syntax like 90s, 10m, 1h30m)");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if text.starts_with('-') {
+        return Err(format!("invalid duration {text:?} (must not be negative)"));
+    }
+    if text.is_empty() {
+        return Err(invalid());
+    }
+
+    let mut rest = text;
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let (whole, after_whole) = split_digits(rest);
+        let (fraction, after_number) = match after_whole.strip_prefix('.') {
+            Some(after_dot) => split_digits(after_dot),
+            None => ("", after_whole),
+        };
+        if whole.is_empty() && fraction.is_empty() {
+            return Err(invalid());
+        }
+        let (unit_nanos, after_unit) = UNITS
+            .iter()
+            .filter(|(name, _)| after_number.starts_with(name))
+            .max_by_key(|(name, _)| name.len())
+            .map(|(name, nanos)| (*nanos, &after_number[name.len()..]))
+            .ok_or_else(invalid)?;
+
+        total = whole_nanos(whole, unit_nanos)
+            .and_then(|nanos| nanos.checked_add(fraction_nanos(fraction, unit_nanos)))
+            .and_then(|nanos| nanos.checked_add(total))
+            .ok_or_else(|| format!("invalid duration {text:?} (too large)"))?;
+        rest = after_unit;
+    }
+
+    let nanos = u64::try_from(total).map_err(|_| format!("invalid duration {text:?} (too large)"))?;
+    Ok(Duration::from_nanos(nanos))
+}
+
+/// Formats a duration compactly in the same syntax, so `parse_go_duration(&format_go_duration(d))`
+/// gives `d` back: `1h30m`, `90ms`, `1.5s`, `0s`.
+pub fn format_go_duration(duration: Duration) -> String {
+    let nanos = duration.as_nanos();
+    if nanos == 0 {
+        return "0s".to_owned();
+    }
+    if nanos < NANOS_PER_SECOND {
+        // Below a second Go switches to the largest unit that divides evenly enough to read well.
+        return match nanos {
+            n if n % 1_000_000 == 0 => format!("{}ms", n / 1_000_000),
+            n if n % 1_000 == 0 => format!("{}us", n / 1_000),
+            n => format!("{n}ns"),
+        };
+    }
+
+    let hours = nanos / (3_600 * NANOS_PER_SECOND);
+    let minutes = nanos / (60 * NANOS_PER_SECOND) % 60;
+    let seconds = nanos / NANOS_PER_SECOND % 60;
+    let sub_second = nanos % NANOS_PER_SECOND;
+
+    let mut out = String::new();
+    if hours > 0 {
+        out.push_str(&format!("{hours}h"));
+    }
+    if minutes > 0 {
+        out.push_str(&format!("{minutes}m"));
+    }
+    if sub_second > 0 {
+        let fraction = format!("{sub_second:09}");
+        out.push_str(&format!("{seconds}.{}s", fraction.trim_end_matches('0')));
+    } else if seconds > 0 {
+        out.push_str(&format!("{seconds}s"));
+    }
+    out
+}
+
+fn split_digits(text: &str) -> (&str, &str) {
+    let end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    text.split_at(end)
+}
+
+fn whole_nanos(digits: &str, unit_nanos: u128) -> Option<u128> {
+    if digits.is_empty() {
+        return Some(0);
+    }
+    // Anything longer cannot fit in the u64 of nanoseconds a Duration is built from anyway.
+    if digits.len() > 30 {
+        return None;
+    }
+    digits.parse::<u128>().ok()?.checked_mul(unit_nanos)
+}
+
+/// The nanoseconds a fractional part contributes; digits beyond nanosecond precision are dropped.
+fn fraction_nanos(digits: &str, unit_nanos: u128) -> u128 {
+    let mut value: u128 = 0;
+    let mut scale: u128 = 1;
+    for digit in digits.bytes().take(20) {
+        value = value * 10 + u128::from(digit - b'0');
+        scale *= 10;
+    }
+    value * unit_nanos / scale
+}
+
+/// `serde(with = ...)` adapter for a required `Duration` written in Go syntax.
+pub(crate) mod go {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::format_go_duration(*value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse_go_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> Duration {
+        parse_go_duration(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn accepts_single_units() {
+        assert_eq!(ok("90s"), Duration::from_secs(90));
+        assert_eq!(ok("10m"), Duration::from_secs(600));
+        assert_eq!(ok("12h"), Duration::from_secs(12 * 3600));
+        assert_eq!(ok("300ms"), Duration::from_millis(300));
+        assert_eq!(ok("7us"), Duration::from_micros(7));
+        assert_eq!(ok("7µs"), Duration::from_micros(7));
+        assert_eq!(ok("7μs"), Duration::from_micros(7));
+        assert_eq!(ok("5ns"), Duration::from_nanos(5));
+    }
+
+    #[test]
+    fn accepts_compound_values() {
+        assert_eq!(ok("1h30m"), Duration::from_secs(5400));
+        assert_eq!(ok("2h45m30s"), Duration::from_secs(2 * 3600 + 45 * 60 + 30));
+        assert_eq!(ok("1m500ms"), Duration::from_millis(60_500));
+    }
+
+    #[test]
+    fn accepts_fractions() {
+        assert_eq!(ok("1.5h"), Duration::from_secs(5400));
+        assert_eq!(ok(".5s"), Duration::from_millis(500));
+        assert_eq!(ok("1.s"), Duration::from_secs(1));
+        assert_eq!(ok("0.000000001s"), Duration::from_nanos(1));
+    }
+
+    #[test]
+    fn accepts_a_bare_zero_like_go() {
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("0s"), Duration::ZERO);
+    }
+
+    #[test]
+    fn refuses_words_bare_numbers_days_and_empty_text() {
+        for bad in ["12hours", "12", "", "1d", "h", ".s", "1.5", "1h 30m", " 1h", "1H", "5m!"] {
+            let err = parse_go_duration(bad).expect_err(bad);
+            assert!(err.contains("use Go syntax like 90s, 10m, 1h30m"), "{bad}: {err}");
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn refuses_negative_and_signed_values() {
+        assert!(parse_go_duration("-5m").unwrap_err().contains("negative"));
+        assert!(parse_go_duration("+5m").is_err());
+    }
+
+    #[test]
+    fn refuses_values_too_large_for_a_duration() {
+        assert!(parse_go_duration("9999999999999999999h").unwrap_err().contains("too large"));
+        let forty_digits = format!("{}s", "1".repeat(40));
+        assert!(parse_go_duration(&forty_digits).unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn formats_compactly_and_round_trips() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(300), "300ms"),
+            (Duration::from_micros(7), "7us"),
+            (Duration::from_nanos(5), "5ns"),
+            (Duration::from_secs(2), "2s"),
+            (Duration::from_secs(60), "1m"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(5400), "1h30m"),
+            (Duration::from_secs(24 * 3600), "24h"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_secs(3601), "1h1s"),
+        ];
+        for (duration, text) in cases {
+            assert_eq!(format_go_duration(duration), text);
+            assert_eq!(ok(text), duration);
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! pacer's typed configuration: loading, environment overrides, validation, secret references.
+//!
+//! This module owns every configuration key: its name, default, meaning and the rules it must
+//! obey. Loading goes in one direction and fails fast with a one-line error naming the key:
+//!
+//! 1. the YAML file (optional: Lambda is configured by the environment alone) is read into a value
+//!    tree and every key is checked against the key table in `schema.rs`;
+//! 2. `PACER_*` variables are laid over it, resolved against the same table (key names contain
+//!    underscores, so `PACER_SERVER_TLS_ACME_HTTP_ADDR` is found by lookup, not by splitting);
+//! 3. serde turns the tree into [`Config`]; values are tidied (emails lower-cased, OIDC switching
+//!    local login off) and every rule in `validate.rs` is checked;
+//! 4. [`Config::resolve_secrets`] replaces `ssm:` / `secretsmanager:` references with their values
+//!    and checks the rules that depend on them.
+//!
+//! Nothing here reads the process environment or the clock: callers pass the environment in, so
+//! loading is a pure function of its inputs and tests need no global state.
+
+mod duration;
+mod error;
+mod load;
+mod local;
+mod resolve;
+mod schema;
+mod secret;
+mod sections;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use duration::{format_go_duration, parse_go_duration};
+pub use error::ConfigError;
+pub use local::generate_local_config;
+pub use schema::{ENV_PREFIX, NON_CONFIG_ENV_VARS, reference_markdown};
+pub use secret::{Secret, SecretRef};
+pub use sections::{
+    AcmeConfig, AuthConfig, AwsConfig, DatabaseConfig, DatabaseEngine, DeploymentConfig, FleetConfig, FleetEngine,
+    GithubConfig, KeyAlg, LocalAuthConfig, LogFormat, LogLevel, LogOutput, LoggingConfig, OidcConfig, PricingConfig,
+    QueueConfig, QueueEngine, RateLimit, ReaperConfig, RunnerConfig, ServerConfig, SimulatedFleetConfig, TlsConfig,
+    TlsMode,
+};
+
+use load::Tree;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use validate::Phase;
+
+/// The whole configuration. Build it with [`Config::load`] (or [`Config::from_yaml`] in tests);
+/// `Default` gives the documented defaults, which are not a valid configuration on their own
+/// (there is no `auth.jwt_secret`, for one).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub deployment: DeploymentConfig,
+    pub github: GithubConfig,
+    pub aws: AwsConfig,
+    pub database: DatabaseConfig,
+    pub queue: QueueConfig,
+    pub fleet: FleetConfig,
+    pub runner: RunnerConfig,
+    pub reaper: ReaperConfig,
+    pub pricing: PricingConfig,
+    pub logging: LoggingConfig,
+    pub auth: AuthConfig,
+    /// Adjustments made while loading that an operator should know about (for example "local
+    /// login turned off because OIDC is on"); `main` logs them at info level.
+    #[serde(skip)]
+    pub notes: Vec<String>,
+}
+
+impl Config {
+    /// Loads the YAML file at `path` (or nothing, when `None`), lays the `PACER_*` variables of
+    /// `env` over it, and validates the result. `env` is the process environment, passed in
+    /// (`std::env::vars().collect::<Vec<_>>()`) so that loading stays pure.
+    ///
+    /// Secret references are checked for shape here but resolved by [`Config::resolve_secrets`].
+    pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                Self::load_from(Some(&text), path, env)
+            }
+            None => Self::load_from(None, Path::new("(environment only)"), env),
+        }
+    }
+
+    /// Like [`Config::load`], from YAML text instead of a file: handy in tests and for configs
+    /// held in memory.
+    pub fn from_yaml(yaml: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        Self::load_from(Some(yaml), Path::new("(inline YAML)"), env)
+    }
+
+    fn load_from(text: Option<&str>, origin: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut tree = Tree::from_yaml(text, origin)?;
+        tree.overlay_env(env)?;
+        let env_vars = tree.env_vars.clone();
+        let explicit = tree.explicit.clone();
+        let mut config = tree.deserialize()?;
+        config.tidy(|key| explicit.contains(key)).map_err(|e| attribute_to_env(e, &env_vars))?;
+        validate::validate(&config, Phase::BeforeResolution).map_err(|e| attribute_to_env(e, &env_vars))?;
+        Ok(config)
+    }
+
+    /// Re-checks every rule with secret references resolved. [`Config::resolve_secrets`] calls it;
+    /// call it yourself only if you filled in secrets by other means.
+    pub fn validate_resolved(&self) -> Result<(), ConfigError> {
+        validate::validate(self, Phase::Resolved)
+    }
+
+    /// True when some secret is an `ssm:` or `secretsmanager:` reference, so AWS must be reached
+    /// (through [`Config::resolve_secrets`]) before the configuration is complete.
+    pub fn has_secret_references(&self) -> bool {
+        self.secrets().into_iter().any(|(_, secret)| secret.is_some_and(|s| s.reference().is_some()))
+    }
+
+    /// The modes that must be announced with a loud WARN at start, one sentence each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.aws.disabled {
+            warnings.push(
+                "aws.disabled is true: pacer makes no AWS calls; use it only with the simulated fleet for development or demos"
+                    .to_owned(),
+            );
+        }
+        if self.auth.disabled {
+            warnings.push(
+                "auth.disabled is true: the console and its API are open to anyone who can reach this address".to_owned(),
+            );
+        } else if !self.auth.local.enabled && !self.auth.oidc.enabled {
+            warnings.push(
+                "neither auth.local.enabled nor auth.oidc.enabled is true: nobody can sign in to the console".to_owned(),
+            );
+        }
+        if self.github.disabled {
+            warnings.push(
+                "github.disabled is true: an offline stand-in replaces GitHub; no webhook is verified against a real App and no real runner registers"
+                    .to_owned(),
+            );
+        }
+        warnings
+    }
+
+    /// Every secret-typed key with its value, in table order.
+    pub(crate) fn secrets(&self) -> [(&'static str, Option<&Secret>); 6] {
+        [
+            ("github.private_key", self.github.private_key.as_ref()),
+            ("github.webhook_secret", self.github.webhook_secret.as_ref()),
+            ("github.webhook_secret_previous", self.github.webhook_secret_previous.as_ref()),
+            ("github.callback_hmac_secret", self.github.callback_hmac_secret.as_ref()),
+            ("auth.jwt_secret", self.auth.jwt_secret.as_ref()),
+            ("auth.oidc.client_secret", self.auth.oidc.client_secret.as_ref()),
+        ]
+    }
+
+    pub(crate) fn secrets_mut(&mut self) -> [(&'static str, &mut Option<Secret>); 6] {
+        [
+            ("github.private_key", &mut self.github.private_key),
+            ("github.webhook_secret", &mut self.github.webhook_secret),
+            ("github.webhook_secret_previous", &mut self.github.webhook_secret_previous),
+            ("github.callback_hmac_secret", &mut self.github.callback_hmac_secret),
+            ("auth.jwt_secret", &mut self.auth.jwt_secret),
+            ("auth.oidc.client_secret", &mut self.auth.oidc.client_secret),
+        ]
+    }
+
+    /// Normalises values after parsing and applies the documented automatic adjustments,
+    /// recording each adjustment in `notes`. `is_explicit` says whether the file or environment
+    /// set a key, which decides between "adjust quietly" and "refuse the contradiction".
+    fn tidy(&mut self, is_explicit: impl Fn(&str) -> bool) -> Result<(), ConfigError> {
+        // Compared case-insensitively everywhere, so stored lower-case once.
+        self.auth.local.email = self.auth.local.email.trim().to_lowercase();
+        for list in [&mut self.auth.oidc.allowed_emails, &mut self.auth.oidc.allowed_domains] {
+            for entry in list.iter_mut() {
+                *entry = entry.trim().to_lowercase();
+            }
+        }
+        // Relative paths must join onto the API base; without a trailing slash `Url::join`
+        // would drop an Enterprise base's last segment (`/api/v3`).
+        if !self.github.api_url.path().ends_with('/') {
+            let path = format!("{}/", self.github.api_url.path());
+            self.github.api_url.set_path(&path);
+        }
+        self.tidy_private_key();
+
+        if self.auth.oidc.enabled && self.auth.local.enabled {
+            self.auth.local.enabled = false;
+            self.notes.push("auth.oidc.enabled is true, so local login (auth.local.enabled) is turned off".to_owned());
+        }
+        if self.aws.disabled && self.pricing.enabled {
+            if is_explicit("pricing.enabled") {
+                return Err(ConfigError::invalid(
+                    "pricing.enabled",
+                    "needs the AWS Pricing API, but aws.disabled is true (set pricing.enabled to false)",
+                ));
+            }
+            self.pricing.enabled = false;
+            self.notes.push("aws.disabled is true, so price quotes (pricing.enabled) are turned off".to_owned());
+        }
+        if self.logging.color && self.logging.format == LogFormat::Json {
+            self.notes.push("logging.color is ignored with logging.format json".to_owned());
+        }
+        Ok(())
+    }
+
+    /// A PEM pasted into an environment variable often arrives with literal `\n` escapes instead
+    /// of line breaks; restore them so the key parses.
+    fn tidy_private_key(&mut self) {
+        if let Some(key) = &self.github.private_key {
+            let text = key.expose();
+            if SecretRef::parse(text).is_none() && !text.contains('\n') && text.contains("\\n") {
+                self.github.private_key = Some(Secret::new(text.replace("\\n", "\n")));
+            }
+        }
+    }
+}
+
+/// Adds the `PACER_*` variable behind a bad value to a validation error.
+fn attribute_to_env(err: ConfigError, env_vars: &std::collections::BTreeMap<&'static str, String>) -> ConfigError {
+    match err {
+        ConfigError::Invalid { key, message, env_var: None } => {
+            let env_var = env_vars.get(load::strip_index(&key)).cloned();
+            ConfigError::Invalid { key, message, env_var }
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,640 @@
+//! The typed sections of [`Config`](super::Config) and the value types they are made of.
+//!
+//! Every struct has a `Default` that matches the key table in `schema.rs` (a test compares them),
+//! refuses unknown fields, and serialises back to the YAML it was read from, with secrets redacted.
+
+use super::duration::{go as go_duration, parse_go_duration, format_go_duration};
+use super::schema::LETS_ENCRYPT_DIRECTORY;
+use super::secret::Secret;
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+use url::Url;
+
+// ---------------------------------------------------------------------------------------- server
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `host:port` or `:port` (every interface).
+    pub addr: String,
+    #[serde(with = "optional_url")]
+    pub public_url: Option<Url>,
+    /// Bare addresses are read as single-host networks (`/32`, `/128`).
+    #[serde(with = "ip_nets")]
+    pub trusted_proxies: Vec<IpNet>,
+    pub tls: TlsConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { addr: "127.0.0.1:3000".into(), public_url: None, trusted_proxies: Vec::new(), tls: TlsConfig::default() }
+    }
+}
+
+impl ServerConfig {
+    /// The address to bind: `server.addr` with an empty host (`:3000`) made explicit as every
+    /// IPv4 interface, which is what operators coming from Go mean by it.
+    pub fn bind_addr(&self) -> String {
+        bind_addr(&self.addr)
+    }
+}
+
+/// `:port` → `0.0.0.0:port`; anything else unchanged.
+pub fn bind_addr(addr: &str) -> String {
+    match addr.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_owned(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub fqdn: Option<String>,
+    pub alg: KeyAlg,
+    pub acme: AcmeConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain HTTP; something in front terminates TLS.
+    #[default]
+    None,
+    /// Operator-supplied PEM certificate and key.
+    Manual,
+    /// A self-signed certificate made in memory at start.
+    #[serde(rename = "self")]
+    SelfSigned,
+    /// Certificates ordered from an ACME CA over HTTP-01.
+    Acme,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyAlg {
+    #[default]
+    Rsa,
+    Ed25519,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AcmeConfig {
+    pub hosts: Vec<String>,
+    pub email: Option<String>,
+    pub cache_dir: PathBuf,
+    pub http_addr: String,
+    #[serde(with = "required_url")]
+    pub directory_url: Url,
+    /// An extra root to trust for the directory (a test CA such as pebble).
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        Self {
+            hosts: Vec::new(),
+            email: None,
+            cache_dir: PathBuf::from("./certs"),
+            http_addr: ":80".into(),
+            directory_url: Url::parse(LETS_ENCRYPT_DIRECTORY).expect("a valid constant URL"),
+            ca_cert: None,
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------ deployment
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// 1–32 of `[a-z0-9-]`, starting with a letter.
+    pub name: String,
+}
+
+impl Default for DeploymentConfig {
+    fn default() -> Self {
+        Self { name: "pacer".into() }
+    }
+}
+
+// ---------------------------------------------------------------------------------------- github
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GithubConfig {
+    pub disabled: bool,
+    pub app_id: Option<u64>,
+    pub private_key_path: Option<PathBuf>,
+    /// The PEM itself, as an alternative to `private_key_path`.
+    pub private_key: Option<Secret>,
+    pub webhook_secret: Option<Secret>,
+    /// Still accepted while the webhook secret is being rotated.
+    pub webhook_secret_previous: Option<Secret>,
+    pub callback_hmac_secret: Option<Secret>,
+    /// Always ends with `/`, so relative paths join onto it (an Enterprise `/api/v3` base included).
+    #[serde(with = "required_url")]
+    pub api_url: Url,
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        Self {
+            disabled: false,
+            app_id: None,
+            private_key_path: None,
+            private_key: None,
+            webhook_secret: None,
+            webhook_secret_previous: None,
+            callback_hmac_secret: None,
+            api_url: Url::parse("https://api.github.com/").expect("a valid constant URL"),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------- aws
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsConfig {
+    pub disabled: bool,
+    pub region: String,
+    /// Empty: the SDK's default credential chain.
+    pub profile: String,
+    #[serde(with = "optional_url")]
+    pub endpoint_url: Option<Url>,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self { disabled: false, region: "us-east-1".into(), profile: String::new(), endpoint_url: None }
+    }
+}
+
+// ------------------------------------------------------------------------------ store and queue
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub engine: DatabaseEngine,
+    /// SQLite file.
+    pub path: PathBuf,
+    /// DynamoDB table.
+    pub table: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { engine: DatabaseEngine::Sqlite, path: PathBuf::from("./data/pacer.db"), table: "pacer".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseEngine {
+    #[default]
+    Sqlite,
+    Dynamodb,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    pub engine: QueueEngine,
+    /// SQS queue URL.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueEngine {
+    #[default]
+    Memory,
+    Sqs,
+}
+
+// ----------------------------------------------------------------------------------------- fleet
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetConfig {
+    pub engine: FleetEngine,
+    pub simulated: SimulatedFleetConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FleetEngine {
+    #[default]
+    Ec2,
+    Simulated,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimulatedFleetConfig {
+    #[serde(with = "go_duration")]
+    pub boot_delay: Duration,
+    #[serde(with = "go_duration")]
+    pub job_time: Duration,
+}
+
+impl Default for SimulatedFleetConfig {
+    fn default() -> Self {
+        Self { boot_delay: Duration::from_secs(2), job_time: Duration::from_secs(10) }
+    }
+}
+
+// --------------------------------------------------------------------------- runner and reaper
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunnerConfig {
+    /// `latest` or a release pin such as `2.321.0`.
+    pub version: String,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self { version: "latest".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReaperConfig {
+    #[serde(with = "go_duration")]
+    pub interval: Duration,
+    #[serde(with = "go_duration")]
+    pub redrive_after: Duration,
+    #[serde(with = "go_duration")]
+    pub orphan_grace: Duration,
+    /// 1..=20.
+    pub max_attempts: u32,
+    #[serde(with = "go_duration")]
+    pub degraded_cooldown: Duration,
+}
+
+impl Default for ReaperConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            redrive_after: Duration::from_secs(5 * 60),
+            orphan_grace: Duration::from_secs(10 * 60),
+            max_attempts: 3,
+            degraded_cooldown: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PricingConfig {
+    pub enabled: bool,
+    #[serde(with = "go_duration")]
+    pub cache_ttl: Duration,
+}
+
+impl Default for PricingConfig {
+    fn default() -> Self {
+        Self { enabled: true, cache_ttl: Duration::from_secs(24 * 3600) }
+    }
+}
+
+// --------------------------------------------------------------------------------------- logging
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    pub level: LogLevel,
+    pub format: LogFormat,
+    pub output: LogOutput,
+    /// Only meaningful with the text format.
+    pub color: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl From<LogLevel> for tracing::Level {
+    fn from(level: LogLevel) -> Self {
+        match level {
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Error => tracing::Level::ERROR,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+/// Where logs go: standard output, or a file given by an absolute path.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LogOutput {
+    #[default]
+    Stdout,
+    File(PathBuf),
+}
+
+impl FromStr for LogOutput {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "stdout" {
+            return Ok(Self::Stdout);
+        }
+        let path = PathBuf::from(text);
+        if path.is_absolute() {
+            Ok(Self::File(path))
+        } else {
+            Err(format!("must be \"stdout\" or an absolute file path (got {text:?})"))
+        }
+    }
+}
+
+impl fmt::Display for LogOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Stdout => f.write_str("stdout"),
+            Self::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl Serialize for LogOutput {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for LogOutput {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+// ------------------------------------------------------------------------------------------ auth
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub disabled: bool,
+    pub jwt_secret: Option<Secret>,
+    #[serde(with = "go_duration")]
+    pub session_ttl: Duration,
+    pub login_rate_limit: RateLimit,
+    pub local: LocalAuthConfig,
+    pub oidc: OidcConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            disabled: false,
+            jwt_secret: None,
+            session_ttl: Duration::from_secs(12 * 3600),
+            login_rate_limit: RateLimit { attempts: 10, window: Duration::from_secs(5 * 60) },
+            local: LocalAuthConfig::default(),
+            oidc: OidcConfig::default(),
+        }
+    }
+}
+
+/// `N/duration`: at most `attempts` tries in any `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub attempts: u32,
+    pub window: Duration,
+}
+
+impl FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let usage = || format!("invalid rate limit {text:?} (use N/duration, like 10/5m)");
+        let (count, window) = text.split_once('/').ok_or_else(usage)?;
+        let attempts: u32 = count.trim().parse().map_err(|_| usage())?;
+        if attempts == 0 {
+            return Err(format!("invalid rate limit {text:?} (allow at least 1 attempt)"));
+        }
+        let window = parse_go_duration(window.trim())?;
+        if window.is_zero() {
+            return Err(format!("invalid rate limit {text:?} (the window must be longer than zero)"));
+        }
+        Ok(Self { attempts, window })
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.attempts, format_go_duration(self.window))
+    }
+}
+
+impl Serialize for RateLimit {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RateLimit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalAuthConfig {
+    pub enabled: bool,
+    /// Lower-cased and trimmed at load, so the YAML's casing never causes a lookup miss.
+    pub email: String,
+}
+
+impl Default for LocalAuthConfig {
+    fn default() -> Self {
+        Self { enabled: true, email: "admin@localhost".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcConfig {
+    pub enabled: bool,
+    #[serde(with = "optional_url")]
+    pub issuer: Option<Url>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    #[serde(with = "optional_url")]
+    pub redirect_url: Option<Url>,
+    pub scopes: Vec<String>,
+    pub require_email_verified: bool,
+    /// Lower-cased at load.
+    pub allowed_emails: Vec<String>,
+    /// Lower-cased at load.
+    pub allowed_domains: Vec<String>,
+    pub groups_claim: Option<String>,
+    pub allowed_groups: Vec<String>,
+    pub admin_groups: Vec<String>,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            issuer: None,
+            client_id: None,
+            client_secret: None,
+            redirect_url: None,
+            scopes: ["openid", "email", "profile"].map(String::from).to_vec(),
+            require_email_verified: true,
+            allowed_emails: Vec::new(),
+            allowed_domains: Vec::new(),
+            groups_claim: None,
+            allowed_groups: Vec::new(),
+            admin_groups: Vec::new(),
+        }
+    }
+}
+
+// --------------------------------------------------------------------------- serde adapters
+// `url` and `ipnet` are built without their serde features in this workspace, and these adapters
+// also give better messages than the crates' own ("must be an absolute URL").
+
+fn parse_url(text: &str) -> Result<Url, String> {
+    Url::parse(text).map_err(|e| format!("invalid URL {text:?} ({e})"))
+}
+
+mod required_url {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use url::Url;
+
+    pub fn serialize<S: Serializer>(value: &Url, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(value.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Url, D::Error> {
+        super::parse_url(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+mod optional_url {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use url::Url;
+
+    pub fn serialize<S: Serializer>(value: &Option<Url>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(url) => serializer.serialize_some(url.as_str()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Url>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| super::parse_url(&text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// Parses a CIDR, or a bare address as a network of one host.
+pub(crate) fn parse_ip_net(text: &str) -> Result<IpNet, String> {
+    IpNet::from_str(text)
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("invalid address or CIDR {text:?} (use forms like 10.0.0.0/8, 127.0.0.1 or ::1)"))
+}
+
+mod ip_nets {
+    use ipnet::IpNet;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &[IpNet], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(value.iter().map(ToString::to_string))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+        // One element at a time, so a bad entry's error carries its index in the path.
+        struct Entry(IpNet);
+        impl<'de> Deserialize<'de> for Entry {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                super::parse_ip_net(&String::deserialize(deserializer)?).map(Entry).map_err(serde::de::Error::custom)
+            }
+        }
+        Ok(Vec::<Entry>::deserialize(deserializer)?.into_iter().map(|entry| entry.0).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_reads_count_and_go_duration_window() {
+        let limit: RateLimit = "10/5m".parse().unwrap();
+        assert_eq!(limit, RateLimit { attempts: 10, window: Duration::from_secs(300) });
+        assert_eq!(limit.to_string(), "10/5m");
+    }
+
+    #[test]
+    fn rate_limit_refuses_zero_missing_parts_and_bad_windows() {
+        for bad in ["0/5m", "10", "/5m", "10/", "ten/5m", "10/5minutes", "10/0s", "-1/5m"] {
+            assert!(bad.parse::<RateLimit>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bare_addresses_become_single_host_networks() {
+        assert_eq!(parse_ip_net("127.0.0.1").unwrap().to_string(), "127.0.0.1/32");
+        assert_eq!(parse_ip_net("::1").unwrap().to_string(), "::1/128");
+        assert_eq!(parse_ip_net("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert!(parse_ip_net("10.0.0.0/33").is_err());
+        assert!(parse_ip_net("proxy.local").is_err());
+    }
+
+    #[test]
+    fn log_output_is_stdout_or_an_absolute_path() {
+        assert_eq!("stdout".parse::<LogOutput>().unwrap(), LogOutput::Stdout);
+        assert_eq!("/var/log/pacer.log".parse::<LogOutput>().unwrap(), LogOutput::File("/var/log/pacer.log".into()));
+        assert!("logs/pacer.log".parse::<LogOutput>().is_err());
+        assert!("stderr".parse::<LogOutput>().is_err());
+    }
+
+    #[test]
+    fn a_bare_port_binds_every_interface() {
+        assert_eq!(bind_addr(":3000"), "0.0.0.0:3000");
+        assert_eq!(bind_addr("127.0.0.1:3000"), "127.0.0.1:3000");
+        assert_eq!(bind_addr("[::1]:3000"), "[::1]:3000");
+    }
+}

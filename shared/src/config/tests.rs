@@ -1,0 +1,953 @@
+//! Behaviour tests for loading, environment overrides and validation.
+//!
+//! Each test starts from a small valid configuration, changes one thing (a YAML patch or a
+//! variable), and checks what pacer does, most often which key the error names.
+
+use super::schema::{self, KEYS};
+use super::*;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const JWT_SECRET: &str = "jwt-secret-0123456789abcdef0123456789";
+const CALLBACK_SECRET: &str = "callback-secret-0123456789abcdef0123";
+const FAKE_PEM: &str = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAfakefakefakefake\n-----END RSA PRIVATE KEY-----\n";
+
+/// A valid local configuration: no AWS, no GitHub, simulated fleet, local login.
+const LOCAL: &str = r#"
+aws: { disabled: true }
+github: { disabled: true }
+fleet: { engine: simulated }
+auth: { jwt_secret: "jwt-secret-0123456789abcdef0123456789" }
+"#;
+
+/// A valid configuration with GitHub on (AWS still off).
+fn with_github() -> String {
+    patched(
+        LOCAL,
+        &format!(
+            r#"
+github:
+  disabled: false
+  app_id: 12345
+  private_key: {pem:?}
+  webhook_secret: webhook-secret
+  callback_hmac_secret: {CALLBACK_SECRET}
+"#,
+            pem = FAKE_PEM
+        ),
+    )
+}
+
+/// A valid configuration with OIDC on.
+fn with_oidc() -> String {
+    patched(
+        LOCAL,
+        r#"
+server: { public_url: "https://pacer.example.com" }
+auth:
+  oidc:
+    enabled: true
+    issuer: https://idp.example.com
+    client_id: pacer
+    client_secret: oidc-client-secret
+    redirect_url: https://pacer.example.com/api/auth/oidc/callback
+"#,
+    )
+}
+
+/// `base` with `patch` deep-merged over it; a `null` in the patch deletes the key.
+fn patched(base: &str, patch: &str) -> String {
+    fn merge(base: &mut Value, patch: Value) {
+        match (base, patch) {
+            (Value::Object(base), Value::Object(patch)) => {
+                for (name, value) in patch {
+                    if value.is_null() {
+                        base.remove(&name);
+                    } else {
+                        merge(base.entry(name).or_insert(Value::Null), value);
+                    }
+                }
+            }
+            (base, patch) => *base = patch,
+        }
+    }
+    let mut tree: Value = serde_norway::from_str(base).expect("test base is YAML");
+    merge(&mut tree, serde_norway::from_str(patch).expect("test patch is YAML"));
+    serde_norway::to_string(&tree).expect("serialises")
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect()
+}
+
+fn load(yaml: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml(yaml, &[])
+}
+
+fn load_with_env(yaml: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::from_yaml(yaml, &env(vars))
+}
+
+/// Loads `LOCAL` patched with `patch` and returns the error, which must exist.
+fn error_for(base: &str, patch: &str) -> ConfigError {
+    match load(&patched(base, patch)) {
+        Ok(_) => panic!("expected an error for patch:\n{patch}"),
+        Err(err) => err,
+    }
+}
+
+/// Asserts the error names `key`, in `key()` and at the start of its one-line message.
+#[track_caller]
+fn assert_names_key(err: &ConfigError, key: &str) {
+    assert_eq!(err.key(), Some(key), "wrong key in: {err}");
+    let message = err.to_string();
+    assert!(message.starts_with(&format!("config invalid: {key}")), "message does not lead with the key: {message}");
+    assert!(!message.contains('\n'), "message spans lines: {message}");
+}
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let unique = format!("pacer-config-{name}-{}-{}", std::process::id(), rand::random::<u64>());
+        let dir = std::env::temp_dir().join(unique);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+
+    fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).expect("write temp file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ------------------------------------------------------------------------------------- loading
+
+#[test]
+fn a_minimal_local_config_loads_with_documented_defaults() {
+    let config = load(LOCAL).expect("valid");
+
+    assert_eq!(config.server.addr, "127.0.0.1:3000");
+    assert_eq!(config.deployment.name, "pacer");
+    assert_eq!(config.database.engine, DatabaseEngine::Sqlite);
+    assert_eq!(config.database.path, PathBuf::from("./data/pacer.db"));
+    assert_eq!(config.queue.engine, QueueEngine::Memory);
+    assert_eq!(config.fleet.simulated.boot_delay, Duration::from_secs(2));
+    assert_eq!(config.reaper.interval, Duration::from_secs(60));
+    assert_eq!(config.reaper.max_attempts, 3);
+    assert_eq!(config.auth.session_ttl, Duration::from_secs(12 * 3600));
+    assert_eq!(config.auth.login_rate_limit, RateLimit { attempts: 10, window: Duration::from_secs(300) });
+    assert_eq!(config.auth.oidc.scopes, ["openid", "email", "profile"]);
+    assert_eq!(config.logging.output, LogOutput::Stdout);
+    assert_eq!(config.github.api_url.as_str(), "https://api.github.com/");
+    assert_eq!(config.server.tls.acme.directory_url.as_str(), "https://acme-v02.api.letsencrypt.org/directory");
+}
+
+#[test]
+fn a_file_on_disk_loads_and_a_missing_one_is_named() {
+    let dir = TempDir::new("file");
+    let path = dir.file("pacer.yaml", LOCAL);
+    assert!(Config::load(Some(&path), &[]).is_ok());
+
+    let missing = dir.0.join("absent.yaml");
+    let err = Config::load(Some(&missing), &[]).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }));
+    assert!(err.to_string().contains("absent.yaml"), "{err}");
+}
+
+#[test]
+fn invalid_yaml_is_reported_on_one_line() {
+    let err = load("server:\n  addr: [unclosed\n").unwrap_err();
+    assert!(matches!(err, ConfigError::Yaml { .. }), "{err}");
+    assert!(!err.to_string().contains('\n'));
+}
+
+#[test]
+fn an_empty_file_means_all_defaults() {
+    let err = load("# only a comment\n").unwrap_err();
+    // Defaults alone are not enough: the first missing requirement is reported.
+    assert!(err.key().is_some(), "{err}");
+}
+
+#[test]
+fn unknown_yaml_key_is_refused_with_its_full_path_and_a_suggestion() {
+    let err = error_for(LOCAL, "server: { tls: { mdoe: acme } }");
+    assert_names_key(&err, "server.tls.mdoe");
+    assert!(err.to_string().contains("unknown key (did you mean server.tls.mode?)"), "{err}");
+}
+
+#[test]
+fn unknown_top_level_section_is_refused() {
+    let err = error_for(LOCAL, "servers: { addr: ':3000' }");
+    assert_names_key(&err, "servers");
+}
+
+#[test]
+fn a_section_written_as_a_scalar_is_refused() {
+    let err = error_for(LOCAL, "server: { tls: none }");
+    assert_names_key(&err, "server.tls");
+}
+
+#[test]
+fn a_wrong_type_names_the_key() {
+    let err = error_for(LOCAL, "github: { app_id: twelve }");
+    assert_names_key(&err, "github.app_id");
+
+    let err = error_for(LOCAL, "auth: { local: { enabled: maybe } }");
+    assert_names_key(&err, "auth.local.enabled");
+
+    let err = error_for(LOCAL, "auth: { oidc: { scopes: openid } }");
+    assert_names_key(&err, "auth.oidc.scopes");
+}
+
+#[test]
+fn a_bad_list_entry_names_its_index() {
+    let err = error_for(LOCAL, "server: { trusted_proxies: ['10.0.0.0/8', 'proxy.local'] }");
+    assert_names_key(&err, "server.trusted_proxies[1]");
+}
+
+#[test]
+fn trusted_proxies_accept_bare_addresses_and_cidrs() {
+    let config = load(&patched(LOCAL, "server: { trusted_proxies: ['10.0.0.0/8', '127.0.0.1', '::1'] }")).unwrap();
+    let proxies: Vec<String> = config.server.trusted_proxies.iter().map(ToString::to_string).collect();
+    assert_eq!(proxies, ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]);
+}
+
+#[test]
+fn an_empty_value_leaves_the_default() {
+    let config = load(&patched(LOCAL, "auth: { session_ttl: null }\nserver: { public_url: '' }")).unwrap();
+    assert_eq!(config.auth.session_ttl, Duration::from_secs(12 * 3600));
+    assert_eq!(config.server.public_url, None);
+}
+
+#[test]
+fn numbers_written_for_text_keys_are_read_as_text() {
+    let config = load(&patched(LOCAL, "aws: { profile: 2024 }\ngithub: { webhook_secret: 123456 }")).unwrap();
+    assert_eq!(config.aws.profile, "2024");
+    assert_eq!(config.github.webhook_secret.unwrap().expose(), "123456");
+}
+
+#[test]
+fn choices_are_case_insensitive() {
+    let config = load(&patched(LOCAL, "logging: { level: WARN, format: Text }")).unwrap();
+    assert_eq!(config.logging.level, LogLevel::Warn);
+    assert_eq!(config.logging.format, LogFormat::Text);
+}
+
+#[test]
+fn unknown_engine_and_mode_values_are_refused_naming_the_key() {
+    for (key, patch) in [
+        ("server.tls.mode", "server: { tls: { mode: letsencrypt } }"),
+        ("server.tls.alg", "server: { tls: { alg: ecdsa } }"),
+        ("database.engine", "database: { engine: postgres }"),
+        ("queue.engine", "queue: { engine: kafka }"),
+        ("fleet.engine", "fleet: { engine: k8s }"),
+        ("logging.level", "logging: { level: trace }"),
+        ("logging.format", "logging: { format: xml }"),
+    ] {
+        let err = error_for(LOCAL, patch);
+        assert_names_key(&err, key);
+        assert!(err.to_string().contains("expected one of"), "{err}");
+    }
+}
+
+#[test]
+fn yaml_merge_keys_are_honoured() {
+    let yaml = format!("{LOCAL}\nx-common: &common {{ level: debug }}\n");
+    // An unknown top-level key is still refused, anchors or not.
+    assert_names_key(&load(&yaml).unwrap_err(), "x-common");
+
+    let yaml = "aws: &off { disabled: true }\ngithub: *off\nfleet: { engine: simulated }\nauth: { jwt_secret: \"jwt-secret-0123456789abcdef0123456789\" }\n";
+    let config = load(yaml).unwrap();
+    assert!(config.github.disabled);
+}
+
+// ----------------------------------------------------------------------------------- durations
+
+#[test]
+fn a_duration_in_words_is_refused_naming_the_key() {
+    let err = error_for(LOCAL, "auth: { session_ttl: 12hours }");
+    assert_eq!(
+        err.to_string(),
+        "config invalid: auth.session_ttl: invalid duration \"12hours\" (use Go syntax like 90s, 10m, 1h30m)"
+    );
+}
+
+#[test]
+fn a_duration_without_unit_days_or_sign_is_refused() {
+    for (patch, key) in [
+        ("reaper: { interval: 60 }", "reaper.interval"),
+        ("reaper: { orphan_grace: 1d }", "reaper.orphan_grace"),
+        ("reaper: { redrive_after: '-5m' }", "reaper.redrive_after"),
+        ("pricing: { cache_ttl: '' }", "pricing.cache_ttl"),
+        ("fleet: { simulated: { job_time: 10 seconds } }", "fleet.simulated.job_time"),
+    ] {
+        assert_names_key(&error_for(LOCAL, patch), key);
+    }
+}
+
+#[test]
+fn go_durations_are_read_for_every_duration_key() {
+    let config = load(&patched(
+        LOCAL,
+        r#"
+fleet: { simulated: { boot_delay: 300ms, job_time: 1.5s } }
+reaper: { interval: 90s, redrive_after: 1h30m, orphan_grace: 2h45m30s, degraded_cooldown: 0s }
+pricing: { cache_ttl: 1.5h }
+auth: { session_ttl: 8h }
+"#,
+    ))
+    .unwrap();
+    assert_eq!(config.fleet.simulated.boot_delay, Duration::from_millis(300));
+    assert_eq!(config.fleet.simulated.job_time, Duration::from_millis(1500));
+    assert_eq!(config.reaper.interval, Duration::from_secs(90));
+    assert_eq!(config.reaper.redrive_after, Duration::from_secs(5400));
+    assert_eq!(config.reaper.orphan_grace, Duration::from_secs(9930));
+    assert_eq!(config.reaper.degraded_cooldown, Duration::ZERO);
+    assert_eq!(config.pricing.cache_ttl, Duration::from_secs(5400));
+    assert_eq!(config.auth.session_ttl, Duration::from_secs(8 * 3600));
+}
+
+#[test]
+fn zero_is_refused_where_it_would_spin_or_expire_at_once() {
+    for (patch, key) in [
+        ("reaper: { interval: 0s }", "reaper.interval"),
+        ("reaper: { redrive_after: 0s }", "reaper.redrive_after"),
+        ("reaper: { orphan_grace: '0' }", "reaper.orphan_grace"),
+        ("pricing: { cache_ttl: 0s }", "pricing.cache_ttl"),
+        ("auth: { session_ttl: 0s }", "auth.session_ttl"),
+    ] {
+        assert_names_key(&error_for(LOCAL, patch), key);
+    }
+}
+
+// --------------------------------------------------------------------------------- environment
+
+#[test]
+fn env_overrides_nested_keys_whose_names_contain_underscores() {
+    let config = load_with_env(
+        &patched(LOCAL, "server: { tls: { acme: { http_addr: ':80' } } }"),
+        &[
+            ("PACER_SERVER_TLS_ACME_HTTP_ADDR", ":8080"),
+            ("PACER_FLEET_SIMULATED_BOOT_DELAY", "250ms"),
+            ("PACER_AUTH_JWT_SECRET", "from-env-0123456789abcdef0123456789"),
+            ("PACER_AUTH_OIDC_REQUIRE_EMAIL_VERIFIED", "false"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.server.tls.acme.http_addr, ":8080");
+    assert_eq!(config.fleet.simulated.boot_delay, Duration::from_millis(250));
+    assert_eq!(config.auth.jwt_secret.unwrap().expose(), "from-env-0123456789abcdef0123456789");
+    assert!(!config.auth.oidc.require_email_verified);
+}
+
+#[test]
+fn env_alone_configures_pacer_without_a_file() {
+    let vars = env(&[
+        ("PACER_AWS_DISABLED", "true"),
+        ("PACER_GITHUB_DISABLED", "1"),
+        ("PACER_FLEET_ENGINE", "simulated"),
+        ("PACER_AUTH_JWT_SECRET", JWT_SECRET),
+    ]);
+    let config = Config::load(None, &vars).unwrap();
+    assert!(config.aws.disabled && config.github.disabled);
+}
+
+#[test]
+fn env_lists_are_comma_separated_or_json() {
+    let config = load_with_env(
+        LOCAL,
+        &[
+            ("PACER_SERVER_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1,,"),
+            ("PACER_AUTH_OIDC_ALLOWED_DOMAINS", r#"["Example.com", "corp.example"]"#),
+            ("PACER_AUTH_OIDC_SCOPES", ""),
+        ],
+    )
+    .unwrap();
+    let proxies: Vec<String> = config.server.trusted_proxies.iter().map(ToString::to_string).collect();
+    assert_eq!(proxies, ["10.0.0.0/8", "127.0.0.1/32"]);
+    assert_eq!(config.auth.oidc.allowed_domains, ["example.com", "corp.example"]);
+    assert!(config.auth.oidc.scopes.is_empty());
+}
+
+#[test]
+fn a_malformed_json_list_in_env_is_refused_naming_key_and_variable() {
+    let err = load_with_env(LOCAL, &[("PACER_AUTH_OIDC_ALLOWED_GROUPS", "[\"admins\"")]).unwrap_err();
+    assert_names_key(&err, "auth.oidc.allowed_groups");
+    assert!(err.to_string().contains("(set by PACER_AUTH_OIDC_ALLOWED_GROUPS)"), "{err}");
+}
+
+#[test]
+fn env_numbers_and_booleans_are_typed_by_the_schema() {
+    let config = load_with_env(
+        LOCAL,
+        &[("PACER_GITHUB_APP_ID", "123"), ("PACER_REAPER_MAX_ATTEMPTS", "5"), ("PACER_LOGGING_COLOR", "TRUE")],
+    )
+    .unwrap();
+    assert_eq!(config.github.app_id, Some(123));
+    assert_eq!(config.reaper.max_attempts, 5);
+    assert!(config.logging.color);
+
+    let err = load_with_env(LOCAL, &[("PACER_GITHUB_APP_ID", "12ab")]).unwrap_err();
+    assert_names_key(&err, "github.app_id");
+    assert!(err.to_string().contains("PACER_GITHUB_APP_ID"), "{err}");
+
+    let err = load_with_env(LOCAL, &[("PACER_AUTH_DISABLED", "yes")]).unwrap_err();
+    assert_names_key(&err, "auth.disabled");
+}
+
+#[test]
+fn env_overrides_the_file() {
+    let config = load_with_env(&patched(LOCAL, "logging: { level: info }"), &[("PACER_LOGGING_LEVEL", "debug")]).unwrap();
+    assert_eq!(config.logging.level, LogLevel::Debug);
+}
+
+#[test]
+fn an_empty_env_value_clears_an_optional_key() {
+    let config = load_with_env(
+        &patched(LOCAL, "server: { public_url: 'https://pacer.example.com' }"),
+        &[("PACER_SERVER_PUBLIC_URL", "")],
+    )
+    .unwrap();
+    assert_eq!(config.server.public_url, None);
+}
+
+#[test]
+fn an_unknown_pacer_variable_is_refused_like_an_unknown_key() {
+    let err = load_with_env(LOCAL, &[("PACER_AUTH_JWT_SECRETT", "x")]).unwrap_err();
+    assert!(matches!(err, ConfigError::UnknownEnvVar { .. }));
+    assert_eq!(err.key(), Some("PACER_AUTH_JWT_SECRETT"));
+    assert!(err.to_string().contains("did you mean PACER_AUTH_JWT_SECRET?"), "{err}");
+    assert!(!err.to_string().contains("=x"));
+}
+
+#[test]
+fn non_config_pacer_variables_and_other_variables_are_ignored() {
+    let vars: Vec<(&str, &str)> = NON_CONFIG_ENV_VARS.iter().map(|name| (*name, "anything")).collect();
+    let mut vars = vars;
+    vars.extend([("HOME", "/root"), ("RUST_LOG", "debug"), ("pacer_lower", "x")]);
+    assert!(load_with_env(LOCAL, &vars).is_ok());
+}
+
+#[test]
+fn a_bad_secret_from_env_names_the_variable_but_not_the_value() {
+    let err = load_with_env(LOCAL, &[("PACER_AUTH_JWT_SECRET", "short-secret")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "config invalid: auth.jwt_secret: must be at least 32 characters (got 12) (set by PACER_AUTH_JWT_SECRET)"
+    );
+}
+
+#[test]
+fn every_key_can_be_set_from_the_environment() {
+    // Given a valid value for each kind, when every key is set through its variable at once,
+    // then the overlay accepts every name (the values need not make a coherent config).
+    for key in KEYS {
+        let value = match key.kind {
+            schema::Kind::Bool => "false",
+            schema::Kind::Integer => "3",
+            schema::Kind::Duration => "5m",
+            schema::Kind::Url => "https://example.com",
+            schema::Kind::Address => ":3000",
+            schema::Kind::RateLimit => "5/1m",
+            schema::Kind::Choice(words) => words[0],
+            schema::Kind::List => "a,b",
+            _ => "x",
+        };
+        let mut tree = load::Tree::from_yaml(None, std::path::Path::new("t")).unwrap();
+        tree.overlay_env(&env(&[(&key.env_name(), value)])).unwrap_or_else(|e| panic!("{}: {e}", key.path));
+        assert_eq!(tree.env_vars.get(key.path).map(String::as_str), Some(key.env_name().as_str()));
+    }
+}
+
+// ---------------------------------------------------------------------------------- validation
+
+#[test]
+fn jwt_secret_is_required_unless_auth_is_disabled() {
+    let err = error_for(LOCAL, "auth: { jwt_secret: null }");
+    assert_names_key(&err, "auth.jwt_secret");
+
+    let config = load(&patched(LOCAL, "auth: { jwt_secret: null, disabled: true }")).unwrap();
+    assert!(config.auth.disabled);
+}
+
+#[test]
+fn a_short_jwt_secret_is_refused_by_length_without_showing_it() {
+    let err = error_for(LOCAL, "auth: { jwt_secret: abcdefghijkl }");
+    assert_eq!(err.to_string(), "config invalid: auth.jwt_secret: must be at least 32 characters (got 12)");
+}
+
+#[test]
+fn github_needs_an_app_id_a_webhook_secret_a_callback_secret_and_a_key() {
+    assert!(load(&with_github()).is_ok());
+    for (key, patch) in [
+        ("github.app_id", "github: { app_id: null }"),
+        ("github.app_id", "github: { app_id: 0 }"),
+        ("github.webhook_secret", "github: { webhook_secret: null }"),
+        ("github.webhook_secret", "github: { webhook_secret: '' }"),
+        ("github.callback_hmac_secret", "github: { callback_hmac_secret: null }"),
+        ("github.private_key_path", "github: { private_key: null }"),
+    ] {
+        assert_names_key(&error_for(&with_github(), patch), key);
+    }
+}
+
+#[test]
+fn a_short_callback_secret_is_refused() {
+    let err = error_for(&with_github(), "github: { callback_hmac_secret: too-short }");
+    assert_eq!(err.to_string(), "config invalid: github.callback_hmac_secret: must be at least 32 characters (got 9)");
+}
+
+#[test]
+fn secrets_given_while_github_is_off_are_still_checked() {
+    assert_names_key(&error_for(LOCAL, "github: { callback_hmac_secret: short }"), "github.callback_hmac_secret");
+}
+
+#[test]
+fn the_private_key_may_come_from_a_readable_file() {
+    let dir = TempDir::new("pem");
+    let pem = dir.file("app.pem", FAKE_PEM);
+    let yaml = patched(&with_github(), &format!("github: {{ private_key: null, private_key_path: {pem:?} }}"));
+    let config = load(&yaml).unwrap();
+    assert_eq!(config.github.private_key_path.as_deref(), Some(pem.as_path()));
+}
+
+#[test]
+fn a_missing_private_key_file_names_the_key_and_the_os_error() {
+    let err = error_for(&with_github(), "github: { private_key: null, private_key_path: /nonexistent/app.pem }");
+    assert_names_key(&err, "github.private_key_path");
+    assert!(err.to_string().contains("/nonexistent/app.pem"), "{err}");
+    assert!(err.to_string().contains("No such file"), "{err}");
+}
+
+#[test]
+fn a_private_key_file_that_is_not_a_pem_key_is_refused() {
+    let dir = TempDir::new("notpem");
+    let path = dir.file("cert.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    let err = error_for(&with_github(), &format!("github: {{ private_key: null, private_key_path: {path:?} }}"));
+    assert_names_key(&err, "github.private_key_path");
+}
+
+#[test]
+fn an_inline_private_key_that_is_not_a_pem_key_is_refused_without_quoting_it() {
+    let err = error_for(&with_github(), "github: { private_key: 'my-secret-not-a-key' }");
+    assert_names_key(&err, "github.private_key");
+    assert!(!err.to_string().contains("my-secret-not-a-key"), "{err}");
+}
+
+#[test]
+fn both_private_key_and_its_path_is_refused() {
+    let err = error_for(&with_github(), "github: { private_key_path: /etc/pacer/app.pem }");
+    assert_names_key(&err, "github.private_key");
+}
+
+#[test]
+fn a_pem_with_escaped_newlines_from_env_is_restored() {
+    let escaped = FAKE_PEM.replace('\n', "\\n");
+    let config = load_with_env(&with_github(), &[("PACER_GITHUB_PRIVATE_KEY", &escaped)]).unwrap();
+    assert_eq!(config.github.private_key.unwrap().expose(), FAKE_PEM.trim());
+}
+
+#[test]
+fn github_disabled_does_not_read_the_key_file() {
+    let config = load(&patched(LOCAL, "github: { private_key_path: /nonexistent/app.pem }")).unwrap();
+    assert!(config.github.disabled);
+}
+
+#[test]
+fn an_enterprise_api_url_keeps_its_last_segment_when_joined() {
+    let config = load(&patched(LOCAL, "github: { api_url: 'https://ghe.example.com/api/v3' }")).unwrap();
+    assert_eq!(config.github.api_url.join("app").unwrap().as_str(), "https://ghe.example.com/api/v3/app");
+}
+
+#[test]
+fn oidc_needs_issuer_client_id_client_secret_and_redirect_url() {
+    assert!(load(&with_oidc()).is_ok());
+    for key in ["issuer", "client_id", "client_secret", "redirect_url"] {
+        let err = error_for(&with_oidc(), &format!("auth: {{ oidc: {{ {key}: null }} }}"));
+        assert_names_key(&err, &format!("auth.oidc.{key}"));
+    }
+}
+
+#[test]
+fn the_oidc_issuer_must_be_an_http_url_with_a_host() {
+    assert_names_key(&error_for(&with_oidc(), "auth: { oidc: { issuer: accounts.google.com } }"), "auth.oidc.issuer");
+    assert_names_key(&error_for(&with_oidc(), "auth: { oidc: { issuer: 'ftp://idp.example.com' } }"), "auth.oidc.issuer");
+    assert_names_key(&error_for(&with_oidc(), "auth: { oidc: { issuer: 'urn:idp:pacer' } }"), "auth.oidc.issuer");
+}
+
+#[test]
+fn an_issuer_sharing_its_origin_with_the_redirect_url_is_refused() {
+    // Default ports are made explicit: https://host and https://host:443 are one origin.
+    let err = error_for(&with_oidc(), "auth: { oidc: { issuer: 'https://pacer.example.com:443/oidc' } }");
+    assert_names_key(&err, "auth.oidc.issuer");
+    assert!(err.to_string().contains("origin"), "{err}");
+}
+
+#[test]
+fn an_issuer_on_the_same_host_but_another_port_is_accepted() {
+    let yaml = patched(
+        &with_oidc(),
+        "auth: { oidc: { issuer: 'http://localhost:9000', redirect_url: 'http://localhost:3000/api/auth/oidc/callback' } }",
+    );
+    assert!(load(&yaml).is_ok());
+}
+
+#[test]
+fn a_bare_domain_in_allowed_emails_points_to_allowed_domains() {
+    let err = error_for(&with_oidc(), "auth: { oidc: { allowed_emails: ['ops@example.com', '@example.com'] } }");
+    assert_names_key(&err, "auth.oidc.allowed_emails[1]");
+    assert!(err.to_string().contains("auth.oidc.allowed_domains"), "{err}");
+}
+
+#[test]
+fn allowed_groups_need_a_groups_claim() {
+    let err = error_for(&with_oidc(), "auth: { oidc: { allowed_groups: [pacer-admins] } }");
+    assert_names_key(&err, "auth.oidc.allowed_groups");
+    let err = error_for(&with_oidc(), "auth: { oidc: { admin_groups: [pacer-admins] } }");
+    assert_names_key(&err, "auth.oidc.admin_groups");
+    assert!(load(&patched(&with_oidc(), "auth: { oidc: { groups_claim: groups, allowed_groups: [a] } }")).is_ok());
+}
+
+#[test]
+fn oidc_scopes_must_include_openid() {
+    assert_names_key(&error_for(&with_oidc(), "auth: { oidc: { scopes: [email] } }"), "auth.oidc.scopes");
+}
+
+#[test]
+fn enabling_oidc_turns_local_login_off_with_a_note() {
+    let config = load(&with_oidc()).unwrap();
+    assert!(!config.auth.local.enabled);
+    assert!(config.notes.iter().any(|note| note.contains("auth.local.enabled")), "{:?}", config.notes);
+}
+
+#[test]
+fn the_local_admin_email_is_trimmed_and_lower_cased() {
+    let config = load(&patched(LOCAL, "auth: { local: { email: '  Admin@Example.COM ' } }")).unwrap();
+    assert_eq!(config.auth.local.email, "admin@example.com");
+    assert_names_key(&error_for(LOCAL, "auth: { local: { email: admin } }"), "auth.local.email");
+}
+
+#[test]
+fn logging_output_is_stdout_or_an_absolute_path() {
+    assert_names_key(&error_for(LOCAL, "logging: { output: logs/pacer.log }"), "logging.output");
+    let config = load(&patched(LOCAL, "logging: { output: /var/log/pacer.log }")).unwrap();
+    assert_eq!(config.logging.output, LogOutput::File("/var/log/pacer.log".into()));
+}
+
+#[test]
+fn color_with_json_logs_is_a_note_not_an_error() {
+    let config = load(&patched(LOCAL, "logging: { format: json, color: true }")).unwrap();
+    assert!(config.notes.iter().any(|note| note.contains("logging.color")));
+}
+
+#[test]
+fn the_listen_address_must_be_host_port_or_port() {
+    assert_names_key(&error_for(LOCAL, "server: { addr: '3000' }"), "server.addr");
+    assert_names_key(&error_for(LOCAL, "server: { addr: 'localhost' }"), "server.addr");
+    let config = load(&patched(LOCAL, "server: { addr: ':3000' }")).unwrap();
+    assert_eq!(config.server.bind_addr(), "0.0.0.0:3000");
+}
+
+#[test]
+fn the_public_url_must_be_http_or_https() {
+    assert_names_key(&error_for(LOCAL, "server: { public_url: 'ftp://pacer.example.com' }"), "server.public_url");
+    assert_names_key(&error_for(LOCAL, "server: { public_url: 'pacer.example.com' }"), "server.public_url");
+}
+
+#[test]
+fn manual_tls_needs_readable_cert_and_key_files() {
+    assert_names_key(&error_for(LOCAL, "server: { tls: { mode: manual } }"), "server.tls.cert");
+    let dir = TempDir::new("tls");
+    let cert = dir.file("cert.pem", "cert");
+    let yaml = format!("server: {{ tls: {{ mode: manual, cert: {cert:?}, key: /nonexistent/key.pem }} }}");
+    let err = error_for(LOCAL, &yaml);
+    assert_names_key(&err, "server.tls.key");
+    assert!(err.to_string().contains("/nonexistent/key.pem"));
+
+    let key = dir.file("key.pem", "key");
+    assert!(load(&patched(LOCAL, &format!("server: {{ tls: {{ mode: manual, cert: {cert:?}, key: {key:?} }} }}"))).is_ok());
+}
+
+#[test]
+fn self_signed_tls_needs_no_fqdn() {
+    let config = load(&patched(LOCAL, "server: { tls: { mode: self, alg: ed25519 } }")).unwrap();
+    assert_eq!(config.server.tls.mode, TlsMode::SelfSigned);
+    assert_eq!(config.server.tls.alg, KeyAlg::Ed25519);
+}
+
+#[test]
+fn acme_needs_at_least_one_host() {
+    assert_names_key(&error_for(LOCAL, "server: { tls: { mode: acme } }"), "server.tls.acme.hosts");
+    assert_names_key(
+        &error_for(LOCAL, "server: { tls: { mode: acme, acme: { hosts: ['https://pacer.example.com'] } } }"),
+        "server.tls.acme.hosts[0]",
+    );
+    let config = load(&patched(
+        LOCAL,
+        "server: { tls: { mode: acme, acme: { hosts: [pacer.example.com], directory_url: 'https://localhost:14000/dir' } } }",
+    ))
+    .unwrap();
+    assert_eq!(config.server.tls.acme.directory_url.as_str(), "https://localhost:14000/dir");
+    assert_eq!(config.server.tls.acme.http_addr, ":80");
+}
+
+#[test]
+fn acme_ca_cert_must_be_readable() {
+    let err = error_for(
+        LOCAL,
+        "server: { tls: { mode: acme, acme: { hosts: [pacer.example.com], ca_cert: /nonexistent/pebble.pem } } }",
+    );
+    assert_names_key(&err, "server.tls.acme.ca_cert");
+}
+
+#[test]
+fn the_deployment_name_is_a_short_lower_case_slug_starting_with_a_letter() {
+    for bad in ["Pacer", "1pacer", "pa_cer", "-pacer", &"a".repeat(33)] {
+        let err = error_for(LOCAL, &format!("deployment: {{ name: '{bad}' }}"));
+        assert_names_key(&err, "deployment.name");
+    }
+    assert!(load(&patched(LOCAL, "deployment: { name: prod-eu-1 }")).is_ok());
+}
+
+#[test]
+fn the_login_rate_limit_is_n_per_duration() {
+    for bad in ["0/5m", "10", "10/5minutes", "ten/5m"] {
+        assert_names_key(&error_for(LOCAL, &format!("auth: {{ login_rate_limit: '{bad}' }}")), "auth.login_rate_limit");
+    }
+    let config = load(&patched(LOCAL, "auth: { login_rate_limit: 3/1m }")).unwrap();
+    assert_eq!(config.auth.login_rate_limit, RateLimit { attempts: 3, window: Duration::from_secs(60) });
+}
+
+#[test]
+fn max_attempts_must_be_between_1_and_20() {
+    assert_names_key(&error_for(LOCAL, "reaper: { max_attempts: 0 }"), "reaper.max_attempts");
+    assert_names_key(&error_for(LOCAL, "reaper: { max_attempts: 21 }"), "reaper.max_attempts");
+    assert!(load(&patched(LOCAL, "reaper: { max_attempts: 20 }")).is_ok());
+}
+
+#[test]
+fn the_runner_version_is_latest_or_a_release() {
+    assert!(load(&patched(LOCAL, "runner: { version: 2.321.0 }")).is_ok());
+    assert_names_key(&error_for(LOCAL, "runner: { version: v2.321 }"), "runner.version");
+}
+
+/// AWS on, with the local engines, for the AWS engine rules.
+fn with_aws() -> String {
+    patched(LOCAL, "aws: { disabled: false }")
+}
+
+#[test]
+fn sqs_needs_a_queue_url() {
+    assert_names_key(&error_for(&with_aws(), "queue: { engine: sqs }"), "queue.url");
+    assert_names_key(&error_for(&with_aws(), "queue: { engine: sqs, url: not-a-url }"), "queue.url");
+    let url = "https://sqs.us-east-1.amazonaws.com/123456789012/pacer-jobs";
+    assert!(load(&patched(&with_aws(), &format!("queue: {{ engine: sqs, url: '{url}' }}"))).is_ok());
+}
+
+#[test]
+fn dynamodb_needs_a_table_name() {
+    assert_names_key(&error_for(&with_aws(), "database: { engine: dynamodb, table: '' }"), "database.table");
+    assert_names_key(&error_for(&with_aws(), "database: { engine: dynamodb, table: 'a b' }"), "database.table");
+    assert!(load(&patched(&with_aws(), "database: { engine: dynamodb }")).is_ok());
+}
+
+#[test]
+fn aws_disabled_contradicts_the_aws_engines() {
+    for (key, patch) in [
+        ("database.engine", "database: { engine: dynamodb }"),
+        ("queue.engine", "queue: { engine: sqs, url: 'https://sqs.example.com/1/q' }"),
+        ("fleet.engine", "fleet: { engine: ec2 }"),
+    ] {
+        let err = error_for(LOCAL, patch);
+        assert_names_key(&err, key);
+        assert!(err.to_string().contains("aws.disabled"), "{err}");
+    }
+}
+
+#[test]
+fn aws_disabled_turns_default_pricing_off_but_refuses_explicit_pricing() {
+    let config = load(LOCAL).unwrap();
+    assert!(!config.pricing.enabled);
+    assert!(config.notes.iter().any(|note| note.contains("pricing.enabled")));
+
+    assert_names_key(&error_for(LOCAL, "pricing: { enabled: true }"), "pricing.enabled");
+}
+
+#[test]
+fn a_secret_reference_while_aws_is_disabled_is_refused() {
+    let err = error_for(LOCAL, "auth: { jwt_secret: 'ssm:/pacer/jwt' }");
+    assert_names_key(&err, "auth.jwt_secret");
+    assert!(err.to_string().contains("ssm:/pacer/jwt"), "{err}");
+}
+
+#[test]
+fn a_malformed_secret_reference_is_refused_at_load() {
+    let err = error_for(&with_aws(), "auth: { jwt_secret: 'ssm:pacer/jwt' }");
+    assert_names_key(&err, "auth.jwt_secret");
+}
+
+#[test]
+fn referenced_secrets_are_checked_only_after_resolution() {
+    // Given short references where long secrets are needed
+    let yaml = patched(
+        &patched(&with_github(), "aws: { disabled: false }"),
+        "auth: { jwt_secret: 'ssm:/p/jwt' }\ngithub: { callback_hmac_secret: 'secretsmanager:cb', private_key: 'ssm:/p/key' }",
+    );
+    // When loaded, the references pass (their values are unknown yet)
+    let mut config = load(&yaml).expect("references pass at load");
+    assert!(config.has_secret_references());
+
+    // Then validation after resolution refuses anything left unresolved
+    let err = config.validate_resolved().unwrap_err();
+    assert_names_key(&err, "github.private_key");
+
+    // And once the values are filled in, their content is checked
+    config.github.private_key = Some(Secret::new(FAKE_PEM));
+    config.github.callback_hmac_secret = Some(Secret::new(CALLBACK_SECRET));
+    config.auth.jwt_secret = Some(Secret::new("short"));
+    assert_names_key(&config.validate_resolved().unwrap_err(), "auth.jwt_secret");
+    config.auth.jwt_secret = Some(Secret::new(JWT_SECRET));
+    assert!(config.validate_resolved().is_ok());
+}
+
+#[tokio::test]
+async fn resolving_without_references_calls_nothing_and_validates() {
+    let mut config = load(&with_github()).unwrap();
+    let aws = aws_config::SdkConfig::builder().build();
+    config.resolve_secrets(&aws).await.expect("nothing to resolve");
+    assert!(!config.has_secret_references());
+}
+
+// ------------------------------------------------------------------------------------ warnings
+
+#[test]
+fn warnings_list_the_disabled_modes() {
+    let config = load(&patched(LOCAL, "auth: { disabled: true }")).unwrap();
+    let warnings = config.warnings();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    for key in ["aws.disabled", "auth.disabled", "github.disabled"] {
+        assert!(warnings.iter().any(|w| w.starts_with(key)), "{key} missing from {warnings:?}");
+    }
+
+    let config = load(&patched(&with_github(), "aws: { disabled: false }\nfleet: { engine: ec2 }")).unwrap();
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+}
+
+// ----------------------------------------------------------------------------------- redaction
+
+#[test]
+fn no_secret_appears_in_debug_or_serialized_output() {
+    let secrets = [
+        "jwt-VALUE-0123456789abcdef0123456789",
+        "webhook-VALUE",
+        "previous-VALUE",
+        "callback-VALUE-0123456789abcdef012345",
+        "oidc-VALUE",
+    ];
+    let yaml = patched(
+        &with_oidc(),
+        &format!(
+            "auth: {{ jwt_secret: {}, oidc: {{ client_secret: {} }} }}\ngithub: {{ webhook_secret: {}, webhook_secret_previous: {}, callback_hmac_secret: {} }}",
+            secrets[0], secrets[4], secrets[1], secrets[2], secrets[3]
+        ),
+    );
+    let mut config = load(&yaml).unwrap();
+    config.github.private_key = Some(Secret::new(FAKE_PEM));
+
+    let debug = format!("{config:?}");
+    let pretty = format!("{config:#?}");
+    let json = serde_json::to_string(&config).unwrap();
+    let yaml_out = serde_norway::to_string(&config).unwrap();
+    for output in [&debug, &pretty, &json, &yaml_out] {
+        for secret in secrets.iter().copied().chain(["MIIEowIBAAKCAQEA"]) {
+            assert!(!output.contains(secret), "{secret} leaked into: {output}");
+        }
+        assert!(output.contains("[redacted]"));
+    }
+}
+
+#[test]
+fn no_secret_appears_in_error_messages() {
+    for patch in [
+        "auth: { jwt_secret: VALUE-abc }",
+        "auth: { jwt_secret: [VALUE-abc] }",
+        "github: { callback_hmac_secret: VALUE-abc }",
+    ] {
+        let err = error_for(LOCAL, patch);
+        assert!(!err.to_string().contains("VALUE-abc"), "{err}");
+    }
+}
+
+// ------------------------------------------------------------------------------ the key table
+
+/// Flattens a serialised config into `path → rendered value` (`None` for unset), stopping at
+/// table keys.
+fn flatten(value: &Value, prefix: &str, out: &mut Vec<(String, Option<String>)>) {
+    let rendered = match value {
+        Value::Object(map) if schema::find(prefix).is_none() => {
+            for (name, inner) in map {
+                let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+                flatten(inner, &path, out);
+            }
+            return;
+        }
+        Value::Null => None,
+        Value::String(text) => Some(text.clone()),
+        Value::Array(items) => {
+            let items: Vec<&str> = items.iter().map(|item| item.as_str().unwrap_or_default()).collect();
+            Some(format!("[{}]", items.join(", ")))
+        }
+        other => Some(other.to_string()),
+    };
+    out.push((prefix.to_owned(), rendered));
+}
+
+#[test]
+fn the_key_table_matches_the_structs_and_their_defaults() {
+    let mut actual = Vec::new();
+    flatten(&serde_json::to_value(Config::default()).unwrap(), "", &mut actual);
+
+    let mut table: Vec<&str> = KEYS.iter().map(|key| key.path).collect();
+    let mut structs: Vec<&str> = actual.iter().map(|(path, _)| path.as_str()).collect();
+    table.sort_unstable();
+    structs.sort_unstable();
+    assert_eq!(table, structs, "schema.rs KEYS and the config structs disagree");
+
+    for (path, default) in &actual {
+        let key = schema::find(path).unwrap();
+        assert_eq!(key.optional, default.is_none(), "optional flag of {path} in schema.rs");
+        assert_eq!(key.default, default.as_deref().unwrap_or_default(), "default of {path} in schema.rs");
+    }
+}
+
+#[test]
+fn the_docs_describe_every_key_with_its_variable() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+    let docs = std::fs::read_to_string(path).expect("docs/configuration.md exists");
+
+    let missing: Vec<&str> = KEYS
+        .iter()
+        .filter(|key| !docs.contains(&format!("| `{}` |", key.path)) || !docs.contains(&key.env_name()))
+        .map(|key| key.path)
+        .collect();
+    assert!(missing.is_empty(), "docs/configuration.md lacks these keys: {missing:?}");
+
+    let table = reference_markdown();
+    assert!(
+        docs.contains(&table),
+        "the key table in docs/configuration.md is out of date; replace it with:\n\n{table}"
+    );
+    for name in NON_CONFIG_ENV_VARS {
+        assert!(docs.contains(name), "docs/configuration.md does not mention {name}");
+    }
+}

@@ -1,0 +1,69 @@
+//! pacer's own ids: a short type prefix and a ULID, so ids are opaque to
+//! clients, sort by creation time (cursor pagination relies on it) and say
+//! what they name in logs.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    Project,
+    Pool,
+    Binding,
+    Job,
+    Runner,
+    User,
+    Audit,
+}
+
+impl IdKind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            IdKind::Project => "prj",
+            IdKind::Pool => "pool",
+            IdKind::Binding => "rb",
+            IdKind::Job => "job",
+            IdKind::Runner => "run",
+            IdKind::User => "usr",
+            IdKind::Audit => "evt",
+        }
+    }
+}
+
+impl fmt::Display for IdKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.prefix())
+    }
+}
+
+/// A new id of the given kind, ordered after every id made earlier at a
+/// coarser millisecond (ULIDs made within one millisecond are random among
+/// themselves, which is fine for pagination: the order is stable).
+pub fn new_id(kind: IdKind, at: super::Time) -> String {
+    let ms = at.timestamp_millis().max(0) as u64;
+    let ulid = ulid::Ulid::from_parts(ms, rand::random::<u128>());
+    format!("{}_{}", kind.prefix(), ulid.to_string().to_ascii_lowercase())
+}
+
+/// Whether `id` looks like an id of `kind` (a cheap check that turns a wrong
+/// id into a 404 without a store round trip).
+pub fn is_id_of(kind: IdKind, id: &str) -> bool {
+    id.strip_prefix(kind.prefix())
+        .and_then(|rest| rest.strip_prefix('_'))
+        .is_some_and(|u| u.len() == 26 && u.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn ids_sort_by_creation_time_and_carry_their_kind() {
+        let earlier = new_id(IdKind::Job, Utc.timestamp_millis_opt(1_000).unwrap());
+        let later = new_id(IdKind::Job, Utc.timestamp_millis_opt(2_000).unwrap());
+        assert!(earlier < later);
+        assert!(is_id_of(IdKind::Job, &earlier));
+        assert!(!is_id_of(IdKind::Pool, &earlier));
+        assert!(!is_id_of(IdKind::Job, "job_nope"));
+    }
+}

@@ -1,0 +1,262 @@
+//! Jobs — one GitHub `workflow_job` each — and the state machine that keeps
+//! them moving forward whatever order webhooks arrive in (DESIGN §4).
+
+use serde::{Deserialize, Serialize};
+
+use super::Time;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// No pool served its labels when it arrived; re-matched when pools change.
+    Unmatched,
+    /// GitHub holds it for an approval or a concurrency group; nothing launches.
+    Waiting,
+    Queued,
+    /// An orchestrator holds a capacity reservation for it.
+    Claimed,
+    /// Its runner's instance was launched.
+    Starting,
+    Running,
+    Completed,
+    /// pacer gave up launching a runner for it (GitHub's conclusion is separate).
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 9] = [
+        JobState::Unmatched,
+        JobState::Waiting,
+        JobState::Queued,
+        JobState::Claimed,
+        JobState::Starting,
+        JobState::Running,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Unmatched => "unmatched",
+            JobState::Waiting => "waiting",
+            JobState::Queued => "queued",
+            JobState::Claimed => "claimed",
+            JobState::Starting => "starting",
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// How far along a job is. Moves driven by GitHub only ever increase it.
+    fn rank(self) -> u8 {
+        match self {
+            JobState::Unmatched | JobState::Waiting => 0,
+            JobState::Queued => 1,
+            JobState::Claimed => 2,
+            JobState::Starting => 3,
+            JobState::Running => 4,
+            JobState::Failed => 5,
+            JobState::Completed | JobState::Cancelled => 6,
+        }
+    }
+
+    /// Nothing moves a job out of these.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Completed | JobState::Cancelled)
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who is asking for a transition; the rules differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransitionCause {
+    /// A GitHub webhook: forward only.
+    Webhook,
+    /// The orchestrator claiming, launching, or giving a job back.
+    Orchestrator,
+    /// The reaper re-driving or re-matching.
+    Reaper,
+    /// A runner's own callback.
+    Runner,
+}
+
+/// Whether `cause` may move a job from `from` to `to`. A repeat (`from ==
+/// to`) is never a transition: the caller treats it as already done.
+pub fn transition_allowed(from: JobState, to: JobState, cause: TransitionCause) -> bool {
+    use JobState::*;
+    if from == to || from.is_final() {
+        return false;
+    }
+    match cause {
+        // The only backward moves: a claim or launch that did not lead to a
+        // running job goes back to the queue. Once running, never.
+        TransitionCause::Orchestrator | TransitionCause::Reaper
+            if matches!(from, Claimed | Starting) && to == Queued =>
+        {
+            true
+        }
+        // Re-matching an unmatched job when pools change.
+        TransitionCause::Reaper if from == Unmatched && to == Queued => true,
+        // GitHub may report a job pacer gave up on as running or done
+        // elsewhere; that is news, not a move backwards. Everything else
+        // moves strictly forward.
+        _ => to.rank() > from.rank() || (from == Failed && matches!(to, Running | Completed | Cancelled)),
+    }
+}
+
+/// One step of a job's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub state: JobState,
+    pub at: Time,
+    pub cause: TransitionCause,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub github_job_id: i64,
+    pub run_id: i64,
+    pub run_attempt: i64,
+    pub repo: String,
+    pub installation_id: Option<i64>,
+    pub labels: Vec<String>,
+    pub workflow_name: Option<String>,
+    pub job_name: Option<String>,
+    pub sender: Option<String>,
+    pub html_url: Option<String>,
+    pub project_id: Option<String>,
+    pub pool_id: Option<String>,
+    pub runner_id: Option<String>,
+    pub runner_name: Option<String>,
+    pub state: JobState,
+    pub conclusion: Option<String>,
+    pub attempts: u32,
+    pub failure_reason: Option<String>,
+    pub cost_usd: Option<f64>,
+    pub transitions: Vec<Transition>,
+    pub created_at: Time,
+    pub updated_at: Time,
+}
+
+/// Fields a transition may set along with the new state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobChanges {
+    pub pool_id: Option<String>,
+    pub project_id: Option<String>,
+    pub runner_id: Option<String>,
+    pub runner_name: Option<String>,
+    pub conclusion: Option<String>,
+    pub failure_reason: Option<String>,
+    pub cost_usd: Option<f64>,
+    /// Counts one more launch attempt.
+    pub count_attempt: bool,
+    pub note: Option<String>,
+}
+
+impl Job {
+    /// Applies an allowed transition in memory: what a store writes,
+    /// conditional on the job still being in `self.state`.
+    pub fn apply(&mut self, to: JobState, cause: TransitionCause, changes: &JobChanges, at: Time) {
+        self.state = to;
+        self.updated_at = at;
+        let set = |field: &mut Option<String>, value: &Option<String>| {
+            if value.is_some() {
+                field.clone_from(value);
+            }
+        };
+        set(&mut self.pool_id, &changes.pool_id);
+        set(&mut self.project_id, &changes.project_id);
+        set(&mut self.runner_id, &changes.runner_id);
+        set(&mut self.runner_name, &changes.runner_name);
+        set(&mut self.conclusion, &changes.conclusion);
+        set(&mut self.failure_reason, &changes.failure_reason);
+        if changes.cost_usd.is_some() {
+            self.cost_usd = changes.cost_usd;
+        }
+        if changes.count_attempt {
+            self.attempts += 1;
+        }
+        self.transitions.push(Transition { state: to, at, cause, note: changes.note.clone() });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobState::*;
+    use super::TransitionCause::*;
+    use super::*;
+
+    #[test]
+    fn webhooks_move_jobs_forward_only() {
+        assert!(transition_allowed(Queued, Running, Webhook), "in_progress may skip claimed/starting");
+        assert!(transition_allowed(Starting, Completed, Webhook));
+        assert!(transition_allowed(Waiting, Queued, Webhook));
+        assert!(!transition_allowed(Completed, Queued, Webhook), "a late queued after completed changes nothing");
+        assert!(!transition_allowed(Running, Queued, Webhook));
+        assert!(!transition_allowed(Running, Starting, Webhook));
+    }
+
+    #[test]
+    fn a_repeated_transition_is_not_a_transition() {
+        for s in JobState::ALL {
+            for c in [Webhook, Orchestrator, Reaper, Runner] {
+                assert!(!transition_allowed(s, s, c), "{s} → {s} by {c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_orchestrator_and_reaper_give_a_job_back_and_never_once_running() {
+        for from in [Claimed, Starting] {
+            assert!(transition_allowed(from, Queued, Orchestrator));
+            assert!(transition_allowed(from, Queued, Reaper));
+            assert!(!transition_allowed(from, Queued, Webhook));
+            assert!(!transition_allowed(from, Queued, Runner));
+        }
+        assert!(!transition_allowed(Running, Queued, Reaper));
+        assert!(!transition_allowed(Running, Queued, Orchestrator));
+    }
+
+    #[test]
+    fn final_states_are_final() {
+        for to in JobState::ALL {
+            for c in [Webhook, Orchestrator, Reaper, Runner] {
+                assert!(!transition_allowed(Completed, to, c));
+                assert!(!transition_allowed(Cancelled, to, c));
+            }
+        }
+    }
+
+    #[test]
+    fn github_news_about_a_failed_job_is_recorded() {
+        assert!(transition_allowed(Failed, Completed, Webhook));
+        assert!(transition_allowed(Failed, Running, Webhook));
+        assert!(!transition_allowed(Failed, Queued, Webhook));
+    }
+
+    #[test]
+    fn states_parse_from_their_names() {
+        for s in JobState::ALL {
+            assert_eq!(JobState::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert_eq!(JobState::parse("done"), None);
+    }
+}

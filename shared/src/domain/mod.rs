@@ -1,0 +1,41 @@
+//! pacer's domain: the entities of DESIGN §4, their validation, the job and
+//! runner state machines and label matching. Pure: no I/O, no clock, no
+//! adapters — callers pass the time in.
+
+pub mod audit;
+pub mod duration;
+pub mod fields;
+pub mod ids;
+pub mod job;
+pub mod labels;
+pub mod pool;
+pub mod project;
+pub mod runner;
+pub mod user;
+
+pub use audit::{Actor, ActorKind, AuditEvent};
+pub use ids::{new_id, IdKind};
+pub use job::{transition_allowed, Job, JobChanges, JobState, Transition, TransitionCause};
+pub use labels::{match_pool, Label, LabelSet, PoolCandidate, PoolMatch};
+pub use pool::{Market, Pool, PoolSpec};
+pub use project::{BindingSpec, Project, ProjectSpec, RepoBinding, RepoName, Scope};
+pub use runner::{Runner, RunnerState};
+pub use user::{Role, User};
+
+/// A field that failed validation: the field's name and why, in words a
+/// person can act on. HTTP maps it to 422 with `field`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// Times are UTC everywhere.
+pub type Time = chrono::DateTime<chrono::Utc>;

@@ -1,0 +1,254 @@
+//! Pools: how a runner is launched on EC2, and how many at most.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::duration::serde_go;
+use super::fields::Fields;
+use super::labels::{parse_labels, LabelSet, SELF_HOSTED};
+use super::project::parse_name;
+use super::{Invalid, Time};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Market {
+    OnDemand,
+    Spot,
+    /// Spot first; on-demand when spot capacity is short.
+    SpotFallback,
+}
+
+/// The fields of a pool a client may write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolSpec {
+    pub project_id: String,
+    pub name: String,
+    pub labels: LabelSet,
+    pub instance_types: Vec<String>,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub ami: String,
+    pub instance_profile: Option<String>,
+    pub market: Market,
+    pub max_runners: u32,
+    pub root_volume_gb: u32,
+    #[serde(with = "serde_go")]
+    pub boot_timeout: Duration,
+    #[serde(with = "serde_go")]
+    pub max_lifetime: Duration,
+    #[serde(with = "serde_go")]
+    pub idle_timeout: Duration,
+    pub priority: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pool {
+    pub id: String,
+    #[serde(flatten)]
+    pub spec: PoolSpec,
+    /// Runners holding a capacity reservation now (never above `max_runners`).
+    pub active_runners: u32,
+    pub created_at: Time,
+    pub updated_at: Time,
+}
+
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(6 * 3600);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+fn each_matches(field: &str, items: &[String], what: &str, ok: impl Fn(&str) -> bool) -> Result<(), Invalid> {
+    match items.iter().find(|i| !ok(i)) {
+        Some(bad) => Err(Invalid::new(field, format!("{bad:?} is not {what}"))),
+        None => Ok(()),
+    }
+}
+
+fn aws_id(prefix: &str, s: &str) -> bool {
+    s.strip_prefix(prefix)
+        .is_some_and(|hex| (8..=17).contains(&hex.len()) && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
+}
+
+fn instance_type(s: &str) -> bool {
+    let mut parts = s.split('.');
+    let (Some(family), Some(size), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let word = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    word(family) && word(size)
+}
+
+fn ami(s: &str) -> bool {
+    aws_id("ami-", s)
+        || s.strip_prefix("resolve:ssm:/").is_some_and(|p| {
+            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "/_.-:".contains(c))
+        })
+}
+
+fn instance_profile(s: &str) -> bool {
+    let name_ok = |n: &str| !n.is_empty() && n.len() <= 128 && n.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@-_/".contains(c));
+    match s.strip_prefix("arn:") {
+        Some(rest) => rest.contains(":iam::") && rest.split_once(":instance-profile/").is_some_and(|(_, n)| name_ok(n)),
+        None => name_ok(s) && !s.contains('/'),
+    }
+}
+
+fn nonempty_unique(field: &str, items: Vec<String>) -> Result<Vec<String>, Invalid> {
+    if items.is_empty() {
+        return Err(Invalid::new(field, "needs at least one entry"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = items.iter().find(|i| !seen.insert(i.as_str())) {
+        return Err(Invalid::new(field, format!("lists {dup:?} twice")));
+    }
+    Ok(items)
+}
+
+impl PoolSpec {
+    /// Validates a create body (or an existing spec merged with a PATCH).
+    /// Whether `project_id` names a project is the caller's check.
+    pub fn parse(body: Map<String, Value>) -> Result<Self, Invalid> {
+        let mut f = Fields::new(body);
+        let project_id = f.required("project_id", Fields::string)?;
+        let name = parse_name("name", &f.required("name", Fields::string)?)?;
+        let labels = parse_labels("labels", &f.strings("labels")?.unwrap_or_default())?;
+        if labels.iter().any(|l| l.as_str() == SELF_HOSTED) {
+            return Err(Invalid::new("labels", "need not list \"self-hosted\": every runner carries it"));
+        }
+        if labels.len() > 90 {
+            return Err(Invalid::new("labels", "at most 90 labels (GitHub allows 100 per runner, pacer adds two)"));
+        }
+        let instance_types = nonempty_unique("instance_types", f.required("instance_types", Fields::strings)?)?;
+        each_matches("instance_types", &instance_types, "an EC2 instance type like m7g.large", instance_type)?;
+        let subnets = nonempty_unique("subnets", f.required("subnets", Fields::strings)?)?;
+        each_matches("subnets", &subnets, "a subnet id like subnet-0abc1234", |s| aws_id("subnet-", s))?;
+        let security_groups = f.strings("security_groups")?.unwrap_or_default();
+        each_matches("security_groups", &security_groups, "a security group id like sg-0abc1234", |s| aws_id("sg-", s))?;
+        let ami_value = f.required("ami", Fields::string)?;
+        if !ami(&ami_value) {
+            return Err(Invalid::new("ami", format!("{ami_value:?} is not an AMI id (ami-…) or resolve:ssm:/parameter/path")));
+        }
+        let profile = f.string("instance_profile")?.filter(|s| !s.is_empty());
+        if let Some(p) = &profile {
+            if !instance_profile(p) {
+                return Err(Invalid::new("instance_profile", format!("{p:?} is not an instance profile name or ARN")));
+            }
+        }
+        let market = match f.string("market")?.as_deref() {
+            None | Some("on-demand") => Market::OnDemand,
+            Some("spot") => Market::Spot,
+            Some("spot-fallback") => Market::SpotFallback,
+            Some(other) => {
+                return Err(Invalid::new("market", format!("must be on-demand, spot or spot-fallback, not {other:?}")))
+            }
+        };
+        let max_runners = f.int("max_runners", 1, 10_000)?.unwrap_or(10) as u32;
+        let root_volume_gb = f.int("root_volume_gb", 8, 16_384)?.unwrap_or(30) as u32;
+        let minute = Duration::from_secs(60);
+        let boot_timeout = f
+            .duration("boot_timeout", minute, 2 * 3600 * Duration::from_secs(1))?
+            .unwrap_or(DEFAULT_BOOT_TIMEOUT);
+        let max_lifetime = f
+            .duration("max_lifetime", 5 * minute, Duration::from_secs(7 * 86400))?
+            .unwrap_or(DEFAULT_MAX_LIFETIME);
+        let idle_timeout = f
+            .duration("idle_timeout", minute, Duration::from_secs(86400))?
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT);
+        if max_lifetime <= boot_timeout {
+            return Err(Invalid::new("max_lifetime", "must be longer than boot_timeout"));
+        }
+        let priority = f.int("priority", -1000, 1000)?.unwrap_or(0) as i32;
+        f.finish()?;
+        Ok(Self {
+            project_id,
+            name,
+            labels,
+            instance_types,
+            subnets,
+            security_groups,
+            ami: ami_value,
+            instance_profile: profile,
+            market,
+            max_runners,
+            root_volume_gb,
+            boot_timeout,
+            max_lifetime,
+            idle_timeout,
+            priority,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn minimal() -> Value {
+        json!({"project_id": "prj_x", "name": "linux-arm64", "labels": ["Linux", "arm64"],
+               "instance_types": ["m7g.large", "m6g.large"], "subnets": ["subnet-0abc1234"],
+               "security_groups": ["sg-0abc1234"], "ami": "ami-0123456789abcdef0"})
+    }
+
+    fn with(field: &str, value: Value) -> Map<String, Value> {
+        let mut b = minimal().as_object().unwrap().clone();
+        b.insert(field.into(), value);
+        b
+    }
+
+    #[test]
+    fn a_minimal_pool_gets_the_documented_defaults() {
+        let p = PoolSpec::parse(minimal().as_object().unwrap().clone()).unwrap();
+        assert_eq!(p.market, Market::OnDemand);
+        assert_eq!((p.max_runners, p.root_volume_gb, p.priority), (10, 30, 0));
+        assert_eq!(p.boot_timeout, DEFAULT_BOOT_TIMEOUT);
+        assert!(p.labels.iter().any(|l| l.as_str() == "linux"), "labels are case-folded");
+    }
+
+    #[test]
+    fn durations_round_trip_as_go_strings() {
+        let p = PoolSpec::parse(with("max_lifetime", json!("1h30m"))).unwrap();
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["max_lifetime"], "1h30m");
+        assert_eq!(serde_json::from_value::<PoolSpec>(v).unwrap(), p);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        for (field, value) in [
+            ("instance_types", json!([])),
+            ("instance_types", json!(["large"])),
+            ("instance_types", json!(["m7g.large", "m7g.large"])),
+            ("subnets", json!(["subnet-XYZ"])),
+            ("security_groups", json!(["sg-"])),
+            ("ami", json!("ubuntu")),
+            ("market", json!("cheap")),
+            ("max_runners", json!(0)),
+            ("max_runners", json!(1.5)),
+            ("root_volume_gb", json!(2)),
+            ("boot_timeout", json!("12hours")),
+            ("idle_timeout", json!("10s")),
+            ("labels", json!(["self-hosted"])),
+            ("instance_profile", json!("arn:aws:s3:::bucket")),
+            ("name", json!("has space")),
+        ] {
+            let err = PoolSpec::parse(with(field, value.clone())).unwrap_err();
+            assert_eq!(err.field, field, "{field} = {value}: {err}");
+        }
+    }
+
+    #[test]
+    fn max_lifetime_must_outlast_the_boot_timeout() {
+        let mut b = with("boot_timeout", json!("30m"));
+        b.insert("max_lifetime".into(), json!("10m"));
+        assert_eq!(PoolSpec::parse(b).unwrap_err().field, "max_lifetime");
+    }
+
+    #[test]
+    fn ssm_amis_and_profile_arns_are_accepted() {
+        let mut b = with("ami", json!("resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"));
+        b.insert("instance_profile".into(), json!("arn:aws:iam::123456789012:instance-profile/pacer-runner"));
+        PoolSpec::parse(b).unwrap();
+    }
+}

@@ -1,0 +1,1 @@
+//! Serving a router over plain HTTP or TLS (being written).

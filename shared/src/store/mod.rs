@@ -1,0 +1,184 @@
+//! The store port: where every project, pool, binding, job, runner, user and
+//! audit event lives. The store is the truth (DESIGN §2): state changes are
+//! conditional writes, capacity is reserved by conditional update, and the
+//! adapters — SQLite for one process, DynamoDB for Lambda — pass one
+//! conformance suite ([`conformance`]), which is the specification of this
+//! trait.
+
+pub mod conformance;
+pub mod dynamodb;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    AuditEvent, Job, JobState, Pool, Project, RepoBinding, Runner, RunnerState, Time, User,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule refused the write; the text says which.
+    #[error("{0}")]
+    Conflict(String),
+    /// The object has dependents; the text names the kind.
+    #[error("{0}")]
+    InUse(String),
+    /// A referenced parent (e.g. a pool's project) does not exist.
+    #[error("{0} does not exist")]
+    MissingParent(&'static str),
+    /// A conditional write found the object changed: a stale or repeated
+    /// transition. Callers treat it as "someone else already did it".
+    #[error("the object changed underneath this write")]
+    Stale,
+    #[error("the page cursor is not valid")]
+    BadCursor,
+    #[error(transparent)]
+    Backend(#[from] anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// `?limit=&cursor=` of a list request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+impl PageRequest {
+    pub const DEFAULT_LIMIT: u32 = 50;
+    pub const MAX_LIMIT: u32 = 500;
+
+    pub fn first(limit: u32) -> Self {
+        Self { limit, cursor: None }
+    }
+
+    /// The limit, clamped to 1..=MAX_LIMIT (0 means the default).
+    pub fn limit(&self) -> usize {
+        match self.limit {
+            0 => Self::DEFAULT_LIMIT as usize,
+            n => n.min(Self::MAX_LIMIT) as usize,
+        }
+    }
+}
+
+/// One page of a list: `{items, next_cursor}`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of `GET /api/jobs`. Jobs list newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub project_id: Option<String>,
+    pub pool_id: Option<String>,
+    /// Lower-cased `owner/name`.
+    pub repo: Option<String>,
+    pub github_job_id: Option<i64>,
+    /// Created at or after.
+    pub from: Option<Time>,
+    /// Created before.
+    pub to: Option<Time>,
+}
+
+/// Filters of `GET /api/runners`. Runners list newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunnerFilter {
+    pub pool_id: Option<String>,
+    /// Only runners in one of these states (empty: all).
+    pub states: Vec<RunnerState>,
+}
+
+/// Filters of `GET /api/audit`. Events list newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    /// The actor's id (a user id, a GitHub login, `orchestrator`, …).
+    pub actor: Option<String>,
+    pub from: Option<Time>,
+    pub to: Option<Time>,
+}
+
+/// What inserting a job found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    /// The job is new.
+    Created,
+    /// A job with this GitHub job id exists already (a redelivery): here it is.
+    Existing(Box<Job>),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which adapter this is, for logs and the bench table.
+    fn engine(&self) -> &'static str;
+
+    // Projects. Names are unique (case-insensitively).
+    async fn create_project(&self, project: &Project) -> StoreResult<()>;
+    async fn get_project(&self, id: &str) -> StoreResult<Option<Project>>;
+    async fn list_projects(&self, page: &PageRequest) -> StoreResult<Page<Project>>;
+    /// Replaces the writable fields; `NotFound` if gone, `Conflict` on a taken name.
+    async fn update_project(&self, project: &Project) -> StoreResult<()>;
+    /// `InUse` while any pool or binding names the project.
+    async fn delete_project(&self, id: &str) -> StoreResult<()>;
+
+    // Pools. Names are unique within a project (case-insensitively).
+    /// `MissingParent("project")` when the project is gone.
+    async fn create_pool(&self, pool: &Pool) -> StoreResult<()>;
+    async fn get_pool(&self, id: &str) -> StoreResult<Option<Pool>>;
+    async fn list_pools(&self, project_id: Option<&str>, page: &PageRequest) -> StoreResult<Page<Pool>>;
+    /// Replaces the writable fields, never `active_runners`.
+    async fn update_pool(&self, pool: &Pool) -> StoreResult<()>;
+    /// `InUse` while the pool holds capacity for live runners.
+    async fn delete_pool(&self, id: &str) -> StoreResult<()>;
+    /// Takes one unit of the pool's capacity if `active_runners < max_runners`.
+    /// Returns whether it did. Never exceeds the max, however many callers race.
+    async fn reserve_capacity(&self, pool_id: &str) -> StoreResult<bool>;
+    /// Gives one unit back; never goes below zero. Returns whether it did.
+    async fn release_capacity(&self, pool_id: &str) -> StoreResult<bool>;
+
+    // Repo bindings. A repo is bound to at most one project.
+    /// `Conflict` when the repo is bound already; `MissingParent("project")`.
+    async fn create_binding(&self, binding: &RepoBinding) -> StoreResult<()>;
+    async fn get_binding(&self, id: &str) -> StoreResult<Option<RepoBinding>>;
+    /// The binding of a repo by its lower-cased `owner/name`.
+    async fn binding_for_repo(&self, repo_key: &str) -> StoreResult<Option<RepoBinding>>;
+    async fn list_bindings(&self, project_id: Option<&str>, page: &PageRequest) -> StoreResult<Page<RepoBinding>>;
+    async fn update_binding(&self, binding: &RepoBinding) -> StoreResult<()>;
+    async fn delete_binding(&self, id: &str) -> StoreResult<()>;
+
+    // Jobs.
+    /// Inserts a job unless one with its GitHub job id exists (idempotent).
+    async fn insert_job(&self, job: &Job) -> StoreResult<Inserted>;
+    async fn get_job(&self, id: &str) -> StoreResult<Option<Job>>;
+    async fn job_by_github_id(&self, github_job_id: i64) -> StoreResult<Option<Job>>;
+    async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>>;
+    /// Writes `job` (already moved to its new state) only if the stored job
+    /// is still in `from`; otherwise `Stale`. This is every job state change.
+    async fn transition_job(&self, from: JobState, job: &Job) -> StoreResult<()>;
+
+    // Runners.
+    async fn insert_runner(&self, runner: &Runner) -> StoreResult<()>;
+    async fn get_runner(&self, id: &str) -> StoreResult<Option<Runner>>;
+    async fn runner_by_instance(&self, instance_id: &str) -> StoreResult<Option<Runner>>;
+    async fn list_runners(&self, filter: &RunnerFilter, page: &PageRequest) -> StoreResult<Page<Runner>>;
+    /// Like [`Store::transition_job`]: written only if still in `from`.
+    async fn transition_runner(&self, from: RunnerState, runner: &Runner) -> StoreResult<()>;
+
+    // Users. Emails are unique.
+    /// `Conflict` when the email is taken.
+    async fn create_user(&self, user: &User) -> StoreResult<()>;
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>>;
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    async fn list_users(&self, page: &PageRequest) -> StoreResult<Page<User>>;
+    async fn update_user(&self, user: &User) -> StoreResult<()>;
+
+    // Audit log: append-only.
+    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()>;
+    async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditEvent>>;
+}

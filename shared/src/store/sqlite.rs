@@ -1,0 +1,731 @@
+//! The SQLite adapter: the embedded default for one process (`pacer serve`).
+//!
+//! One file in WAL mode with `synchronous=NORMAL`, migrations applied at
+//! open (`PRAGMA user_version` counts them). Each object is a row holding
+//! the columns pacer queries or constrains on plus the whole object as JSON
+//! in `data`, so adding a field never needs a migration; adding a query
+//! path adds a column and an index in a new migration.
+//!
+//! Constraints do the work the rules need: UNIQUE for names, repos, GitHub
+//! job ids and emails; foreign keys (RESTRICT) so a project with pools or
+//! bindings cannot be deleted; conditional `UPDATE … WHERE state = ?` for
+//! transitions and `active_runners < max_runners` for capacity. One
+//! connection behind a mutex serialises writers, as SQLite would anyway.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use base64::Engine;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::*;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the foundation schema.
+    r#"
+    CREATE TABLE projects (
+        id TEXT PRIMARY KEY,
+        name_key TEXT NOT NULL UNIQUE,
+        data TEXT NOT NULL
+    );
+    CREATE TABLE pools (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE RESTRICT,
+        name_key TEXT NOT NULL,
+        max_runners INTEGER NOT NULL,
+        active_runners INTEGER NOT NULL DEFAULT 0 CHECK (active_runners >= 0),
+        data TEXT NOT NULL,
+        UNIQUE (project_id, name_key)
+    );
+    CREATE TABLE bindings (
+        id TEXT PRIMARY KEY,
+        repo_key TEXT NOT NULL UNIQUE,
+        project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE RESTRICT,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX bindings_by_project ON bindings(project_id, id);
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        github_job_id INTEGER NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        repo_key TEXT NOT NULL,
+        project_id TEXT,
+        pool_id TEXT,
+        created_us INTEGER NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX jobs_by_state ON jobs(state, id);
+    CREATE INDEX jobs_by_repo ON jobs(repo_key, id);
+    CREATE INDEX jobs_by_pool ON jobs(pool_id, id);
+    CREATE INDEX jobs_by_created ON jobs(created_us);
+    CREATE TABLE runners (
+        id TEXT PRIMARY KEY,
+        pool_id TEXT NOT NULL,
+        instance_id TEXT,
+        name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX runners_by_instance ON runners(instance_id);
+    CREATE INDEX runners_by_pool_state ON runners(pool_id, state, id);
+    CREATE INDEX runners_by_name ON runners(name);
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE,
+        oidc_subject TEXT UNIQUE,
+        data TEXT NOT NULL
+    );
+    CREATE TABLE audit (
+        id TEXT PRIMARY KEY,
+        at_us INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        actor_id TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_action ON audit(action, id);
+    CREATE INDEX audit_by_actor ON audit(actor_id, id);
+    "#,
+];
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its directory if needed) and migrates the
+    /// database at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating the database directory {}", dir.display()))?;
+        }
+        let conn = Connection::open(path).with_context(|| format!("opening the SQLite database {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL").context("turning on WAL")?;
+        Self::setup(conn).with_context(|| format!("preparing the SQLite database {}", path.display()))
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn in_memory() -> anyhow::Result<Self> {
+        Self::setup(Connection::open_in_memory()?)
+    }
+
+    fn setup(mut conn: Connection) -> anyhow::Result<Self> {
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Runs `f` on the connection off the async runtime.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .context("the SQLite worker task failed")?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if applied > MIGRATIONS.len() {
+        anyhow::bail!(
+            "the database was written by a newer pacer (schema version {applied}, this build knows {})",
+            MIGRATIONS.len()
+        );
+    }
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql).with_context(|| format!("applying migration {}", n + 1))?;
+        tx.pragma_update(None, "user_version", n + 1)?;
+        tx.commit()?;
+        tracing::info!(version = n + 1, "applied SQLite migration");
+    }
+    Ok(())
+}
+
+fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
+    Ok(serde_json::to_string(value).context("encoding a row")?)
+}
+
+fn from_json<T: DeserializeOwned>(data: &str) -> StoreResult<T> {
+    Ok(serde_json::from_str(data).context("decoding a stored row")?)
+}
+
+fn micros(t: Time) -> i64 {
+    t.timestamp_micros()
+}
+
+fn constraint(err: &rusqlite::Error) -> Option<i32> {
+    match err {
+        rusqlite::Error::SqliteFailure(e, _) if e.code == ErrorCode::ConstraintViolation => Some(e.extended_code),
+        _ => None,
+    }
+}
+
+const UNIQUE: i32 = rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE;
+const PRIMARY_KEY: i32 = rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY;
+const FOREIGN_KEY: i32 = rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY;
+
+/// Maps a write's error: uniqueness to `Conflict(what)`, a missing parent to
+/// `MissingParent(parent)`, anything else to `Backend`.
+fn write_err(err: rusqlite::Error, what: &str, parent: &'static str) -> StoreError {
+    match constraint(&err) {
+        Some(UNIQUE | PRIMARY_KEY) => StoreError::Conflict(what.to_string()),
+        Some(FOREIGN_KEY) => StoreError::MissingParent(parent),
+        _ => StoreError::Backend(anyhow::Error::new(err).context(format!("writing ({what})"))),
+    }
+}
+
+fn backend(err: rusqlite::Error) -> StoreError {
+    StoreError::Backend(err.into())
+}
+
+fn exactly_one(changed: usize) -> StoreResult<()> {
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound)
+    }
+}
+
+fn encode_cursor(last_id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last_id)
+}
+
+fn decode_cursor(cursor: &Option<String>) -> StoreResult<Option<String>> {
+    let Some(c) = cursor else { return Ok(None) };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).map_err(|_| StoreError::BadCursor)?;
+    let id = String::from_utf8(bytes).map_err(|_| StoreError::BadCursor)?;
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(StoreError::BadCursor);
+    }
+    Ok(Some(id))
+}
+
+/// A list query over one table's `data`, ordered by id, with optional
+/// conditions; one more row than the limit tells whether a next page exists.
+struct ListQuery {
+    table: &'static str,
+    newest_first: bool,
+    conditions: Vec<String>,
+    params: Vec<SqlValue>,
+}
+
+impl ListQuery {
+    fn new(table: &'static str, newest_first: bool) -> Self {
+        Self { table, newest_first, conditions: Vec::new(), params: Vec::new() }
+    }
+
+    fn and(mut self, condition: &str, value: impl Into<SqlValue>) -> Self {
+        self.conditions.push(condition.to_string());
+        self.params.push(value.into());
+        self
+    }
+
+    fn and_if<V: Into<SqlValue>>(self, condition: &str, value: Option<V>) -> Self {
+        match value {
+            Some(v) => self.and(condition, v),
+            None => self,
+        }
+    }
+
+    fn run<T: DeserializeOwned>(mut self, conn: &Connection, page: &PageRequest) -> StoreResult<Page<T>> {
+        if let Some(after) = decode_cursor(&page.cursor)? {
+            let op = if self.newest_first { "id < ?" } else { "id > ?" };
+            self = self.and(op, after);
+        }
+        let limit = page.limit();
+        let mut sql = format!("SELECT id, data FROM {}", self.table);
+        if !self.conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&self.conditions.join(" AND "));
+        }
+        sql.push_str(if self.newest_first { " ORDER BY id DESC" } else { " ORDER BY id ASC" });
+        sql.push_str(&format!(" LIMIT {}", limit + 1));
+        let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+        let rows: Vec<(String, String)> = stmt
+            .query_map(rusqlite::params_from_iter(self.params.iter()), |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        let more = rows.len() > limit;
+        let rows = &rows[..rows.len().min(limit)];
+        let next_cursor = if more { rows.last().map(|(id, _)| encode_cursor(id)) } else { None };
+        let items = rows.iter().map(|(_, data)| from_json(data)).collect::<StoreResult<Vec<T>>>()?;
+        Ok(Page { items, next_cursor })
+    }
+}
+
+fn get_data<T: DeserializeOwned>(conn: &Connection, sql: &str, key: impl rusqlite::ToSql) -> StoreResult<Option<T>> {
+    let data: Option<String> = conn
+        .prepare_cached(sql)
+        .map_err(backend)?
+        .query_row([key], |r| r.get(0))
+        .optional()
+        .map_err(backend)?;
+    data.map(|d| from_json(&d)).transpose()
+}
+
+fn read_pool(conn: &Connection, sql: &str, key: impl rusqlite::ToSql) -> StoreResult<Option<Pool>> {
+    let row: Option<(String, u32)> = conn
+        .prepare_cached(sql)
+        .map_err(backend)?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(backend)?;
+    row.map(|(data, active)| {
+        let mut pool: Pool = from_json(&data)?;
+        // The counter column is the truth; the JSON copy may be stale.
+        pool.active_runners = active;
+        Ok(pool)
+    })
+    .transpose()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn create_project(&self, project: &Project) -> StoreResult<()> {
+        let (id, key, data) = (project.id.clone(), project.spec.name.to_lowercase(), to_json(project)?);
+        let name = project.spec.name.clone();
+        self.with(move |c| {
+            c.execute("INSERT INTO projects (id, name_key, data) VALUES (?1, ?2, ?3)", params![id, key, data])
+                .map_err(|e| write_err(e, &format!("a project named {name:?} exists"), "project"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_project(&self, id: &str) -> StoreResult<Option<Project>> {
+        let id = id.to_string();
+        self.with(move |c| get_data(c, "SELECT data FROM projects WHERE id = ?1", id)).await
+    }
+
+    async fn list_projects(&self, page: &PageRequest) -> StoreResult<Page<Project>> {
+        let page = page.clone();
+        self.with(move |c| ListQuery::new("projects", false).run(c, &page)).await
+    }
+
+    async fn update_project(&self, project: &Project) -> StoreResult<()> {
+        let (id, key, data) = (project.id.clone(), project.spec.name.to_lowercase(), to_json(project)?);
+        let name = project.spec.name.clone();
+        self.with(move |c| {
+            let n = c
+                .execute("UPDATE projects SET name_key = ?2, data = ?3 WHERE id = ?1", params![id, key, data])
+                .map_err(|e| write_err(e, &format!("a project named {name:?} exists"), "project"))?;
+            exactly_one(n)
+        })
+        .await
+    }
+
+    async fn delete_project(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_string();
+        self.with(move |c| {
+            // RESTRICT reports a plain constraint violation, not the
+            // foreign-key extended code: any constraint here is a dependent.
+            let n = c.execute("DELETE FROM projects WHERE id = ?1", [&id]).map_err(|e| match constraint(&e) {
+                Some(_) => StoreError::InUse("the project still has pools or repo bindings".into()),
+                _ => backend(e),
+            })?;
+            exactly_one(n)
+        })
+        .await
+    }
+
+    async fn create_pool(&self, pool: &Pool) -> StoreResult<()> {
+        let p = pool.clone();
+        let data = to_json(pool)?;
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO pools (id, project_id, name_key, max_runners, active_runners, data) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+                params![p.id, p.spec.project_id, p.spec.name.to_lowercase(), p.spec.max_runners, data],
+            )
+            .map_err(|e| write_err(e, &format!("the project has a pool named {:?}", p.spec.name), "project"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_pool(&self, id: &str) -> StoreResult<Option<Pool>> {
+        let id = id.to_string();
+        self.with(move |c| read_pool(c, "SELECT data, active_runners FROM pools WHERE id = ?1", id)).await
+    }
+
+    async fn list_pools(&self, project_id: Option<&str>, page: &PageRequest) -> StoreResult<Page<Pool>> {
+        let (project_id, page) = (project_id.map(str::to_string), page.clone());
+        self.with(move |c| {
+            let mut listed: Page<Pool> = ListQuery::new("pools", false).and_if("project_id = ?", project_id).run(c, &page)?;
+            for pool in &mut listed.items {
+                pool.active_runners = c
+                    .query_row("SELECT active_runners FROM pools WHERE id = ?1", [&pool.id], |r| r.get(0))
+                    .map_err(backend)?;
+            }
+            Ok(listed)
+        })
+        .await
+    }
+
+    async fn update_pool(&self, pool: &Pool) -> StoreResult<()> {
+        let p = pool.clone();
+        let data = to_json(pool)?;
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE pools SET project_id = ?2, name_key = ?3, max_runners = ?4, data = ?5 WHERE id = ?1",
+                    params![p.id, p.spec.project_id, p.spec.name.to_lowercase(), p.spec.max_runners, data],
+                )
+                .map_err(|e| write_err(e, &format!("the project has a pool named {:?}", p.spec.name), "project"))?;
+            exactly_one(n)
+        })
+        .await
+    }
+
+    async fn delete_pool(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let active: Option<u32> = c
+                .query_row("SELECT active_runners FROM pools WHERE id = ?1", [&id], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            match active {
+                None => Err(StoreError::NotFound),
+                Some(n) if n > 0 => Err(StoreError::InUse(format!("the pool has {n} live runner(s)"))),
+                Some(_) => exactly_one(
+                    c.execute("DELETE FROM pools WHERE id = ?1 AND active_runners = 0", [&id]).map_err(backend)?,
+                ),
+            }
+        })
+        .await
+    }
+
+    async fn reserve_capacity(&self, pool_id: &str) -> StoreResult<bool> {
+        let id = pool_id.to_string();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE pools SET active_runners = active_runners + 1 WHERE id = ?1 AND active_runners < max_runners",
+                    [&id],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn release_capacity(&self, pool_id: &str) -> StoreResult<bool> {
+        let id = pool_id.to_string();
+        self.with(move |c| {
+            let n = c
+                .execute("UPDATE pools SET active_runners = active_runners - 1 WHERE id = ?1 AND active_runners > 0", [&id])
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn create_binding(&self, binding: &RepoBinding) -> StoreResult<()> {
+        let b = binding.clone();
+        let data = to_json(binding)?;
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO bindings (id, repo_key, project_id, data) VALUES (?1, ?2, ?3, ?4)",
+                params![b.id, b.spec.repo.key(), b.spec.project_id, data],
+            )
+            .map_err(|e| write_err(e, &format!("{} is bound to a project already", b.spec.repo), "project"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_binding(&self, id: &str) -> StoreResult<Option<RepoBinding>> {
+        let id = id.to_string();
+        self.with(move |c| get_data(c, "SELECT data FROM bindings WHERE id = ?1", id)).await
+    }
+
+    async fn binding_for_repo(&self, repo_key: &str) -> StoreResult<Option<RepoBinding>> {
+        let key = repo_key.to_lowercase();
+        self.with(move |c| get_data(c, "SELECT data FROM bindings WHERE repo_key = ?1", key)).await
+    }
+
+    async fn list_bindings(&self, project_id: Option<&str>, page: &PageRequest) -> StoreResult<Page<RepoBinding>> {
+        let (project_id, page) = (project_id.map(str::to_string), page.clone());
+        self.with(move |c| ListQuery::new("bindings", false).and_if("project_id = ?", project_id).run(c, &page)).await
+    }
+
+    async fn update_binding(&self, binding: &RepoBinding) -> StoreResult<()> {
+        let b = binding.clone();
+        let data = to_json(binding)?;
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE bindings SET repo_key = ?2, project_id = ?3, data = ?4 WHERE id = ?1",
+                    params![b.id, b.spec.repo.key(), b.spec.project_id, data],
+                )
+                .map_err(|e| write_err(e, &format!("{} is bound to a project already", b.spec.repo), "project"))?;
+            exactly_one(n)
+        })
+        .await
+    }
+
+    async fn delete_binding(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_string();
+        self.with(move |c| exactly_one(c.execute("DELETE FROM bindings WHERE id = ?1", [&id]).map_err(backend)?))
+            .await
+    }
+
+    async fn insert_job(&self, job: &Job) -> StoreResult<Inserted> {
+        let j = job.clone();
+        let data = to_json(job)?;
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO jobs (id, github_job_id, state, repo_key, project_id, pool_id, created_us, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (github_job_id) DO NOTHING",
+                    params![
+                        j.id,
+                        j.github_job_id,
+                        j.state.as_str(),
+                        j.repo.to_lowercase(),
+                        j.project_id,
+                        j.pool_id,
+                        micros(j.created_at),
+                        data
+                    ],
+                )
+                .map_err(backend)?;
+            if n == 1 {
+                return Ok(Inserted::Created);
+            }
+            let existing: Job = get_data(c, "SELECT data FROM jobs WHERE github_job_id = ?1", j.github_job_id)?
+                .ok_or_else(|| StoreError::Backend(anyhow::anyhow!("job {} vanished during insert", j.github_job_id)))?;
+            Ok(Inserted::Existing(Box::new(existing)))
+        })
+        .await
+    }
+
+    async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
+        let id = id.to_string();
+        self.with(move |c| get_data(c, "SELECT data FROM jobs WHERE id = ?1", id)).await
+    }
+
+    async fn job_by_github_id(&self, github_job_id: i64) -> StoreResult<Option<Job>> {
+        self.with(move |c| get_data(c, "SELECT data FROM jobs WHERE github_job_id = ?1", github_job_id)).await
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>> {
+        let (f, page) = (filter.clone(), page.clone());
+        self.with(move |c| {
+            ListQuery::new("jobs", true)
+                .and_if("state = ?", f.state.map(|s| s.as_str().to_string()))
+                .and_if("project_id = ?", f.project_id)
+                .and_if("pool_id = ?", f.pool_id)
+                .and_if("repo_key = ?", f.repo.map(|r| r.to_lowercase()))
+                .and_if("github_job_id = ?", f.github_job_id)
+                .and_if("created_us >= ?", f.from.map(micros))
+                .and_if("created_us < ?", f.to.map(micros))
+                .run(c, &page)
+        })
+        .await
+    }
+
+    async fn transition_job(&self, from: JobState, job: &Job) -> StoreResult<()> {
+        let j = job.clone();
+        let data = to_json(job)?;
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE jobs SET state = ?2, project_id = ?3, pool_id = ?4, data = ?5 WHERE id = ?1 AND state = ?6",
+                    params![j.id, j.state.as_str(), j.project_id, j.pool_id, data, from.as_str()],
+                )
+                .map_err(backend)?;
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Stale)
+            }
+        })
+        .await
+    }
+
+    async fn insert_runner(&self, runner: &Runner) -> StoreResult<()> {
+        let r = runner.clone();
+        let data = to_json(runner)?;
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO runners (id, pool_id, instance_id, name, state, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![r.id, r.pool_id, r.instance_id, r.name, r.state.as_str(), data],
+            )
+            .map_err(|e| write_err(e, "the runner exists already", "pool"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_runner(&self, id: &str) -> StoreResult<Option<Runner>> {
+        let id = id.to_string();
+        self.with(move |c| get_data(c, "SELECT data FROM runners WHERE id = ?1", id)).await
+    }
+
+    async fn runner_by_instance(&self, instance_id: &str) -> StoreResult<Option<Runner>> {
+        let id = instance_id.to_string();
+        self.with(move |c| get_data(c, "SELECT data FROM runners WHERE instance_id = ?1 ORDER BY id DESC LIMIT 1", id))
+            .await
+    }
+
+    async fn list_runners(&self, filter: &RunnerFilter, page: &PageRequest) -> StoreResult<Page<Runner>> {
+        let (f, page) = (filter.clone(), page.clone());
+        self.with(move |c| {
+            let mut q = ListQuery::new("runners", true).and_if("pool_id = ?", f.pool_id);
+            if !f.states.is_empty() {
+                // States are a closed set of known words: safe to inline.
+                let states: Vec<String> = f.states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+                q.conditions.push(format!("state IN ({})", states.join(", ")));
+            }
+            q.run(c, &page)
+        })
+        .await
+    }
+
+    async fn transition_runner(&self, from: RunnerState, runner: &Runner) -> StoreResult<()> {
+        let r = runner.clone();
+        let data = to_json(runner)?;
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE runners SET state = ?2, instance_id = ?3, data = ?4 WHERE id = ?1 AND state = ?5",
+                    params![r.id, r.state.as_str(), r.instance_id, data, from.as_str()],
+                )
+                .map_err(backend)?;
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Stale)
+            }
+        })
+        .await
+    }
+
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let u = user.clone();
+        let data = user_json(user)?;
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO users (id, email, oidc_subject, data) VALUES (?1, ?2, ?3, ?4)",
+                params![u.id, u.email, u.oidc_subject, data],
+            )
+            .map_err(|e| write_err(e, &format!("a user with email {} exists", u.email), "user"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
+        let id = id.to_string();
+        self.with(move |c| get_user_row(c, "SELECT data FROM users WHERE id = ?1", id)).await
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        let email = email.trim().to_lowercase();
+        self.with(move |c| get_user_row(c, "SELECT data FROM users WHERE email = ?1", email)).await
+    }
+
+    async fn list_users(&self, page: &PageRequest) -> StoreResult<Page<User>> {
+        let page = page.clone();
+        self.with(move |c| {
+            let listed: Page<UserRow> = ListQuery::new("users", false).run(c, &page)?;
+            Ok(Page { items: listed.items.into_iter().map(|r| r.0).collect(), next_cursor: listed.next_cursor })
+        })
+        .await
+    }
+
+    async fn update_user(&self, user: &User) -> StoreResult<()> {
+        let u = user.clone();
+        let data = user_json(user)?;
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE users SET email = ?2, oidc_subject = ?3, data = ?4 WHERE id = ?1",
+                    params![u.id, u.email, u.oidc_subject, data],
+                )
+                .map_err(|e| write_err(e, &format!("a user with email {} exists", u.email), "user"))?;
+            exactly_one(n)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
+        let e = event.clone();
+        let data = to_json(event)?;
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO audit (id, at_us, action, actor_id, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![e.id, micros(e.at), e.action, e.actor.id, data],
+            )
+            .map_err(|err| write_err(err, "the audit event exists already", "audit"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditEvent>> {
+        let (f, page) = (filter.clone(), page.clone());
+        self.with(move |c| {
+            ListQuery::new("audit", true)
+                .and_if("action = ?", f.action)
+                .and_if("actor_id = ?", f.actor)
+                .and_if("at_us >= ?", f.from.map(micros))
+                .and_if("at_us < ?", f.to.map(micros))
+                .run(c, &page)
+        })
+        .await
+    }
+}
+
+/// Users keep their password hash in the store, though `User` never
+/// serialises it to clients: the row carries it beside the object.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UserRow(#[serde(with = "user_with_hash")] User);
+
+mod user_with_hash {
+    use super::*;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Stored {
+        #[serde(flatten)]
+        user: User,
+        password_hash: Option<String>,
+    }
+
+    pub fn serialize<S: serde::Serializer>(u: &User, s: S) -> Result<S::Ok, S::Error> {
+        Stored { user: u.clone(), password_hash: u.password_hash.clone() }.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<User, D::Error> {
+        let stored = <Stored as serde::Deserialize>::deserialize(d)?;
+        Ok(User { password_hash: stored.password_hash, ..stored.user })
+    }
+}
+
+fn user_json(user: &User) -> StoreResult<String> {
+    to_json(&UserRow(user.clone()))
+}
+
+fn get_user_row(conn: &Connection, sql: &str, key: String) -> StoreResult<Option<User>> {
+    Ok(get_data::<UserRow>(conn, sql, key)?.map(|r| r.0))
+}
+

@@ -1,0 +1,7 @@
+//! pacer's black-box tests: one test binary (each extra one would relink the
+//! AWS SDK). It belongs to the `pacer` package so cargo builds the `pacer`
+//! binary first and names it in `CARGO_BIN_EXE_pacer`.
+
+mod dynamodb_store;
+mod moto;
+mod store_conformance;
