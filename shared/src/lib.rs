@@ -4,7 +4,11 @@
 //! `domain` and the port traits; adapters on the traits and domain types;
 //! `http` on `service`; the binaries in `functions/` only wire.
 
+pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod http;
+pub mod runtime;
 pub mod server;
+pub mod service;
 pub mod store;

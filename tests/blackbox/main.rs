@@ -5,3 +5,5 @@
 mod dynamodb_store;
 mod moto;
 mod store_conformance;
+mod api_crud;
+mod process;

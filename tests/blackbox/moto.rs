@@ -1,1 +1,123 @@
-//! (being written)
+//! A private `moto_server` for one test: AWS APIs (DynamoDB, SQS, EC2, …)
+//! on 127.0.0.1, on a free port, stopped when the [`Moto`] is dropped.
+//!
+//! One server per test rather than one per test binary: it answers in about
+//! half a second, a shared one would need a static that is never dropped
+//! (so the process would outlive the tests), and a private one keeps every
+//! test's data to itself.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::config::{Credentials, Region};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long a starting moto_server may take to answer before the test fails.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    child: Child,
+}
+
+impl Moto {
+    /// Starts moto_server and waits until it answers HTTP. Panics (never
+    /// skips) when moto_server is missing or does not come up.
+    pub async fn start() -> Moto {
+        let bin = moto_server_bin();
+        let port = free_port();
+        let log_path = log_dir().join(format!("moto-{port}.log"));
+        let log = std::fs::File::create(&log_path)
+            .unwrap_or_else(|e| panic!("cannot create the moto log {}: {e}", log_path.display()));
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the moto log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut moto = Moto { endpoint: format!("http://127.0.0.1:{port}"), child };
+        moto.wait_until_ready(port, &log_path).await;
+        moto
+    }
+
+    async fn wait_until_ready(&mut self, port: u16, log_path: &Path) {
+        let tries = START_TIMEOUT.as_millis() / POLL_EVERY.as_millis();
+        for _ in 0..tries {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("moto_server exited with {status} before answering; see {}", log_path.display());
+            }
+            if answers_http(port).await {
+                return;
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+        panic!("moto_server did not answer on port {port} within {START_TIMEOUT:?}; see {}", log_path.display());
+    }
+
+    /// SDK configuration for this server: us-east-1, static test
+    /// credentials, every client's endpoint pointed at moto.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+            .endpoint_url(&self.endpoint)
+            .load()
+            .await
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `MOTO_SERVER_BIN`, else the workspace's `.venv/bin/moto_server`.
+fn moto_server_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("MOTO_SERVER_BIN") {
+        return PathBuf::from(bin);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = workspace.join(".venv/bin/moto_server");
+    if venv.is_file() {
+        return venv;
+    }
+    panic!(
+        "moto_server not found: set MOTO_SERVER_BIN, or run `make test` (or `make test-deps`) to install it into {}",
+        venv.display()
+    );
+}
+
+/// A port nothing listens on right now: bound, read, released.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port on 127.0.0.1");
+    listener.local_addr().expect("local address").port()
+}
+
+fn log_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("moto");
+    std::fs::create_dir_all(&dir).expect("create the moto log directory");
+    dir
+}
+
+/// Whether an HTTP server answers on the port. A bare HTTP/1.0 request over
+/// TCP: the readiness check needs no HTTP client (or TLS provider).
+async fn answers_http(port: u16) -> bool {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        stream
+            .write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(head.starts_with(b"HTTP/1."))
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt).await.ok().flatten().unwrap_or(false)
+}

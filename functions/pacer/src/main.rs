@@ -1,1 +1,130 @@
-fn main(){}
+//! `pacer`: the whole system as one local process, plus its admin commands.
+//! This file only wires: arguments → config → logging → adapters → serve.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pacer_shared::clock::SystemClock;
+use pacer_shared::config::{generate_local_config, Config};
+use pacer_shared::http::{app, version, AppState};
+use pacer_shared::service::Ports;
+use pacer_shared::{runtime, server};
+
+#[derive(Parser)]
+#[command(name = "pacer", about = "Ephemeral, just-in-time GitHub Actions runners on your own AWS account")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the console, the API, the webhook and runner callbacks on `server.addr`.
+    Serve {
+        /// The YAML configuration file (every key can also come from PACER_* variables).
+        #[arg(long, env = "PACER_CONFIG")]
+        config: Option<PathBuf>,
+        /// If the --config file does not exist, write the local default there
+        /// first (SQLite, simulated fleet, fresh secrets) and say so.
+        #[arg(long)]
+        init: bool,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("pacer {}", version());
+            ExitCode::SUCCESS
+        }
+        Command::Serve { config, init } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            match runtime.block_on(serve(config, init)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    // One line, so a bad config reads as one sentence naming the key.
+                    eprintln!("pacer: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn write_local_config(path: &Path) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let yaml = generate_local_config(dir);
+    // Only the owner may read a file holding secrets.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut file, yaml.as_bytes())?;
+    eprintln!("pacer: wrote a local configuration with fresh secrets to {}", path.display());
+    Ok(())
+}
+
+async fn serve(config_path: Option<PathBuf>, init: bool) -> anyhow::Result<()> {
+    if let (true, Some(path)) = (init, &config_path) {
+        if !path.exists() {
+            write_local_config(path)?;
+        }
+    }
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut cfg = Config::load(config_path.as_deref(), &env)?;
+    let _log_guard = runtime::init_logging(&cfg.logging)?;
+    server::install_crypto_provider();
+
+    let aws = runtime::aws_sdk_config(&cfg).await;
+    if let Some(aws) = &aws {
+        cfg.resolve_secrets(aws).await?;
+    }
+    for warning in cfg.warnings() {
+        tracing::warn!("{warning}");
+    }
+    for note in &cfg.notes {
+        tracing::info!("{note}");
+    }
+    tracing::info!(version = %version(), "pacer starting");
+
+    let store = runtime::build_store(&cfg, aws.as_ref()).await?;
+    let state = AppState {
+        ports: Ports { store, clock: Arc::new(SystemClock) },
+        trusted_proxies: Arc::new(cfg.server.trusted_proxies.clone()),
+        auth_disabled: cfg.auth.disabled,
+    };
+    server::serve(app(state), &cfg.server, shutdown_signal()).await?;
+    tracing::info!("pacer stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C: the server then drains in-flight requests.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}

@@ -63,7 +63,8 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
         rest = after_unit;
     }
 
-    let nanos = u64::try_from(total).map_err(|_| format!("invalid duration {text:?} (too large)"))?;
+    let nanos =
+        u64::try_from(total).map_err(|_| format!("invalid duration {text:?} (too large)"))?;
     Ok(Duration::from_nanos(nanos))
 }
 
@@ -105,7 +106,9 @@ pub fn format_go_duration(duration: Duration) -> String {
 }
 
 fn split_digits(text: &str) -> (&str, &str) {
-    let end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     text.split_at(end)
 }
 
@@ -189,9 +192,14 @@ mod tests {
 
     #[test]
     fn refuses_words_bare_numbers_days_and_empty_text() {
-        for bad in ["12hours", "12", "", "1d", "h", ".s", "1.5", "1h 30m", " 1h", "1H", "5m!"] {
+        for bad in [
+            "12hours", "12", "", "1d", "h", ".s", "1.5", "1h 30m", " 1h", "1H", "5m!",
+        ] {
             let err = parse_go_duration(bad).expect_err(bad);
-            assert!(err.contains("use Go syntax like 90s, 10m, 1h30m"), "{bad}: {err}");
+            assert!(
+                err.contains("use Go syntax like 90s, 10m, 1h30m"),
+                "{bad}: {err}"
+            );
             assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
         }
     }
@@ -204,9 +212,17 @@ mod tests {
 
     #[test]
     fn refuses_values_too_large_for_a_duration() {
-        assert!(parse_go_duration("9999999999999999999h").unwrap_err().contains("too large"));
+        assert!(
+            parse_go_duration("9999999999999999999h")
+                .unwrap_err()
+                .contains("too large")
+        );
         let forty_digits = format!("{}s", "1".repeat(40));
-        assert!(parse_go_duration(&forty_digits).unwrap_err().contains("too large"));
+        assert!(
+            parse_go_duration(&forty_digits)
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]

@@ -21,11 +21,20 @@ pub enum ConfigError {
 
     /// The file names a key pacer does not have.
     #[error("config invalid: {key}: unknown key{}", did_you_mean(suggestion))]
-    UnknownKey { key: String, suggestion: Option<String> },
+    UnknownKey {
+        key: String,
+        suggestion: Option<String>,
+    },
 
     /// A `PACER_*` variable names no key (and is not one of the non-config variables).
-    #[error("config invalid: {name}: unknown environment variable, not a configuration key{}", did_you_mean(suggestion))]
-    UnknownEnvVar { name: String, suggestion: Option<String> },
+    #[error(
+        "config invalid: {name}: unknown environment variable, not a configuration key{}",
+        did_you_mean(suggestion)
+    )]
+    UnknownEnvVar {
+        name: String,
+        suggestion: Option<String>,
+    },
 
     /// A key has a wrong value, a missing peer, or contradicts another key.
     #[error("config invalid: {key}: {message}{}", from_env(env_var))]
@@ -38,7 +47,11 @@ pub enum ConfigError {
 
     /// A secret reference (`ssm:` / `secretsmanager:`) could not be resolved.
     #[error("config invalid: {key}: cannot resolve secret reference {reference}: {message}")]
-    SecretReference { key: String, reference: String, message: String },
+    SecretReference {
+        key: String,
+        reference: String,
+        message: String,
+    },
 }
 
 impl ConfigError {
@@ -46,13 +59,19 @@ impl ConfigError {
     pub fn key(&self) -> Option<&str> {
         match self {
             Self::Read { .. } | Self::Yaml { .. } => None,
-            Self::UnknownKey { key, .. } | Self::Invalid { key, .. } | Self::SecretReference { key, .. } => Some(key),
+            Self::UnknownKey { key, .. }
+            | Self::Invalid { key, .. }
+            | Self::SecretReference { key, .. } => Some(key),
             Self::UnknownEnvVar { name, .. } => Some(name),
         }
     }
 
     pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid { key: key.into(), message: one_line(&message.into()), env_var: None }
+        Self::Invalid {
+            key: key.into(),
+            message: one_line(&message.into()),
+            env_var: None,
+        }
     }
 }
 
@@ -62,9 +81,15 @@ pub(crate) fn one_line(text: &str) -> String {
 }
 
 fn did_you_mean(suggestion: &Option<String>) -> String {
-    suggestion.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default()
+    suggestion
+        .as_ref()
+        .map(|s| format!(" (did you mean {s}?)"))
+        .unwrap_or_default()
 }
 
 fn from_env(env_var: &Option<String>) -> String {
-    env_var.as_ref().map(|name| format!(" (set by {name})")).unwrap_or_default()
+    env_var
+        .as_ref()
+        .map(|name| format!(" (set by {name})"))
+        .unwrap_or_default()
 }

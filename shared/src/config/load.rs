@@ -6,9 +6,9 @@
 //! does serde turn the tree into the typed structs, through `serde_path_to_error` so a wrong type
 //! is reported against its key.
 
+use super::Config;
 use super::error::{ConfigError, one_line};
 use super::schema::{self, ENV_PREFIX, Key, Kind, NON_CONFIG_ENV_VARS};
-use super::Config;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -30,7 +30,11 @@ impl Tree {
             Some(text) => parse_yaml(text, origin)?,
             None => Map::new(),
         };
-        let mut tree = Self { root: Map::new(), env_vars: BTreeMap::new(), explicit: BTreeSet::new() };
+        let mut tree = Self {
+            root: Map::new(),
+            env_vars: BTreeMap::new(),
+            explicit: BTreeSet::new(),
+        };
         tree.root = tree.tidy_section(root, "")?;
         Ok(tree)
     }
@@ -44,16 +48,24 @@ impl Tree {
             }
             let Some(key) = schema::find_by_env(name) else {
                 let names: Vec<String> = schema::KEYS.iter().map(Key::env_name).collect();
-                let suggestion = schema::suggest(name, names.iter().map(String::as_str)).map(str::to_owned);
-                return Err(ConfigError::UnknownEnvVar { name: name.clone(), suggestion });
+                let suggestion =
+                    schema::suggest(name, names.iter().map(String::as_str)).map(str::to_owned);
+                return Err(ConfigError::UnknownEnvVar {
+                    name: name.clone(),
+                    suggestion,
+                });
             };
             let with_env = |err: ConfigError| match err {
-                ConfigError::Invalid { key, message, .. } => {
-                    ConfigError::Invalid { key, message, env_var: Some(name.clone()) }
-                }
+                ConfigError::Invalid { key, message, .. } => ConfigError::Invalid {
+                    key,
+                    message,
+                    env_var: Some(name.clone()),
+                },
                 other => other,
             };
-            let value = env_value(key, raw).map_err(|message| ConfigError::invalid(key.path, message)).map_err(with_env)?;
+            let value = env_value(key, raw)
+                .map_err(|message| ConfigError::invalid(key.path, message))
+                .map_err(with_env)?;
             let value = tidy_leaf(key, value).map_err(with_env)?;
             self.set(key, value);
             self.env_vars.insert(key.path, name.clone());
@@ -61,21 +73,34 @@ impl Tree {
         Ok(())
     }
 
-    /// Turns the tree into typed structs. Errors name the key (and the variable, if any).
-    pub fn deserialize(self) -> Result<Config, ConfigError> {
-        let env_vars = self.env_vars;
-        serde_path_to_error::deserialize(Value::Object(self.root)).map_err(|err| {
+    /// Turns the tree into typed structs, leaving the record of sources behind. Errors name the
+    /// key (and the variable, if any).
+    pub fn deserialize(&mut self) -> Result<Config, ConfigError> {
+        let root = std::mem::take(&mut self.root);
+        serde_path_to_error::deserialize(Value::Object(root)).map_err(|err| {
             let key = err.path().to_string();
-            let env_var = env_vars.get(strip_index(&key)).cloned();
-            ConfigError::Invalid { key, message: one_line(&err.inner().to_string()), env_var }
+            let env_var = self.env_vars.get(strip_index(&key)).cloned();
+            ConfigError::Invalid {
+                key,
+                message: one_line(&err.inner().to_string()),
+                env_var,
+            }
         })
     }
 
     /// Checks a mapping's keys against the table and tidies its leaves, recursively.
-    fn tidy_section(&mut self, section: Map<String, Value>, prefix: &str) -> Result<Map<String, Value>, ConfigError> {
+    fn tidy_section(
+        &mut self,
+        section: Map<String, Value>,
+        prefix: &str,
+    ) -> Result<Map<String, Value>, ConfigError> {
         let mut tidied = Map::new();
         for (name, value) in section {
-            let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
             if let Some(key) = schema::find(&path) {
                 if let Some(value) = tidy_leaf(key, value)? {
                     self.explicit.insert(key.path);
@@ -97,7 +122,10 @@ impl Tree {
                 }
             } else {
                 let suggestion = schema::suggest(&path, known_paths()).map(str::to_owned);
-                return Err(ConfigError::UnknownKey { key: path, suggestion });
+                return Err(ConfigError::UnknownKey {
+                    key: path,
+                    suggestion,
+                });
             }
         }
         Ok(tidied)
@@ -109,7 +137,9 @@ impl Tree {
         let leaf = names.pop().expect("key paths are not empty");
         let mut section = &mut self.root;
         for name in names {
-            let entry = section.entry(name).or_insert_with(|| Value::Object(Map::new()));
+            let entry = section
+                .entry(name)
+                .or_insert_with(|| Value::Object(Map::new()));
             section = match entry {
                 Value::Object(inner) => inner,
                 _ => unreachable!("tidy_section leaves only mappings at section paths"),
@@ -129,22 +159,31 @@ impl Tree {
 }
 
 fn parse_yaml(text: &str, origin: &Path) -> Result<Map<String, Value>, ConfigError> {
-    let yaml_error = |message: String| ConfigError::Yaml { path: origin.to_owned(), message: one_line(&message) };
-    let mut yaml: serde_norway::Value = serde_norway::from_str(text).map_err(|e| yaml_error(e.to_string()))?;
+    let yaml_error = |message: String| ConfigError::Yaml {
+        path: origin.to_owned(),
+        message: one_line(&message),
+    };
+    let mut yaml: serde_norway::Value =
+        serde_norway::from_str(text).map_err(|e| yaml_error(e.to_string()))?;
     // Merge keys (`<<: *defaults`) are a YAML convenience operators expect to work.
     yaml.apply_merge().map_err(|e| yaml_error(e.to_string()))?;
     match serde_json::to_value(yaml).map_err(|e| yaml_error(e.to_string()))? {
         Value::Object(map) => Ok(map),
         // An empty file, or one holding only comments.
         Value::Null => Ok(Map::new()),
-        other => Err(yaml_error(format!("the top level must be a mapping of sections, found {}", type_name(&other)))),
+        other => Err(yaml_error(format!(
+            "the top level must be a mapping of sections, found {}",
+            type_name(&other)
+        ))),
     }
 }
 
 /// Converts an environment variable's text to a value of the key's kind.
 fn env_value(key: &Key, raw: &str) -> Result<Value, String> {
     match key.kind {
-        Kind::Bool => parse_bool(raw).map(Value::Bool).ok_or_else(|| format!("expected true, false, 1 or 0 (got {raw:?})")),
+        Kind::Bool => parse_bool(raw)
+            .map(Value::Bool)
+            .ok_or_else(|| format!("expected true, false, 1 or 0 (got {raw:?})")),
         Kind::Integer => raw
             .trim()
             .parse::<u64>()
@@ -164,7 +203,12 @@ fn parse_env_list(raw: &str) -> Result<Value, String> {
         return Ok(Value::Array(items));
     }
     Ok(Value::Array(
-        trimmed.split(',').map(str::trim).filter(|item| !item.is_empty()).map(|item| Value::String(item.into())).collect(),
+        trimmed
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| Value::String(item.into()))
+            .collect(),
     ))
 }
 

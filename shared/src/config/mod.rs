@@ -34,10 +34,10 @@ pub use local::generate_local_config;
 pub use schema::{ENV_PREFIX, NON_CONFIG_ENV_VARS, reference_markdown};
 pub use secret::{Secret, SecretRef};
 pub use sections::{
-    AcmeConfig, AuthConfig, AwsConfig, DatabaseConfig, DatabaseEngine, DeploymentConfig, FleetConfig, FleetEngine,
-    GithubConfig, KeyAlg, LocalAuthConfig, LogFormat, LogLevel, LogOutput, LoggingConfig, OidcConfig, PricingConfig,
-    QueueConfig, QueueEngine, RateLimit, ReaperConfig, RunnerConfig, ServerConfig, SimulatedFleetConfig, TlsConfig,
-    TlsMode,
+    AcmeConfig, AuthConfig, AwsConfig, DatabaseConfig, DatabaseEngine, DeploymentConfig,
+    FleetConfig, FleetEngine, GithubConfig, KeyAlg, LocalAuthConfig, LogFormat, LogLevel,
+    LogOutput, LoggingConfig, OidcConfig, PricingConfig, QueueConfig, QueueEngine, RateLimit,
+    ReaperConfig, RunnerConfig, ServerConfig, SimulatedFleetConfig, TlsConfig, TlsMode,
 };
 
 use load::Tree;
@@ -78,8 +78,10 @@ impl Config {
     pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
         match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
                 Self::load_from(Some(&text), path, env)
             }
             None => Self::load_from(None, Path::new("(environment only)"), env),
@@ -92,14 +94,19 @@ impl Config {
         Self::load_from(Some(yaml), Path::new("(inline YAML)"), env)
     }
 
-    fn load_from(text: Option<&str>, origin: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+    fn load_from(
+        text: Option<&str>,
+        origin: &Path,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
         let mut tree = Tree::from_yaml(text, origin)?;
         tree.overlay_env(env)?;
-        let env_vars = tree.env_vars.clone();
-        let explicit = tree.explicit.clone();
         let mut config = tree.deserialize()?;
-        config.tidy(|key| explicit.contains(key)).map_err(|e| attribute_to_env(e, &env_vars))?;
-        validate::validate(&config, Phase::BeforeResolution).map_err(|e| attribute_to_env(e, &env_vars))?;
+        config
+            .tidy(|key| tree.explicit.contains(key))
+            .map_err(|e| attribute_to_env(e, &tree.env_vars))?;
+        validate::validate(&config, Phase::BeforeResolution)
+            .map_err(|e| attribute_to_env(e, &tree.env_vars))?;
         Ok(config)
     }
 
@@ -112,7 +119,9 @@ impl Config {
     /// True when some secret is an `ssm:` or `secretsmanager:` reference, so AWS must be reached
     /// (through [`Config::resolve_secrets`]) before the configuration is complete.
     pub fn has_secret_references(&self) -> bool {
-        self.secrets().into_iter().any(|(_, secret)| secret.is_some_and(|s| s.reference().is_some()))
+        self.secrets()
+            .into_iter()
+            .any(|(_, secret)| secret.is_some_and(|s| s.reference().is_some()))
     }
 
     /// The modes that must be announced with a loud WARN at start, one sentence each.
@@ -147,10 +156,19 @@ impl Config {
         [
             ("github.private_key", self.github.private_key.as_ref()),
             ("github.webhook_secret", self.github.webhook_secret.as_ref()),
-            ("github.webhook_secret_previous", self.github.webhook_secret_previous.as_ref()),
-            ("github.callback_hmac_secret", self.github.callback_hmac_secret.as_ref()),
+            (
+                "github.webhook_secret_previous",
+                self.github.webhook_secret_previous.as_ref(),
+            ),
+            (
+                "github.callback_hmac_secret",
+                self.github.callback_hmac_secret.as_ref(),
+            ),
             ("auth.jwt_secret", self.auth.jwt_secret.as_ref()),
-            ("auth.oidc.client_secret", self.auth.oidc.client_secret.as_ref()),
+            (
+                "auth.oidc.client_secret",
+                self.auth.oidc.client_secret.as_ref(),
+            ),
         ]
     }
 
@@ -158,8 +176,14 @@ impl Config {
         [
             ("github.private_key", &mut self.github.private_key),
             ("github.webhook_secret", &mut self.github.webhook_secret),
-            ("github.webhook_secret_previous", &mut self.github.webhook_secret_previous),
-            ("github.callback_hmac_secret", &mut self.github.callback_hmac_secret),
+            (
+                "github.webhook_secret_previous",
+                &mut self.github.webhook_secret_previous,
+            ),
+            (
+                "github.callback_hmac_secret",
+                &mut self.github.callback_hmac_secret,
+            ),
             ("auth.jwt_secret", &mut self.auth.jwt_secret),
             ("auth.oidc.client_secret", &mut self.auth.oidc.client_secret),
         ]
@@ -171,22 +195,28 @@ impl Config {
     fn tidy(&mut self, is_explicit: impl Fn(&str) -> bool) -> Result<(), ConfigError> {
         // Compared case-insensitively everywhere, so stored lower-case once.
         self.auth.local.email = self.auth.local.email.trim().to_lowercase();
-        for list in [&mut self.auth.oidc.allowed_emails, &mut self.auth.oidc.allowed_domains] {
+        for list in [
+            &mut self.auth.oidc.allowed_emails,
+            &mut self.auth.oidc.allowed_domains,
+        ] {
             for entry in list.iter_mut() {
                 *entry = entry.trim().to_lowercase();
             }
         }
-        // Relative paths must join onto the API base; without a trailing slash `Url::join`
-        // would drop an Enterprise base's last segment (`/api/v3`).
-        if !self.github.api_url.path().ends_with('/') {
-            let path = format!("{}/", self.github.api_url.path());
-            self.github.api_url.set_path(&path);
+        // Relative paths are joined onto these bases; without a trailing slash `Url::join`
+        // would drop the last segment (an Enterprise `/api/v3`, or pacer served under `/pacer`).
+        ensure_trailing_slash(&mut self.github.api_url);
+        if let Some(url) = &mut self.server.public_url {
+            ensure_trailing_slash(url);
         }
         self.tidy_private_key();
 
         if self.auth.oidc.enabled && self.auth.local.enabled {
             self.auth.local.enabled = false;
-            self.notes.push("auth.oidc.enabled is true, so local login (auth.local.enabled) is turned off".to_owned());
+            self.notes.push(
+                "auth.oidc.enabled is true, so local login (auth.local.enabled) is turned off"
+                    .to_owned(),
+            );
         }
         if self.aws.disabled && self.pricing.enabled {
             if is_explicit("pricing.enabled") {
@@ -196,10 +226,13 @@ impl Config {
                 ));
             }
             self.pricing.enabled = false;
-            self.notes.push("aws.disabled is true, so price quotes (pricing.enabled) are turned off".to_owned());
+            self.notes.push(
+                "aws.disabled is true, so price quotes (pricing.enabled) are turned off".to_owned(),
+            );
         }
         if self.logging.color && self.logging.format == LogFormat::Json {
-            self.notes.push("logging.color is ignored with logging.format json".to_owned());
+            self.notes
+                .push("logging.color is ignored with logging.format json".to_owned());
         }
         Ok(())
     }
@@ -210,18 +243,36 @@ impl Config {
         if let Some(key) = &self.github.private_key {
             let text = key.expose();
             if SecretRef::parse(text).is_none() && !text.contains('\n') && text.contains("\\n") {
-                self.github.private_key = Some(Secret::new(text.replace("\\n", "\n")));
+                self.github.private_key = Some(Secret::new(text.replace("\\n", "\n").trim()));
             }
         }
     }
 }
 
+fn ensure_trailing_slash(url: &mut url::Url) {
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+}
+
 /// Adds the `PACER_*` variable behind a bad value to a validation error.
-fn attribute_to_env(err: ConfigError, env_vars: &std::collections::BTreeMap<&'static str, String>) -> ConfigError {
+fn attribute_to_env(
+    err: ConfigError,
+    env_vars: &std::collections::BTreeMap<&'static str, String>,
+) -> ConfigError {
     match err {
-        ConfigError::Invalid { key, message, env_var: None } => {
+        ConfigError::Invalid {
+            key,
+            message,
+            env_var: None,
+        } => {
             let env_var = env_vars.get(load::strip_index(&key)).cloned();
-            ConfigError::Invalid { key, message, env_var }
+            ConfigError::Invalid {
+                key,
+                message,
+                env_var,
+            }
         }
         other => other,
     }

@@ -4,10 +4,9 @@
 //! configuration only names them. They are read once per cold start, all at the same time (the
 //! look-ups sit on the start-up path), and a reference used by several keys is fetched once.
 
+use super::Config;
 use super::error::{ConfigError, one_line};
 use super::secret::{Secret, SecretRef};
-use super::Config;
-use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use std::collections::BTreeMap;
 
 impl Config {
@@ -17,7 +16,10 @@ impl Config {
     /// `aws` is used as given: pointing it at an emulator (`aws.endpoint_url`) or choosing a
     /// profile is the caller's job. Errors name the key and the reference, never a value. With no
     /// references this makes no AWS call.
-    pub async fn resolve_secrets(&mut self, aws: &aws_config::SdkConfig) -> Result<(), ConfigError> {
+    pub async fn resolve_secrets(
+        &mut self,
+        aws: &aws_config::SdkConfig,
+    ) -> Result<(), ConfigError> {
         let mut wanted: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
         for (key, secret) in self.secrets() {
             if let Some(reference) = secret.and_then(Secret::reference) {
@@ -33,14 +35,27 @@ impl Config {
             let parsed = SecretRef::parse(reference).expect("collected from parsed references");
             (reference.clone(), fetcher.fetch(parsed).await)
         });
-        let fetched: BTreeMap<String, Result<String, String>> = futures::future::join_all(lookups).await.into_iter().collect();
+        let fetched: BTreeMap<String, Result<String, String>> = futures::future::join_all(lookups)
+            .await
+            .into_iter()
+            .collect();
 
         for (key, slot) in self.secrets_mut() {
-            let Some(reference) = slot.as_ref().and_then(|s| s.reference()).map(|r| r.to_string()) else { continue };
+            let Some(reference) = slot
+                .as_ref()
+                .and_then(|s| s.reference())
+                .map(|r| r.to_string())
+            else {
+                continue;
+            };
             match &fetched[&reference] {
                 Ok(value) => *slot = Some(Secret::new(value.trim())),
                 Err(message) => {
-                    return Err(ConfigError::SecretReference { key: key.to_owned(), reference, message: message.clone() });
+                    return Err(ConfigError::SecretReference {
+                        key: key.to_owned(),
+                        reference,
+                        message: message.clone(),
+                    });
                 }
             }
         }
@@ -58,7 +73,10 @@ struct Fetcher {
 impl Fetcher {
     fn new(aws: &aws_config::SdkConfig) -> Self {
         // Building a client makes no network call; both are cheap.
-        Self { ssm: aws_sdk_ssm::Client::new(aws), secrets_manager: aws_sdk_secretsmanager::Client::new(aws) }
+        Self {
+            ssm: aws_sdk_ssm::Client::new(aws),
+            secrets_manager: aws_sdk_secretsmanager::Client::new(aws),
+        }
     }
 
     async fn fetch(&self, reference: SecretRef<'_>) -> Result<String, String> {
@@ -71,7 +89,7 @@ impl Fetcher {
                     .with_decryption(true)
                     .send()
                     .await
-                    .map_err(|e| one_line(&DisplayErrorContext(&e).to_string()))?;
+                    .map_err(|e| error_chain(&e))?;
                 output
                     .parameter()
                     .and_then(|parameter| parameter.value())
@@ -85,12 +103,28 @@ impl Fetcher {
                     .secret_id(id)
                     .send()
                     .await
-                    .map_err(|e| one_line(&DisplayErrorContext(&e).to_string()))?;
-                output
-                    .secret_string()
-                    .map(str::to_owned)
-                    .ok_or_else(|| "the secret has no SecretString (binary secrets are not supported)".to_owned())
+                    .map_err(|e| error_chain(&e))?;
+                output.secret_string().map(str::to_owned).ok_or_else(|| {
+                    "the secret has no SecretString (binary secrets are not supported)".to_owned()
+                })
             }
         }
     }
+}
+
+/// The error and its causes, by their `Display` only: the SDK's `Debug` forms (and so its
+/// `DisplayErrorContext`) include the raw HTTP response, which is noise in a one-line message.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        // Wrapper errors often repeat their inner error's text word for word.
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    one_line(&text)
 }

@@ -77,7 +77,10 @@ impl Key {
 }
 
 pub(crate) fn env_name(path: &str) -> String {
-    format!("{ENV_PREFIX}{}", path.replace('.', "_").to_ascii_uppercase())
+    format!(
+        "{ENV_PREFIX}{}",
+        path.replace('.', "_").to_ascii_uppercase()
+    )
 }
 
 /// The prefix of every variable pacer reads.
@@ -92,11 +95,23 @@ pub const ENV_PREFIX: &str = "PACER_";
 pub const NON_CONFIG_ENV_VARS: &[&str] = &["PACER_CONFIG", "PACER_LOG", "PACER_DATA_DIR"];
 
 const fn key(path: &'static str, kind: Kind, default: &'static str, doc: &'static str) -> Key {
-    Key { path, kind, optional: false, default, doc }
+    Key {
+        path,
+        kind,
+        optional: false,
+        default,
+        doc,
+    }
 }
 
 const fn optional(path: &'static str, kind: Kind, doc: &'static str) -> Key {
-    Key { path, kind, optional: true, default: "", doc }
+    Key {
+        path,
+        kind,
+        optional: true,
+        default: "",
+        doc,
+    }
 }
 
 pub(crate) const TLS_MODES: &[&str] = &["none", "manual", "self", "acme"];
@@ -269,7 +284,9 @@ pub(crate) fn find(path: &str) -> Option<&'static Key> {
 /// True when `path` is a section (a proper prefix of some key), such as `server.tls`.
 pub(crate) fn is_section(path: &str) -> bool {
     KEYS.iter().any(|key| {
-        key.path.len() > path.len() && key.path.starts_with(path) && key.path.as_bytes()[path.len()] == b'.'
+        key.path.len() > path.len()
+            && key.path.starts_with(path)
+            && key.path.as_bytes()[path.len()] == b'.'
     })
 }
 
@@ -279,7 +296,10 @@ pub(crate) fn find_by_env(name: &str) -> Option<&'static Key> {
 }
 
 /// The closest known name to a misspelt one, if one is close enough to be a likely typo.
-pub(crate) fn suggest<'a>(wrong: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn suggest<'a>(
+    wrong: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (wrong.len() / 4).clamp(1, 3);
     candidates
         .map(|candidate| (edit_distance(wrong, candidate), candidate))
@@ -311,14 +331,22 @@ mod tests {
     fn every_key_has_its_own_environment_variable() {
         let mut seen = HashSet::new();
         for key in KEYS {
-            assert!(seen.insert(key.env_name()), "two keys map to {}", key.env_name());
+            assert!(
+                seen.insert(key.env_name()),
+                "two keys map to {}",
+                key.env_name()
+            );
         }
     }
 
     #[test]
     fn no_key_is_also_a_section() {
         for key in KEYS {
-            assert!(!is_section(key.path), "{} is both a key and a section", key.path);
+            assert!(
+                !is_section(key.path),
+                "{} is both a key and a section",
+                key.path
+            );
         }
     }
 
@@ -331,9 +359,20 @@ mod tests {
 
     #[test]
     fn env_names_follow_the_path() {
-        assert_eq!(find_by_env("PACER_SERVER_TLS_ACME_HTTP_ADDR").unwrap().path, "server.tls.acme.http_addr");
-        assert_eq!(find_by_env("PACER_AUTH_JWT_SECRET").unwrap().path, "auth.jwt_secret");
-        assert_eq!(find_by_env("PACER_FLEET_SIMULATED_BOOT_DELAY").unwrap().path, "fleet.simulated.boot_delay");
+        assert_eq!(
+            find_by_env("PACER_SERVER_TLS_ACME_HTTP_ADDR").unwrap().path,
+            "server.tls.acme.http_addr"
+        );
+        assert_eq!(
+            find_by_env("PACER_AUTH_JWT_SECRET").unwrap().path,
+            "auth.jwt_secret"
+        );
+        assert_eq!(
+            find_by_env("PACER_FLEET_SIMULATED_BOOT_DELAY")
+                .unwrap()
+                .path,
+            "fleet.simulated.boot_delay"
+        );
     }
 
     #[test]

@@ -91,17 +91,19 @@ impl<'a> SecretRef<'a> {
         if let Some(name) = value.strip_prefix(Self::SSM_PREFIX) {
             Some(Self::Ssm(name))
         } else {
-            value.strip_prefix(Self::SECRETS_MANAGER_PREFIX).map(Self::SecretsManager)
+            value
+                .strip_prefix(Self::SECRETS_MANAGER_PREFIX)
+                .map(Self::SecretsManager)
         }
     }
 
     /// Checks the name after the prefix, so a typo fails at load rather than at the AWS call.
     pub fn check(&self) -> Result<(), String> {
         match self {
-            Self::Ssm(name) if !name.starts_with('/') || name.len() < 2 => {
-                Err(format!("secret reference {self} must name a parameter path, like ssm:/pacer/jwt-secret"))
-            }
-            Self::SecretsManager(id) if id.is_empty() => Err(format!(
+            Self::Ssm(name) if !name.starts_with('/') || name.len() < 2 => Err(format!(
+                "secret reference {self} must name a parameter path, like ssm:/pacer/jwt-secret"
+            )),
+            Self::SecretsManager("") => Err(format!(
                 "secret reference {self} must name a secret ARN or name, like secretsmanager:pacer/jwt-secret"
             )),
             _ if self.name().chars().any(char::is_whitespace) => {
@@ -143,10 +145,15 @@ mod tests {
 
     #[test]
     fn recognises_ssm_and_secrets_manager_references() {
-        assert_eq!(Secret::new("ssm:/pacer/jwt").reference(), Some(SecretRef::Ssm("/pacer/jwt")));
+        assert_eq!(
+            Secret::new("ssm:/pacer/jwt").reference(),
+            Some(SecretRef::Ssm("/pacer/jwt"))
+        );
         assert_eq!(
             Secret::new("secretsmanager:arn:aws:secretsmanager:us-east-1:1:secret:x").reference(),
-            Some(SecretRef::SecretsManager("arn:aws:secretsmanager:us-east-1:1:secret:x"))
+            Some(SecretRef::SecretsManager(
+                "arn:aws:secretsmanager:us-east-1:1:secret:x"
+            ))
         );
         assert_eq!(Secret::new("plain-value").reference(), None);
     }
@@ -155,7 +162,12 @@ mod tests {
     fn a_reference_without_a_name_is_refused() {
         assert!(SecretRef::parse("ssm:").unwrap().check().is_err());
         assert!(SecretRef::parse("ssm:relative").unwrap().check().is_err());
-        assert!(SecretRef::parse("secretsmanager:").unwrap().check().is_err());
+        assert!(
+            SecretRef::parse("secretsmanager:")
+                .unwrap()
+                .check()
+                .is_err()
+        );
         assert!(SecretRef::parse("ssm:/a b").unwrap().check().is_err());
         assert!(SecretRef::parse("ssm:/pacer/x").unwrap().check().is_ok());
     }

@@ -3,7 +3,7 @@
 //! Every struct has a `Default` that matches the key table in `schema.rs` (a test compares them),
 //! refuses unknown fields, and serialises back to the YAML it was read from, with secrets redacted.
 
-use super::duration::{go as go_duration, parse_go_duration, format_go_duration};
+use super::duration::{format_go_duration, go as go_duration, parse_go_duration};
 use super::schema::LETS_ENCRYPT_DIRECTORY;
 use super::secret::Secret;
 use ipnet::IpNet;
@@ -31,7 +31,12 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { addr: "127.0.0.1:3000".into(), public_url: None, trusted_proxies: Vec::new(), tls: TlsConfig::default() }
+        Self {
+            addr: "127.0.0.1:3000".into(),
+            public_url: None,
+            trusted_proxies: Vec::new(),
+            tls: TlsConfig::default(),
+        }
     }
 }
 
@@ -122,7 +127,9 @@ pub struct DeploymentConfig {
 
 impl Default for DeploymentConfig {
     fn default() -> Self {
-        Self { name: "pacer".into() }
+        Self {
+            name: "pacer".into(),
+        }
     }
 }
 
@@ -175,7 +182,12 @@ pub struct AwsConfig {
 
 impl Default for AwsConfig {
     fn default() -> Self {
-        Self { disabled: false, region: "us-east-1".into(), profile: String::new(), endpoint_url: None }
+        Self {
+            disabled: false,
+            region: "us-east-1".into(),
+            profile: String::new(),
+            endpoint_url: None,
+        }
     }
 }
 
@@ -193,7 +205,11 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { engine: DatabaseEngine::Sqlite, path: PathBuf::from("./data/pacer.db"), table: "pacer".into() }
+        Self {
+            engine: DatabaseEngine::Sqlite,
+            path: PathBuf::from("./data/pacer.db"),
+            table: "pacer".into(),
+        }
     }
 }
 
@@ -249,7 +265,10 @@ pub struct SimulatedFleetConfig {
 
 impl Default for SimulatedFleetConfig {
     fn default() -> Self {
-        Self { boot_delay: Duration::from_secs(2), job_time: Duration::from_secs(10) }
+        Self {
+            boot_delay: Duration::from_secs(2),
+            job_time: Duration::from_secs(10),
+        }
     }
 }
 
@@ -264,7 +283,9 @@ pub struct RunnerConfig {
 
 impl Default for RunnerConfig {
     fn default() -> Self {
-        Self { version: "latest".into() }
+        Self {
+            version: "latest".into(),
+        }
     }
 }
 
@@ -305,7 +326,10 @@ pub struct PricingConfig {
 
 impl Default for PricingConfig {
     fn default() -> Self {
-        Self { enabled: true, cache_ttl: Duration::from_secs(24 * 3600) }
+        Self {
+            enabled: true,
+            cache_ttl: Duration::from_secs(24 * 3600),
+        }
     }
 }
 
@@ -380,7 +404,9 @@ impl FromStr for LogOutput {
         if path.is_absolute() {
             Ok(Self::File(path))
         } else {
-            Err(format!("must be \"stdout\" or an absolute file path (got {text:?})"))
+            Err(format!(
+                "must be \"stdout\" or an absolute file path (got {text:?})"
+            ))
         }
     }
 }
@@ -402,7 +428,9 @@ impl Serialize for LogOutput {
 
 impl<'de> Deserialize<'de> for LogOutput {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -426,7 +454,10 @@ impl Default for AuthConfig {
             disabled: false,
             jwt_secret: None,
             session_ttl: Duration::from_secs(12 * 3600),
-            login_rate_limit: RateLimit { attempts: 10, window: Duration::from_secs(5 * 60) },
+            login_rate_limit: RateLimit {
+                attempts: 10,
+                window: Duration::from_secs(5 * 60),
+            },
             local: LocalAuthConfig::default(),
             oidc: OidcConfig::default(),
         }
@@ -448,11 +479,15 @@ impl FromStr for RateLimit {
         let (count, window) = text.split_once('/').ok_or_else(usage)?;
         let attempts: u32 = count.trim().parse().map_err(|_| usage())?;
         if attempts == 0 {
-            return Err(format!("invalid rate limit {text:?} (allow at least 1 attempt)"));
+            return Err(format!(
+                "invalid rate limit {text:?} (allow at least 1 attempt)"
+            ));
         }
         let window = parse_go_duration(window.trim())?;
         if window.is_zero() {
-            return Err(format!("invalid rate limit {text:?} (the window must be longer than zero)"));
+            return Err(format!(
+                "invalid rate limit {text:?} (the window must be longer than zero)"
+            ));
         }
         Ok(Self { attempts, window })
     }
@@ -472,7 +507,9 @@ impl Serialize for RateLimit {
 
 impl<'de> Deserialize<'de> for RateLimit {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -486,7 +523,10 @@ pub struct LocalAuthConfig {
 
 impl Default for LocalAuthConfig {
     fn default() -> Self {
-        Self { enabled: true, email: "admin@localhost".into() }
+        Self {
+            enabled: true,
+            email: "admin@localhost".into(),
+        }
     }
 }
 
@@ -562,7 +602,9 @@ mod optional_url {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Url>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Url>, D::Error> {
         Option::<String>::deserialize(deserializer)?
             .map(|text| super::parse_url(&text).map_err(serde::de::Error::custom))
             .transpose()
@@ -573,7 +615,11 @@ mod optional_url {
 pub(crate) fn parse_ip_net(text: &str) -> Result<IpNet, String> {
     IpNet::from_str(text)
         .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("invalid address or CIDR {text:?} (use forms like 10.0.0.0/8, 127.0.0.1 or ::1)"))
+        .map_err(|_| {
+            format!(
+                "invalid address or CIDR {text:?} (use forms like 10.0.0.0/8, 127.0.0.1 or ::1)"
+            )
+        })
 }
 
 mod ip_nets {
@@ -589,10 +635,15 @@ mod ip_nets {
         struct Entry(IpNet);
         impl<'de> Deserialize<'de> for Entry {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                super::parse_ip_net(&String::deserialize(deserializer)?).map(Entry).map_err(serde::de::Error::custom)
+                super::parse_ip_net(&String::deserialize(deserializer)?)
+                    .map(Entry)
+                    .map_err(serde::de::Error::custom)
             }
         }
-        Ok(Vec::<Entry>::deserialize(deserializer)?.into_iter().map(|entry| entry.0).collect())
+        Ok(Vec::<Entry>::deserialize(deserializer)?
+            .into_iter()
+            .map(|entry| entry.0)
+            .collect())
     }
 }
 
@@ -603,22 +654,43 @@ mod tests {
     #[test]
     fn rate_limit_reads_count_and_go_duration_window() {
         let limit: RateLimit = "10/5m".parse().unwrap();
-        assert_eq!(limit, RateLimit { attempts: 10, window: Duration::from_secs(300) });
+        assert_eq!(
+            limit,
+            RateLimit {
+                attempts: 10,
+                window: Duration::from_secs(300)
+            }
+        );
         assert_eq!(limit.to_string(), "10/5m");
     }
 
     #[test]
     fn rate_limit_refuses_zero_missing_parts_and_bad_windows() {
-        for bad in ["0/5m", "10", "/5m", "10/", "ten/5m", "10/5minutes", "10/0s", "-1/5m"] {
+        for bad in [
+            "0/5m",
+            "10",
+            "/5m",
+            "10/",
+            "ten/5m",
+            "10/5minutes",
+            "10/0s",
+            "-1/5m",
+        ] {
             assert!(bad.parse::<RateLimit>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn bare_addresses_become_single_host_networks() {
-        assert_eq!(parse_ip_net("127.0.0.1").unwrap().to_string(), "127.0.0.1/32");
+        assert_eq!(
+            parse_ip_net("127.0.0.1").unwrap().to_string(),
+            "127.0.0.1/32"
+        );
         assert_eq!(parse_ip_net("::1").unwrap().to_string(), "::1/128");
-        assert_eq!(parse_ip_net("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            parse_ip_net("10.0.0.0/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
         assert!(parse_ip_net("10.0.0.0/33").is_err());
         assert!(parse_ip_net("proxy.local").is_err());
     }
@@ -626,7 +698,10 @@ mod tests {
     #[test]
     fn log_output_is_stdout_or_an_absolute_path() {
         assert_eq!("stdout".parse::<LogOutput>().unwrap(), LogOutput::Stdout);
-        assert_eq!("/var/log/pacer.log".parse::<LogOutput>().unwrap(), LogOutput::File("/var/log/pacer.log".into()));
+        assert_eq!(
+            "/var/log/pacer.log".parse::<LogOutput>().unwrap(),
+            LogOutput::File("/var/log/pacer.log".into())
+        );
         assert!("logs/pacer.log".parse::<LogOutput>().is_err());
         assert!("stderr".parse::<LogOutput>().is_err());
     }

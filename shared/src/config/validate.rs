@@ -5,13 +5,13 @@
 //! are checked for their shape before resolution and for their content after it, which is why
 //! there are two phases.
 
-use super::error::ConfigError;
-use super::sections::{
-    AcmeConfig, AuthConfig, DatabaseEngine, FleetEngine, GithubConfig, OidcConfig, QueueEngine, ServerConfig,
-    TlsConfig, TlsMode,
-};
-use super::secret::Secret;
 use super::Config;
+use super::error::ConfigError;
+use super::secret::Secret;
+use super::sections::{
+    AcmeConfig, AuthConfig, DatabaseEngine, FleetEngine, GithubConfig, OidcConfig, QueueEngine,
+    ServerConfig, TlsConfig, TlsMode,
+};
 use std::path::Path;
 use std::time::Duration;
 use url::Url;
@@ -53,7 +53,9 @@ fn contradictions(cfg: &Config) -> Check {
         return Ok(());
     }
     let needs_aws = |what: &str, instead: &str| {
-        format!("{what} needs AWS, but aws.disabled is true (use {instead}, or set aws.disabled to false)")
+        format!(
+            "{what} needs AWS, but aws.disabled is true (use {instead}, or set aws.disabled to false)"
+        )
     };
     if cfg.database.engine == DatabaseEngine::Dynamodb {
         return Err(invalid("database.engine", needs_aws("dynamodb", "sqlite")));
@@ -70,15 +72,24 @@ fn contradictions(cfg: &Config) -> Check {
 /// Reference shapes before resolution; leftovers after it.
 fn secret_references(cfg: &Config, phase: Phase) -> Check {
     for (key, secret) in cfg.secrets() {
-        let Some(reference) = secret.and_then(Secret::reference) else { continue };
+        let Some(reference) = secret.and_then(Secret::reference) else {
+            continue;
+        };
         if phase == Phase::Resolved {
-            return Err(invalid(key, format!("secret reference {reference} was not resolved (resolve_secrets runs at start)")));
+            return Err(invalid(
+                key,
+                format!(
+                    "secret reference {reference} was not resolved (resolve_secrets runs at start)"
+                ),
+            ));
         }
         reference.check().map_err(|message| invalid(key, message))?;
         if cfg.aws.disabled {
             return Err(invalid(
                 key,
-                format!("is the secret reference {reference}, which cannot be read because aws.disabled is true"),
+                format!(
+                    "is the secret reference {reference}, which cannot be read because aws.disabled is true"
+                ),
             ));
         }
     }
@@ -99,15 +110,20 @@ fn tls(tls: &TlsConfig) -> Check {
     match tls.mode {
         TlsMode::None => Ok(()),
         TlsMode::Manual => {
-            let cert = tls.cert.as_deref().ok_or_else(|| invalid("server.tls.cert", "required when server.tls.mode is manual"))?;
-            let key = tls.key.as_deref().ok_or_else(|| invalid("server.tls.key", "required when server.tls.mode is manual"))?;
+            let cert = tls.cert.as_deref().ok_or_else(|| {
+                invalid("server.tls.cert", "required when server.tls.mode is manual")
+            })?;
+            let key = tls.key.as_deref().ok_or_else(|| {
+                invalid("server.tls.key", "required when server.tls.mode is manual")
+            })?;
             check_readable("server.tls.cert", cert)?;
             check_readable("server.tls.key", key)
         }
         TlsMode::SelfSigned => match &tls.fqdn {
-            Some(fqdn) if !is_host_name(fqdn) => {
-                Err(invalid("server.tls.fqdn", format!("{fqdn:?} is not a host name")))
-            }
+            Some(fqdn) if !is_host_name(fqdn) => Err(invalid(
+                "server.tls.fqdn",
+                format!("{fqdn:?} is not a host name"),
+            )),
             _ => Ok(()),
         },
         TlsMode::Acme => acme(&tls.acme),
@@ -116,7 +132,10 @@ fn tls(tls: &TlsConfig) -> Check {
 
 fn acme(acme: &AcmeConfig) -> Check {
     if acme.hosts.is_empty() {
-        return Err(invalid("server.tls.acme.hosts", "list at least one host name when server.tls.mode is acme"));
+        return Err(invalid(
+            "server.tls.acme.hosts",
+            "list at least one host name when server.tls.mode is acme",
+        ));
     }
     for (index, host) in acme.hosts.iter().enumerate() {
         if !is_host_name(host) {
@@ -128,7 +147,10 @@ fn acme(acme: &AcmeConfig) -> Check {
     }
     if let Some(email) = &acme.email {
         if !is_email(email) {
-            return Err(invalid("server.tls.acme.email", format!("{email:?} is not an email address")));
+            return Err(invalid(
+                "server.tls.acme.email",
+                format!("{email:?} is not an email address"),
+            ));
         }
     }
     if acme.cache_dir.as_os_str().is_empty() {
@@ -145,13 +167,17 @@ fn acme(acme: &AcmeConfig) -> Check {
 fn deployment_name(name: &str) -> Check {
     let well_formed = (1..=32).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if well_formed {
         Ok(())
     } else {
         Err(invalid(
             "deployment.name",
-            format!("{name:?} must be 1 to 32 characters of a-z, 0-9 and '-', starting with a letter"),
+            format!(
+                "{name:?} must be 1 to 32 characters of a-z, 0-9 and '-', starting with a letter"
+            ),
         ))
     }
 }
@@ -162,9 +188,21 @@ fn github(github: &GithubConfig, phase: Phase) -> Check {
     check_http_url("github.api_url", &github.api_url)?;
 
     // Secrets given are checked even while GitHub is off, so turning it on later holds no surprise.
-    check_non_empty_secret("github.webhook_secret", github.webhook_secret.as_ref(), phase)?;
-    check_non_empty_secret("github.webhook_secret_previous", github.webhook_secret_previous.as_ref(), phase)?;
-    check_signing_secret("github.callback_hmac_secret", github.callback_hmac_secret.as_ref(), phase)?;
+    check_non_empty_secret(
+        "github.webhook_secret",
+        github.webhook_secret.as_ref(),
+        phase,
+    )?;
+    check_non_empty_secret(
+        "github.webhook_secret_previous",
+        github.webhook_secret_previous.as_ref(),
+        phase,
+    )?;
+    check_signing_secret(
+        "github.callback_hmac_secret",
+        github.callback_hmac_secret.as_ref(),
+        phase,
+    )?;
     if github.private_key.is_some() && github.private_key_path.is_some() {
         return Err(invalid(
             "github.private_key",
@@ -176,8 +214,18 @@ fn github(github: &GithubConfig, phase: Phase) -> Check {
     }
 
     match github.app_id {
-        None => return Err(invalid("github.app_id", "required unless github.disabled is true")),
-        Some(0) => return Err(invalid("github.app_id", "must be the App's id, a positive number")),
+        None => {
+            return Err(invalid(
+                "github.app_id",
+                "required unless github.disabled is true",
+            ));
+        }
+        Some(0) => {
+            return Err(invalid(
+                "github.app_id",
+                "must be the App's id, a positive number",
+            ));
+        }
         Some(_) => {}
     }
     if github.webhook_secret.is_none() {
@@ -201,12 +249,24 @@ fn github_private_key(github: &GithubConfig, phase: Phase) -> Check {
             "github.private_key_path",
             "required unless github.disabled is true (or give the PEM itself in github.private_key)",
         )),
-        (Some(secret), _) if phase == Phase::BeforeResolution && secret.reference().is_some() => Ok(()),
-        (Some(secret), _) => check_pem_private_key("github.private_key", secret.expose(), "does not"),
+        (Some(secret), _) if phase == Phase::BeforeResolution && secret.reference().is_some() => {
+            Ok(())
+        }
+        (Some(secret), _) => {
+            check_pem_private_key("github.private_key", secret.expose(), "does not")
+        }
         (None, Some(path)) => {
-            let pem = std::fs::read_to_string(path)
-                .map_err(|e| invalid("github.private_key_path", format!("cannot read {}: {e}", path.display())))?;
-            check_pem_private_key("github.private_key_path", &pem, &format!("{} does not", path.display()))
+            let pem = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "github.private_key_path",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            check_pem_private_key(
+                "github.private_key_path",
+                &pem,
+                &format!("{} does not", path.display()),
+            )
         }
     }
 }
@@ -215,7 +275,9 @@ fn github_private_key(github: &GithubConfig, phase: Phase) -> Check {
 /// truncated paste at start rather than at the first webhook.
 fn check_pem_private_key(key: &str, pem: &str, subject: &str) -> Check {
     let problem = match pem_private_key_label(pem) {
-        Ok(label) if label.contains("ENCRYPTED") => Some("hold an unencrypted key (this one is encrypted)"),
+        Ok(label) if label.contains("ENCRYPTED") => {
+            Some("hold an unencrypted key (this one is encrypted)")
+        }
         Ok(_) => None,
         Err(problem) => Some(problem),
     };
@@ -238,7 +300,10 @@ pub(crate) fn pem_private_key_label(pem: &str) -> Result<&str, &'static str> {
     }
     let body_and_end = &after_begin[label_end + "-----".len()..];
     let end_marker = format!("-----END {label}-----");
-    let body = body_and_end.find(&end_marker).map(|end| &body_and_end[..end]).ok_or("end with its -----END line (truncated?)")?;
+    let body = body_and_end
+        .find(&end_marker)
+        .map(|end| &body_and_end[..end])
+        .ok_or("end with its -----END line (truncated?)")?;
     if body.trim().is_empty() {
         return Err("contain key data between the BEGIN and END lines");
     }
@@ -250,9 +315,14 @@ pub(crate) fn pem_private_key_label(pem: &str) -> Result<&str, &'static str> {
 fn aws(cfg: &Config) -> Check {
     let region = &cfg.aws.region;
     let well_formed = !region.is_empty()
-        && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !well_formed {
-        return Err(invalid("aws.region", format!("{region:?} is not an AWS region name like us-east-1")));
+        return Err(invalid(
+            "aws.region",
+            format!("{region:?} is not an AWS region name like us-east-1"),
+        ));
     }
     if let Some(url) = &cfg.aws.endpoint_url {
         check_http_url("aws.endpoint_url", url)?;
@@ -263,27 +333,42 @@ fn aws(cfg: &Config) -> Check {
 fn store_and_queue(cfg: &Config) -> Check {
     match cfg.database.engine {
         DatabaseEngine::Sqlite if cfg.database.path.as_os_str().is_empty() => {
-            return Err(invalid("database.path", "required when database.engine is sqlite"));
+            return Err(invalid(
+                "database.path",
+                "required when database.engine is sqlite",
+            ));
         }
         DatabaseEngine::Dynamodb => {
             let table = &cfg.database.table;
             if table.is_empty() {
-                return Err(invalid("database.table", "required when database.engine is dynamodb"));
+                return Err(invalid(
+                    "database.table",
+                    "required when database.engine is dynamodb",
+                ));
             }
             let well_formed = (3..=255).contains(&table.len())
-                && table.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                && table
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
             if !well_formed {
                 return Err(invalid(
                     "database.table",
-                    format!("{table:?} is not a DynamoDB table name (3 to 255 of a-z, A-Z, 0-9, '_', '-', '.')"),
+                    format!(
+                        "{table:?} is not a DynamoDB table name (3 to 255 of a-z, A-Z, 0-9, '_', '-', '.')"
+                    ),
                 ));
             }
         }
         DatabaseEngine::Sqlite => {}
     }
     if cfg.queue.engine == QueueEngine::Sqs {
-        let url = cfg.queue.url.as_deref().ok_or_else(|| invalid("queue.url", "required when queue.engine is sqs"))?;
-        let parsed = Url::parse(url).map_err(|e| invalid("queue.url", format!("invalid URL {url:?} ({e})")))?;
+        let url = cfg
+            .queue
+            .url
+            .as_deref()
+            .ok_or_else(|| invalid("queue.url", "required when queue.engine is sqs"))?;
+        let parsed = Url::parse(url)
+            .map_err(|e| invalid("queue.url", format!("invalid URL {url:?} ({e})")))?;
         check_http_url("queue.url", &parsed)?;
     }
     Ok(())
@@ -292,18 +377,28 @@ fn store_and_queue(cfg: &Config) -> Check {
 fn runner_version(version: &str) -> Check {
     let is_pin = {
         let parts: Vec<&str> = version.split('.').collect();
-        parts.len() == 3 && parts.iter().all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()))
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()))
     };
     if version == "latest" || is_pin {
         Ok(())
     } else {
-        Err(invalid("runner.version", format!("{version:?} must be \"latest\" or a release like 2.321.0")))
+        Err(invalid(
+            "runner.version",
+            format!("{version:?} must be \"latest\" or a release like 2.321.0"),
+        ))
     }
 }
 
 fn timings(cfg: &Config) -> Check {
     let positive = |key: &str, value: Duration| {
-        if value.is_zero() { Err(invalid(key, "must be longer than zero")) } else { Ok(()) }
+        if value.is_zero() {
+            Err(invalid(key, "must be longer than zero"))
+        } else {
+            Ok(())
+        }
     };
     positive("reaper.interval", cfg.reaper.interval)?;
     positive("reaper.redrive_after", cfg.reaper.redrive_after)?;
@@ -329,7 +424,10 @@ fn auth(auth: &AuthConfig, phase: Phase) -> Check {
     }
     check_signing_secret("auth.jwt_secret", auth.jwt_secret.as_ref(), phase)?;
     if !is_email(&auth.local.email) {
-        return Err(invalid("auth.local.email", format!("{:?} is not an email address", auth.local.email)));
+        return Err(invalid(
+            "auth.local.email",
+            format!("{:?} is not an email address", auth.local.email),
+        ));
     }
     oidc(&auth.oidc, phase)
 }
@@ -341,11 +439,16 @@ fn oidc(oidc: &OidcConfig, phase: Phase) -> Check {
         if let Some(domain) = email.strip_prefix('@') {
             return Err(invalid(
                 &key,
-                format!("{email:?} is a domain, not an address: put {domain:?} in auth.oidc.allowed_domains"),
+                format!(
+                    "{email:?} is a domain, not an address: put {domain:?} in auth.oidc.allowed_domains"
+                ),
             ));
         }
         if !is_email(email) {
-            return Err(invalid(&key, format!("{email:?} is not a full email address")));
+            return Err(invalid(
+                &key,
+                format!("{email:?} is not a full email address"),
+            ));
         }
     }
     for (index, domain) in oidc.allowed_domains.iter().enumerate() {
@@ -356,22 +459,38 @@ fn oidc(oidc: &OidcConfig, phase: Phase) -> Check {
             ));
         }
     }
-    let claim_set = oidc.groups_claim.as_deref().is_some_and(|claim| !claim.is_empty());
-    for (key, groups) in [("auth.oidc.allowed_groups", &oidc.allowed_groups), ("auth.oidc.admin_groups", &oidc.admin_groups)] {
+    let claim_set = oidc
+        .groups_claim
+        .as_deref()
+        .is_some_and(|claim| !claim.is_empty());
+    for (key, groups) in [
+        ("auth.oidc.allowed_groups", &oidc.allowed_groups),
+        ("auth.oidc.admin_groups", &oidc.admin_groups),
+    ] {
         if !groups.is_empty() && !claim_set {
-            return Err(invalid(key, "needs auth.oidc.groups_claim, the ID token claim that lists the user's groups"));
+            return Err(invalid(
+                key,
+                "needs auth.oidc.groups_claim, the ID token claim that lists the user's groups",
+            ));
         }
         if groups.iter().any(String::is_empty) {
             return Err(invalid(key, "must not contain empty group names"));
         }
     }
-    check_non_empty_secret("auth.oidc.client_secret", oidc.client_secret.as_ref(), phase)?;
+    check_non_empty_secret(
+        "auth.oidc.client_secret",
+        oidc.client_secret.as_ref(),
+        phase,
+    )?;
     if !oidc.enabled {
         return Ok(());
     }
 
     let required = |key: &str| invalid(key, "required when auth.oidc.enabled is true");
-    let issuer = oidc.issuer.as_ref().ok_or_else(|| required("auth.oidc.issuer"))?;
+    let issuer = oidc
+        .issuer
+        .as_ref()
+        .ok_or_else(|| required("auth.oidc.issuer"))?;
     check_http_url("auth.oidc.issuer", issuer)?;
     if oidc.client_id.as_deref().is_none_or(str::is_empty) {
         return Err(required("auth.oidc.client_id"));
@@ -379,7 +498,10 @@ fn oidc(oidc: &OidcConfig, phase: Phase) -> Check {
     if oidc.client_secret.is_none() {
         return Err(required("auth.oidc.client_secret"));
     }
-    let redirect = oidc.redirect_url.as_ref().ok_or_else(|| required("auth.oidc.redirect_url"))?;
+    let redirect = oidc
+        .redirect_url
+        .as_ref()
+        .ok_or_else(|| required("auth.oidc.redirect_url"))?;
     check_http_url("auth.oidc.redirect_url", redirect)?;
     // The issuer is the identity provider and the redirect URL is pacer: one origin for both means
     // pacer was named as its own provider, and discovery would loop back to itself.
@@ -402,17 +524,26 @@ fn oidc(oidc: &OidcConfig, phase: Phase) -> Check {
 
 fn check_signing_secret(key: &str, secret: Option<&Secret>, phase: Phase) -> Check {
     match secret {
-        Some(secret) if is_checkable(secret, phase) && secret.char_len() < MIN_SIGNING_SECRET_CHARS => Err(invalid(
-            key,
-            format!("must be at least {MIN_SIGNING_SECRET_CHARS} characters (got {})", secret.char_len()),
-        )),
+        Some(secret)
+            if is_checkable(secret, phase) && secret.char_len() < MIN_SIGNING_SECRET_CHARS =>
+        {
+            Err(invalid(
+                key,
+                format!(
+                    "must be at least {MIN_SIGNING_SECRET_CHARS} characters (got {})",
+                    secret.char_len()
+                ),
+            ))
+        }
         _ => Ok(()),
     }
 }
 
 fn check_non_empty_secret(key: &str, secret: Option<&Secret>, phase: Phase) -> Check {
     match secret {
-        Some(secret) if is_checkable(secret, phase) && secret.is_empty() => Err(invalid(key, "must not be empty")),
+        Some(secret) if is_checkable(secret, phase) && secret.is_empty() => {
+            Err(invalid(key, "must not be empty"))
+        }
         _ => Ok(()),
     }
 }
@@ -424,22 +555,34 @@ fn is_checkable(secret: &Secret, phase: Phase) -> bool {
 
 fn check_http_url(key: &str, url: &Url) -> Check {
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid(key, format!("{url} must be an http:// or https:// URL with a host")));
+        return Err(invalid(
+            key,
+            format!("{url} must be an http:// or https:// URL with a host"),
+        ));
     }
     Ok(())
 }
 
 fn check_readable(key: &str, path: &Path) -> Check {
-    std::fs::File::open(path).map(drop).map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))
 }
 
 /// `host:port` or `:port`; the host may be a name, an IPv4 address or a bracketed IPv6 address.
 pub(crate) fn check_listen_addr(key: &str, addr: &str) -> Check {
-    let refuse = || invalid(key, format!("{addr:?} must be host:port or :port, like 127.0.0.1:3000 or :3000"));
+    let refuse = || {
+        invalid(
+            key,
+            format!("{addr:?} must be host:port or :port, like 127.0.0.1:3000 or :3000"),
+        )
+    };
     let (host, port) = addr.rsplit_once(':').ok_or_else(refuse)?;
     port.parse::<u16>().map_err(|_| refuse())?;
     let host_ok = if let Some(inner) = host.strip_prefix('[') {
-        inner.strip_suffix(']').is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+        inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
     } else {
         host.is_empty() || is_host_name(host)
     };
@@ -475,23 +618,46 @@ mod tests {
 
     #[test]
     fn listen_addresses_take_host_and_port_or_a_bare_port() {
-        for good in ["127.0.0.1:3000", ":3000", "localhost:8080", "[::1]:3000", "[::]:80", "0.0.0.0:0"] {
+        for good in [
+            "127.0.0.1:3000",
+            ":3000",
+            "localhost:8080",
+            "[::1]:3000",
+            "[::]:80",
+            "0.0.0.0:0",
+        ] {
             assert!(check_listen_addr("k", good).is_ok(), "{good}");
         }
-        for bad in ["3000", "127.0.0.1", ":http", "::1:3000", "host:70000", "", "[::1:3000", "a b:1"] {
+        for bad in [
+            "3000",
+            "127.0.0.1",
+            ":http",
+            "::1:3000",
+            "host:70000",
+            "",
+            "[::1:3000",
+            "a b:1",
+        ] {
             assert!(check_listen_addr("k", bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn pem_shape_check_accepts_private_keys_only() {
-        let rsa = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\n";
+        let rsa =
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\n";
         assert_eq!(pem_private_key_label(rsa), Ok("RSA PRIVATE KEY"));
         let pkcs8 = "-----BEGIN PRIVATE KEY-----\nMIIEvQ\n-----END PRIVATE KEY-----";
         assert_eq!(pem_private_key_label(pkcs8), Ok("PRIVATE KEY"));
-        assert!(pem_private_key_label("-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----").is_err());
+        assert!(
+            pem_private_key_label("-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----")
+                .is_err()
+        );
         assert!(pem_private_key_label("-----BEGIN RSA PRIVATE KEY-----\nMIIE").is_err());
-        assert!(pem_private_key_label("-----BEGIN PRIVATE KEY-----\n\n-----END PRIVATE KEY-----").is_err());
+        assert!(
+            pem_private_key_label("-----BEGIN PRIVATE KEY-----\n\n-----END PRIVATE KEY-----")
+                .is_err()
+        );
         assert!(pem_private_key_label("not a key").is_err());
     }
 
@@ -499,7 +665,13 @@ mod tests {
     fn emails_need_a_local_part_and_a_domain() {
         assert!(is_email("admin@localhost"));
         assert!(is_email("ops@example.com"));
-        for bad in ["@example.com", "ops@", "ops", "ops @example.com", "ops@exa mple.com"] {
+        for bad in [
+            "@example.com",
+            "ops@",
+            "ops",
+            "ops @example.com",
+            "ops@exa mple.com",
+        ] {
             assert!(!is_email(bad), "{bad}");
         }
     }

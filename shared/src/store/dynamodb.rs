@@ -1,1 +1,1622 @@
-//! (being written)
+//! The DynamoDB adapter of the store port, for the serverless deployment:
+//! one table holding every object, guard items that make names unique,
+//! counters that make capacity and parent/child rules atomic, and queries
+//! over two overloaded GSIs for the listings.
+//!
+//! # Table definition
+//!
+//! This is what [`DynamoStore::create_table`] creates and what `template.yaml`
+//! must declare: on-demand billing (`PAY_PER_REQUEST`), TTL on `expires_at`,
+//! every key attribute a string (`S`).
+//!
+//! | key        | attributes            | projection | holds                                        |
+//! |------------|-----------------------|------------|----------------------------------------------|
+//! | table      | `pk` (HASH), `sk` (RANGE) | —      | every item                                   |
+//! | `gsi1`     | `gsi1pk`, `gsi1sk`    | ALL        | whole collections in list order             |
+//! | `gsi2`     | `gsi2pk`, `gsi2sk`    | ALL        | sub-collections: by state, by project        |
+//! | `runner_instance` | `instance_id` (HASH) | KEYS_ONLY | runners that have an EC2 instance (sparse) |
+//!
+//! # Items
+//!
+//! Every item carries `type`. An entity item also carries each field of the
+//! entity as its own top-level attribute, exactly as serde names it
+//! (through `serde_dynamo`; `None` fields are left out rather than stored as
+//! `NULL`, so an attribute exists only when it has a value — what a sparse
+//! index needs).
+//!
+//! | type           | pk                        | sk       | gsi1pk / gsi1sk           | gsi2pk / gsi2sk                 | extra attributes |
+//! |----------------|---------------------------|----------|---------------------------|---------------------------------|------------------|
+//! | `project`      | `PROJECT#<id>`            | `PROJECT`| `PROJECTS` / `<id>`       | —                               | `dependents` (pools + bindings naming it) |
+//! | `pool`         | `POOL#<id>`               | `POOL`   | `POOLS` / `<id>`          | `POOLS#<project_id>` / `<id>`   | `active_runners` is the capacity counter |
+//! | `binding`      | `BINDING#<id>`            | `BINDING`| `BINDINGS` / `<id>`       | `BINDINGS#<project_id>` / `<id>`| `binding_repo_key`, `binding_project_id` |
+//! | `job`          | `JOB#<id>`                | `JOB`    | `JOBS` / `<created>#<id>` | `JOBSTATE#<state>` / `<created>#<id>` | `job_repo_key`, `job_project_id`, `job_pool_id` |
+//! | `runner`       | `RUNNER#<id>`             | `RUNNER` | `RUNNERS` / `<created>#<id>` | `RUNNERSTATE#<state>` / `<created>#<id>` | `runner_pool_id`, `runner_project_id`, `runner_reg_name`, `runner_live_pool_id` (only while live) |
+//! | `user`         | `USER#<id>`               | `USER`   | `USERS` / `<id>`          | —                               | `password_hash` (never logged) |
+//! | `audit`        | `AUDIT#<id>`              | `AUDIT`  | `AUDIT` / `<at>#<id>`     | —                               | `audit_actor` (the actor's id) |
+//! | `project_name` | `PROJECTNAME#<lower name>`| `UNIQUE` | —                         | —                               | `owner` |
+//! | `pool_name`    | `POOLNAME#<project_id>#<lower name>` | `UNIQUE` | —              | —                               | `owner` |
+//! | `repo_binding` | `REPO#<lower owner/name>` | `UNIQUE` | —                         | —                               | `owner`, `binding` (a copy of the binding, as a map) |
+//! | `github_job`   | `GHJOB#<github job id>`   | `UNIQUE` | —                         | —                               | `owner` |
+//! | `user_email`   | `USEREMAIL#<email>`       | `UNIQUE` | —                         | —                               | `owner` |
+//! | `user_oidc`    | `USEROIDC#<subject>`      | `UNIQUE` | —                         | —                               | `owner` |
+//!
+//! Times in sort keys are RFC 3339 UTC with nine fraction digits, so they
+//! sort as strings; ids are ULIDs, which sort by creation time. Projects,
+//! pools, bindings and users list oldest first; jobs, runners and audit
+//! events newest first.
+//!
+//! Guard items (`sk = UNIQUE`) are written and deleted in the same
+//! `TransactWriteItems` as their entity, conditional on not existing (or on
+//! being owned by the entity), which is how names, repos, GitHub job ids and
+//! emails stay unique. The repo guard holds a copy of its binding so the
+//! webhook finds the binding of a repo with one `GetItem`.
+//!
+//! # Adding an access path without migrating items
+//!
+//! Every searchable value is already a top-level attribute, under a name
+//! only one item type uses: `email`, `oidc_subject` (users), `github_job_id`,
+//! `runner_name`, `job_repo_key`, `job_pool_id`, `job_project_id` (jobs),
+//! `runner_reg_name` (the runner's own name; jobs already use `runner_name`
+//! for the runner that ran them), `runner_pool_id`, `runner_live_pool_id`,
+//! `binding_repo_key`, `action`, `audit_actor`. A new query adds a GSI keyed
+//! on that attribute (with `gsi1sk` as its sort key where order matters:
+//! `<created>#<id>` for jobs and runners). DynamoDB backfills a new GSI from
+//! the existing items by itself, and the index is sparse: it holds only the
+//! items of the one type that has the attribute. For example, "live runners
+//! of a pool" is a GSI `runner_live_pool_id` / `gsi1sk`; "jobs of a repo" is
+//! `job_repo_key` / `gsi1sk`; "runner by name" is `runner_reg_name`.
+//! Only a value that is not stored yet needs a backfill, which is why the
+//! items above carry these attributes from the start.
+//!
+//! `gsi1pk = JOBS` and `AUDIT` are single partitions: fine for pacer's
+//! volume (a GSI partition takes ~1,000 writes a second); shard them by day
+//! if that ever changes.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::client::Waiters;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, CancellationReason, Delete, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update,
+};
+use aws_sdk_dynamodb::Client;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use base64::Engine;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::instrument;
+
+use super::{
+    AuditFilter, Inserted, JobFilter, Page, PageRequest, RunnerFilter, Store, StoreError, StoreResult,
+};
+use crate::domain::{
+    AuditEvent, Job, JobState, Pool, Project, RepoBinding, Runner, RunnerState, Time, User,
+};
+
+type Item = HashMap<String, AttributeValue>;
+
+const PK: &str = "pk";
+const SK: &str = "sk";
+const TYPE: &str = "type";
+/// The TTL attribute (epoch seconds). No item sets it yet; declared so a
+/// retention rule can start using it without a table change.
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+const OWNER: &str = "owner";
+const DEPENDENTS: &str = "dependents";
+const ACTIVE_RUNNERS: &str = "active_runners";
+const MAX_RUNNERS: &str = "max_runners";
+const STATE: &str = "state";
+const NAME: &str = "name";
+const PROJECT_ID: &str = "project_id";
+const BINDING_COPY: &str = "binding";
+const INSTANCE_INDEX: &str = "runner_instance";
+const INSTANCE_ID: &str = "instance_id";
+
+/// How often a read-then-write retries when the object changed in between.
+const MAX_ATTEMPTS: usize = 5;
+
+/// A global secondary index with a string hash and range key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Index {
+    name: &'static str,
+    pk: &'static str,
+    sk: &'static str,
+}
+
+/// Whole collections in list order.
+const GSI1: Index = Index { name: "gsi1", pk: "gsi1pk", sk: "gsi1sk" };
+/// Sub-collections: jobs and runners by state, pools and bindings by project.
+const GSI2: Index = Index { name: "gsi2", pk: "gsi2pk", sk: "gsi2sk" };
+
+/// One entity type: its key prefix, its sort key, its `type` and the
+/// `gsi1pk` of its collection.
+struct Kind {
+    prefix: &'static str,
+    sk: &'static str,
+    type_name: &'static str,
+    collection: &'static str,
+}
+
+const PROJECT: Kind = Kind { prefix: "PROJECT#", sk: "PROJECT", type_name: "project", collection: "PROJECTS" };
+const POOL: Kind = Kind { prefix: "POOL#", sk: "POOL", type_name: "pool", collection: "POOLS" };
+const BINDING: Kind = Kind { prefix: "BINDING#", sk: "BINDING", type_name: "binding", collection: "BINDINGS" };
+const JOB: Kind = Kind { prefix: "JOB#", sk: "JOB", type_name: "job", collection: "JOBS" };
+const RUNNER: Kind = Kind { prefix: "RUNNER#", sk: "RUNNER", type_name: "runner", collection: "RUNNERS" };
+const USER: Kind = Kind { prefix: "USER#", sk: "USER", type_name: "user", collection: "USERS" };
+const AUDIT: Kind = Kind { prefix: "AUDIT#", sk: "AUDIT", type_name: "audit", collection: "AUDIT" };
+
+impl Kind {
+    fn key(&self, id: &str) -> Item {
+        key(format!("{}{id}", self.prefix), self.sk)
+    }
+}
+
+/// A uniqueness guard: one item per taken value, owned by one entity.
+struct Guard {
+    prefix: &'static str,
+    type_name: &'static str,
+}
+
+const PROJECT_NAME: Guard = Guard { prefix: "PROJECTNAME#", type_name: "project_name" };
+const POOL_NAME: Guard = Guard { prefix: "POOLNAME#", type_name: "pool_name" };
+const REPO: Guard = Guard { prefix: "REPO#", type_name: "repo_binding" };
+const GITHUB_JOB: Guard = Guard { prefix: "GHJOB#", type_name: "github_job" };
+const USER_EMAIL: Guard = Guard { prefix: "USEREMAIL#", type_name: "user_email" };
+const USER_OIDC: Guard = Guard { prefix: "USEROIDC#", type_name: "user_oidc" };
+const GUARD_SK: &str = "UNIQUE";
+
+impl Guard {
+    fn key(&self, value: &str) -> Item {
+        key(format!("{}{value}", self.prefix), GUARD_SK)
+    }
+
+    fn item(&self, value: &str, owner: &str) -> Item {
+        let mut item = self.key(value);
+        item.insert(TYPE.into(), s(self.type_name));
+        item.insert(OWNER.into(), s(owner));
+        item
+    }
+}
+
+fn key(pk: String, sk: &str) -> Item {
+    HashMap::from([(PK.to_string(), AttributeValue::S(pk)), (SK.to_string(), s(sk))])
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn string_attr<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn number_attr(item: &Item, name: &str) -> Option<i64> {
+    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+}
+
+/// A time as it appears in sort keys: fixed width, so strings sort as times.
+fn time_key(t: &Time) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn pool_name_key(project_id: &str, name: &str) -> String {
+    format!("{project_id}#{}", name.to_lowercase())
+}
+
+// ---------------------------------------------------------------------------
+// Items: entity ⇄ attributes.
+// ---------------------------------------------------------------------------
+
+/// An entity's attributes plus the names of its attributes that must not
+/// exist (its `None` fields), which an `UpdateItem` has to REMOVE.
+struct Encoded {
+    item: Item,
+    absent: Vec<String>,
+}
+
+impl Encoded {
+    fn of<T: Serialize>(value: &T, kind: &Kind, id: &str) -> StoreResult<Self> {
+        let attrs: Item = serde_dynamo::aws_sdk_dynamodb_1::to_item(value).context("encoding an item for DynamoDB")?;
+        // NULL attributes are left out: a GSI refuses a NULL key and a
+        // sparse index must not see the attribute at all.
+        let (nulls, mut item): (Item, Item) = attrs.into_iter().partition(|(_, v)| v.is_null());
+        item.extend(kind.key(id));
+        item.insert(TYPE.into(), s(kind.type_name));
+        Ok(Self { item, absent: nulls.into_keys().collect() })
+    }
+
+    fn set(&mut self, name: &str, value: AttributeValue) {
+        self.item.insert(name.into(), value);
+    }
+
+    fn set_opt(&mut self, name: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.set(name, s(v)),
+            None => self.absent.push(name.into()),
+        }
+    }
+
+    fn index(&mut self, index: Index, pk: impl Into<String>, sk: impl Into<String>) {
+        self.set(index.pk, s(pk));
+        self.set(index.sk, s(sk));
+    }
+}
+
+fn project_item(p: &Project) -> StoreResult<Encoded> {
+    let mut e = Encoded::of(p, &PROJECT, &p.id)?;
+    e.index(GSI1, PROJECT.collection, &p.id);
+    Ok(e)
+}
+
+fn pool_item(p: &Pool) -> StoreResult<Encoded> {
+    let mut e = Encoded::of(p, &POOL, &p.id)?;
+    e.index(GSI1, POOL.collection, &p.id);
+    e.index(GSI2, format!("POOLS#{}", p.spec.project_id), &p.id);
+    Ok(e)
+}
+
+fn binding_item(b: &RepoBinding) -> StoreResult<Encoded> {
+    let mut e = Encoded::of(b, &BINDING, &b.id)?;
+    e.index(GSI1, BINDING.collection, &b.id);
+    e.index(GSI2, format!("BINDINGS#{}", b.spec.project_id), &b.id);
+    e.set("binding_repo_key", s(b.spec.repo.key()));
+    e.set("binding_project_id", s(&b.spec.project_id));
+    Ok(e)
+}
+
+fn job_item(j: &Job) -> StoreResult<Encoded> {
+    let mut e = Encoded::of(j, &JOB, &j.id)?;
+    let order = format!("{}#{}", time_key(&j.created_at), j.id);
+    e.index(GSI1, JOB.collection, &order);
+    e.index(GSI2, format!("JOBSTATE#{}", j.state), order);
+    e.set("job_repo_key", s(j.repo.to_lowercase()));
+    e.set_opt("job_project_id", j.project_id.as_deref());
+    e.set_opt("job_pool_id", j.pool_id.as_deref());
+    Ok(e)
+}
+
+fn runner_item(r: &Runner) -> StoreResult<Encoded> {
+    let mut e = Encoded::of(r, &RUNNER, &r.id)?;
+    let order = format!("{}#{}", time_key(&r.created_at), r.id);
+    e.index(GSI1, RUNNER.collection, &order);
+    e.index(GSI2, format!("RUNNERSTATE#{}", r.state), order);
+    e.set("runner_pool_id", s(&r.pool_id));
+    e.set("runner_project_id", s(&r.project_id));
+    e.set("runner_reg_name", s(&r.name));
+    e.set_opt("runner_live_pool_id", r.state.is_live().then_some(r.pool_id.as_str()));
+    Ok(e)
+}
+
+fn user_item(u: &User) -> StoreResult<Encoded> {
+    let mut e = Encoded::of(u, &USER, &u.id)?;
+    e.index(GSI1, USER.collection, &u.id);
+    // `User` never serialises its hash (it must not reach clients), so the
+    // store writes it itself.
+    e.set_opt("password_hash", u.password_hash.as_deref());
+    Ok(e)
+}
+
+fn audit_item(a: &AuditEvent) -> StoreResult<Encoded> {
+    let mut e = Encoded::of(a, &AUDIT, &a.id)?;
+    e.index(GSI1, AUDIT.collection, format!("{}#{}", time_key(&a.at), a.id));
+    e.set("audit_actor", s(&a.actor.id));
+    Ok(e)
+}
+
+fn decode<T: DeserializeOwned>(item: Item) -> StoreResult<T> {
+    let what = item.get(TYPE).and_then(|v| v.as_s().ok()).cloned().unwrap_or_else(|| "?".into());
+    let id = item.get("id").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    Ok(serde_dynamo::aws_sdk_dynamodb_1::from_item(item)
+        .with_context(|| format!("decoding the DynamoDB item of {what} {id}"))?)
+}
+
+fn decode_audit(mut item: Item) -> StoreResult<AuditEvent> {
+    // A JSON `null` detail was left out like any NULL attribute.
+    item.entry("detail".into()).or_insert(AttributeValue::Null(true));
+    decode(item)
+}
+
+// ---------------------------------------------------------------------------
+// Expressions.
+// ---------------------------------------------------------------------------
+
+/// The placeholders of one request's expressions. Every attribute name goes
+/// through a `#name` placeholder (`name`, `state` and `type` are reserved
+/// words), every value through `:vN`; only what an expression uses is sent,
+/// as DynamoDB refuses unused placeholders.
+#[derive(Debug, Clone, Default)]
+struct Expr {
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Expr {
+    fn name(&mut self, attribute: &str) -> String {
+        let placeholder = format!("#{attribute}");
+        self.names.insert(placeholder.clone(), attribute.to_string());
+        placeholder
+    }
+
+    fn value(&mut self, value: AttributeValue) -> String {
+        let placeholder = format!(":v{}", self.values.len());
+        self.values.insert(placeholder.clone(), value);
+        placeholder
+    }
+
+    fn names(&self) -> Option<HashMap<String, String>> {
+        (!self.names.is_empty()).then(|| self.names.clone())
+    }
+
+    fn values(&self) -> Option<HashMap<String, AttributeValue>> {
+        (!self.values.is_empty()).then(|| self.values.clone())
+    }
+}
+
+/// A condition (or filter) expression with its placeholders.
+#[derive(Debug, Clone, Default)]
+struct Cond {
+    text: String,
+    expr: Expr,
+}
+
+impl Cond {
+    fn new(build: impl FnOnce(&mut Expr) -> String) -> Self {
+        let mut expr = Expr::default();
+        let text = build(&mut expr);
+        Self { text, expr }
+    }
+
+    /// The item does not exist yet.
+    fn absent() -> Self {
+        Self::new(|e| format!("attribute_not_exists({})", e.name(PK)))
+    }
+
+    /// The item exists.
+    fn exists() -> Self {
+        Self::new(|e| format!("attribute_exists({})", e.name(PK)))
+    }
+
+    /// The item exists and `build` holds for it.
+    fn exists_and(build: impl FnOnce(&mut Expr) -> String) -> Self {
+        Self::new(|e| {
+            let exists = format!("attribute_exists({})", e.name(PK));
+            format!("{exists} AND ({})", build(e))
+        })
+    }
+
+    /// A guard still owned by `owner`.
+    fn owned_by(owner: &str) -> Self {
+        Self::new(|e| format!("{} = {}", e.name(OWNER), e.value(s(owner))))
+    }
+
+    /// An `AND` of equality tests, for filters; `None` when there are none.
+    fn all_equal(tests: Vec<(&str, AttributeValue)>) -> Option<Self> {
+        if tests.is_empty() {
+            return None;
+        }
+        Some(Self::new(|e| {
+            tests
+                .into_iter()
+                .map(|(name, value)| format!("{} = {}", e.name(name), e.value(value)))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        }))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Transactions.
+// ---------------------------------------------------------------------------
+
+/// Which writes of a cancelled transaction failed their condition, and the
+/// item as it was where `ReturnValuesOnConditionCheckFailure` asked for it.
+struct Cancelled {
+    reasons: Vec<CancellationReason>,
+}
+
+impl Cancelled {
+    fn failed(&self, index: usize) -> bool {
+        self.reasons.get(index).and_then(|r| r.code()) == Some("ConditionalCheckFailed")
+    }
+
+    fn old(&self, index: usize) -> Option<&Item> {
+        self.reasons.get(index).and_then(|r| r.item())
+    }
+}
+
+fn build_err(what: &str) -> impl FnOnce(aws_smithy_types::error::operation::BuildError) -> StoreError + '_ {
+    move |e| StoreError::Backend(anyhow!(e).context(format!("building a DynamoDB {what}")))
+}
+
+// ---------------------------------------------------------------------------
+// Cursors.
+// ---------------------------------------------------------------------------
+
+/// Where a page ended: the key (table and index attributes) of the last
+/// item it returned, i.e. a `LastEvaluatedKey` for that item. Encoded as
+/// base64url of a JSON object of strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Cursor {
+    pk: String,
+    sk: String,
+    index_pk: String,
+    index_sk: String,
+}
+
+impl Cursor {
+    fn of(item: &Item, index: Index) -> StoreResult<Self> {
+        let get = |name: &str| {
+            string_attr(item, name)
+                .map(str::to_string)
+                .ok_or_else(|| StoreError::Backend(anyhow!("a listed item lacks its key attribute {name}")))
+        };
+        Ok(Self { pk: get(PK)?, sk: get(SK)?, index_pk: get(index.pk)?, index_sk: get(index.sk)? })
+    }
+
+    fn encode(&self, index: Index) -> String {
+        let json = serde_json::json!({
+            PK: self.pk, SK: self.sk, index.pk: self.index_pk, index.sk: self.index_sk,
+        });
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+    }
+
+    /// Reads a cursor of a listing over `index`; it must name one of the
+    /// listing's partitions.
+    fn decode(raw: &str, index: Index, partitions: &[String]) -> StoreResult<Self> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(raw)
+            .map_err(|_| StoreError::BadCursor)?;
+        let json: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&bytes).map_err(|_| StoreError::BadCursor)?;
+        let get = |name: &str| json.get(name).and_then(|v| v.as_str()).map(str::to_string).ok_or(StoreError::BadCursor);
+        let cursor = Self { pk: get(PK)?, sk: get(SK)?, index_pk: get(index.pk)?, index_sk: get(index.sk)? };
+        if json.len() != 4 || !partitions.contains(&cursor.index_pk) {
+            return Err(StoreError::BadCursor);
+        }
+        Ok(cursor)
+    }
+
+    /// An `ExclusiveStartKey` that starts right after this item in
+    /// `partition` (which need not be the item's own: merged listings read
+    /// several partitions in one sort order).
+    fn start_key(&self, index: Index, partition: &str) -> Item {
+        HashMap::from([
+            (PK.to_string(), s(&self.pk)),
+            (SK.to_string(), s(&self.sk)),
+            (index.pk.to_string(), s(partition)),
+            (index.sk.to_string(), s(&self.index_sk)),
+        ])
+    }
+}
+
+/// A listing: one or more partitions of an index read in the index's sort
+/// order, within `[lo, hi)` of its sort key, filtered, merged.
+struct Listing {
+    op: &'static str,
+    index: Index,
+    partitions: Vec<String>,
+    /// Inclusive lower bound of the sort key.
+    lo: Option<String>,
+    /// Exclusive upper bound of the sort key.
+    hi: Option<String>,
+    newest_first: bool,
+    filter: Option<Cond>,
+}
+
+impl Listing {
+    fn new(op: &'static str, index: Index, partition: impl Into<String>, newest_first: bool) -> Self {
+        Self { op, index, partitions: vec![partition.into()], lo: None, hi: None, newest_first, filter: None }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The store.
+// ---------------------------------------------------------------------------
+
+/// The store on one DynamoDB table (see the module docs for its layout).
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl Debug for DynamoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoStore").field("table", &self.table).finish_non_exhaustive()
+    }
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: String) -> Self {
+        Self { client, table }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table with its indexes and TTL (see the module docs), and
+    /// waits until it is active. An existing table is left as it is, so
+    /// this is safe to run at every start against an emulator.
+    pub async fn create_table(&self) -> anyhow::Result<()> {
+        let string = |name: &str| {
+            AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build()
+        };
+        let key = |name: &str, key_type: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(key_type).build();
+        let gsi = |index: Index| {
+            GlobalSecondaryIndex::builder()
+                .index_name(index.name)
+                .key_schema(key(index.pk, KeyType::Hash)?)
+                .key_schema(key(index.sk, KeyType::Range)?)
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .build()
+        };
+        let by_instance = GlobalSecondaryIndex::builder()
+            .index_name(INSTANCE_INDEX)
+            .key_schema(key(INSTANCE_ID, KeyType::Hash)?)
+            .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+            .build()?;
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .set_attribute_definitions(Some(
+                [PK, SK, GSI1.pk, GSI1.sk, GSI2.pk, GSI2.sk, INSTANCE_ID].into_iter().map(string).collect::<Result<_, _>>()?,
+            ))
+            .key_schema(key(PK, KeyType::Hash)?)
+            .key_schema(key(SK, KeyType::Range)?)
+            .global_secondary_indexes(gsi(GSI1)?)
+            .global_secondary_indexes(gsi(GSI2)?)
+            .global_secondary_indexes(by_instance)
+            .send()
+            .await;
+        match created {
+            Ok(_) => tracing::info!(table = %self.table, "created the DynamoDB table"),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {
+                tracing::debug!(table = %self.table, "the DynamoDB table exists already");
+            }
+            Err(e) => return Err(sdk_error(e, &self.table, "CreateTable")),
+        }
+        self.client
+            .wait_until_table_exists()
+            .table_name(&self.table)
+            .wait(Duration::from_secs(300))
+            .await
+            .map_err(|e| anyhow!("{}", DisplayErrorContext(e)))
+            .with_context(|| format!("waiting for DynamoDB table {} to become active", self.table))?;
+
+        let ttl = self
+            .client
+            .describe_time_to_live()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, &self.table, "DescribeTimeToLive"))?;
+        let status = ttl.time_to_live_description().and_then(|d| d.time_to_live_status());
+        if !matches!(status, Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)) {
+            self.client
+                .update_time_to_live()
+                .table_name(&self.table)
+                .time_to_live_specification(
+                    TimeToLiveSpecification::builder().attribute_name(TTL_ATTRIBUTE).enabled(true).build()?,
+                )
+                .send()
+                .await
+                .map_err(|e| sdk_error(e, &self.table, "UpdateTimeToLive"))?;
+        }
+        Ok(())
+    }
+
+    fn context(&self, call: &str, op: &str) -> String {
+        format!("DynamoDB {call} on table {} ({op})", self.table)
+    }
+
+    fn backend<E, R>(&self, err: SdkError<E, R>, call: &str, op: &str) -> StoreError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+        R: Debug,
+    {
+        // DisplayErrorContext prints the cause chain without the raw
+        // response, so no item content can leak into a log.
+        StoreError::Backend(anyhow!("{}", DisplayErrorContext(&err)).context(self.context(call, op)))
+    }
+
+    // --- single-item reads and writes ---
+
+    async fn get_item(&self, key: Item, op: &str) -> StoreResult<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.backend(e, "GetItem", op))?;
+        Ok(out.item)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, kind: &Kind, id: &str, op: &str) -> StoreResult<Option<T>> {
+        self.get_item(kind.key(id), op).await?.map(decode).transpose()
+    }
+
+    /// The entity a guard points at.
+    async fn get_guarded<T: DeserializeOwned>(&self, guard: &Guard, value: &str, kind: &Kind, op: &str) -> StoreResult<Option<T>> {
+        let Some(g) = self.get_item(guard.key(value), op).await? else {
+            return Ok(None);
+        };
+        let owner = string_attr(&g, OWNER).ok_or_else(|| anyhow!("guard {}{value} has no owner", guard.prefix))?;
+        self.get(kind, owner, op).await
+    }
+
+    /// A conditional `PutItem`; `Ok(false)` when the condition failed.
+    async fn put_if(&self, item: Item, cond: Cond, op: &str) -> StoreResult<bool> {
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(cond.text)
+            .set_expression_attribute_names(cond.expr.names())
+            .set_expression_attribute_values(cond.expr.values())
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_))) => Ok(false),
+            Err(e) => Err(self.backend(e, "PutItem", op)),
+        }
+    }
+
+    /// `SET counter = counter + delta` under a condition; `Ok(false)` when
+    /// the condition failed (the item is missing, or the bound is reached).
+    async fn add_if(&self, key: Item, counter: &str, delta: i64, cond: Cond, op: &str) -> StoreResult<bool> {
+        let mut e = cond.expr;
+        let update = format!("SET {c} = {c} + {d}", c = e.name(counter), d = e.value(n(delta)));
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression(update)
+            .condition_expression(cond.text)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => Ok(false),
+            Err(e) => Err(self.backend(e, "UpdateItem", op)),
+        }
+    }
+
+    // --- transaction items ---
+
+    fn tx_put(&self, item: Item, cond: Cond) -> StoreResult<TransactWriteItem> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(cond.text)
+            .set_expression_attribute_names(cond.expr.names())
+            .set_expression_attribute_values(cond.expr.values())
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(build_err("Put"))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn tx_delete(&self, key: Item, cond: Cond) -> StoreResult<TransactWriteItem> {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .condition_expression(cond.text)
+            .set_expression_attribute_names(cond.expr.names())
+            .set_expression_attribute_values(cond.expr.values())
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(build_err("Delete"))?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
+    }
+
+    /// An update whose expression is built on the condition's placeholders.
+    fn tx_update(&self, key: Item, cond: Cond, update: impl FnOnce(&mut Expr) -> String) -> StoreResult<TransactWriteItem> {
+        let mut e = cond.expr;
+        let update = update(&mut e);
+        let op = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression(update)
+            .condition_expression(cond.text)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(build_err("Update"))?;
+        Ok(TransactWriteItem::builder().update(op).build())
+    }
+
+    /// Rewrites an entity item in place: SETs every attribute of `enc`
+    /// except the key and the `keep` counters, REMOVEs its absent ones.
+    fn tx_rewrite(&self, enc: &Encoded, keep: &[&str], cond: Cond) -> StoreResult<TransactWriteItem> {
+        let key: Item = [PK, SK].iter().filter_map(|k| enc.item.get(*k).map(|v| (k.to_string(), v.clone()))).collect();
+        self.tx_update(key, cond, |e| {
+            let mut sets: Vec<String> = enc
+                .item
+                .iter()
+                .filter(|(name, _)| ![PK, SK].contains(&name.as_str()) && !keep.contains(&name.as_str()))
+                .map(|(name, value)| format!("{} = {}", e.name(name), e.value(value.clone())))
+                .collect();
+            sets.sort(); // deterministic requests are easier to read in logs
+            let removes: Vec<String> = enc.absent.iter().map(|name| e.name(name)).collect();
+            let mut update = format!("SET {}", sets.join(", "));
+            if !removes.is_empty() {
+                update.push_str(&format!(" REMOVE {}", removes.join(", ")));
+            }
+            update
+        })
+    }
+
+    /// `ADD dependents delta` on a project that must exist.
+    fn tx_dependents(&self, project_id: &str, delta: i64) -> StoreResult<TransactWriteItem> {
+        self.tx_update(PROJECT.key(project_id), Cond::exists(), |e| {
+            format!("ADD {} {}", e.name(DEPENDENTS), e.value(n(delta)))
+        })
+    }
+
+    /// Runs a transaction. `Ok(None)` when it committed; `Ok(Some(_))` when
+    /// a condition failed. Conflicts with concurrent transactions on the
+    /// same items are retried here. (The SDK gives every call an
+    /// idempotency token, so its own retries never apply a write twice.)
+    async fn transact(&self, items: Vec<TransactWriteItem>, op: &str) -> StoreResult<Option<Cancelled>> {
+        let mut attempt = 0;
+        loop {
+            let out = self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
+            let err = match out {
+                Ok(_) => return Ok(None),
+                Err(err) => err,
+            };
+            let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) = err.as_service_error() else {
+                return Err(self.backend(err, "TransactWriteItems", op));
+            };
+            let reasons = cancel.cancellation_reasons().to_vec();
+            let codes: Vec<&str> = reasons.iter().map(|r| r.code().unwrap_or("None")).collect();
+            if codes.contains(&"ConditionalCheckFailed") {
+                return Ok(Some(Cancelled { reasons }));
+            }
+            attempt += 1;
+            if codes.iter().all(|c| matches!(*c, "None" | "TransactionConflict")) && attempt < MAX_ATTEMPTS {
+                tracing::debug!(op, attempt, "transaction conflict; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+                continue;
+            }
+            // Only the codes: the messages may quote values.
+            return Err(StoreError::Backend(
+                anyhow!("transaction cancelled: {}", codes.join(", ")).context(self.context("TransactWriteItems", op)),
+            ));
+        }
+    }
+
+    fn changed_too_often(&self, op: &str, id: &str) -> StoreError {
+        StoreError::Backend(anyhow!("{id} kept changing during the write").context(self.context("TransactWriteItems", op)))
+    }
+
+    // --- listings ---
+
+    /// One page of a listing, as raw items, and the cursor after it.
+    async fn list(&self, listing: &Listing, page: &PageRequest) -> StoreResult<(Vec<Item>, Option<String>)> {
+        let cursor = page
+            .cursor
+            .as_deref()
+            .map(|raw| Cursor::decode(raw, listing.index, &listing.partitions))
+            .transpose()?;
+        let limit = page.limit();
+        // One more than a page, to know whether another page follows.
+        let want = limit + 1;
+        let reads = listing.partitions.iter().map(|p| self.query_partition(listing, p, cursor.as_ref(), want));
+        let mut items: Vec<Item> = futures::future::try_join_all(reads).await?.into_iter().flatten().collect();
+
+        let sort_key = |item: &Item| string_attr(item, listing.index.sk).unwrap_or_default().to_string();
+        items.sort_by_cached_key(sort_key);
+        if listing.newest_first {
+            items.reverse();
+        }
+        // An item that changed partition between two reads shows up twice.
+        let mut seen = HashSet::new();
+        items.retain(|item| seen.insert(string_attr(item, PK).unwrap_or_default().to_string()));
+
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            // The cursor is the last item *returned*, never DynamoDB's last
+            // evaluated key: with a filter or a merge that one may lie
+            // beyond items this page did not return.
+            Some(Cursor::of(&items[limit - 1], listing.index)?.encode(listing.index))
+        } else {
+            None
+        };
+        Ok((items, next))
+    }
+
+    /// Up to `want` items of one partition after `cursor`, in list order.
+    /// DynamoDB applies `Limit` before the filter, so this keeps reading
+    /// until it has `want` matches or the partition ends.
+    async fn query_partition(&self, l: &Listing, partition: &str, cursor: Option<&Cursor>, want: usize) -> StoreResult<Vec<Item>> {
+        let (lo, hi) = (l.lo.as_deref(), l.hi.as_deref());
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            if lo >= hi {
+                return Ok(Vec::new());
+            }
+        }
+        // Start after the cursor, unless it lies before the window (then
+        // from the start) or beyond it (then nothing is left).
+        let mut start = None;
+        if let Some(c) = cursor {
+            let at = c.index_sk.as_str();
+            let (beyond, before) = if l.newest_first {
+                (lo.is_some_and(|lo| at < lo), hi.is_some_and(|hi| at >= hi))
+            } else {
+                (hi.is_some_and(|hi| at >= hi), lo.is_some_and(|lo| at < lo))
+            };
+            if beyond {
+                return Ok(Vec::new());
+            }
+            if !before {
+                start = Some(c.start_key(l.index, partition));
+            }
+        }
+
+        let mut e = l.filter.as_ref().map(|f| f.expr.clone()).unwrap_or_default();
+        let mut key_cond = format!("{} = {}", e.name(l.index.pk), e.value(s(partition)));
+        let range = match (lo, hi) {
+            // BETWEEN includes `hi`; the rare item equal to it is dropped below.
+            (Some(lo), Some(hi)) => Some(format!("BETWEEN {} AND {}", e.value(s(lo)), e.value(s(hi)))),
+            (Some(lo), None) => Some(format!(">= {}", e.value(s(lo)))),
+            (None, Some(hi)) => Some(format!("< {}", e.value(s(hi)))),
+            (None, None) => None,
+        };
+        if let Some(range) = range {
+            // Named only when used: DynamoDB refuses unused placeholders.
+            key_cond.push_str(&format!(" AND {} {range}", e.name(l.index.sk)));
+        }
+
+        let mut out = Vec::new();
+        loop {
+            let remaining = want - out.len();
+            // Filtered reads skip items, so read ahead more than needed.
+            let page_size = if l.filter.is_some() { (remaining * 4).clamp(25, 1000) } else { remaining.min(1000) };
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(l.index.name)
+                .key_condition_expression(&key_cond)
+                .set_filter_expression(l.filter.as_ref().map(|f| f.text.clone()))
+                .set_expression_attribute_names(e.names())
+                .set_expression_attribute_values(e.values())
+                .scan_index_forward(!l.newest_first)
+                .limit(page_size as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|err| self.backend(err, "Query", l.op))?;
+            for item in resp.items.unwrap_or_default() {
+                if hi.is_some() && string_attr(&item, l.index.sk) == hi {
+                    continue;
+                }
+                out.push(item);
+                if out.len() == want {
+                    return Ok(out);
+                }
+            }
+            match resp.last_evaluated_key {
+                Some(last) if !last.is_empty() => start = Some(last),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn list_as<T: DeserializeOwned>(&self, listing: Listing, page: &PageRequest) -> StoreResult<Page<T>> {
+        let (items, next_cursor) = self.list(&listing, page).await?;
+        Ok(Page { items: items.into_iter().map(decode).collect::<StoreResult<_>>()?, next_cursor })
+    }
+
+    /// Whether a project has pools, bindings, or both: the words of `InUse`.
+    async fn dependents_of(&self, project_id: &str) -> StoreResult<String> {
+        let mut kinds = Vec::new();
+        for (partition, what) in [(format!("POOLS#{project_id}"), "pools"), (format!("BINDINGS#{project_id}"), "repo bindings")] {
+            let listing = Listing::new("delete_project", GSI2, partition, false);
+            if !self.list(&listing, &PageRequest::first(1)).await?.0.is_empty() {
+                kinds.push(what);
+            }
+        }
+        Ok(match kinds.as_slice() {
+            [] => "the project still has pools or repo bindings".into(),
+            kinds => format!("the project still has {}", kinds.join(" and ")),
+        })
+    }
+}
+
+fn sdk_error<E, R>(err: SdkError<E, R>, table: &str, call: &str) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: Debug,
+{
+    anyhow!("{}", DisplayErrorContext(&err)).context(format!("DynamoDB {call} on table {table}"))
+}
+
+/// Exponential backoff with jitter: 20 ms, 40 ms, 80 ms, … plus up to 100%.
+fn backoff(attempt: usize) -> Duration {
+    let base = 20u64 << attempt.min(6);
+    Duration::from_millis(base + rand::random::<u64>() % base)
+}
+
+fn job_matches(filter: &JobFilter, job: &Job) -> bool {
+    filter.state.is_none_or(|s| job.state == s)
+        && filter.project_id.as_ref().is_none_or(|p| job.project_id.as_ref() == Some(p))
+        && filter.pool_id.as_ref().is_none_or(|p| job.pool_id.as_ref() == Some(p))
+        && filter.repo.as_ref().is_none_or(|r| job.repo.eq_ignore_ascii_case(r))
+        && filter.from.is_none_or(|from| job.created_at >= from)
+        && filter.to.is_none_or(|to| job.created_at < to)
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    fn engine(&self) -> &'static str {
+        "dynamodb"
+    }
+
+    // --- projects ---
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, project_id = %project.id))]
+    async fn create_project(&self, project: &Project) -> StoreResult<()> {
+        let mut enc = project_item(project)?;
+        enc.set(DEPENDENTS, n(0));
+        let writes = vec![
+            self.tx_put(enc.item, Cond::absent())?,
+            self.tx_put(PROJECT_NAME.item(&project.spec.name.to_lowercase(), &project.id), Cond::absent())?,
+        ];
+        match self.transact(writes, "create_project").await? {
+            None => Ok(()),
+            Some(c) if c.failed(1) => Err(StoreError::Conflict(format!("a project named {} exists already", project.spec.name))),
+            Some(_) => Err(StoreError::Conflict(format!("project {} exists already", project.id))),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, project_id = %id))]
+    async fn get_project(&self, id: &str) -> StoreResult<Option<Project>> {
+        self.get(&PROJECT, id, "get_project").await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table))]
+    async fn list_projects(&self, page: &PageRequest) -> StoreResult<Page<Project>> {
+        self.list_as(Listing::new("list_projects", GSI1, PROJECT.collection, false), page).await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, project_id = %project.id))]
+    async fn update_project(&self, project: &Project) -> StoreResult<()> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(current) = self.get::<Project>(&PROJECT, &project.id, "update_project").await? else {
+                return Err(StoreError::NotFound);
+            };
+            let (old_name, new_name) = (current.spec.name.to_lowercase(), project.spec.name.to_lowercase());
+            // Conditional on the name this write's guard moves are based on.
+            let cond = Cond::exists_and(|e| format!("{} = {}", e.name(NAME), e.value(s(&current.spec.name))));
+            let mut writes = vec![self.tx_rewrite(&project_item(project)?, &[DEPENDENTS], cond)?];
+            if old_name != new_name {
+                writes.push(self.tx_delete(PROJECT_NAME.key(&old_name), Cond::owned_by(&project.id))?);
+                writes.push(self.tx_put(PROJECT_NAME.item(&new_name, &project.id), Cond::absent())?);
+            }
+            match self.transact(writes, "update_project").await? {
+                None => return Ok(()),
+                Some(c) if c.failed(2) => {
+                    return Err(StoreError::Conflict(format!("a project named {} exists already", project.spec.name)))
+                }
+                Some(_) => continue, // renamed or deleted meanwhile: read again
+            }
+        }
+        Err(self.changed_too_often("update_project", &project.id))
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, project_id = %id))]
+    async fn delete_project(&self, id: &str) -> StoreResult<()> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(current) = self.get::<Project>(&PROJECT, id, "delete_project").await? else {
+                return Err(StoreError::NotFound);
+            };
+            let cond = Cond::exists_and(|e| {
+                let dependents = e.name(DEPENDENTS);
+                format!(
+                    "(attribute_not_exists({dependents}) OR {dependents} = {}) AND {} = {}",
+                    e.value(n(0)),
+                    e.name(NAME),
+                    e.value(s(&current.spec.name))
+                )
+            });
+            let writes = vec![
+                self.tx_delete(PROJECT.key(id), cond)?,
+                self.tx_delete(PROJECT_NAME.key(&current.spec.name.to_lowercase()), Cond::owned_by(id))?,
+            ];
+            match self.transact(writes, "delete_project").await? {
+                None => return Ok(()),
+                Some(c) if c.failed(0) => match c.old(0) {
+                    None => return Err(StoreError::NotFound),
+                    Some(old) if number_attr(old, DEPENDENTS).unwrap_or(0) > 0 => {
+                        return Err(StoreError::InUse(self.dependents_of(id).await?))
+                    }
+                    Some(_) => continue,
+                },
+                Some(_) => continue,
+            }
+        }
+        Err(self.changed_too_often("delete_project", id))
+    }
+
+    // --- pools ---
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, pool_id = %pool.id, project_id = %pool.spec.project_id))]
+    async fn create_pool(&self, pool: &Pool) -> StoreResult<()> {
+        let writes = vec![
+            self.tx_dependents(&pool.spec.project_id, 1)?,
+            self.tx_put(pool_item(pool)?.item, Cond::absent())?,
+            self.tx_put(POOL_NAME.item(&pool_name_key(&pool.spec.project_id, &pool.spec.name), &pool.id), Cond::absent())?,
+        ];
+        match self.transact(writes, "create_pool").await? {
+            None => Ok(()),
+            Some(c) if c.failed(0) => Err(StoreError::MissingParent("project")),
+            Some(c) if c.failed(2) => {
+                Err(StoreError::Conflict(format!("the project has a pool named {} already", pool.spec.name)))
+            }
+            Some(_) => Err(StoreError::Conflict(format!("pool {} exists already", pool.id))),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, pool_id = %id))]
+    async fn get_pool(&self, id: &str) -> StoreResult<Option<Pool>> {
+        self.get(&POOL, id, "get_pool").await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table))]
+    async fn list_pools(&self, project_id: Option<&str>, page: &PageRequest) -> StoreResult<Page<Pool>> {
+        let listing = match project_id {
+            Some(p) => Listing::new("list_pools", GSI2, format!("POOLS#{p}"), false),
+            None => Listing::new("list_pools", GSI1, POOL.collection, false),
+        };
+        self.list_as(listing, page).await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, pool_id = %pool.id))]
+    async fn update_pool(&self, pool: &Pool) -> StoreResult<()> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(current) = self.get::<Pool>(&POOL, &pool.id, "update_pool").await? else {
+                return Err(StoreError::NotFound);
+            };
+            let (old_project, new_project) = (&current.spec.project_id, &pool.spec.project_id);
+            let old_guard = pool_name_key(old_project, &current.spec.name);
+            let new_guard = pool_name_key(new_project, &pool.spec.name);
+            let cond = Cond::exists_and(|e| {
+                format!(
+                    "{} = {} AND {} = {}",
+                    e.name(NAME),
+                    e.value(s(&current.spec.name)),
+                    e.name(PROJECT_ID),
+                    e.value(s(old_project))
+                )
+            });
+            // The counter belongs to reservations, never to this write.
+            let mut writes = vec![self.tx_rewrite(&pool_item(pool)?, &[ACTIVE_RUNNERS], cond)?];
+            let mut new_parent = None;
+            if old_project != new_project {
+                new_parent = Some(writes.len());
+                writes.push(self.tx_dependents(new_project, 1)?);
+                writes.push(self.tx_dependents(old_project, -1)?);
+            }
+            let mut new_name = None;
+            if old_guard != new_guard {
+                writes.push(self.tx_delete(POOL_NAME.key(&old_guard), Cond::owned_by(&pool.id))?);
+                new_name = Some(writes.len());
+                writes.push(self.tx_put(POOL_NAME.item(&new_guard, &pool.id), Cond::absent())?);
+            }
+            match self.transact(writes, "update_pool").await? {
+                None => return Ok(()),
+                Some(c) if new_parent.is_some_and(|i| c.failed(i)) => return Err(StoreError::MissingParent("project")),
+                Some(c) if new_name.is_some_and(|i| c.failed(i)) => {
+                    return Err(StoreError::Conflict(format!("the project has a pool named {} already", pool.spec.name)))
+                }
+                Some(_) => continue,
+            }
+        }
+        Err(self.changed_too_often("update_pool", &pool.id))
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, pool_id = %id))]
+    async fn delete_pool(&self, id: &str) -> StoreResult<()> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(current) = self.get::<Pool>(&POOL, id, "delete_pool").await? else {
+                return Err(StoreError::NotFound);
+            };
+            let cond = Cond::exists_and(|e| {
+                format!(
+                    "{} = {} AND {} = {} AND {} = {}",
+                    e.name(ACTIVE_RUNNERS),
+                    e.value(n(0)),
+                    e.name(NAME),
+                    e.value(s(&current.spec.name)),
+                    e.name(PROJECT_ID),
+                    e.value(s(&current.spec.project_id))
+                )
+            });
+            let writes = vec![
+                self.tx_delete(POOL.key(id), cond)?,
+                self.tx_delete(POOL_NAME.key(&pool_name_key(&current.spec.project_id, &current.spec.name)), Cond::owned_by(id))?,
+                self.tx_dependents(&current.spec.project_id, -1)?,
+            ];
+            match self.transact(writes, "delete_pool").await? {
+                None => return Ok(()),
+                Some(c) if c.failed(0) => match c.old(0) {
+                    None => return Err(StoreError::NotFound),
+                    Some(old) => match number_attr(old, ACTIVE_RUNNERS) {
+                        Some(active) if active > 0 => {
+                            return Err(StoreError::InUse(format!("the pool has {active} live runner(s)")))
+                        }
+                        _ => continue,
+                    },
+                },
+                Some(_) => continue,
+            }
+        }
+        Err(self.changed_too_often("delete_pool", id))
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, pool_id = %pool_id))]
+    async fn reserve_capacity(&self, pool_id: &str) -> StoreResult<bool> {
+        let cond = Cond::exists_and(|e| format!("{} < {}", e.name(ACTIVE_RUNNERS), e.name(MAX_RUNNERS)));
+        self.add_if(POOL.key(pool_id), ACTIVE_RUNNERS, 1, cond, "reserve_capacity").await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, pool_id = %pool_id))]
+    async fn release_capacity(&self, pool_id: &str) -> StoreResult<bool> {
+        let cond = Cond::exists_and(|e| format!("{} > {}", e.name(ACTIVE_RUNNERS), e.value(n(0))));
+        self.add_if(POOL.key(pool_id), ACTIVE_RUNNERS, -1, cond, "release_capacity").await
+    }
+
+    // --- repo bindings ---
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, binding_id = %binding.id, project_id = %binding.spec.project_id))]
+    async fn create_binding(&self, binding: &RepoBinding) -> StoreResult<()> {
+        let writes = vec![
+            self.tx_dependents(&binding.spec.project_id, 1)?,
+            self.tx_put(binding_item(binding)?.item, Cond::absent())?,
+            self.tx_put(repo_guard(binding)?, Cond::absent())?,
+        ];
+        match self.transact(writes, "create_binding").await? {
+            None => Ok(()),
+            Some(c) if c.failed(0) => Err(StoreError::MissingParent("project")),
+            Some(c) if c.failed(2) => Err(StoreError::Conflict(format!("{} is bound to a project already", binding.spec.repo))),
+            Some(_) => Err(StoreError::Conflict(format!("binding {} exists already", binding.id))),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, binding_id = %id))]
+    async fn get_binding(&self, id: &str) -> StoreResult<Option<RepoBinding>> {
+        self.get(&BINDING, id, "get_binding").await
+    }
+
+    /// One `GetItem`: the repo's guard holds a copy of its binding.
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, repo = %repo_key))]
+    async fn binding_for_repo(&self, repo_key: &str) -> StoreResult<Option<RepoBinding>> {
+        let Some(mut guard) = self.get_item(REPO.key(&repo_key.to_lowercase()), "binding_for_repo").await? else {
+            return Ok(None);
+        };
+        match guard.remove(BINDING_COPY) {
+            Some(AttributeValue::M(copy)) => decode(copy).map(Some),
+            _ => Err(StoreError::Backend(anyhow!("the guard of repo {repo_key} holds no binding"))),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table))]
+    async fn list_bindings(&self, project_id: Option<&str>, page: &PageRequest) -> StoreResult<Page<RepoBinding>> {
+        let listing = match project_id {
+            Some(p) => Listing::new("list_bindings", GSI2, format!("BINDINGS#{p}"), false),
+            None => Listing::new("list_bindings", GSI1, BINDING.collection, false),
+        };
+        self.list_as(listing, page).await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, binding_id = %binding.id))]
+    async fn update_binding(&self, binding: &RepoBinding) -> StoreResult<()> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(current) = self.get::<RepoBinding>(&BINDING, &binding.id, "update_binding").await? else {
+                return Err(StoreError::NotFound);
+            };
+            let (old_project, new_project) = (&current.spec.project_id, &binding.spec.project_id);
+            let (old_repo, new_repo) = (current.spec.repo.key(), binding.spec.repo.key());
+            let cond = Cond::exists_and(|e| {
+                format!(
+                    "{} = {} AND {} = {}",
+                    e.name("binding_repo_key"),
+                    e.value(s(&old_repo)),
+                    e.name(PROJECT_ID),
+                    e.value(s(old_project))
+                )
+            });
+            // A binding has no counters: it is rewritten whole.
+            let mut writes = vec![self.tx_put(binding_item(binding)?.item, cond)?];
+            let mut new_parent = None;
+            if old_project != new_project {
+                new_parent = Some(writes.len());
+                writes.push(self.tx_dependents(new_project, 1)?);
+                writes.push(self.tx_dependents(old_project, -1)?);
+            }
+            let mut new_guard = None;
+            if old_repo != new_repo {
+                writes.push(self.tx_delete(REPO.key(&old_repo), Cond::owned_by(&binding.id))?);
+                new_guard = Some(writes.len());
+                writes.push(self.tx_put(repo_guard(binding)?, Cond::absent())?);
+            } else {
+                // Refresh the guard's copy.
+                writes.push(self.tx_put(repo_guard(binding)?, Cond::owned_by(&binding.id))?);
+            }
+            match self.transact(writes, "update_binding").await? {
+                None => return Ok(()),
+                Some(c) if new_parent.is_some_and(|i| c.failed(i)) => return Err(StoreError::MissingParent("project")),
+                Some(c) if new_guard.is_some_and(|i| c.failed(i)) => {
+                    return Err(StoreError::Conflict(format!("{} is bound to a project already", binding.spec.repo)))
+                }
+                Some(_) => continue,
+            }
+        }
+        Err(self.changed_too_often("update_binding", &binding.id))
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, binding_id = %id))]
+    async fn delete_binding(&self, id: &str) -> StoreResult<()> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(current) = self.get::<RepoBinding>(&BINDING, id, "delete_binding").await? else {
+                return Err(StoreError::NotFound);
+            };
+            let repo = current.spec.repo.key();
+            let cond = Cond::exists_and(|e| {
+                format!(
+                    "{} = {} AND {} = {}",
+                    e.name("binding_repo_key"),
+                    e.value(s(&repo)),
+                    e.name(PROJECT_ID),
+                    e.value(s(&current.spec.project_id))
+                )
+            });
+            let writes = vec![
+                self.tx_delete(BINDING.key(id), cond)?,
+                self.tx_delete(REPO.key(&repo), Cond::owned_by(id))?,
+                self.tx_dependents(&current.spec.project_id, -1)?,
+            ];
+            match self.transact(writes, "delete_binding").await? {
+                None => return Ok(()),
+                Some(c) if c.failed(0) && c.old(0).is_none() => return Err(StoreError::NotFound),
+                Some(_) => continue,
+            }
+        }
+        Err(self.changed_too_often("delete_binding", id))
+    }
+
+    // --- jobs ---
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, job_id = %job.id, github_job_id = job.github_job_id))]
+    async fn insert_job(&self, job: &Job) -> StoreResult<Inserted> {
+        let github_id = job.github_job_id.to_string();
+        let writes = vec![
+            self.tx_put(job_item(job)?.item, Cond::absent())?,
+            self.tx_put(GITHUB_JOB.item(&github_id, &job.id), Cond::absent())?,
+        ];
+        match self.transact(writes, "insert_job").await? {
+            None => Ok(Inserted::Created),
+            Some(c) if c.failed(1) => {
+                // A redelivery: the guard names the job that came first.
+                let owner = c.old(1).and_then(|g| string_attr(g, OWNER)).map(str::to_string);
+                let existing = match owner {
+                    Some(owner) => self.get::<Job>(&JOB, &owner, "insert_job").await?,
+                    None => self.job_by_github_id(job.github_job_id).await?,
+                };
+                existing
+                    .map(|j| Inserted::Existing(Box::new(j)))
+                    .ok_or_else(|| StoreError::Backend(anyhow!("GitHub job {github_id} is taken by a job that does not exist")))
+            }
+            Some(_) => Err(StoreError::Conflict(format!("job {} exists already", job.id))),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, job_id = %id))]
+    async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
+        self.get(&JOB, id, "get_job").await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, github_job_id = github_job_id))]
+    async fn job_by_github_id(&self, github_job_id: i64) -> StoreResult<Option<Job>> {
+        self.get_guarded(&GITHUB_JOB, &github_job_id.to_string(), &JOB, "job_by_github_id").await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table))]
+    async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>> {
+        if let Some(github_job_id) = filter.github_job_id {
+            // At most one job: its guard finds it without a query. Such a
+            // page never has a next cursor, so none can come back.
+            if page.cursor.is_some() {
+                return Err(StoreError::BadCursor);
+            }
+            let job = self.job_by_github_id(github_job_id).await?.filter(|j| job_matches(filter, j));
+            return Ok(Page { items: job.into_iter().collect(), next_cursor: None });
+        }
+        let mut listing = match filter.state {
+            Some(state) => Listing::new("list_jobs", GSI2, format!("JOBSTATE#{state}"), true),
+            None => Listing::new("list_jobs", GSI1, JOB.collection, true),
+        };
+        listing.lo = filter.from.as_ref().map(time_key);
+        listing.hi = filter.to.as_ref().map(time_key);
+        let mut tests = Vec::new();
+        if let Some(p) = &filter.project_id {
+            tests.push(("job_project_id", s(p)));
+        }
+        if let Some(p) = &filter.pool_id {
+            tests.push(("job_pool_id", s(p)));
+        }
+        if let Some(r) = &filter.repo {
+            tests.push(("job_repo_key", s(r.to_lowercase())));
+        }
+        listing.filter = Cond::all_equal(tests);
+        self.list_as(listing, page).await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, job_id = %job.id, from = %from, to = %job.state))]
+    async fn transition_job(&self, from: JobState, job: &Job) -> StoreResult<()> {
+        let cond = Cond::exists_and(|e| format!("{} = {}", e.name(STATE), e.value(s(from.as_str()))));
+        if self.put_if(job_item(job)?.item, cond, "transition_job").await? {
+            Ok(())
+        } else {
+            Err(StoreError::Stale)
+        }
+    }
+
+    // --- runners ---
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, runner_id = %runner.id, pool_id = %runner.pool_id))]
+    async fn insert_runner(&self, runner: &Runner) -> StoreResult<()> {
+        if self.put_if(runner_item(runner)?.item, Cond::absent(), "insert_runner").await? {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!("runner {} exists already", runner.id)))
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, runner_id = %id))]
+    async fn get_runner(&self, id: &str) -> StoreResult<Option<Runner>> {
+        self.get(&RUNNER, id, "get_runner").await
+    }
+
+    /// The sparse index gives the runner's key; the runner itself is then
+    /// read consistently, so its state is never an index's stale copy.
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, instance_id = %instance_id))]
+    async fn runner_by_instance(&self, instance_id: &str) -> StoreResult<Option<Runner>> {
+        let mut e = Expr::default();
+        let cond = format!("{} = {}", e.name(INSTANCE_ID), e.value(s(instance_id)));
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(INSTANCE_INDEX)
+            .key_condition_expression(cond)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .send()
+            .await
+            .map_err(|err| self.backend(err, "Query", "runner_by_instance"))?;
+        for found in out.items.unwrap_or_default() {
+            let key: Item = [PK, SK].iter().filter_map(|k| found.get(*k).map(|v| (k.to_string(), v.clone()))).collect();
+            if let Some(item) = self.get_item(key, "runner_by_instance").await? {
+                // The index may lag a rewrite that cleared the instance id.
+                if string_attr(&item, INSTANCE_ID) == Some(instance_id) {
+                    return decode(item).map(Some);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table))]
+    async fn list_runners(&self, filter: &RunnerFilter, page: &PageRequest) -> StoreResult<Page<Runner>> {
+        let mut listing = if filter.states.is_empty() {
+            Listing::new("list_runners", GSI1, RUNNER.collection, true)
+        } else {
+            // One partition per state, merged newest first.
+            let mut partitions: Vec<String> = filter.states.iter().map(|s| format!("RUNNERSTATE#{s}")).collect();
+            partitions.sort();
+            partitions.dedup();
+            let mut l = Listing::new("list_runners", GSI2, "", true);
+            l.partitions = partitions;
+            l
+        };
+        listing.filter = Cond::all_equal(filter.pool_id.iter().map(|p| ("runner_pool_id", s(p))).collect());
+        self.list_as(listing, page).await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, runner_id = %runner.id, from = %from, to = %runner.state))]
+    async fn transition_runner(&self, from: RunnerState, runner: &Runner) -> StoreResult<()> {
+        let cond = Cond::exists_and(|e| format!("{} = {}", e.name(STATE), e.value(s(from.as_str()))));
+        if self.put_if(runner_item(runner)?.item, cond, "transition_runner").await? {
+            Ok(())
+        } else {
+            Err(StoreError::Stale)
+        }
+    }
+
+    // --- users ---
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, user_id = %user.id))]
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let mut writes = vec![
+            self.tx_put(user_item(user)?.item, Cond::absent())?,
+            self.tx_put(USER_EMAIL.item(&user.email, &user.id), Cond::absent())?,
+        ];
+        if let Some(subject) = &user.oidc_subject {
+            writes.push(self.tx_put(USER_OIDC.item(subject, &user.id), Cond::absent())?);
+        }
+        match self.transact(writes, "create_user").await? {
+            None => Ok(()),
+            Some(c) if c.failed(1) => Err(StoreError::Conflict(format!("a user with email {} exists already", user.email))),
+            Some(c) if c.failed(2) => Err(StoreError::Conflict("another user has this SSO identity".into())),
+            Some(_) => Err(StoreError::Conflict(format!("user {} exists already", user.id))),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, user_id = %id))]
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
+        self.get(&USER, id, "get_user").await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table))]
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        self.get_guarded(&USER_EMAIL, &email.trim().to_lowercase(), &USER, "user_by_email").await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table))]
+    async fn list_users(&self, page: &PageRequest) -> StoreResult<Page<User>> {
+        self.list_as(Listing::new("list_users", GSI1, USER.collection, false), page).await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, user_id = %user.id))]
+    async fn update_user(&self, user: &User) -> StoreResult<()> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(current) = self.get::<User>(&USER, &user.id, "update_user").await? else {
+                return Err(StoreError::NotFound);
+            };
+            let cond = Cond::exists_and(|e| {
+                let subject = e.name("oidc_subject");
+                let same_subject = match &current.oidc_subject {
+                    Some(sub) => format!("{subject} = {}", e.value(s(sub))),
+                    None => format!("attribute_not_exists({subject})"),
+                };
+                format!("{} = {} AND {same_subject}", e.name("email"), e.value(s(&current.email)))
+            });
+            let mut writes = vec![self.tx_put(user_item(user)?.item, cond)?];
+            let mut taken = Vec::new();
+            if current.email != user.email {
+                writes.push(self.tx_delete(USER_EMAIL.key(&current.email), Cond::owned_by(&user.id))?);
+                taken.push((writes.len(), format!("a user with email {} exists already", user.email)));
+                writes.push(self.tx_put(USER_EMAIL.item(&user.email, &user.id), Cond::absent())?);
+            }
+            if current.oidc_subject != user.oidc_subject {
+                if let Some(old) = &current.oidc_subject {
+                    writes.push(self.tx_delete(USER_OIDC.key(old), Cond::owned_by(&user.id))?);
+                }
+                if let Some(new) = &user.oidc_subject {
+                    taken.push((writes.len(), "another user has this SSO identity".to_string()));
+                    writes.push(self.tx_put(USER_OIDC.item(new, &user.id), Cond::absent())?);
+                }
+            }
+            match self.transact(writes, "update_user").await? {
+                None => return Ok(()),
+                Some(c) => {
+                    if let Some((_, why)) = taken.into_iter().find(|(i, _)| c.failed(*i)) {
+                        return Err(StoreError::Conflict(why));
+                    }
+                    continue;
+                }
+            }
+        }
+        Err(self.changed_too_often("update_user", &user.id))
+    }
+
+    // --- audit ---
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, action = %event.action))]
+    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
+        if self.put_if(audit_item(event)?.item, Cond::absent(), "append_audit").await? {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!("audit event {} exists already", event.id)))
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table))]
+    async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditEvent>> {
+        let mut listing = Listing::new("list_audit", GSI1, AUDIT.collection, true);
+        listing.lo = filter.from.as_ref().map(time_key);
+        listing.hi = filter.to.as_ref().map(time_key);
+        let mut tests = Vec::new();
+        if let Some(a) = &filter.action {
+            tests.push(("action", s(a)));
+        }
+        if let Some(a) = &filter.actor {
+            tests.push(("audit_actor", s(a)));
+        }
+        listing.filter = Cond::all_equal(tests);
+        let (items, next_cursor) = self.list(&listing, page).await?;
+        Ok(Page { items: items.into_iter().map(decode_audit).collect::<StoreResult<_>>()?, next_cursor })
+    }
+}
+
+/// The guard of a binding's repo, carrying a copy of the binding.
+fn repo_guard(binding: &RepoBinding) -> StoreResult<Item> {
+    let copy: Item = serde_dynamo::aws_sdk_dynamodb_1::to_item(binding).context("encoding a binding for DynamoDB")?;
+    let mut item = REPO.item(&binding.spec.repo.key(), &binding.id);
+    item.insert(BINDING_COPY.into(), AttributeValue::M(copy.into_iter().filter(|(_, v)| !v.is_null()).collect()));
+    Ok(item)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn time_keys_sort_as_times() {
+        let a = chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        let b = a + chrono::Duration::milliseconds(500);
+        let c = a + chrono::Duration::seconds(1);
+        assert!(time_key(&a) < time_key(&b) && time_key(&b) < time_key(&c));
+        assert_eq!(time_key(&a), "2026-01-02T03:04:05.000000000Z");
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_foreign_partitions() {
+        let c = Cursor { pk: "JOB#j".into(), sk: "JOB".into(), index_pk: "JOBS".into(), index_sk: "t#j".into() };
+        let raw = c.encode(GSI1);
+        assert_eq!(Cursor::decode(&raw, GSI1, &["JOBS".into()]).unwrap(), c);
+        assert!(matches!(Cursor::decode(&raw, GSI1, &["AUDIT".into()]), Err(StoreError::BadCursor)));
+        assert!(matches!(Cursor::decode(&raw, GSI2, &["JOBS".into()]), Err(StoreError::BadCursor)));
+        assert!(matches!(Cursor::decode("not-a-cursor!", GSI1, &["JOBS".into()]), Err(StoreError::BadCursor)));
+    }
+
+    #[test]
+    fn none_fields_are_left_out_and_remembered_as_absent() {
+        let job = crate::store::conformance::job(7, "Acme/App", crate::store::conformance::t0());
+        let enc = job_item(&job).unwrap();
+        assert!(!enc.item.contains_key("pool_id"));
+        assert!(enc.absent.iter().any(|a| a == "pool_id"));
+        assert!(enc.absent.iter().any(|a| a == "job_pool_id"));
+        assert_eq!(string_attr(&enc.item, "job_repo_key"), Some("acme/app"));
+        assert_eq!(string_attr(&enc.item, TYPE), Some("job"));
+        assert_eq!(string_attr(&enc.item, GSI2.pk), Some("JOBSTATE#queued"));
+    }
+
+    #[test]
+    fn users_keep_their_password_hash_in_the_item() {
+        let user = crate::store::conformance::user("a@example.com", crate::store::conformance::t0());
+        let enc = user_item(&user).unwrap();
+        assert!(enc.item.contains_key("password_hash"));
+        let back: User = decode(enc.item).unwrap();
+        assert_eq!(back, user);
+    }
+}

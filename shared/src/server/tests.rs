@@ -1,0 +1,542 @@
+//! Servers on 127.0.0.1 port 0, each stopped by its test. Ordering is driven by channels, never by
+//! how long something took.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use axum::routing::get;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::*;
+use crate::config::{KeyAlg, TlsConfig};
+
+fn config(tls: TlsConfig) -> ServerConfig {
+    ServerConfig {
+        addr: "127.0.0.1:0".to_owned(),
+        tls,
+        ..ServerConfig::default()
+    }
+}
+
+fn tls_config(mode: TlsMode) -> TlsConfig {
+    TlsConfig {
+        mode,
+        ..TlsConfig::default()
+    }
+}
+
+fn hello_router() -> Router {
+    Router::new()
+        .route("/hello", get(|| async { "hello" }))
+        .route(
+            "/ip",
+            get(|ClientIp(ip): ClientIp| async move { ip.to_string() }),
+        )
+}
+
+/// A server running in the background, stopped by [`Running::stop`].
+struct Running {
+    addr: SocketAddr,
+    certificate: Option<CertificateDer<'static>>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn start(router: Router, cfg: &ServerConfig) -> Self {
+        Self::start_bound(Server::bind(router, cfg).await.expect("bind")).await
+    }
+
+    async fn start_bound(server: Server) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let addr = server.local_addr();
+        let certificate = server.certificate().cloned();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            certificate,
+            stop,
+            task,
+        }
+    }
+
+    /// Begins shutdown without waiting for it.
+    fn begin_stop(self) -> JoinHandle<anyhow::Result<()>> {
+        self.stop.send(()).expect("server still running");
+        self.task
+    }
+
+    async fn stop(self) {
+        self.begin_stop()
+            .await
+            .expect("server task")
+            .expect("clean shutdown");
+    }
+}
+
+/// One HTTP/1.1 GET over a fresh connection; returns the status and body.
+async fn get_plain(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(request(path, "localhost").as_bytes())
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    parse_response(&response)
+}
+
+fn request(path: &str, host: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+}
+
+fn parse_response(raw: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP response in {text:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    (status, body.to_owned())
+}
+
+/// One HTTPS GET trusting only `root`, sending `server_name` as SNI and checking the
+/// certificate against it.
+async fn get_tls(
+    addr: SocketAddr,
+    root: &CertificateDer<'static>,
+    server_name: &str,
+    path: &str,
+) -> Result<(u16, String), rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).expect("usable root");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = ServerName::try_from(server_name.to_owned()).expect("server name");
+    let request = request(path, server_name);
+
+    // rustls' blocking stream keeps the test client small; it runs off the reactor.
+    tokio::task::spawn_blocking(move || {
+        let connection = rustls::ClientConnection::new(Arc::new(config), name)?;
+        let socket = std::net::TcpStream::connect(addr).expect("connect");
+        let mut stream = rustls::StreamOwned::new(connection, socket);
+        stream
+            .write_all(request.as_bytes())
+            .map_err(into_tls_error)?;
+        let mut response = Vec::new();
+        match stream.read_to_end(&mut response) {
+            Ok(_) => {}
+            // A peer closing without close_notify after a complete response is fine here.
+            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+            Err(err) => return Err(into_tls_error(err)),
+        }
+        Ok(parse_response(&response))
+    })
+    .await
+    .expect("client task")
+}
+
+fn into_tls_error(err: io::Error) -> rustls::Error {
+    match err
+        .into_inner()
+        .map(|inner| inner.downcast::<rustls::Error>())
+    {
+        Some(Ok(tls)) => *tls,
+        Some(Err(other)) => rustls::Error::General(other.to_string()),
+        None => rustls::Error::General("I/O error".to_owned()),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "pacer-server-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// --- plain HTTP and shutdown ---------------------------------------------------------------
+
+#[tokio::test]
+async fn plain_http_answers_then_stops_when_shutdown_resolves() {
+    let server = Server::bind(hello_router(), &config(tls_config(TlsMode::None)))
+        .await
+        .unwrap();
+    assert_eq!(server.scheme(), "http");
+    assert!(server.certificate().is_none());
+    let running = Running::start_bound(server).await;
+
+    assert_eq!(
+        get_plain(running.addr, "/hello").await,
+        (200, "hello".to_owned())
+    );
+    let addr = running.addr;
+    running.stop().await;
+
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn handlers_see_the_peer_as_the_client() {
+    let running = Running::start(hello_router(), &config(tls_config(TlsMode::None))).await;
+    assert_eq!(
+        get_plain(running.addr, "/ip").await,
+        (200, "127.0.0.1".to_owned())
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_trusted_loopback_proxy_passes_on_the_forwarded_client() {
+    let mut cfg = config(tls_config(TlsMode::None));
+    cfg.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    let running = Running::start(hello_router(), &cfg).await;
+
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    let request =
+        "GET /ip HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.100.9\r\nConnection: close\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    assert_eq!(parse_response(&response), (200, "198.51.100.9".to_owned()));
+    running.stop().await;
+}
+
+/// A route that reports when it has started and then waits to be released.
+fn slow_router() -> (Router, mpsc::Receiver<()>, oneshot::Sender<()>) {
+    let (started_tx, started_rx) = mpsc::channel(1);
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let release_rx = Arc::new(Mutex::new(Some(release_rx)));
+    let router = Router::new().route(
+        "/slow",
+        get(move || {
+            let (started_tx, release_rx) = (started_tx.clone(), release_rx.clone());
+            async move {
+                started_tx.send(()).await.unwrap();
+                if let Some(release) = release_rx.lock().await.take() {
+                    let _ = release.await;
+                }
+                "done"
+            }
+        }),
+    );
+    (router, started_rx, release_tx)
+}
+
+/// Waits until connecting fails, i.e. the server has stopped accepting.
+async fn until_refused(addr: SocketAddr) {
+    for _ in 0..1000 {
+        if TcpStream::connect(addr).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("{addr} kept accepting connections after shutdown began");
+}
+
+#[tokio::test]
+async fn shutdown_refuses_new_connections_but_finishes_a_request_in_flight() {
+    let (router, mut started, release) = slow_router();
+    let running = Running::start(router, &config(tls_config(TlsMode::None))).await;
+    let addr = running.addr;
+    let in_flight = tokio::spawn(get_plain(addr, "/slow"));
+    started
+        .recv()
+        .await
+        .expect("the slow request reached its handler");
+
+    let stopping = running.begin_stop();
+    until_refused(addr).await;
+    release.send(()).unwrap();
+
+    assert_eq!(in_flight.await.unwrap(), (200, "done".to_owned()));
+    stopping.await.unwrap().expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn connections_still_open_after_the_grace_period_are_dropped() {
+    let (router, mut started, _never_released) = slow_router();
+    let server = Server::bind(router, &config(tls_config(TlsMode::None)))
+        .await
+        .unwrap()
+        .with_grace_period(Duration::from_millis(50));
+    let running = Running::start_bound(server).await;
+
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    stream
+        .write_all(request("/slow", "localhost").as_bytes())
+        .await
+        .unwrap();
+    started
+        .recv()
+        .await
+        .expect("the slow request reached its handler");
+
+    running.stop().await;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    assert!(
+        response.is_empty(),
+        "no response, the connection was dropped: {response:?}"
+    );
+}
+
+// --- self-signed -----------------------------------------------------------------------------
+
+const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+const RSA_ENCRYPTION_OID: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
+];
+
+async fn self_signed_server(alg: KeyAlg, fqdn: Option<&str>) -> Running {
+    let tls = TlsConfig {
+        fqdn: fqdn.map(str::to_owned),
+        alg,
+        ..tls_config(TlsMode::SelfSigned)
+    };
+    let server = Server::bind(hello_router(), &config(tls)).await.unwrap();
+    assert_eq!(server.scheme(), "https");
+    Running::start_bound(server).await
+}
+
+#[tokio::test]
+async fn self_signed_rsa_certificate_names_localhost_and_the_loopback_addresses() {
+    let running = self_signed_server(KeyAlg::Rsa, None).await;
+    let cert = running.certificate.clone().expect("a certificate");
+    assert!(contains(&cert, RSA_ENCRYPTION_OID), "an RSA key");
+
+    for name in ["localhost", "127.0.0.1", "::1"] {
+        let answer = get_tls(running.addr, &cert, name, "/hello").await;
+        assert_eq!(answer.unwrap(), (200, "hello".to_owned()), "as {name}");
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn self_signed_ed25519_certificate_names_localhost_and_the_fqdn() {
+    let running = self_signed_server(KeyAlg::Ed25519, Some("pacer.internal.example")).await;
+    let cert = running.certificate.clone().expect("a certificate");
+    assert!(contains(&cert, ED25519_OID), "an Ed25519 key");
+
+    for name in ["pacer.internal.example", "localhost"] {
+        let answer = get_tls(running.addr, &cert, name, "/hello").await;
+        assert_eq!(answer.unwrap(), (200, "hello".to_owned()), "as {name}");
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn self_signed_certificate_does_not_name_other_hosts() {
+    let running = self_signed_server(KeyAlg::Ed25519, None).await;
+    let cert = running.certificate.clone().unwrap();
+    let refused = get_tls(running.addr, &cert, "elsewhere.example", "/hello").await;
+    assert!(
+        matches!(
+            refused,
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { .. }
+            ))
+        ),
+        "{refused:?}"
+    );
+    running.stop().await;
+}
+
+#[test]
+fn fingerprints_read_like_openssl_prints_them() {
+    let identity = tls::self_signed(None, KeyAlg::Ed25519).unwrap();
+    let fingerprint = tls::fingerprint(identity.leaf());
+    assert_eq!(fingerprint.len(), 32 * 3 - 1);
+    assert!(fingerprint.split(':').all(|byte| {
+        byte.len() == 2
+            && byte
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
+    }));
+}
+
+// --- manual ----------------------------------------------------------------------------------
+
+/// A CA and a leaf for localhost signed by it, written as PEM into `dir`.
+struct ManualFiles {
+    ca: CertificateDer<'static>,
+    leaf: CertificateDer<'static>,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn write_manual_files(dir: &TempDir) -> ManualFiles {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+
+    let cert = dir.0.join("fullchain.pem");
+    let key = dir.0.join("privkey.pem");
+    std::fs::write(&cert, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    ManualFiles {
+        ca: ca.der().clone(),
+        leaf: leaf.der().clone(),
+        cert,
+        key,
+    }
+}
+
+fn manual_config(cert: PathBuf, key: PathBuf) -> ServerConfig {
+    config(TlsConfig {
+        cert: Some(cert),
+        key: Some(key),
+        ..tls_config(TlsMode::Manual)
+    })
+}
+
+#[tokio::test]
+async fn manual_mode_serves_the_chain_from_the_pem_files() {
+    let dir = TempDir::new();
+    let files = write_manual_files(&dir);
+    let running = Running::start(hello_router(), &manual_config(files.cert, files.key)).await;
+    assert_eq!(running.certificate.as_ref(), Some(&files.leaf));
+
+    let answer = get_tls(running.addr, &files.ca, "localhost", "/hello").await;
+    assert_eq!(answer.unwrap(), (200, "hello".to_owned()));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_certificate_file_is_an_error_naming_it() {
+    let dir = TempDir::new();
+    let files = write_manual_files(&dir);
+    let missing = dir.0.join("no-such-cert.pem");
+
+    let err = Server::bind(hello_router(), &manual_config(missing.clone(), files.key))
+        .await
+        .err()
+        .expect("an error");
+    let message = format!("{err:#}");
+    assert!(message.contains("server.tls.cert"), "{message}");
+    assert!(
+        message.contains(&missing.display().to_string()),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_key_file_without_a_key_is_an_error_naming_it() {
+    let dir = TempDir::new();
+    let files = write_manual_files(&dir);
+
+    let err = Server::bind(
+        hello_router(),
+        &manual_config(files.cert.clone(), files.cert.clone()),
+    )
+    .await
+    .err()
+    .unwrap();
+    let message = format!("{err:#}");
+    assert!(message.contains("server.tls.key"), "{message}");
+    assert!(
+        message.contains(&files.cert.display().to_string()),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_key_that_does_not_fit_the_certificate_is_refused() {
+    let dir = TempDir::new();
+    let files = write_manual_files(&dir);
+    let other_key = dir.0.join("other.pem");
+    std::fs::write(
+        &other_key,
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
+
+    let err = Server::bind(hello_router(), &manual_config(files.cert, other_key))
+        .await
+        .err()
+        .unwrap();
+    let message = format!("{err:#}");
+    assert!(message.contains("does not fit"), "{message}");
+    assert!(message.contains("other.pem"), "{message}");
+}
+
+#[tokio::test]
+async fn manual_mode_without_paths_is_refused() {
+    let err = Server::bind(hello_router(), &config(tls_config(TlsMode::Manual)))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("server.tls.cert"), "{err}");
+}
+
+// --- addresses -------------------------------------------------------------------------------
+
+#[test]
+fn listeners_read_addresses_as_the_configuration_defines_them() {
+    for addr in [":3000", "127.0.0.1:3000", "[::1]:3000", "localhost:80"] {
+        let cfg = ServerConfig {
+            addr: addr.to_owned(),
+            ..ServerConfig::default()
+        };
+        assert_eq!(bind_target(addr), cfg.bind_addr(), "{addr}");
+    }
+}
+
+#[tokio::test]
+async fn a_taken_port_is_an_error_naming_the_key() {
+    let running = Running::start(hello_router(), &config(tls_config(TlsMode::None))).await;
+    let mut cfg = config(tls_config(TlsMode::None));
+    cfg.addr = running.addr.to_string();
+    let err = Server::bind(hello_router(), &cfg).await.err().unwrap();
+    assert!(err.to_string().contains("server.addr"), "{err}");
+    running.stop().await;
+}

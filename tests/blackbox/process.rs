@@ -1,0 +1,193 @@
+//! The `pacer` binary as an operator runs it: version, config errors that
+//! name the key, `serve --init` on a fresh directory, SIGTERM, restart.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+pub fn pacer_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pacer"))
+}
+
+/// A `pacer` command with no inherited PACER_* variables (they would
+/// change the config under test).
+pub fn pacer() -> Command {
+    let mut cmd = Command::new(pacer_bin());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("PACER_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `pacer serve`, killed on drop if the test did not stop it.
+pub struct Served {
+    pub child: Child,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Served {
+    pub async fn start(config: &Path, extra_env: &[(&str, &str)]) -> Served {
+        pacer_shared::server::install_crypto_provider();
+        let port = free_port();
+        let mut cmd = pacer();
+        cmd.args(["serve", "--init", "--config"])
+            .arg(config)
+            .env("PACER_SERVER_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn pacer");
+        let served = Served { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
+        for _ in 0..400 {
+            if let Ok(res) = served.http.get(format!("{}/healthz", served.base)).send().await {
+                if res.status().is_success() {
+                    return served;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("pacer did not answer /healthz at {}", served.base);
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let res = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let res = self.http.post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
+        (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        for _ in 0..400 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("pacer did not stop after SIGTERM");
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run pacer")
+}
+
+fn write(dir: &Path, yaml: &str) -> PathBuf {
+    let path = dir.join("pacer.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// A valid local config in `dir`, as YAML.
+fn valid_yaml(dir: &Path) -> String {
+    format!(
+        "database:\n  path: {}/pacer.db\nqueue:\n  engine: memory\nfleet:\n  engine: simulated\ngithub:\n  disabled: true\naws:\n  disabled: true\nauth:\n  jwt_secret: {}\nlogging:\n  format: text\n",
+        dir.display(),
+        "x".repeat(40)
+    )
+}
+
+#[test]
+fn version_prints_semver_and_git_describe() {
+    let out = run(pacer().arg("version"));
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    let rest = line.trim().strip_prefix("pacer v").unwrap_or_else(|| panic!("{line}"));
+    let (semver, describe) = rest.split_once('-').unwrap_or_else(|| panic!("no describe part: {line}"));
+    assert_eq!(semver, env!("CARGO_PKG_VERSION"));
+    assert!(!describe.is_empty());
+}
+
+fn refused(yaml: &str, env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), yaml);
+    let mut cmd = pacer();
+    cmd.args(["serve", "--config"]).arg(&path).env("PACER_SERVER_ADDR", "127.0.0.1:1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd);
+    assert!(!out.status.success(), "pacer must refuse to start");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+#[test]
+fn an_invalid_value_stops_startup_with_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = valid_yaml(dir.path());
+    let short = base.replace(&"x".repeat(40), "tooshort");
+    let err = refused(&short, &[]);
+    assert!(err.contains("auth.jwt_secret"), "{err}");
+    assert!(!err.contains("tooshort"), "the secret itself is never printed: {err}");
+
+    let err = refused(&base.replace("auth:\n", "auth:\n  session_ttl: 12hours\n"), &[]);
+    assert!(err.contains("auth.session_ttl"), "{err}");
+
+    let err = refused(&base, &[("PACER_DATABASE_ENGINE", "postgres")]);
+    assert!(err.contains("database.engine"), "{err}");
+}
+
+#[test]
+fn an_unknown_key_stops_startup_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = valid_yaml(dir.path());
+    let err = refused(&base.replace("database:\n  path", "database:\n  pth: x\n  path"), &[]);
+    assert!(err.contains("database.pth"), "{err}");
+    let err = refused(&base, &[("PACER_DATABSE_PATH", "/tmp/x.db")]);
+    assert!(err.contains("PACER_DATABSE_PATH"), "{err}");
+}
+
+#[tokio::test]
+async fn serve_init_writes_a_local_config_serves_and_keeps_data_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("data/pacer.yaml");
+    let served = Served::start(&config, &[]).await;
+    assert!(config.exists(), "--init wrote the config");
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    assert!(yaml.contains("jwt_secret"), "with a generated secret");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "a file with secrets is readable by its owner only");
+    }
+
+    let (status, project) = served.post("/api/projects", json!({"name": "acme"})).await;
+    assert_eq!(status, 201, "{project}");
+    let status = served.terminate().await;
+    assert!(status.success(), "SIGTERM stops pacer cleanly: {status:?}");
+
+    let served = Served::start(&config, &[]).await;
+    let (_, list) = served.get("/api/projects").await;
+    assert_eq!(list["items"][0]["id"], project["id"], "the project survived the restart");
+    let (_, audit) = served.get("/api/audit").await;
+    let actions: Vec<&Value> = audit["items"].as_array().unwrap().iter().map(|e| &e["action"]).collect();
+    assert_eq!(actions, [&json!("project.created")], "and so did its audit event");
+    assert!(served.terminate().await.success());
+}
