@@ -4,10 +4,14 @@
 //! `domain` and the port traits; adapters on the traits and domain types;
 //! `http` on `service`; the binaries in `functions/` only wire.
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod fleet;
+pub mod github;
 pub mod http;
+pub mod queue;
 pub mod runtime;
 pub mod server;
 pub mod service;

@@ -9,7 +9,18 @@ use anyhow::Context;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, DatabaseEngine, LogFormat, LogOutput, LoggingConfig};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, DatabaseEngine, FleetEngine, LogFormat, LogOutput, LoggingConfig, QueueEngine, Secret};
+use crate::fleet::ec2::Ec2Fleet;
+use crate::fleet::simulated::{SimulatedFleet, SimulatedSettings};
+use crate::fleet::Fleet;
+use crate::github::offline::OfflineGitHub;
+use crate::github::rest::RestGitHub;
+use crate::github::GitHub;
+use crate::queue::memory::MemoryQueue;
+use crate::queue::sqs::SqsQueue;
+use crate::queue::Queue;
+use crate::service::{Ports, Settings};
 use crate::store::dynamodb::DynamoStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -79,4 +90,97 @@ pub async fn build_store(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> a
             Arc::new(DynamoStore::new(client, cfg.database.table.clone()))
         }
     })
+}
+
+/// The queue `queue.engine` names. The memory queue hides a received
+/// message for five minutes, longer than any dispatch takes.
+pub fn build_queue(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> anyhow::Result<Arc<dyn Queue>> {
+    Ok(match cfg.queue.engine {
+        QueueEngine::Memory => Arc::new(MemoryQueue::new(std::time::Duration::from_secs(300))),
+        QueueEngine::Sqs => {
+            let aws = aws.context("queue.engine is sqs but AWS is disabled")?;
+            let url = cfg.queue.url.clone().context("queue.url is required with queue.engine: sqs")?;
+            Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(aws), url))
+        }
+    })
+}
+
+/// GitHub: the REST API as the App, or the offline stand-in when
+/// `github.disabled`.
+pub fn build_github(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn GitHub>> {
+    if cfg.github.disabled {
+        return Ok(Arc::new(OfflineGitHub::new(&cfg.runner.version)));
+    }
+    Ok(Arc::new(RestGitHub::new(&cfg.github, &cfg.runner.version, clock)?))
+}
+
+/// The fleet `fleet.engine` names. The simulated one is also returned as
+/// itself, so the host can tell it where pacer listens.
+pub fn build_fleet(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> anyhow::Result<(Arc<dyn Fleet>, Option<Arc<SimulatedFleet>>)> {
+    Ok(match cfg.fleet.engine {
+        FleetEngine::Simulated => {
+            let settings = SimulatedSettings::from_config(
+                &cfg.fleet.simulated,
+                cfg.deployment.name.clone(),
+                cfg.github.webhook_secret.clone(),
+            );
+            let fleet = Arc::new(SimulatedFleet::new(settings));
+            (fleet.clone(), Some(fleet))
+        }
+        FleetEngine::Ec2 => {
+            let aws = aws.context("fleet.engine is ec2 but AWS is disabled")?;
+            (Arc::new(Ec2Fleet::new(aws_sdk_ec2::Client::new(aws), cfg.deployment.name.clone())), None)
+        }
+    })
+}
+
+/// Where runners call back: `server.public_url`, else this process's own
+/// address (all-interfaces binds are reached through loopback).
+pub fn callback_url(cfg: &Config) -> String {
+    if let Some(url) = &cfg.server.public_url {
+        return url.as_str().trim_end_matches('/').to_string();
+    }
+    let scheme = if matches!(cfg.server.tls.mode, crate::config::TlsMode::None) { "http" } else { "https" };
+    let addr = cfg.server.addr.trim();
+    let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "3000"));
+    let host = match host.trim_matches(['[', ']']) {
+        "" | "0.0.0.0" | "::" => "127.0.0.1",
+        h => h,
+    };
+    if host.contains(':') {
+        format!("{scheme}://[{host}]:{port}")
+    } else {
+        format!("{scheme}://{host}:{port}")
+    }
+}
+
+/// The settings the use cases read.
+pub fn settings(cfg: &Config) -> Settings {
+    Settings {
+        deployment: cfg.deployment.name.clone(),
+        callback_url: callback_url(cfg),
+        callback_secret: cfg.github.callback_hmac_secret.clone().unwrap_or_else(|| {
+            // Only reachable with github.disabled and no secret configured:
+            // a per-process secret keeps callbacks signed all the same.
+            Secret::new(hex::encode(rand::random::<[u8; 32]>()))
+        }),
+        webhook_secrets: [&cfg.github.webhook_secret, &cfg.github.webhook_secret_previous]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
+        max_attempts: cfg.reaper.max_attempts,
+        runner_version: cfg.runner.version.clone(),
+    }
+}
+
+/// Every port from config: what a host hands to `app()` and the workers.
+pub async fn build_ports(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> anyhow::Result<(Ports, Option<Arc<SimulatedFleet>>)> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = build_store(cfg, aws).await?;
+    let queue = build_queue(cfg, aws)?;
+    let github = build_github(cfg, clock.clone())?;
+    let (fleet, simulated) = build_fleet(cfg, aws)?;
+    let ports = Ports { store, clock, queue, fleet, github, settings: Arc::new(settings(cfg)) };
+    Ok((ports, simulated))
 }

@@ -7,10 +7,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use pacer_shared::clock::SystemClock;
 use pacer_shared::http::{app, AppState};
-use pacer_shared::service::Ports;
-use pacer_shared::store::sqlite::SqliteStore;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -22,9 +19,9 @@ pub struct TestApp {
 impl TestApp {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("pacer.db")).unwrap();
+        let (ports, _) = crate::support::local_ports(dir.path());
         let state = AppState {
-            ports: Ports { store: Arc::new(store), clock: Arc::new(SystemClock) },
+            ports,
             trusted_proxies: Arc::new(vec![]),
             auth_disabled: true,
         };

@@ -5,5 +5,11 @@
 mod dynamodb_store;
 mod moto;
 mod store_conformance;
+mod support;
 mod api_crud;
 mod process;
+mod acme_pebble;
+mod ec2_fleet;
+mod bootstrap_script;
+mod fake_github;
+mod github_client;

@@ -7,10 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pacer_shared::clock::SystemClock;
 use pacer_shared::config::{generate_local_config, Config};
 use pacer_shared::http::{app, version, AppState};
-use pacer_shared::service::Ports;
+use pacer_shared::service::dispatch;
 use pacer_shared::{runtime, server};
 
 #[derive(Parser)]
@@ -95,13 +94,26 @@ async fn serve(config_path: Option<PathBuf>, init: bool) -> anyhow::Result<()> {
     }
     tracing::info!(version = %version(), "pacer starting");
 
-    let store = runtime::build_store(&cfg, aws.as_ref()).await?;
+    let (ports, simulated) = runtime::build_ports(&cfg, aws.as_ref()).await?;
+    if let Some(fleet) = &simulated {
+        fleet.set_pacer_url(ports.settings.callback_url.clone());
+    }
     let state = AppState {
-        ports: Ports { store, clock: Arc::new(SystemClock) },
+        ports: ports.clone(),
         trusted_proxies: Arc::new(cfg.server.trusted_proxies.clone()),
         auth_disabled: cfg.auth.disabled,
     };
-    server::serve(app(state), &cfg.server, shutdown_signal()).await?;
+    let server = server::Server::bind(app(state), &cfg.server).await?;
+
+    // The orchestrator runs beside the server and stops after it: requests
+    // drain first, then in-flight dispatches settle.
+    let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(dispatch::run_worker(ports, 16, async {
+        let _ = worker_stopped.await;
+    }));
+    server.run(shutdown_signal()).await?;
+    let _ = stop_worker.send(());
+    let _ = worker.await;
     tracing::info!("pacer stopped");
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! refuses unknown fields, and serialises back to the YAML it was read from, with secrets redacted.
 
 use super::duration::{format_go_duration, go as go_duration, parse_go_duration};
+use super::error::ConfigError;
 use super::schema::LETS_ENCRYPT_DIRECTORY;
 use super::secret::Secret;
 use ipnet::IpNet;
@@ -163,6 +164,28 @@ impl Default for GithubConfig {
             webhook_secret_previous: None,
             callback_hmac_secret: None,
             api_url: Url::parse("https://api.github.com/").expect("a valid constant URL"),
+        }
+    }
+}
+
+impl GithubConfig {
+    /// The App's PEM private key: `private_key` itself, or the contents of `private_key_path`
+    /// (read on every call, so a replaced file is picked up). The error names the key.
+    pub fn private_key_pem(&self) -> Result<Secret, ConfigError> {
+        match (&self.private_key, &self.private_key_path) {
+            (Some(pem), _) => Ok(pem.clone()),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|pem| Secret::new(pem.trim()))
+                .map_err(|e| {
+                    ConfigError::invalid(
+                        "github.private_key_path",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                }),
+            (None, None) => Err(ConfigError::invalid(
+                "github.private_key_path",
+                "required unless github.disabled is true (or give the PEM itself in github.private_key)",
+            )),
         }
     }
 }

@@ -521,11 +521,10 @@ fn an_unknown_pacer_variable_is_refused_like_an_unknown_key() {
 
 #[test]
 fn non_config_pacer_variables_and_other_variables_are_ignored() {
-    let vars: Vec<(&str, &str)> = NON_CONFIG_ENV_VARS
+    let mut vars: Vec<(&str, &str)> = NON_CONFIG_ENV_VARS
         .iter()
         .map(|name| (*name, "anything"))
         .collect();
-    let mut vars = vars;
     vars.extend([
         ("HOME", "/root"),
         ("RUST_LOG", "debug"),
@@ -709,9 +708,16 @@ fn github_disabled_does_not_read_the_key_file() {
 
 #[test]
 fn a_public_url_under_a_path_keeps_its_path_when_joined() {
-    let config = load(&patched(LOCAL, "server: { public_url: 'https://example.com/pacer' }")).unwrap();
+    let config = load(&patched(
+        LOCAL,
+        "server: { public_url: 'https://example.com/pacer' }",
+    ))
+    .unwrap();
     let url = config.server.public_url.unwrap();
-    assert_eq!(url.join("api/runner/register").unwrap().as_str(), "https://example.com/pacer/api/runner/register");
+    assert_eq!(
+        url.join("api/runner/register").unwrap().as_str(),
+        "https://example.com/pacer/api/runner/register"
+    );
 }
 
 #[test]
@@ -1294,46 +1300,4 @@ fn the_docs_describe_every_key_with_its_variable() {
             "docs/configuration.md does not mention {name}"
         );
     }
-}
-
-// TEMPORARY: manual check against moto; removed before hand-off.
-#[tokio::test]
-#[ignore]
-async fn tmp_resolve_against_moto() {
-    let endpoint = std::env::var("TMP_MOTO").unwrap();
-    let aws = aws_config::SdkConfig::builder()
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_ssm::config::SharedCredentialsProvider::new(
-            aws_sdk_ssm::config::Credentials::new("test", "test", None, None, "static"),
-        ))
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .build();
-    let ssm = aws_sdk_ssm::Client::new(&aws);
-    ssm.put_parameter().name("/pacer/jwt").value(JWT_SECRET).r#type(aws_sdk_ssm::types::ParameterType::SecureString).overwrite(true).send().await.unwrap();
-    ssm.put_parameter().name("/pacer/key").value(FAKE_PEM.replace('\n', "\\n")).r#type(aws_sdk_ssm::types::ParameterType::SecureString).overwrite(true).send().await.unwrap();
-    let sm = aws_sdk_secretsmanager::Client::new(&aws);
-    let _ = sm.create_secret().name("pacer/cb").secret_string(CALLBACK_SECRET).send().await;
-    let yaml = patched(
-        &patched(&with_github(), "aws: { disabled: false }"),
-        "auth: { jwt_secret: 'ssm:/pacer/jwt' }\ngithub: { callback_hmac_secret: 'secretsmanager:pacer/cb', private_key: 'ssm:/pacer/key', webhook_secret: 'ssm:/pacer/jwt' }",
-    );
-    let mut config = load(&yaml).unwrap();
-    config.resolve_secrets(&aws).await.unwrap();
-    assert_eq!(config.auth.jwt_secret.as_ref().unwrap().expose(), JWT_SECRET);
-    assert_eq!(config.github.webhook_secret.as_ref().unwrap().expose(), JWT_SECRET);
-    assert_eq!(config.github.callback_hmac_secret.as_ref().unwrap().expose(), CALLBACK_SECRET);
-    assert_eq!(config.github.private_key.as_ref().unwrap().expose(), FAKE_PEM.trim());
-
-    let yaml = patched(&yaml, "auth: { oidc: { client_secret: 'ssm:/pacer/missing' } }");
-    let mut config = load(&yaml).unwrap();
-    let err = config.resolve_secrets(&aws).await.unwrap_err();
-    println!("ERR: {err}");
-    assert_eq!(err.key(), Some("auth.oidc.client_secret"));
-    let yaml = patched(&yaml, "auth: { oidc: { client_secret: 'secretsmanager:nope' } }");
-    let mut config = load(&yaml).unwrap();
-    println!("ERR: {}", config.resolve_secrets(&aws).await.unwrap_err());
-    let dead = aws.to_builder().endpoint_url("http://127.0.0.1:1").build();
-    let mut config = load(&yaml).unwrap();
-    println!("ERR: {}", config.resolve_secrets(&dead).await.unwrap_err());
 }

@@ -244,30 +244,19 @@ fn github(github: &GithubConfig, phase: Phase) -> Check {
 }
 
 fn github_private_key(github: &GithubConfig, phase: Phase) -> Check {
-    match (&github.private_key, &github.private_key_path) {
-        (None, None) => Err(invalid(
+    if let Some(secret) = &github.private_key {
+        if !is_checkable(secret, phase) {
+            return Ok(());
+        }
+    }
+    let pem = github.private_key_pem()?;
+    match &github.private_key_path {
+        Some(path) if github.private_key.is_none() => check_pem_private_key(
             "github.private_key_path",
-            "required unless github.disabled is true (or give the PEM itself in github.private_key)",
-        )),
-        (Some(secret), _) if phase == Phase::BeforeResolution && secret.reference().is_some() => {
-            Ok(())
-        }
-        (Some(secret), _) => {
-            check_pem_private_key("github.private_key", secret.expose(), "does not")
-        }
-        (None, Some(path)) => {
-            let pem = std::fs::read_to_string(path).map_err(|e| {
-                invalid(
-                    "github.private_key_path",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            check_pem_private_key(
-                "github.private_key_path",
-                &pem,
-                &format!("{} does not", path.display()),
-            )
-        }
+            pem.expose(),
+            &format!("{} does not", path.display()),
+        ),
+        _ => check_pem_private_key("github.private_key", pem.expose(), "does not"),
     }
 }
 

@@ -19,6 +19,8 @@ pub enum ApiError {
     Conflict { message: String, field: Option<String> },
     PayloadTooLarge(String),
     Invalid(Invalid),
+    /// GitHub or AWS failed pacer's request: 502 with what they said.
+    Upstream(String),
     Internal(anyhow::Error),
 }
 
@@ -44,6 +46,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(what) => ApiError::not_found(what),
             ServiceError::Conflict(message) => ApiError::Conflict { message, field: None },
             ServiceError::Duplicate(i) => ApiError::Conflict { message: i.message, field: Some(i.field) },
+            ServiceError::Upstream(m) => ApiError::Upstream(m),
             ServiceError::Internal(e) => ApiError::Internal(e),
         }
     }
@@ -58,6 +61,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m, None),
             ApiError::Conflict { message, field } => (StatusCode::CONFLICT, "conflict", message, field),
             ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m, None),
+            ApiError::Upstream(m) => (StatusCode::BAD_GATEWAY, "upstream", m, None),
             ApiError::Invalid(i) => {
                 let message = format!("{}: {}", i.field, i.message);
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid", message, Some(i.field))

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod error;
 pub mod extract;
+pub mod lifecycle;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -39,9 +40,22 @@ pub fn version() -> String {
     format!("v{}-{}", env!("CARGO_PKG_VERSION"), env!("PACER_GIT_DESCRIBE"))
 }
 
-/// The console API: `/api/*` (but the webhook and runner callbacks).
+/// `POST /api/webhook`, authenticated by GitHub's signature.
+pub fn webhook_router(state: AppState) -> Router {
+    lifecycle::webhook_routes()
+        .layer(RequestBodyLimitLayer::new(lifecycle::WEBHOOK_BODY_LIMIT))
+        .with_state(state)
+}
+
+/// `/api/runner/*`, authenticated by callback tokens.
+pub fn runner_router(state: AppState) -> Router {
+    lifecycle::runner_routes().layer(RequestBodyLimitLayer::new(API_BODY_LIMIT)).with_state(state)
+}
+
+/// The console API: `/api/*` but the webhook and runner callbacks.
 pub fn api_router(state: AppState) -> Router {
     api::router()
+        .merge(lifecycle::console_routes())
         .route("/api/version", get(|| async { Json(json!({"version": version()})) }))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(RequestBodyLimitLayer::new(API_BODY_LIMIT))
@@ -52,6 +66,8 @@ pub fn api_router(state: AppState) -> Router {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .merge(webhook_router(state.clone()))
+        .merge(runner_router(state.clone()))
         .merge(api_router(state))
         .layer(TraceLayer::new_for_http())
 }

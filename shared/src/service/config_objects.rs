@@ -10,6 +10,7 @@ use crate::domain::fields::merge_patch;
 use crate::domain::pool::PoolSpec;
 use crate::domain::project::{BindingSpec, ProjectSpec};
 use crate::domain::{new_id, IdKind, Invalid, Pool, Project, RepoBinding};
+use crate::fleet::FleetError;
 use crate::store::{Page, PageRequest, StoreError};
 
 /// Merges a PATCH into the current spec and validates the result with the
@@ -120,11 +121,23 @@ async fn require_project(ports: &Ports, project_id: &str) -> ServiceResult<Proje
         .ok_or_else(|| ServiceError::Invalid(Invalid::new("project_id", format!("no project with id {project_id:?}"))))
 }
 
+/// Checks a pool against the fleet (AMI, types, subnets, groups, profile)
+/// and creates or updates its launch template: a bad value is a 422 naming
+/// the field, before anything is stored.
+async fn prepare(ports: &Ports, pool: &Pool) -> ServiceResult<()> {
+    match ports.fleet.prepare_pool(pool).await {
+        Ok(_) => Ok(()),
+        Err(FleetError::InvalidPool(invalid)) => Err(ServiceError::Invalid(invalid)),
+        Err(e) => Err(ServiceError::Upstream(format!("the fleet could not check the pool: {e}"))),
+    }
+}
+
 pub async fn create_pool(ports: &Ports, caller: &Caller, body: Map<String, Value>) -> ServiceResult<Pool> {
     let spec = PoolSpec::parse(body)?;
     let project = require_project(ports, &spec.project_id).await?;
     let now = ports.clock.now();
     let pool = Pool { id: new_id(IdKind::Pool, now), spec, active_runners: 0, created_at: now, updated_at: now };
+    prepare(ports, &pool).await?;
     ports.store.create_pool(&pool).await.map_err(|e| match e {
         StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("name", m)),
         other => other.into(),
@@ -147,6 +160,7 @@ pub async fn update_pool(ports: &Ports, caller: &Caller, id: &str, patch: Map<St
     let spec = patched(&current.spec, patch, &read_only, PoolSpec::parse)?;
     let changed = changed_fields(&current.spec, &spec);
     let pool = Pool { spec, updated_at: ports.clock.now(), ..current.clone() };
+    prepare(ports, &pool).await?;
     ports.store.update_pool(&pool).await.map_err(|e| match e {
         StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("name", m)),
         other => not_found("pool")(other),
@@ -165,6 +179,10 @@ pub async fn delete_pool(ports: &Ports, caller: &Caller, id: &str) -> ServiceRes
         )),
         other => not_found("pool")(other),
     })?;
+    if let Err(e) = ports.fleet.forget_pool(&pool).await {
+        // The pool is gone from pacer; a leftover launch template is harmless.
+        tracing::warn!(pool_id = id, error = %e, "could not remove the pool's launch template");
+    }
     record(ports, caller, "pool.deleted", Some(id), json!({"name": pool.spec.name})).await
 }
 

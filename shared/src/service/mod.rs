@@ -3,12 +3,20 @@
 
 pub mod audit;
 pub mod config_objects;
+pub mod dispatch;
+pub mod jobs;
+pub mod runners;
+pub mod webhook;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::clock::Clock;
+use crate::config::Secret;
 use crate::domain::{Actor, Invalid};
+use crate::fleet::Fleet;
+use crate::github::GitHub;
+use crate::queue::Queue;
 use crate::store::{Store, StoreError};
 
 /// Who is calling and from where: every mutation is audited with both.
@@ -18,11 +26,32 @@ pub struct Caller {
     pub client_ip: Option<IpAddr>,
 }
 
-/// The ports a use case needs.
+/// The ports the use cases run on, chosen by `main` from config.
 #[derive(Clone)]
 pub struct Ports {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
+    pub queue: Arc<dyn Queue>,
+    pub fleet: Arc<dyn Fleet>,
+    pub github: Arc<dyn GitHub>,
+    pub settings: Arc<Settings>,
+}
+
+/// The configuration the use cases read, resolved once at start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `deployment.name`: prefixes runner names, tags instances.
+    pub deployment: String,
+    /// Where runners call back: `server.public_url` (or the local address).
+    pub callback_url: String,
+    /// `github.callback_hmac_secret`.
+    pub callback_secret: Secret,
+    /// `github.webhook_secret`, then `github.webhook_secret_previous`.
+    pub webhook_secrets: Vec<Secret>,
+    /// `reaper.max_attempts`: launches per job before it fails.
+    pub max_attempts: u32,
+    /// `runner.version`: `latest` or a pinned actions/runner version.
+    pub runner_version: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +69,10 @@ pub enum ServiceError {
     /// A unique field's value is taken: 409, naming the field.
     #[error(transparent)]
     Duplicate(Invalid),
+    /// A service pacer depends on (GitHub, EC2) failed the request; the
+    /// text says what it answered.
+    #[error("{0}")]
+    Upstream(String),
     /// Something broke; logged, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),

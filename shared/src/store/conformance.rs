@@ -513,6 +513,8 @@ pub async fn runners_are_found_by_instance_and_transition_conditionally(store: A
     assert_eq!(store.get_runner(&r1.id).await.unwrap(), Some(r1.clone()));
     assert_eq!(store.runner_by_instance("i-0bbb").await.unwrap(), Some(r2.clone()));
     assert_eq!(store.runner_by_instance("i-0ccc").await.unwrap(), None);
+    assert_eq!(store.runner_by_name(&r2.name).await.unwrap(), Some(r2.clone()));
+    assert_eq!(store.runner_by_name("pacer-nobody").await.unwrap(), None);
 
     let mut registered = r1.clone();
     registered.state = RunnerState::Registered;

@@ -166,6 +166,22 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_runner(&self, runner: &Runner) -> StoreResult<()>;
     async fn get_runner(&self, id: &str) -> StoreResult<Option<Runner>>;
     async fn runner_by_instance(&self, instance_id: &str) -> StoreResult<Option<Runner>>;
+    /// The runner registered under `name` (runner names are unique: they
+    /// carry the runner's id). The default walks the list; adapters with an
+    /// index override it.
+    async fn runner_by_name(&self, name: &str) -> StoreResult<Option<Runner>> {
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        loop {
+            let listed = self.list_runners(&RunnerFilter::default(), &page).await?;
+            if let Some(found) = listed.items.into_iter().find(|r| r.name == name) {
+                return Ok(Some(found));
+            }
+            match listed.next_cursor {
+                Some(c) => page.cursor = Some(c),
+                None => return Ok(None),
+            }
+        }
+    }
     async fn list_runners(&self, filter: &RunnerFilter, page: &PageRequest) -> StoreResult<Page<Runner>>;
     /// Like [`Store::transition_job`]: written only if still in `from`.
     async fn transition_runner(&self, from: RunnerState, runner: &Runner) -> StoreResult<()>;

@@ -587,6 +587,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn runner_by_name(&self, name: &str) -> StoreResult<Option<Runner>> {
+        let name = name.to_string();
+        self.with(move |c| get_data(c, "SELECT data FROM runners WHERE name = ?1 ORDER BY id DESC LIMIT 1", name)).await
+    }
+
     async fn list_runners(&self, filter: &RunnerFilter, page: &PageRequest) -> StoreResult<Page<Runner>> {
         let (f, page) = (filter.clone(), page.clone());
         self.with(move |c| {
@@ -607,8 +612,8 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let n = c
                 .execute(
-                    "UPDATE runners SET state = ?2, instance_id = ?3, data = ?4 WHERE id = ?1 AND state = ?5",
-                    params![r.id, r.state.as_str(), r.instance_id, data, from.as_str()],
+                    "UPDATE runners SET state = ?2, instance_id = ?3, name = ?4, data = ?5 WHERE id = ?1 AND state = ?6",
+                    params![r.id, r.state.as_str(), r.instance_id, r.name, data, from.as_str()],
                 )
                 .map_err(backend)?;
             if n == 1 {

@@ -1,0 +1,160 @@
+//! Runner callback tokens (DESIGN §2.5): short-lived, HMAC-signed with
+//! `github.callback_hmac_secret`, naming one runner. The token's register
+//! right lapses at the pool's boot deadline (and works once — the store's
+//! conditional runner transition enforces that); the token then
+//! authenticates only `/complete` and `/error`, until the pool's max
+//! lifetime.
+//!
+//! Format: `pcr1.<payload>.<mac>`, both parts base64url without padding;
+//! the MAC is HMAC-SHA256 over `pcr1.<payload>`.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::domain::Time;
+
+const PREFIX: &str = "pcr1";
+
+/// What a token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The runner it names.
+    #[serde(rename = "r")]
+    pub runner_id: String,
+    /// The token's own id, stored on the runner: a token minted for an
+    /// earlier launch of the same runner record is refused.
+    #[serde(rename = "n")]
+    pub token_id: String,
+    #[serde(rename = "iat")]
+    pub issued_at: i64,
+    /// Unix seconds after which `/register` refuses the token.
+    #[serde(rename = "reg")]
+    pub register_by: i64,
+    /// Unix seconds after which every callback refuses it.
+    #[serde(rename = "exp")]
+    pub expires_at: i64,
+}
+
+/// Why a token was refused. Callers answer 401 for all of them and log the
+/// reason (never the token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("not a pacer callback token")]
+    Malformed,
+    #[error("the signature does not match (wrong or rotated callback secret)")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token's registration window has passed")]
+    RegistrationClosed,
+}
+
+fn mac(secret: &[u8]) -> Hmac<Sha256> {
+    Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length")
+}
+
+/// Mints a token for `claims`.
+pub fn mint(secret: &[u8], claims: &Claims) -> String {
+    let payload = B64.encode(serde_json::to_vec(claims).expect("claims serialise"));
+    let signed = format!("{PREFIX}.{payload}");
+    let mut m = mac(secret);
+    m.update(signed.as_bytes());
+    format!("{signed}.{}", B64.encode(m.finalize().into_bytes()))
+}
+
+/// Checks the signature and expiry; returns the claims. Whether the token
+/// may still register is [`Claims::check_register`].
+pub fn verify(secret: &[u8], token: &str, now: Time) -> Result<Claims, TokenError> {
+    let (signed, sig) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+    let payload = signed.strip_prefix("pcr1.").ok_or(TokenError::Malformed)?;
+    let sig = B64.decode(sig).map_err(|_| TokenError::Malformed)?;
+    let mut m = mac(secret);
+    m.update(signed.as_bytes());
+    // verify_slice compares in constant time.
+    m.verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
+    let claims: Claims = serde_json::from_slice(&B64.decode(payload).map_err(|_| TokenError::Malformed)?)
+        .map_err(|_| TokenError::Malformed)?;
+    if now.timestamp() >= claims.expires_at {
+        return Err(TokenError::Expired);
+    }
+    Ok(claims)
+}
+
+impl Claims {
+    pub fn check_register(&self, now: Time) -> Result<(), TokenError> {
+        if now.timestamp() >= self.register_by {
+            Err(TokenError::RegistrationClosed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Reads `Authorization: Bearer <token>`.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn claims() -> Claims {
+        Claims { runner_id: "run_1".into(), token_id: "n1".into(), issued_at: 1000, register_by: 1600, expires_at: 4600 }
+    }
+
+    fn at(secs: i64) -> Time {
+        Utc.timestamp_opt(secs, 0).unwrap()
+    }
+
+    #[test]
+    fn a_minted_token_verifies_and_names_its_runner() {
+        let token = mint(b"secret-secret-secret-secret-secret", &claims());
+        let c = verify(b"secret-secret-secret-secret-secret", &token, at(1001)).unwrap();
+        assert_eq!(c, claims());
+        assert!(c.check_register(at(1599)).is_ok());
+        assert_eq!(c.check_register(at(1600)), Err(TokenError::RegistrationClosed));
+    }
+
+    #[test]
+    fn a_token_signed_with_another_secret_or_altered_is_refused() {
+        let token = mint(b"one", &claims());
+        assert_eq!(verify(b"two", &token, at(1001)), Err(TokenError::BadSignature));
+        let mut other = claims();
+        other.runner_id = "run_2".into();
+        let forged_payload = mint(b"attacker", &other);
+        let (_, forged) = forged_payload.split_once('.').unwrap();
+        let (forged, _) = forged.split_once('.').unwrap();
+        let (_, real_sig) = token.rsplit_once('.').unwrap();
+        assert_eq!(verify(b"one", &format!("pcr1.{forged}.{real_sig}"), at(1001)), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn expired_and_malformed_tokens_are_refused() {
+        let token = mint(b"k", &claims());
+        assert_eq!(verify(b"k", &token, at(4600)), Err(TokenError::Expired));
+        for bad in ["", "pcr1", "pcr1.x", "abc.def.ghi", "pcr1.!!.??"] {
+            assert!(verify(b"k", bad, at(1001)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bearer_reads_the_authorization_header() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(bearer(&h), None);
+        h.insert(http::header::AUTHORIZATION, "Bearer pcr1.a.b".parse().unwrap());
+        assert_eq!(bearer(&h), Some("pcr1.a.b"));
+        h.insert(http::header::AUTHORIZATION, "Basic xyz".parse().unwrap());
+        assert_eq!(bearer(&h), None);
+    }
+}

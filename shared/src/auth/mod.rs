@@ -1,0 +1,4 @@
+//! Authentication: runner callback tokens now; console sessions, local
+//! login, OIDC SSO and workload identity as they land.
+
+pub mod callback_token;

@@ -1,0 +1,464 @@
+//! The simulated fleet (`fleet.engine: simulated`, the `make run` default):
+//! instances that exist only in this process and play the runner's side of
+//! the protocol against pacer's own callbacks.
+//!
+//! A simulated instance "boots" for `boot_delay`, then does what
+//! `infra/runner/bootstrap.sh` does: reads `PACER_URL`/`PACER_TOKEN` from
+//! its user data ([`super::user_data::parse`]), registers, "runs" the
+//! runner, reports `/complete` (or `/error` with a log tail), and
+//! terminates. When the JIT config it gets is the offline dummy
+//! (`github.disabled`), it plays GitHub too: signed `workflow_job`
+//! webhooks, `in_progress` after a moment and `completed` after `job_time`.
+//!
+//! It owns the live-instance table and the counters a benchmark reads
+//! ([`SimulatedFleet::counters`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::task::AbortHandle;
+
+use super::{user_data, Fleet, FleetResult, Instance, JobRef, LaunchRequest, Launched};
+use crate::config::{Secret, SimulatedFleetConfig};
+use crate::domain::{Market, Pool};
+use crate::github::offline::decode_offline_jit_config;
+use crate::github::webhook;
+
+/// The availability zone every simulated instance is "in".
+pub const SIMULATED_ZONE: &str = "simulated-1a";
+
+/// How the simulated instances behave.
+#[derive(Debug, Clone)]
+pub struct SimulatedSettings {
+    /// From launch to the first callback.
+    pub boot_delay: Duration,
+    /// How long the simulated job runs.
+    pub job_time: Duration,
+    pub deployment: String,
+    /// Signs the simulated GitHub webhooks; without it none are sent.
+    pub webhook_secret: Option<Secret>,
+    /// From registering to GitHub's `in_progress` (GitHub's job assignment).
+    pub pickup_delay: Duration,
+    /// Register attempts before the instance gives up (as the script does,
+    /// for a pacer that is not answering yet).
+    pub register_tries: u32,
+    /// Pause between retried callbacks.
+    pub retry_delay: Duration,
+}
+
+impl SimulatedSettings {
+    pub fn from_config(cfg: &SimulatedFleetConfig, deployment: impl Into<String>, webhook_secret: Option<Secret>) -> Self {
+        Self {
+            boot_delay: cfg.boot_delay,
+            job_time: cfg.job_time,
+            deployment: deployment.into(),
+            webhook_secret,
+            pickup_delay: Duration::from_millis(300),
+            register_tries: 5,
+            retry_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What the simulated fleet has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimulatedCounters {
+    /// Instances launched (a repeated launch for the same runner not counted).
+    pub launched: u64,
+    /// Instances alive now.
+    pub live: u64,
+    /// The most instances alive at once.
+    pub peak_live: u64,
+    /// Instances that registered with pacer.
+    pub registered: u64,
+    /// Instances that reported `/complete`.
+    pub completed: u64,
+    /// Instances whose bootstrap failed (reported to `/error` where possible).
+    pub failed: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    launched: AtomicU64,
+    peak_live: AtomicU64,
+    registered: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+}
+
+struct Live {
+    instance: Instance,
+    launched: Launched,
+    task: Option<AbortHandle>,
+}
+
+struct Inner {
+    settings: SimulatedSettings,
+    /// pacer's own base URL, once its server has bound.
+    pacer_url: RwLock<Option<String>>,
+    http: reqwest::Client,
+    live: Mutex<HashMap<String, Live>>,
+    counters: Counters,
+}
+
+/// See the module docs. Cheap to clone; clones share the instances.
+#[derive(Clone)]
+pub struct SimulatedFleet {
+    inner: Arc<Inner>,
+}
+
+impl SimulatedFleet {
+    pub fn new(settings: SimulatedSettings) -> Self {
+        crate::server::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            // The simulated runners only ever call this very process, which
+            // may serve a self-signed certificate (`server.tls.mode: self`).
+            .danger_accept_invalid_certs(true)
+            .build()
+            .expect("a reqwest client with a crypto provider installed");
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                pacer_url: RwLock::new(None),
+                http,
+                live: Mutex::new(HashMap::new()),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// Tells the fleet where pacer's server listens (known only once it has
+    /// bound). Simulated runners call that address, and send their GitHub
+    /// webhooks to it; until it is set they use the user data's `PACER_URL`.
+    pub fn set_pacer_url(&self, url: impl Into<String>) {
+        let url = url.into().trim_end_matches('/').to_string();
+        *self.inner.pacer_url.write().unwrap_or_else(|e| e.into_inner()) = Some(url);
+    }
+
+    pub fn counters(&self) -> SimulatedCounters {
+        let c = &self.inner.counters;
+        SimulatedCounters {
+            launched: c.launched.load(Ordering::Relaxed),
+            live: self.inner.lock_live().len() as u64,
+            peak_live: c.peak_live.load(Ordering::Relaxed),
+            registered: c.registered.load(Ordering::Relaxed),
+            completed: c.completed.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Inner {
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        // A panic elsewhere must not take the whole fleet down with it.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn base_url(&self, from_user_data: &str) -> String {
+        self.pacer_url
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| from_user_data.trim_end_matches('/').to_string())
+    }
+
+    fn set_state(&self, instance_id: &str, state: &str) {
+        if let Some(live) = self.lock_live().get_mut(instance_id) {
+            live.instance.state = state.to_string();
+        }
+    }
+
+    /// The instance "terminates": it leaves the table (once).
+    fn remove(&self, instance_id: &str) -> Option<Live> {
+        self.lock_live().remove(instance_id)
+    }
+}
+
+#[async_trait]
+impl Fleet for SimulatedFleet {
+    async fn prepare_pool(&self, _pool: &Pool) -> FleetResult<Option<String>> {
+        Ok(None)
+    }
+
+    async fn forget_pool(&self, _pool: &Pool) -> FleetResult<()> {
+        Ok(())
+    }
+
+    async fn launch(&self, req: &LaunchRequest) -> FleetResult<Launched> {
+        let inner = &self.inner;
+        let instance_id = format!("i-sim{:013x}", rand::random::<u64>() >> 12);
+        let launched = Launched {
+            instance_id: instance_id.clone(),
+            instance_type: req.pool.spec.instance_types.first().cloned().unwrap_or_else(|| "sim.large".into()),
+            availability_zone: Some(SIMULATED_ZONE.into()),
+            market: match req.pool.spec.market {
+                Market::OnDemand => "on-demand",
+                Market::Spot | Market::SpotFallback => "spot",
+            }
+            .into(),
+        };
+        {
+            let mut live = inner.lock_live();
+            // A runner is one instance: a repeated launch finds it.
+            if let Some(existing) = live.values().find(|l| l.instance.runner_id.as_deref() == Some(req.runner_id.as_str())) {
+                return Ok(existing.launched.clone());
+            }
+            live.insert(
+                instance_id.clone(),
+                Live {
+                    instance: Instance {
+                        instance_id: instance_id.clone(),
+                        state: "pending".into(),
+                        runner_id: Some(req.runner_id.clone()),
+                        pool_id: Some(req.pool.id.clone()),
+                        launched_at: Some(chrono::Utc::now()),
+                    },
+                    launched: launched.clone(),
+                    task: None,
+                },
+            );
+            inner.counters.launched.fetch_add(1, Ordering::Relaxed);
+            inner.counters.peak_live.fetch_max(live.len() as u64, Ordering::Relaxed);
+        }
+        let task = tokio::spawn(play(Arc::clone(inner), instance_id.clone(), req.clone()));
+        if let Some(live) = inner.lock_live().get_mut(&instance_id) {
+            live.task = Some(task.abort_handle());
+        }
+        tracing::info!(%instance_id, runner_id = %req.runner_id, "simulated instance launched");
+        Ok(launched)
+    }
+
+    async fn instance_for_runner(&self, runner_id: &str) -> FleetResult<Option<Instance>> {
+        let live = self.inner.lock_live();
+        Ok(live.values().find(|l| l.instance.runner_id.as_deref() == Some(runner_id)).map(|l| l.instance.clone()))
+    }
+
+    async fn list_instances(&self) -> FleetResult<Vec<Instance>> {
+        let mut all: Vec<Instance> = self.inner.lock_live().values().map(|l| l.instance.clone()).collect();
+        all.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        Ok(all)
+    }
+
+    async fn terminate(&self, instance_id: &str) -> FleetResult<()> {
+        if let Some(Live { task: Some(task), .. }) = self.inner.remove(instance_id) {
+            task.abort();
+            tracing::info!(%instance_id, "simulated instance terminated");
+        }
+        Ok(())
+    }
+}
+
+/// One simulated instance's life, from boot to termination.
+async fn play(inner: Arc<Inner>, instance_id: String, req: LaunchRequest) {
+    tokio::time::sleep(inner.settings.boot_delay).await;
+    inner.set_state(&instance_id, "running");
+    let mut runner = SimulatedRunner { inner: &inner, req: &req, log: Vec::new() };
+    match runner.bootstrap().await {
+        Ok(()) => {
+            inner.counters.completed.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::warn!(%instance_id, runner_id = %req.runner_id, error = format!("{e:#}"), "simulated bootstrap failed");
+            inner.counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    inner.set_state(&instance_id, "shutting-down");
+    inner.remove(&instance_id);
+}
+
+#[derive(Deserialize)]
+struct Registration {
+    encoded_jit_config: String,
+    runner_name: String,
+}
+
+/// The bootstrap script's part, played in-process.
+struct SimulatedRunner<'a> {
+    inner: &'a Inner,
+    req: &'a LaunchRequest,
+    /// What the script would have logged; never holds a secret.
+    log: Vec<String>,
+}
+
+impl SimulatedRunner<'_> {
+    fn note(&mut self, line: impl Into<String>) {
+        self.log.push(line.into());
+    }
+
+    async fn bootstrap(&mut self) -> anyhow::Result<()> {
+        let settings = user_data::parse(&self.req.user_data).context("reading the user data")?;
+        let base = self.inner.base_url(&settings.url);
+        self.note(format!("bootstrapping against {base}"));
+        let registration = match self.register(&base, &settings.token).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.note(format!("FAILED: {e:#}"));
+                self.report_error(&base, &settings.token).await;
+                return Err(e);
+            }
+        };
+        self.inner.counters.registered.fetch_add(1, Ordering::Relaxed);
+        self.note(format!("registered as runner {}", registration.runner_name));
+
+        let (req, sim) = (self.req, &self.inner.settings);
+        let offline = decode_offline_jit_config(&registration.encoded_jit_config);
+        match (offline, &req.job, &sim.webhook_secret) {
+            (Some(jit), Some(job), Some(secret)) => {
+                let runner = RunnerIdentity { id: jit.runner_id, name: registration.runner_name.clone() };
+                tokio::time::sleep(sim.pickup_delay).await;
+                self.send_job_webhook(&base, secret, job, &runner, "in_progress").await;
+                tokio::time::sleep(sim.job_time).await;
+                self.send_job_webhook(&base, secret, job, &runner, "completed").await;
+            }
+            (None, ..) => {
+                // A real JIT config: a real runner would take a job from
+                // GitHub now. The simulation can only pass the time.
+                tracing::warn!(runner = %registration.runner_name, "simulated runner got a real GitHub JIT config; it cannot run jobs");
+                tokio::time::sleep(sim.job_time).await;
+            }
+            _ => tokio::time::sleep(sim.job_time).await,
+        }
+        self.note("the runner finished");
+        self.post_with_retries(&base, "/api/runner/complete", &settings.token, &json!({}), 3).await?;
+        Ok(())
+    }
+
+    async fn register(&mut self, base: &str, token: &Secret) -> anyhow::Result<Registration> {
+        let body = json!({"os": "linux", "arch": "x64"});
+        let answer = self
+            .post_with_retries(base, "/api/runner/register", token, &body, self.inner.settings.register_tries)
+            .await?;
+        serde_json::from_slice(&answer).context("register answered without encoded_jit_config and runner_name")
+    }
+
+    /// POSTs a callback, retrying (like the script) when pacer does not
+    /// answer or answers 429/5xx; any other refusal is final.
+    async fn post_with_retries(
+        &mut self,
+        base: &str,
+        path: &str,
+        token: &Secret,
+        body: &Value,
+        tries: u32,
+    ) -> anyhow::Result<Vec<u8>> {
+        let mut attempt = 1;
+        loop {
+            let sent = self.inner.http.post(format!("{base}{path}")).bearer_auth(token.expose()).json(body).send().await;
+            let status = match sent {
+                Ok(resp) if resp.status().is_success() => return Ok(resp.bytes().await?.to_vec()),
+                Ok(resp) => {
+                    let status = resp.status();
+                    if !(status.is_server_error() || status.as_u16() == 429) {
+                        bail!("{path}: pacer refused with HTTP {status}");
+                    }
+                    status.to_string()
+                }
+                Err(e) => format!("no answer ({e})"),
+            };
+            self.note(format!("{path}: attempt {attempt} of {tries} got {status}"));
+            if attempt >= tries {
+                bail!("{path}: gave up after {attempt} attempts ({status})");
+            }
+            attempt += 1;
+            tokio::time::sleep(self.inner.settings.retry_delay).await;
+        }
+    }
+
+    async fn report_error(&mut self, base: &str, token: &Secret) {
+        let mut tail = self.log.join("\n");
+        if tail.len() > 4096 {
+            let cut = tail.len() - 4096;
+            let cut = (cut..tail.len()).find(|i| tail.is_char_boundary(*i)).unwrap_or(tail.len());
+            tail = tail.split_off(cut);
+        }
+        if let Err(e) = self.post_with_retries(base, "/api/runner/error", token, &json!({"log_tail": tail}), 2).await {
+            tracing::warn!(error = format!("{e:#}"), "simulated runner could not report its failure");
+        }
+    }
+
+    /// A `workflow_job` delivery as GitHub would send it, signed.
+    async fn send_job_webhook(&mut self, base: &str, secret: &Secret, job: &JobRef, runner: &RunnerIdentity, action: &str) {
+        let body = workflow_job_payload(job, runner, action, chrono::Utc::now());
+        let body = serde_json::to_vec(&body).expect("a JSON value serializes");
+        let delivery = format!("sim-{:032x}", rand::random::<u128>());
+        let sent = self
+            .inner
+            .http
+            .post(format!("{base}/api/webhook"))
+            .header("content-type", "application/json")
+            .header("user-agent", "GitHub-Hookshot/pacer-simulated")
+            .header(webhook::EVENT_HEADER, "workflow_job")
+            .header(webhook::DELIVERY_HEADER, delivery)
+            .header(webhook::SIGNATURE_HEADER, webhook::sign(secret.expose().as_bytes(), &body))
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(resp) if resp.status().is_success() => self.note(format!("GitHub: job {} {action}", job.github_job_id)),
+            Ok(resp) => tracing::warn!(status = %resp.status(), action, "pacer refused a simulated webhook"),
+            Err(e) => tracing::warn!(error = %e, action, "could not deliver a simulated webhook"),
+        }
+    }
+}
+
+/// The runner as GitHub knows it.
+#[derive(Debug, Clone)]
+pub struct RunnerIdentity {
+    pub id: i64,
+    pub name: String,
+}
+
+/// The body of a `workflow_job` webhook for `action` (`in_progress` or
+/// `completed`, which concludes `success`), shaped like GitHub's.
+pub fn workflow_job_payload(job: &JobRef, runner: &RunnerIdentity, action: &str, now: chrono::DateTime<chrono::Utc>) -> Value {
+    let (owner, name) = job.repo.split_once('/').unwrap_or((job.repo.as_str(), job.repo.as_str()));
+    let repo = &job.repo;
+    let completed = action == "completed";
+    let stamp = Value::from(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let conclusion = if completed { Value::from("success") } else { Value::Null };
+    let completed_at = if completed { stamp.clone() } else { Value::Null };
+    let mut payload = json!({
+        "action": action,
+        "workflow_job": {
+            "id": job.github_job_id,
+            "run_id": job.run_id,
+            "run_attempt": 1,
+            "run_url": format!("https://api.github.com/repos/{repo}/actions/runs/{}", job.run_id),
+            "html_url": format!("https://github.com/{repo}/actions/runs/{}/job/{}", job.run_id, job.github_job_id),
+            "status": action,
+            "conclusion": conclusion,
+            "name": "simulated job",
+            "workflow_name": "pacer simulation",
+            "head_branch": "main",
+            "started_at": stamp,
+            "completed_at": completed_at,
+            "labels": job.labels,
+            "runner_id": runner.id,
+            "runner_name": runner.name,
+            "runner_group_id": 1,
+            "runner_group_name": "Default",
+            "steps": [],
+        },
+        "repository": {
+            "full_name": repo,
+            "name": name,
+            "owner": {"login": owner},
+            "private": true,
+        },
+        "sender": {"login": "pacer-simulator"},
+    });
+    if let Some(id) = job.installation_id {
+        payload["installation"] = json!({"id": id});
+    }
+    payload
+}
+
+#[cfg(test)]
+mod tests;

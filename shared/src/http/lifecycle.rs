@@ -1,0 +1,180 @@
+//! The routes of the runner lifecycle: the GitHub webhook, the runner
+//! callbacks, and the console's jobs and runners.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::extract::{JsonObject, Query};
+use super::AppState;
+use crate::auth::callback_token::bearer;
+use crate::domain::{JobState, RunnerState, Time};
+use crate::server::ClientIp;
+use crate::service::runners::{self, CallbackError, RegisterBody};
+use crate::service::webhook::{self, Outcome, WebhookError};
+use crate::service::{jobs, Caller};
+use crate::store::{JobFilter, PageRequest, RunnerFilter};
+
+/// GitHub caps deliveries at 25 MB.
+pub const WEBHOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
+
+/// `POST /api/webhook`: GitHub HMAC, not sessions.
+pub fn webhook_routes() -> Router<AppState> {
+    Router::new().route("/api/webhook", post(receive_webhook))
+}
+
+/// `/api/runner/*`: callback tokens, not sessions.
+pub fn runner_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/runner/register", post(register))
+        .route("/api/runner/complete", post(complete))
+        .route("/api/runner/error", post(bootstrap_error))
+}
+
+/// Jobs and runners for the console.
+pub fn console_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/jobs", get(list_jobs))
+        .route("/api/jobs/{id}", get(get_job))
+        .route("/api/runners", get(list_runners))
+        .route("/api/runners/{id}", get(get_runner))
+        .route("/api/runners/{id}/terminate", post(terminate_runner))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn receive_webhook(State(s): State<AppState>, ClientIp(ip): ClientIp, headers: HeaderMap, body: Bytes) -> Response {
+    let event = header(&headers, "x-github-event").unwrap_or("");
+    let delivery = header(&headers, "x-github-delivery").unwrap_or("-");
+    let signature = header(&headers, "x-hub-signature-256");
+    let client_ip = (!ip.is_unspecified()).then_some(ip);
+    match webhook::accept(&s.ports, client_ip, event, signature, &body).await {
+        Ok(Outcome::Pong) => (StatusCode::OK, Json(json!({"ok": true, "event": "ping"}))).into_response(),
+        Ok(Outcome::Ignored(why)) => (StatusCode::OK, Json(json!({"ok": true, "ignored": why}))).into_response(),
+        Ok(Outcome::Recorded) => (StatusCode::OK, Json(json!({"ok": true}))).into_response(),
+        Ok(Outcome::Accepted { job_id }) => (StatusCode::ACCEPTED, Json(json!({"ok": true, "job_id": job_id}))).into_response(),
+        Err(WebhookError::Signature(e)) => {
+            tracing::warn!(delivery, event, error = %e, "webhook refused");
+            ApiError::Unauthorized(e.to_string()).into_response()
+        }
+        Err(WebhookError::Malformed { event, message }) => {
+            ApiError::BadRequest(format!("the {event} payload cannot be read: {message}")).into_response()
+        }
+        Err(WebhookError::Service(e)) => ApiError::from(e).into_response(),
+    }
+}
+
+fn callback_error(e: CallbackError) -> ApiError {
+    match e {
+        CallbackError::Unauthorized(reason) => {
+            tracing::warn!(reason, "runner callback refused");
+            ApiError::Unauthorized("the callback token is not valid for this call".into())
+        }
+        CallbackError::Service(e) => e.into(),
+    }
+}
+
+fn token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    bearer(headers).ok_or_else(|| ApiError::Unauthorized("send the runner's callback token as Authorization: Bearer".into()))
+}
+
+async fn register(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let token = token(&headers)?;
+    let body: RegisterBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RegisterBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the register body is not valid: {e}")))?
+    };
+    Ok(Json(runners::register(&s.ports, token, body).await.map_err(callback_error)?))
+}
+
+async fn complete(State(s): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    runners::complete(&s.ports, token(&headers)?).await.map_err(callback_error)?;
+    Ok(Json(json!({"ok": true})))
+}
+
+async fn bootstrap_error(State(s): State<AppState>, headers: HeaderMap, JsonObject(body): JsonObject) -> Result<impl IntoResponse, ApiError> {
+    let token = token(&headers)?;
+    let tail = match body.get("log_tail") {
+        Some(serde_json::Value::String(t)) => t.as_str(),
+        None | Some(serde_json::Value::Null) => "",
+        Some(_) => return Err(ApiError::Invalid(crate::domain::Invalid::new("log_tail", "must be a string"))),
+    };
+    runners::error(&s.ports, token, tail).await.map_err(callback_error)?;
+    Ok(Json(json!({"ok": true})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobParams {
+    limit: Option<u32>,
+    cursor: Option<String>,
+    status: Option<String>,
+    project_id: Option<String>,
+    pool_id: Option<String>,
+    repo: Option<String>,
+    github_job_id: Option<i64>,
+    from: Option<Time>,
+    to: Option<Time>,
+}
+
+async fn list_jobs(State(s): State<AppState>, Query(p): Query<JobParams>) -> Result<impl IntoResponse, ApiError> {
+    let state = match p.status.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(JobState::parse(raw).ok_or_else(|| {
+            let known: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::BadRequest(format!("query parameter status: {raw:?} is not one of {}", known.join(", ")))
+        })?),
+    };
+    let filter = JobFilter {
+        state,
+        project_id: p.project_id,
+        pool_id: p.pool_id,
+        repo: p.repo.map(|r| r.to_lowercase()),
+        github_job_id: p.github_job_id,
+        from: p.from,
+        to: p.to,
+    };
+    let page = PageRequest { limit: p.limit.unwrap_or(0), cursor: p.cursor };
+    Ok(Json(jobs::list(&s.ports, &filter, &page).await?))
+}
+
+async fn get_job(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(jobs::get(&s.ports, &id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunnerParams {
+    limit: Option<u32>,
+    cursor: Option<String>,
+    pool_id: Option<String>,
+    /// Comma-separated states.
+    state: Option<String>,
+}
+
+async fn list_runners(State(s): State<AppState>, Query(p): Query<RunnerParams>) -> Result<impl IntoResponse, ApiError> {
+    let mut states = Vec::new();
+    for raw in p.state.as_deref().unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        states.push(RunnerState::parse(raw).ok_or_else(|| ApiError::BadRequest(format!("query parameter state: {raw:?} is not a runner state")))?);
+    }
+    let filter = RunnerFilter { pool_id: p.pool_id, states };
+    let page = PageRequest { limit: p.limit.unwrap_or(0), cursor: p.cursor };
+    Ok(Json(runners::list(&s.ports, &filter, &page).await?))
+}
+
+async fn get_runner(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(runners::get(&s.ports, &id).await?))
+}
+
+async fn terminate_runner(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(runners::terminate(&s.ports, &caller, &id).await?))
+}

@@ -1,0 +1,34 @@
+//! The queue port: "look at job X now". A hint, never the truth (DESIGN
+//! §2.1): losing a message delays a job until the reaper re-drives it.
+//! Adapters: [`memory::MemoryQueue`] (one process) and [`sqs::SqsQueue`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub mod memory;
+pub mod sqs;
+
+/// One received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub job_id: String,
+    /// The adapter's handle for acknowledging this receipt.
+    pub receipt: String,
+    /// How many times the message has been received, this time included.
+    pub receive_count: u32,
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    fn engine(&self) -> &'static str;
+    /// Asks for `job_id` to be looked at (after `delay`, if any).
+    async fn send(&self, job_id: &str, delay: Option<Duration>) -> anyhow::Result<()>;
+    /// Up to `max` messages, waiting up to `wait` for the first. A received
+    /// message is hidden until acknowledged or its visibility lapses.
+    async fn receive(&self, max: usize, wait: Duration) -> anyhow::Result<Vec<Delivery>>;
+    /// Removes a handled message.
+    async fn ack(&self, delivery: &Delivery) -> anyhow::Result<()>;
+    /// Makes an unhandled message visible again after `after`.
+    async fn retry_later(&self, delivery: &Delivery, after: Duration) -> anyhow::Result<()>;
+}

@@ -1,0 +1,93 @@
+//! The SQS adapter: the jobs queue of the serverless deployment (and of
+//! `pacer serve` with `queue.engine: sqs`). In Lambda the orchestrator is
+//! handed its batch by the runtime and only `send` is used here.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+
+use super::{Delivery, Queue};
+
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: aws_sdk_sqs::Client, url: String) -> Self {
+        Self { client, url }
+    }
+}
+
+fn whole_seconds(d: Duration, max: u64) -> i32 {
+    d.as_secs().min(max) as i32
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    fn engine(&self) -> &'static str {
+        "sqs"
+    }
+
+    async fn send(&self, job_id: &str, delay: Option<Duration>) -> anyhow::Result<()> {
+        let mut req = self.client.send_message().queue_url(&self.url).message_body(job_id);
+        if let Some(d) = delay {
+            // SQS delays at most 15 minutes.
+            req = req.delay_seconds(whole_seconds(d, 900));
+        }
+        req.send().await.with_context(|| format!("SQS SendMessage to {}", self.url))?;
+        Ok(())
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> anyhow::Result<Vec<Delivery>> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, 10) as i32)
+            .wait_time_seconds(whole_seconds(wait, 20))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .with_context(|| format!("SQS ReceiveMessage from {}", self.url))?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                let receive_count = m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1);
+                Some(Delivery { job_id: m.body?, receipt: m.receipt_handle?, receive_count })
+            })
+            .collect())
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> anyhow::Result<()> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(&delivery.receipt)
+            .send()
+            .await
+            .with_context(|| format!("SQS DeleteMessage on {}", self.url))?;
+        Ok(())
+    }
+
+    async fn retry_later(&self, delivery: &Delivery, after: Duration) -> anyhow::Result<()> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(&delivery.receipt)
+            .visibility_timeout(whole_seconds(after, 43_200))
+            .send()
+            .await
+            .with_context(|| format!("SQS ChangeMessageVisibility on {}", self.url))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,305 @@
+//! The orchestrator: turns a queued job into a launched runner (DESIGN §2).
+//!
+//! For each "look at job X" message: claim the job conditionally
+//! (`queued → claimed`), reserve pool capacity conditionally (never above
+//! `max_runners`), record the runner with its one-time callback token,
+//! launch, mark the job `starting`. Any failure gives the reservation back.
+//! A job waiting for capacity is handed back to `queued` and its message is
+//! acknowledged: the store is the truth, and [`release_capacity`] re-enqueues
+//! a waiting job the moment a slot frees, so waiting never drains a message
+//! into a dead-letter queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use super::audit::record;
+use super::jobs::{advance, Advanced};
+use super::{Caller, Ports, ServiceError, ServiceResult};
+use crate::auth::callback_token::{self, Claims};
+use crate::config::Secret;
+use crate::domain::job::JobChanges;
+use crate::domain::{new_id, Actor, IdKind, Job, JobState, Pool, Runner, RunnerState, TransitionCause};
+use crate::fleet::{user_data, FleetError, JobRef, LaunchRequest};
+use crate::queue::{Delivery, Queue};
+use crate::store::{JobFilter, PageRequest, StoreError};
+
+/// What handling one message did; the host acknowledges all but `Retry`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dispatched {
+    Launched { runner_id: String },
+    /// The job needs no runner (gone, not queued, claimed elsewhere, failed for good).
+    NotNeeded(&'static str),
+    /// The pool is full; the job is queued again and will be re-enqueued
+    /// when capacity frees.
+    WaitingForCapacity,
+    /// A launch failed in a way that may pass; the job is queued again and
+    /// the message should come back later.
+    Retry(String),
+}
+
+fn orchestrator() -> Caller {
+    Caller { actor: Actor::system("orchestrator"), client_ip: None }
+}
+
+/// The name a runner registers under: the deployment's prefix (so another
+/// deployment never touches it) and the runner's own id (so it is unique).
+pub fn runner_name(deployment: &str, runner_id: &str) -> String {
+    let unique = runner_id.split_once('_').map_or(runner_id, |(_, u)| u);
+    format!("{deployment}-{unique}")
+}
+
+/// Handles one "look at job X" message.
+#[tracing::instrument(skip(ports), fields(job_id = %job_id))]
+pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> {
+    let Some(job) = ports.store.get_job(job_id).await? else { return Ok(Dispatched::NotNeeded("no such job")) };
+    if job.state != JobState::Queued {
+        return Ok(Dispatched::NotNeeded("not queued"));
+    }
+    let Some(pool_id) = job.pool_id.clone() else { return Ok(Dispatched::NotNeeded("no pool")) };
+    let Some(pool) = ports.store.get_pool(&pool_id).await? else {
+        fail_job(ports, &job, "its pool was deleted before a runner was launched").await?;
+        return Ok(Dispatched::NotNeeded("pool deleted"));
+    };
+    let job = match advance(ports, job_id, JobState::Claimed, TransitionCause::Orchestrator, &JobChanges::default()).await? {
+        Advanced::Moved(job) => *job,
+        _ => return Ok(Dispatched::NotNeeded("claimed elsewhere")),
+    };
+    if !ports.store.reserve_capacity(&pool.id).await? {
+        let note = JobChanges { note: Some(format!("pool {} is at max_runners", pool.spec.name)), ..Default::default() };
+        advance(ports, job_id, JobState::Queued, TransitionCause::Orchestrator, &note).await?;
+        // A slot may have freed between the reservation and the hand-back,
+        // and its releaser found nothing queued: look once more.
+        if pool_has_room(ports, &pool.id).await? {
+            ports.queue.send(job_id, None).await.map_err(ServiceError::Internal)?;
+        }
+        return Ok(Dispatched::WaitingForCapacity);
+    }
+    match launch(ports, &job, &pool).await {
+        Ok(runner_id) => Ok(Dispatched::Launched { runner_id }),
+        Err(failure) => {
+            release_capacity(ports, &pool.id).await?;
+            handle_launch_failure(ports, &job, &pool, failure).await
+        }
+    }
+}
+
+async fn pool_has_room(ports: &Ports, pool_id: &str) -> ServiceResult<bool> {
+    Ok(ports.store.get_pool(pool_id).await?.is_some_and(|p| p.active_runners < p.spec.max_runners))
+}
+
+/// Why a launch did not happen.
+enum LaunchFailure {
+    Fleet(FleetError),
+    Store(ServiceError),
+}
+
+impl From<ServiceError> for LaunchFailure {
+    fn from(e: ServiceError) -> Self {
+        LaunchFailure::Store(e)
+    }
+}
+
+impl From<StoreError> for LaunchFailure {
+    fn from(e: StoreError) -> Self {
+        LaunchFailure::Store(e.into())
+    }
+}
+
+/// Records the runner, launches its instance and moves the job to
+/// `starting`. Capacity is already reserved.
+async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchFailure> {
+    let now = ports.clock.now();
+    let runner_id = new_id(IdKind::Runner, now);
+    let token_id = hex::encode(rand::random::<[u8; 12]>());
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2);
+    let claims = Claims {
+        runner_id: runner_id.clone(),
+        token_id: token_id.clone(),
+        issued_at: now.timestamp(),
+        register_by: now.timestamp() + secs(pool.spec.boot_timeout),
+        expires_at: now.timestamp() + secs(pool.spec.max_lifetime),
+    };
+    let token = Secret::new(callback_token::mint(ports.settings.callback_secret.expose().as_bytes(), &claims));
+    let mut runner = Runner {
+        id: runner_id.clone(),
+        pool_id: pool.id.clone(),
+        project_id: pool.spec.project_id.clone(),
+        job_id: Some(job.id.clone()),
+        name: runner_name(&ports.settings.deployment, &runner_id),
+        state: RunnerState::Pending,
+        instance_id: None,
+        instance_type: None,
+        availability_zone: None,
+        market: None,
+        price_per_hour_usd: None,
+        github_runner_id: None,
+        callback_token_id: Some(token_id),
+        error_tail: None,
+        created_at: now,
+        updated_at: now,
+    };
+    ports.store.insert_runner(&runner).await?;
+    let request = LaunchRequest {
+        pool: pool.clone(),
+        runner_id: runner_id.clone(),
+        runner_name: runner.name.clone(),
+        job: Some(JobRef {
+            id: job.id.clone(),
+            github_job_id: job.github_job_id,
+            run_id: job.run_id,
+            repo: job.repo.clone(),
+            labels: job.labels.clone(),
+            installation_id: job.installation_id,
+        }),
+        user_data: user_data::render(&ports.settings.callback_url, &token),
+        attempt: job.attempts + 1,
+    };
+    let launched = match ports.fleet.launch(&request).await {
+        Ok(l) => l,
+        Err(e) => {
+            runner.state = RunnerState::Failed;
+            runner.error_tail = Some(format!("launch failed: {e}"));
+            runner.updated_at = ports.clock.now();
+            if let Err(store_err) = ports.store.transition_runner(RunnerState::Pending, &runner).await {
+                tracing::warn!(runner_id, error = %store_err, "could not mark the runner failed");
+            }
+            return Err(LaunchFailure::Fleet(e));
+        }
+    };
+    // The instance may already have called back; write the launch facts on
+    // whatever state the runner reached.
+    for _ in 0..8 {
+        let Some(mut current) = ports.store.get_runner(&runner_id).await? else { break };
+        let from = current.state;
+        current.instance_id = Some(launched.instance_id.clone());
+        current.instance_type = Some(launched.instance_type.clone());
+        current.availability_zone.clone_from(&launched.availability_zone);
+        current.market = Some(launched.market.clone());
+        current.updated_at = ports.clock.now();
+        match ports.store.transition_runner(from, &current).await {
+            Ok(()) => break,
+            Err(StoreError::Stale) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let changes = JobChanges { runner_id: Some(runner_id.clone()), count_attempt: true, ..Default::default() };
+    advance(ports, &job.id, JobState::Starting, TransitionCause::Orchestrator, &changes).await?;
+    tracing::info!(job_id = %job.id, runner_id, instance_id = %launched.instance_id, instance_type = %launched.instance_type, "runner launched");
+    Ok(runner_id)
+}
+
+async fn handle_launch_failure(ports: &Ports, job: &Job, pool: &Pool, failure: LaunchFailure) -> ServiceResult<Dispatched> {
+    let (reason, permanent) = match failure {
+        LaunchFailure::Store(e) => {
+            // Give the job back so nothing is stuck in `claimed`, then fail the message.
+            advance(ports, &job.id, JobState::Queued, TransitionCause::Orchestrator, &JobChanges::default()).await?;
+            return Err(e);
+        }
+        LaunchFailure::Fleet(e) => {
+            let permanent = matches!(e, FleetError::InvalidPool(_) | FleetError::Permanent(_));
+            (e.to_string(), permanent)
+        }
+    };
+    let attempts = job.attempts + 1;
+    let give_up = permanent || attempts >= ports.settings.max_attempts;
+    let caller = orchestrator();
+    record(ports, &caller, "job.launch_failed", Some(&job.id), json!({
+        "pool": pool.spec.name, "attempt": attempts, "reason": reason, "final": give_up,
+    }))
+    .await?;
+    if give_up {
+        let why = if permanent {
+            format!("launch failed: {reason}")
+        } else {
+            format!("launch failed {attempts} times; last: {reason}")
+        };
+        fail_job(ports, job, &why).await?;
+        return Ok(Dispatched::NotNeeded("failed"));
+    }
+    let changes = JobChanges { count_attempt: true, note: Some(reason.clone()), ..Default::default() };
+    advance(ports, &job.id, JobState::Queued, TransitionCause::Orchestrator, &changes).await?;
+    Ok(Dispatched::Retry(reason))
+}
+
+async fn fail_job(ports: &Ports, job: &Job, reason: &str) -> ServiceResult<()> {
+    let changes = JobChanges { failure_reason: Some(reason.to_string()), ..Default::default() };
+    if let Advanced::Moved(_) = advance(ports, &job.id, JobState::Failed, TransitionCause::Orchestrator, &changes).await? {
+        record(ports, &orchestrator(), "job.failed", Some(&job.id), json!({"reason": reason})).await?;
+    }
+    Ok(())
+}
+
+/// Gives one unit of a pool's capacity back and, if it did, wakes the
+/// oldest job waiting for it.
+pub async fn release_capacity(ports: &Ports, pool_id: &str) -> ServiceResult<bool> {
+    if !ports.store.release_capacity(pool_id).await? {
+        return Ok(false);
+    }
+    let filter = JobFilter { state: Some(JobState::Queued), pool_id: Some(pool_id.to_string()), ..Default::default() };
+    let waiting = ports.store.list_jobs(&filter, &PageRequest::first(100)).await?;
+    // Newest first: the last of the page is the oldest seen.
+    if let Some(job) = waiting.items.last() {
+        ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
+    }
+    Ok(true)
+}
+
+/// How long a message waits before it comes back after a failed launch:
+/// exponential in the receive count, capped.
+pub fn retry_delay(receive_count: u32) -> Duration {
+    Duration::from_secs(5u64.saturating_mul(1 << receive_count.min(6)).min(300))
+}
+
+/// Handles one delivery and settles it with the queue.
+pub async fn settle(ports: &Ports, queue: &dyn Queue, delivery: &Delivery) {
+    let result = dispatch(ports, &delivery.job_id).await;
+    let settled = match &result {
+        Ok(Dispatched::Retry(reason)) => {
+            tracing::info!(job_id = %delivery.job_id, reason, "launch will be retried");
+            queue.retry_later(delivery, retry_delay(delivery.receive_count)).await
+        }
+        Ok(_) => queue.ack(delivery).await,
+        Err(e) => {
+            tracing::error!(job_id = %delivery.job_id, error = %e, "dispatch failed; the message will come back");
+            queue.retry_later(delivery, retry_delay(delivery.receive_count)).await
+        }
+    };
+    if let Err(e) = settled {
+        tracing::warn!(job_id = %delivery.job_id, error = %e, "could not settle the queue message");
+    }
+}
+
+/// The local orchestrator: receives from the queue and dispatches up to
+/// `concurrency` messages at once until `shutdown` resolves.
+pub async fn run_worker(ports: Ports, concurrency: usize, shutdown: impl std::future::Future<Output = ()>) {
+    let queue: Arc<dyn Queue> = ports.queue.clone();
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let room = concurrency.saturating_sub(tasks.len()).max(1);
+        tokio::select! {
+            () = &mut shutdown => break,
+            received = queue.receive(room.min(10), Duration::from_secs(20)) => match received {
+                Ok(batch) => {
+                    for delivery in batch {
+                        let (ports, queue) = (ports.clone(), queue.clone());
+                        tasks.spawn(async move { settle(&ports, queue.as_ref(), &delivery).await });
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "receiving from the jobs queue failed");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            },
+        }
+        while tasks.len() >= concurrency {
+            tasks.join_next().await;
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    // Let in-flight dispatches finish: each holds a reservation to settle.
+    while tasks.join_next().await.is_some() {}
+}

@@ -1,0 +1,69 @@
+//! Moving jobs through their state machine, and reading them.
+//!
+//! Every state change goes through [`advance`]: it asks the domain whether
+//! the move is allowed for its cause, then writes it conditionally on the
+//! state it read; a lost race re-reads and asks again. A move that is not
+//! allowed (late, repeated, backwards) is reported, never applied.
+
+use serde::Serialize;
+
+use super::{Ports, ServiceError, ServiceResult};
+use crate::domain::job::{transition_allowed, JobChanges};
+use crate::domain::{Job, JobState, Runner, TransitionCause};
+use crate::store::{JobFilter, Page, PageRequest, StoreError};
+
+/// What [`advance`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Advanced {
+    /// Moved; the job as written.
+    Moved(Box<Job>),
+    /// Not allowed from where the job is now (repeated, late, backwards).
+    Refused(Box<Job>),
+    NotFound,
+}
+
+/// Moves job `id` to `to` if `cause` may, applying `changes` with it.
+pub async fn advance(ports: &Ports, id: &str, to: JobState, cause: TransitionCause, changes: &JobChanges) -> ServiceResult<Advanced> {
+    // A handful of lost races in a row means heavy contention on one job;
+    // each retry re-reads, so the answer stays correct.
+    for _ in 0..8 {
+        let Some(job) = ports.store.get_job(id).await? else { return Ok(Advanced::NotFound) };
+        if !transition_allowed(job.state, to, cause) {
+            return Ok(Advanced::Refused(Box::new(job)));
+        }
+        let from = job.state;
+        let mut moved = job;
+        moved.apply(to, cause, changes, ports.clock.now());
+        match ports.store.transition_job(from, &moved).await {
+            Ok(()) => {
+                tracing::debug!(job_id = id, from = %from, to = %to, ?cause, "job moved");
+                return Ok(Advanced::Moved(Box::new(moved)));
+            }
+            Err(StoreError::Stale) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ServiceError::Conflict(format!("job {id} kept changing; try again")))
+}
+
+/// A job with what the console shows beside it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    #[serde(flatten)]
+    pub job: Job,
+    /// The runner that took it (or was launched for it), if any.
+    pub runner: Option<Runner>,
+}
+
+pub async fn list(ports: &Ports, filter: &JobFilter, page: &PageRequest) -> ServiceResult<Page<Job>> {
+    Ok(ports.store.list_jobs(filter, page).await?)
+}
+
+pub async fn get(ports: &Ports, id: &str) -> ServiceResult<JobView> {
+    let job = ports.store.get_job(id).await?.ok_or(ServiceError::NotFound("job"))?;
+    let runner = match &job.runner_id {
+        Some(rid) => ports.store.get_runner(rid).await?,
+        None => None,
+    };
+    Ok(JobView { job, runner })
+}

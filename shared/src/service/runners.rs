@@ -1,0 +1,298 @@
+//! The runner's side of the lifecycle (DESIGN §2.5) — register, complete,
+//! error — and the console's view of runners.
+//!
+//! A runner holds one callback token. `/register` trades it, once and before
+//! the pool's boot deadline, for a JIT config minted on the spot (never
+//! stored, never in user data). The same token then authenticates only
+//! `/complete` and `/error`, until the pool's max lifetime. Capacity is
+//! released exactly once: by whoever moves the runner out of a live state.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::audit::record;
+use super::dispatch::release_capacity;
+use super::jobs::advance;
+use super::{Caller, Ports, ServiceError, ServiceResult};
+use crate::auth::callback_token::{self, Claims, TokenError};
+use crate::domain::job::JobChanges;
+use crate::domain::labels::offered_labels;
+use crate::domain::{Actor, JobState, RepoName, Runner, RunnerState, Scope, TransitionCause};
+use crate::github::{JitRequest, RunnerTarget};
+use crate::store::{Page, PageRequest, RunnerFilter, StoreError};
+
+/// How much of a bootstrap log pacer keeps.
+pub const LOG_TAIL_BYTES: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    /// Any reason to refuse a token; the reason is logged, the caller sees 401.
+    #[error("the callback token is not valid: {0}")]
+    Unauthorized(String),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl From<StoreError> for CallbackError {
+    fn from(e: StoreError) -> Self {
+        CallbackError::Service(e.into())
+    }
+}
+
+impl From<TokenError> for CallbackError {
+    fn from(e: TokenError) -> Self {
+        CallbackError::Unauthorized(e.to_string())
+    }
+}
+
+/// What the runner sends to `/register`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    pub os: Option<String>,
+    pub arch: Option<String>,
+}
+
+/// What `/register` answers (DESIGN §5.1).
+#[derive(Clone, Serialize)]
+pub struct Registration {
+    pub encoded_jit_config: String,
+    pub runner_name: String,
+    pub runner_version: String,
+    pub download_url: String,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").field("runner_name", &self.runner_name).finish_non_exhaustive()
+    }
+}
+
+fn runner_caller(runner: &Runner) -> Caller {
+    Caller { actor: Actor::system(&format!("runner:{}", runner.name)), client_ip: None }
+}
+
+/// Checks a token and finds the runner it names.
+async fn authenticate(ports: &Ports, token: &str) -> Result<(Claims, Runner), CallbackError> {
+    let claims = callback_token::verify(ports.settings.callback_secret.expose().as_bytes(), token, ports.clock.now())?;
+    let runner = ports
+        .store
+        .get_runner(&claims.runner_id)
+        .await?
+        .ok_or_else(|| CallbackError::Unauthorized("it names no runner".into()))?;
+    if runner.callback_token_id.as_deref() != Some(claims.token_id.as_str()) {
+        return Err(CallbackError::Unauthorized("it was minted for an earlier launch".into()));
+    }
+    Ok((claims, runner))
+}
+
+/// Where the runner registers and with which installation.
+async fn github_target(ports: &Ports, runner: &Runner) -> ServiceResult<(i64, RunnerTarget, i64)> {
+    let project = ports.store.get_project(&runner.project_id).await?.ok_or(ServiceError::NotFound("project"))?;
+    let job = match &runner.job_id {
+        Some(id) => ports.store.get_job(id).await?,
+        None => None,
+    };
+    let repo = job
+        .as_ref()
+        .and_then(|j| RepoName::parse(&j.repo).ok())
+        .ok_or_else(|| ServiceError::Upstream("the runner has no job to tell which repository it serves".into()))?;
+    let target = match (project.spec.scope, &project.spec.org) {
+        (Scope::Org, Some(org)) => RunnerTarget::Org(org.clone()),
+        _ => RunnerTarget::Repo(repo.clone()),
+    };
+    let installation_id = match job.and_then(|j| j.installation_id) {
+        Some(id) => id,
+        None => ports.github.repo_installation(&repo).await.map_err(|e| ServiceError::Upstream(e.to_string()))?,
+    };
+    Ok((installation_id, target, project.spec.runner_group_id))
+}
+
+pub async fn register(ports: &Ports, token: &str, body: RegisterBody) -> Result<Registration, CallbackError> {
+    let (claims, runner) = authenticate(ports, token).await?;
+    claims.check_register(ports.clock.now())?;
+    if runner.state != RunnerState::Pending {
+        return Err(CallbackError::Unauthorized(format!("the runner is {} already: a token registers once", runner.state)));
+    }
+    let pool = ports.store.get_pool(&runner.pool_id).await?.ok_or(ServiceError::NotFound("pool"))?;
+    let project = ports.store.get_project(&runner.project_id).await?.ok_or(ServiceError::NotFound("project"))?;
+    let (installation_id, target, runner_group_id) = github_target(ports, &runner).await?;
+    let labels: Vec<String> =
+        offered_labels(&pool.spec.labels, &project.spec.label).into_iter().map(String::from).collect();
+    let request = JitRequest { name: runner.name.clone(), runner_group_id, labels, work_folder: None };
+    let jit = match ports.github.generate_jit_config(installation_id, &target, &request).await {
+        Ok(jit) => jit,
+        Err(e) => {
+            record(ports, &runner_caller(&runner), "runner.register_failed", Some(&runner.id), json!({"reason": e.to_string(), "target": target.to_string()})).await?;
+            return Err(ServiceError::Upstream(format!("GitHub did not issue a runner configuration: {e}")).into());
+        }
+    };
+    let mut registered = runner.clone();
+    registered.state = RunnerState::Registered;
+    registered.github_runner_id = Some(jit.runner_id);
+    registered.updated_at = ports.clock.now();
+    if let Err(e) = ports.store.transition_runner(RunnerState::Pending, &registered).await {
+        // Another register won the race (or the runner was reaped): the
+        // registration just minted belongs to nobody — remove it.
+        if let Err(del) = ports.github.delete_runner(installation_id, &target, jit.runner_id).await {
+            tracing::warn!(runner_id = %runner.id, error = %del, "could not delete an unused GitHub runner registration");
+        }
+        return Err(match e {
+            StoreError::Stale => CallbackError::Unauthorized("the runner registered already".into()),
+            other => other.into(),
+        });
+    }
+    let version = if ports.settings.runner_version == "latest" {
+        ports.github.latest_runner_release().await.map_err(|e| ServiceError::Upstream(e.to_string()))?
+    } else {
+        crate::github::RunnerRelease { version: ports.settings.runner_version.trim_start_matches('v').to_string() }
+    };
+    let os = body.os.filter(|o| o == "linux" || o == "osx" || o == "win").unwrap_or_else(|| "linux".into());
+    let arch = body.arch.filter(|a| a == "x64" || a == "arm64" || a == "arm").unwrap_or_else(|| "x64".into());
+    tracing::info!(runner_id = %runner.id, runner_name = %runner.name, github_runner_id = jit.runner_id, "runner registered");
+    Ok(Registration {
+        encoded_jit_config: jit.encoded_jit_config,
+        runner_name: jit.runner_name,
+        download_url: version.download_url(&os, &arch),
+        runner_version: version.version,
+    })
+}
+
+/// Moves a live runner to `to`; whoever succeeds releases its capacity.
+/// Returns the runner as written, or `None` if it was not live any more.
+async fn finish(ports: &Ports, runner_id: &str, to: RunnerState, edit: impl Fn(&mut Runner)) -> ServiceResult<Option<Runner>> {
+    for _ in 0..8 {
+        let Some(mut runner) = ports.store.get_runner(runner_id).await? else { return Ok(None) };
+        if !runner.state.is_live() {
+            return Ok(None);
+        }
+        let from = runner.state;
+        runner.state = to;
+        runner.updated_at = ports.clock.now();
+        edit(&mut runner);
+        match ports.store.transition_runner(from, &runner).await {
+            Ok(()) => {
+                release_capacity(ports, &runner.pool_id).await?;
+                return Ok(Some(runner));
+            }
+            Err(StoreError::Stale) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ServiceError::Conflict(format!("runner {runner_id} kept changing; try again")))
+}
+
+/// `/complete`: the runner's job is over. Idempotent.
+pub async fn complete(ports: &Ports, token: &str) -> Result<(), CallbackError> {
+    let (_, runner) = authenticate(ports, token).await?;
+    if let Some(done) = finish(ports, &runner.id, RunnerState::Done, |_| {}).await? {
+        tracing::info!(runner_id = %done.id, "runner completed");
+    }
+    Ok(())
+}
+
+/// Removes secrets a bootstrap log may hold: the runner's own token, JIT
+/// configs, bearer tokens; then keeps the last [`LOG_TAIL_BYTES`].
+pub fn redact_log(log: &str, token: &str) -> String {
+    let mut out = log.replace(token, "[redacted]");
+    let mut words: Vec<String> = Vec::new();
+    let mut redact_next = false;
+    for word in out.split(' ') {
+        let secretish = word.len() >= 64 && word.chars().all(|c| c.is_ascii_alphanumeric() || "+/=_-.".contains(c));
+        if redact_next || secretish {
+            words.push("[redacted]".into());
+        } else {
+            words.push(word.to_string());
+        }
+        redact_next = matches!(word, "--jitconfig" | "Bearer" | "--token") || word.ends_with("token:");
+    }
+    out = words.join(" ");
+    if out.len() > LOG_TAIL_BYTES {
+        let mut cut = out.len() - LOG_TAIL_BYTES;
+        while !out.is_char_boundary(cut) {
+            cut += 1;
+        }
+        out = out[cut..].to_string();
+    }
+    out
+}
+
+/// `/error`: bootstrap failed. Stores the redacted log tail, fails the
+/// runner, releases its capacity, removes its GitHub registration and gives
+/// its job another attempt (or fails it, past `reaper.max_attempts`).
+pub async fn error(ports: &Ports, token: &str, log_tail: &str) -> Result<(), CallbackError> {
+    let (_, runner) = authenticate(ports, token).await?;
+    let tail = redact_log(log_tail, token);
+    let Some(failed) = finish(ports, &runner.id, RunnerState::Failed, |r| r.error_tail = Some(tail.clone())).await? else {
+        return Ok(());
+    };
+    record(ports, &runner_caller(&failed), "runner.bootstrap_failed", Some(&failed.id), json!({"runner": failed.name})).await?;
+    if let Some(github_runner_id) = failed.github_runner_id {
+        match github_target(ports, &failed).await {
+            Ok((installation, target, _)) => {
+                if let Err(e) = ports.github.delete_runner(installation, &target, github_runner_id).await {
+                    tracing::warn!(runner_id = %failed.id, error = %e, "could not delete the failed runner's GitHub registration");
+                }
+            }
+            Err(e) => tracing::warn!(runner_id = %failed.id, error = %e, "no GitHub target for the failed runner"),
+        }
+    }
+    if let Some(job_id) = &failed.job_id {
+        retry_job_after_failed_runner(ports, job_id, &failed).await?;
+    }
+    Ok(())
+}
+
+async fn retry_job_after_failed_runner(ports: &Ports, job_id: &str, runner: &Runner) -> ServiceResult<()> {
+    let Some(job) = ports.store.get_job(job_id).await? else { return Ok(()) };
+    let launched_for_it = job.runner_id.as_deref() == Some(runner.id.as_str());
+    if !launched_for_it || !matches!(job.state, JobState::Claimed | JobState::Starting) {
+        return Ok(());
+    }
+    if job.attempts >= ports.settings.max_attempts {
+        let changes = JobChanges {
+            failure_reason: Some(format!("runner bootstrap failed {} times; see runner {}'s error tail", job.attempts, runner.name)),
+            ..Default::default()
+        };
+        advance(ports, job_id, JobState::Failed, TransitionCause::Orchestrator, &changes).await?;
+        return Ok(());
+    }
+    let changes = JobChanges { note: Some(format!("runner {} failed to bootstrap", runner.name)), ..Default::default() };
+    if let super::jobs::Advanced::Moved(_) = advance(ports, job_id, JobState::Queued, TransitionCause::Orchestrator, &changes).await? {
+        ports.queue.send(job_id, None).await.map_err(ServiceError::Internal)?;
+    }
+    Ok(())
+}
+
+pub async fn list(ports: &Ports, filter: &RunnerFilter, page: &PageRequest) -> ServiceResult<Page<Runner>> {
+    Ok(ports.store.list_runners(filter, page).await?)
+}
+
+pub async fn get(ports: &Ports, id: &str) -> ServiceResult<Runner> {
+    ports.store.get_runner(id).await?.ok_or(ServiceError::NotFound("runner"))
+}
+
+/// An operator's terminate: deregister from GitHub, terminate the
+/// instance, release capacity, audit.
+pub async fn terminate(ports: &Ports, caller: &Caller, id: &str) -> ServiceResult<Runner> {
+    let runner = get(ports, id).await?;
+    if !runner.state.is_live() {
+        return Err(ServiceError::Conflict(format!("runner {} is {} already", runner.name, runner.state)));
+    }
+    if let Some(github_runner_id) = runner.github_runner_id {
+        let (installation, target, _) = github_target(ports, &runner).await?;
+        ports
+            .github
+            .delete_runner(installation, &target, github_runner_id)
+            .await
+            .map_err(|e| ServiceError::Upstream(format!("GitHub did not remove the runner registration: {e}")))?;
+    }
+    if let Some(instance) = &runner.instance_id {
+        ports.fleet.terminate(instance).await.map_err(|e| ServiceError::Upstream(format!("terminating {instance}: {e}")))?;
+    }
+    let done = finish(ports, id, RunnerState::Reaped, |r| r.error_tail = r.error_tail.take().or(Some("terminated by an operator".into())))
+        .await?
+        .unwrap_or(runner);
+    record(ports, caller, "runner.terminated", Some(id), json!({"runner": done.name, "instance_id": done.instance_id})).await?;
+    Ok(done)
+}

@@ -1,0 +1,326 @@
+//! Accepting GitHub App webhooks (DESIGN §5, issue: the runner lifecycle).
+//!
+//! Only `workflow_job` matters. A queued job that asks for `self-hosted` on a
+//! repo some project serves becomes a job row (idempotent on GitHub's job
+//! id), is matched to a pool, and its id is enqueued. Later actions move it
+//! forward only; duplicates and late deliveries are answered 2xx and change
+//! nothing.
+
+use serde_json::json;
+
+use super::audit::record;
+use super::jobs::{advance, Advanced};
+use super::{Caller, Ports, ServiceError, ServiceResult};
+use crate::domain::job::JobChanges;
+use crate::domain::labels::{job_labels, offered_labels, wants_self_hosted, PoolCandidate};
+use crate::domain::{
+    match_pool, new_id, Actor, ActorKind, IdKind, Job, JobState, Pool, Project, RepoName, RunnerState, Scope,
+    Transition, TransitionCause,
+};
+use crate::github::webhook::{verify_signature, SignatureError, WorkflowJobAction, WorkflowJobEvent};
+use crate::store::{Inserted, PageRequest};
+
+/// How a delivery was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `ping`.
+    Pong,
+    /// Not pacer's business (another event, a GitHub-hosted job, an
+    /// unknown action, a job of another deployment): 200.
+    Ignored(&'static str),
+    /// Recorded without launching anything (a progress update, a repo no
+    /// project serves, a refused backward move): 200.
+    Recorded,
+    /// A queued job was taken in: 202.
+    Accepted { job_id: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error("the body is not a {event} payload pacer can read: {message}")]
+    Malformed { event: String, message: String },
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// Verifies and handles one delivery.
+pub async fn accept(
+    ports: &Ports,
+    caller_ip: Option<std::net::IpAddr>,
+    event: &str,
+    signature: Option<&str>,
+    body: &[u8],
+) -> Result<Outcome, WebhookError> {
+    let secrets: Vec<&[u8]> = ports.settings.webhook_secrets.iter().map(|s| s.expose().as_bytes()).collect();
+    verify_signature(&secrets, body, signature)?;
+    match event {
+        "ping" => Ok(Outcome::Pong),
+        "workflow_job" => {
+            let ev: WorkflowJobEvent = serde_json::from_slice(body)
+                .map_err(|e| WebhookError::Malformed { event: event.into(), message: e.to_string() })?;
+            let sender = ev.sender.as_ref().map_or("github", |s| s.login.as_str()).to_string();
+            let caller = Caller { actor: Actor { kind: ActorKind::GithubSender, id: sender }, client_ip: caller_ip };
+            Ok(workflow_job(ports, &caller, &ev).await?)
+        }
+        other => {
+            tracing::debug!(event = other, "webhook event dropped: pacer only needs workflow_job");
+            Ok(Outcome::Ignored("event"))
+        }
+    }
+}
+
+async fn workflow_job(ports: &Ports, caller: &Caller, ev: &WorkflowJobEvent) -> ServiceResult<Outcome> {
+    if !wants_self_hosted(&job_labels(&ev.workflow_job.labels)) {
+        return Ok(Outcome::Ignored("not self-hosted"));
+    }
+    match &ev.action {
+        WorkflowJobAction::Queued => queued(ports, caller, ev, JobState::Queued).await,
+        WorkflowJobAction::Waiting => queued(ports, caller, ev, JobState::Waiting).await,
+        WorkflowJobAction::InProgress => progressed(ports, ev, JobState::Running).await,
+        WorkflowJobAction::Completed => progressed(ports, ev, JobState::Completed).await,
+        WorkflowJobAction::Unknown(action) => {
+            tracing::debug!(action, "workflow_job action dropped");
+            Ok(Outcome::Ignored("action"))
+        }
+    }
+}
+
+/// The project serving `repo`: its binding's, else an org-scoped project of
+/// its owner.
+pub async fn serving_project(ports: &Ports, repo: &RepoName) -> ServiceResult<Option<Project>> {
+    if let Some(binding) = ports.store.binding_for_repo(&repo.key()).await? {
+        return Ok(ports.store.get_project(&binding.spec.project_id).await?);
+    }
+    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+    loop {
+        let listed = ports.store.list_projects(&page).await?;
+        let found = listed.items.into_iter().find(|p| {
+            p.spec.scope == Scope::Org && p.spec.org.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(repo.owner()))
+        });
+        if found.is_some() {
+            return Ok(found);
+        }
+        match listed.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => return Ok(None),
+        }
+    }
+}
+
+/// Every pool of a project.
+pub async fn project_pools(ports: &Ports, project_id: &str) -> ServiceResult<Vec<Pool>> {
+    let mut pools = Vec::new();
+    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+    loop {
+        let listed = ports.store.list_pools(Some(project_id), &page).await?;
+        pools.extend(listed.items);
+        match listed.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => return Ok(pools),
+        }
+    }
+}
+
+/// The pool a job's labels pick among a project's pools.
+pub fn pick_pool<'a>(project: &Project, pools: &'a [Pool], labels: &[String]) -> Option<&'a Pool> {
+    let candidates: Vec<PoolCandidate<'_>> = pools
+        .iter()
+        .map(|p| PoolCandidate {
+            id: &p.id,
+            name: &p.spec.name,
+            priority: p.spec.priority,
+            offered: offered_labels(&p.spec.labels, &project.spec.label),
+        })
+        .collect();
+    let chosen = match_pool(&job_labels(labels), &candidates)?;
+    pools.iter().find(|p| p.id == chosen.pool_id)
+}
+
+async fn queued(ports: &Ports, caller: &Caller, ev: &WorkflowJobEvent, arrived_as: JobState) -> ServiceResult<Outcome> {
+    let wj = &ev.workflow_job;
+    if let Some(existing) = ports.store.job_by_github_id(wj.id).await? {
+        return already_known(ports, existing, arrived_as).await;
+    }
+    let Ok(repo) = RepoName::parse(&ev.repository.full_name) else {
+        tracing::warn!(repo = %ev.repository.full_name, "workflow_job for a repository name pacer cannot read");
+        return Ok(Outcome::Ignored("repository"));
+    };
+    let Some(project) = serving_project(ports, &repo).await? else {
+        record(ports, caller, "job.repo_not_bound", Some(&repo.to_string()), json!({
+            "github_job_id": wj.id, "labels": wj.labels,
+            "hint": "bind the repository to a project, or create an org-scoped project for its owner",
+        }))
+        .await?;
+        return Ok(Outcome::Recorded);
+    };
+    let installation_id = match &ev.installation {
+        Some(i) => Some(i.id),
+        // 3 of GitHub's 8 example payloads carry no installation: ask.
+        None => match ports.github.repo_installation(&repo).await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                // Not fatal: registration looks it up again.
+                tracing::warn!(repo = %repo, error = %e, "could not look up the App installation; will retry at registration");
+                None
+            }
+        },
+    };
+    let pools = project_pools(ports, &project.id).await?;
+    let pool = pick_pool(&project, &pools, &wj.labels);
+    let state = match (arrived_as, pool) {
+        (JobState::Waiting, _) => JobState::Waiting,
+        (_, Some(_)) => JobState::Queued,
+        (_, None) => JobState::Unmatched,
+    };
+    let now = ports.clock.now();
+    let job = Job {
+        id: new_id(IdKind::Job, now),
+        github_job_id: wj.id,
+        run_id: wj.run_id,
+        run_attempt: wj.run_attempt.unwrap_or(1),
+        repo: repo.to_string(),
+        installation_id,
+        labels: wj.labels.clone(),
+        workflow_name: wj.workflow_name.clone(),
+        job_name: wj.name.clone(),
+        sender: ev.sender.as_ref().map(|s| s.login.clone()),
+        html_url: wj.html_url.clone(),
+        project_id: Some(project.id.clone()),
+        pool_id: pool.map(|p| p.id.clone()),
+        runner_id: None,
+        runner_name: None,
+        state,
+        conclusion: None,
+        attempts: 0,
+        failure_reason: None,
+        cost_usd: None,
+        transitions: vec![Transition { state, at: now, cause: TransitionCause::Webhook, note: None }],
+        created_at: now,
+        updated_at: now,
+    };
+    match ports.store.insert_job(&job).await? {
+        Inserted::Existing(existing) => already_known(ports, *existing, arrived_as).await,
+        Inserted::Created => {
+            match state {
+                JobState::Unmatched => {
+                    record(ports, caller, "job.no_pool_match", Some(&job.id), json!({
+                        "github_job_id": wj.id, "repo": job.repo, "labels": wj.labels, "project": project.spec.name,
+                    }))
+                    .await?;
+                }
+                JobState::Queued => {
+                    ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
+                }
+                _ => {}
+            }
+            tracing::info!(job_id = %job.id, github_job_id = wj.id, repo = %job.repo, state = %state, "job accepted");
+            Ok(Outcome::Accepted { job_id: job.id })
+        }
+    }
+}
+
+/// A queued/waiting delivery for a job pacer has: a redelivery changes
+/// nothing, but a job GitHub releases from `waiting` moves to `queued`.
+async fn already_known(ports: &Ports, job: Job, arrived_as: JobState) -> ServiceResult<Outcome> {
+    if arrived_as == JobState::Queued && job.state == JobState::Waiting {
+        let to = if job.pool_id.is_some() { JobState::Queued } else { JobState::Unmatched };
+        if let Advanced::Moved(moved) = advance(ports, &job.id, to, TransitionCause::Webhook, &JobChanges::default()).await? {
+            if moved.state == JobState::Queued {
+                ports.queue.send(&moved.id, None).await.map_err(ServiceError::Internal)?;
+            }
+        }
+    }
+    Ok(Outcome::Accepted { job_id: job.id })
+}
+
+/// `in_progress` and `completed`: forward-only updates, linking the runner
+/// that really took the job.
+async fn progressed(ports: &Ports, ev: &WorkflowJobEvent, to: JobState) -> ServiceResult<Outcome> {
+    let wj = &ev.workflow_job;
+    let ours = wj.runner_name.as_deref().is_some_and(|n| n.starts_with(&format!("{}-", ports.settings.deployment)));
+    let Some(job) = ports.store.job_by_github_id(wj.id).await? else {
+        if !ours {
+            return Ok(Outcome::Ignored("unknown job"));
+        }
+        return record_unseen(ports, ev, to).await;
+    };
+    let runner = match wj.runner_name.as_deref().filter(|_| ours) {
+        Some(name) => ports.store.runner_by_name(name).await?,
+        None => None,
+    };
+    let changes = JobChanges {
+        runner_id: runner.as_ref().map(|r| r.id.clone()),
+        runner_name: wj.runner_name.clone(),
+        conclusion: wj.conclusion.clone().filter(|_| to == JobState::Completed),
+        ..Default::default()
+    };
+    if let Advanced::Refused(current) = advance(ports, &job.id, to, TransitionCause::Webhook, &changes).await? {
+        tracing::debug!(job_id = %job.id, at = %current.state, wanted = %to, "late or repeated workflow_job delivery; nothing changed");
+    }
+    if let (Some(mut runner), JobState::Running) = (runner, to) {
+        // The runner is busy with this job, whichever job it was launched for.
+        if runner.state.can_move_to(RunnerState::Busy) {
+            let from = runner.state;
+            runner.state = RunnerState::Busy;
+            runner.updated_at = ports.clock.now();
+            match ports.store.transition_runner(from, &runner).await {
+                Ok(()) | Err(crate::store::StoreError::Stale) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(Outcome::Recorded)
+}
+
+/// A progress update for a job pacer never saw, run by one of this
+/// deployment's runners (say the queued delivery was lost): record it.
+async fn record_unseen(ports: &Ports, ev: &WorkflowJobEvent, state: JobState) -> ServiceResult<Outcome> {
+    let wj = &ev.workflow_job;
+    let now = ports.clock.now();
+    let runner = match &wj.runner_name {
+        Some(name) => ports.store.runner_by_name(name).await?,
+        None => None,
+    };
+    let job = Job {
+        id: new_id(IdKind::Job, now),
+        github_job_id: wj.id,
+        run_id: wj.run_id,
+        run_attempt: wj.run_attempt.unwrap_or(1),
+        repo: ev.repository.full_name.clone(),
+        installation_id: ev.installation.as_ref().map(|i| i.id),
+        labels: wj.labels.clone(),
+        workflow_name: wj.workflow_name.clone(),
+        job_name: wj.name.clone(),
+        sender: ev.sender.as_ref().map(|s| s.login.clone()),
+        html_url: wj.html_url.clone(),
+        project_id: runner.as_ref().map(|r| r.project_id.clone()),
+        pool_id: runner.as_ref().map(|r| r.pool_id.clone()),
+        runner_id: runner.as_ref().map(|r| r.id.clone()),
+        runner_name: wj.runner_name.clone(),
+        state,
+        conclusion: wj.conclusion.clone().filter(|_| state == JobState::Completed),
+        attempts: 0,
+        failure_reason: None,
+        cost_usd: None,
+        transitions: vec![Transition {
+            state,
+            at: now,
+            cause: TransitionCause::Webhook,
+            note: Some("first seen in this state: the queued delivery never arrived".into()),
+        }],
+        created_at: now,
+        updated_at: now,
+    };
+    if let Inserted::Existing(existing) = ports.store.insert_job(&job).await? {
+        // Raced with another delivery for the same job: apply ours to it.
+        advance(ports, &existing.id, state, TransitionCause::Webhook, &JobChanges {
+            runner_name: wj.runner_name.clone(),
+            conclusion: job.conclusion.clone(),
+            ..Default::default()
+        })
+        .await?;
+    }
+    Ok(Outcome::Recorded)
+}

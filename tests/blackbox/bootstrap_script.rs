@@ -1,0 +1,320 @@
+//! `infra/runner/bootstrap.sh`, rendered into user data exactly as pacer
+//! launches it, run for real with bash against a stub of pacer's three
+//! runner callbacks (register, complete, error) on 127.0.0.1, with a stub
+//! runner (`run.sh` records how it was called) and a stub power-off.
+//!
+//! As root (CI), the script must hand the runner to an unprivileged user:
+//! the tests use `nobody`, which every Linux has, so they create no users.
+//! As anyone else, the runner user is the current user.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use pacer_shared::config::Secret;
+use pacer_shared::fleet::user_data;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+const TOKEN: &str = "cbt.runner-7.SIGNATURE-do-not-log";
+const JIT: &str = "eyJKSVQiOiJzZWNyZXQtcnVubmVyLWNyZWRlbnRpYWxzIn0=";
+
+#[derive(Debug, Clone)]
+struct Call {
+    path: String,
+    authorization: Option<String>,
+    body: Value,
+}
+
+/// pacer's runner callbacks as the issue specifies them, and a download
+/// location for the runner tarball.
+struct StubPacer {
+    url: String,
+    calls: Arc<Mutex<Vec<Call>>>,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl StubPacer {
+    async fn start(register_status: StatusCode, tarball: Vec<u8>) -> StubPacer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let download_url = format!("{url}/runner.tar.gz");
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&calls);
+        let app = Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (recorded, download_url, tarball) = (Arc::clone(&recorded), download_url.clone(), tarball.clone());
+            async move {
+                let path = uri.path().to_string();
+                let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+                let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                recorded.lock().unwrap().push(Call { path: path.clone(), authorization, body });
+                let reply: Response = match path.as_str() {
+                    "/api/runner/register" if register_status.is_success() => axum::Json(json!({
+                        "encoded_jit_config": JIT, "runner_name": "pacer-run-7", "runner_version": "2.328.0",
+                        "download_url": download_url,
+                    }))
+                    .into_response(),
+                    "/api/runner/register" => (register_status, "nope").into_response(),
+                    "/api/runner/complete" | "/api/runner/error" => StatusCode::NO_CONTENT.into_response(),
+                    "/runner.tar.gz" => tarball.into_response(),
+                    _ => StatusCode::NOT_FOUND.into_response(),
+                };
+                reply
+            }
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(async { stopped.await.ok(); }).await.unwrap();
+        });
+        StubPacer { url, calls, stop: Some(stop), server }
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn paths(&self) -> Vec<String> {
+        self.calls().into_iter().map(|c| c.path).filter(|p| p.starts_with("/api/")).collect()
+    }
+
+    async fn stop(mut self) {
+        self.stop.take().map(|s| s.send(()));
+        self.server.await.unwrap();
+    }
+}
+
+/// A machine for the script: a runner directory, a log, a power switch.
+struct Machine {
+    dir: tempfile::TempDir,
+    runner_user: String,
+}
+
+impl Machine {
+    fn new() -> Machine {
+        let dir = tempfile::tempdir().unwrap();
+        // The runner user (nobody, under root) must reach the runner directory.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let runner_user = if whoami("-u") == "0" { "nobody".to_string() } else { whoami("-un") };
+        Machine { dir, runner_user }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn runner_dir(&self) -> PathBuf {
+        self.path("actions-runner")
+    }
+
+    /// An AMI that ships the runner: a `run.sh` that records its arguments
+    /// and user, prints `output`, and exits with `status`.
+    fn install_fake_runner(&self, output: &str, status: i32) {
+        write_fake_runner(&self.runner_dir(), output, status);
+    }
+
+    /// The user data pacer would render, run as cloud-init would (but with
+    /// the test's overrides), to completion.
+    async fn boot(&self, pacer_url: &str, extra_env: &[(&str, &str)]) -> std::process::Output {
+        let script = self.path("user-data");
+        std::fs::write(&script, user_data::render(pacer_url, &Secret::new(TOKEN))).unwrap();
+        let mut cmd = tokio::process::Command::new("bash");
+        cmd.arg(&script)
+            .env("PACER_RUNNER_DIR", self.runner_dir())
+            .env("PACER_RUNNER_USER", &self.runner_user)
+            .env("PACER_LOG", self.path("bootstrap.log"))
+            .env("PACER_POWEROFF_CMD", format!("touch '{}'", self.path("powered-off").display()))
+            .env("PACER_REGISTER_TRIES", "3")
+            .env("PACER_RETRY_DELAY", "0")
+            .env("PACER_CURL_TIMEOUT", "10")
+            .kill_on_drop(true);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        tokio::time::timeout(Duration::from_secs(120), cmd.output())
+            .await
+            .expect("the bootstrap script finishes")
+            .expect("bash runs")
+    }
+
+    fn powered_off(&self) -> bool {
+        self.path("powered-off").exists()
+    }
+
+    fn runner_args(&self) -> Option<Vec<String>> {
+        let args = std::fs::read_to_string(self.runner_dir().join("args.txt")).ok()?;
+        Some(args.lines().map(str::to_string).collect())
+    }
+
+    fn runner_ran_as(&self) -> String {
+        std::fs::read_to_string(self.runner_dir().join("user.txt")).unwrap().trim().to_string()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("bootstrap.log")).unwrap_or_default()
+    }
+}
+
+fn whoami(flag: &str) -> String {
+    let out = std::process::Command::new("id").arg(flag).output().expect("id runs");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn write_fake_runner(dir: &Path, output: &str, status: i32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let run_sh = dir.join("run.sh");
+    std::fs::write(
+        &run_sh,
+        format!(
+            "#!/bin/sh\nhere=\"$(dirname \"$0\")\"\nprintf '%s\\n' \"$@\" > \"$here/args.txt\"\nid -un > \"$here/user.txt\"\n{output}\nexit {status}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&run_sh, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A runner release tarball holding the fake runner.
+fn fake_runner_tarball() -> Vec<u8> {
+    let staging = tempfile::tempdir().unwrap();
+    write_fake_runner(staging.path(), "echo fake runner from the tarball", 0);
+    let tarball = staging.path().join("runner.tar.gz");
+    let status = std::process::Command::new("tar")
+        .args(["-czf", tarball.to_str().unwrap(), "-C", staging.path().to_str().unwrap(), "run.sh"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read(tarball).unwrap()
+}
+
+fn assert_no_secrets(what: &str, text: &str) {
+    assert!(!text.contains(TOKEN), "{what} holds the callback token:\n{text}");
+    assert!(!text.contains(JIT), "{what} holds the JIT config:\n{text}");
+}
+
+fn bearer() -> Option<String> {
+    Some(format!("Bearer {TOKEN}"))
+}
+
+#[tokio::test]
+async fn the_script_registers_runs_the_runner_reports_completion_and_powers_off() {
+    // Given an AMI with the runner installed and pacer answering
+    let pacer = StubPacer::start(StatusCode::OK, Vec::new()).await;
+    let machine = Machine::new();
+    machine.install_fake_runner("echo runner says hi", 0);
+
+    // When the instance boots
+    let out = machine.boot(&pacer.url, &[]).await;
+
+    // Then it registered with its token, as linux on this architecture
+    let calls = pacer.calls();
+    assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/complete"], "{}", machine.log());
+    assert_eq!(calls[0].authorization, bearer());
+    let arch = if std::env::consts::ARCH == "aarch64" { "arm64" } else { "x64" };
+    assert_eq!(calls[0].body, json!({"os": "linux", "arch": arch}));
+    // ran the runner with the JIT config, as an unprivileged user
+    assert_eq!(machine.runner_args(), Some(vec!["--jitconfig".to_string(), JIT.to_string()]));
+    assert_eq!(machine.runner_ran_as(), machine.runner_user);
+    // reported completion with the same token, and powered off
+    assert_eq!(calls[1].authorization, bearer());
+    assert!(machine.powered_off());
+    // without ever printing a secret
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_no_secrets("the script's output", &printed);
+    assert_no_secrets("the bootstrap log", &machine.log());
+    assert!(machine.log().contains("registered as runner pacer-run-7"), "{}", machine.log());
+    pacer.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_runner_in_place_the_script_downloads_the_one_pacer_names() {
+    let pacer = StubPacer::start(StatusCode::OK, fake_runner_tarball()).await;
+    let machine = Machine::new();
+
+    machine.boot(&pacer.url, &[]).await;
+
+    assert!(pacer.calls().iter().any(|c| c.path == "/runner.tar.gz"), "downloaded from download_url");
+    assert_eq!(machine.runner_args(), Some(vec!["--jitconfig".to_string(), JIT.to_string()]), "{}", machine.log());
+    assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/complete"]);
+    assert!(machine.powered_off());
+    pacer.stop().await;
+}
+
+#[tokio::test]
+async fn a_register_that_keeps_failing_is_retried_then_reported_and_the_machine_powers_off() {
+    // Given pacer answering 500 to every register
+    let pacer = StubPacer::start(StatusCode::INTERNAL_SERVER_ERROR, Vec::new()).await;
+    let machine = Machine::new();
+    machine.install_fake_runner("", 0);
+
+    machine.boot(&pacer.url, &[]).await;
+
+    // Then it tried three times, reported the failure with its log tail, and powered off
+    assert_eq!(
+        pacer.paths(),
+        ["/api/runner/register", "/api/runner/register", "/api/runner/register", "/api/runner/error"]
+    );
+    let error = pacer.calls().pop().unwrap();
+    assert_eq!(error.authorization, bearer());
+    let tail = error.body["log_tail"].as_str().expect("a log_tail string");
+    assert!(tail.contains("register: gave up after 3 attempts"), "{tail}");
+    assert_no_secrets("the log tail", tail);
+    assert_eq!(machine.runner_args(), None, "the runner never ran");
+    assert!(machine.powered_off());
+    pacer.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_register_is_not_retried() {
+    let pacer = StubPacer::start(StatusCode::UNAUTHORIZED, Vec::new()).await;
+    let machine = Machine::new();
+    machine.install_fake_runner("", 0);
+
+    machine.boot(&pacer.url, &[]).await;
+
+    assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/error"]);
+    let tail = pacer.calls().pop().unwrap().body["log_tail"].as_str().unwrap_or_default().to_string();
+    assert!(tail.contains("refused with HTTP 401"), "{tail}");
+    assert!(machine.powered_off());
+    pacer.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_runner_is_reported_with_a_redacted_log_tail() {
+    // Given a runner that prints its arguments (the JIT config) and fails
+    let pacer = StubPacer::start(StatusCode::OK, Vec::new()).await;
+    let machine = Machine::new();
+    machine.install_fake_runner("echo \"runner crashed; args: $*\"", 1);
+
+    machine.boot(&pacer.url, &[]).await;
+
+    // Then /error gets the tail of the log, the JIT config and token blanked out
+    assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/error"]);
+    let tail = pacer.calls().pop().unwrap().body["log_tail"].as_str().unwrap_or_default().to_string();
+    assert!(tail.contains("run.sh exited with status 1"), "{tail}");
+    assert!(tail.contains("runner crashed; args: --jitconfig [redacted]"), "{tail}");
+    assert_no_secrets("the log tail", &tail);
+    assert!(tail.len() <= 4096 + 64, "about the last 4 KB: {} bytes", tail.len());
+    assert!(machine.powered_off());
+    pacer.stop().await;
+}
+
+#[tokio::test]
+async fn the_runner_is_never_started_as_root() {
+    let pacer = StubPacer::start(StatusCode::OK, Vec::new()).await;
+    let machine = Machine::new();
+    machine.install_fake_runner("", 0);
+
+    machine.boot(&pacer.url, &[("PACER_RUNNER_USER", "root")]).await;
+
+    assert_eq!(machine.runner_args(), None, "run.sh did not run");
+    assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/error"]);
+    let tail = pacer.calls().pop().unwrap().body["log_tail"].as_str().unwrap_or_default().to_string();
+    assert!(tail.contains("root") && tail.contains("FAILED"), "{tail}");
+    assert!(machine.powered_off());
+    pacer.stop().await;
+}

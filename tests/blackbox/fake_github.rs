@@ -1,0 +1,943 @@
+//! A fake api.github.com for the black-box tests: the endpoints pacer uses, served on
+//! 127.0.0.1 (a free port, stopped on drop), at the root and under a GitHub Enterprise style
+//! `/api/v3` prefix.
+//!
+//! It behaves like GitHub where pacer can tell: App endpoints want a valid App JWT (RS256 under the
+//! test App's key, right `iss`, `iat`/`exp` window); installation endpoints want an installation
+//! token it issued, unexpired, for an installation that covers the repository or organisation;
+//! tokens carry an `expires_at`; runners and jobs are state that tests seed and inspect.
+//!
+//! It checks pacer where GitHub would not say: every request body it receives and every
+//! response body it sends is validated against the operation's schema in GitHub's own OpenAPI
+//! description ([`openapi`]), request headers and query parameters are checked too, and every
+//! breach is recorded as a violation. A fake dropped with violations fails the test; a test
+//! that provokes one on purpose takes them with [`FakeGitHub::take_violations`].
+//!
+//! Tests can make the next N calls of an endpoint fail ([`FakeGitHub::fail_next`]) and read
+//! every request it received ([`FakeGitHub::requests`]).
+
+mod app_jwt;
+mod base64;
+pub mod openapi;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State as AxumState;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use chrono::SecondsFormat;
+use pacer_shared::clock::{Clock, SystemClock};
+use pacer_shared::config::{GithubConfig, Secret};
+use pacer_shared::domain::Time;
+use serde_json::{Value, json};
+
+pub use app_jwt::AppJwtClaims;
+use openapi::ResponseSpec;
+
+/// The test App's id.
+pub const TEST_APP_ID: u64 = 424_242;
+/// The test App's private key, PKCS#1 PEM as GitHub hands App keys out.
+/// TEST ONLY: generated for these tests; it guards nothing anywhere.
+pub const TEST_APP_PRIVATE_KEY: &str = include_str!("fake_github/test_only_app_key.pem");
+/// Its public half (PKCS#1), with which the fake checks App JWTs.
+const TEST_APP_PUBLIC_KEY: &str = include_str!("fake_github/test_only_app_key.pub.pem");
+/// The prefix GitHub Enterprise Server puts before the REST API.
+pub const GHES_PREFIX: &str = "/api/v3";
+/// How long an issued installation token lives, as on GitHub.
+const DEFAULT_TOKEN_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+const DOCS: &str = "https://docs.github.com/rest";
+
+/// The API operations the fake serves: exactly the ones pacer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    AccessToken,
+    RepoInstallation,
+    RepoJitConfig,
+    OrgJitConfig,
+    ListRepoRunners,
+    ListOrgRunners,
+    GetRepoRunner,
+    GetOrgRunner,
+    DeleteRepoRunner,
+    DeleteOrgRunner,
+    GetJob,
+    LatestRelease,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthKind {
+    App,
+    Installation,
+    Anonymous,
+}
+
+impl Endpoint {
+    /// The HTTP method and the path template, as the OpenAPI description names the operation.
+    pub fn operation(self) -> (&'static str, &'static str) {
+        use Endpoint::*;
+        match self {
+            AccessToken => ("POST", "/app/installations/{installation_id}/access_tokens"),
+            RepoInstallation => ("GET", "/repos/{owner}/{repo}/installation"),
+            RepoJitConfig => ("POST", "/repos/{owner}/{repo}/actions/runners/generate-jitconfig"),
+            OrgJitConfig => ("POST", "/orgs/{org}/actions/runners/generate-jitconfig"),
+            ListRepoRunners => ("GET", "/repos/{owner}/{repo}/actions/runners"),
+            ListOrgRunners => ("GET", "/orgs/{org}/actions/runners"),
+            GetRepoRunner => ("GET", "/repos/{owner}/{repo}/actions/runners/{runner_id}"),
+            GetOrgRunner => ("GET", "/orgs/{org}/actions/runners/{runner_id}"),
+            DeleteRepoRunner => ("DELETE", "/repos/{owner}/{repo}/actions/runners/{runner_id}"),
+            DeleteOrgRunner => ("DELETE", "/orgs/{org}/actions/runners/{runner_id}"),
+            GetJob => ("GET", "/repos/{owner}/{repo}/actions/jobs/{job_id}"),
+            LatestRelease => ("GET", "/repos/{owner}/{repo}/releases/latest"),
+        }
+    }
+
+    fn auth(self) -> AuthKind {
+        match self {
+            Endpoint::AccessToken | Endpoint::RepoInstallation => AuthKind::App,
+            Endpoint::LatestRelease => AuthKind::Anonymous,
+            _ => AuthKind::Installation,
+        }
+    }
+}
+
+/// Where a runner is registered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FakeTarget {
+    /// `owner/name`, lower-cased.
+    Repo(String),
+    /// The organisation's login, lower-cased.
+    Org(String),
+}
+
+impl FakeTarget {
+    pub fn repo(full_name: &str) -> Self {
+        FakeTarget::Repo(full_name.to_lowercase())
+    }
+
+    pub fn org(login: &str) -> Self {
+        FakeTarget::Org(login.to_lowercase())
+    }
+}
+
+/// A runner registration the fake holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeRunner {
+    pub id: i64,
+    pub name: String,
+    pub target: FakeTarget,
+    pub runner_group_id: i64,
+    pub labels: Vec<String>,
+    /// `offline` until a runner connects (tests flip it).
+    pub status: String,
+    pub busy: bool,
+    pub work_folder: Option<String>,
+    /// What generate-jitconfig returned for it (empty for seeded runners).
+    pub encoded_jit_config: String,
+}
+
+/// A workflow job the fake knows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeJob {
+    pub id: i64,
+    pub run_id: i64,
+    /// `owner/name`.
+    pub repo: String,
+    pub status: String,
+    pub conclusion: Option<String>,
+    pub labels: Vec<String>,
+    pub runner_id: Option<i64>,
+    pub runner_name: Option<String>,
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// The path as received, an Enterprise prefix included.
+    pub path: String,
+    pub query: Option<String>,
+    /// `None` for a path the fake does not serve.
+    pub endpoint: Option<Endpoint>,
+    /// Lower-cased names.
+    pub headers: HashMap<String, String>,
+    pub body: Option<Value>,
+    /// What the fake answered.
+    pub status: u16,
+}
+
+impl RecordedRequest {
+    /// A query parameter's value.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.as_deref()?.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then(|| v.to_owned())
+        })
+    }
+}
+
+/// A failure to answer instead of the real thing.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn status(status: u16) -> Self {
+        let message = StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error").to_owned();
+        Failure { status, headers: Vec::new(), message }
+    }
+
+    pub fn header(mut self, name: &str, value: impl ToString) -> Self {
+        self.headers.push((name.to_owned(), value.to_string()));
+        self
+    }
+
+    pub fn message(mut self, message: &str) -> Self {
+        self.message = message.to_owned();
+        self
+    }
+
+    /// A 502, as GitHub's edge answers during an incident.
+    pub fn server_error() -> Self {
+        Failure::status(502).message("Server Error")
+    }
+
+    /// A secondary rate limit that says how long to wait.
+    pub fn rate_limited_retry_after(seconds: u64) -> Self {
+        Failure::status(403)
+            .message("You have exceeded a secondary rate limit. Please wait a few minutes before you try again.")
+            .header("retry-after", seconds)
+    }
+
+    /// The primary rate limit, exhausted until `reset` (epoch seconds).
+    pub fn rate_limit_exhausted_until(reset: i64) -> Self {
+        Failure::status(403)
+            .message("API rate limit exceeded for installation ID 1.")
+            .header("x-ratelimit-limit", 5000)
+            .header("x-ratelimit-remaining", 0)
+            .header("x-ratelimit-used", 5000)
+            .header("x-ratelimit-reset", reset)
+    }
+
+    /// What GitHub says when the App lacks the endpoint's permission.
+    pub fn missing_permission() -> Self {
+        Failure::status(403).message("Resource not accessible by integration")
+    }
+}
+
+struct Injected {
+    endpoint: Endpoint,
+    remaining: usize,
+    failure: Failure,
+}
+
+struct IssuedToken {
+    installation_id: i64,
+    expires_at: Time,
+}
+
+struct State {
+    clock: Arc<dyn Clock>,
+    public_key: Vec<u8>,
+    repo_installations: HashMap<String, i64>,
+    org_installations: HashMap<String, i64>,
+    tokens: HashMap<String, IssuedToken>,
+    token_ttl: chrono::TimeDelta,
+    next_token: u64,
+    runners: BTreeMap<i64, FakeRunner>,
+    next_runner_id: i64,
+    jobs: HashMap<i64, FakeJob>,
+    latest_runner_tag: String,
+    failures: Vec<Injected>,
+    delays: HashMap<Endpoint, Duration>,
+    requests: Vec<RecordedRequest>,
+    violations: Vec<String>,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+/// The running fake. See the module docs.
+pub struct FakeGitHub {
+    port: u16,
+    state: Shared,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FakeGitHub {
+    /// Starts the fake with the real clock.
+    pub async fn start() -> FakeGitHub {
+        Self::start_with_clock(Arc::new(SystemClock)).await
+    }
+
+    /// Starts the fake judging token expiry and JWT times by `clock` (share it with the
+    /// client under test to move time for both).
+    pub async fn start_with_clock(clock: Arc<dyn Clock>) -> FakeGitHub {
+        // Loaded before the first request, so a missing `tests/node_modules` fails here, loudly.
+        openapi::description();
+        let state = Arc::new(Mutex::new(State {
+            clock,
+            public_key: base64::pem_body(TEST_APP_PUBLIC_KEY),
+            repo_installations: HashMap::new(),
+            org_installations: HashMap::new(),
+            tokens: HashMap::new(),
+            token_ttl: DEFAULT_TOKEN_TTL,
+            next_token: 1,
+            runners: BTreeMap::new(),
+            next_runner_id: 1,
+            jobs: HashMap::new(),
+            latest_runner_tag: "v2.328.0".into(),
+            failures: Vec::new(),
+            delays: HashMap::new(),
+            requests: Vec::new(),
+            violations: Vec::new(),
+        }));
+        let app = axum::Router::new().fallback(handle).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1 for the fake GitHub");
+        let port = listener.local_addr().expect("local address").port();
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("the fake GitHub serves");
+        });
+        FakeGitHub { port, state, shutdown: Some(shutdown), server }
+    }
+
+    /// `http://127.0.0.1:PORT/`, what `github.api_url` is set to.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    /// The same API under GitHub Enterprise's `/api/v3/`.
+    pub fn ghes_url(&self) -> String {
+        format!("http://127.0.0.1:{}{GHES_PREFIX}/", self.port)
+    }
+
+    /// `github.*` for pacer against this fake: the test App's id and key, and the API URL.
+    pub fn github_config(&self) -> GithubConfig {
+        GithubConfig {
+            app_id: Some(TEST_APP_ID),
+            private_key: Some(Secret::new(TEST_APP_PRIVATE_KEY)),
+            api_url: self.url().parse().expect("a valid URL"),
+            ..GithubConfig::default()
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("fake GitHub state lock")
+    }
+
+    /// Installs the App on one repository (`owner/name`) under `installation_id`.
+    pub fn install_on_repo(&self, repo: &str, installation_id: i64) {
+        self.state().repo_installations.insert(repo.to_lowercase(), installation_id);
+    }
+
+    /// Installs the App on an organisation: it covers the org and all its repositories.
+    pub fn install_on_org(&self, org: &str, installation_id: i64) {
+        self.state().org_installations.insert(org.to_lowercase(), installation_id);
+    }
+
+    /// Registers a runner as if someone had, and answers its id.
+    pub fn add_runner(&self, target: FakeTarget, name: &str, labels: &[&str]) -> i64 {
+        let mut state = self.state();
+        let id = state.next_runner_id;
+        state.next_runner_id += 1;
+        state.runners.insert(
+            id,
+            FakeRunner {
+                id,
+                name: name.to_owned(),
+                target,
+                runner_group_id: 1,
+                labels: labels.iter().map(|l| l.to_string()).collect(),
+                status: "online".into(),
+                busy: false,
+                work_folder: None,
+                encoded_jit_config: String::new(),
+            },
+        );
+        id
+    }
+
+    /// Every registered runner.
+    pub fn runners(&self) -> Vec<FakeRunner> {
+        self.state().runners.values().cloned().collect()
+    }
+
+    pub fn runner(&self, id: i64) -> Option<FakeRunner> {
+        self.state().runners.get(&id).cloned()
+    }
+
+    /// The runner a JIT config was issued for: what a test playing the instance checks.
+    pub fn runner_by_jit_config(&self, encoded_jit_config: &str) -> Option<FakeRunner> {
+        self.state().runners.values().find(|r| !r.encoded_jit_config.is_empty() && r.encoded_jit_config == encoded_jit_config).cloned()
+    }
+
+    /// Sets what GitHub says of a runner (`online`/`offline`, busy).
+    pub fn set_runner_status(&self, id: i64, status: &str, busy: bool) {
+        let mut state = self.state();
+        let runner = state.runners.get_mut(&id).unwrap_or_else(|| panic!("no runner {id}"));
+        runner.status = status.to_owned();
+        runner.busy = busy;
+    }
+
+    pub fn add_job(&self, job: FakeJob) {
+        self.state().jobs.insert(job.id, job);
+    }
+
+    /// The actions/runner release `releases/latest` reports (`2.330.0`; the tag gets its `v`).
+    pub fn set_latest_runner_release(&self, version: &str) {
+        self.state().latest_runner_tag = format!("v{}", version.trim_start_matches('v'));
+    }
+
+    /// Lifetime of installation tokens issued from now on.
+    pub fn set_token_ttl(&self, ttl: chrono::TimeDelta) {
+        self.state().token_ttl = ttl;
+    }
+
+    /// Forgets every issued token, as if GitHub had revoked them: the next use answers 401.
+    pub fn revoke_tokens(&self) {
+        self.state().tokens.clear();
+    }
+
+    /// The next `times` calls of `endpoint` (that pass authentication) answer `failure`.
+    pub fn fail_next(&self, endpoint: Endpoint, times: usize, failure: Failure) {
+        self.state().failures.push(Injected { endpoint, remaining: times, failure });
+    }
+
+    /// Calls of `endpoint` take `delay` before answering (to make concurrent callers overlap).
+    pub fn delay(&self, endpoint: Endpoint, delay: Duration) {
+        self.state().delays.insert(endpoint, delay);
+    }
+
+    /// Every request so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state().requests.clone()
+    }
+
+    /// The requests to one endpoint, in order.
+    pub fn requests_to(&self, endpoint: Endpoint) -> Vec<RecordedRequest> {
+        self.state().requests.iter().filter(|r| r.endpoint == Some(endpoint)).cloned().collect()
+    }
+
+    /// How many requests reached `endpoint`.
+    pub fn count(&self, endpoint: Endpoint) -> usize {
+        self.state().requests.iter().filter(|r| r.endpoint == Some(endpoint)).count()
+    }
+
+    /// Takes the contract violations recorded so far (a test provoking one on purpose).
+    pub fn take_violations(&self) -> Vec<String> {
+        std::mem::take(&mut self.state().violations)
+    }
+
+    /// Checks an App JWT as the App endpoints do (for tests that look at the claims).
+    pub fn verify_app_jwt(&self, token: &str) -> Result<AppJwtClaims, String> {
+        let state = self.state();
+        app_jwt::verify(token, &state.public_key, TEST_APP_ID, state.clock.now().timestamp())
+    }
+}
+
+impl Drop for FakeGitHub {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        self.server.abort();
+        let violations = self.take_violations();
+        if !violations.is_empty() && !std::thread::panicking() {
+            panic!(
+                "pacer broke GitHub's API contract ({} violation(s)):\n  {}",
+                violations.len(),
+                violations.join("\n  ")
+            );
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------- routing
+
+/// The path parameters of a request.
+#[derive(Debug, Default)]
+struct Params {
+    owner: String,
+    repo: String,
+    org: String,
+    id: i64,
+}
+
+impl Params {
+    fn repo_full_name(&self) -> String {
+        format!("{}/{}", self.owner, self.repo).to_lowercase()
+    }
+}
+
+fn route(method: &Method, api_path: &str) -> Option<(Endpoint, Params)> {
+    use Endpoint::*;
+    let segments: Vec<&str> = api_path.trim_start_matches('/').split('/').collect();
+    let id = |s: &str| s.parse::<i64>().ok();
+    let repo = |o: &str, r: &str| Params { owner: o.into(), repo: r.into(), ..Params::default() };
+    let org = |o: &str| Params { org: o.into(), ..Params::default() };
+    let m = method.as_str();
+    Some(match (m, segments.as_slice()) {
+        ("POST", ["app", "installations", i, "access_tokens"]) => (AccessToken, Params { id: id(i)?, ..Params::default() }),
+        ("GET", ["repos", o, r, "installation"]) => (RepoInstallation, repo(o, r)),
+        ("POST", ["repos", o, r, "actions", "runners", "generate-jitconfig"]) => (RepoJitConfig, repo(o, r)),
+        ("POST", ["orgs", o, "actions", "runners", "generate-jitconfig"]) => (OrgJitConfig, org(o)),
+        ("GET", ["repos", o, r, "actions", "runners"]) => (ListRepoRunners, repo(o, r)),
+        ("GET", ["orgs", o, "actions", "runners"]) => (ListOrgRunners, org(o)),
+        ("GET", ["repos", o, r, "actions", "runners", i]) => (GetRepoRunner, Params { id: id(i)?, ..repo(o, r) }),
+        ("GET", ["orgs", o, "actions", "runners", i]) => (GetOrgRunner, Params { id: id(i)?, ..org(o) }),
+        ("DELETE", ["repos", o, r, "actions", "runners", i]) => (DeleteRepoRunner, Params { id: id(i)?, ..repo(o, r) }),
+        ("DELETE", ["orgs", o, "actions", "runners", i]) => (DeleteOrgRunner, Params { id: id(i)?, ..org(o) }),
+        ("GET", ["repos", o, r, "actions", "jobs", i]) => (GetJob, Params { id: id(i)?, ..repo(o, r) }),
+        ("GET", ["repos", o, r, "releases", "latest"]) => (LatestRelease, repo(o, r)),
+        _ => return None,
+    })
+}
+
+/// A request as the behaviour sees it.
+struct Incoming<'a> {
+    headers: &'a HeaderMap,
+    path: &'a str,
+    query: &'a str,
+    body: Option<&'a Value>,
+    /// Contract violations found in the request so far.
+    violations: &'a [String],
+}
+
+impl Incoming<'_> {
+    fn query_param(&self, name: &str) -> Option<usize> {
+        self.query.split('&').find_map(|p| p.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+    }
+}
+
+/// An answer before it is checked and sent.
+struct Answer {
+    status: StatusCode,
+    headers: Vec<(String, String)>,
+    body: Option<Value>,
+}
+
+impl Answer {
+    fn json(status: StatusCode, body: Value) -> Self {
+        Answer { status, headers: Vec::new(), body: Some(body) }
+    }
+
+    fn empty(status: StatusCode) -> Self {
+        Answer { status, headers: Vec::new(), body: None }
+    }
+
+    /// GitHub's error body.
+    fn error(status: StatusCode, message: &str) -> Self {
+        Answer::json(status, json!({"message": message, "documentation_url": DOCS, "status": status.as_str()}))
+    }
+}
+
+async fn handle(AxumState(state): AxumState<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path().to_owned();
+    let api_path = path.strip_prefix(GHES_PREFIX).filter(|p| p.starts_with('/')).unwrap_or(&path).to_owned();
+    let routed = route(&method, &api_path);
+    let delay = routed.as_ref().and_then(|(e, _)| state.lock().unwrap().delays.get(e).copied());
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+
+    let mut state = state.lock().expect("fake GitHub state lock");
+    let mut violations = Vec::new();
+    let parsed_body = if body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                violations.push(format!("{method} {path}: the body is not JSON ({e})"));
+                None
+            }
+        }
+    };
+
+    let endpoint = routed.as_ref().map(|(e, _)| *e);
+    let answer = match routed {
+        None => {
+            violations.push(format!("{method} {path}: the fake GitHub does not serve this; pacer should not call it"));
+            Answer::error(StatusCode::NOT_FOUND, "Not Found")
+        }
+        Some((endpoint, params)) => {
+            check_request(endpoint, &headers, uri.query(), parsed_body.as_ref(), &body, &mut violations);
+            let incoming = Incoming {
+                headers: &headers,
+                path: &path,
+                query: uri.query().unwrap_or_default(),
+                body: parsed_body.as_ref(),
+                violations: &violations,
+            };
+            let answer = state.answer(endpoint, &params, &incoming);
+            check_response(endpoint, &answer, &mut violations);
+            answer
+        }
+    };
+
+    let label = |v: String| if v.starts_with(method.as_str()) { v } else { format!("{method} {path}: {v}") };
+    state.violations.extend(violations.into_iter().map(label));
+    state.requests.push(RecordedRequest {
+        method: method.to_string(),
+        path,
+        query: uri.query().map(str::to_owned),
+        endpoint,
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("<not UTF-8>").to_owned()))
+            .collect(),
+        body: parsed_body,
+        status: answer.status.as_u16(),
+    });
+    drop(state);
+    into_response(answer)
+}
+
+fn into_response(answer: Answer) -> Response {
+    let mut response = match answer.body {
+        Some(body) => (answer.status, axum::Json(body)).into_response(),
+        None => answer.status.into_response(),
+    };
+    for (name, value) in answer.headers {
+        let name = axum::http::HeaderName::from_bytes(name.as_bytes()).expect("a header name");
+        response.headers_mut().insert(name, HeaderValue::from_str(&value).expect("a header value"));
+    }
+    response
+}
+
+/// What GitHub asks of every client, and the operation's documented parameters and body.
+fn check_request(endpoint: Endpoint, headers: &HeaderMap, query: Option<&str>, body: Option<&Value>, raw: &[u8], violations: &mut Vec<String>) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("accept") != Some("application/vnd.github+json") {
+        violations.push(format!("Accept is {:?}, GitHub recommends application/vnd.github+json", header("accept")));
+    }
+    if header("x-github-api-version") != Some("2022-11-28") {
+        violations.push(format!("X-GitHub-Api-Version is {:?}, expected 2022-11-28", header("x-github-api-version")));
+    }
+    if header("user-agent").is_none_or(str::is_empty) {
+        violations.push("no User-Agent: GitHub refuses such requests".into());
+    }
+    let (method, template) = endpoint.operation();
+    let spec = openapi::description();
+    let documented = spec.query_parameters(method, template);
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let name = pair.split('=').next().unwrap_or_default();
+        if !documented.iter().any(|d| d == name) {
+            violations.push(format!("query parameter {name:?} is not documented for this operation"));
+        }
+    }
+    match (spec.request_validator(method, template), body) {
+        (Some(validator), Some(body)) => {
+            if header("content-type").is_none_or(|ct| !ct.starts_with("application/json")) {
+                violations.push(format!("a JSON body sent as Content-Type {:?}", header("content-type")));
+            }
+            violations.extend(openapi::violations(&validator, body).into_iter().map(|v| format!("request body {v}")));
+        }
+        (Some(_), None) if spec.request_body_required(method, template) && raw.is_empty() => {
+            violations.push("the operation requires a request body; none was sent".into())
+        }
+        (None, Some(_)) => violations.push("a body was sent to an operation that takes none".into()),
+        _ => {}
+    }
+}
+
+/// The answer must be one the description documents for the operation.
+fn check_response(endpoint: Endpoint, answer: &Answer, violations: &mut Vec<String>) {
+    let (method, template) = endpoint.operation();
+    match openapi::description().response(method, template, answer.status.as_u16()) {
+        Err(undocumented) => violations.push(format!("the fake answered an undocumented status: {undocumented}")),
+        Ok(ResponseSpec::Empty) => {
+            if answer.body.is_some() {
+                violations.push(format!("status {} is documented without a body, the fake sent one", answer.status));
+            }
+        }
+        Ok(ResponseSpec::Json(validator)) => match &answer.body {
+            None => violations.push(format!("status {} is documented with a JSON body, the fake sent none", answer.status)),
+            Some(body) => violations.extend(
+                openapi::violations(&validator, body)
+                    .into_iter()
+                    .map(|v| format!("the fake's {} response body {v}", answer.status.as_u16())),
+            ),
+        },
+    }
+}
+
+// ------------------------------------------------------------------------------------ behaviour
+
+impl State {
+    fn now(&self) -> Time {
+        self.clock.now()
+    }
+
+    fn answer(&mut self, endpoint: Endpoint, params: &Params, request: &Incoming<'_>) -> Answer {
+        // Authentication first, as GitHub does: an injected failure stands for what GitHub
+        // answers an authenticated caller.
+        let installation = match self.authenticate(endpoint, request.headers) {
+            Ok(installation) => installation,
+            Err(answer) => return answer,
+        };
+        if let Some(installation_id) = installation {
+            if !self.covers(installation_id, endpoint, params) {
+                return Answer::error(StatusCode::NOT_FOUND, "Not Found");
+            }
+        }
+        if let Some(injected) = self.failures.iter_mut().find(|f| f.endpoint == endpoint && f.remaining > 0) {
+            injected.remaining -= 1;
+            let failure = injected.failure.clone();
+            let mut answer = Answer::error(StatusCode::from_u16(failure.status).expect("a valid status"), &failure.message);
+            answer.headers = failure.headers;
+            return answer;
+        }
+        // A body GitHub's schema refuses gets GitHub's answer to it (the violation is recorded too).
+        if request.violations.iter().any(|v| v.starts_with("request body")) {
+            return Answer::json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"message": "Invalid request.", "documentation_url": DOCS, "errors": request.violations}),
+            );
+        }
+        let body = request.body.unwrap_or(&Value::Null);
+        use Endpoint::*;
+        match endpoint {
+            AccessToken => self.issue_token(params.id),
+            RepoInstallation => self.repo_installation(params),
+            RepoJitConfig => self.generate_jit_config(FakeTarget::Repo(params.repo_full_name()), body),
+            OrgJitConfig => self.generate_jit_config(FakeTarget::org(&params.org), body),
+            ListRepoRunners => self.list_runners(&FakeTarget::Repo(params.repo_full_name()), request),
+            ListOrgRunners => self.list_runners(&FakeTarget::org(&params.org), request),
+            GetRepoRunner => self.get_runner(&FakeTarget::Repo(params.repo_full_name()), params.id),
+            GetOrgRunner => self.get_runner(&FakeTarget::org(&params.org), params.id),
+            DeleteRepoRunner => self.delete_runner(&FakeTarget::Repo(params.repo_full_name()), params.id),
+            DeleteOrgRunner => self.delete_runner(&FakeTarget::org(&params.org), params.id),
+            GetJob => self.get_job(params),
+            LatestRelease => self.latest_release(params),
+        }
+    }
+
+    /// `Ok(Some(installation))` for a valid installation token, `Ok(None)` where none is
+    /// needed, or GitHub's 401.
+    fn authenticate(&self, endpoint: Endpoint, headers: &HeaderMap) -> Result<Option<i64>, Answer> {
+        let credential = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("token ")))
+            .map(str::trim);
+        match endpoint.auth() {
+            AuthKind::Anonymous => Ok(None),
+            AuthKind::App => {
+                let Some(jwt) = credential else {
+                    return Err(Answer::error(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded"));
+                };
+                app_jwt::verify(jwt, &self.public_key, TEST_APP_ID, self.now().timestamp())
+                    .map(|_| None)
+                    .map_err(|why| Answer::error(StatusCode::UNAUTHORIZED, &why))
+            }
+            AuthKind::Installation => {
+                let token = credential.and_then(|t| self.tokens.get(t));
+                match token {
+                    Some(token) if token.expires_at > self.now() => Ok(Some(token.installation_id)),
+                    _ => Err(Answer::error(StatusCode::UNAUTHORIZED, "Bad credentials")),
+                }
+            }
+        }
+    }
+
+    fn installation_of_repo(&self, full_name: &str) -> Option<i64> {
+        let owner = full_name.split('/').next().unwrap_or_default();
+        self.repo_installations.get(full_name).or_else(|| self.org_installations.get(owner)).copied()
+    }
+
+    /// Whether an installation may act where the request points (GitHub answers 404 otherwise).
+    fn covers(&self, installation_id: i64, endpoint: Endpoint, params: &Params) -> bool {
+        use Endpoint::*;
+        match endpoint {
+            OrgJitConfig | ListOrgRunners | GetOrgRunner | DeleteOrgRunner => {
+                self.org_installations.get(&params.org.to_lowercase()) == Some(&installation_id)
+            }
+            _ => self.installation_of_repo(&params.repo_full_name()) == Some(installation_id),
+        }
+    }
+
+    fn installation_exists(&self, id: i64) -> bool {
+        self.repo_installations.values().chain(self.org_installations.values()).any(|&i| i == id)
+    }
+
+    fn issue_token(&mut self, installation_id: i64) -> Answer {
+        if !self.installation_exists(installation_id) {
+            return Answer::error(StatusCode::NOT_FOUND, "Not Found");
+        }
+        let token = format!("ghs_fake{:04}{installation_id}x{}", self.next_token, self.now().timestamp_subsec_nanos());
+        self.next_token += 1;
+        let expires_at = self.now() + self.token_ttl;
+        self.tokens.insert(token.clone(), IssuedToken { installation_id, expires_at });
+        Answer::json(
+            StatusCode::CREATED,
+            json!({
+                "token": token,
+                "expires_at": expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                "permissions": {"administration": "write", "organization_self_hosted_runners": "write", "actions": "read", "metadata": "read"},
+                "repository_selection": "selected",
+            }),
+        )
+    }
+
+    fn repo_installation(&self, params: &Params) -> Answer {
+        let Some(id) = self.installation_of_repo(&params.repo_full_name()) else {
+            return Answer::error(StatusCode::NOT_FOUND, "Not Found");
+        };
+        let mut installation = openapi::description().example("installation");
+        installation["id"] = json!(id);
+        installation["app_id"] = json!(TEST_APP_ID);
+        installation["account"]["login"] = json!(params.owner);
+        installation["access_tokens_url"] = json!(format!("https://api.github.com/app/installations/{id}/access_tokens"));
+        Answer::json(StatusCode::OK, installation)
+    }
+
+    fn generate_jit_config(&mut self, target: FakeTarget, body: &Value) -> Answer {
+        let name = body["name"].as_str().unwrap_or_default().to_owned();
+        if self.runners.values().any(|r| r.target == target && r.name.eq_ignore_ascii_case(&name)) {
+            return Answer::error(StatusCode::CONFLICT, &format!("Already exists - A runner with the name {name} already exists."));
+        }
+        let id = self.next_runner_id;
+        self.next_runner_id += 1;
+        let labels: Vec<String> = body["labels"].as_array().into_iter().flatten().filter_map(|l| l.as_str().map(str::to_owned)).collect();
+        // Shaped like GitHub's: base64 of a JSON object holding the runner's config files.
+        let encoded_jit_config = base64::encode(
+            json!({
+                ".runner": base64::encode(json!({"AgentId": id, "AgentName": name, "fake_github": true}).to_string().as_bytes()),
+                ".credentials": base64::encode(format!("fake-credentials-for-{id}").as_bytes()),
+                ".credentials_rsaparams": base64::encode(b"fake-rsa-params"),
+            })
+            .to_string()
+            .as_bytes(),
+        );
+        let runner = FakeRunner {
+            id,
+            name,
+            target,
+            runner_group_id: body["runner_group_id"].as_i64().unwrap_or_default(),
+            labels,
+            status: "offline".into(),
+            busy: false,
+            work_folder: body["work_folder"].as_str().map(str::to_owned),
+            encoded_jit_config: encoded_jit_config.clone(),
+        };
+        let wire = runner_json(&runner);
+        self.runners.insert(id, runner);
+        Answer::json(StatusCode::CREATED, json!({"runner": wire, "encoded_jit_config": encoded_jit_config}))
+    }
+
+    fn list_runners(&self, target: &FakeTarget, request: &Incoming<'_>) -> Answer {
+        // GitHub's defaults: 30 a page, at most 100.
+        let per_page = request.query_param("per_page").unwrap_or(30).clamp(1, 100);
+        let page = request.query_param("page").unwrap_or(1).max(1);
+        let all: Vec<&FakeRunner> = self.runners.values().filter(|r| &r.target == target).collect();
+        let pages = all.len().div_ceil(per_page).max(1);
+        let on_page: Vec<Value> = all.iter().skip((page - 1) * per_page).take(per_page).map(|r| runner_json(r)).collect();
+        let mut answer = Answer::json(StatusCode::OK, json!({"total_count": all.len(), "runners": on_page}));
+        if pages > 1 {
+            let (host, path) = (request.headers.get("host"), request.path);
+            let host = host.and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1");
+            let link = |p: usize, rel: &str| format!("<http://{host}{path}?per_page={per_page}&page={p}>; rel=\"{rel}\"");
+            let mut links = Vec::new();
+            if page < pages {
+                links.push(link(page + 1, "next"));
+                links.push(link(pages, "last"));
+            }
+            if page > 1 {
+                links.push(link(1, "first"));
+                links.push(link(page - 1, "prev"));
+            }
+            answer.headers.push(("link".into(), links.join(", ")));
+        }
+        answer
+    }
+
+    fn get_runner(&self, target: &FakeTarget, id: i64) -> Answer {
+        match self.runners.get(&id).filter(|r| &r.target == target) {
+            Some(runner) => Answer::json(StatusCode::OK, runner_json(runner)),
+            None => Answer::error(StatusCode::NOT_FOUND, "Not Found"),
+        }
+    }
+
+    fn delete_runner(&mut self, target: &FakeTarget, id: i64) -> Answer {
+        match self.runners.get(&id).filter(|r| &r.target == target) {
+            None => Answer::error(StatusCode::NOT_FOUND, "Not Found"),
+            Some(runner) if runner.busy => Answer::json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"message": format!("Bad request - Runner \"{}\" is still running a job\"", runner.name), "documentation_url": DOCS}),
+            ),
+            Some(_) => {
+                self.runners.remove(&id);
+                Answer::empty(StatusCode::NO_CONTENT)
+            }
+        }
+    }
+
+    fn get_job(&self, params: &Params) -> Answer {
+        let Some(job) = self.jobs.get(&params.id).filter(|j| j.repo.to_lowercase() == params.repo_full_name()) else {
+            return Answer::error(StatusCode::NOT_FOUND, "Not Found");
+        };
+        let mut wire = openapi::description().example("job");
+        let repo = &job.repo;
+        wire["id"] = json!(job.id);
+        wire["run_id"] = json!(job.run_id);
+        wire["run_url"] = json!(format!("https://api.github.com/repos/{repo}/actions/runs/{}", job.run_id));
+        wire["url"] = json!(format!("https://api.github.com/repos/{repo}/actions/jobs/{}", job.id));
+        wire["html_url"] = json!(format!("https://github.com/{repo}/actions/runs/{}/job/{}", job.run_id, job.id));
+        wire["status"] = json!(job.status);
+        wire["conclusion"] = json!(job.conclusion);
+        wire["labels"] = json!(job.labels);
+        wire["runner_id"] = json!(job.runner_id);
+        wire["runner_name"] = json!(job.runner_name);
+        if job.status != "completed" {
+            wire["completed_at"] = Value::Null;
+        }
+        Answer::json(StatusCode::OK, wire)
+    }
+
+    fn latest_release(&self, params: &Params) -> Answer {
+        if params.repo_full_name() != "actions/runner" {
+            return Answer::error(StatusCode::NOT_FOUND, "Not Found");
+        }
+        let mut release = openapi::description().example("release");
+        let tag = &self.latest_runner_tag;
+        release["tag_name"] = json!(tag);
+        release["name"] = json!(tag);
+        release["html_url"] = json!(format!("https://github.com/actions/runner/releases/tag/{tag}"));
+        Answer::json(StatusCode::OK, release)
+    }
+}
+
+/// A runner as the REST API shows it (labels are objects there).
+fn runner_json(runner: &FakeRunner) -> Value {
+    let labels: Vec<Value> = runner
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let kind = if name.eq_ignore_ascii_case("self-hosted") { "read-only" } else { "custom" };
+            json!({"id": i + 1, "name": name, "type": kind})
+        })
+        .collect();
+    json!({
+        "id": runner.id,
+        "name": runner.name,
+        "os": if runner.encoded_jit_config.is_empty() { "linux" } else { "unknown" },
+        "status": runner.status,
+        "busy": runner.busy,
+        "ephemeral": !runner.encoded_jit_config.is_empty(),
+        "runner_group_id": runner.runner_group_id,
+        "labels": labels,
+    })
+}
