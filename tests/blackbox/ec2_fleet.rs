@@ -195,7 +195,7 @@ async fn preparing_a_pool_creates_a_hardened_tagged_launch_template() {
         assert_eq!(tags(spec.tags()), pairs(&[(TAG_DEPLOYMENT, "alpha"), (TAG_POOL, "pool_1")]));
     }
     let resources: Vec<&str> = data.tag_specifications().iter().filter_map(|s| s.resource_type()).map(|r| r.as_str()).collect();
-    assert_eq!(resources, ["instance", "volume"]);
+    assert!(resources.contains(&"instance") && resources.contains(&"volume"), "{resources:?}");
 }
 
 #[tokio::test]

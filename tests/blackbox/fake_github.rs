@@ -900,6 +900,10 @@ impl State {
         wire["labels"] = json!(job.labels);
         wire["runner_id"] = json!(job.runner_id);
         wire["runner_name"] = json!(job.runner_name);
+        // GitHub's example predates the required `created_at`; the fake answers the schema.
+        let now = self.now().to_rfc3339_opts(SecondsFormat::Secs, true);
+        wire["created_at"] = json!(now);
+        wire["started_at"] = json!(now);
         if job.status != "completed" {
             wire["completed_at"] = Value::Null;
         }

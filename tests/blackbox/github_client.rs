@@ -558,6 +558,11 @@ fn the_schemas_accept_githubs_own_examples_and_its_nulls() {
             panic!("{method} {template} {status} has a JSON body");
         };
         let mut body = spec.example(example);
+        if example == "job" {
+            // The description's own example lacks `created_at`, which its schema requires
+            // (the check caught it); add it so the example tests the conversion, not the example.
+            body["created_at"] = json!("2020-01-20T17:42:40Z");
+        }
         assert_eq!(openapi::violations(&validator, &body), Vec::<String>::new(), "{example}");
         if example == "job" {
             // `nullable: true` in the description: null must pass, and a wrong type must not.

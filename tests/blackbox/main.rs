@@ -8,6 +8,7 @@ mod store_conformance;
 mod support;
 mod api_crud;
 mod process;
+mod lifecycle_local;
 mod acme_pebble;
 mod ec2_fleet;
 mod bootstrap_script;

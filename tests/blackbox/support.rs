@@ -50,3 +50,124 @@ pub fn local_ports(dir: &std::path::Path) -> (Ports, Arc<SimulatedFleet>) {
     };
     (ports, fleet)
 }
+
+/// A `queued` workflow_job delivery for `repo`, shaped like GitHub's.
+pub fn queued_payload(github_job_id: i64, repo: &str, labels: &[&str]) -> serde_json::Value {
+    let (owner, name) = repo.split_once('/').unwrap();
+    serde_json::json!({
+        "action": "queued",
+        "workflow_job": {
+            "id": github_job_id, "run_id": 5000 + github_job_id, "run_attempt": 1,
+            "status": "queued", "conclusion": null, "name": "build", "workflow_name": "CI",
+            "html_url": format!("https://github.com/{repo}/actions/runs/{}/job/{github_job_id}", 5000 + github_job_id),
+            "labels": labels, "runner_id": null, "runner_name": null,
+        },
+        "repository": {"full_name": repo, "name": name, "owner": {"login": owner}},
+        "installation": {"id": 77},
+        "sender": {"login": "octocat"},
+    })
+}
+
+/// pacer served in process on a free loopback port, with its orchestrator
+/// and the instantly-booting simulated fleet; stopped on drop.
+pub struct LocalPacer {
+    pub base: String,
+    pub ports: Ports,
+    pub fleet: Arc<SimulatedFleet>,
+    pub http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalPacer {
+    pub async fn start() -> LocalPacer {
+        pacer_shared::server::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::process::free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let (mut ports, fleet) = local_ports(dir.path());
+        ports.settings = Arc::new(settings(&base));
+        fleet.set_pacer_url(base.clone());
+        let state = pacer_shared::http::AppState {
+            ports: ports.clone(),
+            trusted_proxies: Arc::new(vec![]),
+            auth_disabled: true,
+        };
+        let cfg = pacer_shared::config::ServerConfig { addr: format!("127.0.0.1:{port}"), ..Default::default() };
+        let server = pacer_shared::server::Server::bind(pacer_shared::http::app(state), &cfg).await.expect("bind");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (worker_stop, worker_stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker_ports = ports.clone();
+        tokio::spawn(async move {
+            let worker = tokio::spawn(pacer_shared::service::dispatch::run_worker(worker_ports, 16, async {
+                let _ = worker_stopped.await;
+            }));
+            let _ = server.run(async { let _ = stopped.await; }).await;
+            let _ = worker_stop.send(());
+            let _ = worker.await;
+        });
+        LocalPacer { base, ports, fleet, http: reqwest::Client::new(), stop: Some(stop), _dir: dir }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let res = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        (res.status().as_u16(), res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let res = self.http.post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
+        (res.status().as_u16(), res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Sends a `workflow_job` delivery signed with the webhook secret.
+    pub async fn webhook(&self, event: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let bytes = serde_json::to_vec(body).unwrap();
+        let signature = pacer_shared::github::webhook::sign(WEBHOOK_SECRET.as_bytes(), &bytes);
+        let res = self
+            .http
+            .post(format!("{}/api/webhook", self.base))
+            .header("x-github-event", event)
+            .header("x-github-delivery", "test-delivery")
+            .header("x-hub-signature-256", signature)
+            .header("content-type", "application/json")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// A project `acme` bound to `acme/app`, with one pool of `max_runners`.
+    pub async fn seed(&self, max_runners: u32) -> (String, String) {
+        let (_, project) = self.post("/api/projects", serde_json::json!({"name": "acme"})).await;
+        let project = project["id"].as_str().unwrap().to_string();
+        let mut pool = crate::api_crud::pool_body(&project, "linux");
+        pool["max_runners"] = max_runners.into();
+        let (s, pool) = self.post("/api/pools", pool).await;
+        assert_eq!(s, 201, "{pool}");
+        let (s, _) = self.post("/api/repos", serde_json::json!({"repo": "acme/app", "project_id": project})).await;
+        assert_eq!(s, 201);
+        (project, pool["id"].as_str().unwrap().to_string())
+    }
+
+    /// Polls `GET path` until `done` holds (bounded: 20 s).
+    pub async fn wait_for(&self, path: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        for _ in 0..800 {
+            let (_, body) = self.get(path).await;
+            if done(&body) {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let (_, body) = self.get(path).await;
+        panic!("{path} never reached the expected state: {body}");
+    }
+}
+
+impl Drop for LocalPacer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -364,8 +364,19 @@ impl Fleet for Ec2Fleet {
     #[instrument(skip(self, pool), fields(pool = %pool.id))]
     async fn forget_pool(&self, pool: &Pool) -> FleetResult<()> {
         let name = self.launch_template_name(&pool.id);
-        match self.client.delete_launch_template().launch_template_name(&name).send().await {
-            Ok(_) => Ok(()),
+        // Looked up first: deleting a missing template by name is an error
+        // whose code differs between EC2 and moto.
+        let found = match self.client.describe_launch_templates().launch_template_names(&name).send().await {
+            Ok(out) => out.launch_templates().iter().find_map(|t| t.launch_template_id().map(str::to_string)),
+            Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => None,
+            Err(e) => return Err(aws_error("DescribeLaunchTemplates", e).into()),
+        };
+        let Some(id) = found else { return Ok(()) };
+        match self.client.delete_launch_template().launch_template_id(&id).send().await {
+            Ok(_) => {
+                tracing::info!(template = %name, template_id = %id, "deleted the pool's launch template");
+                Ok(())
+            }
             Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => Ok(()),
             Err(e) => Err(aws_error("DeleteLaunchTemplate", e).into()),
         }

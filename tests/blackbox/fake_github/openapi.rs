@@ -204,7 +204,7 @@ impl OpenApi {
             out.insert(key.clone(), converted);
         }
         if object.get("nullable") == Some(&Value::Bool(true)) {
-            allow_null(&mut out)
+            allow_null(out)
         } else {
             Value::Object(out)
         }

@@ -1,0 +1,163 @@
+//! The runner lifecycle end to end on the embedded adapters: webhook →
+//! job → queue → orchestrator → simulated instance → callbacks → done.
+
+use serde_json::{json, Value};
+
+use crate::support::{queued_payload, LocalPacer};
+
+fn states(job: &Value) -> Vec<String> {
+    job["transitions"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_job_runs_to_completion_on_the_simulated_fleet() {
+    let pacer = LocalPacer::start().await;
+    let (_, pool_id) = pacer.seed(2).await;
+
+    let (status, accepted) = pacer.webhook("workflow_job", &queued_payload(101, "acme/app", &["self-hosted", "linux"])).await;
+    assert_eq!(status, 202, "{accepted}");
+    let job_id = accepted["job_id"].as_str().unwrap().to_string();
+
+    let job = pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "completed").await;
+    assert_eq!(states(&job), ["queued", "claimed", "starting", "running", "completed"]);
+    assert_eq!(job["conclusion"], "success");
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(job["runner"]["state"], "done", "{job}");
+    assert!(job["runner"]["name"].as_str().unwrap().starts_with("pacer-"));
+    pacer.wait_for(&format!("/api/pools/{pool_id}"), |p| p["active_runners"] == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_concurrent_deliveries_of_one_job_make_one_job_and_one_instance() {
+    let pacer = LocalPacer::start().await;
+    pacer.seed(5).await;
+    let payload = queued_payload(202, "acme/app", &["self-hosted", "linux"]);
+    let sends: Vec<_> = (0..10).map(|_| pacer.webhook("workflow_job", &payload)).collect();
+    let answers = futures::future::join_all(sends).await;
+    let ids: std::collections::BTreeSet<String> =
+        answers.iter().map(|(s, b)| { assert_eq!(*s, 202, "{b}"); b["job_id"].as_str().unwrap().to_string() }).collect();
+    assert_eq!(ids.len(), 1, "every delivery names the same job");
+
+    let (_, jobs) = pacer.get("/api/jobs?github_job_id=202").await;
+    assert_eq!(jobs["items"].as_array().unwrap().len(), 1);
+    let id = ids.into_iter().next().unwrap();
+    pacer.wait_for(&format!("/api/jobs/{id}"), |j| j["state"] == "completed").await;
+    assert_eq!(pacer.fleet.counters().launched, 1, "one instance for one job");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_jobs_on_a_pool_of_fifteen_never_exceed_fifteen_live_runners() {
+    let pacer = LocalPacer::start().await;
+    let (_, pool_id) = pacer.seed(15).await;
+    for n in 0..50 {
+        let (s, b) = pacer.webhook("workflow_job", &queued_payload(1000 + n, "acme/app", &["self-hosted", "linux"])).await;
+        assert_eq!(s, 202, "{b}");
+    }
+    pacer
+        .wait_for("/api/jobs?status=completed&limit=100", |page| page["items"].as_array().is_some_and(|i| i.len() == 50))
+        .await;
+    assert_eq!(pacer.fleet.counters().launched, 50, "every job got exactly one runner");
+    pacer.wait_for(&format!("/api/pools/{pool_id}"), |p| p["active_runners"] == 0).await;
+
+    // A runner is live from its creation (after its reservation) until it
+    // is done (before its release): the most runners whose lifetimes
+    // overlap is the most that were ever live at once.
+    let (_, runners) = pacer.get("/api/runners?limit=100").await;
+    let runners = runners["items"].as_array().unwrap();
+    assert_eq!(runners.len(), 50);
+    let mut events: Vec<(String, i32)> = Vec::new();
+    for r in runners {
+        assert_eq!(r["state"], "done", "{r}");
+        events.push((r["created_at"].as_str().unwrap().to_string(), 1));
+        events.push((r["updated_at"].as_str().unwrap().to_string(), -1));
+    }
+    // RFC 3339 UTC strings of one format sort by time; ends before starts.
+    events.sort_by(|a, b| {
+        let ta = chrono::DateTime::parse_from_rfc3339(&a.0).unwrap();
+        let tb = chrono::DateTime::parse_from_rfc3339(&b.0).unwrap();
+        ta.cmp(&tb).then(a.1.cmp(&b.1))
+    });
+    let (mut live, mut peak) = (0, 0);
+    for (_, delta) in events {
+        live += delta;
+        peak = peak.max(live);
+    }
+    assert!(peak <= 15, "{peak} runners were live at once on a pool of max_runners 15");
+    assert!(peak > 1, "the burst ran runners side by side ({peak})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_pacer_does_not_serve_are_answered_and_audited_as_the_design_says() {
+    let pacer = LocalPacer::start().await;
+    pacer.seed(2).await;
+
+    // GitHub-hosted: 200, no row, no audit.
+    let (s, _) = pacer.webhook("workflow_job", &queued_payload(301, "acme/app", &["ubuntu-latest"])).await;
+    assert_eq!(s, 200);
+    // A repo no project serves: 200 and audited.
+    let (s, _) = pacer.webhook("workflow_job", &queued_payload(302, "stranger/repo", &["self-hosted"])).await;
+    assert_eq!(s, 200);
+    // Served, but no pool offers gpu: unmatched and audited.
+    let (s, b) = pacer.webhook("workflow_job", &queued_payload(303, "acme/app", &["self-hosted", "gpu"])).await;
+    assert_eq!(s, 202);
+    let (_, job) = pacer.get(&format!("/api/jobs/{}", b["job_id"].as_str().unwrap())).await;
+    assert_eq!(job["state"], "unmatched");
+
+    let (_, jobs) = pacer.get("/api/jobs").await;
+    let ids: Vec<i64> = jobs["items"].as_array().unwrap().iter().map(|j| j["github_job_id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [303], "only the served job has a row");
+    let (_, audit) = pacer.get("/api/audit?action=job.repo_not_bound").await;
+    assert_eq!(audit["items"][0]["target"], "stranger/repo");
+    assert_eq!(audit["items"][0]["actor"]["id"], "octocat");
+    let (_, audit) = pacer.get("/api/audit?action=job.no_pool_match").await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1);
+    let (s, _) = pacer.webhook("ping", &json!({"zen": "Keep it logically awesome."})).await;
+    assert_eq!(s, 200);
+    let (s, _) = pacer.webhook("push", &json!({"ref": "refs/heads/main"})).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_or_wrongly_signed_deliveries_are_401() {
+    let pacer = LocalPacer::start().await;
+    let body = serde_json::to_vec(&queued_payload(401, "acme/app", &["self-hosted"])).unwrap();
+    for signature in [None, Some("sha256=00"), Some("sha1=abc"), Some(format!("sha256={}", "0".repeat(64)).leak() as &str)] {
+        let mut req = pacer.http.post(format!("{}/api/webhook", pacer.base)).header("x-github-event", "workflow_job").body(body.clone());
+        if let Some(sig) = signature {
+            req = req.header("x-hub-signature-256", sig);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 401, "{signature:?}");
+        let err: Value = res.json().await.unwrap();
+        assert_eq!(err["error"], "unauthorized");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_deliveries_never_move_a_job_backwards() {
+    let pacer = LocalPacer::start().await;
+    // No pool can serve "windows": the job stays put while we play GitHub.
+    pacer.seed(1).await;
+    let mut queued = queued_payload(501, "acme/app", &["self-hosted", "linux", "windows"]);
+    let (_, b) = pacer.webhook("workflow_job", &queued).await;
+    let id = b["job_id"].as_str().unwrap().to_string();
+
+    let mut completed = queued.clone();
+    completed["action"] = "completed".into();
+    completed["workflow_job"]["conclusion"] = "failure".into();
+    completed["workflow_job"]["runner_name"] = "pacer-elsewhere".into();
+    let (s, _) = pacer.webhook("workflow_job", &completed).await;
+    assert_eq!(s, 200);
+    let mut in_progress = completed.clone();
+    in_progress["action"] = "in_progress".into();
+    let (s, _) = pacer.webhook("workflow_job", &in_progress).await;
+    assert_eq!(s, 200, "a refused backward move still answers 2xx");
+    queued["action"] = "queued".into();
+    let (s, _) = pacer.webhook("workflow_job", &queued).await;
+    assert!(s == 200 || s == 202);
+
+    let (_, job) = pacer.get(&format!("/api/jobs/{id}")).await;
+    assert_eq!(job["state"], "completed");
+    assert_eq!(job["conclusion"], "failure");
+    assert_eq!(states(&job), ["unmatched", "completed"]);
+}
