@@ -34,7 +34,7 @@
 #   PACER_RUNNER_USER      runner (created if missing)
 #   PACER_LOG              /var/log/pacer-bootstrap.log
 #   PACER_POWEROFF_CMD     shutdown -h now
-#   PACER_REGISTER_TRIES   30      PACER_RETRY_DELAY  2 (seconds, doubling to 30)
+#   PACER_REGISTER_TRIES   20 (about 8 minutes)   PACER_RETRY_DELAY  2 (seconds, doubling to 30)
 #   PACER_CURL_TIMEOUT     30 (seconds per request)
 
 set -uo pipefail
@@ -46,7 +46,7 @@ RUNNER_DIR="${PACER_RUNNER_DIR:-/opt/actions-runner}"
 RUNNER_USER="${PACER_RUNNER_USER:-runner}"
 LOG="${PACER_LOG:-/var/log/pacer-bootstrap.log}"
 POWEROFF_CMD="${PACER_POWEROFF_CMD:-shutdown -h now}"
-REGISTER_TRIES="${PACER_REGISTER_TRIES:-30}"
+REGISTER_TRIES="${PACER_REGISTER_TRIES:-20}"
 RETRY_DELAY="${PACER_RETRY_DELAY:-2}"
 CURL_TIMEOUT="${PACER_CURL_TIMEOUT:-30}"
 PACER_URL="${PACER_URL%/}"
@@ -131,15 +131,15 @@ register() {
 }
 
 ensure_user() {
+    if [ "$RUNNER_USER" = root ] || [ "$(id -u "$RUNNER_USER" 2>/dev/null)" = 0 ]; then
+        fail "the runner refuses to run as root: set PACER_RUNNER_USER to an unprivileged user"
+        return 1
+    fi
     if [ "$(id -un)" = "$RUNNER_USER" ]; then
         return 0
     fi
     if [ "$(id -u)" -ne 0 ]; then
         fail "running as $(id -un), not root: cannot switch to $RUNNER_USER"
-        return 1
-    fi
-    if [ "$RUNNER_USER" = root ] || [ "$(id -u "$RUNNER_USER" 2>/dev/null)" = 0 ]; then
-        fail "the runner refuses to run as root: set PACER_RUNNER_USER to an unprivileged user"
         return 1
     fi
     if ! id -u "$RUNNER_USER" >/dev/null 2>&1; then

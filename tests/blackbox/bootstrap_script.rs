@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use pacer_shared::config::Secret;
 use pacer_shared::fleet::user_data;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 const TOKEN: &str = "cbt.runner-7.SIGNATURE-do-not-log";
@@ -70,7 +70,12 @@ impl StubPacer {
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(async { stopped.await.ok(); }).await.unwrap();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    stopped.await.ok();
+                })
+                .await
+                .unwrap();
         });
         StubPacer { url, calls, stop: Some(stop), server }
     }

@@ -323,3 +323,17 @@ async fn pool_updates_racing_reservations_never_lose_a_reservation() {
     assert_eq!(granted, 20);
     assert_eq!(f.store.get_pool(&pl.id).await.unwrap().unwrap().active_runners, 20);
 }
+
+#[tokio::test]
+async fn updating_a_project_from_a_stale_copy_keeps_its_dependents() {
+    let f = fixture().await;
+    let mut p = project("acme", at(0));
+    f.store.create_project(&p).await.unwrap();
+    f.store.create_pool(&pool(&p.id, "linux", 3, at(1))).await.unwrap();
+
+    p.spec.name = "acme-2".into();
+    p.updated_at = at(2);
+    f.store.update_project(&p).await.unwrap();
+    assert_eq!(f.dependents(&p.id).await, 1);
+    assert!(matches!(f.store.delete_project(&p.id).await, Err(StoreError::InUse(_))));
+}

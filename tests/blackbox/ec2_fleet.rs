@@ -6,9 +6,9 @@
 use pacer_shared::config::Secret;
 use pacer_shared::domain::{Pool, PoolSpec};
 use pacer_shared::fleet::ec2::sdk::types::{Filter, LaunchTemplateHttpTokensState, ShutdownBehavior, VolumeType};
-use pacer_shared::fleet::ec2::{sdk, Ec2Fleet};
-use pacer_shared::fleet::{user_data, Fleet, FleetError, JobRef, LaunchRequest, TAG_DEPLOYMENT, TAG_POOL, TAG_RUNNER};
-use serde_json::{json, Value};
+use pacer_shared::fleet::ec2::{Ec2Fleet, sdk};
+use pacer_shared::fleet::{Fleet, FleetError, JobRef, LaunchRequest, TAG_DEPLOYMENT, TAG_POOL, TAG_RUNNER, user_data};
+use serde_json::{Value, json};
 
 use crate::moto::Moto;
 
@@ -189,12 +189,13 @@ async fn preparing_a_pool_creates_a_hardened_tagged_launch_template() {
         (root.volume_size(), root.volume_type(), root.encrypted(), root.delete_on_termination()),
         (Some(30), Some(&VolumeType::Gp3), Some(true), Some(true))
     );
-    assert_eq!(data.security_group_ids(), [aws.sg.clone()]);
+    assert_eq!(data.security_group_ids(), std::slice::from_ref(&aws.sg));
     assert_eq!(data.iam_instance_profile().and_then(|p| p.name()), Some("pacer-runner"));
     for spec in data.tag_specifications() {
         assert_eq!(tags(spec.tags()), pairs(&[(TAG_DEPLOYMENT, "alpha"), (TAG_POOL, "pool_1")]));
     }
-    let resources: Vec<&str> = data.tag_specifications().iter().filter_map(|s| s.resource_type()).map(|r| r.as_str()).collect();
+    let resources: Vec<&str> =
+        data.tag_specifications().iter().filter_map(|s| s.resource_type()).map(|r| r.as_str()).collect();
     assert!(resources.contains(&"instance") && resources.contains(&"volume"), "{resources:?}");
 }
 
@@ -340,9 +341,11 @@ async fn a_deployment_lists_only_its_own_live_instances() {
     // An instance pacer did not launch at all.
     aws.ec2.run_instances().image_id(&aws.ami).min_count(1).max_count(1).send().await.unwrap();
 
-    let mut listed: Vec<_> = alpha.list_instances().await.unwrap().into_iter().map(|i| (i.instance_id, i.runner_id)).collect();
+    let mut listed: Vec<_> =
+        alpha.list_instances().await.unwrap().into_iter().map(|i| (i.instance_id, i.runner_id)).collect();
     listed.sort();
-    let mut expected = vec![(a1.instance_id.clone(), Some("run_a1".to_string())), (a2.instance_id, Some("run_a2".to_string()))];
+    let mut expected =
+        vec![(a1.instance_id.clone(), Some("run_a1".to_string())), (a2.instance_id, Some("run_a2".to_string()))];
     expected.sort();
     assert_eq!(listed, expected);
     assert!(alpha.instance_for_runner("run_b1").await.unwrap().is_none(), "beta's runner is not alpha's");

@@ -151,6 +151,21 @@ async fn the_token_is_replaced_five_minutes_before_it_expires() {
 }
 
 #[tokio::test]
+async fn a_short_lived_token_is_replaced_as_soon_as_it_is_within_five_minutes_of_expiry() {
+    let s = setup().await;
+    s.fake.set_token_ttl(chrono::TimeDelta::minutes(8));
+    s.github.list_runners(REPO_INSTALLATION, &repo_target()).await.unwrap();
+
+    s.clock.advance(Duration::from_secs(2 * 60));
+    s.github.list_runners(REPO_INSTALLATION, &repo_target()).await.unwrap();
+    assert_eq!(s.fake.count(Endpoint::AccessToken), 1, "6 minutes left: reused");
+
+    s.clock.advance(Duration::from_secs(60));
+    s.github.list_runners(REPO_INSTALLATION, &repo_target()).await.unwrap();
+    assert_eq!(s.fake.count(Endpoint::AccessToken), 2, "5 minutes left: replaced");
+}
+
+#[tokio::test]
 async fn concurrent_callers_share_one_token_fetch() {
     let s = setup().await;
     s.fake.delay(Endpoint::AccessToken, Duration::from_millis(200));
@@ -514,6 +529,64 @@ async fn errors_never_carry_the_token_or_the_jit_config() {
         assert!(!text.contains(&token), "{text}");
         assert!(!text.contains(&jit.encoded_jit_config), "{text}");
     }
+}
+
+// ------------------------------------------------------------- the fake's own checks
+
+/// A request as a GitHub client would send it, with `authorization` as given.
+fn raw_request(method: reqwest::Method, url: String, authorization: Option<&str>) -> reqwest::RequestBuilder {
+    let request = reqwest::Client::new()
+        .request(method, url)
+        .header("accept", "application/vnd.github+json")
+        .header("x-github-api-version", "2022-11-28")
+        .header("user-agent", "a-test");
+    match authorization {
+        Some(value) => request.header("authorization", value),
+        None => request,
+    }
+}
+
+#[tokio::test]
+async fn the_fake_refuses_app_endpoints_without_a_valid_app_jwt() {
+    pacer_shared::server::install_crypto_provider();
+    let fake = FakeGitHub::start().await;
+    fake.install_on_repo("acme/widgets", 1);
+    let url = format!("{}repos/acme/widgets/installation", fake.url());
+
+    for authorization in [None, Some("Bearer not-a-jwt"), Some("Bearer ghs_an-installation-token")] {
+        let response = raw_request(reqwest::Method::GET, url.clone(), authorization).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{authorization:?}");
+    }
+    let recorded = fake.requests();
+    assert!(recorded.iter().all(|r| r.method == "GET" && r.endpoint == Some(Endpoint::RepoInstallation)));
+}
+
+#[tokio::test]
+async fn the_fake_refuses_installation_endpoints_with_a_token_for_another_installation() {
+    let s = setup().await;
+    // A token for the org's installation…
+    s.github.list_runners(ORG_INSTALLATION, &org_target()).await.unwrap();
+    let org_token = s.fake.requests_to(Endpoint::ListOrgRunners)[0].headers["authorization"].clone();
+
+    // …does not reach the repo's runners (GitHub hides what an installation cannot see).
+    let url = format!("{}repos/acme/widgets/actions/runners", s.fake.url());
+    let response = raw_request(reqwest::Method::GET, url, Some(&org_token)).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn the_fake_reports_missing_github_headers_and_undocumented_query_parameters() {
+    let fake = FakeGitHub::start().await;
+    let response = reqwest::Client::new()
+        .get(format!("{}repos/actions/runner/releases/latest?per_pag=5", fake.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let violations = fake.take_violations().join("\n");
+    assert!(violations.contains("Accept"), "{violations}");
+    assert!(violations.contains("X-GitHub-Api-Version"), "{violations}");
+    assert!(violations.contains("\"per_pag\""), "{violations}");
 }
 
 // ------------------------------------------------------------------ the OpenAPI check itself

@@ -5,6 +5,15 @@
 //! half a second, a shared one would need a static that is never dropped
 //! (so the process would outlive the tests), and a private one keeps every
 //! test's data to itself.
+//!
+//! moto_server handles each request on its own thread with no lock around
+//! its backends, so two writes to one DynamoDB item interleave: a
+//! conditional `active_runners < max_runners` increment can pass twice at
+//! `max - 1`, and an increment racing another UpdateItem of the item can be
+//! lost (measured: the 50-reserver conformance case failed 2 runs in 40).
+//! DynamoDB applies each write to an item atomically, so the harness makes
+//! moto handle one request at a time, through a `sitecustomize` hook on
+//! PYTHONPATH that wraps moto's WSGI app in a lock ([`SERIALISE_HOOK`]).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -14,6 +23,29 @@ use std::time::Duration;
 use aws_sdk_dynamodb::config::{Credentials, Region};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Loaded by Python at start (as `sitecustomize`): wraps the WSGI app that
+/// moto hands to werkzeug's `run_simple` so requests run one at a time.
+/// Connections are still accepted and parsed on their own threads.
+const SERIALISE_HOOK: &str = r#"# Written by pacer's test harness (tests/blackbox/moto.rs).
+import threading
+import werkzeug.serving as _serving
+
+_run_simple = _serving.run_simple
+
+
+def _serialised_run_simple(hostname, port, application, *args, **kwargs):
+    lock = threading.Lock()
+
+    def serialised(environ, start_response):
+        with lock:
+            return list(application(environ, start_response))
+
+    return _run_simple(hostname, port, serialised, *args, **kwargs)
+
+
+_serving.run_simple = _serialised_run_simple
+"#;
+
 /// How long a starting moto_server may take to answer before the test fails.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL_EVERY: Duration = Duration::from_millis(50);
@@ -22,6 +54,7 @@ pub struct Moto {
     /// `http://127.0.0.1:PORT`
     pub endpoint: String,
     child: Child,
+    log_path: PathBuf,
 }
 
 impl Moto {
@@ -35,17 +68,19 @@ impl Moto {
             .unwrap_or_else(|e| panic!("cannot create the moto log {}: {e}", log_path.display()));
         let child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("PYTHONPATH", python_path(&serialise_hook_dir(port)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the moto log handle"))
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut moto = Moto { endpoint: format!("http://127.0.0.1:{port}"), child };
-        moto.wait_until_ready(port, &log_path).await;
+        let mut moto = Moto { endpoint: format!("http://127.0.0.1:{port}"), child, log_path };
+        moto.wait_until_ready(port).await;
         moto
     }
 
-    async fn wait_until_ready(&mut self, port: u16, log_path: &Path) {
+    async fn wait_until_ready(&mut self, port: u16) {
+        let log_path = self.log_path.clone();
         let tries = START_TIMEOUT.as_millis() / POLL_EVERY.as_millis();
         for _ in 0..tries {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -75,6 +110,10 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The log only matters when the test failed.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log_path);
+        }
     }
 }
 
@@ -98,6 +137,29 @@ fn moto_server_bin() -> PathBuf {
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port on 127.0.0.1");
     listener.local_addr().expect("local address").port()
+}
+
+/// A directory holding only the `sitecustomize.py` hook. Written to a
+/// unique name and renamed, so tests starting together never read half a file.
+fn serialise_hook_dir(port: u16) -> PathBuf {
+    let dir = log_dir().join("pyhooks");
+    std::fs::create_dir_all(&dir).expect("create the moto hook directory");
+    let hook = dir.join("sitecustomize.py");
+    if std::fs::read_to_string(&hook).ok().as_deref() != Some(SERIALISE_HOOK) {
+        let partial = dir.join(format!("sitecustomize.py.{}.{port}", std::process::id()));
+        std::fs::write(&partial, SERIALISE_HOOK).expect("write the moto hook");
+        std::fs::rename(&partial, &hook).expect("install the moto hook");
+    }
+    dir
+}
+
+/// `dir` first, then whatever PYTHONPATH already held.
+fn python_path(dir: &Path) -> std::ffi::OsString {
+    let mut paths = vec![dir.to_path_buf()];
+    if let Some(existing) = std::env::var_os("PYTHONPATH") {
+        paths.extend(std::env::split_paths(&existing));
+    }
+    std::env::join_paths(paths).expect("a PYTHONPATH")
 }
 
 fn log_dir() -> PathBuf {

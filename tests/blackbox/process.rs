@@ -191,3 +191,57 @@ async fn serve_init_writes_a_local_config_serves_and_keeps_data_across_a_restart
     assert_eq!(actions, [&json!("project.created")], "and so did its audit event");
     assert!(served.terminate().await.success());
 }
+
+#[tokio::test]
+async fn send_test_job_takes_one_job_from_queued_to_completed_after_serve_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("data/pacer.yaml");
+    let fast = [("PACER_FLEET_SIMULATED_BOOT_DELAY", "100ms"), ("PACER_FLEET_SIMULATED_JOB_TIME", "200ms")];
+    let served = Served::start(&config, &fast).await;
+    let (_, project) = served.post("/api/projects", json!({"name": "acme"})).await;
+    let project = project["id"].as_str().unwrap();
+    let (s, pool) = served
+        .post("/api/pools", json!({"project_id": project, "name": "linux", "labels": ["linux"],
+            "instance_types": ["m7g.large"], "subnets": ["subnet-0abc1234"], "ami": "ami-0123456789abcdef0"}))
+        .await;
+    assert_eq!(s, 201, "{pool}");
+    served.post("/api/repos", json!({"repo": "acme/app", "project_id": project})).await;
+
+    let out = run(pacer()
+        .args(["admin", "send-test-job", "--config"])
+        .arg(&config)
+        .args(["--repo", "acme/app", "--labels", "self-hosted,linux", "--url", &served.base]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let job_id = stdout.split_whitespace().nth(1).unwrap().to_string();
+    assert!(job_id.starts_with("job_"), "{stdout}");
+
+    let mut last = Value::Null;
+    for _ in 0..400 {
+        let (_, job) = served.get(&format!("/api/jobs/{job_id}")).await;
+        if job["state"] == "completed" {
+            assert_eq!(job["runner"]["state"], "done");
+            return;
+        }
+        last = job;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the test job never completed: {last}");
+}
+
+#[test]
+fn send_test_job_explains_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), &valid_yaml(dir.path()));
+    let out = run(pacer().args(["admin", "send-test-job", "--config"]).arg(&path).args(["--repo", "acme/app"]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("github.webhook_secret"), "without a webhook secret the job would be refused: {err}");
+
+    let with_secret = valid_yaml(dir.path()).replace("github:\n  disabled: true\n", "github:\n  disabled: true\n  webhook_secret: abcdefabcdefabcdefabcdef\n");
+    let path = write(dir.path(), &with_secret);
+    let out = run(pacer().args(["admin", "send-test-job", "--config"]).arg(&path).args(["--repo", "not a repo"]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--repo"), "{err}");
+}

@@ -53,19 +53,9 @@ pub fn local_ports(dir: &std::path::Path) -> (Ports, Arc<SimulatedFleet>) {
 
 /// A `queued` workflow_job delivery for `repo`, shaped like GitHub's.
 pub fn queued_payload(github_job_id: i64, repo: &str, labels: &[&str]) -> serde_json::Value {
-    let (owner, name) = repo.split_once('/').unwrap();
-    serde_json::json!({
-        "action": "queued",
-        "workflow_job": {
-            "id": github_job_id, "run_id": 5000 + github_job_id, "run_attempt": 1,
-            "status": "queued", "conclusion": null, "name": "build", "workflow_name": "CI",
-            "html_url": format!("https://github.com/{repo}/actions/runs/{}/job/{github_job_id}", 5000 + github_job_id),
-            "labels": labels, "runner_id": null, "runner_name": null,
-        },
-        "repository": {"full_name": repo, "name": name, "owner": {"login": owner}},
-        "installation": {"id": 77},
-        "sender": {"login": "octocat"},
-    })
+    let repo = pacer_shared::domain::RepoName::parse(repo).unwrap();
+    let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+    pacer_shared::service::webhook::sample_queued_payload(github_job_id, &repo, &labels, 77)
 }
 
 /// pacer served in process on a free loopback port, with its orchestrator

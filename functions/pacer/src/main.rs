@@ -33,6 +33,31 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Operator commands.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Send a signed `queued` workflow_job webhook to a running pacer, to
+    /// watch one job go from queued to completed (with the simulated fleet).
+    SendTestJob {
+        /// The configuration of the running pacer (for its address and webhook secret).
+        #[arg(long, env = "PACER_CONFIG")]
+        config: Option<PathBuf>,
+        /// The repository the job belongs to (bind it to a project first).
+        #[arg(long)]
+        repo: String,
+        /// The job's runs-on labels, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "self-hosted")]
+        labels: Vec<String>,
+        /// pacer's base URL; defaults to the configured address.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,17 +67,57 @@ fn main() -> ExitCode {
             println!("pacer {}", version());
             ExitCode::SUCCESS
         }
-        Command::Serve { config, init } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-            match runtime.block_on(serve(config, init)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    // One line, so a bad config reads as one sentence naming the key.
-                    eprintln!("pacer: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Serve { config, init } => block_on(serve(config, init)),
+        Command::Admin { command: AdminCommand::SendTestJob { config, repo, labels, url } } => {
+            block_on(send_test_job(config, repo, labels, url))
         }
+    }
+}
+
+fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, so a bad config reads as one sentence naming the key.
+            eprintln!("pacer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn send_test_job(config: Option<PathBuf>, repo: String, labels: Vec<String>, url: Option<String>) -> anyhow::Result<()> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let cfg = Config::load(config.as_deref(), &env)?;
+    let secret = cfg.github.webhook_secret.as_ref().context("github.webhook_secret is not set: pacer would refuse the webhook")?;
+    let repo = pacer_shared::domain::RepoName::parse(&repo).map_err(|e| anyhow::anyhow!("--repo: {e}"))?;
+    let base = url.unwrap_or_else(|| runtime::callback_url(&cfg));
+    let github_job_id = i64::from(rand::random::<u32>()) + 1;
+    let body = serde_json::to_vec(&pacer_shared::service::webhook::sample_queued_payload(github_job_id, &repo, &labels, 1))?;
+    let signature = pacer_shared::github::webhook::sign(secret.expose().as_bytes(), &body);
+    server::install_crypto_provider();
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/webhook"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "workflow_job")
+        .header("x-github-delivery", format!("send-test-job-{github_job_id}"))
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("sending the webhook to {base}"))?;
+    let status = response.status();
+    let answer: serde_json::Value = response.json().await.unwrap_or_default();
+    match (status.as_u16(), answer["job_id"].as_str()) {
+        (202, Some(job_id)) => {
+            println!("job {job_id} accepted (GitHub job id {github_job_id}); watch it with:");
+            println!("  curl -s {base}/api/jobs/{job_id}");
+            Ok(())
+        }
+        (200, _) => anyhow::bail!(
+            "pacer answered 200 without taking the job ({answer}): is {repo} bound to a project, and do the labels include self-hosted?"
+        ),
+        (code, _) => anyhow::bail!("pacer answered {code}: {answer}"),
     }
 }
 

@@ -86,13 +86,12 @@ pub(crate) fn env_name(path: &str) -> String {
 /// The prefix of every variable pacer reads.
 pub const ENV_PREFIX: &str = "PACER_";
 
-/// `PACER_*` variables that are not configuration keys but are read elsewhere in pacer, so the
-/// overlay must not refuse them as unknown keys.
+/// `PACER_*` variables that are not configuration keys but belong to pacer, so the overlay must
+/// not refuse them as unknown keys.
 ///
 /// - `PACER_CONFIG`: path of the YAML file (the `--config` flag of `pacer serve`).
-/// - `PACER_LOG`: a tracing filter directive that refines `logging.level` (e.g. `pacer=debug`).
-/// - `PACER_DATA_DIR`: where `make run` keeps the generated local config and its database.
-pub const NON_CONFIG_ENV_VARS: &[&str] = &["PACER_CONFIG", "PACER_LOG", "PACER_DATA_DIR"];
+/// - `PACER_LOG`: reserved for the logging set-up, for a tracing filter directive.
+pub const NON_CONFIG_ENV_VARS: &[&str] = &["PACER_CONFIG", "PACER_LOG"];
 
 const fn key(path: &'static str, kind: Kind, default: &'static str, doc: &'static str) -> Key {
     Key {

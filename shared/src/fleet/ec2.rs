@@ -20,20 +20,20 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
-    ArchitectureValues, Filter, InstanceInterruptionBehavior, InstanceLifecycleType,
-    InstanceMarketOptionsRequest, InstanceStateName, InstanceType, LaunchTemplateBlockDeviceMappingRequest,
-    LaunchTemplateEbsBlockDeviceRequest, LaunchTemplateHttpTokensState,
-    LaunchTemplateIamInstanceProfileSpecificationRequest, LaunchTemplateInstanceMetadataEndpointState,
-    LaunchTemplateInstanceMetadataOptionsRequest, LaunchTemplateSpecification, LaunchTemplateTagSpecificationRequest,
-    LocationType, MarketType, RequestLaunchTemplateData, ResourceType, ShutdownBehavior, SpotInstanceType,
-    SpotMarketOptions, Tag, TagSpecification, UsageClassType, VolumeType,
+    ArchitectureValues, Filter, InstanceInterruptionBehavior, InstanceLifecycleType, InstanceMarketOptionsRequest,
+    InstanceStateName, InstanceType, LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
+    LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
+    LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
+    LaunchTemplateSpecification, LaunchTemplateTagSpecificationRequest, LocationType, MarketType,
+    RequestLaunchTemplateData, ResourceType, ShutdownBehavior, SpotInstanceType, SpotMarketOptions, Tag,
+    TagSpecification, UsageClassType, VolumeType,
 };
 use tracing::instrument;
 
-use self::launch::{run_plan, Combination, Failure, MarketKind, RetryPolicy, RunApi};
+use self::launch::{Combination, Failure, MarketKind, RetryPolicy, RunApi, run_plan};
 use super::{
-    user_data, Fleet, FleetError, FleetResult, Instance, LaunchRequest, Launched, TAG_DEPLOYMENT, TAG_JOB, TAG_POOL,
-    TAG_RUNNER,
+    Fleet, FleetError, FleetResult, Instance, LaunchRequest, Launched, TAG_DEPLOYMENT, TAG_JOB, TAG_POOL, TAG_RUNNER,
+    user_data,
 };
 use crate::domain::{Invalid, Market, Pool, PoolSpec, Time};
 
@@ -71,10 +71,7 @@ impl Ec2Fleet {
     /// stable, so saving the pool again adds a version to the same template.
     pub fn launch_template_name(&self, pool_id: &str) -> String {
         let raw = format!("pacer-{}-{}", self.deployment, pool_id);
-        raw.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "().-/_".contains(c) { c } else { '-' })
-            .take(128)
-            .collect()
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || "().-/_".contains(c) { c } else { '-' }).take(128).collect()
     }
 
     fn tag(key: &str, value: &str) -> Tag {
@@ -106,8 +103,7 @@ impl Ec2Fleet {
             .send()
             .await
             .map_err(|e| invalid_if(e, "InvalidSubnet", "subnets", "DescribeSubnets"))?;
-        let found: BTreeMap<&str, _> =
-            subnets.subnets().iter().filter_map(|s| Some((s.subnet_id()?, s))).collect();
+        let found: BTreeMap<&str, _> = subnets.subnets().iter().filter_map(|s| Some((s.subnet_id()?, s))).collect();
         if let Some(missing) = spec.subnets.iter().find(|s| !found.contains_key(s.as_str())) {
             return Err(invalid("subnets", format!("{missing} does not exist in this account and region")));
         }
@@ -118,7 +114,10 @@ impl Ec2Fleet {
         }
         if vpcs.len() > 1 {
             let list = vpcs.iter().copied().collect::<Vec<_>>().join(", ");
-            return Err(invalid("subnets", format!("span several VPCs ({list}); a pool's security groups belong to one")));
+            return Err(invalid(
+                "subnets",
+                format!("span several VPCs ({list}); a pool's security groups belong to one"),
+            ));
         }
         let vpc = vpcs.first().copied().unwrap_or_default();
 
@@ -131,12 +130,14 @@ impl Ec2Fleet {
             .map_err(|e| invalid_if(e, "InvalidGroup", "security_groups", "DescribeSecurityGroups"))?;
         for id in &spec.security_groups {
             match groups.security_groups().iter().find(|g| g.group_id() == Some(id.as_str())) {
-                None => return Err(invalid("security_groups", format!("{id} does not exist in this account and region"))),
+                None => {
+                    return Err(invalid("security_groups", format!("{id} does not exist in this account and region")));
+                }
                 Some(g) if g.vpc_id() != Some(vpc) => {
                     return Err(invalid(
                         "security_groups",
                         format!("{id} is in {}, but the subnets are in {vpc}", g.vpc_id().unwrap_or("no VPC")),
-                    ))
+                    ));
                 }
                 Some(_) => {}
             }
@@ -186,7 +187,10 @@ impl Ec2Fleet {
             .await
             .map_err(|e| invalid_if(e, "InvalidInstanceType", "instance_types", "DescribeInstanceTypes"))?;
         for name in &spec.instance_types {
-            let Some(info) = described.instance_types().iter().find(|i| i.instance_type().map(|t| t.as_str()) == Some(name.as_str()))
+            let Some(info) = described
+                .instance_types()
+                .iter()
+                .find(|i| i.instance_type().map(|t| t.as_str()) == Some(name.as_str()))
             else {
                 return Err(invalid("instance_types", format!("{name} is not an instance type in this region")));
             };
@@ -413,7 +417,12 @@ impl Fleet for Ec2Fleet {
             .client
             .describe_instances()
             .filters(self.deployment_filter())
-            .filters(Filter::builder().name("instance-state-name").set_values(Some(LIVE_STATES.map(String::from).to_vec())).build())
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(LIVE_STATES.map(String::from).to_vec()))
+                    .build(),
+            )
             .into_paginator()
             .page_size(1000)
             .send()
@@ -463,7 +472,9 @@ impl RunApi for SdkRun<'_> {
             .fleet
             .client
             .run_instances()
-            .launch_template(LaunchTemplateSpecification::builder().launch_template_name(&self.template).version("$Default").build())
+            .launch_template(
+                LaunchTemplateSpecification::builder().launch_template_name(&self.template).version("$Default").build(),
+            )
             .min_count(1)
             .max_count(1)
             .instance_type(InstanceType::from(combo.instance_type.as_str()))
@@ -545,9 +556,7 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Instance {
         state: i.state().and_then(|s| s.name()).map_or("unknown", InstanceStateName::as_str).to_string(),
         runner_id: tag_value(i, TAG_RUNNER).map(str::to_string),
         pool_id: tag_value(i, TAG_POOL).map(str::to_string),
-        launched_at: i
-            .launch_time()
-            .and_then(|t| Time::from_timestamp(t.secs(), t.subsec_nanos())),
+        launched_at: i.launch_time().and_then(|t| Time::from_timestamp(t.secs(), t.subsec_nanos())),
     }
 }
 
@@ -566,11 +575,7 @@ fn to_launched(i: &aws_sdk_ec2::types::Instance) -> Launched {
 /// used for `resolve:ssm:` AMIs, whose image pacer does not look up.)
 fn ssm_root_device(path: &str) -> &'static str {
     let path = path.to_ascii_lowercase();
-    if path.contains("canonical") || path.contains("ubuntu") {
-        "/dev/sda1"
-    } else {
-        "/dev/xvda"
-    }
+    if path.contains("canonical") || path.contains("ubuntu") { "/dev/sda1" } else { "/dev/xvda" }
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> FleetError {
@@ -579,7 +584,12 @@ fn invalid(field: &str, message: impl Into<String>) -> FleetError {
 
 /// An error naming a pool field when EC2's code starts with `code_prefix`
 /// (the thing does not exist or is malformed), else an internal error.
-fn invalid_if<E>(err: SdkError<E, aws_sdk_ec2::config::http::HttpResponse>, code_prefix: &str, field: &str, op: &str) -> FleetError
+fn invalid_if<E>(
+    err: SdkError<E, aws_sdk_ec2::config::http::HttpResponse>,
+    code_prefix: &str,
+    field: &str,
+    op: &str,
+) -> FleetError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -608,14 +618,18 @@ where
             message: err.message().unwrap_or_default().to_string(),
         },
         // Never sent: nothing can have been launched.
-        SdkError::ConstructionFailure(_) => Failure::refused("ConstructionFailure", &DisplayErrorContext(&err).to_string()),
+        SdkError::ConstructionFailure(_) => {
+            Failure::refused("ConstructionFailure", &DisplayErrorContext(&err).to_string())
+        }
         _ => Failure::Unknown(DisplayErrorContext(&err).to_string()),
     }
 }
 
 fn failure_error(f: Failure) -> FleetError {
     match f {
-        Failure::Refused { code, message } => FleetError::Other(anyhow::anyhow!("EC2 DescribeInstances: {code}: {message}")),
+        Failure::Refused { code, message } => {
+            FleetError::Other(anyhow::anyhow!("EC2 DescribeInstances: {code}: {message}"))
+        }
         Failure::Unknown(why) => FleetError::Other(anyhow::anyhow!("EC2 DescribeInstances: {why}")),
     }
 }
@@ -636,8 +650,13 @@ mod tests {
 
     #[test]
     fn ubuntu_ssm_parameters_get_ubuntus_root_device() {
-        assert_eq!(ssm_root_device("/aws/service/canonical/ubuntu/server/24.04/stable/current/arm64/hvm/ebs-gp3/ami-id"), "/dev/sda1");
-        assert_eq!(ssm_root_device("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"), "/dev/xvda");
+        assert_eq!(
+            ssm_root_device("/aws/service/canonical/ubuntu/server/24.04/stable/current/arm64/hvm/ebs-gp3/ami-id"),
+            "/dev/sda1"
+        );
+        assert_eq!(
+            ssm_root_device("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"),
+            "/dev/xvda"
+        );
     }
-
 }

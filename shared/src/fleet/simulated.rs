@@ -18,13 +18,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use async_trait::async_trait;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::task::AbortHandle;
 
-use super::{user_data, Fleet, FleetResult, Instance, JobRef, LaunchRequest, Launched};
+use super::{Fleet, FleetResult, Instance, JobRef, LaunchRequest, Launched, user_data};
 use crate::config::{Secret, SimulatedFleetConfig};
 use crate::domain::{Market, Pool};
 use crate::github::offline::decode_offline_jit_config;
@@ -53,7 +53,11 @@ pub struct SimulatedSettings {
 }
 
 impl SimulatedSettings {
-    pub fn from_config(cfg: &SimulatedFleetConfig, deployment: impl Into<String>, webhook_secret: Option<Secret>) -> Self {
+    pub fn from_config(
+        cfg: &SimulatedFleetConfig,
+        deployment: impl Into<String>,
+        webhook_secret: Option<Secret>,
+    ) -> Self {
         Self {
             boot_delay: cfg.boot_delay,
             job_time: cfg.job_time,
@@ -207,7 +211,9 @@ impl Fleet for SimulatedFleet {
         {
             let mut live = inner.lock_live();
             // A runner is one instance: a repeated launch finds it.
-            if let Some(existing) = live.values().find(|l| l.instance.runner_id.as_deref() == Some(req.runner_id.as_str())) {
+            if let Some(existing) =
+                live.values().find(|l| l.instance.runner_id.as_deref() == Some(req.runner_id.as_str()))
+            {
                 return Ok(existing.launched.clone());
             }
             live.insert(
@@ -350,7 +356,8 @@ impl SimulatedRunner<'_> {
     ) -> anyhow::Result<Vec<u8>> {
         let mut attempt = 1;
         loop {
-            let sent = self.inner.http.post(format!("{base}{path}")).bearer_auth(token.expose()).json(body).send().await;
+            let sent =
+                self.inner.http.post(format!("{base}{path}")).bearer_auth(token.expose()).json(body).send().await;
             let status = match sent {
                 Ok(resp) if resp.status().is_success() => return Ok(resp.bytes().await?.to_vec()),
                 Ok(resp) => {
@@ -384,7 +391,14 @@ impl SimulatedRunner<'_> {
     }
 
     /// A `workflow_job` delivery as GitHub would send it, signed.
-    async fn send_job_webhook(&mut self, base: &str, secret: &Secret, job: &JobRef, runner: &RunnerIdentity, action: &str) {
+    async fn send_job_webhook(
+        &mut self,
+        base: &str,
+        secret: &Secret,
+        job: &JobRef,
+        runner: &RunnerIdentity,
+        action: &str,
+    ) {
         let body = workflow_job_payload(job, runner, action, chrono::Utc::now());
         let body = serde_json::to_vec(&body).expect("a JSON value serializes");
         let delivery = format!("sim-{:032x}", rand::random::<u128>());
@@ -417,7 +431,12 @@ pub struct RunnerIdentity {
 
 /// The body of a `workflow_job` webhook for `action` (`in_progress` or
 /// `completed`, which concludes `success`), shaped like GitHub's.
-pub fn workflow_job_payload(job: &JobRef, runner: &RunnerIdentity, action: &str, now: chrono::DateTime<chrono::Utc>) -> Value {
+pub fn workflow_job_payload(
+    job: &JobRef,
+    runner: &RunnerIdentity,
+    action: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Value {
     let (owner, name) = job.repo.split_once('/').unwrap_or((job.repo.as_str(), job.repo.as_str()));
     let repo = &job.repo;
     let completed = action == "completed";

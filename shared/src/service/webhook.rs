@@ -324,3 +324,28 @@ async fn record_unseen(ports: &Ports, ev: &WorkflowJobEvent, state: JobState) ->
     }
     Ok(Outcome::Recorded)
 }
+
+/// A `queued` workflow_job delivery shaped like GitHub's, for
+/// `pacer admin send-test-job` and tests: the least a real one carries.
+pub fn sample_queued_payload(github_job_id: i64, repo: &RepoName, labels: &[String], installation_id: i64) -> serde_json::Value {
+    let run_id = github_job_id / 2 + 1;
+    json!({
+        "action": "queued",
+        "workflow_job": {
+            "id": github_job_id,
+            "run_id": run_id,
+            "run_attempt": 1,
+            "status": "queued",
+            "conclusion": null,
+            "name": "pacer test job",
+            "workflow_name": "pacer send-test-job",
+            "html_url": format!("https://github.com/{repo}/actions/runs/{run_id}/job/{github_job_id}"),
+            "labels": labels,
+            "runner_id": null,
+            "runner_name": null,
+        },
+        "repository": {"full_name": repo.to_string(), "name": repo.name(), "owner": {"login": repo.owner()}},
+        "installation": {"id": installation_id},
+        "sender": {"login": "pacer-send-test-job"},
+    })
+}

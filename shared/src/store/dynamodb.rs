@@ -795,7 +795,6 @@ impl DynamoStore {
             };
             let reasons = cancel.cancellation_reasons().to_vec();
             let codes: Vec<&str> = reasons.iter().map(|r| r.code().unwrap_or("None")).collect();
-            eprintln!("DEBUGTX {op} {:?}", reasons.iter().map(|r| (r.code(), r.message())).collect::<Vec<_>>());
             if codes.contains(&"ConditionalCheckFailed") {
                 return Ok(Some(Cancelled { reasons }));
             }

@@ -157,10 +157,14 @@ fn verdict(code: &str, message: &str) -> Verdict {
             Verdict::InvalidPool("security_groups")
         }
         "InvalidInstanceType" => Verdict::InvalidPool("instance_types"),
-        "InvalidParameterValue" | "InvalidParameterCombination" if has("iaminstanceprofile") || has("instance profile") => {
+        "InvalidParameterValue" | "InvalidParameterCombination"
+            if has("iaminstanceprofile") || has("instance profile") =>
+        {
             Verdict::InvalidPool("instance_profile")
         }
-        "InvalidParameterValue" if has("instancetype") || has("instance type") => Verdict::InvalidPool("instance_types"),
+        "InvalidParameterValue" if has("instancetype") || has("instance type") => {
+            Verdict::InvalidPool("instance_types")
+        }
         _ => Verdict::Permanent,
     }
 }
@@ -211,7 +215,10 @@ pub async fn run_plan(
                 Verdict::Limit => return Err(FleetError::LimitExceeded(format!("{what}: {code}: {message}"))),
                 Verdict::Throttled => {
                     if throttled == policy.throttled {
-                        return Err(FleetError::Throttled(format!("{what}: {code} after {} retries", policy.throttled)));
+                        return Err(FleetError::Throttled(format!(
+                            "{what}: {code} after {} retries",
+                            policy.throttled
+                        )));
                     }
                     tokio::time::sleep(policy.pause(throttled)).await;
                     throttled += 1;
@@ -221,7 +228,9 @@ pub async fn run_plan(
                     match api.find().await {
                         Ok(Some(launched)) => return Ok(launched),
                         Ok(None) => {}
-                        Err(e) => tracing::warn!(error = ?e, "could not look the runner's instance up; retrying with the same token"),
+                        Err(e) => {
+                            tracing::warn!(error = ?e, "could not look the runner's instance up; retrying with the same token")
+                        }
                     }
                     if unknown == policy.unknown {
                         return Err(FleetError::Other(anyhow::anyhow!(
@@ -233,13 +242,22 @@ pub async fn run_plan(
                     unknown += 1;
                 }
                 Verdict::InvalidPool(field) => {
-                    return Err(FleetError::InvalidPool(Invalid::new(field, format!("EC2 refused {what}: {code}: {message}"))))
+                    return Err(FleetError::InvalidPool(Invalid::new(
+                        field,
+                        format!("EC2 refused {what}: {code}: {message}"),
+                    )));
                 }
-                Verdict::Permanent => return Err(FleetError::Permanent(format!("EC2 refused {what}: {code}: {message}"))),
+                Verdict::Permanent => {
+                    return Err(FleetError::Permanent(format!("EC2 refused {what}: {code}: {message}")));
+                }
             }
         }
     }
-    Err(FleetError::NoCapacity(if refusals.is_empty() { "the pool allows no combination".into() } else { refusals.join("; ") }))
+    Err(FleetError::NoCapacity(if refusals.is_empty() {
+        "the pool allows no combination".into()
+    } else {
+        refusals.join("; ")
+    }))
 }
 
 #[cfg(test)]

@@ -4,18 +4,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::*;
 use crate::domain::{Pool, PoolSpec};
 use crate::fleet::{Fleet, JobRef, LaunchRequest};
 use crate::github::offline::OfflineGitHub;
-use crate::github::webhook::{verify_signature, WorkflowJobEvent};
+use crate::github::webhook::{WorkflowJobEvent, verify_signature};
 use crate::github::{GitHub, JitRequest, RunnerTarget};
 
 const TOKEN: &str = "cb-token.for-one-runner";
@@ -73,7 +73,12 @@ impl StubPacer {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(async { stopped.await.ok(); }).await.unwrap();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    stopped.await.ok();
+                })
+                .await
+                .unwrap();
         });
         StubPacer { url, calls, stop: Some(stop), server }
     }
@@ -135,7 +140,13 @@ fn pool() -> Pool {
         .clone(),
     )
     .unwrap();
-    Pool { id: "pool_1".into(), spec, active_runners: 0, created_at: chrono::Utc::now(), updated_at: chrono::Utc::now() }
+    Pool {
+        id: "pool_1".into(),
+        spec,
+        active_runners: 0,
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+    }
 }
 
 fn request(runner_id: &str, pacer_url: &str) -> LaunchRequest {
