@@ -8,6 +8,7 @@ CARGO ?= cargo
 VENV := .venv
 MOTO_VERSION := 5.2.5
 DATA_DIR := data
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test test-deps build check fmt clippy clean-data
 
@@ -23,10 +24,22 @@ build:
 
 ## Install what the tests need, then run every test.
 test: test-deps
+	shellcheck infra/runner/bootstrap.sh
 	$(CARGO) test --workspace --no-fail-fast
 
-## The test dependencies: a Python venv with moto_server (AWS APIs).
-test-deps: $(VENV)/.moto-$(MOTO_VERSION)
+## The test dependencies: a Python venv with moto_server (AWS APIs) and
+## Debian's shellcheck.
+test-deps: $(VENV)/.moto-$(MOTO_VERSION) apt-deps
+
+# Debian packages the tests use; installed only when missing.
+APT_PACKAGES := shellcheck
+.PHONY: apt-deps
+apt-deps:
+	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
+	fi
 
 $(VENV)/.moto-$(MOTO_VERSION):
 	python3 -m venv $(VENV)

@@ -53,7 +53,11 @@ async fn acme_mode_gets_a_certificate_from_the_ca_and_serves_https_for_each_host
     }
 
     // And it covers only those hosts: the same client refuses it for another name
-    let err = client.get(pacer.https_url(OTHER_HOST, "/hello")).send().await.unwrap_err();
+    let err = client
+        .get(pacer.https_url(OTHER_HOST, "/hello"))
+        .send()
+        .await
+        .unwrap_err();
     assert!(format!("{err:?}").contains("NotValidForName"), "{err:?}");
 
     pacer.stop().await;
@@ -73,7 +77,12 @@ async fn acme_http_listener_redirects_to_https_keeping_method_path_and_query() {
         .redirect(redirect::Policy::none())
         .build()
         .unwrap();
-    let response = not_following.post(&http_url).body("payload").send().await.unwrap();
+    let response = not_following
+        .post(&http_url)
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
 
     // Then it is sent, with a 308 (which keeps the method), to the same host, path and query
     // on the HTTPS listener
@@ -83,7 +92,12 @@ async fn acme_http_listener_redirects_to_https_keeping_method_path_and_query() {
 
     // And a client that follows it arrives over HTTPS as a POST, body and all
     let following = trusting(&root).build().unwrap();
-    let response = following.post(&http_url).body("payload").send().await.unwrap();
+    let response = following
+        .post(&http_url)
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.url().as_str(), location);
     assert_eq!(response.text().await.unwrap(), "POST /api/x?y=1 payload");
 
@@ -106,8 +120,15 @@ async fn acme_restart_with_the_same_cache_dir_serves_the_cached_certificate_with
 
     // Then it serves the very certificate it had (same bytes, so same serial and key):
     // nothing was ordered
-    assert_eq!(again.certificate, issued, "the certificate pacer starts with");
-    let response = client.get(again.https_url(HOSTS[1], "/")).send().await.unwrap();
+    assert_eq!(
+        again.certificate, issued,
+        "the certificate pacer starts with"
+    );
+    let response = client
+        .get(again.https_url(HOSTS[1], "/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(served_leaf(&response), issued, "the certificate it serves");
 
     again.stop().await;
@@ -129,7 +150,11 @@ async fn acme_restart_while_the_ca_is_down_still_serves_the_cached_certificate()
     let again = Pacer::start(&config).await;
 
     // Then it serves the cached certificate
-    let response = client.get(again.https_url(HOSTS[0], "/")).send().await.unwrap();
+    let response = client
+        .get(again.https_url(HOSTS[0], "/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(served_leaf(&response), issued);
 
@@ -160,9 +185,20 @@ async fn acme_cache_is_readable_by_its_owner_only() {
     files.sort();
     assert_eq!(files, ["account.json", "certificate.json"]);
     for file in &files {
-        assert_eq!(mode(&cache.join(file)), 0o600, "{file}: {:o}", mode(&cache.join(file)));
+        assert_eq!(
+            mode(&cache.join(file)),
+            0o600,
+            "{file}: {:o}",
+            mode(&cache.join(file))
+        );
     }
-    assert_eq!(mode(&cache), 0o700, "{}: {:o}", cache.display(), mode(&cache));
+    assert_eq!(
+        mode(&cache),
+        0o700,
+        "{}: {:o}",
+        cache.display(),
+        mode(&cache)
+    );
 }
 
 // --- fixtures ------------------------------------------------------------------------------------
@@ -204,17 +240,30 @@ impl Pacer {
         let logs = pebble::log_dir();
         let server = tokio::time::timeout(START_TIMEOUT, Server::bind(echo_app(), config))
             .await
-            .unwrap_or_else(|_| panic!("no certificate within {START_TIMEOUT:?}; see {}", logs.display()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no certificate within {START_TIMEOUT:?}; see {}",
+                    logs.display()
+                )
+            })
             .unwrap_or_else(|err| panic!("pacer did not start: {err:#}; see {}", logs.display()))
             // Idle keep-alive connections of the test's clients must not hold up a restart.
             .with_grace_period(Duration::from_secs(1));
         let https_port = server.local_addr().port();
-        let certificate = server.certificate().expect("TLS is on in acme mode").to_vec();
+        let certificate = server
+            .certificate()
+            .expect("TLS is on in acme mode")
+            .to_vec();
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
-        Pacer { https_port, certificate, stop: Some(stop), serving }
+        Pacer {
+            https_port,
+            certificate,
+            stop: Some(stop),
+            serving,
+        }
     }
 
     fn https_url(&self, host: &str, path: &str) -> String {
@@ -225,8 +274,11 @@ impl Pacer {
     async fn stop(mut self) {
         let _ = self.stop.take().expect("not stopped yet").send(());
         let stopped = tokio::time::timeout(STOP_TIMEOUT, &mut self.serving).await;
-        let result = stopped.unwrap_or_else(|_| panic!("pacer did not stop within {STOP_TIMEOUT:?}"));
-        result.expect("the server task").expect("pacer stops cleanly");
+        let result =
+            stopped.unwrap_or_else(|_| panic!("pacer did not stop within {STOP_TIMEOUT:?}"));
+        result
+            .expect("the server task")
+            .expect("pacer stops cleanly");
     }
 }
 
@@ -263,6 +315,11 @@ fn trusting(root: &Certificate) -> ClientBuilder {
 
 /// The leaf certificate (DER) the server presented for this response.
 fn served_leaf(response: &reqwest::Response) -> Vec<u8> {
-    let tls = response.extensions().get::<TlsInfo>().expect("an HTTPS response");
-    tls.peer_certificate().expect("the server's certificate").to_vec()
+    let tls = response
+        .extensions()
+        .get::<TlsInfo>()
+        .expect("an HTTPS response");
+    tls.peer_certificate()
+        .expect("the server's certificate")
+        .to_vec()
 }

@@ -81,13 +81,19 @@ impl Endpoint {
         match self {
             AccessToken => ("POST", "/app/installations/{installation_id}/access_tokens"),
             RepoInstallation => ("GET", "/repos/{owner}/{repo}/installation"),
-            RepoJitConfig => ("POST", "/repos/{owner}/{repo}/actions/runners/generate-jitconfig"),
+            RepoJitConfig => (
+                "POST",
+                "/repos/{owner}/{repo}/actions/runners/generate-jitconfig",
+            ),
             OrgJitConfig => ("POST", "/orgs/{org}/actions/runners/generate-jitconfig"),
             ListRepoRunners => ("GET", "/repos/{owner}/{repo}/actions/runners"),
             ListOrgRunners => ("GET", "/orgs/{org}/actions/runners"),
             GetRepoRunner => ("GET", "/repos/{owner}/{repo}/actions/runners/{runner_id}"),
             GetOrgRunner => ("GET", "/orgs/{org}/actions/runners/{runner_id}"),
-            DeleteRepoRunner => ("DELETE", "/repos/{owner}/{repo}/actions/runners/{runner_id}"),
+            DeleteRepoRunner => (
+                "DELETE",
+                "/repos/{owner}/{repo}/actions/runners/{runner_id}",
+            ),
             DeleteOrgRunner => ("DELETE", "/orgs/{org}/actions/runners/{runner_id}"),
             GetJob => ("GET", "/repos/{owner}/{repo}/actions/jobs/{job_id}"),
             LatestRelease => ("GET", "/repos/{owner}/{repo}/releases/latest"),
@@ -188,8 +194,16 @@ pub struct Failure {
 
 impl Failure {
     pub fn status(status: u16) -> Self {
-        let message = StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error").to_owned();
-        Failure { status, headers: Vec::new(), message }
+        let message = StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error")
+            .to_owned();
+        Failure {
+            status,
+            headers: Vec::new(),
+            message,
+        }
     }
 
     pub fn header(mut self, name: &str, value: impl ToString) -> Self {
@@ -297,8 +311,12 @@ impl FakeGitHub {
             requests: Vec::new(),
             violations: Vec::new(),
         }));
-        let app = axum::Router::new().fallback(handle).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1 for the fake GitHub");
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1 for the fake GitHub");
         let port = listener.local_addr().expect("local address").port();
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -309,7 +327,12 @@ impl FakeGitHub {
                 .await
                 .expect("the fake GitHub serves");
         });
-        FakeGitHub { port, state, shutdown: Some(shutdown), server }
+        FakeGitHub {
+            port,
+            state,
+            shutdown: Some(shutdown),
+            server,
+        }
     }
 
     /// `http://127.0.0.1:PORT/`, what `github.api_url` is set to.
@@ -338,12 +361,16 @@ impl FakeGitHub {
 
     /// Installs the App on one repository (`owner/name`) under `installation_id`.
     pub fn install_on_repo(&self, repo: &str, installation_id: i64) {
-        self.state().repo_installations.insert(repo.to_lowercase(), installation_id);
+        self.state()
+            .repo_installations
+            .insert(repo.to_lowercase(), installation_id);
     }
 
     /// Installs the App on an organisation: it covers the org and all its repositories.
     pub fn install_on_org(&self, org: &str, installation_id: i64) {
-        self.state().org_installations.insert(org.to_lowercase(), installation_id);
+        self.state()
+            .org_installations
+            .insert(org.to_lowercase(), installation_id);
     }
 
     /// Registers a runner as if someone had, and answers its id.
@@ -379,13 +406,22 @@ impl FakeGitHub {
 
     /// The runner a JIT config was issued for: what a test playing the instance checks.
     pub fn runner_by_jit_config(&self, encoded_jit_config: &str) -> Option<FakeRunner> {
-        self.state().runners.values().find(|r| !r.encoded_jit_config.is_empty() && r.encoded_jit_config == encoded_jit_config).cloned()
+        self.state()
+            .runners
+            .values()
+            .find(|r| {
+                !r.encoded_jit_config.is_empty() && r.encoded_jit_config == encoded_jit_config
+            })
+            .cloned()
     }
 
     /// Sets what GitHub says of a runner (`online`/`offline`, busy).
     pub fn set_runner_status(&self, id: i64, status: &str, busy: bool) {
         let mut state = self.state();
-        let runner = state.runners.get_mut(&id).unwrap_or_else(|| panic!("no runner {id}"));
+        let runner = state
+            .runners
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no runner {id}"));
         runner.status = status.to_owned();
         runner.busy = busy;
     }
@@ -411,7 +447,11 @@ impl FakeGitHub {
 
     /// The next `times` calls of `endpoint` (that pass authentication) answer `failure`.
     pub fn fail_next(&self, endpoint: Endpoint, times: usize, failure: Failure) {
-        self.state().failures.push(Injected { endpoint, remaining: times, failure });
+        self.state().failures.push(Injected {
+            endpoint,
+            remaining: times,
+            failure,
+        });
     }
 
     /// Calls of `endpoint` take `delay` before answering (to make concurrent callers overlap).
@@ -426,12 +466,21 @@ impl FakeGitHub {
 
     /// The requests to one endpoint, in order.
     pub fn requests_to(&self, endpoint: Endpoint) -> Vec<RecordedRequest> {
-        self.state().requests.iter().filter(|r| r.endpoint == Some(endpoint)).cloned().collect()
+        self.state()
+            .requests
+            .iter()
+            .filter(|r| r.endpoint == Some(endpoint))
+            .cloned()
+            .collect()
     }
 
     /// How many requests reached `endpoint`.
     pub fn count(&self, endpoint: Endpoint) -> usize {
-        self.state().requests.iter().filter(|r| r.endpoint == Some(endpoint)).count()
+        self.state()
+            .requests
+            .iter()
+            .filter(|r| r.endpoint == Some(endpoint))
+            .count()
     }
 
     /// Takes the contract violations recorded so far (a test provoking one on purpose).
@@ -442,7 +491,12 @@ impl FakeGitHub {
     /// Checks an App JWT as the App endpoints do (for tests that look at the claims).
     pub fn verify_app_jwt(&self, token: &str) -> Result<AppJwtClaims, String> {
         let state = self.state();
-        app_jwt::verify(token, &state.public_key, TEST_APP_ID, state.clock.now().timestamp())
+        app_jwt::verify(
+            token,
+            &state.public_key,
+            TEST_APP_ID,
+            state.clock.now().timestamp(),
+        )
     }
 }
 
@@ -484,21 +538,66 @@ fn route(method: &Method, api_path: &str) -> Option<(Endpoint, Params)> {
     use Endpoint::*;
     let segments: Vec<&str> = api_path.trim_start_matches('/').split('/').collect();
     let id = |s: &str| s.parse::<i64>().ok();
-    let repo = |o: &str, r: &str| Params { owner: o.into(), repo: r.into(), ..Params::default() };
-    let org = |o: &str| Params { org: o.into(), ..Params::default() };
+    let repo = |o: &str, r: &str| Params {
+        owner: o.into(),
+        repo: r.into(),
+        ..Params::default()
+    };
+    let org = |o: &str| Params {
+        org: o.into(),
+        ..Params::default()
+    };
     let m = method.as_str();
     Some(match (m, segments.as_slice()) {
-        ("POST", ["app", "installations", i, "access_tokens"]) => (AccessToken, Params { id: id(i)?, ..Params::default() }),
+        ("POST", ["app", "installations", i, "access_tokens"]) => (
+            AccessToken,
+            Params {
+                id: id(i)?,
+                ..Params::default()
+            },
+        ),
         ("GET", ["repos", o, r, "installation"]) => (RepoInstallation, repo(o, r)),
-        ("POST", ["repos", o, r, "actions", "runners", "generate-jitconfig"]) => (RepoJitConfig, repo(o, r)),
+        ("POST", ["repos", o, r, "actions", "runners", "generate-jitconfig"]) => {
+            (RepoJitConfig, repo(o, r))
+        }
         ("POST", ["orgs", o, "actions", "runners", "generate-jitconfig"]) => (OrgJitConfig, org(o)),
         ("GET", ["repos", o, r, "actions", "runners"]) => (ListRepoRunners, repo(o, r)),
         ("GET", ["orgs", o, "actions", "runners"]) => (ListOrgRunners, org(o)),
-        ("GET", ["repos", o, r, "actions", "runners", i]) => (GetRepoRunner, Params { id: id(i)?, ..repo(o, r) }),
-        ("GET", ["orgs", o, "actions", "runners", i]) => (GetOrgRunner, Params { id: id(i)?, ..org(o) }),
-        ("DELETE", ["repos", o, r, "actions", "runners", i]) => (DeleteRepoRunner, Params { id: id(i)?, ..repo(o, r) }),
-        ("DELETE", ["orgs", o, "actions", "runners", i]) => (DeleteOrgRunner, Params { id: id(i)?, ..org(o) }),
-        ("GET", ["repos", o, r, "actions", "jobs", i]) => (GetJob, Params { id: id(i)?, ..repo(o, r) }),
+        ("GET", ["repos", o, r, "actions", "runners", i]) => (
+            GetRepoRunner,
+            Params {
+                id: id(i)?,
+                ..repo(o, r)
+            },
+        ),
+        ("GET", ["orgs", o, "actions", "runners", i]) => (
+            GetOrgRunner,
+            Params {
+                id: id(i)?,
+                ..org(o)
+            },
+        ),
+        ("DELETE", ["repos", o, r, "actions", "runners", i]) => (
+            DeleteRepoRunner,
+            Params {
+                id: id(i)?,
+                ..repo(o, r)
+            },
+        ),
+        ("DELETE", ["orgs", o, "actions", "runners", i]) => (
+            DeleteOrgRunner,
+            Params {
+                id: id(i)?,
+                ..org(o)
+            },
+        ),
+        ("GET", ["repos", o, r, "actions", "jobs", i]) => (
+            GetJob,
+            Params {
+                id: id(i)?,
+                ..repo(o, r)
+            },
+        ),
         ("GET", ["repos", o, r, "releases", "latest"]) => (LatestRelease, repo(o, r)),
         _ => return None,
     })
@@ -516,7 +615,9 @@ struct Incoming<'a> {
 
 impl Incoming<'_> {
     fn query_param(&self, name: &str) -> Option<usize> {
-        self.query.split('&').find_map(|p| p.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        self.query
+            .split('&')
+            .find_map(|p| p.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
     }
 }
 
@@ -529,24 +630,47 @@ struct Answer {
 
 impl Answer {
     fn json(status: StatusCode, body: Value) -> Self {
-        Answer { status, headers: Vec::new(), body: Some(body) }
+        Answer {
+            status,
+            headers: Vec::new(),
+            body: Some(body),
+        }
     }
 
     fn empty(status: StatusCode) -> Self {
-        Answer { status, headers: Vec::new(), body: None }
+        Answer {
+            status,
+            headers: Vec::new(),
+            body: None,
+        }
     }
 
     /// GitHub's error body.
     fn error(status: StatusCode, message: &str) -> Self {
-        Answer::json(status, json!({"message": message, "documentation_url": DOCS, "status": status.as_str()}))
+        Answer::json(
+            status,
+            json!({"message": message, "documentation_url": DOCS, "status": status.as_str()}),
+        )
     }
 }
 
-async fn handle(AxumState(state): AxumState<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    AxumState(state): AxumState<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().to_owned();
-    let api_path = path.strip_prefix(GHES_PREFIX).filter(|p| p.starts_with('/')).unwrap_or(&path).to_owned();
+    let api_path = path
+        .strip_prefix(GHES_PREFIX)
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or(&path)
+        .to_owned();
     let routed = route(&method, &api_path);
-    let delay = routed.as_ref().and_then(|(e, _)| state.lock().unwrap().delays.get(e).copied());
+    let delay = routed
+        .as_ref()
+        .and_then(|(e, _)| state.lock().unwrap().delays.get(e).copied());
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }
@@ -568,11 +692,20 @@ async fn handle(AxumState(state): AxumState<Shared>, method: Method, uri: Uri, h
     let endpoint = routed.as_ref().map(|(e, _)| *e);
     let answer = match routed {
         None => {
-            violations.push(format!("{method} {path}: the fake GitHub does not serve this; pacer should not call it"));
+            violations.push(format!(
+                "{method} {path}: the fake GitHub does not serve this; pacer should not call it"
+            ));
             Answer::error(StatusCode::NOT_FOUND, "Not Found")
         }
         Some((endpoint, params)) => {
-            check_request(endpoint, &headers, uri.query(), parsed_body.as_ref(), &body, &mut violations);
+            check_request(
+                endpoint,
+                &headers,
+                uri.query(),
+                parsed_body.as_ref(),
+                &body,
+                &mut violations,
+            );
             let incoming = Incoming {
                 headers: &headers,
                 path: &path,
@@ -586,7 +719,13 @@ async fn handle(AxumState(state): AxumState<Shared>, method: Method, uri: Uri, h
         }
     };
 
-    let label = |v: String| if v.starts_with(method.as_str()) { v } else { format!("{method} {path}: {v}") };
+    let label = |v: String| {
+        if v.starts_with(method.as_str()) {
+            v
+        } else {
+            format!("{method} {path}: {v}")
+        }
+    };
     state.violations.extend(violations.into_iter().map(label));
     state.requests.push(RecordedRequest {
         method: method.to_string(),
@@ -595,7 +734,12 @@ async fn handle(AxumState(state): AxumState<Shared>, method: Method, uri: Uri, h
         endpoint,
         headers: headers
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("<not UTF-8>").to_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    v.to_str().unwrap_or("<not UTF-8>").to_owned(),
+                )
+            })
             .collect(),
         body: parsed_body,
         status: answer.status.as_u16(),
@@ -611,19 +755,34 @@ fn into_response(answer: Answer) -> Response {
     };
     for (name, value) in answer.headers {
         let name = axum::http::HeaderName::from_bytes(name.as_bytes()).expect("a header name");
-        response.headers_mut().insert(name, HeaderValue::from_str(&value).expect("a header value"));
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_str(&value).expect("a header value"));
     }
     response
 }
 
 /// What GitHub asks of every client, and the operation's documented parameters and body.
-fn check_request(endpoint: Endpoint, headers: &HeaderMap, query: Option<&str>, body: Option<&Value>, raw: &[u8], violations: &mut Vec<String>) {
+fn check_request(
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: Option<&Value>,
+    raw: &[u8],
+    violations: &mut Vec<String>,
+) {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if header("accept") != Some("application/vnd.github+json") {
-        violations.push(format!("Accept is {:?}, GitHub recommends application/vnd.github+json", header("accept")));
+        violations.push(format!(
+            "Accept is {:?}, GitHub recommends application/vnd.github+json",
+            header("accept")
+        ));
     }
     if header("x-github-api-version") != Some("2022-11-28") {
-        violations.push(format!("X-GitHub-Api-Version is {:?}, expected 2022-11-28", header("x-github-api-version")));
+        violations.push(format!(
+            "X-GitHub-Api-Version is {:?}, expected 2022-11-28",
+            header("x-github-api-version")
+        ));
     }
     if header("user-agent").is_none_or(str::is_empty) {
         violations.push("no User-Agent: GitHub refuses such requests".into());
@@ -631,23 +790,38 @@ fn check_request(endpoint: Endpoint, headers: &HeaderMap, query: Option<&str>, b
     let (method, template) = endpoint.operation();
     let spec = openapi::description();
     let documented = spec.query_parameters(method, template);
-    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let name = pair.split('=').next().unwrap_or_default();
         if !documented.iter().any(|d| d == name) {
-            violations.push(format!("query parameter {name:?} is not documented for this operation"));
+            violations.push(format!(
+                "query parameter {name:?} is not documented for this operation"
+            ));
         }
     }
     match (spec.request_validator(method, template), body) {
         (Some(validator), Some(body)) => {
             if header("content-type").is_none_or(|ct| !ct.starts_with("application/json")) {
-                violations.push(format!("a JSON body sent as Content-Type {:?}", header("content-type")));
+                violations.push(format!(
+                    "a JSON body sent as Content-Type {:?}",
+                    header("content-type")
+                ));
             }
-            violations.extend(openapi::violations(&validator, body).into_iter().map(|v| format!("request body {v}")));
+            violations.extend(
+                openapi::violations(&validator, body)
+                    .into_iter()
+                    .map(|v| format!("request body {v}")),
+            );
         }
         (Some(_), None) if spec.request_body_required(method, template) && raw.is_empty() => {
             violations.push("the operation requires a request body; none was sent".into())
         }
-        (None, Some(_)) => violations.push("a body was sent to an operation that takes none".into()),
+        (None, Some(_)) => {
+            violations.push("a body was sent to an operation that takes none".into())
+        }
         _ => {}
     }
 }
@@ -656,14 +830,22 @@ fn check_request(endpoint: Endpoint, headers: &HeaderMap, query: Option<&str>, b
 fn check_response(endpoint: Endpoint, answer: &Answer, violations: &mut Vec<String>) {
     let (method, template) = endpoint.operation();
     match openapi::description().response(method, template, answer.status.as_u16()) {
-        Err(undocumented) => violations.push(format!("the fake answered an undocumented status: {undocumented}")),
+        Err(undocumented) => violations.push(format!(
+            "the fake answered an undocumented status: {undocumented}"
+        )),
         Ok(ResponseSpec::Empty) => {
             if answer.body.is_some() {
-                violations.push(format!("status {} is documented without a body, the fake sent one", answer.status));
+                violations.push(format!(
+                    "status {} is documented without a body, the fake sent one",
+                    answer.status
+                ));
             }
         }
         Ok(ResponseSpec::Json(validator)) => match &answer.body {
-            None => violations.push(format!("status {} is documented with a JSON body, the fake sent none", answer.status)),
+            None => violations.push(format!(
+                "status {} is documented with a JSON body, the fake sent none",
+                answer.status
+            )),
             Some(body) => violations.extend(
                 openapi::violations(&validator, body)
                     .into_iter()
@@ -692,15 +874,26 @@ impl State {
                 return Answer::error(StatusCode::NOT_FOUND, "Not Found");
             }
         }
-        if let Some(injected) = self.failures.iter_mut().find(|f| f.endpoint == endpoint && f.remaining > 0) {
+        if let Some(injected) = self
+            .failures
+            .iter_mut()
+            .find(|f| f.endpoint == endpoint && f.remaining > 0)
+        {
             injected.remaining -= 1;
             let failure = injected.failure.clone();
-            let mut answer = Answer::error(StatusCode::from_u16(failure.status).expect("a valid status"), &failure.message);
+            let mut answer = Answer::error(
+                StatusCode::from_u16(failure.status).expect("a valid status"),
+                &failure.message,
+            );
             answer.headers = failure.headers;
             return answer;
         }
         // A body GitHub's schema refuses gets GitHub's answer to it (the violation is recorded too).
-        if request.violations.iter().any(|v| v.starts_with("request body")) {
+        if request
+            .violations
+            .iter()
+            .any(|v| v.starts_with("request body"))
+        {
             return Answer::json(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({"message": "Invalid request.", "documentation_url": DOCS, "errors": request.violations}),
@@ -711,13 +904,19 @@ impl State {
         match endpoint {
             AccessToken => self.issue_token(params.id),
             RepoInstallation => self.repo_installation(params),
-            RepoJitConfig => self.generate_jit_config(FakeTarget::Repo(params.repo_full_name()), body),
+            RepoJitConfig => {
+                self.generate_jit_config(FakeTarget::Repo(params.repo_full_name()), body)
+            }
             OrgJitConfig => self.generate_jit_config(FakeTarget::org(&params.org), body),
-            ListRepoRunners => self.list_runners(&FakeTarget::Repo(params.repo_full_name()), request),
+            ListRepoRunners => {
+                self.list_runners(&FakeTarget::Repo(params.repo_full_name()), request)
+            }
             ListOrgRunners => self.list_runners(&FakeTarget::org(&params.org), request),
             GetRepoRunner => self.get_runner(&FakeTarget::Repo(params.repo_full_name()), params.id),
             GetOrgRunner => self.get_runner(&FakeTarget::org(&params.org), params.id),
-            DeleteRepoRunner => self.delete_runner(&FakeTarget::Repo(params.repo_full_name()), params.id),
+            DeleteRepoRunner => {
+                self.delete_runner(&FakeTarget::Repo(params.repo_full_name()), params.id)
+            }
             DeleteOrgRunner => self.delete_runner(&FakeTarget::org(&params.org), params.id),
             GetJob => self.get_job(params),
             LatestRelease => self.latest_release(params),
@@ -730,13 +929,19 @@ impl State {
         let credential = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("token ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("token "))
+            })
             .map(str::trim);
         match endpoint.auth() {
             AuthKind::Anonymous => Ok(None),
             AuthKind::App => {
                 let Some(jwt) = credential else {
-                    return Err(Answer::error(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded"));
+                    return Err(Answer::error(
+                        StatusCode::UNAUTHORIZED,
+                        "A JSON web token could not be decoded",
+                    ));
                 };
                 app_jwt::verify(jwt, &self.public_key, TEST_APP_ID, self.now().timestamp())
                     .map(|_| None)
@@ -754,7 +959,10 @@ impl State {
 
     fn installation_of_repo(&self, full_name: &str) -> Option<i64> {
         let owner = full_name.split('/').next().unwrap_or_default();
-        self.repo_installations.get(full_name).or_else(|| self.org_installations.get(owner)).copied()
+        self.repo_installations
+            .get(full_name)
+            .or_else(|| self.org_installations.get(owner))
+            .copied()
     }
 
     /// Whether an installation may act where the request points (GitHub answers 404 otherwise).
@@ -769,17 +977,30 @@ impl State {
     }
 
     fn installation_exists(&self, id: i64) -> bool {
-        self.repo_installations.values().chain(self.org_installations.values()).any(|&i| i == id)
+        self.repo_installations
+            .values()
+            .chain(self.org_installations.values())
+            .any(|&i| i == id)
     }
 
     fn issue_token(&mut self, installation_id: i64) -> Answer {
         if !self.installation_exists(installation_id) {
             return Answer::error(StatusCode::NOT_FOUND, "Not Found");
         }
-        let token = format!("ghs_fake{:04}{installation_id}x{}", self.next_token, self.now().timestamp_subsec_nanos());
+        let token = format!(
+            "ghs_fake{:04}{installation_id}x{}",
+            self.next_token,
+            self.now().timestamp_subsec_nanos()
+        );
         self.next_token += 1;
         let expires_at = self.now() + self.token_ttl;
-        self.tokens.insert(token.clone(), IssuedToken { installation_id, expires_at });
+        self.tokens.insert(
+            token.clone(),
+            IssuedToken {
+                installation_id,
+                expires_at,
+            },
+        );
         Answer::json(
             StatusCode::CREATED,
             json!({
@@ -799,18 +1020,32 @@ impl State {
         installation["id"] = json!(id);
         installation["app_id"] = json!(TEST_APP_ID);
         installation["account"]["login"] = json!(params.owner);
-        installation["access_tokens_url"] = json!(format!("https://api.github.com/app/installations/{id}/access_tokens"));
+        installation["access_tokens_url"] = json!(format!(
+            "https://api.github.com/app/installations/{id}/access_tokens"
+        ));
         Answer::json(StatusCode::OK, installation)
     }
 
     fn generate_jit_config(&mut self, target: FakeTarget, body: &Value) -> Answer {
         let name = body["name"].as_str().unwrap_or_default().to_owned();
-        if self.runners.values().any(|r| r.target == target && r.name.eq_ignore_ascii_case(&name)) {
-            return Answer::error(StatusCode::CONFLICT, &format!("Already exists - A runner with the name {name} already exists."));
+        if self
+            .runners
+            .values()
+            .any(|r| r.target == target && r.name.eq_ignore_ascii_case(&name))
+        {
+            return Answer::error(
+                StatusCode::CONFLICT,
+                &format!("Already exists - A runner with the name {name} already exists."),
+            );
         }
         let id = self.next_runner_id;
         self.next_runner_id += 1;
-        let labels: Vec<String> = body["labels"].as_array().into_iter().flatten().filter_map(|l| l.as_str().map(str::to_owned)).collect();
+        let labels: Vec<String> = body["labels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.as_str().map(str::to_owned))
+            .collect();
         // Shaped like GitHub's: base64 of a JSON object holding the runner's config files.
         let encoded_jit_config = base64::encode(
             json!({
@@ -834,21 +1069,38 @@ impl State {
         };
         let wire = runner_json(&runner);
         self.runners.insert(id, runner);
-        Answer::json(StatusCode::CREATED, json!({"runner": wire, "encoded_jit_config": encoded_jit_config}))
+        Answer::json(
+            StatusCode::CREATED,
+            json!({"runner": wire, "encoded_jit_config": encoded_jit_config}),
+        )
     }
 
     fn list_runners(&self, target: &FakeTarget, request: &Incoming<'_>) -> Answer {
         // GitHub's defaults: 30 a page, at most 100.
         let per_page = request.query_param("per_page").unwrap_or(30).clamp(1, 100);
         let page = request.query_param("page").unwrap_or(1).max(1);
-        let all: Vec<&FakeRunner> = self.runners.values().filter(|r| &r.target == target).collect();
+        let all: Vec<&FakeRunner> = self
+            .runners
+            .values()
+            .filter(|r| &r.target == target)
+            .collect();
         let pages = all.len().div_ceil(per_page).max(1);
-        let on_page: Vec<Value> = all.iter().skip((page - 1) * per_page).take(per_page).map(|r| runner_json(r)).collect();
-        let mut answer = Answer::json(StatusCode::OK, json!({"total_count": all.len(), "runners": on_page}));
+        let on_page: Vec<Value> = all
+            .iter()
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .map(|r| runner_json(r))
+            .collect();
+        let mut answer = Answer::json(
+            StatusCode::OK,
+            json!({"total_count": all.len(), "runners": on_page}),
+        );
         if pages > 1 {
             let (host, path) = (request.headers.get("host"), request.path);
             let host = host.and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1");
-            let link = |p: usize, rel: &str| format!("<http://{host}{path}?per_page={per_page}&page={p}>; rel=\"{rel}\"");
+            let link = |p: usize, rel: &str| {
+                format!("<http://{host}{path}?per_page={per_page}&page={p}>; rel=\"{rel}\"")
+            };
             let mut links = Vec::new();
             if page < pages {
                 links.push(link(page + 1, "next"));
@@ -885,16 +1137,29 @@ impl State {
     }
 
     fn get_job(&self, params: &Params) -> Answer {
-        let Some(job) = self.jobs.get(&params.id).filter(|j| j.repo.to_lowercase() == params.repo_full_name()) else {
+        let Some(job) = self
+            .jobs
+            .get(&params.id)
+            .filter(|j| j.repo.to_lowercase() == params.repo_full_name())
+        else {
             return Answer::error(StatusCode::NOT_FOUND, "Not Found");
         };
         let mut wire = openapi::description().example("job");
         let repo = &job.repo;
         wire["id"] = json!(job.id);
         wire["run_id"] = json!(job.run_id);
-        wire["run_url"] = json!(format!("https://api.github.com/repos/{repo}/actions/runs/{}", job.run_id));
-        wire["url"] = json!(format!("https://api.github.com/repos/{repo}/actions/jobs/{}", job.id));
-        wire["html_url"] = json!(format!("https://github.com/{repo}/actions/runs/{}/job/{}", job.run_id, job.id));
+        wire["run_url"] = json!(format!(
+            "https://api.github.com/repos/{repo}/actions/runs/{}",
+            job.run_id
+        ));
+        wire["url"] = json!(format!(
+            "https://api.github.com/repos/{repo}/actions/jobs/{}",
+            job.id
+        ));
+        wire["html_url"] = json!(format!(
+            "https://github.com/{repo}/actions/runs/{}/job/{}",
+            job.run_id, job.id
+        ));
         wire["status"] = json!(job.status);
         wire["conclusion"] = json!(job.conclusion);
         wire["labels"] = json!(job.labels);
@@ -918,7 +1183,9 @@ impl State {
         let tag = &self.latest_runner_tag;
         release["tag_name"] = json!(tag);
         release["name"] = json!(tag);
-        release["html_url"] = json!(format!("https://github.com/actions/runner/releases/tag/{tag}"));
+        release["html_url"] = json!(format!(
+            "https://github.com/actions/runner/releases/tag/{tag}"
+        ));
         Answer::json(StatusCode::OK, release)
     }
 }
@@ -930,7 +1197,11 @@ fn runner_json(runner: &FakeRunner) -> Value {
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let kind = if name.eq_ignore_ascii_case("self-hosted") { "read-only" } else { "custom" };
+            let kind = if name.eq_ignore_ascii_case("self-hosted") {
+                "read-only"
+            } else {
+                "custom"
+            };
             json!({"id": i + 1, "name": name, "type": kind})
         })
         .collect();

@@ -108,7 +108,7 @@ async fn jobs_pacer_does_not_serve_are_answered_and_audited_as_the_design_says()
     assert_eq!(ids, [303], "only the served job has a row");
     let (_, audit) = pacer.get("/api/audit?action=job.repo_not_bound").await;
     assert_eq!(audit["items"][0]["target"], "stranger/repo");
-    assert_eq!(audit["items"][0]["actor"]["id"], "octocat");
+    assert_eq!(audit["items"][0]["actor"]["id"], "pacer-send-test-job", "the GitHub sender is the actor");
     let (_, audit) = pacer.get("/api/audit?action=job.no_pool_match").await;
     assert_eq!(audit["items"].as_array().unwrap().len(), 1);
     let (s, _) = pacer.webhook("ping", &json!({"zen": "Keep it logically awesome."})).await;

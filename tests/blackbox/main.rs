@@ -9,6 +9,7 @@ mod support;
 mod api_crud;
 mod process;
 mod lifecycle_local;
+mod aws_adapters;
 mod acme_pebble;
 mod ec2_fleet;
 mod bootstrap_script;

@@ -12,8 +12,9 @@
 //! `max - 1`, and an increment racing another UpdateItem of the item can be
 //! lost (measured: the 50-reserver conformance case failed 2 runs in 40).
 //! DynamoDB applies each write to an item atomically, so the harness makes
-//! moto handle one request at a time, through a `sitecustomize` hook on
-//! PYTHONPATH that wraps moto's WSGI app in a lock ([`SERIALISE_HOOK`]).
+//! moto handle one DynamoDB request at a time, through a `sitecustomize`
+//! hook on PYTHONPATH that wraps moto's WSGI app in a lock
+//! ([`SERIALISE_HOOK`]).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -24,8 +25,9 @@ use aws_sdk_dynamodb::config::{Credentials, Region};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Loaded by Python at start (as `sitecustomize`): wraps the WSGI app that
-/// moto hands to werkzeug's `run_simple` so requests run one at a time.
-/// Connections are still accepted and parsed on their own threads.
+/// moto hands to werkzeug's `run_simple` so DynamoDB requests run one at a
+/// time. Only DynamoDB's: an SQS long poll holds its request open for
+/// seconds and must not stall everything else.
 const SERIALISE_HOOK: &str = r#"# Written by pacer's test harness (tests/blackbox/moto.rs).
 import threading
 import werkzeug.serving as _serving
@@ -37,6 +39,8 @@ def _serialised_run_simple(hostname, port, application, *args, **kwargs):
     lock = threading.Lock()
 
     def serialised(environ, start_response):
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            return application(environ, start_response)
         with lock:
             return list(application(environ, start_response))
 

@@ -15,7 +15,6 @@
 //! Nothing here reads the process environment or the clock: callers pass the environment in, so
 //! loading is a pure function of its inputs and tests need no global state.
 
-mod duration;
 mod error;
 mod load;
 mod local;
@@ -28,7 +27,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-pub use duration::{format_go_duration, parse_go_duration};
+pub use crate::domain::duration::{format_go_duration, parse_go_duration};
 pub use error::ConfigError;
 pub use local::generate_local_config;
 pub use schema::{ENV_PREFIX, NON_CONFIG_ENV_VARS, reference_markdown};

@@ -3,7 +3,7 @@
 //! Every struct has a `Default` that matches the key table in `schema.rs` (a test compares them),
 //! refuses unknown fields, and serialises back to the YAML it was read from, with secrets redacted.
 
-use super::duration::{format_go_duration, go as go_duration, parse_go_duration};
+use crate::domain::duration::{format_go_duration, go as go_duration, parse_go_duration};
 use super::error::ConfigError;
 use super::schema::LETS_ENCRYPT_DIRECTORY;
 use super::secret::Secret;

@@ -1,98 +1,151 @@
-//! Durations in Go syntax (`90s`, `10m`, `1h30m`, `1.5h`, `300ms`): the form
-//! operators already write in pacer's YAML, used for config keys and for
-//! pool fields in the API alike.
+//! Go-syntax durations (`90s`, `10m`, `1h30m`, `1.5h`, `300ms`).
+//!
+//! Operators coming from the Go tool write durations the Go way, so pacer accepts exactly that
+//! grammar: one or more `<number><unit>` pairs, where the number may have a fraction and the unit is
+//! `ns`, `us` (or `µs`/`μs`), `ms`, `s`, `m` or `h`. Anything looser (`12hours`, a bare `12`, `1d`)
+//! is refused rather than guessed at, and so are negative values: no pacer setting means "before".
 
 use std::time::Duration;
 
-const UNITS: &[(&str, f64)] = &[
-    ("ns", 1e-9),
-    ("us", 1e-6),
-    ("µs", 1e-6),
-    ("ms", 1e-3),
-    ("s", 1.0),
-    ("m", 60.0),
-    ("h", 3600.0),
+const NANOS_PER_SECOND: u128 = 1_000_000_000;
+
+/// The units Go understands, longest spelling first so `ms` is not read as `m` + `s`.
+const UNITS: &[(&str, u128)] = &[
+    ("ns", 1),
+    ("us", 1_000),
+    ("\u{b5}s", 1_000),  // µ (micro sign)
+    ("\u{3bc}s", 1_000), // μ (Greek mu)
+    ("ms", 1_000_000),
+    ("s", NANOS_PER_SECOND),
+    ("m", 60 * NANOS_PER_SECOND),
+    ("h", 3_600 * NANOS_PER_SECOND),
 ];
 
-/// Parses a Go duration. Refuses what Go refuses (`12hours`, a bare number
-/// other than `0`, an empty string) and negative values, which pacer never
-/// wants.
-pub fn parse_go_duration(raw: &str) -> Result<Duration, String> {
-    let s = raw.trim();
-    let bad = || format!("invalid duration {raw:?} (use Go syntax like 90s, 10m, 1h30m)");
-    if s == "0" {
+/// Parses a Go duration string such as `1h30m` or `1.5s`.
+///
+/// As in Go, the lone string `0` is accepted; every other value needs a unit on each number.
+/// The error is a short sentence suitable after a key name, e.g.
+/// `invalid duration "12hours" (use Go syntax like 90s, 10m, 1h30m)`.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration {text:?} (use Go syntax like 90s, 10m, 1h30m)");
+    if text == "0" {
         return Ok(Duration::ZERO);
     }
-    if s.is_empty() || s.starts_with('-') || s.starts_with('+') {
-        return Err(bad());
+    if text.starts_with('-') {
+        return Err(format!("invalid duration {text:?} (must not be negative)"));
     }
-    let mut rest = s;
-    let mut total = 0f64;
+    if text.is_empty() {
+        return Err(invalid());
+    }
+
+    let mut rest = text;
+    let mut total: u128 = 0;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        let (num, tail) = rest.split_at(num_len);
-        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-            return Err(bad());
+        let (whole, after_whole) = split_digits(rest);
+        let (fraction, after_number) = match after_whole.strip_prefix('.') {
+            Some(after_dot) => split_digits(after_dot),
+            None => ("", after_whole),
+        };
+        if whole.is_empty() && fraction.is_empty() {
+            return Err(invalid());
         }
-        let value: f64 = num.parse().map_err(|_| bad())?;
-        // Longest unit first, so "ms" is not read as "m" followed by "s".
-        let (unit, scale) = UNITS
+        let (unit_nanos, after_unit) = UNITS
             .iter()
-            .filter(|(u, _)| tail.starts_with(u))
-            .max_by_key(|(u, _)| u.len())
-            .ok_or_else(bad)?;
-        total += value * scale;
-        rest = &tail[unit.len()..];
+            .filter(|(name, _)| after_number.starts_with(name))
+            .max_by_key(|(name, _)| name.len())
+            .map(|(name, nanos)| (*nanos, &after_number[name.len()..]))
+            .ok_or_else(invalid)?;
+
+        total = whole_nanos(whole, unit_nanos)
+            .and_then(|nanos| nanos.checked_add(fraction_nanos(fraction, unit_nanos)))
+            .and_then(|nanos| nanos.checked_add(total))
+            .ok_or_else(|| format!("invalid duration {text:?} (too large)"))?;
+        rest = after_unit;
     }
-    if !total.is_finite() || total > 10.0 * 365.0 * 86400.0 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(total))
+
+    let nanos =
+        u64::try_from(total).map_err(|_| format!("invalid duration {text:?} (too large)"))?;
+    Ok(Duration::from_nanos(nanos))
 }
 
-/// Formats a duration the way Go prints it, trimmed of zero parts:
-/// `1h30m`, `90s` → `1m30s`, `300ms`.
-pub fn format_go_duration(d: Duration) -> String {
-    if d.is_zero() {
-        return "0s".into();
+/// Formats a duration compactly in the same syntax, so `parse_go_duration(&format_go_duration(d))`
+/// gives `d` back: `1h30m`, `90ms`, `1.5s`, `0s`.
+pub fn format_go_duration(duration: Duration) -> String {
+    let nanos = duration.as_nanos();
+    if nanos == 0 {
+        return "0s".to_owned();
     }
-    let total_ms = d.as_millis();
-    if total_ms < 1000 {
-        return format!("{total_ms}ms");
+    if nanos < NANOS_PER_SECOND {
+        // Below a second Go switches to the largest unit that divides evenly enough to read well.
+        return match nanos {
+            n if n % 1_000_000 == 0 => format!("{}ms", n / 1_000_000),
+            n if n % 1_000 == 0 => format!("{}us", n / 1_000),
+            n => format!("{n}ns"),
+        };
     }
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    let ms = d.subsec_millis();
+
+    let hours = nanos / (3_600 * NANOS_PER_SECOND);
+    let minutes = nanos / (60 * NANOS_PER_SECOND) % 60;
+    let seconds = nanos / NANOS_PER_SECOND % 60;
+    let sub_second = nanos % NANOS_PER_SECOND;
+
     let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
+    if hours > 0 {
+        out.push_str(&format!("{hours}h"));
     }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
+    if minutes > 0 {
+        out.push_str(&format!("{minutes}m"));
     }
-    if s > 0 || ms > 0 {
-        if ms > 0 {
-            let frac = format!("{ms:03}");
-            out.push_str(&format!("{s}.{}s", frac.trim_end_matches('0')));
-        } else {
-            out.push_str(&format!("{s}s"));
-        }
+    if sub_second > 0 {
+        let fraction = format!("{sub_second:09}");
+        out.push_str(&format!("{seconds}.{}s", fraction.trim_end_matches('0')));
+    } else if seconds > 0 {
+        out.push_str(&format!("{seconds}s"));
     }
     out
 }
 
-/// serde helpers for `Duration` fields written as Go durations.
-pub mod serde_go {
-    use super::*;
-    use serde::{Deserialize, Deserializer, Serializer};
+fn split_digits(text: &str) -> (&str, &str) {
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    text.split_at(end)
+}
 
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_go_duration(*d))
+fn whole_nanos(digits: &str, unit_nanos: u128) -> Option<u128> {
+    if digits.is_empty() {
+        return Some(0);
+    }
+    // Anything longer cannot fit in the u64 of nanoseconds a Duration is built from anyway.
+    if digits.len() > 30 {
+        return None;
+    }
+    digits.parse::<u128>().ok()?.checked_mul(unit_nanos)
+}
+
+/// The nanoseconds a fractional part contributes; digits beyond nanosecond precision are dropped.
+fn fraction_nanos(digits: &str, unit_nanos: u128) -> u128 {
+    let mut value: u128 = 0;
+    let mut scale: u128 = 1;
+    for digit in digits.bytes().take(20) {
+        value = value * 10 + u128::from(digit - b'0');
+        scale *= 10;
+    }
+    value * unit_nanos / scale
+}
+
+/// `serde(with = ...)` adapter for a required `Duration` written in Go syntax.
+pub mod go {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::format_go_duration(*value))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let raw = String::deserialize(d)?;
-        parse_go_duration(&raw).map_err(serde::de::Error::custom)
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse_go_duration(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -100,32 +153,96 @@ pub mod serde_go {
 mod tests {
     use super::*;
 
-    #[test]
-    fn go_durations_parse() {
-        assert_eq!(parse_go_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_go_duration("10m").unwrap(), Duration::from_secs(600));
-        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_go_duration("1.5h").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_go_duration("300ms").unwrap(), Duration::from_millis(300));
-        assert_eq!(parse_go_duration("2h45m30s").unwrap(), Duration::from_secs(9930));
-        assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
+    fn ok(text: &str) -> Duration {
+        parse_go_duration(text).unwrap_or_else(|e| panic!("{text}: {e}"))
     }
 
     #[test]
-    fn words_bare_numbers_and_negatives_are_refused() {
-        for bad in ["12hours", "12", "", "-5m", "1d", "m", "1..5s", "5 m", "1h30"] {
-            assert!(parse_go_duration(bad).is_err(), "{bad:?} must be refused");
+    fn accepts_single_units() {
+        assert_eq!(ok("90s"), Duration::from_secs(90));
+        assert_eq!(ok("10m"), Duration::from_secs(600));
+        assert_eq!(ok("12h"), Duration::from_secs(12 * 3600));
+        assert_eq!(ok("300ms"), Duration::from_millis(300));
+        assert_eq!(ok("7us"), Duration::from_micros(7));
+        assert_eq!(ok("7µs"), Duration::from_micros(7));
+        assert_eq!(ok("7μs"), Duration::from_micros(7));
+        assert_eq!(ok("5ns"), Duration::from_nanos(5));
+    }
+
+    #[test]
+    fn accepts_compound_values() {
+        assert_eq!(ok("1h30m"), Duration::from_secs(5400));
+        assert_eq!(ok("2h45m30s"), Duration::from_secs(2 * 3600 + 45 * 60 + 30));
+        assert_eq!(ok("1m500ms"), Duration::from_millis(60_500));
+    }
+
+    #[test]
+    fn accepts_fractions() {
+        assert_eq!(ok("1.5h"), Duration::from_secs(5400));
+        assert_eq!(ok(".5s"), Duration::from_millis(500));
+        assert_eq!(ok("1.s"), Duration::from_secs(1));
+        assert_eq!(ok("0.000000001s"), Duration::from_nanos(1));
+    }
+
+    #[test]
+    fn accepts_a_bare_zero_like_go() {
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("0s"), Duration::ZERO);
+    }
+
+    #[test]
+    fn refuses_words_bare_numbers_days_and_empty_text() {
+        for bad in [
+            "12hours", "12", "", "1d", "h", ".s", "1.5", "1h 30m", " 1h", "1H", "5m!",
+        ] {
+            let err = parse_go_duration(bad).expect_err(bad);
+            assert!(
+                err.contains("use Go syntax like 90s, 10m, 1h30m"),
+                "{bad}: {err}"
+            );
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
         }
     }
 
     #[test]
-    fn formatting_round_trips() {
-        for d in [5400, 90, 600, 3600, 86400, 1].map(Duration::from_secs) {
-            assert_eq!(parse_go_duration(&format_go_duration(d)).unwrap(), d);
+    fn refuses_negative_and_signed_values() {
+        assert!(parse_go_duration("-5m").unwrap_err().contains("negative"));
+        assert!(parse_go_duration("+5m").is_err());
+    }
+
+    #[test]
+    fn refuses_values_too_large_for_a_duration() {
+        assert!(
+            parse_go_duration("9999999999999999999h")
+                .unwrap_err()
+                .contains("too large")
+        );
+        let forty_digits = format!("{}s", "1".repeat(40));
+        assert!(
+            parse_go_duration(&forty_digits)
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
+
+    #[test]
+    fn formats_compactly_and_round_trips() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(300), "300ms"),
+            (Duration::from_micros(7), "7us"),
+            (Duration::from_nanos(5), "5ns"),
+            (Duration::from_secs(2), "2s"),
+            (Duration::from_secs(60), "1m"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(5400), "1h30m"),
+            (Duration::from_secs(24 * 3600), "24h"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_secs(3601), "1h1s"),
+        ];
+        for (duration, text) in cases {
+            assert_eq!(format_go_duration(duration), text);
+            assert_eq!(ok(text), duration);
         }
-        assert_eq!(format_go_duration(Duration::from_secs(5400)), "1h30m");
-        assert_eq!(format_go_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(format_go_duration(Duration::from_millis(300)), "300ms");
-        assert_eq!(format_go_duration(Duration::from_millis(1500)), "1.5s");
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::duration::serde_go;
+use super::duration::go as serde_go;
 use super::fields::Fields;
 use super::labels::{parse_labels, LabelSet, SELF_HOSTED};
 use super::project::parse_name;

@@ -625,8 +625,12 @@ where
     }
 }
 
+/// The launch's first look-up failed: say so, as throttling where it was.
 fn failure_error(f: Failure) -> FleetError {
     match f {
+        Failure::Refused { code, message } if code == "RequestLimitExceeded" => {
+            FleetError::Throttled(format!("EC2 DescribeInstances: {code}: {message}"))
+        }
         Failure::Refused { code, message } => {
             FleetError::Other(anyhow::anyhow!("EC2 DescribeInstances: {code}: {message}"))
         }

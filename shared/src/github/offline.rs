@@ -15,7 +15,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
-use super::{GhJob, GhRunner, GitHub, GitHubError, GitHubResult, JitConfig, JitRequest, RunnerRelease, RunnerTarget};
+use super::{
+    GhJob, GhRunner, GitHub, GitHubError, GitHubResult, JitConfig, JitRequest, RunnerRelease,
+    RunnerTarget,
+};
 use crate::domain::RepoName;
 
 /// The installation every repository and organisation belongs to offline.
@@ -38,7 +41,9 @@ pub struct OfflineJitConfig {
 /// Decodes an offline JIT config, or `None` when `encoded` is not one (e.g. GitHub's).
 pub fn decode_offline_jit_config(encoded: &str) -> Option<OfflineJitConfig> {
     let json = BASE64.decode(encoded.trim()).ok()?;
-    serde_json::from_slice::<OfflineJitConfig>(&json).ok().filter(|c| c.pacer_offline)
+    serde_json::from_slice::<OfflineJitConfig>(&json)
+        .ok()
+        .filter(|c| c.pacer_offline)
 }
 
 /// Whether `encoded` is a dummy config made by [`OfflineGitHub`], not one from GitHub.
@@ -64,7 +69,9 @@ impl OfflineGitHub {
             pin => pin.trim_start_matches('v'),
         };
         Self {
-            release: RunnerRelease { version: version.to_owned() },
+            release: RunnerRelease {
+                version: version.to_owned(),
+            },
             next_runner_id: AtomicI64::new(1),
             runners: Mutex::new(HashMap::new()),
         }
@@ -90,15 +97,29 @@ impl GitHub for OfflineGitHub {
         Ok(OFFLINE_INSTALLATION_ID)
     }
 
-    async fn generate_jit_config(&self, _installation_id: i64, target: &RunnerTarget, req: &JitRequest) -> GitHubResult<JitConfig> {
+    async fn generate_jit_config(
+        &self,
+        _installation_id: i64,
+        target: &RunnerTarget,
+        req: &JitRequest,
+    ) -> GitHubResult<JitConfig> {
         // The same checks GitHub makes, so offline runs surface the same mistakes.
         if req.labels.is_empty() || req.labels.len() > 100 {
-            return Err(GitHubError::Refused(format!("a runner needs 1 to 100 labels, got {}", req.labels.len())));
+            return Err(GitHubError::Refused(format!(
+                "a runner needs 1 to 100 labels, got {}",
+                req.labels.len()
+            )));
         }
         let mut runners = self.runners.lock().expect("offline runners lock");
         let registered = runners.entry(Self::key(target)).or_default();
-        if registered.values().any(|r| r.name.eq_ignore_ascii_case(&req.name)) {
-            return Err(GitHubError::Refused(format!("a runner named {} already exists at {target}", req.name)));
+        if registered
+            .values()
+            .any(|r| r.name.eq_ignore_ascii_case(&req.name))
+        {
+            return Err(GitHubError::Refused(format!(
+                "a runner named {} already exists at {target}",
+                req.name
+            )));
         }
         let runner_id = self.next_runner_id.fetch_add(1, Ordering::Relaxed);
         let config = OfflineJitConfig {
@@ -118,10 +139,19 @@ impl GitHub for OfflineGitHub {
                 labels: req.labels.clone(),
             },
         );
-        Ok(JitConfig { runner_id, runner_name: req.name.clone(), encoded_jit_config: encoded })
+        Ok(JitConfig {
+            runner_id,
+            runner_name: req.name.clone(),
+            encoded_jit_config: encoded,
+        })
     }
 
-    async fn delete_runner(&self, _installation_id: i64, target: &RunnerTarget, runner_id: i64) -> GitHubResult<()> {
+    async fn delete_runner(
+        &self,
+        _installation_id: i64,
+        target: &RunnerTarget,
+        runner_id: i64,
+    ) -> GitHubResult<()> {
         let mut runners = self.runners.lock().expect("offline runners lock");
         if let Some(registered) = runners.get_mut(&Self::key(target)) {
             registered.remove(&runner_id);
@@ -129,17 +159,37 @@ impl GitHub for OfflineGitHub {
         Ok(())
     }
 
-    async fn list_runners(&self, _installation_id: i64, target: &RunnerTarget) -> GitHubResult<Vec<GhRunner>> {
+    async fn list_runners(
+        &self,
+        _installation_id: i64,
+        target: &RunnerTarget,
+    ) -> GitHubResult<Vec<GhRunner>> {
         let runners = self.runners.lock().expect("offline runners lock");
-        Ok(runners.get(&Self::key(target)).map(|r| r.values().cloned().collect()).unwrap_or_default())
+        Ok(runners
+            .get(&Self::key(target))
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default())
     }
 
-    async fn get_runner(&self, _installation_id: i64, target: &RunnerTarget, runner_id: i64) -> GitHubResult<Option<GhRunner>> {
+    async fn get_runner(
+        &self,
+        _installation_id: i64,
+        target: &RunnerTarget,
+        runner_id: i64,
+    ) -> GitHubResult<Option<GhRunner>> {
         let runners = self.runners.lock().expect("offline runners lock");
-        Ok(runners.get(&Self::key(target)).and_then(|r| r.get(&runner_id)).cloned())
+        Ok(runners
+            .get(&Self::key(target))
+            .and_then(|r| r.get(&runner_id))
+            .cloned())
     }
 
-    async fn get_job(&self, _installation_id: i64, _repo: &RepoName, _job_id: i64) -> GitHubResult<Option<GhJob>> {
+    async fn get_job(
+        &self,
+        _installation_id: i64,
+        _repo: &RepoName,
+        _job_id: i64,
+    ) -> GitHubResult<Option<GhJob>> {
         // Offline there is no GitHub to ask; the webhooks the simulated runner sends are the truth.
         Ok(None)
     }
@@ -169,14 +219,20 @@ mod tests {
     #[tokio::test]
     async fn every_repository_is_installed_under_one_fixed_installation() {
         let gh = OfflineGitHub::default();
-        let id = gh.repo_installation(&RepoName::parse("acme/widgets").unwrap()).await.unwrap();
+        let id = gh
+            .repo_installation(&RepoName::parse("acme/widgets").unwrap())
+            .await
+            .unwrap();
         assert_eq!(id, OFFLINE_INSTALLATION_ID);
     }
 
     #[tokio::test]
     async fn a_jit_config_is_a_marked_dummy_naming_its_runner() {
         let gh = OfflineGitHub::default();
-        let jit = gh.generate_jit_config(1, &repo("acme/widgets"), &request("pacer-r1")).await.unwrap();
+        let jit = gh
+            .generate_jit_config(1, &repo("acme/widgets"), &request("pacer-r1"))
+            .await
+            .unwrap();
         assert!(is_offline_jit_config(&jit.encoded_jit_config));
         let decoded = decode_offline_jit_config(&jit.encoded_jit_config).unwrap();
         assert_eq!(decoded.runner_name, "pacer-r1");
@@ -187,7 +243,9 @@ mod tests {
     #[test]
     fn a_config_without_the_marker_is_not_offline() {
         assert!(!is_offline_jit_config("not base64 at all!"));
-        assert!(!is_offline_jit_config(&BASE64.encode(br#"{".runner": "x"}"#)));
+        assert!(!is_offline_jit_config(
+            &BASE64.encode(br#"{".runner": "x"}"#)
+        ));
         assert!(!is_offline_jit_config(&BASE64.encode(
             br#"{"pacer_offline": false, "runner_id": 1, "runner_name": "x", "labels": []}"#
         )));
@@ -197,55 +255,121 @@ mod tests {
     async fn registered_runners_are_listed_got_and_deleted_consistently() {
         let gh = OfflineGitHub::default();
         let target = repo("acme/widgets");
-        let a = gh.generate_jit_config(1, &target, &request("a")).await.unwrap();
-        let b = gh.generate_jit_config(1, &target, &request("b")).await.unwrap();
+        let a = gh
+            .generate_jit_config(1, &target, &request("a"))
+            .await
+            .unwrap();
+        let b = gh
+            .generate_jit_config(1, &target, &request("b"))
+            .await
+            .unwrap();
         assert_ne!(a.runner_id, b.runner_id);
 
-        let listed: Vec<String> = gh.list_runners(1, &target).await.unwrap().into_iter().map(|r| r.name).collect();
+        let listed: Vec<String> = gh
+            .list_runners(1, &target)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
         assert_eq!(listed, ["a", "b"]);
-        assert_eq!(gh.get_runner(1, &target, a.runner_id).await.unwrap().unwrap().name, "a");
+        assert_eq!(
+            gh.get_runner(1, &target, a.runner_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .name,
+            "a"
+        );
 
         gh.delete_runner(1, &target, a.runner_id).await.unwrap();
         assert_eq!(gh.get_runner(1, &target, a.runner_id).await.unwrap(), None);
         assert_eq!(gh.list_runners(1, &target).await.unwrap().len(), 1);
         // Deleting again, or a runner never registered, is success: it is gone either way.
         gh.delete_runner(1, &target, a.runner_id).await.unwrap();
-        gh.delete_runner(1, &RunnerTarget::Org("nobody".into()), 999).await.unwrap();
+        gh.delete_runner(1, &RunnerTarget::Org("nobody".into()), 999)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
     async fn targets_keep_their_own_runners() {
         let gh = OfflineGitHub::default();
-        gh.generate_jit_config(1, &repo("acme/widgets"), &request("r")).await.unwrap();
-        gh.generate_jit_config(1, &RunnerTarget::Org("acme".into()), &request("o")).await.unwrap();
-        assert_eq!(gh.list_runners(1, &repo("ACME/Widgets")).await.unwrap().len(), 1);
-        assert_eq!(gh.list_runners(1, &RunnerTarget::Org("Acme".into())).await.unwrap()[0].name, "o");
-        assert!(gh.list_runners(1, &repo("acme/other")).await.unwrap().is_empty());
+        gh.generate_jit_config(1, &repo("acme/widgets"), &request("r"))
+            .await
+            .unwrap();
+        gh.generate_jit_config(1, &RunnerTarget::Org("acme".into()), &request("o"))
+            .await
+            .unwrap();
+        assert_eq!(
+            gh.list_runners(1, &repo("ACME/Widgets"))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            gh.list_runners(1, &RunnerTarget::Org("Acme".into()))
+                .await
+                .unwrap()[0]
+                .name,
+            "o"
+        );
+        assert!(
+            gh.list_runners(1, &repo("acme/other"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
     async fn a_duplicate_name_or_bad_labels_are_refused_like_github_does() {
         let gh = OfflineGitHub::default();
         let target = repo("acme/widgets");
-        gh.generate_jit_config(1, &target, &request("same")).await.unwrap();
-        let dup = gh.generate_jit_config(1, &target, &request("same")).await.unwrap_err();
+        gh.generate_jit_config(1, &target, &request("same"))
+            .await
+            .unwrap();
+        let dup = gh
+            .generate_jit_config(1, &target, &request("same"))
+            .await
+            .unwrap_err();
         assert!(matches!(dup, GitHubError::Refused(_)), "{dup}");
         let mut no_labels = request("other");
         no_labels.labels.clear();
-        assert!(matches!(gh.generate_jit_config(1, &target, &no_labels).await, Err(GitHubError::Refused(_))));
+        assert!(matches!(
+            gh.generate_jit_config(1, &target, &no_labels).await,
+            Err(GitHubError::Refused(_))
+        ));
     }
 
     #[tokio::test]
     async fn jobs_are_unknown_offline() {
         let gh = OfflineGitHub::default();
-        assert_eq!(gh.get_job(1, &RepoName::parse("acme/widgets").unwrap(), 5).await.unwrap(), None);
+        assert_eq!(
+            gh.get_job(1, &RepoName::parse("acme/widgets").unwrap(), 5)
+                .await
+                .unwrap(),
+            None
+        );
     }
 
     #[tokio::test]
     async fn the_runner_release_is_the_pin_or_a_known_release() {
-        assert_eq!(OfflineGitHub::new("2.321.0").latest_runner_release().await.unwrap().version, "2.321.0");
         assert_eq!(
-            OfflineGitHub::new("latest").latest_runner_release().await.unwrap().version,
+            OfflineGitHub::new("2.321.0")
+                .latest_runner_release()
+                .await
+                .unwrap()
+                .version,
+            "2.321.0"
+        );
+        assert_eq!(
+            OfflineGitHub::new("latest")
+                .latest_runner_release()
+                .await
+                .unwrap()
+                .version,
             OFFLINE_RUNNER_VERSION
         );
     }

@@ -29,7 +29,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{GhJob, GhRunner, GitHub, GitHubError, GitHubResult, JitConfig, JitRequest, RunnerRelease, RunnerTarget};
+use super::{
+    GhJob, GhRunner, GitHub, GitHubError, GitHubResult, JitConfig, JitRequest, RunnerRelease,
+    RunnerTarget,
+};
 use crate::clock::Clock;
 use crate::config::{GithubConfig, Secret};
 use crate::domain::{RepoName, Time};
@@ -92,7 +95,9 @@ impl RetryPolicy {
     /// The wait before attempt `attempt + 1`: exponential with "equal jitter" (half fixed, half
     /// random), so concurrent callers spread out but never retry immediately.
     fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.base_delay.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+        let exp = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
         let capped = exp.min(self.max_delay);
         let half = capped / 2;
         half + rand::rng().random_range(Duration::ZERO..=half)
@@ -149,9 +154,19 @@ impl RestGitHub {
     /// Builds the client from `github.*`: the App id, the PEM key (`private_key` or
     /// `private_key_path`, checked by signing once so a bad key fails at start, naming the key)
     /// and `api_url`. `runner_version` is `runner.version`: `latest` or a pin.
-    pub fn new(cfg: &GithubConfig, runner_version: &str, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let app_id = cfg.app_id.context("github.app_id is required unless github.disabled is true")?;
-        let key_name = if cfg.private_key.is_some() { "github.private_key" } else { "github.private_key_path" };
+    pub fn new(
+        cfg: &GithubConfig,
+        runner_version: &str,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let app_id = cfg
+            .app_id
+            .context("github.app_id is required unless github.disabled is true")?;
+        let key_name = if cfg.private_key.is_some() {
+            "github.private_key"
+        } else {
+            "github.private_key_path"
+        };
         let pem = cfg.private_key_pem()?;
         let key = EncodingKey::from_rsa_pem(pem.expose().as_bytes())
             .map_err(|e| anyhow::anyhow!("{key_name}: not an RSA private key in PEM form ({e})"))?;
@@ -161,7 +176,10 @@ impl RestGitHub {
             .user_agent(USER_AGENT)
             .default_headers(HeaderMap::from_iter([
                 (header::ACCEPT, HeaderValue::from_static(ACCEPT)),
-                (header::HeaderName::from_static("x-github-api-version"), HeaderValue::from_static(API_VERSION)),
+                (
+                    header::HeaderName::from_static("x-github-api-version"),
+                    HeaderValue::from_static(API_VERSION),
+                ),
             ]))
             .build()
             .context("building the GitHub HTTP client")?;
@@ -172,7 +190,9 @@ impl RestGitHub {
         }
         let pinned_release = match runner_version.trim() {
             "" | "latest" => None,
-            pin => Some(RunnerRelease { version: pin.trim_start_matches('v').to_owned() }),
+            pin => Some(RunnerRelease {
+                version: pin.trim_start_matches('v').to_owned(),
+            }),
         };
         let github = Self {
             http,
@@ -232,14 +252,20 @@ impl RestGitHub {
         }
     }
 
-    fn token_slot(&self, installation_id: i64) -> Arc<tokio::sync::Mutex<Option<InstallationToken>>> {
+    fn token_slot(
+        &self,
+        installation_id: i64,
+    ) -> Arc<tokio::sync::Mutex<Option<InstallationToken>>> {
         let mut tokens = self.tokens.lock().expect("token cache lock");
         tokens.entry(installation_id).or_default().clone()
     }
 
     /// Trades the App JWT for an installation token. Boxed: `call` fetches tokens, and this
     /// fetch is itself a `call`.
-    fn fetch_installation_token(&self, installation_id: i64) -> BoxFuture<'_, GitHubResult<InstallationToken>> {
+    fn fetch_installation_token(
+        &self,
+        installation_id: i64,
+    ) -> BoxFuture<'_, GitHubResult<InstallationToken>> {
         #[derive(Deserialize)]
         struct Wire {
             token: String,
@@ -247,15 +273,24 @@ impl RestGitHub {
         }
         Box::pin(async move {
             let id = installation_id.to_string();
-            let call = Call::new(&ACCESS_TOKEN, Method::POST, ["app", "installations", &id, "access_tokens"]).auth(Auth::App);
+            let call = Call::new(
+                &ACCESS_TOKEN,
+                Method::POST,
+                ["app", "installations", &id, "access_tokens"],
+            )
+            .auth(Auth::App);
             let wire: Wire = self.call(&call).await?.json(&call)?;
             tracing::debug!(installation_id, expires_at = %wire.expires_at, "installation token issued");
-            Ok(InstallationToken { token: Secret::new(wire.token), expires_at: wire.expires_at })
+            Ok(InstallationToken {
+                token: Secret::new(wire.token),
+                expires_at: wire.expires_at,
+            })
         })
     }
 
     /// One API call with authentication, retries and error mapping (see the module docs).
     /// Answers 2xx replies, and a 404 reply when the call allows it.
+    #[tracing::instrument(level = "debug", skip_all, fields(endpoint = call.endpoint.route))]
     async fn call(&self, call: &Call<'_>) -> GitHubResult<Reply> {
         let url = self.url(call);
         let started = tokio::time::Instant::now();
@@ -265,14 +300,21 @@ impl RestGitHub {
             attempt += 1;
             let credential = match call.auth {
                 Auth::None => None,
-                Auth::App => Some(self.app_jwt().map_err(|e| anyhow::anyhow!("signing the App JWT: {e}"))?),
+                Auth::App => Some(
+                    self.app_jwt()
+                        .map_err(|e| anyhow::anyhow!("signing the App JWT: {e}"))?,
+                ),
                 Auth::Installation(id) => Some(self.installation_token(id).await?),
             };
             let failure = match self.send(call, &url, credential.as_ref()).await {
                 Ok(reply) if reply.status.is_success() => return Ok(reply),
-                Ok(reply) if reply.status == StatusCode::NOT_FOUND && call.not_found_ok => return Ok(reply),
+                Ok(reply) if reply.status == StatusCode::NOT_FOUND && call.not_found_ok => {
+                    return Ok(reply);
+                }
                 Ok(reply) => classify(call, &reply, self.clock.now()),
-                Err(e) => Failure::Transient(format!("{}: {}", call.describe(), transport_error(&e))),
+                Err(e) => {
+                    Failure::Transient(format!("{}: {}", call.describe(), transport_error(&e)))
+                }
             };
             let wait = match failure {
                 Failure::Final(err) => return Err(err),
@@ -281,7 +323,10 @@ impl RestGitHub {
                     (Auth::Installation(id), Some(stale)) if !refreshed_token => {
                         refreshed_token = true;
                         self.forget_token(id, &stale).await;
-                        tracing::info!(installation_id = id, "GitHub refused the installation token; fetching a new one");
+                        tracing::info!(
+                            installation_id = id,
+                            "GitHub refused the installation token; fetching a new one"
+                        );
                         continue;
                     }
                     _ => return Err(err),
@@ -290,13 +335,22 @@ impl RestGitHub {
                     if attempt >= self.retry.max_attempts || wait > self.retry.max_rate_limit_wait {
                         return Err(GitHubError::RateLimited { retry_after: wait });
                     }
-                    tracing::warn!(endpoint = call.endpoint.route, ?wait, attempt, "GitHub rate limit; waiting as asked");
+                    tracing::warn!(
+                        endpoint = call.endpoint.route,
+                        ?wait,
+                        attempt,
+                        "GitHub rate limit; waiting as asked"
+                    );
                     wait
                 }
                 Failure::Transient(message) => {
                     let wait = self.retry.backoff(attempt);
-                    if attempt >= self.retry.max_attempts || started.elapsed() + wait > self.retry.max_elapsed {
-                        return Err(GitHubError::Unavailable(format!("{message} (gave up after {attempt} attempts)")));
+                    if attempt >= self.retry.max_attempts
+                        || started.elapsed() + wait > self.retry.max_elapsed
+                    {
+                        return Err(GitHubError::Unavailable(format!(
+                            "{message} (gave up after {attempt} attempts)"
+                        )));
                     }
                     tracing::warn!(endpoint = call.endpoint.route, ?wait, attempt, %message, "GitHub call failed; retrying");
                     wait
@@ -306,8 +360,16 @@ impl RestGitHub {
         }
     }
 
-    async fn send(&self, call: &Call<'_>, url: &Url, credential: Option<&Secret>) -> reqwest::Result<Reply> {
-        let mut request = self.http.request(call.method.clone(), url.clone()).timeout(self.retry.request_timeout);
+    async fn send(
+        &self,
+        call: &Call<'_>,
+        url: &Url,
+        credential: Option<&Secret>,
+    ) -> reqwest::Result<Reply> {
+        let mut request = self
+            .http
+            .request(call.method.clone(), url.clone())
+            .timeout(self.retry.request_timeout);
         if !call.query.is_empty() {
             request = request.query(&call.query);
         }
@@ -324,7 +386,11 @@ impl RestGitHub {
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.bytes().await?.to_vec();
-        Ok(Reply { status, headers, body })
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
     }
 
     fn url(&self, call: &Call<'_>) -> Url {
@@ -338,7 +404,9 @@ impl RestGitHub {
 
     fn target_segments(target: &RunnerTarget) -> Vec<String> {
         match target {
-            RunnerTarget::Repo(repo) => vec!["repos".into(), repo.owner().into(), repo.name().into()],
+            RunnerTarget::Repo(repo) => {
+                vec!["repos".into(), repo.owner().into(), repo.name().into()]
+            }
             RunnerTarget::Org(org) => vec!["orgs".into(), org.clone()],
         }
     }
@@ -352,12 +420,22 @@ impl GitHub for RestGitHub {
         struct Wire {
             id: i64,
         }
-        let call = Call::new(&REPO_INSTALLATION, Method::GET, ["repos", repo.owner(), repo.name(), "installation"]).auth(Auth::App);
+        let call = Call::new(
+            &REPO_INSTALLATION,
+            Method::GET,
+            ["repos", repo.owner(), repo.name(), "installation"],
+        )
+        .auth(Auth::App);
         Ok(self.call(&call).await?.json::<Wire>(&call)?.id)
     }
 
     #[tracing::instrument(skip(self, req), fields(target = %target, runner_name = %req.name))]
-    async fn generate_jit_config(&self, installation_id: i64, target: &RunnerTarget, req: &JitRequest) -> GitHubResult<JitConfig> {
+    async fn generate_jit_config(
+        &self,
+        installation_id: i64,
+        target: &RunnerTarget,
+        req: &JitRequest,
+    ) -> GitHubResult<JitConfig> {
         #[derive(Deserialize)]
         struct Wire {
             runner: WireRunnerRef,
@@ -375,21 +453,34 @@ impl GitHub for RestGitHub {
         let mut segments = Self::target_segments(target);
         segments.extend(["actions", "runners", "generate-jitconfig"].map(String::from));
         let body = serde_json::to_value(req).context("serialising the JIT request")?;
-        let call = Call::new(endpoint, Method::POST, segments).auth(Auth::Installation(installation_id)).body(body);
+        let call = Call::new(endpoint, Method::POST, segments)
+            .auth(Auth::Installation(installation_id))
+            .body(body);
         let wire: Wire = self.call(&call).await?.json(&call)?;
         tracing::info!(runner_id = wire.runner.id, "JIT runner registered");
-        Ok(JitConfig { runner_id: wire.runner.id, runner_name: wire.runner.name, encoded_jit_config: wire.encoded_jit_config })
+        Ok(JitConfig {
+            runner_id: wire.runner.id,
+            runner_name: wire.runner.name,
+            encoded_jit_config: wire.encoded_jit_config,
+        })
     }
 
     #[tracing::instrument(skip(self), fields(target = %target))]
-    async fn delete_runner(&self, installation_id: i64, target: &RunnerTarget, runner_id: i64) -> GitHubResult<()> {
+    async fn delete_runner(
+        &self,
+        installation_id: i64,
+        target: &RunnerTarget,
+        runner_id: i64,
+    ) -> GitHubResult<()> {
         let endpoint = match target {
             RunnerTarget::Repo(_) => &REPO_RUNNER_DELETE,
             RunnerTarget::Org(_) => &ORG_RUNNER_DELETE,
         };
         let mut segments = Self::target_segments(target);
         segments.extend(["actions".into(), "runners".into(), runner_id.to_string()]);
-        let call = Call::new(endpoint, Method::DELETE, segments).auth(Auth::Installation(installation_id)).not_found_ok();
+        let call = Call::new(endpoint, Method::DELETE, segments)
+            .auth(Auth::Installation(installation_id))
+            .not_found_ok();
         let reply = self.call(&call).await?;
         if reply.status == StatusCode::NOT_FOUND {
             tracing::debug!("runner already gone");
@@ -398,7 +489,11 @@ impl GitHub for RestGitHub {
     }
 
     #[tracing::instrument(skip(self), fields(target = %target))]
-    async fn list_runners(&self, installation_id: i64, target: &RunnerTarget) -> GitHubResult<Vec<GhRunner>> {
+    async fn list_runners(
+        &self,
+        installation_id: i64,
+        target: &RunnerTarget,
+    ) -> GitHubResult<Vec<GhRunner>> {
         #[derive(Deserialize)]
         struct Wire {
             total_count: usize,
@@ -430,19 +525,30 @@ impl GitHub for RestGitHub {
                 return Ok(runners);
             }
         }
-        tracing::warn!(pages = MAX_PAGES, listed = runners.len(), "runner list truncated at the page limit");
+        tracing::warn!(
+            pages = MAX_PAGES,
+            listed = runners.len(),
+            "runner list truncated at the page limit"
+        );
         Ok(runners)
     }
 
     #[tracing::instrument(skip(self), fields(target = %target))]
-    async fn get_runner(&self, installation_id: i64, target: &RunnerTarget, runner_id: i64) -> GitHubResult<Option<GhRunner>> {
+    async fn get_runner(
+        &self,
+        installation_id: i64,
+        target: &RunnerTarget,
+        runner_id: i64,
+    ) -> GitHubResult<Option<GhRunner>> {
         let endpoint = match target {
             RunnerTarget::Repo(_) => &REPO_RUNNER,
             RunnerTarget::Org(_) => &ORG_RUNNER,
         };
         let mut segments = Self::target_segments(target);
         segments.extend(["actions".into(), "runners".into(), runner_id.to_string()]);
-        let call = Call::new(endpoint, Method::GET, segments).auth(Auth::Installation(installation_id)).not_found_ok();
+        let call = Call::new(endpoint, Method::GET, segments)
+            .auth(Auth::Installation(installation_id))
+            .not_found_ok();
         let reply = self.call(&call).await?;
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -451,11 +557,20 @@ impl GitHub for RestGitHub {
     }
 
     #[tracing::instrument(skip(self), fields(repo = %repo))]
-    async fn get_job(&self, installation_id: i64, repo: &RepoName, job_id: i64) -> GitHubResult<Option<GhJob>> {
+    async fn get_job(
+        &self,
+        installation_id: i64,
+        repo: &RepoName,
+        job_id: i64,
+    ) -> GitHubResult<Option<GhJob>> {
         let job = job_id.to_string();
-        let call = Call::new(&JOB, Method::GET, ["repos", repo.owner(), repo.name(), "actions", "jobs", &job])
-            .auth(Auth::Installation(installation_id))
-            .not_found_ok();
+        let call = Call::new(
+            &JOB,
+            Method::GET,
+            ["repos", repo.owner(), repo.name(), "actions", "jobs", &job],
+        )
+        .auth(Auth::Installation(installation_id))
+        .not_found_ok();
         let reply = self.call(&call).await?;
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -480,9 +595,15 @@ impl GitHub for RestGitHub {
                 return Ok(release.clone());
             }
         }
-        let call = Call::new(&LATEST_RELEASE, Method::GET, ["repos", "actions", "runner", "releases", "latest"]);
+        let call = Call::new(
+            &LATEST_RELEASE,
+            Method::GET,
+            ["repos", "actions", "runner", "releases", "latest"],
+        );
         let fetched = match self.call(&call).await {
-            Ok(reply) => reply.json::<Wire>(&call).and_then(|w| parse_release_tag(&w.tag_name)),
+            Ok(reply) => reply
+                .json::<Wire>(&call)
+                .and_then(|w| parse_release_tag(&w.tag_name)),
             Err(e) => Err(e),
         };
         match (fetched, cached.as_ref()) {
@@ -504,11 +625,18 @@ impl GitHub for RestGitHub {
 /// `v2.321.0` → `2.321.0`, refusing anything that is not a dotted number.
 fn parse_release_tag(tag: &str) -> GitHubResult<RunnerRelease> {
     let version = tag.trim().trim_start_matches('v');
-    let well_formed = !version.is_empty() && version.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let well_formed = !version.is_empty()
+        && version
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     if !well_formed {
-        return Err(GitHubError::Other(anyhow::anyhow!("the latest actions/runner release has an unexpected tag {tag:?}")));
+        return Err(GitHubError::Other(anyhow::anyhow!(
+            "the latest actions/runner release has an unexpected tag {tag:?}"
+        )));
     }
-    Ok(RunnerRelease { version: version.to_owned() })
+    Ok(RunnerRelease {
+        version: version.to_owned(),
+    })
 }
 
 // ----------------------------------------------------------------------------------- endpoints
@@ -542,7 +670,9 @@ const REPO_JITCONFIG: Endpoint = Endpoint {
 const ORG_JITCONFIG: Endpoint = Endpoint {
     route: "POST /orgs/{org}/actions/runners/generate-jitconfig",
     permission: Some("organization_self_hosted_runners: write (organization)"),
-    not_found_hint: Some("is the App installed on the organization itself, not only on some of its repositories?"),
+    not_found_hint: Some(
+        "is the App installed on the organization itself, not only on some of its repositories?",
+    ),
 };
 const REPO_RUNNERS: Endpoint = Endpoint {
     route: "GET /repos/{owner}/{repo}/actions/runners",
@@ -582,7 +712,9 @@ const JOB: Endpoint = Endpoint {
 const LATEST_RELEASE: Endpoint = Endpoint {
     route: "GET /repos/{owner}/{repo}/releases/latest",
     permission: None,
-    not_found_hint: Some("actions/runner releases are looked up at github.api_url; pin runner.version if that host has none"),
+    not_found_hint: Some(
+        "actions/runner releases are looked up at github.api_url; pin runner.version if that host has none",
+    ),
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -604,7 +736,11 @@ struct Call<'e> {
 }
 
 impl<'e> Call<'e> {
-    fn new<S: Into<String>>(endpoint: &'e Endpoint, method: Method, segments: impl IntoIterator<Item = S>) -> Self {
+    fn new<S: Into<String>>(
+        endpoint: &'e Endpoint,
+        method: Method,
+        segments: impl IntoIterator<Item = S>,
+    ) -> Self {
         Self {
             endpoint,
             method,
@@ -677,18 +813,29 @@ impl Reply {
             return format!("{} {reason}", self.status.as_u16());
         };
         let mut message = wire.message.unwrap_or(reason);
-        let details: Vec<String> = wire.errors.iter().filter_map(describe_field_error).collect();
+        let details: Vec<String> = wire
+            .errors
+            .iter()
+            .filter_map(describe_field_error)
+            .collect();
         if !details.is_empty() {
             message = format!("{message} ({})", details.join("; "));
         }
         if message.chars().count() > MAX_MESSAGE_CHARS {
-            message = message.chars().take(MAX_MESSAGE_CHARS).chain("…".chars()).collect();
+            message = message
+                .chars()
+                .take(MAX_MESSAGE_CHARS)
+                .chain("…".chars())
+                .collect();
         }
         message
     }
 
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
     }
 }
 
@@ -730,18 +877,32 @@ fn classify(call: &Call<'_>, reply: &Reply, now: Time) -> Failure {
         ))),
         StatusCode::FORBIDDEN => match call.endpoint.permission {
             Some(permission) if message.contains("Resource not accessible by integration") => {
-                Failure::Final(GitHubError::MissingPermission { permission: permission.to_owned(), message: format!("{what}: {message}") })
+                Failure::Final(GitHubError::MissingPermission {
+                    permission: permission.to_owned(),
+                    message: format!("{what}: {message}"),
+                })
             }
             _ => Failure::Final(GitHubError::Refused(format!("{what}: 403 {message}"))),
         },
-        StatusCode::NOT_FOUND => Failure::Final(GitHubError::NotFound(match call.endpoint.not_found_hint {
-            Some(hint) => format!("{what}: {message}; {hint}"),
-            None => format!("{what}: {message}"),
-        })),
-        StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY => Failure::Final(GitHubError::Refused(format!("{what}: {message}"))),
-        StatusCode::REQUEST_TIMEOUT => Failure::Transient(format!("{what}: {} {message}", status.as_u16())),
-        s if s.is_server_error() => Failure::Transient(format!("{what}: {} {message}", status.as_u16())),
-        _ => Failure::Final(GitHubError::Refused(format!("{what}: {} {message}", status.as_u16()))),
+        StatusCode::NOT_FOUND => {
+            Failure::Final(GitHubError::NotFound(match call.endpoint.not_found_hint {
+                Some(hint) => format!("{what}: {message}; {hint}"),
+                None => format!("{what}: {message}"),
+            }))
+        }
+        StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY => {
+            Failure::Final(GitHubError::Refused(format!("{what}: {message}")))
+        }
+        StatusCode::REQUEST_TIMEOUT => {
+            Failure::Transient(format!("{what}: {} {message}", status.as_u16()))
+        }
+        s if s.is_server_error() => {
+            Failure::Transient(format!("{what}: {} {message}", status.as_u16()))
+        }
+        _ => Failure::Final(GitHubError::Refused(format!(
+            "{what}: {} {message}",
+            status.as_u16()
+        ))),
     }
 }
 
@@ -752,16 +913,24 @@ fn rate_limit_wait(reply: &Reply, message: &str, now: Time) -> Option<Duration> 
     if reply.status != StatusCode::FORBIDDEN && reply.status != StatusCode::TOO_MANY_REQUESTS {
         return None;
     }
-    if let Some(seconds) = reply.header("retry-after").and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(seconds) = reply
+        .header("retry-after")
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         return Some(Duration::from_secs(seconds));
     }
     if reply.header("x-ratelimit-remaining") == Some("0") {
-        if let Some(reset) = reply.header("x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok()) {
+        if let Some(reset) = reply
+            .header("x-ratelimit-reset")
+            .and_then(|v| v.parse::<i64>().ok())
+        {
             let seconds = (reset - now.timestamp()).max(0);
             return Some(Duration::from_secs(seconds.unsigned_abs()));
         }
     }
-    if reply.status == StatusCode::TOO_MANY_REQUESTS || message.to_ascii_lowercase().contains("rate limit") {
+    if reply.status == StatusCode::TOO_MANY_REQUESTS
+        || message.to_ascii_lowercase().contains("rate limit")
+    {
         return Some(DEFAULT_RATE_LIMIT_WAIT);
     }
     None
@@ -771,7 +940,10 @@ fn rate_limit_wait(reply: &Reply, message: &str, now: Time) -> Option<Duration> 
 fn link_rel(headers: &HeaderMap, rel: &str) -> Option<bool> {
     let link = headers.get(header::LINK)?.to_str().ok()?;
     let wanted = format!("rel=\"{rel}\"");
-    Some(link.split(',').any(|part| part.split(';').skip(1).any(|p| p.trim() == wanted)))
+    Some(
+        link.split(',')
+            .any(|part| part.split(';').skip(1).any(|p| p.trim() == wanted)),
+    )
 }
 
 /// A transport error in words, without the URL's query (harmless today, but kept short).
@@ -810,7 +982,13 @@ struct WireLabel {
 
 impl From<WireRunner> for GhRunner {
     fn from(w: WireRunner) -> Self {
-        GhRunner { id: w.id, name: w.name, status: w.status, busy: w.busy, labels: w.labels.into_iter().map(|l| l.name).collect() }
+        GhRunner {
+            id: w.id,
+            name: w.name,
+            status: w.status,
+            busy: w.busy,
+            labels: w.labels.into_iter().map(|l| l.name).collect(),
+        }
     }
 }
 
@@ -821,7 +999,8 @@ mod tests {
     use jsonwebtoken::{DecodingKey, Validation};
 
     fn test_key() -> rcgen::KeyPair {
-        rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).expect("generate an RSA key")
+        rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+            .expect("generate an RSA key")
     }
 
     fn config(pem: &str, api_url: &str) -> GithubConfig {
@@ -840,7 +1019,12 @@ mod tests {
     #[test]
     fn the_app_jwt_is_rs256_backdated_a_minute_and_lives_nine_minutes() {
         let key = test_key();
-        let gh = RestGitHub::new(&config(&key.serialize_pem(), "https://api.github.com/"), "latest", Arc::new(ManualClock::new(start()))).unwrap();
+        let gh = RestGitHub::new(
+            &config(&key.serialize_pem(), "https://api.github.com/"),
+            "latest",
+            Arc::new(ManualClock::new(start())),
+        )
+        .unwrap();
         let jwt = gh.app_jwt().unwrap();
 
         let mut validation = Validation::new(Algorithm::RS256);
@@ -859,14 +1043,26 @@ mod tests {
 
     #[test]
     fn a_key_that_is_not_an_rsa_pem_is_refused_naming_the_setting() {
-        let err = RestGitHub::new(&config("not a key", "https://api.github.com/"), "latest", Arc::new(ManualClock::new(start())))
-            .unwrap_err()
-            .to_string();
+        let err = RestGitHub::new(
+            &config("not a key", "https://api.github.com/"),
+            "latest",
+            Arc::new(ManualClock::new(start())),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("github.private_key:"), "{err}");
-        assert!(!err.contains("not a key"), "the key text must not be echoed: {err}");
+        assert!(
+            !err.contains("not a key"),
+            "the key text must not be echoed: {err}"
+        );
 
         let ec = rcgen::KeyPair::generate().unwrap().serialize_pem();
-        let err = RestGitHub::new(&config(&ec, "https://api.github.com/"), "latest", Arc::new(ManualClock::new(start()))).unwrap_err();
+        let err = RestGitHub::new(
+            &config(&ec, "https://api.github.com/"),
+            "latest",
+            Arc::new(ManualClock::new(start())),
+        )
+        .unwrap_err();
         assert!(err.to_string().starts_with("github.private_key:"), "{err}");
     }
 
@@ -882,17 +1078,39 @@ mod tests {
     fn paths_join_under_an_enterprise_api_prefix() {
         let key = test_key().serialize_pem();
         for base in ["https://ghe.example/api/v3/", "https://ghe.example/api/v3"] {
-            let gh = RestGitHub::new(&config(&key, base), "latest", Arc::new(ManualClock::new(start()))).unwrap();
-            let call = Call::new(&JOB, Method::GET, ["repos", "acme", "widgets", "actions", "jobs", "5"]);
-            assert_eq!(gh.url(&call).as_str(), "https://ghe.example/api/v3/repos/acme/widgets/actions/jobs/5");
+            let gh = RestGitHub::new(
+                &config(&key, base),
+                "latest",
+                Arc::new(ManualClock::new(start())),
+            )
+            .unwrap();
+            let call = Call::new(
+                &JOB,
+                Method::GET,
+                ["repos", "acme", "widgets", "actions", "jobs", "5"],
+            );
+            assert_eq!(
+                gh.url(&call).as_str(),
+                "https://ghe.example/api/v3/repos/acme/widgets/actions/jobs/5"
+            );
         }
     }
 
     #[test]
     fn a_pinned_runner_version_drops_its_v() {
         let key = test_key().serialize_pem();
-        let gh = RestGitHub::new(&config(&key, "https://api.github.com/"), "v2.321.0", Arc::new(ManualClock::new(start()))).unwrap();
-        assert_eq!(gh.pinned_release, Some(RunnerRelease { version: "2.321.0".into() }));
+        let gh = RestGitHub::new(
+            &config(&key, "https://api.github.com/"),
+            "v2.321.0",
+            Arc::new(ManualClock::new(start())),
+        )
+        .unwrap();
+        assert_eq!(
+            gh.pinned_release,
+            Some(RunnerRelease {
+                version: "2.321.0".into()
+            })
+        );
     }
 
     #[test]
@@ -905,22 +1123,53 @@ mod tests {
     fn reply(status: u16, headers: &[(&str, &str)], body: serde_json::Value) -> Reply {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
-            map.insert(header::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            map.insert(
+                header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
-        Reply { status: StatusCode::from_u16(status).unwrap(), headers: map, body: serde_json::to_vec(&body).unwrap() }
+        Reply {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: map,
+            body: serde_json::to_vec(&body).unwrap(),
+        }
     }
 
     #[test]
     fn rate_limits_are_read_from_retry_after_then_the_reset_time() {
         let now = start();
-        let r = reply(403, &[("retry-after", "7")], serde_json::json!({"message": "secondary rate limit"}));
-        assert_eq!(rate_limit_wait(&r, &r.message(), now), Some(Duration::from_secs(7)));
+        let r = reply(
+            403,
+            &[("retry-after", "7")],
+            serde_json::json!({"message": "secondary rate limit"}),
+        );
+        assert_eq!(
+            rate_limit_wait(&r, &r.message(), now),
+            Some(Duration::from_secs(7))
+        );
         let reset = (now.timestamp() + 30).to_string();
-        let r = reply(403, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset)], serde_json::json!({}));
-        assert_eq!(rate_limit_wait(&r, &r.message(), now), Some(Duration::from_secs(30)));
+        let r = reply(
+            403,
+            &[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", &reset),
+            ],
+            serde_json::json!({}),
+        );
+        assert_eq!(
+            rate_limit_wait(&r, &r.message(), now),
+            Some(Duration::from_secs(30))
+        );
         let r = reply(429, &[], serde_json::json!({}));
-        assert_eq!(rate_limit_wait(&r, &r.message(), now), Some(DEFAULT_RATE_LIMIT_WAIT));
-        let r = reply(403, &[("x-ratelimit-remaining", "4999")], serde_json::json!({"message": "Resource not accessible by integration"}));
+        assert_eq!(
+            rate_limit_wait(&r, &r.message(), now),
+            Some(DEFAULT_RATE_LIMIT_WAIT)
+        );
+        let r = reply(
+            403,
+            &[("x-ratelimit-remaining", "4999")],
+            serde_json::json!({"message": "Resource not accessible by integration"}),
+        );
         assert_eq!(rate_limit_wait(&r, &r.message(), now), None);
     }
 
@@ -931,13 +1180,23 @@ mod tests {
             &[],
             serde_json::json!({"message": "Validation Failed", "errors": [{"resource": "Runner", "field": "name", "code": "already_exists"}]}),
         );
-        assert_eq!(r.message(), "Validation Failed (Runner.name already_exists)");
-        assert_eq!(reply(502, &[], serde_json::json!(null)).message(), "502 Bad Gateway");
+        assert_eq!(
+            r.message(),
+            "Validation Failed (Runner.name already_exists)"
+        );
+        assert_eq!(
+            reply(502, &[], serde_json::json!(null)).message(),
+            "502 Bad Gateway"
+        );
     }
 
     #[test]
     fn a_parse_error_does_not_quote_the_body() {
-        let r = reply(201, &[], serde_json::json!({"runner": {"id": 1, "name": "r"}, "encoded_jit_config": 12345678}));
+        let r = reply(
+            201,
+            &[],
+            serde_json::json!({"runner": {"id": 1, "name": "r"}, "encoded_jit_config": 12345678}),
+        );
         let call = Call::new(&REPO_JITCONFIG, Method::POST, ["repos", "a", "b"]);
         #[derive(Debug, Deserialize)]
         #[allow(dead_code)]
@@ -958,24 +1217,40 @@ mod tests {
             HeaderValue::from_static(r#"<https://api.github.com/x?page=2>; rel="next", <https://api.github.com/x?page=3>; rel="last""#),
         );
         assert_eq!(link_rel(&headers, "next"), Some(true));
-        headers.insert(header::LINK, HeaderValue::from_static(r#"<https://api.github.com/x?page=1>; rel="prev""#));
+        headers.insert(
+            header::LINK,
+            HeaderValue::from_static(r#"<https://api.github.com/x?page=1>; rel="prev""#),
+        );
         assert_eq!(link_rel(&headers, "next"), Some(false));
     }
 
     #[test]
     fn backoff_grows_stays_jittered_and_is_capped() {
-        let policy = RetryPolicy { base_delay: Duration::from_millis(100), max_delay: Duration::from_millis(1000), ..RetryPolicy::default() };
+        let policy = RetryPolicy {
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1000),
+            ..RetryPolicy::default()
+        };
         for _ in 0..50 {
             let first = policy.backoff(1);
-            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
+            assert!(
+                first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
+                "{first:?}"
+            );
             let tenth = policy.backoff(10);
-            assert!(tenth >= Duration::from_millis(500) && tenth <= Duration::from_millis(1000), "{tenth:?}");
+            assert!(
+                tenth >= Duration::from_millis(500) && tenth <= Duration::from_millis(1000),
+                "{tenth:?}"
+            );
         }
     }
 
     #[test]
     fn a_token_is_reused_until_five_minutes_before_it_expires() {
-        let token = InstallationToken { token: Secret::new("t"), expires_at: start() + TimeDelta::hours(1) };
+        let token = InstallationToken {
+            token: Secret::new("t"),
+            expires_at: start() + TimeDelta::hours(1),
+        };
         assert!(token.usable_at(start() + TimeDelta::minutes(54)));
         assert!(!token.usable_at(start() + TimeDelta::minutes(55)));
     }

@@ -40,7 +40,9 @@ pub enum SignatureError {
     NotSha256,
     #[error("the X-Hub-Signature-256 header is not hexadecimal after \"sha256=\"")]
     BadHex,
-    #[error("the X-Hub-Signature-256 header has {hex_chars} hex characters after \"sha256=\", expected 64")]
+    #[error(
+        "the X-Hub-Signature-256 header has {hex_chars} hex characters after \"sha256=\", expected 64"
+    )]
     WrongLength { hex_chars: usize },
     #[error(
         "the X-Hub-Signature-256 signature does not match; the GitHub App's webhook secret differs from github.webhook_secret"
@@ -52,12 +54,20 @@ pub enum SignatureError {
 
 /// Checks `header` (the value of `X-Hub-Signature-256`) against the HMAC-SHA256 of `body` under
 /// any of `secrets`. Every secret is tried, so the time taken does not say which one matched.
-pub fn verify_signature(secrets: &[&[u8]], body: &[u8], header: Option<&str>) -> Result<(), SignatureError> {
+pub fn verify_signature(
+    secrets: &[&[u8]],
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?.trim();
-    let hex_digest = header.strip_prefix(SIGNATURE_PREFIX).ok_or(SignatureError::NotSha256)?;
+    let hex_digest = header
+        .strip_prefix(SIGNATURE_PREFIX)
+        .ok_or(SignatureError::NotSha256)?;
     if hex_digest.len() != SIGNATURE_HEX_LEN {
         return Err(if hex_digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-            SignatureError::WrongLength { hex_chars: hex_digest.len() }
+            SignatureError::WrongLength {
+                hex_chars: hex_digest.len(),
+            }
         } else {
             SignatureError::BadHex
         });
@@ -72,13 +82,20 @@ pub fn verify_signature(secrets: &[&[u8]], body: &[u8], header: Option<&str>) ->
         let ok = mac(secret, body).verify_slice(&given).is_ok();
         matched | ok
     });
-    if matched { Ok(()) } else { Err(SignatureError::Mismatch) }
+    if matched {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
 }
 
 /// The `X-Hub-Signature-256` value GitHub would send for `body` under `secret`: what tests, the
 /// simulated runner and `pacer admin send-test-job` use to sign their deliveries.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    format!("{SIGNATURE_PREFIX}{}", hex::encode(mac(secret, body).finalize().into_bytes()))
+    format!(
+        "{SIGNATURE_PREFIX}{}",
+        hex::encode(mac(secret, body).finalize().into_bytes())
+    )
 }
 
 fn mac(secret: &[u8], body: &[u8]) -> HmacSha256 {
@@ -253,19 +270,31 @@ mod tests {
     #[test]
     fn the_previous_secret_is_accepted_during_rotation() {
         let header = sign(b"old-secret", BODY);
-        assert_eq!(verify_signature(&[b"new-secret", b"old-secret"], BODY, Some(&header)), Ok(()));
-        assert_eq!(verify_signature(&[b"new-secret"], BODY, Some(&header)), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify_signature(&[b"new-secret", b"old-secret"], BODY, Some(&header)),
+            Ok(())
+        );
+        assert_eq!(
+            verify_signature(&[b"new-secret"], BODY, Some(&header)),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
     fn a_missing_header_is_refused() {
-        assert_eq!(verify_signature(&[SECRET], BODY, None), Err(SignatureError::Missing));
+        assert_eq!(
+            verify_signature(&[SECRET], BODY, None),
+            Err(SignatureError::Missing)
+        );
     }
 
     #[test]
     fn a_sha1_signature_is_refused_as_not_sha256() {
         let header = "sha1=0123456789abcdef0123456789abcdef01234567";
-        assert_eq!(verify_signature(&[SECRET], BODY, Some(header)), Err(SignatureError::NotSha256));
+        assert_eq!(
+            verify_signature(&[SECRET], BODY, Some(header)),
+            Err(SignatureError::NotSha256)
+        );
     }
 
     #[test]
@@ -277,33 +306,49 @@ mod tests {
             Err(SignatureError::WrongLength { hex_chars: 62 })
         );
         let not_hex = format!("sha256={}", "zz".repeat(32));
-        assert_eq!(verify_signature(&[SECRET], BODY, Some(&not_hex)), Err(SignatureError::BadHex));
+        assert_eq!(
+            verify_signature(&[SECRET], BODY, Some(&not_hex)),
+            Err(SignatureError::BadHex)
+        );
     }
 
     #[test]
     fn a_changed_body_does_not_verify() {
         let header = sign(SECRET, BODY);
-        assert_eq!(verify_signature(&[SECRET], b"Hello, World?", Some(&header)), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify_signature(&[SECRET], b"Hello, World?", Some(&header)),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
     fn uppercase_hex_is_accepted() {
-        let header = sign(SECRET, BODY).to_uppercase().replacen("SHA256=", "sha256=", 1);
+        let header = sign(SECRET, BODY)
+            .to_uppercase()
+            .replacen("SHA256=", "sha256=", 1);
         assert_eq!(verify_signature(&[SECRET], BODY, Some(&header)), Ok(()));
     }
 
     #[test]
     fn no_configured_secret_verifies_nothing() {
         let header = sign(b"", BODY);
-        assert_eq!(verify_signature(&[b""], BODY, Some(&header)), Err(SignatureError::NoSecret));
-        assert_eq!(verify_signature(&[], BODY, Some(&header)), Err(SignatureError::NoSecret));
+        assert_eq!(
+            verify_signature(&[b""], BODY, Some(&header)),
+            Err(SignatureError::NoSecret)
+        );
+        assert_eq!(
+            verify_signature(&[], BODY, Some(&header)),
+            Err(SignatureError::NoSecret)
+        );
     }
 
     #[test]
     fn error_messages_never_contain_the_secret_or_the_digest() {
         let expected = sign(SECRET, BODY);
         let wrong = sign(b"other", BODY);
-        let err = verify_signature(&[SECRET], BODY, Some(&wrong)).unwrap_err().to_string();
+        let err = verify_signature(&[SECRET], BODY, Some(&wrong))
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("Secret to Everybody"));
         assert!(!err.contains(&expected[7..]));
     }
@@ -325,7 +370,10 @@ mod tests {
         let event: WorkflowJobEvent = serde_json::from_value(body).unwrap();
         assert!(event.workflow_job.labels.is_empty());
         assert_eq!(event.installation, None);
-        assert_eq!(event.repository.repo_name().unwrap().to_string(), "acme/widgets");
+        assert_eq!(
+            event.repository.repo_name().unwrap().to_string(),
+            "acme/widgets"
+        );
     }
 
     /// The `workflow_job` examples from npm `@octokit/webhooks-examples` (real payloads GitHub
@@ -344,7 +392,10 @@ mod tests {
             .into_iter()
             .find(|e| e["name"] == event)
             .unwrap_or_else(|| panic!("no {event} entry in {}", path.display()));
-        entry["examples"].as_array().expect("examples is an array").clone()
+        entry["examples"]
+            .as_array()
+            .expect("examples is an array")
+            .clone()
     }
 
     fn time(v: &Value) -> Option<Time> {
@@ -354,11 +405,16 @@ mod tests {
     #[test]
     fn every_octokit_workflow_job_example_parses_with_its_fields() {
         let examples = octokit_examples("workflow_job");
-        assert_eq!(examples.len(), 8, "webhooks-examples 7.6.1 carries 8 workflow_job examples");
+        assert_eq!(
+            examples.len(),
+            8,
+            "webhooks-examples 7.6.1 carries 8 workflow_job examples"
+        );
         let mut actions = Vec::new();
         for raw in &examples {
-            let event: WorkflowJobEvent = serde_json::from_value(raw.clone())
-                .unwrap_or_else(|e| panic!("example {} does not parse: {e}", raw["workflow_job"]["id"]));
+            let event: WorkflowJobEvent = serde_json::from_value(raw.clone()).unwrap_or_else(|e| {
+                panic!("example {} does not parse: {e}", raw["workflow_job"]["id"])
+            });
             let (job, raw_job) = (&event.workflow_job, &raw["workflow_job"]);
             assert_eq!(event.action.as_str(), raw["action"]);
             assert_eq!(Some(job.id), raw_job["id"].as_i64());
@@ -366,30 +422,50 @@ mod tests {
             assert_eq!(job.run_attempt, raw_job["run_attempt"].as_i64());
             assert_eq!(job.status.as_deref(), raw_job["status"].as_str());
             assert_eq!(job.conclusion.as_deref(), raw_job["conclusion"].as_str());
-            let labels: Vec<&str> = raw_job["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+            let labels: Vec<&str> = raw_job["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_str().unwrap())
+                .collect();
             assert_eq!(job.labels, labels);
             assert_eq!(job.runner_id, raw_job["runner_id"].as_i64());
             assert_eq!(job.runner_name.as_deref(), raw_job["runner_name"].as_str());
             assert_eq!(job.runner_group_id, raw_job["runner_group_id"].as_i64());
             assert_eq!(job.name.as_deref(), raw_job["name"].as_str());
-            assert_eq!(job.workflow_name.as_deref(), raw_job["workflow_name"].as_str());
+            assert_eq!(
+                job.workflow_name.as_deref(),
+                raw_job["workflow_name"].as_str()
+            );
             assert_eq!(job.html_url.as_deref(), raw_job["html_url"].as_str());
             assert_eq!(job.created_at, time(&raw_job["created_at"]));
             assert_eq!(job.started_at, time(&raw_job["started_at"]));
             assert_eq!(job.completed_at, time(&raw_job["completed_at"]));
             assert_eq!(event.repository.full_name, raw["repository"]["full_name"]);
             assert_eq!(event.repository.name, raw["repository"]["name"]);
-            assert_eq!(event.repository.owner.login, raw["repository"]["owner"]["login"]);
+            assert_eq!(
+                event.repository.owner.login,
+                raw["repository"]["owner"]["login"]
+            );
             assert!(event.repository.repo_name().is_ok());
-            assert_eq!(event.installation.map(|i| i.id), raw["installation"]["id"].as_i64());
-            assert_eq!(event.sender.as_ref().map(|s| s.login.as_str()), raw["sender"]["login"].as_str());
+            assert_eq!(
+                event.installation.map(|i| i.id),
+                raw["installation"]["id"].as_i64()
+            );
+            assert_eq!(
+                event.sender.as_ref().map(|s| s.login.as_str()),
+                raw["sender"]["login"].as_str()
+            );
             actions.push(event.action);
         }
         use WorkflowJobAction::*;
         for action in [Queued, InProgress, Completed, Waiting] {
             assert!(actions.contains(&action), "no {action} example");
         }
-        let without_installation = examples.iter().filter(|e| e.get("installation").is_none()).count();
+        let without_installation = examples
+            .iter()
+            .filter(|e| e.get("installation").is_none())
+            .count();
         assert_eq!(without_installation, 3);
     }
 
@@ -399,7 +475,10 @@ mod tests {
         let event: WorkflowJobEvent = examples
             .iter()
             .map(|raw| serde_json::from_value::<WorkflowJobEvent>(raw.clone()).unwrap())
-            .find(|e| e.action == WorkflowJobAction::Queued && e.workflow_job.status.as_deref() == Some("waiting"))
+            .find(|e| {
+                e.action == WorkflowJobAction::Queued
+                    && e.workflow_job.status.as_deref() == Some("waiting")
+            })
             .expect("webhooks-examples has a queued delivery with status waiting");
         assert_eq!(event.workflow_job.labels, ["self-hosted", "k8s"]);
     }

@@ -100,15 +100,29 @@ impl Pebble {
             .env("PEBBLE_VA_NOSLEEP", "1")
             // Never reject a good nonce on purpose (by default 5% are, to test client retries).
             .env("PEBBLE_WFE_NONCEREJECT", "0");
-        let pebble = Process::spawn("pebble", &mut command, log_dir().join(format!("pebble-{}.log", ports.acme)));
+        let pebble = Process::spawn(
+            "pebble",
+            &mut command,
+            log_dir().join(format!("pebble-{}.log", ports.acme)),
+        );
 
-        let mut pebble = Pebble { ports, listener_ca: tls.ca, pebble, dns, _dir: dir };
+        let mut pebble = Pebble {
+            ports,
+            listener_ca: tls.ca,
+            pebble,
+            dns,
+            _dir: dir,
+        };
         pebble.wait_until_listening().await;
         pebble
     }
 
     async fn wait_until_listening(&mut self) {
-        let ports = [self.ports.acme, self.ports.management, self.ports.dns_management];
+        let ports = [
+            self.ports.acme,
+            self.ports.management,
+            self.ports.dns_management,
+        ];
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             self.dns.assert_running();
@@ -154,9 +168,17 @@ impl Pebble {
             .build()
             .expect("an HTTPS client for pebble's management API");
         let url = format!("https://127.0.0.1:{}/roots/0", self.ports.management);
-        let pem = async { client.get(&url).send().await?.error_for_status()?.bytes().await }
-            .await
-            .unwrap_or_else(|err| panic!("GET {url}: {err}; see {}", self.pebble.log.display()));
+        let pem = async {
+            client
+                .get(&url)
+                .send()
+                .await?
+                .error_for_status()?
+                .bytes()
+                .await
+        }
+        .await
+        .unwrap_or_else(|err| panic!("GET {url}: {err}; see {}", self.pebble.log.display()));
         Certificate::from_pem(&pem).expect("pebble's root is PEM")
     }
 }
@@ -180,7 +202,10 @@ fn installed(path: &'static str) -> &'static str {
 /// Whether something accepts TCP connections on every one of `ports`.
 async fn listening(ports: &[u16]) -> bool {
     for &port in ports {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
             return false;
         }
     }
@@ -209,7 +234,11 @@ impl Process {
 
     fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("{} exited with {status}; see {}", self.name, self.log.display());
+            panic!(
+                "{} exited with {status}; see {}",
+                self.name,
+                self.log.display()
+            );
         }
     }
 }

@@ -24,9 +24,16 @@ pub struct AppJwtClaims {
 }
 
 /// Checks `token` and answers its claims, or why GitHub would refuse it.
-pub fn verify(token: &str, public_key_pkcs1_der: &[u8], app_id: u64, now: i64) -> Result<AppJwtClaims, String> {
+pub fn verify(
+    token: &str,
+    public_key_pkcs1_der: &[u8],
+    app_id: u64,
+    now: i64,
+) -> Result<AppJwtClaims, String> {
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err("not a JWT (three dot-separated parts)".into());
     };
     let header: Value = decode_json(header, "header")?;
@@ -34,11 +41,19 @@ pub fn verify(token: &str, public_key_pkcs1_der: &[u8], app_id: u64, now: i64) -
         return Err(format!("alg is {}, GitHub wants RS256", header["alg"]));
     }
     let signature = base64::decode_url(signature).ok_or("the signature is not base64url")?;
-    let signed = format!("{}.{}", token.split('.').next().unwrap_or_default(), payload);
+    let signed = format!(
+        "{}.{}",
+        token.split('.').next().unwrap_or_default(),
+        payload
+    );
     verify_rs256(public_key_pkcs1_der, signed.as_bytes(), &signature)?;
 
     let claims: Value = decode_json(payload, "payload")?;
-    let time = |name: &str| claims[name].as_i64().ok_or_else(|| format!("{name} is missing or not an integer"));
+    let time = |name: &str| {
+        claims[name]
+            .as_i64()
+            .ok_or_else(|| format!("{name} is missing or not an integer"))
+    };
     let (iat, exp) = (time("iat")?, time("exp")?);
     let iss = match &claims["iss"] {
         Value::String(s) => s.clone(),
@@ -49,7 +64,10 @@ pub fn verify(token: &str, public_key_pkcs1_der: &[u8], app_id: u64, now: i64) -
         return Err(format!("iss {iss} is not the App id {app_id}"));
     }
     if iat > now + CLOCK_SKEW_SECS {
-        return Err(format!("'Issued at' claim ('iat') is {} s in the future", iat - now));
+        return Err(format!(
+            "'Issued at' claim ('iat') is {} s in the future",
+            iat - now
+        ));
     }
     if exp <= now {
         return Err("'Expiration time' claim ('exp') is in the past".into());
@@ -76,7 +94,10 @@ fn verify_rs256(public_key: &[u8], message: &[u8], signature: &[u8]) -> Result<(
         .iter()
         .find(|(scheme, _)| *scheme == SignatureScheme::RSA_PKCS1_SHA256)
         .expect("aws-lc-rs verifies RSA PKCS#1 SHA-256");
-    if algorithms.iter().any(|alg| alg.verify_signature(public_key, message, signature).is_ok()) {
+    if algorithms
+        .iter()
+        .any(|alg| alg.verify_signature(public_key, message, signature).is_ok())
+    {
         Ok(())
     } else {
         Err("the signature does not verify under the App's public key".into())

@@ -58,17 +58,25 @@ impl OpenApi {
         });
         let doc: Value = serde_json::from_str(&text).expect("the OpenAPI description is JSON");
         assert!(
-            doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.0")),
+            doc["openapi"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("3.0")),
             "the conversion to JSON Schema is written for OpenAPI 3.0; the description says {}",
             doc["openapi"]
         );
-        OpenApi { doc, validators: Mutex::new(HashMap::new()) }
+        OpenApi {
+            doc,
+            validators: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The operation object, e.g. `("post", "/orgs/{org}/actions/runners/generate-jitconfig")`.
     fn operation(&self, method: &str, template: &str) -> &Value {
         let op = &self.doc["paths"][template][method.to_ascii_lowercase()];
-        assert!(op.is_object(), "the OpenAPI description has no operation {method} {template}");
+        assert!(
+            op.is_object(),
+            "the OpenAPI description has no operation {method} {template}"
+        );
         op
     }
 
@@ -81,16 +89,21 @@ impl OpenApi {
     }
 
     fn pointer(&self, reference: &str) -> &Value {
-        let pointer = reference
-            .strip_prefix('#')
-            .unwrap_or_else(|| panic!("only local $refs are expected in the description, found {reference}"));
-        self.doc.pointer(pointer).unwrap_or_else(|| panic!("dangling $ref {reference}"))
+        let pointer = reference.strip_prefix('#').unwrap_or_else(|| {
+            panic!("only local $refs are expected in the description, found {reference}")
+        });
+        self.doc
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("dangling $ref {reference}"))
     }
 
     /// The query parameters the operation documents.
     pub fn query_parameters(&self, method: &str, template: &str) -> Vec<String> {
         let op = self.operation(method, template);
-        let shared = self.doc["paths"][template]["parameters"].as_array().cloned().unwrap_or_default();
+        let shared = self.doc["paths"][template]["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let own = op["parameters"].as_array().cloned().unwrap_or_default();
         shared
             .iter()
@@ -113,7 +126,10 @@ impl OpenApi {
         let key = format!("request {method} {template}");
         let body = self.operation(method, template).get("requestBody")?;
         let schema = &self.resolve(body)["content"]["application/json"]["schema"];
-        assert!(schema.is_object(), "{method} {template}: the request body has no JSON schema");
+        assert!(
+            schema.is_object(),
+            "{method} {template}: the request body has no JSON schema"
+        );
         Some(self.validator(key, || {
             let mut converted = self.to_json_schema(schema, 0);
             close_object(&mut converted);
@@ -123,30 +139,46 @@ impl OpenApi {
 
     /// What the operation answers with `status`; for an error status the description does not
     /// list, GitHub's generic `basic-error` body.
-    pub fn response(&self, method: &str, template: &str, status: u16) -> Result<ResponseSpec, String> {
+    pub fn response(
+        &self,
+        method: &str,
+        template: &str,
+        status: u16,
+    ) -> Result<ResponseSpec, String> {
         let op = self.operation(method, template);
         let response = match op["responses"].get(status.to_string()) {
             Some(r) => self.resolve(r),
             None if status >= 400 => {
                 let key = "schema basic-error".to_owned();
                 let schema = &self.doc["components"]["schemas"]["basic-error"];
-                return Ok(ResponseSpec::Json(self.validator(key, || self.to_json_schema(schema, 0))));
+                return Ok(ResponseSpec::Json(
+                    self.validator(key, || self.to_json_schema(schema, 0)),
+                ));
             }
-            None => return Err(format!("{method} {template}: status {status} is not a documented response")),
+            None => {
+                return Err(format!(
+                    "{method} {template}: status {status} is not a documented response"
+                ));
+            }
         };
         let schema = &response["content"]["application/json"]["schema"];
         if !schema.is_object() {
             return Ok(ResponseSpec::Empty);
         }
         let key = format!("response {method} {template} {status}");
-        Ok(ResponseSpec::Json(self.validator(key, || self.to_json_schema(schema, 0))))
+        Ok(ResponseSpec::Json(
+            self.validator(key, || self.to_json_schema(schema, 0)),
+        ))
     }
 
     /// `components/examples/{name}`: GitHub's own example of a body, used by the fake as the
     /// template of its answers so they carry every field real ones do.
     pub fn example(&self, name: &str) -> Value {
         let example = &self.doc["components"]["examples"][name]["value"];
-        assert!(!example.is_null(), "the OpenAPI description has no example {name}");
+        assert!(
+            !example.is_null(),
+            "the OpenAPI description has no example {name}"
+        );
         example.clone()
     }
 
@@ -160,7 +192,9 @@ impl OpenApi {
                     .with_draft(Draft::Draft7)
                     .should_validate_formats(true)
                     .build(&schema)
-                    .unwrap_or_else(|e| panic!("{key}: the converted schema does not compile: {e}"));
+                    .unwrap_or_else(|e| {
+                        panic!("{key}: the converted schema does not compile: {e}")
+                    });
                 Arc::new(validator)
             })
             .clone()
@@ -168,7 +202,10 @@ impl OpenApi {
 
     /// OpenAPI 3.0 schema object → JSON Schema (draft 7). See the module docs.
     fn to_json_schema(&self, node: &Value, depth: usize) -> Value {
-        assert!(depth < 64, "the description's schemas nest deeper than expected (a $ref cycle?)");
+        assert!(
+            depth < 64,
+            "the description's schemas nest deeper than expected (a $ref cycle?)"
+        );
         let Value::Object(object) = node else {
             return node.clone();
         };
@@ -179,18 +216,22 @@ impl OpenApi {
         for (key, value) in object {
             let converted = match key.as_str() {
                 // Documentation only; `examples` is not even an array in OpenAPI 3.0.
-                "example" | "examples" | "description" | "title" | "deprecated" | "externalDocs" | "xml"
-                | "nullable" => continue,
+                "example" | "examples" | "description" | "title" | "deprecated"
+                | "externalDocs" | "xml" | "nullable" => continue,
                 k if k.starts_with("x-") => continue,
                 "properties" | "patternProperties" => Value::Object(
                     value
                         .as_object()
                         .expect("properties is an object")
                         .iter()
-                        .map(|(name, schema)| (name.clone(), self.to_json_schema(schema, depth + 1)))
+                        .map(|(name, schema)| {
+                            (name.clone(), self.to_json_schema(schema, depth + 1))
+                        })
                         .collect(),
                 ),
-                "items" | "not" | "additionalProperties" if value.is_object() => self.to_json_schema(value, depth + 1),
+                "items" | "not" | "additionalProperties" if value.is_object() => {
+                    self.to_json_schema(value, depth + 1)
+                }
                 "allOf" | "anyOf" | "oneOf" => Value::Array(
                     value
                         .as_array()
@@ -220,7 +261,10 @@ fn allow_null(mut schema: Map<String, Value>) -> Value {
     }
     match schema.get("type").cloned() {
         Some(Value::String(t)) => {
-            schema.insert("type".into(), Value::Array(vec![Value::String(t), "null".into()]));
+            schema.insert(
+                "type".into(),
+                Value::Array(vec![Value::String(t), "null".into()]),
+            );
             Value::Object(schema)
         }
         Some(Value::Array(mut types)) => {
@@ -250,7 +294,10 @@ pub fn violations(validator: &Validator, instance: &Value) -> Vec<String> {
         .iter_errors(instance)
         .map(|e| {
             let at = e.instance_path.to_string();
-            format!("{}: {e}", if at.is_empty() { "(body)" } else { at.as_str() })
+            format!(
+                "{}: {e}",
+                if at.is_empty() { "(body)" } else { at.as_str() }
+            )
         })
         .collect()
 }
