@@ -11,6 +11,7 @@ pub mod domain;
 pub mod fleet;
 pub mod github;
 pub mod http;
+pub mod pricing;
 pub mod queue;
 pub mod runtime;
 pub mod server;

@@ -14,18 +14,18 @@ use crate::moto::Moto;
 
 /// A moto with a VPC (two subnets in two zones, a security group), a
 /// second VPC's security group, and an x86_64 AMI from moto's catalogue.
-struct Aws {
-    _moto: Moto,
-    ec2: sdk::Client,
-    subnets: [String; 2],
+pub(crate) struct Aws {
+    pub(crate) moto: Moto,
+    pub(crate) ec2: sdk::Client,
+    pub(crate) subnets: [String; 2],
     zones: [String; 2],
-    sg: String,
+    pub(crate) sg: String,
     foreign_sg: String,
-    ami: String,
+    pub(crate) ami: String,
 }
 
 impl Aws {
-    async fn start() -> Aws {
+    pub(crate) async fn start() -> Aws {
         let moto = Moto::start().await;
         let ec2 = sdk::Client::new(&moto.sdk_config().await);
         let vpc = ec2.create_vpc().cidr_block("10.0.0.0/16").send().await.unwrap().vpc.unwrap().vpc_id.unwrap();
@@ -71,7 +71,7 @@ impl Aws {
             .expect("moto ships x86_64 AMIs")
             .to_string();
         Aws {
-            _moto: moto,
+            moto,
             ec2,
             subnets: [subnets[0].clone(), subnets[1].clone()],
             zones: ["us-east-1a".into(), "us-east-1b".into()],

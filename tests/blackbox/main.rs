@@ -10,6 +10,7 @@ mod api_crud;
 mod process;
 mod lifecycle_local;
 mod aws_adapters;
+mod lifecycle_aws;
 mod acme_pebble;
 mod ec2_fleet;
 mod bootstrap_script;

@@ -27,7 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Loaded by Python at start (as `sitecustomize`): wraps the WSGI app that
 /// moto hands to werkzeug's `run_simple` so DynamoDB requests run one at a
 /// time. Only DynamoDB's: an SQS long poll holds its request open for
-/// seconds and must not stall everything else.
+/// seconds and must not stall everything else. Every response carries
+/// [`HOOK_HEADER`], so the harness knows the hook is in place.
 const SERIALISE_HOOK: &str = r#"# Written by pacer's test harness (tests/blackbox/moto.rs).
 import threading
 import werkzeug.serving as _serving
@@ -39,16 +40,21 @@ def _serialised_run_simple(hostname, port, application, *args, **kwargs):
     lock = threading.Lock()
 
     def serialised(environ, start_response):
+        def marked(status, headers, exc_info=None):
+            return start_response(status, headers + [("X-Pacer-Serialised", "dynamodb")], exc_info)
+
         if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
-            return application(environ, start_response)
+            return application(environ, marked)
         with lock:
-            return list(application(environ, start_response))
+            return list(application(environ, marked))
 
     return _run_simple(hostname, port, serialised, *args, **kwargs)
 
 
 _serving.run_simple = _serialised_run_simple
 "#;
+
+const HOOK_HEADER: &str = "x-pacer-serialised";
 
 /// How long a starting moto_server may take to answer before the test fails.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -90,8 +96,14 @@ impl Moto {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("moto_server exited with {status} before answering; see {}", log_path.display());
             }
-            if answers_http(port).await {
-                return;
+            match answers_http(port).await {
+                Some(head) if head.to_ascii_lowercase().contains(HOOK_HEADER) => return,
+                Some(_) => panic!(
+                    "{} answers without the harness's serialising hook (was PYTHONPATH dropped?); \
+                     concurrent DynamoDB writes would not be atomic",
+                    self.endpoint
+                ),
+                None => {}
             }
             tokio::time::sleep(POLL_EVERY).await;
         }
@@ -172,18 +184,26 @@ fn log_dir() -> PathBuf {
     dir
 }
 
-/// Whether an HTTP server answers on the port. A bare HTTP/1.0 request over
-/// TCP: the readiness check needs no HTTP client (or TLS provider).
-async fn answers_http(port: u16) -> bool {
+/// The response head of an HTTP server on the port, if one answers. A bare
+/// HTTP/1.0 request over TCP: the readiness check needs no HTTP client (or
+/// TLS provider).
+async fn answers_http(port: u16) -> Option<String> {
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
         stream
             .write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
             .await
             .ok()?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await.ok()?;
-        Some(head.starts_with(b"HTTP/1."))
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            match stream.read(&mut buf).await.ok()? {
+                0 => break,
+                n => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        head.starts_with("HTTP/1.").then_some(head)
     };
-    tokio::time::timeout(Duration::from_secs(2), attempt).await.ok().flatten().unwrap_or(false)
+    tokio::time::timeout(Duration::from_secs(2), attempt).await.ok().flatten()
 }

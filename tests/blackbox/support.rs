@@ -71,11 +71,18 @@ pub struct LocalPacer {
 
 impl LocalPacer {
     pub async fn start() -> LocalPacer {
-        pacer_shared::server::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
+        let (ports, fleet) = local_ports(dir.path());
+        Self::serve(ports, fleet, dir).await
+    }
+
+    /// Serves `ports` (their settings get this server's URL); `fleet` is
+    /// told where pacer listens (pass the simulated one even when `ports`
+    /// use another fleet: it is then simply unused).
+    pub async fn serve(mut ports: Ports, fleet: Arc<SimulatedFleet>, dir: tempfile::TempDir) -> LocalPacer {
+        pacer_shared::server::install_crypto_provider();
         let port = crate::process::free_port();
         let base = format!("http://127.0.0.1:{port}");
-        let (mut ports, fleet) = local_ports(dir.path());
         ports.settings = Arc::new(settings(&base));
         fleet.set_pacer_url(base.clone());
         let state = pacer_shared::http::AppState {
