@@ -27,9 +27,13 @@ test: test-deps
 	shellcheck infra/runner/bootstrap.sh
 	$(CARGO) test --workspace --no-fail-fast
 
-## The test dependencies: a Python venv with moto_server (AWS APIs) and
-## Debian's shellcheck.
-test-deps: $(VENV)/.moto-$(MOTO_VERSION) apt-deps
+## The test dependencies: a Python venv with moto_server (AWS APIs), npm
+## packages under tests/ and Debian's shellcheck.
+test-deps: $(VENV)/.moto-$(MOTO_VERSION) apt-deps tests/node_modules/.package-lock.json
+
+# GitHub's OpenAPI description and real webhook payloads, pinned by the lock.
+tests/node_modules/.package-lock.json: tests/package.json tests/package-lock.json
+	npm ci --prefix tests --no-audit --no-fund
 
 # Debian packages the tests use; installed only when missing.
 APT_PACKAGES := shellcheck

@@ -323,3 +323,19 @@ fn served_leaf(response: &reqwest::Response) -> Vec<u8> {
         .expect("the server's certificate")
         .to_vec()
 }
+
+#[tokio::test]
+async fn acme_scratch_forgotten_account() {
+    let mut pebble = Pebble::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let config = acme_config(&pebble, cache.path());
+    let first = Pacer::start(&config).await;
+    first.stop().await;
+    std::fs::remove_file(cache.path().join("certificate.json")).unwrap();
+    pebble.scratch_restart().await;
+    let r = tokio::time::timeout(START_TIMEOUT, Server::bind(echo_app(), &config)).await.unwrap();
+    match r {
+        Ok(_) => println!("SCRATCH RECOVERED"),
+        Err(e) => println!("SCRATCH FAILED: {e:#}"),
+    }
+}

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
 use pacer_shared::domain::{JobState, RepoName, RunnerState};
 use pacer_shared::store::conformance::{self, binding, job, pool, project, runner, t0};
 use pacer_shared::store::dynamodb::DynamoStore;
@@ -28,8 +28,15 @@ async fn fixture() -> Fixture {
     let moto = Moto::start().await;
     let client = Client::new(&moto.sdk_config().await);
     let store = DynamoStore::new(client.clone(), TABLE.into());
-    store.create_table().await.expect("create the table on moto");
-    Fixture { store: Arc::new(store), client, _moto: moto }
+    store
+        .create_table()
+        .await
+        .expect("create the table on moto");
+    Fixture {
+        store: Arc::new(store),
+        client,
+        _moto: moto,
+    }
 }
 
 /// What the conformance macro needs: a fresh store, and a guard that keeps
@@ -62,8 +69,15 @@ impl Fixture {
     }
 
     async fn dependents(&self, project_id: &str) -> i64 {
-        let item = self.raw(&format!("PROJECT#{project_id}"), "PROJECT").await.expect("project item");
-        item["dependents"].as_n().expect("a number").parse().unwrap()
+        let item = self
+            .raw(&format!("PROJECT#{project_id}"), "PROJECT")
+            .await
+            .expect("project item");
+        item["dependents"]
+            .as_n()
+            .expect("a number")
+            .parse()
+            .unwrap()
     }
 }
 
@@ -74,9 +88,22 @@ fn at(secs: i64) -> pacer_shared::domain::Time {
 #[tokio::test]
 async fn creating_the_table_twice_is_harmless() {
     let f = fixture().await;
-    f.store.create_table().await.expect("a second create_table leaves the table as it is");
-    let ttl = f.client.describe_time_to_live().table_name(TABLE).send().await.unwrap();
-    assert_eq!(ttl.time_to_live_description().and_then(|d| d.attribute_name()), Some("expires_at"));
+    f.store
+        .create_table()
+        .await
+        .expect("a second create_table leaves the table as it is");
+    let ttl = f
+        .client
+        .describe_time_to_live()
+        .table_name(TABLE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ttl.time_to_live_description()
+            .and_then(|d| d.attribute_name()),
+        Some("expires_at")
+    );
 }
 
 #[tokio::test]
@@ -84,18 +111,34 @@ async fn a_rename_moves_the_name_guard_in_the_same_write() {
     let f = fixture().await;
     let mut p = project("Acme", at(0));
     f.store.create_project(&p).await.unwrap();
-    let guard = f.raw("PROJECTNAME#acme", "UNIQUE").await.expect("the name guard exists");
+    let guard = f
+        .raw("PROJECTNAME#acme", "UNIQUE")
+        .await
+        .expect("the name guard exists");
     assert_eq!(guard["owner"].as_s().unwrap(), &p.id);
 
     p.spec.name = "Renamed".into();
     f.store.update_project(&p).await.unwrap();
-    assert!(f.raw("PROJECTNAME#acme", "UNIQUE").await.is_none(), "the old name is released");
-    assert!(f.raw("PROJECTNAME#renamed", "UNIQUE").await.is_some(), "the new name is taken");
+    assert!(
+        f.raw("PROJECTNAME#acme", "UNIQUE").await.is_none(),
+        "the old name is released"
+    );
+    assert!(
+        f.raw("PROJECTNAME#renamed", "UNIQUE").await.is_some(),
+        "the new name is taken"
+    );
 
     // A refused create leaves nothing behind: no item without its guard.
     let dup = project("RENAMED", at(1));
-    assert!(matches!(f.store.create_project(&dup).await, Err(StoreError::Conflict(_))));
-    assert!(f.raw(&format!("PROJECT#{}", dup.id), "PROJECT").await.is_none());
+    assert!(matches!(
+        f.store.create_project(&dup).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        f.raw(&format!("PROJECT#{}", dup.id), "PROJECT")
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -113,28 +156,56 @@ async fn the_dependents_counter_follows_pools_and_bindings() {
     // Moving a pool to another project moves its count and its name guard.
     pl.spec.project_id = q.id.clone();
     f.store.update_pool(&pl).await.unwrap();
-    assert_eq!((f.dependents(&p.id).await, f.dependents(&q.id).await), (1, 1));
-    assert!(f.raw(&format!("POOLNAME#{}#linux", p.id), "UNIQUE").await.is_none());
-    assert!(f.raw(&format!("POOLNAME#{}#linux", q.id), "UNIQUE").await.is_some());
+    assert_eq!(
+        (f.dependents(&p.id).await, f.dependents(&q.id).await),
+        (1, 1)
+    );
+    assert!(
+        f.raw(&format!("POOLNAME#{}#linux", p.id), "UNIQUE")
+            .await
+            .is_none()
+    );
+    assert!(
+        f.raw(&format!("POOLNAME#{}#linux", q.id), "UNIQUE")
+            .await
+            .is_some()
+    );
 
     match f.store.delete_project(&p.id).await {
-        Err(StoreError::InUse(why)) => assert!(why.contains("repo bindings") && !why.contains("pools"), "{why}"),
+        Err(StoreError::InUse(why)) => assert!(
+            why.contains("repo bindings") && !why.contains("pools"),
+            "{why}"
+        ),
         other => panic!("expected InUse, got {other:?}"),
     }
     f.store.delete_binding(&b.id).await.unwrap();
     f.store.delete_pool(&pl.id).await.unwrap();
-    assert_eq!((f.dependents(&p.id).await, f.dependents(&q.id).await), (0, 0));
+    assert_eq!(
+        (f.dependents(&p.id).await, f.dependents(&q.id).await),
+        (0, 0)
+    );
     f.store.delete_project(&p.id).await.unwrap();
-    assert!(f.raw("PROJECTNAME#acme", "UNIQUE").await.is_none(), "a deleted project frees its name");
+    assert!(
+        f.raw("PROJECTNAME#acme", "UNIQUE").await.is_none(),
+        "a deleted project frees its name"
+    );
 }
 
 #[tokio::test]
 async fn a_missing_parent_writes_nothing() {
     let f = fixture().await;
     let b = binding("acme/app", "prj_01jzzzzzzzzzzzzzzzzzzzzzzz", at(0));
-    assert!(matches!(f.store.create_binding(&b).await, Err(StoreError::MissingParent("project"))));
+    assert!(matches!(
+        f.store.create_binding(&b).await,
+        Err(StoreError::MissingParent("project"))
+    ));
     assert!(f.raw("REPO#acme/app", "UNIQUE").await.is_none());
-    assert!(f.raw("PROJECT#prj_01jzzzzzzzzzzzzzzzzzzzzzzz", "PROJECT").await.is_none(), "no phantom project item");
+    assert!(
+        f.raw("PROJECT#prj_01jzzzzzzzzzzzzzzzzzzzzzzz", "PROJECT")
+            .await
+            .is_none(),
+        "no phantom project item"
+    );
 }
 
 #[tokio::test]
@@ -151,7 +222,10 @@ async fn the_repo_guard_carries_the_binding_for_a_one_read_lookup() {
     b.spec.repo = RepoName::parse("octo/APP").unwrap();
     b.updated_at = at(5);
     f.store.update_binding(&b).await.unwrap();
-    assert_eq!(f.store.binding_for_repo("octo/app").await.unwrap(), Some(b.clone()));
+    assert_eq!(
+        f.store.binding_for_repo("octo/app").await.unwrap(),
+        Some(b.clone())
+    );
     assert_eq!(f.store.binding_for_repo("OCTO/APP").await.unwrap(), Some(b));
 }
 
@@ -167,7 +241,10 @@ async fn items_hold_typed_top_level_attributes_for_future_indexes() {
     assert_eq!(item["job_repo_key"].as_s().unwrap(), "acme/app");
     assert_eq!(item["job_pool_id"].as_s().unwrap(), "pool_a");
     assert_eq!(item["gsi2pk"].as_s().unwrap(), "JOBSTATE#queued");
-    assert!(!item.contains_key("runner_name"), "a None field is absent, not NULL");
+    assert!(
+        !item.contains_key("runner_name"),
+        "a None field is absent, not NULL"
+    );
     assert!(item.values().all(|v| !v.is_null()));
     assert!(f.raw("GHJOB#4242", "UNIQUE").await.is_some());
 
@@ -177,15 +254,24 @@ async fn items_hold_typed_top_level_attributes_for_future_indexes() {
     f.store.create_pool(&pl).await.unwrap();
     let live = runner(&pl, "i-0abc", at(1));
     f.store.insert_runner(&live).await.unwrap();
-    let item = f.raw(&format!("RUNNER#{}", live.id), "RUNNER").await.unwrap();
+    let item = f
+        .raw(&format!("RUNNER#{}", live.id), "RUNNER")
+        .await
+        .unwrap();
     assert_eq!(item["runner_live_pool_id"].as_s().unwrap(), &pl.id);
     assert_eq!(item["runner_reg_name"].as_s().unwrap(), "pacer-i-0abc");
 
     // Once done, the runner leaves the sparse "live" attribute and its state partition.
     let mut done = live.clone();
     done.state = RunnerState::Done;
-    f.store.transition_runner(RunnerState::Pending, &done).await.unwrap();
-    let item = f.raw(&format!("RUNNER#{}", live.id), "RUNNER").await.unwrap();
+    f.store
+        .transition_runner(RunnerState::Pending, &done)
+        .await
+        .unwrap();
+    let item = f
+        .raw(&format!("RUNNER#{}", live.id), "RUNNER")
+        .await
+        .unwrap();
     assert!(!item.contains_key("runner_live_pool_id"));
     assert_eq!(item["gsi2pk"].as_s().unwrap(), "RUNNERSTATE#done");
 }
@@ -199,13 +285,22 @@ async fn a_runner_without_an_instance_is_not_in_the_instance_index() {
     f.store.create_pool(&pl).await.unwrap();
     let mut r = runner(&pl, "i-0abc", at(1));
     r.instance_id = None;
-    f.store.insert_runner(&r).await.expect("a runner may not have an instance yet");
+    f.store
+        .insert_runner(&r)
+        .await
+        .expect("a runner may not have an instance yet");
 
     let mut launched = r.clone();
     launched.instance_id = Some("i-0def".into());
     launched.state = RunnerState::Registered;
-    f.store.transition_runner(RunnerState::Pending, &launched).await.unwrap();
-    assert_eq!(f.store.runner_by_instance("i-0def").await.unwrap(), Some(launched));
+    f.store
+        .transition_runner(RunnerState::Pending, &launched)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store.runner_by_instance("i-0def").await.unwrap(),
+        Some(launched)
+    );
 }
 
 #[tokio::test]
@@ -216,18 +311,28 @@ async fn filtered_pages_are_full_and_skip_nothing_however_sparse_the_matches() {
     let mut expected = Vec::new();
     for n in 0..40 {
         let repo = if n % 7 == 0 { "acme/lib" } else { "acme/app" };
-        f.store.insert_job(&job(500 + n, repo, at(n))).await.unwrap();
+        f.store
+            .insert_job(&job(500 + n, repo, at(n)))
+            .await
+            .unwrap();
         if n % 7 == 0 {
             expected.push(500 + n);
         }
     }
     expected.reverse();
 
-    let filter = JobFilter { repo: Some("acme/lib".into()), ..Default::default() };
+    let filter = JobFilter {
+        repo: Some("acme/lib".into()),
+        ..Default::default()
+    };
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let page = f.store.list_jobs(&filter, &PageRequest { limit: 2, cursor }).await.unwrap();
+        let page = f
+            .store
+            .list_jobs(&filter, &PageRequest { limit: 2, cursor })
+            .await
+            .unwrap();
         if page.next_cursor.is_some() {
             assert_eq!(page.items.len(), 2, "a page followed by another is full");
         }
@@ -247,7 +352,12 @@ async fn runners_of_several_states_merge_into_one_newest_first_listing() {
     f.store.create_project(&p).await.unwrap();
     let pl = pool(&p.id, "linux", 3, at(0));
     f.store.create_pool(&pl).await.unwrap();
-    let states = [RunnerState::Pending, RunnerState::Busy, RunnerState::Done, RunnerState::Registered];
+    let states = [
+        RunnerState::Pending,
+        RunnerState::Busy,
+        RunnerState::Done,
+        RunnerState::Registered,
+    ];
     let mut live = Vec::new();
     for n in 0..9 {
         let mut r = runner(&pl, &format!("i-{n:04}"), at(n));
@@ -261,12 +371,20 @@ async fn runners_of_several_states_merge_into_one_newest_first_listing() {
 
     let filter = RunnerFilter {
         pool_id: Some(pl.id.clone()),
-        states: vec![RunnerState::Pending, RunnerState::Registered, RunnerState::Busy],
+        states: vec![
+            RunnerState::Pending,
+            RunnerState::Registered,
+            RunnerState::Busy,
+        ],
     };
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let page = f.store.list_runners(&filter, &PageRequest { limit: 2, cursor }).await.unwrap();
+        let page = f
+            .store
+            .list_runners(&filter, &PageRequest { limit: 2, cursor })
+            .await
+            .unwrap();
         seen.extend(page.items.into_iter().map(|r| r.id));
         cursor = page.next_cursor;
         if cursor.is_none() {
@@ -280,14 +398,33 @@ async fn runners_of_several_states_merge_into_one_newest_first_listing() {
 async fn a_cursor_from_another_listing_is_refused() {
     let f = fixture().await;
     for n in 0..3 {
-        f.store.insert_job(&job(n, "acme/app", at(n))).await.unwrap();
+        f.store
+            .insert_job(&job(n, "acme/app", at(n)))
+            .await
+            .unwrap();
     }
-    let page = f.store.list_jobs(&JobFilter::default(), &PageRequest::first(1)).await.unwrap();
+    let page = f
+        .store
+        .list_jobs(&JobFilter::default(), &PageRequest::first(1))
+        .await
+        .unwrap();
     let jobs_cursor = page.next_cursor.expect("more jobs follow");
-    let queued = JobFilter { state: Some(JobState::Queued), ..Default::default() };
-    let foreign = PageRequest { limit: 1, cursor: Some(jobs_cursor) };
-    assert!(matches!(f.store.list_jobs(&queued, &foreign).await, Err(StoreError::BadCursor)));
-    assert!(matches!(f.store.list_projects(&foreign).await, Err(StoreError::BadCursor)));
+    let queued = JobFilter {
+        state: Some(JobState::Queued),
+        ..Default::default()
+    };
+    let foreign = PageRequest {
+        limit: 1,
+        cursor: Some(jobs_cursor),
+    };
+    assert!(matches!(
+        f.store.list_jobs(&queued, &foreign).await,
+        Err(StoreError::BadCursor)
+    ));
+    assert!(matches!(
+        f.store.list_projects(&foreign).await,
+        Err(StoreError::BadCursor)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,7 +458,15 @@ async fn pool_updates_racing_reservations_never_lose_a_reservation() {
         u.await.unwrap();
     }
     assert_eq!(granted, 20);
-    assert_eq!(f.store.get_pool(&pl.id).await.unwrap().unwrap().active_runners, 20);
+    assert_eq!(
+        f.store
+            .get_pool(&pl.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .active_runners,
+        20
+    );
 }
 
 #[tokio::test]
@@ -329,11 +474,17 @@ async fn updating_a_project_from_a_stale_copy_keeps_its_dependents() {
     let f = fixture().await;
     let mut p = project("acme", at(0));
     f.store.create_project(&p).await.unwrap();
-    f.store.create_pool(&pool(&p.id, "linux", 3, at(1))).await.unwrap();
+    f.store
+        .create_pool(&pool(&p.id, "linux", 3, at(1)))
+        .await
+        .unwrap();
 
     p.spec.name = "acme-2".into();
     p.updated_at = at(2);
     f.store.update_project(&p).await.unwrap();
     assert_eq!(f.dependents(&p.id).await, 1);
-    assert!(matches!(f.store.delete_project(&p.id).await, Err(StoreError::InUse(_))));
+    assert!(matches!(
+        f.store.delete_project(&p.id).await,
+        Err(StoreError::InUse(_))
+    ));
 }

@@ -11,6 +11,7 @@ mod process;
 mod lifecycle_local;
 mod aws_adapters;
 mod lifecycle_aws;
+mod webhook_examples;
 mod acme_pebble;
 mod ec2_fleet;
 mod bootstrap_script;

@@ -84,7 +84,11 @@ impl Moto {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut moto = Moto { endpoint: format!("http://127.0.0.1:{port}"), child, log_path };
+        let mut moto = Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
+            log_path,
+        };
         moto.wait_until_ready(port).await;
         moto
     }
@@ -94,7 +98,10 @@ impl Moto {
         let tries = START_TIMEOUT.as_millis() / POLL_EVERY.as_millis();
         for _ in 0..tries {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("moto_server exited with {status} before answering; see {}", log_path.display());
+                panic!(
+                    "moto_server exited with {status} before answering; see {}",
+                    log_path.display()
+                );
             }
             match answers_http(port).await {
                 Some(head) if head.to_ascii_lowercase().contains(HOOK_HEADER) => return,
@@ -107,7 +114,10 @@ impl Moto {
             }
             tokio::time::sleep(POLL_EVERY).await;
         }
-        panic!("moto_server did not answer on port {port} within {START_TIMEOUT:?}; see {}", log_path.display());
+        panic!(
+            "moto_server did not answer on port {port} within {START_TIMEOUT:?}; see {}",
+            log_path.display()
+        );
     }
 
     /// SDK configuration for this server: us-east-1, static test
@@ -189,7 +199,9 @@ fn log_dir() -> PathBuf {
 /// TLS provider).
 async fn answers_http(port: u16) -> Option<String> {
     let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
         stream
             .write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
             .await
@@ -205,5 +217,8 @@ async fn answers_http(port: u16) -> Option<String> {
         let head = String::from_utf8_lossy(&head).into_owned();
         head.starts_with("HTTP/1.").then_some(head)
     };
-    tokio::time::timeout(Duration::from_secs(2), attempt).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
 }

@@ -76,27 +76,29 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::{Context, anyhow};
 use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, CancellationReason, Delete, GlobalSecondaryIndex,
-    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValuesOnConditionCheckFailure,
-    ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update,
+    AttributeDefinition, AttributeValue, BillingMode, CancellationReason, Delete,
+    GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, Put,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
+    TimeToLiveStatus, TransactWriteItem, Update,
 };
-use aws_sdk_dynamodb::Client;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use base64::Engine;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tracing::instrument;
 
 use super::{
-    AuditFilter, Inserted, JobFilter, Page, PageRequest, RunnerFilter, Store, StoreError, StoreResult,
+    AuditFilter, Inserted, JobFilter, Page, PageRequest, RunnerFilter, Store, StoreError,
+    StoreResult,
 };
 use crate::domain::{
     AuditEvent, Job, JobState, Pool, Project, RepoBinding, Runner, RunnerState, Time, User,
@@ -133,9 +135,17 @@ struct Index {
 }
 
 /// Whole collections in list order.
-const GSI1: Index = Index { name: "gsi1", pk: "gsi1pk", sk: "gsi1sk" };
+const GSI1: Index = Index {
+    name: "gsi1",
+    pk: "gsi1pk",
+    sk: "gsi1sk",
+};
 /// Sub-collections: jobs and runners by state, pools and bindings by project.
-const GSI2: Index = Index { name: "gsi2", pk: "gsi2pk", sk: "gsi2sk" };
+const GSI2: Index = Index {
+    name: "gsi2",
+    pk: "gsi2pk",
+    sk: "gsi2sk",
+};
 
 /// One entity type: its key prefix, its sort key, its `type` and the
 /// `gsi1pk` of its collection.
@@ -146,13 +156,48 @@ struct Kind {
     collection: &'static str,
 }
 
-const PROJECT: Kind = Kind { prefix: "PROJECT#", sk: "PROJECT", type_name: "project", collection: "PROJECTS" };
-const POOL: Kind = Kind { prefix: "POOL#", sk: "POOL", type_name: "pool", collection: "POOLS" };
-const BINDING: Kind = Kind { prefix: "BINDING#", sk: "BINDING", type_name: "binding", collection: "BINDINGS" };
-const JOB: Kind = Kind { prefix: "JOB#", sk: "JOB", type_name: "job", collection: "JOBS" };
-const RUNNER: Kind = Kind { prefix: "RUNNER#", sk: "RUNNER", type_name: "runner", collection: "RUNNERS" };
-const USER: Kind = Kind { prefix: "USER#", sk: "USER", type_name: "user", collection: "USERS" };
-const AUDIT: Kind = Kind { prefix: "AUDIT#", sk: "AUDIT", type_name: "audit", collection: "AUDIT" };
+const PROJECT: Kind = Kind {
+    prefix: "PROJECT#",
+    sk: "PROJECT",
+    type_name: "project",
+    collection: "PROJECTS",
+};
+const POOL: Kind = Kind {
+    prefix: "POOL#",
+    sk: "POOL",
+    type_name: "pool",
+    collection: "POOLS",
+};
+const BINDING: Kind = Kind {
+    prefix: "BINDING#",
+    sk: "BINDING",
+    type_name: "binding",
+    collection: "BINDINGS",
+};
+const JOB: Kind = Kind {
+    prefix: "JOB#",
+    sk: "JOB",
+    type_name: "job",
+    collection: "JOBS",
+};
+const RUNNER: Kind = Kind {
+    prefix: "RUNNER#",
+    sk: "RUNNER",
+    type_name: "runner",
+    collection: "RUNNERS",
+};
+const USER: Kind = Kind {
+    prefix: "USER#",
+    sk: "USER",
+    type_name: "user",
+    collection: "USERS",
+};
+const AUDIT: Kind = Kind {
+    prefix: "AUDIT#",
+    sk: "AUDIT",
+    type_name: "audit",
+    collection: "AUDIT",
+};
 
 impl Kind {
     fn key(&self, id: &str) -> Item {
@@ -166,12 +211,30 @@ struct Guard {
     type_name: &'static str,
 }
 
-const PROJECT_NAME: Guard = Guard { prefix: "PROJECTNAME#", type_name: "project_name" };
-const POOL_NAME: Guard = Guard { prefix: "POOLNAME#", type_name: "pool_name" };
-const REPO: Guard = Guard { prefix: "REPO#", type_name: "repo_binding" };
-const GITHUB_JOB: Guard = Guard { prefix: "GHJOB#", type_name: "github_job" };
-const USER_EMAIL: Guard = Guard { prefix: "USEREMAIL#", type_name: "user_email" };
-const USER_OIDC: Guard = Guard { prefix: "USEROIDC#", type_name: "user_oidc" };
+const PROJECT_NAME: Guard = Guard {
+    prefix: "PROJECTNAME#",
+    type_name: "project_name",
+};
+const POOL_NAME: Guard = Guard {
+    prefix: "POOLNAME#",
+    type_name: "pool_name",
+};
+const REPO: Guard = Guard {
+    prefix: "REPO#",
+    type_name: "repo_binding",
+};
+const GITHUB_JOB: Guard = Guard {
+    prefix: "GHJOB#",
+    type_name: "github_job",
+};
+const USER_EMAIL: Guard = Guard {
+    prefix: "USEREMAIL#",
+    type_name: "user_email",
+};
+const USER_OIDC: Guard = Guard {
+    prefix: "USEROIDC#",
+    type_name: "user_oidc",
+};
 const GUARD_SK: &str = "UNIQUE";
 
 impl Guard {
@@ -188,7 +251,10 @@ impl Guard {
 }
 
 fn key(pk: String, sk: &str) -> Item {
-    HashMap::from([(PK.to_string(), AttributeValue::S(pk)), (SK.to_string(), s(sk))])
+    HashMap::from([
+        (PK.to_string(), AttributeValue::S(pk)),
+        (SK.to_string(), s(sk)),
+    ])
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -200,11 +266,15 @@ fn n(v: impl ToString) -> AttributeValue {
 }
 
 fn string_attr<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
-    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
 }
 
 fn number_attr(item: &Item, name: &str) -> Option<i64> {
-    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// A time as it appears in sort keys: fixed width, so strings sort as times.
@@ -229,13 +299,17 @@ struct Encoded {
 
 impl Encoded {
     fn of<T: Serialize>(value: &T, kind: &Kind, id: &str) -> StoreResult<Self> {
-        let attrs: Item = serde_dynamo::aws_sdk_dynamodb_1::to_item(value).context("encoding an item for DynamoDB")?;
+        let attrs: Item = serde_dynamo::aws_sdk_dynamodb_1::to_item(value)
+            .context("encoding an item for DynamoDB")?;
         // NULL attributes are left out: a GSI refuses a NULL key and a
         // sparse index must not see the attribute at all.
         let (nulls, mut item): (Item, Item) = attrs.into_iter().partition(|(_, v)| v.is_null());
         item.extend(kind.key(id));
         item.insert(TYPE.into(), s(kind.type_name));
-        Ok(Self { item, absent: nulls.into_keys().collect() })
+        Ok(Self {
+            item,
+            absent: nulls.into_keys().collect(),
+        })
     }
 
     fn set(&mut self, name: &str, value: AttributeValue) {
@@ -296,7 +370,10 @@ fn runner_item(r: &Runner) -> StoreResult<Encoded> {
     e.set("runner_pool_id", s(&r.pool_id));
     e.set("runner_project_id", s(&r.project_id));
     e.set("runner_reg_name", s(&r.name));
-    e.set_opt("runner_live_pool_id", r.state.is_live().then_some(r.pool_id.as_str()));
+    e.set_opt(
+        "runner_live_pool_id",
+        r.state.is_live().then_some(r.pool_id.as_str()),
+    );
     Ok(e)
 }
 
@@ -311,21 +388,34 @@ fn user_item(u: &User) -> StoreResult<Encoded> {
 
 fn audit_item(a: &AuditEvent) -> StoreResult<Encoded> {
     let mut e = Encoded::of(a, &AUDIT, &a.id)?;
-    e.index(GSI1, AUDIT.collection, format!("{}#{}", time_key(&a.at), a.id));
+    e.index(
+        GSI1,
+        AUDIT.collection,
+        format!("{}#{}", time_key(&a.at), a.id),
+    );
     e.set("audit_actor", s(&a.actor.id));
     Ok(e)
 }
 
 fn decode<T: DeserializeOwned>(item: Item) -> StoreResult<T> {
-    let what = item.get(TYPE).and_then(|v| v.as_s().ok()).cloned().unwrap_or_else(|| "?".into());
-    let id = item.get("id").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    let what = item
+        .get(TYPE)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_else(|| "?".into());
+    let id = item
+        .get("id")
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default();
     Ok(serde_dynamo::aws_sdk_dynamodb_1::from_item(item)
         .with_context(|| format!("decoding the DynamoDB item of {what} {id}"))?)
 }
 
 fn decode_audit(mut item: Item) -> StoreResult<AuditEvent> {
     // A JSON `null` detail was left out like any NULL attribute.
-    item.entry("detail".into()).or_insert(AttributeValue::Null(true));
+    item.entry("detail".into())
+        .or_insert(AttributeValue::Null(true));
     decode(item)
 }
 
@@ -346,7 +436,8 @@ struct Expr {
 impl Expr {
     fn name(&mut self, attribute: &str) -> String {
         let placeholder = format!("#{attribute}");
-        self.names.insert(placeholder.clone(), attribute.to_string());
+        self.names
+            .insert(placeholder.clone(), attribute.to_string());
         placeholder
     }
 
@@ -437,7 +528,9 @@ impl Cancelled {
     }
 }
 
-fn build_err(what: &str) -> impl FnOnce(aws_smithy_types::error::operation::BuildError) -> StoreError + '_ {
+fn build_err(
+    what: &str,
+) -> impl FnOnce(aws_smithy_types::error::operation::BuildError) -> StoreError + '_ {
     move |e| StoreError::Backend(anyhow!(e).context(format!("building a DynamoDB {what}")))
 }
 
@@ -459,11 +552,16 @@ struct Cursor {
 impl Cursor {
     fn of(item: &Item, index: Index) -> StoreResult<Self> {
         let get = |name: &str| {
-            string_attr(item, name)
-                .map(str::to_string)
-                .ok_or_else(|| StoreError::Backend(anyhow!("a listed item lacks its key attribute {name}")))
+            string_attr(item, name).map(str::to_string).ok_or_else(|| {
+                StoreError::Backend(anyhow!("a listed item lacks its key attribute {name}"))
+            })
         };
-        Ok(Self { pk: get(PK)?, sk: get(SK)?, index_pk: get(index.pk)?, index_sk: get(index.sk)? })
+        Ok(Self {
+            pk: get(PK)?,
+            sk: get(SK)?,
+            index_pk: get(index.pk)?,
+            index_sk: get(index.sk)?,
+        })
     }
 
     fn encode(&self, index: Index) -> String {
@@ -481,8 +579,18 @@ impl Cursor {
             .map_err(|_| StoreError::BadCursor)?;
         let json: serde_json::Map<String, serde_json::Value> =
             serde_json::from_slice(&bytes).map_err(|_| StoreError::BadCursor)?;
-        let get = |name: &str| json.get(name).and_then(|v| v.as_str()).map(str::to_string).ok_or(StoreError::BadCursor);
-        let cursor = Self { pk: get(PK)?, sk: get(SK)?, index_pk: get(index.pk)?, index_sk: get(index.sk)? };
+        let get = |name: &str| {
+            json.get(name)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .ok_or(StoreError::BadCursor)
+        };
+        let cursor = Self {
+            pk: get(PK)?,
+            sk: get(SK)?,
+            index_pk: get(index.pk)?,
+            index_sk: get(index.sk)?,
+        };
         if json.len() != 4 || !partitions.contains(&cursor.index_pk) {
             return Err(StoreError::BadCursor);
         }
@@ -517,8 +625,21 @@ struct Listing {
 }
 
 impl Listing {
-    fn new(op: &'static str, index: Index, partition: impl Into<String>, newest_first: bool) -> Self {
-        Self { op, index, partitions: vec![partition.into()], lo: None, hi: None, newest_first, filter: None }
+    fn new(
+        op: &'static str,
+        index: Index,
+        partition: impl Into<String>,
+        newest_first: bool,
+    ) -> Self {
+        Self {
+            op,
+            index,
+            partitions: vec![partition.into()],
+            lo: None,
+            hi: None,
+            newest_first,
+            filter: None,
+        }
     }
 }
 
@@ -535,7 +656,9 @@ pub struct DynamoStore {
 
 impl Debug for DynamoStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DynamoStore").field("table", &self.table).finish_non_exhaustive()
+        f.debug_struct("DynamoStore")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
     }
 }
 
@@ -553,21 +676,37 @@ impl DynamoStore {
     /// this is safe to run at every start against an emulator.
     pub async fn create_table(&self) -> anyhow::Result<()> {
         let string = |name: &str| {
-            AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build()
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
         };
-        let key = |name: &str, key_type: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(key_type).build();
+        let key = |name: &str, key_type: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(key_type)
+                .build()
+        };
         let gsi = |index: Index| {
             GlobalSecondaryIndex::builder()
                 .index_name(index.name)
                 .key_schema(key(index.pk, KeyType::Hash)?)
                 .key_schema(key(index.sk, KeyType::Range)?)
-                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
                 .build()
         };
         let by_instance = GlobalSecondaryIndex::builder()
             .index_name(INSTANCE_INDEX)
             .key_schema(key(INSTANCE_ID, KeyType::Hash)?)
-            .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::KeysOnly)
+                    .build(),
+            )
             .build()?;
         let created = self
             .client
@@ -575,7 +714,10 @@ impl DynamoStore {
             .table_name(&self.table)
             .billing_mode(BillingMode::PayPerRequest)
             .set_attribute_definitions(Some(
-                [PK, SK, GSI1.pk, GSI1.sk, GSI2.pk, GSI2.sk, INSTANCE_ID].into_iter().map(string).collect::<Result<_, _>>()?,
+                [PK, SK, GSI1.pk, GSI1.sk, GSI2.pk, GSI2.sk, INSTANCE_ID]
+                    .into_iter()
+                    .map(string)
+                    .collect::<Result<_, _>>()?,
             ))
             .key_schema(key(PK, KeyType::Hash)?)
             .key_schema(key(SK, KeyType::Range)?)
@@ -586,7 +728,10 @@ impl DynamoStore {
             .await;
         match created {
             Ok(_) => tracing::info!(table = %self.table, "created the DynamoDB table"),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
+            {
                 tracing::debug!(table = %self.table, "the DynamoDB table exists already");
             }
             Err(e) => return Err(sdk_error(e, &self.table, "CreateTable")),
@@ -597,7 +742,9 @@ impl DynamoStore {
             .wait(Duration::from_secs(300))
             .await
             .map_err(|e| anyhow!("{}", DisplayErrorContext(e)))
-            .with_context(|| format!("waiting for DynamoDB table {} to become active", self.table))?;
+            .with_context(|| {
+                format!("waiting for DynamoDB table {} to become active", self.table)
+            })?;
 
         let ttl = self
             .client
@@ -606,13 +753,21 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| sdk_error(e, &self.table, "DescribeTimeToLive"))?;
-        let status = ttl.time_to_live_description().and_then(|d| d.time_to_live_status());
-        if !matches!(status, Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)) {
+        let status = ttl
+            .time_to_live_description()
+            .and_then(|d| d.time_to_live_status());
+        if !matches!(
+            status,
+            Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+        ) {
             self.client
                 .update_time_to_live()
                 .table_name(&self.table)
                 .time_to_live_specification(
-                    TimeToLiveSpecification::builder().attribute_name(TTL_ATTRIBUTE).enabled(true).build()?,
+                    TimeToLiveSpecification::builder()
+                        .attribute_name(TTL_ATTRIBUTE)
+                        .enabled(true)
+                        .build()?,
                 )
                 .send()
                 .await
@@ -632,7 +787,9 @@ impl DynamoStore {
     {
         // DisplayErrorContext prints the cause chain without the raw
         // response, so no item content can leak into a log.
-        StoreError::Backend(anyhow!("{}", DisplayErrorContext(&err)).context(self.context(call, op)))
+        StoreError::Backend(
+            anyhow!("{}", DisplayErrorContext(&err)).context(self.context(call, op)),
+        )
     }
 
     // --- single-item reads and writes ---
@@ -650,16 +807,31 @@ impl DynamoStore {
         Ok(out.item)
     }
 
-    async fn get<T: DeserializeOwned>(&self, kind: &Kind, id: &str, op: &str) -> StoreResult<Option<T>> {
-        self.get_item(kind.key(id), op).await?.map(decode).transpose()
+    async fn get<T: DeserializeOwned>(
+        &self,
+        kind: &Kind,
+        id: &str,
+        op: &str,
+    ) -> StoreResult<Option<T>> {
+        self.get_item(kind.key(id), op)
+            .await?
+            .map(decode)
+            .transpose()
     }
 
     /// The entity a guard points at.
-    async fn get_guarded<T: DeserializeOwned>(&self, guard: &Guard, value: &str, kind: &Kind, op: &str) -> StoreResult<Option<T>> {
+    async fn get_guarded<T: DeserializeOwned>(
+        &self,
+        guard: &Guard,
+        value: &str,
+        kind: &Kind,
+        op: &str,
+    ) -> StoreResult<Option<T>> {
         let Some(g) = self.get_item(guard.key(value), op).await? else {
             return Ok(None);
         };
-        let owner = string_attr(&g, OWNER).ok_or_else(|| anyhow!("guard {}{value} has no owner", guard.prefix))?;
+        let owner = string_attr(&g, OWNER)
+            .ok_or_else(|| anyhow!("guard {}{value} has no owner", guard.prefix))?;
         self.get(kind, owner, op).await
     }
 
@@ -677,16 +849,34 @@ impl DynamoStore {
             .await;
         match out {
             Ok(_) => Ok(true),
-            Err(e) if matches!(e.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_))) => Ok(false),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(self.backend(e, "PutItem", op)),
         }
     }
 
     /// `SET counter = counter + delta` under a condition; `Ok(false)` when
     /// the condition failed (the item is missing, or the bound is reached).
-    async fn add_if(&self, key: Item, counter: &str, delta: i64, cond: Cond, op: &str) -> StoreResult<bool> {
+    async fn add_if(
+        &self,
+        key: Item,
+        counter: &str,
+        delta: i64,
+        cond: Cond,
+        op: &str,
+    ) -> StoreResult<bool> {
         let mut e = cond.expr;
-        let update = format!("SET {c} = {c} + {d}", c = e.name(counter), d = e.value(n(delta)));
+        let update = format!(
+            "SET {c} = {c} + {d}",
+            c = e.name(counter),
+            d = e.value(n(delta))
+        );
         let out = self
             .client
             .update_item()
@@ -700,7 +890,14 @@ impl DynamoStore {
             .await;
         match out {
             Ok(_) => Ok(true),
-            Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => Ok(false),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(self.backend(e, "UpdateItem", op)),
         }
     }
@@ -734,7 +931,12 @@ impl DynamoStore {
     }
 
     /// An update whose expression is built on the condition's placeholders.
-    fn tx_update(&self, key: Item, cond: Cond, update: impl FnOnce(&mut Expr) -> String) -> StoreResult<TransactWriteItem> {
+    fn tx_update(
+        &self,
+        key: Item,
+        cond: Cond,
+        update: impl FnOnce(&mut Expr) -> String,
+    ) -> StoreResult<TransactWriteItem> {
         let mut e = cond.expr;
         let update = update(&mut e);
         let op = Update::builder()
@@ -752,13 +954,23 @@ impl DynamoStore {
 
     /// Rewrites an entity item in place: SETs every attribute of `enc`
     /// except the key and the `keep` counters, REMOVEs its absent ones.
-    fn tx_rewrite(&self, enc: &Encoded, keep: &[&str], cond: Cond) -> StoreResult<TransactWriteItem> {
-        let key: Item = [PK, SK].iter().filter_map(|k| enc.item.get(*k).map(|v| (k.to_string(), v.clone()))).collect();
+    fn tx_rewrite(
+        &self,
+        enc: &Encoded,
+        keep: &[&str],
+        cond: Cond,
+    ) -> StoreResult<TransactWriteItem> {
+        let key: Item = [PK, SK]
+            .iter()
+            .filter_map(|k| enc.item.get(*k).map(|v| (k.to_string(), v.clone())))
+            .collect();
         self.tx_update(key, cond, |e| {
             let mut sets: Vec<String> = enc
                 .item
                 .iter()
-                .filter(|(name, _)| ![PK, SK].contains(&name.as_str()) && !keep.contains(&name.as_str()))
+                .filter(|(name, _)| {
+                    ![PK, SK].contains(&name.as_str()) && !keep.contains(&name.as_str())
+                })
                 .map(|(name, value)| format!("{} = {}", e.name(name), e.value(value.clone())))
                 .collect();
             sets.sort(); // deterministic requests are easier to read in logs
@@ -782,15 +994,26 @@ impl DynamoStore {
     /// a condition failed. Conflicts with concurrent transactions on the
     /// same items are retried here. (The SDK gives every call an
     /// idempotency token, so its own retries never apply a write twice.)
-    async fn transact(&self, items: Vec<TransactWriteItem>, op: &str) -> StoreResult<Option<Cancelled>> {
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+        op: &str,
+    ) -> StoreResult<Option<Cancelled>> {
         let mut attempt = 0;
         loop {
-            let out = self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
+            let out = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
             let err = match out {
                 Ok(_) => return Ok(None),
                 Err(err) => err,
             };
-            let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) = err.as_service_error() else {
+            let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) =
+                err.as_service_error()
+            else {
                 return Err(self.backend(err, "TransactWriteItems", op));
             };
             let reasons = cancel.cancellation_reasons().to_vec();
@@ -799,26 +1022,38 @@ impl DynamoStore {
                 return Ok(Some(Cancelled { reasons }));
             }
             attempt += 1;
-            if codes.iter().all(|c| matches!(*c, "None" | "TransactionConflict")) && attempt < MAX_ATTEMPTS {
+            if codes
+                .iter()
+                .all(|c| matches!(*c, "None" | "TransactionConflict"))
+                && attempt < MAX_ATTEMPTS
+            {
                 tracing::debug!(op, attempt, "transaction conflict; retrying");
                 tokio::time::sleep(backoff(attempt)).await;
                 continue;
             }
             // Only the codes: the messages may quote values.
             return Err(StoreError::Backend(
-                anyhow!("transaction cancelled: {}", codes.join(", ")).context(self.context("TransactWriteItems", op)),
+                anyhow!("transaction cancelled: {}", codes.join(", "))
+                    .context(self.context("TransactWriteItems", op)),
             ));
         }
     }
 
     fn changed_too_often(&self, op: &str, id: &str) -> StoreError {
-        StoreError::Backend(anyhow!("{id} kept changing during the write").context(self.context("TransactWriteItems", op)))
+        StoreError::Backend(
+            anyhow!("{id} kept changing during the write")
+                .context(self.context("TransactWriteItems", op)),
+        )
     }
 
     // --- listings ---
 
     /// One page of a listing, as raw items, and the cursor after it.
-    async fn list(&self, listing: &Listing, page: &PageRequest) -> StoreResult<(Vec<Item>, Option<String>)> {
+    async fn list(
+        &self,
+        listing: &Listing,
+        page: &PageRequest,
+    ) -> StoreResult<(Vec<Item>, Option<String>)> {
         let cursor = page
             .cursor
             .as_deref()
@@ -827,10 +1062,21 @@ impl DynamoStore {
         let limit = page.limit();
         // One more than a page, to know whether another page follows.
         let want = limit + 1;
-        let reads = listing.partitions.iter().map(|p| self.query_partition(listing, p, cursor.as_ref(), want));
-        let mut items: Vec<Item> = futures::future::try_join_all(reads).await?.into_iter().flatten().collect();
+        let reads = listing
+            .partitions
+            .iter()
+            .map(|p| self.query_partition(listing, p, cursor.as_ref(), want));
+        let mut items: Vec<Item> = futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
 
-        let sort_key = |item: &Item| string_attr(item, listing.index.sk).unwrap_or_default().to_string();
+        let sort_key = |item: &Item| {
+            string_attr(item, listing.index.sk)
+                .unwrap_or_default()
+                .to_string()
+        };
         items.sort_by_cached_key(sort_key);
         if listing.newest_first {
             items.reverse();
@@ -854,7 +1100,13 @@ impl DynamoStore {
     /// Up to `want` items of one partition after `cursor`, in list order.
     /// DynamoDB applies `Limit` before the filter, so this keeps reading
     /// until it has `want` matches or the partition ends.
-    async fn query_partition(&self, l: &Listing, partition: &str, cursor: Option<&Cursor>, want: usize) -> StoreResult<Vec<Item>> {
+    async fn query_partition(
+        &self,
+        l: &Listing,
+        partition: &str,
+        cursor: Option<&Cursor>,
+        want: usize,
+    ) -> StoreResult<Vec<Item>> {
         let (lo, hi) = (l.lo.as_deref(), l.hi.as_deref());
         if let (Some(lo), Some(hi)) = (lo, hi) {
             if lo >= hi {
@@ -879,11 +1131,17 @@ impl DynamoStore {
             }
         }
 
-        let mut e = l.filter.as_ref().map(|f| f.expr.clone()).unwrap_or_default();
+        let mut e = l
+            .filter
+            .as_ref()
+            .map(|f| f.expr.clone())
+            .unwrap_or_default();
         let mut key_cond = format!("{} = {}", e.name(l.index.pk), e.value(s(partition)));
         let range = match (lo, hi) {
             // BETWEEN includes `hi`; the rare item equal to it is dropped below.
-            (Some(lo), Some(hi)) => Some(format!("BETWEEN {} AND {}", e.value(s(lo)), e.value(s(hi)))),
+            (Some(lo), Some(hi)) => {
+                Some(format!("BETWEEN {} AND {}", e.value(s(lo)), e.value(s(hi))))
+            }
             (Some(lo), None) => Some(format!(">= {}", e.value(s(lo)))),
             (None, Some(hi)) => Some(format!("< {}", e.value(s(hi)))),
             (None, None) => None,
@@ -897,7 +1155,11 @@ impl DynamoStore {
         loop {
             let remaining = want - out.len();
             // Filtered reads skip items, so read ahead more than needed.
-            let page_size = if l.filter.is_some() { (remaining * 4).clamp(25, 1000) } else { remaining.min(1000) };
+            let page_size = if l.filter.is_some() {
+                (remaining * 4).clamp(25, 1000)
+            } else {
+                remaining.min(1000)
+            };
             let resp = self
                 .client
                 .query()
@@ -929,17 +1191,32 @@ impl DynamoStore {
         }
     }
 
-    async fn list_as<T: DeserializeOwned>(&self, listing: Listing, page: &PageRequest) -> StoreResult<Page<T>> {
+    async fn list_as<T: DeserializeOwned>(
+        &self,
+        listing: Listing,
+        page: &PageRequest,
+    ) -> StoreResult<Page<T>> {
         let (items, next_cursor) = self.list(&listing, page).await?;
-        Ok(Page { items: items.into_iter().map(decode).collect::<StoreResult<_>>()?, next_cursor })
+        Ok(Page {
+            items: items.into_iter().map(decode).collect::<StoreResult<_>>()?,
+            next_cursor,
+        })
     }
 
     /// Whether a project has pools, bindings, or both: the words of `InUse`.
     async fn dependents_of(&self, project_id: &str) -> StoreResult<String> {
         let mut kinds = Vec::new();
-        for (partition, what) in [(format!("POOLS#{project_id}"), "pools"), (format!("BINDINGS#{project_id}"), "repo bindings")] {
+        for (partition, what) in [
+            (format!("POOLS#{project_id}"), "pools"),
+            (format!("BINDINGS#{project_id}"), "repo bindings"),
+        ] {
             let listing = Listing::new("delete_project", GSI2, partition, false);
-            if !self.list(&listing, &PageRequest::first(1)).await?.0.is_empty() {
+            if !self
+                .list(&listing, &PageRequest::first(1))
+                .await?
+                .0
+                .is_empty()
+            {
                 kinds.push(what);
             }
         }
@@ -966,9 +1243,18 @@ fn backoff(attempt: usize) -> Duration {
 
 fn job_matches(filter: &JobFilter, job: &Job) -> bool {
     filter.state.is_none_or(|s| job.state == s)
-        && filter.project_id.as_ref().is_none_or(|p| job.project_id.as_ref() == Some(p))
-        && filter.pool_id.as_ref().is_none_or(|p| job.pool_id.as_ref() == Some(p))
-        && filter.repo.as_ref().is_none_or(|r| job.repo.eq_ignore_ascii_case(r))
+        && filter
+            .project_id
+            .as_ref()
+            .is_none_or(|p| job.project_id.as_ref() == Some(p))
+        && filter
+            .pool_id
+            .as_ref()
+            .is_none_or(|p| job.pool_id.as_ref() == Some(p))
+        && filter
+            .repo
+            .as_ref()
+            .is_none_or(|r| job.repo.eq_ignore_ascii_case(r))
         && filter.from.is_none_or(|from| job.created_at >= from)
         && filter.to.is_none_or(|to| job.created_at < to)
 }
@@ -987,12 +1273,21 @@ impl Store for DynamoStore {
         enc.set(DEPENDENTS, n(0));
         let writes = vec![
             self.tx_put(enc.item, Cond::absent())?,
-            self.tx_put(PROJECT_NAME.item(&project.spec.name.to_lowercase(), &project.id), Cond::absent())?,
+            self.tx_put(
+                PROJECT_NAME.item(&project.spec.name.to_lowercase(), &project.id),
+                Cond::absent(),
+            )?,
         ];
         match self.transact(writes, "create_project").await? {
             None => Ok(()),
-            Some(c) if c.failed(1) => Err(StoreError::Conflict(format!("a project named {} exists already", project.spec.name))),
-            Some(_) => Err(StoreError::Conflict(format!("project {} exists already", project.id))),
+            Some(c) if c.failed(1) => Err(StoreError::Conflict(format!(
+                "a project named {} exists already",
+                project.spec.name
+            ))),
+            Some(_) => Err(StoreError::Conflict(format!(
+                "project {} exists already",
+                project.id
+            ))),
         }
     }
 
@@ -1003,27 +1298,45 @@ impl Store for DynamoStore {
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table))]
     async fn list_projects(&self, page: &PageRequest) -> StoreResult<Page<Project>> {
-        self.list_as(Listing::new("list_projects", GSI1, PROJECT.collection, false), page).await
+        self.list_as(
+            Listing::new("list_projects", GSI1, PROJECT.collection, false),
+            page,
+        )
+        .await
     }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table, project_id = %project.id))]
     async fn update_project(&self, project: &Project) -> StoreResult<()> {
         for _ in 0..MAX_ATTEMPTS {
-            let Some(current) = self.get::<Project>(&PROJECT, &project.id, "update_project").await? else {
+            let Some(current) = self
+                .get::<Project>(&PROJECT, &project.id, "update_project")
+                .await?
+            else {
                 return Err(StoreError::NotFound);
             };
-            let (old_name, new_name) = (current.spec.name.to_lowercase(), project.spec.name.to_lowercase());
+            let (old_name, new_name) = (
+                current.spec.name.to_lowercase(),
+                project.spec.name.to_lowercase(),
+            );
             // Conditional on the name this write's guard moves are based on.
-            let cond = Cond::exists_and(|e| format!("{} = {}", e.name(NAME), e.value(s(&current.spec.name))));
+            let cond = Cond::exists_and(|e| {
+                format!("{} = {}", e.name(NAME), e.value(s(&current.spec.name)))
+            });
             let mut writes = vec![self.tx_rewrite(&project_item(project)?, &[DEPENDENTS], cond)?];
             if old_name != new_name {
-                writes.push(self.tx_delete(PROJECT_NAME.key(&old_name), Cond::owned_by(&project.id))?);
-                writes.push(self.tx_put(PROJECT_NAME.item(&new_name, &project.id), Cond::absent())?);
+                writes.push(
+                    self.tx_delete(PROJECT_NAME.key(&old_name), Cond::owned_by(&project.id))?,
+                );
+                writes
+                    .push(self.tx_put(PROJECT_NAME.item(&new_name, &project.id), Cond::absent())?);
             }
             match self.transact(writes, "update_project").await? {
                 None => return Ok(()),
                 Some(c) if c.failed(2) => {
-                    return Err(StoreError::Conflict(format!("a project named {} exists already", project.spec.name)))
+                    return Err(StoreError::Conflict(format!(
+                        "a project named {} exists already",
+                        project.spec.name
+                    )));
                 }
                 Some(_) => continue, // renamed or deleted meanwhile: read again
             }
@@ -1048,14 +1361,17 @@ impl Store for DynamoStore {
             });
             let writes = vec![
                 self.tx_delete(PROJECT.key(id), cond)?,
-                self.tx_delete(PROJECT_NAME.key(&current.spec.name.to_lowercase()), Cond::owned_by(id))?,
+                self.tx_delete(
+                    PROJECT_NAME.key(&current.spec.name.to_lowercase()),
+                    Cond::owned_by(id),
+                )?,
             ];
             match self.transact(writes, "delete_project").await? {
                 None => return Ok(()),
                 Some(c) if c.failed(0) => match c.old(0) {
                     None => return Err(StoreError::NotFound),
                     Some(old) if number_attr(old, DEPENDENTS).unwrap_or(0) > 0 => {
-                        return Err(StoreError::InUse(self.dependents_of(id).await?))
+                        return Err(StoreError::InUse(self.dependents_of(id).await?));
                     }
                     Some(_) => continue,
                 },
@@ -1072,15 +1388,25 @@ impl Store for DynamoStore {
         let writes = vec![
             self.tx_dependents(&pool.spec.project_id, 1)?,
             self.tx_put(pool_item(pool)?.item, Cond::absent())?,
-            self.tx_put(POOL_NAME.item(&pool_name_key(&pool.spec.project_id, &pool.spec.name), &pool.id), Cond::absent())?,
+            self.tx_put(
+                POOL_NAME.item(
+                    &pool_name_key(&pool.spec.project_id, &pool.spec.name),
+                    &pool.id,
+                ),
+                Cond::absent(),
+            )?,
         ];
         match self.transact(writes, "create_pool").await? {
             None => Ok(()),
             Some(c) if c.failed(0) => Err(StoreError::MissingParent("project")),
-            Some(c) if c.failed(2) => {
-                Err(StoreError::Conflict(format!("the project has a pool named {} already", pool.spec.name)))
-            }
-            Some(_) => Err(StoreError::Conflict(format!("pool {} exists already", pool.id))),
+            Some(c) if c.failed(2) => Err(StoreError::Conflict(format!(
+                "the project has a pool named {} already",
+                pool.spec.name
+            ))),
+            Some(_) => Err(StoreError::Conflict(format!(
+                "pool {} exists already",
+                pool.id
+            ))),
         }
     }
 
@@ -1090,7 +1416,11 @@ impl Store for DynamoStore {
     }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table))]
-    async fn list_pools(&self, project_id: Option<&str>, page: &PageRequest) -> StoreResult<Page<Pool>> {
+    async fn list_pools(
+        &self,
+        project_id: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Pool>> {
         let listing = match project_id {
             Some(p) => Listing::new("list_pools", GSI2, format!("POOLS#{p}"), false),
             None => Listing::new("list_pools", GSI1, POOL.collection, false),
@@ -1132,9 +1462,14 @@ impl Store for DynamoStore {
             }
             match self.transact(writes, "update_pool").await? {
                 None => return Ok(()),
-                Some(c) if new_parent.is_some_and(|i| c.failed(i)) => return Err(StoreError::MissingParent("project")),
+                Some(c) if new_parent.is_some_and(|i| c.failed(i)) => {
+                    return Err(StoreError::MissingParent("project"));
+                }
                 Some(c) if new_name.is_some_and(|i| c.failed(i)) => {
-                    return Err(StoreError::Conflict(format!("the project has a pool named {} already", pool.spec.name)))
+                    return Err(StoreError::Conflict(format!(
+                        "the project has a pool named {} already",
+                        pool.spec.name
+                    )));
                 }
                 Some(_) => continue,
             }
@@ -1161,7 +1496,10 @@ impl Store for DynamoStore {
             });
             let writes = vec![
                 self.tx_delete(POOL.key(id), cond)?,
-                self.tx_delete(POOL_NAME.key(&pool_name_key(&current.spec.project_id, &current.spec.name)), Cond::owned_by(id))?,
+                self.tx_delete(
+                    POOL_NAME.key(&pool_name_key(&current.spec.project_id, &current.spec.name)),
+                    Cond::owned_by(id),
+                )?,
                 self.tx_dependents(&current.spec.project_id, -1)?,
             ];
             match self.transact(writes, "delete_pool").await? {
@@ -1170,7 +1508,9 @@ impl Store for DynamoStore {
                     None => return Err(StoreError::NotFound),
                     Some(old) => match number_attr(old, ACTIVE_RUNNERS) {
                         Some(active) if active > 0 => {
-                            return Err(StoreError::InUse(format!("the pool has {active} live runner(s)")))
+                            return Err(StoreError::InUse(format!(
+                                "the pool has {active} live runner(s)"
+                            )));
                         }
                         _ => continue,
                     },
@@ -1183,14 +1523,29 @@ impl Store for DynamoStore {
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table, pool_id = %pool_id))]
     async fn reserve_capacity(&self, pool_id: &str) -> StoreResult<bool> {
-        let cond = Cond::exists_and(|e| format!("{} < {}", e.name(ACTIVE_RUNNERS), e.name(MAX_RUNNERS)));
-        self.add_if(POOL.key(pool_id), ACTIVE_RUNNERS, 1, cond, "reserve_capacity").await
+        let cond =
+            Cond::exists_and(|e| format!("{} < {}", e.name(ACTIVE_RUNNERS), e.name(MAX_RUNNERS)));
+        self.add_if(
+            POOL.key(pool_id),
+            ACTIVE_RUNNERS,
+            1,
+            cond,
+            "reserve_capacity",
+        )
+        .await
     }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table, pool_id = %pool_id))]
     async fn release_capacity(&self, pool_id: &str) -> StoreResult<bool> {
         let cond = Cond::exists_and(|e| format!("{} > {}", e.name(ACTIVE_RUNNERS), e.value(n(0))));
-        self.add_if(POOL.key(pool_id), ACTIVE_RUNNERS, -1, cond, "release_capacity").await
+        self.add_if(
+            POOL.key(pool_id),
+            ACTIVE_RUNNERS,
+            -1,
+            cond,
+            "release_capacity",
+        )
+        .await
     }
 
     // --- repo bindings ---
@@ -1205,8 +1560,14 @@ impl Store for DynamoStore {
         match self.transact(writes, "create_binding").await? {
             None => Ok(()),
             Some(c) if c.failed(0) => Err(StoreError::MissingParent("project")),
-            Some(c) if c.failed(2) => Err(StoreError::Conflict(format!("{} is bound to a project already", binding.spec.repo))),
-            Some(_) => Err(StoreError::Conflict(format!("binding {} exists already", binding.id))),
+            Some(c) if c.failed(2) => Err(StoreError::Conflict(format!(
+                "{} is bound to a project already",
+                binding.spec.repo
+            ))),
+            Some(_) => Err(StoreError::Conflict(format!(
+                "binding {} exists already",
+                binding.id
+            ))),
         }
     }
 
@@ -1218,17 +1579,26 @@ impl Store for DynamoStore {
     /// One `GetItem`: the repo's guard holds a copy of its binding.
     #[instrument(level = "debug", skip_all, fields(table = %self.table, repo = %repo_key))]
     async fn binding_for_repo(&self, repo_key: &str) -> StoreResult<Option<RepoBinding>> {
-        let Some(mut guard) = self.get_item(REPO.key(&repo_key.to_lowercase()), "binding_for_repo").await? else {
+        let Some(mut guard) = self
+            .get_item(REPO.key(&repo_key.to_lowercase()), "binding_for_repo")
+            .await?
+        else {
             return Ok(None);
         };
         match guard.remove(BINDING_COPY) {
             Some(AttributeValue::M(copy)) => decode(copy).map(Some),
-            _ => Err(StoreError::Backend(anyhow!("the guard of repo {repo_key} holds no binding"))),
+            _ => Err(StoreError::Backend(anyhow!(
+                "the guard of repo {repo_key} holds no binding"
+            ))),
         }
     }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table))]
-    async fn list_bindings(&self, project_id: Option<&str>, page: &PageRequest) -> StoreResult<Page<RepoBinding>> {
+    async fn list_bindings(
+        &self,
+        project_id: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<RepoBinding>> {
         let listing = match project_id {
             Some(p) => Listing::new("list_bindings", GSI2, format!("BINDINGS#{p}"), false),
             None => Listing::new("list_bindings", GSI1, BINDING.collection, false),
@@ -1239,7 +1609,10 @@ impl Store for DynamoStore {
     #[instrument(level = "debug", skip_all, fields(table = %self.table, binding_id = %binding.id))]
     async fn update_binding(&self, binding: &RepoBinding) -> StoreResult<()> {
         for _ in 0..MAX_ATTEMPTS {
-            let Some(current) = self.get::<RepoBinding>(&BINDING, &binding.id, "update_binding").await? else {
+            let Some(current) = self
+                .get::<RepoBinding>(&BINDING, &binding.id, "update_binding")
+                .await?
+            else {
                 return Err(StoreError::NotFound);
             };
             let (old_project, new_project) = (&current.spec.project_id, &binding.spec.project_id);
@@ -1272,9 +1645,14 @@ impl Store for DynamoStore {
             }
             match self.transact(writes, "update_binding").await? {
                 None => return Ok(()),
-                Some(c) if new_parent.is_some_and(|i| c.failed(i)) => return Err(StoreError::MissingParent("project")),
+                Some(c) if new_parent.is_some_and(|i| c.failed(i)) => {
+                    return Err(StoreError::MissingParent("project"));
+                }
                 Some(c) if new_guard.is_some_and(|i| c.failed(i)) => {
-                    return Err(StoreError::Conflict(format!("{} is bound to a project already", binding.spec.repo)))
+                    return Err(StoreError::Conflict(format!(
+                        "{} is bound to a project already",
+                        binding.spec.repo
+                    )));
                 }
                 Some(_) => continue,
             }
@@ -1285,7 +1663,10 @@ impl Store for DynamoStore {
     #[instrument(level = "debug", skip_all, fields(table = %self.table, binding_id = %id))]
     async fn delete_binding(&self, id: &str) -> StoreResult<()> {
         for _ in 0..MAX_ATTEMPTS {
-            let Some(current) = self.get::<RepoBinding>(&BINDING, id, "delete_binding").await? else {
+            let Some(current) = self
+                .get::<RepoBinding>(&BINDING, id, "delete_binding")
+                .await?
+            else {
                 return Err(StoreError::NotFound);
             };
             let repo = current.spec.repo.key();
@@ -1325,16 +1706,26 @@ impl Store for DynamoStore {
             None => Ok(Inserted::Created),
             Some(c) if c.failed(1) => {
                 // A redelivery: the guard names the job that came first.
-                let owner = c.old(1).and_then(|g| string_attr(g, OWNER)).map(str::to_string);
+                let owner = c
+                    .old(1)
+                    .and_then(|g| string_attr(g, OWNER))
+                    .map(str::to_string);
                 let existing = match owner {
                     Some(owner) => self.get::<Job>(&JOB, &owner, "insert_job").await?,
                     None => self.job_by_github_id(job.github_job_id).await?,
                 };
                 existing
                     .map(|j| Inserted::Existing(Box::new(j)))
-                    .ok_or_else(|| StoreError::Backend(anyhow!("GitHub job {github_id} is taken by a job that does not exist")))
+                    .ok_or_else(|| {
+                        StoreError::Backend(anyhow!(
+                            "GitHub job {github_id} is taken by a job that does not exist"
+                        ))
+                    })
             }
-            Some(_) => Err(StoreError::Conflict(format!("job {} exists already", job.id))),
+            Some(_) => Err(StoreError::Conflict(format!(
+                "job {} exists already",
+                job.id
+            ))),
         }
     }
 
@@ -1345,7 +1736,13 @@ impl Store for DynamoStore {
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table, github_job_id = github_job_id))]
     async fn job_by_github_id(&self, github_job_id: i64) -> StoreResult<Option<Job>> {
-        self.get_guarded(&GITHUB_JOB, &github_job_id.to_string(), &JOB, "job_by_github_id").await
+        self.get_guarded(
+            &GITHUB_JOB,
+            &github_job_id.to_string(),
+            &JOB,
+            "job_by_github_id",
+        )
+        .await
     }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table))]
@@ -1356,8 +1753,14 @@ impl Store for DynamoStore {
             if page.cursor.is_some() {
                 return Err(StoreError::BadCursor);
             }
-            let job = self.job_by_github_id(github_job_id).await?.filter(|j| job_matches(filter, j));
-            return Ok(Page { items: job.into_iter().collect(), next_cursor: None });
+            let job = self
+                .job_by_github_id(github_job_id)
+                .await?
+                .filter(|j| job_matches(filter, j));
+            return Ok(Page {
+                items: job.into_iter().collect(),
+                next_cursor: None,
+            });
         }
         let mut listing = match filter.state {
             Some(state) => Listing::new("list_jobs", GSI2, format!("JOBSTATE#{state}"), true),
@@ -1381,8 +1784,12 @@ impl Store for DynamoStore {
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table, job_id = %job.id, from = %from, to = %job.state))]
     async fn transition_job(&self, from: JobState, job: &Job) -> StoreResult<()> {
-        let cond = Cond::exists_and(|e| format!("{} = {}", e.name(STATE), e.value(s(from.as_str()))));
-        if self.put_if(job_item(job)?.item, cond, "transition_job").await? {
+        let cond =
+            Cond::exists_and(|e| format!("{} = {}", e.name(STATE), e.value(s(from.as_str()))));
+        if self
+            .put_if(job_item(job)?.item, cond, "transition_job")
+            .await?
+        {
             Ok(())
         } else {
             Err(StoreError::Stale)
@@ -1393,10 +1800,16 @@ impl Store for DynamoStore {
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table, runner_id = %runner.id, pool_id = %runner.pool_id))]
     async fn insert_runner(&self, runner: &Runner) -> StoreResult<()> {
-        if self.put_if(runner_item(runner)?.item, Cond::absent(), "insert_runner").await? {
+        if self
+            .put_if(runner_item(runner)?.item, Cond::absent(), "insert_runner")
+            .await?
+        {
             Ok(())
         } else {
-            Err(StoreError::Conflict(format!("runner {} exists already", runner.id)))
+            Err(StoreError::Conflict(format!(
+                "runner {} exists already",
+                runner.id
+            )))
         }
     }
 
@@ -1423,7 +1836,10 @@ impl Store for DynamoStore {
             .await
             .map_err(|err| self.backend(err, "Query", "runner_by_instance"))?;
         for found in out.items.unwrap_or_default() {
-            let key: Item = [PK, SK].iter().filter_map(|k| found.get(*k).map(|v| (k.to_string(), v.clone()))).collect();
+            let key: Item = [PK, SK]
+                .iter()
+                .filter_map(|k| found.get(*k).map(|v| (k.to_string(), v.clone())))
+                .collect();
             if let Some(item) = self.get_item(key, "runner_by_instance").await? {
                 // The index may lag a rewrite that cleared the instance id.
                 if string_attr(&item, INSTANCE_ID) == Some(instance_id) {
@@ -1435,26 +1851,44 @@ impl Store for DynamoStore {
     }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table))]
-    async fn list_runners(&self, filter: &RunnerFilter, page: &PageRequest) -> StoreResult<Page<Runner>> {
+    async fn list_runners(
+        &self,
+        filter: &RunnerFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Runner>> {
         let mut listing = if filter.states.is_empty() {
             Listing::new("list_runners", GSI1, RUNNER.collection, true)
         } else {
             // One partition per state, merged newest first.
-            let mut partitions: Vec<String> = filter.states.iter().map(|s| format!("RUNNERSTATE#{s}")).collect();
+            let mut partitions: Vec<String> = filter
+                .states
+                .iter()
+                .map(|s| format!("RUNNERSTATE#{s}"))
+                .collect();
             partitions.sort();
             partitions.dedup();
             let mut l = Listing::new("list_runners", GSI2, "", true);
             l.partitions = partitions;
             l
         };
-        listing.filter = Cond::all_equal(filter.pool_id.iter().map(|p| ("runner_pool_id", s(p))).collect());
+        listing.filter = Cond::all_equal(
+            filter
+                .pool_id
+                .iter()
+                .map(|p| ("runner_pool_id", s(p)))
+                .collect(),
+        );
         self.list_as(listing, page).await
     }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table, runner_id = %runner.id, from = %from, to = %runner.state))]
     async fn transition_runner(&self, from: RunnerState, runner: &Runner) -> StoreResult<()> {
-        let cond = Cond::exists_and(|e| format!("{} = {}", e.name(STATE), e.value(s(from.as_str()))));
-        if self.put_if(runner_item(runner)?.item, cond, "transition_runner").await? {
+        let cond =
+            Cond::exists_and(|e| format!("{} = {}", e.name(STATE), e.value(s(from.as_str()))));
+        if self
+            .put_if(runner_item(runner)?.item, cond, "transition_runner")
+            .await?
+        {
             Ok(())
         } else {
             Err(StoreError::Stale)
@@ -1474,9 +1908,17 @@ impl Store for DynamoStore {
         }
         match self.transact(writes, "create_user").await? {
             None => Ok(()),
-            Some(c) if c.failed(1) => Err(StoreError::Conflict(format!("a user with email {} exists already", user.email))),
-            Some(c) if c.failed(2) => Err(StoreError::Conflict("another user has this SSO identity".into())),
-            Some(_) => Err(StoreError::Conflict(format!("user {} exists already", user.id))),
+            Some(c) if c.failed(1) => Err(StoreError::Conflict(format!(
+                "a user with email {} exists already",
+                user.email
+            ))),
+            Some(c) if c.failed(2) => Err(StoreError::Conflict(
+                "another user has this SSO identity".into(),
+            )),
+            Some(_) => Err(StoreError::Conflict(format!(
+                "user {} exists already",
+                user.id
+            ))),
         }
     }
 
@@ -1487,12 +1929,22 @@ impl Store for DynamoStore {
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table))]
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        self.get_guarded(&USER_EMAIL, &email.trim().to_lowercase(), &USER, "user_by_email").await
+        self.get_guarded(
+            &USER_EMAIL,
+            &email.trim().to_lowercase(),
+            &USER,
+            "user_by_email",
+        )
+        .await
     }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table))]
     async fn list_users(&self, page: &PageRequest) -> StoreResult<Page<User>> {
-        self.list_as(Listing::new("list_users", GSI1, USER.collection, false), page).await
+        self.list_as(
+            Listing::new("list_users", GSI1, USER.collection, false),
+            page,
+        )
+        .await
     }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table, user_id = %user.id))]
@@ -1507,13 +1959,22 @@ impl Store for DynamoStore {
                     Some(sub) => format!("{subject} = {}", e.value(s(sub))),
                     None => format!("attribute_not_exists({subject})"),
                 };
-                format!("{} = {} AND {same_subject}", e.name("email"), e.value(s(&current.email)))
+                format!(
+                    "{} = {} AND {same_subject}",
+                    e.name("email"),
+                    e.value(s(&current.email))
+                )
             });
             let mut writes = vec![self.tx_put(user_item(user)?.item, cond)?];
             let mut taken = Vec::new();
             if current.email != user.email {
-                writes.push(self.tx_delete(USER_EMAIL.key(&current.email), Cond::owned_by(&user.id))?);
-                taken.push((writes.len(), format!("a user with email {} exists already", user.email)));
+                writes.push(
+                    self.tx_delete(USER_EMAIL.key(&current.email), Cond::owned_by(&user.id))?,
+                );
+                taken.push((
+                    writes.len(),
+                    format!("a user with email {} exists already", user.email),
+                ));
                 writes.push(self.tx_put(USER_EMAIL.item(&user.email, &user.id), Cond::absent())?);
             }
             if current.oidc_subject != user.oidc_subject {
@@ -1521,7 +1982,10 @@ impl Store for DynamoStore {
                     writes.push(self.tx_delete(USER_OIDC.key(old), Cond::owned_by(&user.id))?);
                 }
                 if let Some(new) = &user.oidc_subject {
-                    taken.push((writes.len(), "another user has this SSO identity".to_string()));
+                    taken.push((
+                        writes.len(),
+                        "another user has this SSO identity".to_string(),
+                    ));
                     writes.push(self.tx_put(USER_OIDC.item(new, &user.id), Cond::absent())?);
                 }
             }
@@ -1542,15 +2006,25 @@ impl Store for DynamoStore {
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table, action = %event.action))]
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
-        if self.put_if(audit_item(event)?.item, Cond::absent(), "append_audit").await? {
+        if self
+            .put_if(audit_item(event)?.item, Cond::absent(), "append_audit")
+            .await?
+        {
             Ok(())
         } else {
-            Err(StoreError::Conflict(format!("audit event {} exists already", event.id)))
+            Err(StoreError::Conflict(format!(
+                "audit event {} exists already",
+                event.id
+            )))
         }
     }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table))]
-    async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditEvent>> {
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<AuditEvent>> {
         let mut listing = Listing::new("list_audit", GSI1, AUDIT.collection, true);
         listing.lo = filter.from.as_ref().map(time_key);
         listing.hi = filter.to.as_ref().map(time_key);
@@ -1563,15 +2037,25 @@ impl Store for DynamoStore {
         }
         listing.filter = Cond::all_equal(tests);
         let (items, next_cursor) = self.list(&listing, page).await?;
-        Ok(Page { items: items.into_iter().map(decode_audit).collect::<StoreResult<_>>()?, next_cursor })
+        Ok(Page {
+            items: items
+                .into_iter()
+                .map(decode_audit)
+                .collect::<StoreResult<_>>()?,
+            next_cursor,
+        })
     }
 }
 
 /// The guard of a binding's repo, carrying a copy of the binding.
 fn repo_guard(binding: &RepoBinding) -> StoreResult<Item> {
-    let copy: Item = serde_dynamo::aws_sdk_dynamodb_1::to_item(binding).context("encoding a binding for DynamoDB")?;
+    let copy: Item = serde_dynamo::aws_sdk_dynamodb_1::to_item(binding)
+        .context("encoding a binding for DynamoDB")?;
     let mut item = REPO.item(&binding.spec.repo.key(), &binding.id);
-    item.insert(BINDING_COPY.into(), AttributeValue::M(copy.into_iter().filter(|(_, v)| !v.is_null()).collect()));
+    item.insert(
+        BINDING_COPY.into(),
+        AttributeValue::M(copy.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+    );
     Ok(item)
 }
 
@@ -1591,12 +2075,26 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_refuse_foreign_partitions() {
-        let c = Cursor { pk: "JOB#j".into(), sk: "JOB".into(), index_pk: "JOBS".into(), index_sk: "t#j".into() };
+        let c = Cursor {
+            pk: "JOB#j".into(),
+            sk: "JOB".into(),
+            index_pk: "JOBS".into(),
+            index_sk: "t#j".into(),
+        };
         let raw = c.encode(GSI1);
         assert_eq!(Cursor::decode(&raw, GSI1, &["JOBS".into()]).unwrap(), c);
-        assert!(matches!(Cursor::decode(&raw, GSI1, &["AUDIT".into()]), Err(StoreError::BadCursor)));
-        assert!(matches!(Cursor::decode(&raw, GSI2, &["JOBS".into()]), Err(StoreError::BadCursor)));
-        assert!(matches!(Cursor::decode("not-a-cursor!", GSI1, &["JOBS".into()]), Err(StoreError::BadCursor)));
+        assert!(matches!(
+            Cursor::decode(&raw, GSI1, &["AUDIT".into()]),
+            Err(StoreError::BadCursor)
+        ));
+        assert!(matches!(
+            Cursor::decode(&raw, GSI2, &["JOBS".into()]),
+            Err(StoreError::BadCursor)
+        ));
+        assert!(matches!(
+            Cursor::decode("not-a-cursor!", GSI1, &["JOBS".into()]),
+            Err(StoreError::BadCursor)
+        ));
     }
 
     #[test]
@@ -1613,7 +2111,8 @@ mod tests {
 
     #[test]
     fn users_keep_their_password_hash_in_the_item() {
-        let user = crate::store::conformance::user("a@example.com", crate::store::conformance::t0());
+        let user =
+            crate::store::conformance::user("a@example.com", crate::store::conformance::t0());
         let enc = user_item(&user).unwrap();
         assert!(enc.item.contains_key("password_hash"));
         let back: User = decode(enc.item).unwrap();
