@@ -95,13 +95,13 @@ impl StubPacer {
 }
 
 /// A machine for the script: a runner directory, a log, a power switch.
-struct Machine {
+pub(crate) struct Machine {
     dir: tempfile::TempDir,
     runner_user: String,
 }
 
 impl Machine {
-    fn new() -> Machine {
+    pub(crate) fn new() -> Machine {
         let dir = tempfile::tempdir().unwrap();
         // The runner user (nobody, under root) must reach the runner directory.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -119,15 +119,20 @@ impl Machine {
 
     /// An AMI that ships the runner: a `run.sh` that records its arguments
     /// and user, prints `output`, and exits with `status`.
-    fn install_fake_runner(&self, output: &str, status: i32) {
+    pub(crate) fn install_fake_runner(&self, output: &str, status: i32) {
         write_fake_runner(&self.runner_dir(), output, status);
     }
 
     /// The user data pacer would render, run as cloud-init would (but with
     /// the test's overrides), to completion.
     async fn boot(&self, pacer_url: &str, extra_env: &[(&str, &str)]) -> std::process::Output {
+        self.boot_user_data(&user_data::render(pacer_url, &Secret::new(TOKEN)), extra_env).await
+    }
+
+    /// Runs the given user data (say, what EC2 holds for an instance).
+    pub(crate) async fn boot_user_data(&self, user_data: &str, extra_env: &[(&str, &str)]) -> std::process::Output {
         let script = self.path("user-data");
-        std::fs::write(&script, user_data::render(pacer_url, &Secret::new(TOKEN))).unwrap();
+        std::fs::write(&script, user_data).unwrap();
         let mut cmd = tokio::process::Command::new("bash");
         cmd.arg(&script)
             .env("PACER_RUNNER_DIR", self.runner_dir())
@@ -147,11 +152,11 @@ impl Machine {
             .expect("bash runs")
     }
 
-    fn powered_off(&self) -> bool {
+    pub(crate) fn powered_off(&self) -> bool {
         self.path("powered-off").exists()
     }
 
-    fn runner_args(&self) -> Option<Vec<String>> {
+    pub(crate) fn runner_args(&self) -> Option<Vec<String>> {
         let args = std::fs::read_to_string(self.runner_dir().join("args.txt")).ok()?;
         Some(args.lines().map(str::to_string).collect())
     }
@@ -160,7 +165,7 @@ impl Machine {
         std::fs::read_to_string(self.runner_dir().join("user.txt")).unwrap().trim().to_string()
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.path("bootstrap.log")).unwrap_or_default()
     }
 }

@@ -41,7 +41,7 @@ async fn world(backend: Backend) -> World {
     let aws = Aws::start().await;
     let sdk_config = aws.moto.sdk_config().await;
     let github = FakeGitHub::start().await;
-    github.install_on_repo("acme/app", 4242);
+    github.install_on_repo("acme/app", 77);
     github.set_latest_runner_release("2.330.0");
 
     let dir = tempfile::tempdir().unwrap();
@@ -92,18 +92,36 @@ fn tag<'a>(instance: &'a sdk::types::Instance, key: &str) -> Option<&'a str> {
     instance.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
 }
 
-async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
-    let World { aws, github, pacer } = world(backend).await;
+/// Project `acme` (repo scope) bound to `acme/app`, with a pool on moto's
+/// network; returns the pool id.
+async fn seed(aws: &Aws, pacer: &LocalPacer, max_runners: u32) -> String {
     let (_, project) = pacer.post("/api/projects", json!({"name": "acme", "runner_group_id": 1})).await;
     let project = project["id"].as_str().unwrap().to_string();
     let (s, pool) = pacer
         .post("/api/pools", json!({"project_id": project, "name": "linux", "labels": ["linux", "x64"],
             "instance_types": ["t3.micro"], "subnets": aws.subnets, "security_groups": [aws.sg], "ami": aws.ami,
-            "max_runners": 3}))
+            "max_runners": max_runners}))
         .await;
     assert_eq!(s, 201, "{pool}");
-    let pool_id = pool["id"].as_str().unwrap().to_string();
     pacer.post("/api/repos", json!({"repo": "acme/app", "project_id": project})).await;
+    pool["id"].as_str().unwrap().to_string()
+}
+
+async fn user_data_of(aws: &Aws, instance_id: &str) -> String {
+    let attr = aws
+        .ec2
+        .describe_instance_attribute()
+        .instance_id(instance_id)
+        .attribute(sdk::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    user_data::from_base64(attr.user_data().and_then(|u| u.value()).expect("user data")).unwrap()
+}
+
+async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
+    let World { aws, github, pacer } = world(backend).await;
+    let pool_id = seed(&aws, &pacer, 3).await;
 
     // Given a queued job (without an installation: pacer asks GitHub)…
     let mut queued = queued_payload(9001, "acme/app", &["self-hosted", "linux"]);
@@ -118,10 +136,7 @@ async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
     assert_eq!(tag(&instance, "pacer:deployment"), Some("pacer"));
     assert_eq!(tag(&instance, "pacer:pool"), Some(pool_id.as_str()));
     let runner_id = tag(&instance, "pacer:runner").expect("runner tag").to_string();
-    let attr = aws.ec2.describe_instance_attribute().instance_id(&instance_id)
-        .attribute(sdk::types::InstanceAttributeName::UserData).send().await.unwrap();
-    let encoded = attr.user_data().and_then(|u| u.value()).expect("user data");
-    let callback = user_data::parse(&user_data::from_base64(encoded).unwrap()).unwrap();
+    let callback = user_data::parse(&user_data_of(&aws, &instance_id).await).unwrap();
     assert_eq!(callback.url, pacer.base);
     let job = pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "starting").await;
     assert_eq!(job["runner"]["instance_id"], instance_id.as_str());
@@ -156,7 +171,7 @@ async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
     // GitHub runs the job on it and says so.
     let job_ref = JobRef {
         id: job_id.clone(), github_job_id: 9001, run_id: 5000 + 9001, repo: "acme/app".into(),
-        labels: vec!["self-hosted".into(), "linux".into()], installation_id: Some(4242),
+        labels: vec!["self-hosted".into(), "linux".into()], installation_id: Some(77),
     };
     let me = RunnerIdentity { id: issued.id, name: issued.name.clone() };
     let now = chrono::Utc::now();
@@ -188,4 +203,63 @@ async fn a_job_runs_end_to_end_on_ec2_with_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_runs_end_to_end_on_ec2_with_dynamodb_and_sqs() {
     a_job_goes_from_webhook_to_done_on_ec2(Backend::DynamoSqs).await;
+}
+
+/// The bootstrap script, from the user data EC2 holds, run for real with
+/// bash against pacer (a stub `run.sh` stands in for the runner).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_script_registers_runs_the_runner_and_completes_against_pacer() {
+    let World { aws, github, pacer } = world(Backend::Sqlite).await;
+    let pool_id = seed(&aws, &pacer, 2).await;
+    let (_, accepted) = pacer.webhook("workflow_job", &queued_payload(9100, "acme/app", &["self-hosted"])).await;
+    let job_id = accepted["job_id"].as_str().unwrap().to_string();
+    let instance = instance_of_job(&aws, &job_id).await;
+    let script = user_data_of(&aws, instance.instance_id().unwrap()).await;
+    let token = user_data::parse(&script).unwrap().token.expose().to_string();
+
+    let machine = crate::bootstrap_script::Machine::new();
+    machine.install_fake_runner("echo the job ran", 0);
+    let out = machine.boot_user_data(&script, &[]).await;
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), machine.log());
+    assert!(machine.powered_off());
+    let args = machine.runner_args().unwrap_or_else(|| panic!("run.sh never ran:\n{}", machine.log()));
+    assert_eq!(args[0], "--jitconfig");
+    let issued = github.runner_by_jit_config(&args[1]).expect("the JIT config GitHub issued reached run.sh");
+    assert!(issued.name.starts_with("pacer-"));
+    assert!(!machine.log().contains(&token) && !machine.log().contains(&args[1]), "no secret in the bootstrap log");
+
+    let (_, job) = pacer.get(&format!("/api/jobs/{job_id}")).await;
+    assert_eq!(job["runner"]["state"], "done", "{job}");
+    let (_, pool) = pacer.get(&format!("/api/pools/{pool_id}")).await;
+    assert_eq!(pool["active_runners"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_bootstrap_reports_a_redacted_tail_and_the_job_gets_another_runner() {
+    let World { aws, github: _github, pacer } = world(Backend::Sqlite).await;
+    let pool_id = seed(&aws, &pacer, 2).await;
+    let (_, accepted) = pacer.webhook("workflow_job", &queued_payload(9200, "acme/app", &["self-hosted"])).await;
+    let job_id = accepted["job_id"].as_str().unwrap().to_string();
+    let instance = instance_of_job(&aws, &job_id).await;
+    let first_instance = instance.instance_id().unwrap().to_string();
+    let script = user_data_of(&aws, &first_instance).await;
+    let token = user_data::parse(&script).unwrap().token.expose().to_string();
+
+    let machine = crate::bootstrap_script::Machine::new();
+    machine.install_fake_runner("echo runner crashed; exit 1", 1);
+    let out = machine.boot_user_data(&script, &[]).await;
+    assert!(machine.powered_off(), "it powers off even after a failure: {}", String::from_utf8_lossy(&out.stderr));
+    let jit = machine.runner_args().expect("run.sh ran")[1].clone();
+
+    // The runner is failed with the tail of its log, secrets removed…
+    let (_, runners) = pacer.get(&format!("/api/runners?pool_id={pool_id}&state=failed")).await;
+    let failed = &runners["items"][0];
+    let tail = failed["error_tail"].as_str().expect("an error tail");
+    assert!(tail.contains("runner crashed"), "{tail}");
+    assert!(!tail.contains(&token) && !tail.contains(&jit), "secrets are redacted: {tail}");
+    // …and the job is queued again and launched on a second instance.
+    let job = pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| j["attempts"] == 2 && j["state"] == "starting").await;
+    assert_ne!(job["runner"]["instance_id"], first_instance.as_str());
+    let (_, audit) = pacer.get("/api/audit?action=runner.bootstrap_failed").await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1);
 }

@@ -17,3 +17,4 @@ mod ec2_fleet;
 mod bootstrap_script;
 mod fake_github;
 mod github_client;
+mod pricing;

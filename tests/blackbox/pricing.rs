@@ -111,13 +111,6 @@ async fn a_failing_pricing_api_gives_no_price_and_is_left_alone_until_the_failur
     assert!(pricing.failure_ttl() < TTL, "a failure is kept for less than a price");
 }
 
-#[tokio::test]
-async fn an_unknown_market_is_not_priced() {
-    let moto = Moto::start().await;
-    let pricing = against_moto(&moto, &clock()).await;
-    assert_eq!(pricing.quote("m7g.large", "spot-fallback", None).await, None);
-    assert_eq!(pricing.calls().total(), 0);
-}
 
 // ------------------------------------------------------- on-demand, recorded
 
@@ -125,21 +118,21 @@ async fn an_unknown_market_is_not_priced() {
 /// and answered with `body`.
 struct PricingStandIn {
     endpoint: String,
-    requests: Arc<Mutex<Vec<(http::HeaderMap, Value)>>>,
+    requests: Arc<Mutex<Vec<(axum::http::HeaderMap, Value)>>>,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl PricingStandIn {
     async fn start(body: Value) -> Self {
-        let requests: Arc<Mutex<Vec<(http::HeaderMap, Value)>>> = Arc::default();
+        let requests: Arc<Mutex<Vec<(axum::http::HeaderMap, Value)>>> = Arc::default();
         let seen = requests.clone();
-        let app = axum::Router::new().fallback(move |headers: http::HeaderMap, body_bytes: axum::body::Bytes| {
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body_bytes: axum::body::Bytes| {
             let seen = seen.clone();
             let answer = body.clone();
             async move {
                 let request = serde_json::from_slice(&body_bytes).unwrap_or(Value::Null);
                 seen.lock().unwrap().push((headers, request));
-                ([(http::header::CONTENT_TYPE, "application/x-amz-json-1.1")], answer.to_string())
+                ([(axum::http::header::CONTENT_TYPE, "application/x-amz-json-1.1")], answer.to_string())
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -162,7 +155,7 @@ impl PricingStandIn {
         AwsPricing::from_sdk_config(&aws, TTL, clock()).expect("an adapter")
     }
 
-    fn requests(&self) -> Vec<(http::HeaderMap, Value)> {
+    fn requests(&self) -> Vec<(axum::http::HeaderMap, Value)> {
         self.requests.lock().unwrap().clone()
     }
 }
@@ -223,6 +216,15 @@ async fn an_on_demand_quote_reads_the_recorded_get_products_answer_through_the_s
 }
 
 #[tokio::test]
+async fn an_unknown_market_is_not_priced_and_asks_nothing() {
+    let stand_in = PricingStandIn::start(get_products_answer(&[M7G_LARGE_ITEM])).await;
+    let pricing = stand_in.adapter("us-east-1").await;
+    assert_eq!(pricing.quote("m7g.large", "spot-fallback", None).await, None);
+    assert_eq!(pricing.calls().total(), 0);
+    assert!(stand_in.requests().is_empty());
+}
+
+#[tokio::test]
 async fn the_pricing_api_is_called_in_us_east_1_for_a_deployment_elsewhere() {
     let stand_in = PricingStandIn::start(get_products_answer(&[])).await;
     let pricing = stand_in.adapter("eu-west-3").await;
@@ -232,7 +234,10 @@ async fn the_pricing_api_is_called_in_us_east_1_for_a_deployment_elsewhere() {
     let requests = stand_in.requests();
     let (headers, request) = &requests[0];
     let authorization = headers["authorization"].to_str().unwrap();
-    assert!(authorization.contains("/us-east-1/pricing/aws4_request"), "signed for the Pricing API's region: {authorization}");
+    assert!(
+        authorization.contains("/us-east-1/pricing/aws4_request"),
+        "signed for the Pricing API's region: {authorization}"
+    );
     assert!(
         filters(request).contains(&("regionCode".to_owned(), "eu-west-3".to_owned())),
         "prices the deployment's region"

@@ -109,7 +109,11 @@ impl AwsPricing {
 
     /// Both clients from the deployment's SDK configuration; prices its
     /// region.
-    pub fn from_sdk_config(aws: &aws_config::SdkConfig, cache_ttl: Duration, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub fn from_sdk_config(
+        aws: &aws_config::SdkConfig,
+        cache_ttl: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let region = aws.region().context("pricing needs aws.region")?.to_string();
         Ok(Self::new(pricing_client(aws), aws_sdk_ec2::Client::new(aws), region, cache_ttl, clock))
     }
@@ -148,11 +152,11 @@ impl AwsPricing {
             ("operatingSystem", "Linux"),
             ("tenancy", "Shared"),
             ("preInstalledSw", "NA"),
-            // Without these, $0 capacity-reservation rows and Capacity Block
-            // rows match the same type too.
+            ("licenseModel", "No License required"),
+            // Without these two, $0 capacity-reservation rows and Capacity
+            // Block rows match the same type too.
             ("capacitystatus", "Used"),
             ("marketoption", "OnDemand"),
-            ("licenseModel", "No License required"),
         ]
         .into_iter()
         .map(|(field, value)| Filter::builder().r#type(FilterType::TermMatch).field(field).value(value).build())
@@ -167,7 +171,7 @@ impl AwsPricing {
             .max_results(PRODUCTS_PAGE)
             .send()
             .await
-            .map_err(|e| anyhow!("{}", aws_sdk_pricing::error::DisplayErrorContext(e)))
+            .map_err(|e| sdk_error(&e))
             .context("pricing:GetProducts")?;
         on_demand_price(answer.price_list(), instance_type)
             .with_context(|| format!("on-demand price of {instance_type} in {}", self.region))
@@ -189,13 +193,30 @@ impl AwsPricing {
             .max_results(SPOT_PAGE)
             .send()
             .await
-            .map_err(|e| anyhow!("{}", aws_sdk_ec2::error::DisplayErrorContext(e)))
+            .map_err(|e| sdk_error(&e))
             .context("ec2:DescribeSpotPriceHistory")?;
         newest_spot_price(answer.spot_price_history(), instance_type, availability_zone).with_context(|| {
             format!("spot price of {instance_type} in {}", availability_zone.unwrap_or(&self.region))
         })
     }
+}
 
+/// An SDK error and its causes by their `Display` only: the SDK's `Debug`
+/// forms (and so `DisplayErrorContext`) carry the raw HTTP response, which
+/// is noise in a log line.
+fn sdk_error(err: &dyn std::error::Error) -> anyhow::Error {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Wrappers often repeat their inner error word for word.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    anyhow!(text)
 }
 
 #[async_trait]
@@ -335,8 +356,8 @@ pub(crate) fn newest_spot_price(
             continue;
         }
         rows += 1;
-        let Some(price) = row.spot_price().and_then(|p| p.trim().parse::<f64>().ok()).filter(|p| p.is_finite() && *p > 0.0)
-        else {
+        let price = row.spot_price().and_then(|p| p.trim().parse::<f64>().ok());
+        let Some(price) = price.filter(|p| p.is_finite() && *p > 0.0) else {
             continue;
         };
         let at = row.timestamp().map_or((i64::MIN, 0), |t| (t.secs(), t.subsec_nanos()));
@@ -462,7 +483,8 @@ mod tests {
     fn spot_rows_of_other_types_or_zones_or_without_a_price_do_not_count() {
         let history = [spot("us-east-1b", "0.05", 300), spot("us-east-1a", "n/a", 400)];
         assert!(newest_spot_price(&history, "m7g.large", Some("us-east-1a")).is_err());
-        assert!(newest_spot_price(&history, "m6g.large", None).unwrap_err().to_string().contains("no spot price history"));
+        let other_type = newest_spot_price(&history, "m6g.large", None).unwrap_err();
+        assert!(other_type.to_string().contains("no spot price history"), "{other_type:#}");
         assert!(newest_spot_price(&[], "m7g.large", None).is_err());
     }
 
@@ -470,6 +492,52 @@ mod tests {
     fn equal_times_resolve_to_the_higher_spot_price() {
         let history = [spot("us-east-1a", "0.02", 100), spot("us-east-1b", "0.03", 100)];
         assert_eq!(newest_spot_price(&history, "m7g.large", None).unwrap(), 0.03);
+    }
+
+    /// An endpoint that answers every request like moto does for the
+    /// Pricing API: HTTP 500 with an HTML page.
+    async fn failing_endpoint() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let _ = stream.read(&mut buf).await;
+                    let body = "<!doctype html><title>500 Internal Server Error</title>";
+                    let head = format!(
+                        "HTTP/1.1 500 INTERNAL SERVER ERROR\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(format!("{head}{body}").as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_failed_lookup_is_reported_in_one_line_naming_the_call_without_the_response() {
+        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(sdk::config::Credentials::new("testing", "testing", None, None, "test"))
+            .endpoint_url(failing_endpoint().await)
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .load()
+            .await;
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+        let adapter = AwsPricing::from_sdk_config(&aws, Duration::from_secs(3600), clock).unwrap();
+
+        let on_demand = adapter.fetch(&QuoteKey::new("m7g.large", Market::OnDemand, None)).await.unwrap_err();
+        let text = format!("{on_demand:#}");
+        eprintln!("TEXT={text}\nSPOT_PLACEHOLDER");
+        assert!(text.starts_with("pricing:GetProducts: "), "{text}");
+        assert!(!text.contains("<title>") && !text.contains('\n'), "{text}");
+
+        let spot = adapter.fetch(&QuoteKey::new("m7g.large", Market::Spot, Some("us-east-1a"))).await.unwrap_err();
+        assert!(format!("{spot:#}").starts_with("ec2:DescribeSpotPriceHistory: "), "{spot:#}");
+        assert_eq!(adapter.calls(), PricingCalls { get_products: 1, describe_spot_price_history: 1 });
     }
 
     #[test]

@@ -33,7 +33,6 @@ pub struct Pebble {
     pebble: Process,
     dns: Process,
     _dir: TempDir,
-    scratch_command: Command,
 }
 
 impl Pebble {
@@ -113,17 +112,9 @@ impl Pebble {
             pebble,
             dns,
             _dir: dir,
-            scratch_command: command,
         };
         pebble.wait_until_listening().await;
         pebble
-    }
-
-    pub async fn scratch_restart(&mut self) {
-        let _ = self.pebble.child.kill();
-        let _ = self.pebble.child.wait();
-        self.pebble = Process::spawn("pebble", &mut self.scratch_command, log_dir().join(format!("pebble-{}-2.log", self.ports.acme)));
-        self.wait_until_listening().await;
     }
 
     async fn wait_until_listening(&mut self) {
