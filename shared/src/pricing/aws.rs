@@ -531,7 +531,6 @@ mod tests {
 
         let on_demand = adapter.fetch(&QuoteKey::new("m7g.large", Market::OnDemand, None)).await.unwrap_err();
         let text = format!("{on_demand:#}");
-        eprintln!("TEXT={text}\nSPOT_PLACEHOLDER");
         assert!(text.starts_with("pricing:GetProducts: "), "{text}");
         assert!(!text.contains("<title>") && !text.contains('\n'), "{text}");
 
