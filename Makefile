@@ -28,7 +28,7 @@ test: test-deps
 	$(CARGO) test --workspace --no-fail-fast
 
 ## The test dependencies: a Python venv with moto_server (AWS APIs), npm
-## packages under tests/ and Debian's shellcheck.
+## packages under tests/, Debian's shellcheck and pebble (a test ACME CA).
 test-deps: $(VENV)/.moto-$(MOTO_VERSION) apt-deps tests/node_modules/.package-lock.json
 
 # GitHub's OpenAPI description and real webhook payloads, pinned by the lock.
@@ -36,13 +36,13 @@ tests/node_modules/.package-lock.json: tests/package.json tests/package-lock.jso
 	npm ci --prefix tests --no-audit --no-fund
 
 # Debian packages the tests use; installed only when missing.
-APT_PACKAGES := shellcheck
+APT_PACKAGES := shellcheck pebble
 .PHONY: apt-deps
 apt-deps:
 	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
 $(VENV)/.moto-$(MOTO_VERSION):

@@ -152,7 +152,7 @@ pub(crate) const KEYS: &[Key] = &[
     key("server.tls.acme.directory_url", Url, LETS_ENCRYPT_DIRECTORY,
         "ACME directory to order from; point it at a test CA such as pebble for trials."),
     optional("server.tls.acme.ca_cert", Path,
-        "Extra root certificate (PEM) to trust when talking to the ACME directory, for a test CA."),
+        "Root certificate (PEM, first certificate of the file) trusted instead of the system roots when talking to the ACME directory: for a test CA."),
     // deployment
     key("deployment.name", Text, "pacer",
         "Name of this install: prefixes runner names and tags instances `pacer:deployment`, so installs never touch each other's."),

@@ -100,7 +100,8 @@ pub struct AcmeConfig {
     pub http_addr: String,
     #[serde(with = "required_url")]
     pub directory_url: Url,
-    /// An extra root to trust for the directory (a test CA such as pebble).
+    /// The only root trusted for the directory, instead of the system roots
+    /// (a test CA such as pebble); the first certificate of the PEM file.
     pub ca_cert: Option<PathBuf>,
 }
 

@@ -167,7 +167,18 @@ impl Acme {
             directory = %self.directory_url,
             "ordering a certificate by ACME HTTP-01",
         );
-        let ordering = async { self.order(&self.account().await?).await };
+        let ordering = async {
+            match self.order(&self.account().await?).await {
+                // The CA forgot the cached account (deactivated, or a test CA
+                // reset): make a new one once rather than failing forever.
+                Err(err) if account_unknown(&err) => {
+                    warn!("the ACME CA no longer knows the cached account; creating a new one");
+                    self.cache.forget_account().await?;
+                    self.order(&self.account().await?).await
+                }
+                other => other,
+            }
+        };
         let (chain_pem, key_pem) = tokio::time::timeout(ORDER_TIMEOUT, ordering)
             .await
             .map_err(|_| anyhow!("no certificate within {ORDER_TIMEOUT:?}"))
@@ -476,6 +487,16 @@ impl Cache {
         self.dir.join("account.json")
     }
 
+    /// Drops the cached account so the next order creates a new one.
+    async fn forget_account(&self) -> anyhow::Result<()> {
+        match tokio::fs::remove_file(self.account_path()).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("server.tls.acme.cache_dir: removing {}", self.account_path().display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn certificate_path(&self) -> PathBuf {
         self.dir.join("certificate.json")
     }
@@ -545,13 +566,24 @@ async fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<
     }
 }
 
+/// Whether an ACME error says the CA does not know the account.
+fn account_unknown(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(cause.downcast_ref::<instant_acme::Error>(),
+            Some(instant_acme::Error::Api(problem))
+                if problem.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist"))
+    })
+}
+
 /// Writes `value` to `path` readable only by us, replacing the old file in one rename so a crash
 /// never leaves half a key behind.
 async fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
     let context = || format!("server.tls.acme.cache_dir: writing {}", path.display());
     let temporary = path.with_extension("json.tmp");
+    // A leftover temporary file could carry wider permissions: start afresh.
+    let _ = tokio::fs::remove_file(&temporary).await;
     let mut options = tokio::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     options.mode(0o600);
     let mut file = options.open(&temporary).await.with_context(context)?;
