@@ -17,6 +17,8 @@ use crate::fleet::Fleet;
 use crate::github::offline::OfflineGitHub;
 use crate::github::rest::RestGitHub;
 use crate::github::GitHub;
+use crate::pricing::aws::AwsPricing;
+use crate::pricing::{NoPricing, Pricing};
 use crate::queue::memory::MemoryQueue;
 use crate::queue::sqs::SqsQueue;
 use crate::queue::Queue;
@@ -134,6 +136,17 @@ pub fn build_fleet(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> anyhow:
     })
 }
 
+/// Price quotes at launch: the Pricing API and spot history when
+/// `pricing.enabled` and runners are real EC2 instances; none otherwise.
+pub fn build_pricing(cfg: &Config, aws: Option<&aws_config::SdkConfig>, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn Pricing>> {
+    Ok(match aws {
+        Some(aws) if cfg.pricing.enabled && cfg.fleet.engine == FleetEngine::Ec2 => {
+            Arc::new(AwsPricing::from_sdk_config(aws, cfg.pricing.cache_ttl, clock)?)
+        }
+        _ => Arc::new(NoPricing),
+    })
+}
+
 /// Where runners call back: `server.public_url`, else this process's own
 /// address (all-interfaces binds are reached through loopback).
 pub fn callback_url(cfg: &Config) -> String {
@@ -181,6 +194,7 @@ pub async fn build_ports(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> a
     let queue = build_queue(cfg, aws)?;
     let github = build_github(cfg, clock.clone())?;
     let (fleet, simulated) = build_fleet(cfg, aws)?;
-    let ports = Ports { store, clock, queue, fleet, github, settings: Arc::new(settings(cfg)) };
+    let pricing = build_pricing(cfg, aws, clock.clone())?;
+    let ports = Ports { store, clock, queue, fleet, github, pricing, settings: Arc::new(settings(cfg)) };
     Ok((ports, simulated))
 }

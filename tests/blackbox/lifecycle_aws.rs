@@ -12,6 +12,7 @@ use pacer_shared::fleet::ec2::{sdk, Ec2Fleet};
 use pacer_shared::fleet::simulated::{workflow_job_payload, RunnerIdentity};
 use pacer_shared::fleet::{user_data, JobRef};
 use pacer_shared::github::rest::RestGitHub;
+use pacer_shared::pricing::aws::AwsPricing;
 use pacer_shared::queue::memory::MemoryQueue;
 use pacer_shared::queue::sqs::SqsQueue;
 use pacer_shared::queue::Queue;
@@ -64,6 +65,7 @@ async fn world(backend: Backend) -> World {
         queue,
         fleet: Arc::new(Ec2Fleet::new(aws.ec2.clone(), "pacer".into())),
         github: Arc::new(RestGitHub::new(&github.github_config(), "latest", Arc::new(SystemClock)).unwrap()),
+        pricing: Arc::new(AwsPricing::from_sdk_config(&sdk_config, Duration::from_secs(3600), Arc::new(SystemClock)).unwrap()),
         clock: Arc::new(SystemClock),
         ..ports
     };
@@ -95,12 +97,16 @@ fn tag<'a>(instance: &'a sdk::types::Instance, key: &str) -> Option<&'a str> {
 /// Project `acme` (repo scope) bound to `acme/app`, with a pool on moto's
 /// network; returns the pool id.
 async fn seed(aws: &Aws, pacer: &LocalPacer, max_runners: u32) -> String {
+    seed_with_market(aws, pacer, max_runners, "on-demand").await
+}
+
+async fn seed_with_market(aws: &Aws, pacer: &LocalPacer, max_runners: u32, market: &str) -> String {
     let (_, project) = pacer.post("/api/projects", json!({"name": "acme", "runner_group_id": 1})).await;
     let project = project["id"].as_str().unwrap().to_string();
     let (s, pool) = pacer
         .post("/api/pools", json!({"project_id": project, "name": "linux", "labels": ["linux", "x64"],
             "instance_types": ["t3.micro"], "subnets": aws.subnets, "security_groups": [aws.sg], "ami": aws.ami,
-            "max_runners": max_runners}))
+            "max_runners": max_runners, "market": market}))
         .await;
     assert_eq!(s, 201, "{pool}");
     pacer.post("/api/repos", json!({"repo": "acme/app", "project_id": project})).await;
@@ -121,7 +127,7 @@ async fn user_data_of(aws: &Aws, instance_id: &str) -> String {
 
 async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
     let World { aws, github, pacer } = world(backend).await;
-    let pool_id = seed(&aws, &pacer, 3).await;
+    let pool_id = seed_with_market(&aws, &pacer, 3, "spot").await;
 
     // Given a queued job (without an installation: pacer asks GitHub)…
     let mut queued = queued_payload(9001, "acme/app", &["self-hosted", "linux"]);
@@ -138,9 +144,15 @@ async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
     let runner_id = tag(&instance, "pacer:runner").expect("runner tag").to_string();
     let callback = user_data::parse(&user_data_of(&aws, &instance_id).await).unwrap();
     assert_eq!(callback.url, pacer.base);
-    let job = pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "starting").await;
+    // The launch facts land on the runner just after the job is starting.
+    let job = pacer
+        .wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "starting" && !j["runner"]["instance_id"].is_null())
+        .await;
     assert_eq!(job["runner"]["instance_id"], instance_id.as_str());
     assert_eq!(job["runner"]["instance_type"], "t3.micro");
+    assert_eq!(job["runner"]["market"], "spot");
+    let price = job["runner"]["price_per_hour_usd"].as_f64().expect("a spot quote from the price history");
+    assert!(price > 0.0, "{price}");
 
     // The instance registers and receives the JIT config GitHub issued for
     // the right repo, group and labels.
@@ -214,6 +226,7 @@ async fn the_bootstrap_script_registers_runs_the_runner_and_completes_against_pa
     let (_, accepted) = pacer.webhook("workflow_job", &queued_payload(9100, "acme/app", &["self-hosted"])).await;
     let job_id = accepted["job_id"].as_str().unwrap().to_string();
     let instance = instance_of_job(&aws, &job_id).await;
+    pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "starting").await;
     let script = user_data_of(&aws, instance.instance_id().unwrap()).await;
     let token = user_data::parse(&script).unwrap().token.expose().to_string();
 

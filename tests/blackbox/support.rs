@@ -46,6 +46,7 @@ pub fn local_ports(dir: &std::path::Path) -> (Ports, Arc<SimulatedFleet>) {
         queue: Arc::new(MemoryQueue::new(Duration::from_secs(300))),
         fleet: fleet.clone(),
         github: Arc::new(OfflineGitHub::new("2.330.0")),
+        pricing: Arc::new(pacer_shared::pricing::NoPricing),
         settings: Arc::new(settings("http://127.0.0.1:9")),
     };
     (ports, fleet)
@@ -62,7 +63,6 @@ pub fn queued_payload(github_job_id: i64, repo: &str, labels: &[&str]) -> serde_
 /// and the instantly-booting simulated fleet; stopped on drop.
 pub struct LocalPacer {
     pub base: String,
-    pub ports: Ports,
     pub fleet: Arc<SimulatedFleet>,
     pub http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -103,7 +103,7 @@ impl LocalPacer {
             let _ = worker_stop.send(());
             let _ = worker.await;
         });
-        LocalPacer { base, ports, fleet, http: reqwest::Client::new(), stop: Some(stop), _dir: dir }
+        LocalPacer { base, fleet, http: reqwest::Client::new(), stop: Some(stop), _dir: dir }
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {

@@ -35,12 +35,24 @@ impl fmt::Display for IdKind {
     }
 }
 
-/// A new id of the given kind, ordered after every id made earlier at a
-/// coarser millisecond (ULIDs made within one millisecond are random among
-/// themselves, which is fine for pagination: the order is stable).
+/// The last id made in this process, so ids made within one millisecond
+/// still sort in the order they were made (lists are "newest first").
+static LAST: std::sync::Mutex<u128> = std::sync::Mutex::new(0);
+
+/// A new id of the given kind: ordered by `at` to the millisecond and, within
+/// one millisecond in this process, by creation.
 pub fn new_id(kind: IdKind, at: super::Time) -> String {
     let ms = at.timestamp_millis().max(0) as u64;
-    let ulid = ulid::Ulid::from_parts(ms, rand::random::<u128>());
+    let mut ulid = ulid::Ulid::from_parts(ms, rand::random::<u128>());
+    {
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = ulid::Ulid(*last);
+        if previous.timestamp_ms() == ms && ulid <= previous {
+            // Same millisecond: count up from the previous id instead.
+            ulid = previous.increment().unwrap_or(ulid);
+        }
+        *last = ulid.0;
+    }
     format!("{}_{}", kind.prefix(), ulid.to_string().to_ascii_lowercase())
 }
 
@@ -65,5 +77,14 @@ mod tests {
         assert!(is_id_of(IdKind::Job, &earlier));
         assert!(!is_id_of(IdKind::Pool, &earlier));
         assert!(!is_id_of(IdKind::Job, "job_nope"));
+    }
+
+    #[test]
+    fn ids_made_within_one_millisecond_sort_in_creation_order() {
+        let at = Utc.timestamp_millis_opt(5_000).unwrap();
+        let ids: Vec<String> = (0..200).map(|_| new_id(IdKind::Audit, at)).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
     }
 }

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 use super::audit::record;
-use super::jobs::{advance, Advanced};
+use super::jobs::{advance, advance_from, Advanced};
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::auth::callback_token::{self, Claims};
 use crate::config::Secret;
@@ -169,6 +169,12 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
             return Err(LaunchFailure::Fleet(e));
         }
     };
+    // The job is starting — unless the runner already failed and handed it
+    // back to the queue, which this must not undo.
+    let changes = JobChanges { runner_id: Some(runner_id.clone()), count_attempt: true, ..Default::default() };
+    advance_from(ports, &job.id, JobState::Claimed, JobState::Starting, TransitionCause::Orchestrator, &changes).await?;
+    // A quote never blocks a launch: `None` when prices are unavailable.
+    let price = ports.pricing.quote(&launched.instance_type, &launched.market, launched.availability_zone.as_deref()).await;
     // The instance may already have called back; write the launch facts on
     // whatever state the runner reached.
     for _ in 0..8 {
@@ -178,6 +184,7 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
         current.instance_type = Some(launched.instance_type.clone());
         current.availability_zone.clone_from(&launched.availability_zone);
         current.market = Some(launched.market.clone());
+        current.price_per_hour_usd = price;
         current.updated_at = ports.clock.now();
         match ports.store.transition_runner(from, &current).await {
             Ok(()) => break,
@@ -185,8 +192,6 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
             Err(e) => return Err(e.into()),
         }
     }
-    let changes = JobChanges { runner_id: Some(runner_id.clone()), count_attempt: true, ..Default::default() };
-    advance(ports, &job.id, JobState::Starting, TransitionCause::Orchestrator, &changes).await?;
     tracing::info!(job_id = %job.id, runner_id, instance_id = %launched.instance_id, instance_type = %launched.instance_type, "runner launched");
     Ok(runner_id)
 }

@@ -24,11 +24,29 @@ pub enum Advanced {
 
 /// Moves job `id` to `to` if `cause` may, applying `changes` with it.
 pub async fn advance(ports: &Ports, id: &str, to: JobState, cause: TransitionCause, changes: &JobChanges) -> ServiceResult<Advanced> {
+    advance_inner(ports, id, None, to, cause, changes).await
+}
+
+/// Like [`advance`], but only from `from`: for a step that is right only
+/// where the caller left the job (say `claimed → starting`, which must not
+/// happen to a job someone else handed back to the queue meanwhile).
+pub async fn advance_from(ports: &Ports, id: &str, from: JobState, to: JobState, cause: TransitionCause, changes: &JobChanges) -> ServiceResult<Advanced> {
+    advance_inner(ports, id, Some(from), to, cause, changes).await
+}
+
+async fn advance_inner(
+    ports: &Ports,
+    id: &str,
+    expected: Option<JobState>,
+    to: JobState,
+    cause: TransitionCause,
+    changes: &JobChanges,
+) -> ServiceResult<Advanced> {
     // A handful of lost races in a row means heavy contention on one job;
     // each retry re-reads, so the answer stays correct.
     for _ in 0..8 {
         let Some(job) = ports.store.get_job(id).await? else { return Ok(Advanced::NotFound) };
-        if !transition_allowed(job.state, to, cause) {
+        if expected.is_some_and(|e| e != job.state) || !transition_allowed(job.state, to, cause) {
             return Ok(Advanced::Refused(Box::new(job)));
         }
         let from = job.state;

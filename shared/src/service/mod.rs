@@ -16,6 +16,7 @@ use crate::config::Secret;
 use crate::domain::{Actor, Invalid};
 use crate::fleet::Fleet;
 use crate::github::GitHub;
+use crate::pricing::Pricing;
 use crate::queue::Queue;
 use crate::store::{Store, StoreError};
 
@@ -34,6 +35,7 @@ pub struct Ports {
     pub queue: Arc<dyn Queue>,
     pub fleet: Arc<dyn Fleet>,
     pub github: Arc<dyn GitHub>,
+    pub pricing: Arc<dyn Pricing>,
     pub settings: Arc<Settings>,
 }
 

@@ -245,7 +245,10 @@ pub async fn error(ports: &Ports, token: &str, log_tail: &str) -> Result<(), Cal
 
 async fn retry_job_after_failed_runner(ports: &Ports, job_id: &str, runner: &Runner) -> ServiceResult<()> {
     let Some(job) = ports.store.get_job(job_id).await? else { return Ok(()) };
-    let launched_for_it = job.runner_id.as_deref() == Some(runner.id.as_str());
+    // The runner was launched for this job and nothing newer replaced it
+    // (the orchestrator may not have recorded it on the job yet).
+    let launched_for_it = runner.job_id.as_deref() == Some(job.id.as_str())
+        && job.runner_id.as_deref().is_none_or(|r| r == runner.id);
     if !launched_for_it || !matches!(job.state, JobState::Claimed | JobState::Starting) {
         return Ok(());
     }
