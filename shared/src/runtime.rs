@@ -30,10 +30,10 @@ use crate::store::Store;
 /// Keeps a file logger flushing; hold it until the process ends.
 pub struct LogGuard(#[allow(dead_code)] Option<tracing_appender::non_blocking::WorkerGuard>);
 
-/// Installs the global `tracing` subscriber per `logging.*`. `RUST_LOG`, when
-/// set, refines the level per module (for debugging pacer itself).
+/// Installs the global `tracing` subscriber per `logging.*`. `PACER_LOG` (or
+/// `RUST_LOG`), when set, is a filter that refines the level per module.
 pub fn init_logging(cfg: &LoggingConfig) -> anyhow::Result<LogGuard> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+    let filter = EnvFilter::try_from_env("PACER_LOG").or_else(|_| EnvFilter::try_from_default_env()).unwrap_or_else(|_| {
         // Dependencies are noisy at debug; pacer's own modules follow the level.
         EnvFilter::new(format!("warn,pacer={0},pacer_shared={0},tower_http={0}", cfg.level.as_str()))
     });

@@ -276,3 +276,53 @@ async fn a_failed_bootstrap_reports_a_redacted_tail_and_the_job_gets_another_run
     let (_, audit) = pacer.get("/api/audit?action=runner.bootstrap_failed").await;
     assert_eq!(audit["items"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saving_a_pool_ec2_refuses_is_a_422_naming_the_field() {
+    let World { aws, github: _github, pacer } = world(Backend::Sqlite).await;
+    let (_, project) = pacer.post("/api/projects", json!({"name": "acme"})).await;
+    let base = json!({"project_id": project["id"], "name": "linux", "instance_types": ["t3.micro"],
+        "subnets": aws.subnets, "security_groups": [aws.sg], "ami": aws.ami});
+    for (field, value) in [
+        ("subnets", json!(["subnet-0123456789abcdef0"])),
+        ("security_groups", json!(["sg-0123456789abcdef0"])),
+        ("ami", json!("ami-0123456789abcdef0")),
+    ] {
+        let mut body = base.clone();
+        body[field] = value;
+        let (s, err) = pacer.post("/api/pools", body).await;
+        assert_eq!((s, err["field"].as_str()), (422, Some(field)), "{err}");
+    }
+    let (_, pools) = pacer.get("/api/pools").await;
+    assert_eq!(pools["items"], json!([]), "nothing stored for a refused pool");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_terminates_a_runner_deregistering_it_and_releasing_capacity() {
+    let World { aws, github, pacer } = world(Backend::Sqlite).await;
+    let pool_id = seed(&aws, &pacer, 2).await;
+    let (_, accepted) = pacer.webhook("workflow_job", &queued_payload(9300, "acme/app", &["self-hosted"])).await;
+    let job_id = accepted["job_id"].as_str().unwrap().to_string();
+    let instance = instance_of_job(&aws, &job_id).await;
+    let job = pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| !j["runner"]["instance_id"].is_null()).await;
+    let runner_id = job["runner"]["id"].as_str().unwrap().to_string();
+    // It registered with GitHub.
+    let token = user_data::parse(&user_data_of(&aws, instance.instance_id().unwrap()).await).unwrap().token;
+    let res = pacer.http.post(format!("{}/api/runner/register", pacer.base)).bearer_auth(token.expose()).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(github.runners().len(), 1);
+
+    let (s, runner) = pacer.post(&format!("/api/runners/{runner_id}/terminate"), json!({})).await;
+    assert_eq!(s, 200, "{runner}");
+    assert_eq!(runner["state"], "reaped");
+    assert!(github.runners().is_empty(), "its GitHub registration is gone");
+    let state = aws.ec2.describe_instances().instance_ids(instance.instance_id().unwrap()).send().await.unwrap();
+    let state = state.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_string();
+    assert!(state == "shutting-down" || state == "terminated", "{state}");
+    let (_, pool) = pacer.get(&format!("/api/pools/{pool_id}")).await;
+    assert_eq!(pool["active_runners"], 0);
+    let (s, _) = pacer.post(&format!("/api/runners/{runner_id}/terminate"), json!({})).await;
+    assert_eq!(s, 409, "a runner that is no longer live cannot be terminated again");
+    let (_, audit) = pacer.get("/api/audit?action=runner.terminated").await;
+    assert_eq!(audit["items"][0]["target"], runner_id.as_str());
+}

@@ -161,3 +161,39 @@ async fn late_deliveries_never_move_a_job_backwards() {
     assert_eq!(job["conclusion"], "failure");
     assert_eq!(states(&job), ["unmatched", "completed"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_for_a_job_pacer_never_saw_is_recorded_only_for_its_own_runners() {
+    let pacer = LocalPacer::start().await;
+    pacer.seed(1).await;
+    let mut ours = queued_payload(601, "acme/app", &["self-hosted", "linux"]);
+    ours["action"] = "in_progress".into();
+    ours["workflow_job"]["runner_name"] = "pacer-01jzzzzzzzzzzzzzzzzzzzzzzz".into();
+    let mut theirs = queued_payload(602, "acme/app", &["self-hosted", "linux"]);
+    theirs["action"] = "completed".into();
+    theirs["workflow_job"]["runner_name"] = "other-deployment-runner".into();
+    assert_eq!(pacer.webhook("workflow_job", &ours).await.0, 200);
+    assert_eq!(pacer.webhook("workflow_job", &theirs).await.0, 200);
+
+    let (_, jobs) = pacer.get("/api/jobs").await;
+    let jobs = jobs["items"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!((jobs[0]["github_job_id"].as_i64(), jobs[0]["state"].as_str()), (Some(601), Some("running")));
+    assert_eq!(pacer.fleet.counters().launched, 0, "a job already running elsewhere needs no runner");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_body_over_25_mb_is_a_413() {
+    let pacer = LocalPacer::start().await;
+    let body = vec![b' '; 25 * 1024 * 1024 + 1];
+    let res = pacer
+        .http
+        .post(format!("{}/api/webhook", pacer.base))
+        .header("x-github-event", "workflow_job")
+        .header("x-hub-signature-256", pacer_shared::github::webhook::sign(crate::support::WEBHOOK_SECRET.as_bytes(), &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 413);
+}

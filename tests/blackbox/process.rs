@@ -245,3 +245,24 @@ fn send_test_job_explains_a_refusal() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--repo"), "{err}");
 }
+
+#[tokio::test]
+async fn logs_go_to_an_absolute_file_as_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("data/pacer.yaml");
+    let log = dir.path().join("pacer.log");
+    let served = Served::start(
+        &config,
+        &[("PACER_LOGGING_OUTPUT", log.to_str().unwrap()), ("PACER_LOGGING_FORMAT", "json")],
+    )
+    .await;
+    served.get("/healthz").await;
+    assert!(served.terminate().await.success());
+    let text = std::fs::read_to_string(&log).expect("the log file exists");
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
+    assert!(lines.iter().any(|l| l["level"] == "WARN" && l["message"].as_str().unwrap_or("").contains("aws.disabled")), "{text}");
+    assert!(lines.iter().any(|l| l["message"] == "pacer stopped"), "{text}");
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    let secret = yaml.lines().find(|l| l.trim_start().starts_with("jwt_secret:")).unwrap().split(':').nth(1).unwrap().trim().trim_matches('"');
+    assert!(!text.contains(secret), "no secret reaches the log");
+}

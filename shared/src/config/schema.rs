@@ -90,7 +90,7 @@ pub const ENV_PREFIX: &str = "PACER_";
 /// not refuse them as unknown keys.
 ///
 /// - `PACER_CONFIG`: path of the YAML file (the `--config` flag of `pacer serve`).
-/// - `PACER_LOG`: reserved for the logging set-up, for a tracing filter directive.
+/// - `PACER_LOG`: a tracing filter directive refining `logging.level` per module.
 pub const NON_CONFIG_ENV_VARS: &[&str] = &["PACER_CONFIG", "PACER_LOG"];
 
 const fn key(path: &'static str, kind: Kind, default: &'static str, doc: &'static str) -> Key {

@@ -1294,6 +1294,12 @@ fn the_docs_describe_every_key_with_its_variable() {
         docs.contains(&table),
         "the key table in docs/configuration.md is out of date; replace it with:\n\n{table}"
     );
+    // Operators read the README first: it carries the same table.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README.md exists");
+    assert!(
+        readme.contains(&table),
+        "the key table in README.md is out of date; replace it with:\n\n{table}"
+    );
     for name in NON_CONFIG_ENV_VARS {
         assert!(
             docs.contains(name),

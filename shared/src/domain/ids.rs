@@ -35,9 +35,13 @@ impl fmt::Display for IdKind {
     }
 }
 
-/// The last id made in this process, so ids made within one millisecond
-/// still sort in the order they were made (lists are "newest first").
-static LAST: std::sync::Mutex<u128> = std::sync::Mutex::new(0);
+/// The last id made in this process per recent millisecond, so ids made
+/// within one millisecond still sort in the order they were made (lists are
+/// "newest first"), even when callers with different clocks interleave.
+static LAST: std::sync::Mutex<Option<std::collections::HashMap<u64, u128>>> = std::sync::Mutex::new(None);
+
+/// How many recent milliseconds [`LAST`] remembers before starting afresh.
+const REMEMBERED_MS: usize = 1024;
 
 /// A new id of the given kind: ordered by `at` to the millisecond and, within
 /// one millisecond in this process, by creation.
@@ -45,13 +49,18 @@ pub fn new_id(kind: IdKind, at: super::Time) -> String {
     let ms = at.timestamp_millis().max(0) as u64;
     let mut ulid = ulid::Ulid::from_parts(ms, rand::random::<u128>());
     {
-        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
-        let previous = ulid::Ulid(*last);
-        if previous.timestamp_ms() == ms && ulid <= previous {
-            // Same millisecond: count up from the previous id instead.
-            ulid = previous.increment().unwrap_or(ulid);
+        let mut guard = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        let last = guard.get_or_insert_with(Default::default);
+        if last.len() >= REMEMBERED_MS && !last.contains_key(&ms) {
+            last.clear();
         }
-        *last = ulid.0;
+        if let Some(previous) = last.get(&ms).map(|u| ulid::Ulid(*u)) {
+            if ulid <= previous {
+                // Same millisecond: count up from the previous id instead.
+                ulid = previous.increment().unwrap_or(ulid);
+            }
+        }
+        last.insert(ms, ulid.0);
     }
     format!("{}_{}", kind.prefix(), ulid.to_string().to_ascii_lowercase())
 }
