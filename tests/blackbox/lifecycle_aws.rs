@@ -38,6 +38,10 @@ struct World {
 }
 
 async fn world(backend: Backend) -> World {
+    world_with_clock(backend, Arc::new(SystemClock)).await
+}
+
+async fn world_with_clock(backend: Backend, clock: Arc<dyn pacer_shared::clock::Clock>) -> World {
     pacer_shared::server::install_crypto_provider();
     let aws = Aws::start().await;
     let sdk_config = aws.moto.sdk_config().await;
@@ -66,7 +70,7 @@ async fn world(backend: Backend) -> World {
         fleet: Arc::new(Ec2Fleet::new(aws.ec2.clone(), "pacer".into())),
         github: Arc::new(RestGitHub::new(&github.github_config(), "latest", Arc::new(SystemClock)).unwrap()),
         pricing: Arc::new(AwsPricing::from_sdk_config(&sdk_config, Duration::from_secs(3600), Arc::new(SystemClock)).unwrap()),
-        clock: Arc::new(SystemClock),
+        clock,
         ..ports
     };
     let pacer = LocalPacer::serve(ports, simulated, dir).await;
@@ -325,4 +329,29 @@ async fn an_operator_terminates_a_runner_deregistering_it_and_releasing_capacity
     assert_eq!(s, 409, "a runner that is no longer live cannot be terminated again");
     let (_, audit) = pacer.get("/api/audit?action=runner.terminated").await;
     assert_eq!(audit["items"][0]["target"], runner_id.as_str());
+}
+
+/// The register right lapses at the pool's boot deadline; the token keeps
+/// authenticating `/complete` until the pool's max lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_registers_only_before_the_boot_deadline_and_completes_until_the_max_lifetime() {
+    let clock = Arc::new(pacer_shared::clock::ManualClock::new(chrono::Utc::now()));
+    let World { aws, github: _github, pacer } = world_with_clock(Backend::Sqlite, clock.clone()).await;
+    let pool_id = seed(&aws, &pacer, 2).await; // boot_timeout 10m, max_lifetime 6h
+    let (_, accepted) = pacer.webhook("workflow_job", &queued_payload(9400, "acme/app", &["self-hosted"])).await;
+    let job_id = accepted["job_id"].as_str().unwrap().to_string();
+    let instance = instance_of_job(&aws, &job_id).await;
+    pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| !j["runner"]["instance_id"].is_null()).await;
+    let token = user_data::parse(&user_data_of(&aws, instance.instance_id().unwrap()).await).unwrap().token;
+    let call = |path: &'static str| {
+        let (http, url, token) = (pacer.http.clone(), format!("{}{path}", pacer.base), token.expose().to_string());
+        async move { http.post(url).bearer_auth(token).json(&json!({})).send().await.unwrap().status().as_u16() }
+    };
+
+    clock.advance(Duration::from_secs(11 * 60));
+    assert_eq!(call("/api/runner/register").await, 401, "past the boot deadline");
+    clock.advance(Duration::from_secs(6 * 3600));
+    assert_eq!(call("/api/runner/complete").await, 401, "past the max lifetime");
+    let (_, pool) = pacer.get(&format!("/api/pools/{pool_id}")).await;
+    assert_eq!(pool["active_runners"], 1, "a refused callback releases nothing");
 }
