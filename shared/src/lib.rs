@@ -8,6 +8,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod error_text;
 pub mod fleet;
 pub mod github;
 pub mod http;

@@ -116,9 +116,12 @@ pub fn build_github(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<d
     Ok(Arc::new(RestGitHub::new(&cfg.github, &cfg.runner.version, clock)?))
 }
 
-/// The fleet `fleet.engine` names. The simulated one is also returned as
-/// itself, so the host can tell it where pacer listens.
-pub fn build_fleet(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> anyhow::Result<(Arc<dyn Fleet>, Option<Arc<SimulatedFleet>>)> {
+/// A fleet, and the same fleet as a [`SimulatedFleet`] when it is one (the
+/// host tells a simulated fleet where pacer listens).
+pub type Fleets = (Arc<dyn Fleet>, Option<Arc<SimulatedFleet>>);
+
+/// The fleet `fleet.engine` names.
+pub fn build_fleet(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> anyhow::Result<Fleets> {
     Ok(match cfg.fleet.engine {
         FleetEngine::Simulated => {
             let settings = SimulatedSettings::from_config(

@@ -112,19 +112,7 @@ impl Fetcher {
     }
 }
 
-/// The error and its causes, by their `Display` only: the SDK's `Debug` forms (and so its
-/// `DisplayErrorContext`) include the raw HTTP response, which is noise in a one-line message.
+/// The error and its causes on one line (see [`crate::error_text::display_chain`]).
 fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        // Wrapper errors often repeat their inner error's text word for word.
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    one_line(&text)
+    one_line(&crate::error_text::display_chain(err))
 }

@@ -955,13 +955,7 @@ fn transport_error(e: &reqwest::Error) -> String {
     } else {
         "transport error"
     };
-    let mut text = format!("{kind}: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
+    format!("{kind}: {}", crate::error_text::display_chain(e))
 }
 
 /// A runner as the REST API returns it: labels are objects there.

@@ -201,22 +201,9 @@ impl AwsPricing {
     }
 }
 
-/// An SDK error and its causes by their `Display` only: the SDK's `Debug`
-/// forms (and so `DisplayErrorContext`) carry the raw HTTP response, which
-/// is noise in a log line.
+/// An SDK error and its causes, as text fit for a log line.
 fn sdk_error(err: &dyn std::error::Error) -> anyhow::Error {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Wrappers often repeat their inner error word for word.
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    anyhow!(text)
+    anyhow!(crate::error_text::display_chain(err))
 }
 
 #[async_trait]
