@@ -187,6 +187,8 @@ pub fn settings(cfg: &Config) -> Settings {
             .collect(),
         max_attempts: cfg.reaper.max_attempts,
         runner_version: cfg.runner.version.clone(),
+        redrive_after: cfg.reaper.redrive_after,
+        orphan_grace: cfg.reaper.orphan_grace,
     }
 }
 

@@ -26,22 +26,22 @@ use crate::ec2_fleet::Aws;
 use crate::fake_github::{FakeGitHub, FakeTarget};
 use crate::support::{local_ports, queued_payload, LocalPacer};
 
-enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     DynamoSqs,
 }
 
-struct World {
-    aws: Aws,
-    github: FakeGitHub,
-    pacer: LocalPacer,
+pub(crate) struct World {
+    pub(crate) aws: Aws,
+    pub(crate) github: FakeGitHub,
+    pub(crate) pacer: LocalPacer,
 }
 
 async fn world(backend: Backend) -> World {
     world_with_clock(backend, Arc::new(SystemClock)).await
 }
 
-async fn world_with_clock(backend: Backend, clock: Arc<dyn pacer_shared::clock::Clock>) -> World {
+pub(crate) async fn world_with_clock(backend: Backend, clock: Arc<dyn pacer_shared::clock::Clock>) -> World {
     pacer_shared::server::install_crypto_provider();
     let aws = Aws::start().await;
     let sdk_config = aws.moto.sdk_config().await;
@@ -77,7 +77,7 @@ async fn world_with_clock(backend: Backend, clock: Arc<dyn pacer_shared::clock::
     World { aws, github, pacer }
 }
 
-async fn instance_of_job(aws: &Aws, job_id: &str) -> sdk::types::Instance {
+pub(crate) async fn instance_of_job(aws: &Aws, job_id: &str) -> sdk::types::Instance {
     for _ in 0..400 {
         let out = aws
             .ec2
@@ -100,7 +100,7 @@ fn tag<'a>(instance: &'a sdk::types::Instance, key: &str) -> Option<&'a str> {
 
 /// Project `acme` (repo scope) bound to `acme/app`, with a pool on moto's
 /// network; returns the pool id.
-async fn seed(aws: &Aws, pacer: &LocalPacer, max_runners: u32) -> String {
+pub(crate) async fn seed(aws: &Aws, pacer: &LocalPacer, max_runners: u32) -> String {
     seed_with_market(aws, pacer, max_runners, "on-demand").await
 }
 
@@ -117,7 +117,7 @@ async fn seed_with_market(aws: &Aws, pacer: &LocalPacer, max_runners: u32, marke
     pool["id"].as_str().unwrap().to_string()
 }
 
-async fn user_data_of(aws: &Aws, instance_id: &str) -> String {
+pub(crate) async fn user_data_of(aws: &Aws, instance_id: &str) -> String {
     let attr = aws
         .ec2
         .describe_instance_attribute()

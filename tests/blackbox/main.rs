@@ -12,6 +12,7 @@ mod lifecycle_local;
 mod aws_adapters;
 mod lifecycle_aws;
 mod webhook_examples;
+mod reaper;
 mod acme_pebble;
 mod ec2_fleet;
 mod bootstrap_script;

@@ -21,6 +21,7 @@ macro_rules! store_conformance {
             updating_a_pool_keeps_its_reserved_capacity,
             capacity_never_exceeds_max_with_50_concurrent_reservers,
             pool_holding_capacity_cannot_be_deleted,
+            capacity_is_repaired_only_from_the_value_read,
             bindings_are_unique_per_repo_and_found_by_repo_key,
             inserting_a_job_twice_keeps_the_first,
             job_transitions_are_conditional,

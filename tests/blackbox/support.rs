@@ -24,6 +24,8 @@ pub fn settings(callback_url: &str) -> Settings {
         webhook_secrets: vec![Secret::new(WEBHOOK_SECRET)],
         max_attempts: 3,
         runner_version: "2.330.0".into(),
+        redrive_after: Duration::from_secs(300),
+        orphan_grace: Duration::from_secs(600),
     }
 }
 
@@ -63,6 +65,7 @@ pub fn queued_payload(github_job_id: i64, repo: &str, labels: &[&str]) -> serde_
 /// and the instantly-booting simulated fleet; stopped on drop.
 pub struct LocalPacer {
     pub base: String,
+    pub ports: Ports,
     pub fleet: Arc<SimulatedFleet>,
     pub http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -103,7 +106,7 @@ impl LocalPacer {
             let _ = worker_stop.send(());
             let _ = worker.await;
         });
-        LocalPacer { base, fleet, http: reqwest::Client::new(), stop: Some(stop), _dir: dir }
+        LocalPacer { base, ports, fleet, http: reqwest::Client::new(), stop: Some(stop), _dir: dir }
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pacer_shared::config::{generate_local_config, Config};
 use pacer_shared::http::{app, version, AppState};
-use pacer_shared::service::dispatch;
+use pacer_shared::service::{dispatch, reaper};
 use pacer_shared::{runtime, server};
 
 #[derive(Parser)]
@@ -170,15 +170,17 @@ async fn serve(config_path: Option<PathBuf>, init: bool) -> anyhow::Result<()> {
     };
     let server = server::Server::bind(app(state), &cfg.server).await?;
 
-    // The orchestrator runs beside the server and stops after it: requests
-    // drain first, then in-flight dispatches settle.
-    let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(dispatch::run_worker(ports, 16, async {
-        let _ = worker_stopped.await;
-    }));
+    // The orchestrator and the reaper run beside the server and stop after
+    // it: requests drain first, then in-flight work settles.
+    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let worker = tokio::spawn(dispatch::run_worker(ports.clone(), 16, stopped(workers_stopped.clone())));
+    let reaper = tokio::spawn(reaper::run_timer(ports, cfg.reaper.interval, stopped(workers_stopped)));
     server.run(shutdown_signal()).await?;
-    let _ = stop_worker.send(());
-    let _ = worker.await;
+    let _ = stop_workers.send(true);
+    let _ = tokio::join!(worker, reaper);
     tracing::info!("pacer stopped");
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod config_objects;
 pub mod dispatch;
 pub mod jobs;
+pub mod reaper;
 pub mod runners;
 pub mod webhook;
 
@@ -54,6 +55,12 @@ pub struct Settings {
     pub max_attempts: u32,
     /// `runner.version`: `latest` or a pinned actions/runner version.
     pub runner_version: String,
+    /// `reaper.redrive_after`: a job queued (or claimed) this long without
+    /// progress is put on the queue again.
+    pub redrive_after: std::time::Duration,
+    /// `reaper.orphan_grace`: how old an instance pacer does not know must
+    /// be before it is terminated.
+    pub orphan_grace: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]

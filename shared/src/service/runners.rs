@@ -87,7 +87,7 @@ async fn authenticate(ports: &Ports, token: &str) -> Result<(Claims, Runner), Ca
 }
 
 /// Where the runner registers and with which installation.
-async fn github_target(ports: &Ports, runner: &Runner) -> ServiceResult<(i64, RunnerTarget, i64)> {
+pub(crate) async fn github_target(ports: &Ports, runner: &Runner) -> ServiceResult<(i64, RunnerTarget, i64)> {
     let project = ports.store.get_project(&runner.project_id).await?.ok_or(ServiceError::NotFound("project"))?;
     let job = match &runner.job_id {
         Some(id) => ports.store.get_job(id).await?,
@@ -160,7 +160,7 @@ pub async fn register(ports: &Ports, token: &str, body: RegisterBody) -> Result<
 
 /// Moves a live runner to `to`; whoever succeeds releases its capacity.
 /// Returns the runner as written, or `None` if it was not live any more.
-async fn finish(ports: &Ports, runner_id: &str, to: RunnerState, edit: impl Fn(&mut Runner)) -> ServiceResult<Option<Runner>> {
+pub(crate) async fn finish(ports: &Ports, runner_id: &str, to: RunnerState, edit: impl Fn(&mut Runner)) -> ServiceResult<Option<Runner>> {
     for _ in 0..8 {
         let Some(mut runner) = ports.store.get_runner(runner_id).await? else { return Ok(None) };
         if !runner.state.is_live() {
@@ -243,7 +243,10 @@ pub async fn error(ports: &Ports, token: &str, log_tail: &str) -> Result<(), Cal
     Ok(())
 }
 
-async fn retry_job_after_failed_runner(ports: &Ports, job_id: &str, runner: &Runner) -> ServiceResult<()> {
+/// Gives the job a failed or reaped runner was launched for another
+/// attempt (or fails it past `reaper.max_attempts`), if nothing newer took
+/// it over.
+pub(crate) async fn retry_job_after_failed_runner(ports: &Ports, job_id: &str, runner: &Runner) -> ServiceResult<()> {
     let Some(job) = ports.store.get_job(job_id).await? else { return Ok(()) };
     // The runner was launched for this job and nothing newer replaced it
     // (the orchestrator may not have recorded it on the job yet).
@@ -254,13 +257,18 @@ async fn retry_job_after_failed_runner(ports: &Ports, job_id: &str, runner: &Run
     }
     if job.attempts >= ports.settings.max_attempts {
         let changes = JobChanges {
-            failure_reason: Some(format!("runner bootstrap failed {} times; see runner {}'s error tail", job.attempts, runner.name)),
+            failure_reason: Some(format!(
+                "no runner came up after {} attempts; the last, {}, ended: {}",
+                job.attempts,
+                runner.name,
+                runner.error_tail.as_deref().map_or("see its error tail", |t| t.lines().last().unwrap_or(t))
+            )),
             ..Default::default()
         };
         advance(ports, job_id, JobState::Failed, TransitionCause::Orchestrator, &changes).await?;
         return Ok(());
     }
-    let changes = JobChanges { note: Some(format!("runner {} failed to bootstrap", runner.name)), ..Default::default() };
+    let changes = JobChanges { note: Some(format!("runner {} ended before running a job", runner.name)), ..Default::default() };
     if let super::jobs::Advanced::Moved(_) = advance(ports, job_id, JobState::Queued, TransitionCause::Orchestrator, &changes).await? {
         ports.queue.send(job_id, None).await.map_err(ServiceError::Internal)?;
     }

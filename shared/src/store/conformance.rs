@@ -40,6 +40,7 @@ cases!(
     updating_a_pool_keeps_its_reserved_capacity,
     capacity_never_exceeds_max_with_50_concurrent_reservers,
     pool_holding_capacity_cannot_be_deleted,
+    capacity_is_repaired_only_from_the_value_read,
     bindings_are_unique_per_repo_and_found_by_repo_key,
     inserting_a_job_twice_keeps_the_first,
     job_transitions_are_conditional,
@@ -588,4 +589,18 @@ pub async fn a_bad_cursor_is_refused(store: Arc<dyn Store>) {
     assert!(matches!(store.list_jobs(&JobFilter::default(), &bad).await, Err(StoreError::BadCursor)));
     assert!(matches!(store.list_projects(&bad).await, Err(StoreError::BadCursor)));
     assert!(matches!(store.list_audit(&AuditFilter::default(), &bad).await, Err(StoreError::BadCursor)));
+}
+
+pub async fn capacity_is_repaired_only_from_the_value_read(store: Arc<dyn Store>) {
+    let p = project("acme", at(0));
+    store.create_project(&p).await.unwrap();
+    let pl = pool(&p.id, "linux", 5, at(1));
+    store.create_pool(&pl).await.unwrap();
+    for _ in 0..3 {
+        assert!(store.reserve_capacity(&pl.id).await.unwrap());
+    }
+    assert!(!store.set_capacity(&pl.id, 2, 1).await.unwrap(), "stale: someone reserved meanwhile");
+    assert!(store.set_capacity(&pl.id, 3, 1).await.unwrap());
+    assert_eq!(store.get_pool(&pl.id).await.unwrap().unwrap().active_runners, 1);
+    assert!(!store.set_capacity("pool_01jzzzzzzzzzzzzzzzzzzzzzzz", 0, 1).await.unwrap(), "no such pool");
 }

@@ -1548,6 +1548,18 @@ impl Store for DynamoStore {
         .await
     }
 
+    async fn set_capacity(&self, pool_id: &str, expected: u32, actual: u32) -> StoreResult<bool> {
+        let cond = Cond::exists_and(|e| format!("{} = {}", e.name(ACTIVE_RUNNERS), e.value(n(i64::from(expected)))));
+        self.add_if(
+            POOL.key(pool_id),
+            ACTIVE_RUNNERS,
+            i64::from(actual) - i64::from(expected),
+            cond,
+            "set_capacity",
+        )
+        .await
+    }
+
     // --- repo bindings ---
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table, binding_id = %binding.id, project_id = %binding.spec.project_id))]

@@ -141,6 +141,9 @@ pub trait Store: Send + Sync + 'static {
     async fn reserve_capacity(&self, pool_id: &str) -> StoreResult<bool>;
     /// Gives one unit back; never goes below zero. Returns whether it did.
     async fn release_capacity(&self, pool_id: &str) -> StoreResult<bool>;
+    /// Sets `active_runners` to `actual` if it is still `expected`: the
+    /// reaper repairing drift, safely against concurrent reservations.
+    async fn set_capacity(&self, pool_id: &str, expected: u32, actual: u32) -> StoreResult<bool>;
 
     // Repo bindings. A repo is bound to at most one project.
     /// `Conflict` when the repo is bound already; `MissingParent("project")`.

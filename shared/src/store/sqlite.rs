@@ -438,6 +438,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_capacity(&self, pool_id: &str, expected: u32, actual: u32) -> StoreResult<bool> {
+        let id = pool_id.to_string();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE pools SET active_runners = ?3 WHERE id = ?1 AND active_runners = ?2",
+                    params![id, expected, actual],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn create_binding(&self, binding: &RepoBinding) -> StoreResult<()> {
         let b = binding.clone();
         let data = to_json(binding)?;

@@ -1,0 +1,368 @@
+//! The reaper (DESIGN §2.4): level-triggered reconciliation of the store,
+//! the fleet and GitHub. Each pass reads what is, decides, and acts through
+//! the same conditional writes as everything else, so two reapers running
+//! at once do each thing once, and a reaper racing a runner's `/complete`
+//! never releases capacity twice.
+//!
+//! What one [`reconcile`] does, in order:
+//! 1. live runners: past the pool's max lifetime → terminated even if busy;
+//!    pending past the boot deadline → terminated, registration removed, job
+//!    queued again (failed after `reaper.max_attempts`); registered and idle
+//!    past the idle timeout → deregistered, then terminated — never while
+//!    GitHub says busy, never when deregistration failed;
+//! 2. orphans: this deployment's instances no live runner owns, older than
+//!    `reaper.orphan_grace` → terminated (other deployments' are never seen);
+//! 3. stuck jobs: `queued` past `reaper.redrive_after` → enqueued again;
+//!    `claimed` past it, or `starting` with no live runner → back to `queued`;
+//! 4. unmatched jobs a pool now serves, still queued on GitHub → queued;
+//! 5. capacity counters that drifted from the live runners → repaired.
+//!
+//! Every action is audited as `reaper.<what>` with its reason.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::audit::record;
+use super::jobs::{advance, advance_from, Advanced};
+use super::runners::{finish, github_target, retry_job_after_failed_runner};
+use super::webhook::{pick_pool, project_pools};
+use super::{Caller, Ports, ServiceError, ServiceResult};
+use crate::domain::job::JobChanges;
+use crate::domain::{Actor, Job, JobState, Pool, RepoName, Runner, RunnerState, Time, TransitionCause};
+use crate::store::{JobFilter, PageRequest, RunnerFilter};
+
+/// One thing the reaper did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    /// `reaper.<what>`, as audited.
+    pub action: String,
+    pub target: String,
+    pub reason: String,
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub actions: Vec<Action>,
+    /// Steps that could not be taken this time (retried next pass).
+    pub deferred: Vec<String>,
+}
+
+impl Report {
+    pub fn count(&self, action: &str) -> usize {
+        self.actions.iter().filter(|a| a.action == action).count()
+    }
+}
+
+fn reaper() -> Caller {
+    Caller { actor: Actor::system("reaper"), client_ip: None }
+}
+
+fn elapsed(now: Time, since: Time) -> Duration {
+    (now - since).to_std().unwrap_or_default()
+}
+
+async fn act(ports: &Ports, report: &mut Report, action: &str, target: &str, reason: String) -> ServiceResult<()> {
+    let full = format!("reaper.{action}");
+    record(ports, &reaper(), &full, Some(target), json!({"reason": reason})).await?;
+    tracing::info!(action = %full, target, reason, "reaper");
+    report.actions.push(Action { action: full, target: target.to_string(), reason });
+    Ok(())
+}
+
+/// Every item of a paged listing.
+macro_rules! all_pages {
+    ($list:expr) => {{
+        let mut items = Vec::new();
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        loop {
+            let listed = $list(&page).await?;
+            items.extend(listed.items);
+            match listed.next_cursor {
+                Some(c) => page.cursor = Some(c),
+                None => break items,
+            }
+        }
+    }};
+}
+
+/// One reconciliation pass.
+pub async fn reconcile(ports: &Ports) -> ServiceResult<Report> {
+    let mut report = Report::default();
+    let pools: HashMap<String, Pool> =
+        all_pages!(|p| ports.store.list_pools(None, p)).into_iter().map(|p: Pool| (p.id.clone(), p)).collect();
+    runners(ports, &pools, &mut report).await?;
+    orphans(ports, &mut report).await?;
+    stuck_jobs(ports, &mut report).await?;
+    unmatched_jobs(ports, &mut report).await?;
+    capacity(ports, &pools, &mut report).await?;
+    Ok(report)
+}
+
+fn live_filter(pool_id: Option<&str>) -> RunnerFilter {
+    RunnerFilter {
+        pool_id: pool_id.map(str::to_string),
+        states: vec![RunnerState::Pending, RunnerState::Registered, RunnerState::Busy],
+    }
+}
+
+async fn runners(ports: &Ports, pools: &HashMap<String, Pool>, report: &mut Report) -> ServiceResult<()> {
+    let filter = live_filter(None);
+    let live: Vec<Runner> = all_pages!(|p| ports.store.list_runners(&filter, p));
+    for runner in live {
+        let Some(pool) = pools.get(&runner.pool_id) else { continue };
+        let now = ports.clock.now();
+        let age = elapsed(now, runner.created_at);
+        if age >= pool.spec.max_lifetime {
+            let reason = format!("alive for {}s, past the pool's max lifetime (a hard cap for hung jobs)", age.as_secs());
+            reap(ports, report, &runner, "max_lifetime", reason).await?;
+        } else if runner.state == RunnerState::Pending && age >= pool.spec.boot_timeout {
+            let reason = format!("not registered {}s after launch (boot timeout {}s)", age.as_secs(), pool.spec.boot_timeout.as_secs());
+            reap(ports, report, &runner, "boot_deadline", reason).await?;
+        } else if runner.state == RunnerState::Registered && elapsed(now, runner.updated_at) >= pool.spec.idle_timeout {
+            idle(ports, report, &runner, pool).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a runner: its GitHub registration, its instance, its capacity,
+/// and gives its job another attempt. A step that fails leaves the runner
+/// for the next pass.
+async fn reap(ports: &Ports, report: &mut Report, runner: &Runner, what: &str, reason: String) -> ServiceResult<()> {
+    if let Some(github_id) = runner.github_runner_id {
+        match github_target(ports, runner).await {
+            Ok((installation, target, _)) => {
+                if let Err(e) = ports.github.delete_runner(installation, &target, github_id).await {
+                    // Terminating anyway: a registration without a machine is
+                    // a ghost GitHub drops, a machine past its deadline costs.
+                    tracing::warn!(runner_id = %runner.id, error = %e, "could not deregister a runner being reaped");
+                }
+            }
+            Err(e) => tracing::warn!(runner_id = %runner.id, error = %e, "no GitHub target for a runner being reaped"),
+        }
+    }
+    if let Some(instance) = &runner.instance_id {
+        if let Err(e) = ports.fleet.terminate(instance).await {
+            report.deferred.push(format!("terminate {instance} ({}): {e}", runner.id));
+            return Ok(());
+        }
+    }
+    let tail = reason.clone();
+    let Some(reaped) = finish(ports, &runner.id, RunnerState::Reaped, |r| {
+        r.error_tail = Some(r.error_tail.take().map_or(tail.clone(), |t| format!("{t}\n{tail}")));
+    })
+    .await?
+    else {
+        return Ok(()); // another reaper, or the runner itself, got there first
+    };
+    act(ports, report, what, &reaped.id, reason).await?;
+    if let Some(job_id) = &reaped.job_id {
+        retry_job_after_failed_runner(ports, job_id, &reaped).await?;
+    }
+    Ok(())
+}
+
+async fn idle(ports: &Ports, report: &mut Report, runner: &Runner, pool: &Pool) -> ServiceResult<()> {
+    let Some(github_id) = runner.github_runner_id else { return Ok(()) };
+    let (installation, target, _) = match github_target(ports, runner).await {
+        Ok(t) => t,
+        Err(e) => {
+            report.deferred.push(format!("idle check of {}: {e}", runner.id));
+            return Ok(());
+        }
+    };
+    match ports.github.get_runner(installation, &target, github_id).await {
+        Ok(Some(gh)) if gh.busy => {
+            // Busy with a job whose webhook has not arrived (yet): keep it.
+            let mut busy = runner.clone();
+            busy.state = RunnerState::Busy;
+            busy.updated_at = ports.clock.now();
+            let _ = ports.store.transition_runner(RunnerState::Registered, &busy).await;
+            Ok(())
+        }
+        Ok(found) => {
+            if found.is_some() {
+                if let Err(e) = ports.github.delete_runner(installation, &target, github_id).await {
+                    // It may have just been handed a job: never terminate a
+                    // runner GitHub still holds.
+                    report.deferred.push(format!("deregister idle {}: {e}", runner.id));
+                    return Ok(());
+                }
+            }
+            let reason = format!(
+                "registered and idle past the pool's idle timeout ({}s){}",
+                pool.spec.idle_timeout.as_secs(),
+                if found.is_none() { "; GitHub no longer knows it" } else { "" }
+            );
+            let mut unregistered = runner.clone();
+            unregistered.github_runner_id = None;
+            reap(ports, report, &unregistered, "idle", reason).await
+        }
+        Err(e) => {
+            report.deferred.push(format!("idle check of {}: {e}", runner.id));
+            Ok(())
+        }
+    }
+}
+
+async fn orphans(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
+    let instances = match ports.fleet.list_instances().await {
+        Ok(i) => i,
+        Err(e) => {
+            report.deferred.push(format!("list instances: {e}"));
+            return Ok(());
+        }
+    };
+    let grace = ports.settings.orphan_grace;
+    for instance in instances {
+        if matches!(instance.state.as_str(), "shutting-down" | "terminated") {
+            continue;
+        }
+        let owner = match &instance.runner_id {
+            Some(id) => ports.store.get_runner(id).await?,
+            None => None,
+        };
+        if owner.as_ref().is_some_and(|r| r.state.is_live()) {
+            continue;
+        }
+        let now = ports.clock.now();
+        // Without a launch time, wait: the grace is what protects a launch
+        // whose records are still being written.
+        let Some(launched) = instance.launched_at else { continue };
+        if elapsed(now, launched) < grace {
+            continue;
+        }
+        if let Err(e) = ports.fleet.terminate(&instance.instance_id).await {
+            report.deferred.push(format!("terminate orphan {}: {e}", instance.instance_id));
+            continue;
+        }
+        let reason = match owner {
+            Some(r) => format!("its runner {} is {}", r.id, r.state),
+            None => "no runner record owns it".to_string(),
+        };
+        act(ports, report, "orphan", &instance.instance_id, reason).await?;
+    }
+    Ok(())
+}
+
+async fn jobs_in(ports: &Ports, state: JobState) -> ServiceResult<Vec<Job>> {
+    let filter = JobFilter { state: Some(state), ..Default::default() };
+    Ok(all_pages!(|p| ports.store.list_jobs(&filter, p)))
+}
+
+async fn stuck_jobs(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
+    let redrive_after = ports.settings.redrive_after;
+    for job in jobs_in(ports, JobState::Queued).await? {
+        if elapsed(ports.clock.now(), job.updated_at) < redrive_after {
+            continue;
+        }
+        ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
+        act(ports, report, "redrive", &job.id, format!("queued for {}s without a launch", elapsed(ports.clock.now(), job.updated_at).as_secs())).await?;
+    }
+    for job in jobs_in(ports, JobState::Claimed).await? {
+        if elapsed(ports.clock.now(), job.updated_at) < redrive_after {
+            continue;
+        }
+        let changes = JobChanges { note: Some("claimed but never launched (orchestrator lost)".into()), ..Default::default() };
+        if let Advanced::Moved(_) = advance_from(ports, &job.id, JobState::Claimed, JobState::Queued, TransitionCause::Reaper, &changes).await? {
+            ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
+            act(ports, report, "stuck_claimed", &job.id, "claimed past reaper.redrive_after without a launch".into()).await?;
+        }
+    }
+    for job in jobs_in(ports, JobState::Starting).await? {
+        let runner_live = match &job.runner_id {
+            Some(id) => ports.store.get_runner(id).await?.is_some_and(|r| r.state.is_live()),
+            None => false,
+        };
+        if runner_live || elapsed(ports.clock.now(), job.updated_at) < redrive_after {
+            continue;
+        }
+        let changes = JobChanges { note: Some("its runner ended before GitHub gave it the job".into()), ..Default::default() };
+        if let Advanced::Moved(_) = advance_from(ports, &job.id, JobState::Starting, JobState::Queued, TransitionCause::Reaper, &changes).await? {
+            ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
+            act(ports, report, "stuck_starting", &job.id, "starting with no live runner".into()).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn unmatched_jobs(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
+    for job in jobs_in(ports, JobState::Unmatched).await? {
+        let Some(project) = (match &job.project_id {
+            Some(id) => ports.store.get_project(id).await?,
+            None => None,
+        }) else {
+            continue;
+        };
+        let pools = project_pools(ports, &project.id).await?;
+        let Some(pool) = pick_pool(&project, &pools, &job.labels) else { continue };
+        // Only if GitHub still has it queued: a job that ran elsewhere or was
+        // cancelled needs no runner.
+        let (Some(installation), Ok(repo)) = (job.installation_id, RepoName::parse(&job.repo)) else { continue };
+        match ports.github.get_job(installation, &repo, job.github_job_id).await {
+            Ok(Some(gh)) if gh.status == "queued" => {}
+            Ok(_) => continue,
+            Err(e) => {
+                report.deferred.push(format!("re-match {}: {e}", job.id));
+                continue;
+            }
+        }
+        let changes = JobChanges { pool_id: Some(pool.id.clone()), ..Default::default() };
+        if let Advanced::Moved(_) = advance(ports, &job.id, JobState::Queued, TransitionCause::Reaper, &changes).await? {
+            ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
+            act(ports, report, "rematched", &job.id, format!("pool {} now serves its labels", pool.spec.name)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Repairs drifted capacity counters. Runners are counted first and the
+/// counter read after, and jobs in `claimed` may hold a reservation
+/// without a runner yet: a counter is lowered only below what could be
+/// legitimately held, and raised only up to the live runners, so a repair
+/// never lets a pool exceed its max.
+async fn capacity(ports: &Ports, pools: &HashMap<String, Pool>, report: &mut Report) -> ServiceResult<()> {
+    for pool_id in pools.keys() {
+        let live_in_pool = live_filter(Some(pool_id));
+        let live = all_pages!(|p| ports.store.list_runners(&live_in_pool, p)).len() as u32;
+        let filter = JobFilter { state: Some(JobState::Claimed), pool_id: Some(pool_id.clone()), ..Default::default() };
+        let claimed = all_pages!(|p| ports.store.list_jobs(&filter, p)).len() as u32;
+        let Some(pool) = ports.store.get_pool(pool_id).await? else { continue };
+        let held = pool.active_runners;
+        let repaired = if held > live + claimed {
+            live + claimed
+        } else if held < live {
+            live
+        } else {
+            continue;
+        };
+        if ports.store.set_capacity(pool_id, held, repaired).await? {
+            let reason = format!("counter said {held}, {live} live runner(s) and {claimed} claimed job(s) hold capacity");
+            act(ports, report, "capacity_repaired", pool_id, reason).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The local reaper: a pass every `interval` until `shutdown` resolves. A
+/// failed pass is logged as an error (and retried at the next tick).
+pub async fn run_timer(ports: Ports, interval: Duration, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => match reconcile(&ports).await {
+                Ok(report) if !report.deferred.is_empty() => {
+                    tracing::warn!(actions = report.actions.len(), deferred = ?report.deferred, "reaper pass left work for the next one");
+                }
+                Ok(report) => tracing::debug!(actions = report.actions.len(), "reaper pass done"),
+                Err(e) => tracing::error!(error = %e, "reaper pass failed"),
+            },
+        }
+    }
+}

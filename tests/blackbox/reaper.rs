@@ -1,0 +1,243 @@
+//! The reaper against the real parts: EC2 on moto, the fake GitHub, a
+//! clock the test moves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pacer_shared::clock::ManualClock;
+use pacer_shared::fleet::ec2::sdk;
+use pacer_shared::fleet::user_data;
+use pacer_shared::service::reaper::reconcile;
+use serde_json::{json, Value};
+
+use crate::lifecycle_aws::{instance_of_job, seed, user_data_of, world_with_clock, Backend, World};
+use crate::support::queued_payload;
+
+async fn world() -> (World, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    (world_with_clock(Backend::Sqlite, clock.clone()).await, clock)
+}
+
+async fn instance_state(w: &World, instance_id: &str) -> String {
+    let out = w.aws.ec2.describe_instances().instance_ids(instance_id).send().await.unwrap();
+    out.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_string()
+}
+
+fn gone(state: &str) -> bool {
+    state == "shutting-down" || state == "terminated"
+}
+
+/// Sends a queued job and waits until its runner's instance is recorded.
+async fn launched(w: &World, github_job_id: i64) -> (String, Value) {
+    let (s, accepted) = w.pacer.webhook("workflow_job", &queued_payload(github_job_id, "acme/app", &["self-hosted"])).await;
+    assert_eq!(s, 202, "{accepted}");
+    let job_id = accepted["job_id"].as_str().unwrap().to_string();
+    instance_of_job(&w.aws, &job_id).await;
+    let job = w.pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| !j["runner"]["instance_id"].is_null()).await;
+    (job_id, job)
+}
+
+async fn register(w: &World, job: &Value) -> i64 {
+    let script = user_data_of(&w.aws, job["runner"]["instance_id"].as_str().unwrap()).await;
+    let token = user_data::parse(&script).unwrap().token;
+    let res = w.pacer.http.post(format!("{}/api/runner/register", w.pacer.base)).bearer_auth(token.expose()).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    w.github.runners().iter().find(|r| r.name == job["runner"]["name"].as_str().unwrap()).expect("registered at GitHub").id
+}
+
+async fn pool_active(w: &World, pool_id: &str) -> i64 {
+    w.pacer.get(&format!("/api/pools/{pool_id}")).await.1["active_runners"].as_i64().unwrap()
+}
+
+/// Waits until the pool's counter equals its live runners (the orchestrator
+/// may be relaunching reaped runners' jobs meanwhile) and returns it. A
+/// double release would leave the counter below the live runners for good.
+async fn settled_capacity(w: &World, pool_id: &str) -> i64 {
+    let mut last = (0, 0);
+    for _ in 0..400 {
+        let (_, live) = w.pacer.get(&format!("/api/runners?pool_id={pool_id}&state=pending,registered,busy")).await;
+        let live = live["items"].as_array().unwrap().len() as i64;
+        let active = pool_active(w, pool_id).await;
+        if active == live {
+            return active;
+        }
+        last = (active, live);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the pool's counter {} never matched its {} live runners", last.0, last.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_past_its_boot_deadline_is_terminated_and_its_job_retried_then_failed() {
+    let (w, clock) = world().await;
+    let pool_id = seed(&w.aws, &w.pacer, 2).await;
+    let (job_id, mut job) = launched(&w, 7001).await;
+
+    for attempt in 1..=3 {
+        let instance = job["runner"]["instance_id"].as_str().unwrap().to_string();
+        clock.advance(Duration::from_secs(11 * 60));
+        let report = reconcile(&w.pacer.ports).await.unwrap();
+        assert_eq!(report.count("reaper.boot_deadline"), 1, "{report:?}");
+        assert!(gone(&instance_state(&w, &instance).await), "attempt {attempt}: its instance is terminated");
+        if attempt < 3 {
+            job = w
+                .pacer
+                .wait_for(&format!("/api/jobs/{job_id}"), |j| {
+                    j["attempts"] == attempt + 1 && !j["runner"]["instance_id"].is_null() && j["runner"]["instance_id"] != instance.as_str()
+                })
+                .await;
+        }
+    }
+    let (_, job) = w.pacer.get(&format!("/api/jobs/{job_id}")).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(job["failure_reason"].as_str().unwrap().contains("3 attempts"), "{job}");
+    assert_eq!(pool_active(&w, &pool_id).await, 0);
+    let (_, audit) = w.pacer.get("/api/audit?action=reaper.boot_deadline").await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 3);
+    assert!(audit["items"][0]["detail"]["reason"].as_str().unwrap().contains("not registered"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_reapers_at_once_reap_a_runner_once() {
+    let (w, clock) = world().await;
+    let pool_id = seed(&w.aws, &w.pacer, 2).await;
+    let (_, job) = launched(&w, 7002).await;
+    let runner_id = job["runner"]["id"].as_str().unwrap().to_string();
+    clock.advance(Duration::from_secs(11 * 60));
+    let (a, b) = tokio::join!(reconcile(&w.pacer.ports), reconcile(&w.pacer.ports));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.count("reaper.boot_deadline") + b.count("reaper.boot_deadline"), 1);
+    let (_, audit) = w.pacer.get("/api/audit?action=reaper.boot_deadline").await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1);
+    let (_, runner) = w.pacer.get(&format!("/api/runners/{runner_id}")).await;
+    assert_eq!(runner["state"], "reaped");
+    // Its capacity came back once; the job's next attempt holds one unit.
+    assert_eq!(settled_capacity(&w, &pool_id).await, 1, "released once; the job's next attempt holds one unit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_racing_the_reaper_releases_capacity_once() {
+    let (w, clock) = world().await;
+    let pool_id = seed(&w.aws, &w.pacer, 3).await;
+    let (_, first) = launched(&w, 7003).await;
+    let (_, second) = launched(&w, 7004).await;
+    register(&w, &first).await;
+    register(&w, &second).await;
+    assert_eq!(pool_active(&w, &pool_id).await, 2);
+
+    // Past the max lifetime, the first runner reports completion as the reaper runs.
+    clock.advance(Duration::from_secs(7 * 3600));
+    let token = user_data::parse(&user_data_of(&w.aws, first["runner"]["instance_id"].as_str().unwrap()).await).unwrap().token;
+    let complete = w.pacer.http.post(format!("{}/api/runner/complete", w.pacer.base)).bearer_auth(token.expose()).send();
+    let (report, _) = tokio::join!(reconcile(&w.pacer.ports), complete);
+    let report = report.unwrap();
+    assert!(report.count("reaper.max_lifetime") >= 1, "{report:?}");
+    let (_, first_runner) = w.pacer.get(&format!("/api/runners/{}", first["runner"]["id"].as_str().unwrap())).await;
+    assert!(first_runner["state"] == "done" || first_runner["state"] == "reaped", "{first_runner}");
+    settled_capacity(&w, &pool_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_runner_is_deregistered_then_terminated_but_a_busy_one_is_kept() {
+    let (w, clock) = world().await;
+    let pool_id = seed(&w.aws, &w.pacer, 3).await;
+    let (_, idle_job) = launched(&w, 7005).await;
+    let (_, busy_job) = launched(&w, 7006).await;
+    let idle_gh = register(&w, &idle_job).await;
+    let busy_gh = register(&w, &busy_job).await;
+    // GitHub handed the second one a job whose webhook has not arrived.
+    w.github.set_runner_status(busy_gh, "online", true);
+
+    clock.advance(Duration::from_secs(6 * 60)); // idle timeout 5m
+    let report = reconcile(&w.pacer.ports).await.unwrap();
+    assert_eq!(report.count("reaper.idle"), 1, "{report:?}");
+    assert!(w.github.runner(idle_gh).is_none(), "deregistered at GitHub");
+    assert!(w.github.runner(busy_gh).is_some(), "a busy runner keeps its registration");
+    assert!(gone(&instance_state(&w, idle_job["runner"]["instance_id"].as_str().unwrap()).await));
+    assert!(!gone(&instance_state(&w, busy_job["runner"]["instance_id"].as_str().unwrap()).await));
+    let (_, busy) = w.pacer.get(&format!("/api/runners/{}", busy_job["runner"]["id"].as_str().unwrap())).await;
+    assert_eq!(busy["state"], "busy");
+    // The idle runner's job never ran on it: it gets another runner.
+    assert_eq!(settled_capacity(&w, &pool_id).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_deregistration_means_no_termination() {
+    let (w, clock) = world().await;
+    seed(&w.aws, &w.pacer, 2).await;
+    let (_, job) = launched(&w, 7007).await;
+    register(&w, &job).await;
+    w.github.fail_next(crate::fake_github::Endpoint::DeleteRepoRunner, 10, crate::fake_github::Failure::status(422));
+    clock.advance(Duration::from_secs(6 * 60));
+    let report = reconcile(&w.pacer.ports).await.unwrap();
+    assert_eq!(report.count("reaper.idle"), 0, "{report:?}");
+    assert!(!report.deferred.is_empty());
+    assert!(!gone(&instance_state(&w, job["runner"]["instance_id"].as_str().unwrap()).await));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_this_deployments_orphans_are_terminated_after_the_grace() {
+    let (w, clock) = world().await;
+    let run = |tags: Vec<(&'static str, &'static str)>| {
+        let (ec2, ami, subnet) = (w.aws.ec2.clone(), w.aws.ami.clone(), w.aws.subnets[0].clone());
+        async move {
+            let mut spec = sdk::types::TagSpecification::builder().resource_type(sdk::types::ResourceType::Instance);
+            for (k, v) in tags {
+                spec = spec.tags(sdk::types::Tag::builder().key(k).value(v).build());
+            }
+            let out = ec2.run_instances().image_id(ami).instance_type(sdk::types::InstanceType::T3Micro).subnet_id(subnet)
+                .min_count(1).max_count(1).tag_specifications(spec.build()).send().await.unwrap();
+            out.instances()[0].instance_id().unwrap().to_string()
+        }
+    };
+    let ours = run(vec![("pacer:deployment", "pacer"), ("pacer:runner", "run_01jzzzzzzzzzzzzzzzzzzzzzzz")]).await;
+    let theirs = run(vec![("pacer:deployment", "other")]).await;
+    let untagged = run(vec![("Name", "someone's box")]).await;
+
+    let report = reconcile(&w.pacer.ports).await.unwrap();
+    assert_eq!(report.count("reaper.orphan"), 0, "within the grace: {report:?}");
+    clock.advance(Duration::from_secs(11 * 60));
+    let report = reconcile(&w.pacer.ports).await.unwrap();
+    assert_eq!(report.count("reaper.orphan"), 1, "{report:?}");
+    assert!(gone(&instance_state(&w, &ours).await));
+    assert!(!gone(&instance_state(&w, &theirs).await), "another deployment's instance is never touched");
+    assert!(!gone(&instance_state(&w, &untagged).await));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_stored_but_never_enqueued_is_redriven() {
+    let (w, clock) = world().await;
+    let pool_id = seed(&w.aws, &w.pacer, 2).await;
+    // As if pacer died between the job's insert and its enqueue.
+    let mut job = pacer_shared::store::conformance::job(7008, "acme/app", clock_now(&clock));
+    job.pool_id = Some(pool_id.clone());
+    job.installation_id = Some(77);
+    w.pacer.ports.store.insert_job(&job).await.unwrap();
+
+    clock.advance(Duration::from_secs(6 * 60)); // redrive_after 5m
+    let report = reconcile(&w.pacer.ports).await.unwrap();
+    assert_eq!(report.count("reaper.redrive"), 1, "{report:?}");
+    instance_of_job(&w.aws, &job.id).await;
+}
+
+fn clock_now(clock: &ManualClock) -> chrono::DateTime<chrono::Utc> {
+    use pacer_shared::clock::Clock;
+    clock.now()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaked_reservation_is_repaired_without_touching_held_capacity() {
+    let (w, _clock) = world().await;
+    let pool_id = seed(&w.aws, &w.pacer, 5).await;
+    launched(&w, 7009).await;
+    // Two reservations whose holders died before recording a runner.
+    assert!(w.pacer.ports.store.reserve_capacity(&pool_id).await.unwrap());
+    assert!(w.pacer.ports.store.reserve_capacity(&pool_id).await.unwrap());
+    assert_eq!(pool_active(&w, &pool_id).await, 3);
+    let report = reconcile(&w.pacer.ports).await.unwrap();
+    assert_eq!(report.count("reaper.capacity_repaired"), 1, "{report:?}");
+    assert_eq!(pool_active(&w, &pool_id).await, 1, "the live runner keeps its unit");
+    let (_, audit) = w.pacer.get("/api/audit?action=reaper.capacity_repaired").await;
+    assert!(audit["items"][0]["detail"]["reason"].as_str().unwrap().contains("said 3"));
+    let _ = json!({});
+}
