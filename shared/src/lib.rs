@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error_text;
+pub mod failpoint;
 pub mod fleet;
 pub mod github;
 pub mod http;

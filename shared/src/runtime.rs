@@ -189,6 +189,7 @@ pub fn settings(cfg: &Config) -> Settings {
         runner_version: cfg.runner.version.clone(),
         redrive_after: cfg.reaper.redrive_after,
         orphan_grace: cfg.reaper.orphan_grace,
+        degraded_cooldown: cfg.reaper.degraded_cooldown,
     }
 }
 

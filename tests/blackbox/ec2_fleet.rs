@@ -97,7 +97,7 @@ impl Aws {
             body[k] = v.clone();
         }
         let spec = PoolSpec::parse(body.as_object().unwrap().clone()).expect("a well-formed pool");
-        Pool { id: id.into(), spec, active_runners: 0, created_at: chrono::Utc::now(), updated_at: chrono::Utc::now() }
+        Pool { id: id.into(), spec, active_runners: 0, degraded: None, created_at: chrono::Utc::now(), updated_at: chrono::Utc::now() }
     }
 
     async fn template_data(&self, name: &str) -> sdk::types::ResponseLaunchTemplateData {

@@ -5,12 +5,16 @@
 //! It behaves like GitHub where pacer can tell: App endpoints want a valid App JWT (RS256 under the
 //! test App's key, right `iss`, `iat`/`exp` window); installation endpoints want an installation
 //! token it issued, unexpired, for an installation that covers the repository or organisation;
-//! tokens carry an `expires_at`; runners and jobs are state that tests seed and inspect.
+//! tokens carry an `expires_at`; runners, jobs, workflow runs and the App's webhook deliveries
+//! are state that tests seed and inspect. A redelivery is recorded ([`FakeGitHub::redeliveries`])
+//! and, like GitHub, shows up as a new delivery of the same event; when a test names a webhook
+//! endpoint ([`FakeGitHub::forward_redeliveries_to`]), the fake also delivers it there, signed.
 //!
 //! It checks pacer where GitHub would not say: every request body it receives and every
 //! response body it sends is validated against the operation's schema in GitHub's own OpenAPI
 //! description ([`openapi`]), request headers and query parameters are checked too, and every
-//! breach is recorded as a violation. A fake dropped with violations fails the test; a test
+//! breach is recorded as a violation; so is a query parameter the operation does not document, or
+//! a value its schema refuses. A fake dropped with violations fails the test; a test
 //! that provokes one on purpose takes them with [`FakeGitHub::take_violations`].
 //!
 //! Tests can make the next N calls of an endpoint fail ([`FakeGitHub::fail_next`]) and read
@@ -65,6 +69,10 @@ pub enum Endpoint {
     DeleteOrgRunner,
     GetJob,
     LatestRelease,
+    ListRepoRuns,
+    ListRunJobs,
+    ListHookDeliveries,
+    RedeliverHookDelivery,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,12 +105,19 @@ impl Endpoint {
             DeleteOrgRunner => ("DELETE", "/orgs/{org}/actions/runners/{runner_id}"),
             GetJob => ("GET", "/repos/{owner}/{repo}/actions/jobs/{job_id}"),
             LatestRelease => ("GET", "/repos/{owner}/{repo}/releases/latest"),
+            ListRepoRuns => ("GET", "/repos/{owner}/{repo}/actions/runs"),
+            ListRunJobs => ("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs"),
+            ListHookDeliveries => ("GET", "/app/hook/deliveries"),
+            RedeliverHookDelivery => ("POST", "/app/hook/deliveries/{delivery_id}/attempts"),
         }
     }
 
     fn auth(self) -> AuthKind {
         match self {
-            Endpoint::AccessToken | Endpoint::RepoInstallation => AuthKind::App,
+            Endpoint::AccessToken
+            | Endpoint::RepoInstallation
+            | Endpoint::ListHookDeliveries
+            | Endpoint::RedeliverHookDelivery => AuthKind::App,
             Endpoint::LatestRelease => AuthKind::Anonymous,
             _ => AuthKind::Installation,
         }
@@ -144,8 +159,9 @@ pub struct FakeRunner {
     pub encoded_jit_config: String,
 }
 
-/// A workflow job the fake knows.
-#[derive(Debug, Clone, PartialEq)]
+/// A workflow job the fake knows. Its run, when seeded ([`FakeGitHub::add_run`]), gives it its
+/// workflow name and attempt, and lists it.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FakeJob {
     pub id: i64,
     pub run_id: i64,
@@ -156,6 +172,120 @@ pub struct FakeJob {
     pub labels: Vec<String>,
     pub runner_id: Option<i64>,
     pub runner_name: Option<String>,
+    /// The job's name in the workflow; empty answers `build`.
+    pub name: String,
+    /// `None` answers the fake's clock at the time of asking.
+    pub created_at: Option<Time>,
+}
+
+impl FakeJob {
+    /// A job waiting for a runner with `labels`.
+    pub fn queued(id: i64, run_id: i64, repo: &str, labels: &[&str]) -> Self {
+        FakeJob {
+            id,
+            run_id,
+            repo: repo.to_owned(),
+            status: "queued".into(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            name: format!("job-{id}"),
+            ..FakeJob::default()
+        }
+    }
+
+    /// The same job in another status (`in_progress`, `completed`, …).
+    pub fn with_status(mut self, status: &str) -> Self {
+        self.status = status.to_owned();
+        if status == "completed" {
+            self.conclusion = Some("success".into());
+        }
+        self
+    }
+}
+
+/// A workflow run the fake knows; its jobs are the [`FakeJob`]s with its id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeRun {
+    pub id: i64,
+    /// `owner/name`.
+    pub repo: String,
+    /// The workflow's name.
+    pub name: String,
+    /// `queued` | `in_progress` | `completed` | `waiting` | …
+    pub status: String,
+    pub run_attempt: i64,
+    /// Who triggered it.
+    pub actor: String,
+    /// `None` answers the fake's clock at the time of asking.
+    pub created_at: Option<Time>,
+}
+
+impl FakeRun {
+    /// A first attempt of workflow `CI`, triggered by `octocat`.
+    pub fn new(id: i64, repo: &str, status: &str) -> Self {
+        FakeRun {
+            id,
+            repo: repo.to_owned(),
+            name: "CI".into(),
+            status: status.to_owned(),
+            run_attempt: 1,
+            actor: "octocat".into(),
+            created_at: None,
+        }
+    }
+}
+
+/// One delivery of the App's webhook, as `GET /app/hook/deliveries` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeDelivery {
+    /// 0 when seeding: the fake numbers it.
+    pub id: i64,
+    /// The event's id, shared by its redeliveries.
+    pub guid: String,
+    pub event: String,
+    pub action: Option<String>,
+    /// What the webhook endpoint answered; 0 for "could not connect".
+    pub status_code: u16,
+    pub delivered_at: Time,
+    pub redelivery: bool,
+    pub installation_id: Option<i64>,
+    pub repository_id: Option<i64>,
+    /// The event's body, sent again by a forwarded redelivery.
+    pub payload: Option<Value>,
+}
+
+impl FakeDelivery {
+    /// A first delivery of a `workflow_job` event with `action`, answered `status_code`.
+    pub fn workflow_job(guid: &str, action: &str, status_code: u16, delivered_at: Time) -> Self {
+        FakeDelivery {
+            id: 0,
+            guid: guid.to_owned(),
+            event: "workflow_job".into(),
+            action: Some(action.to_owned()),
+            status_code,
+            delivered_at,
+            redelivery: false,
+            installation_id: Some(1),
+            repository_id: Some(1),
+            payload: None,
+        }
+    }
+
+    /// The event's body, for [`FakeGitHub::forward_redeliveries_to`].
+    pub fn with_payload(mut self, payload: Value) -> Self {
+        self.payload = Some(payload);
+        self
+    }
+
+    fn succeeded(&self) -> bool {
+        (200..300).contains(&self.status_code)
+    }
+}
+
+/// Where forwarded redeliveries go, signed as GitHub signs them.
+#[derive(Clone)]
+struct WebhookTarget {
+    url: String,
+    secret: Vec<u8>,
 }
 
 /// One request the fake received.
@@ -266,6 +396,12 @@ struct State {
     runners: BTreeMap<i64, FakeRunner>,
     next_runner_id: i64,
     jobs: HashMap<i64, FakeJob>,
+    runs: BTreeMap<i64, FakeRun>,
+    deliveries: Vec<FakeDelivery>,
+    next_delivery_id: i64,
+    redeliveries: Vec<i64>,
+    webhook_target: Option<WebhookTarget>,
+    redelivery_status: u16,
     latest_runner_tag: String,
     failures: Vec<Injected>,
     delays: HashMap<Endpoint, Duration>,
@@ -305,6 +441,12 @@ impl FakeGitHub {
             runners: BTreeMap::new(),
             next_runner_id: 1,
             jobs: HashMap::new(),
+            runs: BTreeMap::new(),
+            deliveries: Vec::new(),
+            next_delivery_id: 90_000_001,
+            redeliveries: Vec::new(),
+            webhook_target: None,
+            redelivery_status: 200,
             latest_runner_tag: "v2.328.0".into(),
             failures: Vec::new(),
             delays: HashMap::new(),
@@ -428,6 +570,84 @@ impl FakeGitHub {
 
     pub fn add_job(&self, job: FakeJob) {
         self.state().jobs.insert(job.id, job);
+    }
+
+    /// Seeds a workflow run (its jobs are added with [`FakeGitHub::add_job`]).
+    pub fn add_run(&self, run: FakeRun) {
+        self.state().runs.insert(run.id, run);
+    }
+
+    /// Seeds a run with one job per entry of `jobs` (`(job id, status, labels)`).
+    pub fn add_run_with_jobs(&self, run: FakeRun, jobs: &[(i64, &str, &[&str])]) {
+        for &(id, status, labels) in jobs {
+            self.add_job(FakeJob::queued(id, run.id, &run.repo, labels).with_status(status));
+        }
+        self.add_run(run);
+    }
+
+    /// Changes what GitHub says of a job (say, a runner took it).
+    pub fn set_job_status(&self, id: i64, status: &str) {
+        let mut state = self.state();
+        let job = state
+            .jobs
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no job {id}"));
+        job.status = status.to_owned();
+    }
+
+    /// Seeds a webhook delivery and answers its id.
+    pub fn add_delivery(&self, mut delivery: FakeDelivery) -> i64 {
+        let mut state = self.state();
+        if delivery.id == 0 {
+            delivery.id = state.next_delivery_id;
+            state.next_delivery_id += 1;
+        }
+        let id = delivery.id;
+        state.deliveries.push(delivery);
+        id
+    }
+
+    /// Every delivery, newest first (as GitHub lists them), redeliveries included.
+    pub fn deliveries(&self) -> Vec<FakeDelivery> {
+        self.state().deliveries_newest_first()
+    }
+
+    /// The delivery ids whose redelivery was asked for, in order.
+    pub fn redeliveries(&self) -> Vec<i64> {
+        self.state().redeliveries.clone()
+    }
+
+    /// What a redelivery that is not forwarded records as the endpoint's answer (200 unless
+    /// set; 503 says "pacer was still down").
+    pub fn set_redelivery_status(&self, status_code: u16) {
+        self.state().redelivery_status = status_code;
+    }
+
+    /// From now on a redelivery of a delivery with a payload is POSTed to `url` (pacer's
+    /// `/api/webhook`), signed with `secret`, and what it answers is recorded as the new
+    /// delivery's status; [`FakeGitHub::wait_for_deliveries`] waits for it.
+    pub fn forward_redeliveries_to(&self, url: &str, secret: &[u8]) {
+        self.state().webhook_target = Some(WebhookTarget {
+            url: url.to_owned(),
+            secret: secret.to_vec(),
+        });
+    }
+
+    /// Waits (up to ten seconds) until the fake holds `count` deliveries, redeliveries included.
+    pub async fn wait_for_deliveries(&self, count: usize) -> Vec<FakeDelivery> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let deliveries = self.deliveries();
+            if deliveries.len() >= count {
+                return deliveries;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected {count} deliveries, the fake holds {}",
+                deliveries.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The actions/runner release `releases/latest` reports (`2.330.0`; the tag gets its `v`).
@@ -599,6 +819,22 @@ fn route(method: &Method, api_path: &str) -> Option<(Endpoint, Params)> {
             },
         ),
         ("GET", ["repos", o, r, "releases", "latest"]) => (LatestRelease, repo(o, r)),
+        ("GET", ["repos", o, r, "actions", "runs"]) => (ListRepoRuns, repo(o, r)),
+        ("GET", ["repos", o, r, "actions", "runs", i, "jobs"]) => (
+            ListRunJobs,
+            Params {
+                id: id(i)?,
+                ..repo(o, r)
+            },
+        ),
+        ("GET", ["app", "hook", "deliveries"]) => (ListHookDeliveries, Params::default()),
+        ("POST", ["app", "hook", "deliveries", i, "attempts"]) => (
+            RedeliverHookDelivery,
+            Params {
+                id: id(i)?,
+                ..Params::default()
+            },
+        ),
         _ => return None,
     })
 }
@@ -615,10 +851,47 @@ struct Incoming<'a> {
 
 impl Incoming<'_> {
     fn query_param(&self, name: &str) -> Option<usize> {
+        self.query_text(name)?.parse().ok()
+    }
+
+    fn query_text(&self, name: &str) -> Option<String> {
         self.query
             .split('&')
-            .find_map(|p| p.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+            .map(percent_decode)
     }
+
+    fn host(&self) -> &str {
+        self.headers
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("127.0.0.1")
+    }
+}
+
+/// `%3A` → `:` and `+` → space, as a form-encoded query carries them.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (escaped, bytes[i]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, byte) => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An answer before it is checked and sent.

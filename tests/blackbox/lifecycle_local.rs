@@ -197,3 +197,94 @@ async fn a_webhook_body_over_25_mb_is_a_413() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 413);
 }
+
+/// EC2's account limits cannot be produced by moto: a fleet that answers
+/// `LimitExceeded` for its first launches stands in front of the simulated one.
+struct LimitedFleet {
+    inner: std::sync::Arc<pacer_shared::fleet::simulated::SimulatedFleet>,
+    refusals: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl pacer_shared::fleet::Fleet for LimitedFleet {
+    async fn prepare_pool(&self, pool: &pacer_shared::domain::Pool) -> pacer_shared::fleet::FleetResult<Option<String>> {
+        self.inner.prepare_pool(pool).await
+    }
+    async fn forget_pool(&self, pool: &pacer_shared::domain::Pool) -> pacer_shared::fleet::FleetResult<()> {
+        self.inner.forget_pool(pool).await
+    }
+    async fn launch(&self, req: &pacer_shared::fleet::LaunchRequest) -> pacer_shared::fleet::FleetResult<pacer_shared::fleet::Launched> {
+        use std::sync::atomic::Ordering;
+        if self.refusals.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(pacer_shared::fleet::FleetError::LimitExceeded("VcpuLimitExceeded: you have requested more vCPU capacity than your current vCPU limit of 32 allows".into()));
+        }
+        self.inner.launch(req).await
+    }
+    async fn instance_for_runner(&self, runner_id: &str) -> pacer_shared::fleet::FleetResult<Option<pacer_shared::fleet::Instance>> {
+        self.inner.instance_for_runner(runner_id).await
+    }
+    async fn list_instances(&self) -> pacer_shared::fleet::FleetResult<Vec<pacer_shared::fleet::Instance>> {
+        self.inner.list_instances().await
+    }
+    async fn terminate(&self, instance_id: &str) -> pacer_shared::fleet::FleetResult<()> {
+        self.inner.terminate(instance_id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_limit_degrades_the_pool_visibly_and_launches_resume_after_the_cooldown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ports, simulated) = crate::support::local_ports(dir.path());
+    ports.fleet = std::sync::Arc::new(LimitedFleet { inner: simulated.clone(), refusals: 1.into() });
+    let mut settings = (*ports.settings).clone();
+    settings.degraded_cooldown = std::time::Duration::from_millis(300);
+    ports.settings = std::sync::Arc::new(settings);
+    let pacer = LocalPacer::serve(ports, simulated, dir).await;
+    let (_, pool_id) = pacer.seed(2).await;
+
+    let (_, b) = pacer.webhook("workflow_job", &queued_payload(701, "acme/app", &["self-hosted", "linux"])).await;
+    let job_id = b["job_id"].as_str().unwrap().to_string();
+    let job = pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "completed").await;
+    assert_eq!(job["attempts"], 1, "an account limit is not the job's attempt");
+    let (_, audit) = pacer.get(&format!("/api/audit?action=pool.degraded")).await;
+    let degraded = &audit["items"][0];
+    assert_eq!(degraded["target"], pool_id.as_str());
+    assert!(degraded["detail"]["reason"].as_str().unwrap().contains("VcpuLimitExceeded"));
+    let (_, pool) = pacer.get(&format!("/api/pools/{pool_id}")).await;
+    assert!(pool.get("degraded").is_none(), "recovered after a launch: {pool}");
+    let (_, audit) = pacer.get("/api/audit?action=pool.recovered").await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_degraded_pool_shows_its_reason_in_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ports, simulated) = crate::support::local_ports(dir.path());
+    ports.fleet = std::sync::Arc::new(LimitedFleet { inner: simulated.clone(), refusals: 1000.into() });
+    let pacer = LocalPacer::serve(ports, simulated, dir).await;
+    let (_, pool_id) = pacer.seed(2).await;
+    let (_, b) = pacer.webhook("workflow_job", &queued_payload(702, "acme/app", &["self-hosted", "linux"])).await;
+    let pool = pacer.wait_for(&format!("/api/pools/{pool_id}"), |p| !p["degraded"].is_null()).await;
+    assert!(pool["degraded"]["reason"].as_str().unwrap().contains("vCPU"), "{pool}");
+    assert!(pool["degraded"]["retry_at"].is_string());
+    let (_, job) = pacer.get(&format!("/api/jobs/{}", b["job_id"].as_str().unwrap())).await;
+    assert_eq!(job["state"], "queued", "waiting for the pool, not failed");
+    assert_eq!(pool["active_runners"], 0);
+}
+
+#[tokio::test]
+async fn messages_that_name_no_job_are_acknowledged_not_retried() {
+    use pacer_shared::queue::memory::MemoryQueue;
+    use pacer_shared::queue::Queue;
+    let dir = tempfile::tempdir().unwrap();
+    let (ports, _) = crate::support::local_ports(dir.path());
+    let queue = MemoryQueue::new(std::time::Duration::from_secs(300));
+    queue.send("{\"not\": \"a job\"}", None).await.unwrap();
+    queue.send("job_01jzzzzzzzzzzzzzzzzzzzzzzz", None).await.unwrap();
+    let received = queue.receive(10, std::time::Duration::ZERO).await.unwrap();
+    assert_eq!(received.len(), 2);
+    for delivery in &received {
+        pacer_shared::service::dispatch::settle(&ports, &queue, delivery).await;
+    }
+    assert!(queue.is_empty(), "both acknowledged, neither hidden for a retry");
+}

@@ -19,3 +19,4 @@ mod bootstrap_script;
 mod fake_github;
 mod github_client;
 mod pricing;
+mod burst;

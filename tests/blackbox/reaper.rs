@@ -241,3 +241,20 @@ async fn a_leaked_reservation_is_repaired_without_touching_held_capacity() {
     assert!(audit["items"][0]["detail"]["reason"].as_str().unwrap().contains("said 3"));
     let _ = json!({});
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ghost_registrations_of_this_deployment_are_removed_and_no_one_elses() {
+    let (w, _clock) = world().await;
+    seed(&w.aws, &w.pacer, 2).await;
+    let (_, job) = launched(&w, 7010).await;
+    let live = register(&w, &job).await;
+    let repo = crate::fake_github::FakeTarget::repo("acme/app");
+    let ghost = w.github.add_runner(repo.clone(), "pacer-01jghostghostghostghostghost", &["self-hosted"]);
+    let foreign = w.github.add_runner(repo, "other-deployment-runner", &["self-hosted"]);
+
+    let report = reconcile(&w.pacer.ports).await.unwrap();
+    assert_eq!(report.count("reaper.ghost"), 1, "{report:?}");
+    assert!(w.github.runner(ghost).is_none(), "the ghost is deregistered");
+    assert!(w.github.runner(foreign).is_some(), "another deployment's runner is never touched");
+    assert!(w.github.runner(live).is_some(), "a live runner's registration stays");
+}

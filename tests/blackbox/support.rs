@@ -26,6 +26,7 @@ pub fn settings(callback_url: &str) -> Settings {
         runner_version: "2.330.0".into(),
         redrive_after: Duration::from_secs(300),
         orphan_grace: Duration::from_secs(600),
+        degraded_cooldown: Duration::from_secs(600),
     }
 }
 
@@ -41,6 +42,7 @@ pub fn local_ports(dir: &std::path::Path) -> (Ports, Arc<SimulatedFleet>) {
         pickup_delay: Duration::from_millis(10),
         register_tries: 5,
         retry_delay: Duration::from_millis(50),
+        launch_failure_rate: 0.0,
     }));
     let ports = Ports {
         store: Arc::new(store),
@@ -86,7 +88,9 @@ impl LocalPacer {
         pacer_shared::server::install_crypto_provider();
         let port = crate::process::free_port();
         let base = format!("http://127.0.0.1:{port}");
-        ports.settings = Arc::new(settings(&base));
+        let mut with_url = (*ports.settings).clone();
+        with_url.callback_url = base.clone();
+        ports.settings = Arc::new(with_url);
         fleet.set_pacer_url(base.clone());
         let state = pacer_shared::http::AppState {
             ports: ports.clone(),

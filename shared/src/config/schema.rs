@@ -91,7 +91,8 @@ pub const ENV_PREFIX: &str = "PACER_";
 ///
 /// - `PACER_CONFIG`: path of the YAML file (the `--config` flag of `pacer serve`).
 /// - `PACER_LOG`: a tracing filter directive refining `logging.level` per module.
-pub const NON_CONFIG_ENV_VARS: &[&str] = &["PACER_CONFIG", "PACER_LOG"];
+/// - `PACER_FAILPOINTS`: test-only crash points (see `crate::failpoint`).
+pub const NON_CONFIG_ENV_VARS: &[&str] = &["PACER_CONFIG", "PACER_LOG", "PACER_FAILPOINTS"];
 
 const fn key(path: &'static str, kind: Kind, default: &'static str, doc: &'static str) -> Key {
     Key {

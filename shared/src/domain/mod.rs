@@ -17,7 +17,7 @@ pub use audit::{Actor, ActorKind, AuditEvent};
 pub use ids::{new_id, IdKind};
 pub use job::{transition_allowed, Job, JobChanges, JobState, Transition, TransitionCause};
 pub use labels::{match_pool, Label, LabelSet, PoolCandidate, PoolMatch};
-pub use pool::{Market, Pool, PoolSpec};
+pub use pool::{Degraded, Market, Pool, PoolSpec};
 pub use project::{BindingSpec, Project, ProjectSpec, RepoBinding, RepoName, Scope};
 pub use runner::{Runner, RunnerState};
 pub use user::{Role, User};

@@ -50,8 +50,21 @@ pub struct Pool {
     pub spec: PoolSpec,
     /// Runners holding a capacity reservation now (never above `max_runners`).
     pub active_runners: u32,
+    /// Set while an account limit stops launches in this pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<Degraded>,
     pub created_at: Time,
     pub updated_at: Time,
+}
+
+/// Why a pool launches nothing for now, and until when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Degraded {
+    /// What EC2 said, in words for the operator.
+    pub reason: String,
+    pub since: Time,
+    /// Launches are tried again from this time (`reaper.degraded_cooldown`).
+    pub retry_at: Time,
 }
 
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(10 * 60);

@@ -12,6 +12,14 @@
 //!
 //! It owns the live-instance table and the counters a benchmark reads
 //! ([`SimulatedFleet::counters`]).
+//!
+//! Faults can be injected for tests: with `launch_failure_rate` r, launches
+//! fail with [`FleetError::NoCapacity`] (what EC2's
+//! `InsufficientInstanceCapacity` becomes once every fallback is exhausted)
+//! on a fixed schedule rather than at random — the n-th launch that would
+//! start an instance fails when ⌊n·r⌋ > ⌊(n−1)·r⌋ — so any N launches hold
+//! exactly ⌊N·r⌋ failures (r = 0.05: the 20th, 40th, 60th…), and a test
+//! reads the same on every run. See [`injected_failure`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +32,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::task::AbortHandle;
 
-use super::{Fleet, FleetResult, Instance, JobRef, LaunchRequest, Launched, user_data};
+use super::{Fleet, FleetError, FleetResult, Instance, JobRef, LaunchRequest, Launched, user_data};
 use crate::config::{Secret, SimulatedFleetConfig};
 use crate::domain::{Market, Pool};
 use crate::github::offline::decode_offline_jit_config;
@@ -50,6 +58,10 @@ pub struct SimulatedSettings {
     pub register_tries: u32,
     /// Pause between retried callbacks.
     pub retry_delay: Duration,
+    /// The share of launches (0.0 = none, 1.0 = all) refused with
+    /// [`FleetError::NoCapacity`], on the deterministic schedule of
+    /// [`injected_failure`]. Only tests set it.
+    pub launch_failure_rate: f64,
 }
 
 impl SimulatedSettings {
@@ -66,8 +78,20 @@ impl SimulatedSettings {
             pickup_delay: Duration::from_millis(300),
             register_tries: 5,
             retry_delay: Duration::from_millis(500),
+            launch_failure_rate: 0.0,
         }
     }
+}
+
+/// Whether the `n`-th launch (1-based) fails when a share `rate` of them
+/// should: exactly when ⌊n·rate⌋ steps up at `n`, in integer parts per
+/// million so no float rounding moves a failure. Spreads the failures
+/// evenly (rate 0.05: every 20th) and puts exactly ⌊N·rate⌋ in any first N.
+pub fn injected_failure(n: u64, rate: f64) -> bool {
+    const PARTS: u64 = 1_000_000;
+    // NaN and negatives are "never"; above 1 is "always".
+    let ppm = if rate.is_nan() { 0 } else { (rate.clamp(0.0, 1.0) * PARTS as f64).round() as u64 };
+    n > 0 && u128::from(n) * u128::from(ppm) / u128::from(PARTS) > u128::from(n - 1) * u128::from(ppm) / u128::from(PARTS)
 }
 
 /// What the simulated fleet has done so far.
@@ -85,6 +109,9 @@ pub struct SimulatedCounters {
     pub completed: u64,
     /// Instances whose bootstrap failed (reported to `/error` where possible).
     pub failed: u64,
+    /// Launches refused by an injected fault (`launch_failure_rate`); they
+    /// started no instance and are not in `launched`.
+    pub launch_failures: u64,
 }
 
 #[derive(Default)]
@@ -94,6 +121,9 @@ struct Counters {
     registered: AtomicU64,
     completed: AtomicU64,
     failed: AtomicU64,
+    /// Launches that would start an instance, counted for the fault schedule.
+    launch_calls: AtomicU64,
+    launch_failures: AtomicU64,
 }
 
 struct Live {
@@ -155,6 +185,7 @@ impl SimulatedFleet {
             registered: c.registered.load(Ordering::Relaxed),
             completed: c.completed.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
+            launch_failures: c.launch_failures.load(Ordering::Relaxed),
         }
     }
 }
@@ -215,6 +246,14 @@ impl Fleet for SimulatedFleet {
                 live.values().find(|l| l.instance.runner_id.as_deref() == Some(req.runner_id.as_str()))
             {
                 return Ok(existing.launched.clone());
+            }
+            let n = inner.counters.launch_calls.fetch_add(1, Ordering::Relaxed) + 1;
+            if injected_failure(n, inner.settings.launch_failure_rate) {
+                inner.counters.launch_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(runner_id = %req.runner_id, launch = n, "simulated launch refused (injected fault)");
+                return Err(FleetError::NoCapacity(format!(
+                    "simulated InsufficientInstanceCapacity (injected fault on launch {n})"
+                )));
             }
             live.insert(
                 instance_id.clone(),

@@ -12,7 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::RepoName;
+use crate::domain::{RepoName, Time};
+use webhook::{Account, InstallationRef, Repository, WorkflowJob, WorkflowJobAction, WorkflowJobEvent};
 
 pub mod offline;
 pub mod rest;
@@ -89,6 +90,94 @@ pub struct GhJob {
     pub runner_name: Option<String>,
 }
 
+/// A job GitHub has queued, found by listing a repository's workflow runs and their jobs
+/// ([`GitHub::queued_jobs`]) rather than from its `workflow_job` delivery: how the reaper finds
+/// jobs whose webhook never arrived.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct GhQueuedJob {
+    /// GitHub's job id (the `workflow_job.id` of the delivery that went missing).
+    pub id: i64,
+    pub run_id: i64,
+    /// 1 for a run's first attempt, higher after a re-run.
+    pub run_attempt: i64,
+    /// The job's `runs-on` labels.
+    pub labels: Vec<String>,
+    /// The job's name in the workflow.
+    pub name: String,
+    pub workflow_name: Option<String>,
+    pub head_branch: Option<String>,
+    /// The job's page on github.com.
+    pub html_url: Option<String>,
+    pub created_at: Time,
+    /// Who triggered the run (its `triggering_actor`, else its `actor`): the job's sender.
+    pub sender: Option<String>,
+}
+
+impl GhQueuedJob {
+    /// The `workflow_job` `queued` delivery GitHub would have sent for this job, so a job found
+    /// by listing takes the same path into pacer as one that arrived by webhook.
+    pub fn to_queued_event(&self, repo: &RepoName, installation_id: Option<i64>) -> WorkflowJobEvent {
+        WorkflowJobEvent {
+            action: WorkflowJobAction::Queued,
+            workflow_job: WorkflowJob {
+                id: self.id,
+                run_id: self.run_id,
+                run_attempt: Some(self.run_attempt),
+                status: Some("queued".into()),
+                conclusion: None,
+                labels: self.labels.clone(),
+                runner_id: None,
+                runner_name: None,
+                runner_group_id: None,
+                runner_group_name: None,
+                name: Some(self.name.clone()),
+                workflow_name: self.workflow_name.clone(),
+                head_branch: self.head_branch.clone(),
+                html_url: self.html_url.clone(),
+                created_at: Some(self.created_at),
+                started_at: None,
+                completed_at: None,
+            },
+            repository: Repository {
+                full_name: repo.to_string(),
+                name: repo.name().to_owned(),
+                owner: Account {
+                    login: repo.owner().to_owned(),
+                },
+            },
+            installation: installation_id.map(|id| InstallationRef { id }),
+            sender: self.sender.clone().map(|login| Account { login }),
+        }
+    }
+}
+
+/// A webhook delivery of the App that failed: its newest failed attempt, for an event GitHub
+/// never delivered successfully ([`GitHub::failed_deliveries`]).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct GhDelivery {
+    /// This delivery attempt's id: what [`GitHub::redeliver`] takes.
+    pub id: i64,
+    /// The event's id, shared by every delivery of it (the `X-GitHub-Delivery` header); a
+    /// redelivery keeps it.
+    pub guid: String,
+    /// `workflow_job`, `ping`, `installation`, …
+    pub event: String,
+    /// `queued`, `completed`, …, when the event has one.
+    pub action: Option<String>,
+    /// What pacer's endpoint answered; 0 when GitHub could not reach it at all.
+    pub status_code: u16,
+    /// GitHub's words for the outcome (`Invalid HTTP Response: 503`, `failed to connect`, …).
+    pub status: String,
+    pub delivered_at: Time,
+    /// Whether this attempt was itself a redelivery.
+    pub redelivery: bool,
+    pub installation_id: Option<i64>,
+    pub repository_id: Option<i64>,
+    /// How many failed attempts of this event were seen in the window asked about, this one
+    /// included: a bound for retrying an event pacer keeps refusing.
+    pub failed_attempts: u32,
+}
+
 /// The actions/runner release to install on a runner.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunnerRelease {
@@ -157,4 +246,26 @@ pub trait GitHub: Send + Sync + 'static {
     async fn get_job(&self, installation_id: i64, repo: &RepoName, job_id: i64) -> GitHubResult<Option<GhJob>>;
     /// The newest actions/runner release (cached by the adapter).
     async fn latest_runner_release(&self) -> GitHubResult<RunnerRelease>;
+    /// The repository's jobs GitHub has queued, found through its workflow runs: those with
+    /// status `queued`, then `in_progress` (a run in progress may still have jobs waiting for a
+    /// runner), newest first, at most `max_runs` runs looked at in all; every job of those runs
+    /// (the latest attempt's) whose status is `queued`, self-hosted or not.
+    ///
+    /// Cost, against the installation's rate limit (5,000 requests an hour for most): one
+    /// listing call per 100 runs and status (two when `max_runs` ≤ 100 and fewer than
+    /// `max_runs` runs are queued, one otherwise), then one call per run looked at (one more
+    /// per extra 100 jobs in a run). So at most `max_runs + 2` calls for `max_runs` ≤ 100 and
+    /// runs of at most 100 jobs, and none for `max_runs` 0.
+    async fn queued_jobs(&self, installation_id: i64, repo: &RepoName, max_runs: usize) -> GitHubResult<Vec<GhQueuedJob>>;
+    /// The App's webhook deliveries since `since` that failed (a status code not 2xx) for events
+    /// GitHub never delivered successfully in that window: one per event (`guid`), its newest
+    /// failed attempt, newest first. An event redelivered successfully is not listed.
+    ///
+    /// Cost: one call (App JWT, not the installation's budget) per 100 deliveries since `since`,
+    /// successful ones included, plus one when a page reaches past `since`.
+    async fn failed_deliveries(&self, since: Time) -> GitHubResult<Vec<GhDelivery>>;
+    /// Asks GitHub to deliver a delivery's event again (one call, App JWT). GitHub accepts and
+    /// delivers later; the attempt shows up as a new delivery with `redelivery: true` and the
+    /// same `guid`. A delivery GitHub no longer keeps (about three days) is `NotFound`.
+    async fn redeliver(&self, delivery_id: i64) -> GitHubResult<()>;
 }

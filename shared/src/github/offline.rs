@@ -4,7 +4,9 @@
 //! is "installed" under one fixed installation, generate-jitconfig hands out a dummy config that
 //! says plainly it is one (a real runner would refuse it; the simulated one recognises it with
 //! [`is_offline_jit_config`]), and the registrations it handed out are remembered so that list,
-//! get and delete agree with each other, as the reaper expects of GitHub.
+//! get and delete agree with each other, as the reaper expects of GitHub. There are no workflow
+//! runs and no webhook deliveries to reconcile: offline, every job arrives by a webhook pacer
+//! itself sends.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -16,10 +18,10 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    GhJob, GhRunner, GitHub, GitHubError, GitHubResult, JitConfig, JitRequest, RunnerRelease,
-    RunnerTarget,
+    GhDelivery, GhJob, GhQueuedJob, GhRunner, GitHub, GitHubError, GitHubResult, JitConfig,
+    JitRequest, RunnerRelease, RunnerTarget,
 };
-use crate::domain::RepoName;
+use crate::domain::{RepoName, Time};
 
 /// The installation every repository and organisation belongs to offline.
 pub const OFFLINE_INSTALLATION_ID: i64 = 1;
@@ -197,6 +199,26 @@ impl GitHub for OfflineGitHub {
     async fn latest_runner_release(&self) -> GitHubResult<RunnerRelease> {
         Ok(self.release.clone())
     }
+
+    async fn queued_jobs(
+        &self,
+        _installation_id: i64,
+        _repo: &RepoName,
+        _max_runs: usize,
+    ) -> GitHubResult<Vec<GhQueuedJob>> {
+        Ok(Vec::new())
+    }
+
+    async fn failed_deliveries(&self, _since: Time) -> GitHubResult<Vec<GhDelivery>> {
+        Ok(Vec::new())
+    }
+
+    async fn redeliver(&self, delivery_id: i64) -> GitHubResult<()> {
+        // Nothing was ever delivered, so no id names a delivery: GitHub's answer is a 404.
+        Err(GitHubError::NotFound(format!(
+            "webhook delivery {delivery_id}: GitHub is disabled (github.disabled), there are no deliveries"
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -352,6 +374,19 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn there_are_no_runs_and_no_deliveries_offline() {
+        let gh = OfflineGitHub::default();
+        let repo = RepoName::parse("acme/widgets").unwrap();
+        assert_eq!(gh.queued_jobs(1, &repo, 10).await.unwrap(), Vec::new());
+        let since = "2025-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(gh.failed_deliveries(since).await.unwrap(), Vec::new());
+        assert!(matches!(
+            gh.redeliver(42).await,
+            Err(GitHubError::NotFound(_))
+        ));
     }
 
     #[tokio::test]

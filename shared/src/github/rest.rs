@@ -11,8 +11,13 @@
 //! as [`GitHubError::RateLimited`] otherwise; a 403 "Resource not accessible by integration"
 //! names the App permission the endpoint needs. Tokens, the JWT and JIT configs never reach an
 //! error message or a log line.
+//!
+//! Lists are paged: page numbers for runners, workflow runs and jobs, following the `Link`
+//! header's `next` (or, without one, a full page short of `total_count`); a cursor taken from the
+//! `next` link for webhook deliveries. Each is bounded by [`MAX_PAGES`] (and `queued_jobs` by its
+//! `max_runs`), so a misbehaving server cannot keep pacer paging.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +26,7 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::TimeDelta;
 use futures::future::BoxFuture;
+use futures::{StreamExt as _, TryStreamExt as _};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::Rng as _;
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -30,8 +36,8 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::{
-    GhJob, GhRunner, GitHub, GitHubError, GitHubResult, JitConfig, JitRequest, RunnerRelease,
-    RunnerTarget,
+    GhDelivery, GhJob, GhQueuedJob, GhRunner, GitHub, GitHubError, GitHubResult, JitConfig,
+    JitRequest, RunnerRelease, RunnerTarget,
 };
 use crate::clock::Clock;
 use crate::config::{GithubConfig, Secret};
@@ -55,7 +61,13 @@ pub const RELEASE_CACHE_TTL: TimeDelta = TimeDelta::hours(1);
 /// GitHub's largest page.
 const PER_PAGE: usize = 100;
 /// A bound on pagination, so a misbehaving server cannot keep pacer paging forever.
-const MAX_PAGES: u32 = 100;
+pub const MAX_PAGES: u32 = 100;
+/// The workflow run statuses whose runs may hold queued jobs, in the order they are looked at:
+/// a queued run's jobs are all waiting; a run in progress may still have some waiting.
+const RUN_STATUSES_WITH_QUEUED_JOBS: [&str; 2] = ["queued", "in_progress"];
+/// How many runs' jobs are listed at once: quicker than one by one, gentle on GitHub's
+/// secondary (concurrency) limits.
+const RUN_JOBS_CONCURRENCY: usize = 4;
 /// What GitHub documents for a secondary rate limit that names no wait: at least a minute.
 const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 /// Error text taken from a response body is cut to this many characters.
@@ -393,6 +405,94 @@ impl RestGitHub {
         })
     }
 
+    /// Up to `budget` runs of `repo` with `status`, newest first, skipping those in `seen`
+    /// (a run can change status between two listings). Answers the runs and the calls made.
+    async fn runs_with_status(
+        &self,
+        installation_id: i64,
+        repo: &RepoName,
+        status: &'static str,
+        budget: usize,
+        per_page: usize,
+        seen: &mut HashSet<i64>,
+    ) -> GitHubResult<(Vec<WireRun>, u32)> {
+        let mut runs = Vec::new();
+        let mut listed = 0;
+        for page in 1..=MAX_PAGES {
+            let call = Call::new(
+                &REPO_RUNS,
+                Method::GET,
+                ["repos", repo.owner(), repo.name(), "actions", "runs"],
+            )
+            .auth(Auth::Installation(installation_id))
+            .query("status", status.to_owned())
+            .query("per_page", per_page.to_string())
+            .query("page", page.to_string());
+            let reply = self.call(&call).await?;
+            let wire: WireRuns = reply.json(&call)?;
+            let on_page = wire.workflow_runs.len();
+            listed += on_page;
+            for run in wire.workflow_runs {
+                if runs.len() == budget {
+                    return Ok((runs, page));
+                }
+                if seen.insert(run.id) {
+                    runs.push(run);
+                }
+            }
+            if runs.len() == budget || !more_pages(&reply.headers, on_page, per_page, listed, wire.total_count)
+            {
+                return Ok((runs, page));
+            }
+        }
+        tracing::warn!(status, pages = MAX_PAGES, "workflow run list truncated at the page limit");
+        Ok((runs, MAX_PAGES))
+    }
+
+    /// The queued jobs of one run's latest attempt, and the calls made. A run GitHub no longer
+    /// has (deleted since it was listed) has none.
+    async fn queued_jobs_of_run(
+        &self,
+        installation_id: i64,
+        repo: &RepoName,
+        run: WireRun,
+    ) -> GitHubResult<(Vec<GhQueuedJob>, u32)> {
+        let run_id = run.id.to_string();
+        let mut queued = Vec::new();
+        let mut listed = 0;
+        for page in 1..=MAX_PAGES {
+            let call = Call::new(
+                &RUN_JOBS,
+                Method::GET,
+                ["repos", repo.owner(), repo.name(), "actions", "runs", &run_id, "jobs"],
+            )
+            .auth(Auth::Installation(installation_id))
+            .query("filter", "latest".to_owned())
+            .query("per_page", PER_PAGE.to_string())
+            .query("page", page.to_string())
+            .not_found_ok();
+            let reply = self.call(&call).await?;
+            if reply.status == StatusCode::NOT_FOUND {
+                tracing::debug!(run_id = run.id, "workflow run gone before its jobs were listed");
+                return Ok((queued, page));
+            }
+            let wire: WireJobs = reply.json(&call)?;
+            let on_page = wire.jobs.len();
+            listed += on_page;
+            queued.extend(
+                wire.jobs
+                    .into_iter()
+                    .filter(|job| job.status == "queued")
+                    .map(|job| job.into_queued(&run, self.clock.now())),
+            );
+            if !more_pages(&reply.headers, on_page, PER_PAGE, listed, wire.total_count) {
+                return Ok((queued, page));
+            }
+        }
+        tracing::warn!(run_id = run.id, pages = MAX_PAGES, "job list truncated at the page limit");
+        Ok((queued, MAX_PAGES))
+    }
+
     fn url(&self, call: &Call<'_>) -> Url {
         let mut url = self.base.clone();
         url.path_segments_mut()
@@ -515,13 +615,7 @@ impl GitHub for RestGitHub {
             let wire: Wire = reply.json(&call)?;
             let on_page = wire.runners.len();
             runners.extend(wire.runners.into_iter().map(GhRunner::from));
-            // The Link header is GitHub's word on whether a next page exists; without one, a
-            // full page short of the total means there is more.
-            let more = match link_rel(&reply.headers, "next") {
-                Some(next) => next,
-                None => on_page == PER_PAGE && runners.len() < wire.total_count,
-            };
-            if !more {
+            if !more_pages(&reply.headers, on_page, PER_PAGE, runners.len(), wire.total_count) {
                 return Ok(runners);
             }
         }
@@ -620,6 +714,127 @@ impl GitHub for RestGitHub {
             (Err(e), _) => Err(e),
         }
     }
+
+    #[tracing::instrument(skip(self), fields(repo = %repo))]
+    async fn queued_jobs(
+        &self,
+        installation_id: i64,
+        repo: &RepoName,
+        max_runs: usize,
+    ) -> GitHubResult<Vec<GhQueuedJob>> {
+        // One page size for every page of a listing: page N is an offset of (N - 1) pages.
+        let per_page = max_runs.min(PER_PAGE);
+        let mut seen = HashSet::new();
+        let mut runs = Vec::new();
+        let mut calls = 0;
+        for status in RUN_STATUSES_WITH_QUEUED_JOBS {
+            let budget = max_runs - runs.len();
+            if budget == 0 {
+                break;
+            }
+            let (found, made) = self
+                .runs_with_status(installation_id, repo, status, budget, per_page, &mut seen)
+                .await?;
+            runs.extend(found);
+            calls += made;
+        }
+        let run_count = runs.len();
+        let per_run: Vec<(Vec<GhQueuedJob>, u32)> = futures::stream::iter(runs)
+            .map(|run| self.queued_jobs_of_run(installation_id, repo, run))
+            .buffered(RUN_JOBS_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut jobs_seen = HashSet::new();
+        let mut queued = Vec::new();
+        for (jobs, made) in per_run {
+            calls += made;
+            queued.extend(jobs.into_iter().filter(|job| jobs_seen.insert(job.id)));
+        }
+        tracing::debug!(
+            runs = run_count,
+            queued = queued.len(),
+            calls,
+            "listed the queued jobs of the repository's runs"
+        );
+        Ok(queued)
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn failed_deliveries(&self, since: Time) -> GitHubResult<Vec<GhDelivery>> {
+        let mut failed: Vec<GhDelivery> = Vec::new();
+        let mut failed_at: HashMap<String, usize> = HashMap::new();
+        let mut delivered: HashSet<String> = HashSet::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            pages += 1;
+            let mut call = Call::new(
+                &HOOK_DELIVERIES,
+                Method::GET,
+                ["app", "hook", "deliveries"],
+            )
+            .auth(Auth::App)
+            .query("per_page", PER_PAGE.to_string());
+            if let Some(cursor) = &cursor {
+                call = call.query("cursor", cursor.clone());
+            }
+            let reply = self.call(&call).await?;
+            let page: Vec<WireDelivery> = reply.json(&call)?;
+            // Newest first: once a page reaches past `since`, older pages are not wanted.
+            let reached_since = page.is_empty() || page.iter().any(|d| d.delivered_at < since);
+            for wire in page.into_iter().filter(|d| d.delivered_at >= since) {
+                if (200..300).contains(&wire.status_code) {
+                    delivered.insert(wire.guid);
+                } else if let Some(&i) = failed_at.get(&wire.guid) {
+                    // An older failed attempt of an event already listed by its newest one.
+                    failed[i].failed_attempts += 1;
+                } else {
+                    failed_at.insert(wire.guid.clone(), failed.len());
+                    failed.push(wire.into_delivery());
+                }
+            }
+            if reached_since {
+                break;
+            }
+            let next = link_target(&reply.headers, "next").and_then(|url| {
+                url.query_pairs()
+                    .find(|(k, _)| k == "cursor")
+                    .map(|(_, v)| v.into_owned())
+            });
+            match next {
+                Some(next) if cursor.as_ref() != Some(&next) && pages < MAX_PAGES => {
+                    cursor = Some(next)
+                }
+                Some(_) => {
+                    tracing::warn!(
+                        pages,
+                        "webhook delivery list truncated (page limit or a repeated cursor)"
+                    );
+                    break;
+                }
+                None => break,
+            }
+        }
+        // An event GitHub delivered successfully since (a redelivery that worked) needs nothing.
+        failed.retain(|d| !delivered.contains(&d.guid));
+        failed.sort_by(|a, b| b.delivered_at.cmp(&a.delivered_at));
+        tracing::debug!(pages, failed = failed.len(), "listed failed webhook deliveries");
+        Ok(failed)
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn redeliver(&self, delivery_id: i64) -> GitHubResult<()> {
+        let id = delivery_id.to_string();
+        let call = Call::new(
+            &REDELIVER,
+            Method::POST,
+            ["app", "hook", "deliveries", &id, "attempts"],
+        )
+        .auth(Auth::App);
+        self.call(&call).await?;
+        tracing::info!(delivery_id, "webhook redelivery requested");
+        Ok(())
+    }
 }
 
 /// `v2.321.0` → `2.321.0`, refusing anything that is not a dotted number.
@@ -708,6 +923,26 @@ const JOB: Endpoint = Endpoint {
     route: "GET /repos/{owner}/{repo}/actions/jobs/{job_id}",
     permission: Some("actions: read (repository)"),
     not_found_hint: None,
+};
+const REPO_RUNS: Endpoint = Endpoint {
+    route: "GET /repos/{owner}/{repo}/actions/runs",
+    permission: Some("actions: read (repository)"),
+    not_found_hint: Some("is the App installed on this repository?"),
+};
+const RUN_JOBS: Endpoint = Endpoint {
+    route: "GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs",
+    permission: Some("actions: read (repository)"),
+    not_found_hint: None,
+};
+const HOOK_DELIVERIES: Endpoint = Endpoint {
+    route: "GET /app/hook/deliveries",
+    permission: None,
+    not_found_hint: Some("does the GitHub App have a webhook?"),
+};
+const REDELIVER: Endpoint = Endpoint {
+    route: "POST /app/hook/deliveries/{delivery_id}/attempts",
+    permission: None,
+    not_found_hint: Some("GitHub keeps webhook deliveries for three days; this one may be gone"),
 };
 const LATEST_RELEASE: Endpoint = Endpoint {
     route: "GET /repos/{owner}/{repo}/releases/latest",
@@ -946,6 +1181,35 @@ fn link_rel(headers: &HeaderMap, rel: &str) -> Option<bool> {
     )
 }
 
+/// Whether a page-numbered list has another page: the `Link` header is GitHub's word; without
+/// one, a full page short of `total_count` means there is more.
+fn more_pages(
+    headers: &HeaderMap,
+    on_page: usize,
+    per_page: usize,
+    listed: usize,
+    total_count: usize,
+) -> bool {
+    match link_rel(headers, "next") {
+        Some(next) => next,
+        None => on_page == per_page && listed < total_count,
+    }
+}
+
+/// The target of the `Link` header's link with `rel`.
+fn link_target(headers: &HeaderMap, rel: &str) -> Option<Url> {
+    let link = headers.get(header::LINK)?.to_str().ok()?;
+    let wanted = format!("rel=\"{rel}\"");
+    link.split(',').find_map(|part| {
+        let mut pieces = part.split(';');
+        let target = pieces.next()?.trim().strip_prefix('<')?.strip_suffix('>')?;
+        pieces
+            .any(|p| p.trim() == wanted)
+            .then(|| Url::parse(target).ok())
+            .flatten()
+    })
+}
+
 /// A transport error in words, without the URL's query (harmless today, but kept short).
 fn transport_error(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
@@ -982,6 +1246,124 @@ impl From<WireRunner> for GhRunner {
             status: w.status,
             busy: w.busy,
             labels: w.labels.into_iter().map(|l| l.name).collect(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WireLogin {
+    login: String,
+}
+
+#[derive(Deserialize)]
+struct WireRuns {
+    total_count: usize,
+    workflow_runs: Vec<WireRun>,
+}
+
+/// A workflow run: what its jobs do not say themselves.
+#[derive(Deserialize)]
+struct WireRun {
+    id: i64,
+    /// The workflow's name.
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    run_attempt: Option<i64>,
+    #[serde(default)]
+    head_branch: Option<String>,
+    #[serde(default)]
+    created_at: Option<Time>,
+    #[serde(default)]
+    actor: Option<WireLogin>,
+    #[serde(default)]
+    triggering_actor: Option<WireLogin>,
+}
+
+#[derive(Deserialize)]
+struct WireJobs {
+    total_count: usize,
+    jobs: Vec<WireJob>,
+}
+
+#[derive(Deserialize)]
+struct WireJob {
+    id: i64,
+    run_id: i64,
+    #[serde(default)]
+    run_attempt: Option<i64>,
+    status: String,
+    #[serde(default)]
+    labels: Option<Vec<String>>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    workflow_name: Option<String>,
+    #[serde(default)]
+    head_branch: Option<String>,
+    #[serde(default)]
+    html_url: Option<String>,
+    #[serde(default)]
+    created_at: Option<Time>,
+}
+
+impl WireJob {
+    /// The job as the port reports it, completed from its run where the job is silent.
+    fn into_queued(self, run: &WireRun, now: Time) -> GhQueuedJob {
+        GhQueuedJob {
+            id: self.id,
+            run_id: self.run_id,
+            run_attempt: self.run_attempt.or(run.run_attempt).unwrap_or(1),
+            labels: self.labels.unwrap_or_default(),
+            name: self.name.unwrap_or_default(),
+            workflow_name: self.workflow_name.or_else(|| run.name.clone()),
+            head_branch: self.head_branch.or_else(|| run.head_branch.clone()),
+            html_url: self.html_url,
+            created_at: self.created_at.or(run.created_at).unwrap_or(now),
+            sender: run
+                .triggering_actor
+                .as_ref()
+                .or(run.actor.as_ref())
+                .map(|a| a.login.clone()),
+        }
+    }
+}
+
+/// One item of `GET /app/hook/deliveries`.
+#[derive(Deserialize)]
+struct WireDelivery {
+    id: i64,
+    guid: String,
+    delivered_at: Time,
+    #[serde(default)]
+    redelivery: bool,
+    #[serde(default)]
+    status: String,
+    status_code: i64,
+    event: String,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    installation_id: Option<i64>,
+    #[serde(default)]
+    repository_id: Option<i64>,
+}
+
+impl WireDelivery {
+    fn into_delivery(self) -> GhDelivery {
+        GhDelivery {
+            id: self.id,
+            guid: self.guid,
+            event: self.event,
+            action: self.action,
+            // Anything that is not an HTTP status (GitHub sends 0 when it could not connect).
+            status_code: u16::try_from(self.status_code).unwrap_or(0),
+            status: self.status,
+            delivered_at: self.delivered_at,
+            redelivery: self.redelivery,
+            installation_id: self.installation_id,
+            repository_id: self.repository_id,
+            failed_attempts: 1,
         }
     }
 }
@@ -1216,6 +1598,44 @@ mod tests {
             HeaderValue::from_static(r#"<https://api.github.com/x?page=1>; rel="prev""#),
         );
         assert_eq!(link_rel(&headers, "next"), Some(false));
+    }
+
+    #[test]
+    fn the_next_link_gives_the_delivery_cursor() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(link_target(&headers, "next"), None);
+        headers.insert(
+            header::LINK,
+            HeaderValue::from_static(r#"<https://api.github.com/app/hook/deliveries?per_page=100&cursor=v1_12077215967>; rel="next""#),
+        );
+        let next = link_target(&headers, "next").unwrap();
+        assert_eq!(
+            next.query_pairs().find(|(k, _)| k == "cursor").unwrap().1,
+            "v1_12077215967"
+        );
+        assert_eq!(link_target(&headers, "prev"), None);
+    }
+
+    #[test]
+    fn a_job_silent_on_its_workflow_attempt_and_time_takes_them_from_its_run() {
+        let run: WireRun = serde_json::from_value(serde_json::json!({
+            "id": 7, "name": "CI", "run_attempt": 2, "head_branch": "main",
+            "created_at": "2025-01-01T11:00:00Z",
+            "actor": {"login": "octocat"}, "triggering_actor": {"login": "hubot"},
+        }))
+        .unwrap();
+        let job: WireJob = serde_json::from_value(serde_json::json!({
+            "id": 70, "run_id": 7, "status": "queued", "labels": null, "name": "build",
+            "workflow_name": null, "head_branch": null, "html_url": null,
+        }))
+        .unwrap();
+        let queued = job.into_queued(&run, start());
+        assert_eq!(queued.run_attempt, 2);
+        assert_eq!(queued.workflow_name.as_deref(), Some("CI"));
+        assert_eq!(queued.head_branch.as_deref(), Some("main"));
+        assert_eq!(queued.created_at, "2025-01-01T11:00:00Z".parse::<Time>().unwrap());
+        assert_eq!(queued.sender.as_deref(), Some("hubot"), "who re-ran it, not who first pushed");
+        assert!(queued.labels.is_empty());
     }
 
     #[test]

@@ -136,7 +136,7 @@ pub async fn create_pool(ports: &Ports, caller: &Caller, body: Map<String, Value
     let spec = PoolSpec::parse(body)?;
     let project = require_project(ports, &spec.project_id).await?;
     let now = ports.clock.now();
-    let pool = Pool { id: new_id(IdKind::Pool, now), spec, active_runners: 0, created_at: now, updated_at: now };
+    let pool = Pool { id: new_id(IdKind::Pool, now), spec, active_runners: 0, degraded: None, created_at: now, updated_at: now };
     prepare(ports, &pool).await?;
     ports.store.create_pool(&pool).await.map_err(|e| match e {
         StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("name", m)),

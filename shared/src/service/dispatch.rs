@@ -21,7 +21,8 @@ use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::auth::callback_token::{self, Claims};
 use crate::config::Secret;
 use crate::domain::job::JobChanges;
-use crate::domain::{new_id, Actor, IdKind, Job, JobState, Pool, Runner, RunnerState, TransitionCause};
+use crate::domain::ids::is_id_of;
+use crate::domain::{new_id, Actor, Degraded, IdKind, Job, JobState, Pool, Runner, RunnerState, TransitionCause};
 use crate::fleet::{user_data, FleetError, JobRef, LaunchRequest};
 use crate::queue::{Delivery, Queue};
 use crate::store::{JobFilter, PageRequest, StoreError};
@@ -38,7 +39,14 @@ pub enum Dispatched {
     /// A launch failed in a way that may pass; the job is queued again and
     /// the message should come back later.
     Retry(String),
+    /// The pool is degraded (an account limit): the job is queued again and
+    /// a delayed message will bring it back when the pool may launch.
+    Deferred,
 }
+
+/// Receives of one message after which a job whose dispatch keeps failing
+/// is failed rather than cycled forever (a poison message).
+pub const POISON_RECEIVES: u32 = 10;
 
 fn orchestrator() -> Caller {
     Caller { actor: Actor::system("orchestrator"), client_ip: None }
@@ -63,6 +71,11 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
         fail_job(ports, &job, "its pool was deleted before a runner was launched").await?;
         return Ok(Dispatched::NotNeeded("pool deleted"));
     };
+    if let Some(degraded) = pool.degraded.as_ref().filter(|d| d.retry_at > ports.clock.now()) {
+        let wait = (degraded.retry_at - ports.clock.now()).to_std().unwrap_or_default();
+        ports.queue.send(job_id, Some(wait)).await.map_err(ServiceError::Internal)?;
+        return Ok(Dispatched::Deferred);
+    }
     let job = match advance(ports, job_id, JobState::Claimed, TransitionCause::Orchestrator, &JobChanges::default()).await? {
         Advanced::Moved(job) => *job,
         _ => return Ok(Dispatched::NotNeeded("claimed elsewhere")),
@@ -78,12 +91,45 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
         return Ok(Dispatched::WaitingForCapacity);
     }
     match launch(ports, &job, &pool).await {
-        Ok(runner_id) => Ok(Dispatched::Launched { runner_id }),
+        Ok(runner_id) => {
+            if pool.degraded.is_some() {
+                set_degraded(ports, &pool.id, None).await?;
+            }
+            Ok(Dispatched::Launched { runner_id })
+        }
+        Err(LaunchFailure::Fleet(FleetError::LimitExceeded(reason))) => {
+            // The account, not the job: no attempt counted; the whole pool waits.
+            release_capacity(ports, &pool.id).await?;
+            let now = ports.clock.now();
+            let cooldown = ports.settings.degraded_cooldown;
+            let retry_at = now + chrono::Duration::from_std(cooldown).unwrap_or_default();
+            set_degraded(ports, &pool.id, Some(Degraded { reason: reason.clone(), since: now, retry_at })).await?;
+            let note = JobChanges { note: Some(format!("pool degraded: {reason}")), ..Default::default() };
+            advance(ports, job_id, JobState::Queued, TransitionCause::Orchestrator, &note).await?;
+            ports.queue.send(job_id, Some(cooldown)).await.map_err(ServiceError::Internal)?;
+            Ok(Dispatched::Deferred)
+        }
         Err(failure) => {
             release_capacity(ports, &pool.id).await?;
             handle_launch_failure(ports, &job, &pool, failure).await
         }
     }
+}
+
+/// Marks a pool degraded (with the reason the API shows) or recovered, and
+/// audits the change.
+async fn set_degraded(ports: &Ports, pool_id: &str, degraded: Option<Degraded>) -> ServiceResult<()> {
+    let Some(mut pool) = ports.store.get_pool(pool_id).await? else { return Ok(()) };
+    if pool.degraded == degraded {
+        return Ok(());
+    }
+    let (action, detail) = match &degraded {
+        Some(d) => ("pool.degraded", json!({"reason": d.reason, "retry_at": d.retry_at})),
+        None => ("pool.recovered", json!({})),
+    };
+    pool.degraded = degraded;
+    ports.store.update_pool(&pool).await?;
+    record(ports, &orchestrator(), action, Some(pool_id), detail).await
 }
 
 async fn pool_has_room(ports: &Ports, pool_id: &str) -> ServiceResult<bool> {
@@ -158,7 +204,10 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
         attempt: job.attempts + 1,
     };
     let launched = match ports.fleet.launch(&request).await {
-        Ok(l) => l,
+        Ok(l) => {
+            crate::failpoint::hit("after_launch");
+            l
+        }
         Err(e) => {
             runner.state = RunnerState::Failed;
             runner.error_tail = Some(format!("launch failed: {e}"));
@@ -258,9 +307,33 @@ pub fn retry_delay(receive_count: u32) -> Duration {
     Duration::from_secs(5u64.saturating_mul(1 << receive_count.min(6)).min(300))
 }
 
-/// Handles one delivery and settles it with the queue.
+/// Handles one delivery and settles it with the queue. A message that is
+/// not a job id is acknowledged and logged; a job whose dispatch keeps
+/// failing is failed after [`POISON_RECEIVES`] tries.
 pub async fn settle(ports: &Ports, queue: &dyn Queue, delivery: &Delivery) {
-    let result = dispatch(ports, &delivery.job_id).await;
+    if !is_id_of(IdKind::Job, delivery.job_id.trim()) {
+        tracing::warn!(body = %delivery.job_id.chars().take(80).collect::<String>(), "dropping a queue message that is not a job id");
+        if let Err(e) = queue.ack(delivery).await {
+            tracing::warn!(error = %e, "could not drop a malformed queue message");
+        }
+        return;
+    }
+    let result = dispatch(ports, delivery.job_id.trim()).await;
+    if let Err(e) = &result {
+        if delivery.receive_count >= POISON_RECEIVES {
+            let reason = format!("dispatch failed {} times; last: {e}", delivery.receive_count);
+            tracing::error!(job_id = %delivery.job_id, reason, "giving up on a poison job");
+            if let Ok(Some(job)) = ports.store.get_job(&delivery.job_id).await {
+                if let Err(fail) = fail_job(ports, &job, &reason).await {
+                    tracing::warn!(error = %fail, "could not fail the poison job");
+                }
+            }
+            if let Err(e) = queue.ack(delivery).await {
+                tracing::warn!(error = %e, "could not drop the poison message");
+            }
+            return;
+        }
+    }
     let settled = match &result {
         Ok(Dispatched::Retry(reason)) => {
             tracing::info!(job_id = %delivery.job_id, reason, "launch will be retried");

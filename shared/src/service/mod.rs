@@ -61,6 +61,9 @@ pub struct Settings {
     /// `reaper.orphan_grace`: how old an instance pacer does not know must
     /// be before it is terminated.
     pub orphan_grace: std::time::Duration,
+    /// `reaper.degraded_cooldown`: how long a pool that hit an account
+    /// limit waits before it launches again.
+    pub degraded_cooldown: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]

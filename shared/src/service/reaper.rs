@@ -12,6 +12,9 @@
 //!    GitHub says busy, never when deregistration failed;
 //! 2. orphans: this deployment's instances no live runner owns, older than
 //!    `reaper.orphan_grace` → terminated (other deployments' are never seen);
+//!    ghosts: GitHub runners named with this deployment's prefix that no
+//!    live runner owns → deregistered (at most [`GHOST_TARGETS_PER_PASS`]
+//!    repos or orgs a pass, in rotation, to stay within GitHub's rate limit);
 //! 3. stuck jobs: `queued` past `reaper.redrive_after` → enqueued again;
 //!    `claimed` past it, or `starting` with no live runner → back to `queued`;
 //! 4. unmatched jobs a pool now serves, still queued on GitHub → queued;
@@ -30,7 +33,8 @@ use super::runners::{finish, github_target, retry_job_after_failed_runner};
 use super::webhook::{pick_pool, project_pools};
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::domain::job::JobChanges;
-use crate::domain::{Actor, Job, JobState, Pool, RepoName, Runner, RunnerState, Time, TransitionCause};
+use crate::domain::{Actor, Job, JobState, Pool, Project, RepoName, Runner, RunnerState, Scope, Time, TransitionCause};
+use crate::github::RunnerTarget;
 use crate::store::{JobFilter, PageRequest, RunnerFilter};
 
 /// One thing the reaper did.
@@ -95,6 +99,7 @@ pub async fn reconcile(ports: &Ports) -> ServiceResult<Report> {
         all_pages!(|p| ports.store.list_pools(None, p)).into_iter().map(|p: Pool| (p.id.clone(), p)).collect();
     runners(ports, &pools, &mut report).await?;
     orphans(ports, &mut report).await?;
+    ghosts(ports, &mut report).await?;
     stuck_jobs(ports, &mut report).await?;
     unmatched_jobs(ports, &mut report).await?;
     capacity(ports, &pools, &mut report).await?;
@@ -244,6 +249,79 @@ async fn orphans(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
             None => "no runner record owns it".to_string(),
         };
         act(ports, report, "orphan", &instance.instance_id, reason).await?;
+    }
+    Ok(())
+}
+
+/// How many repos or orgs one pass lists runners of.
+pub const GHOST_TARGETS_PER_PASS: usize = 20;
+
+/// Where this deployment's runners may be registered, with the App
+/// installation to ask with.
+async fn runner_targets(ports: &Ports, report: &mut Report) -> ServiceResult<Vec<(i64, RunnerTarget)>> {
+    let mut targets = Vec::new();
+    let projects: Vec<Project> = all_pages!(|p| ports.store.list_projects(p));
+    for project in projects {
+        let recent = |filter: JobFilter| async move {
+            let page = ports.store.list_jobs(&filter, &PageRequest::first(1)).await?;
+            Ok::<_, ServiceError>(page.items.into_iter().next().and_then(|j| j.installation_id))
+        };
+        match (project.spec.scope, &project.spec.org) {
+            (Scope::Org, Some(org)) => {
+                let filter = JobFilter { project_id: Some(project.id.clone()), ..Default::default() };
+                match recent(filter).await? {
+                    Some(installation) => targets.push((installation, RunnerTarget::Org(org.clone()))),
+                    None => {} // no job yet: no runner can have registered
+                }
+            }
+            _ => {
+                let bindings: Vec<crate::domain::RepoBinding> = all_pages!(|p| ports.store.list_bindings(Some(&project.id), p));
+                for binding in bindings {
+                    let repo = binding.spec.repo.clone();
+                    let filter = JobFilter { repo: Some(repo.key()), ..Default::default() };
+                    let installation = match recent(filter).await? {
+                        Some(i) => i,
+                        None => continue,
+                    };
+                    targets.push((installation, RunnerTarget::Repo(repo)));
+                }
+            }
+        }
+    }
+    if targets.len() > GHOST_TARGETS_PER_PASS {
+        // Rotate through the targets, a window per pass.
+        let start = (ports.clock.now().timestamp() / 60) as usize * GHOST_TARGETS_PER_PASS % targets.len();
+        targets.rotate_left(start);
+        targets.truncate(GHOST_TARGETS_PER_PASS);
+        report.deferred.push("ghost check: more repos and orgs than one pass lists; the rest follow in later passes".into());
+    }
+    Ok(targets)
+}
+
+async fn ghosts(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
+    let prefix = format!("{}-", ports.settings.deployment);
+    for (installation, target) in runner_targets(ports, report).await? {
+        let listed = match ports.github.list_runners(installation, &target).await {
+            Ok(l) => l,
+            Err(e) => {
+                report.deferred.push(format!("list runners of {target}: {e}"));
+                continue;
+            }
+        };
+        for gh in listed.into_iter().filter(|r| r.name.starts_with(&prefix)) {
+            if ports.store.runner_by_name(&gh.name).await?.is_some_and(|r| r.state.is_live()) {
+                continue;
+            }
+            if gh.busy {
+                report.deferred.push(format!("ghost {} is busy on GitHub; left for a later pass", gh.name));
+                continue;
+            }
+            if let Err(e) = ports.github.delete_runner(installation, &target, gh.id).await {
+                report.deferred.push(format!("deregister ghost {}: {e}", gh.name));
+                continue;
+            }
+            act(ports, report, "ghost", &gh.name, format!("registered at {target} but no live runner of pacer owns it")).await?;
+        }
     }
     Ok(())
 }

@@ -127,6 +127,7 @@ pub async fn register(ports: &Ports, token: &str, body: RegisterBody) -> Result<
             return Err(ServiceError::Upstream(format!("GitHub did not issue a runner configuration: {e}")).into());
         }
     };
+    crate::failpoint::hit("after_jit_mint");
     let mut registered = runner.clone();
     registered.state = RunnerState::Registered;
     registered.github_runner_id = Some(jit.runner_id);

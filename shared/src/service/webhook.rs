@@ -203,6 +203,7 @@ async fn queued(ports: &Ports, caller: &Caller, ev: &WorkflowJobEvent, arrived_a
     match ports.store.insert_job(&job).await? {
         Inserted::Existing(existing) => already_known(ports, *existing, arrived_as).await,
         Inserted::Created => {
+            crate::failpoint::hit("after_job_insert");
             match state {
                 JobState::Unmatched => {
                     record(ports, caller, "job.no_pool_match", Some(&job.id), json!({

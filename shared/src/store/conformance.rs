@@ -97,6 +97,7 @@ pub fn pool(project_id: &str, name: &str, max_runners: u32, at: Time) -> Pool {
             priority: 0,
         },
         active_runners: 0,
+        degraded: None,
         created_at: at,
         updated_at: at,
     }

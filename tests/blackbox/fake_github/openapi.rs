@@ -114,6 +114,30 @@ impl OpenApi {
             .collect()
     }
 
+    /// The value of one documented query parameter, typed as its schema says, with the
+    /// schema's validator; `None` when the operation does not document the parameter.
+    pub fn query_parameter(
+        &self,
+        method: &str,
+        template: &str,
+        name: &str,
+        text: &str,
+    ) -> Option<(Value, Arc<Validator>)> {
+        let op = self.operation(method, template);
+        let shared = self.doc["paths"][template]["parameters"].as_array();
+        let own = op["parameters"].as_array();
+        let parameter = shared
+            .into_iter()
+            .flatten()
+            .chain(own.into_iter().flatten())
+            .map(|p| self.resolve(p))
+            .find(|p| p["in"] == "query" && p["name"] == name)?;
+        let schema = self.resolve(&parameter["schema"]);
+        let key = format!("query {method} {template} {name}");
+        let validator = self.validator(key, || self.to_json_schema(schema, 0));
+        Some((query_value(schema["type"].as_str(), text), validator))
+    }
+
     /// Whether the operation requires a request body.
     pub fn request_body_required(&self, method: &str, template: &str) -> bool {
         self.operation(method, template)
@@ -285,6 +309,18 @@ fn close_object(schema: &mut Value) {
         if map.contains_key("properties") && !map.contains_key("additionalProperties") {
             map.insert("additionalProperties".into(), Value::Bool(false));
         }
+    }
+}
+
+/// A query parameter's text as the JSON value its schema is about: a number or a boolean where
+/// the schema wants one and the text reads as one, a string otherwise (so `per_page=ten` is
+/// reported as not an integer).
+fn query_value(schema_type: Option<&str>, text: &str) -> Value {
+    match schema_type {
+        Some("integer") => text.parse::<i64>().map_or_else(|_| text.into(), Value::from),
+        Some("number") => text.parse::<f64>().map_or_else(|_| text.into(), Value::from),
+        Some("boolean") => text.parse::<bool>().map_or_else(|_| text.into(), Value::from),
+        _ => Value::String(text.to_owned()),
     }
 }
 

@@ -128,6 +128,7 @@ fn settings() -> SimulatedSettings {
         pickup_delay: Duration::from_millis(10),
         register_tries: 2,
         retry_delay: Duration::from_millis(10),
+        launch_failure_rate: 0.0,
     }
 }
 
@@ -144,6 +145,7 @@ fn pool() -> Pool {
         id: "pool_1".into(),
         spec,
         active_runners: 0,
+        degraded: None,
         created_at: chrono::Utc::now(),
         updated_at: chrono::Utc::now(),
     }
@@ -297,4 +299,90 @@ fn the_webhook_payload_has_githubs_shape() {
     assert_eq!(p["repository"]["name"], "app");
     assert_eq!(p["installation"]["id"], 1);
     assert_eq!(p["sender"]["login"], "pacer-simulator");
+}
+
+#[test]
+fn injected_failures_follow_a_fixed_schedule_of_exactly_the_rate() {
+    let failing = |rate: f64, n: u64| (1..=n).filter(|i| injected_failure(*i, rate)).collect::<Vec<_>>();
+
+    // 5%: every 20th launch, exactly 50 in 1,000
+    let five = failing(0.05, 1000);
+    assert_eq!(five.len(), 50);
+    assert!(five.iter().all(|n| n % 20 == 0), "{five:?}");
+
+    // Never, always, and what is not a rate
+    assert!(failing(0.0, 1000).is_empty());
+    assert_eq!(failing(1.0, 1000).len(), 1000);
+    assert!(failing(f64::NAN, 100).is_empty());
+    assert!(failing(-0.5, 100).is_empty());
+    assert_eq!(failing(7.0, 100).len(), 100);
+
+    // Any first N launches hold floor(N·rate) failures, whatever the rate
+    for n in [1, 2, 3, 10, 99, 1000, 12345] {
+        assert_eq!(failing(0.3, n).len() as u64, n * 3 / 10, "{n} launches at 30%");
+        assert_eq!(failing(0.05, n).len() as u64, n / 20, "{n} launches at 5%");
+    }
+    assert!(!injected_failure(0, 1.0), "launches count from 1");
+}
+
+#[tokio::test]
+async fn a_fleet_with_a_failure_rate_refuses_launches_as_no_capacity_and_starts_nothing_for_them() {
+    // Given a fleet failing 1 launch in 4, whose instances take an hour to boot
+    let fleet = SimulatedFleet::new(SimulatedSettings {
+        boot_delay: Duration::from_secs(3600),
+        launch_failure_rate: 0.25,
+        ..settings()
+    });
+
+    // When 8 runners are launched
+    let mut refused = Vec::new();
+    for n in 1..=8 {
+        match fleet.launch(&request(&format!("run_{n}"), "http://127.0.0.1:1")).await {
+            Ok(_) => {}
+            Err(FleetError::NoCapacity(reason)) => {
+                assert!(reason.contains("injected"), "{reason}");
+                refused.push(n);
+            }
+            Err(other) => panic!("launch {n}: {other}"),
+        }
+    }
+
+    // Then the 4th and the 8th are refused, and have no instance
+    assert_eq!(refused, [4, 8]);
+    assert!(fleet.instance_for_runner("run_4").await.unwrap().is_none());
+    assert!(fleet.instance_for_runner("run_8").await.unwrap().is_none());
+    assert_eq!(fleet.list_instances().await.unwrap().len(), 6);
+    let c = fleet.counters();
+    assert_eq!((c.launched, c.launch_failures, c.live), (6, 2, 6));
+
+    // And a repeated launch of a runner that has its instance neither fails
+    // nor moves the schedule: the next new launch (the 9th) succeeds
+    fleet.launch(&request("run_1", "http://127.0.0.1:1")).await.expect("the same instance again");
+    fleet.launch(&request("run_9", "http://127.0.0.1:1")).await.expect("the 9th launch");
+    let c = fleet.counters();
+    assert_eq!((c.launched, c.launch_failures), (7, 2));
+
+    // And a refused runner launched again gets an instance then (the
+    // schedule is per launch, not per runner)
+    fleet.launch(&request("run_4", "http://127.0.0.1:1")).await.expect("the 10th launch");
+    fleet.launch(&request("run_11", "http://127.0.0.1:1")).await.expect("the 11th launch");
+    assert!(fleet.launch(&request("run_12", "http://127.0.0.1:1")).await.is_err(), "the 12th launch");
+
+    for instance in fleet.list_instances().await.unwrap() {
+        fleet.terminate(&instance.instance_id).await.unwrap();
+    }
+    assert_eq!(fleet.counters().live, 0);
+}
+
+#[tokio::test]
+async fn a_fleet_without_a_failure_rate_never_refuses() {
+    let fleet = SimulatedFleet::new(SimulatedSettings { boot_delay: Duration::from_secs(3600), ..settings() });
+    for n in 1..=40 {
+        fleet.launch(&request(&format!("run_{n}"), "http://127.0.0.1:1")).await.unwrap();
+    }
+    let c = fleet.counters();
+    assert_eq!((c.launched, c.launch_failures), (40, 0));
+    for instance in fleet.list_instances().await.unwrap() {
+        fleet.terminate(&instance.instance_id).await.unwrap();
+    }
 }
