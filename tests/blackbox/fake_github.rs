@@ -861,6 +861,12 @@ impl Incoming<'_> {
             .map(percent_decode)
     }
 
+    /// `per_page` and `page` with GitHub's defaults: 30 a page, at most 100.
+    fn page(&self) -> (usize, usize) {
+        let per_page = self.query_param("per_page").unwrap_or(30).clamp(1, 100);
+        (per_page, self.query_param("page").unwrap_or(1).max(1))
+    }
+
     fn host(&self) -> &str {
         self.headers
             .get("host")
@@ -899,6 +905,8 @@ struct Answer {
     status: StatusCode,
     headers: Vec<(String, String)>,
     body: Option<Value>,
+    /// A redelivery to send once the answer is out.
+    forward: Option<(WebhookTarget, FakeDelivery)>,
 }
 
 impl Answer {
@@ -907,6 +915,7 @@ impl Answer {
             status,
             headers: Vec::new(),
             body: Some(body),
+            forward: None,
         }
     }
 
@@ -915,6 +924,7 @@ impl Answer {
             status,
             headers: Vec::new(),
             body: None,
+            forward: None,
         }
     }
 
@@ -928,7 +938,7 @@ impl Answer {
 }
 
 async fn handle(
-    AxumState(state): AxumState<Shared>,
+    AxumState(shared): AxumState<Shared>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -943,12 +953,12 @@ async fn handle(
     let routed = route(&method, &api_path);
     let delay = routed
         .as_ref()
-        .and_then(|(e, _)| state.lock().unwrap().delays.get(e).copied());
+        .and_then(|(e, _)| shared.lock().unwrap().delays.get(e).copied());
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }
 
-    let mut state = state.lock().expect("fake GitHub state lock");
+    let mut state = shared.lock().expect("fake GitHub state lock");
     let mut violations = Vec::new();
     let parsed_body = if body.is_empty() {
         None
@@ -963,7 +973,7 @@ async fn handle(
     };
 
     let endpoint = routed.as_ref().map(|(e, _)| *e);
-    let answer = match routed {
+    let mut answer = match routed {
         None => {
             violations.push(format!(
                 "{method} {path}: the fake GitHub does not serve this; pacer should not call it"
@@ -1018,7 +1028,33 @@ async fn handle(
         status: answer.status.as_u16(),
     });
     drop(state);
+    if let Some((target, delivery)) = answer.forward.take() {
+        tokio::spawn(forward_delivery(shared, target, delivery));
+    }
     into_response(answer)
+}
+
+/// Delivers a redelivery to the test's webhook endpoint as GitHub would, and records it with
+/// the status the endpoint answered (0 when it could not be reached).
+async fn forward_delivery(shared: Shared, target: WebhookTarget, mut delivery: FakeDelivery) {
+    let body = serde_json::to_vec(delivery.payload.as_ref().expect("a payload to forward"))
+        .expect("a JSON payload");
+    let signature = pacer_shared::github::webhook::sign(&target.secret, &body);
+    let answered = reqwest::Client::new()
+        .post(&target.url)
+        .timeout(Duration::from_secs(10))
+        .header("content-type", "application/json")
+        .header("user-agent", "GitHub-Hookshot/fake")
+        .header("x-github-event", &delivery.event)
+        .header("x-github-delivery", &delivery.guid)
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .send()
+        .await;
+    delivery.status_code = answered.map_or(0, |r| r.status().as_u16());
+    let mut state = shared.lock().expect("fake GitHub state lock");
+    delivery.delivered_at = state.now();
+    state.deliveries.push(delivery);
 }
 
 fn into_response(answer: Answer) -> Response {
@@ -1068,11 +1104,21 @@ fn check_request(
         .split('&')
         .filter(|p| !p.is_empty())
     {
-        let name = pair.split('=').next().unwrap_or_default();
+        let (name, text) = pair.split_once('=').unwrap_or((pair, ""));
         if !documented.iter().any(|d| d == name) {
             violations.push(format!(
                 "query parameter {name:?} is not documented for this operation"
             ));
+            continue;
+        }
+        if let Some((value, validator)) =
+            spec.query_parameter(method, template, name, &percent_decode(text))
+        {
+            violations.extend(
+                openapi::violations(&validator, &value)
+                    .into_iter()
+                    .map(|v| format!("query parameter {name}={text:?} {v}")),
+            );
         }
     }
     match (spec.request_validator(method, template), body) {
@@ -1193,6 +1239,10 @@ impl State {
             DeleteOrgRunner => self.delete_runner(&FakeTarget::org(&params.org), params.id),
             GetJob => self.get_job(params),
             LatestRelease => self.latest_release(params),
+            ListRepoRuns => self.list_runs(params, request),
+            ListRunJobs => self.list_run_jobs(params, request),
+            ListHookDeliveries => self.list_deliveries(request),
+            RedeliverHookDelivery => self.redeliver(params.id),
         }
     }
 
@@ -1368,23 +1418,7 @@ impl State {
             StatusCode::OK,
             json!({"total_count": all.len(), "runners": on_page}),
         );
-        if pages > 1 {
-            let (host, path) = (request.headers.get("host"), request.path);
-            let host = host.and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1");
-            let link = |p: usize, rel: &str| {
-                format!("<http://{host}{path}?per_page={per_page}&page={p}>; rel=\"{rel}\"")
-            };
-            let mut links = Vec::new();
-            if page < pages {
-                links.push(link(page + 1, "next"));
-                links.push(link(pages, "last"));
-            }
-            if page > 1 {
-                links.push(link(1, "first"));
-                links.push(link(page - 1, "prev"));
-            }
-            answer.headers.push(("link".into(), links.join(", ")));
-        }
+        answer.headers.extend(page_links(request, per_page, page, pages));
         answer
     }
 
@@ -1417,10 +1451,17 @@ impl State {
         else {
             return Answer::error(StatusCode::NOT_FOUND, "Not Found");
         };
+        Answer::json(StatusCode::OK, self.job_json(job))
+    }
+
+    /// A job as the REST API shows it, completed from its run when the run is seeded.
+    fn job_json(&self, job: &FakeJob) -> Value {
+        let run = self.runs.get(&job.run_id);
         let mut wire = openapi::description().example("job");
         let repo = &job.repo;
         wire["id"] = json!(job.id);
         wire["run_id"] = json!(job.run_id);
+        wire["run_attempt"] = json!(run.map_or(1, |r| r.run_attempt));
         wire["run_url"] = json!(format!(
             "https://api.github.com/repos/{repo}/actions/runs/{}",
             job.run_id
@@ -1433,19 +1474,199 @@ impl State {
             "https://github.com/{repo}/actions/runs/{}/job/{}",
             job.run_id, job.id
         ));
+        wire["name"] = json!(if job.name.is_empty() {
+            "build"
+        } else {
+            job.name.as_str()
+        });
+        wire["workflow_name"] = json!(run.map_or("CI", |r| r.name.as_str()));
         wire["status"] = json!(job.status);
         wire["conclusion"] = json!(job.conclusion);
         wire["labels"] = json!(job.labels);
         wire["runner_id"] = json!(job.runner_id);
         wire["runner_name"] = json!(job.runner_name);
         // GitHub's example predates the required `created_at`; the fake answers the schema.
-        let now = self.now().to_rfc3339_opts(SecondsFormat::Secs, true);
-        wire["created_at"] = json!(now);
-        wire["started_at"] = json!(now);
+        let created = job
+            .created_at
+            .unwrap_or_else(|| self.now())
+            .to_rfc3339_opts(SecondsFormat::Secs, true);
+        wire["created_at"] = json!(created);
+        wire["started_at"] = json!(created);
         if job.status != "completed" {
             wire["completed_at"] = Value::Null;
+            wire["steps"] = json!([]);
         }
-        Answer::json(StatusCode::OK, wire)
+        wire
+    }
+
+    /// A run as the REST API shows it, from GitHub's own example.
+    fn run_json(&self, run: &FakeRun) -> Value {
+        let mut wire = openapi::description().example("workflow-run");
+        let (repo, id) = (&run.repo, run.id);
+        let api = format!("https://api.github.com/repos/{repo}/actions/runs/{id}");
+        let created = run
+            .created_at
+            .unwrap_or_else(|| self.now())
+            .to_rfc3339_opts(SecondsFormat::Secs, true);
+        wire["id"] = json!(id);
+        wire["name"] = json!(run.name);
+        wire["run_number"] = json!(id);
+        wire["status"] = json!(run.status);
+        wire["conclusion"] = json!((run.status == "completed").then_some("success"));
+        wire["run_attempt"] = json!(run.run_attempt);
+        wire["url"] = json!(api);
+        wire["html_url"] = json!(format!("https://github.com/{repo}/actions/runs/{id}"));
+        wire["jobs_url"] = json!(format!("{api}/jobs"));
+        wire["logs_url"] = json!(format!("{api}/logs"));
+        wire["artifacts_url"] = json!(format!("{api}/artifacts"));
+        wire["cancel_url"] = json!(format!("{api}/cancel"));
+        wire["rerun_url"] = json!(format!("{api}/rerun"));
+        wire["previous_attempt_url"] = if run.run_attempt > 1 {
+            json!(format!("{api}/attempts/{}", run.run_attempt - 1))
+        } else {
+            Value::Null
+        };
+        wire["created_at"] = json!(created);
+        wire["updated_at"] = json!(created);
+        wire["run_started_at"] = json!(created);
+        wire["actor"]["login"] = json!(run.actor);
+        wire["triggering_actor"]["login"] = json!(run.actor);
+        for key in ["repository", "head_repository"] {
+            let (owner, name) = repo.split_once('/').unwrap_or((repo, repo));
+            wire[key]["full_name"] = json!(repo);
+            wire[key]["name"] = json!(name);
+            wire[key]["owner"]["login"] = json!(owner);
+        }
+        wire
+    }
+
+    fn list_runs(&self, params: &Params, request: &Incoming<'_>) -> Answer {
+        let (per_page, page) = request.page();
+        let status = request.query_text("status");
+        let repo = params.repo_full_name();
+        // Newest first, as GitHub lists them.
+        let all: Vec<&FakeRun> = self
+            .runs
+            .values()
+            .rev()
+            .filter(|r| r.repo.to_lowercase() == repo)
+            .filter(|r| status.as_ref().is_none_or(|s| &r.status == s))
+            .collect();
+        let pages = all.len().div_ceil(per_page).max(1);
+        let on_page: Vec<Value> = all
+            .iter()
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .map(|r| self.run_json(r))
+            .collect();
+        let mut answer = Answer::json(
+            StatusCode::OK,
+            json!({"total_count": all.len(), "workflow_runs": on_page}),
+        );
+        answer.headers.extend(page_links(request, per_page, page, pages));
+        answer
+    }
+
+    fn list_run_jobs(&self, params: &Params, request: &Incoming<'_>) -> Answer {
+        let repo = params.repo_full_name();
+        if !self
+            .runs
+            .get(&params.id)
+            .is_some_and(|r| r.repo.to_lowercase() == repo)
+        {
+            return Answer::error(StatusCode::NOT_FOUND, "Not Found");
+        }
+        let (per_page, page) = request.page();
+        let mut all: Vec<&FakeJob> = self
+            .jobs
+            .values()
+            .filter(|j| j.run_id == params.id && j.repo.to_lowercase() == repo)
+            .collect();
+        all.sort_by_key(|j| j.id);
+        let pages = all.len().div_ceil(per_page).max(1);
+        let on_page: Vec<Value> = all
+            .iter()
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .map(|j| self.job_json(j))
+            .collect();
+        let mut answer = Answer::json(
+            StatusCode::OK,
+            json!({"total_count": all.len(), "jobs": on_page}),
+        );
+        answer.headers.extend(page_links(request, per_page, page, pages));
+        answer
+    }
+
+    fn deliveries_newest_first(&self) -> Vec<FakeDelivery> {
+        let mut all = self.deliveries.clone();
+        all.sort_by(|a, b| {
+            b.delivered_at
+                .cmp(&a.delivered_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
+        all
+    }
+
+    /// Cursor pagination, as GitHub pages deliveries: the cursor names the last delivery of the
+    /// previous page, and the `Link` header carries the next one.
+    fn list_deliveries(&self, request: &Incoming<'_>) -> Answer {
+        let per_page = request.query_param("per_page").unwrap_or(30).clamp(1, 100);
+        let all = self.deliveries_newest_first();
+        let start = match request.query_text("cursor") {
+            None => 0,
+            Some(cursor) => {
+                let after = cursor
+                    .strip_prefix("v1_")
+                    .and_then(|id| id.parse::<i64>().ok())
+                    .and_then(|id| all.iter().position(|d| d.id == id));
+                match after {
+                    Some(position) => position + 1,
+                    None => return Answer::error(StatusCode::BAD_REQUEST, "Bad Request"),
+                }
+            }
+        };
+        let on_page: Vec<&FakeDelivery> = all.iter().skip(start).take(per_page).collect();
+        let body: Vec<Value> = on_page.iter().map(|d| delivery_json(d)).collect();
+        let mut answer = Answer::json(StatusCode::OK, Value::Array(body));
+        if let Some(last) = on_page.last().filter(|_| start + per_page < all.len()) {
+            let (host, path) = (request.host(), request.path);
+            answer.headers.push((
+                "link".into(),
+                format!(
+                    "<http://{host}{path}?per_page={per_page}&cursor=v1_{}>; rel=\"next\"",
+                    last.id
+                ),
+            ));
+        }
+        answer
+    }
+
+    fn redeliver(&mut self, delivery_id: i64) -> Answer {
+        let Some(original) = self
+            .deliveries
+            .iter()
+            .find(|d| d.id == delivery_id)
+            .cloned()
+        else {
+            return Answer::error(StatusCode::NOT_FOUND, "Not Found");
+        };
+        self.redeliveries.push(delivery_id);
+        let again = FakeDelivery {
+            id: self.next_delivery_id,
+            redelivery: true,
+            status_code: self.redelivery_status,
+            delivered_at: self.now(),
+            ..original
+        };
+        self.next_delivery_id += 1;
+        let mut answer = Answer::json(StatusCode::ACCEPTED, json!({}));
+        match (&self.webhook_target, &again.payload) {
+            // GitHub answers first and delivers afterwards; so does the fake.
+            (Some(target), Some(_)) => answer.forward = Some((target.clone(), again)),
+            _ => self.deliveries.push(again),
+        }
+        answer
     }
 
     fn latest_release(&self, params: &Params) -> Answer {
@@ -1461,6 +1682,67 @@ impl State {
         ));
         Answer::json(StatusCode::OK, release)
     }
+}
+
+/// The `Link` header of page `page` of `pages`: the request's own query with another `page`.
+fn page_links(
+    request: &Incoming<'_>,
+    per_page: usize,
+    page: usize,
+    pages: usize,
+) -> Option<(String, String)> {
+    if pages <= 1 {
+        return None;
+    }
+    let (host, path) = (request.host(), request.path);
+    let kept: Vec<&str> = request
+        .query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("page=") && !p.starts_with("per_page="))
+        .collect();
+    let link = |p: usize, rel: &str| {
+        let mut query = kept.clone();
+        let (per_page, p) = (format!("per_page={per_page}"), format!("page={p}"));
+        query.extend([per_page.as_str(), p.as_str()]);
+        format!("<http://{host}{path}?{}>; rel=\"{rel}\"", query.join("&"))
+    };
+    let mut links = Vec::new();
+    if page < pages {
+        links.push(link(page + 1, "next"));
+        links.push(link(pages, "last"));
+    }
+    if page > 1 {
+        links.push(link(1, "first"));
+        links.push(link(page - 1, "prev"));
+    }
+    Some(("link".into(), links.join(", ")))
+}
+
+/// A delivery as `GET /app/hook/deliveries` shows it.
+fn delivery_json(delivery: &FakeDelivery) -> Value {
+    let status = match delivery.status_code {
+        0 => "failed to connect".to_owned(),
+        code if delivery.succeeded() => StatusCode::from_u16(code)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("OK")
+            .to_owned(),
+        code => format!("Invalid HTTP Response: {code}"),
+    };
+    json!({
+        "id": delivery.id,
+        "guid": delivery.guid,
+        "delivered_at": delivery.delivered_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        "redelivery": delivery.redelivery,
+        "duration": 0.12,
+        "status": status,
+        "status_code": delivery.status_code,
+        "event": delivery.event,
+        "action": delivery.action,
+        "installation_id": delivery.installation_id,
+        "repository_id": delivery.repository_id,
+        "throttled_at": null,
+    })
 }
 
 /// A runner as the REST API shows it (labels are objects there).

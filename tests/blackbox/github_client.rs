@@ -2,17 +2,24 @@
 //! the installation-token cache, each endpoint's request, pagination, and how failures are
 //! retried, waited out or reported. Every request and response is also checked against GitHub's
 //! OpenAPI description by the fake; a test ends in failure if either side broke it.
+//!
+//! Also the reaper's view of missed webhooks: queued jobs found through workflow runs, failed
+//! App webhook deliveries, and redelivery.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::TimeDelta;
 use pacer_shared::clock::{Clock, ManualClock};
 use pacer_shared::domain::RepoName;
 use pacer_shared::github::rest::{RestGitHub, RetryPolicy, USER_AGENT};
 use pacer_shared::github::{GitHub, GitHubError, JitRequest, RunnerTarget};
 use serde_json::json;
 
-use crate::fake_github::{Endpoint, Failure, FakeGitHub, FakeJob, FakeTarget, openapi};
+use crate::fake_github::{
+    Endpoint, Failure, FakeDelivery, FakeGitHub, FakeJob, FakeRun, FakeTarget, openapi,
+};
 
 const REPO_INSTALLATION: i64 = 1001;
 const ORG_INSTALLATION: i64 = 2002;
@@ -509,6 +516,7 @@ async fn a_job_is_got_or_none_when_github_does_not_know_it() {
         labels: vec!["self-hosted".into(), "linux".into()],
         runner_id: Some(5),
         runner_name: Some("pacer-dev-r5".into()),
+        ..FakeJob::default()
     });
 
     let job = s
@@ -891,6 +899,558 @@ async fn errors_never_carry_the_token_or_the_jit_config() {
     }
 }
 
+// ------------------------------------------------------------------------ missed webhooks
+
+const SELF_HOSTED: &[&str] = &["self-hosted", "linux"];
+
+fn ids(jobs: &[pacer_shared::github::GhQueuedJob]) -> BTreeSet<i64> {
+    jobs.iter().map(|j| j.id).collect()
+}
+
+#[tokio::test]
+async fn queued_jobs_are_found_in_queued_and_in_progress_runs_and_nothing_else() {
+    let s = setup().await;
+    // A queued run: every job waits, whatever runner it wants.
+    s.fake.add_run_with_jobs(
+        FakeRun::new(10, "acme/widgets", "queued"),
+        &[(101, "queued", SELF_HOSTED), (102, "queued", &["ubuntu-latest"])],
+    );
+    // A run in progress with one job still waiting for a runner.
+    s.fake.add_run_with_jobs(
+        FakeRun::new(11, "acme/widgets", "in_progress"),
+        &[
+            (111, "in_progress", SELF_HOSTED),
+            (112, "queued", SELF_HOSTED),
+            (113, "completed", SELF_HOSTED),
+        ],
+    );
+    // Runs that cannot hold a queued job, and another repository's run.
+    s.fake.add_run_with_jobs(
+        FakeRun::new(12, "acme/widgets", "completed"),
+        &[(121, "completed", SELF_HOSTED)],
+    );
+    s.fake.add_run_with_jobs(
+        FakeRun::new(13, "acme/widgets", "waiting"),
+        &[(131, "waiting", SELF_HOSTED)],
+    );
+    s.fake.add_run_with_jobs(
+        FakeRun::new(14, "acme/other", "queued"),
+        &[(141, "queued", SELF_HOSTED)],
+    );
+
+    let jobs = s
+        .github
+        .queued_jobs(REPO_INSTALLATION, &widgets(), 10)
+        .await
+        .unwrap();
+
+    assert_eq!(ids(&jobs), BTreeSet::from([101, 102, 112]));
+    let statuses: Vec<Option<String>> = s
+        .fake
+        .requests_to(Endpoint::ListRepoRuns)
+        .iter()
+        .map(|r| r.query_param("status"))
+        .collect();
+    assert_eq!(
+        statuses,
+        [Some("queued".to_owned()), Some("in_progress".to_owned())]
+    );
+    let job_listings = s.fake.requests_to(Endpoint::ListRunJobs);
+    let runs: BTreeSet<&str> = job_listings.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        runs,
+        BTreeSet::from([
+            "/repos/acme/widgets/actions/runs/10/jobs",
+            "/repos/acme/widgets/actions/runs/11/jobs"
+        ]),
+        "only queued and in-progress runs are looked into"
+    );
+    assert!(job_listings.iter().all(|r| {
+        r.query_param("filter").as_deref() == Some("latest")
+            && r.query_param("per_page").as_deref() == Some("100")
+    }));
+}
+
+#[tokio::test]
+async fn a_queued_job_carries_what_its_webhook_would_have() {
+    let s = setup().await;
+    let created: pacer_shared::domain::Time = "2025-03-01T10:00:00Z".parse().unwrap();
+    let mut run = FakeRun::new(20, "acme/widgets", "queued");
+    run.name = "Release".into();
+    run.run_attempt = 2;
+    run.actor = "hubot".into();
+    s.fake.add_run(run);
+    s.fake.add_job(FakeJob {
+        name: "build (arm64)".into(),
+        created_at: Some(created),
+        ..FakeJob::queued(201, 20, "acme/widgets", &["self-hosted", "linux", "arm64"])
+    });
+
+    let jobs = s
+        .github
+        .queued_jobs(REPO_INSTALLATION, &widgets(), 5)
+        .await
+        .unwrap();
+
+    let job = &jobs[0];
+    assert_eq!((job.id, job.run_id, job.run_attempt), (201, 20, 2));
+    assert_eq!(job.labels, ["self-hosted", "linux", "arm64"]);
+    assert_eq!(job.name, "build (arm64)");
+    assert_eq!(job.workflow_name.as_deref(), Some("Release"));
+    assert_eq!(
+        job.html_url.as_deref(),
+        Some("https://github.com/acme/widgets/actions/runs/20/job/201")
+    );
+    assert_eq!(job.created_at, created);
+    assert_eq!(job.sender.as_deref(), Some("hubot"));
+
+    // …and it reads as the delivery that went missing.
+    let event = job.to_queued_event(&widgets(), Some(REPO_INSTALLATION));
+    assert_eq!(event.action.as_str(), "queued");
+    assert_eq!(event.repository.full_name, "acme/widgets");
+    assert_eq!(event.workflow_job.labels, job.labels);
+    assert_eq!(event.installation.map(|i| i.id), Some(REPO_INSTALLATION));
+}
+
+#[tokio::test]
+async fn a_run_with_more_than_a_hundred_jobs_is_read_page_by_page() {
+    let s = setup().await;
+    let run = FakeRun::new(30, "acme/widgets", "in_progress");
+    s.fake.add_run(run);
+    for id in 3000..3150 {
+        let status = if id % 3 == 0 { "in_progress" } else { "queued" };
+        s.fake
+            .add_job(FakeJob::queued(id, 30, "acme/widgets", SELF_HOSTED).with_status(status));
+    }
+
+    let jobs = s
+        .github
+        .queued_jobs(REPO_INSTALLATION, &widgets(), 5)
+        .await
+        .unwrap();
+
+    let expected: BTreeSet<i64> = (3000..3150).filter(|id| id % 3 != 0).collect();
+    assert_eq!(ids(&jobs), expected);
+    let pages: Vec<Option<String>> = s
+        .fake
+        .requests_to(Endpoint::ListRunJobs)
+        .iter()
+        .map(|r| r.query_param("page"))
+        .collect();
+    assert_eq!(pages, [Some("1".to_owned()), Some("2".to_owned())]);
+}
+
+#[tokio::test]
+async fn more_than_a_hundred_runs_are_listed_page_by_page() {
+    let s = setup().await;
+    for run in 1..=120 {
+        s.fake.add_run_with_jobs(
+            FakeRun::new(run, "acme/widgets", "queued"),
+            &[(run * 10, "queued", SELF_HOSTED)],
+        );
+    }
+
+    let jobs = s
+        .github
+        .queued_jobs(REPO_INSTALLATION, &widgets(), 150)
+        .await
+        .unwrap();
+
+    assert_eq!(jobs.len(), 120);
+    let listings: Vec<(Option<String>, Option<String>, Option<String>)> = s
+        .fake
+        .requests_to(Endpoint::ListRepoRuns)
+        .iter()
+        .map(|r| {
+            (
+                r.query_param("status"),
+                r.query_param("per_page"),
+                r.query_param("page"),
+            )
+        })
+        .collect();
+    let listing = |status: &str, page: &str| {
+        (
+            Some(status.to_owned()),
+            Some("100".to_owned()),
+            Some(page.to_owned()),
+        )
+    };
+    assert_eq!(
+        listings,
+        [
+            listing("queued", "1"),
+            listing("queued", "2"),
+            listing("in_progress", "1")
+        ]
+    );
+    assert_eq!(s.fake.count(Endpoint::ListRunJobs), 120);
+}
+
+#[tokio::test]
+async fn max_runs_bounds_the_runs_looked_at_and_so_the_calls() {
+    let s = setup().await;
+    // Five queued runs (ids 1–5) and three in progress (6–8), one queued job each.
+    for run in 1..=8 {
+        let status = if run <= 5 { "queued" } else { "in_progress" };
+        s.fake.add_run_with_jobs(
+            FakeRun::new(run, "acme/widgets", status),
+            &[(run * 10, "queued", SELF_HOSTED)],
+        );
+    }
+
+    // Four runs: the four newest queued ones fill the budget; runs in progress are not listed.
+    let jobs = s
+        .github
+        .queued_jobs(REPO_INSTALLATION, &widgets(), 4)
+        .await
+        .unwrap();
+    assert_eq!(ids(&jobs), BTreeSet::from([20, 30, 40, 50]));
+    assert_eq!(s.fake.count(Endpoint::ListRepoRuns), 1);
+    assert_eq!(
+        s.fake.requests_to(Endpoint::ListRepoRuns)[0]
+            .query_param("per_page")
+            .as_deref(),
+        Some("4")
+    );
+    assert_eq!(s.fake.count(Endpoint::ListRunJobs), 4);
+
+    // Seven runs: all five queued, then the two newest in progress. max_runs + 2 calls at most.
+    let before = s.fake.requests().len();
+    let jobs = s
+        .github
+        .queued_jobs(REPO_INSTALLATION, &widgets(), 7)
+        .await
+        .unwrap();
+    assert_eq!(ids(&jobs), BTreeSet::from([10, 20, 30, 40, 50, 70, 80]));
+    assert_eq!(s.fake.requests().len() - before, 2 + 7);
+
+    // None: no call at all.
+    let before = s.fake.requests().len();
+    assert!(
+        s.github
+            .queued_jobs(REPO_INSTALLATION, &widgets(), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.fake.requests().len(), before);
+}
+
+#[tokio::test]
+async fn a_run_gone_before_its_jobs_are_listed_is_skipped() {
+    let s = setup().await;
+    s.fake.add_run_with_jobs(
+        FakeRun::new(1, "acme/widgets", "queued"),
+        &[(10, "queued", SELF_HOSTED)],
+    );
+    s.fake.add_run_with_jobs(
+        FakeRun::new(2, "acme/widgets", "queued"),
+        &[(20, "queued", SELF_HOSTED)],
+    );
+    s.fake
+        .fail_next(Endpoint::ListRunJobs, 1, Failure::status(404).message("Not Found"));
+
+    let jobs = s
+        .github
+        .queued_jobs(REPO_INSTALLATION, &widgets(), 10)
+        .await
+        .unwrap();
+
+    assert_eq!(jobs.len(), 1, "the other run's job is still found");
+    assert_eq!(s.fake.count(Endpoint::ListRunJobs), 2, "a 404 is not retried");
+}
+
+#[tokio::test]
+async fn server_errors_while_listing_runs_and_jobs_are_retried() {
+    let s = setup().await;
+    s.fake.add_run_with_jobs(
+        FakeRun::new(1, "acme/widgets", "queued"),
+        &[(10, "queued", SELF_HOSTED)],
+    );
+    s.fake
+        .fail_next(Endpoint::ListRepoRuns, 2, Failure::server_error());
+    s.fake
+        .fail_next(Endpoint::ListRunJobs, 1, Failure::status(503));
+
+    let jobs = s
+        .github
+        .queued_jobs(REPO_INSTALLATION, &widgets(), 10)
+        .await
+        .unwrap();
+
+    assert_eq!(ids(&jobs), BTreeSet::from([10]));
+    assert_eq!(
+        s.fake.count(Endpoint::ListRepoRuns),
+        4,
+        "two failures, then queued and in_progress"
+    );
+    assert_eq!(s.fake.count(Endpoint::ListRunJobs), 2);
+}
+
+#[tokio::test]
+async fn listing_runs_without_the_actions_permission_names_it() {
+    let s = setup().await;
+    s.fake
+        .fail_next(Endpoint::ListRepoRuns, 1, Failure::missing_permission());
+    let err = s
+        .github
+        .queued_jobs(REPO_INSTALLATION, &widgets(), 10)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, GitHubError::MissingPermission { permission, .. } if permission.starts_with("actions: read")),
+        "{err}"
+    );
+}
+
+/// A delivery `minutes` before now.
+fn delivery(s: &Setup, guid: &str, status_code: u16, minutes: i64) -> FakeDelivery {
+    FakeDelivery::workflow_job(
+        guid,
+        "queued",
+        status_code,
+        s.clock.now() - TimeDelta::minutes(minutes),
+    )
+}
+
+#[tokio::test]
+async fn failed_deliveries_are_paged_until_since_one_per_event_never_delivered() {
+    let s = setup().await;
+    // 250 deliveries, one a minute; every tenth one failed.
+    let mut failed_ids = Vec::new();
+    for minute in 0..250 {
+        let status = if minute % 10 == 5 { 502 } else { 200 };
+        let id = s
+            .fake
+            .add_delivery(delivery(&s, &format!("ev-{minute}"), status, minute));
+        if status == 502 && minute < 150 {
+            failed_ids.push(id);
+        }
+    }
+    // An event that failed and was then redelivered successfully needs nothing.
+    s.fake.add_delivery(delivery(&s, "healed", 503, 30));
+    s.fake.add_delivery(FakeDelivery {
+        redelivery: true,
+        ..delivery(&s, "healed", 200, 20)
+    });
+    // One that failed twice (its redelivery too) is listed once, by its newest attempt.
+    s.fake.add_delivery(delivery(&s, "twice", 0, 40));
+    let newest = s.fake.add_delivery(FakeDelivery {
+        redelivery: true,
+        ..delivery(&s, "twice", 500, 10)
+    });
+
+    let since = s.clock.now() - TimeDelta::minutes(150);
+    let failed = s.github.failed_deliveries(since).await.unwrap();
+
+    let twice = failed.iter().find(|d| d.guid == "twice").unwrap();
+    assert_eq!(
+        (twice.id, twice.status_code, twice.redelivery, twice.failed_attempts),
+        (newest, 500, true, 2)
+    );
+    assert!(failed.iter().all(|d| d.guid != "healed"));
+    let mut listed: Vec<i64> = failed
+        .iter()
+        .filter(|d| d.guid.starts_with("ev-"))
+        .map(|d| d.id)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, failed_ids, "the failed ones since `since`, no older");
+    assert!(
+        failed
+            .windows(2)
+            .all(|w| w[0].delivered_at >= w[1].delivered_at),
+        "newest first"
+    );
+    let first = failed.iter().find(|d| d.guid == "ev-5").unwrap();
+    assert_eq!(
+        (first.event.as_str(), first.action.as_deref(), first.status_code),
+        ("workflow_job", Some("queued"), 502)
+    );
+    assert!(!first.redelivery);
+
+    // 254 deliveries, 154 of them since `since`: two pages of 100 reach past it; no third.
+    let pages = s.fake.requests_to(Endpoint::ListHookDeliveries);
+    assert_eq!(pages.len(), 2);
+    assert_eq!(pages[0].query_param("cursor"), None);
+    let cursor = pages[1].query_param("cursor").unwrap();
+    assert!(cursor.starts_with("v1_"), "{cursor}");
+    assert!(
+        pages
+            .iter()
+            .all(|p| p.query_param("per_page").as_deref() == Some("100"))
+    );
+    let jwt = pages[0].headers["authorization"]
+        .strip_prefix("Bearer ")
+        .unwrap();
+    assert!(
+        s.fake.verify_app_jwt(jwt).is_ok(),
+        "deliveries are the App's, read with its JWT"
+    );
+}
+
+#[tokio::test]
+async fn with_no_failure_since_nothing_is_listed_and_one_call_is_made() {
+    let s = setup().await;
+    s.fake.add_delivery(delivery(&s, "old-failure", 502, 600));
+    s.fake.add_delivery(delivery(&s, "fine", 200, 5));
+
+    let failed = s
+        .github
+        .failed_deliveries(s.clock.now() - TimeDelta::minutes(60))
+        .await
+        .unwrap();
+
+    assert_eq!(failed, Vec::new());
+    assert_eq!(s.fake.count(Endpoint::ListHookDeliveries), 1);
+}
+
+#[tokio::test]
+async fn a_redelivery_is_recorded_and_the_event_then_counts_as_delivered() {
+    let s = setup().await;
+    let id = s.fake.add_delivery(delivery(&s, "lost", 503, 3));
+    let since = s.clock.now() - TimeDelta::minutes(60);
+    assert_eq!(s.github.failed_deliveries(since).await.unwrap()[0].id, id);
+
+    s.github.redeliver(id).await.unwrap();
+
+    assert_eq!(s.fake.redeliveries(), [id]);
+    let request = &s.fake.requests_to(Endpoint::RedeliverHookDelivery)[0];
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str(), request.status),
+        ("POST", format!("/app/hook/deliveries/{id}/attempts").as_str(), 202)
+    );
+    assert_eq!(request.body, None, "the operation takes no body");
+    let redelivered = &s.fake.deliveries()[0];
+    assert_eq!(
+        (redelivered.guid.as_str(), redelivered.redelivery),
+        ("lost", true)
+    );
+    assert_eq!(s.github.failed_deliveries(since).await.unwrap(), Vec::new());
+}
+
+#[tokio::test]
+async fn a_redelivery_that_fails_again_keeps_the_event_listed() {
+    let s = setup().await;
+    let id = s.fake.add_delivery(delivery(&s, "stubborn", 503, 3));
+    s.fake.set_redelivery_status(503);
+
+    s.github.redeliver(id).await.unwrap();
+
+    let failed = s
+        .github
+        .failed_deliveries(s.clock.now() - TimeDelta::minutes(60))
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_ne!(failed[0].id, id, "the newest attempt is the one listed");
+    assert_eq!((failed[0].failed_attempts, failed[0].redelivery), (2, true));
+}
+
+#[tokio::test]
+async fn a_forwarded_redelivery_reaches_the_webhook_endpoint_signed() {
+    let s = setup().await;
+    let secret = b"webhook-secret-for-the-test";
+    let (received, mut arrived) = tokio::sync::mpsc::unbounded_channel::<(String, String, bool)>();
+    let endpoint = axum::Router::new().route(
+        "/api/webhook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let received = received.clone();
+            async move {
+                let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let signed = pacer_shared::github::webhook::verify_signature(
+                    &[secret.as_slice()],
+                    &body,
+                    header("x-hub-signature-256").as_deref(),
+                )
+                .is_ok();
+                let _ = received.send((
+                    header("x-github-event").unwrap_or_default(),
+                    header("x-github-delivery").unwrap_or_default(),
+                    signed,
+                ));
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/webhook", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, endpoint).await.unwrap() });
+    s.fake.forward_redeliveries_to(&url, secret);
+    let id = s.fake.add_delivery(
+        delivery(&s, "forward-me", 0, 2).with_payload(json!({"action": "queued"})),
+    );
+
+    s.github.redeliver(id).await.unwrap();
+
+    let (event, guid, signed) = tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((event.as_str(), guid.as_str(), signed), ("workflow_job", "forward-me", true));
+    let deliveries = s.fake.wait_for_deliveries(2).await;
+    assert_eq!(
+        (deliveries[0].status_code, deliveries[0].redelivery),
+        (202, true),
+        "what the endpoint answered is recorded"
+    );
+    server.abort();
+}
+
+#[tokio::test]
+async fn redelivering_a_delivery_github_no_longer_keeps_is_not_found() {
+    let s = setup().await;
+    let err = s.github.redeliver(123).await.unwrap_err();
+    assert!(
+        matches!(&err, GitHubError::NotFound(m) if m.contains("three days")),
+        "{err}"
+    );
+    assert_eq!(s.fake.redeliveries(), Vec::<i64>::new());
+}
+
+#[tokio::test]
+async fn server_errors_on_deliveries_and_redelivery_are_retried() {
+    let s = setup().await;
+    let id = s.fake.add_delivery(delivery(&s, "lost", 502, 1));
+    s.fake
+        .fail_next(Endpoint::ListHookDeliveries, 2, Failure::server_error());
+    s.fake
+        .fail_next(Endpoint::RedeliverHookDelivery, 1, Failure::status(500));
+
+    let failed = s
+        .github
+        .failed_deliveries(s.clock.now() - TimeDelta::hours(1))
+        .await
+        .unwrap();
+    s.github.redeliver(failed[0].id).await.unwrap();
+
+    assert_eq!(s.fake.count(Endpoint::ListHookDeliveries), 3);
+    assert_eq!(s.fake.count(Endpoint::RedeliverHookDelivery), 2);
+    assert_eq!(s.fake.redeliveries(), [id], "redelivered once");
+}
+
+#[tokio::test]
+async fn a_rate_limited_delivery_listing_is_waited_out() {
+    let s = setup().await;
+    s.fake.add_delivery(delivery(&s, "lost", 502, 1));
+    s.fake.fail_next(
+        Endpoint::ListHookDeliveries,
+        1,
+        Failure::rate_limited_retry_after(1),
+    );
+    let started = Instant::now();
+
+    let failed = s
+        .github
+        .failed_deliveries(s.clock.now() - TimeDelta::hours(1))
+        .await
+        .unwrap();
+
+    assert_eq!(failed.len(), 1);
+    assert!(started.elapsed() >= Duration::from_secs(1));
+}
+
 // ------------------------------------------------------------- the fake's own checks
 
 /// A request as a GitHub client would send it, with `authorization` as given.
@@ -974,6 +1534,30 @@ async fn the_fake_reports_missing_github_headers_and_undocumented_query_paramete
     assert!(violations.contains("\"per_pag\""), "{violations}");
 }
 
+#[tokio::test]
+async fn the_fake_reports_query_values_githubs_schema_refuses() {
+    let s = setup().await;
+    s.github
+        .list_runners(REPO_INSTALLATION, &repo_target())
+        .await
+        .unwrap();
+    let auth = s.fake.requests_to(Endpoint::ListRepoRunners)[0].headers["authorization"].clone();
+
+    let url = format!(
+        "{}repos/acme/widgets/actions/runs?status=stuck&per_page=ten",
+        s.fake.url()
+    );
+    let response = raw_request(reqwest::Method::GET, url, Some(&auth))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    let violations = s.fake.take_violations().join("\n");
+    assert!(violations.contains("status=\"stuck\""), "{violations}");
+    assert!(violations.contains("per_page=\"ten\""), "{violations}");
+}
+
 // ------------------------------------------------------------------ the OpenAPI check itself
 
 #[tokio::test]
@@ -1050,6 +1634,19 @@ fn the_schemas_accept_githubs_own_examples_and_its_nulls() {
             200,
             "release",
         ),
+        (
+            "GET",
+            "/repos/{owner}/{repo}/actions/runs",
+            200,
+            "workflow-run-paginated",
+        ),
+        (
+            "GET",
+            "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs",
+            200,
+            "job-paginated",
+        ),
+        ("GET", "/app/hook/deliveries", 200, "hook-delivery-items"),
     ];
     for (method, template, status, example) in cases {
         let openapi::ResponseSpec::Json(validator) =
@@ -1062,6 +1659,10 @@ fn the_schemas_accept_githubs_own_examples_and_its_nulls() {
             // The description's own example lacks `created_at`, which its schema requires
             // (the check caught it); add it so the example tests the conversion, not the example.
             body["created_at"] = json!("2020-01-20T17:42:40Z");
+        }
+        if example == "job-paginated" {
+            // The same gap in the paginated example.
+            body["jobs"][0]["created_at"] = json!("2020-01-20T17:42:40Z");
         }
         assert_eq!(
             openapi::violations(&validator, &body),

@@ -71,6 +71,17 @@ impl Served {
         (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
     }
 
+    /// Waits (bounded) for the process to end by itself.
+    pub async fn exited(mut self) -> std::process::ExitStatus {
+        for _ in 0..400 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("pacer did not exit");
+    }
+
     /// SIGTERM, then wait for the exit status.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -265,4 +276,58 @@ async fn logs_go_to_an_absolute_file_as_json_lines() {
     let yaml = std::fs::read_to_string(&config).unwrap();
     let secret = yaml.lines().find(|l| l.trim_start().starts_with("jwt_secret:")).unwrap().split(':').nth(1).unwrap().trim().trim_matches('"');
     assert!(!text.contains(secret), "no secret reaches the log");
+}
+
+/// Runs pacer with a failpoint armed until it dies there, restarts it on
+/// the same store, and waits for the reaper to bring the job to completion.
+async fn crash_then_converge(failpoint: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("data/pacer.yaml");
+    let fast = [
+        ("PACER_FLEET_SIMULATED_BOOT_DELAY", "50ms"),
+        ("PACER_FLEET_SIMULATED_JOB_TIME", "100ms"),
+        ("PACER_REAPER_INTERVAL", "1s"),
+        ("PACER_REAPER_REDRIVE_AFTER", "1s"),
+    ];
+    let mut armed = fast.to_vec();
+    armed.push(("PACER_FAILPOINTS", failpoint));
+    let served = Served::start(&config, &armed).await;
+    let (_, project) = served.post("/api/projects", json!({"name": "acme"})).await;
+    let project = project["id"].as_str().unwrap();
+    served
+        .post("/api/pools", json!({"project_id": project, "name": "linux", "labels": ["linux"],
+            "instance_types": ["m7g.large"], "subnets": ["subnet-0abc1234"], "ami": "ami-0123456789abcdef0"}))
+        .await;
+    served.post("/api/repos", json!({"repo": "acme/app", "project_id": project})).await;
+    let _ = run(pacer()
+        .args(["admin", "send-test-job", "--config"])
+        .arg(&config)
+        .args(["--repo", "acme/app", "--labels", "self-hosted,linux", "--url", &served.base]));
+    let status = served.exited().await;
+    assert!(!status.success(), "the failpoint {failpoint} killed pacer: {status:?}");
+
+    let served = Served::start(&config, &fast).await;
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        let (_, jobs) = served.get("/api/jobs").await;
+        if jobs["items"].as_array().is_some_and(|j| j.len() == 1 && j[0]["state"] == "completed") {
+            let (_, pool) = served.get("/api/pools").await;
+            assert_eq!(pool["items"][0]["active_runners"], 0, "no leaked capacity");
+            assert!(served.terminate().await.success());
+            return;
+        }
+        last = jobs;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("after a crash at {failpoint} the job never completed: {last}");
+}
+
+#[tokio::test]
+async fn killed_after_storing_a_job_before_enqueueing_it_the_reaper_enqueues_it() {
+    crash_then_converge("after_job_insert").await;
+}
+
+#[tokio::test]
+async fn killed_right_after_a_launch_the_reaper_converges_without_leaking_capacity() {
+    crash_then_converge("after_launch").await;
 }

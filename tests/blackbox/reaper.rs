@@ -258,3 +258,74 @@ async fn ghost_registrations_of_this_deployment_are_removed_and_no_one_elses() {
     assert!(w.github.runner(foreign).is_some(), "another deployment's runner is never touched");
     assert!(w.github.runner(live).is_some(), "a live runner's registration stays");
 }
+
+/// What a crash right after RunInstances leaves: the job claimed, a pending
+/// runner holding a reservation, an instance tagged for it, no record of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_whose_answer_was_lost_is_found_by_its_tag_and_not_relaunched() {
+    use pacer_shared::domain::{JobState, RunnerState};
+    use pacer_shared::fleet::{JobRef, LaunchRequest};
+    use pacer_shared::store::conformance;
+
+    let (w, clock) = world().await;
+    let pool_id = seed(&w.aws, &w.pacer, 2).await;
+    let ports = &w.pacer.ports;
+    let pool = ports.store.get_pool(&pool_id).await.unwrap().unwrap();
+    let now = clock_now(&clock);
+    let mut job = conformance::job(7011, "acme/app", now);
+    job.pool_id = Some(pool_id.clone());
+    job.project_id = Some(pool.spec.project_id.clone());
+    job.state = JobState::Claimed;
+    ports.store.insert_job(&job).await.unwrap();
+    assert!(ports.store.reserve_capacity(&pool_id).await.unwrap());
+    let mut runner = conformance::runner(&pool, "unused", now);
+    runner.instance_id = None;
+    runner.job_id = Some(job.id.clone());
+    runner.name = pacer_shared::service::dispatch::runner_name("pacer", &runner.id);
+    ports.store.insert_runner(&runner).await.unwrap();
+    let launched = ports
+        .fleet
+        .launch(&LaunchRequest {
+            pool: pool.clone(),
+            runner_id: runner.id.clone(),
+            runner_name: runner.name.clone(),
+            job: Some(JobRef { id: job.id.clone(), github_job_id: 7011, run_id: 1, repo: "acme/app".into(), labels: vec![], installation_id: Some(77) }),
+            user_data: "#!/bin/bash\ntrue\n".into(),
+            attempt: 1,
+        })
+        .await
+        .unwrap();
+
+    clock.advance(Duration::from_secs(6 * 60));
+    let report = reconcile(ports).await.unwrap();
+    assert_eq!(report.count("reaper.recovered_launch"), 1, "{report:?}");
+    let (_, view) = w.pacer.get(&format!("/api/jobs/{}", job.id)).await;
+    assert_eq!(view["state"], "starting");
+    assert_eq!(view["runner"]["instance_id"], launched.instance_id.as_str());
+    let tagged = w.aws.ec2.describe_instances()
+        .filters(sdk::types::Filter::builder().name("tag:pacer:job").values(&job.id).build())
+        .send().await.unwrap();
+    let count: usize = tagged.reservations().iter().map(|r| r.instances().len()).sum();
+    assert_eq!(count, 1, "no second instance for one runner record");
+    assert_eq!(ports.store.get_runner(&runner.id).await.unwrap().unwrap().state, RunnerState::Pending);
+    assert_eq!(pool_active(&w, &pool_id).await, 1, "its reservation is still held, once");
+}
+
+/// What a crash right after GitHub minted a JIT config leaves: a
+/// registration pacer never recorded. The runner is reaped at its boot
+/// deadline; its registration is then a ghost, and removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_minted_before_a_crash_is_cleaned_up() {
+    let (w, clock) = world().await;
+    seed(&w.aws, &w.pacer, 2).await;
+    let (_, job) = launched(&w, 7012).await;
+    let name = job["runner"]["name"].as_str().unwrap();
+    let minted = w.github.add_runner(crate::fake_github::FakeTarget::repo("acme/app"), name, &["self-hosted"]);
+
+    clock.advance(Duration::from_secs(11 * 60));
+    let first = reconcile(&w.pacer.ports).await.unwrap();
+    assert_eq!(first.count("reaper.boot_deadline"), 1, "{first:?}");
+    let second = reconcile(&w.pacer.ports).await.unwrap();
+    assert!(first.count("reaper.ghost") + second.count("reaper.ghost") >= 1, "{first:?} {second:?}");
+    assert!(w.github.runner(minted).is_none());
+}

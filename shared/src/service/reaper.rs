@@ -344,11 +344,7 @@ async fn stuck_jobs(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
         if elapsed(ports.clock.now(), job.updated_at) < redrive_after {
             continue;
         }
-        let changes = JobChanges { note: Some("claimed but never launched (orchestrator lost)".into()), ..Default::default() };
-        if let Advanced::Moved(_) = advance_from(ports, &job.id, JobState::Claimed, JobState::Queued, TransitionCause::Reaper, &changes).await? {
-            ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
-            act(ports, report, "stuck_claimed", &job.id, "claimed past reaper.redrive_after without a launch".into()).await?;
-        }
+        stuck_claimed(ports, report, &job).await?;
     }
     for job in jobs_in(ports, JobState::Starting).await? {
         let runner_live = match &job.runner_id {
@@ -363,6 +359,57 @@ async fn stuck_jobs(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
             ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
             act(ports, report, "stuck_starting", &job.id, "starting with no live runner".into()).await?;
         }
+    }
+    Ok(())
+}
+
+/// A job claimed long ago and never marked starting: its orchestrator died
+/// somewhere between the claim and the launch's bookkeeping. If the launch
+/// happened (an instance carries its runner's tag), finish the bookkeeping
+/// rather than launch a second instance; otherwise give the runner's
+/// capacity back and queue the job again.
+async fn stuck_claimed(ports: &Ports, report: &mut Report, job: &Job) -> ServiceResult<()> {
+    let runner = match &job.pool_id {
+        Some(pool_id) => {
+            let filter = live_filter(Some(pool_id));
+            let live: Vec<Runner> = all_pages!(|p| ports.store.list_runners(&filter, p));
+            live.into_iter().find(|r| r.job_id.as_deref() == Some(job.id.as_str()) && r.instance_id.is_none())
+        }
+        None => None,
+    };
+    if let Some(runner) = runner {
+        match ports.fleet.instance_for_runner(&runner.id).await {
+            Ok(Some(instance)) if !matches!(instance.state.as_str(), "shutting-down" | "terminated") => {
+                let mut found = runner.clone();
+                found.instance_id = Some(instance.instance_id.clone());
+                found.updated_at = ports.clock.now();
+                if ports.store.transition_runner(runner.state, &found).await.is_ok() {
+                    let changes = JobChanges {
+                        runner_id: Some(runner.id.clone()),
+                        count_attempt: true,
+                        note: Some("launch found by its runner tag after the orchestrator was lost".into()),
+                        ..Default::default()
+                    };
+                    advance_from(ports, &job.id, JobState::Claimed, JobState::Starting, TransitionCause::Reaper, &changes).await?;
+                    let reason = format!("instance {} was launched for runner {}; its record is complete now", instance.instance_id, runner.id);
+                    act(ports, report, "recovered_launch", &job.id, reason).await?;
+                }
+                return Ok(());
+            }
+            Ok(_) => {
+                let note = "no instance was launched for it (its orchestrator was lost)".to_string();
+                finish(ports, &runner.id, RunnerState::Failed, |r| r.error_tail = Some(note.clone())).await?;
+            }
+            Err(e) => {
+                report.deferred.push(format!("look up the instance of runner {}: {e}", runner.id));
+                return Ok(());
+            }
+        }
+    }
+    let changes = JobChanges { note: Some("claimed but never launched (orchestrator lost)".into()), ..Default::default() };
+    if let Advanced::Moved(_) = advance_from(ports, &job.id, JobState::Claimed, JobState::Queued, TransitionCause::Reaper, &changes).await? {
+        ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
+        act(ports, report, "stuck_claimed", &job.id, "claimed past reaper.redrive_after without a launch".into()).await?;
     }
     Ok(())
 }
