@@ -906,7 +906,7 @@ struct Answer {
     headers: Vec<(String, String)>,
     body: Option<Value>,
     /// A redelivery to send once the answer is out.
-    forward: Option<(WebhookTarget, FakeDelivery)>,
+    forward: Option<Box<(WebhookTarget, FakeDelivery)>>,
 }
 
 impl Answer {
@@ -1028,7 +1028,7 @@ async fn handle(
         status: answer.status.as_u16(),
     });
     drop(state);
-    if let Some((target, delivery)) = answer.forward.take() {
+    if let Some((target, delivery)) = answer.forward.take().map(|f| *f) {
         tokio::spawn(forward_delivery(shared, target, delivery));
     }
     into_response(answer)
@@ -1418,7 +1418,9 @@ impl State {
             StatusCode::OK,
             json!({"total_count": all.len(), "runners": on_page}),
         );
-        answer.headers.extend(page_links(request, per_page, page, pages));
+        answer
+            .headers
+            .extend(page_links(request, per_page, page, pages));
         answer
     }
 
@@ -1563,16 +1565,18 @@ impl State {
             StatusCode::OK,
             json!({"total_count": all.len(), "workflow_runs": on_page}),
         );
-        answer.headers.extend(page_links(request, per_page, page, pages));
+        answer
+            .headers
+            .extend(page_links(request, per_page, page, pages));
         answer
     }
 
     fn list_run_jobs(&self, params: &Params, request: &Incoming<'_>) -> Answer {
         let repo = params.repo_full_name();
-        if !self
+        if self
             .runs
             .get(&params.id)
-            .is_some_and(|r| r.repo.to_lowercase() == repo)
+            .is_none_or(|r| r.repo.to_lowercase() != repo)
         {
             return Answer::error(StatusCode::NOT_FOUND, "Not Found");
         }
@@ -1594,7 +1598,9 @@ impl State {
             StatusCode::OK,
             json!({"total_count": all.len(), "jobs": on_page}),
         );
-        answer.headers.extend(page_links(request, per_page, page, pages));
+        answer
+            .headers
+            .extend(page_links(request, per_page, page, pages));
         answer
     }
 
@@ -1663,7 +1669,7 @@ impl State {
         let mut answer = Answer::json(StatusCode::ACCEPTED, json!({}));
         match (&self.webhook_target, &again.payload) {
             // GitHub answers first and delivers afterwards; so does the fake.
-            (Some(target), Some(_)) => answer.forward = Some((target.clone(), again)),
+            (Some(target), Some(_)) => answer.forward = Some(Box::new((target.clone(), again))),
             _ => self.deliveries.push(again),
         }
         answer

@@ -913,7 +913,10 @@ async fn queued_jobs_are_found_in_queued_and_in_progress_runs_and_nothing_else()
     // A queued run: every job waits, whatever runner it wants.
     s.fake.add_run_with_jobs(
         FakeRun::new(10, "acme/widgets", "queued"),
-        &[(101, "queued", SELF_HOSTED), (102, "queued", &["ubuntu-latest"])],
+        &[
+            (101, "queued", SELF_HOSTED),
+            (102, "queued", &["ubuntu-latest"]),
+        ],
     );
     // A run in progress with one job still waiting for a runner.
     s.fake.add_run_with_jobs(
@@ -969,6 +972,30 @@ async fn queued_jobs_are_found_in_queued_and_in_progress_runs_and_nothing_else()
         r.query_param("filter").as_deref() == Some("latest")
             && r.query_param("per_page").as_deref() == Some("100")
     }));
+}
+
+#[tokio::test]
+async fn a_job_a_runner_has_taken_meanwhile_is_no_longer_queued() {
+    let s = setup().await;
+    s.fake.add_run_with_jobs(
+        FakeRun::new(1, "acme/widgets", "queued"),
+        &[(10, "queued", SELF_HOSTED), (11, "queued", SELF_HOSTED)],
+    );
+    let first = s
+        .github
+        .queued_jobs(REPO_INSTALLATION, &widgets(), 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&first), BTreeSet::from([10, 11]));
+
+    s.fake.set_job_status(10, "in_progress");
+
+    let second = s
+        .github
+        .queued_jobs(REPO_INSTALLATION, &widgets(), 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&second), BTreeSet::from([11]));
 }
 
 #[tokio::test]
@@ -1148,8 +1175,11 @@ async fn a_run_gone_before_its_jobs_are_listed_is_skipped() {
         FakeRun::new(2, "acme/widgets", "queued"),
         &[(20, "queued", SELF_HOSTED)],
     );
-    s.fake
-        .fail_next(Endpoint::ListRunJobs, 1, Failure::status(404).message("Not Found"));
+    s.fake.fail_next(
+        Endpoint::ListRunJobs,
+        1,
+        Failure::status(404).message("Not Found"),
+    );
 
     let jobs = s
         .github
@@ -1158,7 +1188,11 @@ async fn a_run_gone_before_its_jobs_are_listed_is_skipped() {
         .unwrap();
 
     assert_eq!(jobs.len(), 1, "the other run's job is still found");
-    assert_eq!(s.fake.count(Endpoint::ListRunJobs), 2, "a 404 is not retried");
+    assert_eq!(
+        s.fake.count(Endpoint::ListRunJobs),
+        2,
+        "a 404 is not retried"
+    );
 }
 
 #[tokio::test]
@@ -1246,7 +1280,12 @@ async fn failed_deliveries_are_paged_until_since_one_per_event_never_delivered()
 
     let twice = failed.iter().find(|d| d.guid == "twice").unwrap();
     assert_eq!(
-        (twice.id, twice.status_code, twice.redelivery, twice.failed_attempts),
+        (
+            twice.id,
+            twice.status_code,
+            twice.redelivery,
+            twice.failed_attempts
+        ),
         (newest, 500, true, 2)
     );
     assert!(failed.iter().all(|d| d.guid != "healed"));
@@ -1256,7 +1295,10 @@ async fn failed_deliveries_are_paged_until_since_one_per_event_never_delivered()
         .map(|d| d.id)
         .collect();
     listed.sort();
-    assert_eq!(listed, failed_ids, "the failed ones since `since`, no older");
+    assert_eq!(
+        listed, failed_ids,
+        "the failed ones since `since`, no older"
+    );
     assert!(
         failed
             .windows(2)
@@ -1265,7 +1307,11 @@ async fn failed_deliveries_are_paged_until_since_one_per_event_never_delivered()
     );
     let first = failed.iter().find(|d| d.guid == "ev-5").unwrap();
     assert_eq!(
-        (first.event.as_str(), first.action.as_deref(), first.status_code),
+        (
+            first.event.as_str(),
+            first.action.as_deref(),
+            first.status_code
+        ),
         ("workflow_job", Some("queued"), 502)
     );
     assert!(!first.redelivery);
@@ -1318,8 +1364,16 @@ async fn a_redelivery_is_recorded_and_the_event_then_counts_as_delivered() {
     assert_eq!(s.fake.redeliveries(), [id]);
     let request = &s.fake.requests_to(Endpoint::RedeliverHookDelivery)[0];
     assert_eq!(
-        (request.method.as_str(), request.path.as_str(), request.status),
-        ("POST", format!("/app/hook/deliveries/{id}/attempts").as_str(), 202)
+        (
+            request.method.as_str(),
+            request.path.as_str(),
+            request.status
+        ),
+        (
+            "POST",
+            format!("/app/hook/deliveries/{id}/attempts").as_str(),
+            202
+        )
     );
     assert_eq!(request.body, None, "the operation takes no body");
     let redelivered = &s.fake.deliveries()[0];
@@ -1355,32 +1409,39 @@ async fn a_forwarded_redelivery_reaches_the_webhook_endpoint_signed() {
     let (received, mut arrived) = tokio::sync::mpsc::unbounded_channel::<(String, String, bool)>();
     let endpoint = axum::Router::new().route(
         "/api/webhook",
-        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let received = received.clone();
-            async move {
-                let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-                let signed = pacer_shared::github::webhook::verify_signature(
-                    &[secret.as_slice()],
-                    &body,
-                    header("x-hub-signature-256").as_deref(),
-                )
-                .is_ok();
-                let _ = received.send((
-                    header("x-github-event").unwrap_or_default(),
-                    header("x-github-delivery").unwrap_or_default(),
-                    signed,
-                ));
-                axum::http::StatusCode::ACCEPTED
-            }
-        }),
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let received = received.clone();
+                async move {
+                    let header = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    let signed = pacer_shared::github::webhook::verify_signature(
+                        &[secret.as_slice()],
+                        &body,
+                        header("x-hub-signature-256").as_deref(),
+                    )
+                    .is_ok();
+                    let _ = received.send((
+                        header("x-github-event").unwrap_or_default(),
+                        header("x-github-delivery").unwrap_or_default(),
+                        signed,
+                    ));
+                    axum::http::StatusCode::ACCEPTED
+                }
+            },
+        ),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/api/webhook", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, endpoint).await.unwrap() });
     s.fake.forward_redeliveries_to(&url, secret);
-    let id = s.fake.add_delivery(
-        delivery(&s, "forward-me", 0, 2).with_payload(json!({"action": "queued"})),
-    );
+    let id = s
+        .fake
+        .add_delivery(delivery(&s, "forward-me", 0, 2).with_payload(json!({"action": "queued"})));
 
     s.github.redeliver(id).await.unwrap();
 
@@ -1388,7 +1449,10 @@ async fn a_forwarded_redelivery_reaches_the_webhook_endpoint_signed() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((event.as_str(), guid.as_str(), signed), ("workflow_job", "forward-me", true));
+    assert_eq!(
+        (event.as_str(), guid.as_str(), signed),
+        ("workflow_job", "forward-me", true)
+    );
     let deliveries = s.fake.wait_for_deliveries(2).await;
     assert_eq!(
         (deliveries[0].status_code, deliveries[0].redelivery),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use pacer_shared::clock::SystemClock;
 use pacer_shared::fleet::ec2::{sdk, Ec2Fleet};
 use pacer_shared::fleet::simulated::{workflow_job_payload, RunnerIdentity};
-use pacer_shared::fleet::{user_data, JobRef};
+use pacer_shared::fleet::{user_data, Fleet, JobRef};
 use pacer_shared::github::rest::RestGitHub;
 use pacer_shared::pricing::aws::AwsPricing;
 use pacer_shared::queue::memory::MemoryQueue;
@@ -44,6 +44,19 @@ async fn world(backend: Backend) -> World {
 pub(crate) async fn world_with_clock(backend: Backend, clock: Arc<dyn pacer_shared::clock::Clock>) -> World {
     pacer_shared::server::install_crypto_provider();
     let aws = Aws::start().await;
+    let fleet = Arc::new(Ec2Fleet::new(aws.ec2.clone(), "pacer".into()));
+    world_on(aws, fleet, backend, clock).await
+}
+
+/// The world over an `aws` already started, with `fleet` as pacer's fleet
+/// (an [`Ec2Fleet`] whose client talks to moto through a fault proxy, say).
+pub(crate) async fn world_on(
+    aws: Aws,
+    fleet: Arc<dyn Fleet>,
+    backend: Backend,
+    clock: Arc<dyn pacer_shared::clock::Clock>,
+) -> World {
+    pacer_shared::server::install_crypto_provider();
     let sdk_config = aws.moto.sdk_config().await;
     let github = FakeGitHub::start().await;
     github.install_on_repo("acme/app", 77);
@@ -67,7 +80,7 @@ pub(crate) async fn world_with_clock(backend: Backend, clock: Arc<dyn pacer_shar
     ports = Ports {
         store,
         queue,
-        fleet: Arc::new(Ec2Fleet::new(aws.ec2.clone(), "pacer".into())),
+        fleet,
         github: Arc::new(RestGitHub::new(&github.github_config(), "latest", Arc::new(SystemClock)).unwrap()),
         pricing: Arc::new(AwsPricing::from_sdk_config(&sdk_config, Duration::from_secs(3600), Arc::new(SystemClock)).unwrap()),
         clock,

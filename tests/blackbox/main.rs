@@ -20,3 +20,5 @@ mod fake_github;
 mod github_client;
 mod pricing;
 mod burst;
+mod fault_proxy;
+mod ec2_faults;

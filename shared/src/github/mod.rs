@@ -13,7 +13,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{RepoName, Time};
-use webhook::{Account, InstallationRef, Repository, WorkflowJob, WorkflowJobAction, WorkflowJobEvent};
+use webhook::{
+    Account, InstallationRef, Repository, WorkflowJob, WorkflowJobAction, WorkflowJobEvent,
+};
+
 
 pub mod offline;
 pub mod rest;
@@ -116,7 +119,11 @@ pub struct GhQueuedJob {
 impl GhQueuedJob {
     /// The `workflow_job` `queued` delivery GitHub would have sent for this job, so a job found
     /// by listing takes the same path into pacer as one that arrived by webhook.
-    pub fn to_queued_event(&self, repo: &RepoName, installation_id: Option<i64>) -> WorkflowJobEvent {
+    pub fn to_queued_event(
+        &self,
+        repo: &RepoName,
+        installation_id: Option<i64>,
+    ) -> WorkflowJobEvent {
         WorkflowJobEvent {
             action: WorkflowJobAction::Queued,
             workflow_job: WorkflowJob {
@@ -255,14 +262,15 @@ pub trait GitHub: Send + Sync + 'static {
     /// listing call per 100 runs and status (two when `max_runs` ≤ 100 and fewer than
     /// `max_runs` runs are queued, one otherwise), then one call per run looked at (one more
     /// per extra 100 jobs in a run). So at most `max_runs + 2` calls for `max_runs` ≤ 100 and
-    /// runs of at most 100 jobs, and none for `max_runs` 0.
+    /// runs of at most 100 jobs, and none for `max_runs` 0; plus, when the cached installation
+    /// token is due for renewal, one App call for a new one.
     async fn queued_jobs(&self, installation_id: i64, repo: &RepoName, max_runs: usize) -> GitHubResult<Vec<GhQueuedJob>>;
     /// The App's webhook deliveries since `since` that failed (a status code not 2xx) for events
     /// GitHub never delivered successfully in that window: one per event (`guid`), its newest
     /// failed attempt, newest first. An event redelivered successfully is not listed.
     ///
-    /// Cost: one call (App JWT, not the installation's budget) per 100 deliveries since `since`,
-    /// successful ones included, plus one when a page reaches past `since`.
+    /// Cost (App JWT, not an installation's budget): pages of 100 until one reaches past
+    /// `since`, so ⌊n / 100⌋ + 1 calls for n deliveries since `since`, successful ones included.
     async fn failed_deliveries(&self, since: Time) -> GitHubResult<Vec<GhDelivery>>;
     /// Asks GitHub to deliver a delivery's event again (one call, App JWT). GitHub accepts and
     /// delivers later; the attempt shows up as a new delivery with `redelivery: true` and the

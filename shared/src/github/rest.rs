@@ -440,12 +440,17 @@ impl RestGitHub {
                     runs.push(run);
                 }
             }
-            if runs.len() == budget || !more_pages(&reply.headers, on_page, per_page, listed, wire.total_count)
+            if runs.len() == budget
+                || !more_pages(&reply.headers, on_page, per_page, listed, wire.total_count)
             {
                 return Ok((runs, page));
             }
         }
-        tracing::warn!(status, pages = MAX_PAGES, "workflow run list truncated at the page limit");
+        tracing::warn!(
+            status,
+            pages = MAX_PAGES,
+            "workflow run list truncated at the page limit"
+        );
         Ok((runs, MAX_PAGES))
     }
 
@@ -464,7 +469,15 @@ impl RestGitHub {
             let call = Call::new(
                 &RUN_JOBS,
                 Method::GET,
-                ["repos", repo.owner(), repo.name(), "actions", "runs", &run_id, "jobs"],
+                [
+                    "repos",
+                    repo.owner(),
+                    repo.name(),
+                    "actions",
+                    "runs",
+                    &run_id,
+                    "jobs",
+                ],
             )
             .auth(Auth::Installation(installation_id))
             .query("filter", "latest".to_owned())
@@ -473,7 +486,10 @@ impl RestGitHub {
             .not_found_ok();
             let reply = self.call(&call).await?;
             if reply.status == StatusCode::NOT_FOUND {
-                tracing::debug!(run_id = run.id, "workflow run gone before its jobs were listed");
+                tracing::debug!(
+                    run_id = run.id,
+                    "workflow run gone before its jobs were listed"
+                );
                 return Ok((queued, page));
             }
             let wire: WireJobs = reply.json(&call)?;
@@ -489,7 +505,11 @@ impl RestGitHub {
                 return Ok((queued, page));
             }
         }
-        tracing::warn!(run_id = run.id, pages = MAX_PAGES, "job list truncated at the page limit");
+        tracing::warn!(
+            run_id = run.id,
+            pages = MAX_PAGES,
+            "job list truncated at the page limit"
+        );
         Ok((queued, MAX_PAGES))
     }
 
@@ -615,7 +635,13 @@ impl GitHub for RestGitHub {
             let wire: Wire = reply.json(&call)?;
             let on_page = wire.runners.len();
             runners.extend(wire.runners.into_iter().map(GhRunner::from));
-            if !more_pages(&reply.headers, on_page, PER_PAGE, runners.len(), wire.total_count) {
+            if !more_pages(
+                &reply.headers,
+                on_page,
+                PER_PAGE,
+                runners.len(),
+                wire.total_count,
+            ) {
                 return Ok(runners);
             }
         }
@@ -768,13 +794,9 @@ impl GitHub for RestGitHub {
         let mut pages = 0;
         loop {
             pages += 1;
-            let mut call = Call::new(
-                &HOOK_DELIVERIES,
-                Method::GET,
-                ["app", "hook", "deliveries"],
-            )
-            .auth(Auth::App)
-            .query("per_page", PER_PAGE.to_string());
+            let mut call = Call::new(&HOOK_DELIVERIES, Method::GET, ["app", "hook", "deliveries"])
+                .auth(Auth::App)
+                .query("per_page", PER_PAGE.to_string());
             if let Some(cursor) = &cursor {
                 call = call.query("cursor", cursor.clone());
             }
@@ -817,8 +839,12 @@ impl GitHub for RestGitHub {
         }
         // An event GitHub delivered successfully since (a redelivery that worked) needs nothing.
         failed.retain(|d| !delivered.contains(&d.guid));
-        failed.sort_by(|a, b| b.delivered_at.cmp(&a.delivered_at));
-        tracing::debug!(pages, failed = failed.len(), "listed failed webhook deliveries");
+        failed.sort_by_key(|d| std::cmp::Reverse(d.delivered_at));
+        tracing::debug!(
+            pages,
+            failed = failed.len(),
+            "listed failed webhook deliveries"
+        );
         Ok(failed)
     }
 
@@ -1633,8 +1659,15 @@ mod tests {
         assert_eq!(queued.run_attempt, 2);
         assert_eq!(queued.workflow_name.as_deref(), Some("CI"));
         assert_eq!(queued.head_branch.as_deref(), Some("main"));
-        assert_eq!(queued.created_at, "2025-01-01T11:00:00Z".parse::<Time>().unwrap());
-        assert_eq!(queued.sender.as_deref(), Some("hubot"), "who re-ran it, not who first pushed");
+        assert_eq!(
+            queued.created_at,
+            "2025-01-01T11:00:00Z".parse::<Time>().unwrap()
+        );
+        assert_eq!(
+            queued.sender.as_deref(),
+            Some("hubot"),
+            "who re-ran it, not who first pushed"
+        );
         assert!(queued.labels.is_empty());
     }
 

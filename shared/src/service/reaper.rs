@@ -406,7 +406,21 @@ async fn stuck_claimed(ports: &Ports, report: &mut Report, job: &Job) -> Service
             }
         }
     }
-    let changes = JobChanges { note: Some("claimed but never launched (orchestrator lost)".into()), ..Default::default() };
+    // The lost claim counts as an attempt, so a job whose dispatch keeps
+    // dying is bounded like one whose launches keep failing.
+    if job.attempts + 1 >= ports.settings.max_attempts {
+        let reason = format!("claimed {} times without a launch (the orchestrator kept failing)", job.attempts + 1);
+        let changes = JobChanges { failure_reason: Some(reason.clone()), count_attempt: true, ..Default::default() };
+        if let Advanced::Moved(_) = advance_from(ports, &job.id, JobState::Claimed, JobState::Failed, TransitionCause::Reaper, &changes).await? {
+            act(ports, report, "stuck_claimed", &job.id, reason).await?;
+        }
+        return Ok(());
+    }
+    let changes = JobChanges {
+        note: Some("claimed but never launched (orchestrator lost)".into()),
+        count_attempt: true,
+        ..Default::default()
+    };
     if let Advanced::Moved(_) = advance_from(ports, &job.id, JobState::Claimed, JobState::Queued, TransitionCause::Reaper, &changes).await? {
         ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
         act(ports, report, "stuck_claimed", &job.id, "claimed past reaper.redrive_after without a launch".into()).await?;

@@ -317,9 +317,15 @@ fn close_object(schema: &mut Value) {
 /// reported as not an integer).
 fn query_value(schema_type: Option<&str>, text: &str) -> Value {
     match schema_type {
-        Some("integer") => text.parse::<i64>().map_or_else(|_| text.into(), Value::from),
-        Some("number") => text.parse::<f64>().map_or_else(|_| text.into(), Value::from),
-        Some("boolean") => text.parse::<bool>().map_or_else(|_| text.into(), Value::from),
+        Some("integer") => text
+            .parse::<i64>()
+            .map_or_else(|_| text.into(), Value::from),
+        Some("number") => text
+            .parse::<f64>()
+            .map_or_else(|_| text.into(), Value::from),
+        Some("boolean") => text
+            .parse::<bool>()
+            .map_or_else(|_| text.into(), Value::from),
         _ => Value::String(text.to_owned()),
     }
 }
