@@ -13,11 +13,11 @@ use pacer_shared::clock::SystemClock;
 use pacer_shared::config::Secret;
 use pacer_shared::domain::{Pool, PoolSpec};
 use pacer_shared::fleet::ec2::launch::{Combination, MarketKind, RetryPolicy, client_token, combinations};
-use pacer_shared::fleet::ec2::{Ec2Fleet, sdk};
-use pacer_shared::fleet::{Fleet, JobRef, LaunchRequest, TAG_JOB, TAG_RUNNER, user_data};
 use pacer_shared::fleet::ec2::sdk::config::retry::RetryConfig;
 use pacer_shared::fleet::ec2::sdk::error::{ProvideErrorMetadata, SdkError};
 use pacer_shared::fleet::ec2::sdk::operation::RequestId;
+use pacer_shared::fleet::ec2::{Ec2Fleet, sdk};
+use pacer_shared::fleet::{Fleet, JobRef, LaunchRequest, TAG_JOB, TAG_RUNNER, user_data};
 use serde_json::{Value, json};
 
 use crate::ec2_fleet::Aws;
@@ -108,7 +108,12 @@ fn launches(calls: &[Call]) -> Vec<(String, String, String, Option<String>)> {
         .collect()
 }
 
-fn launch(market: &str, instance_type: &str, subnet: &str, injected: Option<&str>) -> (String, String, String, Option<String>) {
+fn launch(
+    market: &str,
+    instance_type: &str,
+    subnet: &str,
+    injected: Option<&str>,
+) -> (String, String, String, Option<String>) {
     (market.into(), instance_type.into(), subnet.into(), injected.map(str::to_string))
 }
 
@@ -132,7 +137,8 @@ async fn seed(aws: &Aws, pacer: &LocalPacer, pool: Value) -> String {
 
 /// A queued `workflow_job` for `acme/app`; returns pacer's job id.
 async fn queue_job(pacer: &LocalPacer, github_job_id: i64) -> String {
-    let (s, accepted) = pacer.webhook("workflow_job", &queued_payload(github_job_id, "acme/app", &["self-hosted", "linux"])).await;
+    let (s, accepted) =
+        pacer.webhook("workflow_job", &queued_payload(github_job_id, "acme/app", &["self-hosted", "linux"])).await;
     assert_eq!(s, 202, "{accepted}");
     accepted["job_id"].as_str().unwrap().to_string()
 }
@@ -181,7 +187,9 @@ async fn the_sdk_reads_each_injected_refusal_as_ec2s_code_status_and_message() {
 async fn with_no_fault_scripted_the_proxy_passes_every_call_through_unchanged() {
     // Given a proxy whose only fault is for an instance type the pool does not use…
     let (aws, proxy, fleet) = proxied().await;
-    proxy.inject(Fault::run_instances().when("InstanceType", "m7g.large").always().refuse("InsufficientInstanceCapacity"));
+    proxy.inject(
+        Fault::run_instances().when("InstanceType", "m7g.large").always().refuse("InsufficientInstanceCapacity"),
+    );
     let pool = pool(&aws, json!({}));
     fleet.prepare_pool(&pool).await.unwrap();
     let req = launch_request(&pool, "run_1");
@@ -272,7 +280,9 @@ async fn a_launch_whose_answer_is_lost_is_found_by_its_runner_tag_and_not_repeat
 async fn a_job_whose_first_instance_type_has_no_capacity_starts_on_the_second() {
     // Given EC2 has no t3.micro capacity in any zone…
     let (World { aws, github: _github, pacer }, proxy) = proxied_pacer().await;
-    proxy.inject(Fault::run_instances().when("InstanceType", "t3.micro").always().refuse("InsufficientInstanceCapacity"));
+    proxy.inject(
+        Fault::run_instances().when("InstanceType", "t3.micro").always().refuse("InsufficientInstanceCapacity"),
+    );
     let pool_id = seed(&aws, &pacer, json!({})).await;
 
     // …a queued job…
@@ -355,7 +365,11 @@ async fn a_vcpu_limit_degrades_the_pool_visibly_and_leaves_the_job_queued_withou
     // …and the job waits, queued, its attempts untouched.
     let job = pacer
         .wait_for(&format!("/api/jobs/{job_id}"), |j| {
-            j["transitions"].as_array().and_then(|t| t.last()).and_then(|t| t["note"].as_str()).is_some_and(|n| n.contains("pool degraded"))
+            j["transitions"]
+                .as_array()
+                .and_then(|t| t.last())
+                .and_then(|t| t["note"].as_str())
+                .is_some_and(|n| n.contains("pool degraded"))
         })
         .await;
     assert_eq!(job["state"], "queued", "{job}");
@@ -424,6 +438,7 @@ async fn a_job_whose_launch_answer_is_dropped_gets_the_instance_moto_made_and_no
     let runner_id = job["runner"]["id"].as_str().unwrap();
     let lookups = proxy.calls("DescribeInstances").into_iter().filter(|c| c.fields.iter().any(|(_, v)| v == runner_id));
     assert!(lookups.count() >= 2, "looked up by the runner's tag before and after the lost answer");
-    let combo = Combination { market: MarketKind::OnDemand, instance_type: "t3.micro".into(), subnet: aws.subnets[0].clone() };
+    let combo =
+        Combination { market: MarketKind::OnDemand, instance_type: "t3.micro".into(), subnet: aws.subnets[0].clone() };
     assert_eq!(calls[0].client_token(), Some(client_token(runner_id, 1, &combo).as_str()));
 }

@@ -139,7 +139,8 @@ impl Fault {
     /// moto acts, then the answer is lost: EC2's `InternalError` (HTTP 500)
     /// comes back instead.
     pub(crate) fn error_after_moto(mut self) -> Fault {
-        self.answer = Answer::ErrorAfterMoto { code: "InternalError".into(), message: default_message("InternalError") };
+        self.answer =
+            Answer::ErrorAfterMoto { code: "InternalError".into(), message: default_message("InternalError") };
         self
     }
 
@@ -307,13 +308,8 @@ async fn forward(shared: &Shared, parts: axum::http::request::Parts, body: Bytes
             headers.append(name.clone(), value.clone());
         }
     }
-    let sent = shared
-        .http
-        .request(parts.method, format!("{}{path}", shared.moto))
-        .headers(headers)
-        .body(body)
-        .send()
-        .await;
+    let sent =
+        shared.http.request(parts.method, format!("{}{path}", shared.moto)).headers(headers).body(body).send().await;
     let answer = match sent {
         Ok(a) => a,
         Err(e) => return (StatusCode::BAD_GATEWAY, format!("fault proxy: moto did not answer: {e}")).into_response(),
@@ -327,7 +323,9 @@ async fn forward(shared: &Shared, parts: axum::http::request::Parts, body: Bytes
     }
     let body = match answer.bytes().await {
         Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_GATEWAY, format!("fault proxy: moto's answer broke off: {e}")).into_response(),
+        Err(e) => {
+            return (StatusCode::BAD_GATEWAY, format!("fault proxy: moto's answer broke off: {e}")).into_response();
+        }
     };
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
@@ -424,7 +422,8 @@ fn percent_decode(raw: &[u8]) -> String {
 
 #[test]
 fn form_fields_decode_as_the_sdk_encodes_them() {
-    let fields = decode_form(b"Action=RunInstances&TagSpecification.1.Tag.1.Key=pacer%3Arunner&UserData=YQ%3D%3D&X=a+b&Y=%");
+    let fields =
+        decode_form(b"Action=RunInstances&TagSpecification.1.Tag.1.Key=pacer%3Arunner&UserData=YQ%3D%3D&X=a+b&Y=%");
     let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     assert_eq!(
         pairs,

@@ -329,3 +329,44 @@ async fn a_registration_minted_before_a_crash_is_cleaned_up() {
     assert!(first.count("reaper.ghost") + second.count("reaper.ghost") >= 1, "{first:?} {second:?}");
     assert!(w.github.runner(minted).is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_job_whose_webhook_never_arrived_is_found_and_launched_once() {
+    use crate::fake_github::FakeRun;
+    let (w, _clock) = world().await;
+    seed(&w.aws, &w.pacer, 2).await;
+    // GitHub has a run with a self-hosted job queued and a hosted one; no webhook came.
+    w.github.add_run_with_jobs(
+        FakeRun::new(880, "acme/app", "queued"),
+        &[(8801, "queued", &["self-hosted", "linux"]), (8802, "queued", &["ubuntu-latest"])],
+    );
+
+    let report = reconcile(&w.pacer.ports).await.unwrap();
+    assert_eq!(report.count("reaper.missed_webhook"), 1, "{report:?}");
+    let (_, jobs) = w.pacer.get("/api/jobs?github_job_id=8801").await;
+    let job_id = jobs["items"][0]["id"].as_str().expect("a row for the missed job").to_string();
+    instance_of_job(&w.aws, &job_id).await;
+    let (_, hosted) = w.pacer.get("/api/jobs?github_job_id=8802").await;
+    assert_eq!(hosted["items"], json!([]), "GitHub-hosted jobs are not pacer's");
+
+    let again = reconcile(&w.pacer.ports).await.unwrap();
+    assert_eq!(again.count("reaper.missed_webhook"), 0, "found once: {again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delivery_is_redelivered_and_its_job_taken_in() {
+    use crate::fake_github::FakeDelivery;
+    let (w, _clock) = world().await;
+    seed(&w.aws, &w.pacer, 2).await;
+    let payload = queued_payload(8901, "acme/app", &["self-hosted"]);
+    w.github.add_delivery(
+        FakeDelivery::workflow_job("guid-8901", "queued", 502, chrono::Utc::now() - chrono::Duration::minutes(5)).with_payload(payload),
+    );
+    w.github.forward_redeliveries_to(&format!("{}/api/webhook", w.pacer.base), crate::support::WEBHOOK_SECRET.as_bytes());
+
+    let report = reconcile(&w.pacer.ports).await.unwrap();
+    assert_eq!(report.count("reaper.redelivered"), 1, "{report:?}");
+    assert_eq!(w.github.redeliveries().len(), 1);
+    let jobs = w.pacer.wait_for("/api/jobs?github_job_id=8901", |j| j["items"].as_array().is_some_and(|i| i.len() == 1)).await;
+    assert_eq!(jobs["items"][0]["sender"], "pacer-send-test-job", "the redelivered payload is the original one");
+}

@@ -15,6 +15,9 @@
 //!    ghosts: GitHub runners named with this deployment's prefix that no
 //!    live runner owns → deregistered (at most [`GHOST_TARGETS_PER_PASS`]
 //!    repos or orgs a pass, in rotation, to stay within GitHub's rate limit);
+//!    missed webhooks: failed App deliveries of `workflow_job` redelivered;
+//!    queued self-hosted jobs on served repos pacer has no row for found
+//!    through GitHub's runs API (a few repos a pass) and taken in;
 //! 3. stuck jobs: `queued` past `reaper.redrive_after` → enqueued again;
 //!    `claimed` past it, or `starting` with no live runner → back to `queued`;
 //! 4. unmatched jobs a pool now serves, still queued on GitHub → queued;
@@ -100,6 +103,7 @@ pub async fn reconcile(ports: &Ports) -> ServiceResult<Report> {
     runners(ports, &pools, &mut report).await?;
     orphans(ports, &mut report).await?;
     ghosts(ports, &mut report).await?;
+    missed_webhooks(ports, &mut report).await?;
     stuck_jobs(ports, &mut report).await?;
     unmatched_jobs(ports, &mut report).await?;
     capacity(ports, &pools, &mut report).await?;
@@ -258,7 +262,9 @@ pub const GHOST_TARGETS_PER_PASS: usize = 20;
 
 /// Where this deployment's runners may be registered, with the App
 /// installation to ask with.
-async fn runner_targets(ports: &Ports, report: &mut Report) -> ServiceResult<Vec<(i64, RunnerTarget)>> {
+/// With `ask_github`, a bound repo no job has come from yet gets its
+/// installation from GitHub (one call) instead of being left out.
+async fn runner_targets(ports: &Ports, report: &mut Report, ask_github: bool) -> ServiceResult<Vec<(i64, RunnerTarget)>> {
     let mut targets = Vec::new();
     let projects: Vec<Project> = all_pages!(|p| ports.store.list_projects(p));
     for project in projects {
@@ -269,9 +275,9 @@ async fn runner_targets(ports: &Ports, report: &mut Report) -> ServiceResult<Vec
         match (project.spec.scope, &project.spec.org) {
             (Scope::Org, Some(org)) => {
                 let filter = JobFilter { project_id: Some(project.id.clone()), ..Default::default() };
-                match recent(filter).await? {
-                    Some(installation) => targets.push((installation, RunnerTarget::Org(org.clone()))),
-                    None => {} // no job yet: no runner can have registered
+                // No job yet: no runner can have registered there.
+                if let Some(installation) = recent(filter).await? {
+                    targets.push((installation, RunnerTarget::Org(org.clone())));
                 }
             }
             _ => {
@@ -281,6 +287,13 @@ async fn runner_targets(ports: &Ports, report: &mut Report) -> ServiceResult<Vec
                     let filter = JobFilter { repo: Some(repo.key()), ..Default::default() };
                     let installation = match recent(filter).await? {
                         Some(i) => i,
+                        None if ask_github => match ports.github.repo_installation(&repo).await {
+                            Ok(i) => i,
+                            Err(e) => {
+                                report.deferred.push(format!("installation of {repo}: {e}"));
+                                continue;
+                            }
+                        },
                         None => continue,
                     };
                     targets.push((installation, RunnerTarget::Repo(repo)));
@@ -300,7 +313,7 @@ async fn runner_targets(ports: &Ports, report: &mut Report) -> ServiceResult<Vec
 
 async fn ghosts(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
     let prefix = format!("{}-", ports.settings.deployment);
-    for (installation, target) in runner_targets(ports, report).await? {
+    for (installation, target) in runner_targets(ports, report, false).await? {
         let listed = match ports.github.list_runners(installation, &target).await {
             Ok(l) => l,
             Err(e) => {
@@ -321,6 +334,73 @@ async fn ghosts(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
                 continue;
             }
             act(ports, report, "ghost", &gh.name, format!("registered at {target} but no live runner of pacer owns it")).await?;
+        }
+    }
+    Ok(())
+}
+
+/// How far back a pass looks for failed deliveries.
+pub const DELIVERY_LOOKBACK: Duration = Duration::from_secs(3600);
+/// Failed attempts after which pacer stops asking GitHub to redeliver an event.
+pub const MAX_REDELIVERIES: u32 = 5;
+/// Repositories a pass scans for queued jobs, and runs looked at in each:
+/// about `MISSED_REPOS_PER_PASS × (MISSED_RUNS_PER_REPO + 2)` GitHub calls.
+pub const MISSED_REPOS_PER_PASS: usize = 5;
+pub const MISSED_RUNS_PER_REPO: usize = 5;
+
+async fn missed_webhooks(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
+    // 1. Deliveries GitHub failed to make: ask for them again (handlers
+    // are idempotent, so a redelivery of something pacer has is harmless).
+    let since = ports.clock.now() - chrono::Duration::from_std(DELIVERY_LOOKBACK).unwrap_or_default();
+    match ports.github.failed_deliveries(since).await {
+        Ok(deliveries) => {
+            for d in deliveries.into_iter().filter(|d| d.event == "workflow_job" && d.failed_attempts < MAX_REDELIVERIES) {
+                match ports.github.redeliver(d.id).await {
+                    Ok(()) => {
+                        let reason = format!("GitHub's delivery answered {} ({}); attempt {}", d.status_code, d.status, d.failed_attempts);
+                        act(ports, report, "redelivered", &d.guid, reason).await?;
+                    }
+                    Err(e) => report.deferred.push(format!("redeliver {}: {e}", d.guid)),
+                }
+            }
+        }
+        Err(e) => report.deferred.push(format!("list failed deliveries: {e}")),
+    }
+
+    // 2. Queued jobs of served repos that pacer has no row for.
+    let mut repos: Vec<(i64, RepoName)> = runner_targets(ports, &mut Report::default(), true)
+        .await?
+        .into_iter()
+        .filter_map(|(installation, target)| match target {
+            RunnerTarget::Repo(repo) => Some((installation, repo)),
+            RunnerTarget::Org(_) => None,
+        })
+        .collect();
+    if repos.len() > MISSED_REPOS_PER_PASS {
+        let start = (ports.clock.now().timestamp() / 60) as usize * MISSED_REPOS_PER_PASS % repos.len();
+        repos.rotate_left(start);
+        repos.truncate(MISSED_REPOS_PER_PASS);
+    }
+    for (installation, repo) in repos {
+        let found = match ports.github.queued_jobs(installation, &repo, MISSED_RUNS_PER_REPO).await {
+            Ok(f) => f,
+            Err(e) => {
+                report.deferred.push(format!("queued jobs of {repo}: {e}"));
+                continue;
+            }
+        };
+        for gh in found {
+            if !gh.labels.iter().any(|l| l.eq_ignore_ascii_case(crate::domain::labels::SELF_HOSTED)) {
+                continue;
+            }
+            if ports.store.job_by_github_id(gh.id).await?.is_some() {
+                continue;
+            }
+            let event = gh.to_queued_event(&repo, Some(installation));
+            let outcome = super::webhook::queued(ports, &reaper(), &event, JobState::Queued).await?;
+            if let super::webhook::Outcome::Accepted { job_id } = outcome {
+                act(ports, report, "missed_webhook", &job_id, format!("GitHub has job {} queued on {repo}; its webhook never arrived", gh.id)).await?;
+            }
         }
     }
     Ok(())

@@ -138,7 +138,7 @@ pub fn pick_pool<'a>(project: &Project, pools: &'a [Pool], labels: &[String]) ->
     pools.iter().find(|p| p.id == chosen.pool_id)
 }
 
-async fn queued(ports: &Ports, caller: &Caller, ev: &WorkflowJobEvent, arrived_as: JobState) -> ServiceResult<Outcome> {
+pub(crate) async fn queued(ports: &Ports, caller: &Caller, ev: &WorkflowJobEvent, arrived_as: JobState) -> ServiceResult<Outcome> {
     let wj = &ev.workflow_job;
     if let Some(existing) = ports.store.job_by_github_id(wj.id).await? {
         return already_known(ports, existing, arrived_as).await;
