@@ -89,7 +89,8 @@ pub(crate) struct Fault {
 }
 
 impl Fault {
-    /// Hits the next call of `action` (see [`Fault::times`] for more).
+    /// Hits the next call of `action` ([`Fault::times`] for more), refusing
+    /// it as EC2's `InternalError` unless an answer is chosen.
     pub(crate) fn on(action: &str) -> Fault {
         Fault {
             action: action.into(),
@@ -131,6 +132,7 @@ impl Fault {
         self.refuse_with(code, &message)
     }
 
+    /// Refused with EC2's error for `code`, in these words.
     pub(crate) fn refuse_with(mut self, code: &str, message: &str) -> Fault {
         self.answer = Answer::Refuse { code: code.into(), message: message.into() };
         self
