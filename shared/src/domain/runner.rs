@@ -86,6 +86,11 @@ pub struct Runner {
     pub error_tail: Option<String>,
     pub created_at: Time,
     pub updated_at: Time,
+    /// Bumped by every write; each write is conditional on the version it
+    /// read, so concurrent writers (orchestrator, callbacks, webhooks,
+    /// reaper) never erase each other's fields.
+    #[serde(default)]
+    pub version: u64,
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use super::audit::record;
 use super::jobs::{advance, advance_from, Advanced};
+use super::runners::update_runner;
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::auth::callback_token::{self, Claims};
 use crate::config::Secret;
@@ -169,7 +170,7 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
         expires_at: now.timestamp() + secs(pool.spec.max_lifetime),
     };
     let token = Secret::new(callback_token::mint(ports.settings.callback_secret.expose().as_bytes(), &claims));
-    let mut runner = Runner {
+    let runner = Runner {
         id: runner_id.clone(),
         pool_id: pool.id.clone(),
         project_id: pool.spec.project_id.clone(),
@@ -186,6 +187,7 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
         error_tail: None,
         created_at: now,
         updated_at: now,
+        version: 0,
     };
     ports.store.insert_runner(&runner).await?;
     let request = LaunchRequest {
@@ -209,10 +211,14 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
             l
         }
         Err(e) => {
-            runner.state = RunnerState::Failed;
-            runner.error_tail = Some(format!("launch failed: {e}"));
-            runner.updated_at = ports.clock.now();
-            if let Err(store_err) = ports.store.transition_runner(RunnerState::Pending, &runner).await {
+            let tail = format!("launch failed: {e}");
+            let failed = update_runner(ports, &runner_id, |r| {
+                r.state = RunnerState::Failed;
+                r.error_tail = Some(tail.clone());
+                true
+            })
+            .await;
+            if let Err(store_err) = failed {
                 tracing::warn!(runner_id, error = %store_err, "could not mark the runner failed");
             }
             return Err(LaunchFailure::Fleet(e));
@@ -224,23 +230,17 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
     advance_from(ports, &job.id, JobState::Claimed, JobState::Starting, TransitionCause::Orchestrator, &changes).await?;
     // A quote never blocks a launch: `None` when prices are unavailable.
     let price = ports.pricing.quote(&launched.instance_type, &launched.market, launched.availability_zone.as_deref()).await;
-    // The instance may already have called back; write the launch facts on
+    // The instance may already have called back; the launch facts go on
     // whatever state the runner reached.
-    for _ in 0..8 {
-        let Some(mut current) = ports.store.get_runner(&runner_id).await? else { break };
-        let from = current.state;
+    update_runner(ports, &runner_id, |current| {
         current.instance_id = Some(launched.instance_id.clone());
         current.instance_type = Some(launched.instance_type.clone());
         current.availability_zone.clone_from(&launched.availability_zone);
         current.market = Some(launched.market.clone());
         current.price_per_hour_usd = price;
-        current.updated_at = ports.clock.now();
-        match ports.store.transition_runner(from, &current).await {
-            Ok(()) => break,
-            Err(StoreError::Stale) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+        true
+    })
+    .await?;
     tracing::info!(job_id = %job.id, runner_id, instance_id = %launched.instance_id, instance_type = %launched.instance_type, "runner launched");
     Ok(runner_id)
 }
@@ -251,6 +251,12 @@ async fn handle_launch_failure(ports: &Ports, job: &Job, pool: &Pool, failure: L
             // Give the job back so nothing is stuck in `claimed`, then fail the message.
             advance(ports, &job.id, JobState::Queued, TransitionCause::Orchestrator, &JobChanges::default()).await?;
             return Err(e);
+        }
+        LaunchFailure::Fleet(FleetError::Throttled(reason)) => {
+            // EC2 throttling the account is not the job's attempt: try later.
+            let note = JobChanges { note: Some(format!("throttled by EC2: {reason}")), ..Default::default() };
+            advance(ports, &job.id, JobState::Queued, TransitionCause::Orchestrator, &note).await?;
+            return Ok(Dispatched::Retry(format!("throttled by EC2: {reason}")));
         }
         LaunchFailure::Fleet(e) => {
             let permanent = matches!(e, FleetError::InvalidPool(_) | FleetError::Permanent(_));
@@ -270,7 +276,7 @@ async fn handle_launch_failure(ports: &Ports, job: &Job, pool: &Pool, failure: L
         } else {
             format!("launch failed {attempts} times; last: {reason}")
         };
-        fail_job(ports, job, &why).await?;
+        fail_job_counting(ports, job, &why, true).await?;
         return Ok(Dispatched::NotNeeded("failed"));
     }
     let changes = JobChanges { count_attempt: true, note: Some(reason.clone()), ..Default::default() };
@@ -279,7 +285,13 @@ async fn handle_launch_failure(ports: &Ports, job: &Job, pool: &Pool, failure: L
 }
 
 async fn fail_job(ports: &Ports, job: &Job, reason: &str) -> ServiceResult<()> {
-    let changes = JobChanges { failure_reason: Some(reason.to_string()), ..Default::default() };
+    fail_job_counting(ports, job, reason, false).await
+}
+
+/// Fails a job with its reason; `count_attempt` when a launch attempt is
+/// what failed.
+async fn fail_job_counting(ports: &Ports, job: &Job, reason: &str, count_attempt: bool) -> ServiceResult<()> {
+    let changes = JobChanges { failure_reason: Some(reason.to_string()), count_attempt, ..Default::default() };
     if let Advanced::Moved(_) = advance(ports, &job.id, JobState::Failed, TransitionCause::Orchestrator, &changes).await? {
         record(ports, &orchestrator(), "job.failed", Some(&job.id), json!({"reason": reason})).await?;
     }

@@ -32,7 +32,7 @@ use serde_json::json;
 
 use super::audit::record;
 use super::jobs::{advance, advance_from, Advanced};
-use super::runners::{finish, github_target, retry_job_after_failed_runner};
+use super::runners::{finish, github_target, retry_job_after_failed_runner, update_runner};
 use super::webhook::{pick_pool, project_pools};
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::domain::job::JobChanges;
@@ -186,10 +186,14 @@ async fn idle(ports: &Ports, report: &mut Report, runner: &Runner, pool: &Pool) 
     match ports.github.get_runner(installation, &target, github_id).await {
         Ok(Some(gh)) if gh.busy => {
             // Busy with a job whose webhook has not arrived (yet): keep it.
-            let mut busy = runner.clone();
-            busy.state = RunnerState::Busy;
-            busy.updated_at = ports.clock.now();
-            let _ = ports.store.transition_runner(RunnerState::Registered, &busy).await;
+            update_runner(ports, &runner.id, |r| {
+                let idle = r.state == RunnerState::Registered;
+                if idle {
+                    r.state = RunnerState::Busy;
+                }
+                idle
+            })
+            .await?;
             Ok(())
         }
         Ok(found) => {
@@ -460,10 +464,15 @@ async fn stuck_claimed(ports: &Ports, report: &mut Report, job: &Job) -> Service
     if let Some(runner) = runner {
         match ports.fleet.instance_for_runner(&runner.id).await {
             Ok(Some(instance)) if !matches!(instance.state.as_str(), "shutting-down" | "terminated") => {
-                let mut found = runner.clone();
-                found.instance_id = Some(instance.instance_id.clone());
-                found.updated_at = ports.clock.now();
-                if ports.store.transition_runner(runner.state, &found).await.is_ok() {
+                let recorded = update_runner(ports, &runner.id, |r| {
+                    let missing = r.instance_id.is_none() && r.state.is_live();
+                    if missing {
+                        r.instance_id = Some(instance.instance_id.clone());
+                    }
+                    missing
+                })
+                .await?;
+                if recorded.is_some() {
                     let changes = JobChanges {
                         runner_id: Some(runner.id.clone()),
                         count_attempt: true,
@@ -538,21 +547,49 @@ async fn unmatched_jobs(ports: &Ports, report: &mut Report) -> ServiceResult<()>
     Ok(())
 }
 
-/// Repairs drifted capacity counters. Runners are counted first and the
-/// counter read after, and jobs in `claimed` may hold a reservation
-/// without a runner yet: a counter is lowered only below what could be
-/// legitimately held, and raised only up to the live runners, so a repair
-/// never lets a pool exceed its max.
+/// How long after a runner ends its unit may still be counted: the state
+/// change and the release are two writes, a moment apart.
+const RELEASE_GRACE: Duration = Duration::from_secs(120);
+
+/// Repairs drifted capacity counters without ever letting a pool exceed its
+/// max. The counter is read first, then claimed jobs (a claim may hold a
+/// unit before its runner exists), then runners — counting a runner that
+/// ended within [`RELEASE_GRACE`] as still holding its unit, since its
+/// release may not have landed yet. Whatever moves between the reads, a
+/// counter is lowered only below what could be legitimately held, raised
+/// only up to the live runners, and written only if unchanged since read.
 async fn capacity(ports: &Ports, pools: &HashMap<String, Pool>, report: &mut Report) -> ServiceResult<()> {
     for pool_id in pools.keys() {
-        let live_in_pool = live_filter(Some(pool_id));
-        let live = all_pages!(|p| ports.store.list_runners(&live_in_pool, p)).len() as u32;
-        let filter = JobFilter { state: Some(JobState::Claimed), pool_id: Some(pool_id.clone()), ..Default::default() };
-        let claimed = all_pages!(|p| ports.store.list_jobs(&filter, p)).len() as u32;
         let Some(pool) = ports.store.get_pool(pool_id).await? else { continue };
         let held = pool.active_runners;
-        let repaired = if held > live + claimed {
-            live + claimed
+        let filter = JobFilter { state: Some(JobState::Claimed), pool_id: Some(pool_id.clone()), ..Default::default() };
+        let claimed = all_pages!(|p| ports.store.list_jobs(&filter, p)).len() as u32;
+        let live_in_pool = live_filter(Some(pool_id));
+        let live = all_pages!(|p| ports.store.list_runners(&live_in_pool, p)).len() as u32;
+        // Runners that ended a moment ago, newest first; a runner lives at
+        // most its pool's max lifetime, so older ones cannot have just ended.
+        let in_pool = RunnerFilter { pool_id: Some(pool_id.clone()), states: vec![] };
+        let now = ports.clock.now();
+        let horizon = pool.spec.max_lifetime * 2 + RELEASE_GRACE;
+        let mut recently_ended = 0u32;
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        'pages: loop {
+            let listed = ports.store.list_runners(&in_pool, &page).await?;
+            for r in &listed.items {
+                if elapsed(now, r.created_at) > horizon {
+                    break 'pages;
+                }
+                if !r.state.is_live() && elapsed(now, r.updated_at) < RELEASE_GRACE {
+                    recently_ended += 1;
+                }
+            }
+            match listed.next_cursor {
+                Some(c) => page.cursor = Some(c),
+                None => break,
+            }
+        }
+        let repaired = if held > live + recently_ended + claimed {
+            live + recently_ended + claimed
         } else if held < live {
             live
         } else {

@@ -128,19 +128,24 @@ pub async fn register(ports: &Ports, token: &str, body: RegisterBody) -> Result<
         }
     };
     crate::failpoint::hit("after_jit_mint");
-    let mut registered = runner.clone();
-    registered.state = RunnerState::Registered;
-    registered.github_runner_id = Some(jit.runner_id);
-    registered.updated_at = ports.clock.now();
-    if let Err(e) = ports.store.transition_runner(RunnerState::Pending, &registered).await {
+    let registered = update_runner(ports, &runner.id, |r| {
+        if r.state != RunnerState::Pending {
+            return false;
+        }
+        r.state = RunnerState::Registered;
+        r.github_runner_id = Some(jit.runner_id);
+        true
+    })
+    .await;
+    if !matches!(registered, Ok(Some(_))) {
         // Another register won the race (or the runner was reaped): the
         // registration just minted belongs to nobody — remove it.
         if let Err(del) = ports.github.delete_runner(installation_id, &target, jit.runner_id).await {
             tracing::warn!(runner_id = %runner.id, error = %del, "could not delete an unused GitHub runner registration");
         }
-        return Err(match e {
-            StoreError::Stale => CallbackError::Unauthorized("the runner registered already".into()),
-            other => other.into(),
+        return Err(match registered {
+            Err(e) => e.into(),
+            _ => CallbackError::Unauthorized("the runner registered already".into()),
         });
     }
     let version = if ports.settings.runner_version == "latest" {
@@ -159,28 +164,52 @@ pub async fn register(ports: &Ports, token: &str, body: RegisterBody) -> Result<
     })
 }
 
-/// Moves a live runner to `to`; whoever succeeds releases its capacity.
-/// Returns the runner as written, or `None` if it was not live any more.
-pub(crate) async fn finish(ports: &Ports, runner_id: &str, to: RunnerState, edit: impl Fn(&mut Runner)) -> ServiceResult<Option<Runner>> {
-    for _ in 0..8 {
+/// Every change to a runner: re-reads it, lets `edit` change the fresh copy
+/// (returning `false` leaves it alone), and writes it conditionally on the
+/// version read, retrying when another writer got in between — so no
+/// writer ever erases another's fields. Returns the state it was in and the
+/// runner as written, or `None` if it is gone or `edit` declined.
+pub(crate) async fn update_runner(
+    ports: &Ports,
+    runner_id: &str,
+    mut edit: impl FnMut(&mut Runner) -> bool,
+) -> ServiceResult<Option<(RunnerState, Runner)>> {
+    for _ in 0..16 {
         let Some(mut runner) = ports.store.get_runner(runner_id).await? else { return Ok(None) };
-        if !runner.state.is_live() {
+        let from = runner.state;
+        if !edit(&mut runner) {
             return Ok(None);
         }
-        let from = runner.state;
-        runner.state = to;
+        runner.version += 1;
         runner.updated_at = ports.clock.now();
-        edit(&mut runner);
         match ports.store.transition_runner(from, &runner).await {
-            Ok(()) => {
-                release_capacity(ports, &runner.pool_id).await?;
-                return Ok(Some(runner));
-            }
+            Ok(()) => return Ok(Some((from, runner))),
             Err(StoreError::Stale) => continue,
             Err(e) => return Err(e.into()),
         }
     }
     Err(ServiceError::Conflict(format!("runner {runner_id} kept changing; try again")))
+}
+
+/// Moves a live runner to `to`; whoever succeeds releases its capacity.
+/// Returns the runner as written, or `None` if it was not live any more.
+pub(crate) async fn finish(ports: &Ports, runner_id: &str, to: RunnerState, edit: impl Fn(&mut Runner)) -> ServiceResult<Option<Runner>> {
+    let ended = update_runner(ports, runner_id, |runner| {
+        if !runner.state.is_live() {
+            return false;
+        }
+        runner.state = to;
+        edit(runner);
+        true
+    })
+    .await?;
+    match ended {
+        Some((_, runner)) => {
+            release_capacity(ports, &runner.pool_id).await?;
+            Ok(Some(runner))
+        }
+        None => Ok(None),
+    }
 }
 
 /// `/complete`: the runner's job is over. Idempotent.

@@ -260,17 +260,16 @@ async fn progressed(ports: &Ports, ev: &WorkflowJobEvent, to: JobState) -> Servi
     if let Advanced::Refused(current) = advance(ports, &job.id, to, TransitionCause::Webhook, &changes).await? {
         tracing::debug!(job_id = %job.id, at = %current.state, wanted = %to, "late or repeated workflow_job delivery; nothing changed");
     }
-    if let (Some(mut runner), JobState::Running) = (runner, to) {
+    if let (Some(runner), JobState::Running) = (runner, to) {
         // The runner is busy with this job, whichever job it was launched for.
-        if runner.state.can_move_to(RunnerState::Busy) {
-            let from = runner.state;
-            runner.state = RunnerState::Busy;
-            runner.updated_at = ports.clock.now();
-            match ports.store.transition_runner(from, &runner).await {
-                Ok(()) | Err(crate::store::StoreError::Stale) => {}
-                Err(e) => return Err(e.into()),
+        super::runners::update_runner(ports, &runner.id, |r| {
+            let busy = r.state.can_move_to(RunnerState::Busy);
+            if busy {
+                r.state = RunnerState::Busy;
             }
-        }
+            busy
+        })
+        .await?;
     }
     Ok(Outcome::Recorded)
 }

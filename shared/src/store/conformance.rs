@@ -163,6 +163,7 @@ pub fn runner(pool: &Pool, instance_id: &str, at: Time) -> Runner {
         error_tail: None,
         created_at: at,
         updated_at: at,
+        version: 0,
     }
 }
 
@@ -522,8 +523,20 @@ pub async fn runners_are_found_by_instance_and_transition_conditionally(store: A
     registered.state = RunnerState::Registered;
     registered.github_runner_id = Some(77);
     registered.updated_at = at(3);
+    registered.version = 1;
     store.transition_runner(RunnerState::Pending, &registered).await.unwrap();
     assert!(matches!(store.transition_runner(RunnerState::Pending, &registered).await, Err(StoreError::Stale)));
+    // A writer holding an older copy in the same state loses too: it would
+    // erase what the newer write set.
+    let mut facts = registered.clone();
+    facts.instance_type = Some("m7g.xlarge".into());
+    facts.version = 2;
+    store.transition_runner(RunnerState::Registered, &facts).await.unwrap();
+    let mut stale = registered.clone();
+    stale.state = RunnerState::Busy;
+    stale.version = 2;
+    assert!(matches!(store.transition_runner(RunnerState::Registered, &stale).await, Err(StoreError::Stale)));
+    let registered = facts;
     assert_eq!(store.get_runner(&r1.id).await.unwrap(), Some(registered.clone()));
 
     let live = |states: Vec<RunnerState>| RunnerFilter { pool_id: Some(pl.id.clone()), states };

@@ -186,7 +186,9 @@ pub trait Store: Send + Sync + 'static {
         }
     }
     async fn list_runners(&self, filter: &RunnerFilter, page: &PageRequest) -> StoreResult<Page<Runner>>;
-    /// Like [`Store::transition_job`]: written only if still in `from`.
+    /// Writes `runner` only if the stored one is still in `from` and at
+    /// version `runner.version - 1` (the caller read it, changed it, and
+    /// bumped the version); otherwise `Stale`.
     async fn transition_runner(&self, from: RunnerState, runner: &Runner) -> StoreResult<()>;
 
     // Users. Emails are unique.

@@ -626,8 +626,9 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let n = c
                 .execute(
-                    "UPDATE runners SET state = ?2, instance_id = ?3, name = ?4, data = ?5 WHERE id = ?1 AND state = ?6",
-                    params![r.id, r.state.as_str(), r.instance_id, r.name, data, from.as_str()],
+                    "UPDATE runners SET state = ?2, instance_id = ?3, name = ?4, data = ?5
+                     WHERE id = ?1 AND state = ?6 AND IFNULL(json_extract(data, '$.version'), 0) = ?7",
+                    params![r.id, r.state.as_str(), r.instance_id, r.name, data, from.as_str(), r.version.saturating_sub(1) as i64],
                 )
                 .map_err(backend)?;
             if n == 1 {
