@@ -253,7 +253,7 @@ async fn an_account_limit_degrades_the_pool_visibly_and_launches_resume_after_th
     let job_id = b["job_id"].as_str().unwrap().to_string();
     let job = pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "completed").await;
     assert_eq!(job["attempts"], 1, "an account limit is not the job's attempt");
-    let (_, audit) = pacer.get(&format!("/api/audit?action=pool.degraded")).await;
+    let (_, audit) = pacer.get("/api/audit?action=pool.degraded").await;
     let degraded = &audit["items"][0];
     assert_eq!(degraded["target"], pool_id.as_str());
     assert!(degraded["detail"]["reason"].as_str().unwrap().contains("VcpuLimitExceeded"));

@@ -370,3 +370,19 @@ async fn a_failed_delivery_is_redelivered_and_its_job_taken_in() {
     let jobs = w.pacer.wait_for("/api/jobs?github_job_id=8901", |j| j["items"].as_array().is_some_and(|i| i.len() == 1)).await;
     assert_eq!(jobs["items"][0]["sender"], "pacer-send-test-job", "the redelivered payload is the original one");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_runner_github_no_longer_knows_is_terminated_without_a_deregistration() {
+    use crate::fake_github::{Endpoint, Failure};
+    let (w, clock) = world().await;
+    seed(&w.aws, &w.pacer, 2).await;
+    let (_, job) = launched(&w, 7013).await;
+    register(&w, &job).await;
+    w.github.fail_next(Endpoint::GetRepoRunner, 1, Failure::status(404));
+    clock.advance(Duration::from_secs(6 * 60));
+    let report = reconcile(&w.pacer.ports).await.unwrap();
+    assert_eq!(report.count("reaper.idle"), 1, "{report:?}");
+    let idle = report.actions.iter().find(|a| a.action == "reaper.idle").unwrap();
+    assert!(idle.reason.contains("no longer knows"), "{report:?}");
+    assert!(gone(&instance_state(&w, job["runner"]["instance_id"].as_str().unwrap()).await));
+}
