@@ -124,6 +124,8 @@ struct JobParams {
     github_job_id: Option<i64>,
     from: Option<Time>,
     to: Option<Time>,
+    /// `newest` (default) or `oldest` first.
+    order: Option<String>,
 }
 
 async fn list_jobs(State(s): State<AppState>, Query(p): Query<JobParams>) -> Result<impl IntoResponse, ApiError> {
@@ -134,7 +136,13 @@ async fn list_jobs(State(s): State<AppState>, Query(p): Query<JobParams>) -> Res
             ApiError::BadRequest(format!("query parameter status: {raw:?} is not one of {}", known.join(", ")))
         })?),
     };
+    let oldest_first = match p.order.as_deref() {
+        None | Some("newest") => false,
+        Some("oldest") => true,
+        Some(other) => return Err(ApiError::BadRequest(format!("query parameter order: {other:?} is not newest or oldest"))),
+    };
     let filter = JobFilter {
+        oldest_first,
         state,
         project_id: p.project_id,
         pool_id: p.pool_id,

@@ -304,10 +304,14 @@ pub async fn release_capacity(ports: &Ports, pool_id: &str) -> ServiceResult<boo
     if !ports.store.release_capacity(pool_id).await? {
         return Ok(false);
     }
-    let filter = JobFilter { state: Some(JobState::Queued), pool_id: Some(pool_id.to_string()), ..Default::default() };
-    let waiting = ports.store.list_jobs(&filter, &PageRequest::first(100)).await?;
-    // Newest first: the last of the page is the oldest seen.
-    if let Some(job) = waiting.items.last() {
+    let filter = JobFilter {
+        state: Some(JobState::Queued),
+        pool_id: Some(pool_id.to_string()),
+        oldest_first: true,
+        ..Default::default()
+    };
+    let waiting = ports.store.list_jobs(&filter, &PageRequest::first(1)).await?;
+    if let Some(job) = waiting.items.first() {
         ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
     }
     Ok(true)

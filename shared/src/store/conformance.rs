@@ -447,6 +447,15 @@ pub async fn jobs_page_newest_first_without_gaps_or_repeats(store: Arc<dyn Store
     .into_iter()
     .map(|j| j.id)
     .collect();
+    let oldest_first: Vec<String> = all_pages(3, |page| {
+        let store = store.clone();
+        async move { store.list_jobs(&JobFilter { oldest_first: true, ..Default::default() }, &page).await }
+    })
+    .await
+    .into_iter()
+    .map(|j| j.id)
+    .collect();
+    assert_eq!(oldest_first, ids, "every job once, oldest first when asked");
     ids.reverse();
     assert_eq!(listed, ids, "every job once, newest first");
 }

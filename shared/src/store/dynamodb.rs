@@ -1775,8 +1775,8 @@ impl Store for DynamoStore {
             });
         }
         let mut listing = match filter.state {
-            Some(state) => Listing::new("list_jobs", GSI2, format!("JOBSTATE#{state}"), true),
-            None => Listing::new("list_jobs", GSI1, JOB.collection, true),
+            Some(state) => Listing::new("list_jobs", GSI2, format!("JOBSTATE#{state}"), !filter.oldest_first),
+            None => Listing::new("list_jobs", GSI1, JOB.collection, !filter.oldest_first),
         };
         listing.lo = filter.from.as_ref().map(time_key);
         listing.hi = filter.to.as_ref().map(time_key);

@@ -71,9 +71,11 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-/// Filters of `GET /api/jobs`. Jobs list newest first.
+/// Filters of `GET /api/jobs`. Jobs list newest first, or oldest first.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobFilter {
+    /// Oldest first (the orchestrator waking the longest-waiting job).
+    pub oldest_first: bool,
     pub state: Option<JobState>,
     pub project_id: Option<String>,
     pub pool_id: Option<String>,

@@ -544,7 +544,7 @@ impl Store for SqliteStore {
     async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>> {
         let (f, page) = (filter.clone(), page.clone());
         self.with(move |c| {
-            ListQuery::new("jobs", true)
+            ListQuery::new("jobs", !f.oldest_first)
                 .and_if("state = ?", f.state.map(|s| s.as_str().to_string()))
                 .and_if("project_id = ?", f.project_id)
                 .and_if("pool_id = ?", f.pool_id)
