@@ -10,16 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pacer_shared::clock::SystemClock;
-use pacer_shared::config::Secret;
 use pacer_shared::domain::{Pool, PoolSpec};
 use pacer_shared::fleet::ec2::launch::{Combination, MarketKind, RetryPolicy, client_token, combinations};
 use pacer_shared::fleet::ec2::sdk::config::retry::RetryConfig;
 use pacer_shared::fleet::ec2::sdk::error::{ProvideErrorMetadata, SdkError};
 use pacer_shared::fleet::ec2::sdk::operation::RequestId;
 use pacer_shared::fleet::ec2::{Ec2Fleet, sdk};
-use pacer_shared::fleet::{Fleet, JobRef, LaunchRequest, TAG_JOB, TAG_RUNNER, user_data};
+use pacer_shared::fleet::{Fleet, TAG_JOB, TAG_RUNNER, user_data};
 use serde_json::{Value, json};
 
+use crate::ec2_fleet::launch_request;
 use crate::ec2_fleet::Aws;
 use crate::fault_proxy::{Call, Fault, FaultProxy};
 use crate::lifecycle_aws::{Backend, World, instance_of_job, world_on};
@@ -63,23 +63,6 @@ fn pool(aws: &Aws, changes: Value) -> Pool {
     Pool { id: "pool_1".into(), spec, active_runners: 0, degraded: None, created_at: now, updated_at: now }
 }
 
-fn launch_request(pool: &Pool, runner_id: &str) -> LaunchRequest {
-    LaunchRequest {
-        pool: pool.clone(),
-        runner_id: runner_id.into(),
-        runner_name: format!("{DEPLOYMENT}-{runner_id}"),
-        job: Some(JobRef {
-            id: "job_1".into(),
-            github_job_id: 4242,
-            run_id: 77,
-            repo: "acme/app".into(),
-            labels: vec!["self-hosted".into(), "linux".into()],
-            installation_id: Some(1),
-        }),
-        user_data: user_data::render("https://pacer.example.com", &Secret::new("callback-token")),
-        attempt: 0,
-    }
-}
 
 /// Instances carrying tag `key=value`, asked of moto directly (not through the proxy).
 async fn instances_tagged(aws: &Aws, key: &str, value: &str) -> Vec<sdk::types::Instance> {

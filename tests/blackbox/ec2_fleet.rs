@@ -129,7 +129,7 @@ impl Aws {
     }
 }
 
-fn launch_request(pool: &Pool, runner_id: &str) -> LaunchRequest {
+pub(crate) fn launch_request(pool: &Pool, runner_id: &str) -> LaunchRequest {
     LaunchRequest {
         pool: pool.clone(),
         runner_id: runner_id.into(),
