@@ -200,6 +200,7 @@ async fn serve_init_writes_a_local_config_serves_and_keeps_data_across_a_restart
     let (_, audit) = served.get("/api/audit").await;
     let actions: Vec<&Value> = audit["items"].as_array().unwrap().iter().map(|e| &e["action"]).collect();
     assert_eq!(actions, [&json!("project.created")], "and so did its audit event");
+    assert_eq!(audit["items"][0]["client_ip"], "127.0.0.1", "audited with the client's address");
     assert!(served.terminate().await.success());
 }
 
