@@ -31,7 +31,8 @@ test: test-deps
 ## packages under tests/, Debian's shellcheck and pebble (a test ACME CA).
 test-deps: $(VENV)/.moto-$(MOTO_VERSION) apt-deps tests/node_modules/.package-lock.json
 
-# GitHub's OpenAPI description and real webhook payloads, pinned by the lock.
+# GitHub's OpenAPI description, real webhook payloads and oidc-provider (the
+# SSO tests' OpenID Provider), pinned by the lock.
 tests/node_modules/.package-lock.json: tests/package.json tests/package-lock.json
 	npm ci --prefix tests --no-audit --no-fund
 

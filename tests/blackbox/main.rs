@@ -22,3 +22,4 @@ mod pricing;
 mod burst;
 mod fault_proxy;
 mod ec2_faults;
+mod oidc_provider;
