@@ -15,6 +15,7 @@
 //! | `gsi1`     | `gsi1pk`, `gsi1sk`    | ALL        | whole collections in list order             |
 //! | `gsi2`     | `gsi2pk`, `gsi2sk`    | ALL        | sub-collections: by state, by project        |
 //! | `runner_instance` | `instance_id` (HASH) | KEYS_ONLY | runners that have an EC2 instance (sparse) |
+//! | `runner_name` | `runner_reg_name` (HASH) | KEYS_ONLY | runners by the name they register under (sparse) |
 //!
 //! # Items
 //!
@@ -64,7 +65,8 @@
 //! the existing items by itself, and the index is sparse: it holds only the
 //! items of the one type that has the attribute. For example, "live runners
 //! of a pool" is a GSI `runner_live_pool_id` / `gsi1sk`; "jobs of a repo" is
-//! `job_repo_key` / `gsi1sk`; "runner by name" is `runner_reg_name`.
+//! `job_repo_key` / `gsi1sk`; "runner by name" was added this way, as the
+//! `runner_name` index on `runner_reg_name`.
 //! Only a value that is not stored yet needs a backfill, which is why the
 //! items above carry these attributes from the start.
 //!
@@ -121,6 +123,10 @@ const NAME: &str = "name";
 const PROJECT_ID: &str = "project_id";
 const BINDING_COPY: &str = "binding";
 const INSTANCE_INDEX: &str = "runner_instance";
+/// Runners by their registration name: every `in_progress` webhook links
+/// the runner that took the job by name, so this must be one query.
+const RUNNER_NAME_INDEX: &str = "runner_name";
+const RUNNER_REG_NAME: &str = "runner_reg_name";
 const INSTANCE_ID: &str = "instance_id";
 
 /// How often a read-then-write retries when the object changed in between.
@@ -369,7 +375,7 @@ fn runner_item(r: &Runner) -> StoreResult<Encoded> {
     e.index(GSI2, format!("RUNNERSTATE#{}", r.state), order);
     e.set("runner_pool_id", s(&r.pool_id));
     e.set("runner_project_id", s(&r.project_id));
-    e.set("runner_reg_name", s(&r.name));
+    e.set(RUNNER_REG_NAME, s(&r.name));
     e.set_opt(
         "runner_live_pool_id",
         r.state.is_live().then_some(r.pool_id.as_str()),
@@ -699,22 +705,24 @@ impl DynamoStore {
                 )
                 .build()
         };
-        let by_instance = GlobalSecondaryIndex::builder()
-            .index_name(INSTANCE_INDEX)
-            .key_schema(key(INSTANCE_ID, KeyType::Hash)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::KeysOnly)
-                    .build(),
-            )
-            .build()?;
+        let keys_only = |index: &str, attribute: &str| {
+            GlobalSecondaryIndex::builder()
+                .index_name(index)
+                .key_schema(key(attribute, KeyType::Hash)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::KeysOnly)
+                        .build(),
+                )
+                .build()
+        };
         let created = self
             .client
             .create_table()
             .table_name(&self.table)
             .billing_mode(BillingMode::PayPerRequest)
             .set_attribute_definitions(Some(
-                [PK, SK, GSI1.pk, GSI1.sk, GSI2.pk, GSI2.sk, INSTANCE_ID]
+                [PK, SK, GSI1.pk, GSI1.sk, GSI2.pk, GSI2.sk, INSTANCE_ID, RUNNER_REG_NAME]
                     .into_iter()
                     .map(string)
                     .collect::<Result<_, _>>()?,
@@ -723,7 +731,8 @@ impl DynamoStore {
             .key_schema(key(SK, KeyType::Range)?)
             .global_secondary_indexes(gsi(GSI1)?)
             .global_secondary_indexes(gsi(GSI2)?)
-            .global_secondary_indexes(by_instance)
+            .global_secondary_indexes(keys_only(INSTANCE_INDEX, INSTANCE_ID)?)
+            .global_secondary_indexes(keys_only(RUNNER_NAME_INDEX, RUNNER_REG_NAME)?)
             .send()
             .await;
         match created {
@@ -863,6 +872,38 @@ impl DynamoStore {
 
     /// `SET counter = counter + delta` under a condition; `Ok(false)` when
     /// the condition failed (the item is missing, or the bound is reached).
+    /// The runner whose `attribute` (the hash key of the sparse keys-only
+    /// `index`) is `value`: the index gives the key; the runner itself is
+    /// then read consistently, so its state is never an index's stale copy.
+    async fn runner_by_sparse_key(&self, index: &str, attribute: &str, value: &str, op: &str) -> StoreResult<Option<Runner>> {
+        let mut e = Expr::default();
+        let cond = format!("{} = {}", e.name(attribute), e.value(s(value)));
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression(cond)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .send()
+            .await
+            .map_err(|err| self.backend(err, "Query", op))?;
+        for found in out.items.unwrap_or_default() {
+            let key: Item = [PK, SK]
+                .iter()
+                .filter_map(|k| found.get(*k).map(|v| (k.to_string(), v.clone())))
+                .collect();
+            if let Some(item) = self.get_item(key, op).await? {
+                // The index may lag a rewrite that changed the attribute.
+                if string_attr(&item, attribute) == Some(value) {
+                    return decode(item).map(Some);
+                }
+            }
+        }
+        Ok(None)
+    }
+
     async fn add_if(
         &self,
         key: Item,
@@ -1834,32 +1875,12 @@ impl Store for DynamoStore {
     /// read consistently, so its state is never an index's stale copy.
     #[instrument(level = "debug", skip_all, fields(table = %self.table, instance_id = %instance_id))]
     async fn runner_by_instance(&self, instance_id: &str) -> StoreResult<Option<Runner>> {
-        let mut e = Expr::default();
-        let cond = format!("{} = {}", e.name(INSTANCE_ID), e.value(s(instance_id)));
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(INSTANCE_INDEX)
-            .key_condition_expression(cond)
-            .set_expression_attribute_names(e.names())
-            .set_expression_attribute_values(e.values())
-            .send()
-            .await
-            .map_err(|err| self.backend(err, "Query", "runner_by_instance"))?;
-        for found in out.items.unwrap_or_default() {
-            let key: Item = [PK, SK]
-                .iter()
-                .filter_map(|k| found.get(*k).map(|v| (k.to_string(), v.clone())))
-                .collect();
-            if let Some(item) = self.get_item(key, "runner_by_instance").await? {
-                // The index may lag a rewrite that cleared the instance id.
-                if string_attr(&item, INSTANCE_ID) == Some(instance_id) {
-                    return decode(item).map(Some);
-                }
-            }
-        }
-        Ok(None)
+        self.runner_by_sparse_key(INSTANCE_INDEX, INSTANCE_ID, instance_id, "runner_by_instance").await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, name = %name))]
+    async fn runner_by_name(&self, name: &str) -> StoreResult<Option<Runner>> {
+        self.runner_by_sparse_key(RUNNER_NAME_INDEX, RUNNER_REG_NAME, name, "runner_by_name").await
     }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table))]
