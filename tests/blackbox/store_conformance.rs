@@ -31,6 +31,8 @@ macro_rules! store_conformance {
             users_are_unique_by_email,
             audit_events_append_and_filter,
             a_bad_cursor_is_refused,
+            counters_count_every_hit_once_per_window,
+            revoked_sessions_stay_revoked,
         ]);
     };
     (@cases $adapter:ident, $make:expr, [$($case:ident),* $(,)?]) => {

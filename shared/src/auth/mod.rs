@@ -2,3 +2,5 @@
 //! login, OIDC SSO and workload identity as they land.
 
 pub mod callback_token;
+pub mod password;
+pub mod session;

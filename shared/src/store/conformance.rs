@@ -50,6 +50,8 @@ cases!(
     users_are_unique_by_email,
     audit_events_append_and_filter,
     a_bad_cursor_is_refused,
+    counters_count_every_hit_once_per_window,
+    revoked_sessions_stay_revoked,
 );
 
 /// A fixed starting instant, so ids and times are deterministic in order.
@@ -626,4 +628,31 @@ pub async fn capacity_is_repaired_only_from_the_value_read(store: Arc<dyn Store>
     assert!(store.set_capacity(&pl.id, 3, 1).await.unwrap());
     assert_eq!(store.get_pool(&pl.id).await.unwrap().unwrap().active_runners, 1);
     assert!(!store.set_capacity("pool_01jzzzzzzzzzzzzzzzzzzzzzzz", 0, 1).await.unwrap(), "no such pool");
+}
+
+pub async fn counters_count_every_hit_once_per_window(store: Arc<dyn Store>) {
+    let window = at(0);
+    let expires = at(600);
+    let hits: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.hit_counter("login:10.0.0.1", window, expires).await.unwrap() })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for h in hits {
+        counts.push(h.await.unwrap());
+    }
+    counts.sort();
+    assert_eq!(counts, (1..=20).collect::<Vec<u64>>(), "each concurrent hit sees its own count");
+    assert_eq!(store.hit_counter("login:10.0.0.1", at(300), at(900)).await.unwrap(), 1, "a new window starts at one");
+    assert_eq!(store.hit_counter("login:10.0.0.2", window, expires).await.unwrap(), 1, "keys are separate");
+}
+
+pub async fn revoked_sessions_stay_revoked(store: Arc<dyn Store>) {
+    assert!(!store.is_session_revoked("sess_1").await.unwrap());
+    store.revoke_session("sess_1", at(3600)).await.unwrap();
+    store.revoke_session("sess_1", at(3600)).await.unwrap();
+    assert!(store.is_session_revoked("sess_1").await.unwrap());
+    assert!(!store.is_session_revoked("sess_2").await.unwrap());
 }

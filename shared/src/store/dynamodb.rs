@@ -52,6 +52,10 @@
 //! emails stay unique. The repo guard holds a copy of its binding so the
 //! webhook finds the binding of a repo with one `GetItem`.
 //!
+//! Console auth keeps two small item types, both expiring by TTL:
+//! `COUNTER#<key>` / `<window start, µs>` (`count`, a login rate-limit
+//! window) and `REVOKED#<session id>` / `SESSION` (a logged-out session).
+//!
 //! # Adding an access path without migrating items
 //!
 //! Every searchable value is already a top-level attribute, under a name
@@ -2045,6 +2049,77 @@ impl Store for DynamoStore {
     }
 
     // --- audit ---
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, key = %key))]
+    async fn hit_counter(&self, key: &str, window_start: Time, expires_at: Time) -> StoreResult<u64> {
+        let mut e = Expr::default();
+        let update = format!(
+            "ADD {count} {one} SET {ttl} = {expires}, {kind} = {counter}",
+            count = e.name("count"),
+            one = e.value(n(1)),
+            ttl = e.name(TTL_ATTRIBUTE),
+            expires = e.value(n(expires_at.timestamp())),
+            kind = e.name("type"),
+            counter = e.value(s("counter")),
+        );
+        let key_item: Item = [
+            (PK.to_string(), s(format!("COUNTER#{key}"))),
+            (SK.to_string(), s(window_start.timestamp_micros().to_string())),
+        ]
+        .into_iter()
+        .collect();
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_item))
+            .update_expression(update)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|err| self.backend(err, "UpdateItem", "hit_counter"))?;
+        let count = out
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get("count"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("hit_counter: no count came back"))?;
+        Ok(count)
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table))]
+    async fn revoke_session(&self, session_id: &str, expires_at: Time) -> StoreResult<()> {
+        let item: Item = [
+            (PK.to_string(), s(format!("REVOKED#{session_id}"))),
+            (SK.to_string(), s("SESSION")),
+            ("type".to_string(), s("revoked_session")),
+            (TTL_ATTRIBUTE.to_string(), n(expires_at.timestamp())),
+        ]
+        .into_iter()
+        .collect();
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|err| self.backend(err, "PutItem", "revoke_session"))?;
+        Ok(())
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table))]
+    async fn is_session_revoked(&self, session_id: &str) -> StoreResult<bool> {
+        let key: Item = [
+            (PK.to_string(), s(format!("REVOKED#{session_id}"))),
+            (SK.to_string(), s("SESSION")),
+        ]
+        .into_iter()
+        .collect();
+        Ok(self.get_item(key, "is_session_revoked").await?.is_some())
+    }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table, action = %event.action))]
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {

@@ -201,6 +201,18 @@ pub trait Store: Send + Sync + 'static {
     async fn list_users(&self, page: &PageRequest) -> StoreResult<Page<User>>;
     async fn update_user(&self, user: &User) -> StoreResult<()>;
 
+    // Console auth support: fixed-window counters (login rate limits that
+    // hold across Lambda instances) and revoked sessions. Both expire by
+    // themselves (DynamoDB TTL; SQLite prunes as it goes).
+    /// Adds one to the counter `key` for the window starting at
+    /// `window_start` and returns the new count. Atomic: concurrent hits
+    /// each see a different count. `expires_at` bounds how long it is kept.
+    async fn hit_counter(&self, key: &str, window_start: Time, expires_at: Time) -> StoreResult<u64>;
+    /// Marks a session (its token id) revoked until `expires_at`, when the
+    /// token would have expired anyway.
+    async fn revoke_session(&self, session_id: &str, expires_at: Time) -> StoreResult<()>;
+    async fn is_session_revoked(&self, session_id: &str) -> StoreResult<bool>;
+
     // Audit log: append-only.
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()>;
     async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditEvent>>;

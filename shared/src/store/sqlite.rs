@@ -90,6 +90,22 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_by_action ON audit(action, id);
     CREATE INDEX audit_by_actor ON audit(actor_id, id);
     "#,
+    // 2: console auth support.
+    r#"
+    CREATE TABLE counters (
+        key TEXT NOT NULL,
+        window_us INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        expires_us INTEGER NOT NULL,
+        PRIMARY KEY (key, window_us)
+    );
+    CREATE INDEX counters_by_expiry ON counters(expires_us);
+    CREATE TABLE revoked_sessions (
+        id TEXT PRIMARY KEY,
+        expires_us INTEGER NOT NULL
+    );
+    CREATE INDEX revoked_by_expiry ON revoked_sessions(expires_us);
+    "#,
 ];
 
 #[derive(Clone)]
@@ -684,6 +700,49 @@ impl Store for SqliteStore {
                 )
                 .map_err(|e| write_err(e, &format!("a user with email {} exists", u.email), "user"))?;
             exactly_one(n)
+        })
+        .await
+    }
+
+    async fn hit_counter(&self, key: &str, window_start: Time, expires_at: Time) -> StoreResult<u64> {
+        let (key, window, expires) = (key.to_string(), micros(window_start), micros(expires_at));
+        self.with(move |c| {
+            // Expired windows go as new ones come: the table stays small.
+            c.execute("DELETE FROM counters WHERE expires_us < ?1", [window]).map_err(backend)?;
+            let count: i64 = c
+                .query_row(
+                    "INSERT INTO counters (key, window_us, count, expires_us) VALUES (?1, ?2, 1, ?3)
+                     ON CONFLICT (key, window_us) DO UPDATE SET count = count + 1 RETURNING count",
+                    params![key, window, expires],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            Ok(count as u64)
+        })
+        .await
+    }
+
+    async fn revoke_session(&self, session_id: &str, expires_at: Time) -> StoreResult<()> {
+        let (id, expires) = (session_id.to_string(), micros(expires_at));
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO revoked_sessions (id, expires_us) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
+                params![id, expires],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn is_session_revoked(&self, session_id: &str) -> StoreResult<bool> {
+        let id = session_id.to_string();
+        self.with(move |c| {
+            let found: Option<i64> = c
+                .query_row("SELECT 1 FROM revoked_sessions WHERE id = ?1", [&id], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            Ok(found.is_some())
         })
         .await
     }
