@@ -162,6 +162,10 @@ fn an_invalid_value_stops_startup_with_one_line_naming_the_key() {
 
     let err = refused(&base, &[("PACER_DATABASE_ENGINE", "postgres")]);
     assert!(err.contains("database.engine"), "{err}");
+
+    // Auth on, but no way to sign in: refused rather than an unusable console.
+    let err = refused(&base.replace("auth:\n", "auth:\n  local:\n    enabled: false\n"), &[]);
+    assert!(err.contains("auth.local.enabled"), "{err}");
 }
 
 #[test]

@@ -136,10 +136,6 @@ impl Config {
             warnings.push(
                 "auth.disabled is true: the console and its API are open to anyone who can reach this address".to_owned(),
             );
-        } else if !self.auth.local.enabled && !self.auth.oidc.enabled {
-            warnings.push(
-                "neither auth.local.enabled nor auth.oidc.enabled is true: nobody can sign in to the console".to_owned(),
-            );
         }
         if self.github.disabled {
             warnings.push(

@@ -412,6 +412,12 @@ fn auth(auth: &AuthConfig, phase: Phase) -> Check {
         ));
     }
     check_signing_secret("auth.jwt_secret", auth.jwt_secret.as_ref(), phase)?;
+    if !auth.disabled && !auth.local.enabled && !auth.oidc.enabled {
+        return Err(invalid(
+            "auth.local.enabled",
+            "no way to sign in: turn on auth.local.enabled or auth.oidc.enabled (or, behind your own gate, set auth.disabled: true)",
+        ));
+    }
     if !is_email(&auth.local.email) {
         return Err(invalid(
             "auth.local.email",
