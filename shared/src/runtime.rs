@@ -22,6 +22,7 @@ use crate::pricing::{NoPricing, Pricing};
 use crate::queue::memory::MemoryQueue;
 use crate::queue::sqs::SqsQueue;
 use crate::queue::Queue;
+use crate::service::auth::AuthSettings;
 use crate::service::{Ports, Settings};
 use crate::store::dynamodb::DynamoStore;
 use crate::store::sqlite::SqliteStore;
@@ -203,4 +204,26 @@ pub async fn build_ports(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> a
     let pricing = build_pricing(cfg, aws, clock.clone())?;
     let ports = Ports { store, clock, queue, fleet, github, pricing, settings: Arc::new(settings(cfg)) };
     Ok((ports, simulated))
+}
+
+/// Console auth from `auth.*`, or `None` under `auth.disabled`.
+pub fn auth_settings(cfg: &Config) -> Option<Arc<AuthSettings>> {
+    if cfg.auth.disabled {
+        return None;
+    }
+    Some(Arc::new(AuthSettings {
+        jwt_secret: cfg.auth.jwt_secret.clone().expect("validated: auth.jwt_secret is set unless auth.disabled"),
+        session_ttl: cfg.auth.session_ttl,
+        local: cfg.auth.local.enabled,
+        login_attempts: cfg.auth.login_rate_limit.attempts,
+        login_window: cfg.auth.login_rate_limit.window,
+        oidc_issuer_host: cfg
+            .auth
+            .oidc
+            .issuer
+            .as_ref()
+            .filter(|_| cfg.auth.oidc.enabled)
+            .and_then(|u| u.host_str().map(str::to_string)),
+        secure_cookie: cfg.server.public_url.as_ref().is_some_and(|u| u.scheme() == "https"),
+    }))
 }

@@ -23,7 +23,7 @@ impl TestApp {
         let state = AppState {
             ports,
             trusted_proxies: Arc::new(vec![]),
-            auth_disabled: true,
+            auth: None,
         };
         Self { router: app(state), _dir: dir }
     }

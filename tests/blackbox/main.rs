@@ -13,6 +13,7 @@ mod aws_adapters;
 mod lifecycle_aws;
 mod webhook_examples;
 mod reaper;
+mod auth;
 mod acme_pebble;
 mod ec2_fleet;
 mod bootstrap_script;

@@ -33,26 +33,46 @@ pub struct Served {
     pub child: Child,
     pub base: String,
     pub http: reqwest::Client,
+    /// What the process wrote to stderr (the bootstrap banner among it).
+    pub stderr_path: PathBuf,
+    /// A session for the bootstrap admin, when console auth is on.
+    pub token: Option<String>,
+}
+
+/// The bootstrap admin's email in the config `serve --init` writes.
+pub const BOOTSTRAP_EMAIL: &str = "admin@localhost";
+
+/// The password in a bootstrap banner, if `text` holds one.
+pub fn banner_password(text: &str) -> Option<String> {
+    text.lines().find_map(|l| l.trim().strip_prefix("password: ")).map(str::to_string)
 }
 
 impl Served {
+    /// Starts `pacer serve --init` and, with console auth on, signs in as the
+    /// bootstrap admin — whose password the first start printed once and the
+    /// harness kept beside the config.
     pub async fn start(config: &Path, extra_env: &[(&str, &str)]) -> Served {
         pacer_shared::server::install_crypto_provider();
         let port = free_port();
+        let dir = config.parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(&dir).unwrap();
+        let stderr_path = dir.join(format!("stderr-{port}.log"));
         let mut cmd = pacer();
         cmd.args(["serve", "--init", "--config"])
             .arg(config)
             .env("PACER_SERVER_ADDR", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(std::fs::File::create(&stderr_path).unwrap());
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn pacer");
-        let served = Served { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
+        let mut served =
+            Served { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new(), stderr_path, token: None };
         for _ in 0..400 {
             if let Ok(res) = served.http.get(format!("{}/healthz", served.base)).send().await {
                 if res.status().is_success() {
+                    served.sign_in_as_bootstrap_admin(&dir).await;
                     return served;
                 }
             }
@@ -61,13 +81,46 @@ impl Served {
         panic!("pacer did not answer /healthz at {}", served.base);
     }
 
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    async fn sign_in_as_bootstrap_admin(&mut self, dir: &Path) {
+        let kept = dir.join("bootstrap-password");
+        if let Some(password) = banner_password(&self.stderr()) {
+            std::fs::write(&kept, &password).unwrap();
+        }
+        let (_, info) = self.get("/api/auth/info").await;
+        if info["enabled"] != true {
+            return;
+        }
+        let password = std::fs::read_to_string(&kept).expect("the first start printed the bootstrap password");
+        let res = self
+            .http
+            .post(format!("{}/api/auth/login", self.base))
+            .json(&json!({"email": BOOTSTRAP_EMAIL, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200, "the bootstrap admin signs in");
+        let body: Value = res.json().await.unwrap();
+        self.token = body["token"].as_str().map(str::to_string);
+    }
+
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let res = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let res = self.authorized(self.http.get(format!("{}{path}", self.base))).send().await.unwrap();
         (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let res = self.http.post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
+        let res = self.authorized(self.http.post(format!("{}{path}", self.base))).json(&body).send().await.unwrap();
         (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
     }
 
@@ -193,18 +246,27 @@ async fn serve_init_writes_a_local_config_serves_and_keeps_data_across_a_restart
         assert_eq!(mode, 0o600, "a file with secrets is readable by its owner only");
     }
 
+    let banner = served.stderr();
+    let password = banner_password(&banner).expect("the first start prints the bootstrap banner");
+    assert_eq!(password.len(), 16);
     let (status, project) = served.post("/api/projects", json!({"name": "acme"})).await;
     assert_eq!(status, 201, "{project}");
     let status = served.terminate().await;
     assert!(status.success(), "SIGTERM stops pacer cleanly: {status:?}");
 
     let served = Served::start(&config, &[]).await;
+    assert!(banner_password(&served.stderr()).is_none(), "the banner is shown once, never again");
     let (_, list) = served.get("/api/projects").await;
     assert_eq!(list["items"][0]["id"], project["id"], "the project survived the restart");
-    let (_, audit) = served.get("/api/audit").await;
+    let (_, audit) = served.get("/api/audit?action=project.created").await;
     let actions: Vec<&Value> = audit["items"].as_array().unwrap().iter().map(|e| &e["action"]).collect();
     assert_eq!(actions, [&json!("project.created")], "and so did its audit event");
     assert_eq!(audit["items"][0]["client_ip"], "127.0.0.1", "audited with the client's address");
+    let (_, created) = served.get("/api/audit?action=user.created").await;
+    assert_eq!(created["items"][0]["detail"]["via"], "bootstrap");
+    // The password never reaches a log or the audit trail.
+    let (_, everything) = served.get("/api/audit?limit=500").await;
+    assert!(!everything.to_string().contains(&password));
     assert!(served.terminate().await.success());
 }
 
@@ -338,4 +400,33 @@ async fn killed_after_storing_a_job_before_enqueueing_it_the_reaper_enqueues_it(
 #[tokio::test]
 async fn killed_right_after_a_launch_the_reaper_converges_without_leaking_capacity() {
     crash_then_converge("after_launch").await;
+}
+
+#[tokio::test]
+async fn the_admin_commands_reset_a_password_and_restore_a_role_in_the_configured_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("data/pacer.yaml");
+    let served = Served::start(&config, &[]).await;
+    assert!(served.terminate().await.success());
+
+    let out = run(pacer().args(["admin", "reset-password", "--config"]).arg(&config).arg(BOOTSTRAP_EMAIL));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stderr).to_string();
+    let password = printed.lines().find_map(|l| l.split(": ").nth(1)).unwrap().trim().to_string();
+    std::fs::write(config.parent().unwrap().join("bootstrap-password"), &password).unwrap();
+
+    let out = run(pacer().args(["admin", "set-role", "--config"]).arg(&config).args([BOOTSTRAP_EMAIL, "viewer"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let served = Served::start(&config, &[]).await; // signs in with the new password
+    let (_, me) = served.get("/api/auth/me").await;
+    assert_eq!(me["role"], "viewer");
+    assert_eq!(served.post("/api/projects", json!({"name": "x"})).await.0, 403);
+    assert!(served.terminate().await.success());
+
+    let out = run(pacer().args(["admin", "set-role", "--config"]).arg(&config).args([BOOTSTRAP_EMAIL, "admin"]));
+    assert!(out.status.success());
+    let out = run(pacer().args(["admin", "bootstrap", "--config"]).arg(&config));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to bootstrap"), "users exist already");
+    let out = run(pacer().args(["admin", "reset-password", "--config"]).arg(&config).arg("nobody@example.com"));
+    assert!(!out.status.success(), "an unknown user is an error");
 }

@@ -84,7 +84,17 @@ impl LocalPacer {
     /// Serves `ports` (their settings get this server's URL); `fleet` is
     /// told where pacer listens (pass the simulated one even when `ports`
     /// use another fleet: it is then simply unused).
-    pub async fn serve(mut ports: Ports, fleet: Arc<SimulatedFleet>, dir: tempfile::TempDir) -> LocalPacer {
+    pub async fn serve(ports: Ports, fleet: Arc<SimulatedFleet>, dir: tempfile::TempDir) -> LocalPacer {
+        Self::serve_with_auth(ports, fleet, dir, None).await
+    }
+
+    /// Like [`LocalPacer::serve`], with console auth on.
+    pub async fn serve_with_auth(
+        mut ports: Ports,
+        fleet: Arc<SimulatedFleet>,
+        dir: tempfile::TempDir,
+        auth: Option<pacer_shared::service::auth::AuthSettings>,
+    ) -> LocalPacer {
         pacer_shared::server::install_crypto_provider();
         let port = crate::process::free_port();
         let base = format!("http://127.0.0.1:{port}");
@@ -95,7 +105,7 @@ impl LocalPacer {
         let state = pacer_shared::http::AppState {
             ports: ports.clone(),
             trusted_proxies: Arc::new(vec![]),
-            auth_disabled: true,
+            auth: auth.map(Arc::new),
         };
         let cfg = pacer_shared::config::ServerConfig { addr: format!("127.0.0.1:{port}"), ..Default::default() };
         let server = pacer_shared::server::Server::bind(pacer_shared::http::app(state), &cfg).await.expect("bind");

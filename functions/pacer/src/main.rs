@@ -42,6 +42,26 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AdminCommand {
+    /// Create the first admin (auth.local.email) in the configured store if
+    /// there are no users, and print its password once — for Lambda
+    /// deployments, which have no terminal to print a banner to.
+    Bootstrap {
+        #[arg(long, env = "PACER_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Give a user a new random password, printed once.
+    ResetPassword {
+        #[arg(long, env = "PACER_CONFIG")]
+        config: Option<PathBuf>,
+        email: String,
+    },
+    /// Set a user's role (admin | viewer): the way back in when nobody is admin.
+    SetRole {
+        #[arg(long, env = "PACER_CONFIG")]
+        config: Option<PathBuf>,
+        email: String,
+        role: String,
+    },
     /// Send a signed `queued` workflow_job webhook to a running pacer, to
     /// watch one job go from queued to completed (with the simulated fleet).
     SendTestJob {
@@ -71,6 +91,9 @@ fn main() -> ExitCode {
         Command::Admin { command: AdminCommand::SendTestJob { config, repo, labels, url } } => {
             block_on(send_test_job(config, repo, labels, url))
         }
+        Command::Admin { command: AdminCommand::Bootstrap { config } } => block_on(admin_bootstrap(config)),
+        Command::Admin { command: AdminCommand::ResetPassword { config, email } } => block_on(admin_reset_password(config, email)),
+        Command::Admin { command: AdminCommand::SetRole { config, email, role } } => block_on(admin_set_role(config, email, role)),
     }
 }
 
@@ -84,6 +107,47 @@ fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
             ExitCode::FAILURE
         }
     }
+}
+
+/// The store of the configured deployment, for the admin commands.
+async fn admin_ports(config: Option<PathBuf>) -> anyhow::Result<(Config, pacer_shared::service::Ports)> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut cfg = Config::load(config.as_deref(), &env)?;
+    server::install_crypto_provider();
+    let aws = runtime::aws_sdk_config(&cfg).await;
+    if let Some(aws) = &aws {
+        cfg.resolve_secrets(aws).await?;
+    }
+    let (ports, _) = runtime::build_ports(&cfg, aws.as_ref()).await?;
+    Ok((cfg, ports))
+}
+
+async fn admin_bootstrap(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let (cfg, ports) = admin_ports(config).await?;
+    match pacer_shared::service::auth::bootstrap(&ports, &cfg.auth.local.email).await? {
+        Some(password) => print_bootstrap_banner(&cfg.auth.local.email, &password),
+        None => println!("there are users already: nothing to bootstrap (use `pacer admin reset-password EMAIL`)"),
+    }
+    Ok(())
+}
+
+async fn admin_reset_password(config: Option<PathBuf>, email: String) -> anyhow::Result<()> {
+    let (_, ports) = admin_ports(config).await?;
+    let password = pacer_shared::service::auth::reset_password(&ports, &email).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!("new password for {email}: {password}\n(shown this once)");
+    Ok(())
+}
+
+async fn admin_set_role(config: Option<PathBuf>, email: String, role: String) -> anyhow::Result<()> {
+    let role = match role.as_str() {
+        "admin" => pacer_shared::domain::Role::Admin,
+        "viewer" => pacer_shared::domain::Role::Viewer,
+        other => anyhow::bail!("role {other:?} is not admin or viewer"),
+    };
+    let (_, ports) = admin_ports(config).await?;
+    let user = pacer_shared::service::auth::set_role_by_email(&ports, &email, role).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{} is now {:?}", user.email, user.role);
+    Ok(())
 }
 
 async fn send_test_job(config: Option<PathBuf>, repo: String, labels: Vec<String>, url: Option<String>) -> anyhow::Result<()> {
@@ -160,13 +224,18 @@ async fn serve(config_path: Option<PathBuf>, init: bool) -> anyhow::Result<()> {
     tracing::info!(version = %version(), "pacer starting");
 
     let (ports, simulated) = runtime::build_ports(&cfg, aws.as_ref()).await?;
+    if !cfg.auth.disabled && cfg.auth.local.enabled {
+        if let Some(password) = pacer_shared::service::auth::bootstrap(&ports, &cfg.auth.local.email).await? {
+            print_bootstrap_banner(&cfg.auth.local.email, &password);
+        }
+    }
     if let Some(fleet) = &simulated {
         fleet.set_pacer_url(ports.settings.callback_url.clone());
     }
     let state = AppState {
         ports: ports.clone(),
         trusted_proxies: Arc::new(cfg.server.trusted_proxies.clone()),
-        auth_disabled: cfg.auth.disabled,
+        auth: runtime::auth_settings(&cfg),
     };
     let server = server::Server::bind(app(state), &cfg.server).await?;
 
@@ -183,6 +252,13 @@ async fn serve(config_path: Option<PathBuf>, init: bool) -> anyhow::Result<()> {
     let _ = tokio::join!(worker, reaper);
     tracing::info!("pacer stopped");
     Ok(())
+}
+
+/// The one place a secret is ever printed: straight to stderr, never
+/// through `tracing`, so it never reaches structured logs.
+fn print_bootstrap_banner(email: &str, password: &str) {
+    let rule = "=".repeat(64);
+    eprintln!("{rule}\nPACER BOOTSTRAP: created the first admin, {email}\n  password: {password}\n  (shown this once; sign in and change it, or `pacer admin reset-password {email}`)\n{rule}");
 }
 
 /// Resolves on SIGTERM or Ctrl-C: the server then drains in-flight requests.

@@ -3,24 +3,21 @@
 //! in tests (DESIGN §2.6).
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod lifecycle;
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::domain::Actor;
-use crate::service::{Caller, Ports};
+use crate::service::Ports;
 
 /// Bodies the console API accepts (the webhook route sets its own, larger).
 pub const API_BODY_LIMIT: usize = 1024 * 1024;
@@ -31,8 +28,9 @@ pub struct AppState {
     pub ports: Ports,
     /// Proxies whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
-    /// Console auth is off (`auth.disabled`): every caller is `anonymous`.
-    pub auth_disabled: bool,
+    /// Console auth, or `None` under `auth.disabled` (every caller is then
+    /// an anonymous admin).
+    pub auth: Option<Arc<crate::service::auth::AuthSettings>>,
 }
 
 /// pacer's version as `v<semver>-<git describe>`.
@@ -56,8 +54,9 @@ pub fn runner_router(state: AppState) -> Router {
 pub fn api_router(state: AppState) -> Router {
     api::router()
         .merge(lifecycle::console_routes())
+        .merge(auth::routes())
         .route("/api/version", get(|| async { Json(json!({"version": version()})) }))
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(RequestBodyLimitLayer::new(API_BODY_LIMIT))
         .with_state(state)
 }
@@ -70,16 +69,4 @@ pub fn app(state: AppState) -> Router {
         .merge(runner_router(state.clone()))
         .merge(api_router(state))
         .layer(TraceLayer::new_for_http())
-}
-
-/// The one slot where console authentication plugs in: it decides who the
-/// caller is and leaves a [`Caller`] in the request. Until sessions exist
-/// every caller is `anonymous` (as with `auth.disabled`).
-async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    let client_ip: Option<IpAddr> =
-        peer.map(|peer| crate::server::client_ip(peer, req.headers(), &state.trusted_proxies));
-    let _ = state.auth_disabled;
-    req.extensions_mut().insert(Caller { actor: Actor::user("anonymous"), client_ip });
-    next.run(req).await
 }

@@ -23,7 +23,7 @@ use crate::auth::callback_token::{self, Claims};
 use crate::config::Secret;
 use crate::domain::job::JobChanges;
 use crate::domain::ids::is_id_of;
-use crate::domain::{new_id, Actor, Degraded, IdKind, Job, JobState, Pool, Runner, RunnerState, TransitionCause};
+use crate::domain::{new_id, Degraded, IdKind, Job, JobState, Pool, Runner, RunnerState, TransitionCause};
 use crate::fleet::{user_data, FleetError, JobRef, LaunchRequest};
 use crate::queue::{Delivery, Queue};
 use crate::store::{JobFilter, PageRequest, StoreError};
@@ -50,7 +50,7 @@ pub enum Dispatched {
 pub const POISON_RECEIVES: u32 = 10;
 
 fn orchestrator() -> Caller {
-    Caller { actor: Actor::system("orchestrator"), client_ip: None }
+    Caller::system("orchestrator")
 }
 
 /// The name a runner registers under: the deployment's prefix (so another

@@ -2,6 +2,7 @@
 //! enforced. HTTP handlers call exactly one function here.
 
 pub mod audit;
+pub mod auth;
 pub mod config_objects;
 pub mod dispatch;
 pub mod jobs;
@@ -14,18 +15,27 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::config::Secret;
-use crate::domain::{Actor, Invalid};
+use crate::domain::{Actor, Invalid, Role};
 use crate::fleet::Fleet;
 use crate::github::GitHub;
 use crate::pricing::Pricing;
 use crate::queue::Queue;
 use crate::store::{Store, StoreError};
 
-/// Who is calling and from where: every mutation is audited with both.
+/// Who is calling, from where, and with which role: every mutation is
+/// audited with the first two; the role gates it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Caller {
     pub actor: Actor,
     pub client_ip: Option<IpAddr>,
+    pub role: Role,
+}
+
+impl Caller {
+    /// pacer itself (orchestrator, reaper, runner callbacks): trusted.
+    pub fn system(component: &str) -> Self {
+        Self { actor: Actor::system(component), client_ip: None, role: Role::Admin }
+    }
 }
 
 /// The ports the use cases run on, chosen by `main` from config.

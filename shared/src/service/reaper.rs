@@ -36,7 +36,7 @@ use super::runners::{finish, github_target, retry_job_after_failed_runner, updat
 use super::webhook::{pick_pool, project_pools};
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::domain::job::JobChanges;
-use crate::domain::{Actor, Job, JobState, Pool, Project, RepoName, Runner, RunnerState, Scope, Time, TransitionCause};
+use crate::domain::{Job, JobState, Pool, Project, RepoName, Runner, RunnerState, Scope, Time, TransitionCause};
 use crate::github::RunnerTarget;
 use crate::store::{JobFilter, PageRequest, RunnerFilter};
 
@@ -64,7 +64,7 @@ impl Report {
 }
 
 fn reaper() -> Caller {
-    Caller { actor: Actor::system("reaper"), client_ip: None }
+    Caller::system("reaper")
 }
 
 fn elapsed(now: Time, since: Time) -> Duration {

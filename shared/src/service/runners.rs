@@ -17,7 +17,7 @@ use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::auth::callback_token::{self, Claims, TokenError};
 use crate::domain::job::JobChanges;
 use crate::domain::labels::offered_labels;
-use crate::domain::{Actor, JobState, RepoName, Runner, RunnerState, Scope, TransitionCause};
+use crate::domain::{JobState, RepoName, Runner, RunnerState, Scope, TransitionCause};
 use crate::github::{JitRequest, RunnerTarget};
 use crate::store::{Page, PageRequest, RunnerFilter, StoreError};
 
@@ -69,7 +69,7 @@ impl std::fmt::Debug for Registration {
 }
 
 fn runner_caller(runner: &Runner) -> Caller {
-    Caller { actor: Actor::system(&format!("runner:{}", runner.name)), client_ip: None }
+    Caller::system(&format!("runner:{}", runner.name))
 }
 
 /// Checks a token and finds the runner it names.

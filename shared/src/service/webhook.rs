@@ -61,7 +61,11 @@ pub async fn accept(
             let ev: WorkflowJobEvent = serde_json::from_slice(body)
                 .map_err(|e| WebhookError::Malformed { event: event.into(), message: e.to_string() })?;
             let sender = ev.sender.as_ref().map_or("github", |s| s.login.as_str()).to_string();
-            let caller = Caller { actor: Actor { kind: ActorKind::GithubSender, id: sender }, client_ip: caller_ip };
+            let caller = Caller {
+                actor: Actor { kind: ActorKind::GithubSender, id: sender },
+                client_ip: caller_ip,
+                role: crate::domain::Role::Viewer,
+            };
             Ok(workflow_job(ports, &caller, &ev).await?)
         }
         other => {

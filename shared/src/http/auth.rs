@@ -1,0 +1,248 @@
+//! Console authentication over HTTP: the one middleware that decides who
+//! the caller is and what they may do, and the `/api/auth/*` and
+//! `/api/users` routes.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::header::{AUTHORIZATION, COOKIE, RETRY_AFTER, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::extract::{JsonObject, Query};
+use super::AppState;
+use crate::auth::session::{SessionClaims, COOKIE as SESSION_COOKIE};
+use crate::domain::{Actor, Invalid, Role};
+use crate::service::auth::{self as auth_service, AuthError, AuthSettings};
+use crate::service::Caller;
+use crate::store::PageRequest;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/info", get(info))
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/logout", post(logout))
+        .route("/api/auth/me", get(me))
+        .route("/api/auth/password", post(change_password))
+        .route("/api/users", get(list_users).post(create_user))
+        .route("/api/users/{id}", patch(update_user))
+}
+
+/// Routes anyone may call.
+const OPEN: &[&str] = &["/api/version", "/api/auth/info", "/api/auth/login"];
+/// Mutations a viewer may make: about their own session.
+const SELF_SERVICE: &[&str] = &["/api/auth/logout", "/api/auth/password"];
+/// Routes for admins only, reads included.
+const ADMIN_ONLY: &[&str] = &["/api/audit", "/api/users"];
+
+fn client_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)?;
+    Some(crate::server::client_ip(peer, req.headers(), &state.trusted_proxies))
+}
+
+/// The session token: the `pacer_session` cookie, or `Authorization: Bearer`.
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(bearer) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) {
+        return Some(bearer.trim().to_string());
+    }
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_string())
+}
+
+fn auth_error(e: AuthError) -> Response {
+    match e {
+        AuthError::RateLimited { retry_after } => {
+            let mut res = (StatusCode::TOO_MANY_REQUESTS, Json(json!({
+                "error": "rate_limited",
+                "message": format!("too many sign-in attempts from this address; try again in {} seconds", retry_after.as_secs().max(1)),
+            })))
+                .into_response();
+            res.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+            res
+        }
+        AuthError::InvalidSession(reason) => {
+            tracing::info!(reason, "session refused");
+            ApiError::Unauthorized("the session is no longer valid; sign in again".into()).into_response()
+        }
+        AuthError::Service(e) => ApiError::from(e).into_response(),
+        other => ApiError::Unauthorized(other.to_string()).into_response(),
+    }
+}
+
+/// Decides who the caller is (session cookie or bearer; everyone is an
+/// anonymous admin under `auth.disabled`) and enforces roles for every
+/// route in one place: reads need a session, mutations need an admin,
+/// the audit log and users need an admin even to read.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let ip = client_ip(&state, &req);
+    let path = req.uri().path().to_string();
+    let Some(auth) = state.auth.clone() else {
+        req.extensions_mut().insert(Caller { actor: Actor::user("anonymous"), client_ip: ip, role: Role::Admin });
+        return next.run(req).await;
+    };
+    if OPEN.contains(&path.as_str()) {
+        req.extensions_mut().insert(Caller { actor: Actor::user("anonymous"), client_ip: ip, role: Role::Viewer });
+        return next.run(req).await;
+    }
+    let Some(token) = session_token(req.headers()) else {
+        return auth_error(AuthError::NoSession);
+    };
+    let (caller, claims) = match auth_service::authenticate(&state.ports, &auth, &token, ip).await {
+        Ok(found) => found,
+        Err(e) => return auth_error(e),
+    };
+    let reading = matches!(*req.method(), Method::GET | Method::HEAD);
+    let admin_only = ADMIN_ONLY.iter().any(|p| path == *p || path.starts_with(&format!("{p}/")));
+    let allowed = caller.role == Role::Admin || (reading && !admin_only) || SELF_SERVICE.contains(&path.as_str());
+    if !allowed {
+        return ApiError::Forbidden("this needs the admin role".into()).into_response();
+    }
+    req.extensions_mut().insert(caller);
+    req.extensions_mut().insert(claims);
+    next.run(req).await
+}
+
+fn settings(state: &AppState) -> Result<&AuthSettings, ApiError> {
+    state.auth.as_deref().ok_or_else(|| ApiError::NotFound("console authentication is turned off (auth.disabled)".into()))
+}
+
+fn session_cookie(auth: &AuthSettings, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if auth.secure_cookie { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"))
+        .expect("a cookie of token characters")
+}
+
+async fn info(State(s): State<AppState>) -> impl IntoResponse {
+    Json(match s.auth.as_deref() {
+        None => json!({"enabled": false, "local": false, "oidc": null}),
+        Some(a) => json!({
+            "enabled": true,
+            "local": a.local,
+            "oidc": a.oidc_issuer_host.as_ref().map(|host| json!({"issuer_host": host})),
+        }),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    email: String,
+    password: String,
+}
+
+async fn login(State(s): State<AppState>, caller: Caller, JsonObject(body): JsonObject) -> Response {
+    let auth = match settings(&s) {
+        Ok(a) => a.clone(),
+        Err(e) => return e.into_response(),
+    };
+    let body: LoginBody = match serde_json::from_value(serde_json::Value::Object(body)) {
+        Ok(b) => b,
+        Err(e) => return ApiError::BadRequest(format!("the login body needs email and password: {e}")).into_response(),
+    };
+    match auth_service::login(&s.ports, &auth, caller.client_ip, &body.email, &body.password).await {
+        Ok(signed) => {
+            let max_age = signed.claims.exp - signed.claims.iat;
+            let expires_at = chrono::DateTime::from_timestamp(signed.claims.exp, 0);
+            let mut res = Json(json!({"token": signed.token, "expires_at": expires_at})).into_response();
+            res.headers_mut().insert(SET_COOKIE, session_cookie(&auth, &signed.token, max_age));
+            res
+        }
+        Err(e) => auth_error(e),
+    }
+}
+
+async fn logout(State(s): State<AppState>, caller: Caller, req: Request) -> Result<Response, ApiError> {
+    let auth = settings(&s)?.clone();
+    if let Some(claims) = req.extensions().get::<SessionClaims>() {
+        auth_service::logout(&s.ports, &caller, claims).await?;
+    }
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    res.headers_mut().insert(SET_COOKIE, session_cookie(&auth, "", 0));
+    Ok(res)
+}
+
+async fn me(State(s): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
+    if s.auth.is_none() {
+        return Ok(Json(json!({"id": "anonymous", "email": null, "role": "admin", "disabled": false, "sso": false})));
+    }
+    Ok(Json(serde_json::to_value(auth_service::me(&s.ports, &caller).await?).map_err(|e| ApiError::Internal(e.into()))?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+async fn change_password(State(s): State<AppState>, caller: Caller, JsonObject(body): JsonObject) -> Result<StatusCode, ApiError> {
+    settings(&s)?;
+    let body: PasswordBody = serde_json::from_value(serde_json::Value::Object(body))
+        .map_err(|e| ApiError::BadRequest(format!("the body needs current_password and new_password: {e}")))?;
+    auth_service::change_password(&s.ports, &caller, &body.current_password, &body.new_password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageParams {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn list_users(State(s): State<AppState>, Query(p): Query<PageParams>) -> Result<impl IntoResponse, ApiError> {
+    let page = PageRequest { limit: p.limit.unwrap_or(0), cursor: p.cursor };
+    Ok(Json(auth_service::list_users(&s.ports, &page).await?))
+}
+
+fn parse_role(field: &str, value: Option<&serde_json::Value>) -> Result<Option<Role>, ApiError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(r)) if r == "admin" => Ok(Some(Role::Admin)),
+        Some(serde_json::Value::String(r)) if r == "viewer" => Ok(Some(Role::Viewer)),
+        Some(_) => Err(ApiError::Invalid(Invalid::new(field, "must be \"admin\" or \"viewer\""))),
+    }
+}
+
+fn only_fields(body: &serde_json::Map<String, serde_json::Value>, known: &[&str]) -> Result<(), ApiError> {
+    match body.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::Invalid(Invalid::new(k.clone(), "is not a known field"))),
+        None => Ok(()),
+    }
+}
+
+async fn create_user(State(s): State<AppState>, caller: Caller, JsonObject(body): JsonObject) -> Result<impl IntoResponse, ApiError> {
+    settings(&s)?;
+    only_fields(&body, &["email", "role"])?;
+    let email = body.get("email").and_then(|v| v.as_str()).ok_or_else(|| ApiError::Invalid(Invalid::new("email", "is required")))?;
+    let role = parse_role("role", body.get("role"))?.unwrap_or(Role::Viewer);
+    let (user, password) = auth_service::create_user(&s.ports, &caller, email, role).await?;
+    let mut value = serde_json::to_value(user).map_err(|e| ApiError::Internal(e.into()))?;
+    // Shown once: pacer keeps only its hash.
+    value["password"] = password.into();
+    Ok((StatusCode::CREATED, Json(value)))
+}
+
+async fn update_user(State(s): State<AppState>, caller: Caller, Path(id): Path<String>, JsonObject(body): JsonObject) -> Result<impl IntoResponse, ApiError> {
+    settings(&s)?;
+    only_fields(&body, &["role", "disabled"])?;
+    let role = parse_role("role", body.get("role"))?;
+    let disabled = match body.get("disabled") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(ApiError::Invalid(Invalid::new("disabled", "must be true or false"))),
+    };
+    Ok(Json(auth_service::update_user(&s.ports, &caller, &id, role, disabled).await?))
+}

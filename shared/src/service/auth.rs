@@ -1,0 +1,291 @@
+//! Console authentication: the bootstrap user, local login with a
+//! store-backed rate limit, sessions (revocable, and dead the moment their
+//! user is disabled), roles, and the users an admin manages.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::audit::record;
+use super::{Caller, Ports, ServiceError, ServiceResult};
+use crate::auth::password::{generate_password, hash_password, verify_password};
+use crate::auth::session::{self, SessionClaims};
+use crate::config::Secret;
+use crate::domain::user::parse_email;
+use crate::domain::{new_id, Actor, ActorKind, IdKind, Invalid, Role, Time, User};
+use crate::store::{Page, PageRequest, StoreError};
+
+/// What console auth needs, from `auth.*`.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub jwt_secret: Secret,
+    pub session_ttl: Duration,
+    /// Local email + password login (`auth.local.enabled`).
+    pub local: bool,
+    /// `auth.login_rate_limit`: attempts per window, per client address.
+    pub login_attempts: u32,
+    pub login_window: Duration,
+    /// The SSO button's label, when OIDC is on.
+    pub oidc_issuer_host: Option<String>,
+    /// Set `Secure` on the cookie (`server.public_url` is https).
+    pub secure_cookie: bool,
+}
+
+/// Why a sign-in or a session was refused. The caller sees one generic
+/// message per kind; the detail goes to the log and the audit trail.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("the email or password is wrong")]
+    BadCredentials,
+    #[error("sign in first")]
+    NoSession,
+    #[error("the session is no longer valid; sign in again")]
+    InvalidSession(String),
+    #[error("too many sign-in attempts; try again in {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    #[error("local login is turned off")]
+    LocalDisabled,
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        AuthError::Service(e.into())
+    }
+}
+
+/// A user as clients see it (never the password hash).
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub sso: bool,
+    pub created_at: Time,
+    pub updated_at: Time,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        UserView {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            role: u.role,
+            disabled: u.disabled,
+            sso: u.oidc_subject.is_some(),
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+async fn no_users_yet(ports: &Ports) -> ServiceResult<bool> {
+    Ok(ports.store.list_users(&PageRequest::first(1)).await?.items.is_empty())
+}
+
+fn new_user(ports: &Ports, email: String, role: Role, password_hash: Option<String>) -> User {
+    let now = ports.clock.now();
+    User { id: new_id(IdKind::User, now), email, password_hash, oidc_subject: None, role, disabled: false, created_at: now, updated_at: now }
+}
+
+/// Creates the bootstrap admin if there are no users: returns its
+/// password, to be shown once. Concurrent starts create one user (the
+/// email is unique; the loser sees a conflict and returns `None`).
+pub async fn bootstrap(ports: &Ports, email: &str) -> ServiceResult<Option<String>> {
+    if !no_users_yet(ports).await? {
+        return Ok(None);
+    }
+    let email = parse_email("auth.local.email", email)?;
+    let password = generate_password();
+    let user = new_user(ports, email.clone(), Role::Admin, Some(hash_password(&password)?));
+    match ports.store.create_user(&user).await {
+        Ok(()) => {
+            record(ports, &Caller::system("bootstrap"), "user.created", Some(&user.id), json!({"email": email, "role": "admin", "via": "bootstrap"})).await?;
+            Ok(Some(password))
+        }
+        Err(StoreError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sets a new random password for `email` (`pacer admin reset-password`).
+pub async fn reset_password(ports: &Ports, email: &str) -> ServiceResult<String> {
+    let email = parse_email("email", email)?;
+    let mut user = ports.store.user_by_email(&email).await?.ok_or(ServiceError::NotFound("user"))?;
+    let password = generate_password();
+    user.password_hash = Some(hash_password(&password)?);
+    user.updated_at = ports.clock.now();
+    ports.store.update_user(&user).await?;
+    record(ports, &Caller::system("admin-cli"), "user.password_reset", Some(&user.id), json!({"email": email})).await?;
+    Ok(password)
+}
+
+/// Sets a user's role by email (`pacer admin set-role`): the way back in
+/// when nobody is admin any more.
+pub async fn set_role_by_email(ports: &Ports, email: &str, role: Role) -> ServiceResult<User> {
+    let email = parse_email("email", email)?;
+    let mut user = ports.store.user_by_email(&email).await?.ok_or(ServiceError::NotFound("user"))?;
+    user.role = role;
+    user.updated_at = ports.clock.now();
+    ports.store.update_user(&user).await?;
+    record(ports, &Caller::system("admin-cli"), "user.role_changed", Some(&user.id), json!({"email": email, "role": role})).await?;
+    Ok(user)
+}
+
+/// A signed-in session: the token for the cookie and its claims.
+pub struct SignedIn {
+    pub token: String,
+    pub claims: SessionClaims,
+    pub user: User,
+}
+
+fn window_start(now: Time, window: Duration) -> Time {
+    let w = i64::try_from(window.as_micros()).unwrap_or(i64::MAX).max(1);
+    let us = now.timestamp_micros();
+    chrono::DateTime::from_timestamp_micros(us - us.rem_euclid(w)).unwrap_or(now)
+}
+
+/// Local email + password login.
+pub async fn login(ports: &Ports, auth: &AuthSettings, client_ip: Option<std::net::IpAddr>, email: &str, password: &str) -> Result<SignedIn, AuthError> {
+    if !auth.local {
+        return Err(AuthError::LocalDisabled);
+    }
+    let now = ports.clock.now();
+    let start = window_start(now, auth.login_window);
+    let expires = start + chrono::Duration::from_std(auth.login_window).unwrap_or_default();
+    let ip = client_ip.map_or("unknown".to_string(), |ip| ip.to_string());
+    let hits = ports.store.hit_counter(&format!("login:{ip}"), start, expires).await?;
+    if hits > u64::from(auth.login_attempts) {
+        let retry_after = (expires - now).to_std().unwrap_or(Duration::from_secs(1)).max(Duration::from_secs(1));
+        return Err(AuthError::RateLimited { retry_after });
+    }
+    let email = email.trim().to_lowercase();
+    let user = ports.store.user_by_email(&email).await?;
+    // Hash even for an unknown email, so the answer takes the same time.
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    let matches = match &stored {
+        Some(hash) => verify_password(hash, password),
+        None => {
+            static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            let dummy = DUMMY.get_or_init(|| hash_password("no such user").unwrap_or_default());
+            let _ = verify_password(dummy, password);
+            false
+        }
+    };
+    let caller = Caller { actor: Actor { kind: ActorKind::User, id: email.clone() }, client_ip, role: Role::Viewer };
+    let Some(user) = user.filter(|u| matches && !u.disabled) else {
+        record(ports, &caller, "auth.login_failed", Some(&email), json!({"method": "local"})).await?;
+        return Err(AuthError::BadCredentials);
+    };
+    let (token, claims) = session::mint(auth.jwt_secret.expose().as_bytes(), &user.id, now, auth.session_ttl);
+    let caller = Caller { actor: Actor::user(&user.id), ..caller };
+    record(ports, &caller, "auth.login_succeeded", Some(&user.id), json!({"method": "local", "email": user.email})).await?;
+    Ok(SignedIn { token, claims, user })
+}
+
+/// The caller a session token names: checked for signature, expiry,
+/// revocation, and a user that still exists and is not disabled — on every
+/// request, so a disabled user's sessions stop at once on every instance.
+pub async fn authenticate(ports: &Ports, auth: &AuthSettings, token: &str, client_ip: Option<std::net::IpAddr>) -> Result<(Caller, SessionClaims), AuthError> {
+    let claims = session::verify(auth.jwt_secret.expose().as_bytes(), token, ports.clock.now())
+        .map_err(|e| AuthError::InvalidSession(e.to_string()))?;
+    if ports.store.is_session_revoked(&claims.jti).await? {
+        return Err(AuthError::InvalidSession("signed out".into()));
+    }
+    let user = ports
+        .store
+        .get_user(&claims.sub)
+        .await?
+        .ok_or_else(|| AuthError::InvalidSession("its user is gone".into()))?;
+    if user.disabled {
+        return Err(AuthError::InvalidSession("its user is disabled".into()));
+    }
+    Ok((Caller { actor: Actor::user(&user.id), client_ip, role: user.role }, claims))
+}
+
+pub async fn logout(ports: &Ports, caller: &Caller, claims: &SessionClaims) -> ServiceResult<()> {
+    let expires = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(|| ports.clock.now());
+    ports.store.revoke_session(&claims.jti, expires).await?;
+    record(ports, caller, "auth.logout", Some(&claims.sub), json!({})).await
+}
+
+pub async fn me(ports: &Ports, caller: &Caller) -> ServiceResult<UserView> {
+    let user = ports.store.get_user(&caller.actor.id).await?.ok_or(ServiceError::NotFound("user"))?;
+    Ok(UserView::from(&user))
+}
+
+/// Passwords pacer accepts from people.
+pub const MIN_PASSWORD_LENGTH: usize = 12;
+
+fn check_new_password(field: &str, password: &str) -> Result<(), Invalid> {
+    if password.chars().count() < MIN_PASSWORD_LENGTH {
+        return Err(Invalid::new(field, format!("must be at least {MIN_PASSWORD_LENGTH} characters")));
+    }
+    Ok(())
+}
+
+pub async fn change_password(ports: &Ports, caller: &Caller, current: &str, new: &str) -> ServiceResult<()> {
+    let mut user = ports.store.get_user(&caller.actor.id).await?.ok_or(ServiceError::NotFound("user"))?;
+    if !user.password_hash.as_deref().is_some_and(|h| verify_password(h, current)) {
+        return Err(Invalid::new("current_password", "is not your current password").into());
+    }
+    check_new_password("new_password", new)?;
+    user.password_hash = Some(hash_password(new)?);
+    user.updated_at = ports.clock.now();
+    ports.store.update_user(&user).await?;
+    record(ports, caller, "user.password_changed", Some(&user.id), json!({})).await
+}
+
+pub async fn list_users(ports: &Ports, page: &PageRequest) -> ServiceResult<Page<UserView>> {
+    let listed = ports.store.list_users(page).await?;
+    Ok(Page { items: listed.items.iter().map(UserView::from).collect(), next_cursor: listed.next_cursor })
+}
+
+/// A new local user with a one-time password (shown once to the admin).
+pub async fn create_user(ports: &Ports, caller: &Caller, email: &str, role: Role) -> ServiceResult<(UserView, String)> {
+    let email = parse_email("email", email)?;
+    let password = generate_password();
+    let user = new_user(ports, email.clone(), role, Some(hash_password(&password)?));
+    ports.store.create_user(&user).await.map_err(|e| match e {
+        StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("email", m)),
+        other => other.into(),
+    })?;
+    record(ports, caller, "user.created", Some(&user.id), json!({"email": email, "role": role, "via": "console"})).await?;
+    Ok((UserView::from(&user), password))
+}
+
+async fn enabled_admins(ports: &Ports) -> ServiceResult<usize> {
+    let mut count = 0;
+    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+    loop {
+        let listed = ports.store.list_users(&page).await?;
+        count += listed.items.iter().filter(|u| u.role == Role::Admin && !u.disabled).count();
+        match listed.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => return Ok(count),
+        }
+    }
+}
+
+/// Sets a user's role and/or disabled flag. The last enabled admin cannot
+/// be demoted or disabled: nobody could undo it from the console.
+pub async fn update_user(ports: &Ports, caller: &Caller, id: &str, role: Option<Role>, disabled: Option<bool>) -> ServiceResult<UserView> {
+    let mut user = ports.store.get_user(id).await?.ok_or(ServiceError::NotFound("user"))?;
+    let loses_admin = user.role == Role::Admin && !user.disabled && (role == Some(Role::Viewer) || disabled == Some(true));
+    if loses_admin && enabled_admins(ports).await? <= 1 {
+        return Err(ServiceError::Conflict(format!("{} is the last enabled admin; make another admin first", user.email)));
+    }
+    if let Some(r) = role {
+        user.role = r;
+    }
+    if let Some(d) = disabled {
+        user.disabled = d;
+    }
+    user.updated_at = ports.clock.now();
+    ports.store.update_user(&user).await?;
+    record(ports, caller, "user.updated", Some(id), json!({"email": user.email, "role": role, "disabled": disabled})).await?;
+    Ok(UserView::from(&user))
+}

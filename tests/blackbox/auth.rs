@@ -1,0 +1,182 @@
+//! Console authentication in process: local login, sessions (cookie and
+//! bearer), logout, disabled users, roles enforced in one place, the
+//! login rate limit, and the users an admin manages.
+
+use std::time::Duration;
+
+use pacer_shared::config::Secret;
+use pacer_shared::service::auth::{bootstrap, AuthSettings};
+use serde_json::{json, Value};
+
+use crate::support::{local_ports, LocalPacer};
+
+const ADMIN: &str = "admin@example.com";
+
+fn settings(attempts: u32) -> AuthSettings {
+    AuthSettings {
+        jwt_secret: Secret::new("test-jwt-secret-0123456789abcdef-0123456789"),
+        session_ttl: Duration::from_secs(3600),
+        local: true,
+        login_attempts: attempts,
+        login_window: Duration::from_secs(300),
+        oidc_issuer_host: None,
+        secure_cookie: false,
+    }
+}
+
+/// pacer with console auth on and its bootstrap admin; returns the admin's password.
+async fn pacer(attempts: u32) -> (LocalPacer, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ports, fleet) = local_ports(dir.path());
+    let password = bootstrap(&ports, ADMIN).await.unwrap().expect("the first user");
+    assert_eq!(bootstrap(&ports, ADMIN).await.unwrap(), None, "bootstrap runs once");
+    (LocalPacer::serve_with_auth(ports, fleet, dir, Some(settings(attempts))).await, password)
+}
+
+async fn login(p: &LocalPacer, email: &str, password: &str) -> reqwest::Response {
+    p.http.post(format!("{}/api/auth/login", p.base)).json(&json!({"email": email, "password": password})).send().await.unwrap()
+}
+
+async fn token(p: &LocalPacer, email: &str, password: &str) -> String {
+    let res = login(p, email, password).await;
+    assert_eq!(res.status().as_u16(), 200);
+    res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+}
+
+async fn call(p: &LocalPacer, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let mut req = p.http.request(method, format!("{}{path}", p.base));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_sets_a_strict_http_only_cookie_that_works_like_the_bearer_token() {
+    let (p, password) = pacer(10).await;
+    let res = login(&p, "  Admin@Example.com ", &password).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let cookie = res.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    assert!(cookie.starts_with("pacer_session="), "{cookie}");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain http: no Secure flag");
+    let body: Value = res.json().await.unwrap();
+    let token = body["token"].as_str().unwrap();
+    assert!(body["expires_at"].is_string());
+
+    let session = cookie.split(';').next().unwrap().to_string();
+    let by_cookie = p.http.get(format!("{}/api/auth/me", p.base)).header("cookie", session).send().await.unwrap();
+    assert_eq!(by_cookie.status().as_u16(), 200);
+    let me: Value = by_cookie.json().await.unwrap();
+    assert_eq!((me["email"].as_str(), me["role"].as_str()), (Some(ADMIN), Some("admin")));
+    assert!(me.get("password_hash").is_none());
+    assert_eq!(call(&p, reqwest::Method::GET, "/api/projects", Some(token), None).await.0, 200);
+    let (s, err) = call(&p, reqwest::Method::GET, "/api/projects", None, None).await;
+    assert_eq!((s, err["error"].as_str()), (401, Some("unauthorized")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_and_an_unknown_user_get_the_same_answer() {
+    let (p, _) = pacer(10).await;
+    let wrong = login(&p, ADMIN, "not-the-password").await;
+    let unknown = login(&p, "nobody@example.com", "whatever").await;
+    assert_eq!((wrong.status().as_u16(), unknown.status().as_u16()), (401, 401));
+    assert_eq!(wrong.json::<Value>().await.unwrap(), unknown.json::<Value>().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_attempts_from_one_address_are_429_with_retry_after() {
+    let (p, password) = pacer(3).await;
+    for _ in 0..3 {
+        assert_eq!(login(&p, ADMIN, "wrong").await.status().as_u16(), 401);
+    }
+    let limited = login(&p, ADMIN, &password).await;
+    assert_eq!(limited.status().as_u16(), 429, "even the right password waits out the window");
+    let retry: u64 = limited.headers().get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=300).contains(&retry), "{retry}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_ends_the_session_and_an_edited_token_is_refused() {
+    let (p, password) = pacer(10).await;
+    let t = token(&p, ADMIN, &password).await;
+    let (s, _) = call(&p, reqwest::Method::POST, "/api/auth/logout", Some(&t), None).await;
+    assert_eq!(s, 204);
+    assert_eq!(call(&p, reqwest::Method::GET, "/api/projects", Some(&t), None).await.0, 401);
+
+    let t = token(&p, ADMIN, &password).await;
+    let mut edited = t.clone();
+    edited.insert(t.len() / 2, 'x');
+    assert_eq!(call(&p, reqwest::Method::GET, "/api/projects", Some(&edited), None).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_reads_but_every_mutation_needs_an_admin() {
+    let (p, password) = pacer(10).await;
+    let admin = token(&p, ADMIN, &password).await;
+    let (s, created) = call(&p, reqwest::Method::POST, "/api/users", Some(&admin), Some(json!({"email": "Viewer@Example.com"}))).await;
+    assert_eq!(s, 201, "{created}");
+    assert_eq!(created["role"], "viewer");
+    let one_time = created["password"].as_str().unwrap().to_string();
+    let viewer = token(&p, "viewer@example.com", &one_time).await;
+
+    assert_eq!(call(&p, reqwest::Method::GET, "/api/projects", Some(&viewer), None).await.0, 200);
+    assert_eq!(call(&p, reqwest::Method::GET, "/api/jobs", Some(&viewer), None).await.0, 200);
+    let (s, err) = call(&p, reqwest::Method::POST, "/api/projects", Some(&viewer), Some(json!({"name": "x"}))).await;
+    assert_eq!((s, err["error"].as_str()), (403, Some("forbidden")));
+    assert_eq!(call(&p, reqwest::Method::GET, "/api/audit", Some(&viewer), None).await.0, 403, "the audit log is for admins");
+    assert_eq!(call(&p, reqwest::Method::GET, "/api/users", Some(&viewer), None).await.0, 403);
+    // Their own password is theirs to change.
+    let body = json!({"current_password": one_time, "new_password": "a-much-better-passphrase"});
+    assert_eq!(call(&p, reqwest::Method::POST, "/api/auth/password", Some(&viewer), Some(body)).await.0, 204);
+    assert_eq!(login(&p, "viewer@example.com", "a-much-better-passphrase").await.status().as_u16(), 200);
+    let short = json!({"current_password": "a-much-better-passphrase", "new_password": "short"});
+    let (s, err) = call(&p, reqwest::Method::POST, "/api/auth/password", Some(&viewer), Some(short)).await;
+    assert_eq!((s, err["field"].as_str()), (422, Some("new_password")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_users_sessions_stop_at_once() {
+    let (p, password) = pacer(10).await;
+    let admin = token(&p, ADMIN, &password).await;
+    let (_, created) = call(&p, reqwest::Method::POST, "/api/users", Some(&admin), Some(json!({"email": "ops@example.com", "role": "admin"}))).await;
+    let ops = token(&p, "ops@example.com", created["password"].as_str().unwrap()).await;
+    assert_eq!(call(&p, reqwest::Method::GET, "/api/projects", Some(&ops), None).await.0, 200);
+
+    let path = format!("/api/users/{}", created["id"].as_str().unwrap());
+    let (s, updated) = call(&p, reqwest::Method::PATCH, &path, Some(&admin), Some(json!({"disabled": true}))).await;
+    assert_eq!((s, updated["disabled"].as_bool()), (200, Some(true)));
+    assert_eq!(call(&p, reqwest::Method::GET, "/api/projects", Some(&ops), None).await.0, 401, "its live session is dead");
+    assert_eq!(login(&p, "ops@example.com", created["password"].as_str().unwrap()).await.status().as_u16(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_admin_cannot_demote_or_disable_themselves() {
+    let (p, password) = pacer(10).await;
+    let admin = token(&p, ADMIN, &password).await;
+    let (_, me) = call(&p, reqwest::Method::GET, "/api/auth/me", Some(&admin), None).await;
+    let path = format!("/api/users/{}", me["id"].as_str().unwrap());
+    for change in [json!({"role": "viewer"}), json!({"disabled": true})] {
+        let (s, err) = call(&p, reqwest::Method::PATCH, &path, Some(&admin), Some(change)).await;
+        assert_eq!(s, 409, "{err}");
+    }
+    let (s, err) = call(&p, reqwest::Method::PATCH, &path, Some(&admin), Some(json!({"role": "owner"}))).await;
+    assert_eq!((s, err["field"].as_str()), (422, Some("role")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_info_says_which_sign_in_methods_are_on_without_a_session() {
+    let (p, _) = pacer(10).await;
+    let (s, info) = call(&p, reqwest::Method::GET, "/api/auth/info", None, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(info, json!({"enabled": true, "local": true, "oidc": null}));
+    assert_eq!(call(&p, reqwest::Method::GET, "/api/version", None, None).await.0, 200);
+    // Webhook and runner callbacks never take sessions: they keep their own auth.
+    assert_eq!(call(&p, reqwest::Method::POST, "/api/runner/complete", None, None).await.0, 401);
+}
