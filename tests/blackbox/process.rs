@@ -343,6 +343,8 @@ async fn logs_go_to_an_absolute_file_as_json_lines() {
     let yaml = std::fs::read_to_string(&config).unwrap();
     let secret = yaml.lines().find(|l| l.trim_start().starts_with("jwt_secret:")).unwrap().split(':').nth(1).unwrap().trim().trim_matches('"');
     assert!(!text.contains(secret), "no secret reaches the log");
+    let password = std::fs::read_to_string(config.parent().unwrap().join("bootstrap-password")).unwrap();
+    assert!(!text.contains(password.trim()), "the bootstrap password goes to stderr only, never to the log");
 }
 
 /// Runs pacer with a failpoint armed until it dies there, restarts it on
