@@ -206,12 +206,18 @@ pub async fn build_ports(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> a
     Ok((ports, simulated))
 }
 
-/// Console auth from `auth.*`, or `None` under `auth.disabled`.
-pub fn auth_settings(cfg: &Config) -> Option<Arc<AuthSettings>> {
+/// Console auth from `auth.*`, or `None` under `auth.disabled`. With SSO
+/// on, discovery happens here: a wrong issuer stops the start.
+pub async fn auth_settings(cfg: &Config) -> anyhow::Result<Option<Arc<AuthSettings>>> {
     if cfg.auth.disabled {
-        return None;
+        return Ok(None);
     }
-    Some(Arc::new(AuthSettings {
+    let oidc = match crate::auth::oidc::OidcSettings::from_config(&cfg.auth.oidc) {
+        Some(settings) => Some(Arc::new(crate::auth::oidc::OidcClient::discover(settings).await?)),
+        None => None,
+    };
+    Ok(Some(Arc::new(AuthSettings {
+        oidc,
         jwt_secret: cfg.auth.jwt_secret.clone().expect("validated: auth.jwt_secret is set unless auth.disabled"),
         session_ttl: cfg.auth.session_ttl,
         local: cfg.auth.local.enabled,
@@ -225,5 +231,5 @@ pub fn auth_settings(cfg: &Config) -> Option<Arc<AuthSettings>> {
             .filter(|_| cfg.auth.oidc.enabled)
             .and_then(|u| u.host_str().map(str::to_string)),
         secure_cookie: cfg.server.public_url.as_ref().is_some_and(|u| u.scheme() == "https"),
-    }))
+    })))
 }

@@ -90,13 +90,23 @@ impl LocalPacer {
 
     /// Like [`LocalPacer::serve`], with console auth on.
     pub async fn serve_with_auth(
+        ports: Ports,
+        fleet: Arc<SimulatedFleet>,
+        dir: tempfile::TempDir,
+        auth: Option<pacer_shared::service::auth::AuthSettings>,
+    ) -> LocalPacer {
+        Self::serve_on(crate::process::free_port(), ports, fleet, dir, auth).await
+    }
+
+    /// Serves on a port chosen beforehand (SSO needs its redirect URL first).
+    pub async fn serve_on(
+        port: u16,
         mut ports: Ports,
         fleet: Arc<SimulatedFleet>,
         dir: tempfile::TempDir,
         auth: Option<pacer_shared::service::auth::AuthSettings>,
     ) -> LocalPacer {
         pacer_shared::server::install_crypto_provider();
-        let port = crate::process::free_port();
         let base = format!("http://127.0.0.1:{port}");
         let mut with_url = (*ports.settings).clone();
         with_url.callback_url = base.clone();

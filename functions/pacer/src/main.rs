@@ -235,7 +235,7 @@ async fn serve(config_path: Option<PathBuf>, init: bool) -> anyhow::Result<()> {
     let state = AppState {
         ports: ports.clone(),
         trusted_proxies: Arc::new(cfg.server.trusted_proxies.clone()),
-        auth: runtime::auth_settings(&cfg),
+        auth: runtime::auth_settings(&cfg).await?,
     };
     let server = server::Server::bind(app(state), &cfg.server).await?;
 

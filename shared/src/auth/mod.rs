@@ -2,5 +2,6 @@
 //! login, OIDC SSO and workload identity as they land.
 
 pub mod callback_token;
+pub mod oidc;
 pub mod password;
 pub mod session;

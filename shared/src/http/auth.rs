@@ -32,10 +32,12 @@ pub fn routes() -> Router<AppState> {
         .route("/api/auth/password", post(change_password))
         .route("/api/users", get(list_users).post(create_user))
         .route("/api/users/{id}", patch(update_user))
+        .route("/api/auth/oidc/start", get(oidc_start))
+        .route("/api/auth/oidc/callback", get(oidc_callback))
 }
 
 /// Routes anyone may call.
-const OPEN: &[&str] = &["/api/version", "/api/auth/info", "/api/auth/login"];
+const OPEN: &[&str] = &["/api/version", "/api/auth/info", "/api/auth/login", "/api/auth/oidc/start", "/api/auth/oidc/callback"];
 /// Mutations a viewer may make: about their own session.
 const SELF_SERVICE: &[&str] = &["/api/auth/logout", "/api/auth/password"];
 /// Routes for admins only, reads included.
@@ -122,6 +124,100 @@ fn session_cookie(auth: &AuthSettings, value: &str, max_age: i64) -> HeaderValue
     let secure = if auth.secure_cookie { "; Secure" } else { "" };
     HeaderValue::from_str(&format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"))
         .expect("a cookie of token characters")
+}
+
+fn state_cookie(auth: &AuthSettings, value: &str, max_age: i64) -> HeaderValue {
+    // Lax, not Strict: the IdP's redirect back is a cross-site navigation.
+    let secure = if auth.secure_cookie { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{}={value}; Path=/api/auth/oidc; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+        crate::auth::oidc::STATE_COOKIE
+    ))
+    .expect("a cookie of token characters")
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn redirect(to: &str) -> Response {
+    let mut res = StatusCode::FOUND.into_response();
+    res.headers_mut().insert(axum::http::header::LOCATION, HeaderValue::from_str(to).expect("a plain URL"));
+    res
+}
+
+/// The browser's answer to a refused sign-in: nothing about why.
+fn access_denied(auth: &AuthSettings) -> Response {
+    let mut res = (StatusCode::FORBIDDEN, axum::response::Html("<!doctype html><title>Access denied</title><h1>Access denied</h1><p><a href=\"/login\">Back to sign-in</a></p>")).into_response();
+    res.headers_mut().insert(SET_COOKIE, state_cookie(auth, "", 0));
+    res
+}
+
+async fn oidc_start(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let auth = settings(&s)?;
+    let client = auth.oidc.as_ref().ok_or_else(|| ApiError::NotFound("SSO is not configured (auth.oidc.enabled)".into()))?;
+    let started = client.start(auth.jwt_secret.expose().as_bytes(), s.ports.clock.now());
+    let mut res = redirect(&started.authorize_url);
+    res.headers_mut().insert(SET_COOKIE, state_cookie(auth, &started.cookie, crate::auth::oidc::STATE_TTL_SECS));
+    Ok(res)
+}
+
+#[derive(Deserialize)]
+struct CallbackParams {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+async fn oidc_callback(State(s): State<AppState>, caller: Caller, headers: HeaderMap, Query(p): Query<std::collections::HashMap<String, String>>) -> Result<Response, ApiError> {
+    let auth = settings(&s)?.clone();
+    let client = auth.oidc.clone().ok_or_else(|| ApiError::NotFound("SSO is not configured (auth.oidc.enabled)".into()))?;
+    let p = CallbackParams { code: p.get("code").cloned(), state: p.get("state").cloned(), error: p.get("error").cloned() };
+    let fail = |reason: String| {
+        let (ports, caller, auth) = (s.ports.clone(), caller.clone(), auth.clone());
+        async move {
+            crate::service::audit::record(&ports, &caller, "auth.oidc.login_failed", None, json!({"reason": reason})).await?;
+            Ok::<Response, ApiError>(access_denied(&auth))
+        }
+    };
+    if let Some(error) = p.error {
+        return fail(format!("the IdP answered error={error}")).await;
+    }
+    let (Some(code), Some(state)) = (p.code, p.state) else {
+        return fail("the callback carries no code or state".into()).await;
+    };
+    let Some(cookie) = cookie_value(&headers, crate::auth::oidc::STATE_COOKIE) else {
+        return fail("no state cookie: the sign-in did not start in this browser, or took too long".into()).await;
+    };
+    // A state works once, on every instance.
+    let used = format!("oidc-state:{state}");
+    if s.ports.store.is_session_revoked(&used).await.map_err(crate::service::ServiceError::from)? {
+        return fail("this sign-in was completed already (a replayed callback)".into()).await;
+    }
+    let now = s.ports.clock.now();
+    let identity = match client.finish(auth.jwt_secret.expose().as_bytes(), &cookie, &state, &code, now).await {
+        Ok((identity, _)) => identity,
+        Err(e) => return fail(e.to_string()).await,
+    };
+    let until = now + chrono::Duration::seconds(crate::auth::oidc::STATE_TTL_SECS);
+    s.ports.store.revoke_session(&used, until).await.map_err(crate::service::ServiceError::from)?;
+    match auth_service::oidc_sign_in(&s.ports, &auth, &client, &identity, caller.client_ip).await {
+        Ok(signed) => {
+            let mut res = redirect("/");
+            res.headers_mut().append(SET_COOKIE, session_cookie(&auth, &signed.token, signed.claims.exp - signed.claims.iat));
+            res.headers_mut().append(SET_COOKIE, state_cookie(&auth, "", 0));
+            Ok(res)
+        }
+        Err(AuthError::BadCredentials) => Ok(access_denied(&auth)),
+        Err(e) => Ok(auth_error(e)),
+    }
 }
 
 async fn info(State(s): State<AppState>) -> impl IntoResponse {

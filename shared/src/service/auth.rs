@@ -28,6 +28,8 @@ pub struct AuthSettings {
     pub login_window: Duration,
     /// The SSO button's label, when OIDC is on.
     pub oidc_issuer_host: Option<String>,
+    /// The OIDC relying party, discovered at start, when SSO is on.
+    pub oidc: Option<std::sync::Arc<crate::auth::oidc::OidcClient>>,
     /// Set `Secure` on the cookie (`server.public_url` is https).
     pub secure_cookie: bool,
 }
@@ -204,6 +206,75 @@ pub async fn authenticate(ports: &Ports, auth: &AuthSettings, token: &str, clien
         return Err(AuthError::InvalidSession("its user is disabled".into()));
     }
     Ok((Caller { actor: Actor::user(&user.id), client_ip, role: user.role }, claims))
+}
+
+/// Signs in the identity an IdP vouched for: the allowlists, then the user
+/// by subject, else a local user with the same (verified) email — linked —
+/// else a new user (the first ever is admin, later ones viewers;
+/// `admin_groups` makes admins). `Err(reason)` when denied: the reason is
+/// audited, the browser sees a generic page.
+pub async fn oidc_sign_in(
+    ports: &Ports,
+    auth: &AuthSettings,
+    client: &crate::auth::oidc::OidcClient,
+    identity: &crate::auth::oidc::Identity,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<SignedIn, AuthError> {
+    use crate::auth::oidc::{admit, is_admin_by_group};
+    let settings = client.settings();
+    let who = identity.email.clone().unwrap_or_else(|| identity.sub.clone());
+    let caller = Caller { actor: Actor { kind: ActorKind::User, id: who.clone() }, client_ip, role: Role::Viewer };
+    let deny = |reason: String| async move {
+        record(ports, &caller, "auth.oidc.login_denied", Some(&who), json!({"reason": reason, "sub": identity.sub})).await?;
+        Err::<SignedIn, AuthError>(AuthError::BadCredentials)
+    };
+    if let Err(reason) = admit(settings, identity) {
+        return deny(reason).await;
+    }
+    let now = ports.clock.now();
+    let admin_by_group = is_admin_by_group(settings, identity);
+    let user = match ports.store.user_by_oidc_subject(&identity.sub).await? {
+        Some(u) => Some(u),
+        None => match identity.email.as_deref().filter(|_| identity.email_verified) {
+            Some(email) => match ports.store.user_by_email(email).await? {
+                Some(mut local) => {
+                    local.oidc_subject = Some(identity.sub.clone());
+                    local.updated_at = now;
+                    ports.store.update_user(&local).await?;
+                    record(ports, &Caller::system("oidc"), "user.oidc_linked", Some(&local.id), json!({"email": email, "sub": identity.sub})).await?;
+                    Some(local)
+                }
+                None => None,
+            },
+            None => None,
+        },
+    };
+    let mut user = match user {
+        Some(u) => u,
+        None => {
+            let Some(email) = identity.email.clone().filter(|_| identity.email_verified || !settings.require_email_verified) else {
+                return deny("the IdP gave no usable email for a new user".into()).await;
+            };
+            let role = if no_users_yet(ports).await? || admin_by_group { Role::Admin } else { Role::Viewer };
+            let mut created = new_user(ports, email.clone(), role, None);
+            created.oidc_subject = Some(identity.sub.clone());
+            ports.store.create_user(&created).await?;
+            record(ports, &Caller::system("oidc"), "user.created", Some(&created.id), json!({"email": email, "role": role, "via": "oidc"})).await?;
+            created
+        }
+    };
+    if user.disabled {
+        return deny(format!("user {} is disabled", user.email)).await;
+    }
+    if admin_by_group && user.role != Role::Admin {
+        user.role = Role::Admin;
+        user.updated_at = now;
+        ports.store.update_user(&user).await?;
+    }
+    let (token, claims) = session::mint(auth.jwt_secret.expose().as_bytes(), &user.id, now, auth.session_ttl);
+    let caller = Caller { actor: Actor::user(&user.id), client_ip, role: user.role };
+    record(ports, &caller, "auth.oidc.login_succeeded", Some(&user.id), json!({"email": user.email, "sub": identity.sub})).await?;
+    Ok(SignedIn { token, claims, user })
 }
 
 pub async fn logout(ports: &Ports, caller: &Caller, claims: &SessionClaims) -> ServiceResult<()> {

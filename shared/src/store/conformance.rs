@@ -568,6 +568,12 @@ pub async fn users_are_unique_by_email(store: Arc<dyn Store>) {
     assert_eq!(store.user_by_email("admin@example.com").await.unwrap(), Some(u.clone()));
     assert_eq!(store.get_user(&u.id).await.unwrap(), Some(u.clone()));
 
+    assert_eq!(store.user_by_oidc_subject("idp|123").await.unwrap(), None);
+    let mut linked = u.clone();
+    linked.oidc_subject = Some("idp|123".into());
+    store.update_user(&linked).await.unwrap();
+    assert_eq!(store.user_by_oidc_subject("idp|123").await.unwrap(), Some(linked.clone()));
+    let u = linked;
     let mut disabled = u.clone();
     disabled.disabled = true;
     disabled.updated_at = at(2);

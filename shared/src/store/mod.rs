@@ -199,6 +199,21 @@ pub trait Store: Send + Sync + 'static {
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>>;
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     async fn list_users(&self, page: &PageRequest) -> StoreResult<Page<User>>;
+    /// The user an OIDC subject (the IdP's `sub`) belongs to. The default
+    /// walks the users (there are few); adapters with an index override it.
+    async fn user_by_oidc_subject(&self, subject: &str) -> StoreResult<Option<User>> {
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        loop {
+            let listed = self.list_users(&page).await?;
+            if let Some(found) = listed.items.into_iter().find(|u| u.oidc_subject.as_deref() == Some(subject)) {
+                return Ok(Some(found));
+            }
+            match listed.next_cursor {
+                Some(c) => page.cursor = Some(c),
+                None => return Ok(None),
+            }
+        }
+    }
     async fn update_user(&self, user: &User) -> StoreResult<()>;
 
     // Console auth support: fixed-window counters (login rate limits that

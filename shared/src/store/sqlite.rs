@@ -680,6 +680,11 @@ impl Store for SqliteStore {
         self.with(move |c| get_user_row(c, "SELECT data FROM users WHERE email = ?1", email)).await
     }
 
+    async fn user_by_oidc_subject(&self, subject: &str) -> StoreResult<Option<User>> {
+        let subject = subject.to_string();
+        self.with(move |c| get_user_row(c, "SELECT data FROM users WHERE oidc_subject = ?1", subject)).await
+    }
+
     async fn list_users(&self, page: &PageRequest) -> StoreResult<Page<User>> {
         let page = page.clone();
         self.with(move |c| {

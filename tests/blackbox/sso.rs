@@ -1,0 +1,193 @@
+//! Console SSO against a real OpenID Provider (npm `oidc-provider` on
+//! loopback, on its own port so its origin differs from pacer's): the whole
+//! redirect flow without a browser, the allowlists, provisioning and linking.
+
+use std::time::Duration;
+
+use pacer_shared::auth::oidc::{OidcClient, OidcSettings};
+use pacer_shared::config::Secret;
+use pacer_shared::service::auth::AuthSettings;
+use serde_json::{json, Value};
+
+use crate::oidc_provider::{OidcProvider, TestAccount, TestClient};
+use crate::support::{local_ports, LocalPacer};
+
+struct Sso {
+    pacer: LocalPacer,
+    idp: OidcProvider,
+}
+
+fn accounts() -> Vec<TestAccount> {
+    vec![
+        TestAccount::new("alice", "Alice@Example.com").claim("groups", json!(["pacer-admins", "dev"])),
+        TestAccount::new("bob", "bob@example.com").claim("groups", json!(["dev"])),
+        TestAccount::new("carol", "carol@other.org").claim("cognito:groups", json!(["Ops"])),
+        TestAccount::new("dave", "dave@example.com").claim("roles", json!(["pacer-admins"])),
+        TestAccount::new("eve", "eve@example.com").email_verified(false),
+    ]
+}
+
+async fn sso(change: impl FnOnce(&mut OidcSettings)) -> Sso {
+    let port = crate::process::free_port();
+    let redirect = format!("http://127.0.0.1:{port}/api/auth/oidc/callback");
+    let idp = OidcProvider::start(TestClient::new("pacer-console", "console-secret", &redirect), accounts()).await;
+    let mut settings = OidcSettings {
+        issuer: idp.issuer.trim_end_matches('/').to_string(),
+        client_id: "pacer-console".into(),
+        client_secret: Secret::new("console-secret"),
+        redirect_url: redirect,
+        scopes: vec!["openid".into(), "email".into(), "profile".into(), "groups".into()],
+        require_email_verified: true,
+        allowed_emails: vec![],
+        allowed_domains: vec![],
+        groups_claim: Some("groups".into()),
+        allowed_groups: vec![],
+        admin_groups: vec![],
+    };
+    change(&mut settings);
+    let client = OidcClient::discover(settings).await.expect("discovery at start");
+    let dir = tempfile::tempdir().unwrap();
+    let (ports, fleet) = local_ports(dir.path());
+    let auth = AuthSettings {
+        jwt_secret: Secret::new("sso-test-jwt-secret-0123456789abcdef-0123"),
+        session_ttl: Duration::from_secs(3600),
+        local: false,
+        login_attempts: 10,
+        login_window: Duration::from_secs(300),
+        oidc_issuer_host: Some("127.0.0.1".into()),
+        oidc: Some(std::sync::Arc::new(client)),
+        secure_cookie: false,
+    };
+    let pacer = LocalPacer::serve_on(port, ports, fleet, dir, Some(auth)).await;
+    Sso { pacer, idp }
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// Runs the whole flow for `account`; returns the callback's status and the
+/// session cookie it set, if any.
+async fn sign_in(s: &Sso, account: &str) -> (u16, Option<String>) {
+    let http = no_redirects();
+    let started = http.get(format!("{}/api/auth/oidc/start", s.pacer.base)).send().await.unwrap();
+    assert_eq!(started.status().as_u16(), 302);
+    let state_cookie = started.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    assert!(state_cookie.contains("SameSite=Lax") && state_cookie.contains("Path=/api/auth/oidc") && state_cookie.contains("HttpOnly"), "{state_cookie}");
+    let authorize = started.headers().get("location").unwrap().to_str().unwrap().to_string();
+    assert!(authorize.contains("code_challenge_method=S256"), "{authorize}");
+    let callback = s.idp.sign_in(&authorize, account).await.expect("the IdP signs the account in");
+    let cookie = state_cookie.split(';').next().unwrap().to_string();
+    let res = http.get(&callback).header("cookie", cookie).send().await.unwrap();
+    let status = res.status().as_u16();
+    let session = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("pacer_session=") && !v.starts_with("pacer_session=;"))
+        .map(|v| v.split(';').next().unwrap().to_string());
+    (status, session)
+}
+
+async fn me(s: &Sso, session: &str) -> Value {
+    let res = s.pacer.http.get(format!("{}/api/auth/me", s.pacer.base)).header("cookie", session).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    res.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_sso_user_is_an_admin_and_later_ones_are_viewers() {
+    let s = sso(|_| {}).await;
+    let (status, session) = sign_in(&s, "alice").await;
+    assert_eq!(status, 302, "back to the console");
+    let alice = me(&s, &session.expect("a session")).await;
+    assert_eq!((alice["email"].as_str(), alice["role"].as_str(), alice["sso"].as_bool()), (Some("alice@example.com"), Some("admin"), Some(true)));
+    let (_, session) = sign_in(&s, "bob").await;
+    assert_eq!(me(&s, &session.unwrap()).await["role"], "viewer");
+    // Signing in again finds the same user by subject.
+    let (_, session) = sign_in(&s, "alice").await;
+    assert_eq!(me(&s, &session.unwrap()).await["id"], alice["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unverified_email_is_denied_with_a_generic_page_and_an_audited_reason() {
+    let s = sso(|_| {}).await;
+    let (status, session) = sign_in(&s, "eve").await;
+    assert_eq!((status, session), (403, None));
+    // (The audit log needs an admin: alice.)
+    let (_, admin) = sign_in(&s, "alice").await;
+    let res = s.pacer.http.get(format!("{}/api/audit?action=auth.oidc.login_denied", s.pacer.base)).header("cookie", admin.unwrap()).send().await.unwrap();
+    let audit: Value = res.json().await.unwrap();
+    assert!(audit["items"][0]["detail"]["reason"].as_str().unwrap().contains("email_verified"), "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowlists_admit_by_email_else_by_every_listed_domain_and_group() {
+    let s = sso(|o| {
+        o.allowed_emails = vec!["carol@other.org".into()];
+        o.allowed_domains = vec!["example.com".into()];
+        o.allowed_groups = vec!["PACER-ADMINS".into()];
+    })
+    .await;
+    assert_eq!(sign_in(&s, "alice").await.0, 302, "domain and group (case-insensitive) both pass");
+    assert_eq!(sign_in(&s, "bob").await.0, 403, "the domain passes, the group does not");
+    assert_eq!(sign_in(&s, "carol").await.0, 302, "an allowed email passes alone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_read_through_the_configured_claim_and_admin_groups_make_admins() {
+    for (claim, account) in [("cognito:groups", "carol"), ("roles", "dave")] {
+        let s = sso(|o| {
+            o.groups_claim = Some(claim.into());
+            o.allowed_groups = vec!["ops".into(), "pacer-admins".into()];
+            o.admin_groups = vec!["ops".into(), "pacer-admins".into()];
+        })
+        .await;
+        // Someone else signs in first, so the admin role comes from the group.
+        let (status, session) = sign_in(&s, account).await;
+        assert_eq!(status, 302, "{claim}");
+        assert_eq!(me(&s, &session.unwrap()).await["role"], "admin", "{claim}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_callback_is_refused() {
+    let s = sso(|_| {}).await;
+    let http = no_redirects();
+    let started = http.get(format!("{}/api/auth/oidc/start", s.pacer.base)).send().await.unwrap();
+    let cookie = started.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_string();
+    let authorize = started.headers().get("location").unwrap().to_str().unwrap().to_string();
+    let callback = s.idp.sign_in(&authorize, "alice").await.unwrap();
+    assert_eq!(http.get(&callback).header("cookie", &cookie).send().await.unwrap().status().as_u16(), 302);
+    assert_eq!(http.get(&callback).header("cookie", &cookie).send().await.unwrap().status().as_u16(), 403, "state and code are single-use");
+    // And a callback without the browser's state cookie is refused.
+    assert_eq!(http.get(&callback).send().await.unwrap().status().as_u16(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_user_is_linked_by_verified_email_on_their_first_sso_sign_in() {
+    let s = sso(|_| {}).await;
+    let (_, admin) = sign_in(&s, "alice").await;
+    let admin = admin.unwrap();
+    let res = s.pacer.http.post(format!("{}/api/users", s.pacer.base)).header("cookie", &admin)
+        .json(&json!({"email": "bob@example.com"})).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 201);
+    let local: Value = res.json().await.unwrap();
+
+    let (_, session) = sign_in(&s, "bob").await;
+    let bob = me(&s, &session.unwrap()).await;
+    assert_eq!(bob["id"], local["id"], "the same user, now with SSO");
+    assert_eq!(bob["sso"], true);
+    let res = s.pacer.http.get(format!("{}/api/audit?action=user.oidc_linked", s.pacer.base)).header("cookie", &admin).send().await.unwrap();
+    let audit: Value = res.json().await.unwrap();
+    assert_eq!(audit["items"][0]["target"], local["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_info_names_the_idp_for_the_sso_button() {
+    let s = sso(|_| {}).await;
+    let res = s.pacer.http.get(format!("{}/api/auth/info", s.pacer.base)).send().await.unwrap();
+    let info: Value = res.json().await.unwrap();
+    assert_eq!(info, json!({"enabled": true, "local": false, "oidc": {"issuer_host": "127.0.0.1"}}));
+}
