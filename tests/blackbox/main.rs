@@ -15,6 +15,7 @@ mod webhook_examples;
 mod reaper;
 mod auth;
 mod sso;
+mod sso_rp_negatives;
 mod acme_pebble;
 mod ec2_fleet;
 mod bootstrap_script;
