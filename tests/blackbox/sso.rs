@@ -191,3 +191,26 @@ async fn auth_info_names_the_idp_for_the_sso_button() {
     let info: Value = res.json().await.unwrap();
     assert_eq!(info, json!({"enabled": true, "local": false, "oidc": {"issuer_host": "127.0.0.1"}}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_allowlist_denies_everyone_it_does_not_name() {
+    let only_emails = sso(|o| o.allowed_emails = vec!["bob@example.com".into()]).await;
+    assert_eq!(sign_in(&only_emails, "bob").await.0, 302);
+    assert_eq!(sign_in(&only_emails, "alice").await.0, 403, "only allowed_emails set, and not in it");
+    let only_domains = sso(|o| o.allowed_domains = vec!["other.org".into()]).await;
+    assert_eq!(sign_in(&only_domains, "carol").await.0, 302);
+    assert_eq!(sign_in(&only_domains, "bob").await.0, 403, "example.com is not listed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_user_cannot_sign_in_through_the_idp() {
+    let s = sso(|_| {}).await;
+    let (_, admin) = sign_in(&s, "alice").await;
+    let admin = admin.unwrap();
+    let (_, bob) = sign_in(&s, "bob").await;
+    let bob_id = me(&s, &bob.unwrap()).await["id"].as_str().unwrap().to_string();
+    let res = s.pacer.http.patch(format!("{}/api/users/{bob_id}", s.pacer.base)).header("cookie", &admin)
+        .json(&json!({"disabled": true})).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(sign_in(&s, "bob").await, (403, None));
+}
