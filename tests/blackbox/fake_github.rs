@@ -21,7 +21,7 @@
 //! every request it received ([`FakeGitHub::requests`]).
 
 mod app_jwt;
-mod base64;
+use crate::b64 as base64;
 pub mod openapi;
 
 use std::collections::{BTreeMap, HashMap};

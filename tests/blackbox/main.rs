@@ -2,6 +2,7 @@
 //! AWS SDK). It belongs to the `pacer` package so cargo builds the `pacer`
 //! binary first and names it in `CARGO_BIN_EXE_pacer`.
 
+mod b64;
 mod dynamodb_store;
 mod moto;
 mod store_conformance;

@@ -856,55 +856,19 @@ fn rsa_public_components(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     Some((unsigned(n), unsigned(e)))
 }
 
-const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 /// base64url without padding (JWT parts, JWK members, PKCE).
 pub fn base64url(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(B64URL[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
+    crate::b64::encode_url(bytes)
 }
 
 /// base64url, padded or not.
 pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
-    if text.contains(['+', '/']) {
-        return None;
-    }
-    base64_decode(text)
+    crate::b64::decode_url(text)
 }
 
 /// Either alphabet (`+/` or `-_`), padded or not.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.trim_end_matches('=').bytes() {
-        let value = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(value);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    crate::b64::decode_any(text)
 }
 
 /// `application/x-www-form-urlencoded` decoding of one value (RFC 6749 §2.3.1 encodes the

@@ -31,13 +31,27 @@ pub async fn advance(ports: &Ports, id: &str, to: JobState, cause: TransitionCau
 /// where the caller left the job (say `claimed → starting`, which must not
 /// happen to a job someone else handed back to the queue meanwhile).
 pub async fn advance_from(ports: &Ports, id: &str, from: JobState, to: JobState, cause: TransitionCause, changes: &JobChanges) -> ServiceResult<Advanced> {
-    advance_inner(ports, id, Some(from), to, cause, changes).await
+    advance_if(ports, id, |job| job.state == from, to, cause, changes).await
+}
+
+/// Like [`advance`], but only while `still` holds for the job as read
+/// fresh: for a decision made on an earlier snapshot (the reaper's), which
+/// must not apply to a job that moved on meanwhile.
+pub async fn advance_if(
+    ports: &Ports,
+    id: &str,
+    still: impl Fn(&Job) -> bool + Sync,
+    to: JobState,
+    cause: TransitionCause,
+    changes: &JobChanges,
+) -> ServiceResult<Advanced> {
+    advance_inner(ports, id, Some(&still), to, cause, changes).await
 }
 
 async fn advance_inner(
     ports: &Ports,
     id: &str,
-    expected: Option<JobState>,
+    still: Option<&(dyn Fn(&Job) -> bool + Sync)>,
     to: JobState,
     cause: TransitionCause,
     changes: &JobChanges,
@@ -46,7 +60,7 @@ async fn advance_inner(
     // each retry re-reads, so the answer stays correct.
     for _ in 0..8 {
         let Some(job) = ports.store.get_job(id).await? else { return Ok(Advanced::NotFound) };
-        if expected.is_some_and(|e| e != job.state) || !transition_allowed(job.state, to, cause) {
+        if still.is_some_and(|holds| !holds(&job)) || !transition_allowed(job.state, to, cause) {
             return Ok(Advanced::Refused(Box::new(job)));
         }
         let from = job.state;

@@ -31,7 +31,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::audit::record;
-use super::jobs::{advance, advance_from, Advanced};
+use super::jobs::{advance, advance_from, advance_if, Advanced};
 use super::runners::{finish, github_target, retry_job_after_failed_runner, update_runner};
 use super::webhook::{pick_pool, project_pools};
 use super::{Caller, Ports, ServiceError, ServiceResult};
@@ -439,7 +439,9 @@ async fn stuck_jobs(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
             continue;
         }
         let changes = JobChanges { note: Some("its runner ended before GitHub gave it the job".into()), ..Default::default() };
-        if let Advanced::Moved(_) = advance_from(ports, &job.id, JobState::Starting, JobState::Queued, TransitionCause::Reaper, &changes).await? {
+        // Only the job as listed: if it moved on (a new runner) since, leave it.
+        let unchanged = |current: &Job| current.state == JobState::Starting && current.updated_at == job.updated_at;
+        if let Advanced::Moved(_) = advance_if(ports, &job.id, unchanged, JobState::Queued, TransitionCause::Reaper, &changes).await? {
             ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
             act(ports, report, "stuck_starting", &job.id, "starting with no live runner".into()).await?;
         }
@@ -500,7 +502,8 @@ async fn stuck_claimed(ports: &Ports, report: &mut Report, job: &Job) -> Service
     if job.attempts + 1 >= ports.settings.max_attempts {
         let reason = format!("claimed {} times without a launch (the orchestrator kept failing)", job.attempts + 1);
         let changes = JobChanges { failure_reason: Some(reason.clone()), count_attempt: true, ..Default::default() };
-        if let Advanced::Moved(_) = advance_from(ports, &job.id, JobState::Claimed, JobState::Failed, TransitionCause::Reaper, &changes).await? {
+        let unchanged = |current: &Job| current.state == JobState::Claimed && current.updated_at == job.updated_at;
+        if let Advanced::Moved(_) = advance_if(ports, &job.id, unchanged, JobState::Failed, TransitionCause::Reaper, &changes).await? {
             act(ports, report, "stuck_claimed", &job.id, reason).await?;
         }
         return Ok(());
@@ -510,7 +513,8 @@ async fn stuck_claimed(ports: &Ports, report: &mut Report, job: &Job) -> Service
         count_attempt: true,
         ..Default::default()
     };
-    if let Advanced::Moved(_) = advance_from(ports, &job.id, JobState::Claimed, JobState::Queued, TransitionCause::Reaper, &changes).await? {
+    let unchanged = |current: &Job| current.state == JobState::Claimed && current.updated_at == job.updated_at;
+    if let Advanced::Moved(_) = advance_if(ports, &job.id, unchanged, JobState::Queued, TransitionCause::Reaper, &changes).await? {
         ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
         act(ports, report, "stuck_claimed", &job.id, "claimed past reaper.redrive_after without a launch".into()).await?;
     }
