@@ -16,7 +16,7 @@ use pacer_shared::fleet::ec2::sdk::config::retry::RetryConfig;
 use pacer_shared::fleet::ec2::sdk::error::{ProvideErrorMetadata, SdkError};
 use pacer_shared::fleet::ec2::sdk::operation::RequestId;
 use pacer_shared::fleet::ec2::{Ec2Fleet, sdk};
-use pacer_shared::fleet::{Fleet, TAG_JOB, TAG_RUNNER, user_data};
+use pacer_shared::fleet::{Fleet, TAG_JOB, TAG_RUNNER};
 use serde_json::{Value, json};
 
 use crate::ec2_fleet::launch_request;
@@ -186,16 +186,8 @@ async fn with_no_fault_scripted_the_proxy_passes_every_call_through_unchanged() 
     assert_eq!(tagged.len(), 1);
     assert_eq!(tagged[0].instance_id(), Some(launched.instance_id.as_str()));
     assert_eq!(tagged[0].subnet_id(), Some(aws.subnets[0].as_str()));
-    let attribute = aws
-        .ec2
-        .describe_instance_attribute()
-        .instance_id(&launched.instance_id)
-        .attribute(sdk::types::InstanceAttributeName::UserData)
-        .send()
-        .await
-        .unwrap();
-    let encoded = attribute.user_data().and_then(|u| u.value()).expect("user data");
-    assert_eq!(user_data::from_base64(encoded).unwrap(), req.user_data, "the body reached moto byte for byte");
+    let stored = crate::lifecycle_aws::user_data_of(&aws, &launched.instance_id).await;
+    assert_eq!(stored, req.user_data, "the body reached moto byte for byte");
     let calls = proxy.run_instances();
     assert_eq!(calls.len(), 1);
     assert!(calls[0].reached_moto && calls[0].injected.is_none());

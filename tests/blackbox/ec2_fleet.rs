@@ -281,16 +281,8 @@ async fn a_launch_tags_instance_and_volume_and_carries_the_user_data() {
         .unwrap();
     assert_eq!(tags(volumes.volumes()[0].tags()), expected, "the volume is tagged too");
 
-    let attribute = aws
-        .ec2
-        .describe_instance_attribute()
-        .instance_id(&launched.instance_id)
-        .attribute(sdk::types::InstanceAttributeName::UserData)
-        .send()
-        .await
-        .unwrap();
-    let encoded = attribute.user_data().and_then(|u| u.value()).expect("user data");
-    assert_eq!(user_data::from_base64(encoded).unwrap(), req.user_data);
+    let stored = crate::lifecycle_aws::user_data_of(&aws, &launched.instance_id).await;
+    assert_eq!(stored, req.user_data);
     let settings = user_data::parse(&req.user_data).unwrap();
     assert_eq!((settings.url.as_str(), settings.token.expose()), ("https://pacer.example.com", "callback-token"));
 }
