@@ -28,3 +28,4 @@ mod fault_proxy;
 mod ec2_faults;
 mod oidc_provider;
 mod test_idp;
+mod template;
