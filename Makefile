@@ -7,6 +7,14 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/pacer/target
 CARGO ?= cargo
 VENV := .venv
 MOTO_VERSION := 5.2.5
+# The Lambda tooling, in the same venv: the template's linters, sam for
+# `make deploy`, cargo-lambda (it brings zig) for the function zips, and the
+# aws CLI for the console upload.
+SAM_CLI_VERSION := 1.170.0
+CFN_LINT_VERSION := 1.58.0
+CARGO_LAMBDA_VERSION := 1.9.2
+AWSCLI_VERSION := 1.46.3
+LAMBDA_TOOLS := $(VENV)/.lambda-tools-$(SAM_CLI_VERSION)-$(CFN_LINT_VERSION)-$(CARGO_LAMBDA_VERSION)-$(AWSCLI_VERSION)
 DATA_DIR := data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -25,6 +33,7 @@ build:
 ## Install what the tests need, then run every test.
 test: test-deps
 	shellcheck infra/runner/bootstrap.sh
+	$(MAKE) --no-print-directory lint-template
 	$(CARGO) test --workspace --no-fail-fast
 
 ## The test dependencies: a Python venv with moto_server (AWS APIs), npm
@@ -50,6 +59,63 @@ $(VENV)/.moto-$(MOTO_VERSION):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
 	touch $@
+
+$(LAMBDA_TOOLS): $(VENV)/.moto-$(MOTO_VERSION)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'aws-sam-cli==$(SAM_CLI_VERSION)' \
+	  'cfn-lint==$(CFN_LINT_VERSION)' 'cargo-lambda==$(CARGO_LAMBDA_VERSION)' 'awscli==$(AWSCLI_VERSION)'
+	touch $@
+
+# sam, cargo-lambda and the aws CLI from the venv; cargo-lambda finds zig
+# through the venv's python3.
+TOOLS_PATH := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
+SAM := SAM_CLI_TELEMETRY=0 $(TOOLS_PATH) sam
+AWS := $(TOOLS_PATH) aws
+
+## template.yaml is valid CloudFormation and SAM (offline, no AWS account).
+.PHONY: lint-template
+lint-template: $(LAMBDA_TOOLS)
+	$(VENV)/bin/cfn-lint template.yaml
+	$(SAM) validate --lint --template template.yaml
+
+## Every Lambda as a zip (cargo lambda, release profile) for this machine's
+## architecture, or ARCH=arm64 / ARCH=x86_64; prints each zip's size.
+LAMBDA_FUNCTIONS := webhook api runner orchestrator reaper
+HOST_ARCH := $(shell uname -m | sed 's/aarch64/arm64/')
+ARCH ?= $(HOST_ARCH)
+.PHONY: package
+package: $(LAMBDA_TOOLS)
+	@case "$(ARCH)" in arm64|x86_64) ;; *) echo "ARCH must be arm64 or x86_64, not $(ARCH)" >&2; exit 1;; esac
+	@if [ "$(ARCH)" != "$(HOST_ARCH)" ]; then \
+	  target=$$([ "$(ARCH)" = arm64 ] && echo aarch64 || echo x86_64)-unknown-linux-gnu; \
+	  rustup target list --installed 2>/dev/null | grep -qx "$$target" || { \
+	    echo "ARCH=$(ARCH) needs the $$target Rust target: rustup target add $$target" >&2; exit 1; }; \
+	fi
+	$(TOOLS_PATH) $(CARGO) lambda build --release --$(subst x86_64,x86-64,$(ARCH)) --output-format zip \
+	  $(addprefix --bin ,$(LAMBDA_FUNCTIONS))
+	@for f in $(LAMBDA_FUNCTIONS); do \
+	  zip=$(CARGO_TARGET_DIR)/lambda/$$f/bootstrap.zip; \
+	  printf '%-13s %7s  %s\n' "$$f" "$$(numfmt --to=iec --suffix=B $$(stat -c %s $$zip))" "$$zip"; \
+	done
+
+## Deploy to AWS: sam build + sam deploy (samconfig.toml; CONFIG_ENV picks
+## its section), then the console to the stack's bucket and a CloudFront
+## invalidation. Needs AWS credentials (AWS_PROFILE / AWS_REGION).
+CONFIG_ENV ?= default
+.PHONY: deploy
+deploy: $(LAMBDA_TOOLS) web
+	$(SAM) build --config-env $(CONFIG_ENV)
+	$(SAM) deploy --config-env $(CONFIG_ENV)
+	@outputs=$$($(SAM) list stack-outputs --config-env $(CONFIG_ENV) --output json) || exit 1; \
+	output() { python3 -c 'import json, sys; print({o["OutputKey"]: o["OutputValue"] for o in json.load(sys.stdin)}[sys.argv[1]])' "$$1" <<<"$$outputs"; }; \
+	bucket=$$(output ConsoleBucketName) && distribution=$$(output DistributionId) || exit 1; \
+	set -x; \
+	$(AWS) s3 sync web/dist/assets "s3://$$bucket/assets" --delete --cache-control 'public, max-age=31536000, immutable' && \
+	$(AWS) s3 sync web/dist "s3://$$bucket" --delete --exclude 'assets/*' --cache-control 'no-cache' && \
+	$(AWS) cloudfront create-invalidation --distribution-id "$$distribution" --paths '/*' --query Invalidation.Id --output text && \
+	{ set +x; } 2>/dev/null && \
+	echo "console:                    $$(output ConsoleUrl)" && \
+	echo "GitHub App webhook URL:     $$(output WebhookUrl)" && \
+	echo "pools' instance_profile:    $$(output RunnerInstanceProfileName)"
 
 check:
 	$(CARGO) check --workspace --all-targets
