@@ -13,6 +13,7 @@ pub mod failpoint;
 pub mod fleet;
 pub mod github;
 pub mod http;
+pub mod lambda;
 pub mod pricing;
 pub mod queue;
 pub mod runtime;

@@ -29,3 +29,4 @@ mod ec2_faults;
 mod oidc_provider;
 mod test_idp;
 mod template;
+mod lambda_handlers;

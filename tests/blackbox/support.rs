@@ -116,6 +116,7 @@ impl LocalPacer {
             ports: ports.clone(),
             trusted_proxies: Arc::new(vec![]),
             auth: auth.map(Arc::new),
+            console: None,
         };
         let cfg = pacer_shared::config::ServerConfig { addr: format!("127.0.0.1:{port}"), ..Default::default() };
         let server = pacer_shared::server::Server::bind(pacer_shared::http::app(state), &cfg).await.expect("bind");

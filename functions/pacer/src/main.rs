@@ -1,6 +1,8 @@
 //! `pacer`: the whole system as one local process, plus its admin commands.
 //! This file only wires: arguments → config → logging → adapters → serve.
 
+mod console;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -236,6 +238,7 @@ async fn serve(config_path: Option<PathBuf>, init: bool) -> anyhow::Result<()> {
         ports: ports.clone(),
         trusted_proxies: Arc::new(cfg.server.trusted_proxies.clone()),
         auth: runtime::auth_settings(&cfg).await?,
+        console: Some(Arc::new(console::Embedded)),
     };
     let server = server::Server::bind(app(state), &cfg.server).await?;
 

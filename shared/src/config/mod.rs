@@ -147,8 +147,9 @@ impl Config {
     }
 
     /// Every secret-typed key with its value, in table order.
-    pub(crate) fn secrets(&self) -> [(&'static str, Option<&Secret>); 6] {
+    pub(crate) fn secrets(&self) -> [(&'static str, Option<&Secret>); 7] {
         [
+            ("server.cloudfront_origin_secret", self.server.cloudfront_origin_secret.as_ref()),
             ("github.private_key", self.github.private_key.as_ref()),
             ("github.webhook_secret", self.github.webhook_secret.as_ref()),
             (
@@ -167,8 +168,9 @@ impl Config {
         ]
     }
 
-    pub(crate) fn secrets_mut(&mut self) -> [(&'static str, &mut Option<Secret>); 6] {
+    pub(crate) fn secrets_mut(&mut self) -> [(&'static str, &mut Option<Secret>); 7] {
         [
+            ("server.cloudfront_origin_secret", &mut self.server.cloudfront_origin_secret),
             ("github.private_key", &mut self.github.private_key),
             ("github.webhook_secret", &mut self.github.webhook_secret),
             (

@@ -136,6 +136,8 @@ pub(crate) const KEYS: &[Key] = &[
         "The http(s) URL at which GitHub and the runners reach pacer; runner callbacks are built from it."),
     key("server.trusted_proxies", List, "[]",
         "Proxy addresses or CIDRs whose X-Forwarded-For is believed; empty means the peer address is the client."),
+    optional("server.cloudfront_origin_secret", Secret,
+        "In Lambda behind CloudFront: the value of the `X-Pacer-Origin-Secret` header the distribution adds; only requests carrying it may name the client with `CloudFront-Viewer-Address`."),
     key("server.tls.mode", Choice(TLS_MODES), "none",
         "How pacer terminates TLS itself: not at all, with given PEM files, a self-signed certificate, or ACME."),
     optional("server.tls.cert", Path, "PEM certificate chain for `manual` mode."),

@@ -27,6 +27,8 @@ pub struct ServerConfig {
     /// Bare addresses are read as single-host networks (`/32`, `/128`).
     #[serde(with = "ip_nets")]
     pub trusted_proxies: Vec<IpNet>,
+    /// Proves a request came through pacer's own CloudFront distribution.
+    pub cloudfront_origin_secret: Option<Secret>,
     pub tls: TlsConfig,
 }
 
@@ -36,6 +38,7 @@ impl Default for ServerConfig {
             addr: "127.0.0.1:3000".into(),
             public_url: None,
             trusted_proxies: Vec::new(),
+            cloudfront_origin_secret: None,
             tls: TlsConfig::default(),
         }
     }

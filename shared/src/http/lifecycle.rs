@@ -18,6 +18,7 @@ use crate::domain::{JobState, RunnerState, Time};
 use crate::server::ClientIp;
 use crate::service::runners::{self, CallbackError, RegisterBody};
 use crate::service::webhook::{self, Outcome, WebhookError};
+use crate::service::stats::{self, GroupBy, StatsQuery};
 use crate::service::{jobs, Caller};
 use crate::store::{JobFilter, PageRequest, RunnerFilter};
 
@@ -45,6 +46,7 @@ pub fn console_routes() -> Router<AppState> {
         .route("/api/runners", get(list_runners))
         .route("/api/runners/{id}", get(get_runner))
         .route("/api/runners/{id}/terminate", post(terminate_runner))
+        .route("/api/stats", get(stats))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -153,6 +155,23 @@ async fn list_jobs(State(s): State<AppState>, Query(p): Query<JobParams>) -> Res
     };
     let page = PageRequest { limit: p.limit.unwrap_or(0), cursor: p.cursor };
     Ok(Json(jobs::list(&s.ports, &filter, &page).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsParams {
+    from: Option<Time>,
+    to: Option<Time>,
+    group_by: Option<String>,
+}
+
+async fn stats(State(s): State<AppState>, Query(p): Query<StatsParams>) -> Result<impl IntoResponse, ApiError> {
+    let group_by = match p.group_by.as_deref() {
+        None | Some("") => GroupBy::Day,
+        Some(raw) => GroupBy::parse(raw)
+            .ok_or_else(|| ApiError::BadRequest(format!("query parameter group_by: {raw:?} is not one of project, pool, repo, day")))?,
+    };
+    Ok(Json(stats::compute(&s.ports, &StatsQuery { from: p.from, to: p.to, group_by }).await?))
 }
 
 async fn get_job(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod lifecycle;
@@ -31,6 +32,9 @@ pub struct AppState {
     /// Console auth, or `None` under `auth.disabled` (every caller is then
     /// an anonymous admin).
     pub auth: Option<Arc<crate::service::auth::AuthSettings>>,
+    /// The console's files, served for every path no route claims; `None`
+    /// where something else serves them (Lambda behind CloudFront).
+    pub console: Option<Arc<dyn console::ConsoleFiles>>,
 }
 
 /// pacer's version as `v<semver>-<git describe>`.
@@ -61,12 +65,17 @@ pub fn api_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `GET /healthz`: the process is up.
+pub fn health_router() -> Router {
+    Router::new().route("/healthz", get(|| async { "ok" }))
+}
+
 /// Every route pacer serves on one port.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+    health_router()
         .merge(webhook_router(state.clone()))
         .merge(runner_router(state.clone()))
-        .merge(api_router(state))
+        .merge(api_router(state.clone()))
+        .fallback(move |req: axum::extract::Request| console::fallback(state.clone(), req))
         .layer(TraceLayer::new_for_http())
 }

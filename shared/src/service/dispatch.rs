@@ -323,16 +323,22 @@ pub fn retry_delay(receive_count: u32) -> Duration {
     Duration::from_secs(5u64.saturating_mul(1 << receive_count.min(6)).min(300))
 }
 
-/// Handles one delivery and settles it with the queue. A message that is
-/// not a job id is acknowledged and logged; a job whose dispatch keeps
-/// failing is failed after [`POISON_RECEIVES`] tries.
-pub async fn settle(ports: &Ports, queue: &dyn Queue, delivery: &Delivery) {
+/// What becomes of a queue message once [`handle`] is through with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Handled, or never going to be: remove it.
+    Done,
+    /// Not handled yet: show it again after this long.
+    RetryAfter(Duration),
+}
+
+/// Handles one delivery. A message that is not a job id is logged and
+/// done; a job whose dispatch keeps failing is failed after
+/// [`POISON_RECEIVES`] tries.
+pub async fn handle(ports: &Ports, delivery: &Delivery) -> Settlement {
     if !is_id_of(IdKind::Job, delivery.job_id.trim()) {
         tracing::warn!(body = %delivery.job_id.chars().take(80).collect::<String>(), "dropping a queue message that is not a job id");
-        if let Err(e) = queue.ack(delivery).await {
-            tracing::warn!(error = %e, "could not drop a malformed queue message");
-        }
-        return;
+        return Settlement::Done;
     }
     let result = dispatch(ports, delivery.job_id.trim()).await;
     if let Err(e) = &result {
@@ -344,22 +350,27 @@ pub async fn settle(ports: &Ports, queue: &dyn Queue, delivery: &Delivery) {
                     tracing::warn!(error = %fail, "could not fail the poison job");
                 }
             }
-            if let Err(e) = queue.ack(delivery).await {
-                tracing::warn!(error = %e, "could not drop the poison message");
-            }
-            return;
+            return Settlement::Done;
         }
     }
-    let settled = match &result {
+    match &result {
         Ok(Dispatched::Retry(reason)) => {
             tracing::info!(job_id = %delivery.job_id, reason, "launch will be retried");
-            queue.retry_later(delivery, retry_delay(delivery.receive_count)).await
+            Settlement::RetryAfter(retry_delay(delivery.receive_count))
         }
-        Ok(_) => queue.ack(delivery).await,
+        Ok(_) => Settlement::Done,
         Err(e) => {
             tracing::error!(job_id = %delivery.job_id, error = %e, "dispatch failed; the message will come back");
-            queue.retry_later(delivery, retry_delay(delivery.receive_count)).await
+            Settlement::RetryAfter(retry_delay(delivery.receive_count))
         }
+    }
+}
+
+/// [`handle`]s one delivery and settles it with the queue.
+pub async fn settle(ports: &Ports, queue: &dyn Queue, delivery: &Delivery) {
+    let settled = match handle(ports, delivery).await {
+        Settlement::Done => queue.ack(delivery).await,
+        Settlement::RetryAfter(after) => queue.retry_later(delivery, after).await,
     };
     if let Err(e) = settled {
         tracing::warn!(job_id = %delivery.job_id, error = %e, "could not settle the queue message");

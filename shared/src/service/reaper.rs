@@ -79,22 +79,6 @@ async fn act(ports: &Ports, report: &mut Report, action: &str, target: &str, rea
     Ok(())
 }
 
-/// Every item of a paged listing.
-macro_rules! all_pages {
-    ($list:expr) => {{
-        let mut items = Vec::new();
-        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-        loop {
-            let listed = $list(&page).await?;
-            items.extend(listed.items);
-            match listed.next_cursor {
-                Some(c) => page.cursor = Some(c),
-                None => break items,
-            }
-        }
-    }};
-}
-
 /// One reconciliation pass.
 pub async fn reconcile(ports: &Ports) -> ServiceResult<Report> {
     let mut report = Report::default();

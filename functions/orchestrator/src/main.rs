@@ -1,0 +1,10 @@
+//! The `orchestrator` Lambda: the jobs queue's consumer: launches a runner per queued job, from SQS batches.
+//! Only wiring: boot (config, logs, secrets, clients) and serve — see
+//! `pacer_shared::lambda`.
+
+use pacer_shared::lambda::{self, Kind};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda::Error> {
+    lambda::run(Kind::Orchestrator).await
+}

@@ -1,0 +1,10 @@
+//! The `webhook` Lambda: GitHub's `workflow_job` deliveries (`POST /api/webhook`), behind API Gateway.
+//! Only wiring: boot (config, logs, secrets, clients) and serve — see
+//! `pacer_shared::lambda`.
+
+use pacer_shared::lambda::{self, Kind};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda::Error> {
+    lambda::run(Kind::Webhook).await
+}
