@@ -54,7 +54,7 @@ describe('the console, as an admin and then a viewer, against pacer serve', () =
   const repo = 'acme/app';
   const githubJobId = 4_100_000 + Math.floor(Math.random() * 100_000);
   let jobId;
-  let viewer = { email: 'viewer@example.com', password: null };
+  const viewer = { email: 'viewer@example.com', password: null };
 
   before(async () => {
     pacer = await startPacer();
@@ -415,6 +415,26 @@ describe('the console, as an admin and then a viewer, against pacer serve', () =
       await visit(page, pacer.base, '/audit');
       await page.getByText('This page is for admins.').waitFor();
       await screenshot(page, 'viewer-audit-refused');
+
+      // A viewer may still change their own password (the one-time one, first of all).
+      await page.getByRole('button', { name: 'Password' }).click();
+      const dialog = page.getByRole('dialog', { name: 'Change your password' });
+      await dialog.getByLabel('Current password').fill('not-it');
+      await dialog.getByLabel('New password', { exact: true }).fill('a-longer-passphrase');
+      await dialog.getByLabel('New password again').fill('a-longer-passphrase');
+      await dialog.getByRole('button', { name: 'Change password' }).click();
+      await fieldError(page, 'current-password').waitFor();
+      await screenshot(page, 'password-wrong-current');
+      await dialog.getByLabel('Current password').fill(viewer.password);
+      await dialog.getByRole('button', { name: 'Change password' }).click();
+      await dialog.getByText('Your password was changed.').waitFor();
+      await dialog.getByRole('button', { name: 'Done' }).click();
+      viewer.password = 'a-longer-passphrase';
+
+      await page.getByRole('button', { name: 'Sign out' }).click();
+      await waitForPath(page, '/login');
+      await signIn(page, viewer.email, viewer.password);
+      await waitForPath(page, '/');
       assert.deepEqual(errors.filter((e) => !/403/.test(e)), []);
     } finally {
       await context.close();
@@ -480,6 +500,8 @@ describe('the console, as an admin and then a viewer, against pacer serve', () =
       await visit(n, pacer.base, '/jobs');
       assert.equal(await n.getByRole('link', { name: 'Runners' }).isVisible(), false);
       await n.getByRole('button', { name: 'Menu' }).click();
+      await n.getByRole('button', { name: 'Change password' }).waitFor();
+      await screenshot(n, 'menu-narrow-light');
       await n.getByRole('link', { name: 'Runners' }).click();
       await waitForPath(n, '/runners');
       await screenshot(n, 'runners-narrow-light');

@@ -84,9 +84,10 @@ async function stopChild(child, name) {
 /**
  * Starts `pacer serve` on a fresh store. `oidc` (from startOidcProvider)
  * turns SSO on, which turns local login off; `port` is for a caller that
- * had to name pacer's address before it started (the IdP's redirect URI).
+ * had to name pacer's address before it started (the IdP's redirect URI);
+ * `reaper` sets `reaper.*` keys.
  */
-export async function startPacer({ oidc = null, port = null, bootDelay = '1s', jobTime = '12s', loginRateLimit = '10/5m' } = {}) {
+export async function startPacer({ oidc = null, port = null, bootDelay = '1s', jobTime = '12s', loginRateLimit = '10/5m', reaper = null } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'pacer-web-'));
   port ??= await freePort();
   const base = `http://127.0.0.1:${port}`;
@@ -130,6 +131,7 @@ export async function startPacer({ oidc = null, port = null, bootDelay = '1s', j
           '    scopes: [openid, email, profile]',
         ]
       : []),
+    ...(reaper ? ['reaper:', ...Object.entries(reaper).map(([k, v]) => `  ${k}: ${v}`)] : []),
     'logging:',
     '  level: info',
     '  format: text',

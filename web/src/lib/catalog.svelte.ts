@@ -28,12 +28,25 @@ export function refreshCatalog(): Promise<void> {
   return inflight;
 }
 
+let lastMiss = 0;
+
+/** A name was asked for an id the catalog lacks (made elsewhere since): refresh, at most every few seconds. */
+function missed(): void {
+  if (!catalog.loaded || Date.now() - lastMiss < 5000) return;
+  lastMiss = Date.now();
+  queueMicrotask(() => void refreshCatalog().catch(() => {}));
+}
+
 export function projectName(id: string | null | undefined): string {
   if (!id) return '—';
-  return catalog.projects.find((p) => p.id === id)?.name ?? id;
+  const found = catalog.projects.find((p) => p.id === id);
+  if (!found) missed();
+  return found?.name ?? id;
 }
 
 export function poolName(id: string | null | undefined): string {
   if (!id) return '—';
-  return catalog.pools.find((p) => p.id === id)?.name ?? id;
+  const found = catalog.pools.find((p) => p.id === id);
+  if (!found) missed();
+  return found?.name ?? id;
 }
