@@ -23,7 +23,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ## Run pacer locally on its embedded default (SQLite, in-process queue,
 ## simulated fleet) at http://127.0.0.1:3000. The first run writes
 ## $(DATA_DIR)/pacer.yaml with fresh secrets.
-run:
+run: web
 	$(CARGO) build -p pacer
 	$(CARGO_TARGET_DIR)/debug/pacer serve --config $(DATA_DIR)/pacer.yaml --init
 
@@ -31,10 +31,26 @@ build:
 	$(CARGO) build --workspace
 
 ## Install what the tests need, then run every test.
-test: test-deps
+test: test-deps web
 	shellcheck infra/runner/bootstrap.sh
 	$(MAKE) --no-print-directory lint-template
 	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) --no-print-directory test-browser
+
+## The web console (Svelte + Vite) built into web/dist, which `pacer serve`
+## serves (and release builds embed); npm ci runs only when the lock changed.
+.PHONY: web test-browser
+web: web/node_modules/.package-lock.json
+	npm run build --prefix web
+
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	npm ci --prefix web --no-audit --no-fund
+
+## The console in Debian's Chromium (playwright-core) against the real binary
+## on a fresh store; screenshots of every page go to web/test-results/.
+test-browser: web apt-deps tests/node_modules/.package-lock.json
+	$(CARGO) build -p pacer
+	PACER_BIN=$(CARGO_TARGET_DIR)/debug/pacer npm test --prefix web
 
 ## The test dependencies: a Python venv with moto_server (AWS APIs), npm
 ## packages under tests/, Debian's shellcheck and pebble (a test ACME CA).
@@ -46,7 +62,7 @@ tests/node_modules/.package-lock.json: tests/package.json tests/package-lock.jso
 	npm ci --prefix tests --no-audit --no-fund
 
 # Debian packages the tests use; installed only when missing.
-APT_PACKAGES := shellcheck pebble
+APT_PACKAGES := shellcheck pebble chromium
 .PHONY: apt-deps
 apt-deps:
 	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
