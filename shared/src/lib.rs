@@ -5,6 +5,7 @@
 //! `http` on `service`; the binaries in `functions/` only wire.
 
 pub mod auth;
+pub mod calls;
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -24,6 +24,7 @@ mod fake_github;
 mod github_client;
 mod pricing;
 mod burst;
+mod call_counts;
 mod fault_proxy;
 mod ec2_faults;
 mod oidc_provider;

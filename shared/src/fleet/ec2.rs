@@ -15,6 +15,7 @@
 //! new image is picked up) and not checked.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -35,6 +36,7 @@ use super::{
     Fleet, FleetError, FleetResult, Instance, LaunchRequest, Launched, TAG_DEPLOYMENT, TAG_JOB, TAG_POOL, TAG_RUNNER,
     user_data,
 };
+use crate::calls::{ec2_call, CallCounts, Calls, SdkCallCounter};
 use crate::domain::{Invalid, Market, Pool, PoolSpec, Time};
 
 pub mod launch;
@@ -54,11 +56,21 @@ pub struct Ec2Fleet {
     client: aws_sdk_ec2::Client,
     deployment: String,
     retry: RetryPolicy,
+    calls: Arc<CallCounts>,
 }
 
 impl Ec2Fleet {
     pub fn new(client: aws_sdk_ec2::Client, deployment: String) -> Self {
-        Self { client, deployment, retry: RetryPolicy::default() }
+        // Every request this fleet sends is counted on its way out.
+        let calls = Arc::<CallCounts>::default();
+        let counter = SdkCallCounter::new(calls.clone(), ec2_call);
+        let client = aws_sdk_ec2::Client::from_conf(client.config().to_builder().interceptor(counter).build());
+        Self { client, deployment, retry: RetryPolicy::default(), calls }
+    }
+
+    /// The EC2 requests sent so far (see [`crate::calls`]).
+    pub fn calls(&self) -> Calls {
+        self.calls.snapshot()
     }
 
     /// Replaces the launch loop's retry budget (tests shorten it).

@@ -33,6 +33,7 @@ use serde_json::{Value, json};
 use tokio::task::AbortHandle;
 
 use super::{Fleet, FleetError, FleetResult, Instance, JobRef, LaunchRequest, Launched, user_data};
+use crate::calls::{Call, CallCounts, Calls};
 use crate::config::{Secret, SimulatedFleetConfig};
 use crate::domain::{Market, Pool};
 use crate::github::offline::decode_offline_jit_config;
@@ -139,6 +140,8 @@ struct Inner {
     http: reqwest::Client,
     live: Mutex<HashMap<String, Live>>,
     counters: Counters,
+    /// One per port method call: what EC2 would have been asked.
+    calls: CallCounts,
 }
 
 /// See the module docs. Cheap to clone; clones share the instances.
@@ -164,6 +167,7 @@ impl SimulatedFleet {
                 http,
                 live: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
+                calls: CallCounts::default(),
             }),
         }
     }
@@ -174,6 +178,11 @@ impl SimulatedFleet {
     pub fn set_pacer_url(&self, url: impl Into<String>) {
         let url = url.into().trim_end_matches('/').to_string();
         *self.inner.pacer_url.write().unwrap_or_else(|e| e.into_inner()) = Some(url);
+    }
+
+    /// The fleet calls made so far (see [`crate::calls`]).
+    pub fn calls(&self) -> Calls {
+        self.inner.calls.snapshot()
     }
 
     pub fn counters(&self) -> SimulatedCounters {
@@ -219,14 +228,17 @@ impl Inner {
 #[async_trait]
 impl Fleet for SimulatedFleet {
     async fn prepare_pool(&self, _pool: &Pool) -> FleetResult<Option<String>> {
+        self.inner.calls.count(Call::Fleet);
         Ok(None)
     }
 
     async fn forget_pool(&self, _pool: &Pool) -> FleetResult<()> {
+        self.inner.calls.count(Call::Fleet);
         Ok(())
     }
 
     async fn launch(&self, req: &LaunchRequest) -> FleetResult<Launched> {
+        self.inner.calls.count(Call::Fleet);
         let inner = &self.inner;
         let instance_id = format!("i-sim{:013x}", rand::random::<u64>() >> 12);
         let launched = Launched {
@@ -281,17 +293,20 @@ impl Fleet for SimulatedFleet {
     }
 
     async fn instance_for_runner(&self, runner_id: &str) -> FleetResult<Option<Instance>> {
+        self.inner.calls.count(Call::Fleet);
         let live = self.inner.lock_live();
         Ok(live.values().find(|l| l.instance.runner_id.as_deref() == Some(runner_id)).map(|l| l.instance.clone()))
     }
 
     async fn list_instances(&self) -> FleetResult<Vec<Instance>> {
+        self.inner.calls.count(Call::Fleet);
         let mut all: Vec<Instance> = self.inner.lock_live().values().map(|l| l.instance.clone()).collect();
         all.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
         Ok(all)
     }
 
     async fn terminate(&self, instance_id: &str) -> FleetResult<()> {
+        self.inner.calls.count(Call::Fleet);
         if let Some(Live { task: Some(task), .. }) = self.inner.remove(instance_id) {
             task.abort();
             tracing::info!(%instance_id, "simulated instance terminated");

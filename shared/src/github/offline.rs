@@ -21,6 +21,7 @@ use super::{
     GhDelivery, GhJob, GhQueuedJob, GhRunner, GitHub, GitHubError, GitHubResult, JitConfig,
     JitRequest, RunnerRelease, RunnerTarget,
 };
+use crate::calls::{Call, CallCounts, Calls};
 use crate::domain::{RepoName, Time};
 
 /// The installation every repository and organisation belongs to offline.
@@ -60,6 +61,8 @@ pub struct OfflineGitHub {
     next_runner_id: AtomicI64,
     /// Registered runners per target (keyed case-insensitively, as GitHub matches names).
     runners: Mutex<HashMap<String, BTreeMap<i64, GhRunner>>>,
+    /// One per port method call: what GitHub would have been asked.
+    calls: CallCounts,
 }
 
 impl OfflineGitHub {
@@ -76,7 +79,13 @@ impl OfflineGitHub {
             },
             next_runner_id: AtomicI64::new(1),
             runners: Mutex::new(HashMap::new()),
+            calls: CallCounts::default(),
         }
+    }
+
+    /// The GitHub calls made so far (see [`crate::calls`]).
+    pub fn calls(&self) -> Calls {
+        self.calls.snapshot()
     }
 
     fn key(target: &RunnerTarget) -> String {
@@ -96,6 +105,7 @@ impl Default for OfflineGitHub {
 #[async_trait]
 impl GitHub for OfflineGitHub {
     async fn repo_installation(&self, _repo: &RepoName) -> GitHubResult<i64> {
+        self.calls.count(Call::GitHub);
         Ok(OFFLINE_INSTALLATION_ID)
     }
 
@@ -105,6 +115,7 @@ impl GitHub for OfflineGitHub {
         target: &RunnerTarget,
         req: &JitRequest,
     ) -> GitHubResult<JitConfig> {
+        self.calls.count(Call::GitHub);
         // The same checks GitHub makes, so offline runs surface the same mistakes.
         if req.labels.is_empty() || req.labels.len() > 100 {
             return Err(GitHubError::Refused(format!(
@@ -154,6 +165,7 @@ impl GitHub for OfflineGitHub {
         target: &RunnerTarget,
         runner_id: i64,
     ) -> GitHubResult<()> {
+        self.calls.count(Call::GitHub);
         let mut runners = self.runners.lock().expect("offline runners lock");
         if let Some(registered) = runners.get_mut(&Self::key(target)) {
             registered.remove(&runner_id);
@@ -166,6 +178,7 @@ impl GitHub for OfflineGitHub {
         _installation_id: i64,
         target: &RunnerTarget,
     ) -> GitHubResult<Vec<GhRunner>> {
+        self.calls.count(Call::GitHub);
         let runners = self.runners.lock().expect("offline runners lock");
         Ok(runners
             .get(&Self::key(target))
@@ -179,6 +192,7 @@ impl GitHub for OfflineGitHub {
         target: &RunnerTarget,
         runner_id: i64,
     ) -> GitHubResult<Option<GhRunner>> {
+        self.calls.count(Call::GitHub);
         let runners = self.runners.lock().expect("offline runners lock");
         Ok(runners
             .get(&Self::key(target))
@@ -192,11 +206,13 @@ impl GitHub for OfflineGitHub {
         _repo: &RepoName,
         _job_id: i64,
     ) -> GitHubResult<Option<GhJob>> {
+        self.calls.count(Call::GitHub);
         // Offline there is no GitHub to ask; the webhooks the simulated runner sends are the truth.
         Ok(None)
     }
 
     async fn latest_runner_release(&self) -> GitHubResult<RunnerRelease> {
+        // Not counted: the REST adapter answers it from its cache nearly always.
         Ok(self.release.clone())
     }
 
@@ -206,14 +222,17 @@ impl GitHub for OfflineGitHub {
         _repo: &RepoName,
         _max_runs: usize,
     ) -> GitHubResult<Vec<GhQueuedJob>> {
+        self.calls.count(Call::GitHub);
         Ok(Vec::new())
     }
 
     async fn failed_deliveries(&self, _since: Time) -> GitHubResult<Vec<GhDelivery>> {
+        self.calls.count(Call::GitHub);
         Ok(Vec::new())
     }
 
     async fn redeliver(&self, delivery_id: i64) -> GitHubResult<()> {
+        self.calls.count(Call::GitHub);
         // Nothing was ever delivered, so no id names a delivery: GitHub's answer is a 404.
         Err(GitHubError::NotFound(format!(
             "webhook delivery {delivery_id}: GitHub is disabled (github.disabled), there are no deliveries"

@@ -39,6 +39,7 @@ use super::{
     GhDelivery, GhJob, GhQueuedJob, GhRunner, GitHub, GitHubError, GitHubResult, JitConfig,
     JitRequest, RunnerRelease, RunnerTarget,
 };
+use crate::calls::{self, CallCounts, Calls};
 use crate::clock::Clock;
 use crate::config::{GithubConfig, Secret};
 use crate::domain::{RepoName, Time};
@@ -131,6 +132,8 @@ pub struct RestGitHub {
     /// callers share one fetch.
     tokens: std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Option<InstallationToken>>>>>,
     latest_release: tokio::sync::Mutex<Option<(RunnerRelease, Time)>>,
+    /// One per HTTP request sent, retries and token fetches included.
+    calls: CallCounts,
 }
 
 impl fmt::Debug for RestGitHub {
@@ -216,11 +219,17 @@ impl RestGitHub {
             retry: RetryPolicy::default(),
             tokens: Default::default(),
             latest_release: Default::default(),
+            calls: CallCounts::default(),
         };
         github
             .app_jwt()
             .map_err(|e| anyhow::anyhow!("{key_name}: the key cannot sign the App's JWT ({e})"))?;
         Ok(github)
+    }
+
+    /// The requests sent so far (see [`crate::calls`]).
+    pub fn calls(&self) -> Calls {
+        self.calls.snapshot()
     }
 
     /// Replaces the retry policy (tests use short delays).
@@ -394,6 +403,7 @@ impl RestGitHub {
         if let Some(body) = &call.body {
             request = request.json(body);
         }
+        self.calls.count(calls::Call::GitHub);
         let response = request.send().await?;
         let status = response.status();
         let headers = response.headers().clone();

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{Delivery, Queue};
+use crate::calls::{Call, CallCounts, Calls};
 
 struct Message {
     job_id: String,
@@ -29,12 +30,18 @@ pub struct MemoryQueue {
     state: Mutex<State>,
     notify: Notify,
     visibility: Duration,
+    calls: CallCounts,
 }
 
 impl MemoryQueue {
     /// `visibility`: how long a received, unacknowledged message stays hidden.
     pub fn new(visibility: Duration) -> Self {
-        Self { state: Mutex::new(State::default()), notify: Notify::new(), visibility }
+        Self { state: Mutex::new(State::default()), notify: Notify::new(), visibility, calls: CallCounts::default() }
+    }
+
+    /// The sends, receives, acks and retries so far (see [`crate::calls`]).
+    pub fn calls(&self) -> Calls {
+        self.calls.snapshot()
     }
 
     /// Messages waiting or in flight (for tests and the bench).
@@ -67,6 +74,7 @@ impl Queue for MemoryQueue {
     }
 
     async fn send(&self, job_id: &str, delay: Option<Duration>) -> anyhow::Result<()> {
+        self.calls.count(Call::QueueSend);
         let message = Message { job_id: job_id.to_string(), receive_count: 0 };
         {
             let mut s = self.state.lock().unwrap();
@@ -84,6 +92,7 @@ impl Queue for MemoryQueue {
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> anyhow::Result<Vec<Delivery>> {
+        self.calls.count(Call::QueueReceive);
         let deadline = Instant::now() + wait;
         loop {
             let notified = self.notify.notified();
@@ -118,6 +127,7 @@ impl Queue for MemoryQueue {
     }
 
     async fn ack(&self, delivery: &Delivery) -> anyhow::Result<()> {
+        self.calls.count(Call::QueueDelete);
         if let Ok(key) = delivery.receipt.parse::<u64>() {
             self.state.lock().unwrap().hidden.remove(&key);
         }
@@ -125,6 +135,7 @@ impl Queue for MemoryQueue {
     }
 
     async fn retry_later(&self, delivery: &Delivery, after: Duration) -> anyhow::Result<()> {
+        self.calls.count(Call::QueueRequeue);
         if let Ok(key) = delivery.receipt.parse::<u64>() {
             let mut s = self.state.lock().unwrap();
             if let Some(entry) = s.hidden.get_mut(&key) {

@@ -2,6 +2,7 @@
 //! `pacer serve` with `queue.engine: sqs`). In Lambda the orchestrator is
 //! handed its batch by the runtime and only `send` is used here.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,15 +10,26 @@ use async_trait::async_trait;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 
 use super::{Delivery, Queue};
+use crate::calls::{sqs_call, CallCounts, Calls, SdkCallCounter};
 
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     url: String,
+    calls: Arc<CallCounts>,
 }
 
 impl SqsQueue {
     pub fn new(client: aws_sdk_sqs::Client, url: String) -> Self {
-        Self { client, url }
+        // Every request this queue sends is counted on its way out.
+        let calls = Arc::<CallCounts>::default();
+        let counter = SdkCallCounter::new(calls.clone(), sqs_call);
+        let client = aws_sdk_sqs::Client::from_conf(client.config().to_builder().interceptor(counter).build());
+        Self { client, url, calls }
+    }
+
+    /// The SQS requests sent so far (see [`crate::calls`]).
+    pub fn calls(&self) -> Calls {
+        self.calls.snapshot()
     }
 }
 

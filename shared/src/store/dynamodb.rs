@@ -80,6 +80,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -101,6 +102,8 @@ use base64::Engine;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::instrument;
+
+use crate::calls::{dynamodb_call, CallCounts, Calls, SdkCallCounter};
 
 use super::{
     AuditFilter, Inserted, JobFilter, Page, PageRequest, RunnerFilter, Store, StoreError,
@@ -662,6 +665,7 @@ impl Listing {
 pub struct DynamoStore {
     client: Client,
     table: String,
+    calls: Arc<CallCounts>,
 }
 
 impl Debug for DynamoStore {
@@ -674,7 +678,16 @@ impl Debug for DynamoStore {
 
 impl DynamoStore {
     pub fn new(client: Client, table: String) -> Self {
-        Self { client, table }
+        // Every request this store sends is counted on its way out.
+        let calls = Arc::<CallCounts>::default();
+        let counter = SdkCallCounter::new(calls.clone(), dynamodb_call);
+        let client = Client::from_conf(client.config().to_builder().interceptor(counter).build());
+        Self { client, table, calls }
+    }
+
+    /// The reads and writes sent so far (see [`crate::calls`]).
+    pub fn calls(&self) -> Calls {
+        self.calls.snapshot()
     }
 
     pub fn table(&self) -> &str {

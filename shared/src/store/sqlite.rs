@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::*;
+use crate::calls::{Call, CallCounts, Calls};
 
 const MIGRATIONS: &[&str] = &[
     // 1: the foundation schema.
@@ -111,6 +112,7 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    calls: Arc<CallCounts>,
 }
 
 impl SqliteStore {
@@ -135,7 +137,30 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), calls: Arc::default() })
+    }
+
+    /// The reads and writes made so far (one per trip to the connection).
+    pub fn calls(&self) -> Calls {
+        self.calls.snapshot()
+    }
+
+    /// A trip that only reads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.calls.count(Call::StoreRead);
+        self.with(f).await
+    }
+
+    /// A trip that writes (whatever it reads on the way).
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.calls.count(Call::StoreWrite);
+        self.with(f).await
     }
 
     /// Runs `f` on the connection off the async runtime.
@@ -319,7 +344,7 @@ impl Store for SqliteStore {
     async fn create_project(&self, project: &Project) -> StoreResult<()> {
         let (id, key, data) = (project.id.clone(), project.spec.name.to_lowercase(), to_json(project)?);
         let name = project.spec.name.clone();
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute("INSERT INTO projects (id, name_key, data) VALUES (?1, ?2, ?3)", params![id, key, data])
                 .map_err(|e| write_err(e, &format!("a project named {name:?} exists"), "project"))?;
             Ok(())
@@ -329,18 +354,18 @@ impl Store for SqliteStore {
 
     async fn get_project(&self, id: &str) -> StoreResult<Option<Project>> {
         let id = id.to_string();
-        self.with(move |c| get_data(c, "SELECT data FROM projects WHERE id = ?1", id)).await
+        self.read(move |c| get_data(c, "SELECT data FROM projects WHERE id = ?1", id)).await
     }
 
     async fn list_projects(&self, page: &PageRequest) -> StoreResult<Page<Project>> {
         let page = page.clone();
-        self.with(move |c| ListQuery::new("projects", false).run(c, &page)).await
+        self.read(move |c| ListQuery::new("projects", false).run(c, &page)).await
     }
 
     async fn update_project(&self, project: &Project) -> StoreResult<()> {
         let (id, key, data) = (project.id.clone(), project.spec.name.to_lowercase(), to_json(project)?);
         let name = project.spec.name.clone();
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute("UPDATE projects SET name_key = ?2, data = ?3 WHERE id = ?1", params![id, key, data])
                 .map_err(|e| write_err(e, &format!("a project named {name:?} exists"), "project"))?;
@@ -351,7 +376,7 @@ impl Store for SqliteStore {
 
     async fn delete_project(&self, id: &str) -> StoreResult<()> {
         let id = id.to_string();
-        self.with(move |c| {
+        self.write(move |c| {
             // RESTRICT reports a plain constraint violation, not the
             // foreign-key extended code: any constraint here is a dependent.
             let n = c.execute("DELETE FROM projects WHERE id = ?1", [&id]).map_err(|e| match constraint(&e) {
@@ -366,7 +391,7 @@ impl Store for SqliteStore {
     async fn create_pool(&self, pool: &Pool) -> StoreResult<()> {
         let p = pool.clone();
         let data = to_json(pool)?;
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO pools (id, project_id, name_key, max_runners, active_runners, data) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
                 params![p.id, p.spec.project_id, p.spec.name.to_lowercase(), p.spec.max_runners, data],
@@ -379,12 +404,12 @@ impl Store for SqliteStore {
 
     async fn get_pool(&self, id: &str) -> StoreResult<Option<Pool>> {
         let id = id.to_string();
-        self.with(move |c| read_pool(c, "SELECT data, active_runners FROM pools WHERE id = ?1", id)).await
+        self.read(move |c| read_pool(c, "SELECT data, active_runners FROM pools WHERE id = ?1", id)).await
     }
 
     async fn list_pools(&self, project_id: Option<&str>, page: &PageRequest) -> StoreResult<Page<Pool>> {
         let (project_id, page) = (project_id.map(str::to_string), page.clone());
-        self.with(move |c| {
+        self.read(move |c| {
             let mut listed: Page<Pool> = ListQuery::new("pools", false).and_if("project_id = ?", project_id).run(c, &page)?;
             for pool in &mut listed.items {
                 pool.active_runners = c
@@ -399,7 +424,7 @@ impl Store for SqliteStore {
     async fn update_pool(&self, pool: &Pool) -> StoreResult<()> {
         let p = pool.clone();
         let data = to_json(pool)?;
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute(
                     "UPDATE pools SET project_id = ?2, name_key = ?3, max_runners = ?4, data = ?5 WHERE id = ?1",
@@ -413,7 +438,7 @@ impl Store for SqliteStore {
 
     async fn delete_pool(&self, id: &str) -> StoreResult<()> {
         let id = id.to_string();
-        self.with(move |c| {
+        self.write(move |c| {
             let active: Option<u32> = c
                 .query_row("SELECT active_runners FROM pools WHERE id = ?1", [&id], |r| r.get(0))
                 .optional()
@@ -431,7 +456,7 @@ impl Store for SqliteStore {
 
     async fn reserve_capacity(&self, pool_id: &str) -> StoreResult<bool> {
         let id = pool_id.to_string();
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute(
                     "UPDATE pools SET active_runners = active_runners + 1 WHERE id = ?1 AND active_runners < max_runners",
@@ -445,7 +470,7 @@ impl Store for SqliteStore {
 
     async fn release_capacity(&self, pool_id: &str) -> StoreResult<bool> {
         let id = pool_id.to_string();
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute("UPDATE pools SET active_runners = active_runners - 1 WHERE id = ?1 AND active_runners > 0", [&id])
                 .map_err(backend)?;
@@ -456,7 +481,7 @@ impl Store for SqliteStore {
 
     async fn set_capacity(&self, pool_id: &str, expected: u32, actual: u32) -> StoreResult<bool> {
         let id = pool_id.to_string();
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute(
                     "UPDATE pools SET active_runners = ?3 WHERE id = ?1 AND active_runners = ?2",
@@ -471,7 +496,7 @@ impl Store for SqliteStore {
     async fn create_binding(&self, binding: &RepoBinding) -> StoreResult<()> {
         let b = binding.clone();
         let data = to_json(binding)?;
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO bindings (id, repo_key, project_id, data) VALUES (?1, ?2, ?3, ?4)",
                 params![b.id, b.spec.repo.key(), b.spec.project_id, data],
@@ -484,23 +509,23 @@ impl Store for SqliteStore {
 
     async fn get_binding(&self, id: &str) -> StoreResult<Option<RepoBinding>> {
         let id = id.to_string();
-        self.with(move |c| get_data(c, "SELECT data FROM bindings WHERE id = ?1", id)).await
+        self.read(move |c| get_data(c, "SELECT data FROM bindings WHERE id = ?1", id)).await
     }
 
     async fn binding_for_repo(&self, repo_key: &str) -> StoreResult<Option<RepoBinding>> {
         let key = repo_key.to_lowercase();
-        self.with(move |c| get_data(c, "SELECT data FROM bindings WHERE repo_key = ?1", key)).await
+        self.read(move |c| get_data(c, "SELECT data FROM bindings WHERE repo_key = ?1", key)).await
     }
 
     async fn list_bindings(&self, project_id: Option<&str>, page: &PageRequest) -> StoreResult<Page<RepoBinding>> {
         let (project_id, page) = (project_id.map(str::to_string), page.clone());
-        self.with(move |c| ListQuery::new("bindings", false).and_if("project_id = ?", project_id).run(c, &page)).await
+        self.read(move |c| ListQuery::new("bindings", false).and_if("project_id = ?", project_id).run(c, &page)).await
     }
 
     async fn update_binding(&self, binding: &RepoBinding) -> StoreResult<()> {
         let b = binding.clone();
         let data = to_json(binding)?;
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute(
                     "UPDATE bindings SET repo_key = ?2, project_id = ?3, data = ?4 WHERE id = ?1",
@@ -514,14 +539,14 @@ impl Store for SqliteStore {
 
     async fn delete_binding(&self, id: &str) -> StoreResult<()> {
         let id = id.to_string();
-        self.with(move |c| exactly_one(c.execute("DELETE FROM bindings WHERE id = ?1", [&id]).map_err(backend)?))
+        self.write(move |c| exactly_one(c.execute("DELETE FROM bindings WHERE id = ?1", [&id]).map_err(backend)?))
             .await
     }
 
     async fn insert_job(&self, job: &Job) -> StoreResult<Inserted> {
         let j = job.clone();
         let data = to_json(job)?;
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute(
                     "INSERT INTO jobs (id, github_job_id, state, repo_key, project_id, pool_id, created_us, data)
@@ -550,16 +575,16 @@ impl Store for SqliteStore {
 
     async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
         let id = id.to_string();
-        self.with(move |c| get_data(c, "SELECT data FROM jobs WHERE id = ?1", id)).await
+        self.read(move |c| get_data(c, "SELECT data FROM jobs WHERE id = ?1", id)).await
     }
 
     async fn job_by_github_id(&self, github_job_id: i64) -> StoreResult<Option<Job>> {
-        self.with(move |c| get_data(c, "SELECT data FROM jobs WHERE github_job_id = ?1", github_job_id)).await
+        self.read(move |c| get_data(c, "SELECT data FROM jobs WHERE github_job_id = ?1", github_job_id)).await
     }
 
     async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>> {
         let (f, page) = (filter.clone(), page.clone());
-        self.with(move |c| {
+        self.read(move |c| {
             ListQuery::new("jobs", !f.oldest_first)
                 .and_if("state = ?", f.state.map(|s| s.as_str().to_string()))
                 .and_if("project_id = ?", f.project_id)
@@ -576,7 +601,7 @@ impl Store for SqliteStore {
     async fn transition_job(&self, from: JobState, job: &Job) -> StoreResult<()> {
         let j = job.clone();
         let data = to_json(job)?;
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute(
                     "UPDATE jobs SET state = ?2, project_id = ?3, pool_id = ?4, data = ?5 WHERE id = ?1 AND state = ?6",
@@ -595,7 +620,7 @@ impl Store for SqliteStore {
     async fn insert_runner(&self, runner: &Runner) -> StoreResult<()> {
         let r = runner.clone();
         let data = to_json(runner)?;
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO runners (id, pool_id, instance_id, name, state, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![r.id, r.pool_id, r.instance_id, r.name, r.state.as_str(), data],
@@ -608,23 +633,23 @@ impl Store for SqliteStore {
 
     async fn get_runner(&self, id: &str) -> StoreResult<Option<Runner>> {
         let id = id.to_string();
-        self.with(move |c| get_data(c, "SELECT data FROM runners WHERE id = ?1", id)).await
+        self.read(move |c| get_data(c, "SELECT data FROM runners WHERE id = ?1", id)).await
     }
 
     async fn runner_by_instance(&self, instance_id: &str) -> StoreResult<Option<Runner>> {
         let id = instance_id.to_string();
-        self.with(move |c| get_data(c, "SELECT data FROM runners WHERE instance_id = ?1 ORDER BY id DESC LIMIT 1", id))
+        self.read(move |c| get_data(c, "SELECT data FROM runners WHERE instance_id = ?1 ORDER BY id DESC LIMIT 1", id))
             .await
     }
 
     async fn runner_by_name(&self, name: &str) -> StoreResult<Option<Runner>> {
         let name = name.to_string();
-        self.with(move |c| get_data(c, "SELECT data FROM runners WHERE name = ?1 ORDER BY id DESC LIMIT 1", name)).await
+        self.read(move |c| get_data(c, "SELECT data FROM runners WHERE name = ?1 ORDER BY id DESC LIMIT 1", name)).await
     }
 
     async fn list_runners(&self, filter: &RunnerFilter, page: &PageRequest) -> StoreResult<Page<Runner>> {
         let (f, page) = (filter.clone(), page.clone());
-        self.with(move |c| {
+        self.read(move |c| {
             let mut q = ListQuery::new("runners", true).and_if("pool_id = ?", f.pool_id);
             if !f.states.is_empty() {
                 // States are a closed set of known words: safe to inline.
@@ -639,7 +664,7 @@ impl Store for SqliteStore {
     async fn transition_runner(&self, from: RunnerState, runner: &Runner) -> StoreResult<()> {
         let r = runner.clone();
         let data = to_json(runner)?;
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute(
                     "UPDATE runners SET state = ?2, instance_id = ?3, name = ?4, data = ?5
@@ -659,7 +684,7 @@ impl Store for SqliteStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
         let u = user.clone();
         let data = user_json(user)?;
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO users (id, email, oidc_subject, data) VALUES (?1, ?2, ?3, ?4)",
                 params![u.id, u.email, u.oidc_subject, data],
@@ -672,22 +697,22 @@ impl Store for SqliteStore {
 
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
         let id = id.to_string();
-        self.with(move |c| get_user_row(c, "SELECT data FROM users WHERE id = ?1", id)).await
+        self.read(move |c| get_user_row(c, "SELECT data FROM users WHERE id = ?1", id)).await
     }
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
         let email = email.trim().to_lowercase();
-        self.with(move |c| get_user_row(c, "SELECT data FROM users WHERE email = ?1", email)).await
+        self.read(move |c| get_user_row(c, "SELECT data FROM users WHERE email = ?1", email)).await
     }
 
     async fn user_by_oidc_subject(&self, subject: &str) -> StoreResult<Option<User>> {
         let subject = subject.to_string();
-        self.with(move |c| get_user_row(c, "SELECT data FROM users WHERE oidc_subject = ?1", subject)).await
+        self.read(move |c| get_user_row(c, "SELECT data FROM users WHERE oidc_subject = ?1", subject)).await
     }
 
     async fn list_users(&self, page: &PageRequest) -> StoreResult<Page<User>> {
         let page = page.clone();
-        self.with(move |c| {
+        self.read(move |c| {
             let listed: Page<UserRow> = ListQuery::new("users", false).run(c, &page)?;
             Ok(Page { items: listed.items.into_iter().map(|r| r.0).collect(), next_cursor: listed.next_cursor })
         })
@@ -697,7 +722,7 @@ impl Store for SqliteStore {
     async fn update_user(&self, user: &User) -> StoreResult<()> {
         let u = user.clone();
         let data = user_json(user)?;
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute(
                     "UPDATE users SET email = ?2, oidc_subject = ?3, data = ?4 WHERE id = ?1",
@@ -711,7 +736,7 @@ impl Store for SqliteStore {
 
     async fn hit_counter(&self, key: &str, window_start: Time, expires_at: Time) -> StoreResult<u64> {
         let (key, window, expires) = (key.to_string(), micros(window_start), micros(expires_at));
-        self.with(move |c| {
+        self.write(move |c| {
             // Expired windows go as new ones come: the table stays small.
             c.execute("DELETE FROM counters WHERE expires_us < ?1", [window]).map_err(backend)?;
             let count: i64 = c
@@ -729,7 +754,7 @@ impl Store for SqliteStore {
 
     async fn revoke_session(&self, session_id: &str, expires_at: Time) -> StoreResult<()> {
         let (id, expires) = (session_id.to_string(), micros(expires_at));
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO revoked_sessions (id, expires_us) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
                 params![id, expires],
@@ -742,7 +767,7 @@ impl Store for SqliteStore {
 
     async fn is_session_revoked(&self, session_id: &str) -> StoreResult<bool> {
         let id = session_id.to_string();
-        self.with(move |c| {
+        self.read(move |c| {
             let found: Option<i64> = c
                 .query_row("SELECT 1 FROM revoked_sessions WHERE id = ?1", [&id], |r| r.get(0))
                 .optional()
@@ -755,7 +780,7 @@ impl Store for SqliteStore {
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
         let e = event.clone();
         let data = to_json(event)?;
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO audit (id, at_us, action, actor_id, data) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![e.id, micros(e.at), e.action, e.actor.id, data],
@@ -768,7 +793,7 @@ impl Store for SqliteStore {
 
     async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditEvent>> {
         let (f, page) = (filter.clone(), page.clone());
-        self.with(move |c| {
+        self.read(move |c| {
             ListQuery::new("audit", true)
                 .and_if("action = ?", f.action)
                 .and_if("actor_id = ?", f.actor)
