@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use pacer_shared::config::Secret;
-use pacer_shared::domain::{Job, JobState, Runner, RunnerState};
+use pacer_shared::domain::{peak_overlap, Job, JobState, Runner, RunnerState};
 use pacer_shared::fleet::simulated::{SimulatedFleet, SimulatedSettings};
 use pacer_shared::fleet::Fleet as _;
 use pacer_shared::service::reaper::reconcile;
-use pacer_shared::store::{AuditFilter, JobFilter, PageRequest, RunnerFilter};
+use pacer_shared::store::{every_job, every_runner, AuditFilter, JobFilter, PageRequest, RunnerFilter};
 use serde_json::json;
 
 use crate::support::{local_ports, queued_payload, LocalPacer, WEBHOOK_SECRET};
@@ -67,48 +67,15 @@ async fn seed_three_pools(pacer: &LocalPacer) -> BTreeMap<&'static str, String> 
 }
 
 async fn all_jobs(pacer: &LocalPacer) -> Vec<Job> {
-    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-    let mut all = Vec::new();
-    loop {
-        let listed = pacer.ports.store.list_jobs(&JobFilter::default(), &page).await.unwrap();
-        all.extend(listed.items);
-        match listed.next_cursor {
-            Some(c) => page.cursor = Some(c),
-            None => return all,
-        }
-    }
+    every_job(pacer.ports.store.as_ref(), &JobFilter::default()).await.unwrap()
 }
 
 async fn all_runners(pacer: &LocalPacer) -> Vec<Runner> {
-    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-    let mut all = Vec::new();
-    loop {
-        let listed = pacer.ports.store.list_runners(&RunnerFilter::default(), &page).await.unwrap();
-        all.extend(listed.items);
-        match listed.next_cursor {
-            Some(c) => page.cursor = Some(c),
-            None => return all,
-        }
-    }
+    every_runner(pacer.ports.store.as_ref(), &RunnerFilter::default()).await.unwrap()
 }
 
 fn settled(job: &Job) -> bool {
     matches!(job.state, JobState::Completed | JobState::Failed)
-}
-
-/// The most runners whose lifetimes overlap. A runner is recorded after
-/// its reservation and moves out of a live state before its release, so
-/// `created_at..updated_at` lies inside the time it held capacity.
-fn peak_overlap<'a>(runners: impl Iterator<Item = &'a Runner>) -> i32 {
-    let mut events: Vec<_> = runners.flat_map(|r| [(r.created_at, 1), (r.updated_at, -1)]).collect();
-    // Ends before starts at the same instant.
-    events.sort();
-    let (mut live, mut peak) = (0, 0);
-    for (_, delta) in events {
-        live += delta;
-        peak = peak.max(live);
-    }
-    peak
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,7 +227,7 @@ async fn a_thousand_job_burst_with_five_percent_failed_launches_converges() {
     // And no pool ever had more than max_runners live runners
     for (arch, pool_id) in &pools {
         let peak = peak_overlap(runners.iter().filter(|r| &r.pool_id == pool_id));
-        assert!(peak <= MAX_RUNNERS as i32, "pool {arch}: {peak} runners live at once, max_runners {MAX_RUNNERS}");
+        assert!(peak <= MAX_RUNNERS as usize, "pool {arch}: {peak} runners live at once, max_runners {MAX_RUNNERS}");
         assert!(peak > 1, "pool {arch} ran runners side by side ({peak})");
     }
 

@@ -19,7 +19,7 @@ pub use job::{transition_allowed, Job, JobChanges, JobState, Transition, Transit
 pub use labels::{match_pool, Label, LabelSet, PoolCandidate, PoolMatch};
 pub use pool::{Degraded, Market, Pool, PoolSpec};
 pub use project::{BindingSpec, Project, ProjectSpec, RepoBinding, RepoName, Scope};
-pub use runner::{Runner, RunnerState};
+pub use runner::{peak_overlap, Runner, RunnerState};
 pub use user::{Role, User};
 
 /// A field that failed validation: the field's name and why, in words a

@@ -93,9 +93,55 @@ pub struct Runner {
     pub version: u64,
 }
 
+/// The most runners whose lifetimes overlapped, for runners that have all
+/// finished. A runner is recorded after its pool's capacity is reserved and
+/// leaves its live state before that capacity is released, so its
+/// `created_at..updated_at` lies inside the time it held capacity: this
+/// never overstates how many runners a pool held at once.
+pub fn peak_overlap<'a>(runners: impl IntoIterator<Item = &'a Runner>) -> usize {
+    let mut edges: Vec<(Time, i64)> = runners.into_iter().flat_map(|r| [(r.created_at, 1), (r.updated_at, -1)]).collect();
+    // At the same instant an end sorts before a start.
+    edges.sort();
+    let (mut live, mut peak) = (0i64, 0i64);
+    for (_, delta) in edges {
+        live += delta;
+        peak = peak.max(live);
+    }
+    peak as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::RunnerState::*;
+
+    #[test]
+    fn the_peak_counts_only_lifetimes_that_overlap() {
+        let at = |s: i64| chrono::DateTime::from_timestamp(s, 0).unwrap();
+        let runner = |from: i64, to: i64| super::Runner {
+            id: format!("run_{from}_{to}"),
+            pool_id: "pool_1".into(),
+            project_id: "prj_1".into(),
+            job_id: None,
+            name: "pacer-1".into(),
+            state: Done,
+            instance_id: None,
+            instance_type: None,
+            availability_zone: None,
+            market: None,
+            price_per_hour_usd: None,
+            github_runner_id: None,
+            callback_token_id: None,
+            error_tail: None,
+            created_at: at(from),
+            updated_at: at(to),
+            version: 0,
+        };
+        // 0..10 overlaps 5..20; 10..30 starts as 0..10 ends; 20..30 follows 5..20.
+        let runners = [runner(0, 10), runner(5, 20), runner(10, 30), runner(20, 30)];
+        assert_eq!(super::peak_overlap(&runners), 2);
+        assert_eq!(super::peak_overlap(&runners[..1]), 1);
+        assert_eq!(super::peak_overlap(&[]), 0);
+    }
 
     #[test]
     fn runners_move_forward_and_end_states_are_final() {

@@ -232,3 +232,32 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()>;
     async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditEvent>>;
 }
+
+/// Every job `filter` selects, page after page: for tools, the bench and
+/// tests (request paths page themselves).
+pub async fn every_job(store: &dyn Store, filter: &JobFilter) -> StoreResult<Vec<Job>> {
+    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+    let mut all = Vec::new();
+    loop {
+        let listed = store.list_jobs(filter, &page).await?;
+        all.extend(listed.items);
+        match listed.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => return Ok(all),
+        }
+    }
+}
+
+/// Every runner `filter` selects, page after page (see [`every_job`]).
+pub async fn every_runner(store: &dyn Store, filter: &RunnerFilter) -> StoreResult<Vec<Runner>> {
+    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+    let mut all = Vec::new();
+    loop {
+        let listed = store.list_runners(filter, &page).await?;
+        all.extend(listed.items);
+        match listed.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => return Ok(all),
+        }
+    }
+}
