@@ -34,6 +34,7 @@ build:
 test: test-deps web
 	shellcheck infra/runner/bootstrap.sh
 	$(MAKE) --no-print-directory lint-template
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) --no-print-directory test-browser
 

@@ -31,3 +31,4 @@ mod oidc_provider;
 mod test_idp;
 mod template;
 mod lambda_handlers;
+mod lambda_runtime;
