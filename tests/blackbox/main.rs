@@ -32,3 +32,4 @@ mod test_idp;
 mod template;
 mod lambda_handlers;
 mod lambda_runtime;
+mod stats;
