@@ -134,6 +134,14 @@ deploy: $(LAMBDA_TOOLS) web
 	echo "GitHub App webhook URL:     $$(output WebhookUrl)" && \
 	echo "pools' instance_profile:    $$(output RunnerInstanceProfileName)"
 
+## Measure pacer on this machine (issue 8): an optimised build (the `bench`
+## profile: no fat LTO, same target directory), every benchmark, one table
+## on stdout and the same figures in target/bench/results.json. See README
+## "Performance". BENCH_ARGS="--only burst" picks benchmarks.
+.PHONY: bench
+bench: tests/node_modules/.package-lock.json
+	$(CARGO) run --profile bench -p pacer-bench -- $(BENCH_ARGS)
+
 check:
 	$(CARGO) check --workspace --all-targets
 
