@@ -165,7 +165,7 @@ impl Cloud {
 }
 
 /// An API Gateway HTTP API request as the integration (payload 2.0) sends it.
-fn http_event(method: &str, path: &str, headers: Value, body: Option<&str>, source_ip: &str) -> Value {
+pub(crate) fn http_event(method: &str, path: &str, headers: Value, body: Option<&str>, source_ip: &str) -> Value {
     json!({
         "version": "2.0",
         "routeKey": format!("{method} {path}"),
@@ -206,7 +206,7 @@ fn webhook_event(payload: &Value, source_ip: &str) -> Value {
     http_event("POST", "/api/webhook", headers, Some(&body), source_ip)
 }
 
-fn sqs_record(message_id: &str, receipt: &str, body: &str, attributes: Value) -> Value {
+pub(crate) fn sqs_record(message_id: &str, receipt: &str, body: &str, attributes: Value) -> Value {
     json!({
         "messageId": message_id,
         "receiptHandle": receipt,

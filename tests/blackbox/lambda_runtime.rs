@@ -22,6 +22,7 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+use crate::lambda_handlers::{http_event, sqs_record};
 use crate::moto::Moto;
 use crate::process::free_port;
 use crate::support::WEBHOOK_SECRET;
@@ -264,31 +265,12 @@ impl Deployment {
     }
 }
 
-fn http_event(method: &str, path: &str, headers: Value, body: &str) -> Value {
-    json!({
-        "version": "2.0",
-        "routeKey": format!("{method} {path}"),
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": headers,
-        "requestContext": {
-            "accountId": "123456789012", "apiId": "abc123",
-            "domainName": "abc123.execute-api.us-east-1.amazonaws.com", "domainPrefix": "abc123",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.44", "userAgent": "test"},
-            "requestId": "JKJaXmPLvHcESHA=", "routeKey": format!("{method} {path}"), "stage": "$default",
-            "time": "22/Nov/2026:12:00:00 +0000", "timeEpoch": 1_795_000_000_000_i64
-        },
-        "body": body,
-        "isBase64Encoded": false
-    })
-}
-
 fn signed_ping(secret: &str) -> Value {
     let body = json!({"zen": "Keep it logically awesome.", "hook_id": 1}).to_string();
     let signature = pacer_shared::github::webhook::sign(secret.as_bytes(), body.as_bytes());
     let headers = json!({"content-type": "application/json", "x-github-event": "ping",
         "x-github-delivery": "d1", "x-hub-signature-256": signature});
-    http_event("POST", "/api/webhook", headers, &body)
+    http_event("POST", "/api/webhook", headers, Some(&body), "192.0.2.44")
 }
 
 fn status_and_body(outcome: &Outcome) -> (u64, Value) {
@@ -320,23 +302,19 @@ async fn each_other_binary_boots_and_answers_its_own_event() {
 
     let runtime = RuntimeApi::start().await;
     let _api = Running::spawn("api", &lambda_env(&runtime, "api", &deployment.config));
-    let health = runtime.invoke(http_event("GET", "/healthz", json!({}), "")).await;
+    let health = runtime.invoke(http_event("GET", "/healthz", json!({}), None, "192.0.2.44")).await;
     assert_eq!(status_and_body(&health), (200, json!("ok")));
-    let (status, body) = status_and_body(&runtime.invoke(http_event("GET", "/api/projects", json!({}), "")).await);
+    let (status, body) = status_and_body(&runtime.invoke(http_event("GET", "/api/projects", json!({}), None, "192.0.2.44")).await);
     assert_eq!((status, body["error"].clone()), (401, json!("unauthorized")), "the console API wants a session");
 
     let runtime = RuntimeApi::start().await;
     let _runner = Running::spawn("runner", &lambda_env(&runtime, "runner", &deployment.config));
-    let (status, _) = status_and_body(&runtime.invoke(http_event("POST", "/api/runner/complete", json!({}), "")).await);
+    let (status, _) = status_and_body(&runtime.invoke(http_event("POST", "/api/runner/complete", json!({}), None, "192.0.2.44")).await);
     assert_eq!(status, 401, "a callback without a token is refused");
 
     let runtime = RuntimeApi::start().await;
     let _orchestrator = Running::spawn("orchestrator", &lambda_env(&runtime, "orchestrator", &deployment.config));
-    let batch = json!({"Records": [{
-        "messageId": "m-1", "receiptHandle": "r-1", "body": "not a job id", "attributes": {"ApproximateReceiveCount": "1"},
-        "messageAttributes": {}, "md5OfBody": "x", "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:pacer-jobs", "awsRegion": "us-east-1"
-    }]});
+    let batch = json!({"Records": [sqs_record("m-1", "r-1", "not a job id", json!({"ApproximateReceiveCount": "1"}))]});
     let Outcome::Response(answer) = runtime.invoke(batch).await else { panic!("the batch failed") };
     assert_eq!(answer["batchItemFailures"], json!([]), "a malformed message is dropped, not retried: {answer}");
 
