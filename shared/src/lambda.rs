@@ -68,7 +68,15 @@ impl Kind {
 /// A function's whole life: boot once, then answer events until Lambda
 /// stops the process. This is all a function's `main` calls.
 pub async fn run(kind: Kind) -> Result<(), Error> {
-    let function = boot(kind.name()).await?;
+    let function = match boot(kind.name()).await {
+        Ok(function) => function,
+        Err(e) => {
+            // Lambda shows stderr in the function's log; say it plainly
+            // before the runtime prints the error's debug form.
+            eprintln!("pacer {}: cannot start: {e}", kind.name());
+            return Err(e);
+        }
+    };
     match kind {
         Kind::Orchestrator => serve_queue(function.ports).await,
         Kind::Reaper => serve_schedule(function.ports).await,
