@@ -235,6 +235,16 @@ async fn the_webhook_function_takes_a_signed_delivery_from_api_gateway() {
     let job = cloud.ports.store.get_job(&job_id).await.unwrap().expect("the job is in DynamoDB");
     assert_eq!(job.state, JobState::Queued);
     assert_eq!(cloud.queued_messages().await, [job_id.clone()]);
+    cloud.sqs.purge_queue().queue_url(&cloud.queue_url).send().await.unwrap();
+
+    // API Gateway may hand the body over base64-encoded; the signature is
+    // checked on the bytes GitHub sent either way.
+    let mut encoded = webhook_event(&queued_payload(4004, "acme/app", &["self-hosted", "linux"]), "192.0.2.10");
+    let raw = encoded["body"].as_str().unwrap().to_string();
+    encoded["body"] = json!(crate::b64::encode(raw.as_bytes()));
+    encoded["isBase64Encoded"] = json!(true);
+    let (s, body) = cloud.invoke(Kind::Webhook, encoded).await;
+    assert_eq!(s, 202, "{body}");
 
     // A bad signature is refused with 401 and writes nothing.
     let mut forged = webhook_event(&queued_payload(4002, "acme/app", &["self-hosted", "linux"]), "192.0.2.10");

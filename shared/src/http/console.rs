@@ -81,7 +81,14 @@ fn serve(files: &dyn ConsoleFiles, path: &str) -> Response {
 }
 
 fn respond(file: ConsoleFile, cache: &'static str) -> Response {
-    let content_type = HeaderValue::from_str(&file.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    // Vite writes UTF-8; say so, so no browser has to guess.
+    let textual = file.content_type.starts_with("text/") || file.content_type.ends_with("javascript") || file.content_type.ends_with("json");
+    let content_type = if textual && !file.content_type.contains("charset") {
+        format!("{}; charset=utf-8", file.content_type)
+    } else {
+        file.content_type.clone()
+    };
+    let content_type = HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
     let mut res = (StatusCode::OK, file.bytes.into_owned()).into_response();
     let headers = res.headers_mut();
     headers.insert(CONTENT_TYPE, content_type);
@@ -130,7 +137,7 @@ mod tests {
     async fn hashed_assets_are_cached_for_good() {
         let res = serve(&built(), "/assets/app-1a2b.js");
         assert_eq!(res.headers()[CACHE_CONTROL], IMMUTABLE);
-        assert_eq!(res.headers()[CONTENT_TYPE], "text/javascript");
+        assert_eq!(res.headers()[CONTENT_TYPE], "text/javascript; charset=utf-8");
         assert_eq!(body(res).await, "run()");
     }
 
