@@ -315,7 +315,7 @@ async fn saving_a_pool_ec2_refuses_is_a_422_naming_the_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_terminates_a_runner_deregistering_it_and_releasing_capacity() {
+async fn an_operator_terminates_a_runner_deregistering_it_and_its_job_gets_another() {
     let World { aws, github, pacer } = world(Backend::Sqlite).await;
     let pool_id = seed(&aws, &pacer, 2).await;
     let (_, accepted) = pacer.webhook("workflow_job", &queued_payload(9300, "acme/app", &["self-hosted"])).await;
@@ -336,8 +336,14 @@ async fn an_operator_terminates_a_runner_deregistering_it_and_releasing_capacity
     let state = aws.ec2.describe_instances().instance_ids(instance.instance_id().unwrap()).send().await.unwrap();
     let state = state.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_string();
     assert!(state == "shutting-down" || state == "terminated", "{state}");
+    // The job it was launched for had not started: it gets a new runner,
+    // which holds the capacity the terminated one gave back.
+    let job = pacer
+        .wait_for(&format!("/api/jobs/{job_id}"), |j| j["runner"]["id"].as_str().is_some_and(|r| r != runner_id))
+        .await;
+    assert_eq!(job["attempts"], 2, "{job}");
     let (_, pool) = pacer.get(&format!("/api/pools/{pool_id}")).await;
-    assert_eq!(pool["active_runners"], 0);
+    assert_eq!(pool["active_runners"], 1);
     let (s, _) = pacer.post(&format!("/api/runners/{runner_id}/terminate"), json!({})).await;
     assert_eq!(s, 409, "a runner that is no longer live cannot be terminated again");
     let (_, audit) = pacer.get("/api/audit?action=runner.terminated").await;

@@ -66,6 +66,8 @@ pub struct UserView {
     pub role: Role,
     pub disabled: bool,
     pub sso: bool,
+    /// The user can sign in with a local password (and so change it).
+    pub local_password: bool,
     pub created_at: Time,
     pub updated_at: Time,
 }
@@ -78,6 +80,7 @@ impl From<&User> for UserView {
             role: u.role,
             disabled: u.disabled,
             sso: u.oidc_subject.is_some(),
+            local_password: u.password_hash.is_some(),
             created_at: u.created_at,
             updated_at: u.updated_at,
         }

@@ -153,7 +153,7 @@ async fn reap(ports: &Ports, report: &mut Report, runner: &Runner, what: &str, r
     };
     act(ports, report, what, &reaped.id, reason).await?;
     if let Some(job_id) = &reaped.job_id {
-        retry_job_after_failed_runner(ports, job_id, &reaped).await?;
+        retry_job_after_failed_runner(ports, job_id, &reaped, TransitionCause::Reaper).await?;
     }
     Ok(())
 }

@@ -268,15 +268,15 @@ pub async fn error(ports: &Ports, token: &str, log_tail: &str) -> Result<(), Cal
         }
     }
     if let Some(job_id) = &failed.job_id {
-        retry_job_after_failed_runner(ports, job_id, &failed).await?;
+        retry_job_after_failed_runner(ports, job_id, &failed, TransitionCause::Orchestrator).await?;
     }
     Ok(())
 }
 
 /// Gives the job a failed or reaped runner was launched for another
 /// attempt (or fails it past `reaper.max_attempts`), if nothing newer took
-/// it over.
-pub(crate) async fn retry_job_after_failed_runner(ports: &Ports, job_id: &str, runner: &Runner) -> ServiceResult<()> {
+/// it over. `cause` is who noticed: the job's timeline says so.
+pub(crate) async fn retry_job_after_failed_runner(ports: &Ports, job_id: &str, runner: &Runner, cause: TransitionCause) -> ServiceResult<()> {
     let Some(job) = ports.store.get_job(job_id).await? else { return Ok(()) };
     // The runner was launched for this job and nothing newer replaced it
     // (the orchestrator may not have recorded it on the job yet).
@@ -288,18 +288,19 @@ pub(crate) async fn retry_job_after_failed_runner(ports: &Ports, job_id: &str, r
     if job.attempts >= ports.settings.max_attempts {
         let changes = JobChanges {
             failure_reason: Some(format!(
-                "no runner came up after {} attempts; the last, {}, ended: {}",
+                "no runner came up after {} attempt{}; the last, {}, ended: {}",
                 job.attempts,
+                if job.attempts == 1 { "" } else { "s" },
                 runner.name,
                 runner.error_tail.as_deref().map_or("see its error tail", |t| t.lines().last().unwrap_or(t))
             )),
             ..Default::default()
         };
-        advance(ports, job_id, JobState::Failed, TransitionCause::Orchestrator, &changes).await?;
+        advance(ports, job_id, JobState::Failed, cause, &changes).await?;
         return Ok(());
     }
     let changes = JobChanges { note: Some(format!("runner {} ended before running a job", runner.name)), ..Default::default() };
-    if let super::jobs::Advanced::Moved(_) = advance(ports, job_id, JobState::Queued, TransitionCause::Orchestrator, &changes).await? {
+    if let super::jobs::Advanced::Moved(_) = advance(ports, job_id, JobState::Queued, cause, &changes).await? {
         ports.queue.send(job_id, None).await.map_err(ServiceError::Internal)?;
     }
     Ok(())
@@ -335,5 +336,10 @@ pub async fn terminate(ports: &Ports, caller: &Caller, id: &str) -> ServiceResul
         .await?
         .unwrap_or(runner);
     record(ports, caller, "runner.terminated", Some(id), json!({"runner": done.name, "instance_id": done.instance_id})).await?;
+    // A job still waiting for this runner gets another; one it was running
+    // ends when GitHub reports the job's end.
+    if let Some(job_id) = &done.job_id {
+        retry_job_after_failed_runner(ports, job_id, &done, TransitionCause::Orchestrator).await?;
+    }
     Ok(done)
 }

@@ -22,6 +22,8 @@ export interface User {
   disabled: boolean;
   /** Signs in through the IdP (OIDC subject linked). */
   sso?: boolean;
+  /** Has a local password, so may sign in with it and change it. */
+  local_password?: boolean;
   created_at?: string;
   updated_at?: string;
 }
