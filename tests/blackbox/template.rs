@@ -143,7 +143,12 @@ fn every_function_environment_is_a_configuration_pacer_accepts() {
         for (function, _) in FUNCTIONS {
             // Given the environment Lambda would hand the function
             let env = stack.environment(function);
-            assert!(env.keys().all(|k| k.starts_with("PACER_")), "{function}: only PACER_* keys, got {:?}", env.keys());
+            // (SECRETS_GENERATION only makes a deploy restart every function.)
+            assert!(
+                env.keys().all(|k| k.starts_with("PACER_") || k == "SECRETS_GENERATION"),
+                "{function}: only PACER_* keys, got {:?}",
+                env.keys()
+            );
 
             // Then pacer's own loader accepts it as a whole configuration…
             let vars: Vec<(String, String)> = env.clone().into_iter().collect();
@@ -154,7 +159,7 @@ fn every_function_environment_is_a_configuration_pacer_accepts() {
 
             // …and no secret sits in it in clear: each is a reference
             for (key, value) in &env {
-                if key.contains("SECRET") || key.contains("PRIVATE_KEY") {
+                if key.starts_with("PACER_") && (key.contains("SECRET") || key.contains("PRIVATE_KEY")) {
                     assert!(
                         value.starts_with("ssm:/") || value.starts_with("secretsmanager:"),
                         "{function}: {key} must be an ssm: or secretsmanager: reference, not {value:?}"
@@ -324,6 +329,10 @@ fn each_path_reaches_its_function_built_from_its_own_binary() {
         let metadata = resource.at("Metadata");
         assert_eq!(metadata.text("BuildMethod"), "rust-cargolambda");
         assert_eq!(metadata.at("BuildProperties").text("Binary"), binary);
+        // …which a workspace member builds: functions/<name>, binary <name>.
+        let manifest = format!("{}/../{binary}/Cargo.toml", env!("CARGO_MANIFEST_DIR"));
+        let manifest = std::fs::read_to_string(&manifest).unwrap_or_else(|e| panic!("{manifest}: {e}"));
+        assert!(manifest.contains(&format!("[[bin]]\nname = \"{binary}\"")), "functions/{binary} builds the {binary} binary");
     }
     let globals = stack.doc.at("Globals").at("Function");
     assert_eq!(globals.text("Runtime"), "provided.al2023");
@@ -397,6 +406,83 @@ fn deep_links_load_the_console_but_api_errors_stay_json() {
     }
     let console_origin = config.at("Origins").items().iter().find(|o| o.text("Id") == "console").unwrap();
     assert_eq!(stack.eval(console_origin.at("OriginAccessControlId")).as_str(), Some("getatt-ConsoleOriginAccess-Id"));
+}
+
+// ---------------------------------------------------------------------- infra/
+
+/// The placeholders the policy documents in infra/iam use (filled with
+/// `envsubst`, README "Deploy to AWS").
+const PLACEHOLDERS: [&str; 8] = [
+    "AWS_REGION",
+    "AWS_ACCOUNT_ID",
+    "PACER_STACK",
+    "PACER_SECRETS_PATH",
+    "PACER_TABLE",
+    "PACER_QUEUE",
+    "PACER_DEPLOYMENT",
+    "PACER_RUNNER_ROLE",
+];
+
+#[test]
+fn the_single_binary_policy_allows_what_the_functions_do_together() {
+    let stack = Stack::new(&everything_on());
+    let functions: BTreeSet<String> = FUNCTIONS
+        .iter()
+        .flat_map(|(function, _)| stack.role_statements(&stack.role_of(function)))
+        .flat_map(|s| s.actions)
+        // Lambda's own log groups and a customer-managed key are the template's business.
+        .filter(|a| !a.starts_with("logs:") && a != "kms:Decrypt")
+        .collect();
+
+    let policy = iam_document("pacer-single-binary-policy.json");
+    let statements = policy["Statement"].as_array().unwrap();
+    let actions = |s: &serde_json::Value| -> Vec<String> {
+        match &s["Action"] {
+            serde_json::Value::String(a) => vec![a.clone()],
+            list => list.as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect(),
+        }
+    };
+    let allowed: BTreeSet<String> = statements.iter().flat_map(actions).collect();
+    let missing: Vec<&String> = functions.difference(&allowed).collect();
+    assert!(missing.is_empty(), "`pacer serve` would lack {missing:?}");
+
+    for s in statements {
+        if actions(s).iter().any(|a| a == "iam:PassRole") {
+            assert_eq!(s["Resource"], "arn:aws:iam::${AWS_ACCOUNT_ID}:role/${PACER_RUNNER_ROLE}", "the runner role alone");
+        }
+        if actions(s).iter().any(|a| a == "ec2:TerminateInstances") {
+            assert_eq!(s["Condition"]["StringEquals"]["aws:ResourceTag/pacer:deployment"], "${PACER_DEPLOYMENT}");
+        }
+    }
+}
+
+#[test]
+fn the_policy_documents_are_json_with_known_placeholders() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/iam");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(doc["Version"], "2012-10-17", "{name}");
+        for placeholder in text.split("${").skip(1).map(|rest| &rest[..rest.find('}').unwrap()]) {
+            assert!(
+                PLACEHOLDERS.contains(&placeholder),
+                "{name}: unknown placeholder ${{{placeholder}}}"
+            );
+        }
+        seen += 1;
+    }
+    assert!(seen >= 4, "the runner, single-binary and deployer documents");
+}
+
+fn iam_document(name: &str) -> serde_json::Value {
+    let path = format!("{}/../../infra/iam/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
 // ---------------------------------------------------------------------- the evaluator
