@@ -3,6 +3,7 @@
 
 import { untrack } from 'svelte';
 import { errorText, ApiError } from './api';
+import type { Page } from './types';
 
 /** A clock that ticks once a second, so "3m ago" and running timers move. */
 export const clock = $state({ now: new Date() });
@@ -44,6 +45,56 @@ export class Loader<T> {
     } finally {
       if (seq === this.#seq) this.loading = false;
     }
+  }
+
+  /**
+   * Loads now, and again whenever something `inputs` reads changes (a
+   * filter in the URL). Call during component set-up.
+   */
+  loadOn(inputs: () => unknown): void {
+    $effect(() => {
+      inputs();
+      this.load();
+    });
+  }
+}
+
+/**
+ * One page of a long list (jobs, runners, the audit log), newest first,
+ * walked with the API's cursors. The page is one of the loader's inputs:
+ * `older()` and `newer()` load another, `first()` starts over when a filter
+ * changes.
+ */
+export class PagedLoader<T> extends Loader<Page<T>> {
+  /** The cursors that led to each page after the first. */
+  #cursors = $state<string[]>([]);
+  /** The cursor of the page shown; null for the newest. */
+  readonly cursor = $derived(this.#cursors.at(-1) ?? null);
+
+  constructor(fetchPage: (cursor: string | null) => Promise<Page<T>>) {
+    super(() => fetchPage(this.cursor));
+  }
+
+  /** 1 for the newest page. */
+  get page(): number {
+    return this.#cursors.length + 1;
+  }
+
+  older(): void {
+    const next = this.data?.next_cursor;
+    if (next) this.#cursors = [...this.#cursors, next];
+  }
+
+  newer(): void {
+    this.#cursors = this.#cursors.slice(0, -1);
+  }
+
+  first(): void {
+    this.#cursors = [];
+  }
+
+  override loadOn(inputs: () => unknown): void {
+    super.loadOn(() => [inputs(), this.cursor]);
   }
 }
 
