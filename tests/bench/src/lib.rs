@@ -166,10 +166,21 @@ pub struct Machine {
     /// `bench` (optimised) or `dev` (a debug build: figures are not comparable).
     pub profile: &'static str,
     pub sizes: &'static str,
+    /// The 1-minute load average when the run began and when it ended:
+    /// above zero, something else competed for the cores.
+    pub load: [f64; 2],
+}
+
+/// The 1-minute load average (0 where /proc does not say).
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
 }
 
 impl Machine {
-    fn here(tiny: bool) -> Self {
+    fn here(tiny: bool, load_before: f64) -> Self {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|info| {
@@ -190,6 +201,7 @@ impl Machine {
                 "bench"
             },
             sizes: if tiny { "tiny" } else { "full" },
+            load: [load_before, load_average()],
         }
     }
 }
@@ -210,6 +222,7 @@ impl Report {
 /// Runs the selected benchmarks (all when `only` is empty), one after the
 /// other so none competes with another for the two cores.
 pub async fn run(sizes: &Sizes, tiny: bool, only: &[String]) -> anyhow::Result<Report> {
+    let load_before = load_average();
     let mut figures = Vec::new();
     for bench in benchmarks() {
         if !only.is_empty() && !only.iter().any(|o| o == bench.name) {
@@ -228,7 +241,7 @@ pub async fn run(sizes: &Sizes, tiny: bool, only: &[String]) -> anyhow::Result<R
         figures.extend(produced);
     }
     Ok(Report {
-        machine: Machine::here(tiny),
+        machine: Machine::here(tiny, load_before),
         figures,
     })
 }
@@ -250,8 +263,8 @@ pub fn table(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "pacer {} — {} — {} cores ({}) — profile {}, {} sizes",
-        m.pacer, m.date, m.cores, m.cpu, m.profile, m.sizes
+        "pacer {} — {} — {} cores ({}) — profile {}, {} sizes — load {:.2} → {:.2}",
+        m.pacer, m.date, m.cores, m.cpu, m.profile, m.sizes, m.load[0], m.load[1]
     );
     let _ = writeln!(out);
     let _ = writeln!(
