@@ -33,3 +33,4 @@ mod template;
 mod lambda_handlers;
 mod lambda_runtime;
 mod stats;
+mod capacity_wake;

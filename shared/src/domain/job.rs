@@ -151,6 +151,11 @@ pub struct Job {
     pub failure_reason: Option<String>,
     pub cost_usd: Option<f64>,
     pub transitions: Vec<Transition>,
+    /// Handed back to the queue because its pool was full, with no queue
+    /// message of its own: a slot freed in the pool must wake it. Any later
+    /// transition clears it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waiting_for_capacity: bool,
     pub created_at: Time,
     pub updated_at: Time,
 }
@@ -167,6 +172,8 @@ pub struct JobChanges {
     pub cost_usd: Option<f64>,
     /// Counts one more launch attempt.
     pub count_attempt: bool,
+    /// Marks the job [`Job::waiting_for_capacity`] (else the mark is cleared).
+    pub waiting_for_capacity: bool,
     pub note: Option<String>,
 }
 
@@ -193,6 +200,7 @@ impl Job {
         if changes.count_attempt {
             self.attempts += 1;
         }
+        self.waiting_for_capacity = changes.waiting_for_capacity;
         self.transitions.push(Transition { state: to, at, cause, note: changes.note.clone() });
     }
 }

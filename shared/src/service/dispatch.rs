@@ -7,7 +7,10 @@
 //! A job waiting for capacity is handed back to `queued` and its message is
 //! acknowledged: the store is the truth, and [`release_capacity`] re-enqueues
 //! a waiting job the moment a slot frees, so waiting never drains a message
-//! into a dead-letter queue.
+//! into a dead-letter queue. Only jobs marked waiting are woken (every
+//! other queued job still has a message of its own), and a woken job that
+//! launches wakes the next one if the pool still has room, so two slots
+//! freed at once never leave a waiting job behind.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,12 +80,18 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
         ports.queue.send(job_id, Some(wait)).await.map_err(ServiceError::Internal)?;
         return Ok(Dispatched::Deferred);
     }
+    // The claim clears the mark; remember whether this job was woken by a freed slot.
+    let was_waiting = job.waiting_for_capacity;
     let job = match advance(ports, job_id, JobState::Claimed, TransitionCause::Orchestrator, &JobChanges::default()).await? {
         Advanced::Moved(job) => *job,
         _ => return Ok(Dispatched::NotNeeded("claimed elsewhere")),
     };
     if !ports.store.reserve_capacity(&pool.id).await? {
-        let note = JobChanges { note: Some(format!("pool {} is at max_runners", pool.spec.name)), ..Default::default() };
+        let note = JobChanges {
+            note: Some(format!("pool {} is at max_runners", pool.spec.name)),
+            waiting_for_capacity: true,
+            ..Default::default()
+        };
         advance(ports, job_id, JobState::Queued, TransitionCause::Orchestrator, &note).await?;
         // A slot may have freed between the reservation and the hand-back,
         // and its releaser found nothing queued: look once more.
@@ -95,6 +104,10 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
         Ok(runner_id) => {
             if pool.degraded.is_some() {
                 set_degraded(ports, &pool.id, None).await?;
+            }
+            // Another slot may have freed while this job was being woken.
+            if was_waiting && pool_has_room(ports, &pool.id).await? {
+                wake_waiting(ports, &pool.id).await?;
             }
             Ok(Dispatched::Launched { runner_id })
         }
@@ -304,17 +317,27 @@ pub async fn release_capacity(ports: &Ports, pool_id: &str) -> ServiceResult<boo
     if !ports.store.release_capacity(pool_id).await? {
         return Ok(false);
     }
+    wake_waiting(ports, pool_id).await?;
+    Ok(true)
+}
+
+/// How many of a pool's oldest queued jobs a wake looks through for one
+/// marked waiting; the rest have messages of their own on the way.
+const WAKE_LOOKS_AT: u32 = 25;
+
+/// Enqueues the pool's oldest job waiting for capacity, if any.
+async fn wake_waiting(ports: &Ports, pool_id: &str) -> ServiceResult<()> {
     let filter = JobFilter {
         state: Some(JobState::Queued),
         pool_id: Some(pool_id.to_string()),
         oldest_first: true,
         ..Default::default()
     };
-    let waiting = ports.store.list_jobs(&filter, &PageRequest::first(1)).await?;
-    if let Some(job) = waiting.items.first() {
+    let queued = ports.store.list_jobs(&filter, &PageRequest::first(WAKE_LOOKS_AT)).await?;
+    if let Some(job) = queued.items.iter().find(|j| j.waiting_for_capacity) {
         ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
     }
-    Ok(true)
+    Ok(())
 }
 
 /// How long a message waits before it comes back after a failed launch:

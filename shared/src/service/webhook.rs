@@ -200,6 +200,7 @@ pub(crate) async fn queued(ports: &Ports, caller: &Caller, ev: &WorkflowJobEvent
         attempts: 0,
         failure_reason: None,
         cost_usd: None,
+        waiting_for_capacity: false,
         transitions: vec![Transition { state, at: now, cause: TransitionCause::Webhook, note: None }],
         created_at: now,
         updated_at: now,
@@ -308,6 +309,7 @@ async fn record_unseen(ports: &Ports, ev: &WorkflowJobEvent, state: JobState) ->
         attempts: 0,
         failure_reason: None,
         cost_usd: None,
+        waiting_for_capacity: false,
         transitions: vec![Transition {
             state,
             at: now,

@@ -136,6 +136,7 @@ pub fn job(github_job_id: i64, repo: &str, at: Time) -> Job {
         attempts: 0,
         failure_reason: None,
         cost_usd: None,
+        waiting_for_capacity: false,
         transitions: vec![crate::domain::Transition {
             state: JobState::Queued,
             at,
@@ -432,6 +433,18 @@ pub async fn job_transitions_are_conditional(store: Arc<dyn Store>) {
     );
     let ghost = job(99, "acme/app", at(3));
     assert!(matches!(store.transition_job(JobState::Queued, &ghost).await, Err(StoreError::Stale | StoreError::NotFound)));
+
+    // The mark of a job handed back for a full pool is kept.
+    let waiting = job(2, "acme/app", at(4));
+    store.insert_job(&waiting).await.unwrap();
+    let mut claimed = waiting.clone();
+    claimed.apply(JobState::Claimed, TransitionCause::Orchestrator, &JobChanges::default(), at(5));
+    store.transition_job(JobState::Queued, &claimed).await.unwrap();
+    let mut handed_back = claimed.clone();
+    let full = JobChanges { waiting_for_capacity: true, ..Default::default() };
+    handed_back.apply(JobState::Queued, TransitionCause::Orchestrator, &full, at(6));
+    store.transition_job(JobState::Claimed, &handed_back).await.unwrap();
+    assert!(store.get_job(&waiting.id).await.unwrap().unwrap().waiting_for_capacity);
 }
 
 pub async fn jobs_page_newest_first_without_gaps_or_repeats(store: Arc<dyn Store>) {
