@@ -386,7 +386,17 @@ fn deep_links_load_the_console_but_api_errors_stay_json() {
         assert_eq!(behaviour.text("TargetOriginId"), "api", "{path}");
         assert!(behaviour.as_mapping().unwrap().get("FunctionAssociations").is_none(), "{path}: no SPA rewrite");
         assert_eq!(behaviour.text("CachePolicyId"), "4135ea2d-6df8-44a3-9df3-4b5a84be39ad", "{path}: never cached");
+        assert_eq!(stack.eval(behaviour.at("OriginRequestPolicyId")).as_str(), Some("ref-ApiOriginRequestPolicy"), "{path}");
     }
+    // The API sees the session cookie and the viewer's address, and never
+    // the viewer's Host (API Gateway answers only to its own name).
+    let forwarded = stack.resource("ApiOriginRequestPolicy").at("Properties").at("OriginRequestPolicyConfig");
+    assert_eq!(forwarded.at("CookiesConfig").text("CookieBehavior"), "all");
+    let headers = forwarded.at("HeadersConfig");
+    assert_eq!(headers.text("HeaderBehavior"), "whitelist");
+    let names: Vec<&str> = headers.at("Headers").items().iter().filter_map(|h| h.as_str()).collect();
+    assert!(names.contains(&"CloudFront-Viewer-Address"), "{names:?}");
+    assert!(!names.iter().any(|h| h.eq_ignore_ascii_case("host")), "{names:?}");
 
     // The api origin proves itself with the generated secret, which the api
     // function is told to expect.
