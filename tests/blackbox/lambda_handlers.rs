@@ -19,6 +19,7 @@ use pacer_shared::queue::sqs::SqsQueue;
 use pacer_shared::service::Ports;
 use pacer_shared::store::dynamodb::DynamoStore;
 use pacer_shared::store::{AuditFilter, PageRequest};
+use pacer_test_support::events::{github_delivery, http_event, scheduled_event, sqs_record};
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
@@ -164,31 +165,6 @@ impl Cloud {
     }
 }
 
-/// An API Gateway HTTP API request as the integration (payload 2.0) sends it.
-pub(crate) fn http_event(method: &str, path: &str, headers: Value, body: Option<&str>, source_ip: &str) -> Value {
-    json!({
-        "version": "2.0",
-        "routeKey": format!("{method} {path}"),
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": headers,
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "abc123",
-            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
-            "domainPrefix": "abc123",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": source_ip, "userAgent": "test"},
-            "requestId": "JKJaXmPLvHcESHA=",
-            "routeKey": format!("{method} {path}"),
-            "stage": "$default",
-            "time": "22/Nov/2026:12:00:00 +0000",
-            "timeEpoch": 1_795_000_000_000_i64
-        },
-        "body": body,
-        "isBase64Encoded": false
-    })
-}
-
 fn api_event(method: &str, path: &str, body: Value) -> Value {
     http_event(method, path, json!({"content-type": "application/json"}), Some(&body.to_string()), "198.51.100.20")
 }
@@ -196,28 +172,7 @@ fn api_event(method: &str, path: &str, body: Value) -> Value {
 fn webhook_event(payload: &Value, source_ip: &str) -> Value {
     let body = payload.to_string();
     let signature = pacer_shared::github::webhook::sign(WEBHOOK_SECRET.as_bytes(), body.as_bytes());
-    let headers = json!({
-        "content-type": "application/json",
-        "x-github-event": "workflow_job",
-        "x-github-delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
-        "x-hub-signature-256": signature,
-        "user-agent": "GitHub-Hookshot/044aadd",
-    });
-    http_event("POST", "/api/webhook", headers, Some(&body), source_ip)
-}
-
-pub(crate) fn sqs_record(message_id: &str, receipt: &str, body: &str, attributes: Value) -> Value {
-    json!({
-        "messageId": message_id,
-        "receiptHandle": receipt,
-        "body": body,
-        "attributes": attributes,
-        "messageAttributes": {},
-        "md5OfBody": "7b270e59b47ff90a553787216d55d91d",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:pacer-jobs",
-        "awsRegion": "us-east-1"
-    })
+    github_delivery("workflow_job", &body, &signature, source_ip)
 }
 
 async fn audit(ports: &Ports, action: &str) -> Vec<pacer_shared::domain::AuditEvent> {
@@ -338,17 +293,7 @@ async fn a_scheduled_event_runs_one_reaper_pass_and_a_failed_pass_fails_the_invo
     cloud.sqs.purge_queue().queue_url(&cloud.queue_url).send().await.unwrap();
     cloud.clock.advance(Duration::from_secs(301));
 
-    let scheduled = json!({
-        "version": "0",
-        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "123456789012",
-        "time": "2026-11-22T12:00:00Z",
-        "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/pacer-reaper"],
-        "detail": {}
-    });
+    let scheduled = scheduled_event();
     let answer = lambda::handle_schedule(&cloud.ports, scheduled.clone()).await.expect("the pass succeeds");
     assert!(answer["actions"].as_u64().unwrap() >= 1, "{answer}");
     assert_eq!(audit(&cloud.ports, "reaper.redrive").await.len(), 1);
