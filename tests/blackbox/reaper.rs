@@ -386,3 +386,51 @@ async fn an_idle_runner_github_no_longer_knows_is_terminated_without_a_deregistr
     assert!(idle.reason.contains("no longer knows"), "{report:?}");
     assert!(gone(&instance_state(&w, job["runner"]["instance_id"].as_str().unwrap()).await));
 }
+
+/// GitHub said the job ended, but the runner never called `/complete` (its
+/// machine hung after the job): the reaper reclaims it after the pool's idle
+/// timeout instead of holding it until the max lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_whose_job_ended_but_never_completed_is_reclaimed_after_the_idle_timeout() {
+    use pacer_shared::fleet::simulated::{workflow_job_payload, RunnerIdentity};
+    use pacer_shared::fleet::JobRef;
+
+    let (w, clock) = world().await;
+    let pool_id = seed(&w.aws, &w.pacer, 2).await; // idle_timeout 5m
+    let (job_id, job) = launched(&w, 7101).await;
+    let github_id = register(&w, &job).await;
+    let instance = job["runner"]["instance_id"].as_str().unwrap().to_string();
+    let runner_id = job["runner"]["id"].as_str().unwrap().to_string();
+    let job_ref = JobRef {
+        id: job_id.clone(),
+        github_job_id: 7101,
+        run_id: 5000 + 7101,
+        repo: "acme/app".into(),
+        labels: vec!["self-hosted".into()],
+        installation_id: Some(77),
+    };
+    let me = RunnerIdentity { id: github_id, name: job["runner"]["name"].as_str().unwrap().to_string() };
+    let now = chrono::Utc::now();
+    for action in ["in_progress", "completed"] {
+        let (s, _) = w.pacer.webhook("workflow_job", &workflow_job_payload(&job_ref, &me, action, now)).await;
+        assert_eq!(s, 200, "{action}");
+    }
+    w.pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "completed").await;
+
+    // Within the idle timeout the runner may still be on its way out.
+    clock.advance(Duration::from_secs(4 * 60));
+    let report = reconcile(&w.pacer.ports).await.unwrap();
+    assert_eq!(report.count("reaper.job_ended"), 0, "{report:?}");
+    assert!(!gone(&instance_state(&w, &instance).await));
+
+    clock.advance(Duration::from_secs(2 * 60));
+    let report = reconcile(&w.pacer.ports).await.unwrap();
+    assert_eq!(report.count("reaper.job_ended"), 1, "{report:?}");
+    assert!(gone(&instance_state(&w, &instance).await), "its instance is terminated");
+    let (_, runner) = w.pacer.get(&format!("/api/runners/{runner_id}")).await;
+    assert_eq!(runner["state"], "reaped");
+    assert!(runner["error_tail"].as_str().unwrap().contains("never reported /complete"), "{runner}");
+    assert_eq!(pool_active(&w, &pool_id).await, 0, "its capacity is back");
+    let (_, job) = w.pacer.get(&format!("/api/jobs/{job_id}")).await;
+    assert_eq!(job["state"], "completed", "the finished job is left as it is");
+}

@@ -45,6 +45,7 @@ fn runner(pool: &str, job: &Job, at: Time, lived: Option<i64>) -> Runner {
         github_runner_id: None,
         callback_token_id: None,
         error_tail: None,
+        job_ended_at: None,
         created_at: at,
         updated_at: at + Span::seconds(lived.unwrap_or(0)),
         version: 0,

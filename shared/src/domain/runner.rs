@@ -84,6 +84,10 @@ pub struct Runner {
     pub github_runner_id: Option<i64>,
     pub callback_token_id: Option<String>,
     pub error_tail: Option<String>,
+    /// When GitHub said the job this runner ran had ended; a runner still
+    /// live long after is stuck (its `/complete` never came).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_ended_at: Option<Time>,
     pub created_at: Time,
     pub updated_at: Time,
     /// Bumped by every write; each write is conditional on the version it
@@ -132,6 +136,7 @@ mod tests {
             github_runner_id: None,
             callback_token_id: None,
             error_tail: None,
+            job_ended_at: None,
             created_at: at(from),
             updated_at: at(to),
             version: 0,

@@ -198,6 +198,7 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
         github_runner_id: None,
         callback_token_id: Some(token_id),
         error_tail: None,
+        job_ended_at: None,
         created_at: now,
         updated_at: now,
         version: 0,

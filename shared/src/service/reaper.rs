@@ -9,7 +9,8 @@
 //!    pending past the boot deadline → terminated, registration removed, job
 //!    queued again (failed after `reaper.max_attempts`); registered and idle
 //!    past the idle timeout → deregistered, then terminated — never while
-//!    GitHub says busy, never when deregistration failed;
+//!    GitHub says busy, never when deregistration failed; still live past
+//!    the idle timeout after GitHub said its job ended → terminated;
 //! 2. orphans: this deployment's instances no live runner owns, older than
 //!    `reaper.orphan_grace` → terminated (other deployments' are never seen);
 //!    ghosts: GitHub runners named with this deployment's prefix that no
@@ -116,6 +117,13 @@ async fn runners(ports: &Ports, pools: &HashMap<String, Pool>, report: &mut Repo
             reap(ports, report, &runner, "boot_deadline", reason).await?;
         } else if runner.state == RunnerState::Registered && elapsed(now, runner.updated_at) >= pool.spec.idle_timeout {
             idle(ports, report, &runner, pool).await?;
+        } else if let Some(ended) = runner.job_ended_at.filter(|t| elapsed(now, *t) >= pool.spec.idle_timeout) {
+            let reason = format!(
+                "its job ended {}s ago and it never reported /complete (idle timeout {}s)",
+                elapsed(now, ended).as_secs(),
+                pool.spec.idle_timeout.as_secs()
+            );
+            reap(ports, report, &runner, "job_ended", reason).await?;
         }
     }
     Ok(())

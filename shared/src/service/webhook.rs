@@ -265,16 +265,32 @@ async fn progressed(ports: &Ports, ev: &WorkflowJobEvent, to: JobState) -> Servi
     if let Advanced::Refused(current) = advance(ports, &job.id, to, TransitionCause::Webhook, &changes).await? {
         tracing::debug!(job_id = %job.id, at = %current.state, wanted = %to, "late or repeated workflow_job delivery; nothing changed");
     }
-    if let (Some(runner), JobState::Running) = (runner, to) {
-        // The runner is busy with this job, whichever job it was launched for.
-        super::runners::update_runner(ports, &runner.id, |r| {
-            let busy = r.state.can_move_to(RunnerState::Busy);
-            if busy {
-                r.state = RunnerState::Busy;
-            }
-            busy
-        })
-        .await?;
+    match (runner, to) {
+        (Some(runner), JobState::Running) => {
+            // The runner is busy with this job, whichever job it was launched for.
+            super::runners::update_runner(ports, &runner.id, |r| {
+                let busy = r.state.can_move_to(RunnerState::Busy);
+                if busy {
+                    r.state = RunnerState::Busy;
+                }
+                busy
+            })
+            .await?;
+        }
+        (Some(runner), JobState::Completed | JobState::Cancelled) => {
+            // Its job is over: the runner should call /complete and power
+            // off now; the reaper reclaims it if it does not.
+            let now = ports.clock.now();
+            super::runners::update_runner(ports, &runner.id, |r| {
+                let mark = r.state.is_live() && r.job_ended_at.is_none();
+                if mark {
+                    r.job_ended_at = Some(now);
+                }
+                mark
+            })
+            .await?;
+        }
+        _ => {}
     }
     Ok(Outcome::Recorded)
 }

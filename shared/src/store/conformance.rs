@@ -164,6 +164,7 @@ pub fn runner(pool: &Pool, instance_id: &str, at: Time) -> Runner {
         github_runner_id: None,
         callback_token_id: Some("tok".into()),
         error_tail: None,
+        job_ended_at: None,
         created_at: at,
         updated_at: at,
         version: 0,
