@@ -135,11 +135,14 @@ deploy: $(LAMBDA_TOOLS) web
 	echo "pools' instance_profile:    $$(output RunnerInstanceProfileName)"
 
 ## Measure pacer on this machine (issue 8): an optimised build (the `bench`
-## profile: no fat LTO, same target directory), every benchmark, one table
-## on stdout and the same figures in target/bench/results.json. See README
-## "Performance". BENCH_ARGS="--only burst" picks benchmarks.
+## profile: no fat LTO, same target directory) of the bench and of the five
+## functions (their cold starts), every benchmark, one table on stdout and
+## the same figures in target/bench/results.json. Zip sizes come from the
+## last `make package`. See README "Performance". BENCH_ARGS="--only burst"
+## picks benchmarks.
 .PHONY: bench
-bench: tests/node_modules/.package-lock.json
+bench: $(VENV)/.moto-$(MOTO_VERSION) tests/node_modules/.package-lock.json
+	$(CARGO) build --profile bench $(addprefix -p ,$(LAMBDA_FUNCTIONS))
 	$(CARGO) run --profile bench -p pacer-bench -- $(BENCH_ARGS)
 
 check:

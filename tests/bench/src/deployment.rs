@@ -11,11 +11,14 @@ use pacer_shared::calls::Calls;
 use pacer_shared::clock::SystemClock;
 use pacer_shared::config::{Secret, ServerConfig};
 use pacer_shared::domain::Pool;
+use pacer_shared::fleet::Fleet;
 use pacer_shared::fleet::simulated::{SimulatedFleet, SimulatedSettings};
 use pacer_shared::github::offline::OfflineGitHub;
 use pacer_shared::http::AppState;
+use pacer_shared::queue::Queue;
 use pacer_shared::queue::memory::MemoryQueue;
 use pacer_shared::service::{Caller, Ports, Settings, config_objects, dispatch};
+use pacer_shared::store::Store;
 use pacer_shared::store::sqlite::SqliteStore;
 use serde_json::{Map, Value, json};
 
@@ -44,87 +47,97 @@ pub fn instant_fleet() -> SimulatedSettings {
     }
 }
 
+/// pacer's ports on `store` and `queue`, with the bench's settings, the
+/// offline GitHub and no pricing.
+pub fn ports(
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    fleet: Arc<dyn Fleet>,
+    github: Arc<OfflineGitHub>,
+) -> Ports {
+    Ports {
+        store,
+        clock: Arc::new(SystemClock),
+        queue,
+        fleet,
+        github,
+        pricing: Arc::new(pacer_shared::pricing::NoPricing),
+        settings: Arc::new(Settings {
+            deployment: "pacer".into(),
+            callback_url: "http://127.0.0.1:9".into(),
+            callback_secret: Secret::new(CALLBACK_SECRET),
+            webhook_secrets: vec![Secret::new(WEBHOOK_SECRET)],
+            max_attempts: 3,
+            runner_version: RUNNER_VERSION.into(),
+            redrive_after: Duration::from_secs(300),
+            orphan_grace: Duration::from_secs(600),
+            degraded_cooldown: Duration::from_secs(600),
+        }),
+    }
+}
+
+/// What the console's admin would create, through the same use cases:
+/// project `acme` bound to [`REPO`] and one pool of `max_runners` per
+/// architecture. Returns the pools in [`ARCHES`] order.
+pub async fn seed(ports: &Ports, max_runners: u32) -> anyhow::Result<Vec<Pool>> {
+    let admin = Caller::system("bench");
+    let object = |v: Value| -> Map<String, Value> { v.as_object().cloned().expect("an object") };
+    let project = config_objects::create_project(ports, &admin, object(json!({"name": "acme"})))
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the project: {e}"))?;
+    let mut pools = Vec::new();
+    for arch in ARCHES {
+        let body = json!({
+            "project_id": project.id, "name": format!("linux-{arch}"), "labels": ["linux", arch],
+            "instance_types": ["m7g.large"], "subnets": ["subnet-0abc1234"],
+            "security_groups": ["sg-0abc1234"], "ami": "ami-0123456789abcdef0",
+            "market": "on-demand", "max_runners": max_runners,
+        });
+        let pool = config_objects::create_pool(ports, &admin, object(body))
+            .await
+            .map_err(|e| anyhow::anyhow!("creating pool linux-{arch}: {e}"))?;
+        pools.push(pool);
+    }
+    config_objects::create_binding(
+        ports,
+        &admin,
+        object(json!({"repo": REPO, "project_id": project.id})),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("binding {REPO}: {e}"))?;
+    Ok(pools)
+}
+
 pub struct Deployment {
     pub ports: Ports,
     pub store: Arc<SqliteStore>,
     pub queue: Arc<MemoryQueue>,
     pub fleet: Arc<SimulatedFleet>,
     pub github: Arc<OfflineGitHub>,
-    /// The pools by architecture, once seeded.
+    /// The pools by architecture.
     pub pools: Vec<Pool>,
     _dir: tempfile::TempDir,
 }
 
 impl Deployment {
-    /// The embedded adapters on a fresh database, with project `acme` bound
-    /// to [`REPO`] and one pool of `max_runners` per architecture.
+    /// The embedded adapters on a fresh database, [`seed`]ed.
     pub async fn embedded(fleet: SimulatedSettings, max_runners: u32) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("a temporary directory for the database")?;
         let store = Arc::new(SqliteStore::open(&dir.path().join("pacer.db"))?);
         let queue = Arc::new(MemoryQueue::new(Duration::from_secs(300)));
         let fleet = Arc::new(SimulatedFleet::new(fleet));
         let github = Arc::new(OfflineGitHub::new(RUNNER_VERSION));
-        let ports = Ports {
-            store: store.clone(),
-            clock: Arc::new(SystemClock),
-            queue: queue.clone(),
-            fleet: fleet.clone(),
-            github: github.clone(),
-            pricing: Arc::new(pacer_shared::pricing::NoPricing),
-            settings: Arc::new(Settings {
-                deployment: "pacer".into(),
-                callback_url: "http://127.0.0.1:9".into(),
-                callback_secret: Secret::new(CALLBACK_SECRET),
-                webhook_secrets: vec![Secret::new(WEBHOOK_SECRET)],
-                max_attempts: 3,
-                runner_version: RUNNER_VERSION.into(),
-                redrive_after: Duration::from_secs(300),
-                orphan_grace: Duration::from_secs(600),
-                degraded_cooldown: Duration::from_secs(600),
-            }),
-        };
-        let mut deployment = Self {
+        let ports = ports(store.clone(), queue.clone(), fleet.clone(), github.clone());
+        let pools = seed(&ports, max_runners).await?;
+        Ok(Self {
             ports,
             store,
             queue,
             fleet,
             github,
-            pools: Vec::new(),
+            pools,
             _dir: dir,
-        };
-        deployment.seed(max_runners).await?;
-        Ok(deployment)
-    }
-
-    /// What the console's admin would create, through the same use cases.
-    async fn seed(&mut self, max_runners: u32) -> anyhow::Result<()> {
-        let admin = Caller::system("bench");
-        let object =
-            |v: Value| -> Map<String, Value> { v.as_object().cloned().expect("an object") };
-        let project =
-            config_objects::create_project(&self.ports, &admin, object(json!({"name": "acme"})))
-                .await
-                .map_err(|e| anyhow::anyhow!("creating the project: {e}"))?;
-        for arch in ARCHES {
-            let body = json!({
-                "project_id": project.id, "name": format!("linux-{arch}"), "labels": ["linux", arch],
-                "instance_types": ["m7g.large"], "subnets": ["subnet-0abc1234"],
-                "security_groups": ["sg-0abc1234"], "ami": "ami-0123456789abcdef0",
-                "market": "on-demand", "max_runners": max_runners,
-            });
-            let pool = config_objects::create_pool(&self.ports, &admin, object(body))
-                .await
-                .map_err(|e| anyhow::anyhow!("creating pool linux-{arch}: {e}"))?;
-            self.pools.push(pool);
-        }
-        config_objects::create_binding(
-            &self.ports,
-            &admin,
-            object(json!({"repo": REPO, "project_id": project.id})),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("binding {REPO}: {e}"))?;
-        Ok(())
+        })
     }
 
     /// The labels a job for pool `n` (of [`ARCHES`]) asks for.

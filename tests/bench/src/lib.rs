@@ -9,10 +9,12 @@
 //! `make test` keeps the harness working without timing anything.
 
 pub mod burst;
+pub mod cold_start;
 pub mod deployment;
 pub mod measure;
 pub mod payload;
 pub mod webhook;
+pub mod webhook_moto;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -36,6 +38,16 @@ pub struct Sizes {
     pub burst_rounds: usize,
     /// A burst still running after this is reported as it stands.
     pub burst_timeout: Duration,
+    /// Measured webhook events against moto (split into rounds), the
+    /// events of a batch on the same table and queues (new ones for each
+    /// batch), and unmeasured ones first.
+    pub moto_events: usize,
+    pub moto_rounds: usize,
+    pub moto_batch: usize,
+    pub moto_warmup: usize,
+    /// Starts of each function, and how many of the five are started.
+    pub cold_starts: usize,
+    pub cold_functions: usize,
 }
 
 impl Sizes {
@@ -49,6 +61,12 @@ impl Sizes {
             burst_max_runners: 50,
             burst_rounds: 3,
             burst_timeout: Duration::from_secs(300),
+            moto_events: 2_000,
+            moto_rounds: 4,
+            moto_batch: 10,
+            moto_warmup: 50,
+            cold_starts: 11,
+            cold_functions: cold_start::FUNCTIONS.len(),
         }
     }
 
@@ -62,6 +80,12 @@ impl Sizes {
             burst_max_runners: 4,
             burst_rounds: 1,
             burst_timeout: Duration::from_secs(60),
+            moto_events: 6,
+            moto_rounds: 2,
+            moto_batch: 2,
+            moto_warmup: 2,
+            cold_starts: 2,
+            cold_functions: 1,
         }
     }
 }
@@ -139,8 +163,7 @@ pub struct Benchmark {
     pub run: Run,
 }
 
-/// Every benchmark, in table order. Issue 8's parts 2 (the `webhook`
-/// Lambda against moto) and 3 (cold starts) join here as more entries.
+/// Every benchmark, in table order.
 pub fn benchmarks() -> Vec<Benchmark> {
     vec![
         Benchmark {
@@ -152,6 +175,16 @@ pub fn benchmarks() -> Vec<Benchmark> {
             name: "burst",
             what: "1,000-job burst over 3 pools on the instant simulated fleet, and calls per job (parts 4, 5)",
             run: |sizes| Box::pin(burst::run(sizes)),
+        },
+        Benchmark {
+            name: "webhook_moto",
+            what: "the webhook Lambda's router with DynamoDB and SQS on moto_server, beside moto's floor (part 2)",
+            run: |sizes| Box::pin(webhook_moto::run(sizes)),
+        },
+        Benchmark {
+            name: "cold_start",
+            what: "each Lambda binary from spawn to its first answer under the Runtime API stub; zip sizes (part 3)",
+            run: |sizes| Box::pin(cold_start::run(sizes)),
         },
     ]
 }
@@ -246,9 +279,12 @@ pub async fn run(sizes: &Sizes, tiny: bool, only: &[String]) -> anyhow::Result<R
     })
 }
 
-/// Whole numbers and large values without decimals, small ones with two.
+/// Whole numbers and large values without decimals, small ones with two;
+/// a dash for a figure that could not be measured here.
 fn number(v: f64) -> String {
-    if v == v.trunc() || v.abs() >= 100.0 {
+    if v.is_nan() {
+        "—".into()
+    } else if v == v.trunc() || v.abs() >= 100.0 {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")
@@ -375,6 +411,27 @@ mod tests {
         assert!(value("calls.queue_sends") >= 1.0);
         assert_eq!(value("calls.ec2"), 1.0, "one launch per job, nothing else");
         assert_eq!(value("calls.github"), 1.0, "one JIT config per job");
+        // And the webhook went through the Lambda's router to moto, beside moto's floor
+        for name in [
+            "moto.floor.p50",
+            "moto.floor.p99",
+            "webhook.lambda.p50",
+            "webhook.lambda.p99",
+        ] {
+            assert!(value(name) > 0.0, "{name}");
+        }
+        assert!(
+            value("webhook.lambda.aws_calls") >= 2.0,
+            "at least the conditional put and the send"
+        );
+        // And the webhook binary started, with its secret look-ups and memory
+        for name in [
+            "cold.webhook.start",
+            "cold.webhook.secrets",
+            "cold.webhook.rss",
+        ] {
+            assert!(value(name) > 0.0, "{name}");
+        }
 
         // And the table and the JSON carry every figure
         let printed = table(&report);

@@ -40,11 +40,12 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 }
 
 /// Where a binary of this workspace built with the running executable's
-/// profile lies: beside it, or one level up from a test binary in `deps/`.
+/// profile lies: beside it, or one level up from a test binary in `deps/`
+/// or an example in `examples/`.
 pub fn sibling_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the running executable's path");
     let mut dir = exe.parent().expect("a directory").to_path_buf();
-    if dir.file_name().is_some_and(|n| n == "deps") {
+    if dir.file_name().is_some_and(|n| n == "deps" || n == "examples") {
         dir.pop();
     }
     dir.join(name)
