@@ -255,7 +255,7 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
             .spread(spread(&|r| micros(r.webhook_cpu) / r.webhook.len() as f64))
             .note("CPU time of this process per event (pacer and the AWS SDK; moto's own not counted)"),
         Figure::new("webhook.lambda.aws_calls", per_event(requests), "per event").note(format!(
-            "AWS requests per event: {} DynamoDB reads, {} DynamoDB writes, {} SQS sends",
+            "AWS requests per event: DynamoDB reads {}, DynamoDB writes {}, SQS sends {}",
             per_event(calls.store_reads),
             per_event(calls.store_writes),
             per_event(calls.queue_sends)
