@@ -189,7 +189,7 @@ async fn the_webhook_function_takes_a_signed_delivery_from_api_gateway() {
     let job_id = cloud.queue_job(4001, "acme/app", &["self-hosted", "linux"]).await;
     let job = cloud.ports.store.get_job(&job_id).await.unwrap().expect("the job is in DynamoDB");
     assert_eq!(job.state, JobState::Queued);
-    assert_eq!(cloud.queued_messages().await, [job_id.clone()]);
+    assert_eq!(cloud.queued_messages().await, [job_id]);
     cloud.sqs.purge_queue().queue_url(&cloud.queue_url).send().await.unwrap();
 
     // API Gateway may hand the body over base64-encoded; the signature is
