@@ -49,9 +49,12 @@ web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 
 ## The console in Debian's Chromium (playwright-core) against the real binary
 ## on a fresh store; screenshots of every page go to web/test-results/.
+## Each test may take 5 minutes and the runner exits when the last one ends,
+## so nothing left running can hold CI; the whole suite takes about 3 minutes,
+## and `timeout` stops it (and fails) at 20.
 test-browser: web apt-deps tests/node_modules/.package-lock.json
 	$(CARGO) build -p pacer
-	PACER_BIN=$(CARGO_TARGET_DIR)/debug/pacer npm test --prefix web
+	PACER_BIN=$(CARGO_TARGET_DIR)/debug/pacer timeout --kill-after=30s 20m npm test --prefix web
 
 ## The test dependencies: a Python venv with moto_server (AWS APIs), npm
 ## packages under tests/, Debian's shellcheck and pebble (a test ACME CA).

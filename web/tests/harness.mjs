@@ -48,6 +48,20 @@ export function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** How long the OpenID Provider may take to print its ready line (it takes well under a second here). */
+const PROVIDER_START_TIMEOUT_MS = 60_000;
+
+/** A live child's scheduler state and kernel wait channel, from /proc; '' when it is gone. */
+function processState(pid) {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8').match(/^State:\s*(.*)$/m)?.[1] ?? '?';
+    const wchan = readFileSync(`/proc/${pid}/wchan`, 'utf8') || '-';
+    return ` (process ${pid}: state ${status}, waiting in ${wchan})`;
+  } catch {
+    return '';
+  }
+}
+
 /** The environment for a child, without any PACER_* the caller's shell happens to carry. */
 function cleanEnv(extra = {}) {
   const env = {};
@@ -209,10 +223,11 @@ export async function startOidcProvider({ redirectUri, account }) {
   const clientId = 'pacer-console';
   const clientSecret = randomBytes(24).toString('hex');
   const config = join(dir, 'provider.json');
+  // Port 0: the provider binds a free port itself and reports it, as in the Rust SSO tests.
   writeFileSync(
     config,
     JSON.stringify({
-      port: await freePort(),
+      port: 0,
       client: { client_id: clientId, client_secret: clientSecret, redirect_uris: [redirectUri] },
       accounts: [account],
     }),
@@ -224,32 +239,49 @@ export async function startOidcProvider({ redirectUri, account }) {
   });
   children.add(child);
   let stderr = '';
+  let stdout = '';
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (d) => (stderr += d));
   child.stdout.setEncoding('utf8');
-  const ready = await new Promise((resolveReady, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`the OpenID Provider did not start:\n${stderr}`)), 30_000);
-    child.stdout.on('data', (d) => {
-      out += d;
-      for (const line of out.split('\n')) {
-        if (!line.startsWith('{')) continue;
-        try {
-          const msg = JSON.parse(line);
-          if (msg.ready) {
-            clearTimeout(timer);
-            resolveReady(msg);
+  const startedAt = Date.now();
+  let ready;
+  try {
+    ready = await new Promise((resolveReady, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`did not print its ready line within ${PROVIDER_START_TIMEOUT_MS / 1000} s`)),
+        PROVIDER_START_TIMEOUT_MS,
+      );
+      child.stdout.on('data', (d) => {
+        stdout += d;
+        for (const line of stdout.split('\n')) {
+          if (!line.startsWith('{')) continue;
+          try {
+            const msg = JSON.parse(line);
+            if (msg.ready) {
+              clearTimeout(timer);
+              resolveReady(msg);
+            }
+          } catch {
+            // a partial line
           }
-        } catch {
-          // a partial line
         }
-      }
+      });
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`exited (${signal ?? code})`));
+      });
     });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the OpenID Provider exited with ${code}:\n${stderr}`));
-    });
-  });
+  } catch (e) {
+    // Say where it was stuck before killing it, so a failure far away can be read.
+    const where = processState(child.pid);
+    child.kill('SIGKILL');
+    children.delete(child);
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(
+      `the OpenID Provider (tests/oidc/provider.mjs) ${e.message} after ${Date.now() - startedAt} ms${where}\n` +
+        `stdout:\n${stdout}\nstderr:\n${stderr}`,
+    );
+  }
   return {
     issuer: ready.issuer,
     clientId,
