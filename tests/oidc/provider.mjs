@@ -23,7 +23,7 @@
 // (conformIdTokenClaims: false): `openid email profile groups` gives sub, email, email_verified,
 // the standard profile claims the account has, and every other extra claim (groups,
 // cognito:groups, roles, …) under the `groups` scope. Fresh RSA signing key and cookie keys per
-// start. Errors are logged to stderr.
+// start. Errors, and the steps of its start, are logged to stderr.
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -101,6 +101,9 @@ function accountClaims(account) {
   return claims;
 }
 
+// Progress goes to stderr, which the harnesses show only when a start fails.
+const step = (what) => process.stderr.write(`provider.mjs: ${what} (${Math.round(process.uptime() * 1000)} ms)\n`);
+step('config read; generating the RSA signing key');
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const signingKey = {
   ...privateKey.export({ format: 'jwk' }),
@@ -124,8 +127,10 @@ process.stdin.resume();
 
 server.on('error', (err) => fail(`cannot listen on 127.0.0.1:${port}: ${err.message}`));
 
+step(`signing key ready; listening on 127.0.0.1:${port}`);
 server.listen(port, '127.0.0.1', () => {
   const actualPort = server.address().port;
+  step(`listening on 127.0.0.1:${actualPort}; starting oidc-provider`);
   const issuer = `http://127.0.0.1:${actualPort}`;
 
   const provider = new Provider(issuer, {
