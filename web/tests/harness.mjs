@@ -213,12 +213,23 @@ export async function startPacer({ oidc = null, port = null, bootDelay = '1s', j
 
 /**
  * The OpenID Provider of the Rust SSO tests (tests/oidc/provider.mjs, npm
- * oidc-provider) with one client for `pacerBase` and one verified account.
+ * oidc-provider) with one client for `redirectUri` and one verified account.
+ * A provider that does not come up is killed and started once more (it once
+ * stuck in CI before listening, never here); the first failure is printed.
  */
 export async function startOidcProvider({ redirectUri, account }) {
   if (!existsSync(join(TESTS_NODE_MODULES, 'oidc-provider'))) {
     throw new Error('tests/node_modules has no oidc-provider: run `npm ci --prefix tests` (make test-deps does)');
   }
+  try {
+    return await startOidcProviderOnce({ redirectUri, account });
+  } catch (first) {
+    process.stderr.write(`${first.message}\nstarting it once more\n`);
+    return startOidcProviderOnce({ redirectUri, account });
+  }
+}
+
+async function startOidcProviderOnce({ redirectUri, account }) {
   const dir = mkdtempSync(join(tmpdir(), 'pacer-idp-'));
   const clientId = 'pacer-console';
   const clientSecret = randomBytes(24).toString('hex');
