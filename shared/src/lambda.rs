@@ -20,7 +20,7 @@ use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::{json, Value};
 use tracing::Instrument as _;
 
-use crate::config::{Config, LogFormat, LogOutput, Secret};
+use crate::config::{Config, LogFormat, LogOutput, Role, Secret};
 use crate::http::{console, AppState};
 use crate::queue::Delivery;
 use crate::runtime::{self, LogGuard};
@@ -54,21 +54,26 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn name(self) -> &'static str {
+    /// What the function's configuration is loaded for: the secrets it must hold.
+    pub fn role(self) -> Role {
         match self {
-            Kind::Webhook => "webhook",
-            Kind::Runner => "runner",
-            Kind::Api => "api",
-            Kind::Orchestrator => "orchestrator",
-            Kind::Reaper => "reaper",
+            Kind::Webhook => Role::Webhook,
+            Kind::Runner => Role::Runner,
+            Kind::Api => Role::Api,
+            Kind::Orchestrator => Role::Orchestrator,
+            Kind::Reaper => Role::Reaper,
         }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.role().name()
     }
 }
 
 /// A function's whole life: boot once, then answer events until Lambda
 /// stops the process. This is all a function's `main` calls.
 pub async fn run(kind: Kind) -> Result<(), Error> {
-    let function = match boot(kind.name()).await {
+    let function = match boot(kind).await {
         Ok(function) => function,
         Err(e) => {
             // Lambda shows stderr in the function's log; say it plainly
@@ -97,10 +102,11 @@ pub struct Function {
 /// The cold start: configuration from `PACER_*` (the loader local mode
 /// uses, without a file), JSON logs, secrets resolved once, every client
 /// built once.
-pub async fn boot(name: &'static str) -> Result<Function, Error> {
+pub async fn boot(kind: Kind) -> Result<Function, Error> {
     let started = Instant::now();
+    let name = kind.name();
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let mut cfg = Config::load(None, &env)?;
+    let mut cfg = Config::load_for(kind.role(), None, &env)?;
     // CloudWatch reads one JSON object per line; colour codes would be noise.
     cfg.logging.format = LogFormat::Json;
     cfg.logging.output = LogOutput::Stdout;

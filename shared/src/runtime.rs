@@ -114,6 +114,10 @@ pub fn build_github(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<d
     if cfg.github.disabled {
         return Ok(Arc::new(OfflineGitHub::new(&cfg.runner.version)));
     }
+    // Validation let the key be left out only where the role never calls GitHub.
+    if cfg.github.private_key.is_none() && cfg.github.private_key_path.is_none() && !cfg.role.calls_github() {
+        return Ok(Arc::new(crate::github::absent::NoAppKey { role: cfg.role }));
+    }
     Ok(Arc::new(RestGitHub::new(&cfg.github, &cfg.runner.version, clock)?))
 }
 
@@ -177,8 +181,9 @@ pub fn settings(cfg: &Config) -> Settings {
         deployment: cfg.deployment.name.clone(),
         callback_url: callback_url(cfg),
         callback_secret: cfg.github.callback_hmac_secret.clone().unwrap_or_else(|| {
-            // Only reachable with github.disabled and no secret configured:
-            // a per-process secret keeps callbacks signed all the same.
+            // Reachable with github.disabled and no secret configured (a
+            // per-process secret keeps callbacks signed all the same), and in
+            // the functions that neither mint nor verify callback tokens.
             Secret::new(hex::encode(rand::random::<[u8; 32]>()))
         }),
         webhook_secrets: [&cfg.github.webhook_secret, &cfg.github.webhook_secret_previous]

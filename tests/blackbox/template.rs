@@ -15,7 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_dynamodb::Client;
-use pacer_shared::config::Config;
+use pacer_shared::config::{Config, Role};
+use pacer_shared::lambda::Kind;
 use pacer_shared::service::dispatch::POISON_RECEIVES;
 use pacer_shared::store::dynamodb::DynamoStore;
 use serde_norway::{Mapping, Value};
@@ -33,6 +34,18 @@ const FUNCTIONS: [(&str, &str); 5] = [
     ("OrchestratorFunction", "orchestrator"),
     ("ReaperFunction", "reaper"),
 ];
+
+/// The function a template resource runs.
+fn kind_of(function: &str) -> Kind {
+    match function {
+        "WebhookFunction" => Kind::Webhook,
+        "ApiFunction" => Kind::Api,
+        "RunnerFunction" => Kind::Runner,
+        "OrchestratorFunction" => Kind::Orchestrator,
+        "ReaperFunction" => Kind::Reaper,
+        other => panic!("{other} is not one of pacer's functions"),
+    }
+}
 
 /// The parameters of a deployment with every option at its default.
 fn defaults() -> Vec<(&'static str, &'static str)> {
@@ -152,7 +165,7 @@ fn every_function_environment_is_a_configuration_pacer_accepts() {
 
             // Then pacer's own loader accepts it as a whole configuration…
             let vars: Vec<(String, String)> = env.clone().into_iter().collect();
-            let cfg = Config::load(None, &vars)
+            let cfg = Config::load_for(kind_of(function).role(), None, &vars)
                 .unwrap_or_else(|e| panic!("{function} with {parameters:?} would not start: {e}"));
             assert_eq!(cfg.aws.region, REGION, "{function}: the function's own region");
             assert_eq!(cfg.database.table, format!("ref-{}", "StateTable"));
@@ -192,6 +205,27 @@ fn runners_and_github_use_the_api_gateway_url_and_people_the_console_url() {
     assert_eq!(env["PACER_SERVER_PUBLIC_URL"], "https://pacer.example.com");
     assert_eq!(env["PACER_AUTH_OIDC_REDIRECT_URL"], "https://pacer.example.com/api/auth/oidc/callback");
     assert_eq!(custom.output("ConsoleUrl"), "https://pacer.example.com");
+}
+
+#[test]
+fn each_function_is_given_only_the_secrets_its_own_work_needs() {
+    // Every role-dependent secret, as the variable that names it.
+    let core = Role::Serve.secret_env_vars();
+    for parameters in [defaults(), everything_on()] {
+        let stack = Stack::new(&parameters);
+        for (function, _) in FUNCTIONS {
+            let env = stack.environment(function);
+            let given: Vec<String> = core.iter().filter(|var| env.contains_key(*var)).cloned().collect();
+            assert_eq!(given, kind_of(function).role().secret_env_vars(), "{function} with {parameters:?}");
+        }
+    }
+    // The orchestrator, which only launches, cannot read the App key at all.
+    let stack = Stack::new(&defaults());
+    assert!(!stack
+        .role_statements(&stack.role_of("OrchestratorFunction"))
+        .iter()
+        .flat_map(|s| &s.resources)
+        .any(|r| r.contains("github-private-key")));
 }
 
 // ---------------------------------------------------------------------- IAM

@@ -1307,3 +1307,84 @@ fn the_docs_describe_every_key_with_its_variable() {
         );
     }
 }
+
+// ----------------------------------------------------------------------------- roles and secrets
+
+/// The secrets of a deployment with GitHub and console auth on, by environment variable.
+const ROLE_SECRETS: [(&str, &str); 4] = [
+    ("PACER_GITHUB_WEBHOOK_SECRET", "github.webhook_secret"),
+    ("PACER_GITHUB_CALLBACK_HMAC_SECRET", "github.callback_hmac_secret"),
+    ("PACER_GITHUB_PRIVATE_KEY", "github.private_key"),
+    ("PACER_AUTH_JWT_SECRET", "auth.jwt_secret"),
+];
+
+/// A function's environment (no file, as in Lambda) holding every secret but `without`.
+fn role_env(without: Option<&str>) -> Vec<(String, String)> {
+    let mut vars = env(&[
+        ("PACER_AWS_DISABLED", "true"),
+        ("PACER_FLEET_ENGINE", "simulated"),
+        ("PACER_GITHUB_APP_ID", "12345"),
+    ]);
+    let values = [
+        "webhook-secret",
+        CALLBACK_SECRET,
+        FAKE_PEM,
+        JWT_SECRET,
+    ];
+    for ((name, _), value) in ROLE_SECRETS.iter().zip(values) {
+        if Some(*name) != without {
+            vars.push((name.to_string(), value.to_string()));
+        }
+    }
+    vars
+}
+
+#[test]
+fn each_role_requires_only_the_secrets_of_its_own_work() {
+    let roles = [Role::Serve, Role::Webhook, Role::Runner, Role::Api, Role::Orchestrator, Role::Reaper];
+    let mut refused = 0;
+    for role in roles {
+        let all = Config::load_for(role, None, &role_env(None)).unwrap();
+        assert_eq!(all.role, role);
+        for (var, key) in ROLE_SECRETS {
+            let loaded = Config::load_for(role, None, &role_env(Some(var)));
+            if role.needs_secret(key) {
+                let err = loaded.expect_err(&format!("{} without {key}", role.name()));
+                // Without either form of the App key, the error points at the file form.
+                assert_names_key(&err, if key == "github.private_key" { "github.private_key_path" } else { key });
+                let who = if role == Role::Serve { "pacer ".to_string() } else { format!("the {} function ", role.name()) };
+                assert!(err.to_string().contains(&who), "{err}");
+                refused += 1;
+            } else {
+                let cfg = loaded.unwrap_or_else(|e| panic!("{} without {key}: {e}", role.name()));
+                assert_eq!(cfg.role, role);
+            }
+        }
+    }
+    // serve needs all four; webhook 2 (webhook, key), runner 2 (callback, key), api 2 (key, jwt),
+    // orchestrator 1 (callback), reaper 1 (key).
+    assert_eq!(refused, 4 + 2 + 2 + 2 + 1 + 1);
+}
+
+#[test]
+fn a_secret_a_role_does_not_need_is_still_checked_when_given() {
+    let mut vars = role_env(None);
+    vars.retain(|(name, _)| name != "PACER_AUTH_JWT_SECRET");
+    vars.push(("PACER_AUTH_JWT_SECRET".into(), "short".into()));
+    let err = Config::load_for(Role::Webhook, None, &vars).unwrap_err();
+    assert_names_key(&err, "auth.jwt_secret");
+}
+
+#[test]
+fn sso_needs_its_client_secret_only_where_the_console_is_served() {
+    let mut vars = role_env(None);
+    vars.extend(env(&[
+        ("PACER_SERVER_PUBLIC_URL", "https://pacer.example.com"),
+        ("PACER_AUTH_OIDC_ENABLED", "true"),
+        ("PACER_AUTH_OIDC_ISSUER", "https://idp.example.com"),
+        ("PACER_AUTH_OIDC_CLIENT_ID", "pacer"),
+        ("PACER_AUTH_OIDC_REDIRECT_URL", "https://pacer.example.com/api/auth/oidc/callback"),
+    ]));
+    assert_names_key(&Config::load_for(Role::Api, None, &vars).unwrap_err(), "auth.oidc.client_secret");
+    Config::load_for(Role::Reaper, None, &vars).unwrap();
+}

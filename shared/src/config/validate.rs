@@ -5,7 +5,7 @@
 //! are checked for their shape before resolution and for their content after it, which is why
 //! there are two phases.
 
-use super::Config;
+use super::{Config, Role};
 use super::error::ConfigError;
 use super::secret::Secret;
 use super::sections::{
@@ -38,12 +38,12 @@ pub(crate) fn validate(cfg: &Config, phase: Phase) -> Check {
     secret_references(cfg, phase)?;
     server(&cfg.server)?;
     deployment_name(&cfg.deployment.name)?;
-    github(&cfg.github, phase)?;
+    github(&cfg.github, cfg.role, phase)?;
     aws(cfg)?;
     store_and_queue(cfg)?;
     runner_version(&cfg.runner.version)?;
     timings(cfg)?;
-    auth(&cfg.auth, phase)?;
+    auth(&cfg.auth, cfg.role, phase)?;
     Ok(())
 }
 
@@ -184,7 +184,7 @@ fn deployment_name(name: &str) -> Check {
 
 // ---------------------------------------------------------------------------------------- github
 
-fn github(github: &GithubConfig, phase: Phase) -> Check {
+fn github(github: &GithubConfig, role: Role, phase: Phase) -> Check {
     check_http_url("github.api_url", &github.api_url)?;
 
     // Secrets given are checked even while GitHub is off, so turning it on later holds no surprise.
@@ -228,16 +228,34 @@ fn github(github: &GithubConfig, phase: Phase) -> Check {
         }
         Some(_) => {}
     }
-    if github.webhook_secret.is_none() {
+    if github.webhook_secret.is_none() && role.verifies_webhooks() {
         return Err(invalid(
             "github.webhook_secret",
-            "required unless github.disabled is true: pacer will not accept webhooks it cannot verify",
+            format!(
+                "required unless github.disabled is true: {}",
+                role.needs("will not accept webhooks it cannot verify")
+            ),
         ));
     }
-    if github.callback_hmac_secret.is_none() {
+    if github.callback_hmac_secret.is_none() && role.signs_callbacks() {
         return Err(invalid(
             "github.callback_hmac_secret",
-            "required unless github.disabled is true (generate one with: openssl rand -hex 32)",
+            format!(
+                "required unless github.disabled is true: {} (generate one with: openssl rand -hex 32)",
+                role.needs("signs runner callbacks with it")
+            ),
+        ));
+    }
+    if github.private_key.is_none() && github.private_key_path.is_none() {
+        if !role.calls_github() {
+            return Ok(());
+        }
+        return Err(invalid(
+            "github.private_key_path",
+            format!(
+                "required unless github.disabled is true: {} (or give the PEM itself in github.private_key)",
+                role.needs("calls GitHub as the App")
+            ),
         ));
     }
     github_private_key(github, phase)
@@ -404,11 +422,14 @@ fn timings(cfg: &Config) -> Check {
 
 // ------------------------------------------------------------------------------------------ auth
 
-fn auth(auth: &AuthConfig, phase: Phase) -> Check {
-    if !auth.disabled && auth.jwt_secret.is_none() {
+fn auth(auth: &AuthConfig, role: Role, phase: Phase) -> Check {
+    if !auth.disabled && auth.jwt_secret.is_none() && role.serves_console() {
         return Err(invalid(
             "auth.jwt_secret",
-            "required unless auth.disabled is true (generate one with: openssl rand -hex 32)",
+            format!(
+                "required unless auth.disabled is true: {} (generate one with: openssl rand -hex 32)",
+                role.needs("signs console sessions with it")
+            ),
         ));
     }
     check_signing_secret("auth.jwt_secret", auth.jwt_secret.as_ref(), phase)?;
@@ -424,10 +445,10 @@ fn auth(auth: &AuthConfig, phase: Phase) -> Check {
             format!("{:?} is not an email address", auth.local.email),
         ));
     }
-    oidc(&auth.oidc, phase)
+    oidc(&auth.oidc, role, phase)
 }
 
-fn oidc(oidc: &OidcConfig, phase: Phase) -> Check {
+fn oidc(oidc: &OidcConfig, role: Role, phase: Phase) -> Check {
     // The shapes of the allow-lists are checked even while OIDC is off: they are wrong either way.
     for (index, email) in oidc.allowed_emails.iter().enumerate() {
         let key = format!("auth.oidc.allowed_emails[{index}]");
@@ -490,7 +511,7 @@ fn oidc(oidc: &OidcConfig, phase: Phase) -> Check {
     if oidc.client_id.as_deref().is_none_or(str::is_empty) {
         return Err(required("auth.oidc.client_id"));
     }
-    if oidc.client_secret.is_none() {
+    if oidc.client_secret.is_none() && role.serves_console() {
         return Err(required("auth.oidc.client_secret"));
     }
     let redirect = oidc

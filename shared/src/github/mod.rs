@@ -18,6 +18,7 @@ use webhook::{
 };
 
 
+pub mod absent;
 pub mod offline;
 pub mod rest;
 pub mod webhook;

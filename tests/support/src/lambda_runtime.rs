@@ -422,4 +422,13 @@ impl Deployment {
             config,
         }
     }
+
+    /// The configuration without the secrets `role` does not need, as the
+    /// template gives each function only its own.
+    pub fn config_for(&self, role: pacer_shared::config::Role) -> Vec<(&'static str, String)> {
+        let needed = role.secret_env_vars();
+        let all = pacer_shared::config::Role::Serve.secret_env_vars();
+        let unneeded = |var: &str| all.iter().any(|v| v == var) && !needed.iter().any(|v| v == var);
+        self.config.iter().filter(|(var, _)| !unneeded(var)).cloned().collect()
+    }
 }
