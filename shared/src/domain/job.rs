@@ -103,8 +103,10 @@ pub fn transition_allowed(from: JobState, to: JobState, cause: TransitionCause) 
     }
     match cause {
         // The only backward moves: a claim or launch that did not lead to a
-        // running job goes back to the queue. Once running, never.
-        TransitionCause::Orchestrator | TransitionCause::Reaper
+        // running job goes back to the queue — given back by the orchestrator,
+        // the reaper, or a runner reporting that its bootstrap failed. Once
+        // running, never; and GitHub's news only ever moves a job forward.
+        TransitionCause::Orchestrator | TransitionCause::Reaper | TransitionCause::Runner
             if matches!(from, Claimed | Starting) && to == Queued =>
         {
             true
@@ -231,15 +233,16 @@ mod tests {
     }
 
     #[test]
-    fn only_the_orchestrator_and_reaper_give_a_job_back_and_never_once_running() {
+    fn a_job_is_given_back_only_by_pacer_and_its_runners_and_never_once_running() {
         for from in [Claimed, Starting] {
             assert!(transition_allowed(from, Queued, Orchestrator));
             assert!(transition_allowed(from, Queued, Reaper));
+            assert!(transition_allowed(from, Queued, Runner), "a runner whose bootstrap failed");
             assert!(!transition_allowed(from, Queued, Webhook));
-            assert!(!transition_allowed(from, Queued, Runner));
         }
-        assert!(!transition_allowed(Running, Queued, Reaper));
-        assert!(!transition_allowed(Running, Queued, Orchestrator));
+        for c in [Orchestrator, Reaper, Runner] {
+            assert!(!transition_allowed(Running, Queued, c));
+        }
     }
 
     #[test]

@@ -268,7 +268,7 @@ pub async fn error(ports: &Ports, token: &str, log_tail: &str) -> Result<(), Cal
         }
     }
     if let Some(job_id) = &failed.job_id {
-        retry_job_after_failed_runner(ports, job_id, &failed, TransitionCause::Orchestrator).await?;
+        retry_job_after_failed_runner(ports, job_id, &failed, TransitionCause::Runner).await?;
     }
     Ok(())
 }
