@@ -41,6 +41,7 @@ async fn pacer_with_a_faulty_fleet() -> LocalPacer {
         register_tries: 5,
         retry_delay: Duration::from_millis(50),
         launch_failure_rate: FAILURE_RATE,
+        bootstrap_failure_rate: 0.0,
     }));
     ports.fleet = fleet.clone();
     LocalPacer::serve(ports, fleet, dir).await

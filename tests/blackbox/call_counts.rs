@@ -73,6 +73,7 @@ async fn the_simulated_fleet_and_offline_github_count_what_ec2_and_github_would_
         register_tries: 1,
         retry_delay: Duration::ZERO,
         launch_failure_rate: 0.0,
+        bootstrap_failure_rate: 0.0,
     });
     let acme = project("acme", t0());
     let request = LaunchRequest {

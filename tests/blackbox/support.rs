@@ -43,6 +43,7 @@ pub fn local_ports(dir: &std::path::Path) -> (Ports, Arc<SimulatedFleet>) {
         register_tries: 5,
         retry_delay: Duration::from_millis(50),
         launch_failure_rate: 0.0,
+        bootstrap_failure_rate: 0.0,
     }));
     let ports = Ports {
         store: Arc::new(store),

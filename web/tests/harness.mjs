@@ -99,9 +99,10 @@ async function stopChild(child, name) {
  * Starts `pacer serve` on a fresh store. `oidc` (from startOidcProvider)
  * turns SSO on, which turns local login off; `port` is for a caller that
  * had to name pacer's address before it started (the IdP's redirect URI);
- * `reaper` sets `reaper.*` keys.
+ * `bootstrapFailurePercent` makes that share of simulated runners fail
+ * their bootstrap; `reaper` sets `reaper.*` keys.
  */
-export async function startPacer({ oidc = null, port = null, bootDelay = '1s', jobTime = '12s', loginRateLimit = '10/5m', reaper = null } = {}) {
+export async function startPacer({ oidc = null, port = null, bootDelay = '1s', jobTime = '12s', bootstrapFailurePercent = 0, loginRateLimit = '10/5m', reaper = null } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'pacer-web-'));
   port ??= await freePort();
   const base = `http://127.0.0.1:${port}`;
@@ -122,6 +123,7 @@ export async function startPacer({ oidc = null, port = null, bootDelay = '1s', j
     '  simulated:',
     `    boot_delay: ${bootDelay}`,
     `    job_time: ${jobTime}`,
+    `    bootstrap_failure_percent: ${bootstrapFailurePercent}`,
     'github:',
     '  disabled: true',
     `  webhook_secret: "${webhookSecret}"`,

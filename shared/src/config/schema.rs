@@ -196,6 +196,8 @@ pub(crate) const KEYS: &[Key] = &[
     key("fleet.simulated.boot_delay", Duration, "2s",
         "How long a simulated instance takes to boot and register."),
     key("fleet.simulated.job_time", Duration, "10s", "How long a simulated runner spends on its job."),
+    key("fleet.simulated.bootstrap_failure_percent", Integer, "0",
+        "Share of simulated instances (0 to 100, evenly spread) whose bootstrap fails and reports an error tail, to see how pacer handles it."),
     // runner
     key("runner.version", Text, "latest",
         "Actions runner release to install: `latest` (looked up on GitHub, cached) or a pin like `2.321.0`."),

@@ -288,6 +288,7 @@ pub struct SimulatedFleetConfig {
     pub boot_delay: Duration,
     #[serde(with = "go_duration")]
     pub job_time: Duration,
+    pub bootstrap_failure_percent: u32,
 }
 
 impl Default for SimulatedFleetConfig {
@@ -295,6 +296,7 @@ impl Default for SimulatedFleetConfig {
         Self {
             boot_delay: Duration::from_secs(2),
             job_time: Duration::from_secs(10),
+            bootstrap_failure_percent: 0,
         }
     }
 }

@@ -410,6 +410,12 @@ fn timings(cfg: &Config) -> Check {
     positive("reaper.interval", cfg.reaper.interval)?;
     positive("reaper.redrive_after", cfg.reaper.redrive_after)?;
     positive("reaper.orphan_grace", cfg.reaper.orphan_grace)?;
+    if cfg.fleet.simulated.bootstrap_failure_percent > 100 {
+        return Err(invalid(
+            "fleet.simulated.bootstrap_failure_percent",
+            format!("must be between 0 and 100 (got {})", cfg.fleet.simulated.bootstrap_failure_percent),
+        ));
+    }
     if !(1..=20).contains(&cfg.reaper.max_attempts) {
         return Err(invalid(
             "reaper.max_attempts",

@@ -19,7 +19,10 @@
 //! on a fixed schedule rather than at random — the n-th launch that would
 //! start an instance fails when ⌊n·r⌋ > ⌊(n−1)·r⌋ — so any N launches hold
 //! exactly ⌊N·r⌋ failures (r = 0.05: the 20th, 40th, 60th…), and a test
-//! reads the same on every run. See [`injected_failure`].
+//! reads the same on every run. See [`injected_failure`]. Bootstraps fail
+//! on the same kind of schedule with `fleet.simulated.bootstrap_failure_percent`:
+//! the instance stops before registering and reports its log tail to
+//! `/api/runner/error`, as `bootstrap.sh` does when it cannot go on.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +66,10 @@ pub struct SimulatedSettings {
     /// [`FleetError::NoCapacity`], on the deterministic schedule of
     /// [`injected_failure`]. Only tests set it.
     pub launch_failure_rate: f64,
+    /// The share of booted instances whose bootstrap fails before they
+    /// register, reporting a log tail to `/api/runner/error` as the script
+    /// does, on the same schedule (`fleet.simulated.bootstrap_failure_percent`).
+    pub bootstrap_failure_rate: f64,
 }
 
 impl SimulatedSettings {
@@ -80,6 +87,7 @@ impl SimulatedSettings {
             register_tries: 5,
             retry_delay: Duration::from_millis(500),
             launch_failure_rate: 0.0,
+            bootstrap_failure_rate: f64::from(cfg.bootstrap_failure_percent) / 100.0,
         }
     }
 }
@@ -124,6 +132,8 @@ struct Counters {
     failed: AtomicU64,
     /// Launches that would start an instance, counted for the fault schedule.
     launch_calls: AtomicU64,
+    /// Bootstraps begun, counted for the bootstrap fault schedule.
+    bootstraps: AtomicU64,
     launch_failures: AtomicU64,
 }
 
@@ -356,6 +366,15 @@ impl SimulatedRunner<'_> {
         let settings = user_data::parse(&self.req.user_data).context("reading the user data")?;
         let base = self.inner.base_url(&settings.url);
         self.note(format!("bootstrapping against {base}"));
+        let n = self.inner.counters.bootstraps.fetch_add(1, Ordering::Relaxed) + 1;
+        if injected_failure(n, self.inner.settings.bootstrap_failure_rate) {
+            // What a broken image or a blocked download looks like from the
+            // script: it stops before registering and sends its log tail.
+            self.note("downloading the actions/runner release");
+            self.note("FAILED: simulated bootstrap failure (fleet.simulated.bootstrap_failure_percent)");
+            self.report_error(&base, &settings.token).await;
+            bail!("simulated bootstrap failure");
+        }
         let registration = match self.register(&base, &settings.token).await {
             Ok(r) => r,
             Err(e) => {

@@ -44,6 +44,7 @@ pub fn instant_fleet() -> SimulatedSettings {
         register_tries: 5,
         retry_delay: Duration::from_millis(50),
         launch_failure_rate: 0.0,
+        bootstrap_failure_rate: 0.0,
     }
 }
 

@@ -129,6 +129,7 @@ fn settings() -> SimulatedSettings {
         register_tries: 2,
         retry_delay: Duration::from_millis(10),
         launch_failure_rate: 0.0,
+        bootstrap_failure_rate: 0.0,
     }
 }
 
@@ -385,4 +386,32 @@ async fn a_fleet_without_a_failure_rate_never_refuses() {
     for instance in fleet.list_instances().await.unwrap() {
         fleet.terminate(&instance.instance_id).await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn with_a_bootstrap_failure_rate_every_second_instance_reports_its_log_tail_and_never_registers() {
+    // Given a fleet whose bootstraps fail half the time (the 2nd, 4th, …)
+    let pacer = StubPacer::start(StatusCode::OK, offline_jit().await).await;
+    let fleet = SimulatedFleet::new(SimulatedSettings { bootstrap_failure_rate: 0.5, ..settings() });
+    fleet.set_pacer_url(&pacer.url);
+
+    // When two runners boot, one after the other
+    fleet.launch(&request("run_1", "http://127.0.0.1:1")).await.unwrap();
+    pacer.wait_for("/api/runner/complete").await;
+    wait_until_no_instances(&fleet).await;
+    fleet.launch(&request("run_2", "http://127.0.0.1:1")).await.unwrap();
+
+    // Then the second reports an error, with the script's tail and its token,
+    // before it ever registers, and terminates
+    let error = pacer.wait_for("/api/runner/error").await;
+    assert_eq!(error.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+    let tail = error.json()["log_tail"].as_str().unwrap().to_string();
+    assert!(tail.contains("FAILED: simulated bootstrap failure"), "{tail}");
+    assert!(!tail.contains(TOKEN), "the tail never holds the token");
+    wait_until_no_instances(&fleet).await;
+    let registers = pacer.paths().iter().filter(|p| *p == "/api/runner/register").count();
+    assert_eq!(registers, 1, "only the first instance registered");
+    let c = fleet.counters();
+    assert_eq!((c.launched, c.registered, c.completed, c.failed), (2, 1, 1, 1));
+    pacer.stop().await;
 }
