@@ -68,6 +68,8 @@ fleet:
   simulated:
     boot_delay: 2s
     job_time: 10s
+    # Raise to watch runners fail their bootstrap (e.g. 50: every second one).
+    bootstrap_failure_percent: 0
 
 # Connecting a real GitHub App:
 #   1. create the App and give it the webhook secret below (github.webhook_secret);
