@@ -342,6 +342,9 @@ async fn an_operator_terminates_a_runner_deregistering_it_and_its_job_gets_anoth
         .wait_for(&format!("/api/jobs/{job_id}"), |j| j["runner"]["id"].as_str().is_some_and(|r| r != runner_id))
         .await;
     assert_eq!(job["attempts"], 2, "{job}");
+    // Its timeline says who gave it back.
+    let requeued: Vec<&Value> = job["transitions"].as_array().unwrap().iter().filter(|t| t["state"] == "queued").collect();
+    assert_eq!((requeued.len(), &requeued[1]["cause"]), (2, &json!("operator")), "{job}");
     let (_, pool) = pacer.get(&format!("/api/pools/{pool_id}")).await;
     assert_eq!(pool["active_runners"], 1);
     let (s, _) = pacer.post(&format!("/api/runners/{runner_id}/terminate"), json!({})).await;

@@ -92,6 +92,8 @@ pub enum TransitionCause {
     Reaper,
     /// A runner's own callback.
     Runner,
+    /// A person, through the console or its API (terminating a runner).
+    Operator,
 }
 
 /// Whether `cause` may move a job from `from` to `to`. A repeat (`from ==
@@ -104,9 +106,10 @@ pub fn transition_allowed(from: JobState, to: JobState, cause: TransitionCause) 
     match cause {
         // The only backward moves: a claim or launch that did not lead to a
         // running job goes back to the queue — given back by the orchestrator,
-        // the reaper, or a runner reporting that its bootstrap failed. Once
+        // the reaper, a runner reporting that its bootstrap failed, or an
+        // operator terminating the runner it waited for. Once
         // running, never; and GitHub's news only ever moves a job forward.
-        TransitionCause::Orchestrator | TransitionCause::Reaper | TransitionCause::Runner
+        TransitionCause::Orchestrator | TransitionCause::Reaper | TransitionCause::Runner | TransitionCause::Operator
             if matches!(from, Claimed | Starting) && to == Queued =>
         {
             true
@@ -226,7 +229,7 @@ mod tests {
     #[test]
     fn a_repeated_transition_is_not_a_transition() {
         for s in JobState::ALL {
-            for c in [Webhook, Orchestrator, Reaper, Runner] {
+            for c in [Webhook, Orchestrator, Reaper, Runner, Operator] {
                 assert!(!transition_allowed(s, s, c), "{s} → {s} by {c:?}");
             }
         }
@@ -238,9 +241,10 @@ mod tests {
             assert!(transition_allowed(from, Queued, Orchestrator));
             assert!(transition_allowed(from, Queued, Reaper));
             assert!(transition_allowed(from, Queued, Runner), "a runner whose bootstrap failed");
+            assert!(transition_allowed(from, Queued, Operator), "an operator terminating its runner");
             assert!(!transition_allowed(from, Queued, Webhook));
         }
-        for c in [Orchestrator, Reaper, Runner] {
+        for c in [Orchestrator, Reaper, Runner, Operator] {
             assert!(!transition_allowed(Running, Queued, c));
         }
     }
@@ -248,7 +252,7 @@ mod tests {
     #[test]
     fn final_states_are_final() {
         for to in JobState::ALL {
-            for c in [Webhook, Orchestrator, Reaper, Runner] {
+            for c in [Webhook, Orchestrator, Reaper, Runner, Operator] {
                 assert!(!transition_allowed(Completed, to, c));
                 assert!(!transition_allowed(Cancelled, to, c));
             }

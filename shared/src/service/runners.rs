@@ -339,7 +339,7 @@ pub async fn terminate(ports: &Ports, caller: &Caller, id: &str) -> ServiceResul
     // A job still waiting for this runner gets another; one it was running
     // ends when GitHub reports the job's end.
     if let Some(job_id) = &done.job_id {
-        retry_job_after_failed_runner(ports, job_id, &done, TransitionCause::Orchestrator).await?;
+        retry_job_after_failed_runner(ports, job_id, &done, TransitionCause::Operator).await?;
     }
     Ok(done)
 }

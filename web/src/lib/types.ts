@@ -88,7 +88,7 @@ export type JobState = (typeof JOB_STATES)[number];
 export interface Transition {
   state: JobState;
   at: string;
-  cause: 'webhook' | 'orchestrator' | 'reaper' | 'runner';
+  cause: 'webhook' | 'orchestrator' | 'reaper' | 'runner' | 'operator';
   note?: string | null;
 }
 
