@@ -285,6 +285,12 @@ async fn every_mutation_is_audited_and_the_log_filters() {
 
     let (_, only) = app.get("/api/audit?action=pool.created").await;
     assert_eq!(only["items"].as_array().unwrap().len(), 1);
+    let (_, pools) = app.get("/api/audit?action=pool.*").await;
+    let actions: Vec<&str> = pools["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["pool.updated", "pool.created"], "every pool event");
+    let (s, body) = app.get("/api/audit?action=*.created").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body["message"].as_str().unwrap_or_default().contains("runner.*"), "{body}");
     let (_, page) = app.get("/api/audit?limit=3").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 3);
     let cursor = page["next_cursor"].as_str().expect("a second page");

@@ -279,6 +279,14 @@ describe('the console, as an admin and then a viewer, against pacer serve', () =
       const rows = [...document.querySelectorAll('tr[data-action]')];
       return rows.length === 1 && rows[0].getAttribute('data-action') === 'pool.created';
     });
+    // A trailing * filters by kind: every pool event, and nothing else.
+    await page.getByLabel('Action').fill('pool.*');
+    await page.getByRole('button', { name: 'Filter', exact: true }).click();
+    await waitForPath(page, '/audit?action=pool.*');
+    await page.waitForFunction(() => {
+      const actions = [...document.querySelectorAll('tr[data-action]')].map((r) => r.getAttribute('data-action'));
+      return actions.includes('pool.created') && actions.includes('pool.updated') && actions.every((a) => a.startsWith('pool.'));
+    });
     await page.getByRole('button', { name: 'Clear filters' }).click();
     await page.locator('tr[data-action="repo.bound"]').waitFor();
   });

@@ -146,7 +146,8 @@ struct AuditParams {
 }
 
 async fn list_audit(State(s): State<AppState>, Query(p): Query<AuditParams>) -> ApiResult<impl IntoResponse> {
-    let filter = AuditFilter { action: p.action, actor: p.actor, from: p.from, to: p.to };
+    let (action, action_prefix) = audit::action_filter(p.action)?;
+    let filter = AuditFilter { action, action_prefix, actor: p.actor, from: p.from, to: p.to };
     let page = PageRequest { limit: p.limit.unwrap_or(0), cursor: p.cursor };
     Ok(Json(audit::list(&s.ports, &filter, &page).await?))
 }

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{Caller, Ports, ServiceResult};
+use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::domain::{new_id, AuditEvent, IdKind};
 use crate::store::{AuditFilter, Page, PageRequest};
 
@@ -26,4 +26,45 @@ pub async fn record(ports: &Ports, caller: &Caller, action: &str, target: Option
 
 pub async fn list(ports: &Ports, filter: &AuditFilter, page: &PageRequest) -> ServiceResult<Page<AuditEvent>> {
     Ok(ports.store.list_audit(filter, page).await?)
+}
+
+/// The `action` query parameter as a filter: an action name matches exactly,
+/// one ending in `*` matches every action that begins with what comes
+/// before it (`runner.*`), and `*` alone matches all.
+pub fn action_filter(action: Option<String>) -> ServiceResult<(Option<String>, Option<String>)> {
+    let Some(action) = action.map(|a| a.trim().to_string()).filter(|a| !a.is_empty()) else {
+        return Ok((None, None));
+    };
+    let (stem, wildcard) = match action.strip_suffix('*') {
+        Some(stem) => (stem, true),
+        None => (action.as_str(), false),
+    };
+    if stem.contains('*') {
+        return Err(ServiceError::BadRequest(format!(
+            "query parameter action ({action:?}): `*` may only end it, as in runner.* (every runner event)"
+        )));
+    }
+    Ok(match (wildcard, stem.is_empty()) {
+        (true, true) => (None, None),
+        (true, false) => (None, Some(stem.to_string())),
+        (false, _) => (Some(action), None),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_action_filter_is_exact_or_a_prefix_ending_in_a_star() {
+        let f = |a: &str| action_filter(Some(a.into())).map_err(|e| e.to_string());
+        assert_eq!(f("runner.terminated"), Ok((Some("runner.terminated".into()), None)));
+        assert_eq!(f("runner.*"), Ok((None, Some("runner.".into()))));
+        assert_eq!(f(" job* "), Ok((None, Some("job".into()))));
+        assert_eq!(f("*"), Ok((None, None)));
+        assert_eq!(f(""), Ok((None, None)));
+        assert_eq!(action_filter(None).unwrap(), (None, None));
+        assert!(f("*.created").unwrap_err().contains("may only end it"));
+        assert!(f("runner.**").unwrap_err().contains("may only end it"));
+    }
 }

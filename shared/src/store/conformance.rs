@@ -623,6 +623,14 @@ pub async fn audit_events_append_and_filter(store: Arc<dyn Store>) {
     assert_eq!(everything, expected.iter().rev().cloned().collect::<Vec<_>>(), "newest first, unchanged");
     let created = list(AuditFilter { action: Some("project.created".into()), ..Default::default() }).await;
     assert_eq!(created.iter().map(|e| e.at).collect::<Vec<_>>(), vec![at(40), at(20), at(0)]);
+    let pools = list(AuditFilter { action_prefix: Some("pool.".into()), ..Default::default() }).await;
+    assert_eq!(pools.iter().map(|e| e.at).collect::<Vec<_>>(), vec![at(30), at(10)]);
+    let p_anything = list(AuditFilter { action_prefix: Some("p".into()), ..Default::default() }).await;
+    assert_eq!(p_anything.len(), 5, "both project.* and pool.* begin with p");
+    let none = list(AuditFilter { action_prefix: Some("project.created.".into()), ..Default::default() }).await;
+    assert!(none.is_empty(), "a prefix longer than every action matches none");
+    let mixed = list(AuditFilter { action_prefix: Some("pro".into()), actor: Some("usr_b".into()), ..Default::default() }).await;
+    assert_eq!(mixed.iter().map(|e| e.at).collect::<Vec<_>>(), vec![at(40)]);
     let by_b = list(AuditFilter { actor: Some("usr_b".into()), ..Default::default() }).await;
     assert_eq!(by_b.len(), 2);
     let window = list(AuditFilter { from: Some(at(10)), to: Some(at(30)), ..Default::default() }).await;

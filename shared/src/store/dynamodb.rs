@@ -508,15 +508,22 @@ impl Cond {
 
     /// An `AND` of equality tests, for filters; `None` when there are none.
     fn all_equal(tests: Vec<(&str, AttributeValue)>) -> Option<Self> {
-        if tests.is_empty() {
+        Self::all_of(tests, Vec::new())
+    }
+
+    /// An `AND` of equality tests and prefix tests (`begins_with`), for
+    /// filters; `None` when there are none.
+    fn all_of(equal: Vec<(&str, AttributeValue)>, prefixed: Vec<(&str, AttributeValue)>) -> Option<Self> {
+        if equal.is_empty() && prefixed.is_empty() {
             return None;
         }
         Some(Self::new(|e| {
-            tests
+            let equal = equal.into_iter().map(|(name, value)| format!("{} = {}", e.name(name), e.value(value)));
+            let equal: Vec<String> = equal.collect();
+            let prefixed = prefixed
                 .into_iter()
-                .map(|(name, value)| format!("{} = {}", e.name(name), e.value(value)))
-                .collect::<Vec<_>>()
-                .join(" AND ")
+                .map(|(name, value)| format!("begins_with({}, {})", e.name(name), e.value(value)));
+            equal.into_iter().chain(prefixed).collect::<Vec<_>>().join(" AND ")
         }))
     }
 }
@@ -2165,7 +2172,8 @@ impl Store for DynamoStore {
         if let Some(a) = &filter.actor {
             tests.push(("audit_actor", s(a)));
         }
-        listing.filter = Cond::all_equal(tests);
+        let prefixed = filter.action_prefix.iter().map(|p| ("action", s(p))).collect();
+        listing.filter = Cond::all_of(tests, prefixed);
         let (items, next_cursor) = self.list(&listing, page).await?;
         Ok(Page {
             items: items

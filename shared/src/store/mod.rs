@@ -99,7 +99,10 @@ pub struct RunnerFilter {
 /// Filters of `GET /api/audit`. Events list newest first.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuditFilter {
+    /// This action exactly.
     pub action: Option<String>,
+    /// Actions beginning with this (`runner.` for every runner event).
+    pub action_prefix: Option<String>,
     /// The actor's id (a user id, a GitHub login, `orchestrator`, …).
     pub actor: Option<String>,
     pub from: Option<Time>,

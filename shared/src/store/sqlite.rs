@@ -844,6 +844,10 @@ impl Store for SqliteStore {
         self.read(move |c| {
             ListQuery::new("audit", true)
                 .and_if("action = ?", f.action)
+                // A range rather than LIKE, so audit_by_action serves it:
+                // U+10FFFF sorts after anything that can follow the prefix.
+                .and_if("action >= ?", f.action_prefix.clone())
+                .and_if("action < ?", f.action_prefix.map(|p| format!("{p}\u{10FFFF}")))
                 .and_if("actor_id = ?", f.actor)
                 .and_if("at_us >= ?", f.from.map(micros))
                 .and_if("at_us < ?", f.to.map(micros))
