@@ -212,13 +212,14 @@ pub async fn build_ports(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> a
 }
 
 /// Console auth from `auth.*`, or `None` under `auth.disabled`. With SSO
-/// on, discovery happens here: a wrong issuer stops the start.
+/// on, discovery happens here: a wrong issuer stops the start, one that
+/// does not answer is tried again at sign-in.
 pub async fn auth_settings(cfg: &Config) -> anyhow::Result<Option<Arc<AuthSettings>>> {
     if cfg.auth.disabled {
         return Ok(None);
     }
     let oidc = match crate::auth::oidc::OidcSettings::from_config(&cfg.auth.oidc) {
-        Some(settings) => Some(Arc::new(crate::auth::oidc::OidcClient::discover(settings).await?)),
+        Some(settings) => Some(Arc::new(crate::auth::oidc::Sso::at_start(settings).await?)),
         None => None,
     };
     Ok(Some(Arc::new(AuthSettings {

@@ -146,6 +146,11 @@ fn workspace() -> PathBuf {
 
 impl OidcProvider {
     pub async fn start(client: TestClient, accounts: Vec<TestAccount>) -> OidcProvider {
+        Self::start_on(0, client, accounts).await
+    }
+
+    /// Like [`OidcProvider::start`], on a given loopback port (0: any free one).
+    pub async fn start_on(port: u16, client: TestClient, accounts: Vec<TestAccount>) -> OidcProvider {
         pacer_shared::server::install_crypto_provider();
         let root = workspace();
         let script = root.join("tests/oidc/provider.mjs");
@@ -161,7 +166,7 @@ impl OidcProvider {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("oidc-provider.json");
         let body = json!({
-            "port": 0,
+            "port": port,
             "client": {
                 "client_id": client.client_id,
                 "client_secret": client.client_secret,

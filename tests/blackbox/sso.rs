@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pacer_shared::auth::oidc::{OidcClient, OidcSettings};
+use pacer_shared::auth::oidc::{self, OidcClient, OidcSettings};
 use pacer_shared::config::Secret;
 use pacer_shared::service::auth::AuthSettings;
 use serde_json::{json, Value};
@@ -27,15 +27,13 @@ fn accounts() -> Vec<TestAccount> {
     ]
 }
 
-async fn sso(change: impl FnOnce(&mut OidcSettings)) -> Sso {
-    let port = crate::process::free_port();
-    let redirect = format!("http://127.0.0.1:{port}/api/auth/oidc/callback");
-    let idp = OidcProvider::start(TestClient::new("pacer-console", "console-secret", &redirect), accounts()).await;
-    let mut settings = OidcSettings {
-        issuer: idp.issuer.trim_end_matches('/').to_string(),
+/// The relying party's settings for an IdP at `issuer`, pacer at `port`.
+fn settings(issuer: &str, port: u16) -> OidcSettings {
+    OidcSettings {
+        issuer: issuer.trim_end_matches('/').to_string(),
         client_id: "pacer-console".into(),
         client_secret: Secret::new("console-secret"),
-        redirect_url: redirect,
+        redirect_url: redirect_url(port),
         scopes: vec!["openid".into(), "email".into(), "profile".into(), "groups".into()],
         require_email_verified: true,
         allowed_emails: vec![],
@@ -43,9 +41,19 @@ async fn sso(change: impl FnOnce(&mut OidcSettings)) -> Sso {
         groups_claim: Some("groups".into()),
         allowed_groups: vec![],
         admin_groups: vec![],
-    };
-    change(&mut settings);
-    let client = OidcClient::discover(settings).await.expect("discovery at start");
+    }
+}
+
+fn redirect_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}/api/auth/oidc/callback")
+}
+
+fn console_client(port: u16) -> TestClient {
+    TestClient::new("pacer-console", "console-secret", &redirect_url(port))
+}
+
+/// pacer on `port` with SSO through `sso` and local login off.
+async fn serve(port: u16, sso: oidc::Sso) -> LocalPacer {
     let dir = tempfile::tempdir().unwrap();
     let (ports, fleet) = local_ports(dir.path());
     let auth = AuthSettings {
@@ -55,10 +63,19 @@ async fn sso(change: impl FnOnce(&mut OidcSettings)) -> Sso {
         login_attempts: 10,
         login_window: Duration::from_secs(300),
         oidc_issuer_host: Some("127.0.0.1".into()),
-        oidc: Some(std::sync::Arc::new(client)),
+        oidc: Some(std::sync::Arc::new(sso)),
         secure_cookie: false,
     };
-    let pacer = LocalPacer::serve_on(port, ports, fleet, dir, Some(auth)).await;
+    LocalPacer::serve_on(port, ports, fleet, dir, Some(auth)).await
+}
+
+async fn sso(change: impl FnOnce(&mut OidcSettings)) -> Sso {
+    let port = crate::process::free_port();
+    let idp = OidcProvider::start(console_client(port), accounts()).await;
+    let mut settings = settings(&idp.issuer, port);
+    change(&mut settings);
+    let client = OidcClient::discover(settings).await.expect("discovery at start");
+    let pacer = serve(port, oidc::Sso::discovered(client)).await;
     Sso { pacer, idp }
 }
 
@@ -213,4 +230,36 @@ async fn a_disabled_user_cannot_sign_in_through_the_idp() {
         .json(&json!({"disabled": true})).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
     assert_eq!(sign_in(&s, "bob").await, (403, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idp_down_at_start_is_discovered_by_the_first_sign_in_that_finds_it_up() {
+    // Given pacer started while nothing answers at its issuer's address
+    let (port, idp_port) = (crate::process::free_port(), crate::process::free_port());
+    let sso = oidc::Sso::at_start(settings(&format!("http://127.0.0.1:{idp_port}"), port))
+        .await
+        .expect("an IdP that does not answer does not stop pacer");
+    let pacer = serve(port, sso).await;
+    assert_eq!(pacer.http.get(format!("{}/healthz", pacer.base)).send().await.unwrap().status(), 200);
+
+    // When someone tries to sign in, they are told the IdP is not answering
+    let started = no_redirects().get(format!("{}/api/auth/oidc/start", pacer.base)).send().await.unwrap();
+    assert_eq!(started.status().as_u16(), 502);
+    let page = started.text().await.unwrap();
+    assert!(page.contains("127.0.0.1 is not answering pacer"), "{page}");
+
+    // Then once the IdP is up at that address, the next sign-in discovers it and works
+    let idp = OidcProvider::start_on(idp_port, console_client(port), accounts()).await;
+    let s = Sso { pacer, idp };
+    let (status, session) = sign_in(&s, "alice").await;
+    assert_eq!(status, 302);
+    assert_eq!(me(&s, &session.expect("a session")).await["email"], "alice@example.com");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idp_that_answers_wrongly_at_start_stops_pacer() {
+    // An address that answers, but is no OpenID Provider: pacer's own healthz server.
+    let s = sso(|_| {}).await;
+    let err = oidc::Sso::at_start(settings(&s.pacer.base, crate::process::free_port())).await.unwrap_err();
+    assert!(err.to_string().contains("auth.oidc.issuer") && err.to_string().contains("HTTP 404"), "{err}");
 }

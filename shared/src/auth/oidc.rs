@@ -1,8 +1,12 @@
 //! Console SSO: pacer as an OpenID Connect relying party (Authorization
 //! Code + PKCE S256).
 //!
-//! - Discovery runs at start ([`OidcClient::discover`]): a wrong issuer
-//!   fails fast instead of on the first sign-in.
+//! - Discovery runs at start ([`Sso::at_start`]): an issuer that answers
+//!   wrongly (not found, not a discovery document, another issuer's name)
+//!   fails fast instead of on the first sign-in. One that does not answer
+//!   (refused, timed out, 5xx) does not stop pacer: webhooks, runners and
+//!   existing sessions need no IdP, so discovery is tried again at each
+//!   sign-in until it works.
 //! - `start` mints state, nonce and a PKCE verifier and packs them into a
 //!   10-minute cookie signed with `auth.jwt_secret` (HMAC-SHA256).
 //! - `finish` checks that cookie against the returned state, exchanges the
@@ -99,6 +103,83 @@ fn failed(reason: impl Into<String>) -> OidcError {
     OidcError::Failed(reason.into())
 }
 
+/// Why discovery failed, and whether trying again later may help.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DiscoveryError {
+    pub message: String,
+    /// The IdP did not answer, or answered 429/5xx: it may be down for a
+    /// while. Otherwise it answered wrongly, which is a configuration error.
+    pub transient: bool,
+}
+
+/// GETs JSON from the IdP, saying whether a failure may pass.
+async fn fetch_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str, what: &str) -> Result<T, DiscoveryError> {
+    let transient_status = |s: reqwest::StatusCode| s.is_server_error() || s == reqwest::StatusCode::TOO_MANY_REQUESTS;
+    let response = http.get(url).send().await.map_err(|e| DiscoveryError {
+        message: format!("{what} at {url}: no answer ({e})"),
+        transient: true,
+    })?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(DiscoveryError { message: format!("{what} at {url}: HTTP {status}"), transient: transient_status(status) });
+    }
+    response.json().await.map_err(|e| DiscoveryError {
+        message: format!("{url} is not a readable {what}: {e}"),
+        transient: e.is_timeout() || e.is_body(),
+    })
+}
+
+/// The relying party of a pacer with SSO on: discovered at start when the
+/// IdP answers, else at the first sign-in that finds it answering.
+pub struct Sso {
+    settings: OidcSettings,
+    client: tokio::sync::OnceCell<Arc<OidcClient>>,
+}
+
+impl std::fmt::Debug for Sso {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sso").field("issuer", &self.settings.issuer).field("discovered", &self.client.initialized()).finish()
+    }
+}
+
+impl Sso {
+    /// Discovery at start: a wrong answer is an error; no answer is logged
+    /// and left to the first sign-in.
+    pub async fn at_start(settings: OidcSettings) -> anyhow::Result<Self> {
+        match OidcClient::discover(settings.clone()).await {
+            Ok(client) => Ok(Self::discovered(client)),
+            Err(e) if e.transient => {
+                tracing::warn!(error = %e, "the identity provider is not answering; SSO sign-ins will try discovery again");
+                Ok(Self { settings, client: tokio::sync::OnceCell::new() })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// An SSO whose discovery has been done.
+    pub fn discovered(client: OidcClient) -> Self {
+        Self { settings: client.settings.clone(), client: tokio::sync::OnceCell::new_with(Some(Arc::new(client))) }
+    }
+
+    pub fn settings(&self) -> &OidcSettings {
+        &self.settings
+    }
+
+    /// The discovered relying party, discovering now if need be (one
+    /// attempt at a time; a failure leaves the next sign-in to try again).
+    pub async fn client(&self) -> Result<Arc<OidcClient>, DiscoveryError> {
+        self.client
+            .get_or_try_init(|| async {
+                let client = OidcClient::discover(self.settings.clone()).await?;
+                tracing::info!(issuer = %self.settings.issuer, "discovered the identity provider");
+                Ok(Arc::new(client))
+            })
+            .await
+            .cloned()
+    }
+}
+
 pub struct OidcClient {
     settings: OidcSettings,
     discovery: Discovery,
@@ -139,25 +220,24 @@ fn sign(secret: &[u8], payload: &str) -> String {
 }
 
 impl OidcClient {
-    /// Fetches the discovery document and the JWKS; fails with a clear error.
-    pub async fn discover(settings: OidcSettings) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(15)).build()?;
+    /// Fetches the discovery document and the JWKS; fails with a clear
+    /// error that says whether the IdP may simply be down.
+    pub async fn discover(settings: OidcSettings) -> Result<Self, DiscoveryError> {
+        let named = |e: DiscoveryError| DiscoveryError { message: format!("auth.oidc.issuer: {}", e.message), ..e };
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(15))
+            .build()
+            .map_err(|e| DiscoveryError { message: format!("building the HTTP client: {e}"), transient: false })?;
         let url = format!("{}/.well-known/openid-configuration", settings.issuer);
-        let discovery: Discovery = http
-            .get(&url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| anyhow::anyhow!("auth.oidc.issuer: discovery at {url} failed: {e}"))?
-            .json()
-            .await
-            .map_err(|e| anyhow::anyhow!("auth.oidc.issuer: {url} is not an OpenID discovery document: {e}"))?;
+        let discovery: Discovery = fetch_json(&http, &url, "OpenID discovery document").await.map_err(named)?;
         if discovery.issuer.trim_end_matches('/') != settings.issuer {
-            anyhow::bail!("auth.oidc.issuer: the IdP calls itself {:?}, not {:?}", discovery.issuer, settings.issuer);
+            return Err(named(DiscoveryError {
+                message: format!("the IdP calls itself {:?}, not {:?}", discovery.issuer, settings.issuer),
+                transient: false,
+            }));
         }
-        let client = Self { jwks: RwLock::new(Arc::new(JwkSet { keys: vec![] })), settings, discovery, http };
-        client.refresh_jwks().await.map_err(|e| anyhow::anyhow!("auth.oidc.issuer: {e}"))?;
-        Ok(client)
+        let jwks: JwkSet = fetch_json(&http, &discovery.jwks_uri, "JWKS (the IdP's signing keys)").await.map_err(named)?;
+        Ok(Self { jwks: RwLock::new(Arc::new(jwks)), settings, discovery, http })
     }
 
     pub fn settings(&self) -> &OidcSettings {
@@ -165,16 +245,9 @@ impl OidcClient {
     }
 
     async fn refresh_jwks(&self) -> Result<(), OidcError> {
-        let set: JwkSet = self
-            .http
-            .get(&self.discovery.jwks_uri)
-            .send()
+        let set: JwkSet = fetch_json(&self.http, &self.discovery.jwks_uri, "JWKS (the IdP's signing keys)")
             .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| failed(format!("fetching the IdP's keys: {e}")))?
-            .json()
-            .await
-            .map_err(|e| failed(format!("the IdP's JWKS is not readable: {e}")))?;
+            .map_err(|e| failed(e.message))?;
         *self.jwks.write().await = Arc::new(set);
         Ok(())
     }

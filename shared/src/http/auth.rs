@@ -3,6 +3,7 @@
 //! `/api/users` routes.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::header::{AUTHORIZATION, COOKIE, RETRY_AFTER, SET_COOKIE};
@@ -17,6 +18,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::extract::{JsonObject, Query};
 use super::AppState;
+use crate::auth::oidc::OidcClient;
 use crate::auth::session::{SessionClaims, COOKIE as SESSION_COOKIE};
 use crate::domain::{Actor, Invalid, Role};
 use crate::service::auth::{self as auth_service, AuthError, AuthSettings};
@@ -160,9 +162,31 @@ fn access_denied(auth: &AuthSettings) -> Response {
     res
 }
 
+/// The browser's answer when the IdP cannot be reached (or discovered):
+/// what happened and what still works; the detail goes to the log.
+fn idp_unavailable(auth: &AuthSettings, error: &crate::auth::oidc::DiscoveryError) -> Response {
+    tracing::warn!(error = %error, "SSO sign-in: the identity provider could not be discovered");
+    let host = auth.oidc_issuer_host.as_deref().unwrap_or("the identity provider");
+    let page = format!(
+        "<!doctype html><title>Sign-in unavailable</title><h1>Sign-in is unavailable</h1>\
+         <p>{host} is not answering pacer, so nobody can sign in right now. Try again in a minute; \
+         people already signed in are not affected.</p><p><a href=\"/login\">Back to sign-in</a></p>"
+    );
+    (StatusCode::BAD_GATEWAY, axum::response::Html(page)).into_response()
+}
+
+/// The relying party, discovered now if it was not at start.
+async fn sso_client(auth: &AuthSettings) -> Result<Result<Arc<OidcClient>, Response>, ApiError> {
+    let sso = auth.oidc.as_ref().ok_or_else(|| ApiError::NotFound("SSO is not configured (auth.oidc.enabled)".into()))?;
+    Ok(sso.client().await.map_err(|e| idp_unavailable(auth, &e)))
+}
+
 async fn oidc_start(State(s): State<AppState>) -> Result<Response, ApiError> {
     let auth = settings(&s)?;
-    let client = auth.oidc.as_ref().ok_or_else(|| ApiError::NotFound("SSO is not configured (auth.oidc.enabled)".into()))?;
+    let client = match sso_client(auth).await? {
+        Ok(client) => client,
+        Err(unavailable) => return Ok(unavailable),
+    };
     let started = client.start(auth.jwt_secret.expose().as_bytes(), s.ports.clock.now());
     let mut res = redirect(&started.authorize_url);
     res.headers_mut().insert(SET_COOKIE, state_cookie(auth, &started.cookie, crate::auth::oidc::STATE_TTL_SECS));
@@ -178,7 +202,10 @@ struct CallbackParams {
 
 async fn oidc_callback(State(s): State<AppState>, caller: Caller, headers: HeaderMap, Query(p): Query<std::collections::HashMap<String, String>>) -> Result<Response, ApiError> {
     let auth = settings(&s)?.clone();
-    let client = auth.oidc.clone().ok_or_else(|| ApiError::NotFound("SSO is not configured (auth.oidc.enabled)".into()))?;
+    let client = match sso_client(&auth).await? {
+        Ok(client) => client,
+        Err(unavailable) => return Ok(unavailable),
+    };
     let p = CallbackParams { code: p.get("code").cloned(), state: p.get("state").cloned(), error: p.get("error").cloned() };
     let fail = |reason: String| {
         let (ports, caller, auth) = (s.ports.clone(), caller.clone(), auth.clone());
