@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use pacer_shared::clock::{Clock, ManualClock};
-use pacer_shared::config::Secret;
+use pacer_shared::config::{Role, Secret};
 use pacer_shared::domain::JobState;
 use pacer_shared::fleet::ec2::Ec2Fleet;
+use pacer_shared::github::absent::NoAppKey;
 use pacer_shared::github::rest::RestGitHub;
 use pacer_shared::http::AppState;
 use pacer_shared::lambda::{self, Kind, ORIGIN_SECRET_HEADER, VIEWER_ADDRESS_HEADER};
@@ -282,6 +283,25 @@ async fn an_sqs_batch_reports_only_the_message_that_failed_transiently() {
     // The response is what Lambda reads: camelCase, the failures only.
     let wire = serde_json::to_value(&response).unwrap();
     assert_eq!(wire["batchItemFailures"][0]["itemIdentifier"], json!(failed[0]));
+}
+
+#[tokio::test]
+async fn the_orchestrator_launches_without_the_github_app_key() {
+    // Given the orchestrator as deployed: no App key, so a GitHub port that
+    // refuses every call
+    let cloud = Cloud::start().await;
+    cloud.seed("app", &["linux"], &["t3.micro"]).await;
+    let job = cloud.queue_job(5101, "acme/app", &["self-hosted", "linux"]).await;
+    let orchestrator = Ports { github: Arc::new(NoAppKey { role: Role::Orchestrator }), ..cloud.ports.clone() };
+
+    // When it handles the job's message
+    let response = lambda::handle_batch(&orchestrator, cloud.poll(&[]).await).await;
+
+    // Then the job got its instance, and nothing needed GitHub
+    assert!(response.batch_item_failures.is_empty());
+    let job = cloud.ports.store.get_job(&job).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Starting, "{job:?}");
+    assert!(job.runner_id.is_some());
 }
 
 #[tokio::test]
