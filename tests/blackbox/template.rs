@@ -397,6 +397,10 @@ fn the_queue_outlasts_six_orchestrator_timeouts_and_dead_letters_only_after_pace
     let schedule = stack.resource("ReaperFunction").at("Properties").at("Events").at("Schedule");
     assert_eq!(schedule.text("Type"), "Schedule");
     assert_eq!(stack.eval(schedule.at("Properties").at("Schedule")).as_str(), Some("rate(1 minute)"));
+    // One pass at a time, and a dropped one is not replayed.
+    let reaper = stack.resource("ReaperFunction").at("Properties");
+    assert_eq!(reaper.at("ReservedConcurrentExecutions").as_u64(), Some(1));
+    assert_eq!(reaper.at("EventInvokeConfig").at("MaximumRetryAttempts").as_u64(), Some(0));
 }
 
 // ---------------------------------------------------------------------- console
