@@ -587,6 +587,11 @@ pub async fn users_are_unique_by_email(store: Arc<dyn Store>) {
     linked.oidc_subject = Some("idp|123".into());
     store.update_user(&linked).await.unwrap();
     assert_eq!(store.user_by_oidc_subject("idp|123").await.unwrap(), Some(linked.clone()));
+    // Linked to another identity: the old subject no longer finds the user.
+    linked.oidc_subject = Some("idp|456".into());
+    store.update_user(&linked).await.unwrap();
+    assert_eq!(store.user_by_oidc_subject("idp|123").await.unwrap(), None);
+    assert_eq!(store.user_by_oidc_subject("idp|456").await.unwrap(), Some(linked.clone()));
     let u = linked;
     let mut disabled = u.clone();
     disabled.disabled = true;

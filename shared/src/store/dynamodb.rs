@@ -2004,6 +2004,12 @@ impl Store for DynamoStore {
         .await
     }
 
+    /// Through the subject's guard item: two reads, however many users.
+    #[instrument(level = "debug", skip_all, fields(table = %self.table))]
+    async fn user_by_oidc_subject(&self, subject: &str) -> StoreResult<Option<User>> {
+        self.get_guarded(&USER_OIDC, subject, &USER, "user_by_oidc_subject").await
+    }
+
     #[instrument(level = "debug", skip_all, fields(table = %self.table))]
     async fn list_users(&self, page: &PageRequest) -> StoreResult<Page<User>> {
         self.list_as(
