@@ -104,6 +104,21 @@ async fn too_many_attempts_from_one_address_are_429_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successful_sign_ins_do_not_use_up_the_allowance() {
+    // Given a limit of 3, an address that signs in 5 times and fails twice
+    let (p, password) = pacer(3).await;
+    for _ in 0..5 {
+        assert_eq!(login(&p, ADMIN, &password).await.status().as_u16(), 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(login(&p, ADMIN, "wrong").await.status().as_u16(), 401);
+    }
+    // Then one more attempt is still allowed, and after that one failure too many is refused
+    assert_eq!(login(&p, ADMIN, "wrong").await.status().as_u16(), 401);
+    assert_eq!(login(&p, ADMIN, &password).await.status().as_u16(), 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_ends_the_session_and_an_edited_token_is_refused() {
     let (p, password) = pacer(10).await;
     let t = token(&p, ADMIN, &password).await;

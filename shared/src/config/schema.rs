@@ -228,7 +228,7 @@ pub(crate) const KEYS: &[Key] = &[
         "Signs session tokens and the OIDC state cookie; at least 32 characters; required unless `auth.disabled`."),
     key("auth.session_ttl", Duration, "12h", "How long a console session lasts."),
     key("auth.login_rate_limit", RateLimit, "10/5m",
-        "Login attempts allowed per client address and window, as `N/duration`."),
+        "Failed login attempts allowed per client address and window, as `N/duration`; a successful sign-in does not count."),
     key("auth.local.enabled", Bool, "true",
         "Email and password login; turned off automatically when OIDC is enabled."),
     key("auth.local.email", Text, "admin@localhost",

@@ -163,7 +163,10 @@ pub async fn login(ports: &Ports, auth: &AuthSettings, client_ip: Option<std::ne
     let start = window_start(now, auth.login_window);
     let expires = start + chrono::Duration::from_std(auth.login_window).unwrap_or_default();
     let ip = client_ip.map_or("unknown".to_string(), |ip| ip.to_string());
-    let hits = ports.store.hit_counter(&format!("login:{ip}"), start, expires).await?;
+    // Every attempt counts as it is made, so parallel guesses cannot slip
+    // past the limit; a successful one gives its hit back below.
+    let counter = format!("login:{ip}");
+    let hits = ports.store.hit_counter(&counter, start, expires).await?;
     if hits > u64::from(auth.login_attempts) {
         let retry_after = (expires - now).to_std().unwrap_or(Duration::from_secs(1)).max(Duration::from_secs(1));
         return Err(AuthError::RateLimited { retry_after });
@@ -186,6 +189,9 @@ pub async fn login(ports: &Ports, auth: &AuthSettings, client_ip: Option<std::ne
         record(ports, &caller, "auth.login_failed", Some(&email), json!({"method": "local"})).await?;
         return Err(AuthError::BadCredentials);
     };
+    if let Err(e) = ports.store.refund_hit(&counter, start).await {
+        tracing::warn!(error = %e, "could not take a successful login off the rate limit");
+    }
     let (token, claims) = session::mint(auth.jwt_secret.expose().as_bytes(), &user.id, now, auth.session_ttl);
     let caller = Caller { actor: Actor::user(&user.id), ..caller };
     record(ports, &caller, "auth.login_succeeded", Some(&user.id), json!({"method": "local", "email": user.email})).await?;

@@ -680,6 +680,15 @@ pub async fn counters_count_every_hit_once_per_window(store: Arc<dyn Store>) {
     assert_eq!(counts, (1..=20).collect::<Vec<u64>>(), "each concurrent hit sees its own count");
     assert_eq!(store.hit_counter("login:10.0.0.1", at(300), at(900)).await.unwrap(), 1, "a new window starts at one");
     assert_eq!(store.hit_counter("login:10.0.0.2", window, expires).await.unwrap(), 1, "keys are separate");
+
+    // A refund takes one back, never below zero, and creates nothing.
+    store.refund_hit("login:10.0.0.2", window).await.unwrap();
+    store.refund_hit("login:10.0.0.2", window).await.unwrap();
+    assert_eq!(store.hit_counter("login:10.0.0.2", window, expires).await.unwrap(), 1, "0 after two refunds, then one hit");
+    store.refund_hit("login:10.0.0.1", window).await.unwrap();
+    assert_eq!(store.hit_counter("login:10.0.0.1", window, expires).await.unwrap(), 20, "20 hits, one refunded, one more");
+    store.refund_hit("login:10.0.0.3", window).await.unwrap();
+    assert_eq!(store.hit_counter("login:10.0.0.3", window, expires).await.unwrap(), 1, "a refund of nothing leaves nothing");
 }
 
 pub async fn revoked_sessions_stay_revoked(store: Arc<dyn Store>) {

@@ -2088,17 +2088,11 @@ impl Store for DynamoStore {
             kind = e.name("type"),
             counter = e.value(s("counter")),
         );
-        let key_item: Item = [
-            (PK.to_string(), s(format!("COUNTER#{key}"))),
-            (SK.to_string(), s(window_start.timestamp_micros().to_string())),
-        ]
-        .into_iter()
-        .collect();
         let out = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key_item))
+            .set_key(Some(counter_key(key, window_start)))
             .update_expression(update)
             .set_expression_attribute_names(e.names())
             .set_expression_attribute_values(e.values())
@@ -2114,6 +2108,14 @@ impl Store for DynamoStore {
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| anyhow!("hit_counter: no count came back"))?;
         Ok(count)
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, key = %key))]
+    async fn refund_hit(&self, key: &str, window_start: Time) -> StoreResult<()> {
+        // Only a counter that exists and is above zero: never below, never created.
+        let positive = Cond::new(|e| format!("{} > {}", e.name("count"), e.value(n(0))));
+        self.add_if(counter_key(key, window_start), "count", -1, positive, "refund_hit").await?;
+        Ok(())
     }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table))]
@@ -2189,6 +2191,16 @@ impl Store for DynamoStore {
             next_cursor,
         })
     }
+}
+
+/// The item of the counter `key` for the window starting at `window_start`.
+fn counter_key(key: &str, window_start: Time) -> Item {
+    [
+        (PK.to_string(), s(format!("COUNTER#{key}"))),
+        (SK.to_string(), s(window_start.timestamp_micros().to_string())),
+    ]
+    .into_iter()
+    .collect()
 }
 
 /// The guard of a binding's repo, carrying a copy of the binding.

@@ -226,6 +226,9 @@ pub trait Store: Send + Sync + 'static {
     /// `window_start` and returns the new count. Atomic: concurrent hits
     /// each see a different count. `expires_at` bounds how long it is kept.
     async fn hit_counter(&self, key: &str, window_start: Time, expires_at: Time) -> StoreResult<u64>;
+    /// Takes one hit back from the counter (a login that succeeded), never
+    /// below zero; a counter that does not exist stays absent.
+    async fn refund_hit(&self, key: &str, window_start: Time) -> StoreResult<()>;
     /// Marks a session (its token id) revoked until `expires_at`, when the
     /// token would have expired anyway.
     async fn revoke_session(&self, session_id: &str, expires_at: Time) -> StoreResult<()>;

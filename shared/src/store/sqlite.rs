@@ -800,6 +800,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn refund_hit(&self, key: &str, window_start: Time) -> StoreResult<()> {
+        let (key, window) = (key.to_string(), micros(window_start));
+        self.write(move |c| {
+            c.execute(
+                "UPDATE counters SET count = count - 1 WHERE key = ?1 AND window_us = ?2 AND count > 0",
+                params![key, window],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn revoke_session(&self, session_id: &str, expires_at: Time) -> StoreResult<()> {
         let (id, expires) = (session_id.to_string(), micros(expires_at));
         self.write(move |c| {
