@@ -140,7 +140,7 @@ pub(crate) const KEYS: &[Key] = &[
         "In Lambda behind CloudFront: the value of the `X-Pacer-Origin-Secret` header the distribution adds; only requests carrying it may name the client with `CloudFront-Viewer-Address`."),
     key("server.tls.mode", Choice(TLS_MODES), "none",
         "How pacer terminates TLS itself: not at all, with given PEM files, a self-signed certificate, or ACME."),
-    optional("server.tls.cert", Path, "PEM certificate chain for `manual` mode."),
+    optional("server.tls.cert", Path, "PEM certificate chain for `manual` mode; read again every minute with the key, so a renewed pair is served without a restart."),
     optional("server.tls.key", Path, "PEM private key for `manual` mode."),
     optional("server.tls.fqdn", Text,
         "Extra host name for the `self` certificate; `localhost` is always in it."),

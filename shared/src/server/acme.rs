@@ -113,7 +113,7 @@ pub(super) async fn start(
     let leaf = identity.leaf().clone();
     let config = RustlsConfig::from_config(Arc::new(tls::server_config(identity)?));
     background.spawn(renew_forever(acme, config.clone(), validity));
-    Ok(Tls { config, leaf })
+    Ok(Tls { config, leaf, files: None })
 }
 
 /// Everything ordering needs, shared by the start and the renewal task.

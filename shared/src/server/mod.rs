@@ -17,6 +17,11 @@
 //!
 //! On shutdown the listener closes at once, requests in flight get a grace period (30 s by
 //! default) to finish, and connections still open after it are dropped with a warning.
+//!
+//! In manual TLS mode the certificate and key files are read again every minute; when they have
+//! changed (a renewal by certbot or cert-manager), the new pair is served from the next
+//! handshake, and a pair that does not load (half-written, mismatched) is logged and the current
+//! one kept.
 
 mod acme;
 mod client_ip;
@@ -26,6 +31,7 @@ mod x509;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +52,9 @@ pub use tls::install_crypto_provider;
 /// How long requests in flight may run on after shutdown begins.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 
+/// How often manual TLS files are checked for a renewed certificate.
+pub const MANUAL_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Binds `cfg.addr`, prepares TLS, and serves `router` until `shutdown` resolves.
 pub async fn serve(
     router: Router,
@@ -63,6 +72,7 @@ pub struct Server {
     trusted: TrustedProxies,
     tls: Option<Tls>,
     grace_period: Duration,
+    tls_reload_interval: Duration,
     /// Work that lives exactly as long as the server (ACME's challenge listener and renewals);
     /// aborted when the server stops or is dropped unrun.
     background: JoinSet<()>,
@@ -73,13 +83,45 @@ pub struct Server {
 struct Tls {
     config: RustlsConfig,
     leaf: CertificateDer<'static>,
+    /// Manual mode's certificate and key files, watched for renewals.
+    files: Option<(PathBuf, PathBuf)>,
 }
 
 impl Tls {
     fn new(identity: tls::Identity) -> anyhow::Result<Self> {
         let leaf = identity.leaf().clone();
         let config = RustlsConfig::from_config(Arc::new(tls::server_config(identity)?));
-        Ok(Self { config, leaf })
+        Ok(Self { config, leaf, files: None })
+    }
+}
+
+/// Serves the manual files anew whenever their contents change; a pair that does not load is
+/// logged once and the certificate being served is kept.
+async fn reload_manual_forever(config: RustlsConfig, cert: PathBuf, key: PathBuf, interval: Duration) {
+    let read = || (std::fs::read(&cert).ok(), std::fs::read(&key).ok());
+    let mut seen = read();
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let now = read();
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match tls::load_manual(&cert, &key).and_then(tls::server_config) {
+            Ok(server_config) => {
+                config.reload_from_config(Arc::new(server_config));
+                info!(cert = %cert.display(), "serving the renewed TLS certificate");
+            }
+            Err(err) => warn!(
+                cert = %cert.display(),
+                key = %key.display(),
+                error = format!("{err:#}"),
+                "the TLS files changed but do not load; still serving the previous certificate",
+            ),
+        }
     }
 }
 
@@ -107,7 +149,7 @@ impl Server {
                         cert.display()
                     )
                 })?;
-                Some(tls)
+                Some(Tls { files: Some((cert.clone(), key.clone())), ..tls })
             }
             TlsMode::SelfSigned => {
                 let (fqdn, alg) = (cfg.tls.fqdn.clone(), cfg.tls.alg);
@@ -128,6 +170,7 @@ impl Server {
             trusted: TrustedProxies::new(cfg.trusted_proxies.clone()),
             tls,
             grace_period: DEFAULT_GRACE_PERIOD,
+            tls_reload_interval: MANUAL_TLS_RELOAD_INTERVAL,
             background,
         })
     }
@@ -152,6 +195,12 @@ impl Server {
         self.tls.as_ref().map(|tls| &tls.leaf)
     }
 
+    /// Replaces [`MANUAL_TLS_RELOAD_INTERVAL`].
+    pub fn with_tls_reload_interval(mut self, interval: Duration) -> Self {
+        self.tls_reload_interval = interval;
+        self
+    }
+
     /// Replaces the [`DEFAULT_GRACE_PERIOD`] that requests in flight get after shutdown begins.
     pub fn with_grace_period(mut self, grace_period: Duration) -> Self {
         self.grace_period = grace_period;
@@ -174,6 +223,10 @@ impl Server {
         let result = match self.tls {
             None => supervise(server.serve(app), &handle, shutdown, self.grace_period).await,
             Some(tls) => {
+                if let Some((cert, key)) = tls.files {
+                    let watch = reload_manual_forever(tls.config.clone(), cert, key, self.tls_reload_interval);
+                    self.background.spawn(watch);
+                }
                 let server = server.acceptor(RustlsAcceptor::new(tls.config));
                 supervise(server.serve(app), &handle, shutdown, self.grace_period).await
             }

@@ -452,6 +452,39 @@ async fn manual_mode_serves_the_chain_from_the_pem_files() {
 }
 
 #[tokio::test]
+async fn manual_mode_serves_a_renewed_certificate_and_keeps_serving_through_a_bad_one() {
+    // Given a server on the first CA's certificate, checking its files often
+    let dir = TempDir::new();
+    let first = write_manual_files(&dir);
+    let server = Server::bind(hello_router(), &manual_config(first.cert.clone(), first.key.clone()))
+        .await
+        .expect("bind")
+        .with_tls_reload_interval(Duration::from_millis(50));
+    let running = Running::start_bound(server).await;
+    assert_eq!(get_tls(running.addr, &first.ca, "localhost", "/hello").await.unwrap().0, 200);
+
+    // When the files are rewritten with a half-written certificate, the server keeps the one it has
+    std::fs::write(&first.cert, "-----BEGIN CERTIFICATE-----\nMIIB").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get_tls(running.addr, &first.ca, "localhost", "/hello").await.unwrap().0, 200);
+
+    // And when a renewal (another CA, another key) lands, it serves that from the next handshake
+    let renewed = write_manual_files(&dir);
+    assert_eq!((&renewed.cert, &renewed.key), (&first.cert, &first.key), "the same paths");
+    let mut served = false;
+    for _ in 0..100 {
+        if get_tls(running.addr, &renewed.ca, "localhost", "/hello").await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "the renewed certificate was never served");
+    assert!(get_tls(running.addr, &first.ca, "localhost", "/hello").await.is_err(), "the old CA no longer verifies it");
+    running.stop().await;
+}
+
+#[tokio::test]
 async fn a_missing_certificate_file_is_an_error_naming_it() {
     let dir = TempDir::new();
     let files = write_manual_files(&dir);
