@@ -180,6 +180,15 @@ impl SqliteStore {
         self.with(f).await
     }
 
+    /// One write statement whose only possible failure is the backend's.
+    async fn execute(&self, sql: &'static str, params: Vec<SqlValue>) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute(sql, rusqlite::params_from_iter(params)).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs `f` on the connection off the async runtime.
     async fn with<T: Send + 'static>(
         &self,
@@ -801,28 +810,18 @@ impl Store for SqliteStore {
     }
 
     async fn refund_hit(&self, key: &str, window_start: Time) -> StoreResult<()> {
-        let (key, window) = (key.to_string(), micros(window_start));
-        self.write(move |c| {
-            c.execute(
-                "UPDATE counters SET count = count - 1 WHERE key = ?1 AND window_us = ?2 AND count > 0",
-                params![key, window],
-            )
-            .map_err(backend)?;
-            Ok(())
-        })
+        self.execute(
+            "UPDATE counters SET count = count - 1 WHERE key = ?1 AND window_us = ?2 AND count > 0",
+            vec![key.to_string().into(), micros(window_start).into()],
+        )
         .await
     }
 
     async fn revoke_session(&self, session_id: &str, expires_at: Time) -> StoreResult<()> {
-        let (id, expires) = (session_id.to_string(), micros(expires_at));
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO revoked_sessions (id, expires_us) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
-                params![id, expires],
-            )
-            .map_err(backend)?;
-            Ok(())
-        })
+        self.execute(
+            "INSERT INTO revoked_sessions (id, expires_us) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
+            vec![session_id.to_string().into(), micros(expires_at).into()],
+        )
         .await
     }
 
