@@ -53,12 +53,18 @@ const KINDS: usize = 8;
 pub struct CallCounts([AtomicU64; KINDS]);
 
 impl CallCounts {
+    fn counter(&self, call: Call) -> &AtomicU64 {
+        // One counter per kind: the array has KINDS slots, one per variant.
+        #[allow(clippy::indexing_slicing)]
+        &self.0[call as usize]
+    }
+
     pub fn count(&self, call: Call) {
-        self.0[call as usize].fetch_add(1, Ordering::Relaxed);
+        self.counter(call).fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> Calls {
-        let get = |call: Call| self.0[call as usize].load(Ordering::Relaxed);
+        let get = |call: Call| self.counter(call).load(Ordering::Relaxed);
         Calls {
             store_reads: get(Call::StoreRead),
             store_writes: get(Call::StoreWrite),
@@ -128,8 +134,7 @@ impl Calls {
 impl Add for Calls {
     type Output = Calls;
     fn add(self, other: Calls) -> Calls {
-        let (a, b) = (self.fields(), other.fields());
-        Calls::from_fields(std::array::from_fn(|i| a[i] + b[i]))
+        Calls::from_fields(zip_fields(self.fields(), other.fields(), |a, b| a + b))
     }
 }
 
@@ -137,9 +142,17 @@ impl Sub for Calls {
     type Output = Calls;
     /// The calls made since `earlier` (counts only grow; saturates anyway).
     fn sub(self, earlier: Calls) -> Calls {
-        let (a, b) = (self.fields(), earlier.fields());
-        Calls::from_fields(std::array::from_fn(|i| a[i].saturating_sub(b[i])))
+        Calls::from_fields(zip_fields(self.fields(), earlier.fields(), u64::saturating_sub))
     }
+}
+
+/// Two sets of counts combined kind by kind.
+fn zip_fields(a: [u64; KINDS], b: [u64; KINDS], f: impl Fn(u64, u64) -> u64) -> [u64; KINDS] {
+    let mut out = a;
+    for (o, b) in out.iter_mut().zip(b) {
+        *o = f(*o, b);
+    }
+    out
 }
 
 impl std::iter::Sum for Calls {

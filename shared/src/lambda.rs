@@ -272,7 +272,7 @@ pub async fn serve_schedule(ports: Ports) -> Result<(), Error> {
 /// One reaper pass. A pass that fails fails the invocation, so the error
 /// shows in the function's metrics and alarms instead of being swallowed.
 pub async fn handle_schedule(ports: &Ports, event: Value) -> Result<Value, Error> {
-    tracing::debug!(source = %event["source"], time = %event["time"], "scheduled event");
+    tracing::debug!(source = ?event.get("source"), time = ?event.get("time"), "scheduled event");
     let report = reaper::reconcile(ports).await?;
     if !report.deferred.is_empty() {
         tracing::warn!(deferred = ?report.deferred, "reaper pass left work for the next one");

@@ -224,7 +224,7 @@ pub async fn auth_settings(cfg: &Config) -> anyhow::Result<Option<Arc<AuthSettin
     };
     Ok(Some(Arc::new(AuthSettings {
         oidc,
-        jwt_secret: cfg.auth.jwt_secret.clone().expect("validated: auth.jwt_secret is set unless auth.disabled"),
+        jwt_secret: cfg.auth.jwt_secret.clone().context("auth.jwt_secret is required unless auth.disabled is true")?,
         session_ttl: cfg.auth.session_ttl,
         local: cfg.auth.local.enabled,
         login_attempts: cfg.auth.login_rate_limit.attempts,

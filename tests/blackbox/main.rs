@@ -34,3 +34,4 @@ mod lambda_handlers;
 mod lambda_runtime;
 mod stats;
 mod capacity_wake;
+mod hardening;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
@@ -183,6 +183,8 @@ impl Sso {
 pub struct OidcClient {
     settings: OidcSettings,
     discovery: Discovery,
+    /// `discovery.authorization_endpoint`, parsed once: the IdP wrote it.
+    authorization_endpoint: url::Url,
     jwks: RwLock<Arc<JwkSet>>,
     http: reqwest::Client,
 }
@@ -213,9 +215,7 @@ fn random_token() -> String {
 }
 
 fn sign(secret: &[u8], payload: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
-    mac.update(b"pacer-oidc-state.");
-    mac.update(payload.as_bytes());
+    let mac = crate::mac::hmac_sha256_of(secret, &[b"pacer-oidc-state.", payload.as_bytes()]);
     B64.encode(mac.finalize().into_bytes())
 }
 
@@ -236,8 +236,18 @@ impl OidcClient {
                 transient: false,
             }));
         }
+        // The IdP writes these; one that is not a URL is a configuration
+        // error to report now, not a panic at the first sign-in.
+        let endpoint = |name: &str, value: &str| {
+            url::Url::parse(value).ok().filter(|u| matches!(u.scheme(), "https" | "http")).ok_or_else(|| {
+                named(DiscoveryError { message: format!("the discovery document's {name} {value:?} is not an http(s) URL"), transient: false })
+            })
+        };
+        let authorization_endpoint = endpoint("authorization_endpoint", &discovery.authorization_endpoint)?;
+        endpoint("token_endpoint", &discovery.token_endpoint)?;
+        endpoint("jwks_uri", &discovery.jwks_uri)?;
         let jwks: JwkSet = fetch_json(&http, &discovery.jwks_uri, "JWKS (the IdP's signing keys)").await.map_err(named)?;
-        Ok(Self { jwks: RwLock::new(Arc::new(jwks)), settings, discovery, http })
+        Ok(Self { jwks: RwLock::new(Arc::new(jwks)), settings, discovery, authorization_endpoint, http })
     }
 
     pub fn settings(&self) -> &OidcSettings {
@@ -256,7 +266,7 @@ impl OidcClient {
     pub fn start(&self, secret: &[u8], now: chrono::DateTime<chrono::Utc>) -> Started {
         let state = StateCookie { state: random_token(), nonce: random_token(), verifier: random_token(), exp: now.timestamp() + STATE_TTL_SECS };
         let challenge = B64.encode(Sha256::digest(state.verifier.as_bytes()));
-        let mut url = url::Url::parse(&self.discovery.authorization_endpoint).expect("discovered endpoints are URLs");
+        let mut url = self.authorization_endpoint.clone();
         url.query_pairs_mut()
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.settings.client_id)
@@ -266,6 +276,8 @@ impl OidcClient {
             .append_pair("nonce", &state.nonce)
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256");
+        // Four strings and a number: serialising cannot fail.
+        #[allow(clippy::expect_used)]
         let payload = B64.encode(serde_json::to_vec(&state).expect("serialises"));
         let cookie = format!("{payload}.{}", sign(secret, &payload));
         Started { authorize_url: url.to_string(), cookie }

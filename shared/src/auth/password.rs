@@ -3,7 +3,7 @@
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use rand::Rng;
+use rand::seq::IndexedRandom;
 
 /// Length of the passwords pacer generates.
 pub const GENERATED_LENGTH: usize = 16;
@@ -27,7 +27,7 @@ pub fn verify_password(stored: &str, password: &str) -> bool {
 pub fn generate_password() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut rng = rand::rng();
-    (0..GENERATED_LENGTH).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..GENERATED_LENGTH).filter_map(|_| ALPHABET.choose(&mut rng)).map(|&b| char::from(b)).collect()
 }
 
 #[cfg(test)]

@@ -48,6 +48,8 @@ pub fn mint(secret: &[u8], user_id: &str, now: Time, ttl: std::time::Duration) -
         nbf: now.timestamp(),
         exp: now.timestamp() + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
     };
+    // HS256 takes a key of any length and the claims are plain data: nothing here can fail.
+    #[allow(clippy::expect_used)]
     let token = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
         .expect("HS256 signing with a byte key cannot fail");
     (token, claims)

@@ -133,8 +133,8 @@ impl Tree {
 
     /// Sets (or, for `None`, clears) one key, creating the sections above it.
     fn set(&mut self, key: &'static Key, value: Option<Value>) {
-        let mut names: Vec<&str> = key.path.split('.').collect();
-        let leaf = names.pop().expect("key paths are not empty");
+        let (sections, leaf) = key.path.rsplit_once('.').unwrap_or(("", key.path));
+        let names = sections.split('.').filter(|name| !name.is_empty());
         let mut section = &mut self.root;
         for name in names {
             let entry = section
@@ -245,7 +245,7 @@ fn tidy_leaf(key: &Key, value: Value) -> Result<Option<Value>, ConfigError> {
             Value::Array(tidied)
         }
         Value::Bool(_) | Value::Number(_) | Value::String(_) if key.kind != Kind::List => {
-            let text = scalar_text(&value).expect("a scalar");
+            let text = scalar_text(&value).unwrap_or_default();
             let text = text.trim();
             match key.kind {
                 Kind::Bool => match parse_bool(text) {

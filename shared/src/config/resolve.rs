@@ -32,8 +32,11 @@ impl Config {
 
         let fetcher = Fetcher::new(aws);
         let lookups = wanted.keys().map(|reference| async {
-            let parsed = SecretRef::parse(reference).expect("collected from parsed references");
-            (reference.clone(), fetcher.fetch(parsed).await)
+            let fetched = match SecretRef::parse(reference) {
+                Some(parsed) => fetcher.fetch(parsed).await,
+                None => Err("is not an ssm: or secretsmanager: reference".to_owned()),
+            };
+            (reference.clone(), fetched)
         });
         let fetched: BTreeMap<String, Result<String, String>> = futures::future::join_all(lookups)
             .await
@@ -48,7 +51,7 @@ impl Config {
             else {
                 continue;
             };
-            match &fetched[&reference] {
+            match fetched.get(&reference).unwrap_or(&Err(String::new())) {
                 Ok(value) => *slot = Some(Secret::new(value.trim())),
                 Err(message) => {
                     return Err(ConfigError::SecretReference {

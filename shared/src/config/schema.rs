@@ -288,9 +288,7 @@ pub(crate) fn find(path: &str) -> Option<&'static Key> {
 /// True when `path` is a section (a proper prefix of some key), such as `server.tls`.
 pub(crate) fn is_section(path: &str) -> bool {
     KEYS.iter().any(|key| {
-        key.path.len() > path.len()
-            && key.path.starts_with(path)
-            && key.path.as_bytes()[path.len()] == b'.'
+        key.path.strip_prefix(path).is_some_and(|rest| rest.starts_with('.'))
     })
 }
 
@@ -312,18 +310,26 @@ pub(crate) fn suggest<'a>(
         .map(|(_, candidate)| candidate)
 }
 
+/// Levenshtein distance, one row at a time: `row[j]` is the distance between the part of `a`
+/// read so far and the first `j` characters of `b`.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        // `diagonal` is the previous row's value one column left; `left` this row's.
+        let mut diagonal = i;
+        let mut left = i + 1;
+        for (cell, cb) in row.iter_mut().skip(1).zip(&b) {
+            let here = (diagonal + usize::from(ca != *cb)).min(*cell + 1).min(left + 1);
+            diagonal = *cell;
+            *cell = here;
+            left = here;
         }
-        previous = current;
+        if let Some(first) = row.first_mut() {
+            *first = i + 1;
+        }
     }
-    previous[b.len()]
+    row.last().copied().unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -298,18 +298,14 @@ fn check_pem_private_key(key: &str, pem: &str, subject: &str) -> Check {
 /// private-key block.
 pub(crate) fn pem_private_key_label(pem: &str) -> Result<&str, &'static str> {
     const NOT_PEM: &str = "look like a PEM private key (-----BEGIN ... PRIVATE KEY-----)";
-    let begin = pem.find("-----BEGIN ").ok_or(NOT_PEM)?;
-    let after_begin = &pem[begin + "-----BEGIN ".len()..];
-    let label_end = after_begin.find("-----").ok_or(NOT_PEM)?;
-    let label = &after_begin[..label_end];
+    let (_, after_begin) = pem.split_once("-----BEGIN ").ok_or(NOT_PEM)?;
+    let (label, body_and_end) = after_begin.split_once("-----").ok_or(NOT_PEM)?;
     if !label.ends_with("PRIVATE KEY") {
         return Err(NOT_PEM);
     }
-    let body_and_end = &after_begin[label_end + "-----".len()..];
     let end_marker = format!("-----END {label}-----");
-    let body = body_and_end
-        .find(&end_marker)
-        .map(|end| &body_and_end[..end])
+    let (body, _) = body_and_end
+        .split_once(&end_marker)
         .ok_or("end with its -----END line (truncated?)")?;
     if body.trim().is_empty() {
         return Err("contain key data between the BEGIN and END lines");

@@ -51,9 +51,9 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
         }
         let (unit_nanos, after_unit) = UNITS
             .iter()
-            .filter(|(name, _)| after_number.starts_with(name))
-            .max_by_key(|(name, _)| name.len())
-            .map(|(name, nanos)| (*nanos, &after_number[name.len()..]))
+            .filter_map(|(name, nanos)| Some((name.len(), *nanos, after_number.strip_prefix(name)?)))
+            .max_by_key(|(len, _, _)| *len)
+            .map(|(_, nanos, rest)| (nanos, rest))
             .ok_or_else(invalid)?;
 
         total = whole_nanos(whole, unit_nanos)

@@ -11,6 +11,9 @@ use super::Invalid;
 /// The label every job pacer serves must carry.
 pub const SELF_HOSTED: &str = "self-hosted";
 
+/// The longest label pacer keeps, in bytes of UTF-8.
+pub const MAX_LABEL_BYTES: usize = 256;
+
 /// A runner label, lower-cased: GitHub compares labels case-insensitively,
 /// so pacer keeps one spelling and never compares two.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -23,13 +26,20 @@ impl Label {
         if s.is_empty() {
             return Err("a label cannot be empty".into());
         }
-        if s.len() > 256 {
-            return Err(format!("label \"{}…\" is longer than 256 characters", &s[..32]));
+        // Measured lower-cased, as it is kept: a few capitals grow when
+        // lower-cased ('İ' is 2 bytes, 'i̇' 3), and a label kept longer than
+        // the limit would not parse when read back.
+        let lower = s.to_lowercase();
+        if lower.len() > MAX_LABEL_BYTES {
+            // The first characters only: enough to recognise it, and never a
+            // cut through a multi-byte character.
+            let start: String = s.chars().take(32).collect();
+            return Err(format!("label \"{start}…\" is longer than {MAX_LABEL_BYTES} bytes"));
         }
         if s.chars().any(|c| c.is_control() || c == ',') {
             return Err(format!("label {s:?} contains a comma or a control character"));
         }
-        Ok(Self(s.to_lowercase()))
+        Ok(Self(lower))
     }
 
     pub fn as_str(&self) -> &str {
@@ -66,10 +76,18 @@ pub fn parse_labels(field: &str, raw: &[String]) -> Result<LabelSet, Invalid> {
         .collect()
 }
 
-/// Case-folds labels as they arrive from GitHub, dropping ones that cannot
-/// be labels (GitHub would not have sent them).
-pub fn job_labels(raw: &[String]) -> LabelSet {
-    raw.iter().filter_map(|l| Label::parse(l).ok()).collect()
+/// Case-folds a job's labels as GitHub sent them. `None` when one of them
+/// could never be a pool's label (empty, over [`MAX_LABEL_BYTES`], a comma
+/// or a control character): no runner pacer launches could carry it, so
+/// such a job matches no pool rather than a pool that lacks that label.
+pub fn job_labels(raw: &[String]) -> Option<LabelSet> {
+    raw.iter().map(|l| Label::parse(l).ok()).collect()
+}
+
+/// Whether a job is pacer's at all: one of its labels, as GitHub sent them,
+/// is `self-hosted` (in any case).
+pub fn asks_for_self_hosted(raw: &[String]) -> bool {
+    raw.iter().any(|l| l.trim().eq_ignore_ascii_case(SELF_HOSTED))
 }
 
 /// Whether a job is pacer's at all: it must ask for a self-hosted runner.
@@ -183,6 +201,56 @@ mod tests {
         let pools = [pool("linux", &["Linux", "ARM64"], 0)];
         assert!(match_pool(&set(&["Self-Hosted", "LINUX", "arm64"]), &pools).is_some());
         assert_eq!(Label::parse("  GPU ").unwrap().as_str(), "gpu");
+    }
+
+    #[test]
+    fn a_long_label_of_multibyte_characters_is_refused_naming_its_start() {
+        // Byte 32 of 100 × '€' (3 bytes each) falls inside a character.
+        let err = Label::parse(&"€".repeat(100)).unwrap_err();
+        assert!(err.starts_with(&format!("label \"{}…\"", "€".repeat(32))), "{err}");
+        assert!(Label::parse(&"€".repeat(85)).is_ok(), "255 bytes fit");
+    }
+
+    #[test]
+    fn a_label_that_grows_when_lower_cased_is_measured_as_kept() {
+        // 'İ' is 2 bytes and lower-cases to 3: 200 bytes given, 300 kept,
+        // which would be refused when read back from the store.
+        assert!(Label::parse(&"İ".repeat(100)).is_err());
+        let kept = Label::parse(&"İ".repeat(85)).unwrap();
+        assert_eq!(Label::parse(kept.as_str()), Ok(kept.clone()));
+    }
+
+    #[test]
+    fn a_job_with_a_label_no_pool_can_carry_matches_nothing() {
+        let pools = [pool("linux", &["linux"], 0)];
+        let raw: Vec<String> = ["self-hosted", "linux", &"€".repeat(100)].iter().map(|l| l.to_string()).collect();
+        assert!(asks_for_self_hosted(&raw));
+        assert_eq!(job_labels(&raw), None);
+        let fitting: Vec<String> = vec!["Self-Hosted".into(), "linux".into()];
+        assert!(match_pool(&job_labels(&fitting).unwrap(), &pools).is_some());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_a_label_or_a_clean_refusal(raw in "\\PC{0,300}|[\\x00-\\x7f€,]{0,300}") {
+            match Label::parse(&raw) {
+                Ok(label) => {
+                    proptest::prop_assert!(!label.as_str().is_empty() && label.as_str().len() <= MAX_LABEL_BYTES);
+                    proptest::prop_assert!(!label.as_str().contains(','));
+                    proptest::prop_assert_eq!(Label::parse(label.as_str()), Ok(label.clone()), "parsing is idempotent");
+                }
+                Err(message) => proptest::prop_assert!(!message.is_empty()),
+            }
+        }
+
+        #[test]
+        fn any_labels_a_job_carries_match_or_not_without_a_panic(raw in proptest::collection::vec("\\PC{0,300}", 0..8)) {
+            let pools = [pool("linux", &["linux"], 0)];
+            if let Some(labels) = job_labels(&raw) {
+                let _ = match_pool(&labels, &pools);
+            }
+            let _ = asks_for_self_hosted(&raw);
+        }
     }
 
     #[test]

@@ -163,6 +163,8 @@ pub struct SimulatedFleet {
 impl SimulatedFleet {
     pub fn new(settings: SimulatedSettings) -> Self {
         crate::server::install_crypto_provider();
+        // Building fails only without a TLS crypto provider, installed just above.
+        #[allow(clippy::expect_used)]
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             // The simulated runners only ever call this very process, which
@@ -473,7 +475,7 @@ impl SimulatedRunner<'_> {
         action: &str,
     ) {
         let body = workflow_job_payload(job, runner, action, chrono::Utc::now());
-        let body = serde_json::to_vec(&body).expect("a JSON value serializes");
+        let body = body.to_string().into_bytes();
         let delivery = format!("sim-{:032x}", rand::random::<u128>());
         let sent = self
             .inner
@@ -546,8 +548,8 @@ pub fn workflow_job_payload(
         },
         "sender": {"login": "pacer-simulator"},
     });
-    if let Some(id) = job.installation_id {
-        payload["installation"] = json!({"id": id});
+    if let (Some(id), Some(fields)) = (job.installation_id, payload.as_object_mut()) {
+        fields.insert("installation".into(), json!({"id": id}));
     }
     payload
 }

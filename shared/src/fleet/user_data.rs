@@ -61,9 +61,8 @@ pub fn render(pacer_url: &str, token: &Secret) -> String {
 
 /// Reads the settings back from rendered user data.
 pub fn parse(user_data: &str) -> Result<CallbackSettings, UserDataError> {
-    let start = user_data.find(HEADER_START).ok_or(UserDataError::NoHeader)?;
-    let header = &user_data[start + HEADER_START.len()..];
-    let header = &header[..header.find(HEADER_END).ok_or(UserDataError::NoHeader)?];
+    let (_, after_start) = user_data.split_once(HEADER_START).ok_or(UserDataError::NoHeader)?;
+    let (header, _) = after_start.split_once(HEADER_END).ok_or(UserDataError::NoHeader)?;
     let url = assignment(header, "PACER_URL")?;
     let token = assignment(header, "PACER_TOKEN")?;
     Ok(CallbackSettings { url, token: Secret::new(token) })
@@ -91,8 +90,8 @@ fn shell_quote(value: &str) -> String {
 /// The value of `NAME=<quoted word>` at the start of a header line.
 fn assignment(header: &str, name: &'static str) -> Result<String, UserDataError> {
     let prefix = format!("\n{name}=");
-    let at = header.find(&prefix).ok_or(UserDataError::Missing(name))?;
-    unquote(&header[at + prefix.len()..]).ok_or(UserDataError::Malformed(name))
+    let (_, value) = header.split_once(&prefix).ok_or(UserDataError::Missing(name))?;
+    unquote(value).ok_or(UserDataError::Malformed(name))
 }
 
 /// Reads one word made of `'…'` runs and `\'` escapes (what [`shell_quote`]

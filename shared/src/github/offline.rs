@@ -123,7 +123,7 @@ impl GitHub for OfflineGitHub {
                 req.labels.len()
             )));
         }
-        let mut runners = self.runners.lock().expect("offline runners lock");
+        let mut runners = crate::sync::lock(&self.runners);
         let registered = runners.entry(Self::key(target)).or_default();
         if registered
             .values()
@@ -141,6 +141,8 @@ impl GitHub for OfflineGitHub {
             runner_name: req.name.clone(),
             labels: req.labels.clone(),
         };
+        // Plain strings and numbers: serialising cannot fail.
+        #[allow(clippy::expect_used)]
         let encoded = BASE64.encode(serde_json::to_vec(&config).expect("serialisable"));
         registered.insert(
             runner_id,
@@ -166,7 +168,7 @@ impl GitHub for OfflineGitHub {
         runner_id: i64,
     ) -> GitHubResult<()> {
         self.calls.count(Call::GitHub);
-        let mut runners = self.runners.lock().expect("offline runners lock");
+        let mut runners = crate::sync::lock(&self.runners);
         if let Some(registered) = runners.get_mut(&Self::key(target)) {
             registered.remove(&runner_id);
         }
@@ -179,7 +181,7 @@ impl GitHub for OfflineGitHub {
         target: &RunnerTarget,
     ) -> GitHubResult<Vec<GhRunner>> {
         self.calls.count(Call::GitHub);
-        let runners = self.runners.lock().expect("offline runners lock");
+        let runners = crate::sync::lock(&self.runners);
         Ok(runners
             .get(&Self::key(target))
             .map(|r| r.values().cloned().collect())
@@ -193,7 +195,7 @@ impl GitHub for OfflineGitHub {
         runner_id: i64,
     ) -> GitHubResult<Option<GhRunner>> {
         self.calls.count(Call::GitHub);
-        let runners = self.runners.lock().expect("offline runners lock");
+        let runners = crate::sync::lock(&self.runners);
         Ok(runners
             .get(&Self::key(target))
             .and_then(|r| r.get(&runner_id))

@@ -277,7 +277,7 @@ impl RestGitHub {
         &self,
         installation_id: i64,
     ) -> Arc<tokio::sync::Mutex<Option<InstallationToken>>> {
-        let mut tokens = self.tokens.lock().expect("token cache lock");
+        let mut tokens = crate::sync::lock(&self.tokens);
         tokens.entry(installation_id).or_default().clone()
     }
 
@@ -395,10 +395,18 @@ impl RestGitHub {
             request = request.query(&call.query);
         }
         if let Some(credential) = credential {
-            let mut value = HeaderValue::try_from(format!("Bearer {}", credential.expose()))
-                .expect("tokens and JWTs are header-safe ASCII");
-            value.set_sensitive(true);
-            request = request.header(header::AUTHORIZATION, value);
+            // pacer's App JWT is base64url; an installation token is whatever GitHub sent. One
+            // that cannot be a header value goes unsent, and GitHub's 401 says what is wrong.
+            match HeaderValue::try_from(format!("Bearer {}", credential.expose())) {
+                Ok(mut value) => {
+                    value.set_sensitive(true);
+                    request = request.header(header::AUTHORIZATION, value);
+                }
+                Err(_) => tracing::error!(
+                    endpoint = call.endpoint.route,
+                    "the GitHub credential holds characters a header cannot carry; sending the call without it"
+                ),
+            }
         }
         if let Some(body) = &call.body {
             request = request.json(body);
@@ -525,10 +533,10 @@ impl RestGitHub {
 
     fn url(&self, call: &Call<'_>) -> Url {
         let mut url = self.base.clone();
-        url.path_segments_mut()
-            .expect("an http(s) base URL has path segments")
-            .pop_if_empty()
-            .extend(&call.segments);
+        // `github.api_url` is validated as an http(s) URL, and those always have a path.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(&call.segments);
+        }
         url
     }
 
@@ -817,9 +825,9 @@ impl GitHub for RestGitHub {
             for wire in page.into_iter().filter(|d| d.delivered_at >= since) {
                 if (200..300).contains(&wire.status_code) {
                     delivered.insert(wire.guid);
-                } else if let Some(&i) = failed_at.get(&wire.guid) {
+                } else if let Some(listed) = failed_at.get(&wire.guid).and_then(|&i| failed.get_mut(i)) {
                     // An older failed attempt of an event already listed by its newest one.
-                    failed[i].failed_attempts += 1;
+                    listed.failed_attempts += 1;
                 } else {
                     failed_at.insert(wire.guid.clone(), failed.len());
                     failed.push(wire.into_delivery());

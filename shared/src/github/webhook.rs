@@ -8,11 +8,11 @@
 
 use std::fmt;
 
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use crate::domain::{RepoName, Time};
+use crate::mac::{hmac_sha256_of, HmacSha256};
 
 /// The header carrying the HMAC-SHA256 signature. The legacy `X-Hub-Signature` (SHA-1) is
 /// deliberately not read: a delivery carrying only that one is refused as unsigned.
@@ -25,8 +25,6 @@ pub const DELIVERY_HEADER: &str = "x-github-delivery";
 const SIGNATURE_PREFIX: &str = "sha256=";
 /// Hex characters in a SHA-256 digest.
 const SIGNATURE_HEX_LEN: usize = 64;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Why a delivery's signature was refused. Messages tell an operator what to check and never
 /// contain a secret or the expected digest.
@@ -99,9 +97,7 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 }
 
 fn mac(secret: &[u8], body: &[u8]) -> HmacSha256 {
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
-    mac.update(body);
-    mac
+    hmac_sha256_of(secret, &[body])
 }
 
 // ------------------------------------------------------------------------------------ payloads

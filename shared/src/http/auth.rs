@@ -55,14 +55,7 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
     if let Some(bearer) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) {
         return Some(bearer.trim().to_string());
     }
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.to_string())
+    cookie_value(headers, SESSION_COOKIE)
 }
 
 fn auth_error(e: AuthError) -> Response {
@@ -122,20 +115,28 @@ fn settings(state: &AppState) -> Result<&AuthSettings, ApiError> {
     state.auth.as_deref().ok_or_else(|| ApiError::NotFound("console authentication is turned off (auth.disabled)".into()))
 }
 
+/// A header value pacer composed. Its parts are pacer's own tokens (base64 and JWT
+/// characters) and URLs the `url` crate serialised (percent-encoded), which a header always
+/// carries; should one ever not, the header goes out empty rather than the process down.
+fn header_value(text: String) -> HeaderValue {
+    HeaderValue::try_from(text).unwrap_or_else(|_| {
+        tracing::error!("a header value pacer composed holds a character headers cannot carry");
+        HeaderValue::from_static("")
+    })
+}
+
 fn session_cookie(auth: &AuthSettings, value: &str, max_age: i64) -> HeaderValue {
     let secure = if auth.secure_cookie { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"))
-        .expect("a cookie of token characters")
+    header_value(format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"))
 }
 
 fn state_cookie(auth: &AuthSettings, value: &str, max_age: i64) -> HeaderValue {
     // Lax, not Strict: the IdP's redirect back is a cross-site navigation.
     let secure = if auth.secure_cookie { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
+    header_value(format!(
         "{}={value}; Path=/api/auth/oidc; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
         crate::auth::oidc::STATE_COOKIE
     ))
-    .expect("a cookie of token characters")
 }
 
 fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -151,7 +152,7 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 
 fn redirect(to: &str) -> Response {
     let mut res = StatusCode::FOUND.into_response();
-    res.headers_mut().insert(axum::http::header::LOCATION, HeaderValue::from_str(to).expect("a plain URL"));
+    res.headers_mut().insert(axum::http::header::LOCATION, header_value(to.to_owned()));
     res
 }
 
@@ -354,7 +355,9 @@ async fn create_user(State(s): State<AppState>, caller: Caller, JsonObject(body)
     let (user, password) = auth_service::create_user(&s.ports, &caller, email, role).await?;
     let mut value = serde_json::to_value(user).map_err(|e| ApiError::Internal(e.into()))?;
     // Shown once: pacer keeps only its hash.
-    value["password"] = password.into();
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert("password".into(), password.into());
+    }
     Ok((StatusCode::CREATED, Json(value)))
 }
 

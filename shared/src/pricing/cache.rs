@@ -120,7 +120,7 @@ impl PriceCache {
     /// still fresh, else a new empty one.
     fn slot(&self, key: &QuoteKey) -> Slot {
         let now = self.clock.now();
-        let mut slots = self.slots.lock().expect("price cache lock");
+        let mut slots = crate::sync::lock(&self.slots);
         if let Some(slot) = slots.get(key) {
             match slot.get() {
                 None => return slot.clone(),

@@ -46,7 +46,7 @@ impl MemoryQueue {
 
     /// Messages waiting or in flight (for tests and the bench).
     pub fn len(&self) -> usize {
-        let s = self.state.lock().unwrap();
+        let s = crate::sync::lock(&self.state);
         s.ready.len() + s.hidden.len()
     }
 
@@ -77,7 +77,7 @@ impl Queue for MemoryQueue {
         self.calls.count(Call::QueueSend);
         let message = Message { job_id: job_id.to_string(), receive_count: 0 };
         {
-            let mut s = self.state.lock().unwrap();
+            let mut s = crate::sync::lock(&self.state);
             match delay.filter(|d| !d.is_zero()) {
                 Some(d) => {
                     let key = s.next_receipt;
@@ -97,7 +97,7 @@ impl Queue for MemoryQueue {
         loop {
             let notified = self.notify.notified();
             let next_lapse = {
-                let mut s = self.state.lock().unwrap();
+                let mut s = crate::sync::lock(&self.state);
                 let now = Instant::now();
                 let next_lapse = Self::surface(&mut s, now);
                 let mut out = Vec::new();
@@ -129,7 +129,7 @@ impl Queue for MemoryQueue {
     async fn ack(&self, delivery: &Delivery) -> anyhow::Result<()> {
         self.calls.count(Call::QueueDelete);
         if let Ok(key) = delivery.receipt.parse::<u64>() {
-            self.state.lock().unwrap().hidden.remove(&key);
+            crate::sync::lock(&self.state).hidden.remove(&key);
         }
         Ok(())
     }
@@ -137,7 +137,7 @@ impl Queue for MemoryQueue {
     async fn retry_later(&self, delivery: &Delivery, after: Duration) -> anyhow::Result<()> {
         self.calls.count(Call::QueueRequeue);
         if let Ok(key) = delivery.receipt.parse::<u64>() {
-            let mut s = self.state.lock().unwrap();
+            let mut s = crate::sync::lock(&self.state);
             if let Some(entry) = s.hidden.get_mut(&key) {
                 entry.0 = Instant::now() + after;
             }

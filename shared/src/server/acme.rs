@@ -299,11 +299,7 @@ impl Acme {
     }
 
     fn key_authorization(&self, token: &str) -> Option<String> {
-        self.challenges
-            .lock()
-            .expect("challenge map")
-            .get(token)
-            .cloned()
+        crate::sync::lock(&self.challenges).get(token).cloned()
     }
 }
 
@@ -315,18 +311,14 @@ struct OfferedChallenges<'a> {
 
 impl OfferedChallenges<'_> {
     fn offer(&mut self, token: String, key_authorization: String) {
-        self.acme
-            .challenges
-            .lock()
-            .expect("challenge map")
-            .insert(token.clone(), key_authorization);
+        crate::sync::lock(&self.acme.challenges).insert(token.clone(), key_authorization);
         self.tokens.push(token);
     }
 }
 
 impl Drop for OfferedChallenges<'_> {
     fn drop(&mut self) {
-        let mut challenges = self.acme.challenges.lock().expect("challenge map");
+        let mut challenges = crate::sync::lock(&self.acme.challenges);
         for token in &self.tokens {
             challenges.remove(token);
         }
@@ -417,7 +409,8 @@ async fn redirect_to_https(
         .map(|host| host.trim_end_matches('.').to_ascii_lowercase());
     let host = requested
         .filter(|host| hosts.contains(host))
-        .unwrap_or_else(|| hosts[0].clone());
+        .or_else(|| hosts.first().cloned())
+        .unwrap_or_default();
     let port = match state.https_port {
         443 => String::new(),
         port => format!(":{port}"),

@@ -39,6 +39,9 @@ pub(crate) struct Identity {
 
 impl Identity {
     pub fn leaf(&self) -> &CertificateDer<'static> {
+        // Never empty: `parse_chain` refuses a PEM without a certificate and
+        // `self_signed` makes a chain of one.
+        #[allow(clippy::indexing_slicing)]
         &self.chain[0]
     }
 }
@@ -148,7 +151,7 @@ pub(crate) fn self_signed(fqdn: Option<&str>, alg: KeyAlg) -> anyhow::Result<Ide
     let mut params = CertificateParams::new(names.clone())
         .with_context(|| format!("server.tls.fqdn {fqdn:?} is not a valid host name"))?;
     let mut subject = DistinguishedName::new();
-    subject.push(DnType::CommonName, names[0].clone());
+    subject.push(DnType::CommonName, names.first().cloned().unwrap_or_default());
     subject.push(DnType::OrganizationName, "pacer (self-signed)");
     params.distinguished_name = subject;
     let now = Utc::now();
@@ -181,6 +184,8 @@ pub(crate) fn self_signed(fqdn: Option<&str>, alg: KeyAlg) -> anyhow::Result<Ide
 pub(crate) fn fingerprint(cert: &CertificateDer<'_>) -> String {
     // rustls exposes aws-lc-rs's SHA-256 through its cipher suites; borrowing it from there
     // avoids a second hash implementation.
+    // A TLS 1.3 suite constant: `tls13()` is always `Some`.
+    #[allow(clippy::expect_used)]
     let sha256 = aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256
         .tls13()
         .expect("a TLS 1.3 suite")

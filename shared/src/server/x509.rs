@@ -110,14 +110,18 @@ impl<'a> Reader<'a> {
 fn parse_time(tag: u8, value: &[u8]) -> anyhow::Result<DateTime<Utc>> {
     ensure!(value.is_ascii(), "time is not ASCII");
     let text = std::str::from_utf8(value)?;
-    let (year, rest) = match (tag, text.len()) {
-        (UTC_TIME, 13) => {
-            // RFC 5280: two-digit years 50–99 are 19xx, 00–49 are 20xx.
-            let yy = digits(&text[..2])?;
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
-        }
-        (GENERALIZED_TIME, 15) => (digits(&text[..4])?, &text[4..]),
+    let year_digits = match (tag, text.len()) {
+        (UTC_TIME, 13) => 2,
+        (GENERALIZED_TIME, 15) => 4,
         _ => bail!("unsupported time encoding {text:?}"),
+    };
+    // ASCII, so every byte offset is a character boundary.
+    let (year, rest) = text.split_at_checked(year_digits).ok_or_else(|| anyhow!("short time"))?;
+    let year = match digits(year)? {
+        // RFC 5280: two-digit years 50–99 are 19xx, 00–49 are 20xx.
+        yy if year_digits == 2 && yy >= 50 => 1900 + yy,
+        yy if year_digits == 2 => 2000 + yy,
+        yyyy => yyyy,
     };
     ensure!(rest.ends_with('Z'), "time {text:?} is not in UTC");
     let [month, day, hour, minute, second] = [0, 2, 4, 6, 8].map(|at| {

@@ -242,7 +242,7 @@ pub fn redact_log(log: &str, token: &str) -> String {
         while !out.is_char_boundary(cut) {
             cut += 1;
         }
-        out = out[cut..].to_string();
+        out = out.get(cut..).unwrap_or_default().to_string();
     }
     out
 }

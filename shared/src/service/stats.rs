@@ -140,7 +140,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
         return None;
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
 /// The figures for `query`'s window.

@@ -12,7 +12,7 @@ use super::audit::record;
 use super::jobs::{advance, Advanced};
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::domain::job::JobChanges;
-use crate::domain::labels::{job_labels, offered_labels, wants_self_hosted, PoolCandidate};
+use crate::domain::labels::{asks_for_self_hosted, job_labels, offered_labels, PoolCandidate};
 use crate::domain::{
     match_pool, new_id, Actor, ActorKind, IdKind, Job, JobState, Pool, Project, RepoName, RunnerState, Scope,
     Transition, TransitionCause,
@@ -76,7 +76,7 @@ pub async fn accept(
 }
 
 async fn workflow_job(ports: &Ports, caller: &Caller, ev: &WorkflowJobEvent) -> ServiceResult<Outcome> {
-    if !wants_self_hosted(&job_labels(&ev.workflow_job.labels)) {
+    if !asks_for_self_hosted(&ev.workflow_job.labels) {
         return Ok(Outcome::Ignored("not self-hosted"));
     }
     match &ev.action {
@@ -138,7 +138,7 @@ pub fn pick_pool<'a>(project: &Project, pools: &'a [Pool], labels: &[String]) ->
             offered: offered_labels(&p.spec.labels, &project.spec.label),
         })
         .collect();
-    let chosen = match_pool(&job_labels(labels), &candidates)?;
+    let chosen = match_pool(&job_labels(labels)?, &candidates)?;
     pools.iter().find(|p| p.id == chosen.pool_id)
 }
 

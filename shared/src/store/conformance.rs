@@ -4,7 +4,10 @@
 //! binary runs every case against every adapter.
 //!
 //! It lives in the library (not under `tests/`) so any future adapter, and
-//! any test binary, can run it unchanged.
+//! any test binary, can run it unchanged. It is test code, so a failed
+//! step panics like an assertion.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::sync::Arc;
 use std::time::Duration;

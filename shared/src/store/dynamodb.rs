@@ -1155,7 +1155,7 @@ impl DynamoStore {
             // The cursor is the last item *returned*, never DynamoDB's last
             // evaluated key: with a filter or a merge that one may lie
             // beyond items this page did not return.
-            Some(Cursor::of(&items[limit - 1], listing.index)?.encode(listing.index))
+            items.last().map(|last| Cursor::of(last, listing.index).map(|c| c.encode(listing.index))).transpose()?
         } else {
             None
         };

@@ -359,7 +359,7 @@ impl ListQuery {
             .collect::<Result<_, _>>()
             .map_err(backend)?;
         let more = rows.len() > limit;
-        let rows = &rows[..rows.len().min(limit)];
+        let rows = rows.get(..limit).unwrap_or(&rows);
         let next_cursor = if more { rows.last().map(|(id, _)| encode_cursor(id)) } else { None };
         let items = rows.iter().map(|(_, data)| from_json(data)).collect::<StoreResult<Vec<T>>>()?;
         Ok(Page { items, next_cursor })

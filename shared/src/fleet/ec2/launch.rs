@@ -68,7 +68,9 @@ pub fn client_token(runner_id: &str, attempt: u32, combo: &Combination) -> Strin
         hash.update(part.as_bytes());
         hash.update([0u8]);
     }
-    format!("pacer-{}", &hex::encode(hash.finalize())[..48])
+    let mut digest = hex::encode(hash.finalize());
+    digest.truncate(48);
+    format!("pacer-{digest}")
 }
 
 /// Why one EC2 call failed.
