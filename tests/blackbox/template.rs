@@ -460,7 +460,7 @@ fn deep_links_load_the_console_but_api_errors_stay_json() {
 
 /// The placeholders the policy documents in infra/iam use (filled with
 /// `envsubst`, README "Deploy to AWS").
-const PLACEHOLDERS: [&str; 8] = [
+const PLACEHOLDERS: [&str; 9] = [
     "AWS_REGION",
     "AWS_ACCOUNT_ID",
     "PACER_STACK",
@@ -469,6 +469,7 @@ const PLACEHOLDERS: [&str; 8] = [
     "PACER_QUEUE",
     "PACER_DEPLOYMENT",
     "PACER_RUNNER_ROLE",
+    "PACER_AMI_PREFIX",
 ];
 
 #[test]
@@ -525,7 +526,7 @@ fn the_policy_documents_are_json_with_known_placeholders() {
         }
         seen += 1;
     }
-    assert!(seen >= 4, "the runner, single-binary and deployer documents");
+    assert!(seen >= 5, "the runner, single-binary, deployer and boundary documents");
 }
 
 fn iam_document(name: &str) -> serde_json::Value {
