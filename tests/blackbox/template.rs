@@ -5,7 +5,11 @@
 //! function's environment is a configuration pacer accepts, each role may
 //! read exactly the secrets its function names and nothing runs with more
 //! EC2 or IAM reach than its code needs, the routes send each path to its
-//! function, and the console can never turn an API error into a page.
+//! function, and the console can never turn an API error into a page. The
+//! policy documents of infra/iam are read the same way: every role sits
+//! under the permissions boundary, which allows what the roles do and no
+//! IAM administration, and the deployer can neither lift it nor reach
+//! CloudFront beyond the stack's own resources.
 //!
 //! The template is read as YAML; CloudFormation's short tags (`!Ref`,
 //! `!Sub`, `!If`, …) arrive as tagged values, and [`Stack`] evaluates them
@@ -460,7 +464,7 @@ fn deep_links_load_the_console_but_api_errors_stay_json() {
 
 /// The placeholders the policy documents in infra/iam use (filled with
 /// `envsubst`, README "Deploy to AWS").
-const PLACEHOLDERS: [&str; 8] = [
+const PLACEHOLDERS: [&str; 9] = [
     "AWS_REGION",
     "AWS_ACCOUNT_ID",
     "PACER_STACK",
@@ -469,6 +473,65 @@ const PLACEHOLDERS: [&str; 8] = [
     "PACER_QUEUE",
     "PACER_DEPLOYMENT",
     "PACER_RUNNER_ROLE",
+    "PACER_AMI_PREFIX",
+];
+
+/// Where the administrator puts the boundary: a path of its own, so that
+/// no `policy/${PACER_STACK}-*` right of the deployer reaches it.
+const BOUNDARY: &str = "arn:aws:iam::${AWS_ACCOUNT_ID}:policy/boundary/${PACER_STACK}";
+
+/// What the deployer may do to a role only when the role carries the
+/// boundary: every role action IAM lets `iam:PermissionsBoundary` decide.
+const ROLE_CHANGES: [&str; 10] = [
+    "iam:CreateRole",
+    "iam:DeleteRole",
+    "iam:PutRolePolicy",
+    "iam:DeleteRolePolicy",
+    "iam:AttachRolePolicy",
+    "iam:DetachRolePolicy",
+    "iam:UpdateAssumeRolePolicy",
+    "iam:UpdateRole",
+    "iam:UpdateRoleDescription",
+    "iam:PutRolePermissionsBoundary",
+];
+
+/// What changes a managed policy: none of it may reach the boundary's.
+const BOUNDARY_WRITES: [&str; 6] = [
+    "iam:CreatePolicyVersion",
+    "iam:DeletePolicy",
+    "iam:DeletePolicyVersion",
+    "iam:SetDefaultPolicyVersion",
+    "iam:TagPolicy",
+    "iam:UntagPolicy",
+];
+
+/// What AWS's AmazonSSMManagedInstanceCore (RunnerSsmAccess) grants on every
+/// resource, less ssm:GetParameter(s): the boundary keeps parameters to
+/// pacer's own, so a runner with Session Manager cannot read the account's.
+const SESSION_MANAGER_AGENT: [&str; 23] = [
+    "ssm:DescribeAssociation",
+    "ssm:GetDeployablePatchSnapshotForInstance",
+    "ssm:GetDocument",
+    "ssm:DescribeDocument",
+    "ssm:GetManifest",
+    "ssm:ListAssociations",
+    "ssm:ListInstanceAssociations",
+    "ssm:PutInventory",
+    "ssm:PutComplianceItems",
+    "ssm:PutConfigurePackageResult",
+    "ssm:UpdateAssociationStatus",
+    "ssm:UpdateInstanceAssociationStatus",
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+    "ec2messages:AcknowledgeMessage",
+    "ec2messages:DeleteMessage",
+    "ec2messages:FailMessage",
+    "ec2messages:GetEndpoint",
+    "ec2messages:GetMessages",
+    "ec2messages:SendReply",
 ];
 
 #[test]
@@ -482,24 +545,17 @@ fn the_single_binary_policy_allows_what_the_functions_do_together() {
         .filter(|a| !a.starts_with("logs:") && a != "kms:Decrypt")
         .collect();
 
-    let policy = iam_document("pacer-single-binary-policy.json");
-    let statements = policy["Statement"].as_array().unwrap();
-    let actions = |s: &serde_json::Value| -> Vec<String> {
-        match &s["Action"] {
-            serde_json::Value::String(a) => vec![a.clone()],
-            list => list.as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect(),
-        }
-    };
-    let allowed: BTreeSet<String> = statements.iter().flat_map(actions).collect();
+    let statements = policy("pacer-single-binary-policy.json", &[]);
+    let allowed: BTreeSet<String> = statements.iter().flat_map(|s| s.actions.clone()).collect();
     let missing: Vec<&String> = functions.difference(&allowed).collect();
     assert!(missing.is_empty(), "`pacer serve` would lack {missing:?}");
 
-    for s in statements {
-        if actions(s).iter().any(|a| a == "iam:PassRole") {
-            assert_eq!(s["Resource"], "arn:aws:iam::${AWS_ACCOUNT_ID}:role/${PACER_RUNNER_ROLE}", "the runner role alone");
+    for s in &statements {
+        if s.actions.iter().any(|a| a == "iam:PassRole") {
+            assert_eq!(s.resources, ["arn:aws:iam::${AWS_ACCOUNT_ID}:role/${PACER_RUNNER_ROLE}"], "the runner role alone");
         }
-        if actions(s).iter().any(|a| a == "ec2:TerminateInstances") {
-            assert_eq!(s["Condition"]["StringEquals"]["aws:ResourceTag/pacer:deployment"], "${PACER_DEPLOYMENT}");
+        if s.actions.iter().any(|a| a == "ec2:TerminateInstances") {
+            assert_eq!(s.condition("aws:ResourceTag/pacer:deployment").as_deref(), Some("${PACER_DEPLOYMENT}"));
         }
     }
 }
@@ -525,12 +581,263 @@ fn the_policy_documents_are_json_with_known_placeholders() {
         }
         seen += 1;
     }
-    assert!(seen >= 4, "the runner, single-binary and deployer documents");
+    assert!(seen >= 5, "the runner, single-binary, deployer and boundary documents");
 }
 
-fn iam_document(name: &str) -> serde_json::Value {
-    let path = format!("{}/../../infra/iam/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+#[test]
+fn every_role_the_stack_creates_carries_the_permissions_boundary() {
+    let boundary = fill(BOUNDARY, &Stack::new(&defaults()).placeholder_values());
+    for parameters in [defaults(), everything_on()] {
+        // Given a deployment naming the boundary the administrator created
+        let mut with_boundary: Vec<(&str, &str)> = parameters.clone();
+        with_boundary.push(("PermissionsBoundary", boundary.as_str()));
+        let stack = Stack::new(&with_boundary);
+        let bare = Stack::new(&parameters);
+
+        // Then every role of the template carries it…
+        let roles: Vec<&str> = stack.resources_of_type("AWS::IAM::Role").map(|(name, _)| name).collect();
+        assert!(roles.contains(&"RunnerRole"), "the runners' role is one of them: {roles:?}");
+        for role in &roles {
+            let carried = |stack: &Stack| {
+                let properties = stack.eval(stack.resource(role).at("Properties"));
+                properties.get("PermissionsBoundary").cloned()
+            };
+            assert_eq!(carried(&stack), Some(Value::String(boundary.clone())), "{role}");
+            // …and a deployment without one still works: the roles carry none
+            assert_eq!(carried(&bare), None, "{role} without a boundary");
+        }
+
+        // …every function runs as one of those roles, and a role SAM would
+        // generate for a function without one carries it too
+        let globals = stack.doc.at("Globals").at("Function");
+        assert_eq!(stack.eval(globals.at("PermissionsBoundary")).as_str(), Some(boundary.as_str()), "SAM's generated roles");
+        for (function, resource) in stack.resources_of_type("AWS::Serverless::Function") {
+            if resource.at("Properties").as_mapping().unwrap().contains_key("Role") {
+                assert!(roles.contains(&stack.role_of(function).as_str()), "{function} runs as a role of this template");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_deployer_changes_roles_only_within_the_boundary_and_attaches_only_the_stacks_policies() {
+    let values = Stack::new(&defaults()).placeholder_values();
+    let deployer = deployer_statements(&values);
+    let boundary = fill(BOUNDARY, &values);
+    let stack_role = format!("arn:aws:iam::{ACCOUNT}:role/{STACK}-WebhookRole-1A2B3C4D5E6F");
+    let allowing = |action: &str| -> Vec<&Statement> {
+        deployer.iter().filter(|s| s.effect == "Allow" && s.grants(action)).collect()
+    };
+    // A deny of `action` on `resource` under exactly these tests, or none.
+    let denied = |action: &str, resource: &str, condition: &[(&str, &str, &str)]| {
+        let condition: Vec<(String, String, Vec<String>)> =
+            condition.iter().map(|(o, k, v)| (o.to_string(), k.to_string(), vec![v.to_string()])).collect();
+        deployer.iter().any(|s| s.effect == "Deny" && s.grants(action) && s.reaches(resource) && s.tests() == condition)
+    };
+    let without_boundary = [("StringNotEquals", "iam:PermissionsBoundary", boundary.as_str())];
+
+    // Whatever lets the deployer create or change a role requires the boundary on it
+    for action in ROLE_CHANGES {
+        let grants = allowing(action);
+        assert!(!grants.is_empty(), "CloudFormation needs {action}");
+        for s in grants {
+            let required = s.condition_values("StringEquals", "iam:PermissionsBoundary");
+            assert_eq!(required, Some(vec![boundary.clone()]), "{action} only with the boundary");
+        }
+        // (and an explicit deny holds even beside a broader policy)
+        assert!(denied(action, &stack_role, &without_boundary), "{action} without the boundary is denied");
+    }
+
+    // The boundary never comes off
+    assert!(allowing("iam:DeleteRolePermissionsBoundary").is_empty());
+    assert!(denied("iam:DeleteRolePermissionsBoundary", &stack_role, &[]), "removing the boundary is denied outright");
+
+    // Attaching is limited to the stack's own policies and the AWS managed
+    // ones the template names, each by its full ARN
+    let managed: BTreeSet<String> = std::iter::once(format!("arn:aws:iam::{ACCOUNT}:policy/{STACK}-*"))
+        .chain(Stack::aws_managed_policies())
+        .collect();
+    for action in ["iam:AttachRolePolicy", "iam:DetachRolePolicy"] {
+        for s in allowing(action) {
+            let arns: BTreeSet<String> = s.condition_values("ArnLike", "iam:PolicyARN").unwrap_or_default().into_iter().collect();
+            assert_eq!(arns, managed, "{action}: the stack's policies and the named AWS managed ones");
+        }
+    }
+
+    // The boundary policy itself is the administrator's alone
+    for action in BOUNDARY_WRITES {
+        assert!(allowing(action).iter().all(|s| !s.reaches(&boundary)), "{action} on the boundary");
+        assert!(denied(action, &boundary, &[]), "{action} on the boundary is denied outright");
+    }
+
+    // Roles are passed only to the services that run them, and only the stack's
+    let passes = allowing("iam:PassRole");
+    assert!(!passes.is_empty(), "CloudFormation passes the functions' roles to Lambda");
+    for s in passes {
+        let services = s.condition_values("StringEquals", "iam:PassedToService").expect("iam:PassedToService");
+        assert!(services.iter().all(|service| ["lambda.amazonaws.com", "ec2.amazonaws.com"].contains(&service.as_str())), "{services:?}");
+        assert!(s.resources.iter().all(|r| r.starts_with(&format!("arn:aws:iam::{ACCOUNT}:role/{STACK}-"))), "{:?}", s.resources);
+    }
+}
+
+#[test]
+fn the_deployer_writes_cloudfront_only_where_the_stacks_tag_or_name_says_it_is_the_stacks() {
+    // CloudFront's authorization reference gives these no tag condition key:
+    // the two creates have no resource type at all (they can only make
+    // something new), and origin access controls and origin request policies
+    // carry no tags and have ARNs made of a generated ID, so they can be
+    // named only as `…/*`.
+    const UNSCOPABLE: [&str; 6] = [
+        "cloudfront:CreateOriginAccessControl",
+        "cloudfront:CreateOriginRequestPolicy",
+        "cloudfront:UpdateOriginAccessControl",
+        "cloudfront:DeleteOriginAccessControl",
+        "cloudfront:UpdateOriginRequestPolicy",
+        "cloudfront:DeleteOriginRequestPolicy",
+    ];
+    let stack = Stack::new(&defaults());
+
+    // Given the template tags its distribution and its function as the stack's
+    for name in ["ConsoleDistribution", "SpaRewriteFunction"] {
+        let tags = stack.eval(stack.resource(name).at("Properties").at("Tags"));
+        assert!(tags.items().iter().any(|t| t.text("Key") == "pacer:stack" && t.text("Value") == STACK), "{name}: {tags:?}");
+    }
+
+    // Then no CloudFront write reaches every resource of a kind without that tag
+    let values = stack.placeholder_values();
+    let every = format!("arn:aws:cloudfront::{ACCOUNT}:");
+    for s in deployer_statements(&values).iter().filter(|s| s.effect == "Allow") {
+        for action in s.actions.iter().filter(|a| a.starts_with("cloudfront:")) {
+            let verb = &action["cloudfront:".len()..];
+            if ["Get", "List", "Describe"].iter().any(|read| verb.starts_with(read)) || UNSCOPABLE.contains(&action.as_str()) {
+                continue;
+            }
+            let anywhere = s.resources.iter().any(|r| {
+                r == "*" || r.strip_prefix(&every).is_some_and(|kind| !kind.contains(STACK) && kind.ends_with("/*"))
+            });
+            let tagged = ["aws:RequestTag/pacer:stack", "aws:ResourceTag/pacer:stack"]
+                .iter()
+                .any(|key| s.condition_values("StringEquals", key) == Some(vec![STACK.to_string()]));
+            assert!(!anywhere || tagged, "{action} on {:?} without the stack's tag", s.resources);
+        }
+    }
+}
+
+#[test]
+fn the_boundary_allows_what_every_role_of_the_stack_does_and_no_iam_administration() {
+    for parameters in [defaults(), everything_on()] {
+        let stack = Stack::new(&parameters);
+        let boundary = policy("permissions-boundary.json", &stack.placeholder_values());
+        // Every grant of every role, on the resource as deployed, under the
+        // role's own conditions, stays inside the boundary
+        for (role, _) in stack.resources_of_type("AWS::IAM::Role") {
+            for s in stack.role_statements(role).iter().filter(|s| s.effect == "Allow") {
+                for (action, resource) in s.actions.iter().flat_map(|a| s.resources.iter().map(move |r| (a, r))) {
+                    let arn = stack.deployed_arn(resource);
+                    assert!(
+                        boundary.iter().any(|b| b.effect == "Allow" && b.grants(action) && b.reaches(&arn) && b.holds_whenever(s)),
+                        "{role} with {parameters:?}: the boundary would take away {action} on {arn}"
+                    );
+                }
+            }
+        }
+    }
+
+    // …and so do the AWS managed policies the template may attach
+    let stack = Stack::new(&defaults());
+    let boundary = policy("permissions-boundary.json", &stack.placeholder_values());
+    for arn in Stack::aws_managed_policies() {
+        let actions: &[&str] = match arn.as_str() {
+            "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore" => &SESSION_MANAGER_AGENT,
+            other => panic!("{other}: name what it grants here, and give it room in the boundary"),
+        };
+        for action in actions {
+            assert!(boundary.iter().any(|b| b.effect == "Allow" && b.grants(action) && b.reaches("*")), "{arn}: {action}");
+        }
+    }
+
+    // The boundary names each action, and its only IAM ones hand the runner
+    // role to EC2 and create EC2's spot role: no role, user, group or policy
+    // can be made or changed under it
+    for s in &boundary {
+        for action in &s.actions {
+            assert!(!action.contains('*'), "the boundary names its actions: {action}");
+            if let Some(iam) = action.strip_prefix("iam:") {
+                assert!(["PassRole", "CreateServiceLinkedRole"].contains(&iam), "no IAM administration: {action}");
+            }
+        }
+        if s.grants("iam:PassRole") {
+            assert_eq!(s.condition_values("StringEquals", "iam:PassedToService"), Some(vec!["ec2.amazonaws.com".to_string()]));
+        }
+        if s.grants("iam:CreateServiceLinkedRole") {
+            assert_eq!(s.condition_values("StringLike", "iam:AWSServiceName"), Some(vec!["spot.amazonaws.com".to_string()]));
+        }
+    }
+}
+
+#[test]
+fn each_managed_policy_document_fits_in_6144_characters_even_with_long_names() {
+    // IAM counts a managed policy without its whitespace, once envsubst has
+    // filled it: give every name the longest value DeploymentName allows.
+    let long = "x".repeat(32);
+    let values: Vec<(&str, String)> = Stack::new(&defaults())
+        .placeholder_values()
+        .into_iter()
+        .map(|(name, value)| match name {
+            "AWS_REGION" => (name, "ap-southeast-2".to_string()),
+            _ if name.starts_with("PACER_") => (name, long.clone()),
+            _ => (name, value),
+        })
+        .collect();
+    for name in ["deployer-policy-1.json", "deployer-policy-2.json", "permissions-boundary.json"] {
+        let text = fill(&std::fs::read_to_string(iam_path(name)).unwrap(), &values);
+        assert!(!text.contains("${"), "{name}: every placeholder filled");
+        let size = text.chars().filter(|c| !c.is_whitespace()).count();
+        assert!(size < 6144, "{name}: {size} characters");
+    }
+}
+
+fn iam_path(name: &str) -> String {
+    format!("{}/../../infra/iam/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `envsubst`: each `${NAME}` of `values` replaced by its value.
+fn fill(text: &str, values: &[(&str, String)]) -> String {
+    values.iter().fold(text.to_string(), |text, (name, value)| text.replace(&format!("${{{name}}}"), value))
+}
+
+/// A policy document of infra/iam with its placeholders filled.
+fn policy(name: &str, values: &[(&str, String)]) -> Vec<Statement> {
+    let text = fill(&std::fs::read_to_string(iam_path(name)).unwrap(), values);
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let list = |v: &serde_json::Value| -> Vec<String> {
+        match v {
+            serde_json::Value::Null => Vec::new(),
+            serde_json::Value::String(one) => vec![one.clone()],
+            many => many.as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect(),
+        }
+    };
+    doc["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            for unread in ["NotAction", "NotResource", "NotPrincipal"] {
+                assert!(s.get(unread).is_none(), "{name}: the test's evaluator does not read {unread}");
+            }
+            Statement {
+                effect: s["Effect"].as_str().unwrap().to_string(),
+                actions: list(&s["Action"]),
+                resources: list(&s["Resource"]),
+                condition: serde_norway::to_value(&s["Condition"]).unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// Both deployer documents, as one identity would hold them.
+fn deployer_statements(values: &[(&str, String)]) -> Vec<Statement> {
+    ["deployer-policy-1.json", "deployer-policy-2.json"].iter().flat_map(|name| policy(name, values)).collect()
 }
 
 // ---------------------------------------------------------------------- the evaluator
@@ -555,6 +862,71 @@ impl Statement {
     fn condition(&self, key: &str) -> Option<String> {
         self.condition.as_mapping()?.values().find_map(|tests| tests.as_mapping()?.get(key)).and_then(scalar)
     }
+
+    /// Every test of the Condition block: (operator, key, values).
+    fn tests(&self) -> Vec<(String, String, Vec<String>)> {
+        let Some(operators) = self.condition.as_mapping() else { return Vec::new() };
+        operators
+            .iter()
+            .flat_map(|(operator, keys)| {
+                keys.as_mapping().unwrap().iter().map(move |(key, values)| {
+                    let values = match values {
+                        Value::Sequence(items) => items.iter().filter_map(scalar).collect(),
+                        one => scalar(one).into_iter().collect(),
+                    };
+                    (operator.as_str().unwrap().to_string(), key.as_str().unwrap().to_string(), values)
+                })
+            })
+            .collect()
+    }
+
+    /// The values `key` is tested against with `operator`, if it is.
+    fn condition_values(&self, operator: &str, key: &str) -> Option<Vec<String>> {
+        self.tests().into_iter().find(|(o, k, _)| o == operator && k == key).map(|(_, _, values)| values)
+    }
+
+    /// Whether its actions name `action` (IAM compares them case-insensitively).
+    fn grants(&self, action: &str) -> bool {
+        self.actions.iter().any(|pattern| wildcard(&pattern.to_ascii_lowercase(), &action.to_ascii_lowercase()))
+    }
+
+    fn reaches(&self, resource: &str) -> bool {
+        self.resources.iter().any(|pattern| wildcard(pattern, resource))
+    }
+
+    /// Whether its conditions hold whenever `other`'s do: each of its tests
+    /// is also one of `other`'s, on no other values.
+    fn holds_whenever(&self, other: &Statement) -> bool {
+        let theirs = other.tests();
+        self.tests()
+            .iter()
+            .all(|(operator, key, values)| theirs.iter().any(|(o, k, v)| o == operator && k == key && v.iter().all(|x| values.contains(x))))
+    }
+}
+
+/// IAM's wildcards: `*` any run of characters, `?` any one.
+fn wildcard(pattern: &str, text: &str) -> bool {
+    let (pattern, text): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut p, mut t) = (0, 0);
+    // The last `*` seen, and where in the text it began to match.
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            star = Some((p, t));
+            p += 1;
+        } else if let Some((s, from)) = star {
+            // Let that `*` take one more character.
+            star = Some((s, from + 1));
+            p = s + 1;
+            t = from + 1;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
 }
 
 impl Stack {
@@ -617,6 +989,63 @@ impl Stack {
     fn role_of(&self, function: &str) -> String {
         let role = self.eval(self.resource(function).at("Properties").at("Role"));
         role.as_str().unwrap().trim_start_matches("getatt-").trim_end_matches("-Arn").to_string()
+    }
+
+    /// The values `envsubst` would give infra/iam's placeholders for this
+    /// deployment.
+    fn placeholder_values(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_REGION", REGION.to_string()),
+            ("AWS_ACCOUNT_ID", ACCOUNT.to_string()),
+            ("PACER_STACK", STACK.to_string()),
+            ("PACER_SECRETS_PATH", self.parameters["SecretsPath"].clone()),
+            ("PACER_DEPLOYMENT", self.parameters["DeploymentName"].clone()),
+            ("PACER_AMI_PREFIX", self.parameters["AmiParameterPrefix"].clone()),
+        ]
+    }
+
+    /// `resource` with the stand-in it starts with (`getatt-X-Arn`, `ref-X`)
+    /// replaced by the ARN CloudFormation would give X: under X's own name
+    /// where the template sets one, else under one made of the stack's
+    /// name, the logical ID and a random suffix, as CloudFormation makes it.
+    fn deployed_arn(&self, resource: &str) -> String {
+        let (name, rest) = if let Some(getatt) = resource.strip_prefix("getatt-") {
+            getatt.split_once("-Arn").unwrap_or_else(|| panic!("{resource}: only an Arn names a resource"))
+        } else if let Some(reference) = resource.strip_prefix("ref-") {
+            reference.split_at(reference.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(reference.len()))
+        } else {
+            return resource.to_string();
+        };
+        let properties = self.resource(name).at("Properties").as_mapping().unwrap();
+        let named = |key: &str| {
+            let own = properties.get(key).map(|v| scalar(&self.eval(v)).unwrap());
+            own.unwrap_or_else(|| format!("{STACK}-{name}-1A2B3C4D5E6F"))
+        };
+        let arn = match self.resource(name).text("Type") {
+            "AWS::DynamoDB::Table" => format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{}", named("TableName")),
+            "AWS::SQS::Queue" => format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{}", named("QueueName")),
+            "AWS::Logs::LogGroup" => format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{}:*", named("LogGroupName")),
+            "AWS::IAM::Role" => format!("arn:aws:iam::{ACCOUNT}:role/{}", named("RoleName")),
+            // Secrets Manager adds six characters of its own.
+            "AWS::SecretsManager::Secret" => format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{}-AbCdEf", named("Name")),
+            other => panic!("{resource}: the test does not know the ARN of an {other}"),
+        };
+        format!("{arn}{rest}")
+    }
+
+    /// The AWS managed policies a role of the template may attach, with
+    /// every option on.
+    fn aws_managed_policies() -> BTreeSet<String> {
+        let mut parameters = everything_on();
+        parameters.push(("RunnerSsmAccess", "true"));
+        let stack = Stack::new(&parameters);
+        stack
+            .resources_of_type("AWS::IAM::Role")
+            .filter_map(|(_, role)| role.at("Properties").as_mapping().unwrap().get("ManagedPolicyArns"))
+            .flat_map(|arns| stack.eval(arns).as_sequence().cloned().unwrap_or_default())
+            .filter_map(|arn| scalar(&arn))
+            .filter(|arn| !arn.starts_with("ref-"))
+            .collect()
     }
 
     /// Every statement a role holds: inline policies and the managed
