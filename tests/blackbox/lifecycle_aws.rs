@@ -57,11 +57,25 @@ pub(crate) async fn world_on(
     clock: Arc<dyn pacer_shared::clock::Clock>,
 ) -> World {
     pacer_shared::server::install_crypto_provider();
-    let sdk_config = aws.moto.sdk_config().await;
     let github = FakeGitHub::start().await;
     github.install_on_repo("acme/app", 77);
     github.set_latest_runner_release("2.330.0");
+    let pacer = pacer_on(&aws, &github, fleet, backend, clock, "pacer").await;
+    World { aws, github, pacer }
+}
 
+/// One pacer of deployment `deployment` over moto and the fake GitHub given,
+/// so several deployments can share one account and one GitHub org. Each has
+/// its own store (table and queue named after the deployment).
+pub(crate) async fn pacer_on(
+    aws: &Aws,
+    github: &FakeGitHub,
+    fleet: Arc<dyn Fleet>,
+    backend: Backend,
+    clock: Arc<dyn pacer_shared::clock::Clock>,
+    deployment: &str,
+) -> LocalPacer {
+    let sdk_config = aws.moto.sdk_config().await;
     let dir = tempfile::tempdir().unwrap();
     let (mut ports, simulated) = local_ports(dir.path());
     let (store, queue): (Arc<dyn Store>, Arc<dyn Queue>) = match backend {
@@ -70,10 +84,10 @@ pub(crate) async fn world_on(
             Arc::new(MemoryQueue::new(Duration::from_secs(300))),
         ),
         Backend::DynamoSqs => {
-            let dynamo = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk_config), "pacer-e2e".into());
+            let dynamo = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk_config), format!("{deployment}-e2e"));
             dynamo.create_table().await.unwrap();
             let sqs = aws_sdk_sqs::Client::new(&sdk_config);
-            let url = sqs.create_queue().queue_name("pacer-jobs").send().await.unwrap().queue_url.unwrap();
+            let url = sqs.create_queue().queue_name(format!("{deployment}-jobs")).send().await.unwrap().queue_url.unwrap();
             (Arc::new(dynamo), Arc::new(SqsQueue::new(sqs, url)))
         }
     };
@@ -84,10 +98,10 @@ pub(crate) async fn world_on(
         github: Arc::new(RestGitHub::new(&github.github_config(), "latest", Arc::new(SystemClock)).unwrap()),
         pricing: Arc::new(AwsPricing::from_sdk_config(&sdk_config, Duration::from_secs(3600), Arc::new(SystemClock)).unwrap()),
         clock,
+        settings: Arc::new(pacer_shared::service::Settings { deployment: deployment.into(), ..(*ports.settings).clone() }),
         ..ports
     };
-    let pacer = LocalPacer::serve(ports, simulated, dir).await;
-    World { aws, github, pacer }
+    LocalPacer::serve(ports, simulated, dir).await
 }
 
 pub(crate) async fn instance_of_job(aws: &Aws, job_id: &str) -> sdk::types::Instance {

@@ -102,6 +102,25 @@ pub struct Runner {
 /// leaves its live state before that capacity is released, so its
 /// `created_at..updated_at` lies inside the time it held capacity: this
 /// never overstates how many runners a pool held at once.
+/// The name a runner registers under on GitHub: `<deployment>-<ULID>`, the
+/// deployment (so each install knows its own) and the ULID of the runner's
+/// id (so it is unique).
+pub fn runner_name(deployment: &str, runner_id: &str) -> String {
+    let unique = runner_id.split_once('_').map_or(runner_id, |(_, u)| u);
+    format!("{deployment}-{unique}")
+}
+
+/// Whether `name` is a runner name this deployment gives out: exactly
+/// `<deployment>-` and a ULID, nothing between. Deployment names may hold
+/// `-`, so a prefix test would make deployment `pacer` claim
+/// `pacer-staging-01J…` — and record that install's jobs and deregister its
+/// runners as ghosts. A ULID holds no `-`, so the split is exact.
+pub fn is_runner_name_of(deployment: &str, name: &str) -> bool {
+    name.strip_prefix(deployment)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|unique| unique.len() == ulid::ULID_LEN && ulid::Ulid::from_string(unique).is_ok())
+}
+
 pub fn peak_overlap<'a>(runners: impl IntoIterator<Item = &'a Runner>) -> usize {
     let mut edges: Vec<(Time, i64)> = runners.into_iter().flat_map(|r| [(r.created_at, 1), (r.updated_at, -1)]).collect();
     // At the same instant an end sorts before a start.
@@ -159,6 +178,31 @@ mod tests {
             for to in super::RunnerState::ALL {
                 assert!(!end.can_move_to(to));
             }
+        }
+    }
+
+    #[test]
+    fn a_deployment_owns_exactly_its_own_runner_names() {
+        let id = crate::domain::new_id(crate::domain::IdKind::Runner, chrono::Utc::now());
+        let ours = super::runner_name("pacer", &id);
+        let staging = super::runner_name("pacer-staging", &id);
+        assert!(super::is_runner_name_of("pacer", &ours));
+        assert!(!super::is_runner_name_of("pacer", &staging), "a longer deployment's runner is not ours");
+        assert!(super::is_runner_name_of("pacer-staging", &staging));
+        assert!(!super::is_runner_name_of("pacer-staging", &ours));
+        for other in ["pacer", "pacer-", "pacer-xyz", "pacer-01J000000000000000000000X", "pacer-01J00000000000000000000UUU", "paceR-staging", "ubuntu-latest", "pacer-staging-"] {
+            assert!(!super::is_runner_name_of("pacer", other), "{other}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_name_belongs_to_two_deployments(a in "[a-z][a-z0-9-]{0,31}", b in "[a-z][a-z0-9-]{0,31}", ms in 0u64..(1u64 << 47), rnd in proptest::prelude::any::<u128>()) {
+            proptest::prop_assume!(a != b);
+            let id = format!("run_{}", ulid::Ulid::from_parts(ms, rnd));
+            let name = super::runner_name(&a, &id);
+            proptest::prop_assert!(super::is_runner_name_of(&a, &name));
+            proptest::prop_assert!(!super::is_runner_name_of(&b, &name));
         }
     }
 }

@@ -56,12 +56,7 @@ fn orchestrator() -> Caller {
     Caller::system("orchestrator")
 }
 
-/// The name a runner registers under: the deployment's prefix (so another
-/// deployment never touches it) and the runner's own id (so it is unique).
-pub fn runner_name(deployment: &str, runner_id: &str) -> String {
-    let unique = runner_id.split_once('_').map_or(runner_id, |(_, u)| u);
-    format!("{deployment}-{unique}")
-}
+pub use crate::domain::runner::runner_name;
 
 /// Handles one "look at job X" message.
 #[tracing::instrument(skip(ports), fields(job_id = %job_id))]

@@ -37,6 +37,7 @@ use super::runners::{finish, github_target, retry_job_after_failed_runner, updat
 use super::webhook::{pick_pool, project_pools};
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::domain::job::JobChanges;
+use crate::domain::runner::is_runner_name_of;
 use crate::domain::{Job, JobState, Pool, Project, RepoName, Runner, RunnerState, Scope, Time, TransitionCause};
 use crate::github::RunnerTarget;
 use crate::store::{JobFilter, PageRequest, RunnerFilter};
@@ -308,7 +309,6 @@ async fn runner_targets(ports: &Ports, report: &mut Report, ask_github: bool) ->
 }
 
 async fn ghosts(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
-    let prefix = format!("{}-", ports.settings.deployment);
     for (installation, target) in runner_targets(ports, report, false).await? {
         let listed = match ports.github.list_runners(installation, &target).await {
             Ok(l) => l,
@@ -317,7 +317,7 @@ async fn ghosts(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
                 continue;
             }
         };
-        for gh in listed.into_iter().filter(|r| r.name.starts_with(&prefix)) {
+        for gh in listed.into_iter().filter(|r| is_runner_name_of(&ports.settings.deployment, &r.name)) {
             if ports.store.runner_by_name(&gh.name).await?.is_some_and(|r| r.state.is_live()) {
                 continue;
             }
