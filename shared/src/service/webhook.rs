@@ -12,6 +12,7 @@ use super::audit::record;
 use super::jobs::{advance, Advanced};
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::domain::job::JobChanges;
+use crate::domain::runner::is_runner_name_of;
 use crate::domain::labels::{asks_for_self_hosted, job_labels, offered_labels, PoolCandidate};
 use crate::domain::{
     match_pool, new_id, Actor, ActorKind, IdKind, Job, JobState, Pool, Project, RepoName, RunnerState, Scope,
@@ -245,12 +246,24 @@ async fn already_known(ports: &Ports, job: Job, arrived_as: JobState) -> Service
 /// that really took the job.
 async fn progressed(ports: &Ports, ev: &WorkflowJobEvent, to: JobState) -> ServiceResult<Outcome> {
     let wj = &ev.workflow_job;
-    let ours = wj.runner_name.as_deref().is_some_and(|n| n.starts_with(&format!("{}-", ports.settings.deployment)));
+    let ours = wj.runner_name.as_deref().is_some_and(|n| is_runner_name_of(&ports.settings.deployment, n));
     let Some(job) = ports.store.job_by_github_id(wj.id).await? else {
-        if !ours {
-            return Ok(Outcome::Ignored("unknown job"));
+        if ours {
+            return record_unseen(ports, ev, to, None).await;
         }
-        return record_unseen(ports, ev, to).await;
+        if to == JobState::Completed && wj.runner_name.is_none() {
+            // Cancelled before any runner took it, and its `queued` not here
+            // yet: deliveries come in any order. Remember it, so a late
+            // `queued` finds a finished job and launches nothing.
+            let served = match RepoName::parse(&ev.repository.full_name) {
+                Ok(repo) => serving_project(ports, &repo).await?,
+                Err(_) => None,
+            };
+            if let Some(project) = served {
+                return record_unseen(ports, ev, to, Some(project.id)).await;
+            }
+        }
+        return Ok(Outcome::Ignored("unknown job"));
     };
     let runner = match wj.runner_name.as_deref().filter(|_| ours) {
         Some(name) => ports.store.runner_by_name(name).await?,
@@ -296,8 +309,9 @@ async fn progressed(ports: &Ports, ev: &WorkflowJobEvent, to: JobState) -> Servi
 }
 
 /// A progress update for a job pacer never saw, run by one of this
-/// deployment's runners (say the queued delivery was lost): record it.
-async fn record_unseen(ports: &Ports, ev: &WorkflowJobEvent, state: JobState) -> ServiceResult<Outcome> {
+/// deployment's runners (say the queued delivery was lost), or finished
+/// before any runner took it on a repo `project` serves: record it.
+async fn record_unseen(ports: &Ports, ev: &WorkflowJobEvent, state: JobState, project: Option<String>) -> ServiceResult<Outcome> {
     let wj = &ev.workflow_job;
     let now = ports.clock.now();
     let runner = match &wj.runner_name {
@@ -316,7 +330,7 @@ async fn record_unseen(ports: &Ports, ev: &WorkflowJobEvent, state: JobState) ->
         job_name: wj.name.clone(),
         sender: ev.sender.as_ref().map(|s| s.login.clone()),
         html_url: wj.html_url.clone(),
-        project_id: runner.as_ref().map(|r| r.project_id.clone()),
+        project_id: runner.as_ref().map(|r| r.project_id.clone()).or(project),
         pool_id: runner.as_ref().map(|r| r.pool_id.clone()),
         runner_id: runner.as_ref().map(|r| r.id.clone()),
         runner_name: wj.runner_name.clone(),
@@ -330,7 +344,10 @@ async fn record_unseen(ports: &Ports, ev: &WorkflowJobEvent, state: JobState) ->
             state,
             at: now,
             cause: TransitionCause::Webhook,
-            note: Some("first seen in this state: the queued delivery never arrived".into()),
+            note: Some(match &wj.runner_name {
+                Some(_) => "first seen in this state: the queued delivery never arrived".into(),
+                None => "finished before its queued delivery arrived: a late one launches nothing".into(),
+            }),
         }],
         created_at: now,
         updated_at: now,
