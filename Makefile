@@ -53,7 +53,9 @@ web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 ## so nothing left running can hold CI; the whole suite takes about 3 minutes,
 ## and `timeout` stops it (and fails) at 20.
 test-browser: web apt-deps tests/node_modules/.package-lock.json
-	$(CARGO) build -p pacer
+	# The workspace's binaries, as `make test` builds them: building `-p pacer`
+	# alone would unify features differently and recompile dozens of crates.
+	$(CARGO) build --workspace --bins
 	PACER_BIN=$(CARGO_TARGET_DIR)/debug/pacer timeout --kill-after=30s 20m npm test --prefix web
 
 ## The test dependencies: a Python venv with moto_server (AWS APIs), npm

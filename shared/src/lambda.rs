@@ -120,6 +120,9 @@ pub async fn boot(kind: Kind) -> Result<Function, Error> {
         cfg.resolve_secrets(aws).await?;
     }
     let secrets_took = resolving.elapsed();
+    for warning in cfg.warnings() {
+        tracing::warn!(function = name, "{warning}");
+    }
     let (ports, _) = runtime::build_ports(&cfg, aws.as_ref()).await?;
     tracing::info!(
         function = name,

@@ -150,7 +150,9 @@ async fn a_viewer_reads_but_every_mutation_needs_an_admin() {
     assert_eq!(call(&p, reqwest::Method::GET, "/api/users", Some(&viewer), None).await.0, 403);
     // Their own password is theirs to change.
     let body = json!({"current_password": one_time, "new_password": "a-much-better-passphrase"});
-    assert_eq!(call(&p, reqwest::Method::POST, "/api/auth/password", Some(&viewer), Some(body)).await.0, 204);
+    let (s, changed) = call(&p, reqwest::Method::POST, "/api/auth/password", Some(&viewer), Some(body)).await;
+    assert_eq!(s, 200, "{changed}");
+    let viewer = changed["token"].as_str().expect("the session goes on with a new token").to_string();
     assert_eq!(login(&p, "viewer@example.com", "a-much-better-passphrase").await.status().as_u16(), 200);
     let short = json!({"current_password": "a-much-better-passphrase", "new_password": "short"});
     let (s, err) = call(&p, reqwest::Method::POST, "/api/auth/password", Some(&viewer), Some(short)).await;
@@ -195,4 +197,83 @@ async fn auth_info_says_which_sign_in_methods_are_on_without_a_session() {
     assert_eq!(call(&p, reqwest::Method::GET, "/api/version", None, None).await.0, 200);
     // Webhook and runner callbacks never take sessions: they keep their own auth.
     assert_eq!(call(&p, reqwest::Method::POST, "/api/runner/complete", None, None).await.0, 401);
+}
+
+/// Sessions once survived a password change: whoever had signed in with the
+/// old password (a thief, a shared laptop) stayed signed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_or_reset_password_ends_every_other_session_of_its_user() {
+    let (p, password) = pacer(10).await;
+    let admin = token(&p, ADMIN, &password).await;
+    let (_, created) = call(&p, reqwest::Method::POST, "/api/users", Some(&admin), Some(json!({"email": "dev@example.com"}))).await;
+    let first = created["password"].as_str().unwrap().to_string();
+    let laptop = token(&p, "dev@example.com", &first).await;
+    let thief = token(&p, "dev@example.com", &first).await;
+
+    let body = json!({"current_password": first, "new_password": "a-much-better-passphrase"});
+    let res = p.http.post(format!("{}/api/auth/password", p.base)).bearer_auth(&laptop).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("pacer_session=") && cookie.contains("HttpOnly"), "{cookie}");
+    let renewed = res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+
+    assert_eq!(call(&p, reqwest::Method::GET, "/api/projects", Some(&thief), None).await.0, 401, "the other session ended");
+    assert_eq!(call(&p, reqwest::Method::GET, "/api/projects", Some(&laptop), None).await.0, 401, "so did the old token");
+    assert_eq!(call(&p, reqwest::Method::GET, "/api/projects", Some(&renewed), None).await.0, 200, "the new one works");
+    assert_eq!(call(&p, reqwest::Method::GET, "/api/projects", Some(&admin), None).await.0, 200, "other users are untouched");
+
+    // An operator's reset (`pacer admin reset-password`) ends them all.
+    pacer_shared::service::auth::reset_password(&p.ports, "dev@example.com").await.unwrap();
+    assert_eq!(call(&p, reqwest::Method::GET, "/api/projects", Some(&renewed), None).await.0, 401);
+}
+
+/// CSRF rested on `SameSite=Strict` alone: any content type was read as
+/// JSON and no Origin was checked, so a cookie-carrying `text/plain` or form
+/// POST from another site created projects, and login CSRF worked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_from_another_site_or_without_json_are_refused() {
+    let (p, password) = pacer(10).await;
+    let res = login(&p, ADMIN, &password).await;
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let post = |path: &str, content_type: &str, headers: &[(&str, &str)]| {
+        let mut req = p.http.post(format!("{}{path}", p.base)).header("cookie", &cookie).header("content-type", content_type);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.body(json!({"name": "planted"}).to_string())
+    };
+    // A form or text/plain body (what a page elsewhere may send with the browser's cookies unasked): 415.
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        let res = post("/api/projects", content_type, &[]).send().await.unwrap();
+        assert_eq!(res.status(), 415, "{content_type}");
+        assert_eq!(res.json::<Value>().await.unwrap()["error"], "unsupported_media_type");
+    }
+    // JSON, but sent by a page on another site: 403, whatever the body.
+    let own = p.base.clone();
+    for headers in [
+        vec![("origin", "https://evil.example")],
+        vec![("origin", "null")],
+        vec![("sec-fetch-site", "cross-site")],
+        vec![("origin", own.as_str()), ("sec-fetch-site", "cross-site")],
+    ] {
+        let res = post("/api/projects", "application/json", &headers).send().await.unwrap();
+        assert_eq!(res.status(), 403, "{headers:?}");
+    }
+    let evil_login = p.http.post(format!("{}/api/auth/login", p.base)).header("origin", "https://evil.example")
+        .json(&json!({"email": ADMIN, "password": password}));
+    assert_eq!(evil_login.send().await.unwrap().status(), 403, "no login CSRF");
+    let (_, projects) = call(&p, reqwest::Method::GET, "/api/projects", Some(&token(&p, ADMIN, &password).await), None).await;
+    assert_eq!(projects["items"], json!([]), "nothing was planted");
+
+    // The console itself, and scripts, still write.
+    let res = post("/api/projects", "application/json", &[("origin", own.as_str()), ("sec-fetch-site", "same-origin")]).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let localhost = own.replace("127.0.0.1", "localhost");
+    let host = localhost.trim_start_matches("http://").to_string();
+    let res = p.http.post(format!("{}/api/projects", p.base)).header("cookie", &cookie).header("origin", &localhost)
+        .header("host", &host).json(&json!({"name": "by-another-name"})).send().await.unwrap();
+    assert_eq!(res.status(), 201, "the same server reached as localhost");
+    // Reads are not changes: a cross-site GET is answered (SameSite keeps the cookie off it in browsers).
+    let res = p.http.get(format!("{}/api/projects", p.base)).header("cookie", &cookie).header("sec-fetch-site", "cross-site").send().await.unwrap();
+    assert_eq!(res.status(), 200);
 }

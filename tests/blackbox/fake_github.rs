@@ -217,6 +217,9 @@ pub struct FakeRun {
     pub actor: String,
     /// `None` answers the fake's clock at the time of asking.
     pub created_at: Option<Time>,
+    /// Whether the run's repository is private (a public one's jobs need their project's
+    /// consent).
+    pub private: bool,
 }
 
 impl FakeRun {
@@ -230,6 +233,7 @@ impl FakeRun {
             run_attempt: 1,
             actor: "octocat".into(),
             created_at: None,
+            private: true,
         }
     }
 }
@@ -1538,6 +1542,8 @@ impl State {
             wire[key]["full_name"] = json!(repo);
             wire[key]["name"] = json!(name);
             wire[key]["owner"]["login"] = json!(owner);
+            wire[key]["private"] = json!(run.private);
+            wire[key]["visibility"] = json!(if run.private { "private" } else { "public" });
         }
         wire
     }

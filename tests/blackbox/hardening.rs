@@ -144,3 +144,136 @@ async fn two_deployments_side_by_side_with_sqlite() {
 async fn two_deployments_side_by_side_with_dynamodb() {
     two_deployments_never_touch_each_others_runners(|| Backend::DynamoSqs).await;
 }
+
+/// Nothing read `repository.private`: a public repository bound to a project
+/// handed fork pull requests a machine in the operator's network. GitHub's
+/// own example of a queued self-hosted job is from a public repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_repository_gets_no_runner_unless_its_project_allows_it() {
+    let pacer = LocalPacer::start().await;
+    let (_, project) = pacer.post("/api/projects", json!({"name": "elastic"})).await;
+    assert_eq!(project["allow_public_repos"], false, "refused unless allowed: {project}");
+    let project_id = project["id"].as_str().unwrap();
+    let mut pool = crate::api_crud::pool_body(project_id, "k8s");
+    pool["labels"] = json!(["k8s"]);
+    assert_eq!(pacer.post("/api/pools", pool).await.0, 201);
+    let bind = json!({"repo": "lineville/elastic-machines-testing", "project_id": project_id});
+    assert_eq!(pacer.post("/api/repos", bind).await.0, 201);
+    let queued = crate::webhook_examples::examples()
+        .into_iter()
+        .find(|e| e["action"] == "queued" && e["workflow_job"]["labels"][0] == "self-hosted")
+        .unwrap();
+    assert_eq!(queued["repository"]["private"], false, "the example is public");
+
+    // Delivered twice (a redelivery): refused both times, audited once.
+    for _ in 0..2 {
+        let (status, body) = pacer.webhook("workflow_job", &queued).await;
+        assert_eq!((status, &body["refused"]), (200, &json!("public repository")), "{body}");
+    }
+    let (_, jobs) = pacer.get("/api/jobs").await;
+    assert_eq!(jobs["items"], json!([]), "no job, no runner");
+    let (_, audit) = pacer.get("/api/audit?action=job.public_repo_refused").await;
+    let refused = audit["items"].as_array().unwrap();
+    assert_eq!(refused.len(), 1, "{audit}");
+    assert_eq!(refused[0]["target"], "lineville/elastic-machines-testing");
+    assert_eq!(refused[0]["detail"]["project"], "elastic");
+
+    // An operator who accepts the risk turns it on for this project.
+    let patch = pacer.http.patch(format!("{}/api/projects/{project_id}", pacer.base)).json(&json!({"allow_public_repos": true}));
+    assert_eq!(patch.send().await.unwrap().status(), 200);
+    let (status, body) = pacer.webhook("workflow_job", &queued).await;
+    assert_eq!(status, 202, "{body}");
+    pacer.wait_for(&format!("/api/jobs/{}", body["job_id"].as_str().unwrap()), |j| j["state"] == "completed").await;
+}
+
+/// The webhook's limit was meant to be GitHub's cap, 25 MiB, but axum's
+/// default extractor limit (2 MB) applied first; the only test sent 25 MiB
+/// + 1 and passed either way. Both sides of each limit, now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_up_to_each_routes_limit_are_read_and_one_byte_more_is_a_413() {
+    use pacer_shared::http::{lifecycle::WEBHOOK_BODY_LIMIT, API_BODY_LIMIT};
+    let pacer = LocalPacer::start().await;
+    // A signed ping padded with spaces to `size` bytes: valid JSON, GitHub's signature.
+    let ping = |size: usize| {
+        let mut body = br#"{"zen": "Keep it logically awesome.", "hook_id": 1}"#.to_vec();
+        body.resize(size, b' ');
+        let signature = pacer_shared::github::webhook::sign(crate::support::WEBHOOK_SECRET.as_bytes(), &body);
+        pacer.http.post(format!("{}/api/webhook", pacer.base))
+            .header("x-github-event", "ping").header("x-hub-signature-256", signature)
+            .header("content-type", "application/json").body(body)
+    };
+    assert_eq!(ping(3 * 1024 * 1024).send().await.unwrap().status(), 200, "over axum's 2 MB default");
+    assert_eq!(ping(WEBHOOK_BODY_LIMIT).send().await.unwrap().status(), 200, "exactly 25 MiB");
+    let over = pacer.status_for_declared_length("/api/webhook", WEBHOOK_BODY_LIMIT + 1, &[("x-github-event", "ping")]).await;
+    assert_eq!(over, "HTTP/1.1 413 Payload Too Large");
+
+    // The console API: a project padded to exactly 1 MiB is read, one byte more is not.
+    let project = |size: usize| {
+        let mut body = br#"{"name": "padded"}"#.to_vec();
+        body.resize(size, b' ');
+        pacer.http.post(format!("{}/api/projects", pacer.base)).header("content-type", "application/json").body(body)
+    };
+    let over = pacer.status_for_declared_length("/api/projects", API_BODY_LIMIT + 1, &[]).await;
+    assert_eq!(over, "HTTP/1.1 413 Payload Too Large");
+    assert_eq!(project(API_BODY_LIMIT).send().await.unwrap().status(), 201);
+}
+
+/// An SSO state works once. It was checked, then marked used after the
+/// code exchange: two callbacks racing each other could both pass the
+/// check. The claim is now one atomic store operation, on either store.
+async fn a_state_is_claimed_by_exactly_one_of_many_racing_callbacks(ports: pacer_shared::service::Ports) {
+    let until = chrono::Utc::now() + chrono::Duration::minutes(10);
+    let claims = (0..16).map(|_| {
+        let ports = ports.clone();
+        tokio::spawn(async move { pacer_shared::service::limits::claim_once(&ports, "oidc-state:raced", until).await.unwrap() })
+    });
+    let won = futures::future::join_all(claims).await.into_iter().filter(|won| *won.as_ref().unwrap()).count();
+    assert_eq!(won, 1);
+    assert!(!pacer_shared::service::limits::claim_once(&ports, "oidc-state:raced", until).await.unwrap(), "and stays used");
+    assert!(pacer_shared::service::limits::claim_once(&ports, "oidc-state:another", until).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_is_claimed_once_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_state_is_claimed_by_exactly_one_of_many_racing_callbacks(crate::support::local_ports(dir.path()).0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_is_claimed_once_on_dynamodb() {
+    let moto = pacer_test_support::moto::Moto::start().await;
+    let store = pacer_shared::store::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(&moto.sdk_config().await), "claims".into());
+    store.create_table().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = pacer_shared::service::Ports { store: Arc::new(store), ..crate::support::local_ports(dir.path()).0 };
+    a_state_is_claimed_by_exactly_one_of_many_racing_callbacks(ports).await;
+}
+
+/// Failed sign-ins are rate-limited per address; many addresses together
+/// could still fill the audit log. Past a minute's bound they are logged,
+/// not appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_audit_entries_are_bounded_across_addresses() {
+    use pacer_shared::service::audit::{record_unauthenticated, UNAUTHENTICATED_PER_MINUTE};
+    let dir = tempfile::tempdir().unwrap();
+    // One minute, held still: the bound is per minute.
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let ports = pacer_shared::service::Ports { clock: clock.clone(), ..crate::support::local_ports(dir.path()).0 };
+    for n in 0..(UNAUTHENTICATED_PER_MINUTE + 20) {
+        let caller = pacer_shared::service::Caller {
+            actor: pacer_shared::domain::Actor::user(format!("guess-{n}@example.com")),
+            client_ip: Some(std::net::IpAddr::from([10, 0, (n / 250) as u8, (n % 250) as u8])),
+            role: pacer_shared::domain::Role::Viewer,
+        };
+        record_unauthenticated(&ports, &caller, "auth.login_failed", None, json!({})).await.unwrap();
+    }
+    let filter = pacer_shared::store::AuditFilter { action: Some("auth.login_failed".into()), ..Default::default() };
+    let written = || async { ports.store.list_audit(&filter, &pacer_shared::store::PageRequest::first(500)).await.unwrap().items.len() };
+    assert_eq!(written().await, UNAUTHENTICATED_PER_MINUTE as usize);
+
+    // The next minute takes entries again.
+    clock.advance(Duration::from_secs(60));
+    let caller = pacer_shared::service::Caller::system("a later minute");
+    record_unauthenticated(&ports, &caller, "auth.login_failed", None, json!({})).await.unwrap();
+    assert_eq!(written().await, UNAUTHENTICATED_PER_MINUTE as usize + 1);
+}

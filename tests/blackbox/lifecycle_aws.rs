@@ -77,7 +77,7 @@ pub(crate) async fn pacer_on(
 ) -> LocalPacer {
     let sdk_config = aws.moto.sdk_config().await;
     let dir = tempfile::tempdir().unwrap();
-    let (mut ports, simulated) = local_ports(dir.path());
+    let (local, simulated) = local_ports(dir.path());
     let (store, queue): (Arc<dyn Store>, Arc<dyn Queue>) = match backend {
         Backend::Sqlite => (
             Arc::new(SqliteStore::open(&dir.path().join("e2e.db")).unwrap()),
@@ -91,15 +91,14 @@ pub(crate) async fn pacer_on(
             (Arc::new(dynamo), Arc::new(SqsQueue::new(sqs, url)))
         }
     };
-    ports = Ports {
+    let ports = Ports {
         store,
         queue,
         fleet,
         github: Arc::new(RestGitHub::new(&github.github_config(), "latest", Arc::new(SystemClock)).unwrap()),
         pricing: Arc::new(AwsPricing::from_sdk_config(&sdk_config, Duration::from_secs(3600), Arc::new(SystemClock)).unwrap()),
         clock,
-        settings: Arc::new(pacer_shared::service::Settings { deployment: deployment.into(), ..(*ports.settings).clone() }),
-        ..ports
+        settings: Arc::new(pacer_shared::service::Settings { deployment: deployment.into(), ..(*local.settings).clone() }),
     };
     LocalPacer::serve(ports, simulated, dir).await
 }

@@ -436,3 +436,26 @@ async fn a_runner_whose_job_ended_but_never_completed_is_reclaimed_after_the_idl
     let (_, job) = w.pacer.get(&format!("/api/jobs/{job_id}")).await;
     assert_eq!(job["state"], "completed", "the finished job is left as it is");
 }
+
+/// The same rule for a job found by listing as for one that arrived by
+/// webhook: a public repository's job gets no runner unless its project
+/// allows it, and a refusal found again each pass is audited once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_job_of_a_public_repository_is_refused_like_its_webhook() {
+    use crate::fake_github::FakeRun;
+    let (w, _clock) = world().await;
+    seed(&w.aws, &w.pacer, 2).await;
+    let mut run = FakeRun::new(890, "acme/app", "queued");
+    run.private = false;
+    w.github.add_run_with_jobs(run, &[(8901, "queued", &["self-hosted", "linux"])]);
+
+    for _ in 0..2 {
+        let report = reconcile(&w.pacer.ports).await.unwrap();
+        assert_eq!(report.count("reaper.missed_webhook"), 0, "{report:?}");
+    }
+    let (_, jobs) = w.pacer.get("/api/jobs?github_job_id=8901").await;
+    assert_eq!(jobs["items"], json!([]));
+    let (_, audit) = w.pacer.get("/api/audit?action=job.public_repo_refused").await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
+    assert_eq!(audit["items"][0]["actor"]["id"], "reaper");
+}

@@ -263,3 +263,30 @@ async fn an_idp_that_answers_wrongly_at_start_stops_pacer() {
     let err = oidc::Sso::at_start(settings(&s.pacer.base, crate::process::free_port())).await.unwrap_err();
     assert!(err.to_string().contains("auth.oidc.issuer") && err.to_string().contains("HTTP 404"), "{err}");
 }
+
+/// The audit entries an action left, read from the store.
+async fn audited(s: &Sso, action: &str) -> usize {
+    let filter = pacer_shared::store::AuditFilter { action: Some(action.into()), ..Default::default() };
+    let page = pacer_shared::store::PageRequest::first(500);
+    s.pacer.ports.store.list_audit(&filter, &page).await.unwrap().items.len()
+}
+
+/// Fifty forged callbacks once wrote fifty audit rows in a fifth of a second:
+/// the callback is unauthenticated, and nothing counted its failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_callbacks_count_against_the_sign_in_limit_and_stop_being_audited_past_it() {
+    let s = sso(|_| {}).await;
+    let http = no_redirects();
+    let mut answers = Vec::new();
+    for n in 0..50 {
+        let res = http.get(format!("{}/api/auth/oidc/callback?code=c&state=forged-{n}", s.pacer.base)).send().await.unwrap();
+        answers.push((res.status().as_u16(), res.headers().get("retry-after").is_some()));
+    }
+    assert_eq!(answers.iter().filter(|a| **a == (403, false)).count(), 10, "the limit's ten attempts fail as before");
+    assert_eq!(answers.iter().filter(|a| **a == (429, true)).count(), 40, "then 429 with Retry-After: {answers:?}");
+    assert_eq!(audited(&s, "auth.oidc.login_failed").await, 10, "one audit entry per counted attempt, no more");
+
+    // The limit is shared with password sign-ins from the same address.
+    let login = s.pacer.http.post(format!("{}/api/auth/login", s.pacer.base)).json(&json!({"email": "a@b.c", "password": "x"}));
+    assert_ne!(login.send().await.unwrap().status().as_u16(), 200);
+}

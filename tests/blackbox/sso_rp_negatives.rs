@@ -39,6 +39,8 @@ async fn a_good_token_passes_and_every_forgery_is_refused() {
     let client = rp(&idp).await;
     assert_eq!(verdict(&idp, &client, TokenScript::new()).await, Ok(()), "RS256 with a published key");
     assert_eq!(verdict(&idp, &client, TokenScript::new().signer(Signer::Ec)).await, Ok(()), "ES256 with a published key");
+    let several = TokenScript::new().set("aud", json!(["pacer-rp", "another-app"])).set("azp", json!("pacer-rp"));
+    assert_eq!(verdict(&idp, &client, several).await, Ok(()), "several audiences, issued to pacer");
 
     let refused = [
         ("invalid RS256 signature", TokenScript::new().corrupt_signature()),
@@ -49,6 +51,9 @@ async fn a_good_token_passes_and_every_forgery_is_refused() {
         ("alg none", TokenScript::new().signer(Signer::AlgNone)),
         ("wrong iss", TokenScript::new().set("iss", json!("https://evil.example"))),
         ("wrong aud", TokenScript::new().set("aud", json!("someone-else"))),
+        ("pacer among several audiences, no azp", TokenScript::new().set("aud", json!(["pacer-rp", "another-app"]))),
+        ("issued to another client", TokenScript::new().set("aud", json!(["pacer-rp", "another-app"])).set("azp", json!("another-app"))),
+        ("azp naming another client", TokenScript::new().set("azp", json!("another-app"))),
         ("missing aud", TokenScript::new().remove("aud")),
         ("missing iat", TokenScript::new().remove("iat")),
         ("missing sub", TokenScript::new().remove("sub")),
@@ -89,10 +94,41 @@ async fn a_rotated_signing_key_costs_exactly_one_jwks_refetch() {
     assert_eq!(verdict(&idp, &client, TokenScript::new().signer(Signer::RsaB)).await, Ok(()));
     assert_eq!(idp.jwks_fetches(), after_discovery + 1, "and none after");
 
-    // A kid nobody publishes: one refetch, then refused.
+    // A kid nobody publishes, within a minute of that refetch: refused
+    // without asking the IdP again.
     let unknown = TokenScript::new().signer(Signer::RsaB).kid(Kid::Value("nobody".into()));
     assert!(verdict(&idp, &client, unknown).await.is_err());
-    assert_eq!(idp.jwks_fetches(), after_discovery + 2);
+    assert_eq!(idp.jwks_fetches(), after_discovery + 1, "at most one refetch a minute");
+}
+
+/// An unknown `kid` made pacer fetch the IdP's keys every time: tokens
+/// naming made-up keys turned each sign-in attempt into a request to the IdP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_kids_cost_at_most_one_jwks_fetch_a_minute_shared_by_concurrent_sign_ins() {
+    let idp = TestIdp::start("pacer-rp", "rp-secret").await;
+    let client = std::sync::Arc::new(rp(&idp).await);
+    let after_discovery = idp.jwks_fetches();
+    let made_up = |n: usize| {
+        idp.script(TokenScript::new().kid(Kid::Value(format!("made-up-{n}"))));
+        idp.mint_id_token(Some(NONCE))
+    };
+    let tokens: Vec<String> = (0..20).map(made_up).collect();
+    let checks = tokens.into_iter().map(|token| {
+        let client = client.clone();
+        tokio::spawn(async move { client.validate_id_token(&token, NONCE).await.is_err() })
+    });
+    for refused in futures::future::join_all(checks).await {
+        assert!(refused.unwrap());
+    }
+    assert_eq!(idp.jwks_fetches(), after_discovery + 1, "twenty sign-ins, one refetch");
+
+    // Once the minute is over (here: at once), the next unknown kid may look again.
+    let client = rp(&idp).await.with_jwks_refetch_every(std::time::Duration::ZERO);
+    let before = idp.jwks_fetches();
+    for n in 0..2 {
+        assert!(client.validate_id_token(&made_up(100 + n), NONCE).await.is_err());
+    }
+    assert_eq!(idp.jwks_fetches(), before + 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

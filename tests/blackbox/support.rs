@@ -163,6 +163,25 @@ impl LocalPacer {
         (res.status().as_u16(), res.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// The status line pacer answers a JSON POST to `path` declaring a body
+    /// of `length` bytes, of which a raw client sends only the first 64 KiB:
+    /// pacer answers a body over its limit from the declared length, and a
+    /// client still writing megabytes would see its pipe close instead.
+    pub async fn status_for_declared_length(&self, path: &str, length: usize, headers: &[(&str, &str)]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.base.trim_start_matches("http://").to_string();
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {addr}\r\n{extra}content-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&vec![b' '; length.min(64 * 1024)]).await.unwrap();
+        let mut answer = vec![0u8; 64];
+        let n = stream.read(&mut answer).await.unwrap();
+        String::from_utf8_lossy(&answer[..n]).lines().next().unwrap_or("").to_string()
+    }
+
     /// A project `acme` bound to `acme/app`, with one pool of `max_runners`.
     pub async fn seed(&self, max_runners: u32) -> (String, String) {
         let (_, project) = self.post("/api/projects", serde_json::json!({"name": "acme"})).await;

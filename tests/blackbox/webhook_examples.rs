@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::support::LocalPacer;
 
-fn examples() -> Vec<Value> {
+pub(crate) fn examples() -> Vec<Value> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/node_modules/@octokit/webhooks-examples/api.github.com/index.json");
     let text = std::fs::read_to_string(&path)
@@ -16,10 +16,11 @@ fn examples() -> Vec<Value> {
 }
 
 /// The self-hosted examples' repository, bound to a project whose pool
-/// offers their `k8s` label.
+/// offers their `k8s` label. The repository is public, so the project
+/// allows public repositories.
 async fn pacer_serving_the_examples() -> LocalPacer {
     let pacer = LocalPacer::start().await;
-    let (_, project) = pacer.post("/api/projects", json!({"name": "elastic"})).await;
+    let (_, project) = pacer.post("/api/projects", json!({"name": "elastic", "allow_public_repos": true})).await;
     let project = project["id"].as_str().unwrap();
     let mut pool = crate::api_crud::pool_body(project, "k8s");
     pool["labels"] = json!(["k8s"]);

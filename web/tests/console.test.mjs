@@ -111,12 +111,22 @@ describe('the console, as an admin and then a viewer, against pacer serve', () =
     await fieldError(page, 'project-org').waitFor();
     await screenshot(page, 'project-form-errors');
 
+    // Public repositories are refused unless allowed, and allowing them says why that is risky.
+    const allowPublic = dialog.getByLabel('Run jobs of public repositories too');
+    assert.equal(await allowPublic.isChecked(), false);
+    await allowPublic.check();
+    assert.match(await dialog.locator('[data-public-warning]').innerText(), /Anyone can open a pull request/);
+    await screenshot(page, 'project-form-public-warning');
+    await allowPublic.uncheck();
+    await dialog.locator('[data-public-warning]').waitFor({ state: 'detached' });
+
     await dialog.getByLabel('Scope').selectOption('repo');
     await dialog.getByRole('button', { name: 'Create project' }).click();
     await dialog.waitFor({ state: 'detached' });
     const row = page.locator(`tr[data-row="${project}"]`);
     await row.waitFor();
     assert.match(await row.innerText(), /repositories/);
+    assert.match(await row.locator('[data-public-repos]').innerText(), /refused/);
   });
 
   test('a second project with the same name is refused by pacer, and the error sits by the name', async () => {
@@ -298,11 +308,17 @@ describe('the console, as an admin and then a viewer, against pacer serve', () =
     assert.equal(unbound.status, 200);
     const unmatched = await sendWebhook(pacer, 'workflow_job', queuedPayload({ githubJobId: githubJobId + 2, repo, labels: ['self-hosted', 'gpu'] }));
     assert.equal(unmatched.status, 202);
+    // A public repository's job, refused: anyone's pull request could run on the fleet.
+    const publicJob = queuedPayload({ githubJobId: githubJobId + 3, repo, labels: ['self-hosted', 'linux'], visibility: 'public' });
+    const refused = await sendWebhook(pacer, 'workflow_job', publicJob);
+    assert.equal(refused.status, 200);
 
     await page.getByRole('link', { name: 'Home', exact: true }).click();
     await waitForPath(page, '/');
     await page.locator('[data-unbound]').filter({ hasText: 'acme/unbound' }).waitFor();
     await page.locator('[data-unmatched]').filter({ hasText: 'gpu' }).waitFor();
+    await page.locator('[data-public-refused]').filter({ hasText: repo }).waitFor();
+    assert.match(await page.locator('[data-public-refused]').innerText(), /sent by octo-dev/);
     // The completed job ran: its queue time counts in the percentiles.
     await page.waitForFunction(() => !/^[·—]$/.test(document.querySelector('[data-stat="queue-p50"] .tile-value')?.textContent?.trim() ?? '·'));
     assert.match(await page.locator('[data-stat="queue-p95"] .tile-value').innerText(), /^[\d.]+(s|m|h)/);

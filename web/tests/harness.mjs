@@ -307,8 +307,11 @@ async function startOidcProviderOnce({ redirectUri, account }) {
   };
 }
 
-/** A real `workflow_job` `queued` payload from GitHub's published examples, for our repo and labels. */
-export function queuedPayload({ githubJobId, repo, labels }) {
+/**
+ * A real `workflow_job` `queued` payload from GitHub's published examples, for our repo and labels;
+ * the repository is private unless `visibility` says otherwise (pacer refuses public ones by default).
+ */
+export function queuedPayload({ githubJobId, repo, labels, visibility = 'private' }) {
   const examples = join(TESTS_NODE_MODULES, '@octokit/webhooks-examples/api.github.com/index.json');
   if (!existsSync(examples)) {
     throw new Error('tests/node_modules has no @octokit/webhooks-examples: run `npm ci --prefix tests` (make test-deps does)');
@@ -331,6 +334,8 @@ export function queuedPayload({ githubJobId, repo, labels }) {
   payload.repository.full_name = repo;
   payload.repository.name = name;
   payload.repository.owner.login = owner;
+  payload.repository.private = visibility !== 'public';
+  payload.repository.visibility = visibility;
   payload.sender.login = 'octo-dev';
   return payload;
 }

@@ -9,11 +9,15 @@
 //!   sign-in until it works.
 //! - `start` mints state, nonce and a PKCE verifier and packs them into a
 //!   10-minute cookie signed with `auth.jwt_secret` (HMAC-SHA256).
-//! - `finish` checks that cookie against the returned state, exchanges the
-//!   code (with the verifier), and validates the ID token: signature
-//!   through the IdP's JWKS (asymmetric algorithms only, the key's type must
-//!   match the header; an unknown `kid` refetches the JWKS once), `iss`,
-//!   `aud == client_id`, `exp`, `iat` and `sub` present, the nonce.
+//! - [`OidcClient::open_state`] checks that cookie against the returned
+//!   state; the caller then makes sure the state is used once, and
+//!   [`OidcClient::finish`] exchanges the code (with the verifier) and
+//!   validates the ID token: signature through the IdP's JWKS (asymmetric
+//!   algorithms only, the key's type must match the header; an unknown
+//!   `kid` refetches the JWKS, at most once a minute, concurrent sign-ins
+//!   sharing one refetch), `iss`, `aud` holding `client_id` and, when it
+//!   names other audiences too, `azp == client_id`; `exp`, `iat` and `sub`
+//!   present, the nonce.
 //! - [`admit`] applies the allowlists.
 
 use std::collections::HashSet;
@@ -180,9 +184,18 @@ impl Sso {
     }
 }
 
+/// How often an unknown `kid` may make pacer fetch the IdP's keys again:
+/// tokens naming made-up keys must not turn pacer into a flood of requests
+/// to the IdP.
+pub const JWKS_REFETCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct OidcClient {
     settings: OidcSettings,
     discovery: Discovery,
+    /// When the keys were last fetched again for an unknown `kid`; held
+    /// while fetching, so concurrent sign-ins wait for one fetch.
+    refetched: tokio::sync::Mutex<Option<std::time::Instant>>,
+    refetch_every: std::time::Duration,
     /// `discovery.authorization_endpoint`, parsed once: the IdP wrote it.
     authorization_endpoint: url::Url,
     jwks: RwLock<Arc<JwkSet>>,
@@ -200,6 +213,16 @@ pub struct Started {
     pub authorize_url: String,
     /// The signed value of the [`STATE_COOKIE`].
     pub cookie: String,
+}
+
+/// A callback's state, checked against the cookie that started the sign-in.
+pub struct OpenedState(StateCookie);
+
+impl OpenedState {
+    /// The state value, for single-use bookkeeping.
+    pub fn state(&self) -> &str {
+        &self.0.state
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -247,19 +270,44 @@ impl OidcClient {
         endpoint("token_endpoint", &discovery.token_endpoint)?;
         endpoint("jwks_uri", &discovery.jwks_uri)?;
         let jwks: JwkSet = fetch_json(&http, &discovery.jwks_uri, "JWKS (the IdP's signing keys)").await.map_err(named)?;
-        Ok(Self { jwks: RwLock::new(Arc::new(jwks)), settings, discovery, authorization_endpoint, http })
+        Ok(Self {
+            jwks: RwLock::new(Arc::new(jwks)),
+            refetched: tokio::sync::Mutex::new(None),
+            refetch_every: JWKS_REFETCH_EVERY,
+            settings,
+            discovery,
+            authorization_endpoint,
+            http,
+        })
     }
 
     pub fn settings(&self) -> &OidcSettings {
         &self.settings
     }
 
-    async fn refresh_jwks(&self) -> Result<(), OidcError> {
+    /// Replaces [`JWKS_REFETCH_EVERY`] (tests shorten it).
+    pub fn with_jwks_refetch_every(mut self, every: std::time::Duration) -> Self {
+        self.refetch_every = every;
+        self
+    }
+
+    /// The key for `header` after fetching the IdP's keys again — unless
+    /// they were fetched less than [`JWKS_REFETCH_EVERY`] ago. Concurrent
+    /// callers queue on the lock: the first fetches, the rest find its keys.
+    async fn refetch_and_pick(&self, header: &jsonwebtoken::Header) -> Result<Option<DecodingKey>, OidcError> {
+        let mut last = self.refetched.lock().await;
+        if let Some(found) = self.pick_key(header).await? {
+            return Ok(Some(found));
+        }
+        if last.is_some_and(|at| at.elapsed() < self.refetch_every) {
+            return Ok(None);
+        }
+        *last = Some(std::time::Instant::now());
         let set: JwkSet = fetch_json(&self.http, &self.discovery.jwks_uri, "JWKS (the IdP's signing keys)")
             .await
             .map_err(|e| failed(e.message))?;
         *self.jwks.write().await = Arc::new(set);
-        Ok(())
+        self.pick_key(header).await
     }
 
     /// Begins a sign-in: where to send the browser, and the cookie to set.
@@ -283,8 +331,13 @@ impl OidcClient {
         Started { authorize_url: url.to_string(), cookie }
     }
 
-    /// The state a callback carries, checked against the cookie. Returns the
-    /// state value (for single-use bookkeeping), nonce and verifier.
+    /// The state a callback carries, checked against the browser's cookie:
+    /// signed by this pacer, not expired, for this very state. The caller
+    /// makes sure a state is used once before it [`finish`](Self::finish)es.
+    pub fn open_state(secret: &[u8], cookie: &str, state: &str, now: chrono::DateTime<chrono::Utc>) -> Result<OpenedState, OidcError> {
+        Self::open_cookie(secret, cookie, state, now).map(OpenedState)
+    }
+
     fn open_cookie(secret: &[u8], cookie: &str, state: &str, now: chrono::DateTime<chrono::Utc>) -> Result<StateCookie, OidcError> {
         let (payload, mac) = cookie.split_once('.').ok_or_else(|| failed("malformed state cookie"))?;
         let expected = sign(secret, payload);
@@ -302,10 +355,10 @@ impl OidcClient {
         Ok(opened)
     }
 
-    /// Completes a sign-in: returns the identity and the state value (the
-    /// caller makes sure it is used once).
-    pub async fn finish(&self, secret: &[u8], cookie: &str, state: &str, code: &str, now: chrono::DateTime<chrono::Utc>) -> Result<(Identity, String), OidcError> {
-        let opened = Self::open_cookie(secret, cookie, state, now)?;
+    /// Completes a sign-in whose state was opened (and used once): trades
+    /// the code for the ID token and validates it.
+    pub async fn finish(&self, opened: &OpenedState, code: &str) -> Result<Identity, OidcError> {
+        let opened = &opened.0;
         #[derive(Deserialize)]
         struct TokenResponse {
             id_token: Option<String>,
@@ -328,8 +381,7 @@ impl OidcClient {
         }
         let tokens: TokenResponse = response.json().await.map_err(|e| failed(format!("the token answer is not readable: {e}")))?;
         let id_token = tokens.id_token.ok_or_else(|| failed("the IdP answered without an ID token"))?;
-        let identity = self.validate_id_token(&id_token, &opened.nonce).await?;
-        Ok((identity, opened.state))
+        self.validate_id_token(&id_token, &opened.nonce).await
     }
 
     /// Validates an ID token (see the module docs for the rules).
@@ -337,11 +389,8 @@ impl OidcClient {
         let header = jsonwebtoken::decode_header(token).map_err(|e| failed(format!("the ID token's header: {e}")))?;
         let key = match self.pick_key(&header).await? {
             Some(k) => k,
-            None => {
-                // A key pacer has not seen: the IdP may have rotated. Once.
-                self.refresh_jwks().await?;
-                self.pick_key(&header).await?.ok_or_else(|| failed("no key of the IdP's JWKS verifies this ID token"))?
-            }
+            // A key pacer has not seen: the IdP may have rotated.
+            None => self.refetch_and_pick(&header).await?.ok_or_else(|| failed("no key of the IdP's JWKS verifies this ID token"))?,
         };
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.settings.issuer, &format!("{}/", self.settings.issuer)]);
@@ -354,6 +403,7 @@ impl OidcClient {
         if claims.get("iat").and_then(|v| v.as_i64()).is_none() {
             return Err(failed("the ID token has no iat"));
         }
+        check_authorized_party(&claims, &self.settings.client_id)?;
         let sub = claims.get("sub").and_then(|v| v.as_str()).filter(|s| !s.is_empty()).ok_or_else(|| failed("the ID token has no sub"))?;
         if claims.get("nonce").and_then(|v| v.as_str()) != Some(nonce) {
             return Err(failed("the ID token's nonce does not match this sign-in"));
@@ -400,6 +450,22 @@ impl OidcClient {
             [] => Ok(None),
             _ => Err(failed("the ID token names no key and the IdP publishes several")),
         }
+    }
+}
+
+/// A token for several audiences must name pacer as the party it was issued
+/// to (`azp`), and an `azp` must always be pacer: otherwise a token the IdP
+/// minted for another client, which merely lists pacer among its audiences,
+/// would sign someone in here.
+fn check_authorized_party(claims: &serde_json::Value, client_id: &str) -> Result<(), OidcError> {
+    let audiences = match claims.get("aud") {
+        Some(serde_json::Value::Array(all)) => all.len(),
+        _ => 1,
+    };
+    match claims.get("azp") {
+        Some(azp) if azp.as_str() != Some(client_id) => Err(failed(format!("the ID token was issued to another client (azp {azp})"))),
+        None if audiences > 1 => Err(failed("the ID token names several audiences but no azp")),
+        _ => Ok(()),
     }
 }
 
@@ -496,6 +562,18 @@ mod tests {
         let s = OidcSettings { admin_groups: vec!["ops".into()], ..settings() };
         assert!(is_admin_by_group(&s, &who("a@x.com", true, &["OPS"])));
         assert!(!is_admin_by_group(&s, &who("a@x.com", true, &["dev"])));
+    }
+
+    #[test]
+    fn a_token_for_several_audiences_must_be_issued_to_pacer() {
+        let check = |claims: serde_json::Value| check_authorized_party(&claims, "pacer").map_err(|e| e.to_string());
+        assert!(check(serde_json::json!({"aud": "pacer"})).is_ok());
+        assert!(check(serde_json::json!({"aud": ["pacer"]})).is_ok());
+        assert!(check(serde_json::json!({"aud": ["pacer", "other"], "azp": "pacer"})).is_ok());
+        assert!(check(serde_json::json!({"aud": ["pacer", "other"]})).unwrap_err().contains("no azp"));
+        assert!(check(serde_json::json!({"aud": ["pacer", "other"], "azp": "other"})).unwrap_err().contains("another client"));
+        assert!(check(serde_json::json!({"aud": "pacer", "azp": "other"})).is_err(), "an azp is always pacer");
+        assert!(check(serde_json::json!({"aud": "pacer", "azp": 7})).is_err());
     }
 
     #[test]

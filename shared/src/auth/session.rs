@@ -8,7 +8,7 @@
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::Time;
+use crate::domain::{Time, User};
 
 pub const ISSUER: &str = "pacer";
 pub const AUDIENCE: &str = "pacer-session";
@@ -26,6 +26,10 @@ pub struct SessionClaims {
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
+    /// The user's session generation when it was opened: a password change
+    /// since ends it (tokens minted before there was one count as 0).
+    #[serde(default, rename = "gen")]
+    pub generation: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,12 +41,13 @@ pub enum SessionError {
     Expired,
 }
 
-/// Mints a session for `user_id` valid for `ttl` from `now`.
-pub fn mint(secret: &[u8], user_id: &str, now: Time, ttl: std::time::Duration) -> (String, SessionClaims) {
+/// Mints a session for `user` valid for `ttl` from `now`.
+pub fn mint(secret: &[u8], user: &User, now: Time, ttl: std::time::Duration) -> (String, SessionClaims) {
     let claims = SessionClaims {
+        generation: user.session_generation,
         iss: ISSUER.into(),
         aud: AUDIENCE.into(),
-        sub: user_id.into(),
+        sub: user.id.clone(),
         jti: format!("ses_{}", hex::encode(rand::random::<[u8; 16]>())),
         iat: now.timestamp(),
         nbf: now.timestamp(),
@@ -104,6 +109,10 @@ mod tests {
         encode(&h, &claims, key).unwrap()
     }
 
+    fn user() -> User {
+        crate::store::conformance::user("a@example.com", at(0))
+    }
+
     fn good_claims() -> serde_json::Value {
         json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "usr_1", "jti": "ses_1",
                "iat": at(0).timestamp(), "nbf": at(0).timestamp(), "exp": at(3600).timestamp()})
@@ -111,7 +120,7 @@ mod tests {
 
     #[test]
     fn a_minted_session_verifies_until_it_expires() {
-        let (token, claims) = mint(SECRET, "usr_1", at(0), Duration::from_secs(3600));
+        let (token, claims) = mint(SECRET, &user(), at(0), Duration::from_secs(3600));
         assert_eq!(verify(SECRET, &token, at(10)).unwrap(), claims);
         assert_eq!(verify(SECRET, &token, at(3600)), Err(SessionError::Expired));
         assert!(matches!(verify(b"another-secret-another-secret-xx", &token, at(10)), Err(SessionError::Invalid(_))), "a rotated secret invalidates it");
@@ -135,7 +144,7 @@ mod tests {
 
     #[test]
     fn an_edited_payload_is_refused() {
-        let (token, _) = mint(SECRET, "usr_1", at(0), Duration::from_secs(3600));
+        let (token, _) = mint(SECRET, &user(), at(0), Duration::from_secs(3600));
         let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
         let mut claims: serde_json::Value = serde_json::from_slice(&B64.decode(&parts[1]).unwrap()).unwrap();
         claims["sub"] = "usr_admin".into();
@@ -162,7 +171,7 @@ mod tests {
 
     #[test]
     fn a_token_not_valid_yet_is_refused() {
-        let (token, _) = mint(SECRET, "usr_1", at(600), Duration::from_secs(3600));
+        let (token, _) = mint(SECRET, &user(), at(600), Duration::from_secs(3600));
         assert!(matches!(verify(SECRET, &token, at(0)), Err(SessionError::Invalid(_))));
     }
 }

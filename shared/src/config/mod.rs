@@ -160,6 +160,19 @@ impl Config {
                     .to_owned(),
             );
         }
+        let oidc = &self.auth.oidc;
+        let open_sso = !self.auth.disabled
+            && oidc.enabled
+            && oidc.allowed_emails.is_empty()
+            && oidc.allowed_domains.is_empty()
+            && oidc.allowed_groups.is_empty();
+        if open_sso {
+            let issuer = oidc.issuer.as_ref().map_or("the identity provider".to_owned(), |u| u.to_string());
+            warnings.push(format!(
+                "auth.oidc has no allowed_emails, allowed_domains or allowed_groups: every account {issuer} knows may sign in, \
+                 and on a pacer with no users yet the first one to do so becomes admin; set one of them"
+            ));
+        }
         warnings
     }
 

@@ -1163,6 +1163,25 @@ fn warnings_list_the_disabled_modes() {
     assert!(config.warnings().is_empty(), "{:?}", config.warnings());
 }
 
+#[test]
+fn sso_without_an_allowlist_warns_that_every_account_may_sign_in() {
+    let sso = |allow: &str| {
+        let yaml = format!(
+            "auth:\n  oidc:\n    enabled: true\n    issuer: https://idp.example\n    client_id: pacer\n    \
+             client_secret: \"{}\"\n    redirect_url: https://pacer.example/api/auth/oidc/callback\n{allow}",
+            "s".repeat(32)
+        );
+        load(&patched(&with_github(), &format!("aws: {{ disabled: false }}\nfleet: {{ engine: ec2 }}\n{yaml}"))).unwrap()
+    };
+    let warnings = sso("").warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("auth.oidc has no allowed_emails") && warnings[0].contains("https://idp.example"), "{warnings:?}");
+    assert!(warnings[0].contains("becomes admin"));
+    for allow in ["    allowed_domains: [example.com]\n", "    allowed_emails: [a@example.com]\n", "    groups_claim: groups\n    allowed_groups: [ops]\n"] {
+        assert!(sso(allow).warnings().is_empty(), "{allow}: {:?}", sso(allow).warnings());
+    }
+}
+
 // ----------------------------------------------------------------------------------- redaction
 
 #[test]

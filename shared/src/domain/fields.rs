@@ -37,6 +37,14 @@ impl Fields {
         }
     }
 
+    pub fn bool(&mut self, name: &str) -> Result<Option<bool>, Invalid> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(Invalid::new(name, "must be true or false")),
+        }
+    }
+
     pub fn int(&mut self, name: &str, min: i64, max: i64) -> Result<Option<i64>, Invalid> {
         match self.take(name) {
             None => Ok(None),

@@ -18,7 +18,7 @@ pub use ids::{new_id, IdKind};
 pub use job::{transition_allowed, Job, JobChanges, JobState, Transition, TransitionCause};
 pub use labels::{match_pool, Label, LabelSet, PoolCandidate, PoolMatch};
 pub use pool::{Degraded, Market, Pool, PoolSpec};
-pub use project::{BindingSpec, Project, ProjectSpec, RepoBinding, RepoName, Scope};
+pub use project::{BindingSpec, Project, ProjectSpec, RepoBinding, RepoName, Scope, Visibility};
 pub use runner::{peak_overlap, Runner, RunnerState};
 pub use user::{Role, User};
 

@@ -27,6 +27,49 @@ pub struct ProjectSpec {
     pub org: Option<String>,
     pub label: Label,
     pub runner_group_id: i64,
+    /// Serve jobs of public repositories too. Off unless an operator turns
+    /// it on: anyone can open a pull request on a public repository, and a
+    /// workflow it runs would get a machine inside the operator's network.
+    #[serde(default)]
+    pub allow_public_repos: bool,
+}
+
+/// Who can see a repository, as GitHub reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    Public,
+    Private,
+    /// Visible to the members of an enterprise (GitHub reports it private).
+    Internal,
+}
+
+impl Visibility {
+    /// From a repository's `visibility` (newer) and `private` (always sent)
+    /// fields. With neither, or with values pacer does not know, the
+    /// repository counts as public: the kind that must be allowed.
+    pub fn from_github(private: Option<bool>, visibility: Option<&str>) -> Self {
+        match (visibility, private) {
+            (Some("private"), _) => Visibility::Private,
+            (Some("internal"), _) => Visibility::Internal,
+            (Some("public"), _) => Visibility::Public,
+            (_, Some(true)) => Visibility::Private,
+            _ => Visibility::Public,
+        }
+    }
+
+    pub fn is_public(self) -> bool {
+        self == Visibility::Public
+    }
+
+    /// As GitHub writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Private => "private",
+            Visibility::Internal => "internal",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,8 +138,9 @@ impl ProjectSpec {
             return Err(Invalid::new("label", "cannot be \"self-hosted\": every runner carries it already"));
         }
         let runner_group_id = f.int("runner_group_id", 1, i64::from(i32::MAX))?.unwrap_or(1);
+        let allow_public_repos = f.bool("allow_public_repos")?.unwrap_or(false);
         f.finish()?;
-        Ok(Self { name, scope, org, label, runner_group_id })
+        Ok(Self { name, scope, org, label, runner_group_id, allow_public_repos })
     }
 }
 
@@ -219,6 +263,27 @@ mod tests {
         assert_eq!(err.field, "org");
         let p = ProjectSpec::parse(body(json!({"name": "a", "scope": "org", "org": "acme-org", "runner_group_id": 3}))).unwrap();
         assert_eq!((p.org.as_deref(), p.runner_group_id), (Some("acme-org"), 3));
+    }
+
+    #[test]
+    fn public_repos_are_refused_unless_a_project_allows_them() {
+        let p = ProjectSpec::parse(body(json!({"name": "a"}))).unwrap();
+        assert!(!p.allow_public_repos, "off by default");
+        let p = ProjectSpec::parse(body(json!({"name": "a", "allow_public_repos": true}))).unwrap();
+        assert!(p.allow_public_repos);
+        let err = ProjectSpec::parse(body(json!({"name": "a", "allow_public_repos": "yes"}))).unwrap_err();
+        assert_eq!(err.field, "allow_public_repos");
+    }
+
+    #[test]
+    fn a_repository_of_unknown_visibility_counts_as_public() {
+        assert_eq!(Visibility::from_github(Some(true), None), Visibility::Private);
+        assert_eq!(Visibility::from_github(Some(true), Some("internal")), Visibility::Internal);
+        assert_eq!(Visibility::from_github(Some(false), Some("public")), Visibility::Public);
+        assert_eq!(Visibility::from_github(Some(false), None), Visibility::Public);
+        assert_eq!(Visibility::from_github(None, None), Visibility::Public);
+        assert_eq!(Visibility::from_github(Some(true), Some("something-new")), Visibility::Private);
+        assert_eq!(Visibility::from_github(None, Some("something-new")), Visibility::Public);
     }
 
     #[test]

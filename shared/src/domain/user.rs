@@ -22,6 +22,10 @@ pub struct User {
     pub oidc_subject: Option<String>,
     pub role: Role,
     pub disabled: bool,
+    /// Sessions carry the generation they were opened in; a password change
+    /// or reset moves it on, which ends every session opened before.
+    #[serde(default)]
+    pub session_generation: u32,
     pub created_at: Time,
     pub updated_at: Time,
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{RepoName, Time};
+use crate::domain::{RepoName, Time, Visibility};
 use webhook::{
     Account, InstallationRef, Repository, WorkflowJob, WorkflowJobAction, WorkflowJobEvent,
 };
@@ -115,6 +115,9 @@ pub struct GhQueuedJob {
     pub created_at: Time,
     /// Who triggered the run (its `triggering_actor`, else its `actor`): the job's sender.
     pub sender: Option<String>,
+    /// The repository's visibility, from the run: a public one's jobs are refused unless its
+    /// project allows them, whichever way they arrive.
+    pub visibility: Visibility,
 }
 
 impl GhQueuedJob {
@@ -152,6 +155,8 @@ impl GhQueuedJob {
                 owner: Account {
                     login: repo.owner().to_owned(),
                 },
+                private: Some(!self.visibility.is_public()),
+                visibility: Some(self.visibility.as_str().to_owned()),
             },
             installation: installation_id.map(|id| InstallationRef { id }),
             sender: self.sender.clone().map(|login| Account { login }),

@@ -42,7 +42,7 @@ use super::{
 use crate::calls::{self, CallCounts, Calls};
 use crate::clock::Clock;
 use crate::config::{GithubConfig, Secret};
-use crate::domain::{RepoName, Time};
+use crate::domain::{RepoName, Time, Visibility};
 
 /// Sent on every request, as GitHub asks of API clients.
 pub const USER_AGENT: &str = concat!("pacer/", env!("CARGO_PKG_VERSION"));
@@ -1322,6 +1322,17 @@ struct WireRun {
     actor: Option<WireLogin>,
     #[serde(default)]
     triggering_actor: Option<WireLogin>,
+    /// The repository the run belongs to (not its head's, which a fork's pull request names).
+    #[serde(default)]
+    repository: Option<WireRunRepository>,
+}
+
+#[derive(Deserialize)]
+struct WireRunRepository {
+    #[serde(default)]
+    private: Option<bool>,
+    #[serde(default)]
+    visibility: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1369,6 +1380,9 @@ impl WireJob {
                 .as_ref()
                 .or(run.actor.as_ref())
                 .map(|a| a.login.clone()),
+            visibility: run.repository.as_ref().map_or(Visibility::Public, |r| {
+                Visibility::from_github(r.private, r.visibility.as_deref())
+            }),
         }
     }
 }

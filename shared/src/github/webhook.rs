@@ -11,7 +11,7 @@ use std::fmt;
 use hmac::Mac;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{RepoName, Time};
+use crate::domain::{RepoName, Time, Visibility};
 use crate::mac::{hmac_sha256_of, HmacSha256};
 
 /// The header carrying the HMAC-SHA256 signature. The legacy `X-Hub-Signature` (SHA-1) is
@@ -210,12 +210,22 @@ pub struct Repository {
     pub full_name: String,
     pub name: String,
     pub owner: Account,
+    /// GitHub always sends it; missing, the repository counts as public.
+    #[serde(default)]
+    pub private: Option<bool>,
+    /// `public` | `private` | `internal`, on newer GitHub versions.
+    #[serde(default)]
+    pub visibility: Option<String>,
 }
 
 impl Repository {
     /// The repository as pacer names it, validated.
     pub fn repo_name(&self) -> Result<RepoName, String> {
         RepoName::parse(&self.full_name)
+    }
+
+    pub fn visibility(&self) -> Visibility {
+        Visibility::from_github(self.private, self.visibility.as_deref())
     }
 }
 

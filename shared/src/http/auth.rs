@@ -22,7 +22,7 @@ use crate::auth::oidc::OidcClient;
 use crate::auth::session::{SessionClaims, COOKIE as SESSION_COOKIE};
 use crate::domain::{Actor, Invalid, Role};
 use crate::service::auth::{self as auth_service, AuthError, AuthSettings};
-use crate::service::Caller;
+use crate::service::{limits, Caller};
 use crate::store::PageRequest;
 
 pub fn routes() -> Router<AppState> {
@@ -201,8 +201,28 @@ struct CallbackParams {
     error: Option<String>,
 }
 
+/// The browser's answer when an address made too many sign-in attempts.
+fn too_many_sign_ins(retry_after: std::time::Duration) -> Response {
+    let seconds = retry_after.as_secs().max(1);
+    let page = format!(
+        "<!doctype html><title>Too many sign-in attempts</title><h1>Too many sign-in attempts</h1>\
+         <p>Too many sign-ins failed from this address. Try again in {seconds} seconds.</p><p><a href=\"/login\">Back to sign-in</a></p>"
+    );
+    let mut res = (StatusCode::TOO_MANY_REQUESTS, axum::response::Html(page)).into_response();
+    res.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+    res
+}
+
 async fn oidc_callback(State(s): State<AppState>, caller: Caller, headers: HeaderMap, Query(p): Query<std::collections::HashMap<String, String>>) -> Result<Response, ApiError> {
     let auth = settings(&s)?.clone();
+    // Callbacks count against `auth.login_rate_limit` like passwords do,
+    // before anything is looked up or written: a flood of forged callbacks
+    // is turned away without touching the IdP or the audit log.
+    let attempt = match auth_service::count_attempt(&s.ports, &auth, caller.client_ip).await {
+        Ok(counted) => counted,
+        Err(AuthError::RateLimited { retry_after }) => return Ok(too_many_sign_ins(retry_after)),
+        Err(e) => return Ok(auth_error(e)),
+    };
     let client = match sso_client(&auth).await? {
         Ok(client) => client,
         Err(unavailable) => return Ok(unavailable),
@@ -211,7 +231,7 @@ async fn oidc_callback(State(s): State<AppState>, caller: Caller, headers: Heade
     let fail = |reason: String| {
         let (ports, caller, auth) = (s.ports.clone(), caller.clone(), auth.clone());
         async move {
-            crate::service::audit::record(&ports, &caller, "auth.oidc.login_failed", None, json!({"reason": reason})).await?;
+            crate::service::audit::record_unauthenticated(&ports, &caller, "auth.oidc.login_failed", None, json!({"reason": reason})).await?;
             Ok::<Response, ApiError>(access_denied(&auth))
         }
     };
@@ -224,20 +244,24 @@ async fn oidc_callback(State(s): State<AppState>, caller: Caller, headers: Heade
     let Some(cookie) = cookie_value(&headers, crate::auth::oidc::STATE_COOKIE) else {
         return fail("no state cookie: the sign-in did not start in this browser, or took too long".into()).await;
     };
-    // A state works once, on every instance.
-    let used = format!("oidc-state:{state}");
-    if s.ports.store.is_session_revoked(&used).await.map_err(crate::service::ServiceError::from)? {
-        return fail("this sign-in was completed already (a replayed callback)".into()).await;
-    }
     let now = s.ports.clock.now();
-    let identity = match client.finish(auth.jwt_secret.expose().as_bytes(), &cookie, &state, &code, now).await {
-        Ok((identity, _)) => identity,
+    let opened = match OidcClient::open_state(auth.jwt_secret.expose().as_bytes(), &cookie, &state, now) {
+        Ok(opened) => opened,
         Err(e) => return fail(e.to_string()).await,
     };
+    // A state works once, on every instance: claimed in one atomic step
+    // before the code is traded, so two racing callbacks cannot both pass.
     let until = now + chrono::Duration::seconds(crate::auth::oidc::STATE_TTL_SECS);
-    s.ports.store.revoke_session(&used, until).await.map_err(crate::service::ServiceError::from)?;
+    if !limits::claim_once(&s.ports, &format!("oidc-state:{}", opened.state()), until).await? {
+        return fail("this sign-in was completed already (a replayed callback)".into()).await;
+    }
+    let identity = match client.finish(&opened, &code).await {
+        Ok(identity) => identity,
+        Err(e) => return fail(e.to_string()).await,
+    };
     match auth_service::oidc_sign_in(&s.ports, &auth, &client, &identity, caller.client_ip).await {
         Ok(signed) => {
+            attempt.succeeded(&s.ports).await;
             let mut res = redirect("/");
             res.headers_mut().append(SET_COOKIE, session_cookie(&auth, &signed.token, signed.claims.exp - signed.claims.iat));
             res.headers_mut().append(SET_COOKIE, state_cookie(&auth, "", 0));
@@ -276,13 +300,7 @@ async fn login(State(s): State<AppState>, caller: Caller, JsonObject(body): Json
         Err(e) => return ApiError::BadRequest(format!("the login body needs email and password: {e}")).into_response(),
     };
     match auth_service::login(&s.ports, &auth, caller.client_ip, &body.email, &body.password).await {
-        Ok(signed) => {
-            let max_age = signed.claims.exp - signed.claims.iat;
-            let expires_at = chrono::DateTime::from_timestamp(signed.claims.exp, 0);
-            let mut res = Json(json!({"token": signed.token, "expires_at": expires_at})).into_response();
-            res.headers_mut().insert(SET_COOKIE, session_cookie(&auth, &signed.token, max_age));
-            res
-        }
+        Ok(signed) => signed_in(&auth, &signed),
         Err(e) => auth_error(e),
     }
 }
@@ -311,12 +329,24 @@ struct PasswordBody {
     new_password: String,
 }
 
-async fn change_password(State(s): State<AppState>, caller: Caller, JsonObject(body): JsonObject) -> Result<StatusCode, ApiError> {
-    settings(&s)?;
+/// Changes the caller's password; every other session of theirs ends, and
+/// this one goes on with the new session the answer carries (cookie and
+/// body, as a login's).
+async fn change_password(State(s): State<AppState>, caller: Caller, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
+    let auth = settings(&s)?.clone();
     let body: PasswordBody = serde_json::from_value(serde_json::Value::Object(body))
         .map_err(|e| ApiError::BadRequest(format!("the body needs current_password and new_password: {e}")))?;
-    auth_service::change_password(&s.ports, &caller, &body.current_password, &body.new_password).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let signed = auth_service::change_password(&s.ports, &auth, &caller, &body.current_password, &body.new_password).await?;
+    Ok(signed_in(&auth, &signed))
+}
+
+/// A login's answer: the session as a cookie and in the body.
+fn signed_in(auth: &AuthSettings, signed: &auth_service::SignedIn) -> Response {
+    let max_age = signed.claims.exp - signed.claims.iat;
+    let expires_at = chrono::DateTime::from_timestamp(signed.claims.exp, 0);
+    let mut res = Json(json!({"token": signed.token, "expires_at": expires_at})).into_response();
+    res.headers_mut().insert(SET_COOKIE, session_cookie(auth, &signed.token, max_age));
+    res
 }
 
 #[derive(Deserialize)]

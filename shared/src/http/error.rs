@@ -19,6 +19,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     Conflict { message: String, field: Option<String> },
     PayloadTooLarge(String),
+    /// A body that is not JSON by its `Content-Type`.
+    UnsupportedMediaType(String),
     Invalid(Invalid),
     /// GitHub or AWS failed pacer's request: 502 with what they said.
     Upstream(String),
@@ -63,6 +65,7 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", m, None),
             ApiError::Conflict { message, field } => (StatusCode::CONFLICT, "conflict", message, field),
             ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m, None),
+            ApiError::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", m, None),
             ApiError::Upstream(m) => (StatusCode::BAD_GATEWAY, "upstream", m, None),
             ApiError::Invalid(i) => {
                 let message = format!("{}: {}", i.field, i.message);

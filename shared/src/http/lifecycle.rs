@@ -22,7 +22,7 @@ use crate::service::stats::{self, GroupBy, StatsQuery};
 use crate::service::{jobs, Caller};
 use crate::store::{JobFilter, PageRequest, RunnerFilter};
 
-/// GitHub caps deliveries at 25 MB.
+/// GitHub caps deliveries at 25 MB; pacer takes a body up to 25 MiB.
 pub const WEBHOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
 
 /// `POST /api/webhook`: GitHub HMAC, not sessions.
@@ -62,6 +62,7 @@ async fn receive_webhook(State(s): State<AppState>, ClientIp(ip): ClientIp, head
         Ok(Outcome::Pong) => (StatusCode::OK, Json(json!({"ok": true, "event": "ping"}))).into_response(),
         Ok(Outcome::Ignored(why)) => (StatusCode::OK, Json(json!({"ok": true, "ignored": why}))).into_response(),
         Ok(Outcome::Recorded) => (StatusCode::OK, Json(json!({"ok": true}))).into_response(),
+        Ok(Outcome::Refused(why)) => (StatusCode::OK, Json(json!({"ok": true, "refused": why}))).into_response(),
         Ok(Outcome::Accepted { job_id }) => (StatusCode::ACCEPTED, Json(json!({"ok": true, "job_id": job_id}))).into_response(),
         Err(WebhookError::Signature(e)) => {
             tracing::warn!(delivery, event, error = %e, "webhook refused");

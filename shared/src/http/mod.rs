@@ -8,9 +8,11 @@ pub mod console;
 pub mod error;
 pub mod extract;
 pub mod lifecycle;
+pub mod origin;
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -42,27 +44,31 @@ pub fn version() -> String {
     format!("v{}-{}", env!("CARGO_PKG_VERSION"), env!("PACER_GIT_DESCRIBE"))
 }
 
+/// The one body limit of a router. axum's extractors apply their own default
+/// (2 MB) before any layer's, so it is lifted and the layer alone decides.
+fn body_limit(router: Router<AppState>, limit: usize) -> Router<AppState> {
+    router.layer(DefaultBodyLimit::disable()).layer(RequestBodyLimitLayer::new(limit))
+}
+
 /// `POST /api/webhook`, authenticated by GitHub's signature.
 pub fn webhook_router(state: AppState) -> Router {
-    lifecycle::webhook_routes()
-        .layer(RequestBodyLimitLayer::new(lifecycle::WEBHOOK_BODY_LIMIT))
-        .with_state(state)
+    body_limit(lifecycle::webhook_routes(), lifecycle::WEBHOOK_BODY_LIMIT).with_state(state)
 }
 
 /// `/api/runner/*`, authenticated by callback tokens.
 pub fn runner_router(state: AppState) -> Router {
-    lifecycle::runner_routes().layer(RequestBodyLimitLayer::new(API_BODY_LIMIT)).with_state(state)
+    body_limit(lifecycle::runner_routes(), API_BODY_LIMIT).with_state(state)
 }
 
 /// The console API: `/api/*` but the webhook and runner callbacks.
 pub fn api_router(state: AppState) -> Router {
-    api::router()
+    let routes = api::router()
         .merge(lifecycle::console_routes())
         .merge(auth::routes())
         .route("/api/version", get(|| async { Json(json!({"version": version()})) }))
         .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        .layer(RequestBodyLimitLayer::new(API_BODY_LIMIT))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), origin::same_origin_writes));
+    body_limit(routes, API_BODY_LIMIT).with_state(state)
 }
 
 /// `GET /healthz`: the process is up.

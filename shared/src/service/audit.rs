@@ -24,6 +24,28 @@ pub async fn record(ports: &Ports, caller: &Caller, action: &str, target: Option
     Ok(())
 }
 
+/// At most this many audit entries a minute from callers nobody has
+/// authenticated (failed sign-ins). Each address is rate-limited already;
+/// this bounds what many addresses together can write.
+pub const UNAUTHENTICATED_PER_MINUTE: u64 = 60;
+
+/// [`record`] for an event an unauthenticated caller caused: past
+/// [`UNAUTHENTICATED_PER_MINUTE`] in a minute, logged but not appended.
+pub async fn record_unauthenticated(ports: &Ports, caller: &Caller, action: &str, target: Option<&str>, detail: Value) -> ServiceResult<()> {
+    let (count, _) = super::limits::hit(ports, "audit:unauthenticated", std::time::Duration::from_secs(60)).await?;
+    if count > UNAUTHENTICATED_PER_MINUTE {
+        if count == UNAUTHENTICATED_PER_MINUTE + 1 {
+            tracing::warn!(
+                limit = UNAUTHENTICATED_PER_MINUTE,
+                "more failed sign-ins this minute than the audit log takes; the rest are logged, not audited"
+            );
+        }
+        tracing::info!(action, target, actor = %caller.actor.id, client_ip = ?caller.client_ip, "not audited (over the minute's limit)");
+        return Ok(());
+    }
+    record(ports, caller, action, target, detail).await
+}
+
 pub async fn list(ports: &Ports, filter: &AuditFilter, page: &PageRequest) -> ServiceResult<Page<AuditEvent>> {
     Ok(ports.store.list_audit(filter, page).await?)
 }

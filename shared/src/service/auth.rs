@@ -7,9 +7,10 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
-use super::audit::record;
+use super::audit::{record, record_unauthenticated};
+use super::limits::{self, Window};
 use super::{Caller, Ports, ServiceError, ServiceResult};
-use crate::auth::password::{generate_password, hash_password, verify_password};
+use crate::auth::password::{self, generate_password};
 use crate::auth::session::{self, SessionClaims};
 use crate::config::Secret;
 use crate::domain::user::parse_email;
@@ -59,6 +60,12 @@ impl From<StoreError> for AuthError {
     }
 }
 
+impl From<anyhow::Error> for AuthError {
+    fn from(e: anyhow::Error) -> Self {
+        AuthError::Service(e.into())
+    }
+}
+
 /// A user as clients see it (never the password hash).
 #[derive(Debug, Clone, Serialize)]
 pub struct UserView {
@@ -94,7 +101,17 @@ async fn no_users_yet(ports: &Ports) -> ServiceResult<bool> {
 
 fn new_user(ports: &Ports, email: String, role: Role, password_hash: Option<String>) -> User {
     let now = ports.clock.now();
-    User { id: new_id(IdKind::User, now), email, password_hash, oidc_subject: None, role, disabled: false, created_at: now, updated_at: now }
+    User {
+        id: new_id(IdKind::User, now),
+        email,
+        password_hash,
+        oidc_subject: None,
+        role,
+        disabled: false,
+        session_generation: 0,
+        created_at: now,
+        updated_at: now,
+    }
 }
 
 /// Creates the bootstrap admin if there are no users: returns its
@@ -106,7 +123,7 @@ pub async fn bootstrap(ports: &Ports, email: &str) -> ServiceResult<Option<Strin
     }
     let email = parse_email("auth.local.email", email)?;
     let password = generate_password();
-    let user = new_user(ports, email.clone(), Role::Admin, Some(hash_password(&password)?));
+    let user = new_user(ports, email.clone(), Role::Admin, Some(password::hash(&password).await?));
     match ports.store.create_user(&user).await {
         Ok(()) => {
             record(ports, &Caller::system("bootstrap"), "user.created", Some(&user.id), json!({"email": email, "role": "admin", "via": "bootstrap"})).await?;
@@ -122,7 +139,9 @@ pub async fn reset_password(ports: &Ports, email: &str) -> ServiceResult<String>
     let email = parse_email("email", email)?;
     let mut user = ports.store.user_by_email(&email).await?.ok_or(ServiceError::NotFound("user"))?;
     let password = generate_password();
-    user.password_hash = Some(hash_password(&password)?);
+    user.password_hash = Some(password::hash(&password).await?);
+    // Whoever knew the old password may hold a session: every one ends.
+    user.session_generation = user.session_generation.wrapping_add(1);
     user.updated_at = ports.clock.now();
     ports.store.update_user(&user).await?;
     record(ports, &Caller::system("admin-cli"), "user.password_reset", Some(&user.id), json!({"email": email})).await?;
@@ -148,10 +167,32 @@ pub struct SignedIn {
     pub user: User,
 }
 
-fn window_start(now: Time, window: Duration) -> Time {
-    let w = i64::try_from(window.as_micros()).unwrap_or(i64::MAX).max(1);
-    let us = now.timestamp_micros();
-    chrono::DateTime::from_timestamp_micros(us - us.rem_euclid(w)).unwrap_or(now)
+/// A sign-in attempt, counted against `auth.login_rate_limit`.
+pub struct Attempt {
+    counter: String,
+    window: Window,
+}
+
+impl Attempt {
+    /// A successful sign-in gives its hit back: the limit is for guesses.
+    pub async fn succeeded(self, ports: &Ports) {
+        if let Err(e) = ports.store.refund_hit(&self.counter, self.window.start).await {
+            tracing::warn!(error = %e, "could not take a successful sign-in off the rate limit");
+        }
+    }
+}
+
+/// Counts a sign-in attempt from `client_ip` against `auth.login_rate_limit`
+/// (local logins and SSO callbacks share it); refuses one over the limit.
+/// Every attempt counts as it is made, so parallel guesses cannot slip past.
+pub async fn count_attempt(ports: &Ports, auth: &AuthSettings, client_ip: Option<std::net::IpAddr>) -> Result<Attempt, AuthError> {
+    let ip = client_ip.map_or("unknown".to_string(), |ip| ip.to_string());
+    let counter = format!("login:{ip}");
+    let (hits, window) = limits::hit(ports, &counter, auth.login_window).await?;
+    if hits > u64::from(auth.login_attempts) {
+        return Err(AuthError::RateLimited { retry_after: window.remaining(ports.clock.now()) });
+    }
+    Ok(Attempt { counter, window })
 }
 
 /// Local email + password login.
@@ -160,39 +201,27 @@ pub async fn login(ports: &Ports, auth: &AuthSettings, client_ip: Option<std::ne
         return Err(AuthError::LocalDisabled);
     }
     let now = ports.clock.now();
-    let start = window_start(now, auth.login_window);
-    let expires = start + chrono::Duration::from_std(auth.login_window).unwrap_or_default();
-    let ip = client_ip.map_or("unknown".to_string(), |ip| ip.to_string());
-    // Every attempt counts as it is made, so parallel guesses cannot slip
-    // past the limit; a successful one gives its hit back below.
-    let counter = format!("login:{ip}");
-    let hits = ports.store.hit_counter(&counter, start, expires).await?;
-    if hits > u64::from(auth.login_attempts) {
-        let retry_after = (expires - now).to_std().unwrap_or(Duration::from_secs(1)).max(Duration::from_secs(1));
-        return Err(AuthError::RateLimited { retry_after });
-    }
+    let attempt = count_attempt(ports, auth, client_ip).await?;
     let email = email.trim().to_lowercase();
     let user = ports.store.user_by_email(&email).await?;
     // Hash even for an unknown email, so the answer takes the same time.
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
     let matches = match &stored {
-        Some(hash) => verify_password(hash, password),
+        Some(hash) => password::verify(hash, password).await?,
         None => {
-            static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-            let dummy = DUMMY.get_or_init(|| hash_password("no such user").unwrap_or_default());
-            let _ = verify_password(dummy, password);
+            static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+            let dummy = DUMMY.get_or_try_init(|| password::hash("no such user")).await?;
+            let _ = password::verify(dummy, password).await?;
             false
         }
     };
     let caller = Caller { actor: Actor { kind: ActorKind::User, id: email.clone() }, client_ip, role: Role::Viewer };
     let Some(user) = user.filter(|u| matches && !u.disabled) else {
-        record(ports, &caller, "auth.login_failed", Some(&email), json!({"method": "local"})).await?;
+        record_unauthenticated(ports, &caller, "auth.login_failed", Some(&email), json!({"method": "local"})).await?;
         return Err(AuthError::BadCredentials);
     };
-    if let Err(e) = ports.store.refund_hit(&counter, start).await {
-        tracing::warn!(error = %e, "could not take a successful login off the rate limit");
-    }
-    let (token, claims) = session::mint(auth.jwt_secret.expose().as_bytes(), &user.id, now, auth.session_ttl);
+    attempt.succeeded(ports).await;
+    let (token, claims) = session::mint(auth.jwt_secret.expose().as_bytes(), &user, now, auth.session_ttl);
     let caller = Caller { actor: Actor::user(&user.id), ..caller };
     record(ports, &caller, "auth.login_succeeded", Some(&user.id), json!({"method": "local", "email": user.email})).await?;
     Ok(SignedIn { token, claims, user })
@@ -215,6 +244,9 @@ pub async fn authenticate(ports: &Ports, auth: &AuthSettings, token: &str, clien
     if user.disabled {
         return Err(AuthError::InvalidSession("its user is disabled".into()));
     }
+    if claims.generation != user.session_generation {
+        return Err(AuthError::InvalidSession("its user's password changed since".into()));
+    }
     Ok((Caller { actor: Actor::user(&user.id), client_ip, role: user.role }, claims))
 }
 
@@ -235,7 +267,7 @@ pub async fn oidc_sign_in(
     let who = identity.email.clone().unwrap_or_else(|| identity.sub.clone());
     let caller = Caller { actor: Actor { kind: ActorKind::User, id: who.clone() }, client_ip, role: Role::Viewer };
     let deny = |reason: String| async move {
-        record(ports, &caller, "auth.oidc.login_denied", Some(&who), json!({"reason": reason, "sub": identity.sub})).await?;
+        record_unauthenticated(ports, &caller, "auth.oidc.login_denied", Some(&who), json!({"reason": reason, "sub": identity.sub})).await?;
         Err::<SignedIn, AuthError>(AuthError::BadCredentials)
     };
     if let Err(reason) = admit(settings, identity) {
@@ -281,7 +313,7 @@ pub async fn oidc_sign_in(
         user.updated_at = now;
         ports.store.update_user(&user).await?;
     }
-    let (token, claims) = session::mint(auth.jwt_secret.expose().as_bytes(), &user.id, now, auth.session_ttl);
+    let (token, claims) = session::mint(auth.jwt_secret.expose().as_bytes(), &user, now, auth.session_ttl);
     let caller = Caller { actor: Actor::user(&user.id), client_ip, role: user.role };
     record(ports, &caller, "auth.oidc.login_succeeded", Some(&user.id), json!({"email": user.email, "sub": identity.sub})).await?;
     Ok(SignedIn { token, claims, user })
@@ -308,16 +340,27 @@ fn check_new_password(field: &str, password: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-pub async fn change_password(ports: &Ports, caller: &Caller, current: &str, new: &str) -> ServiceResult<()> {
+/// Changes the caller's own password. Every session of theirs ends (one
+/// may be a thief's, opened with the old password); the caller gets a new
+/// one, returned, so they stay signed in.
+pub async fn change_password(ports: &Ports, auth: &AuthSettings, caller: &Caller, current: &str, new: &str) -> ServiceResult<SignedIn> {
     let mut user = ports.store.get_user(&caller.actor.id).await?.ok_or(ServiceError::NotFound("user"))?;
-    if !user.password_hash.as_deref().is_some_and(|h| verify_password(h, current)) {
+    let matches = match user.password_hash.as_deref() {
+        Some(hash) => password::verify(hash, current).await?,
+        None => false,
+    };
+    if !matches {
         return Err(Invalid::new("current_password", "is not your current password").into());
     }
     check_new_password("new_password", new)?;
-    user.password_hash = Some(hash_password(new)?);
-    user.updated_at = ports.clock.now();
+    user.password_hash = Some(password::hash(new).await?);
+    user.session_generation = user.session_generation.wrapping_add(1);
+    let now = ports.clock.now();
+    user.updated_at = now;
     ports.store.update_user(&user).await?;
-    record(ports, caller, "user.password_changed", Some(&user.id), json!({})).await
+    record(ports, caller, "user.password_changed", Some(&user.id), json!({"other_sessions": "ended"})).await?;
+    let (token, claims) = session::mint(auth.jwt_secret.expose().as_bytes(), &user, now, auth.session_ttl);
+    Ok(SignedIn { token, claims, user })
 }
 
 pub async fn list_users(ports: &Ports, page: &PageRequest) -> ServiceResult<Page<UserView>> {
@@ -329,7 +372,7 @@ pub async fn list_users(ports: &Ports, page: &PageRequest) -> ServiceResult<Page
 pub async fn create_user(ports: &Ports, caller: &Caller, email: &str, role: Role) -> ServiceResult<(UserView, String)> {
     let email = parse_email("email", email)?;
     let password = generate_password();
-    let user = new_user(ports, email.clone(), role, Some(hash_password(&password)?));
+    let user = new_user(ports, email.clone(), role, Some(password::hash(&password).await?));
     ports.store.create_user(&user).await.map_err(|e| match e {
         StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("email", m)),
         other => other.into(),

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod config_objects;
 pub mod dispatch;
 pub mod jobs;
+pub mod limits;
 pub mod reaper;
 pub mod runners;
 pub mod stats;

@@ -9,6 +9,7 @@
 use serde_json::json;
 
 use super::audit::record;
+use super::limits;
 use super::jobs::{advance, Advanced};
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::domain::job::JobChanges;
@@ -34,7 +35,15 @@ pub enum Outcome {
     Recorded,
     /// A queued job was taken in: 202.
     Accepted { job_id: String },
+    /// A job pacer will not run, by a rule the operator can change (a public
+    /// repository its project does not allow): 200, saying why, so GitHub's
+    /// delivery log shows it.
+    Refused(&'static str),
 }
+
+/// How long one refused job is audited once for, however often GitHub (or
+/// the reaper's recovery) brings it again.
+const REFUSAL_AUDITED_ONCE_PER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -160,6 +169,19 @@ pub(crate) async fn queued(ports: &Ports, caller: &Caller, ev: &WorkflowJobEvent
         .await?;
         return Ok(Outcome::Recorded);
     };
+    if ev.repository.visibility().is_public() && !project.spec.allow_public_repos {
+        // Anyone may open a pull request on a public repository; its
+        // workflow would run on a machine in the operator's network.
+        if limits::first_in_window(ports, &format!("public-refused:{}", wj.id), REFUSAL_AUDITED_ONCE_PER).await? {
+            record(ports, caller, "job.public_repo_refused", Some(&repo.to_string()), json!({
+                "github_job_id": wj.id, "labels": wj.labels, "project": project.spec.name,
+                "hint": "jobs of public repositories get no runner unless their project sets allow_public_repos",
+            }))
+            .await?;
+            tracing::warn!(repo = %repo, github_job_id = wj.id, sender = %caller.actor.id, "refused a job of a public repository");
+        }
+        return Ok(Outcome::Refused("public repository"));
+    }
     let installation_id = match &ev.installation {
         Some(i) => Some(i.id),
         // 3 of GitHub's 8 example payloads carry no installation: ask.
@@ -383,7 +405,10 @@ pub fn sample_queued_payload(github_job_id: i64, repo: &RepoName, labels: &[Stri
             "runner_id": null,
             "runner_name": null,
         },
-        "repository": {"full_name": repo.to_string(), "name": repo.name(), "owner": {"login": repo.owner()}},
+        "repository": {
+            "full_name": repo.to_string(), "name": repo.name(), "owner": {"login": repo.owner()},
+            "private": true, "visibility": "private",
+        },
         "installation": {"id": installation_id},
         "sender": {"login": "pacer-send-test-job"},
     })

@@ -75,6 +75,9 @@ pub fn project(name: &str, at: Time) -> Project {
             org: None,
             label: Label::parse(name).unwrap(),
             runner_group_id: 1,
+            // Not the default, so every case that reads a project back
+            // shows the store keeps it.
+            allow_public_repos: true,
         },
         created_at: at,
         updated_at: at,
@@ -182,6 +185,8 @@ pub fn user(email: &str, at: Time) -> User {
         oidc_subject: None,
         role: Role::Viewer,
         disabled: false,
+        // Not the default, so reading a user back shows the store keeps it.
+        session_generation: 3,
         created_at: at,
         updated_at: at,
     }

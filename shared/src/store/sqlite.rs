@@ -123,10 +123,21 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating it and its directory if needed) and migrates the
-    /// database at `path`.
+    /// database at `path`. The file holds password hashes and audit trails:
+    /// a new one is created readable by its owner only (0600, and SQLite
+    /// gives its `-wal` and `-shm` files the same mode), a new directory
+    /// 0700; existing files readable by others are reported with a WARN.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating the database directory {}", dir.display()))?;
+            private::create_dir(dir).with_context(|| format!("creating the database directory {}", dir.display()))?;
+        }
+        private::create_file(path).with_context(|| format!("creating the SQLite database {}", path.display()))?;
+        for (file, mode) in private::readable_by_others(path) {
+            tracing::warn!(
+                file = %file.display(),
+                mode = format!("{mode:04o}"),
+                "the SQLite database holds password hashes but others may read it; run chmod 600 on it"
+            );
         }
         let conn = Connection::open(path).with_context(|| format!("opening the SQLite database {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL").context("turning on WAL")?;
@@ -201,6 +212,65 @@ impl SqliteStore {
         })
         .await
         .context("the SQLite worker task failed")?
+    }
+}
+
+/// Files and directories only their owner may use.
+pub mod private {
+    use std::path::{Path, PathBuf};
+
+    #[cfg(unix)]
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+
+    /// `dir` and its missing parents, new ones 0700.
+    pub fn create_dir(dir: &Path) -> std::io::Result<()> {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        builder.mode(0o700);
+        builder.create(dir)
+    }
+
+    /// `path`, created empty with mode 0600 when it does not exist yet (an
+    /// empty file is a valid, empty SQLite database).
+    pub fn create_file(path: &Path) -> std::io::Result<()> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        match options.open(path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The database's files (`path`, `-wal`, `-shm`) that exist and that
+    /// users other than their owner may read or write, with their modes.
+    pub fn readable_by_others(path: &Path) -> Vec<(PathBuf, u32)> {
+        let mut files = vec![path.to_path_buf()];
+        for suffix in ["-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            files.push(PathBuf::from(name));
+        }
+        files
+            .into_iter()
+            .filter_map(|file| {
+                let mode = mode_of(&file)?;
+                (mode & 0o077 != 0).then_some((file, mode))
+            })
+            .collect()
+    }
+
+    #[cfg(unix)]
+    fn mode_of(file: &Path) -> Option<u32> {
+        Some(std::fs::metadata(file).ok()?.permissions().mode() & 0o7777)
+    }
+
+    #[cfg(not(unix))]
+    fn mode_of(_: &Path) -> Option<u32> {
+        None
     }
 }
 
@@ -926,5 +996,39 @@ mod tests {
         drop(store);
         let reopened = SqliteStore::open(&dir.path().join("pacer.db")).unwrap();
         assert!(reopened.job_by_github_id(49).await.unwrap().is_some());
+    }
+
+    /// The database holds password hashes; it was created 0644 (readable by
+    /// every local user), and its WAL files with it.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_database_and_its_wal_files_are_its_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let path = data.join("pacer.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store.insert_job(&job(1, "acme/app", t0())).await.unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700, "the directory pacer made");
+        for file in ["pacer.db", "pacer.db-wal", "pacer.db-shm"] {
+            assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+        }
+        assert!(private::readable_by_others(&path).is_empty());
+        drop(store);
+        assert!(SqliteStore::open(&path).unwrap().job_by_github_id(1).await.unwrap().is_some(), "reopens");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn existing_files_others_may_read_are_reported() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pacer.db");
+        drop(SqliteStore::open(&path).unwrap());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let loose = private::readable_by_others(&path);
+        assert_eq!(loose, vec![(path.clone(), 0o644)]);
+        SqliteStore::open(&path).expect("still opens; the WARN says what to do");
     }
 }

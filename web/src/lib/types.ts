@@ -35,6 +35,8 @@ export interface Project {
   org: string | null;
   label: string;
   runner_group_id: number;
+  /** Jobs of public repositories get runners too (off unless turned on). */
+  allow_public_repos: boolean;
   created_at: string;
   updated_at: string;
 }
