@@ -155,24 +155,9 @@ pub fn build_pricing(cfg: &Config, aws: Option<&aws_config::SdkConfig>, clock: A
     })
 }
 
-/// Where runners call back: `server.public_url`, else this process's own
-/// address (all-interfaces binds are reached through loopback).
+/// Where runners call back: see [`Config::callback_url`].
 pub fn callback_url(cfg: &Config) -> String {
-    if let Some(url) = &cfg.server.public_url {
-        return url.as_str().trim_end_matches('/').to_string();
-    }
-    let scheme = if matches!(cfg.server.tls.mode, crate::config::TlsMode::None) { "http" } else { "https" };
-    let addr = cfg.server.addr.trim();
-    let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "3000"));
-    let host = match host.trim_matches(['[', ']']) {
-        "" | "0.0.0.0" | "::" => "127.0.0.1",
-        h => h,
-    };
-    if host.contains(':') {
-        format!("{scheme}://[{host}]:{port}")
-    } else {
-        format!("{scheme}://{host}:{port}")
-    }
+    cfg.callback_url()
 }
 
 /// The settings the use cases read.

@@ -140,6 +140,26 @@ impl Config {
             .any(|(_, secret)| secret.is_some_and(|s| s.reference().is_some()))
     }
 
+    /// Where runners call back: `server.public_url`, else this process's own address
+    /// (all-interfaces binds are reached through loopback).
+    pub fn callback_url(&self) -> String {
+        if let Some(url) = &self.server.public_url {
+            return url.as_str().trim_end_matches('/').to_string();
+        }
+        let scheme = if matches!(self.server.tls.mode, TlsMode::None) { "http" } else { "https" };
+        let addr = self.server.addr.trim();
+        let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "3000"));
+        let host = match host.trim_matches(['[', ']']) {
+            "" | "0.0.0.0" | "::" => "127.0.0.1",
+            h => h,
+        };
+        if host.contains(':') {
+            format!("{scheme}://[{host}]:{port}")
+        } else {
+            format!("{scheme}://{host}:{port}")
+        }
+    }
+
     /// The modes that must be announced with a loud WARN at start, one sentence each.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();

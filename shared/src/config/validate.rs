@@ -41,6 +41,7 @@ pub(crate) fn validate(cfg: &Config, phase: Phase) -> Check {
     github(&cfg.github, cfg.role, phase)?;
     aws(cfg)?;
     store_and_queue(cfg)?;
+    runner_callbacks(cfg)?;
     runner_version(&cfg.runner.version)?;
     timings(cfg)?;
     auth(&cfg.auth, cfg.role, phase)?;
@@ -375,6 +376,43 @@ fn store_and_queue(cfg: &Config) -> Check {
         check_http_url("queue.url", &parsed)?;
     }
     Ok(())
+}
+
+/// A runner's callbacks carry its token one way and its JIT configuration the other: over plain
+/// http between an EC2 instance and pacer, anyone on the path could read both and take the runner's
+/// place. Simulated runners call back inside pacer's own process.
+fn runner_callbacks(cfg: &Config) -> Check {
+    if cfg.fleet.engine != FleetEngine::Ec2 {
+        return Ok(());
+    }
+    let callback = cfg.callback_url();
+    let Ok(url) = Url::parse(&callback) else {
+        // Only a malformed server.addr gets here, and that is refused on its own.
+        return Ok(());
+    };
+    if url.scheme() != "http" || is_loopback(&url) {
+        return Ok(());
+    }
+    let what = match cfg.server.public_url {
+        Some(_) => format!("{callback} is plain http"),
+        None => format!("is unset, so runners would call back on {callback}, plain http"),
+    };
+    Err(invalid(
+        "server.public_url",
+        format!(
+            "{what}: with fleet.engine ec2, each runner's callback token and JIT configuration would cross the network in clear; use an https:// URL (plain http is accepted only for a loopback host, or with fleet.engine simulated)"
+        ),
+    ))
+}
+
+/// 127.0.0.0/8, ::1 or `localhost`: traffic that never leaves the machine.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
 }
 
 fn runner_version(version: &str) -> Check {
