@@ -38,7 +38,7 @@ pub use sections::{
     AcmeConfig, AuthConfig, AwsConfig, DatabaseConfig, DatabaseEngine, DeploymentConfig,
     FleetConfig, FleetEngine, GithubConfig, KeyAlg, LocalAuthConfig, LogFormat, LogLevel,
     LogOutput, LoggingConfig, OidcConfig, PricingConfig, QueueConfig, QueueEngine, RateLimit,
-    ReaperConfig, RunnerConfig, ServerConfig, SimulatedFleetConfig, TlsConfig, TlsMode,
+    ReaperConfig, RunnerConfig, RunnerSha256, ServerConfig, SimulatedFleetConfig, TlsConfig, TlsMode,
 };
 
 use load::Tree;

@@ -1027,6 +1027,45 @@ fn with_aws() -> String {
     patched(LOCAL, "aws: { disabled: false }")
 }
 
+const X64_SHA256: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
+
+#[test]
+fn runner_checksums_are_64_hex_digits_for_a_pinned_version() {
+    let config = load(&patched(
+        LOCAL,
+        &format!("runner: {{ version: 2.321.0, sha256: {{ linux_x64: {} }} }}", X64_SHA256.to_uppercase()),
+    ))
+    .unwrap();
+    assert_eq!(config.runner.sha256.linux_x64.as_deref(), Some(X64_SHA256.to_uppercase().as_str()));
+    assert_eq!(config.runner.sha256.linux_arm64, None);
+
+    let short = error_for(LOCAL, "runner: { version: 2.321.0, sha256: { linux_arm64: abc123 } }");
+    assert_names_key(&short, "runner.sha256.linux_arm64");
+    assert!(short.to_string().contains("64 hex digits"), "{short}");
+    let not_hex = "z".repeat(64);
+    assert_names_key(
+        &error_for(LOCAL, &format!("runner: {{ version: 2.321.0, sha256: {{ linux_x64: {not_hex} }} }}")),
+        "runner.sha256.linux_x64",
+    );
+}
+
+#[test]
+fn runner_checksums_need_a_pinned_version() {
+    let err = error_for(LOCAL, &format!("runner: {{ sha256: {{ linux_x64: {X64_SHA256} }} }}"));
+    assert_names_key(&err, "runner.sha256.linux_x64");
+    assert!(err.to_string().contains("pinned runner.version"), "{err}");
+}
+
+#[test]
+fn runner_checksums_can_come_from_the_environment() {
+    let config = load_with_env(
+        LOCAL,
+        &[("PACER_RUNNER_VERSION", "2.321.0"), ("PACER_RUNNER_SHA256_LINUX_ARM64", X64_SHA256)],
+    )
+    .unwrap();
+    assert_eq!(config.runner.sha256.linux_arm64.as_deref(), Some(X64_SHA256));
+}
+
 /// AWS on and the EC2 fleet: runners are real instances calling back over the network.
 fn with_ec2() -> String {
     patched(&with_aws(), "fleet: { engine: ec2 }")

@@ -10,7 +10,7 @@ use super::error::ConfigError;
 use super::secret::Secret;
 use super::sections::{
     AcmeConfig, AuthConfig, DatabaseEngine, FleetEngine, GithubConfig, OidcConfig, QueueEngine,
-    ServerConfig, TlsConfig, TlsMode,
+    RunnerConfig, ServerConfig, TlsConfig, TlsMode,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -42,7 +42,7 @@ pub(crate) fn validate(cfg: &Config, phase: Phase) -> Check {
     aws(cfg)?;
     store_and_queue(cfg)?;
     runner_callbacks(cfg)?;
-    runner_version(&cfg.runner.version)?;
+    runner(&cfg.runner)?;
     timings(cfg)?;
     auth(&cfg.auth, cfg.role, phase)?;
     Ok(())
@@ -413,6 +413,25 @@ fn is_loopback(url: &Url) -> bool {
         Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
         None => false,
     }
+}
+
+fn runner(runner: &RunnerConfig) -> Check {
+    runner_version(&runner.version)?;
+    for (key, _, _, value) in runner.sha256.given() {
+        if crate::github::sha256_hex(value).is_none() {
+            return Err(invalid(
+                key,
+                format!("{value:?} is not a SHA-256: write its 64 hex digits, as sha256sum prints them"),
+            ));
+        }
+        if runner.version == "latest" {
+            return Err(invalid(
+                key,
+                "needs a pinned runner.version such as 2.321.0: a checksum belongs to one release, and latest moves on",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn runner_version(version: &str) -> Check {

@@ -204,6 +204,11 @@ impl RunnerRelease {
     }
 }
 
+/// `text` as a SHA-256 in lower-case hex, if it is one: exactly 64 hex digits.
+pub fn sha256_hex(text: &str) -> Option<String> {
+    (text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())).then(|| text.to_ascii_lowercase())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GitHubError {
     /// 404: the repo, org, runner or job does not exist — or the App is not
