@@ -118,7 +118,7 @@ pub fn build_github(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<d
     if cfg.github.private_key.is_none() && cfg.github.private_key_path.is_none() && !cfg.role.calls_github() {
         return Ok(Arc::new(crate::github::absent::NoAppKey { role: cfg.role }));
     }
-    Ok(Arc::new(RestGitHub::new(&cfg.github, &cfg.runner.version, clock)?))
+    Ok(Arc::new(RestGitHub::new(&cfg.github, &cfg.runner, clock)?))
 }
 
 /// A fleet, and the same fleet as a [`SimulatedFleet`] when it is one (the
@@ -177,7 +177,6 @@ pub fn settings(cfg: &Config) -> Settings {
             .cloned()
             .collect(),
         max_attempts: cfg.reaper.max_attempts,
-        runner_version: cfg.runner.version.clone(),
         redrive_after: cfg.reaper.redrive_after,
         orphan_grace: cfg.reaper.orphan_grace,
         degraded_cooldown: cfg.reaper.degraded_cooldown,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pacer_shared::clock::SystemClock;
+use pacer_shared::config::RunnerConfig;
 use pacer_shared::fleet::ec2::{sdk, Ec2Fleet};
 use pacer_shared::fleet::simulated::{workflow_job_payload, RunnerIdentity};
 use pacer_shared::fleet::{user_data, Fleet, JobRef};
@@ -23,7 +24,7 @@ use pacer_shared::store::Store;
 use serde_json::{json, Value};
 
 use crate::ec2_fleet::Aws;
-use crate::fake_github::{FakeGitHub, FakeTarget};
+use crate::fake_github::{runner_sha256, FakeGitHub, FakeTarget};
 use crate::support::{local_ports, queued_payload, LocalPacer};
 
 pub(crate) enum Backend {
@@ -81,7 +82,7 @@ pub(crate) async fn world_on(
         store,
         queue,
         fleet,
-        github: Arc::new(RestGitHub::new(&github.github_config(), "latest", Arc::new(SystemClock)).unwrap()),
+        github: Arc::new(RestGitHub::new(&github.github_config(), &RunnerConfig::default(), Arc::new(SystemClock)).unwrap()),
         pricing: Arc::new(AwsPricing::from_sdk_config(&sdk_config, Duration::from_secs(3600), Arc::new(SystemClock)).unwrap()),
         clock,
         ..ports
@@ -192,6 +193,7 @@ async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
     assert_eq!(reg["runner_name"], issued.name.as_str());
     assert_eq!(reg["runner_version"], "2.330.0");
     assert!(reg["download_url"].as_str().unwrap().ends_with("actions-runner-linux-x64-2.330.0.tar.gz"));
+    assert_eq!(reg["sha256"], runner_sha256("2.330.0", "linux-x64").as_str(), "the checksum of that very tarball");
     let (s, _) = register(callback.token.expose().to_string()).await;
     assert_eq!(s, 401, "the register right works once");
     let (s, _) = register("pcr1.forged.token".into()).await;
