@@ -93,6 +93,13 @@ impl StubPacer {
         self.calls.lock().unwrap().clone()
     }
 
+    /// The log tail of the last call, an `/api/runner/error` report.
+    fn reported_tail(&self) -> String {
+        let last = self.calls().pop().expect("a call");
+        assert_eq!(last.path, "/api/runner/error");
+        last.body["log_tail"].as_str().expect("a log_tail string").to_string()
+    }
+
     fn paths(&self) -> Vec<String> {
         self.calls().into_iter().map(|c| c.path).filter(|p| p.starts_with("/api/")).collect()
     }
@@ -280,7 +287,7 @@ async fn a_download_that_does_not_match_its_checksum_is_never_unpacked_and_is_re
     assert!(!machine.runner_dir().exists(), "nothing was unpacked");
     assert_eq!(machine.runner_args(), None, "the runner never ran");
     assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/error"]);
-    let tail = pacer.calls().pop().unwrap().body["log_tail"].as_str().unwrap_or_default().to_string();
+    let tail = pacer.reported_tail();
     assert!(tail.contains("the runner download's SHA-256 does not match"), "{tail}");
     assert!(tail.contains(&format!("expected {named}, got {actual}")), "{tail}");
     assert_no_secrets("the log tail", &tail);
@@ -299,7 +306,7 @@ async fn a_download_without_a_checksum_is_refused_before_it_starts() {
     assert!(!machine.runner_dir().exists(), "nothing was unpacked");
     assert_eq!(machine.runner_args(), None);
     assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/error"]);
-    let tail = pacer.calls().pop().unwrap().body["log_tail"].as_str().unwrap_or_default().to_string();
+    let tail = pacer.reported_tail();
     assert!(tail.contains("pacer named no SHA-256 for the runner download"), "{tail}");
     assert!(machine.powered_off());
     pacer.stop().await;
@@ -354,7 +361,7 @@ async fn a_refused_register_is_not_retried() {
     machine.boot(&pacer.url, &[]).await;
 
     assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/error"]);
-    let tail = pacer.calls().pop().unwrap().body["log_tail"].as_str().unwrap_or_default().to_string();
+    let tail = pacer.reported_tail();
     assert!(tail.contains("refused with HTTP 401"), "{tail}");
     assert!(machine.powered_off());
     pacer.stop().await;
@@ -371,7 +378,7 @@ async fn a_failing_runner_is_reported_with_a_redacted_log_tail() {
 
     // Then /error gets the tail of the log, the JIT config and token blanked out
     assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/error"]);
-    let tail = pacer.calls().pop().unwrap().body["log_tail"].as_str().unwrap_or_default().to_string();
+    let tail = pacer.reported_tail();
     assert!(tail.contains("run.sh exited with status 1"), "{tail}");
     assert!(tail.contains("runner crashed; args: --jitconfig [redacted]"), "{tail}");
     assert_no_secrets("the log tail", &tail);
@@ -390,7 +397,7 @@ async fn the_runner_is_never_started_as_root() {
 
     assert_eq!(machine.runner_args(), None, "run.sh did not run");
     assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/error"]);
-    let tail = pacer.calls().pop().unwrap().body["log_tail"].as_str().unwrap_or_default().to_string();
+    let tail = pacer.reported_tail();
     assert!(tail.contains("root") && tail.contains("FAILED"), "{tail}");
     assert!(machine.powered_off());
     pacer.stop().await;
