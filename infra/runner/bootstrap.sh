@@ -9,14 +9,21 @@
 #
 #   1. POST $PACER_URL/api/runner/register   (retried: the network may not
 #      be up yet) -> encoded_jit_config, runner_name, runner_version,
-#      download_url
+#      download_url, sha256
 #   2. use $PACER_RUNNER_DIR if it holds run.sh (an AMI that ships the
-#      runner), else download and unpack download_url into it
+#      runner), else download download_url, check it against sha256, and
+#      unpack it there; a missing or mismatching checksum stops the boot
 #   3. run ./run.sh --jitconfig ... as $PACER_RUNNER_USER (the runner
 #      refuses root)
 #   4. POST $PACER_URL/api/runner/complete, or on any failure
 #      POST $PACER_URL/api/runner/error {"log_tail": last 4 KB of the log}
 #   5. $PACER_POWEROFF_CMD
+#
+# Trust: a downloaded runner must match the SHA-256 pacer names (from GitHub's
+# release metadata, or the operator's runner.sha256), so a tampered tarball or
+# mirror never runs. A runner baked into the AMI is not checked: there is no
+# archive left to check, and it is trusted as the AMI itself is, which runs
+# this very script as root.
 #
 # Secrets: the token and the JIT config are never echoed, never written to
 # the log, and never put on a command line except the one the runner itself
@@ -26,8 +33,8 @@
 #
 # JSON: python3 reads and writes it. It is always there: cloud-init, which
 # runs user data, is itself a Python 3 program. (jq is not on every AMI, and
-# sed cannot parse JSON.) Requires bash, curl, python3, tar, and runuser or
-# the same user already.
+# sed cannot parse JSON.) Requires bash, curl, python3, sha256sum, tar, and
+# runuser or the same user already.
 #
 # Overridable from the environment (defaults for a real instance):
 #   PACER_RUNNER_DIR       /opt/actions-runner
@@ -103,7 +110,7 @@ runner_arch() {
 }
 
 register() {
-    local arch attempt=1 delay="$RETRY_DELAY" status response="$WORK/register.json"
+    local arch attempt=1 delay="$RETRY_DELAY" status reason response="$WORK/register.json"
     arch="$(runner_arch)" || { fail "unsupported machine architecture $(uname -m)"; return 1; }
     printf '{"os":"linux","arch":"%s"}' "$arch" >"$WORK/register-body.json"
     while :; do
@@ -111,7 +118,12 @@ register() {
         case "$status" in
             2??) break ;;
             000 | 429 | 5??) log "register: attempt $attempt of $REGISTER_TRIES got HTTP $status" ;;
-            *) fail "register: pacer refused with HTTP $status"; return 1 ;;
+            *)
+                # pacer's reason, e.g. that it knows no checksum for the download.
+                reason="$(json_field "$response" message 2>/dev/null)" || reason="no reason given"
+                fail "register: pacer refused with HTTP $status: $reason"
+                return 1
+                ;;
         esac
         if [ "$attempt" -ge "$REGISTER_TRIES" ]; then
             fail "register: gave up after $attempt attempts"
@@ -126,6 +138,7 @@ register() {
     RUNNER_NAME="$(json_field "$response" runner_name)" || RUNNER_NAME="?"
     RUNNER_VERSION="$(json_field "$response" runner_version)" || RUNNER_VERSION="?"
     DOWNLOAD_URL="$(json_field "$response" download_url)" || DOWNLOAD_URL=""
+    RUNNER_SHA256="$(json_field "$response" sha256)" || RUNNER_SHA256=""
     rm -f "$response"
     log "registered as runner $RUNNER_NAME (actions/runner $RUNNER_VERSION)"
 }
@@ -149,16 +162,33 @@ ensure_user() {
     fi
 }
 
+# verify_download FILE: refuses (and deletes) a file whose SHA-256 is not
+# the one pacer named.
+verify_download() {
+    local actual expected="${RUNNER_SHA256,,}"
+    actual="$(sha256sum "$1" | cut -d ' ' -f 1)" || { fail "cannot compute the SHA-256 of the runner download"; return 1; }
+    if [ "$actual" != "$expected" ]; then
+        rm -f "$1"
+        fail "the runner download's SHA-256 does not match the release's: expected $expected, got $actual; refusing to unpack it"
+        return 1
+    fi
+    log "the runner download matches SHA-256 $expected"
+}
+
 install_runner() {
     if [ -x "$RUNNER_DIR/run.sh" ]; then
-        log "using the runner already in $RUNNER_DIR"
+        log "using the runner baked into the AMI in $RUNNER_DIR (no download to verify)"
     else
         [ -n "$DOWNLOAD_URL" ] || { fail "no runner in $RUNNER_DIR and no download_url"; return 1; }
-        log "downloading the runner into $RUNNER_DIR"
-        mkdir -p "$RUNNER_DIR" || { fail "cannot create $RUNNER_DIR"; return 1; }
+        [[ "$RUNNER_SHA256" =~ ^[0-9a-fA-F]{64}$ ]] \
+            || { fail "pacer named no SHA-256 for the runner download; refusing a runner that cannot be verified"; return 1; }
+        log "downloading the runner from $DOWNLOAD_URL"
         curl --silent --show-error --fail --location --retry 5 --max-time 600 \
             --output "$WORK/runner.tar.gz" "$DOWNLOAD_URL" 2>>"$LOG" \
             || { fail "downloading the runner failed"; return 1; }
+        verify_download "$WORK/runner.tar.gz" || return 1
+        log "unpacking the runner into $RUNNER_DIR"
+        mkdir -p "$RUNNER_DIR" || { fail "cannot create $RUNNER_DIR"; return 1; }
         tar -xzf "$WORK/runner.tar.gz" -C "$RUNNER_DIR" >>"$LOG" 2>&1 \
             || { fail "unpacking the runner failed"; return 1; }
         rm -f "$WORK/runner.tar.gz"

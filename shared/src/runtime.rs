@@ -118,7 +118,7 @@ pub fn build_github(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<d
     if cfg.github.private_key.is_none() && cfg.github.private_key_path.is_none() && !cfg.role.calls_github() {
         return Ok(Arc::new(crate::github::absent::NoAppKey { role: cfg.role }));
     }
-    Ok(Arc::new(RestGitHub::new(&cfg.github, &cfg.runner.version, clock)?))
+    Ok(Arc::new(RestGitHub::new(&cfg.github, &cfg.runner, clock)?))
 }
 
 /// A fleet, and the same fleet as a [`SimulatedFleet`] when it is one (the
@@ -155,24 +155,9 @@ pub fn build_pricing(cfg: &Config, aws: Option<&aws_config::SdkConfig>, clock: A
     })
 }
 
-/// Where runners call back: `server.public_url`, else this process's own
-/// address (all-interfaces binds are reached through loopback).
+/// Where runners call back: see [`Config::callback_url`].
 pub fn callback_url(cfg: &Config) -> String {
-    if let Some(url) = &cfg.server.public_url {
-        return url.as_str().trim_end_matches('/').to_string();
-    }
-    let scheme = if matches!(cfg.server.tls.mode, crate::config::TlsMode::None) { "http" } else { "https" };
-    let addr = cfg.server.addr.trim();
-    let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "3000"));
-    let host = match host.trim_matches(['[', ']']) {
-        "" | "0.0.0.0" | "::" => "127.0.0.1",
-        h => h,
-    };
-    if host.contains(':') {
-        format!("{scheme}://[{host}]:{port}")
-    } else {
-        format!("{scheme}://{host}:{port}")
-    }
+    cfg.callback_url()
 }
 
 /// The settings the use cases read.
@@ -192,7 +177,6 @@ pub fn settings(cfg: &Config) -> Settings {
             .cloned()
             .collect(),
         max_attempts: cfg.reaper.max_attempts,
-        runner_version: cfg.runner.version.clone(),
         redrive_after: cfg.reaper.redrive_after,
         orphan_grace: cfg.reaper.orphan_grace,
         degraded_cooldown: cfg.reaper.degraded_cooldown,

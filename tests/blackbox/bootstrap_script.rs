@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use pacer_shared::config::Secret;
 use pacer_shared::fleet::user_data;
 use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
 use tokio::sync::oneshot;
 
 const TOKEN: &str = "cbt.runner-7.SIGNATURE-do-not-log";
@@ -41,14 +42,22 @@ struct StubPacer {
 }
 
 impl StubPacer {
+    /// pacer answering `register_status`, and naming `tarball` with its true SHA-256.
     async fn start(register_status: StatusCode, tarball: Vec<u8>) -> StubPacer {
+        let sha256 = hex::encode(Sha256::digest(&tarball));
+        StubPacer::naming(register_status, tarball, Some(sha256)).await
+    }
+
+    /// The same, naming `sha256` (or, `None`, no checksum) for the download.
+    async fn naming(register_status: StatusCode, tarball: Vec<u8>, sha256: Option<String>) -> StubPacer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let download_url = format!("{url}/runner.tar.gz");
         let calls = Arc::new(Mutex::new(Vec::new()));
         let recorded = Arc::clone(&calls);
         let app = Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
-            let (recorded, download_url, tarball) = (Arc::clone(&recorded), download_url.clone(), tarball.clone());
+            let (recorded, download_url, tarball, sha256) =
+                (Arc::clone(&recorded), download_url.clone(), tarball.clone(), sha256.clone());
             async move {
                 let path = uri.path().to_string();
                 let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -57,7 +66,7 @@ impl StubPacer {
                 let reply: Response = match path.as_str() {
                     "/api/runner/register" if register_status.is_success() => axum::Json(json!({
                         "encoded_jit_config": JIT, "runner_name": "pacer-run-7", "runner_version": "2.328.0",
-                        "download_url": download_url,
+                        "download_url": download_url, "sha256": sha256,
                     }))
                     .into_response(),
                     "/api/runner/register" => (register_status, "nope").into_response(),
@@ -82,6 +91,13 @@ impl StubPacer {
 
     fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// The log tail of the last call, an `/api/runner/error` report.
+    fn reported_tail(&self) -> String {
+        let last = self.calls().pop().expect("a call");
+        assert_eq!(last.path, "/api/runner/error");
+        last.body["log_tail"].as_str().expect("a log_tail string").to_string()
     }
 
     fn paths(&self) -> Vec<String> {
@@ -113,7 +129,7 @@ impl Machine {
         self.dir.path().join(name)
     }
 
-    fn runner_dir(&self) -> PathBuf {
+    pub(crate) fn runner_dir(&self) -> PathBuf {
         self.path("actions-runner")
     }
 
@@ -241,16 +257,74 @@ async fn the_script_registers_runs_the_runner_reports_completion_and_powers_off(
 }
 
 #[tokio::test]
-async fn without_a_runner_in_place_the_script_downloads_the_one_pacer_names() {
+async fn without_a_runner_in_place_the_script_downloads_the_one_pacer_names_and_checks_it() {
     let pacer = StubPacer::start(StatusCode::OK, fake_runner_tarball()).await;
     let machine = Machine::new();
 
     machine.boot(&pacer.url, &[]).await;
 
     assert!(pacer.calls().iter().any(|c| c.path == "/runner.tar.gz"), "downloaded from download_url");
+    assert!(machine.log().contains("the runner download matches SHA-256"), "{}", machine.log());
     assert_eq!(machine.runner_args(), Some(vec!["--jitconfig".to_string(), JIT.to_string()]), "{}", machine.log());
     assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/complete"]);
     assert!(machine.powered_off());
+    pacer.stop().await;
+}
+
+#[tokio::test]
+async fn a_download_that_does_not_match_its_checksum_is_never_unpacked_and_is_reported() {
+    // Given pacer naming the checksum of another tarball than the one served
+    let named = hex::encode(Sha256::digest(b"the release's real tarball"));
+    let served = fake_runner_tarball();
+    let actual = hex::encode(Sha256::digest(&served));
+    let pacer = StubPacer::naming(StatusCode::OK, served, Some(named.clone())).await;
+    let machine = Machine::new();
+
+    machine.boot(&pacer.url, &[]).await;
+
+    // Then it downloaded, refused to unpack, ran nothing, and said why
+    assert!(pacer.calls().iter().any(|c| c.path == "/runner.tar.gz"));
+    assert!(!machine.runner_dir().exists(), "nothing was unpacked");
+    assert_eq!(machine.runner_args(), None, "the runner never ran");
+    assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/error"]);
+    let tail = pacer.reported_tail();
+    assert!(tail.contains("the runner download's SHA-256 does not match"), "{tail}");
+    assert!(tail.contains(&format!("expected {named}, got {actual}")), "{tail}");
+    assert_no_secrets("the log tail", &tail);
+    assert!(machine.powered_off());
+    pacer.stop().await;
+}
+
+#[tokio::test]
+async fn a_download_without_a_checksum_is_refused_before_it_starts() {
+    let pacer = StubPacer::naming(StatusCode::OK, fake_runner_tarball(), None).await;
+    let machine = Machine::new();
+
+    machine.boot(&pacer.url, &[]).await;
+
+    assert!(!pacer.calls().iter().any(|c| c.path == "/runner.tar.gz"), "nothing was downloaded");
+    assert!(!machine.runner_dir().exists(), "nothing was unpacked");
+    assert_eq!(machine.runner_args(), None);
+    assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/error"]);
+    let tail = pacer.reported_tail();
+    assert!(tail.contains("pacer named no SHA-256 for the runner download"), "{tail}");
+    assert!(machine.powered_off());
+    pacer.stop().await;
+}
+
+#[tokio::test]
+async fn a_runner_baked_into_the_ami_is_trusted_as_the_ami_is() {
+    // Given an AMI with the runner, and no checksum from pacer
+    let pacer = StubPacer::naming(StatusCode::OK, Vec::new(), None).await;
+    let machine = Machine::new();
+    machine.install_fake_runner("", 0);
+
+    machine.boot(&pacer.url, &[]).await;
+
+    // Then there is nothing to download or verify: it runs
+    assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/complete"]);
+    assert!(machine.runner_args().is_some());
+    assert!(machine.log().contains("baked into the AMI"), "{}", machine.log());
     pacer.stop().await;
 }
 
@@ -287,7 +361,7 @@ async fn a_refused_register_is_not_retried() {
     machine.boot(&pacer.url, &[]).await;
 
     assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/error"]);
-    let tail = pacer.calls().pop().unwrap().body["log_tail"].as_str().unwrap_or_default().to_string();
+    let tail = pacer.reported_tail();
     assert!(tail.contains("refused with HTTP 401"), "{tail}");
     assert!(machine.powered_off());
     pacer.stop().await;
@@ -304,7 +378,7 @@ async fn a_failing_runner_is_reported_with_a_redacted_log_tail() {
 
     // Then /error gets the tail of the log, the JIT config and token blanked out
     assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/error"]);
-    let tail = pacer.calls().pop().unwrap().body["log_tail"].as_str().unwrap_or_default().to_string();
+    let tail = pacer.reported_tail();
     assert!(tail.contains("run.sh exited with status 1"), "{tail}");
     assert!(tail.contains("runner crashed; args: --jitconfig [redacted]"), "{tail}");
     assert_no_secrets("the log tail", &tail);
@@ -323,7 +397,7 @@ async fn the_runner_is_never_started_as_root() {
 
     assert_eq!(machine.runner_args(), None, "run.sh did not run");
     assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/error"]);
-    let tail = pacer.calls().pop().unwrap().body["log_tail"].as_str().unwrap_or_default().to_string();
+    let tail = pacer.reported_tail();
     assert!(tail.contains("root") && tail.contains("FAILED"), "{tail}");
     assert!(machine.powered_off());
     pacer.stop().await;

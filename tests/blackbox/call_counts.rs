@@ -94,13 +94,13 @@ async fn the_simulated_fleet_and_offline_github_count_what_ec2_and_github_would_
     assert_eq!(fleet.calls(), Calls { fleet: 3, ..Default::default() });
 
     // And the offline GitHub counts its two API calls, but not the runner
-    // release, which the REST adapter pins or caches
+    // download, whose release the REST adapter caches
     let github = OfflineGitHub::new("latest");
     let repo = RepoName::parse("acme/app").unwrap();
     let installation = github.repo_installation(&repo).await.unwrap();
     let jit = JitRequest { name: "pacer-1".into(), runner_group_id: 1, labels: vec!["self-hosted".into()], work_folder: None };
     github.generate_jit_config(installation, &RunnerTarget::Repo(repo), &jit).await.unwrap();
-    github.latest_runner_release().await.unwrap();
+    github.runner_download("linux", "x64").await.unwrap();
     assert_eq!(github.calls(), Calls { github: 2, ..Default::default() });
 }
 

@@ -69,6 +69,7 @@ pub enum Endpoint {
     DeleteOrgRunner,
     GetJob,
     LatestRelease,
+    ReleaseByTag,
     ListRepoRuns,
     ListRunJobs,
     ListHookDeliveries,
@@ -105,6 +106,7 @@ impl Endpoint {
             DeleteOrgRunner => ("DELETE", "/orgs/{org}/actions/runners/{runner_id}"),
             GetJob => ("GET", "/repos/{owner}/{repo}/actions/jobs/{job_id}"),
             LatestRelease => ("GET", "/repos/{owner}/{repo}/releases/latest"),
+            ReleaseByTag => ("GET", "/repos/{owner}/{repo}/releases/tags/{tag}"),
             ListRepoRuns => ("GET", "/repos/{owner}/{repo}/actions/runs"),
             ListRunJobs => ("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs"),
             ListHookDeliveries => ("GET", "/app/hook/deliveries"),
@@ -118,7 +120,7 @@ impl Endpoint {
             | Endpoint::RepoInstallation
             | Endpoint::ListHookDeliveries
             | Endpoint::RedeliverHookDelivery => AuthKind::App,
-            Endpoint::LatestRelease => AuthKind::Anonymous,
+            Endpoint::LatestRelease | Endpoint::ReleaseByTag => AuthKind::Anonymous,
             _ => AuthKind::Installation,
         }
     }
@@ -285,6 +287,66 @@ impl FakeDelivery {
     }
 }
 
+/// An actions/runner release the fake serves, with the checksums of its tarballs where
+/// actions/runner publishes them: GitHub's `digest` of each asset, and its release notes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeRelease {
+    /// e.g. `2.330.0`; its tag is `v2.330.0`.
+    pub version: String,
+    /// The tarballs, by platform (`linux-x64`), each with its `digest` hex, or `None` for an
+    /// asset uploaded before GitHub computed digests.
+    pub assets: Vec<(String, Option<String>)>,
+    /// The checksums the notes give between `<!-- BEGIN SHA linux-x64 -->` markers, by platform.
+    pub notes: Vec<(String, String)>,
+}
+
+impl FakeRelease {
+    /// A release as actions/runner publishes them since mid-2025: linux-x64 and linux-arm64
+    /// tarballs, each checksum ([`runner_sha256`]) both in the asset's digest and in the notes.
+    pub fn new(version: &str) -> Self {
+        let platforms = ["linux-x64", "linux-arm64"];
+        let checksum = |p: &str| (p.to_owned(), runner_sha256(version, p));
+        FakeRelease {
+            version: version.to_owned(),
+            assets: platforms.iter().map(|p| { let (p, hex) = checksum(p); (p, Some(hex)) }).collect(),
+            notes: platforms.iter().map(|p| checksum(p)).collect(),
+        }
+    }
+
+    /// Its assets as uploaded before GitHub computed digests: `digest` is null.
+    pub fn without_digests(mut self) -> Self {
+        for (_, digest) in &mut self.assets {
+            *digest = None;
+        }
+        self
+    }
+
+    /// Its notes without checksums.
+    pub fn without_notes_checksums(mut self) -> Self {
+        self.notes.clear();
+        self
+    }
+
+    /// `platform`'s checksum in the notes is `hex`.
+    pub fn with_notes_checksum(mut self, platform: &str, hex: &str) -> Self {
+        self.notes.retain(|(p, _)| p != platform);
+        self.notes.push((platform.to_owned(), hex.to_owned()));
+        self
+    }
+
+    /// The tarball of `platform`.
+    fn file(&self, platform: &str) -> String {
+        format!("actions-runner-{platform}-{}.tar.gz", self.version)
+    }
+}
+
+/// The checksum the fake publishes for `platform`'s tarball of `version` (no tarball exists:
+/// any fixed 64 hex digits do, and these differ per release and platform).
+pub fn runner_sha256(version: &str, platform: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(format!("{platform} {version}")))
+}
+
 /// Where forwarded redeliveries go, signed as GitHub signs them.
 #[derive(Clone)]
 struct WebhookTarget {
@@ -406,7 +468,8 @@ struct State {
     redeliveries: Vec<i64>,
     webhook_target: Option<WebhookTarget>,
     redelivery_status: u16,
-    latest_runner_tag: String,
+    runner_releases: BTreeMap<String, FakeRelease>,
+    latest_runner_version: String,
     failures: Vec<Injected>,
     delays: HashMap<Endpoint, Duration>,
     requests: Vec<RecordedRequest>,
@@ -451,7 +514,8 @@ impl FakeGitHub {
             redeliveries: Vec::new(),
             webhook_target: None,
             redelivery_status: 200,
-            latest_runner_tag: "v2.328.0".into(),
+            runner_releases: BTreeMap::from([("2.328.0".into(), FakeRelease::new("2.328.0"))]),
+            latest_runner_version: "2.328.0".into(),
             failures: Vec::new(),
             delays: HashMap::new(),
             requests: Vec::new(),
@@ -654,9 +718,23 @@ impl FakeGitHub {
         }
     }
 
-    /// The actions/runner release `releases/latest` reports (`2.330.0`; the tag gets its `v`).
+    /// The actions/runner release `releases/latest` reports (`2.330.0`; the tag gets its `v`):
+    /// the one added as that version, else a [`FakeRelease::new`].
     pub fn set_latest_runner_release(&self, version: &str) {
-        self.state().latest_runner_tag = format!("v{}", version.trim_start_matches('v'));
+        let version = version.trim_start_matches('v').to_owned();
+        let mut state = self.state();
+        state
+            .runner_releases
+            .entry(version.clone())
+            .or_insert_with(|| FakeRelease::new(&version));
+        state.latest_runner_version = version;
+    }
+
+    /// Publishes (or replaces) an actions/runner release, found by its tag.
+    pub fn add_runner_release(&self, release: FakeRelease) {
+        self.state()
+            .runner_releases
+            .insert(release.version.clone(), release);
     }
 
     /// Lifetime of installation tokens issued from now on.
@@ -750,6 +828,7 @@ struct Params {
     repo: String,
     org: String,
     id: i64,
+    tag: String,
 }
 
 impl Params {
@@ -823,6 +902,13 @@ fn route(method: &Method, api_path: &str) -> Option<(Endpoint, Params)> {
             },
         ),
         ("GET", ["repos", o, r, "releases", "latest"]) => (LatestRelease, repo(o, r)),
+        ("GET", ["repos", o, r, "releases", "tags", t]) => (
+            ReleaseByTag,
+            Params {
+                tag: percent_decode(t),
+                ..repo(o, r)
+            },
+        ),
         ("GET", ["repos", o, r, "actions", "runs"]) => (ListRepoRuns, repo(o, r)),
         ("GET", ["repos", o, r, "actions", "runs", i, "jobs"]) => (
             ListRunJobs,
@@ -1242,7 +1328,11 @@ impl State {
             }
             DeleteOrgRunner => self.delete_runner(&FakeTarget::org(&params.org), params.id),
             GetJob => self.get_job(params),
-            LatestRelease => self.latest_release(params),
+            LatestRelease => self.release(params, &self.latest_runner_version),
+            ReleaseByTag => match params.tag.strip_prefix('v') {
+                Some(version) => self.release(params, version),
+                None => Answer::error(StatusCode::NOT_FOUND, "Not Found"),
+            },
             ListRepoRuns => self.list_runs(params, request),
             ListRunJobs => self.list_run_jobs(params, request),
             ListHookDeliveries => self.list_deliveries(request),
@@ -1681,18 +1771,49 @@ impl State {
         answer
     }
 
-    fn latest_release(&self, params: &Params) -> Answer {
-        if params.repo_full_name() != "actions/runner" {
-            return Answer::error(StatusCode::NOT_FOUND, "Not Found");
-        }
-        let mut release = openapi::description().example("release");
-        let tag = &self.latest_runner_tag;
-        release["tag_name"] = json!(tag);
-        release["name"] = json!(tag);
-        release["html_url"] = json!(format!(
+    /// An actions/runner release, shaped from GitHub's own example of one.
+    fn release(&self, params: &Params, version: &str) -> Answer {
+        let release = match self.runner_releases.get(version) {
+            Some(release) if params.repo_full_name() == "actions/runner" => release,
+            _ => return Answer::error(StatusCode::NOT_FOUND, "Not Found"),
+        };
+        let mut json = openapi::description().example("release");
+        let asset_example = json["assets"][0].clone();
+        let tag = format!("v{version}");
+        json["tag_name"] = json!(tag);
+        json["name"] = json!(tag);
+        json["html_url"] = json!(format!(
             "https://github.com/actions/runner/releases/tag/{tag}"
         ));
-        Answer::json(StatusCode::OK, release)
+        let notes: Vec<String> = release
+            .notes
+            .iter()
+            .map(|(p, hex)| {
+                format!(
+                    "- {} <!-- BEGIN SHA {p} -->{hex}<!-- END SHA {p} -->",
+                    release.file(p)
+                )
+            })
+            .collect();
+        json["body"] = json!(format!("## What's Changed\n\n## SHA-256 checksums\n{}", notes.join("\n")));
+        json["assets"] = release
+            .assets
+            .iter()
+            .zip(1..)
+            .map(|((platform, digest), id): (&(String, Option<String>), i64)| {
+                let name = release.file(platform);
+                let mut asset = asset_example.clone();
+                asset["id"] = json!(id);
+                asset["browser_download_url"] = json!(format!(
+                    "https://github.com/actions/runner/releases/download/{tag}/{name}"
+                ));
+                asset["name"] = json!(name);
+                asset["content_type"] = json!("application/gzip");
+                asset["digest"] = json!(digest.as_ref().map(|hex| format!("sha256:{hex}")));
+                asset
+            })
+            .collect();
+        Answer::json(StatusCode::OK, json)
     }
 }
 

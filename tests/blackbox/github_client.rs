@@ -12,13 +12,15 @@ use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
 use pacer_shared::clock::{Clock, ManualClock};
+use pacer_shared::config::{RunnerConfig, RunnerSha256};
 use pacer_shared::domain::RepoName;
 use pacer_shared::github::rest::{RestGitHub, RetryPolicy, USER_AGENT};
-use pacer_shared::github::{GitHub, GitHubError, JitRequest, RunnerTarget};
+use pacer_shared::github::{GitHub, GitHubError, JitRequest, RunnerDownload, RunnerTarget};
 use serde_json::json;
 
 use crate::fake_github::{
-    Endpoint, Failure, FakeDelivery, FakeGitHub, FakeJob, FakeRun, FakeTarget, openapi,
+    Endpoint, Failure, FakeDelivery, FakeGitHub, FakeJob, FakeRelease, FakeRun, FakeTarget,
+    openapi, runner_sha256,
 };
 
 const REPO_INSTALLATION: i64 = 1001;
@@ -45,10 +47,10 @@ fn quick_retries() -> RetryPolicy {
 /// A fake GitHub where the App is installed on the repo `acme/widgets` and the org `acme-org`,
 /// and a client pointed at it; both read the same manual clock.
 async fn setup() -> Setup {
-    setup_with(|fake| fake.url(), "latest").await
+    setup_with(|fake| fake.url(), RunnerConfig::default()).await
 }
 
-async fn setup_with(api_url: impl FnOnce(&FakeGitHub) -> String, runner_version: &str) -> Setup {
+async fn setup_with(api_url: impl FnOnce(&FakeGitHub) -> String, runner: RunnerConfig) -> Setup {
     pacer_shared::server::install_crypto_provider();
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let fake = FakeGitHub::start_with_clock(clock.clone()).await;
@@ -56,7 +58,7 @@ async fn setup_with(api_url: impl FnOnce(&FakeGitHub) -> String, runner_version:
     fake.install_on_org("acme-org", ORG_INSTALLATION);
     let mut config = fake.github_config();
     config.api_url = api_url(&fake).parse().unwrap();
-    let github = RestGitHub::new(&config, runner_version, clock.clone())
+    let github = RestGitHub::new(&config, &runner, clock.clone())
         .unwrap()
         .with_retry_policy(quick_retries());
     Setup {
@@ -314,7 +316,7 @@ async fn a_key_github_does_not_know_is_unauthorized() {
     let s = setup().await;
     let mut config = s.fake.github_config();
     config.app_id = Some(1); // the JWT's iss no longer names the test App
-    let github = RestGitHub::new(&config, "latest", s.clock.clone())
+    let github = RestGitHub::new(&config, &RunnerConfig::default(), s.clock.clone())
         .unwrap()
         .with_retry_policy(quick_retries());
 
@@ -542,19 +544,22 @@ async fn a_job_is_got_or_none_when_github_does_not_know_it() {
     );
 }
 
+/// `runner.version` pinned to `version`.
+fn pinned(version: &str) -> RunnerConfig {
+    RunnerConfig {
+        version: version.into(),
+        ..RunnerConfig::default()
+    }
+}
+
 #[tokio::test]
 async fn the_latest_runner_release_is_asked_once_an_hour() {
     let s = setup().await;
     s.fake.set_latest_runner_release("2.330.0");
 
-    assert_eq!(
-        s.github.latest_runner_release().await.unwrap().version,
-        "2.330.0"
-    );
-    assert_eq!(
-        s.github.latest_runner_release().await.unwrap().version,
-        "2.330.0"
-    );
+    let version = || async { s.github.runner_download("linux", "x64").await.unwrap().version };
+    assert_eq!(version().await, "2.330.0");
+    assert_eq!(version().await, "2.330.0");
     assert_eq!(s.fake.count(Endpoint::LatestRelease), 1);
     assert_eq!(
         s.fake.requests_to(Endpoint::LatestRelease)[0].path,
@@ -563,26 +568,145 @@ async fn the_latest_runner_release_is_asked_once_an_hour() {
 
     s.fake.set_latest_runner_release("2.331.0");
     s.clock.advance(Duration::from_secs(61 * 60));
-    assert_eq!(
-        s.github.latest_runner_release().await.unwrap().version,
-        "2.331.0"
-    );
+    assert_eq!(version().await, "2.331.0");
     assert_eq!(s.fake.count(Endpoint::LatestRelease), 2);
 }
 
 #[tokio::test]
-async fn a_pinned_runner_version_never_asks_github() {
-    let s = setup_with(|fake| fake.url(), "2.321.0").await;
-    assert_eq!(
-        s.github.latest_runner_release().await.unwrap().version,
-        "2.321.0"
+async fn the_runner_checksum_is_githubs_digest_of_the_exact_tarball() {
+    // Given a release whose notes give another x64 checksum than GitHub's digest of the file
+    let s = setup().await;
+    s.fake.add_runner_release(
+        FakeRelease::new("2.330.0").with_notes_checksum("linux-x64", &"0".repeat(64)),
     );
-    assert_eq!(s.fake.count(Endpoint::LatestRelease), 0);
+    s.fake.set_latest_runner_release("2.330.0");
+
+    let x64 = s.github.runner_download("linux", "x64").await.unwrap();
+    let arm64 = s.github.runner_download("linux", "arm64").await.unwrap();
+
+    assert_eq!(
+        x64,
+        RunnerDownload {
+            version: "2.330.0".into(),
+            file: "actions-runner-linux-x64-2.330.0.tar.gz".into(),
+            url: "https://github.com/actions/runner/releases/download/v2.330.0/actions-runner-linux-x64-2.330.0.tar.gz".into(),
+            sha256: Some(runner_sha256("2.330.0", "linux-x64")),
+        },
+        "the digest wins over the notes"
+    );
+    assert_eq!(arm64.file, "actions-runner-linux-arm64-2.330.0.tar.gz");
+    assert_eq!(arm64.sha256, Some(runner_sha256("2.330.0", "linux-arm64")));
+    assert_eq!(s.fake.count(Endpoint::LatestRelease), 1, "one call serves every architecture");
+}
+
+#[tokio::test]
+async fn without_a_digest_the_checksum_comes_from_the_release_notes() {
+    // Given a release from before GitHub computed digests
+    let s = setup().await;
+    s.fake.add_runner_release(FakeRelease::new("2.310.0").without_digests());
+    s.fake.set_latest_runner_release("2.310.0");
+
+    for arch in ["x64", "arm64"] {
+        let download = s.github.runner_download("linux", arch).await.unwrap();
+        assert_eq!(
+            download.sha256,
+            Some(runner_sha256("2.310.0", &format!("linux-{arch}"))),
+            "{arch}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_release_without_digests_or_notes_checksums_is_a_clear_error() {
+    let s = setup().await;
+    s.fake.add_runner_release(
+        FakeRelease::new("2.330.0")
+            .without_digests()
+            .without_notes_checksums(),
+    );
+    s.fake.set_latest_runner_release("2.330.0");
+
+    let err = s.github.runner_download("linux", "x64").await.unwrap_err();
+
+    assert!(!err.is_transient(), "asking again will not help: {err}");
+    assert_eq!(
+        err.to_string(),
+        "no SHA-256 is known for actions-runner-linux-x64-2.330.0.tar.gz: actions/runner v2.330.0 \
+         publishes none (no digest on such an asset, none between the SHA markers of its release \
+         notes); pacer hands out no download a runner cannot verify (pin runner.version and set \
+         runner.sha256.linux_x64)"
+    );
+}
+
+#[tokio::test]
+async fn a_pinned_version_is_looked_up_by_its_tag_once_and_kept() {
+    let s = setup_with(|fake| fake.url(), pinned("2.321.0")).await;
+    s.fake.add_runner_release(FakeRelease::new("2.321.0"));
+    s.fake.set_latest_runner_release("2.330.0");
+
+    for _ in 0..2 {
+        let download = s.github.runner_download("linux", "x64").await.unwrap();
+        assert_eq!(download.version, "2.321.0");
+        assert_eq!(download.sha256, Some(runner_sha256("2.321.0", "linux-x64")));
+    }
+    // A published release's assets do not change: days later it is not asked again.
+    s.clock.advance(Duration::from_secs(48 * 3600));
+    let arm64 = s.github.runner_download("linux", "arm64").await.unwrap();
+    assert_eq!(arm64.sha256, Some(runner_sha256("2.321.0", "linux-arm64")));
+
+    assert_eq!(s.fake.count(Endpoint::ReleaseByTag), 1);
+    assert_eq!(
+        s.fake.requests_to(Endpoint::ReleaseByTag)[0].path,
+        "/repos/actions/runner/releases/tags/v2.321.0"
+    );
+    assert_eq!(s.fake.count(Endpoint::LatestRelease), 0, "a pin never asks for the newest");
+}
+
+#[tokio::test]
+async fn a_pinned_release_the_host_does_not_have_names_the_setting_that_replaces_it() {
+    // Given GitHub Enterprise, which holds no actions/runner releases
+    let s = setup_with(|fake| fake.ghes_url(), pinned("2.321.0")).await;
+
+    let err = s.github.runner_download("linux", "x64").await.unwrap_err();
+
+    assert!(matches!(err, GitHubError::NotFound(_)), "{err}");
+    assert!(err.to_string().contains("set runner.sha256"), "{err}");
+    assert_eq!(
+        s.fake.requests_to(Endpoint::ReleaseByTag)[0].path,
+        "/api/v3/repos/actions/runner/releases/tags/v2.321.0"
+    );
+}
+
+#[tokio::test]
+async fn checksums_the_operator_pins_win_and_github_is_not_asked() {
+    // Given the operator's x64 checksum (written in capitals) and a GitHub that says otherwise
+    let configured = "AB".repeat(32);
+    let runner = RunnerConfig {
+        sha256: RunnerSha256 {
+            linux_x64: Some(configured.clone()),
+            linux_arm64: None,
+        },
+        ..pinned("2.321.0")
+    };
+    let s = setup_with(|fake| fake.url(), runner).await;
+    s.fake.add_runner_release(FakeRelease::new("2.321.0"));
+
+    let x64 = s.github.runner_download("linux", "x64").await.unwrap();
+    let arm64 = s.github.runner_download("linux", "arm64").await.unwrap_err();
+
+    assert_eq!(x64.version, "2.321.0");
+    assert_eq!(x64.sha256, Some(configured.to_lowercase()));
+    assert_eq!(
+        arm64.to_string(),
+        "no SHA-256 is known for actions-runner-linux-arm64-2.321.0.tar.gz: runner.sha256 gives \
+         none; pacer hands out no download a runner cannot verify (set runner.sha256.linux_arm64)"
+    );
+    assert!(s.fake.requests().is_empty(), "GitHub was asked: {:?}", s.fake.requests());
 }
 
 #[tokio::test]
 async fn an_enterprise_api_prefix_is_kept_on_every_path() {
-    let s = setup_with(|fake| fake.ghes_url(), "latest").await;
+    let s = setup_with(|fake| fake.ghes_url(), RunnerConfig::default()).await;
 
     s.github.repo_installation(&widgets()).await.unwrap();
     s.github

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use pacer_shared::clock::{Clock, ManualClock};
-use pacer_shared::config::{Role, Secret};
+use pacer_shared::config::{Role, RunnerConfig, Secret};
 use pacer_shared::domain::JobState;
 use pacer_shared::fleet::ec2::Ec2Fleet;
 use pacer_shared::github::absent::NoAppKey;
@@ -65,12 +65,13 @@ impl Cloud {
                 cap: Duration::from_millis(20),
             },
         );
+        let pinned_runner = RunnerConfig { version: "2.330.0".into(), ..RunnerConfig::default() };
         let ports = Ports {
             store: Arc::new(store),
             clock: clock.clone(),
             queue: Arc::new(SqsQueue::new(sqs.clone(), queue_url.clone())),
             fleet: Arc::new(fleet),
-            github: Arc::new(RestGitHub::new(&github.github_config(), "2.330.0", clock.clone() as Arc<dyn Clock>).unwrap()),
+            github: Arc::new(RestGitHub::new(&github.github_config(), &pinned_runner, clock.clone() as Arc<dyn Clock>).unwrap()),
             pricing: Arc::new(NoPricing),
             settings: Arc::new(settings("https://abc123.execute-api.us-east-1.amazonaws.com")),
         };

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pacer_shared::clock::SystemClock;
+use pacer_shared::config::RunnerConfig;
 use pacer_shared::fleet::ec2::{sdk, Ec2Fleet};
 use pacer_shared::fleet::simulated::{workflow_job_payload, RunnerIdentity};
 use pacer_shared::fleet::{user_data, Fleet, JobRef};
@@ -23,7 +24,7 @@ use pacer_shared::store::Store;
 use serde_json::{json, Value};
 
 use crate::ec2_fleet::Aws;
-use crate::fake_github::{FakeGitHub, FakeTarget};
+use crate::fake_github::{runner_sha256, Endpoint, FakeGitHub, FakeRelease, FakeTarget};
 use crate::support::{local_ports, queued_payload, LocalPacer};
 
 pub(crate) enum Backend {
@@ -95,7 +96,7 @@ pub(crate) async fn pacer_on(
         store,
         queue,
         fleet,
-        github: Arc::new(RestGitHub::new(&github.github_config(), "latest", Arc::new(SystemClock)).unwrap()),
+        github: Arc::new(RestGitHub::new(&github.github_config(), &RunnerConfig::default(), Arc::new(SystemClock)).unwrap()),
         pricing: Arc::new(AwsPricing::from_sdk_config(&sdk_config, Duration::from_secs(3600), Arc::new(SystemClock)).unwrap()),
         clock,
         settings: Arc::new(pacer_shared::service::Settings { deployment: deployment.into(), ..(*local.settings).clone() }),
@@ -205,6 +206,7 @@ async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
     assert_eq!(reg["runner_name"], issued.name.as_str());
     assert_eq!(reg["runner_version"], "2.330.0");
     assert!(reg["download_url"].as_str().unwrap().ends_with("actions-runner-linux-x64-2.330.0.tar.gz"));
+    assert_eq!(reg["sha256"], runner_sha256("2.330.0", "linux-x64").as_str(), "the checksum of that very tarball");
     let (s, _) = register(callback.token.expose().to_string()).await;
     assert_eq!(s, 401, "the register right works once");
     let (s, _) = register("pcr1.forged.token".into()).await;
@@ -305,6 +307,43 @@ async fn a_failed_bootstrap_reports_a_redacted_tail_and_the_job_gets_another_run
     assert_ne!(job["runner"]["instance_id"], first_instance.as_str());
     let (_, audit) = pacer.get("/api/audit?action=runner.bootstrap_failed").await;
     assert_eq!(audit["items"].as_array().unwrap().len(), 1);
+}
+
+/// Without a checksum for the tarball, pacer registers nothing: the
+/// bootstrap script reports the refusal, and the job gets another runner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_is_refused_before_any_registration_when_its_download_has_no_checksum() {
+    // Given a latest release that publishes no checksum at all
+    let World { aws, github, pacer } = world(Backend::Sqlite).await;
+    github.add_runner_release(FakeRelease::new("2.330.0").without_digests().without_notes_checksums());
+    let pool_id = seed(&aws, &pacer, 2).await;
+    let (_, accepted) = pacer.webhook("workflow_job", &queued_payload(9250, "acme/app", &["self-hosted"])).await;
+    let job_id = accepted["job_id"].as_str().unwrap().to_string();
+    let instance = instance_of_job(&aws, &job_id).await;
+    let first_instance = instance.instance_id().unwrap().to_string();
+    pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "starting").await;
+    let script = user_data_of(&aws, &first_instance).await;
+
+    // When the instance boots (the AMI ships no runner: it would download one)
+    let machine = crate::bootstrap_script::Machine::new();
+    machine.boot_user_data(&script, &[]).await;
+
+    // Then GitHub minted nothing, no runner ran, and the refusal says why
+    assert_eq!(github.count(Endpoint::RepoJitConfig), 0, "no JIT configuration was minted");
+    assert!(github.runners().is_empty());
+    assert_eq!(machine.runner_args(), None);
+    assert!(!machine.runner_dir().exists(), "nothing was downloaded or unpacked");
+    assert!(machine.powered_off());
+    let (_, runners) = pacer.get(&format!("/api/runners?pool_id={pool_id}&state=failed")).await;
+    let tail = runners["items"][0]["error_tail"].as_str().expect("an error tail").to_string();
+    assert!(tail.contains("refused with HTTP 409"), "{tail}");
+    assert!(tail.contains("no SHA-256 is known for actions-runner-linux-"), "{tail}");
+    let (_, audit) = pacer.get("/api/audit?action=runner.register_failed").await;
+    let reason = audit["items"][0]["detail"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("publishes none"), "{audit}");
+    // And the job is launched again, on a second instance
+    let job = pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| j["attempts"] == 2 && j["state"] == "starting").await;
+    assert_ne!(job["runner"]["instance_id"], first_instance.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

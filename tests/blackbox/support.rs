@@ -23,7 +23,6 @@ pub fn settings(callback_url: &str) -> Settings {
         callback_secret: Secret::new(CALLBACK_SECRET),
         webhook_secrets: vec![Secret::new(WEBHOOK_SECRET)],
         max_attempts: 3,
-        runner_version: "2.330.0".into(),
         redrive_after: Duration::from_secs(300),
         orphan_grace: Duration::from_secs(600),
         degraded_cooldown: Duration::from_secs(600),

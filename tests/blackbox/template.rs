@@ -56,11 +56,14 @@ fn defaults() -> Vec<(&'static str, &'static str)> {
     vec![("GitHubAppId", "123456")]
 }
 
-/// Every optional secret in use, from Secrets Manager, with SSO and a
-/// custom console domain.
+/// Every optional secret in use, from Secrets Manager, with SSO, a
+/// custom console domain, and a pinned runner with its checksums.
 fn everything_on() -> Vec<(&'static str, &'static str)> {
     vec![
         ("GitHubAppId", "123456"),
+        ("RunnerVersion", "2.330.0"),
+        ("RunnerSha256LinuxX64", "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9"),
+        ("RunnerSha256LinuxArm64", "F9E8D7C6B5A4938271605F4E3D2C1B0AF9E8D7C6B5A4938271605F4E3D2C1B0A"),
         ("SecretStore", "secretsmanager"),
         ("SecretsPath", "teams/ci/pacer"),
         ("SecretsKmsKeyArn", "arn:aws:kms:us-east-1:123456789012:key/abcd"),

@@ -84,8 +84,9 @@ github:
   callback_hmac_secret: "{callback_hmac_secret}"
 
 # Launching real EC2 runners:
-#   set aws.disabled to false and fleet.engine to ec2 (above). Credentials come from the AWS
-#   SDK's default chain, or from the named aws.profile. To keep state in AWS too, use
+#   set aws.disabled to false and fleet.engine to ec2 (above), and server.public_url to an
+#   https:// URL the instances reach (their callbacks carry credentials). AWS credentials come
+#   from the SDK's default chain, or from the named aws.profile. To keep state in AWS too, use
 #   database.engine dynamodb (with database.table) and queue.engine sqs (with queue.url).
 aws:
   disabled: true

@@ -38,7 +38,7 @@ pub use sections::{
     AcmeConfig, AuthConfig, AwsConfig, DatabaseConfig, DatabaseEngine, DeploymentConfig,
     FleetConfig, FleetEngine, GithubConfig, KeyAlg, LocalAuthConfig, LogFormat, LogLevel,
     LogOutput, LoggingConfig, OidcConfig, PricingConfig, QueueConfig, QueueEngine, RateLimit,
-    ReaperConfig, RunnerConfig, ServerConfig, SimulatedFleetConfig, TlsConfig, TlsMode,
+    ReaperConfig, RunnerConfig, RunnerSha256, ServerConfig, SimulatedFleetConfig, TlsConfig, TlsMode,
 };
 
 use load::Tree;
@@ -138,6 +138,26 @@ impl Config {
         self.secrets()
             .into_iter()
             .any(|(_, secret)| secret.is_some_and(|s| s.reference().is_some()))
+    }
+
+    /// Where runners call back: `server.public_url`, else this process's own address
+    /// (all-interfaces binds are reached through loopback).
+    pub fn callback_url(&self) -> String {
+        if let Some(url) = &self.server.public_url {
+            return url.as_str().trim_end_matches('/').to_string();
+        }
+        let scheme = if matches!(self.server.tls.mode, TlsMode::None) { "http" } else { "https" };
+        let addr = self.server.addr.trim();
+        let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "3000"));
+        let host = match host.trim_matches(['[', ']']) {
+            "" | "0.0.0.0" | "::" => "127.0.0.1",
+            h => h,
+        };
+        if host.contains(':') {
+            format!("{scheme}://[{host}]:{port}")
+        } else {
+            format!("{scheme}://{host}:{port}")
+        }
     }
 
     /// The modes that must be announced with a loud WARN at start, one sentence each.

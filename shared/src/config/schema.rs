@@ -201,6 +201,10 @@ pub(crate) const KEYS: &[Key] = &[
     // runner
     key("runner.version", Text, "latest",
         "Actions runner release to install: `latest` (looked up on GitHub, cached) or a pin like `2.321.0`."),
+    optional("runner.sha256.linux_x64", Text,
+        "SHA-256 (64 hex digits) of the pinned release's `linux-x64` tarball, for when GitHub's release API is out of reach; once any `runner.sha256` key is set, GitHub is not asked for checksums."),
+    optional("runner.sha256.linux_arm64", Text,
+        "SHA-256 of the pinned release's `linux-arm64` tarball, as `runner.sha256.linux_x64`."),
     // reaper
     key("reaper.interval", Duration, "1m", "How often the reaper reconciles store, EC2 and GitHub."),
     key("reaper.redrive_after", Duration, "5m",

@@ -308,13 +308,49 @@ impl Default for SimulatedFleetConfig {
 pub struct RunnerConfig {
     /// `latest` or a release pin such as `2.321.0`.
     pub version: String,
+    /// Checksums of the pinned release's tarballs, for where GitHub's release API is out of
+    /// reach; when any is set, GitHub is not asked for them.
+    pub sha256: RunnerSha256,
 }
 
 impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
             version: "latest".into(),
+            sha256: RunnerSha256::default(),
         }
+    }
+}
+
+/// The SHA-256 (64 hex digits) of each Linux tarball of the pinned actions/runner release.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunnerSha256 {
+    pub linux_x64: Option<String>,
+    pub linux_arm64: Option<String>,
+}
+
+impl RunnerSha256 {
+    /// The key of each platform's checksum, with that platform's `os` and `arch`.
+    pub const KEYS: [(&'static str, &'static str, &'static str); 2] = [
+        ("runner.sha256.linux_x64", "linux", "x64"),
+        ("runner.sha256.linux_arm64", "linux", "arm64"),
+    ];
+
+    /// Each checksum given, as `(key, os, arch, value)`.
+    pub fn given(&self) -> impl Iterator<Item = (&'static str, &'static str, &'static str, &str)> {
+        Self::KEYS
+            .into_iter()
+            .zip([&self.linux_x64, &self.linux_arm64])
+            .filter_map(|((key, os, arch), value)| Some((key, os, arch, value.as_deref()?)))
+    }
+
+    /// The key that holds the checksum of `os`-`arch`'s tarball, if there is one.
+    pub fn key_for(os: &str, arch: &str) -> Option<&'static str> {
+        Self::KEYS
+            .into_iter()
+            .find(|(_, o, a)| *o == os && *a == arch)
+            .map(|(key, _, _)| key)
     }
 }
 

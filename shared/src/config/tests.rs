@@ -1027,6 +1027,84 @@ fn with_aws() -> String {
     patched(LOCAL, "aws: { disabled: false }")
 }
 
+const X64_SHA256: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
+
+#[test]
+fn runner_checksums_are_64_hex_digits_for_a_pinned_version() {
+    let config = load(&patched(
+        LOCAL,
+        &format!("runner: {{ version: 2.321.0, sha256: {{ linux_x64: {} }} }}", X64_SHA256.to_uppercase()),
+    ))
+    .unwrap();
+    assert_eq!(config.runner.sha256.linux_x64.as_deref(), Some(X64_SHA256.to_uppercase().as_str()));
+    assert_eq!(config.runner.sha256.linux_arm64, None);
+
+    let short = error_for(LOCAL, "runner: { version: 2.321.0, sha256: { linux_arm64: abc123 } }");
+    assert_names_key(&short, "runner.sha256.linux_arm64");
+    assert!(short.to_string().contains("64 hex digits"), "{short}");
+    let not_hex = "z".repeat(64);
+    assert_names_key(
+        &error_for(LOCAL, &format!("runner: {{ version: 2.321.0, sha256: {{ linux_x64: {not_hex} }} }}")),
+        "runner.sha256.linux_x64",
+    );
+}
+
+#[test]
+fn runner_checksums_need_a_pinned_version() {
+    let err = error_for(LOCAL, &format!("runner: {{ sha256: {{ linux_x64: {X64_SHA256} }} }}"));
+    assert_names_key(&err, "runner.sha256.linux_x64");
+    assert!(err.to_string().contains("pinned runner.version"), "{err}");
+}
+
+#[test]
+fn runner_checksums_can_come_from_the_environment() {
+    let config = load_with_env(
+        LOCAL,
+        &[("PACER_RUNNER_VERSION", "2.321.0"), ("PACER_RUNNER_SHA256_LINUX_ARM64", X64_SHA256)],
+    )
+    .unwrap();
+    assert_eq!(config.runner.sha256.linux_arm64.as_deref(), Some(X64_SHA256));
+}
+
+/// AWS on and the EC2 fleet: runners are real instances calling back over the network.
+fn with_ec2() -> String {
+    patched(&with_aws(), "fleet: { engine: ec2 }")
+}
+
+#[test]
+fn a_plain_http_public_url_is_refused_with_the_ec2_fleet() {
+    for url in ["http://pacer.example.com", "http://10.0.0.5:3000"] {
+        let err = error_for(&with_ec2(), &format!("server: {{ public_url: '{url}' }}"));
+        assert_names_key(&err, "server.public_url");
+        assert!(err.to_string().contains("in clear"), "{err}");
+    }
+    assert!(load(&patched(&with_ec2(), "server: { public_url: 'https://pacer.example.com' }")).is_ok());
+}
+
+#[test]
+fn a_plain_http_public_url_is_accepted_on_loopback() {
+    for url in ["http://127.0.0.1:3000", "http://127.8.9.10", "http://[::1]:3000", "http://localhost:3000"] {
+        let patch = format!("server: {{ public_url: '{url}' }}");
+        assert!(load(&patched(&with_ec2(), &patch)).is_ok(), "{url}");
+    }
+}
+
+#[test]
+fn a_plain_http_public_url_is_accepted_with_the_simulated_fleet() {
+    // LOCAL runs the simulated fleet: its runners call back inside pacer's own process.
+    assert!(load(&patched(LOCAL, "server: { public_url: 'http://pacer.example.com' }")).is_ok());
+}
+
+#[test]
+fn without_a_public_url_the_callback_address_must_not_be_plain_http_off_the_machine() {
+    let err = error_for(&with_ec2(), "server: { addr: '10.0.0.5:3000' }");
+    assert_names_key(&err, "server.public_url");
+    assert!(err.to_string().contains("http://10.0.0.5:3000"), "{err}");
+    // pacer's own TLS makes the callbacks https; a loopback bind is fine as it is.
+    assert!(load(&patched(&with_ec2(), "server: { addr: '10.0.0.5:3000', tls: { mode: self } }")).is_ok());
+    assert!(load(&patched(&with_ec2(), "server: { addr: ':3000' }")).is_ok());
+}
+
 #[test]
 fn sqs_needs_a_queue_url() {
     assert_names_key(

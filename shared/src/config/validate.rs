@@ -10,7 +10,7 @@ use super::error::ConfigError;
 use super::secret::Secret;
 use super::sections::{
     AcmeConfig, AuthConfig, DatabaseEngine, FleetEngine, GithubConfig, OidcConfig, QueueEngine,
-    ServerConfig, TlsConfig, TlsMode,
+    RunnerConfig, ServerConfig, TlsConfig, TlsMode,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -41,7 +41,8 @@ pub(crate) fn validate(cfg: &Config, phase: Phase) -> Check {
     github(&cfg.github, cfg.role, phase)?;
     aws(cfg)?;
     store_and_queue(cfg)?;
-    runner_version(&cfg.runner.version)?;
+    runner_callbacks(cfg)?;
+    runner(&cfg.runner)?;
     timings(cfg)?;
     auth(&cfg.auth, cfg.role, phase)?;
     Ok(())
@@ -373,6 +374,62 @@ fn store_and_queue(cfg: &Config) -> Check {
         let parsed = Url::parse(url)
             .map_err(|e| invalid("queue.url", format!("invalid URL {url:?} ({e})")))?;
         check_http_url("queue.url", &parsed)?;
+    }
+    Ok(())
+}
+
+/// A runner's callbacks carry its token one way and its JIT configuration the other: over plain
+/// http between an EC2 instance and pacer, anyone on the path could read both and take the runner's
+/// place. Simulated runners call back inside pacer's own process.
+fn runner_callbacks(cfg: &Config) -> Check {
+    if cfg.fleet.engine != FleetEngine::Ec2 {
+        return Ok(());
+    }
+    let callback = cfg.callback_url();
+    let Ok(url) = Url::parse(&callback) else {
+        // Only a malformed server.addr gets here, and that is refused on its own.
+        return Ok(());
+    };
+    if url.scheme() != "http" || is_loopback(&url) {
+        return Ok(());
+    }
+    let what = match cfg.server.public_url {
+        Some(_) => format!("{callback} is plain http"),
+        None => format!("is unset, so runners would call back on {callback}, plain http"),
+    };
+    Err(invalid(
+        "server.public_url",
+        format!(
+            "{what}: with fleet.engine ec2, each runner's callback token and JIT configuration would cross the network in clear; use an https:// URL (plain http is accepted only for a loopback host, or with fleet.engine simulated)"
+        ),
+    ))
+}
+
+/// 127.0.0.0/8, ::1 or `localhost`: traffic that never leaves the machine.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+fn runner(runner: &RunnerConfig) -> Check {
+    runner_version(&runner.version)?;
+    for (key, _, _, value) in runner.sha256.given() {
+        if crate::github::sha256_hex(value).is_none() {
+            return Err(invalid(
+                key,
+                format!("{value:?} is not a SHA-256: write its 64 hex digits, as sha256sum prints them"),
+            ));
+        }
+        if runner.version == "latest" {
+            return Err(invalid(
+                key,
+                "needs a pinned runner.version such as 2.321.0: a checksum belongs to one release, and latest moves on",
+            ));
+        }
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::{
     GhDelivery, GhJob, GhQueuedJob, GhRunner, GitHub, GitHubError, GitHubResult, JitConfig,
-    JitRequest, RunnerRelease, RunnerTarget,
+    JitRequest, RunnerDownload, RunnerTarget,
 };
 use crate::config::Role;
 use crate::domain::{RepoName, Time};
@@ -47,8 +47,8 @@ impl GitHub for NoAppKey {
     async fn get_job(&self, _: i64, _: &RepoName, _: i64) -> GitHubResult<Option<GhJob>> {
         self.refuse("read a job")
     }
-    async fn latest_runner_release(&self) -> GitHubResult<RunnerRelease> {
-        self.refuse("look up the latest runner release")
+    async fn runner_download(&self, _: &str, _: &str) -> GitHubResult<RunnerDownload> {
+        self.refuse("look up the runner release")
     }
     async fn queued_jobs(&self, _: i64, _: &RepoName, _: usize) -> GitHubResult<Vec<GhQueuedJob>> {
         self.refuse("list queued jobs")
@@ -68,11 +68,11 @@ mod tests {
     #[tokio::test]
     async fn every_call_names_the_function_without_a_key() {
         let github = NoAppKey { role: Role::Orchestrator };
-        let err = github.latest_runner_release().await.unwrap_err();
+        let err = github.runner_download("linux", "x64").await.unwrap_err();
         assert!(!err.is_transient());
         assert_eq!(
             err.to_string(),
-            "the orchestrator function holds no GitHub App key (github.private_key), so it cannot look up the latest runner release"
+            "the orchestrator function holds no GitHub App key (github.private_key), so it cannot look up the runner release"
         );
     }
 }

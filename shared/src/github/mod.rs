@@ -191,22 +191,42 @@ pub struct GhDelivery {
     pub failed_attempts: u32,
 }
 
-/// The actions/runner release to install on a runner.
+/// The actions/runner tarball a runner installs, and the checksum it must match.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RunnerRelease {
+pub struct RunnerDownload {
     /// e.g. `2.321.0` (no leading `v`).
     pub version: String,
+    /// e.g. `actions-runner-linux-x64-2.321.0.tar.gz`.
+    pub file: String,
+    pub url: String,
+    /// The tarball's SHA-256, lower-case hex. `None` only from the offline stand-in
+    /// (`github.disabled`), whose JIT configurations no real runner accepts: there is nothing real
+    /// to verify, and the bootstrap script refuses to download without a checksum.
+    pub sha256: Option<String>,
 }
 
-impl RunnerRelease {
-    /// The tarball for `os`-`arch` (`linux`, `x64` | `arm64`), from GitHub's
-    /// release assets naming scheme.
-    pub fn download_url(&self, os: &str, arch: &str) -> String {
-        format!(
-            "https://github.com/actions/runner/releases/download/v{v}/actions-runner-{os}-{arch}-{v}.tar.gz",
-            v = self.version
-        )
+impl RunnerDownload {
+    /// The tarball of release `version` for `os`-`arch` (`linux`, `x64` | `arm64`), named and
+    /// placed as actions/runner publishes its releases.
+    pub fn new(version: &str, os: &str, arch: &str, sha256: Option<String>) -> Self {
+        let file = runner_tarball(version, os, arch);
+        Self {
+            url: format!("https://github.com/actions/runner/releases/download/v{version}/{file}"),
+            version: version.to_owned(),
+            file,
+            sha256,
+        }
     }
+}
+
+/// `actions-runner-linux-x64-2.321.0.tar.gz`.
+pub fn runner_tarball(version: &str, os: &str, arch: &str) -> String {
+    format!("actions-runner-{os}-{arch}-{version}.tar.gz")
+}
+
+/// `text` as a SHA-256 in lower-case hex, if it is one: exactly 64 hex digits.
+pub fn sha256_hex(text: &str) -> Option<String> {
+    (text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())).then(|| text.to_ascii_lowercase())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,8 +277,10 @@ pub trait GitHub: Send + Sync + 'static {
     async fn get_runner(&self, installation_id: i64, target: &RunnerTarget, runner_id: i64) -> GitHubResult<Option<GhRunner>>;
     /// One workflow job, or `None` when GitHub does not know it.
     async fn get_job(&self, installation_id: i64, repo: &RepoName, job_id: i64) -> GitHubResult<Option<GhJob>>;
-    /// The newest actions/runner release (cached by the adapter).
-    async fn latest_runner_release(&self) -> GitHubResult<RunnerRelease>;
+    /// The actions/runner tarball for `os`-`arch` of the release `runner.version` names (the
+    /// newest, or a pin), with its SHA-256. An error when no checksum can be learnt for it: pacer
+    /// never hands out a download the runner cannot verify. The adapter caches what it learns.
+    async fn runner_download(&self, os: &str, arch: &str) -> GitHubResult<RunnerDownload>;
     /// The repository's jobs GitHub has queued, found through its workflow runs: those with
     /// status `queued`, then `in_progress` (a run in progress may still have jobs waiting for a
     /// runner), newest first, at most `max_runs` runs looked at in all; every job of those runs

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     GhDelivery, GhJob, GhQueuedJob, GhRunner, GitHub, GitHubError, GitHubResult, JitConfig,
-    JitRequest, RunnerRelease, RunnerTarget,
+    JitRequest, RunnerDownload, RunnerTarget,
 };
 use crate::calls::{Call, CallCounts, Calls};
 use crate::domain::{RepoName, Time};
@@ -28,7 +28,7 @@ use crate::domain::{RepoName, Time};
 pub const OFFLINE_INSTALLATION_ID: i64 = 1;
 
 /// The actions/runner release reported for `runner.version: latest` when GitHub is offline: a
-/// real release, so a runner that does download it gets a working tarball.
+/// real release number, so the download named is a real tarball.
 pub const OFFLINE_RUNNER_VERSION: &str = "2.328.0";
 
 /// What an offline JIT config decodes to. The marker field makes it impossible to mistake for
@@ -57,7 +57,8 @@ pub fn is_offline_jit_config(encoded: &str) -> bool {
 /// The GitHub port without GitHub. See the module docs.
 #[derive(Debug)]
 pub struct OfflineGitHub {
-    release: RunnerRelease,
+    /// The actions/runner release named to runners.
+    runner_version: String,
     next_runner_id: AtomicI64,
     /// Registered runners per target (keyed case-insensitively, as GitHub matches names).
     runners: Mutex<HashMap<String, BTreeMap<i64, GhRunner>>>,
@@ -74,9 +75,7 @@ impl OfflineGitHub {
             pin => pin.trim_start_matches('v'),
         };
         Self {
-            release: RunnerRelease {
-                version: version.to_owned(),
-            },
+            runner_version: version.to_owned(),
             next_runner_id: AtomicI64::new(1),
             runners: Mutex::new(HashMap::new()),
             calls: CallCounts::default(),
@@ -213,9 +212,12 @@ impl GitHub for OfflineGitHub {
         Ok(None)
     }
 
-    async fn latest_runner_release(&self) -> GitHubResult<RunnerRelease> {
+    async fn runner_download(&self, os: &str, arch: &str) -> GitHubResult<RunnerDownload> {
         // Not counted: the REST adapter answers it from its cache nearly always.
-        Ok(self.release.clone())
+        // No checksum: inventing one would look like a verified download. Nothing real needs
+        // one here (the JIT configuration is a dummy), and the bootstrap script refuses to
+        // download without one.
+        Ok(RunnerDownload::new(&self.runner_version, os, arch, None))
     }
 
     async fn queued_jobs(
@@ -411,22 +413,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_runner_release_is_the_pin_or_a_known_release() {
+    async fn the_runner_download_is_the_pin_or_a_known_release_without_a_checksum() {
+        let pinned = OfflineGitHub::new("2.321.0")
+            .runner_download("linux", "arm64")
+            .await
+            .unwrap();
+        assert_eq!(pinned.version, "2.321.0");
+        assert_eq!(pinned.file, "actions-runner-linux-arm64-2.321.0.tar.gz");
         assert_eq!(
-            OfflineGitHub::new("2.321.0")
-                .latest_runner_release()
-                .await
-                .unwrap()
-                .version,
-            "2.321.0"
+            pinned.url,
+            "https://github.com/actions/runner/releases/download/v2.321.0/actions-runner-linux-arm64-2.321.0.tar.gz"
         );
-        assert_eq!(
-            OfflineGitHub::new("latest")
-                .latest_runner_release()
-                .await
-                .unwrap()
-                .version,
-            OFFLINE_RUNNER_VERSION
-        );
+        assert_eq!(pinned.sha256, None, "no made-up checksum");
+        let latest = OfflineGitHub::new("latest")
+            .runner_download("linux", "x64")
+            .await
+            .unwrap();
+        assert_eq!(latest.version, OFFLINE_RUNNER_VERSION);
+        assert_eq!(latest.sha256, None);
     }
 }

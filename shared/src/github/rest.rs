@@ -17,7 +17,7 @@
 //! `next` link for webhook deliveries. Each is bounded by [`MAX_PAGES`] (and `queued_jobs` by its
 //! `max_runs`), so a misbehaving server cannot keep pacer paging.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,11 +37,11 @@ use url::Url;
 
 use super::{
     GhDelivery, GhJob, GhQueuedJob, GhRunner, GitHub, GitHubError, GitHubResult, JitConfig,
-    JitRequest, RunnerRelease, RunnerTarget,
+    JitRequest, RunnerDownload, RunnerTarget, runner_tarball, sha256_hex,
 };
 use crate::calls::{self, CallCounts, Calls};
 use crate::clock::Clock;
-use crate::config::{GithubConfig, Secret};
+use crate::config::{GithubConfig, RunnerConfig, RunnerSha256, Secret};
 use crate::domain::{RepoName, Time, Visibility};
 
 /// Sent on every request, as GitHub asks of API clients.
@@ -57,7 +57,8 @@ const JWT_LIFETIME: TimeDelta = TimeDelta::minutes(9);
 /// An installation token is replaced this long before it expires, so no call starts with a
 /// token that dies in flight.
 pub const TOKEN_REFRESH_MARGIN: TimeDelta = TimeDelta::minutes(5);
-/// How long the latest actions/runner release is trusted before asking again.
+/// How long the latest actions/runner release is trusted before asking again (a pinned one is
+/// kept for good: a published release's assets do not change).
 pub const RELEASE_CACHE_TTL: TimeDelta = TimeDelta::hours(1);
 /// GitHub's largest page.
 const PER_PAGE: usize = 100;
@@ -125,13 +126,14 @@ pub struct RestGitHub {
     app_id: u64,
     key: EncodingKey,
     clock: Arc<dyn Clock>,
-    /// `runner.version` when it pins a release; `None` for `latest`.
-    pinned_release: Option<RunnerRelease>,
+    /// Which actions/runner release runners install, and where its checksums come from.
+    release_source: ReleaseSource,
     retry: RetryPolicy,
     /// One slot per installation; a caller holds the slot's lock while fetching, so concurrent
     /// callers share one fetch.
     tokens: std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Option<InstallationToken>>>>>,
-    latest_release: tokio::sync::Mutex<Option<(RunnerRelease, Time)>>,
+    /// The release last learnt from GitHub, and when.
+    release: tokio::sync::Mutex<Option<(RunnerRelease, Time)>>,
     /// One per HTTP request sent, retries and token fetches included.
     calls: CallCounts,
 }
@@ -141,9 +143,49 @@ impl fmt::Debug for RestGitHub {
         f.debug_struct("RestGitHub")
             .field("base", &self.base.as_str())
             .field("app_id", &self.app_id)
-            .field("pinned_release", &self.pinned_release)
+            .field("release_source", &self.release_source)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
+    }
+}
+
+/// An actions/runner release: its version and the SHA-256 of those of its tarballs pacer learnt,
+/// lower-case hex by file name.
+#[derive(Debug, Clone, PartialEq)]
+struct RunnerRelease {
+    version: String,
+    sha256: BTreeMap<String, String>,
+}
+
+/// Where the release runners install comes from: `runner.version` and `runner.sha256`.
+#[derive(Debug, Clone, PartialEq)]
+enum ReleaseSource {
+    /// The newest release, asked for at `releases/latest`.
+    Latest,
+    /// A pinned version, asked for by its tag.
+    Tag(String),
+    /// A pinned version with the operator's checksums: GitHub is not asked.
+    Configured(RunnerRelease),
+}
+
+impl ReleaseSource {
+    fn from_config(runner: &RunnerConfig) -> Self {
+        let version = match runner.version.trim() {
+            "" | "latest" => return ReleaseSource::Latest,
+            pin => pin.trim_start_matches('v').to_owned(),
+        };
+        let sha256: BTreeMap<String, String> = runner
+            .sha256
+            .given()
+            .filter_map(|(_, os, arch, value)| {
+                Some((runner_tarball(&version, os, arch), sha256_hex(value)?))
+            })
+            .collect();
+        if sha256.is_empty() {
+            ReleaseSource::Tag(version)
+        } else {
+            ReleaseSource::Configured(RunnerRelease { version, sha256 })
+        }
     }
 }
 
@@ -168,10 +210,11 @@ struct AppClaims {
 impl RestGitHub {
     /// Builds the client from `github.*`: the App id, the PEM key (`private_key` or
     /// `private_key_path`, checked by signing once so a bad key fails at start, naming the key)
-    /// and `api_url`. `runner_version` is `runner.version`: `latest` or a pin.
+    /// and `api_url`; and from `runner.*`, which release runners install (`latest` or a pin) and
+    /// the operator's checksums of it, if any.
     pub fn new(
         cfg: &GithubConfig,
-        runner_version: &str,
+        runner: &RunnerConfig,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let app_id = cfg
@@ -203,22 +246,16 @@ impl RestGitHub {
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        let pinned_release = match runner_version.trim() {
-            "" | "latest" => None,
-            pin => Some(RunnerRelease {
-                version: pin.trim_start_matches('v').to_owned(),
-            }),
-        };
         let github = Self {
             http,
             base,
             app_id,
             key,
             clock,
-            pinned_release,
+            release_source: ReleaseSource::from_config(runner),
             retry: RetryPolicy::default(),
             tokens: Default::default(),
-            latest_release: Default::default(),
+            release: Default::default(),
             calls: CallCounts::default(),
         };
         github
@@ -531,6 +568,68 @@ impl RestGitHub {
         Ok((queued, MAX_PAGES))
     }
 
+    /// The release runners install: the operator's (no call), or GitHub's, cached — an hour
+    /// for the newest, for good for a pin.
+    async fn runner_release(&self) -> GitHubResult<RunnerRelease> {
+        let (call, pinned) = match &self.release_source {
+            ReleaseSource::Configured(release) => return Ok(release.clone()),
+            ReleaseSource::Latest => (
+                Call::new(
+                    &LATEST_RELEASE,
+                    Method::GET,
+                    ["repos", "actions", "runner", "releases", "latest"].map(String::from),
+                ),
+                None,
+            ),
+            ReleaseSource::Tag(version) => (
+                Call::new(
+                    &RELEASE_BY_TAG,
+                    Method::GET,
+                    ["repos", "actions", "runner", "releases", "tags"]
+                        .map(String::from)
+                        .into_iter()
+                        .chain([format!("v{version}")]),
+                ),
+                Some(version),
+            ),
+        };
+        // Held across the fetch: callers arriving meanwhile wait for its answer.
+        let mut cached = self.release.lock().await;
+        let now = self.clock.now();
+        if let Some((release, fetched_at)) = cached.as_ref() {
+            if pinned.is_some() || now - *fetched_at < RELEASE_CACHE_TTL {
+                return Ok(release.clone());
+            }
+        }
+        let fetched = match self.call(&call).await {
+            Ok(reply) => reply
+                .json::<WireRelease>(&call)
+                .and_then(WireRelease::into_release),
+            Err(e) => Err(e),
+        };
+        let fetched = fetched.and_then(|release| match pinned {
+            Some(pin) if *pin != release.version => Err(GitHubError::Other(anyhow::anyhow!(
+                "{}: GitHub answered release {} for the pinned runner.version {pin}",
+                call.describe(),
+                release.version
+            ))),
+            _ => Ok(release),
+        });
+        match (fetched, cached.as_ref()) {
+            (Ok(release), _) => {
+                tracing::info!(version = %release.version, checksums = release.sha256.len(), "actions/runner release");
+                *cached = Some((release.clone(), now));
+                Ok(release)
+            }
+            // A stale answer beats no runner: keep serving it while GitHub is unreachable.
+            (Err(e), Some((stale, _))) if e.is_transient() => {
+                tracing::warn!(error = %e, version = %stale.version, "cannot refresh the latest actions/runner release; using the cached one");
+                Ok(stale.clone())
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
     fn url(&self, call: &Call<'_>) -> Url {
         let mut url = self.base.clone();
         // `github.api_url` is validated as an http(s) URL, and those always have a path.
@@ -717,46 +816,33 @@ impl GitHub for RestGitHub {
     }
 
     #[tracing::instrument(skip(self))]
-    async fn latest_runner_release(&self) -> GitHubResult<RunnerRelease> {
-        #[derive(Deserialize)]
-        struct Wire {
-            tag_name: String,
+    async fn runner_download(&self, os: &str, arch: &str) -> GitHubResult<RunnerDownload> {
+        let release = self.runner_release().await?;
+        let file = runner_tarball(&release.version, os, arch);
+        if let Some(sha256) = release.sha256.get(&file) {
+            return Ok(RunnerDownload::new(&release.version, os, arch, Some(sha256.clone())));
         }
-        if let Some(pinned) = &self.pinned_release {
-            return Ok(pinned.clone());
-        }
-        // Held across the fetch: callers arriving meanwhile wait for its answer.
-        let mut cached = self.latest_release.lock().await;
-        let now = self.clock.now();
-        if let Some((release, fetched_at)) = cached.as_ref() {
-            if now - *fetched_at < RELEASE_CACHE_TTL {
-                return Ok(release.clone());
-            }
-        }
-        let call = Call::new(
-            &LATEST_RELEASE,
-            Method::GET,
-            ["repos", "actions", "runner", "releases", "latest"],
-        );
-        let fetched = match self.call(&call).await {
-            Ok(reply) => reply
-                .json::<Wire>(&call)
-                .and_then(|w| parse_release_tag(&w.tag_name)),
-            Err(e) => Err(e),
+        let key = RunnerSha256::key_for(os, arch);
+        let (why, fix) = match (&self.release_source, key) {
+            (ReleaseSource::Configured(_), Some(key)) => ("runner.sha256 gives none".to_owned(), format!("set {key}")),
+            (ReleaseSource::Configured(_), None) => (
+                "runner.sha256 gives none".to_owned(),
+                "runner.sha256 holds Linux x64 and arm64 checksums only".to_owned(),
+            ),
+            (_, key) => (
+                format!(
+                    "actions/runner v{} publishes none (no digest on such an asset, none between the SHA markers of its release notes)",
+                    release.version
+                ),
+                match key {
+                    Some(key) => format!("pin runner.version and set {key}"),
+                    None => "use a platform the release publishes a checksum for".to_owned(),
+                },
+            ),
         };
-        match (fetched, cached.as_ref()) {
-            (Ok(release), _) => {
-                tracing::info!(version = %release.version, "latest actions/runner release");
-                *cached = Some((release.clone(), now));
-                Ok(release)
-            }
-            // A stale answer beats no runner: keep serving it while GitHub is unreachable.
-            (Err(e), Some((stale, _))) if e.is_transient() => {
-                tracing::warn!(error = %e, version = %stale.version, "cannot refresh the latest actions/runner release; using the cached one");
-                Ok(stale.clone())
-            }
-            (Err(e), _) => Err(e),
-        }
+        Err(GitHubError::Other(anyhow::anyhow!(
+            "no SHA-256 is known for {file}: {why}; pacer hands out no download a runner cannot verify ({fix})"
+        )))
     }
 
     #[tracing::instrument(skip(self), fields(repo = %repo))]
@@ -882,7 +968,7 @@ impl GitHub for RestGitHub {
 }
 
 /// `v2.321.0` → `2.321.0`, refusing anything that is not a dotted number.
-fn parse_release_tag(tag: &str) -> GitHubResult<RunnerRelease> {
+fn parse_release_tag(tag: &str) -> GitHubResult<String> {
     let version = tag.trim().trim_start_matches('v');
     let well_formed = !version.is_empty()
         && version
@@ -890,11 +976,63 @@ fn parse_release_tag(tag: &str) -> GitHubResult<RunnerRelease> {
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     if !well_formed {
         return Err(GitHubError::Other(anyhow::anyhow!(
-            "the latest actions/runner release has an unexpected tag {tag:?}"
+            "the actions/runner release has an unexpected tag {tag:?}"
         )));
     }
-    Ok(RunnerRelease {
-        version: version.to_owned(),
+    Ok(version.to_owned())
+}
+
+/// An actions/runner release as the REST API returns it.
+#[derive(Deserialize)]
+struct WireRelease {
+    tag_name: String,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    assets: Vec<WireAsset>,
+}
+
+#[derive(Deserialize)]
+struct WireAsset {
+    name: String,
+    /// `sha256:<hex>`, computed by GitHub at upload; `null` for assets uploaded before it did.
+    #[serde(default)]
+    digest: Option<String>,
+}
+
+impl WireRelease {
+    /// The release with the checksum of each tarball: GitHub's digest of the asset, else the one
+    /// actions/runner writes into the release notes (older releases have only those).
+    fn into_release(self) -> GitHubResult<RunnerRelease> {
+        let version = parse_release_tag(&self.tag_name)?;
+        let mut sha256 = BTreeMap::new();
+        for asset in self.assets {
+            let digest = asset.digest.as_deref().and_then(|d| d.strip_prefix("sha256:"));
+            if let Some(hex) = digest.and_then(sha256_hex) {
+                sha256.insert(asset.name, hex);
+            }
+        }
+        for (platform, hex) in notes_checksums(self.body.as_deref().unwrap_or_default()) {
+            // Windows packages are zips, which pacer never names.
+            if !platform.starts_with("win-") {
+                let (os, arch) = platform.split_once('-').unwrap_or((platform, ""));
+                sha256.entry(runner_tarball(&version, os, arch)).or_insert(hex);
+            }
+        }
+        Ok(RunnerRelease { version, sha256 })
+    }
+}
+
+/// The checksums in actions/runner's release notes, one per platform:
+/// `<!-- BEGIN SHA linux-x64 -->`hex`<!-- END SHA linux-x64 -->`.
+fn notes_checksums(notes: &str) -> impl Iterator<Item = (&str, String)> {
+    notes.split("<!-- BEGIN SHA ").skip(1).filter_map(|part| {
+        let (platform, rest) = part.split_once(" -->")?;
+        let (hex, rest) = rest.split_once("<!-- END SHA ")?;
+        if rest.split_once(" -->")?.0 != platform {
+            return None;
+        }
+        Some((platform, sha256_hex(hex.trim())?))
     })
 }
 
@@ -992,7 +1130,14 @@ const LATEST_RELEASE: Endpoint = Endpoint {
     route: "GET /repos/{owner}/{repo}/releases/latest",
     permission: None,
     not_found_hint: Some(
-        "actions/runner releases are looked up at github.api_url; pin runner.version if that host has none",
+        "actions/runner releases are looked up at github.api_url; if that host has none, pin runner.version and set runner.sha256",
+    ),
+};
+const RELEASE_BY_TAG: Endpoint = Endpoint {
+    route: "GET /repos/{owner}/{repo}/releases/tags/{tag}",
+    permission: None,
+    not_found_hint: Some(
+        "actions/runner releases are looked up at github.api_url; if that host has none, set runner.sha256",
     ),
 };
 
@@ -1455,7 +1600,7 @@ mod tests {
         let key = test_key();
         let gh = RestGitHub::new(
             &config(&key.serialize_pem(), "https://api.github.com/"),
-            "latest",
+            &RunnerConfig::default(),
             Arc::new(ManualClock::new(start())),
         )
         .unwrap();
@@ -1479,7 +1624,7 @@ mod tests {
     fn a_key_that_is_not_an_rsa_pem_is_refused_naming_the_setting() {
         let err = RestGitHub::new(
             &config("not a key", "https://api.github.com/"),
-            "latest",
+            &RunnerConfig::default(),
             Arc::new(ManualClock::new(start())),
         )
         .unwrap_err()
@@ -1493,7 +1638,7 @@ mod tests {
         let ec = rcgen::KeyPair::generate().unwrap().serialize_pem();
         let err = RestGitHub::new(
             &config(&ec, "https://api.github.com/"),
-            "latest",
+            &RunnerConfig::default(),
             Arc::new(ManualClock::new(start())),
         )
         .unwrap_err();
@@ -1504,7 +1649,7 @@ mod tests {
     fn a_missing_app_id_is_named() {
         let mut cfg = config(&test_key().serialize_pem(), "https://api.github.com/");
         cfg.app_id = None;
-        let err = RestGitHub::new(&cfg, "latest", Arc::new(ManualClock::new(start()))).unwrap_err();
+        let err = RestGitHub::new(&cfg, &RunnerConfig::default(), Arc::new(ManualClock::new(start()))).unwrap_err();
         assert!(err.to_string().contains("github.app_id"), "{err}");
     }
 
@@ -1514,7 +1659,7 @@ mod tests {
         for base in ["https://ghe.example/api/v3/", "https://ghe.example/api/v3"] {
             let gh = RestGitHub::new(
                 &config(&key, base),
-                "latest",
+                &RunnerConfig::default(),
                 Arc::new(ManualClock::new(start())),
             )
             .unwrap();
@@ -1533,25 +1678,43 @@ mod tests {
     #[test]
     fn a_pinned_runner_version_drops_its_v() {
         let key = test_key().serialize_pem();
+        let runner = RunnerConfig {
+            version: "v2.321.0".into(),
+            ..RunnerConfig::default()
+        };
         let gh = RestGitHub::new(
             &config(&key, "https://api.github.com/"),
-            "v2.321.0",
+            &runner,
             Arc::new(ManualClock::new(start())),
         )
         .unwrap();
-        assert_eq!(
-            gh.pinned_release,
-            Some(RunnerRelease {
-                version: "2.321.0".into()
-            })
-        );
+        assert_eq!(gh.release_source, ReleaseSource::Tag("2.321.0".into()));
     }
 
     #[test]
     fn release_tags_must_be_dotted_numbers() {
-        assert_eq!(parse_release_tag("v2.321.0").unwrap().version, "2.321.0");
+        assert_eq!(parse_release_tag("v2.321.0").unwrap(), "2.321.0");
         assert!(parse_release_tag("nightly").is_err());
         assert!(parse_release_tag("v2..1").is_err());
+    }
+
+    #[test]
+    fn release_notes_give_each_platform_its_checksum_between_matching_markers() {
+        let x64 = "a".repeat(64);
+        let arm64 = "B".repeat(64);
+        let notes = format!(
+            "Another hex: {}\r\n- actions-runner-linux-x64-2.330.0.tar.gz <!-- BEGIN SHA linux-x64 -->{x64}<!-- END SHA linux-x64 -->\r\n\
+             - actions-runner-linux-arm64-2.330.0.tar.gz <!-- BEGIN SHA linux-arm64 -->{arm64}<!-- END SHA linux-arm64 -->\n\
+             <!-- BEGIN SHA osx-x64 -->{x64}<!-- END SHA osx-arm64 -->\n\
+             <!-- BEGIN SHA linux-arm -->not a checksum<!-- END SHA linux-arm -->",
+            "c".repeat(64)
+        );
+        let found: Vec<(&str, String)> = notes_checksums(&notes).collect();
+        assert_eq!(
+            found,
+            [("linux-x64", x64), ("linux-arm64", "b".repeat(64))],
+            "mismatched markers and a non-checksum are skipped; hex is lower-cased"
+        );
     }
 
     fn reply(status: u16, headers: &[(&str, &str)], body: serde_json::Value) -> Reply {

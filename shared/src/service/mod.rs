@@ -81,8 +81,6 @@ pub struct Settings {
     pub webhook_secrets: Vec<Secret>,
     /// `reaper.max_attempts`: launches per job before it fails.
     pub max_attempts: u32,
-    /// `runner.version`: `latest` or a pinned actions/runner version.
-    pub runner_version: String,
     /// `reaper.redrive_after`: a job queued (or claimed) this long without
     /// progress is put on the queue again.
     pub redrive_after: std::time::Duration,

@@ -60,6 +60,9 @@ pub struct Registration {
     pub runner_name: String,
     pub runner_version: String,
     pub download_url: String,
+    /// The SHA-256 the download must match, lower-case hex; `null` only while GitHub is offline
+    /// (`github.disabled`), and the bootstrap script then refuses to download.
+    pub sha256: Option<String>,
 }
 
 impl std::fmt::Debug for Registration {
@@ -117,6 +120,21 @@ pub async fn register(ports: &Ports, token: &str, body: RegisterBody) -> Result<
     let pool = ports.store.get_pool(&runner.pool_id).await?.ok_or(ServiceError::NotFound("pool"))?;
     let project = ports.store.get_project(&runner.project_id).await?.ok_or(ServiceError::NotFound("project"))?;
     let (installation_id, target, runner_group_id) = github_target(ports, &runner).await?;
+    let os = body.os.filter(|o| o == "linux" || o == "osx" || o == "win").unwrap_or_else(|| "linux".into());
+    let arch = body.arch.filter(|a| a == "x64" || a == "arm64" || a == "arm").unwrap_or_else(|| "x64".into());
+    // Before minting anything: a runner that cannot verify its download gets no registration.
+    let download = match ports.github.runner_download(&os, &arch).await {
+        Ok(download) => download,
+        // The script retries a 502, so a GitHub outage costs a wait, not the attempt.
+        Err(e) if e.is_transient() => {
+            return Err(ServiceError::Upstream(format!("cannot look up the actions/runner release: {e}")).into());
+        }
+        // Fail closed: the script gives up on a 409 and reports it, and the job gets another attempt.
+        Err(e) => {
+            record(ports, &runner_caller(&runner), "runner.register_failed", Some(&runner.id), json!({"reason": e.to_string()})).await?;
+            return Err(ServiceError::Conflict(format!("no verifiable runner download: {e}")).into());
+        }
+    };
     let labels: Vec<String> =
         offered_labels(&pool.spec.labels, &project.spec.label).into_iter().map(String::from).collect();
     let request = JitRequest { name: runner.name.clone(), runner_group_id, labels, work_folder: None };
@@ -148,19 +166,13 @@ pub async fn register(ports: &Ports, token: &str, body: RegisterBody) -> Result<
             _ => CallbackError::Unauthorized("the runner registered already".into()),
         });
     }
-    let version = if ports.settings.runner_version == "latest" {
-        ports.github.latest_runner_release().await.map_err(|e| ServiceError::Upstream(e.to_string()))?
-    } else {
-        crate::github::RunnerRelease { version: ports.settings.runner_version.trim_start_matches('v').to_string() }
-    };
-    let os = body.os.filter(|o| o == "linux" || o == "osx" || o == "win").unwrap_or_else(|| "linux".into());
-    let arch = body.arch.filter(|a| a == "x64" || a == "arm64" || a == "arm").unwrap_or_else(|| "x64".into());
     tracing::info!(runner_id = %runner.id, runner_name = %runner.name, github_runner_id = jit.runner_id, "runner registered");
     Ok(Registration {
         encoded_jit_config: jit.encoded_jit_config,
         runner_name: jit.runner_name,
-        download_url: version.download_url(&os, &arch),
-        runner_version: version.version,
+        runner_version: download.version,
+        download_url: download.url,
+        sha256: download.sha256,
     })
 }
 
