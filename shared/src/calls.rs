@@ -1,6 +1,6 @@
 //! How many calls each adapter made to the system behind it: SQLite or
 //! DynamoDB, the in-process queue or SQS, the simulated fleet or EC2, the
-//! offline GitHub or GitHub's REST API (DESIGN §9: calls per job are
+//! offline GitHub or GitHub's REST API (docs/architecture.md, "Performance budgets": calls per job are
 //! counted and reported). `make bench` divides them by the jobs a burst
 //! completed; tests check that a known sequence moves them as expected.
 //!

@@ -1,6 +1,6 @@
 //! pacer's library: configuration, domain, ports and adapters, HTTP routers.
 //!
-//! Dependency rules (DESIGN §3.1): `domain` depends on nothing; `service` on
+//! Dependency rules (docs/architecture.md): `domain` depends on nothing; `service` on
 //! `domain` and the port traits; adapters on the traits and domain types;
 //! `http` on `service`; the binaries in `functions/` only wire.
 //!

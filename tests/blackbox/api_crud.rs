@@ -1,5 +1,5 @@
 //! The console API for projects, pools, repo bindings and the audit log,
-//! in process through `app()` (DESIGN §5 conventions: ids, PATCH,
+//! in process through `app()` (docs/architecture.md, "Conventions": ids, PATCH,
 //! `{items, next_cursor}` pages, `{error, message, field}` errors).
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Runner callback tokens (DESIGN §2.5): short-lived, HMAC-signed with
+//! Runner callback tokens: short-lived, HMAC-signed with
 //! `github.callback_hmac_secret`, naming one runner. The token's register
 //! right lapses at the pool's boot deadline (and works once — the store's
 //! conditional runner transition enforces that); the token then

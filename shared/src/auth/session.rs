@@ -1,4 +1,4 @@
-//! Console sessions (DESIGN §5): HS256 JWTs signed with `auth.jwt_secret`,
+//! Console sessions: HS256 JWTs signed with `auth.jwt_secret`,
 //! `iss=pacer`, `aud=pacer-session`, `sub` = the user id, `jti` = the
 //! session id (what logout revokes), `iat`/`nbf`/`exp`. Verification pins
 //! the algorithm, issuer and audience, and checks times against the

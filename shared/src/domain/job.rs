@@ -1,5 +1,5 @@
 //! Jobs — one GitHub `workflow_job` each — and the state machine that keeps
-//! them moving forward whatever order webhooks arrive in (DESIGN §4).
+//! them moving forward whatever order webhooks arrive in (docs/architecture.md, "Job states").
 
 use serde::{Deserialize, Serialize};
 

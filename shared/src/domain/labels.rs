@@ -1,5 +1,5 @@
 //! Runner labels and the rule that decides which pool serves a job
-//! (DESIGN §4, "Label matching").
+//! (docs/architecture.md, "Label matching").
 
 use std::collections::BTreeSet;
 use std::fmt;

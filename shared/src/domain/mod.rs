@@ -1,4 +1,4 @@
-//! pacer's domain: the entities of DESIGN §4, their validation, the job and
+//! pacer's domain: the entities of docs/architecture.md ("Domain"), their validation, the job and
 //! runner state machines and label matching. Pure: no I/O, no clock, no
 //! adapters — callers pass the time in.
 

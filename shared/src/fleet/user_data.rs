@@ -4,7 +4,7 @@
 //! This module owns that format both ways: [`render`] writes it for a
 //! launch, [`parse`] reads it back (the simulated fleet plays the script's
 //! part from it; tests read it off an instance). The JIT runner config is
-//! never in here (DESIGN §2.5): the script trades the token for it.
+//! never in here: the script trades the token for it.
 
 use std::fmt;
 

@@ -1,5 +1,5 @@
 //! The console API for projects, pools, repo bindings and the audit log
-//! (DESIGN §5). Handlers extract, call one service function, answer.
+//! (docs/architecture.md, "HTTP contract"). Handlers extract, call one service function, answer.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

@@ -1,6 +1,6 @@
 //! HTTP: one router per concern, merged by [`app`]; the same routers run
 //! under `axum::serve` locally, `lambda_http::run` in Lambda and `oneshot`
-//! in tests (DESIGN §2.6).
+//! in tests (docs/architecture.md, "One set of routers").
 
 pub mod api;
 pub mod auth;

@@ -64,7 +64,7 @@ pub fn pricing_client(aws: &aws_config::SdkConfig) -> aws_sdk_pricing::Client {
 }
 
 /// How many AWS requests the adapter has made (cache misses only), for the
-/// per-job call counts of DESIGN §9.
+/// per-job call counts `make bench` reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PricingCalls {
     pub get_products: u64,

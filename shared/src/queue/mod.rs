@@ -1,5 +1,5 @@
-//! The queue port: "look at job X now". A hint, never the truth (DESIGN
-//! §2.1): losing a message delays a job until the reaper re-drives it.
+//! The queue port: "look at job X now". A hint, never the truth
+//! (docs/architecture.md): losing a message delays a job until the reaper re-drives it.
 //! Adapters: [`memory::MemoryQueue`] (one process) and [`sqs::SqsQueue`].
 
 use std::time::Duration;

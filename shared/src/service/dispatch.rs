@@ -1,4 +1,4 @@
-//! The orchestrator: turns a queued job into a launched runner (DESIGN §2).
+//! The orchestrator: turns a queued job into a launched runner (docs/architecture.md, "How a job flows").
 //!
 //! For each "look at job X" message: claim the job conditionally
 //! (`queued → claimed`), reserve pool capacity conditionally (never above

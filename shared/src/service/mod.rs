@@ -1,4 +1,4 @@
-//! The use cases over the ports: where DESIGN §2 and §4's rules are
+//! The use cases over the ports: where the rules of docs/architecture.md are
 //! enforced. HTTP handlers call exactly one function here.
 
 /// Every item of a paged listing (the store pages everything it lists).

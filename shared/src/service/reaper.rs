@@ -1,4 +1,4 @@
-//! The reaper (DESIGN §2.4): level-triggered reconciliation of the store,
+//! The reaper: level-triggered reconciliation of the store,
 //! the fleet and GitHub. Each pass reads what is, decides, and acts through
 //! the same conditional writes as everything else, so two reapers running
 //! at once do each thing once, and a reaper racing a runner's `/complete`

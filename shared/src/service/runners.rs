@@ -1,4 +1,4 @@
-//! The runner's side of the lifecycle (DESIGN §2.5) — register, complete,
+//! The runner's side of the lifecycle — register, complete,
 //! error — and the console's view of runners.
 //!
 //! A runner holds one callback token. `/register` trades it, once and before
@@ -53,7 +53,7 @@ pub struct RegisterBody {
     pub arch: Option<String>,
 }
 
-/// What `/register` answers (DESIGN §5.1).
+/// What `/register` answers.
 #[derive(Clone, Serialize)]
 pub struct Registration {
     pub encoded_jit_config: String,

@@ -1,5 +1,5 @@
 //! The store port: where every project, pool, binding, job, runner, user and
-//! audit event lives. The store is the truth (DESIGN §2): state changes are
+//! audit event lives. The store is the truth (docs/architecture.md): state changes are
 //! conditional writes, capacity is reserved by conditional update, and the
 //! adapters — SQLite for one process, DynamoDB for Lambda — pass one
 //! conformance suite ([`conformance`]), which is the specification of this

@@ -176,10 +176,7 @@ fn figures(sizes: &Sizes, rounds: &[Round]) -> Vec<Figure> {
             each(&|r| r.all_launched),
             format!("until every job had a launched runner (3 pools of {max}; median of {n})"),
         )
-        .budget(Budget::at_most(
-            10.0,
-            "whole burst dispatched in seconds (DESIGN §9)",
-        )),
+        .budget(Budget::at_most(10.0, "whole burst dispatched in seconds")),
         timed(
             "burst.all_completed",
             each(&|r| r.all_completed),
@@ -213,14 +210,14 @@ fn figures(sizes: &Sizes, rounds: &[Round]) -> Vec<Figure> {
             .note(format!(
                 "jobs not completed when the burst ended (worst of {n})"
             ))
-            .budget(Budget::at_most(0.0, "0: every job launched (DESIGN §9)")),
+            .budget(Budget::at_most(0.0, "0: every job launched")),
     );
     out.push(
         Figure::new("burst.launched_twice", worst(&|r| r.launched_twice), "jobs")
             .note(format!(
                 "jobs with more than one runner or instance (worst of {n})"
             ))
-            .budget(Budget::at_most(0.0, "0: launched exactly once (DESIGN §9)")),
+            .budget(Budget::at_most(0.0, "0: launched exactly once")),
     );
 
     // Part 5: the calls each completed job cost, from the adapters' counters.

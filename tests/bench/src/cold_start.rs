@@ -300,7 +300,7 @@ fn start_figures(name: &str, build: Build, starts: &[Start]) -> Vec<Figure> {
             "release bootstrap from make package",
         ),
     };
-    let budget = Budget::at_most(50.0, "start to first served < 50 ms (DESIGN §9)");
+    let budget = Budget::at_most(50.0, "start to first served < 50 ms");
     let mut figures = vec![
         Figure::new(format!("{prefix}.start"), median(&totals), "ms")
             .spread(half_range(&totals))
@@ -376,7 +376,7 @@ fn zips() -> Vec<(String, PathBuf)> {
 }
 
 fn zip_figures(zips: &[(String, PathBuf)]) -> Vec<Figure> {
-    let budget = Budget::at_most(8.0, "zipped < 8 MB (DESIGN §9)");
+    let budget = Budget::at_most(8.0, "zipped < 8 MB");
     if zips.is_empty() {
         return vec![
             Figure::new("zip.*", f64::NAN, "MB")

@@ -2,7 +2,7 @@
 //! is an entry of [`benchmarks`] that produces named figures; the binary
 //! runs them, prints one table and writes the same figures to
 //! `target/bench/results.json`. No benchmark asserts a time: figures with a
-//! DESIGN §9 budget say whether they met it, and the table names the ones
+//! budget (docs/architecture.md) say whether they met it, and the table names the ones
 //! that missed.
 //!
 //! `cargo test -p pacer-bench` runs every benchmark on a tiny input, so
@@ -90,7 +90,7 @@ impl Sizes {
     }
 }
 
-/// A DESIGN §9 budget a figure is held to.
+/// A budget a figure is held to (docs/architecture.md, "Performance budgets").
 #[derive(Debug, Clone, Serialize)]
 pub struct Budget {
     /// The largest value that meets it, in the figure's unit.

@@ -151,7 +151,7 @@ async fn measure(
         Figure::new(format!("{name}.p99"), p99, "µs")
             .spread(half_range(&p99s))
             .note(format!("{what}: 99th percentile over {events} events"))
-            .budget(Budget::at_most(1000.0, "p99 < 1 ms (DESIGN §9)")),
+            .budget(Budget::at_most(1000.0, "p99 < 1 ms")),
         Figure::new(
             format!("{name}.cpu"),
             micros(cpu_total) / events as f64,

@@ -1,4 +1,4 @@
-// The shapes the console API answers (DESIGN §5, README "The console API").
+// The shapes the console API answers (docs/architecture.md, "HTTP contract"; README "The console API").
 // Only the fields the console reads are typed; the API may send more.
 
 export type Role = 'admin' | 'viewer';
