@@ -139,7 +139,7 @@ deploy: $(LAMBDA_TOOLS) web
 	echo "GitHub App webhook URL:     $$(output WebhookUrl)" && \
 	echo "pools' instance_profile:    $$(output RunnerInstanceProfileName)"
 
-## Measure pacer on this machine (issue 8): an optimised build (the `bench`
+## Measure pacer on this machine: an optimised build (the `bench`
 ## profile: no fat LTO, same target directory) of the bench and of the five
 ## functions (their cold starts), every benchmark, one table on stdout and
 ## the same figures in target/bench/results.json. Zip sizes come from the

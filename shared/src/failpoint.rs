@@ -1,7 +1,7 @@
 //! Failpoints: named steps where a test can make the process die, to prove
-//! that every crash leaves a state the reaper converges (issue: crash
-//! safety). `PACER_FAILPOINTS=after_job_insert,after_launch` (read once)
-//! aborts the process the first time each named step is reached. Unset —
+//! that every crash leaves a state the reaper converges.
+//! `PACER_FAILPOINTS=after_job_insert,after_launch` (read once) aborts the
+//! process the first time each named step is reached. Unset —
 //! always, in production — a failpoint costs one atomic load.
 
 use std::collections::HashSet;

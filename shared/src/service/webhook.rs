@@ -1,4 +1,4 @@
-//! Accepting GitHub App webhooks (issue: the runner lifecycle).
+//! Accepting GitHub App webhooks.
 //!
 //! Only `workflow_job` matters. A queued job that asks for `self-hosted` on a
 //! repo some project serves becomes a job row (idempotent on GitHub's job

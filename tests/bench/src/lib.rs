@@ -1,4 +1,4 @@
-//! `make bench` (issue 8): pacer's figures on this machine. Each benchmark
+//! `make bench`: pacer's figures on this machine. Each benchmark
 //! is an entry of [`benchmarks`] that produces named figures; the binary
 //! runs them, prints one table and writes the same figures to
 //! `target/bench/results.json`. No benchmark asserts a time: figures with a
@@ -51,7 +51,7 @@ pub struct Sizes {
 }
 
 impl Sizes {
-    /// What issue 8 asks for.
+    /// Every benchmark at the sizes the README's figures use.
     pub fn full() -> Self {
         Self {
             webhook_events: 10_000,
