@@ -72,3 +72,27 @@ async fn a_waiting_job_launches_nothing_until_github_queues_it() {
     assert_eq!(&states[..2], ["waiting", "queued"]);
     assert_eq!(pacer.fleet.counters().launched, 1);
 }
+
+/// A waiting job no pool serves stayed `waiting` for good once GitHub
+/// released it: `waiting → unmatched` was refused as not moving forward, so
+/// it was never audited and never re-matched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_waiting_job_no_pool_serves_becomes_unmatched() {
+    let pacer = LocalPacer::start().await;
+    let (_, project) = pacer.post("/api/projects", json!({"name": "elastic", "allow_public_repos": true})).await;
+    let bind = json!({"repo": "lineville/elastic-machines-testing", "project_id": project["id"]});
+    assert_eq!(pacer.post("/api/repos", bind).await.0, 201, "bound, but no pool offers k8s");
+    let all = examples();
+    let waiting = all.iter().find(|e| e["action"] == "waiting").unwrap();
+    let queued = all.iter().find(|e| e["action"] == "queued" && e["workflow_job"]["labels"][0] == "self-hosted").unwrap();
+
+    let (_, body) = pacer.webhook("workflow_job", waiting).await;
+    let path = format!("/api/jobs/{}", body["job_id"].as_str().unwrap());
+    assert_eq!(pacer.get(&path).await.1["state"], "waiting");
+    assert_eq!(pacer.webhook("workflow_job", queued).await.0, 202);
+    let (_, job) = pacer.get(&path).await;
+    assert_eq!(job["state"], "unmatched", "{job}");
+    let (_, audit) = pacer.get("/api/audit?action=job.no_pool_match").await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
+    assert_eq!(audit["items"][0]["detail"]["project"], "elastic");
+}

@@ -116,6 +116,9 @@ pub fn transition_allowed(from: JobState, to: JobState, cause: TransitionCause) 
         }
         // Re-matching an unmatched job when pools change.
         TransitionCause::Reaper if from == Unmatched && to == Queued => true,
+        // GitHub released a waiting job that no pool serves: it is
+        // unmatched now, as it would have been had it arrived queued.
+        TransitionCause::Webhook if from == Waiting && to == Unmatched => true,
         // GitHub may report a job pacer gave up on as running or done
         // elsewhere; that is news, not a move backwards. Everything else
         // moves strictly forward.
@@ -221,6 +224,8 @@ mod tests {
         assert!(transition_allowed(Queued, Running, Webhook), "in_progress may skip claimed/starting");
         assert!(transition_allowed(Starting, Completed, Webhook));
         assert!(transition_allowed(Waiting, Queued, Webhook));
+        assert!(transition_allowed(Waiting, Unmatched, Webhook), "released, and no pool serves it");
+        assert!(!transition_allowed(Unmatched, Waiting, Webhook));
         assert!(!transition_allowed(Completed, Queued, Webhook), "a late queued after completed changes nothing");
         assert!(!transition_allowed(Running, Queued, Webhook));
         assert!(!transition_allowed(Running, Starting, Webhook));

@@ -155,7 +155,7 @@ pub fn pick_pool<'a>(project: &Project, pools: &'a [Pool], labels: &[String]) ->
 pub(crate) async fn queued(ports: &Ports, caller: &Caller, ev: &WorkflowJobEvent, arrived_as: JobState) -> ServiceResult<Outcome> {
     let wj = &ev.workflow_job;
     if let Some(existing) = ports.store.job_by_github_id(wj.id).await? {
-        return already_known(ports, existing, arrived_as).await;
+        return already_known(ports, caller, existing, arrived_as).await;
     }
     let Ok(repo) = RepoName::parse(&ev.repository.full_name) else {
         tracing::warn!(repo = %ev.repository.full_name, "workflow_job for a repository name pacer cannot read");
@@ -229,16 +229,11 @@ pub(crate) async fn queued(ports: &Ports, caller: &Caller, ev: &WorkflowJobEvent
         updated_at: now,
     };
     match ports.store.insert_job(&job).await? {
-        Inserted::Existing(existing) => already_known(ports, *existing, arrived_as).await,
+        Inserted::Existing(existing) => already_known(ports, caller, *existing, arrived_as).await,
         Inserted::Created => {
             crate::failpoint::hit("after_job_insert");
             match state {
-                JobState::Unmatched => {
-                    record(ports, caller, "job.no_pool_match", Some(&job.id), json!({
-                        "github_job_id": wj.id, "repo": job.repo, "labels": wj.labels, "project": project.spec.name,
-                    }))
-                    .await?;
-                }
+                JobState::Unmatched => audit_no_pool_match(ports, caller, &job, Some(project.spec.name.clone())).await?,
                 JobState::Queued => {
                     ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
                 }
@@ -252,16 +247,32 @@ pub(crate) async fn queued(ports: &Ports, caller: &Caller, ev: &WorkflowJobEvent
 
 /// A queued/waiting delivery for a job pacer has: a redelivery changes
 /// nothing, but a job GitHub releases from `waiting` moves to `queued`.
-async fn already_known(ports: &Ports, job: Job, arrived_as: JobState) -> ServiceResult<Outcome> {
+async fn already_known(ports: &Ports, caller: &Caller, job: Job, arrived_as: JobState) -> ServiceResult<Outcome> {
     if arrived_as == JobState::Queued && job.state == JobState::Waiting {
         let to = if job.pool_id.is_some() { JobState::Queued } else { JobState::Unmatched };
         if let Advanced::Moved(moved) = advance(ports, &job.id, to, TransitionCause::Webhook, &JobChanges::default()).await? {
-            if moved.state == JobState::Queued {
-                ports.queue.send(&moved.id, None).await.map_err(ServiceError::Internal)?;
+            match moved.state {
+                JobState::Queued => ports.queue.send(&moved.id, None).await.map_err(ServiceError::Internal)?,
+                JobState::Unmatched => {
+                    let project = match &moved.project_id {
+                        Some(id) => ports.store.get_project(id).await?.map(|p| p.spec.name),
+                        None => None,
+                    };
+                    audit_no_pool_match(ports, caller, &moved, project).await?;
+                }
+                _ => {}
             }
         }
     }
     Ok(Outcome::Accepted { job_id: job.id })
+}
+
+/// The audit entry of a job no pool of `project` serves.
+async fn audit_no_pool_match(ports: &Ports, caller: &Caller, job: &Job, project: Option<String>) -> ServiceResult<()> {
+    record(ports, caller, "job.no_pool_match", Some(&job.id), json!({
+        "github_job_id": job.github_job_id, "repo": job.repo, "labels": job.labels, "project": project,
+    }))
+    .await
 }
 
 /// `in_progress` and `completed`: forward-only updates, linking the runner
