@@ -150,19 +150,10 @@ async fn two_deployments_side_by_side_with_dynamodb() {
 /// own example of a queued self-hosted job is from a public repository.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_public_repository_gets_no_runner_unless_its_project_allows_it() {
-    let pacer = LocalPacer::start().await;
-    let (_, project) = pacer.post("/api/projects", json!({"name": "elastic"})).await;
+    let (pacer, project_id) = crate::webhook_examples::pacer_serving_the_examples_as(json!({"name": "elastic"})).await;
+    let (_, project) = pacer.get(&format!("/api/projects/{project_id}")).await;
     assert_eq!(project["allow_public_repos"], false, "refused unless allowed: {project}");
-    let project_id = project["id"].as_str().unwrap();
-    let mut pool = crate::api_crud::pool_body(project_id, "k8s");
-    pool["labels"] = json!(["k8s"]);
-    assert_eq!(pacer.post("/api/pools", pool).await.0, 201);
-    let bind = json!({"repo": "lineville/elastic-machines-testing", "project_id": project_id});
-    assert_eq!(pacer.post("/api/repos", bind).await.0, 201);
-    let queued = crate::webhook_examples::examples()
-        .into_iter()
-        .find(|e| e["action"] == "queued" && e["workflow_job"]["labels"][0] == "self-hosted")
-        .unwrap();
+    let queued = crate::webhook_examples::self_hosted_example("queued");
     assert_eq!(queued["repository"]["private"], false, "the example is public");
 
     // Delivered twice (a redelivery): refused both times, audited once.

@@ -19,15 +19,28 @@ pub(crate) fn examples() -> Vec<Value> {
 /// offers their `k8s` label. The repository is public, so the project
 /// allows public repositories.
 async fn pacer_serving_the_examples() -> LocalPacer {
+    pacer_serving_the_examples_as(json!({"name": "elastic", "allow_public_repos": true})).await.0
+}
+
+/// The same with the project created from `project`; answers its id too.
+pub(crate) async fn pacer_serving_the_examples_as(project: Value) -> (LocalPacer, String) {
     let pacer = LocalPacer::start().await;
-    let (_, project) = pacer.post("/api/projects", json!({"name": "elastic", "allow_public_repos": true})).await;
-    let project = project["id"].as_str().unwrap();
-    let mut pool = crate::api_crud::pool_body(project, "k8s");
+    let (_, project) = pacer.post("/api/projects", project).await;
+    let project = project["id"].as_str().unwrap().to_string();
+    let mut pool = crate::api_crud::pool_body(&project, "k8s");
     pool["labels"] = json!(["k8s"]);
     assert_eq!(pacer.post("/api/pools", pool).await.0, 201);
     let bind = json!({"repo": "lineville/elastic-machines-testing", "project_id": project});
     assert_eq!(pacer.post("/api/repos", bind).await.0, 201);
-    pacer
+    (pacer, project)
+}
+
+/// The example delivery of `action` for the self-hosted job.
+pub(crate) fn self_hosted_example(action: &str) -> Value {
+    examples()
+        .into_iter()
+        .find(|e| e["action"] == action && e["workflow_job"]["labels"][0] == "self-hosted")
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,9 +68,7 @@ async fn every_example_is_answered_and_only_the_self_hosted_job_is_taken_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_job_launches_nothing_until_github_queues_it() {
     let pacer = pacer_serving_the_examples().await;
-    let all = examples();
-    let waiting = all.iter().find(|e| e["action"] == "waiting").unwrap();
-    let queued = all.iter().find(|e| e["action"] == "queued" && e["workflow_job"]["labels"][0] == "self-hosted").unwrap();
+    let (waiting, queued) = (&self_hosted_example("waiting"), &self_hosted_example("queued"));
 
     let (s, body) = pacer.webhook("workflow_job", waiting).await;
     assert_eq!(s, 202);
@@ -82,9 +93,7 @@ async fn a_released_waiting_job_no_pool_serves_becomes_unmatched() {
     let (_, project) = pacer.post("/api/projects", json!({"name": "elastic", "allow_public_repos": true})).await;
     let bind = json!({"repo": "lineville/elastic-machines-testing", "project_id": project["id"]});
     assert_eq!(pacer.post("/api/repos", bind).await.0, 201, "bound, but no pool offers k8s");
-    let all = examples();
-    let waiting = all.iter().find(|e| e["action"] == "waiting").unwrap();
-    let queued = all.iter().find(|e| e["action"] == "queued" && e["workflow_job"]["labels"][0] == "self-hosted").unwrap();
+    let (waiting, queued) = (&self_hosted_example("waiting"), &self_hosted_example("queued"));
 
     let (_, body) = pacer.webhook("workflow_job", waiting).await;
     let path = format!("/api/jobs/{}", body["job_id"].as_str().unwrap());
