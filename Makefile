@@ -35,6 +35,7 @@ test: test-deps web
 	shellcheck infra/runner/bootstrap.sh
 	$(MAKE) --no-print-directory lint-template
 	$(CARGO) build --workspace --bins
+	$(MAKE) --no-print-directory clippy
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) --no-print-directory test-browser
 
@@ -153,6 +154,9 @@ bench: $(VENV)/.moto-$(MOTO_VERSION) tests/node_modules/.package-lock.json
 check:
 	$(CARGO) check --workspace --all-targets
 
+## Lints, warnings as errors. shared/ also denies indexing, slicing, unwrap
+## and expect outside its tests (shared/src/lib.rs): a panic on outside
+## input would abort a release build.
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
