@@ -145,7 +145,7 @@ pub(crate) const KEYS: &[Key] = &[
     key("server.max_connections", Integer, "512",
         "Connections served at once; more wait, unanswered, in the system's listen queue until one closes. Keep the open-file limit well above it (1 to 1000000)."),
     key("server.tls.mode", Choice(TLS_MODES), "none",
-        "How pacer terminates TLS itself: not at all, with given PEM files, a self-signed certificate, or ACME."),
+        "How pacer terminates TLS itself: not at all, with given PEM files, a self-signed certificate, or ACME. In the TLS modes every response carries HSTS for a year."),
     optional("server.tls.cert", Path, "PEM certificate chain for `manual` mode; read again every minute with the key, so a renewed pair is served without a restart."),
     optional("server.tls.key", Path, "PEM private key for `manual` mode."),
     optional("server.tls.fqdn", Text,

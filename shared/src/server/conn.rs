@@ -17,6 +17,9 @@
 //!   included; past it the client gets 408 and the connection is closed.
 //! - A connection asked to close (idle, or at shutdown) finishes the answers it has started;
 //!   one still busy `request_timeout` later (a client that stopped reading) is dropped.
+//! - On a TLS listener every response carries `Strict-Transport-Security`, so browsers come back
+//!   over HTTPS only. A plain listener never sends it: behind a proxy that terminates TLS, the
+//!   proxy owns that policy.
 //!
 //! On shutdown the listener closes at once, requests in flight get the grace period to finish,
 //! and connections still open after it are dropped.
@@ -29,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::AddExtension;
 use axum::{Extension, Router};
 use axum_server::accept::Accept;
@@ -43,10 +46,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::Layer;
 use tower::util::MapFuture;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
+
+/// One year, the usual lifetime of an HSTS policy; every response renews it.
+const HSTS: &str = "max-age=31536000";
 
 /// What a listener allows its connections; see the module docs.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +86,12 @@ pub(super) async fn serve(
 ) {
     let timeout =
         TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout);
-    let app = app.layer(timeout);
+    let mut app = app.layer(timeout);
+    if tls.is_some() {
+        // Outermost, so that answers from the layers inside (a 408) carry it too.
+        let hsts = HeaderValue::from_static(HSTS);
+        app = app.layer(SetResponseHeaderLayer::overriding(header::STRICT_TRANSPORT_SECURITY, hsts));
+    }
     let handshake =
         tls.map(|config| RustlsAcceptor::new(config).handshake_timeout(limits.header_read_timeout));
     let builder = Arc::new(http_builder(&limits));

@@ -122,16 +122,16 @@ async fn get_tls(
     server_name: &str,
     path: &str,
 ) -> Result<(u16, String), rustls::Error> {
-    let response = fetch_tls(addr, root, server_name, path).await?;
+    let response = fetch_tls(addr, root, server_name, request(path, server_name)).await?;
     Ok(parse_response(&response))
 }
 
-/// [`get_tls`], returning the whole response as it came.
+/// Sends `request` as [`get_tls`] does and returns the whole response as it came.
 async fn fetch_tls(
     addr: SocketAddr,
     root: &CertificateDer<'static>,
     server_name: &str,
-    path: &str,
+    request: String,
 ) -> Result<Vec<u8>, rustls::Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).expect("usable root");
@@ -143,7 +143,6 @@ async fn fetch_tls(
     .with_root_certificates(roots)
     .with_no_client_auth();
     let name = ServerName::try_from(server_name.to_owned()).expect("server name");
-    let request = request(path, server_name);
 
     // rustls' blocking stream keeps the test client small; it runs off the reactor.
     tokio::task::spawn_blocking(move || {
@@ -823,5 +822,70 @@ async fn a_stalled_tls_handshake_holds_its_slot_only_until_its_deadline() {
     let answer = tokio::time::timeout(WITHIN, answer).await.expect("served in time");
     assert_eq!(answer.unwrap(), (200, "hello".to_owned()));
     until_closed(&mut stalled[0]).await;
+    running.stop().await;
+}
+
+// --- HSTS ------------------------------------------------------------------------------------
+
+const HSTS_FOR_A_YEAR: &str = "max-age=31536000";
+
+/// The value of header `name` in a raw HTTP/1.1 response.
+fn header_value(response: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(response);
+    let (head, _) = text.split_once("\r\n\r\n")?;
+    head.lines().find_map(|line| {
+        let (field, value) = line.split_once(':')?;
+        field.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+    })
+}
+
+#[tokio::test]
+async fn every_answer_over_tls_carries_hsts_a_timeout_included() {
+    let tls = TlsConfig {
+        alg: KeyAlg::Ed25519,
+        ..tls_config(TlsMode::SelfSigned)
+    };
+    let cfg = limited(tls, LONG, SHORT, 16);
+    let running = Running::start(hello_router().merge(webhook_router()), &cfg).await;
+    let cert = running.certificate.clone().unwrap();
+
+    let trickling = "POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{";
+    for (request, status) in [
+        (request("/hello", "localhost"), 200),
+        (request("/no-such-page", "localhost"), 404),
+        (trickling.to_owned(), 408),
+    ] {
+        let response = fetch_tls(running.addr, &cert, "localhost", request).await.unwrap();
+        assert_eq!(parse_response(&response).0, status);
+        let hsts = header_value(&response, "strict-transport-security");
+        assert_eq!(hsts.as_deref(), Some(HSTS_FOR_A_YEAR), "on the {status}");
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn manual_tls_answers_carry_hsts() {
+    let dir = TempDir::new();
+    let files = write_manual_files(&dir);
+    let running = Running::start(hello_router(), &manual_config(files.cert, files.key)).await;
+
+    let response = fetch_tls(running.addr, &files.ca, "localhost", request("/hello", "localhost"));
+    let hsts = header_value(&response.await.unwrap(), "strict-transport-security");
+    assert_eq!(hsts.as_deref(), Some(HSTS_FOR_A_YEAR));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn plain_http_answers_carry_no_hsts_even_behind_an_https_public_url() {
+    // TLS is then the proxy's, and so is the policy that comes with it.
+    let cfg = ServerConfig {
+        public_url: Some("https://pacer.example.com".parse().unwrap()),
+        ..config(tls_config(TlsMode::None))
+    };
+    let running = Running::start(hello_router(), &cfg).await;
+
+    let response = fetch_plain(running.addr, &request("/hello", "localhost")).await;
+    assert_eq!(parse_response(&response), (200, "hello".to_owned()));
+    assert_eq!(header_value(&response, "strict-transport-security"), None);
     running.stop().await;
 }
