@@ -14,7 +14,7 @@
 //!   (hyper's protocol detection has no deadline) and an idle HTTP/2 connection.
 //! - HTTP/2 peers are pinged every `header_read_timeout` and dropped when an answer takes longer.
 //! - A request gets `request_timeout` from its complete headers to its answer, reading its body
-//!   included; past it the client gets 408 and the connection is closed.
+//!   included; past it the client gets 408, and a connection with body left unread is closed.
 //! - A connection asked to close (idle, or at shutdown) finishes the answers it has started;
 //!   one still busy `request_timeout` later (a client that stopped reading) is dropped.
 //! - On a TLS listener every response carries `Strict-Transport-Security`, so browsers come back

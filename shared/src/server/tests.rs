@@ -612,6 +612,17 @@ fn limited(
     }
 }
 
+/// A plain-HTTP server serving `router` within the given limits.
+async fn plain_limited(
+    router: Router,
+    header_read_timeout: Duration,
+    request_timeout: Duration,
+    max_connections: u32,
+) -> Running {
+    let cfg = limited(tls_config(TlsMode::None), header_read_timeout, request_timeout, max_connections);
+    Running::start(router, &cfg).await
+}
+
 /// Reads until the server closes the connection, which must happen within [`WITHIN`]; returns
 /// what it sent before closing.
 async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
@@ -659,8 +670,7 @@ const HALF_A_REQUEST: &[u8] = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nX-Slow
 
 #[tokio::test]
 async fn a_client_that_stops_halfway_through_its_headers_is_disconnected() {
-    let cfg = limited(tls_config(TlsMode::None), SHORT, LONG, 16);
-    let running = Running::start(hello_router(), &cfg).await;
+    let running = plain_limited(hello_router(), SHORT, LONG, 16).await;
 
     let mut stalled = stalled(running.addr, 1, HALF_A_REQUEST).await;
     let received = until_closed(&mut stalled[0]).await;
@@ -674,8 +684,7 @@ async fn a_client_that_stops_halfway_through_its_headers_is_disconnected() {
 
 #[tokio::test]
 async fn a_connection_that_never_sends_a_byte_is_disconnected() {
-    let cfg = limited(tls_config(TlsMode::None), SHORT, LONG, 16);
-    let running = Running::start(hello_router(), &cfg).await;
+    let running = plain_limited(hello_router(), SHORT, LONG, 16).await;
 
     let mut silent = TcpStream::connect(running.addr).await.unwrap();
     assert_eq!(until_closed(&mut silent).await, b"");
@@ -684,8 +693,7 @@ async fn a_connection_that_never_sends_a_byte_is_disconnected() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_its_last_answer() {
-    let cfg = limited(tls_config(TlsMode::None), SHORT, LONG, 16);
-    let running = Running::start(hello_router(), &cfg).await;
+    let running = plain_limited(hello_router(), SHORT, LONG, 16).await;
 
     // A request that asks to keep the connection open is answered...
     let mut stream = TcpStream::connect(running.addr).await.unwrap();
@@ -715,8 +723,7 @@ async fn an_idle_http2_connection_is_sent_away_and_closed() {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     const EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
     const GOAWAY: u8 = 7;
-    let cfg = limited(tls_config(TlsMode::None), SHORT, LONG, 16);
-    let running = Running::start(hello_router(), &cfg).await;
+    let running = plain_limited(hello_router(), SHORT, LONG, 16).await;
 
     // A client that speaks HTTP/2 and then asks for nothing
     let mut stream = TcpStream::connect(running.addr).await.unwrap();
@@ -733,8 +740,7 @@ async fn an_idle_http2_connection_is_sent_away_and_closed() {
 #[tokio::test]
 async fn a_webhook_is_answered_while_slow_clients_hold_connections() {
     // Given slow clients holding connections, under the cap and far from any deadline
-    let cfg = limited(tls_config(TlsMode::None), LONG, LONG, 8);
-    let running = Running::start(webhook_router(), &cfg).await;
+    let running = plain_limited(webhook_router(), LONG, LONG, 8).await;
     let slow = stalled(running.addr, 4, HALF_A_REQUEST).await;
 
     // When a webhook arrives, it is answered
@@ -750,8 +756,7 @@ async fn a_webhook_is_answered_while_slow_clients_hold_connections() {
 
 #[tokio::test]
 async fn a_body_that_trickles_in_is_cut_off_by_the_request_timeout() {
-    let cfg = limited(tls_config(TlsMode::None), LONG, SHORT, 16);
-    let running = Running::start(webhook_router(), &cfg).await;
+    let running = plain_limited(webhook_router(), LONG, SHORT, 16).await;
 
     // Complete headers announcing 1000 bytes of body, of which 10 arrive
     let mut stream = TcpStream::connect(running.addr).await.unwrap();
@@ -767,8 +772,7 @@ async fn a_body_that_trickles_in_is_cut_off_by_the_request_timeout() {
 #[tokio::test]
 async fn beyond_max_connections_a_new_connection_waits_until_another_closes() {
     // Given two connections, the cap, held by clients that send nothing
-    let cfg = limited(tls_config(TlsMode::None), LONG, LONG, 2);
-    let running = Running::start(hello_router(), &cfg).await;
+    let running = plain_limited(hello_router(), LONG, LONG, 2).await;
     let mut holders = stalled(running.addr, 2, b"").await;
 
     // When a third client sends a request, it is not answered while the cap is reached
@@ -792,18 +796,24 @@ async fn beyond_max_connections_a_new_connection_waits_until_another_closes() {
 /// The first bytes of a TLS ClientHello: a handshake record announcing 512 bytes that never come.
 const HALF_A_CLIENT_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01];
 
-async fn self_signed_limited(header_read_timeout: Duration, max_connections: u32) -> Running {
+/// A self-signed TLS server serving `router` within the given limits.
+async fn self_signed_limited(
+    router: Router,
+    header_read_timeout: Duration,
+    request_timeout: Duration,
+    max_connections: u32,
+) -> Running {
     let tls = TlsConfig {
         alg: KeyAlg::Ed25519,
         ..tls_config(TlsMode::SelfSigned)
     };
-    let cfg = limited(tls, header_read_timeout, LONG, max_connections);
-    Running::start(hello_router(), &cfg).await
+    let cfg = limited(tls, header_read_timeout, request_timeout, max_connections);
+    Running::start(router, &cfg).await
 }
 
 #[tokio::test]
 async fn a_tls_client_that_never_finishes_its_handshake_is_disconnected() {
-    let running = self_signed_limited(SHORT, 16).await;
+    let running = self_signed_limited(hello_router(), SHORT, LONG, 16).await;
 
     let mut stalled = stalled(running.addr, 1, HALF_A_CLIENT_HELLO).await;
     until_closed(&mut stalled[0]).await;
@@ -813,7 +823,7 @@ async fn a_tls_client_that_never_finishes_its_handshake_is_disconnected() {
 #[tokio::test]
 async fn a_stalled_tls_handshake_holds_its_slot_only_until_its_deadline() {
     // Given the only slot taken by a handshake that stalls
-    let running = self_signed_limited(SHORT, 1).await;
+    let running = self_signed_limited(hello_router(), SHORT, LONG, 1).await;
     let mut stalled = stalled(running.addr, 1, HALF_A_CLIENT_HELLO).await;
 
     // When a real client connects, it is served once the stalled one is cut off
@@ -841,12 +851,8 @@ fn header_value(response: &[u8], name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn every_answer_over_tls_carries_hsts_a_timeout_included() {
-    let tls = TlsConfig {
-        alg: KeyAlg::Ed25519,
-        ..tls_config(TlsMode::SelfSigned)
-    };
-    let cfg = limited(tls, LONG, SHORT, 16);
-    let running = Running::start(hello_router().merge(webhook_router()), &cfg).await;
+    let router = hello_router().merge(webhook_router());
+    let running = self_signed_limited(router, LONG, SHORT, 16).await;
     let cert = running.certificate.clone().unwrap();
 
     let trickling = "POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{";
