@@ -49,6 +49,8 @@ async fn acme_mode_gets_a_certificate_from_the_ca_and_serves_https_for_each_host
         let response = response.unwrap_or_else(|err| panic!("GET https://{host}: {err:?}"));
         assert_eq!(response.status(), StatusCode::OK, "{host}");
         assert_eq!(served_leaf(&response), pacer.certificate, "{host}");
+        let hsts = &response.headers()[header::STRICT_TRANSPORT_SECURITY];
+        assert_eq!(hsts, "max-age=31536000", "{host}");
         assert_eq!(response.text().await.unwrap(), "GET /hello ");
     }
 
@@ -89,6 +91,8 @@ async fn acme_http_listener_redirects_to_https_keeping_method_path_and_query() {
     assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
     let location = response.headers()[header::LOCATION].to_str().unwrap();
     assert_eq!(location, pacer.https_url("www.pacer.test", "/api/x?y=1"));
+    // (browsers ignore HSTS over plain HTTP, so the listener does not send it)
+    assert!(!response.headers().contains_key(header::STRICT_TRANSPORT_SECURITY));
 
     // And a client that follows it arrives over HTTPS as a POST, body and all
     let following = trusting(&root).build().unwrap();

@@ -29,6 +29,14 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Proves a request came through pacer's own CloudFront distribution.
     pub cloudfront_origin_secret: Option<Secret>,
+    /// For the TLS handshake, each request's headers, and idleness between requests.
+    #[serde(with = "go_duration")]
+    pub header_read_timeout: Duration,
+    /// From a request's complete headers to its answer, the body read included.
+    #[serde(with = "go_duration")]
+    pub request_timeout: Duration,
+    /// Connections served at once; the rest wait to be accepted.
+    pub max_connections: u32,
     pub tls: TlsConfig,
 }
 
@@ -39,6 +47,9 @@ impl Default for ServerConfig {
             public_url: None,
             trusted_proxies: Vec::new(),
             cloudfront_origin_secret: None,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_connections: 512,
             tls: TlsConfig::default(),
         }
     }

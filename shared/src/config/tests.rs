@@ -150,6 +150,9 @@ fn a_minimal_local_config_loads_with_documented_defaults() {
     let config = load(LOCAL).expect("valid");
 
     assert_eq!(config.server.addr, "127.0.0.1:3000");
+    assert_eq!(config.server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(config.server.request_timeout, Duration::from_secs(60));
+    assert_eq!(config.server.max_connections, 512);
     assert_eq!(config.deployment.name, "pacer");
     assert_eq!(config.database.engine, DatabaseEngine::Sqlite);
     assert_eq!(config.database.path, PathBuf::from("./data/pacer.db"));
@@ -349,6 +352,7 @@ fn go_durations_are_read_for_every_duration_key() {
     let config = load(&patched(
         LOCAL,
         r#"
+server: { header_read_timeout: 2.5s, request_timeout: 1h }
 fleet: { simulated: { boot_delay: 300ms, job_time: 1.5s } }
 reaper: { interval: 90s, redrive_after: 1h30m, orphan_grace: 2h45m30s, degraded_cooldown: 0s }
 pricing: { cache_ttl: 1.5h }
@@ -356,6 +360,8 @@ auth: { session_ttl: 8h }
 "#,
     ))
     .unwrap();
+    assert_eq!(config.server.header_read_timeout, Duration::from_millis(2500));
+    assert_eq!(config.server.request_timeout, Duration::from_secs(3600));
     assert_eq!(
         config.fleet.simulated.boot_delay,
         Duration::from_millis(300)
@@ -890,6 +896,64 @@ fn the_listen_address_must_be_host_port_or_port() {
     );
     let config = load(&patched(LOCAL, "server: { addr: ':3000' }")).unwrap();
     assert_eq!(config.server.bind_addr(), "0.0.0.0:3000");
+}
+
+#[test]
+fn server_limits_can_be_set_from_the_environment() {
+    let config = load_with_env(
+        LOCAL,
+        &[
+            ("PACER_SERVER_HEADER_READ_TIMEOUT", "5s"),
+            ("PACER_SERVER_REQUEST_TIMEOUT", "2m30s"),
+            ("PACER_SERVER_MAX_CONNECTIONS", "2048"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.server.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(config.server.request_timeout, Duration::from_secs(150));
+    assert_eq!(config.server.max_connections, 2048);
+
+    let err = load_with_env(LOCAL, &[("PACER_SERVER_MAX_CONNECTIONS", "many")]).unwrap_err();
+    assert_names_key(&err, "server.max_connections");
+    assert!(err.to_string().contains("PACER_SERVER_MAX_CONNECTIONS"), "{err}");
+}
+
+#[test]
+fn server_timeouts_outside_their_bounds_are_refused_naming_the_key() {
+    for (patch, key) in [
+        ("server: { header_read_timeout: 0s }", "server.header_read_timeout"),
+        ("server: { header_read_timeout: 500ms }", "server.header_read_timeout"),
+        ("server: { header_read_timeout: 5m1s }", "server.header_read_timeout"),
+        ("server: { header_read_timeout: 10 }", "server.header_read_timeout"),
+        ("server: { request_timeout: 0s }", "server.request_timeout"),
+        ("server: { request_timeout: 1h0m1s }", "server.request_timeout"),
+    ] {
+        assert_names_key(&error_for(LOCAL, patch), key);
+    }
+    let err = error_for(LOCAL, "server: { request_timeout: 2h }");
+    assert_eq!(
+        err.to_string(),
+        "config invalid: server.request_timeout: must be between 1s and 1h (got 2h)"
+    );
+
+    let bounds = "server: { header_read_timeout: 1s, request_timeout: 1h }";
+    assert!(load(&patched(LOCAL, bounds)).is_ok());
+    let bounds = "server: { header_read_timeout: 5m, request_timeout: 1s }";
+    assert!(load(&patched(LOCAL, bounds)).is_ok());
+}
+
+#[test]
+fn max_connections_must_be_between_1_and_a_million() {
+    for bad in ["0", "1000001", "-1", "lots"] {
+        assert_names_key(
+            &error_for(LOCAL, &format!("server: {{ max_connections: {bad} }}")),
+            "server.max_connections",
+        );
+    }
+    for good in [1, 1_000_000] {
+        let config = load(&patched(LOCAL, &format!("server: {{ max_connections: {good} }}")));
+        assert_eq!(config.unwrap().server.max_connections, good);
+    }
 }
 
 #[test]

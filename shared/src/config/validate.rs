@@ -12,12 +12,16 @@ use super::sections::{
     AcmeConfig, AuthConfig, DatabaseEngine, FleetEngine, GithubConfig, OidcConfig, QueueEngine,
     RunnerConfig, ServerConfig, TlsConfig, TlsMode,
 };
+use crate::domain::duration::format_go_duration;
 use std::path::Path;
 use std::time::Duration;
 use url::Url;
 
 /// Minimum length of the keys pacer signs with.
 pub(crate) const MIN_SIGNING_SECRET_CHARS: usize = 32;
+
+/// More connections than this would exhaust file descriptors long before the cap applied.
+const MAX_CONNECTIONS: u32 = 1_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -103,6 +107,22 @@ fn server(server: &ServerConfig) -> Check {
     check_listen_addr("server.addr", &server.addr)?;
     if let Some(url) = &server.public_url {
         check_http_url("server.public_url", url)?;
+    }
+    // Below a second, clients on slow links would be cut off; above the upper bounds, slow
+    // clients hold connections long enough to starve the others again.
+    let (second, minute) = (Duration::from_secs(1), Duration::from_secs(60));
+    check_duration_between(
+        "server.header_read_timeout",
+        server.header_read_timeout,
+        second,
+        5 * minute,
+    )?;
+    check_duration_between("server.request_timeout", server.request_timeout, second, 60 * minute)?;
+    if !(1..=MAX_CONNECTIONS).contains(&server.max_connections) {
+        return Err(invalid(
+            "server.max_connections",
+            format!("must be between 1 and {MAX_CONNECTIONS} (got {})", server.max_connections),
+        ));
     }
     tls(&server.tls)
 }
@@ -636,6 +656,21 @@ fn check_http_url(key: &str, url: &Url) -> Check {
         ));
     }
     Ok(())
+}
+
+fn check_duration_between(key: &str, value: Duration, min: Duration, max: Duration) -> Check {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(invalid(
+        key,
+        format!(
+            "must be between {} and {} (got {})",
+            format_go_duration(min),
+            format_go_duration(max),
+            format_go_duration(value)
+        ),
+    ))
 }
 
 fn check_readable(key: &str, path: &Path) -> Check {

@@ -18,7 +18,7 @@
 //! the directory and hosts it was issued for, so a changed configuration orders afresh).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::future::pending;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,6 +40,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use super::conn::{self, Limits};
 use super::tls::{self, Identity};
 use super::x509::Validity;
 use super::{Tls, bind_listener};
@@ -61,10 +62,12 @@ const ORDER_POLLING: RetryPolicy = RetryPolicy::new()
     .initial_delay(Duration::from_millis(500))
     .timeout(Duration::from_secs(120));
 
-/// Starts ACME for a TLS listener on `https_port`: the challenge listener and the renewal task
-/// go into `background` (they stop with the server), the certificate to start with is returned.
+/// Starts ACME for a TLS listener on `https_port`: the challenge listener (serving within
+/// `limits`) and the renewal task go into `background` (they stop with the server), the
+/// certificate to start with is returned.
 pub(super) async fn start(
     cfg: &AcmeConfig,
+    limits: Limits,
     https_port: u16,
     background: &mut JoinSet<()>,
 ) -> anyhow::Result<Tls> {
@@ -76,13 +79,9 @@ pub(super) async fn start(
         .local_addr()
         .context("server.tls.acme.http_addr: reading the bound address")?;
     let challenge_app = challenge_router(acme.clone(), https_port);
-    background.spawn(async move {
-        let serving = axum_server::Server::<SocketAddr>::from_listener(listener)
-            .serve(challenge_app.into_make_service());
-        if let Err(err) = serving.await {
-            error!(error = %err, "the ACME HTTP-01 listener failed");
-        }
-    });
+    // It stops when `background` is aborted, with the server.
+    let serving = conn::serve(listener, None, challenge_app, limits, pending(), Duration::ZERO);
+    background.spawn(serving);
     info!(addr = %http_addr, "ACME HTTP-01 listener up; it redirects everything else to https");
 
     acme.cache.prepare().await?;

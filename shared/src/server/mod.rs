@@ -15,8 +15,11 @@
 //! # }
 //! ```
 //!
-//! On shutdown the listener closes at once, requests in flight get a grace period (30 s by
-//! default) to finish, and connections still open after it are dropped with a warning.
+//! Connections are served within the limits of `server.header_read_timeout`,
+//! `server.request_timeout` and `server.max_connections`, so slow or idle clients cannot starve
+//! the others (the `conn` module says how). On shutdown the listener closes at once, requests in
+//! flight get a grace period (30 s by default) to finish, and connections still open after it
+//! are dropped with a warning.
 //!
 //! In manual TLS mode the certificate and key files are read again every minute; when they have
 //! changed (a renewal by certbot or cert-manager), the new pair is served from the next
@@ -25,11 +28,11 @@
 
 mod acme;
 mod client_ip;
+mod conn;
 mod tls;
 mod x509;
 
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,13 +40,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Router;
-use axum_server::Handle;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use axum_server::tls_rustls::RustlsConfig;
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
+use self::conn::Limits;
 use crate::config::{ServerConfig, TlsMode};
 
 pub use client_ip::{ClientIp, TrustedProxies, client_ip};
@@ -71,6 +74,7 @@ pub struct Server {
     router: Router,
     trusted: TrustedProxies,
     tls: Option<Tls>,
+    limits: Limits,
     grace_period: Duration,
     tls_reload_interval: Duration,
     /// Work that lives exactly as long as the server (ACME's challenge listener and renewals);
@@ -134,6 +138,7 @@ impl Server {
             .local_addr()
             .context("server.addr: reading the bound address")?;
         let mut background = JoinSet::new();
+        let limits = Limits::of(cfg);
 
         let tls = match cfg.tls.mode {
             TlsMode::None => None,
@@ -160,7 +165,9 @@ impl Server {
                         .context("generating the self-signed certificate")??;
                 Some(Tls::new(identity)?)
             }
-            TlsMode::Acme => Some(acme::start(&cfg.tls.acme, local_addr.port(), &mut background).await?),
+            TlsMode::Acme => {
+                Some(acme::start(&cfg.tls.acme, limits, local_addr.port(), &mut background).await?)
+            }
         };
 
         Ok(Self {
@@ -169,6 +176,7 @@ impl Server {
             router,
             trusted: TrustedProxies::new(cfg.trusted_proxies.clone()),
             tls,
+            limits,
             grace_period: DEFAULT_GRACE_PERIOD,
             tls_reload_interval: MANUAL_TLS_RELOAD_INTERVAL,
             background,
@@ -213,63 +221,18 @@ impl Server {
     /// [`ClientIp`] works.
     pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         info!(addr = %self.local_addr, scheme = self.scheme(), "listening");
-        let app = self
-            .router
-            .layer(self.trusted.layer())
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let handle = Handle::new();
-        let server = axum_server::Server::from_listener(self.listener).handle(handle.clone());
-
-        let result = match self.tls {
-            None => supervise(server.serve(app), &handle, shutdown, self.grace_period).await,
-            Some(tls) => {
-                if let Some((cert, key)) = tls.files {
-                    let watch = reload_manual_forever(tls.config.clone(), cert, key, self.tls_reload_interval);
-                    self.background.spawn(watch);
-                }
-                let server = server.acceptor(RustlsAcceptor::new(tls.config));
-                supervise(server.serve(app), &handle, shutdown, self.grace_period).await
+        let app = self.router.layer(self.trusted.layer());
+        let tls = self.tls.map(|tls| {
+            if let Some((cert, key)) = tls.files {
+                let watch = reload_manual_forever(tls.config.clone(), cert, key, self.tls_reload_interval);
+                self.background.spawn(watch);
             }
-        };
+            tls.config
+        });
+        conn::serve(self.listener, tls, app, self.limits, shutdown, self.grace_period).await;
         self.background.shutdown().await;
-        result
+        Ok(())
     }
-}
-
-/// Drives a serving future through shutdown: on `shutdown`, stop accepting and let connections
-/// finish; when the grace period runs out first, close the ones left.
-async fn supervise(
-    serving: impl Future<Output = io::Result<()>>,
-    handle: &Handle<SocketAddr>,
-    shutdown: impl Future<Output = ()>,
-    grace_period: Duration,
-) -> anyhow::Result<()> {
-    let mut serving = std::pin::pin!(serving);
-    tokio::select! {
-        result = &mut serving => return result.context("serving HTTP"),
-        () = shutdown => {}
-    }
-
-    info!(
-        open_connections = handle.connection_count(),
-        ?grace_period,
-        "shutting down: no new connections, letting requests in flight finish",
-    );
-    handle.graceful_shutdown(None);
-    tokio::select! {
-        result = &mut serving => result.context("serving HTTP while draining")?,
-        () = tokio::time::sleep(grace_period) => {
-            warn!(
-                open_connections = handle.connection_count(),
-                ?grace_period,
-                "grace period over; dropping the connections still open",
-            );
-            // Connections close as they notice; nothing is left worth waiting for.
-            handle.shutdown();
-        }
-    }
-    info!("server stopped");
-    Ok(())
 }
 
 /// Binds the address in configuration key `key`. `:port` means every IPv4 interface, the rule

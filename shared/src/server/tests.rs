@@ -1,7 +1,9 @@
 //! Servers on 127.0.0.1 port 0, each stopped by its test. Ordering is driven by channels, never by
-//! how long something took.
+//! how long something took. Where a deadline is under test, the server gets a short one and the
+//! test waits many times longer for its effect, so timing fails a test only when the server never
+//! acts.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -83,14 +85,16 @@ impl Running {
 
 /// One HTTP/1.1 GET over a fresh connection; returns the status and body.
 async fn get_plain(addr: SocketAddr, path: &str) -> (u16, String) {
+    parse_response(&fetch_plain(addr, &request(path, "localhost")).await)
+}
+
+/// Sends `request` over a fresh connection and returns the whole response as it came.
+async fn fetch_plain(addr: SocketAddr, request: &str) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(request(path, "localhost").as_bytes())
-        .await
-        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
-    parse_response(&response)
+    response
 }
 
 fn request(path: &str, host: &str) -> String {
@@ -111,13 +115,24 @@ fn parse_response(raw: &[u8]) -> (u16, String) {
 }
 
 /// One HTTPS GET trusting only `root`, sending `server_name` as SNI and checking the
-/// certificate against it.
+/// certificate against it; returns the status and body.
 async fn get_tls(
     addr: SocketAddr,
     root: &CertificateDer<'static>,
     server_name: &str,
     path: &str,
 ) -> Result<(u16, String), rustls::Error> {
+    let response = fetch_tls(addr, root, server_name, request(path, server_name)).await?;
+    Ok(parse_response(&response))
+}
+
+/// Sends `request` as [`get_tls`] does and returns the whole response as it came.
+async fn fetch_tls(
+    addr: SocketAddr,
+    root: &CertificateDer<'static>,
+    server_name: &str,
+    request: String,
+) -> Result<Vec<u8>, rustls::Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).expect("usable root");
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -128,7 +143,6 @@ async fn get_tls(
     .with_root_certificates(roots)
     .with_no_client_auth();
     let name = ServerName::try_from(server_name.to_owned()).expect("server name");
-    let request = request(path, server_name);
 
     // rustls' blocking stream keeps the test client small; it runs off the reactor.
     tokio::task::spawn_blocking(move || {
@@ -145,7 +159,7 @@ async fn get_tls(
             Err(err) if err.kind() == io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
             Err(err) => return Err(into_tls_error(err)),
         }
-        Ok(parse_response(&response))
+        Ok(response)
     })
     .await
     .expect("client task")
@@ -571,5 +585,313 @@ async fn a_taken_port_is_an_error_naming_the_key() {
     cfg.addr = running.addr.to_string();
     let err = Server::bind(hello_router(), &cfg).await.err().unwrap();
     assert!(err.to_string().contains("server.addr"), "{err}");
+    running.stop().await;
+}
+
+// --- slow and idle clients -----------------------------------------------------------------
+
+/// A deadline short enough to wait for in a test.
+const SHORT: Duration = Duration::from_millis(250);
+/// A deadline no test reaches.
+const LONG: Duration = Duration::from_secs(300);
+/// How long a test waits for what the server must do after a [`SHORT`] deadline: far longer,
+/// so only a server that never does it fails.
+const WITHIN: Duration = Duration::from_secs(5);
+
+fn limited(
+    tls: TlsConfig,
+    header_read_timeout: Duration,
+    request_timeout: Duration,
+    max_connections: u32,
+) -> ServerConfig {
+    ServerConfig {
+        header_read_timeout,
+        request_timeout,
+        max_connections,
+        ..config(tls)
+    }
+}
+
+/// A plain-HTTP server serving `router` within the given limits.
+async fn plain_limited(
+    router: Router,
+    header_read_timeout: Duration,
+    request_timeout: Duration,
+    max_connections: u32,
+) -> Running {
+    let cfg = limited(tls_config(TlsMode::None), header_read_timeout, request_timeout, max_connections);
+    Running::start(router, &cfg).await
+}
+
+/// Reads until the server closes the connection, which must happen within [`WITHIN`]; returns
+/// what it sent before closing.
+async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    // A reset counts as closed as much as an orderly end does.
+    let read = tokio::time::timeout(WITHIN, stream.read_to_end(&mut received)).await;
+    assert!(
+        read.is_ok(),
+        "still open after {WITHIN:?}, having sent {:?}",
+        String::from_utf8_lossy(&received)
+    );
+    received
+}
+
+/// Connections that have connected and sent `sent`, and then nothing more.
+async fn stalled(addr: SocketAddr, count: usize, sent: &[u8]) -> Vec<TcpStream> {
+    let mut streams = Vec::new();
+    for _ in 0..count {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        streams.push(stream);
+    }
+    streams
+}
+
+/// `POST /webhook` answers 202 with the length of the body it read.
+fn webhook_router() -> Router {
+    Router::new().route(
+        "/webhook",
+        axum::routing::post(|body: axum::body::Bytes| async move {
+            (axum::http::StatusCode::ACCEPTED, body.len().to_string())
+        }),
+    )
+}
+
+fn webhook_request(body: &str) -> String {
+    format!(
+        "POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+const HALF_A_REQUEST: &[u8] = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
+
+#[tokio::test]
+async fn a_client_that_stops_halfway_through_its_headers_is_disconnected() {
+    let running = plain_limited(hello_router(), SHORT, LONG, 16).await;
+
+    let mut stalled = stalled(running.addr, 1, HALF_A_REQUEST).await;
+    let received = until_closed(&mut stalled[0]).await;
+    assert!(
+        received.is_empty() || received.starts_with(b"HTTP/1.1 408"),
+        "no answer but a timeout: {:?}",
+        String::from_utf8_lossy(&received)
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_a_byte_is_disconnected() {
+    let running = plain_limited(hello_router(), SHORT, LONG, 16).await;
+
+    let mut silent = TcpStream::connect(running.addr).await.unwrap();
+    assert_eq!(until_closed(&mut silent).await, b"");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_its_last_answer() {
+    let running = plain_limited(hello_router(), SHORT, LONG, 16).await;
+
+    // A request that asks to keep the connection open is answered...
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    stream
+        .write_all(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    // ...and the connection, left idle after it, is closed.
+    let received = until_closed(&mut stream).await;
+    assert_eq!(parse_response(&received), (200, "hello".to_owned()));
+    running.stop().await;
+}
+
+/// The types of the HTTP/2 frames in `bytes`, a stream of whole frames.
+fn http2_frame_types(mut bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    while bytes.len() >= 9 {
+        let length = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+        types.push(bytes[3]);
+        bytes = &bytes[(9 + length).min(bytes.len())..];
+    }
+    types
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_sent_away_and_closed() {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+    const GOAWAY: u8 = 7;
+    let running = plain_limited(hello_router(), SHORT, LONG, 16).await;
+
+    // A client that speaks HTTP/2 and then asks for nothing
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    stream.write_all(PREFACE).await.unwrap();
+    stream.write_all(&EMPTY_SETTINGS).await.unwrap();
+
+    // is told to go away, and then disconnected (it does not answer pings either).
+    let received = until_closed(&mut stream).await;
+    let frames = http2_frame_types(&received);
+    assert!(frames.contains(&GOAWAY), "frame types received: {frames:?}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_webhook_is_answered_while_slow_clients_hold_connections() {
+    // Given slow clients holding connections, under the cap and far from any deadline
+    let running = plain_limited(webhook_router(), LONG, LONG, 8).await;
+    let slow = stalled(running.addr, 4, HALF_A_REQUEST).await;
+
+    // When a webhook arrives, it is answered
+    let body = r#"{"action":"queued"}"#;
+    let webhook = webhook_request(body);
+    let answer = tokio::time::timeout(WITHIN, fetch_plain(running.addr, &webhook)).await;
+    let answer = answer.expect("the webhook was answered");
+    assert_eq!(parse_response(&answer), (202, body.len().to_string()));
+
+    drop(slow);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_in_is_cut_off_by_the_request_timeout() {
+    let running = plain_limited(webhook_router(), LONG, SHORT, 16).await;
+
+    // Complete headers announcing 1000 bytes of body, of which 10 arrive
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    let head = "POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(b"{\"action\":").await.unwrap();
+
+    let received = until_closed(&mut stream).await;
+    assert_eq!(parse_response(&received).0, 408);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn beyond_max_connections_a_new_connection_waits_until_another_closes() {
+    // Given two connections, the cap, held by clients that send nothing
+    let running = plain_limited(hello_router(), LONG, LONG, 2).await;
+    let mut holders = stalled(running.addr, 2, b"").await;
+
+    // When a third client sends a request, it is not answered while the cap is reached
+    let mut third = TcpStream::connect(running.addr).await.unwrap();
+    third.write_all(request("/hello", "localhost").as_bytes()).await.unwrap();
+    // Half a second of silence: a server without the cap would answer at once, so a slow
+    // machine can at worst let a broken server pass, never fail a working one.
+    let mut first_byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut first_byte)).await;
+    assert!(early.is_err(), "answered beyond the cap: {early:?}");
+
+    // But once a holder leaves, it is served
+    holders.pop();
+    let received = until_closed(&mut third).await;
+    assert_eq!(parse_response(&received), (200, "hello".to_owned()));
+
+    drop(holders);
+    running.stop().await;
+}
+
+/// The first bytes of a TLS ClientHello: a handshake record announcing 512 bytes that never come.
+const HALF_A_CLIENT_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01];
+
+/// A self-signed TLS server serving `router` within the given limits.
+async fn self_signed_limited(
+    router: Router,
+    header_read_timeout: Duration,
+    request_timeout: Duration,
+    max_connections: u32,
+) -> Running {
+    let tls = TlsConfig {
+        alg: KeyAlg::Ed25519,
+        ..tls_config(TlsMode::SelfSigned)
+    };
+    let cfg = limited(tls, header_read_timeout, request_timeout, max_connections);
+    Running::start(router, &cfg).await
+}
+
+#[tokio::test]
+async fn a_tls_client_that_never_finishes_its_handshake_is_disconnected() {
+    let running = self_signed_limited(hello_router(), SHORT, LONG, 16).await;
+
+    let mut stalled = stalled(running.addr, 1, HALF_A_CLIENT_HELLO).await;
+    until_closed(&mut stalled[0]).await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_holds_its_slot_only_until_its_deadline() {
+    // Given the only slot taken by a handshake that stalls
+    let running = self_signed_limited(hello_router(), SHORT, LONG, 1).await;
+    let mut stalled = stalled(running.addr, 1, HALF_A_CLIENT_HELLO).await;
+
+    // When a real client connects, it is served once the stalled one is cut off
+    let cert = running.certificate.clone().unwrap();
+    let answer = get_tls(running.addr, &cert, "localhost", "/hello");
+    let answer = tokio::time::timeout(WITHIN, answer).await.expect("served in time");
+    assert_eq!(answer.unwrap(), (200, "hello".to_owned()));
+    until_closed(&mut stalled[0]).await;
+    running.stop().await;
+}
+
+// --- HSTS ------------------------------------------------------------------------------------
+
+const HSTS_FOR_A_YEAR: &str = "max-age=31536000";
+
+/// The value of header `name` in a raw HTTP/1.1 response.
+fn header_value(response: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(response);
+    let (head, _) = text.split_once("\r\n\r\n")?;
+    head.lines().find_map(|line| {
+        let (field, value) = line.split_once(':')?;
+        field.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+    })
+}
+
+#[tokio::test]
+async fn every_answer_over_tls_carries_hsts_a_timeout_included() {
+    let router = hello_router().merge(webhook_router());
+    let running = self_signed_limited(router, LONG, SHORT, 16).await;
+    let cert = running.certificate.clone().unwrap();
+
+    let trickling = "POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{";
+    for (request, status) in [
+        (request("/hello", "localhost"), 200),
+        (request("/no-such-page", "localhost"), 404),
+        (trickling.to_owned(), 408),
+    ] {
+        let response = fetch_tls(running.addr, &cert, "localhost", request).await.unwrap();
+        assert_eq!(parse_response(&response).0, status);
+        let hsts = header_value(&response, "strict-transport-security");
+        assert_eq!(hsts.as_deref(), Some(HSTS_FOR_A_YEAR), "on the {status}");
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn manual_tls_answers_carry_hsts() {
+    let dir = TempDir::new();
+    let files = write_manual_files(&dir);
+    let running = Running::start(hello_router(), &manual_config(files.cert, files.key)).await;
+
+    let response = fetch_tls(running.addr, &files.ca, "localhost", request("/hello", "localhost"));
+    let hsts = header_value(&response.await.unwrap(), "strict-transport-security");
+    assert_eq!(hsts.as_deref(), Some(HSTS_FOR_A_YEAR));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn plain_http_answers_carry_no_hsts_even_behind_an_https_public_url() {
+    // TLS is then the proxy's, and so is the policy that comes with it.
+    let cfg = ServerConfig {
+        public_url: Some("https://pacer.example.com".parse().unwrap()),
+        ..config(tls_config(TlsMode::None))
+    };
+    let running = Running::start(hello_router(), &cfg).await;
+
+    let response = fetch_plain(running.addr, &request("/hello", "localhost")).await;
+    assert_eq!(parse_response(&response), (200, "hello".to_owned()));
+    assert_eq!(header_value(&response, "strict-transport-security"), None);
     running.stop().await;
 }
