@@ -1,5 +1,5 @@
 //! HTTP: one router per concern, merged by [`app`]; the same routers run
-//! under `axum::serve` locally, `lambda_http::run` in Lambda and `oneshot`
+//! under pacer's own server (`crate::server`) locally, `lambda_http::run` in Lambda and `oneshot`
 //! in tests (docs/architecture.md, "One set of routers").
 
 pub mod api;
