@@ -111,6 +111,10 @@ fn nonempty_unique(field: &str, items: Vec<String>) -> Result<Vec<String>, Inval
     if items.is_empty() {
         return Err(Invalid::new(field, "needs at least one entry"));
     }
+    unique(field, items)
+}
+
+fn unique(field: &str, items: Vec<String>) -> Result<Vec<String>, Invalid> {
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = items.iter().find(|i| !seen.insert(i.as_str())) {
         return Err(Invalid::new(field, format!("lists {dup:?} twice")));
@@ -136,7 +140,7 @@ impl PoolSpec {
         each_matches("instance_types", &instance_types, "an EC2 instance type like m7g.large", instance_type)?;
         let subnets = nonempty_unique("subnets", f.required("subnets", Fields::strings)?)?;
         each_matches("subnets", &subnets, "a subnet id like subnet-0abc1234", |s| aws_id("subnet-", s))?;
-        let security_groups = f.strings("security_groups")?.unwrap_or_default();
+        let security_groups = unique("security_groups", f.strings("security_groups")?.unwrap_or_default())?;
         each_matches("security_groups", &security_groups, "a security group id like sg-0abc1234", |s| aws_id("sg-", s))?;
         let ami_value = f.required("ami", Fields::string)?;
         if !ami(&ami_value) {
@@ -235,6 +239,8 @@ mod tests {
             ("instance_types", json!(["m7g.large", "m7g.large"])),
             ("subnets", json!(["subnet-XYZ"])),
             ("security_groups", json!(["sg-"])),
+            // Listed twice, a group was kept twice (and 50 000 times, 50 000).
+            ("security_groups", json!(["sg-0abc1234", "sg-0abc1234"])),
             ("ami", json!("ubuntu")),
             ("market", json!("cheap")),
             ("max_runners", json!(0)),
@@ -249,6 +255,11 @@ mod tests {
             let err = PoolSpec::parse(with(field, value.clone())).unwrap_err();
             assert_eq!(err.field, field, "{field} = {value}: {err}");
         }
+    }
+
+    #[test]
+    fn no_security_group_is_allowed_too() {
+        PoolSpec::parse(with("security_groups", json!([]))).unwrap();
     }
 
     #[test]
