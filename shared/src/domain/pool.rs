@@ -83,7 +83,13 @@ fn aws_id(prefix: &str, s: &str) -> bool {
         .is_some_and(|hex| (8..=17).contains(&hex.len()) && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
 }
 
+/// Longer than any EC2 instance type (`u7inh-32tb.480xlarge` is 20).
+const MAX_INSTANCE_TYPE_BYTES: usize = 64;
+
 fn instance_type(s: &str) -> bool {
+    if s.len() > MAX_INSTANCE_TYPE_BYTES {
+        return false;
+    }
     let mut parts = s.split('.');
     let (Some(family), Some(size), None) = (parts.next(), parts.next(), parts.next()) else {
         return false;
@@ -241,6 +247,8 @@ mod tests {
             ("security_groups", json!(["sg-"])),
             // Listed twice, a group was kept twice (and 50 000 times, 50 000).
             ("security_groups", json!(["sg-0abc1234", "sg-0abc1234"])),
+            // A megabyte of lower-case letters after `m7g.` was an instance type.
+            ("instance_types", json!([format!("m7g.{}", "x".repeat(1_000_000))])),
             ("ami", json!("ubuntu")),
             ("market", json!("cheap")),
             ("max_runners", json!(0)),
