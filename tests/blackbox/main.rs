@@ -35,3 +35,4 @@ mod lambda_runtime;
 mod stats;
 mod capacity_wake;
 mod hardening;
+mod hostile;

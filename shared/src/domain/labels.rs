@@ -36,8 +36,8 @@ impl Label {
             let start: String = s.chars().take(32).collect();
             return Err(format!("label \"{start}…\" is longer than {MAX_LABEL_BYTES} bytes"));
         }
-        if s.chars().any(|c| c.is_control() || c == ',') {
-            return Err(format!("label {s:?} contains a comma or a control character"));
+        if s.chars().any(|c| super::text::is_invisible(c) || c == ',') {
+            return Err(format!("label {s:?} contains a comma, a control character or an invisible formatting character"));
         }
         Ok(Self(lower))
     }
@@ -78,7 +78,7 @@ pub fn parse_labels(field: &str, raw: &[String]) -> Result<LabelSet, Invalid> {
 
 /// Case-folds a job's labels as GitHub sent them. `None` when one of them
 /// could never be a pool's label (empty, over [`MAX_LABEL_BYTES`], a comma
-/// or a control character): no runner pacer launches could carry it, so
+/// or a control or invisible formatting character): no runner pacer launches could carry it, so
 /// such a job matches no pool rather than a pool that lacks that label.
 pub fn job_labels(raw: &[String]) -> Option<LabelSet> {
     raw.iter().map(|l| Label::parse(l).ok()).collect()
@@ -251,6 +251,18 @@ mod tests {
             }
             let _ = asks_for_self_hosted(&raw);
         }
+    }
+
+    /// A label of `xunil` behind a right-to-left override (U+202E) showed in
+    /// the console as `linux`, and `li\u{200b}nux` looked like `linux` while
+    /// matching no job that asks for it.
+    #[test]
+    fn a_label_with_an_invisible_formatting_character_is_refused() {
+        for raw in ["\u{202e}xunil", "li\u{200b}nux", "linux\u{2066}", "\u{feff}linux", "x64\u{200d}"] {
+            let refused = Label::parse(raw).unwrap_err();
+            assert!(refused.contains("invisible formatting character"), "{raw:?}: {refused}");
+        }
+        assert!(Label::parse("gpu-€-中文").is_ok(), "visible non-ASCII text stays a label");
     }
 
     #[test]

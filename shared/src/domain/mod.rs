@@ -11,6 +11,7 @@ pub mod labels;
 pub mod pool;
 pub mod project;
 pub mod runner;
+pub mod text;
 pub mod user;
 
 pub use audit::{Actor, ActorKind, AuditEvent};

@@ -83,7 +83,13 @@ fn aws_id(prefix: &str, s: &str) -> bool {
         .is_some_and(|hex| (8..=17).contains(&hex.len()) && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
 }
 
+/// Longer than any EC2 instance type (`u7inh-32tb.480xlarge` is 20).
+const MAX_INSTANCE_TYPE_BYTES: usize = 64;
+
 fn instance_type(s: &str) -> bool {
+    if s.len() > MAX_INSTANCE_TYPE_BYTES {
+        return false;
+    }
     let mut parts = s.split('.');
     let (Some(family), Some(size), None) = (parts.next(), parts.next(), parts.next()) else {
         return false;
@@ -111,6 +117,10 @@ fn nonempty_unique(field: &str, items: Vec<String>) -> Result<Vec<String>, Inval
     if items.is_empty() {
         return Err(Invalid::new(field, "needs at least one entry"));
     }
+    unique(field, items)
+}
+
+fn unique(field: &str, items: Vec<String>) -> Result<Vec<String>, Invalid> {
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = items.iter().find(|i| !seen.insert(i.as_str())) {
         return Err(Invalid::new(field, format!("lists {dup:?} twice")));
@@ -136,7 +146,7 @@ impl PoolSpec {
         each_matches("instance_types", &instance_types, "an EC2 instance type like m7g.large", instance_type)?;
         let subnets = nonempty_unique("subnets", f.required("subnets", Fields::strings)?)?;
         each_matches("subnets", &subnets, "a subnet id like subnet-0abc1234", |s| aws_id("subnet-", s))?;
-        let security_groups = f.strings("security_groups")?.unwrap_or_default();
+        let security_groups = unique("security_groups", f.strings("security_groups")?.unwrap_or_default())?;
         each_matches("security_groups", &security_groups, "a security group id like sg-0abc1234", |s| aws_id("sg-", s))?;
         let ami_value = f.required("ami", Fields::string)?;
         if !ami(&ami_value) {
@@ -235,6 +245,10 @@ mod tests {
             ("instance_types", json!(["m7g.large", "m7g.large"])),
             ("subnets", json!(["subnet-XYZ"])),
             ("security_groups", json!(["sg-"])),
+            // Listed twice, a group was kept twice (and 50 000 times, 50 000).
+            ("security_groups", json!(["sg-0abc1234", "sg-0abc1234"])),
+            // A megabyte of lower-case letters after `m7g.` was an instance type.
+            ("instance_types", json!([format!("m7g.{}", "x".repeat(1_000_000))])),
             ("ami", json!("ubuntu")),
             ("market", json!("cheap")),
             ("max_runners", json!(0)),
@@ -249,6 +263,11 @@ mod tests {
             let err = PoolSpec::parse(with(field, value.clone())).unwrap_err();
             assert_eq!(err.field, field, "{field} = {value}: {err}");
         }
+    }
+
+    #[test]
+    fn no_security_group_is_allowed_too() {
+        PoolSpec::parse(with("security_groups", json!([]))).unwrap();
     }
 
     #[test]

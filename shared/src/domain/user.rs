@@ -36,7 +36,10 @@ pub fn parse_email(field: &str, raw: &str) -> Result<String, Invalid> {
     let ok = email.len() <= 254
         && email
             .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@') && !email.contains(char::is_whitespace));
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@') && !email.contains(char::is_whitespace))
+        // An address with a NUL, an escape or a right-to-left override shows
+        // in the console and the audit log as another address.
+        && !email.contains(super::text::is_invisible);
     if ok {
         Ok(email)
     } else {
@@ -47,6 +50,16 @@ pub fn parse_email(field: &str, raw: &str) -> Result<String, Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An admin could create `probe@ex\u{0}ample.com` or one behind a
+    /// right-to-left override: users whose address reads as another's.
+    #[test]
+    fn an_email_with_a_control_or_invisible_formatting_character_is_refused() {
+        for bad in ["probe@ex\u{0}ample.com", "probe@ex\u{1b}[31mample.com", "\u{202e}moc.elpmaxe@eborp", "probe@ex\u{200b}ample.com", "\u{feff}probe@example.com"] {
+            assert!(parse_email("email", bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_email("email", "Jürgen@Exämple.com").unwrap(), "jürgen@exämple.com", "visible non-ASCII text stays an address");
+    }
 
     #[test]
     fn emails_are_trimmed_and_lower_cased() {

@@ -144,16 +144,29 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 }
 
 /// The figures for `query`'s window.
-pub async fn compute(ports: &Ports, query: &StatsQuery) -> ServiceResult<Stats> {
-    let now = ports.clock.now();
-    let to = query.to.unwrap_or(now);
-    let from = query.from.unwrap_or(to - chrono::Duration::hours(24));
+/// The window a query asks for: `to` defaults to now, `from` to a day before `to`.
+fn window(now: Time, from: Option<Time>, to: Option<Time>) -> ServiceResult<(Time, Time)> {
+    let to = to.unwrap_or(now);
+    // A `to` at the very start of time has no day before it: subtracting
+    // would panic, and a panic aborts the release build.
+    let from = match from {
+        Some(from) => from,
+        None => to.checked_sub_signed(chrono::Duration::hours(24)).ok_or_else(|| {
+            ServiceError::BadRequest(format!("query parameter to ({to}) leaves no room for the day before it; give from as well"))
+        })?,
+    };
     if from >= to {
         return Err(ServiceError::BadRequest(format!("query parameter from ({from}) must be before to ({to})")));
     }
     if to - from > chrono::Duration::days(MAX_WINDOW_DAYS) {
         return Err(ServiceError::BadRequest(format!("the window from {from} to {to} is longer than {MAX_WINDOW_DAYS} days")));
     }
+    Ok((from, to))
+}
+
+pub async fn compute(ports: &Ports, query: &StatsQuery) -> ServiceResult<Stats> {
+    let now = ports.clock.now();
+    let (from, to) = window(now, query.from, query.to)?;
 
     let window = JobFilter { from: Some(from), to: Some(to), ..JobFilter::default() };
     let jobs: Vec<Job> = all_pages!(|p| ports.store.list_jobs(&window, p));
@@ -284,6 +297,16 @@ mod tests {
         assert_eq!(percentile(&values, 95.0), Some(19.0));
         assert_eq!(percentile(&[7.0], 95.0), Some(7.0));
         assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn a_to_at_the_start_of_time_is_refused_not_a_panic() {
+        let earliest: Time = "-262143-01-01T00:00:00Z".parse().unwrap();
+        let now = chrono::Utc::now();
+        let refused = window(now, None, Some(earliest)).unwrap_err();
+        assert!(matches!(refused, ServiceError::BadRequest(ref m) if m.contains("give from as well")), "{refused:?}");
+        let day_before = window(now, None, Some(now)).unwrap();
+        assert_eq!(day_before, (now - chrono::Duration::hours(24), now), "the default window is unchanged");
     }
 
     #[test]
