@@ -277,3 +277,23 @@ async fn writes_from_another_site_or_without_json_are_refused() {
     let res = p.http.get(format!("{}/api/projects", p.base)).header("cookie", &cookie).header("sec-fetch-site", "cross-site").send().await.unwrap();
     assert_eq!(res.status(), 200);
 }
+
+/// A failed sign-in is audited with the email as sent, by a caller nobody
+/// authenticated: a megabyte of it went to the audit log whole, and to a
+/// store lookup DynamoDB would refuse. SSO callbacks on a pacer without SSO
+/// counted against the sign-in limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_email_is_cut_in_the_audit_log_and_a_callback_without_sso_is_not_counted() {
+    let (p, password) = pacer(2).await;
+    let huge = format!("{}@example.com", "a".repeat(1_000_000));
+    assert_eq!(login(&p, &huge, "wrong").await.status(), 401);
+    let admin = token(&p, ADMIN, &password).await;
+    let (_, audit) = call(&p, reqwest::Method::GET, "/api/audit?action=auth.login_failed", Some(&admin), None).await;
+    let target = audit["items"][0]["target"].as_str().unwrap();
+    assert!(target.chars().count() <= 255 && target.ends_with('…'), "{} characters", target.len());
+    for _ in 0..3 {
+        let res = p.http.get(format!("{}/api/auth/oidc/callback?code=c&state=s", p.base)).send().await.unwrap();
+        assert_eq!(res.status(), 404, "no SSO here");
+    }
+    assert_eq!(login(&p, ADMIN, &password).await.status(), 200, "the sign-in allowance is untouched");
+}

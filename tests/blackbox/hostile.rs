@@ -813,17 +813,22 @@ impl Planned {
 
     /// Sends it. A large body goes raw, read while it is written: pacer
     /// refuses it (415, 401) before reading it, and a client still writing
-    /// would see the connection close instead of the answer.
+    /// would see the connection close instead of the answer. A small one
+    /// goes through the HTTP client, and raw again if the client saw no
+    /// answer: pacer may refuse before the client has written the body (on
+    /// a busy machine the client's two writes can be far apart), and the
+    /// client then reports its failed write, not the answer pacer sent.
     async fn exchange(&self, http: &reqwest::Client, base: &str, addr: &str) -> Result<Answer, String> {
         if self.body.len() <= 64 * 1024 {
             let mut req = http.request(Method::from_bytes(self.method.as_bytes()).unwrap(), format!("{base}{}", self.path));
             for (name, value) in &self.headers {
                 req = req.header(*name, HeaderValue::from_bytes(value).unwrap());
             }
-            let res = req.body(self.body.to_vec()).send().await.map_err(|e| format!("no answer ({e})"))?;
-            let status = res.status().as_u16();
-            let json = res.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/json"));
-            return Ok(Answer { status, json, body: res.bytes().await.unwrap_or_default().to_vec() });
+            if let Ok(res) = req.body(self.body.to_vec()).send().await {
+                let status = res.status().as_u16();
+                let json = res.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/json"));
+                return Ok(Answer { status, json, body: res.bytes().await.unwrap_or_default().to_vec() });
+            }
         }
         let mut request = format!("{} {} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", self.method, self.path, self.body.len()).into_bytes();
         for (name, value) in &self.headers {

@@ -33,6 +33,7 @@ macro_rules! store_conformance {
             a_bad_cursor_is_refused,
             counters_count_every_hit_once_per_window,
             revoked_sessions_stay_revoked,
+            lookups_by_an_oversized_value_find_nothing,
         ]);
     };
     (@cases $adapter:ident, $make:expr, [$($case:ident),* $(,)?]) => {

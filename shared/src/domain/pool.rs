@@ -98,10 +98,15 @@ fn instance_type(s: &str) -> bool {
     word(family) && word(size)
 }
 
+/// The longest SSM parameter name (its full path) SSM accepts.
+const MAX_SSM_PARAMETER_BYTES: usize = 2048;
+
 fn ami(s: &str) -> bool {
     aws_id("ami-", s)
         || s.strip_prefix("resolve:ssm:/").is_some_and(|p| {
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "/_.-:".contains(c))
+            !p.is_empty()
+                && p.len() < MAX_SSM_PARAMETER_BYTES
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || "/_.-:".contains(c))
         })
 }
 
@@ -113,14 +118,19 @@ fn instance_profile(s: &str) -> bool {
     }
 }
 
-fn nonempty_unique(field: &str, items: Vec<String>) -> Result<Vec<String>, Invalid> {
+fn nonempty_unique(field: &str, items: Vec<String>, most: usize) -> Result<Vec<String>, Invalid> {
     if items.is_empty() {
         return Err(Invalid::new(field, "needs at least one entry"));
     }
-    unique(field, items)
+    unique(field, items, most)
 }
 
-fn unique(field: &str, items: Vec<String>) -> Result<Vec<String>, Invalid> {
+/// At most `most` entries, none twice: more than EC2 could use is a mistake
+/// (or an attack on the store), refused by name.
+fn unique(field: &str, items: Vec<String>, most: usize) -> Result<Vec<String>, Invalid> {
+    if items.len() > most {
+        return Err(Invalid::new(field, format!("lists {} entries; at most {most}", items.len())));
+    }
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = items.iter().find(|i| !seen.insert(i.as_str())) {
         return Err(Invalid::new(field, format!("lists {dup:?} twice")));
@@ -142,11 +152,14 @@ impl PoolSpec {
         if labels.len() > 90 {
             return Err(Invalid::new("labels", "at most 90 labels (GitHub allows 100 per runner, pacer adds two)"));
         }
-        let instance_types = nonempty_unique("instance_types", f.required("instance_types", Fields::strings)?)?;
+        // Fallbacks tried in turn: a few dozen is already more than a launch waits for.
+        let instance_types = nonempty_unique("instance_types", f.required("instance_types", Fields::strings)?, 40)?;
         each_matches("instance_types", &instance_types, "an EC2 instance type like m7g.large", instance_type)?;
-        let subnets = nonempty_unique("subnets", f.required("subnets", Fields::strings)?)?;
+        // One per availability zone in reason; a region has at most a few dozen.
+        let subnets = nonempty_unique("subnets", f.required("subnets", Fields::strings)?, 100)?;
         each_matches("subnets", &subnets, "a subnet id like subnet-0abc1234", |s| aws_id("subnet-", s))?;
-        let security_groups = unique("security_groups", f.strings("security_groups")?.unwrap_or_default())?;
+        // EC2 takes at most 16 security groups on an instance's interface.
+        let security_groups = unique("security_groups", f.strings("security_groups")?.unwrap_or_default(), 16)?;
         each_matches("security_groups", &security_groups, "a security group id like sg-0abc1234", |s| aws_id("sg-", s))?;
         let ami_value = f.required("ami", Fields::string)?;
         if !ami(&ami_value) {
@@ -249,6 +262,11 @@ mod tests {
             ("security_groups", json!(["sg-0abc1234", "sg-0abc1234"])),
             // A megabyte of lower-case letters after `m7g.` was an instance type.
             ("instance_types", json!([format!("m7g.{}", "x".repeat(1_000_000))])),
+            // Lists and paths had no bound either.
+            ("instance_types", json!((0..41).map(|n| format!("m{n}.large")).collect::<Vec<_>>())),
+            ("subnets", json!((0..101).map(|n| format!("subnet-{n:08x}")).collect::<Vec<_>>())),
+            ("security_groups", json!((0..17).map(|n| format!("sg-{n:08x}")).collect::<Vec<_>>())),
+            ("ami", json!(format!("resolve:ssm:/{}", "a".repeat(2048)))),
             ("ami", json!("ubuntu")),
             ("market", json!("cheap")),
             ("max_runners", json!(0)),

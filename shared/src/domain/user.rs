@@ -30,10 +30,13 @@ pub struct User {
     pub updated_at: Time,
 }
 
+/// No email address is longer (RFC 5321's path limit, less its brackets).
+pub const MAX_EMAIL_BYTES: usize = 254;
+
 /// Normalises an email address for lookup and checks its shape.
 pub fn parse_email(field: &str, raw: &str) -> Result<String, Invalid> {
     let email = raw.trim().to_lowercase();
-    let ok = email.len() <= 254
+    let ok = email.len() <= MAX_EMAIL_BYTES
         && email
             .split_once('@')
             .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@') && !email.contains(char::is_whitespace))

@@ -215,6 +215,9 @@ fn too_many_sign_ins(retry_after: std::time::Duration) -> Response {
 
 async fn oidc_callback(State(s): State<AppState>, caller: Caller, headers: HeaderMap, Query(p): Query<std::collections::HashMap<String, String>>) -> Result<Response, ApiError> {
     let auth = settings(&s)?.clone();
+    if auth.oidc.is_none() {
+        return Err(ApiError::NotFound("SSO is not configured (auth.oidc.enabled)".into()));
+    }
     // Callbacks count against `auth.login_rate_limit` like passwords do,
     // before anything is looked up or written: a flood of forged callbacks
     // is turned away without touching the IdP or the audit log.

@@ -55,6 +55,7 @@ cases!(
     a_bad_cursor_is_refused,
     counters_count_every_hit_once_per_window,
     revoked_sessions_stay_revoked,
+    lookups_by_an_oversized_value_find_nothing,
 );
 
 /// A fixed starting instant, so ids and times are deterministic in order.
@@ -705,4 +706,23 @@ pub async fn revoked_sessions_stay_revoked(store: Arc<dyn Store>) {
     store.revoke_session("sess_1", at(3600)).await.unwrap();
     assert!(store.is_session_revoked("sess_1").await.unwrap());
     assert!(!store.is_session_revoked("sess_2").await.unwrap());
+}
+
+/// Ids, names and emails reach lookups from outside (a path, a sign-in);
+/// one longer than any key the store can hold finds nothing, rather than
+/// failing the request (DynamoDB refuses a key over 2 KiB outright).
+pub async fn lookups_by_an_oversized_value_find_nothing(store: Arc<dyn Store>) {
+    let huge = "x".repeat(4096);
+    assert!(store.get_project(&huge).await.unwrap().is_none());
+    assert!(store.get_pool(&huge).await.unwrap().is_none());
+    assert!(store.get_binding(&huge).await.unwrap().is_none());
+    assert!(store.get_job(&huge).await.unwrap().is_none());
+    assert!(store.get_runner(&huge).await.unwrap().is_none());
+    assert!(store.runner_by_instance(&huge).await.unwrap().is_none());
+    assert!(store.runner_by_name(&huge).await.unwrap().is_none());
+    assert!(store.get_user(&huge).await.unwrap().is_none());
+    assert!(store.user_by_email(&format!("{huge}@example.com")).await.unwrap().is_none());
+    assert!(store.user_by_oidc_subject(&huge).await.unwrap().is_none());
+    assert!(store.binding_for_repo(&format!("{huge}/{huge}")).await.unwrap().is_none());
+    assert!(!store.is_session_revoked(&huge).await.unwrap());
 }

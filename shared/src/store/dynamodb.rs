@@ -263,6 +263,16 @@ impl Guard {
     }
 }
 
+/// DynamoDB refuses a partition key over 2 KiB with an error (moto does not).
+/// Values that reach lookups come from outside (a path, a sign-in, a
+/// webhook); no item can be stored under a longer one, so such a lookup
+/// finds nothing instead of failing the request.
+const MAX_PARTITION_KEY_BYTES: usize = 2048;
+
+fn fits_a_key(value: &str) -> bool {
+    value.len() <= MAX_PARTITION_KEY_BYTES
+}
+
 fn key(pk: String, sk: &str) -> Item {
     HashMap::from([
         (PK.to_string(), AttributeValue::S(pk)),
@@ -828,6 +838,9 @@ impl DynamoStore {
     // --- single-item reads and writes ---
 
     async fn get_item(&self, key: Item, op: &str) -> StoreResult<Option<Item>> {
+        if !fits_a_key(string_attr(&key, PK).unwrap_or_default()) {
+            return Ok(None);
+        }
         let out = self
             .client
             .get_item()
@@ -900,6 +913,9 @@ impl DynamoStore {
     /// `index`) is `value`: the index gives the key; the runner itself is
     /// then read consistently, so its state is never an index's stale copy.
     async fn runner_by_sparse_key(&self, index: &str, attribute: &str, value: &str, op: &str) -> StoreResult<Option<Runner>> {
+        if !fits_a_key(value) {
+            return Ok(None);
+        }
         let mut e = Expr::default();
         let cond = format!("{} = {}", e.name(attribute), e.value(s(value)));
         let out = self
@@ -2217,6 +2233,13 @@ fn repo_guard(binding: &RepoBinding) -> StoreResult<Item> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_key_dynamodb_would_refuse_is_not_sent() {
+        assert!(fits_a_key(&"x".repeat(MAX_PARTITION_KEY_BYTES)));
+        assert!(!fits_a_key(&"x".repeat(MAX_PARTITION_KEY_BYTES + 1)));
+        assert!(!fits_a_key(&"€".repeat(683)), "bytes, not characters");
+    }
+
     use super::*;
     use chrono::TimeZone;
 

@@ -1,8 +1,8 @@
 //! The deliveries the benchmarks send: GitHub's own `queued` workflow_job
 //! example from npm `@octokit/webhooks-examples` (installed under
 //! tests/node_modules by `make test-deps`), with only what must change
-//! rewritten — the job id (each delivery is a new job), the repository (one
-//! the bench's project serves) and the labels (which pool it asks for) —
+//! rewritten — the job id (each delivery is a new job), the repository (a
+//! private one the bench's project serves) and the labels (which pool it asks for) —
 //! then serialised and signed as GitHub does.
 
 use std::path::PathBuf;
@@ -79,6 +79,10 @@ impl Deliveries {
         payload["repository"]["full_name"] = self.repo.clone().into();
         payload["repository"]["name"] = name.into();
         payload["repository"]["owner"]["login"] = owner.into();
+        // The example's repository is public, and pacer refuses public
+        // repositories unless their project opts in; a fleet serves private ones.
+        payload["repository"]["private"] = true.into();
+        payload["repository"]["visibility"] = "private".into();
         let body = serde_json::to_vec(&payload).expect("a JSON value serialises");
         let signature = pacer_shared::github::webhook::sign(&self.secret, &body);
         Delivery {
