@@ -35,3 +35,9 @@ mod lambda_runtime;
 mod stats;
 mod capacity_wake;
 mod hardening;
+mod hostile_input;
+// pacer-shared's hostile-input strategies, included by path (see the file);
+// its unit tests use the parts these tests do not.
+#[path = "../../shared/src/arbitrary.rs"]
+#[allow(dead_code)]
+mod arbitrary;
