@@ -15,6 +15,8 @@
     deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::string_slice)
 )]
 
+#[cfg(test)]
+pub(crate) mod arbitrary;
 pub mod auth;
 pub mod calls;
 pub mod clock;

@@ -36,6 +36,11 @@ impl TestApp {
             .header("content-type", "application/json")
             .body(body)
             .unwrap();
+        self.send(req).await
+    }
+
+    /// Any request, answered by the whole router; a body that is not JSON comes back as a string.
+    pub async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
         let res = self.router.clone().oneshot(req).await.unwrap();
         let status = res.status();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();

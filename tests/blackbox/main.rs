@@ -36,3 +36,9 @@ mod stats;
 mod capacity_wake;
 mod hardening;
 mod hostile;
+mod hostile_input;
+// pacer-shared's hostile-input strategies, included by path (see the file);
+// its unit tests use the parts these tests do not.
+#[path = "../../shared/src/arbitrary.rs"]
+#[allow(dead_code)]
+mod arbitrary;

@@ -156,4 +156,59 @@ mod tests {
         h.insert(http::header::AUTHORIZATION, "Basic xyz".parse().unwrap());
         assert_eq!(bearer(&h), None);
     }
+
+    use crate::arbitrary::{hostile_text, object_with};
+    use crate::auth::tampering::tamper;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    const SECRET: &[u8] = b"secret-secret-secret-secret-secret";
+
+    /// Claims as pacer writes them, and as a forger might: every field
+    /// plausible, at an edge, or any JSON at all.
+    fn any_claims() -> impl Strategy<Value = Value> {
+        let times = vec![json!(1000), json!(1600), json!(4600), json!(i64::MIN), json!(i64::MAX), json!(-1), json!(0)];
+        object_with(vec![
+            ("r", vec![json!("run_1"), json!("run_2"), json!("")]),
+            ("n", vec![json!("n1"), json!("")]),
+            ("iat", times.clone()),
+            ("reg", times.clone()),
+            ("exp", times),
+        ])
+        .prop_map(Value::Object)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_text_is_refused(token in prop_oneof![hostile_text(), "pcr1\\.[A-Za-z0-9_-]{0,80}\\.[A-Za-z0-9_-]{0,60}"]) {
+            prop_assert!(verify(SECRET, &token, at(1001)).is_err());
+        }
+
+        #[test]
+        fn a_token_verifies_only_untouched(tampering in tamper(any_claims())) {
+            let token = mint(SECRET, &claims());
+            let changed = tampering.apply(&token);
+            match verify(SECRET, &changed, at(1001)) {
+                Ok(c) => prop_assert!(changed == token && c == claims(), "accepted {changed:?}"),
+                Err(_) => prop_assert_ne!(changed, token),
+            }
+        }
+
+        #[test]
+        fn any_payload_signed_with_the_secret_verifies_only_as_well_formed_unexpired_claims(payload in any_claims(), now in -10i64..5000) {
+            // What a holder of the secret could mint: a forger cannot, so
+            // this is about never panicking on what the signature covers.
+            let signed = format!("pcr1.{}", B64.encode(payload.to_string()));
+            let sig = B64.encode(mac(SECRET).chain_update(signed.as_bytes()).finalize().into_bytes());
+            let token = format!("{signed}.{sig}");
+            let well_formed: Option<Claims> = serde_json::from_value(payload).ok();
+            match verify(SECRET, &token, at(now)) {
+                Ok(c) => prop_assert!(Some(&c) == well_formed.as_ref() && now < c.expires_at),
+                Err(TokenError::Expired) => prop_assert!(well_formed.is_some_and(|c| now >= c.expires_at)),
+                Err(e) => prop_assert!(well_formed.is_none(), "{e}"),
+            }
+        }
+    }
 }

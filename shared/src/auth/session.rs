@@ -77,7 +77,8 @@ pub fn verify(secret: &[u8], token: &str, now: Time) -> Result<SessionClaims, Se
     if now >= claims.exp {
         return Err(SessionError::Expired);
     }
-    if now < claims.nbf || now < claims.iat - 60 {
+    // Saturating: `iat` is whatever the signed token says, i64::MIN included.
+    if now < claims.nbf || now < claims.iat.saturating_sub(60) {
         return Err(SessionError::Invalid("not valid yet".into()));
     }
     if claims.jti.is_empty() || claims.sub.is_empty() {
@@ -169,9 +170,81 @@ mod tests {
         }
     }
 
+    /// Found by any_claims_signed_with_the_secret_verify_only_when_every_rule_holds:
+    /// `iat - 60` overflowed for an `iat` of i64::MIN (a panic in a debug
+    /// build, a wrap to "not valid yet" in a release one).
+    #[test]
+    fn a_session_issued_at_the_earliest_time_is_judged_without_overflow() {
+        let mut claims = good_claims();
+        claims["iat"] = json!(i64::MIN);
+        let token = forged(json!({}), claims, &EncodingKey::from_secret(SECRET), Algorithm::HS256);
+        assert!(verify(SECRET, &token, at(10)).is_ok());
+    }
+
     #[test]
     fn a_token_not_valid_yet_is_refused() {
         let (token, _) = mint(SECRET, &user(), at(600), Duration::from_secs(3600));
         assert!(matches!(verify(SECRET, &token, at(0)), Err(SessionError::Invalid(_))));
+    }
+
+    use crate::arbitrary::{any_json, hostile_text};
+    use crate::auth::tampering::tamper;
+    use proptest::prelude::*;
+
+    /// A value for `claim` at an edge of its type, another plausible one,
+    /// or any JSON at all.
+    fn changed(claim: &'static str) -> impl Strategy<Value = (&'static str, serde_json::Value)> {
+        let t = |s: i64| json!(at(s).timestamp());
+        let edges = match claim {
+            "iat" | "nbf" | "exp" | "gen" => vec![json!(i64::MIN), json!(i64::MAX), json!(u64::MAX), json!(-1), json!(1.5), t(-3600), t(3600)],
+            _ => vec![json!(""), json!("someone-else"), json!(ISSUER), json!(AUDIENCE), json!([AUDIENCE]), json!(null)],
+        };
+        prop_oneof![3 => proptest::sample::select(edges), 1 => any_json()].prop_map(move |value| (claim, value))
+    }
+
+    /// The claims of a good session with one claim changed, now and then
+    /// two or three.
+    fn any_claims() -> impl Strategy<Value = serde_json::Value> {
+        let claim = proptest::sample::select(vec!["iss", "aud", "sub", "jti", "iat", "nbf", "exp", "gen"]).prop_flat_map(changed);
+        let changes = prop_oneof![3 => proptest::collection::vec(claim.clone(), 1..2), 1 => proptest::collection::vec(claim, 2..4)];
+        changes.prop_map(|changes| {
+            let mut claims = good_claims();
+            for (claim, value) in changes {
+                claims[claim] = value;
+            }
+            claims
+        })
+    }
+
+    proptest! {
+        // Cheap (an HMAC each), and the claim that breaks a rule is one of many.
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_text_is_refused(token in prop_oneof![hostile_text(), "[A-Za-z0-9_-]{0,40}\\.[A-Za-z0-9_-]{0,80}\\.[A-Za-z0-9_-]{0,50}"]) {
+            prop_assert!(verify(SECRET, &token, at(10)).is_err());
+        }
+
+        #[test]
+        fn a_session_verifies_only_untouched(tampering in tamper(any_claims())) {
+            let (token, claims) = mint(SECRET, &user(), at(0), Duration::from_secs(3600));
+            let changed = tampering.apply(&token);
+            match verify(SECRET, &changed, at(10)) {
+                Ok(c) => prop_assert!(changed == token && c == claims, "accepted {changed:?}"),
+                Err(_) => prop_assert_ne!(changed, token),
+            }
+        }
+
+        #[test]
+        fn any_claims_signed_with_the_secret_verify_only_when_every_rule_holds(claims in any_claims(), now in prop_oneof![3 => 0i64..3600, 1 => -7200i64..10_800]) {
+            // A forger cannot sign; this is about never panicking on what
+            // the signature covers, and the rules holding for what passes.
+            let token = forged(json!({}), claims, &EncodingKey::from_secret(SECRET), Algorithm::HS256);
+            let now = at(now).timestamp();
+            if let Ok(c) = verify(SECRET, &token, Utc.timestamp_opt(now, 0).unwrap()) {
+                prop_assert!(c.iss == ISSUER && c.aud == AUDIENCE && !c.sub.is_empty() && !c.jti.is_empty(), "{c:?}");
+                prop_assert!(c.nbf <= now && now < c.exp && now >= c.iat.saturating_sub(60), "{c:?} at {now}");
+            }
+        }
     }
 }

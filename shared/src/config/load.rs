@@ -51,7 +51,8 @@ impl Tree {
                 let suggestion =
                     schema::suggest(name, names.iter().map(String::as_str)).map(str::to_owned);
                 return Err(ConfigError::UnknownEnvVar {
-                    name: name.clone(),
+                    // Escaped, like an unknown YAML key: one line.
+                    name: name.escape_debug().to_string(),
                     suggestion,
                 });
             };
@@ -123,7 +124,9 @@ impl Tree {
             } else {
                 let suggestion = schema::suggest(&path, known_paths()).map(str::to_owned);
                 return Err(ConfigError::UnknownKey {
-                    key: path,
+                    // Escaped: a quoted YAML key may hold a line break, and
+                    // an error is one line.
+                    key: path.escape_debug().to_string(),
                     suggestion,
                 });
             }

@@ -1549,3 +1549,124 @@ fn sso_needs_its_client_secret_only_where_the_console_is_served() {
     assert_names_key(&Config::load_for(Role::Api, None, &vars).unwrap_err(), "auth.oidc.client_secret");
     Config::load_for(Role::Reaper, None, &vars).unwrap();
 }
+
+/// Found by any_yaml_loads_or_is_refused_by_key: an unknown key holding a
+/// line break was printed as it was, and the one-line error took two.
+#[test]
+fn an_unknown_key_or_variable_with_a_line_break_is_named_on_one_line() {
+    let err = load("\"server\\nx\": 1\n").unwrap_err();
+    assert_eq!(err.to_string(), "config invalid: server\\nx: unknown key");
+    let err = load_with_env(LOCAL, &[("PACER_SERVER\nX", "1")]).unwrap_err();
+    assert_eq!(err.key(), Some("PACER_SERVER\\nX"));
+    assert!(!err.to_string().contains('\n'), "{err}");
+}
+
+// ------------------------------------------------------------------------------ any input at all
+
+mod properties {
+    use super::*;
+    use crate::arbitrary::{any_json, hostile_text};
+    use proptest::prelude::*;
+
+    /// Every secret the properties set starts with this, so an error that
+    /// quotes one is easy to catch.
+    const SECRET_MARK: &str = "S3cr3t";
+
+    /// A key of the table and a value for it: its default, a secret,
+    /// something loosely typed, or any text at all.
+    fn key_and_text() -> impl Strategy<Value = (&'static schema::Key, String)> {
+        let key = proptest::sample::select(KEYS.iter().collect::<Vec<_>>());
+        (key, prop_oneof![
+            Just(None),
+            hostile_text().prop_map(Some),
+            proptest::sample::select(vec!["", "0", "1", "true", "-1", "99999999999999999999", "10/5m", "1h", "[\"a\", 1]", "ssm:", "https://x"]).prop_map(|s| Some(s.to_string())),
+        ])
+        .prop_map(|(key, value)| {
+            let value = value.unwrap_or_else(|| key.default.to_string());
+            let value = if key.kind == schema::Kind::Secret { format!("{SECRET_MARK}{value}") } else { value };
+            (key, value)
+        })
+    }
+
+    /// YAML documents: the valid local base with a few keys set to any
+    /// value, raw text, and constructs YAML parsers get wrong.
+    fn any_yaml() -> impl Strategy<Value = String> {
+        let patched_keys = proptest::collection::vec(
+            (proptest::sample::select(KEYS.iter().collect::<Vec<_>>()), prop_oneof![any_json(), hostile_text().prop_map(Value::String)]),
+            0..4,
+        )
+        .prop_map(|keys| {
+            let mut tree: Value = serde_norway::from_str(LOCAL).expect("the base is YAML");
+            for (key, value) in keys {
+                let value = match value {
+                    Value::String(s) if key.kind == schema::Kind::Secret => Value::String(format!("{SECRET_MARK}{s}")),
+                    other => other,
+                };
+                let mut section = &mut tree;
+                for name in key.path.split('.') {
+                    if !section.is_object() {
+                        *section = Value::Object(Default::default());
+                    }
+                    section = section.as_object_mut().expect("made an object").entry(name).or_insert(Value::Null);
+                }
+                *section = value;
+            }
+            serde_norway::to_string(&tree).unwrap_or_default()
+        });
+        let tricky = vec![
+            "a: &a [1]\nb: *a\n<<: *a\n",
+            "<<: {server: {addr: ':1'}}\n",
+            "? [1, 2]\n: x\n",
+            "1: x\n",
+            "server: !!binary aGVsbG8=\n",
+            "server:\n  addr: *nope\n",
+            "a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c]\n",
+            "---\naws: {}\n---\nauth: {}\n",
+            "server: {addr: .nan}\n",
+            "server:\n\taddr: x\n",
+            "\"server\\nx\": 1\n",
+            "server: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\n",
+        ];
+        prop_oneof![
+            3 => patched_keys,
+            1 => hostile_text(),
+            1 => proptest::sample::select(tricky).prop_map(str::to_string),
+        ]
+    }
+
+    /// What every refusal must be: one line, naming the key (or, for text
+    /// that is not YAML, the file), never quoting a secret.
+    fn clean_refusal(err: &ConfigError) -> Result<(), TestCaseError> {
+        let message = err.to_string();
+        prop_assert!(!message.contains('\n'), "spans lines: {message}");
+        prop_assert!(!message.contains(SECRET_MARK), "quotes a secret: {message}");
+        match err {
+            ConfigError::Yaml { .. } => prop_assert!(message.starts_with("config file (inline YAML): not valid YAML"), "{message}"),
+            _ => {
+                let key = err.key().unwrap_or_default();
+                prop_assert!(!key.is_empty(), "names no key: {message}");
+                prop_assert!(message.starts_with(&format!("config invalid: {key}")), "{message}");
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn any_pacer_variables_load_or_are_refused_by_key(vars in proptest::collection::vec(key_and_text(), 0..5)) {
+            let vars: Vec<(String, String)> = vars.into_iter().map(|(key, value)| (key.env_name(), value)).collect();
+            if let Err(err) = Config::from_yaml(LOCAL, &vars) {
+                clean_refusal(&err)?;
+            }
+        }
+
+        #[test]
+        fn any_yaml_loads_or_is_refused_by_key(yaml in any_yaml()) {
+            if let Err(err) = Config::from_yaml(&yaml, &[]) {
+                clean_refusal(&err)?;
+            }
+        }
+    }
+}

@@ -113,6 +113,9 @@ fn split_digits(text: &str) -> (&str, &str) {
 }
 
 fn whole_nanos(digits: &str, unit_nanos: u128) -> Option<u128> {
+    // Leading zeros add nothing (Go reads `007s` as 7s), so they count
+    // neither towards the length below nor as "too large".
+    let digits = digits.trim_start_matches('0');
     if digits.is_empty() {
         return Some(0);
     }
@@ -226,6 +229,16 @@ mod tests {
     }
 
     #[test]
+    fn leading_zeros_do_not_make_a_duration_too_large() {
+        // Found by a_number_with_a_unit_is_exact_or_refused_as_too_large:
+        // 31 zeros were refused as "too large" before the digits were counted
+        // without them.
+        assert_eq!(ok("0000000000000000000000000000000ns"), Duration::ZERO);
+        assert_eq!(ok(&format!("{}90s", "0".repeat(40))), Duration::from_secs(90));
+        assert!(parse_go_duration(&format!("{}1{}h", "0".repeat(40), "0".repeat(30))).unwrap_err().contains("too large"));
+    }
+
+    #[test]
     fn formats_compactly_and_round_trips() {
         let cases = [
             (Duration::ZERO, "0s"),
@@ -243,6 +256,95 @@ mod tests {
         for (duration, text) in cases {
             assert_eq!(format_go_duration(duration), text);
             assert_eq!(ok(text), duration);
+        }
+    }
+
+    use proptest::strategy::Strategy as _;
+
+    const UNIT_NANOS: [(&str, u128); 8] = [
+        ("ns", 1),
+        ("us", 1_000),
+        ("µs", 1_000),
+        ("μs", 1_000),
+        ("ms", 1_000_000),
+        ("s", NANOS_PER_SECOND),
+        ("m", 60 * NANOS_PER_SECOND),
+        ("h", 3_600 * NANOS_PER_SECOND),
+    ];
+
+    /// Digits as an operator might type them, leading zeros included, up
+    /// to far more than any duration holds.
+    fn digits() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::prop_oneof!["[0-9]{1,25}", "0{0,40}[0-9]{1,21}", "[1-9][0-9]{25,60}"]
+    }
+
+    /// The value of decimal `digits`, or `None` past u128.
+    fn value_of(digits: &str) -> Option<u128> {
+        digits.bytes().try_fold(0u128, |acc, d| acc.checked_mul(10)?.checked_add(u128::from(d - b'0')))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_text_is_a_duration_or_a_refusal_quoting_it(
+            text in proptest::prop_oneof![crate::arbitrary::hostile_text(), "[0-9.µμnumsh+-]{0,12}"],
+        ) {
+            match parse_go_duration(&text) {
+                Ok(d) => proptest::prop_assert_eq!(parse_go_duration(&format_go_duration(d)), Ok(d)),
+                Err(e) => proptest::prop_assert!(e.starts_with(&format!("invalid duration {text:?}")), "{}", e),
+            }
+        }
+
+        #[test]
+        fn a_number_with_a_unit_is_exact_or_refused_as_too_large(
+            digits in digits(),
+            (unit, nanos) in proptest::sample::select(UNIT_NANOS.to_vec()),
+        ) {
+            let text = format!("{digits}{unit}");
+            let exact = value_of(&digits).and_then(|n| n.checked_mul(nanos)).filter(|n| *n <= u128::from(u64::MAX));
+            match (parse_go_duration(&text), exact) {
+                (Ok(d), Some(n)) => proptest::prop_assert_eq!(d.as_nanos(), n),
+                (Err(e), None) => proptest::prop_assert!(e.contains("too large"), "{}", e),
+                (got, want) => proptest::prop_assert!(false, "{text}: got {got:?}, want {want:?} ns"),
+            }
+        }
+
+        #[test]
+        fn a_sum_of_parts_is_exact_or_refused_as_too_large(
+            parts in proptest::collection::vec((digits(), proptest::sample::select(UNIT_NANOS.to_vec())), 1..5),
+        ) {
+            let text: String = parts.iter().map(|(digits, (unit, _))| format!("{digits}{unit}")).collect();
+            let exact = parts
+                .iter()
+                .try_fold(0u128, |sum, (digits, (_, nanos))| sum.checked_add(value_of(digits)?.checked_mul(*nanos)?))
+                .filter(|n| *n <= u128::from(u64::MAX));
+            match (parse_go_duration(&text), exact) {
+                (Ok(d), Some(n)) => proptest::prop_assert_eq!(d.as_nanos(), n),
+                (Err(e), None) => proptest::prop_assert!(e.contains("too large"), "{}", e),
+                (got, want) => proptest::prop_assert!(false, "{text}: got {got:?}, want {want:?} ns"),
+            }
+        }
+
+        #[test]
+        fn a_fraction_lies_between_its_whole_number_and_the_next(
+            whole in 0u64..1_000_000,
+            fraction in "[0-9]{1,30}",
+            (unit, nanos) in proptest::sample::select(UNIT_NANOS.to_vec()),
+        ) {
+            let d = parse_go_duration(&format!("{whole}.{fraction}{unit}")).map_err(proptest::test_runner::TestCaseError::fail)?;
+            let floor = u128::from(whole) * nanos;
+            proptest::prop_assert!(floor <= d.as_nanos() && d.as_nanos() < floor + nanos, "{d:?}");
+        }
+
+        #[test]
+        fn every_duration_pacer_can_hold_formats_and_parses_back(nanos in proptest::prop_oneof![
+            proptest::prelude::any::<u64>(),
+            0u64..1_000_000_000,
+            (0u64..10_000_000).prop_map(|s| s * 1_000_000_000),
+        ]) {
+            let d = Duration::from_nanos(nanos);
+            proptest::prop_assert_eq!(parse_go_duration(&format_go_duration(d)), Ok(d));
         }
     }
 }

@@ -149,3 +149,39 @@ mod tests {
         assert_eq!(err.field, "id");
     }
 }
+
+/// What the property tests of the create bodies check of every answer.
+#[cfg(test)]
+pub(crate) mod properties {
+    use proptest::test_runner::TestCaseError;
+    use serde::Serialize;
+    use serde_json::{Map, Value};
+
+    use crate::domain::Invalid;
+
+    /// A refusal names the field it is about (one the parser knows, or an
+    /// unknown one the body carries) and says why.
+    pub fn refusal_names_a_field(err: &Invalid, body: &Map<String, Value>, known: &[&str]) -> Result<(), TestCaseError> {
+        proptest::prop_assert!(
+            known.contains(&err.field.as_str()) || body.contains_key(&err.field),
+            "the refusal names {:?}, which is neither known nor in the body",
+            err.field
+        );
+        proptest::prop_assert!(!err.message.is_empty(), "the refusal of {:?} says nothing", err.field);
+        Ok(())
+    }
+
+    /// What parsed, written back as JSON (as the store and the API do),
+    /// parses to the same value.
+    pub fn round_trips<T: Serialize + PartialEq + std::fmt::Debug>(
+        parsed: &T,
+        parse: fn(Map<String, Value>) -> Result<T, Invalid>,
+    ) -> Result<(), TestCaseError> {
+        let Value::Object(written) = serde_json::to_value(parsed).map_err(|e| TestCaseError::fail(e.to_string()))? else {
+            return Err(TestCaseError::fail("a spec serialises to an object"));
+        };
+        let reparsed = parse(written);
+        proptest::prop_assert_eq!(reparsed.as_ref(), Ok(parsed));
+        Ok(())
+    }
+}

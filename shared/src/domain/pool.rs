@@ -301,4 +301,42 @@ mod tests {
         b.insert("instance_profile".into(), json!("arn:aws:iam::123456789012:instance-profile/pacer-runner"));
         PoolSpec::parse(b).unwrap();
     }
+
+    fn pool_fields() -> Vec<(&'static str, Vec<Value>)> {
+        vec![
+            ("project_id", vec![json!("prj_x"), json!("")]),
+            ("name", vec![json!("linux-arm64"), json!("has space"), json!("x".repeat(65))]),
+            ("labels", vec![json!(["Linux", "arm64"]), json!([]), json!(["self-hosted"]), json!(["a,b"]), json!(vec!["l"; 91]), json!([1])]),
+            ("instance_types", vec![json!(["m7g.large"]), json!(["m7g.large", "m7g.large"]), json!([]), json!(["large"])]),
+            ("subnets", vec![json!(["subnet-0abc1234"]), json!(["subnet-XYZ"]), json!([])]),
+            ("security_groups", vec![json!(["sg-0abc1234"]), json!(["sg-"]), json!([])]),
+            ("ami", vec![json!("ami-0123456789abcdef0"), json!("resolve:ssm:/aws/service/x"), json!("resolve:ssm:/"), json!("ubuntu")]),
+            ("instance_profile", vec![json!("pacer-runner"), json!("arn:aws:iam::1:instance-profile/p"), json!("arn:aws:s3:::b"), json!("")]),
+            ("market", vec![json!("on-demand"), json!("spot"), json!("spot-fallback"), json!("cheap")]),
+            ("max_runners", vec![json!(1), json!(10_000), json!(10_001), json!(0)]),
+            ("root_volume_gb", vec![json!(8), json!(16_384), json!(7)]),
+            ("boot_timeout", vec![json!("1m"), json!("2h"), json!("30m"), json!("59s"), json!("9999999999999999999h")]),
+            ("max_lifetime", vec![json!("5m"), json!("168h"), json!("1h30m"), json!("169h")]),
+            ("idle_timeout", vec![json!("1m"), json!("24h"), json!("10s"), json!("1.5h")]),
+            ("priority", vec![json!(-1000), json!(1000), json!(0), json!(1001)]),
+        ]
+    }
+
+    use crate::domain::fields::properties::{refusal_names_a_field, round_trips};
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_pool_body_is_a_pool_or_a_refusal_naming_a_field(body in crate::arbitrary::object_with(pool_fields())) {
+            let known: Vec<&str> = pool_fields().iter().map(|(name, _)| *name).collect();
+            match PoolSpec::parse(body.clone()) {
+                Ok(spec) => {
+                    proptest::prop_assert!(spec.max_lifetime > spec.boot_timeout);
+                    round_trips(&spec, PoolSpec::parse)?;
+                }
+                Err(e) => refusal_names_a_field(&e, &body, &known)?,
+            }
+        }
+    }
 }

@@ -310,4 +310,84 @@ mod tests {
             assert!(RepoName::parse(bad).is_err(), "{bad}");
         }
     }
+
+    /// Owner/name pairs of GitHub's alphabet, so many cases get past the slash.
+    fn repo_like() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::prop_oneof![
+            crate::arbitrary::hostile_text(),
+            "[A-Za-z0-9._-]{0,42}/[A-Za-z0-9._-]{0,102}",
+            "[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}",
+        ]
+    }
+
+    fn project_fields() -> Vec<(&'static str, Vec<Value>)> {
+        vec![
+            ("name", vec![json!("acme"), json!("Acme.Web-1"), json!("-acme"), json!("x".repeat(64)), json!("x".repeat(65))]),
+            ("scope", vec![json!("repo"), json!("org"), json!("team")]),
+            ("org", vec![json!("acme-org"), json!("-acme"), json!(""), json!("x".repeat(40))]),
+            ("label", vec![json!("gpu"), json!("Self-Hosted"), json!("€".repeat(100)), json!("a,b")]),
+            ("runner_group_id", vec![json!(1), json!(3), json!(0), json!(i32::MAX), json!(i64::from(i32::MAX) + 1)]),
+            ("allow_public_repos", vec![json!(true), json!(false), json!("yes")]),
+        ]
+    }
+
+    fn binding_fields() -> Vec<(&'static str, Vec<Value>)> {
+        vec![
+            ("repo", vec![json!("acme/app"), json!("Acme/Hello.World"), json!("acme/.."), json!("acme"), json!(" acme/app ")]),
+            ("project_id", vec![json!("prj_1"), json!(""), json!("  ")]),
+        ]
+    }
+
+    use crate::domain::fields::properties::{refusal_names_a_field, round_trips};
+    use proptest::prelude::ProptestConfig;
+
+    proptest::proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_text_is_a_repo_name_or_a_clean_refusal(raw in repo_like()) {
+            match RepoName::parse(&raw) {
+                Ok(repo) => {
+                    proptest::prop_assert!(repo.owner().len() <= 39 && repo.name().len() <= 100);
+                    proptest::prop_assert_eq!(RepoName::parse(&repo.to_string()), Ok(repo.clone()), "written back, it reads the same");
+                    proptest::prop_assert_eq!(repo.key(), repo.to_string().to_lowercase());
+                }
+                Err(message) => proptest::prop_assert!(!message.is_empty()),
+            }
+        }
+
+        #[test]
+        fn any_text_is_a_login_or_a_refusal_naming_the_field(raw in repo_like()) {
+            match parse_login("org", &raw) {
+                Ok(login) => proptest::prop_assert_eq!(login, raw, "a login is kept as GitHub spells it"),
+                Err(e) => proptest::prop_assert!(e.field == "org" && !e.message.is_empty()),
+            }
+        }
+
+        #[test]
+        fn any_text_is_an_object_name_or_a_refusal_naming_the_field(raw in repo_like()) {
+            match parse_name("name", &raw) {
+                Ok(name) => proptest::prop_assert!(name == raw && name.len() <= 64),
+                Err(e) => proptest::prop_assert!(e.field == "name" && !e.message.is_empty()),
+            }
+        }
+
+        #[test]
+        fn any_project_body_is_a_project_or_a_refusal_naming_a_field(body in crate::arbitrary::object_with(project_fields())) {
+            let known: Vec<&str> = project_fields().iter().map(|(name, _)| *name).collect();
+            match ProjectSpec::parse(body.clone()) {
+                Ok(spec) => round_trips(&spec, ProjectSpec::parse)?,
+                Err(e) => refusal_names_a_field(&e, &body, &known)?,
+            }
+        }
+
+        #[test]
+        fn any_binding_body_is_a_binding_or_a_refusal_naming_a_field(body in crate::arbitrary::object_with(binding_fields())) {
+            let known: Vec<&str> = binding_fields().iter().map(|(name, _)| *name).collect();
+            match BindingSpec::parse(body.clone()) {
+                Ok(spec) => round_trips(&spec, BindingSpec::parse)?,
+                Err(e) => refusal_names_a_field(&e, &body, &known)?,
+            }
+        }
+    }
 }

@@ -71,4 +71,21 @@ mod tests {
             assert!(parse_email("email", bad).is_err(), "{bad}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_text_is_an_email_or_a_refusal_naming_the_field(
+            raw in proptest::prop_oneof![crate::arbitrary::hostile_text(), "[ A-Za-z0-9.@İ]{0,20}@[A-Za-z0-9.@ ]{0,20}"],
+        ) {
+            match parse_email("email", &raw) {
+                Ok(email) => {
+                    proptest::prop_assert!(email.len() <= 254 && !email.contains(char::is_whitespace));
+                    proptest::prop_assert_eq!(parse_email("email", &email), Ok(email.clone()), "a stored address is its own login key");
+                }
+                Err(e) => proptest::prop_assert!(e.field == "email" && !e.message.is_empty()),
+            }
+        }
+    }
 }

@@ -63,8 +63,10 @@ pub fn render(pacer_url: &str, token: &Secret) -> String {
 pub fn parse(user_data: &str) -> Result<CallbackSettings, UserDataError> {
     let (_, after_start) = user_data.split_once(HEADER_START).ok_or(UserDataError::NoHeader)?;
     let (header, _) = after_start.split_once(HEADER_END).ok_or(UserDataError::NoHeader)?;
-    let url = assignment(header, "PACER_URL")?;
-    let token = assignment(header, "PACER_TOKEN")?;
+    let (url, after_url) = assignment(header, "PACER_URL")?;
+    // The token's line is the one after the URL's: looked for from there, a
+    // URL holding the text `\nPACER_TOKEN=` inside its quotes is not read as it.
+    let (token, _) = assignment(after_url, "PACER_TOKEN")?;
     Ok(CallbackSettings { url, token: Secret::new(token) })
 }
 
@@ -87,21 +89,23 @@ fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 
-/// The value of `NAME=<quoted word>` at the start of a header line.
-fn assignment(header: &str, name: &'static str) -> Result<String, UserDataError> {
+/// The value of `NAME=<quoted word>` at the start of a header line, and the
+/// text after it (from the newline that ends it).
+fn assignment<'a>(header: &'a str, name: &'static str) -> Result<(String, &'a str), UserDataError> {
     let prefix = format!("\n{name}=");
     let (_, value) = header.split_once(&prefix).ok_or(UserDataError::Missing(name))?;
     unquote(value).ok_or(UserDataError::Malformed(name))
 }
 
 /// Reads one word made of `'…'` runs and `\'` escapes (what [`shell_quote`]
-/// writes), up to the first unquoted newline.
-fn unquote(text: &str) -> Option<String> {
+/// writes), up to the first unquoted newline, which it leaves in the rest.
+fn unquote(text: &str) -> Option<(String, &str)> {
     let mut out = String::new();
     let mut chars = text.chars();
     loop {
+        let rest = chars.as_str();
         match chars.next() {
-            None | Some('\n') => return Some(out),
+            None | Some('\n') => return Some((out, rest)),
             Some('\'') => loop {
                 match chars.next()? {
                     '\'' => break,
@@ -160,6 +164,14 @@ mod tests {
     }
 
     #[test]
+    fn a_url_holding_the_token_line_still_reads_back() {
+        // Found by any_url_and_token_survive_rendering: the token was looked
+        // for from the top of the header, and found inside the URL's quotes.
+        let settings = parse(&render("\nPACER_TOKEN=", &token("t"))).unwrap();
+        assert_eq!((settings.url.as_str(), settings.token.expose()), ("\nPACER_TOKEN=", "t"));
+    }
+
+    #[test]
     fn base64_round_trips() {
         let ud = render("http://127.0.0.1:1", &token("t"));
         assert_eq!(from_base64(&to_base64(&ud)).unwrap(), ud);
@@ -169,5 +181,42 @@ mod tests {
     fn debug_output_hides_the_token() {
         let settings = parse(&render("http://x", &token("s3cret"))).unwrap();
         assert!(!format!("{settings:?}").contains("s3cret"));
+    }
+
+    use proptest::strategy::Strategy as _;
+
+    /// Text made of the format's own delimiters (quotes, escapes, line
+    /// breaks, the variable names, the header lines) and plain characters.
+    fn awkward_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let pieces = vec!["'", "\\", "\n", "'\\''", "PACER_URL=", "PACER_TOKEN=", HEADER_START, HEADER_END, "/", "x", "€"];
+        prop_oneof![
+            crate::arbitrary::hostile_text(),
+            proptest::collection::vec(proptest::sample::select(pieces), 0..10).prop_map(|p| p.concat()),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_url_and_token_survive_rendering(url in awkward_value(), secret in awkward_value()) {
+            let settings = parse(&render(&url, &token(&secret)));
+            proptest::prop_assert_eq!(
+                settings.map(|s| (s.url, s.token.expose().to_string())),
+                Ok((url.trim_end_matches('/').to_string(), secret))
+            );
+        }
+
+        #[test]
+        fn any_text_is_read_or_refused_without_a_panic(text in proptest::prop_oneof![
+            crate::arbitrary::hostile_text(),
+            awkward_value().prop_map(|v| format!("{HEADER_START}\nPACER_URL={v}\nPACER_TOKEN={v}\n{HEADER_END}")),
+        ]) {
+            if let Err(e) = parse(&text) {
+                proptest::prop_assert!(!e.to_string().is_empty());
+            }
+            let _ = from_base64(&text);
+        }
     }
 }

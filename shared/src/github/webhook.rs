@@ -497,4 +497,30 @@ mod tests {
             assert_eq!(ping.hook_id, raw["hook_id"].as_i64());
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_header_verifies_only_as_the_bodys_own_signature(
+            header in proptest::option::of(proptest::prop_oneof![
+                crate::arbitrary::hostile_text(),
+                "sha256=[0-9a-fA-F]{0,70}",
+                "[ \\t]{0,2}sha256=[0-9a-zA-Z€]{62,66}[ \\t]{0,2}",
+            ]),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        ) {
+            let own = sign(SECRET, &body);
+            match verify_signature(&[SECRET, b""], &body, header.as_deref()) {
+                Ok(()) => {
+                    let given = header.unwrap_or_default();
+                    let given = given.trim();
+                    proptest::prop_assert!(given.len() == own.len() && given.starts_with("sha256="));
+                    proptest::prop_assert!(given.eq_ignore_ascii_case(&own), "{given} verified, the body's is {own}");
+                }
+                Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),
+            }
+            proptest::prop_assert_eq!(verify_signature(&[SECRET], &body, Some(&own)), Ok(()));
+        }
+    }
 }

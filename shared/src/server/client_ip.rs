@@ -315,4 +315,48 @@ mod tests {
         let trusted = TrustedProxies::new(nets(&["0.0.0.0/0"]));
         assert_eq!(extracted(request, trusted).await, "0.0.0.0");
     }
+
+    use proptest::strategy::Strategy as _;
+
+    /// An `X-Forwarded-For` entry: an address (with or without a port), or garbage.
+    fn hop() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<std::net::Ipv4Addr>().prop_map(|a| a.to_string()),
+            any::<std::net::Ipv6Addr>().prop_map(|a| a.to_string()),
+            any::<SocketAddr>().prop_map(|a| a.to_string()),
+            proptest::sample::select(vec!["10.0.0.1".to_string(), "10.9.9.9:80".into(), "::ffff:10.0.0.2".into(), "[::1]:8080".into()]),
+            "[0-9a-fA-F:.\\[\\] ]{0,30}",
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn the_client_is_the_peer_or_an_address_a_trusted_proxy_forwarded(
+            peer_addr in proptest::prop_oneof![proptest::prelude::Just(peer("10.0.0.5:1")), proptest::prelude::any::<SocketAddr>()],
+            lines in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::collection::vec(hop(), 0..6).prop_map(|hops| hops.join(",").into_bytes()),
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+                ],
+                0..3,
+            ),
+        ) {
+            let mut headers = HeaderMap::new();
+            for line in &lines {
+                if let Ok(value) = HeaderValue::from_bytes(line) {
+                    headers.append(X_FORWARDED_FOR, value);
+                }
+            }
+            let trusted = nets(&["10.0.0.0/8", "::1"]);
+            let client = client_ip(peer_addr, &headers, &trusted);
+            let forwarded: Vec<IpAddr> = forwarded_hops(&headers).into_iter().flatten().collect();
+            proptest::prop_assert!(client == peer_addr.ip().to_canonical() || forwarded.contains(&client), "{client} came from nowhere");
+            if !trusted.iter().any(|net| net.contains(&peer_addr.ip().to_canonical())) {
+                proptest::prop_assert_eq!(client, peer_addr.ip().to_canonical(), "an untrusted peer speaks for itself");
+            }
+        }
+    }
 }

@@ -236,19 +236,22 @@ pub async fn complete(ports: &Ports, token: &str) -> Result<(), CallbackError> {
 /// Removes secrets a bootstrap log may hold: the runner's own token, JIT
 /// configs, bearer tokens; then keeps the last [`LOG_TAIL_BYTES`].
 pub fn redact_log(log: &str, token: &str) -> String {
-    let mut out = log.replace(token, "[redacted]");
-    let mut words: Vec<String> = Vec::new();
+    let unredacted = log.replace(token, "[redacted]");
+    // Words are what any whitespace separates (a log has line breaks and
+    // tabs, and runs of spaces), each kept with the separator after it, so
+    // the layout survives.
+    let mut out = String::with_capacity(unredacted.len());
     let mut redact_next = false;
-    for word in out.split(' ') {
-        let secretish = word.len() >= 64 && word.chars().all(|c| c.is_ascii_alphanumeric() || "+/=_-.".contains(c));
-        if redact_next || secretish {
-            words.push("[redacted]".into());
-        } else {
-            words.push(word.to_string());
+    for piece in unredacted.split_inclusive(char::is_whitespace) {
+        let word = piece.trim_end_matches(char::is_whitespace);
+        let separator = piece.get(word.len()..).unwrap_or_default();
+        if !word.is_empty() {
+            let secretish = word.len() >= 64 && word.chars().all(|c| c.is_ascii_alphanumeric() || "+/=_-.".contains(c));
+            out.push_str(if redact_next || secretish { "[redacted]" } else { word });
+            redact_next = matches!(word, "--jitconfig" | "Bearer" | "--token") || word.ends_with("token:");
         }
-        redact_next = matches!(word, "--jitconfig" | "Bearer" | "--token") || word.ends_with("token:");
+        out.push_str(separator);
     }
-    out = words.join(" ");
     if out.len() > LOG_TAIL_BYTES {
         let mut cut = out.len() - LOG_TAIL_BYTES;
         while !out.is_char_boundary(cut) {
@@ -354,4 +357,111 @@ pub async fn terminate(ports: &Ports, caller: &Caller, id: &str) -> ServiceResul
         retry_job_after_failed_runner(ports, job_id, &done, TransitionCause::Operator).await?;
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TOKEN: &str = "pcr1.eyJyIjoicnVuXzEifQ.c2lnbmF0dXJl";
+
+    /// 64 characters of a base64 alphabet: what a JIT config or a key looks like.
+    fn token_like(n: usize) -> String {
+        "A1b2+/=_-.".chars().cycle().take(n).collect()
+    }
+
+    #[test]
+    fn the_runners_own_token_and_long_token_like_words_are_redacted() {
+        let secret = token_like(64);
+        let log = format!("register with {TOKEN} failed; config {secret} end");
+        assert_eq!(redact_log(&log, TOKEN), "register with [redacted] failed; config [redacted] end");
+    }
+
+    /// Found by no_credential_survives_in_a_kept_log_tail: words were split
+    /// on single spaces only, so a JIT config on a line of its own was kept.
+    #[test]
+    fn a_token_like_word_next_to_a_newline_or_tab_is_redacted() {
+        let secret = token_like(64);
+        for log in [format!("config:\n{secret}\nexit 1"), format!("config:\t{secret}\texit 1"), format!("{secret}\r\n")] {
+            let kept = redact_log(&log, TOKEN);
+            assert!(!kept.contains(&secret), "{log:?} kept as {kept:?}");
+            assert!(kept.contains("[redacted]"), "{kept:?}");
+        }
+        assert_eq!(redact_log(&format!("a\n{secret}\tb"), TOKEN), "a\n[redacted]\tb", "the layout stays");
+    }
+
+    /// The same bug: `Bearer` and its token on two lines, or two spaces
+    /// apart (the empty word between them took the redaction), kept it.
+    #[test]
+    fn the_word_after_bearer_is_redacted_whatever_space_comes_between() {
+        for log in ["Authorization: Bearer s3cr3t", "Bearer  s3cr3t", "Bearer\ns3cr3t", "--token\ts3cr3t", "--jitconfig\r\ns3cr3t"] {
+            let kept = redact_log(log, TOKEN);
+            assert!(!kept.contains("s3cr3t"), "{log:?} kept as {kept:?}");
+        }
+    }
+
+    /// A piece of a bootstrap log: a plain word, a long token-like word, or
+    /// a word that announces a credential followed by one.
+    #[derive(Debug, Clone)]
+    enum Piece {
+        Plain(String),
+        Secret(String),
+        Announced(&'static str, String),
+        RunnersToken,
+    }
+
+    fn piece() -> impl Strategy<Value = Piece> {
+        prop_oneof![
+            4 => "[A-Za-z0-9:=/._,'€-]{1,20}".prop_map(Piece::Plain),
+            1 => "[A-Za-z0-9+/=_.-]{64,100}".prop_map(Piece::Secret),
+            1 => (proptest::sample::select(vec!["--jitconfig", "Bearer", "--token", "token:"]), "[a-z0-9]{8,20}")
+                .prop_map(|(announces, secret)| Piece::Announced(announces, format!("x{secret}x"))),
+            1 => Just(Piece::RunnersToken),
+        ]
+    }
+
+    fn separator() -> impl Strategy<Value = &'static str> {
+        proptest::sample::select(vec![" ", "\n", "\t", "\r\n", "  ", " \n"])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn no_credential_survives_in_a_kept_log_tail(pieces in proptest::collection::vec((piece(), separator()), 0..400)) {
+            let mut log = String::new();
+            let mut secrets = Vec::new();
+            for (piece, separator) in &pieces {
+                match piece {
+                    Piece::Plain(word) => log.push_str(word),
+                    Piece::Secret(word) => {
+                        log.push_str(word);
+                        secrets.push(word.clone());
+                    }
+                    Piece::Announced(announces, secret) => {
+                        log.push_str(&format!("{announces}{separator}{secret}"));
+                        secrets.push(secret.clone());
+                    }
+                    Piece::RunnersToken => log.push_str(TOKEN),
+                }
+                log.push_str(separator);
+            }
+            let kept = redact_log(&log, TOKEN);
+            prop_assert!(kept.len() <= LOG_TAIL_BYTES);
+            prop_assert!(!kept.contains(TOKEN));
+            for secret in &secrets {
+                prop_assert!(!kept.contains(secret.as_str()), "{secret:?} kept in {kept:?}");
+            }
+            if secrets.is_empty() && !log.contains(TOKEN) && log.len() <= LOG_TAIL_BYTES {
+                prop_assert_eq!(kept, log, "a log without credentials is kept as it was");
+            }
+        }
+
+        #[test]
+        fn any_text_is_redacted_to_a_tail_without_a_panic(log in crate::arbitrary::hostile_text(), token in "pcr1\\.[A-Za-z0-9_-]{1,40}\\.[A-Za-z0-9_-]{1,20}") {
+            let kept = redact_log(&log, &token);
+            prop_assert!(kept.len() <= LOG_TAIL_BYTES && !kept.contains(&token));
+        }
+    }
 }

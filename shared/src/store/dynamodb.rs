@@ -568,6 +568,10 @@ fn build_err(
 // Cursors.
 // ---------------------------------------------------------------------------
 
+/// DynamoDB's limits on a key attribute's value (which must not be empty either).
+const MAX_PARTITION_KEY_BYTES: usize = 2048;
+const MAX_SORT_KEY_BYTES: usize = 1024;
+
 /// Where a page ended: the key (table and index attributes) of the last
 /// item it returned, i.e. a `LastEvaluatedKey` for that item. Encoded as
 /// base64url of a JSON object of strings.
@@ -621,7 +625,15 @@ impl Cursor {
             index_pk: get(index.pk)?,
             index_sk: get(index.sk)?,
         };
-        if json.len() != 4 || !partitions.contains(&cursor.index_pk) {
+        // A start key DynamoDB would refuse (a key attribute empty, or over
+        // its size limit) is a cursor this store never wrote: a 400, not a
+        // ValidationException answered with a 500.
+        let fits = |value: &str, max: usize| !value.is_empty() && value.len() <= max;
+        let keys_fit = fits(&cursor.pk, MAX_PARTITION_KEY_BYTES)
+            && fits(&cursor.index_pk, MAX_PARTITION_KEY_BYTES)
+            && fits(&cursor.sk, MAX_SORT_KEY_BYTES)
+            && fits(&cursor.index_sk, MAX_SORT_KEY_BYTES);
+        if json.len() != 4 || !partitions.contains(&cursor.index_pk) || !keys_fit {
             return Err(StoreError::BadCursor);
         }
         Ok(cursor)
@@ -2296,5 +2308,57 @@ mod tests {
         assert!(enc.item.contains_key("password_hash"));
         let back: User = decode(enc.item).unwrap();
         assert_eq!(back, user);
+    }
+
+    /// DynamoDB refuses a key attribute that is empty or longer than 2048
+    /// bytes (partition keys) or 1024 bytes (sort keys), with a
+    /// ValidationException: a 500 if a cursor ever carried one there.
+    fn dynamodb_takes_as_keys(c: &Cursor) -> bool {
+        let fits = |value: &str, max: usize| !value.is_empty() && value.len() <= max;
+        fits(&c.pk, 2048) && fits(&c.index_pk, 2048) && fits(&c.sk, 1024) && fits(&c.index_sk, 1024)
+    }
+
+    /// Found by any_cursor_text_is_a_start_key_dynamodb_takes_or_refused: a
+    /// forged cursor with an empty sort key decoded, and DynamoDB's refusal
+    /// of it as a start key came back as a 500.
+    #[test]
+    fn a_forged_cursor_with_an_empty_or_oversized_key_is_refused() {
+        let forged = |sk: &str| {
+            let json = serde_json::json!({PK: "JOB#j", SK: sk, GSI1.pk: "JOBS", GSI1.sk: "t#j"});
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+        };
+        for sk in [String::new(), "k".repeat(1025)] {
+            assert!(matches!(Cursor::decode(&forged(&sk), GSI1, &["JOBS".into()]), Err(StoreError::BadCursor)), "sk of {} bytes", sk.len());
+        }
+        assert!(Cursor::decode(&forged("JOB"), GSI1, &["JOBS".into()]).is_ok());
+    }
+
+    fn any_cursor_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::strategy::Strategy as _;
+        let key = |examples: &[&str]| examples.iter().map(|e| serde_json::json!(e)).collect::<Vec<_>>();
+        let long = "k".repeat(2049);
+        let json_cursor = crate::arbitrary::object_with(vec![
+            (PK, key(&["JOB#j", "", &long])),
+            (SK, key(&["JOB", "", &long])),
+            (GSI1.pk, key(&["JOBS", ""])),
+            (GSI1.sk, key(&["t#j", "", &long])),
+        ])
+        .prop_map(|map| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::Value::Object(map).to_string()));
+        proptest::prop_oneof![crate::arbitrary::hostile_text(), json_cursor]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_cursor_text_is_a_start_key_dynamodb_takes_or_refused(raw in any_cursor_text()) {
+            match Cursor::decode(&raw, GSI1, &["JOBS".into()]) {
+                Ok(cursor) => {
+                    proptest::prop_assert!(dynamodb_takes_as_keys(&cursor), "{cursor:?}");
+                    proptest::prop_assert_eq!(Cursor::decode(&cursor.encode(GSI1), GSI1, &["JOBS".into()]).ok(), Some(cursor));
+                }
+                Err(e) => proptest::prop_assert!(matches!(e, StoreError::BadCursor)),
+            }
+        }
     }
 }

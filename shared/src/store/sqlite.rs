@@ -1031,4 +1031,27 @@ mod tests {
         assert_eq!(loose, vec![(path.clone(), 0o644)]);
         SqliteStore::open(&path).expect("still opens; the WARN says what to do");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_cursor_text_is_one_this_store_wrote_or_refused(
+            raw in proptest::prop_oneof![crate::arbitrary::hostile_text(), "[A-Za-z0-9_-]{0,100}"],
+        ) {
+            match decode_cursor(&Some(raw.clone())) {
+                Ok(Some(id)) => {
+                    proptest::prop_assert!(id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                    proptest::prop_assert_eq!(encode_cursor(&id), raw, "only the one spelling this store writes");
+                }
+                Ok(None) => proptest::prop_assert!(false, "a cursor given is never read as none"),
+                Err(e) => proptest::prop_assert!(matches!(e, StoreError::BadCursor)),
+            }
+        }
+
+        #[test]
+        fn every_cursor_this_store_writes_reads_back(id in "[A-Za-z0-9_]{1,64}") {
+            proptest::prop_assert_eq!(decode_cursor(&Some(encode_cursor(&id))).ok().flatten(), Some(id));
+        }
+    }
 }
