@@ -624,10 +624,11 @@ fn every_role_the_stack_creates_carries_the_permissions_boundary() {
 
 #[test]
 fn the_deployer_changes_roles_only_within_the_boundary_and_attaches_only_the_stacks_policies() {
-    let values = Stack::new(&defaults()).placeholder_values();
+    let stack = Stack::new(&defaults());
+    let values = stack.placeholder_values();
     let deployer = deployer_statements(&values);
     let boundary = fill(BOUNDARY, &values);
-    let stack_role = format!("arn:aws:iam::{ACCOUNT}:role/{STACK}-WebhookRole-1A2B3C4D5E6F");
+    let stack_role = stack.arn_of("WebhookRole");
     let allowing = |action: &str| -> Vec<&Statement> {
         deployer.iter().filter(|s| s.effect == "Allow" && s.grants(action)).collect()
     };
@@ -845,10 +846,11 @@ fn deployer_statements(values: &[(&str, String)]) -> Vec<Statement> {
 
 // ---------------------------------------------------------------------- the evaluator
 
-/// The template with one set of parameter values.
+/// The template with one set of parameter values, deployed as one stack.
 struct Stack {
     doc: Value,
     parameters: BTreeMap<String, String>,
+    name: String,
 }
 
 /// One IAM statement, evaluated.
@@ -934,6 +936,10 @@ fn wildcard(pattern: &str, text: &str) -> bool {
 
 impl Stack {
     fn new(overrides: &[(&str, &str)]) -> Stack {
+        Stack::named(STACK, overrides)
+    }
+
+    fn named(name: &str, overrides: &[(&str, &str)]) -> Stack {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml");
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
         let doc: Value = serde_norway::from_str(&text).expect("template.yaml is YAML");
@@ -948,7 +954,7 @@ impl Stack {
             assert!(doc.at("Parameters").as_mapping().unwrap().contains_key(*name), "no parameter {name}");
             parameters.insert(name.to_string(), value.to_string());
         }
-        Stack { doc, parameters }
+        Stack { doc, parameters, name: name.to_string() }
     }
 
     fn resource(&self, name: &str) -> &Value {
@@ -1000,7 +1006,7 @@ impl Stack {
         vec![
             ("AWS_REGION", REGION.to_string()),
             ("AWS_ACCOUNT_ID", ACCOUNT.to_string()),
-            ("PACER_STACK", STACK.to_string()),
+            ("PACER_STACK", self.name.clone()),
             ("PACER_SECRETS_PATH", self.parameters["SecretsPath"].clone()),
             ("PACER_DEPLOYMENT", self.parameters["DeploymentName"].clone()),
             ("PACER_AMI_PREFIX", self.parameters["AmiParameterPrefix"].clone()),
@@ -1008,9 +1014,7 @@ impl Stack {
     }
 
     /// `resource` with the stand-in it starts with (`getatt-X-Arn`, `ref-X`)
-    /// replaced by the ARN CloudFormation would give X: under X's own name
-    /// where the template sets one, else under one made of the stack's
-    /// name, the logical ID and a random suffix, as CloudFormation makes it.
+    /// replaced by the ARN CloudFormation would give X ([`Stack::arn_of`]).
     fn deployed_arn(&self, resource: &str) -> String {
         let (name, rest) = if let Some(getatt) = resource.strip_prefix("getatt-") {
             getatt.split_once("-Arn").unwrap_or_else(|| panic!("{resource}: only an Arn names a resource"))
@@ -1019,21 +1023,40 @@ impl Stack {
         } else {
             return resource.to_string();
         };
-        let properties = self.resource(name).at("Properties").as_mapping().unwrap();
-        let named = |key: &str| {
-            let own = properties.get(key).map(|v| scalar(&self.eval(v)).unwrap());
-            own.unwrap_or_else(|| format!("{STACK}-{name}-1A2B3C4D5E6F"))
+        format!("{}{rest}", self.arn_of(name))
+    }
+
+    /// The ARN CloudFormation gives resource `name` (its `Arn`, or its `Ref`
+    /// where that is the ARN): under its own name where the template sets
+    /// one, else under one made of the stack's name, the logical ID and a
+    /// random suffix, as CloudFormation makes it; IAM's under their path.
+    fn arn_of(&self, name: &str) -> String {
+        let resource = self.resource(name);
+        let properties = resource.at("Properties").as_mapping().unwrap();
+        let own = |key: &str| properties.get(key).map(|v| scalar(&self.eval(v)).unwrap());
+        let named = |key: &str| own(key).unwrap_or_else(|| format!("{}-{name}-1A2B3C4D5E6F", self.name));
+        let iam = |kind: &str, key: &str| {
+            format!("arn:aws:iam::{ACCOUNT}:{kind}{}{}", own("Path").unwrap_or_else(|| "/".into()), named(key))
         };
-        let arn = match self.resource(name).text("Type") {
+        match resource.text("Type") {
             "AWS::DynamoDB::Table" => format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{}", named("TableName")),
             "AWS::SQS::Queue" => format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{}", named("QueueName")),
             "AWS::Logs::LogGroup" => format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{}:*", named("LogGroupName")),
-            "AWS::IAM::Role" => format!("arn:aws:iam::{ACCOUNT}:role/{}", named("RoleName")),
+            "AWS::IAM::Role" => iam("role", "RoleName"),
+            "AWS::IAM::ManagedPolicy" => iam("policy", "ManagedPolicyName"),
+            "AWS::IAM::InstanceProfile" => iam("instance-profile", "InstanceProfileName"),
             // Secrets Manager adds six characters of its own.
             "AWS::SecretsManager::Secret" => format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{}-AbCdEf", named("Name")),
-            other => panic!("{resource}: the test does not know the ARN of an {other}"),
-        };
-        format!("{arn}{rest}")
+            // A bucket's name is lower case, a generated one too.
+            "AWS::S3::Bucket" => format!("arn:aws:s3:::{}", named("BucketName").to_lowercase()),
+            "AWS::Serverless::Function" => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{}", named("FunctionName")),
+            "AWS::CloudFront::Function" => format!("arn:aws:cloudfront::{ACCOUNT}:function/{}", named("Name")),
+            // An ID CloudFront makes up.
+            "AWS::CloudFront::Distribution" => {
+                format!("arn:aws:cloudfront::{ACCOUNT}:distribution/E{}", self.name.to_uppercase().replace('-', ""))
+            }
+            other => panic!("{name}: the test does not know the ARN of an {other}"),
+        }
     }
 
     /// The AWS managed policies a role of the template may attach, with
@@ -1169,7 +1192,7 @@ impl Stack {
             "AWS::AccountId" => Value::String(ACCOUNT.into()),
             "AWS::Partition" => Value::String("aws".into()),
             "AWS::URLSuffix" => Value::String("amazonaws.com".into()),
-            "AWS::StackName" => Value::String(STACK.into()),
+            "AWS::StackName" => Value::String(self.name.clone()),
             _ => match self.parameters.get(name) {
                 Some(value) => Value::String(value.clone()),
                 None => {
