@@ -480,7 +480,7 @@ const PLACEHOLDERS: [&str; 9] = [
 ];
 
 /// Where the administrator puts the boundary: a path of its own, so that
-/// no `policy/${PACER_STACK}-*` right of the deployer reaches it.
+/// no `policy/pacer/${PACER_STACK}/*` right of the deployer reaches it.
 const BOUNDARY: &str = "arn:aws:iam::${AWS_ACCOUNT_ID}:policy/boundary/${PACER_STACK}";
 
 /// What the deployer may do to a role only when the role carries the
@@ -658,7 +658,7 @@ fn the_deployer_changes_roles_only_within_the_boundary_and_attaches_only_the_sta
 
     // Attaching is limited to the stack's own policies and the AWS managed
     // ones the template names, each by its full ARN
-    let managed: BTreeSet<String> = std::iter::once(format!("arn:aws:iam::{ACCOUNT}:policy/{STACK}-*"))
+    let managed: BTreeSet<String> = std::iter::once(format!("arn:aws:iam::{ACCOUNT}:policy/pacer/{STACK}/*"))
         .chain(Stack::aws_managed_policies())
         .collect();
     for action in ["iam:AttachRolePolicy", "iam:DetachRolePolicy"] {
@@ -680,7 +680,7 @@ fn the_deployer_changes_roles_only_within_the_boundary_and_attaches_only_the_sta
     for s in passes {
         let services = s.condition_values("StringEquals", "iam:PassedToService").expect("iam:PassedToService");
         assert!(services.iter().all(|service| ["lambda.amazonaws.com", "ec2.amazonaws.com"].contains(&service.as_str())), "{services:?}");
-        assert!(s.resources.iter().all(|r| r.starts_with(&format!("arn:aws:iam::{ACCOUNT}:role/{STACK}-"))), "{:?}", s.resources);
+        assert!(s.resources.iter().all(|r| r.starts_with(&format!("arn:aws:iam::{ACCOUNT}:role/pacer/{STACK}/"))), "{:?}", s.resources);
     }
 }
 
