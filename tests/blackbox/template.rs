@@ -801,6 +801,91 @@ fn each_managed_policy_document_fits_in_6144_characters_even_with_long_names() {
     }
 }
 
+#[test]
+fn no_policy_of_a_stack_reaches_a_stack_whose_name_begins_with_its_own() {
+    // Given every policy written for the stack pacer
+    let ours = Stack::new(&defaults());
+    let documents = documents_of(&ours);
+
+    // When stacks run beside it whose names begin with its own: pacer-staging,
+    // pacer-x, and each name that begins one of pacer's own (pacer-jobs,
+    // pacer-WebhookRole, …), where a pattern's wildcard would meet theirs
+    let mut neighbours: BTreeSet<String> = ["pacer-staging", "pacer-x"].map(String::from).into();
+    for owned in ours.every_arn() {
+        for (at, _) in owned.arn.match_indices(&format!("{STACK}-")) {
+            let name: String = owned.arn[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+            let cuts = name.match_indices('-').map(|(cut, _)| name[..cut].to_string()).chain([name.clone()]);
+            neighbours.extend(cuts.filter(|n| n.len() > STACK.len() + 1));
+        }
+    }
+    let mut reached: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for neighbour in &neighbours {
+        for theirs in Stack::named(neighbour, &defaults()).every_arn() {
+            for (document, s) in &documents {
+                for pattern in s.resources.iter().filter(|r| *r != "*") {
+                    if wildcard(pattern, &theirs.arn) && s.may_apply_to(&theirs.tags) {
+                        let hit = format!("{document} {}: {pattern} reaches {} of {}", s.effect, theirs.arn, theirs.resource);
+                        reached.entry(neighbour.clone()).or_default().push(hit);
+                    }
+                }
+            }
+        }
+    }
+
+    // Then no pattern matches any of theirs, but for the names
+    // infra/README.md reserves: CloudFormation names the console bucket
+    // <stack>-consolebucket-<random>, which a stack named
+    // pacer-consolebucket(-…) would extend
+    let reserved = format!("{STACK}-consolebucket");
+    let (bucket, others): (BTreeMap<_, _>, BTreeMap<_, _>) =
+        reached.into_iter().partition(|(name, _)| *name == reserved || name.starts_with(&format!("{reserved}-")));
+    assert!(others.is_empty(), "{others:#?}");
+    assert!(neighbours.contains(&reserved), "the reserved name is one of the neighbours tried");
+    for hit in bucket.values().flatten() {
+        assert!(hit.ends_with(" of ConsoleBucket"), "{reserved} shares only the bucket: {hit}");
+    }
+}
+
+#[test]
+fn the_deployer_reaches_every_resource_of_its_own_stack() {
+    for parameters in [defaults(), everything_on()] {
+        let stack = Stack::new(&parameters);
+        let deployer = deployer_statements(&stack.placeholder_values());
+        for owned in stack.every_arn() {
+            assert!(
+                deployer.iter().any(|s| s.effect == "Allow" && s.reaches(&owned.arn) && s.may_apply_to(&owned.tags)),
+                "{}: nothing lets the deployer manage {}",
+                owned.resource,
+                owned.arn
+            );
+        }
+    }
+}
+
+/// Every statement IAM reads for the stack, with the document it comes
+/// from: the deployer's, the boundary, the single binary's (with the
+/// stack's own table, queue and runner role), and each role's own.
+fn documents_of(stack: &Stack) -> Vec<(String, Statement)> {
+    let mut values = stack.placeholder_values();
+    let runner_role = stack.arn_of("RunnerRole");
+    let queue = stack.arn_of("JobsQueue");
+    values.extend([
+        ("PACER_TABLE", stack.name.clone()),
+        ("PACER_QUEUE", queue.rsplit(':').next().unwrap().to_string()),
+        ("PACER_RUNNER_ROLE", runner_role.split_once(":role/").unwrap().1.to_string()),
+    ]);
+    let files = DEPLOYER.iter().chain(&["permissions-boundary.json", "pacer-single-binary-policy.json"]);
+    let mut documents: Vec<(String, Statement)> =
+        files.flat_map(|name| policy(name, &values).into_iter().map(move |s| (name.to_string(), s))).collect();
+    for (role, _) in stack.resources_of_type("AWS::IAM::Role") {
+        for mut s in stack.role_statements(role) {
+            s.resources = s.resources.iter().map(|r| stack.deployed_arn(r)).collect();
+            documents.push((role.to_string(), s));
+        }
+    }
+    documents
+}
+
 fn iam_path(name: &str) -> String {
     format!("{}/../../infra/iam/{name}", env!("CARGO_MANIFEST_DIR"))
 }
@@ -903,6 +988,15 @@ impl Statement {
         self.resources.iter().any(|pattern| wildcard(pattern, resource))
     }
 
+    /// Whether its conditions can hold for a resource carrying `tags`: a
+    /// resource tag it requires must be there, with a value it names.
+    fn may_apply_to(&self, tags: &BTreeMap<String, String>) -> bool {
+        self.tests().iter().all(|(operator, key, values)| match key.strip_prefix("aws:ResourceTag/") {
+            Some(tag) if operator == "StringEquals" => tags.get(tag).is_some_and(|value| values.contains(value)),
+            _ => true,
+        })
+    }
+
     /// Whether its conditions hold whenever `other`'s do: each of its tests
     /// is also one of `other`'s, on no other values.
     fn holds_whenever(&self, other: &Statement) -> bool {
@@ -910,6 +1004,21 @@ impl Statement {
         self.tests()
             .iter()
             .all(|(operator, key, values)| theirs.iter().any(|(o, k, v)| o == operator && k == key && v.iter().all(|x| values.contains(x))))
+    }
+}
+
+/// One ARN by which a policy may name something a stack made.
+#[derive(Debug)]
+struct Owned {
+    /// The template's resource it belongs to.
+    resource: String,
+    arn: String,
+    tags: BTreeMap<String, String>,
+}
+
+impl Owned {
+    fn new(resource: &str, arn: String) -> Owned {
+        Owned { resource: resource.to_string(), arn, tags: BTreeMap::new() }
     }
 }
 
@@ -1061,6 +1170,63 @@ impl Stack {
             }
             other => panic!("{name}: the test does not know the ARN of an {other}"),
         }
+    }
+
+    /// Every ARN by which a policy may name what this stack makes, with the
+    /// tags it carries: the stack, each resource and what it holds (a
+    /// table's indexes, a log group's streams, a bucket's objects, a
+    /// function's versions), and the rule SAM makes for a schedule.
+    /// Resources AWS knows by an ID it makes up and that carry no tag (the
+    /// HTTP API and its parts, origin access controls, origin request
+    /// policies, SAM's event source mappings) no policy can tell apart
+    /// (infra/README.md); they are left out.
+    fn every_arn(&self) -> Vec<Owned> {
+        let mut owned = vec![Owned::new("the stack", format!("arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{}/0a1b2c3d", self.name))];
+        let resources = self.doc.at("Resources").as_mapping().unwrap();
+        for (name, resource) in resources.iter().map(|(n, r)| (n.as_str().unwrap(), r)) {
+            if resource.as_mapping().unwrap().get("Condition").is_some_and(|c| !self.condition(c.as_str().unwrap())) {
+                continue;
+            }
+            let held: Vec<String> = match resource.text("Type") {
+                "AWS::ApiGatewayV2::Api"
+                | "AWS::ApiGatewayV2::Stage"
+                | "AWS::ApiGatewayV2::Integration"
+                | "AWS::ApiGatewayV2::Route"
+                | "AWS::CloudFront::OriginAccessControl"
+                | "AWS::CloudFront::OriginRequestPolicy" => continue,
+                // Parts of a function's and a bucket's ARN.
+                "AWS::Lambda::Permission" | "AWS::S3::BucketPolicy" => continue,
+                "AWS::DynamoDB::Table" => {
+                    let indexes = resource.at("Properties").at("GlobalSecondaryIndexes").items();
+                    indexes.iter().map(|i| format!("/index/{}", i.text("IndexName"))).collect()
+                }
+                "AWS::Logs::LogGroup" => vec![String::new(), ":log-stream:2026/11/22/[$LATEST]0a1b2c3d".into()],
+                "AWS::S3::Bucket" => vec!["/index.html".into()],
+                "AWS::Serverless::Function" => vec![":1".into()],
+                _ => Vec::new(),
+            };
+            let arn = self.arn_of(name);
+            let tags: BTreeMap<String, String> = resource
+                .at("Properties")
+                .as_mapping()
+                .unwrap()
+                .get("Tags")
+                .map(|tags| self.eval(tags).items().iter().map(|t| (t.text("Key").to_string(), t.text("Value").to_string())).collect())
+                .unwrap_or_default();
+            let base = arn.strip_suffix(":*").unwrap_or(&arn).to_string();
+            owned.extend(held.iter().map(|part| Owned { resource: name.to_string(), arn: format!("{base}{part}"), tags: tags.clone() }));
+            owned.push(Owned { resource: name.to_string(), arn, tags });
+
+            let events = resource.at("Properties").as_mapping().unwrap().get("Events").and_then(|e| e.as_mapping());
+            for (event, source) in events.into_iter().flatten() {
+                if source.text("Type") == "Schedule" {
+                    let rule = source.at("Properties").as_mapping().unwrap().get("Name").map(|n| scalar(&self.eval(n)).unwrap());
+                    let rule = rule.unwrap_or_else(|| format!("{}-{name}{}-1A2B3C4D5E6F", self.name, event.as_str().unwrap()));
+                    owned.push(Owned::new(name, format!("arn:aws:events:{REGION}:{ACCOUNT}:rule/{rule}")));
+                }
+            }
+        }
+        owned
     }
 
     /// The AWS managed policies a role of the template may attach, with
