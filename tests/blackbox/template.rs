@@ -480,7 +480,7 @@ const PLACEHOLDERS: [&str; 9] = [
 ];
 
 /// Where the administrator puts the boundary: a path of its own, so that
-/// no `policy/${PACER_STACK}-*` right of the deployer reaches it.
+/// no `policy/pacer/${PACER_STACK}/*` right of the deployer reaches it.
 const BOUNDARY: &str = "arn:aws:iam::${AWS_ACCOUNT_ID}:policy/boundary/${PACER_STACK}";
 
 /// What the deployer may do to a role only when the role carries the
@@ -624,10 +624,11 @@ fn every_role_the_stack_creates_carries_the_permissions_boundary() {
 
 #[test]
 fn the_deployer_changes_roles_only_within_the_boundary_and_attaches_only_the_stacks_policies() {
-    let values = Stack::new(&defaults()).placeholder_values();
+    let stack = Stack::new(&defaults());
+    let values = stack.placeholder_values();
     let deployer = deployer_statements(&values);
     let boundary = fill(BOUNDARY, &values);
-    let stack_role = format!("arn:aws:iam::{ACCOUNT}:role/{STACK}-WebhookRole-1A2B3C4D5E6F");
+    let stack_role = stack.arn_of("WebhookRole");
     let allowing = |action: &str| -> Vec<&Statement> {
         deployer.iter().filter(|s| s.effect == "Allow" && s.grants(action)).collect()
     };
@@ -657,7 +658,7 @@ fn the_deployer_changes_roles_only_within_the_boundary_and_attaches_only_the_sta
 
     // Attaching is limited to the stack's own policies and the AWS managed
     // ones the template names, each by its full ARN
-    let managed: BTreeSet<String> = std::iter::once(format!("arn:aws:iam::{ACCOUNT}:policy/{STACK}-*"))
+    let managed: BTreeSet<String> = std::iter::once(format!("arn:aws:iam::{ACCOUNT}:policy/pacer/{STACK}/*"))
         .chain(Stack::aws_managed_policies())
         .collect();
     for action in ["iam:AttachRolePolicy", "iam:DetachRolePolicy"] {
@@ -679,7 +680,7 @@ fn the_deployer_changes_roles_only_within_the_boundary_and_attaches_only_the_sta
     for s in passes {
         let services = s.condition_values("StringEquals", "iam:PassedToService").expect("iam:PassedToService");
         assert!(services.iter().all(|service| ["lambda.amazonaws.com", "ec2.amazonaws.com"].contains(&service.as_str())), "{services:?}");
-        assert!(s.resources.iter().all(|r| r.starts_with(&format!("arn:aws:iam::{ACCOUNT}:role/{STACK}-"))), "{:?}", s.resources);
+        assert!(s.resources.iter().all(|r| r.starts_with(&format!("arn:aws:iam::{ACCOUNT}:role/pacer/{STACK}/"))), "{:?}", s.resources);
     }
 }
 
@@ -792,12 +793,97 @@ fn each_managed_policy_document_fits_in_6144_characters_even_with_long_names() {
             _ => (name, value),
         })
         .collect();
-    for name in ["deployer-policy-1.json", "deployer-policy-2.json", "permissions-boundary.json"] {
+    for name in DEPLOYER.iter().chain(&["permissions-boundary.json"]) {
         let text = fill(&std::fs::read_to_string(iam_path(name)).unwrap(), &values);
         assert!(!text.contains("${"), "{name}: every placeholder filled");
         let size = text.chars().filter(|c| !c.is_whitespace()).count();
         assert!(size < 6144, "{name}: {size} characters");
     }
+}
+
+#[test]
+fn no_policy_of_a_stack_reaches_a_stack_whose_name_begins_with_its_own() {
+    // Given every policy written for the stack pacer
+    let ours = Stack::new(&defaults());
+    let documents = documents_of(&ours);
+
+    // When stacks run beside it whose names begin with its own: pacer-staging,
+    // pacer-x, and each name that begins one of pacer's own (pacer-jobs,
+    // pacer-WebhookRole, …), where a pattern's wildcard would meet theirs
+    let mut neighbours: BTreeSet<String> = ["pacer-staging", "pacer-x"].map(String::from).into();
+    for owned in ours.every_arn() {
+        for (at, _) in owned.arn.match_indices(&format!("{STACK}-")) {
+            let name: String = owned.arn[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+            let cuts = name.match_indices('-').map(|(cut, _)| name[..cut].to_string()).chain([name.clone()]);
+            neighbours.extend(cuts.filter(|n| n.len() > STACK.len() + 1));
+        }
+    }
+    let mut reached: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for neighbour in &neighbours {
+        for theirs in Stack::named(neighbour, &defaults()).every_arn() {
+            for (document, s) in &documents {
+                for pattern in s.resources.iter().filter(|r| *r != "*") {
+                    if wildcard(pattern, &theirs.arn) && s.may_apply_to(&theirs.tags) {
+                        let hit = format!("{document} {}: {pattern} reaches {} of {}", s.effect, theirs.arn, theirs.resource);
+                        reached.entry(neighbour.clone()).or_default().push(hit);
+                    }
+                }
+            }
+        }
+    }
+
+    // Then no pattern matches any of theirs, but for the names
+    // infra/README.md reserves: CloudFormation names the console bucket
+    // <stack>-consolebucket-<random>, which a stack named
+    // pacer-consolebucket(-…) would extend
+    let reserved = format!("{STACK}-consolebucket");
+    let (bucket, others): (BTreeMap<_, _>, BTreeMap<_, _>) =
+        reached.into_iter().partition(|(name, _)| *name == reserved || name.starts_with(&format!("{reserved}-")));
+    assert!(others.is_empty(), "{others:#?}");
+    assert!(neighbours.contains(&reserved), "the reserved name is one of the neighbours tried");
+    for hit in bucket.values().flatten() {
+        assert!(hit.ends_with(" of ConsoleBucket"), "{reserved} shares only the bucket: {hit}");
+    }
+}
+
+#[test]
+fn the_deployer_reaches_every_resource_of_its_own_stack() {
+    for parameters in [defaults(), everything_on()] {
+        let stack = Stack::new(&parameters);
+        let deployer = deployer_statements(&stack.placeholder_values());
+        for owned in stack.every_arn() {
+            assert!(
+                deployer.iter().any(|s| s.effect == "Allow" && s.reaches(&owned.arn) && s.may_apply_to(&owned.tags)),
+                "{}: nothing lets the deployer manage {}",
+                owned.resource,
+                owned.arn
+            );
+        }
+    }
+}
+
+/// Every statement IAM reads for the stack, with the document it comes
+/// from: the deployer's, the boundary, the single binary's (with the
+/// stack's own table, queue and runner role), and each role's own.
+fn documents_of(stack: &Stack) -> Vec<(String, Statement)> {
+    let mut values = stack.placeholder_values();
+    let runner_role = stack.arn_of("RunnerRole");
+    let queue = stack.arn_of("JobsQueue");
+    values.extend([
+        ("PACER_TABLE", stack.name.clone()),
+        ("PACER_QUEUE", queue.rsplit(':').next().unwrap().to_string()),
+        ("PACER_RUNNER_ROLE", runner_role.split_once(":role/").unwrap().1.to_string()),
+    ]);
+    let files = DEPLOYER.iter().chain(&["permissions-boundary.json", "pacer-single-binary-policy.json"]);
+    let mut documents: Vec<(String, Statement)> =
+        files.flat_map(|name| policy(name, &values).into_iter().map(move |s| (name.to_string(), s))).collect();
+    for (role, _) in stack.resources_of_type("AWS::IAM::Role") {
+        for mut s in stack.role_statements(role) {
+            s.resources = s.resources.iter().map(|r| stack.deployed_arn(r)).collect();
+            documents.push((role.to_string(), s));
+        }
+    }
+    documents
 }
 
 fn iam_path(name: &str) -> String {
@@ -838,17 +924,22 @@ fn policy(name: &str, values: &[(&str, String)]) -> Vec<Statement> {
         .collect()
 }
 
-/// Both deployer documents, as one identity would hold them.
+/// The deployer's documents: one managed policy holds at most 6,144
+/// characters.
+const DEPLOYER: [&str; 3] = ["deployer-policy-1.json", "deployer-policy-2.json", "deployer-policy-3.json"];
+
+/// The deployer's documents, as one identity would hold them.
 fn deployer_statements(values: &[(&str, String)]) -> Vec<Statement> {
-    ["deployer-policy-1.json", "deployer-policy-2.json"].iter().flat_map(|name| policy(name, values)).collect()
+    DEPLOYER.iter().flat_map(|name| policy(name, values)).collect()
 }
 
 // ---------------------------------------------------------------------- the evaluator
 
-/// The template with one set of parameter values.
+/// The template with one set of parameter values, deployed as one stack.
 struct Stack {
     doc: Value,
     parameters: BTreeMap<String, String>,
+    name: String,
 }
 
 /// One IAM statement, evaluated.
@@ -897,6 +988,15 @@ impl Statement {
         self.resources.iter().any(|pattern| wildcard(pattern, resource))
     }
 
+    /// Whether its conditions can hold for a resource carrying `tags`: a
+    /// resource tag it requires must be there, with a value it names.
+    fn may_apply_to(&self, tags: &BTreeMap<String, String>) -> bool {
+        self.tests().iter().all(|(operator, key, values)| match key.strip_prefix("aws:ResourceTag/") {
+            Some(tag) if operator == "StringEquals" => tags.get(tag).is_some_and(|value| values.contains(value)),
+            _ => true,
+        })
+    }
+
     /// Whether its conditions hold whenever `other`'s do: each of its tests
     /// is also one of `other`'s, on no other values.
     fn holds_whenever(&self, other: &Statement) -> bool {
@@ -904,6 +1004,21 @@ impl Statement {
         self.tests()
             .iter()
             .all(|(operator, key, values)| theirs.iter().any(|(o, k, v)| o == operator && k == key && v.iter().all(|x| values.contains(x))))
+    }
+}
+
+/// One ARN by which a policy may name something a stack made.
+#[derive(Debug)]
+struct Owned {
+    /// The template's resource it belongs to.
+    resource: String,
+    arn: String,
+    tags: BTreeMap<String, String>,
+}
+
+impl Owned {
+    fn new(resource: &str, arn: String) -> Owned {
+        Owned { resource: resource.to_string(), arn, tags: BTreeMap::new() }
     }
 }
 
@@ -934,6 +1049,10 @@ fn wildcard(pattern: &str, text: &str) -> bool {
 
 impl Stack {
     fn new(overrides: &[(&str, &str)]) -> Stack {
+        Stack::named(STACK, overrides)
+    }
+
+    fn named(name: &str, overrides: &[(&str, &str)]) -> Stack {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml");
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
         let doc: Value = serde_norway::from_str(&text).expect("template.yaml is YAML");
@@ -948,7 +1067,7 @@ impl Stack {
             assert!(doc.at("Parameters").as_mapping().unwrap().contains_key(*name), "no parameter {name}");
             parameters.insert(name.to_string(), value.to_string());
         }
-        Stack { doc, parameters }
+        Stack { doc, parameters, name: name.to_string() }
     }
 
     fn resource(&self, name: &str) -> &Value {
@@ -1000,7 +1119,7 @@ impl Stack {
         vec![
             ("AWS_REGION", REGION.to_string()),
             ("AWS_ACCOUNT_ID", ACCOUNT.to_string()),
-            ("PACER_STACK", STACK.to_string()),
+            ("PACER_STACK", self.name.clone()),
             ("PACER_SECRETS_PATH", self.parameters["SecretsPath"].clone()),
             ("PACER_DEPLOYMENT", self.parameters["DeploymentName"].clone()),
             ("PACER_AMI_PREFIX", self.parameters["AmiParameterPrefix"].clone()),
@@ -1008,9 +1127,7 @@ impl Stack {
     }
 
     /// `resource` with the stand-in it starts with (`getatt-X-Arn`, `ref-X`)
-    /// replaced by the ARN CloudFormation would give X: under X's own name
-    /// where the template sets one, else under one made of the stack's
-    /// name, the logical ID and a random suffix, as CloudFormation makes it.
+    /// replaced by the ARN CloudFormation would give X ([`Stack::arn_of`]).
     fn deployed_arn(&self, resource: &str) -> String {
         let (name, rest) = if let Some(getatt) = resource.strip_prefix("getatt-") {
             getatt.split_once("-Arn").unwrap_or_else(|| panic!("{resource}: only an Arn names a resource"))
@@ -1019,21 +1136,97 @@ impl Stack {
         } else {
             return resource.to_string();
         };
-        let properties = self.resource(name).at("Properties").as_mapping().unwrap();
-        let named = |key: &str| {
-            let own = properties.get(key).map(|v| scalar(&self.eval(v)).unwrap());
-            own.unwrap_or_else(|| format!("{STACK}-{name}-1A2B3C4D5E6F"))
+        format!("{}{rest}", self.arn_of(name))
+    }
+
+    /// The ARN CloudFormation gives resource `name` (its `Arn`, or its `Ref`
+    /// where that is the ARN): under its own name where the template sets
+    /// one, else under one made of the stack's name, the logical ID and a
+    /// random suffix, as CloudFormation makes it; IAM's under their path.
+    fn arn_of(&self, name: &str) -> String {
+        let resource = self.resource(name);
+        let properties = resource.at("Properties").as_mapping().unwrap();
+        let own = |key: &str| properties.get(key).map(|v| scalar(&self.eval(v)).unwrap());
+        let named = |key: &str| own(key).unwrap_or_else(|| format!("{}-{name}-1A2B3C4D5E6F", self.name));
+        let iam = |kind: &str, key: &str| {
+            format!("arn:aws:iam::{ACCOUNT}:{kind}{}{}", own("Path").unwrap_or_else(|| "/".into()), named(key))
         };
-        let arn = match self.resource(name).text("Type") {
+        match resource.text("Type") {
             "AWS::DynamoDB::Table" => format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{}", named("TableName")),
             "AWS::SQS::Queue" => format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{}", named("QueueName")),
             "AWS::Logs::LogGroup" => format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{}:*", named("LogGroupName")),
-            "AWS::IAM::Role" => format!("arn:aws:iam::{ACCOUNT}:role/{}", named("RoleName")),
+            "AWS::IAM::Role" => iam("role", "RoleName"),
+            "AWS::IAM::ManagedPolicy" => iam("policy", "ManagedPolicyName"),
+            "AWS::IAM::InstanceProfile" => iam("instance-profile", "InstanceProfileName"),
             // Secrets Manager adds six characters of its own.
             "AWS::SecretsManager::Secret" => format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{}-AbCdEf", named("Name")),
-            other => panic!("{resource}: the test does not know the ARN of an {other}"),
-        };
-        format!("{arn}{rest}")
+            // A bucket's name is lower case, a generated one too.
+            "AWS::S3::Bucket" => format!("arn:aws:s3:::{}", named("BucketName").to_lowercase()),
+            "AWS::Serverless::Function" => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{}", named("FunctionName")),
+            "AWS::CloudFront::Function" => format!("arn:aws:cloudfront::{ACCOUNT}:function/{}", named("Name")),
+            // An ID CloudFront makes up.
+            "AWS::CloudFront::Distribution" => {
+                format!("arn:aws:cloudfront::{ACCOUNT}:distribution/E{}", self.name.to_uppercase().replace('-', ""))
+            }
+            other => panic!("{name}: the test does not know the ARN of an {other}"),
+        }
+    }
+
+    /// Every ARN by which a policy may name what this stack makes, with the
+    /// tags it carries: the stack, each resource and what it holds (a
+    /// table's indexes, a log group's streams, a bucket's objects, a
+    /// function's versions), and the rule SAM makes for a schedule.
+    /// Resources AWS knows by an ID it makes up and that carry no tag (the
+    /// HTTP API and its parts, origin access controls, origin request
+    /// policies, SAM's event source mappings) no policy can tell apart
+    /// (infra/README.md); they are left out.
+    fn every_arn(&self) -> Vec<Owned> {
+        let mut owned = vec![Owned::new("the stack", format!("arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{}/0a1b2c3d", self.name))];
+        let resources = self.doc.at("Resources").as_mapping().unwrap();
+        for (name, resource) in resources.iter().map(|(n, r)| (n.as_str().unwrap(), r)) {
+            if resource.as_mapping().unwrap().get("Condition").is_some_and(|c| !self.condition(c.as_str().unwrap())) {
+                continue;
+            }
+            let held: Vec<String> = match resource.text("Type") {
+                "AWS::ApiGatewayV2::Api"
+                | "AWS::ApiGatewayV2::Stage"
+                | "AWS::ApiGatewayV2::Integration"
+                | "AWS::ApiGatewayV2::Route"
+                | "AWS::CloudFront::OriginAccessControl"
+                | "AWS::CloudFront::OriginRequestPolicy" => continue,
+                // Parts of a function's and a bucket's ARN.
+                "AWS::Lambda::Permission" | "AWS::S3::BucketPolicy" => continue,
+                "AWS::DynamoDB::Table" => {
+                    let indexes = resource.at("Properties").at("GlobalSecondaryIndexes").items();
+                    indexes.iter().map(|i| format!("/index/{}", i.text("IndexName"))).collect()
+                }
+                "AWS::Logs::LogGroup" => vec![String::new(), ":log-stream:2026/11/22/[$LATEST]0a1b2c3d".into()],
+                "AWS::S3::Bucket" => vec!["/index.html".into()],
+                "AWS::Serverless::Function" => vec![":1".into()],
+                _ => Vec::new(),
+            };
+            let arn = self.arn_of(name);
+            let tags: BTreeMap<String, String> = resource
+                .at("Properties")
+                .as_mapping()
+                .unwrap()
+                .get("Tags")
+                .map(|tags| self.eval(tags).items().iter().map(|t| (t.text("Key").to_string(), t.text("Value").to_string())).collect())
+                .unwrap_or_default();
+            let base = arn.strip_suffix(":*").unwrap_or(&arn).to_string();
+            owned.extend(held.iter().map(|part| Owned { resource: name.to_string(), arn: format!("{base}{part}"), tags: tags.clone() }));
+            owned.push(Owned { resource: name.to_string(), arn, tags });
+
+            let events = resource.at("Properties").as_mapping().unwrap().get("Events").and_then(|e| e.as_mapping());
+            for (event, source) in events.into_iter().flatten() {
+                if source.text("Type") == "Schedule" {
+                    let rule = source.at("Properties").as_mapping().unwrap().get("Name").map(|n| scalar(&self.eval(n)).unwrap());
+                    let rule = rule.unwrap_or_else(|| format!("{}-{name}{}-1A2B3C4D5E6F", self.name, event.as_str().unwrap()));
+                    owned.push(Owned::new(name, format!("arn:aws:events:{REGION}:{ACCOUNT}:rule/{rule}")));
+                }
+            }
+        }
+        owned
     }
 
     /// The AWS managed policies a role of the template may attach, with
@@ -1169,7 +1362,7 @@ impl Stack {
             "AWS::AccountId" => Value::String(ACCOUNT.into()),
             "AWS::Partition" => Value::String("aws".into()),
             "AWS::URLSuffix" => Value::String("amazonaws.com".into()),
-            "AWS::StackName" => Value::String(STACK.into()),
+            "AWS::StackName" => Value::String(self.name.clone()),
             _ => match self.parameters.get(name) {
                 Some(value) => Value::String(value.clone()),
                 None => {
