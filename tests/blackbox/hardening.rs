@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::ec2_fleet::Aws;
 use crate::fake_github::FakeGitHub;
-use crate::lifecycle_aws::{instance_of_job, pacer_on, seed, user_data_of, Backend};
+use crate::lifecycle_aws::{instance_of_job, pacer_on, seed, user_data_of, world_with_clock, Backend, World};
 use crate::support::{queued_payload, LocalPacer};
 
 /// A `runs-on` label of 100 × '€' (300 bytes): building its error message
@@ -43,10 +43,10 @@ async fn a_long_multibyte_label_leaves_the_job_unmatched_and_pacer_up() {
 /// GitHub does not order its deliveries: a job cancelled before any runner
 /// took it can have its `completed` arrive before its `queued`. The late
 /// `queued` once made a new row and launched a runner for a finished job.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_queued_after_completed_launches_nothing() {
-    let pacer = LocalPacer::start().await;
-    pacer.seed(2).await;
+/// The finished job is a row of the store, so both stores are held to it.
+async fn a_late_queued_after_completed_launches_nothing(backend: Backend) {
+    let World { aws, github: _github, pacer } = world_with_clock(backend, Arc::new(SystemClock)).await;
+    seed(&aws, &pacer, 2).await;
     let queued = queued_payload(201, "acme/app", &["self-hosted", "linux"]);
     let mut completed = queued.clone();
     completed["action"] = json!("completed");
@@ -69,13 +69,24 @@ async fn a_late_queued_after_completed_launches_nothing() {
     let job_id = jobs[0]["id"].as_str().unwrap();
     let dispatched = pacer_shared::service::dispatch::dispatch(&pacer.ports, job_id).await.unwrap();
     assert!(matches!(dispatched, pacer_shared::service::dispatch::Dispatched::NotNeeded(_)), "{dispatched:?}");
-    assert_eq!(pacer.fleet.counters().launched, 0, "a finished job is never launched");
+    let instances = aws.ec2.describe_instances().send().await.unwrap();
+    assert!(instances.reservations().is_empty(), "a finished job is never launched: {instances:?}");
 
     // A cancelled job of a repository no project serves leaves no row.
     let mut elsewhere = completed.clone();
     elsewhere["repository"]["full_name"] = json!("other/app");
     elsewhere["workflow_job"]["id"] = json!(202);
     assert_eq!(pacer.webhook("workflow_job", &elsewhere).await.1["ignored"], "unknown job");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_queued_after_completed_launches_nothing_with_sqlite() {
+    a_late_queued_after_completed_launches_nothing(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_queued_after_completed_launches_nothing_with_dynamodb() {
+    a_late_queued_after_completed_launches_nothing(Backend::DynamoSqs).await;
 }
 
 /// Deployment names may hold `-`, and "ours" was `name.starts_with("pacer-")`:
