@@ -568,8 +568,8 @@ fn build_err(
 // Cursors.
 // ---------------------------------------------------------------------------
 
-/// DynamoDB's limits on a key attribute's value (which must not be empty either).
-const MAX_PARTITION_KEY_BYTES: usize = 2048;
+/// DynamoDB's limit on a sort key's value (which must not be empty either,
+/// nor a partition key's, whose limit is [`MAX_PARTITION_KEY_BYTES`]).
 const MAX_SORT_KEY_BYTES: usize = 1024;
 
 /// Where a page ended: the key (table and index attributes) of the last
