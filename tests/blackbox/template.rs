@@ -508,33 +508,14 @@ const BOUNDARY_WRITES: [&str; 6] = [
     "iam:UntagPolicy",
 ];
 
-/// What AWS's AmazonSSMManagedInstanceCore (RunnerSsmAccess) grants on every
-/// resource, less ssm:GetParameter(s): the boundary keeps parameters to
-/// pacer's own, so a runner with Session Manager cannot read the account's.
-const SESSION_MANAGER_AGENT: [&str; 23] = [
-    "ssm:DescribeAssociation",
-    "ssm:GetDeployablePatchSnapshotForInstance",
-    "ssm:GetDocument",
-    "ssm:DescribeDocument",
-    "ssm:GetManifest",
-    "ssm:ListAssociations",
-    "ssm:ListInstanceAssociations",
-    "ssm:PutInventory",
-    "ssm:PutComplianceItems",
-    "ssm:PutConfigurePackageResult",
-    "ssm:UpdateAssociationStatus",
-    "ssm:UpdateInstanceAssociationStatus",
-    "ssm:UpdateInstanceInformation",
-    "ssmmessages:CreateControlChannel",
-    "ssmmessages:CreateDataChannel",
-    "ssmmessages:OpenControlChannel",
-    "ssmmessages:OpenDataChannel",
-    "ec2messages:AcknowledgeMessage",
-    "ec2messages:DeleteMessage",
-    "ec2messages:FailMessage",
-    "ec2messages:GetEndpoint",
-    "ec2messages:GetMessages",
-    "ec2messages:SendReply",
+/// What a job on a runner could read pacer's secrets with.
+const SECRET_READS: [&str; 6] = [
+    "ssm:GetParameter",
+    "ssm:GetParameters",
+    "ssm:GetParametersByPath",
+    "ssm:GetParameterHistory",
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:DescribeSecret",
 ];
 
 #[test]
@@ -656,15 +637,12 @@ fn the_deployer_changes_roles_only_within_the_boundary_and_attaches_only_the_sta
     assert!(allowing("iam:DeleteRolePermissionsBoundary").is_empty());
     assert!(denied("iam:DeleteRolePermissionsBoundary", &stack_role, &[]), "removing the boundary is denied outright");
 
-    // Attaching is limited to the stack's own policies and the AWS managed
-    // ones the template names, each by its full ARN
-    let managed: BTreeSet<String> = std::iter::once(format!("arn:aws:iam::{ACCOUNT}:policy/pacer/{STACK}/*"))
-        .chain(Stack::aws_managed_policies())
-        .collect();
+    // Attaching is limited to the stack's own policies: no AWS managed one
+    let managed = BTreeSet::from([format!("arn:aws:iam::{ACCOUNT}:policy/pacer/{STACK}/*")]);
     for action in ["iam:AttachRolePolicy", "iam:DetachRolePolicy"] {
         for s in allowing(action) {
             let arns: BTreeSet<String> = s.condition_values("ArnLike", "iam:PolicyARN").unwrap_or_default().into_iter().collect();
-            assert_eq!(arns, managed, "{action}: the stack's policies and the named AWS managed ones");
+            assert_eq!(arns, managed, "{action}: the stack's policies alone");
         }
     }
 
@@ -747,18 +725,11 @@ fn the_boundary_allows_what_every_role_of_the_stack_does_and_no_iam_administrati
         }
     }
 
-    // …and so do the AWS managed policies the template may attach
-    let stack = Stack::new(&defaults());
-    let boundary = policy("permissions-boundary.json", &stack.placeholder_values());
-    for arn in Stack::aws_managed_policies() {
-        let actions: &[&str] = match arn.as_str() {
-            "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore" => &SESSION_MANAGER_AGENT,
-            other => panic!("{other}: name what it grants here, and give it room in the boundary"),
-        };
-        for action in actions {
-            assert!(boundary.iter().any(|b| b.effect == "Allow" && b.grants(action) && b.reaches("*")), "{arn}: {action}");
-        }
-    }
+    // …and no role holds what the template does not spell out: an AWS
+    // managed policy grants what AWS decides (AmazonSSMManagedInstanceCore
+    // once gave runners ssm:GetParameter on every parameter)
+    assert_eq!(Stack::aws_managed_policies(), BTreeSet::new(), "every grant is written in the template");
+    let boundary = policy("permissions-boundary.json", &Stack::new(&defaults()).placeholder_values());
 
     // The boundary names each action, and its only IAM ones hand the runner
     // role to EC2 and create EC2's spot role: no role, user, group or policy
@@ -776,6 +747,61 @@ fn the_boundary_allows_what_every_role_of_the_stack_does_and_no_iam_administrati
         if s.grants("iam:CreateServiceLinkedRole") {
             assert_eq!(s.condition_values("StringLike", "iam:AWSServiceName"), Some(vec!["spot.amazonaws.com".to_string()]));
         }
+    }
+}
+
+/// Every step of every job runs with the runner role. With Session Manager
+/// on, AmazonSSMManagedInstanceCore once gave it ssm:GetParameter on `*`,
+/// and the boundary it shares with the functions allows their secrets: a job
+/// could read the GitHub App's key. Now the role allows Session Manager's own
+/// actions and nothing else, and denies every secret a function reads (and
+/// the secrets path whole) to any policy attached later.
+#[test]
+fn a_runner_can_read_none_of_pacers_secrets_even_with_session_manager() {
+    let with_ssm = |mut parameters: Vec<(&'static str, &'static str)>| {
+        parameters.push(("RunnerSsmAccess", "true"));
+        parameters
+    };
+    // Secrets in SSM and in Secrets Manager, Session Manager off and on
+    for parameters in [defaults(), with_ssm(defaults()), with_ssm(everything_on())] {
+        let stack = Stack::new(&parameters);
+        let path = stack.parameters["SecretsPath"].clone();
+        let runner = stack.role_statements("RunnerRole");
+        let denies = |action: &str, arn: &str| runner.iter().any(|s| s.effect == "Deny" && s.grants(action) && s.reaches(arn) && s.condition.is_null());
+
+        // What any function reads from the secrets path or Secrets Manager
+        let mut secrets = BTreeSet::new();
+        for (role, _) in stack.resources_of_type("AWS::IAM::Role") {
+            for s in stack.role_statements(role).iter().filter(|s| s.effect == "Allow") {
+                if SECRET_READS.iter().any(|action| s.grants(action)) {
+                    secrets.extend(s.resources.iter().map(|r| stack.deployed_arn(r)).filter(|arn| arn.contains(":secretsmanager:") || arn.contains(&format!(":parameter/{path}/"))));
+                }
+            }
+        }
+        assert!(secrets.len() >= 4, "the functions read their secrets: {secrets:?}");
+        for arn in &secrets {
+            for action in SECRET_READS {
+                assert!(denies(action, arn), "{parameters:?}: the runner role does not deny {action} on {arn}");
+            }
+        }
+        // The path itself and anything under it, named later
+        for action in SECRET_READS {
+            assert!(denies(action, &format!("arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{path}")), "{action} on the path");
+            assert!(denies(action, &format!("arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{path}/added-later")), "{action}");
+            assert!(denies(action, &format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{path}/added-later-AbCdEf")), "{action}");
+        }
+
+        // What it is allowed: Session Manager's five actions, and only when asked for
+        let allowed: BTreeSet<&str> = runner.iter().filter(|s| s.effect == "Allow").flat_map(|s| s.actions.iter().map(String::as_str)).collect();
+        let session_manager = BTreeSet::from([
+            "ssm:UpdateInstanceInformation",
+            "ssmmessages:CreateControlChannel",
+            "ssmmessages:CreateDataChannel",
+            "ssmmessages:OpenControlChannel",
+            "ssmmessages:OpenDataChannel",
+        ]);
+        let expected = if parameters.contains(&("RunnerSsmAccess", "true")) { session_manager } else { BTreeSet::new() };
+        assert_eq!(allowed, expected, "{parameters:?}");
     }
 }
 
