@@ -3,6 +3,7 @@
 //! slots freed at once never leave a waiting job behind for the reaper.
 
 use pacer_shared::domain::JobState;
+use pacer_shared::service::capacity;
 use pacer_shared::service::dispatch::{self, Dispatched};
 use pacer_shared::service::Ports;
 use pacer_shared::store::conformance;
@@ -69,8 +70,8 @@ async fn two_slots_freed_at_once_launch_both_waiting_jobs() {
 
     // Two runners end before any orchestrator runs: both wakes find the
     // oldest waiting job.
-    assert!(dispatch::release_capacity(&ports, &pool_id).await.unwrap());
-    assert!(dispatch::release_capacity(&ports, &pool_id).await.unwrap());
+    assert!(capacity::release(&ports, &pool_id).await.unwrap());
+    assert!(capacity::release(&ports, &pool_id).await.unwrap());
     let woken = drain(&ports).await;
     assert_eq!(woken, [jobs[2].clone(), jobs[2].clone()]);
 
@@ -94,7 +95,7 @@ async fn a_freed_slot_sends_nothing_for_jobs_that_have_their_own_message() {
     }
     // A new job arrives while the pool is full; its message is on the queue.
     let newcomer = deliver(&ports, 3).await;
-    assert!(dispatch::release_capacity(&ports, &pool_id).await.unwrap());
+    assert!(capacity::release(&ports, &pool_id).await.unwrap());
     assert_eq!(drain(&ports).await, [newcomer], "only the newcomer's own message: no second one");
     assert_eq!(state(&ports, &first[0]).await, JobState::Starting);
 }

@@ -5,7 +5,7 @@
 //! `max_runners`), record the runner with its one-time callback token,
 //! launch, mark the job `starting`. Any failure gives the reservation back.
 //! A job waiting for capacity is handed back to `queued` and its message is
-//! acknowledged: the store is the truth, and [`release_capacity`] re-enqueues
+//! acknowledged: the store is the truth, and [`capacity::release`] re-enqueues
 //! a waiting job the moment a slot frees, so waiting never drains a message
 //! into a dead-letter queue. Only jobs marked waiting are woken (every
 //! other queued job still has a message of its own), and a woken job that
@@ -20,7 +20,8 @@ use tokio::task::JoinSet;
 
 use super::audit::record;
 use super::jobs::{advance, advance_from, Advanced};
-use super::runners::update_runner;
+use super::capacity;
+use super::runner_moves::update_runner;
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::auth::callback_token::{self, Claims};
 use crate::config::Secret;
@@ -29,7 +30,7 @@ use crate::domain::ids::is_id_of;
 use crate::domain::{new_id, Degraded, IdKind, Job, JobState, Pool, Runner, RunnerState, TransitionCause};
 use crate::fleet::{user_data, FleetError, JobRef, LaunchRequest};
 use crate::queue::{Delivery, Queue};
-use crate::store::{JobFilter, PageRequest, StoreError};
+use crate::store::StoreError;
 
 /// What handling one message did; the host acknowledges all but `Retry`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +82,7 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
         Advanced::Moved(job) => *job,
         _ => return Ok(Dispatched::NotNeeded("claimed elsewhere")),
     };
-    if !ports.store.reserve_capacity(&pool.id).await? {
+    if !capacity::reserve(ports, &pool.id).await? {
         let note = JobChanges {
             note: Some(format!("pool {} is at max_runners", pool.spec.name)),
             waiting_for_capacity: true,
@@ -90,7 +91,7 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
         advance(ports, job_id, JobState::Queued, TransitionCause::Orchestrator, &note).await?;
         // A slot may have freed between the reservation and the hand-back,
         // and its releaser found nothing queued: look once more.
-        if pool_has_room(ports, &pool.id).await? {
+        if capacity::has_room(ports, &pool.id).await? {
             ports.queue.send(job_id, None).await.map_err(ServiceError::Internal)?;
         }
         return Ok(Dispatched::WaitingForCapacity);
@@ -101,14 +102,14 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
                 set_degraded(ports, &pool.id, None).await?;
             }
             // Another slot may have freed while this job was being woken.
-            if was_waiting && pool_has_room(ports, &pool.id).await? {
-                wake_waiting(ports, &pool.id).await?;
+            if was_waiting && capacity::has_room(ports, &pool.id).await? {
+                capacity::wake_waiting(ports, &pool.id).await?;
             }
             Ok(Dispatched::Launched { runner_id })
         }
         Err(LaunchFailure::Fleet(FleetError::LimitExceeded(reason))) => {
             // The account, not the job: no attempt counted; the whole pool waits.
-            release_capacity(ports, &pool.id).await?;
+            capacity::release(ports, &pool.id).await?;
             let now = ports.clock.now();
             let cooldown = ports.settings.degraded_cooldown;
             let retry_at = now + chrono::Duration::from_std(cooldown).unwrap_or_default();
@@ -119,7 +120,7 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
             Ok(Dispatched::Deferred)
         }
         Err(failure) => {
-            release_capacity(ports, &pool.id).await?;
+            capacity::release(ports, &pool.id).await?;
             handle_launch_failure(ports, &job, &pool, failure).await
         }
     }
@@ -139,10 +140,6 @@ async fn set_degraded(ports: &Ports, pool_id: &str, degraded: Option<Degraded>) 
     pool.degraded = degraded;
     ports.store.update_pool(&pool).await?;
     record(ports, &orchestrator(), action, Some(pool_id), detail).await
-}
-
-async fn pool_has_room(ports: &Ports, pool_id: &str) -> ServiceResult<bool> {
-    Ok(ports.store.get_pool(pool_id).await?.is_some_and(|p| p.active_runners < p.spec.max_runners))
 }
 
 /// Why a launch did not happen.
@@ -303,35 +300,6 @@ async fn fail_job_counting(ports: &Ports, job: &Job, reason: &str, count_attempt
     let changes = JobChanges { failure_reason: Some(reason.to_string()), count_attempt, ..Default::default() };
     if let Advanced::Moved(_) = advance(ports, &job.id, JobState::Failed, TransitionCause::Orchestrator, &changes).await? {
         record(ports, &orchestrator(), "job.failed", Some(&job.id), json!({"reason": reason})).await?;
-    }
-    Ok(())
-}
-
-/// Gives one unit of a pool's capacity back and, if it did, wakes the
-/// oldest job waiting for it.
-pub async fn release_capacity(ports: &Ports, pool_id: &str) -> ServiceResult<bool> {
-    if !ports.store.release_capacity(pool_id).await? {
-        return Ok(false);
-    }
-    wake_waiting(ports, pool_id).await?;
-    Ok(true)
-}
-
-/// How many of a pool's oldest queued jobs a wake looks through for one
-/// marked waiting; the rest have messages of their own on the way.
-const WAKE_LOOKS_AT: u32 = 25;
-
-/// Enqueues the pool's oldest job waiting for capacity, if any.
-async fn wake_waiting(ports: &Ports, pool_id: &str) -> ServiceResult<()> {
-    let filter = JobFilter {
-        state: Some(JobState::Queued),
-        pool_id: Some(pool_id.to_string()),
-        oldest_first: true,
-        ..Default::default()
-    };
-    let queued = ports.store.list_jobs(&filter, &PageRequest::first(WAKE_LOOKS_AT)).await?;
-    if let Some(job) = queued.items.iter().find(|j| j.waiting_for_capacity) {
-        ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
     }
     Ok(())
 }

@@ -33,7 +33,8 @@ use serde_json::json;
 
 use super::audit::record;
 use super::jobs::{advance, advance_from, advance_if, Advanced};
-use super::runners::{finish, github_target, retry_job_after_failed_runner, update_runner};
+use super::runner_moves::{finish, update_runner};
+use super::runners::{github_target, retry_job_after_failed_runner};
 use super::webhook::{pick_pool, project_pools};
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::domain::job::JobChanges;

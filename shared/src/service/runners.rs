@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::audit::record;
-use super::dispatch::release_capacity;
+use super::runner_moves::{finish, update_runner};
 use super::jobs::advance;
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::auth::callback_token::{self, Claims, TokenError};
@@ -174,54 +174,6 @@ pub async fn register(ports: &Ports, token: &str, body: RegisterBody) -> Result<
         download_url: download.url,
         sha256: download.sha256,
     })
-}
-
-/// Every change to a runner: re-reads it, lets `edit` change the fresh copy
-/// (returning `false` leaves it alone), and writes it conditionally on the
-/// version read, retrying when another writer got in between — so no
-/// writer ever erases another's fields. Returns the state it was in and the
-/// runner as written, or `None` if it is gone or `edit` declined.
-pub(crate) async fn update_runner(
-    ports: &Ports,
-    runner_id: &str,
-    mut edit: impl FnMut(&mut Runner) -> bool,
-) -> ServiceResult<Option<(RunnerState, Runner)>> {
-    for _ in 0..16 {
-        let Some(mut runner) = ports.store.get_runner(runner_id).await? else { return Ok(None) };
-        let from = runner.state;
-        if !edit(&mut runner) {
-            return Ok(None);
-        }
-        runner.version += 1;
-        runner.updated_at = ports.clock.now();
-        match ports.store.transition_runner(from, &runner).await {
-            Ok(()) => return Ok(Some((from, runner))),
-            Err(StoreError::Stale) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ServiceError::Conflict(format!("runner {runner_id} kept changing; try again")))
-}
-
-/// Moves a live runner to `to`; whoever succeeds releases its capacity.
-/// Returns the runner as written, or `None` if it was not live any more.
-pub(crate) async fn finish(ports: &Ports, runner_id: &str, to: RunnerState, edit: impl Fn(&mut Runner)) -> ServiceResult<Option<Runner>> {
-    let ended = update_runner(ports, runner_id, |runner| {
-        if !runner.state.is_live() {
-            return false;
-        }
-        runner.state = to;
-        edit(runner);
-        true
-    })
-    .await?;
-    match ended {
-        Some((_, runner)) => {
-            release_capacity(ports, &runner.pool_id).await?;
-            Ok(Some(runner))
-        }
-        None => Ok(None),
-    }
 }
 
 /// `/complete`: the runner's job is over. Idempotent.

@@ -314,7 +314,7 @@ async fn progressed(ports: &Ports, ev: &WorkflowJobEvent, to: JobState) -> Servi
     match (runner, to) {
         (Some(runner), JobState::Running) => {
             // The runner is busy with this job, whichever job it was launched for.
-            super::runners::update_runner(ports, &runner.id, |r| {
+            super::runner_moves::update_runner(ports, &runner.id, |r| {
                 let busy = r.state.can_move_to(RunnerState::Busy);
                 if busy {
                     r.state = RunnerState::Busy;
@@ -327,7 +327,7 @@ async fn progressed(ports: &Ports, ev: &WorkflowJobEvent, to: JobState) -> Servi
             // Its job is over: the runner should call /complete and power
             // off now; the reaper reclaims it if it does not.
             let now = ports.clock.now();
-            super::runners::update_runner(ports, &runner.id, |r| {
+            super::runner_moves::update_runner(ports, &runner.id, |r| {
                 let mark = r.state.is_live() && r.job_ended_at.is_none();
                 if mark {
                     r.job_ended_at = Some(now);
