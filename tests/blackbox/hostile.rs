@@ -242,7 +242,8 @@ fn declared_routes() -> BTreeSet<String> {
                 }
             }
             let (path, methods) = outer.split_once(',').unwrap_or_else(|| panic!("cannot read .route({outer}) in {}", file.display()));
-            for method in methods.split('.').map(str::trim).filter(|m| !m.is_empty()) {
+            // (rustfmt may break the call over lines, with a trailing comma)
+            for method in methods.trim().trim_end_matches(',').split('.').map(str::trim).filter(|m| !m.is_empty()) {
                 declared.insert(format!("{} {}", method.to_uppercase(), path.trim().trim_matches('"')));
             }
         }
