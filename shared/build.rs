@@ -15,7 +15,12 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=PACER_GIT_DESCRIBE={describe}");
     // Re-stamp when the checked-out commit moves.
-    for path in ["../.git/HEAD", "../.git/refs/heads", "../.git/refs/tags", "../.git/packed-refs"] {
+    for path in [
+        "../.git/HEAD",
+        "../.git/refs/heads",
+        "../.git/refs/tags",
+        "../.git/packed-refs",
+    ] {
         println!("cargo:rerun-if-changed={path}");
     }
 }

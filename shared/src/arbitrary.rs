@@ -64,7 +64,8 @@ pub fn any_json() -> impl Strategy<Value = Value> + Clone {
     let shallow = json_scalar().prop_recursive(4, 32, 6, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            proptest::collection::vec((hostile_text(), inner), 0..6).prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            proptest::collection::vec((hostile_text(), inner), 0..6)
+                .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
         ]
     });
     prop_oneof![
@@ -89,7 +90,9 @@ fn deeply_nested() -> impl Strategy<Value = Value> + Clone {
 /// A JSON object as a client might send to a parser that knows `fields`:
 /// each known field absent, plausible (one of its `examples`) or any JSON
 /// value at all, now and then with an unknown field beside them.
-pub fn object_with(fields: Vec<(&'static str, Vec<Value>)>) -> impl Strategy<Value = Map<String, Value>> {
+pub fn object_with(
+    fields: Vec<(&'static str, Vec<Value>)>,
+) -> impl Strategy<Value = Map<String, Value>> {
     let per_field: Vec<_> = fields
         .into_iter()
         .map(|(name, examples)| {
@@ -102,8 +105,10 @@ pub fn object_with(fields: Vec<(&'static str, Vec<Value>)>) -> impl Strategy<Val
         .collect();
     let unknown = proptest::option::weighted(0.1, (hostile_text(), any_json()));
     (per_field, unknown).prop_map(|(known, unknown)| {
-        let mut map: Map<String, Value> =
-            known.into_iter().filter_map(|(name, value)| Some((name.to_string(), value?))).collect();
+        let mut map: Map<String, Value> = known
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.to_string(), value?)))
+            .collect();
         if let Some((name, value)) = unknown {
             map.insert(name, value);
         }

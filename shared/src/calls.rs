@@ -19,12 +19,12 @@
 
 use std::fmt;
 use std::ops::{Add, Sub};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
@@ -142,7 +142,11 @@ impl Sub for Calls {
     type Output = Calls;
     /// The calls made since `earlier` (counts only grow; saturates anyway).
     fn sub(self, earlier: Calls) -> Calls {
-        Calls::from_fields(zip_fields(self.fields(), earlier.fields(), u64::saturating_sub))
+        Calls::from_fields(zip_fields(
+            self.fields(),
+            earlier.fields(),
+            u64::saturating_sub,
+        ))
     }
 }
 
@@ -179,7 +183,9 @@ impl SdkCallCounter {
 
 impl fmt::Debug for SdkCallCounter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SdkCallCounter").field("counts", &self.counts).finish()
+        f.debug_struct("SdkCallCounter")
+            .field("counts", &self.counts)
+            .finish()
     }
 }
 
@@ -194,7 +200,10 @@ impl Intercept for SdkCallCounter {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if let Some(call) = cfg.load::<Metadata>().and_then(|m| (self.classify)(m.name())) {
+        if let Some(call) = cfg
+            .load::<Metadata>()
+            .and_then(|m| (self.classify)(m.name()))
+        {
             self.counts.count(call);
         }
         Ok(())
@@ -205,7 +214,9 @@ impl Intercept for SdkCallCounter {
 pub fn dynamodb_call(operation: &str) -> Option<Call> {
     match operation {
         "GetItem" | "BatchGetItem" | "Query" | "Scan" | "TransactGetItems" => Some(Call::StoreRead),
-        "PutItem" | "UpdateItem" | "DeleteItem" | "BatchWriteItem" | "TransactWriteItems" => Some(Call::StoreWrite),
+        "PutItem" | "UpdateItem" | "DeleteItem" | "BatchWriteItem" | "TransactWriteItems" => {
+            Some(Call::StoreWrite)
+        }
         _ => None,
     }
 }
@@ -239,7 +250,15 @@ mod tests {
         counts.count(Call::StoreWrite);
         counts.count(Call::GitHub);
         let between = counts.snapshot() - before;
-        assert_eq!(between, Calls { store_reads: 1, store_writes: 1, github: 1, ..Default::default() });
+        assert_eq!(
+            between,
+            Calls {
+                store_reads: 1,
+                store_writes: 1,
+                github: 1,
+                ..Default::default()
+            }
+        );
         assert_eq!(between.total(), 3);
         assert_eq!((between + between).store_reads, 2);
         assert_eq!([between, between].into_iter().sum::<Calls>().github, 2);
@@ -251,7 +270,10 @@ mod tests {
         assert_eq!(dynamodb_call("TransactWriteItems"), Some(Call::StoreWrite));
         assert_eq!(dynamodb_call("CreateTable"), None);
         assert_eq!(sqs_call("ReceiveMessage"), Some(Call::QueueReceive));
-        assert_eq!(sqs_call("ChangeMessageVisibility"), Some(Call::QueueRequeue));
+        assert_eq!(
+            sqs_call("ChangeMessageVisibility"),
+            Some(Call::QueueRequeue)
+        );
         assert_eq!(sqs_call("GetQueueUrl"), None);
         assert_eq!(ec2_call("RunInstances"), Some(Call::Fleet));
     }

@@ -12,9 +12,18 @@ pub const ENV: &str = "PACER_FAILPOINTS";
 
 /// Every failpoint pacer has, for docs and validation.
 pub const ALL: &[(&str, &str)] = &[
-    ("after_job_insert", "a queued job is stored, its id not yet enqueued"),
-    ("after_launch", "RunInstances succeeded, the runner record not yet updated"),
-    ("after_jit_mint", "GitHub issued a JIT config, the runner not yet marked registered"),
+    (
+        "after_job_insert",
+        "a queued job is stored, its id not yet enqueued",
+    ),
+    (
+        "after_launch",
+        "RunInstances succeeded, the runner record not yet updated",
+    ),
+    (
+        "after_jit_mint",
+        "GitHub issued a JIT config, the runner not yet marked registered",
+    ),
 ];
 
 fn armed() -> &'static HashSet<String> {
@@ -32,7 +41,10 @@ fn armed() -> &'static HashSet<String> {
 
 /// Aborts the process here if the failpoint `name` is armed.
 pub fn hit(name: &str) {
-    debug_assert!(ALL.iter().any(|(n, _)| *n == name), "unknown failpoint {name}");
+    debug_assert!(
+        ALL.iter().any(|(n, _)| *n == name),
+        "unknown failpoint {name}"
+    );
     if armed().contains(name) {
         eprintln!("pacer: failpoint {name} reached: aborting");
         std::process::abort();

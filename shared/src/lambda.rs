@@ -10,22 +10,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::Router;
 use futures::StreamExt as _;
 use lambda_http::request::RequestContext;
-use lambda_runtime::{service_fn, LambdaEvent};
-use serde_json::{json, Value};
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::{Value, json};
 use tracing::Instrument as _;
 
 use crate::config::{Config, LogFormat, LogOutput, Role, Secret};
-use crate::http::{console, AppState};
+use crate::http::{AppState, console};
 use crate::queue::Delivery;
 use crate::runtime::{self, LogGuard};
 use crate::service::dispatch::{self, Settlement};
-use crate::service::{reaper, Ports};
+use crate::service::{Ports, reaper};
 
 pub use lambda_runtime::Error;
 
@@ -132,27 +132,52 @@ pub async fn boot(kind: Kind) -> Result<Function, Error> {
         queue = ports.queue.engine(),
         "cold start done"
     );
-    Ok(Function { name, cfg, ports, secrets_took, _log: log })
+    Ok(Function {
+        name,
+        cfg,
+        ports,
+        secrets_took,
+        _log: log,
+    })
 }
 
 impl Function {
     /// The router an HTTP function serves, as [`run`] serves it. Only the
     /// api function builds console auth (with OIDC discovery).
     pub async fn router(&self, kind: Kind) -> Result<Router, Error> {
-        let auth = if kind == Kind::Api { runtime::auth_settings(&self.cfg).await? } else { None };
-        let state = AppState { ports: self.ports.clone(), trusted_proxies: Arc::new(Vec::new()), auth, console: None };
-        http_router(kind, state, self.cfg.server.cloudfront_origin_secret.clone())
+        let auth = if kind == Kind::Api {
+            runtime::auth_settings(&self.cfg).await?
+        } else {
+            None
+        };
+        let state = AppState {
+            ports: self.ports.clone(),
+            trusted_proxies: Arc::new(Vec::new()),
+            auth,
+            console: None,
+        };
+        http_router(
+            kind,
+            state,
+            self.cfg.server.cloudfront_origin_secret.clone(),
+        )
     }
 }
 
 /// An HTTP function's router as Lambda runs it: its routes, the client
 /// address taken from the event, and JSON for any path it does not know.
-pub fn http_router(kind: Kind, state: AppState, origin_secret: Option<Secret>) -> Result<Router, Error> {
+pub fn http_router(
+    kind: Kind,
+    state: AppState,
+    origin_secret: Option<Secret>,
+) -> Result<Router, Error> {
     let router = match kind {
         Kind::Webhook => crate::http::webhook_router(state.clone()),
         Kind::Runner => crate::http::runner_router(state.clone()),
         Kind::Api => crate::http::health_router().merge(crate::http::api_router(state.clone())),
-        Kind::Orchestrator | Kind::Reaper => return Err(format!("the {} function does not serve HTTP", kind.name()).into()),
+        Kind::Orchestrator | Kind::Reaper => {
+            return Err(format!("the {} function does not serve HTTP", kind.name()).into());
+        }
     };
     let fallback_state = state;
     let origin_secret = Arc::new(origin_secret);
@@ -176,7 +201,11 @@ pub async fn serve_http(router: Router) -> Result<(), Error> {
 /// `sourceIp` — or, only when the request proves it came through pacer's
 /// own distribution, CloudFront's viewer address. A forged
 /// `CloudFront-Viewer-Address` without the secret is ignored.
-async fn with_client_address(mut req: Request, next: Next, origin_secret: Option<&Secret>) -> Response {
+async fn with_client_address(
+    mut req: Request,
+    next: Next,
+    origin_secret: Option<&Secret>,
+) -> Response {
     if let Some(addr) = client_address(&req, origin_secret) {
         req.extensions_mut().insert(ConnectInfo(addr));
     }
@@ -184,11 +213,26 @@ async fn with_client_address(mut req: Request, next: Next, origin_secret: Option
 }
 
 /// The client address of a Lambda HTTP request (see [`with_client_address`]).
-pub fn client_address<B>(req: &http::Request<B>, origin_secret: Option<&Secret>) -> Option<SocketAddr> {
+pub fn client_address<B>(
+    req: &http::Request<B>,
+    origin_secret: Option<&Secret>,
+) -> Option<SocketAddr> {
     if let Some(secret) = origin_secret {
-        let presented = req.headers().get(ORIGIN_SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
-        if bool::from(subtle::ConstantTimeEq::ct_eq(presented, secret.expose().as_bytes())) {
-            if let Some(viewer) = req.headers().get(VIEWER_ADDRESS_HEADER).and_then(|v| v.to_str().ok()).and_then(parse_viewer_address) {
+        let presented = req
+            .headers()
+            .get(ORIGIN_SECRET_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if bool::from(subtle::ConstantTimeEq::ct_eq(
+            presented,
+            secret.expose().as_bytes(),
+        )) {
+            if let Some(viewer) = req
+                .headers()
+                .get(VIEWER_ADDRESS_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_viewer_address)
+            {
                 return Some(viewer);
             }
         }
@@ -198,7 +242,10 @@ pub fn client_address<B>(req: &http::Request<B>, origin_secret: Option<&Secret>)
         RequestContext::ApiGatewayV1(ctx) => ctx.identity.source_ip.clone()?,
         _ => return None,
     };
-    source.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0))
+    source
+        .parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 0))
 }
 
 /// `198.51.100.10:46532`, `2001:db8::1:46532` or `[2001:db8::1]:46532`.
@@ -229,7 +276,9 @@ pub async fn handle_batch(ports: &Ports, event: SqsEvent) -> SqsBatchResponse {
         .map(|message| async move {
             let id = message.message_id.clone().unwrap_or_default();
             let span = tracing::info_span!("sqs_message", message_id = %id);
-            async move { handle_message(ports, message).await.then_some(id) }.instrument(span).await
+            async move { handle_message(ports, message).await.then_some(id) }
+                .instrument(span)
+                .await
         })
         .buffer_unordered(BATCH_CONCURRENCY)
         .collect()
@@ -248,7 +297,11 @@ async fn handle_message(ports: &Ports, message: SqsMessage) -> bool {
     let delivery = Delivery {
         job_id: message.body.unwrap_or_default(),
         receipt: message.receipt_handle.unwrap_or_default(),
-        receive_count: message.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()).unwrap_or(1),
+        receive_count: message
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1),
     };
     match dispatch::handle(ports, &delivery).await {
         Settlement::Done => false,
@@ -298,7 +351,8 @@ mod tests {
         let mut req = req.body(()).unwrap();
         let mut ctx = aws_lambda_events::event::apigw::ApiGatewayV2httpRequestContext::default();
         ctx.http.source_ip = Some(source_ip.to_string());
-        req.extensions_mut().insert(RequestContext::ApiGatewayV2(ctx));
+        req.extensions_mut()
+            .insert(RequestContext::ApiGatewayV2(ctx));
         req
     }
 
@@ -322,17 +376,41 @@ mod tests {
         let wrong = request(&[viewer[0], (ORIGIN_SECRET_HEADER, "guess")], "130.176.0.1");
         assert_eq!(ip(client_address(&wrong, Some(&secret))), "130.176.0.1");
 
-        let through_cloudfront = request(&[viewer[0], (ORIGIN_SECRET_HEADER, "s3cret-origin-value")], "130.176.0.1");
-        assert_eq!(ip(client_address(&through_cloudfront, Some(&secret))), "203.0.113.9");
+        let through_cloudfront = request(
+            &[viewer[0], (ORIGIN_SECRET_HEADER, "s3cret-origin-value")],
+            "130.176.0.1",
+        );
+        assert_eq!(
+            ip(client_address(&through_cloudfront, Some(&secret))),
+            "203.0.113.9"
+        );
         // Without a configured secret the header is never believed.
         assert_eq!(ip(client_address(&through_cloudfront, None)), "130.176.0.1");
     }
 
     #[test]
     fn viewer_addresses_of_both_families_parse() {
-        assert_eq!(parse_viewer_address("198.51.100.10:46532").unwrap().ip().to_string(), "198.51.100.10");
-        assert_eq!(parse_viewer_address("2001:db8::1:46532").unwrap().ip().to_string(), "2001:db8::1");
-        assert_eq!(parse_viewer_address("[2001:db8::2]:443").unwrap().ip().to_string(), "2001:db8::2");
+        assert_eq!(
+            parse_viewer_address("198.51.100.10:46532")
+                .unwrap()
+                .ip()
+                .to_string(),
+            "198.51.100.10"
+        );
+        assert_eq!(
+            parse_viewer_address("2001:db8::1:46532")
+                .unwrap()
+                .ip()
+                .to_string(),
+            "2001:db8::1"
+        );
+        assert_eq!(
+            parse_viewer_address("[2001:db8::2]:443")
+                .unwrap()
+                .ip()
+                .to_string(),
+            "2001:db8::2"
+        );
         assert_eq!(parse_viewer_address("not-an-address"), None);
     }
 }

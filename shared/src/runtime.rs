@@ -6,27 +6,29 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, DatabaseEngine, FleetEngine, LogFormat, LogOutput, LoggingConfig, QueueEngine, Secret};
+use crate::config::{
+    Config, DatabaseEngine, FleetEngine, LogFormat, LogOutput, LoggingConfig, QueueEngine, Secret,
+};
+use crate::fleet::Fleet;
 use crate::fleet::ec2::Ec2Fleet;
 use crate::fleet::simulated::{SimulatedFleet, SimulatedSettings};
-use crate::fleet::Fleet;
+use crate::github::GitHub;
 use crate::github::offline::OfflineGitHub;
 use crate::github::rest::RestGitHub;
-use crate::github::GitHub;
 use crate::pricing::aws::AwsPricing;
 use crate::pricing::{NoPricing, Pricing};
+use crate::queue::Queue;
 use crate::queue::memory::MemoryQueue;
 use crate::queue::sqs::SqsQueue;
-use crate::queue::Queue;
 use crate::service::auth::AuthSettings;
 use crate::service::{Ports, Settings};
+use crate::store::Store;
 use crate::store::dynamodb::DynamoStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
 
 /// Keeps a file logger flushing; hold it until the process ends.
 pub struct LogGuard(#[allow(dead_code)] Option<tracing_appender::non_blocking::WorkerGuard>);
@@ -34,10 +36,15 @@ pub struct LogGuard(#[allow(dead_code)] Option<tracing_appender::non_blocking::W
 /// Installs the global `tracing` subscriber per `logging.*`. `PACER_LOG` (or
 /// `RUST_LOG`), when set, is a filter that refines the level per module.
 pub fn init_logging(cfg: &LoggingConfig) -> anyhow::Result<LogGuard> {
-    let filter = EnvFilter::try_from_env("PACER_LOG").or_else(|_| EnvFilter::try_from_default_env()).unwrap_or_else(|_| {
-        // Dependencies are noisy at debug; pacer's own modules follow the level.
-        EnvFilter::new(format!("warn,pacer={0},pacer_shared={0},tower_http={0}", cfg.level.as_str()))
-    });
+    let filter = EnvFilter::try_from_env("PACER_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| {
+            // Dependencies are noisy at debug; pacer's own modules follow the level.
+            EnvFilter::new(format!(
+                "warn,pacer={0},pacer_shared={0},tower_http={0}",
+                cfg.level.as_str()
+            ))
+        });
     let (writer, guard) = match &cfg.output {
         LogOutput::Stdout => (BoxMakeWriter::new(std::io::stdout), None),
         LogOutput::File(path) => {
@@ -50,9 +57,15 @@ pub fn init_logging(cfg: &LoggingConfig) -> anyhow::Result<LogGuard> {
             (BoxMakeWriter::new(writer), Some(guard))
         }
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     let result = match cfg.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         LogFormat::Text => {
             let to_terminal = matches!(cfg.output, LogOutput::Stdout);
             builder.with_ansi(cfg.color && to_terminal).try_init()
@@ -79,7 +92,10 @@ pub async fn aws_sdk_config(cfg: &Config) -> Option<aws_config::SdkConfig> {
 }
 
 /// The store `database.engine` names.
-pub async fn build_store(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn build_store(
+    cfg: &Config,
+    aws: Option<&aws_config::SdkConfig>,
+) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match cfg.database.engine {
         DatabaseEngine::Sqlite => {
             let store = SqliteStore::open(&cfg.database.path)?;
@@ -97,12 +113,19 @@ pub async fn build_store(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> a
 
 /// The queue `queue.engine` names. The memory queue hides a received
 /// message for five minutes, longer than any dispatch takes.
-pub fn build_queue(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> anyhow::Result<Arc<dyn Queue>> {
+pub fn build_queue(
+    cfg: &Config,
+    aws: Option<&aws_config::SdkConfig>,
+) -> anyhow::Result<Arc<dyn Queue>> {
     Ok(match cfg.queue.engine {
         QueueEngine::Memory => Arc::new(MemoryQueue::new(std::time::Duration::from_secs(300))),
         QueueEngine::Sqs => {
             let aws = aws.context("queue.engine is sqs but AWS is disabled")?;
-            let url = cfg.queue.url.clone().context("queue.url is required with queue.engine: sqs")?;
+            let url = cfg
+                .queue
+                .url
+                .clone()
+                .context("queue.url is required with queue.engine: sqs")?;
             Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(aws), url))
         }
     })
@@ -115,7 +138,10 @@ pub fn build_github(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<d
         return Ok(Arc::new(OfflineGitHub::new(&cfg.runner.version)));
     }
     // Validation let the key be left out only where the role never calls GitHub.
-    if cfg.github.private_key.is_none() && cfg.github.private_key_path.is_none() && !cfg.role.calls_github() {
+    if cfg.github.private_key.is_none()
+        && cfg.github.private_key_path.is_none()
+        && !cfg.role.calls_github()
+    {
         return Ok(Arc::new(crate::github::absent::NoAppKey { role: cfg.role }));
     }
     Ok(Arc::new(RestGitHub::new(&cfg.github, &cfg.runner, clock)?))
@@ -139,18 +165,28 @@ pub fn build_fleet(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> anyhow:
         }
         FleetEngine::Ec2 => {
             let aws = aws.context("fleet.engine is ec2 but AWS is disabled")?;
-            (Arc::new(Ec2Fleet::new(aws_sdk_ec2::Client::new(aws), cfg.deployment.name.clone())), None)
+            (
+                Arc::new(Ec2Fleet::new(
+                    aws_sdk_ec2::Client::new(aws),
+                    cfg.deployment.name.clone(),
+                )),
+                None,
+            )
         }
     })
 }
 
 /// Price quotes at launch: the Pricing API and spot history when
 /// `pricing.enabled` and runners are real EC2 instances; none otherwise.
-pub fn build_pricing(cfg: &Config, aws: Option<&aws_config::SdkConfig>, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn Pricing>> {
+pub fn build_pricing(
+    cfg: &Config,
+    aws: Option<&aws_config::SdkConfig>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<dyn Pricing>> {
     Ok(match aws {
-        Some(aws) if cfg.pricing.enabled && cfg.fleet.engine == FleetEngine::Ec2 => {
-            Arc::new(AwsPricing::from_sdk_config(aws, cfg.pricing.cache_ttl, clock)?)
-        }
+        Some(aws) if cfg.pricing.enabled && cfg.fleet.engine == FleetEngine::Ec2 => Arc::new(
+            AwsPricing::from_sdk_config(aws, cfg.pricing.cache_ttl, clock)?,
+        ),
         _ => Arc::new(NoPricing),
     })
 }
@@ -171,11 +207,14 @@ pub fn settings(cfg: &Config) -> Settings {
             // the functions that neither mint nor verify callback tokens.
             Secret::new(hex::encode(rand::random::<[u8; 32]>()))
         }),
-        webhook_secrets: [&cfg.github.webhook_secret, &cfg.github.webhook_secret_previous]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect(),
+        webhook_secrets: [
+            &cfg.github.webhook_secret,
+            &cfg.github.webhook_secret_previous,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect(),
         max_attempts: cfg.reaper.max_attempts,
         redrive_after: cfg.reaper.redrive_after,
         orphan_grace: cfg.reaper.orphan_grace,
@@ -184,14 +223,25 @@ pub fn settings(cfg: &Config) -> Settings {
 }
 
 /// Every port from config: what a host hands to `app()` and the workers.
-pub async fn build_ports(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> anyhow::Result<(Ports, Option<Arc<SimulatedFleet>>)> {
+pub async fn build_ports(
+    cfg: &Config,
+    aws: Option<&aws_config::SdkConfig>,
+) -> anyhow::Result<(Ports, Option<Arc<SimulatedFleet>>)> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = build_store(cfg, aws).await?;
     let queue = build_queue(cfg, aws)?;
     let github = build_github(cfg, clock.clone())?;
     let (fleet, simulated) = build_fleet(cfg, aws)?;
     let pricing = build_pricing(cfg, aws, clock.clone())?;
-    let ports = Ports { store, clock, queue, fleet, github, pricing, settings: Arc::new(settings(cfg)) };
+    let ports = Ports {
+        store,
+        clock,
+        queue,
+        fleet,
+        github,
+        pricing,
+        settings: Arc::new(settings(cfg)),
+    };
     Ok((ports, simulated))
 }
 
@@ -208,7 +258,11 @@ pub async fn auth_settings(cfg: &Config) -> anyhow::Result<Option<Arc<AuthSettin
     };
     Ok(Some(Arc::new(AuthSettings {
         oidc,
-        jwt_secret: cfg.auth.jwt_secret.clone().context("auth.jwt_secret is required unless auth.disabled is true")?,
+        jwt_secret: cfg
+            .auth
+            .jwt_secret
+            .clone()
+            .context("auth.jwt_secret is required unless auth.disabled is true")?,
         session_ttl: cfg.auth.session_ttl,
         local: cfg.auth.local.enabled,
         login_attempts: cfg.auth.login_rate_limit.attempts,
@@ -220,6 +274,10 @@ pub async fn auth_settings(cfg: &Config) -> anyhow::Result<Option<Arc<AuthSettin
             .as_ref()
             .filter(|_| cfg.auth.oidc.enabled)
             .and_then(|u| u.host_str().map(str::to_string)),
-        secure_cookie: cfg.server.public_url.as_ref().is_some_and(|u| u.scheme() == "https"),
+        secure_cookie: cfg
+            .server
+            .public_url
+            .as_ref()
+            .is_some_and(|u| u.scheme() == "https"),
     })))
 }

@@ -92,7 +92,11 @@ async fn acme_http_listener_redirects_to_https_keeping_method_path_and_query() {
     let location = response.headers()[header::LOCATION].to_str().unwrap();
     assert_eq!(location, pacer.https_url("www.pacer.test", "/api/x?y=1"));
     // (browsers ignore HSTS over plain HTTP, so the listener does not send it)
-    assert!(!response.headers().contains_key(header::STRICT_TRANSPORT_SECURITY));
+    assert!(
+        !response
+            .headers()
+            .contains_key(header::STRICT_TRANSPORT_SECURITY)
+    );
 
     // And a client that follows it arrives over HTTPS as a POST, body and all
     let following = trusting(&root).build().unwrap();

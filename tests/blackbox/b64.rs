@@ -1,15 +1,21 @@
 //! Base64 for the test fakes (JWT parts, JWKs, PKCE, PEM bodies, JIT
 //! configs), through the `base64` crate.
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD, URL_SAFE_NO_PAD};
 use base64::engine::DecodePaddingMode;
-use base64::{alphabet, Engine};
+use base64::engine::general_purpose::{
+    GeneralPurpose, GeneralPurposeConfig, STANDARD, URL_SAFE_NO_PAD,
+};
+use base64::{Engine, alphabet};
 
 /// Decodes with or without padding.
-const STANDARD_LENIENT: GeneralPurpose =
-    GeneralPurpose::new(&alphabet::STANDARD, GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent));
-const URL_LENIENT: GeneralPurpose =
-    GeneralPurpose::new(&alphabet::URL_SAFE, GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent));
+const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+const URL_LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// Standard alphabet, padded.
 pub fn encode(bytes: &[u8]) -> String {
@@ -51,7 +57,10 @@ mod tests {
     fn round_trips_in_both_alphabets() {
         for text in ["", "f", "fo", "foo", "foob", "fooba", "foobar"] {
             assert_eq!(decode(&encode(text.as_bytes())).unwrap(), text.as_bytes());
-            assert_eq!(decode_url(&encode_url(text.as_bytes())).unwrap(), text.as_bytes());
+            assert_eq!(
+                decode_url(&encode_url(text.as_bytes())).unwrap(),
+                text.as_bytes()
+            );
         }
         assert_eq!(encode(b"fo"), "Zm8=");
         assert_eq!(decode_url("_-8").unwrap(), [0xff, 0xef]);
@@ -59,6 +68,9 @@ mod tests {
         // RFC 7636 appendix B.
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         use sha2::Digest;
-        assert_eq!(encode_url(&sha2::Sha256::digest(verifier.as_bytes())), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        assert_eq!(
+            encode_url(&sha2::Sha256::digest(verifier.as_bytes())),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
     }
 }

@@ -49,7 +49,11 @@ impl StubPacer {
     }
 
     /// The same, naming `sha256` (or, `None`, no checksum) for the download.
-    async fn naming(register_status: StatusCode, tarball: Vec<u8>, sha256: Option<String>) -> StubPacer {
+    async fn naming(
+        register_status: StatusCode,
+        tarball: Vec<u8>,
+        sha256: Option<String>,
+    ) -> StubPacer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let download_url = format!("{url}/runner.tar.gz");
@@ -86,7 +90,12 @@ impl StubPacer {
                 .await
                 .unwrap();
         });
-        StubPacer { url, calls, stop: Some(stop), server }
+        StubPacer {
+            url,
+            calls,
+            stop: Some(stop),
+            server,
+        }
     }
 
     fn calls(&self) -> Vec<Call> {
@@ -97,11 +106,18 @@ impl StubPacer {
     fn reported_tail(&self) -> String {
         let last = self.calls().pop().expect("a call");
         assert_eq!(last.path, "/api/runner/error");
-        last.body["log_tail"].as_str().expect("a log_tail string").to_string()
+        last.body["log_tail"]
+            .as_str()
+            .expect("a log_tail string")
+            .to_string()
     }
 
     fn paths(&self) -> Vec<String> {
-        self.calls().into_iter().map(|c| c.path).filter(|p| p.starts_with("/api/")).collect()
+        self.calls()
+            .into_iter()
+            .map(|c| c.path)
+            .filter(|p| p.starts_with("/api/"))
+            .collect()
     }
 
     async fn stop(mut self) {
@@ -121,7 +137,11 @@ impl Machine {
         let dir = tempfile::tempdir().unwrap();
         // The runner user (nobody, under root) must reach the runner directory.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let runner_user = if whoami("-u") == "0" { "nobody".to_string() } else { whoami("-un") };
+        let runner_user = if whoami("-u") == "0" {
+            "nobody".to_string()
+        } else {
+            whoami("-un")
+        };
         Machine { dir, runner_user }
     }
 
@@ -142,11 +162,19 @@ impl Machine {
     /// The user data pacer would render, run as cloud-init would (but with
     /// the test's overrides), to completion.
     async fn boot(&self, pacer_url: &str, extra_env: &[(&str, &str)]) -> std::process::Output {
-        self.boot_user_data(&user_data::render(pacer_url, &Secret::new(TOKEN)), extra_env).await
+        self.boot_user_data(
+            &user_data::render(pacer_url, &Secret::new(TOKEN)),
+            extra_env,
+        )
+        .await
     }
 
     /// Runs the given user data (say, what EC2 holds for an instance).
-    pub(crate) async fn boot_user_data(&self, user_data: &str, extra_env: &[(&str, &str)]) -> std::process::Output {
+    pub(crate) async fn boot_user_data(
+        &self,
+        user_data: &str,
+        extra_env: &[(&str, &str)],
+    ) -> std::process::Output {
         let script = self.path("user-data");
         std::fs::write(&script, user_data).unwrap();
         let mut cmd = tokio::process::Command::new("bash");
@@ -154,7 +182,10 @@ impl Machine {
             .env("PACER_RUNNER_DIR", self.runner_dir())
             .env("PACER_RUNNER_USER", &self.runner_user)
             .env("PACER_LOG", self.path("bootstrap.log"))
-            .env("PACER_POWEROFF_CMD", format!("touch '{}'", self.path("powered-off").display()))
+            .env(
+                "PACER_POWEROFF_CMD",
+                format!("touch '{}'", self.path("powered-off").display()),
+            )
             .env("PACER_REGISTER_TRIES", "3")
             .env("PACER_RETRY_DELAY", "0")
             .env("PACER_CURL_TIMEOUT", "10")
@@ -178,7 +209,10 @@ impl Machine {
     }
 
     fn runner_ran_as(&self) -> String {
-        std::fs::read_to_string(self.runner_dir().join("user.txt")).unwrap().trim().to_string()
+        std::fs::read_to_string(self.runner_dir().join("user.txt"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     pub(crate) fn log(&self) -> String {
@@ -187,7 +221,10 @@ impl Machine {
 }
 
 fn whoami(flag: &str) -> String {
-    let out = std::process::Command::new("id").arg(flag).output().expect("id runs");
+    let out = std::process::Command::new("id")
+        .arg(flag)
+        .output()
+        .expect("id runs");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -210,7 +247,13 @@ fn fake_runner_tarball() -> Vec<u8> {
     write_fake_runner(staging.path(), "echo fake runner from the tarball", 0);
     let tarball = staging.path().join("runner.tar.gz");
     let status = std::process::Command::new("tar")
-        .args(["-czf", tarball.to_str().unwrap(), "-C", staging.path().to_str().unwrap(), "run.sh"])
+        .args([
+            "-czf",
+            tarball.to_str().unwrap(),
+            "-C",
+            staging.path().to_str().unwrap(),
+            "run.sh",
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -218,7 +261,10 @@ fn fake_runner_tarball() -> Vec<u8> {
 }
 
 fn assert_no_secrets(what: &str, text: &str) {
-    assert!(!text.contains(TOKEN), "{what} holds the callback token:\n{text}");
+    assert!(
+        !text.contains(TOKEN),
+        "{what} holds the callback token:\n{text}"
+    );
     assert!(!text.contains(JIT), "{what} holds the JIT config:\n{text}");
 }
 
@@ -238,21 +284,41 @@ async fn the_script_registers_runs_the_runner_reports_completion_and_powers_off(
 
     // Then it registered with its token, as linux on this architecture
     let calls = pacer.calls();
-    assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/complete"], "{}", machine.log());
+    assert_eq!(
+        pacer.paths(),
+        ["/api/runner/register", "/api/runner/complete"],
+        "{}",
+        machine.log()
+    );
     assert_eq!(calls[0].authorization, bearer());
-    let arch = if std::env::consts::ARCH == "aarch64" { "arm64" } else { "x64" };
+    let arch = if std::env::consts::ARCH == "aarch64" {
+        "arm64"
+    } else {
+        "x64"
+    };
     assert_eq!(calls[0].body, json!({"os": "linux", "arch": arch}));
     // ran the runner with the JIT config, as an unprivileged user
-    assert_eq!(machine.runner_args(), Some(vec!["--jitconfig".to_string(), JIT.to_string()]));
+    assert_eq!(
+        machine.runner_args(),
+        Some(vec!["--jitconfig".to_string(), JIT.to_string()])
+    );
     assert_eq!(machine.runner_ran_as(), machine.runner_user);
     // reported completion with the same token, and powered off
     assert_eq!(calls[1].authorization, bearer());
     assert!(machine.powered_off());
     // without ever printing a secret
-    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_no_secrets("the script's output", &printed);
     assert_no_secrets("the bootstrap log", &machine.log());
-    assert!(machine.log().contains("registered as runner pacer-run-7"), "{}", machine.log());
+    assert!(
+        machine.log().contains("registered as runner pacer-run-7"),
+        "{}",
+        machine.log()
+    );
     pacer.stop().await;
 }
 
@@ -263,10 +329,27 @@ async fn without_a_runner_in_place_the_script_downloads_the_one_pacer_names_and_
 
     machine.boot(&pacer.url, &[]).await;
 
-    assert!(pacer.calls().iter().any(|c| c.path == "/runner.tar.gz"), "downloaded from download_url");
-    assert!(machine.log().contains("the runner download matches SHA-256"), "{}", machine.log());
-    assert_eq!(machine.runner_args(), Some(vec!["--jitconfig".to_string(), JIT.to_string()]), "{}", machine.log());
-    assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/complete"]);
+    assert!(
+        pacer.calls().iter().any(|c| c.path == "/runner.tar.gz"),
+        "downloaded from download_url"
+    );
+    assert!(
+        machine
+            .log()
+            .contains("the runner download matches SHA-256"),
+        "{}",
+        machine.log()
+    );
+    assert_eq!(
+        machine.runner_args(),
+        Some(vec!["--jitconfig".to_string(), JIT.to_string()]),
+        "{}",
+        machine.log()
+    );
+    assert_eq!(
+        pacer.paths(),
+        ["/api/runner/register", "/api/runner/complete"]
+    );
     assert!(machine.powered_off());
     pacer.stop().await;
 }
@@ -288,8 +371,14 @@ async fn a_download_that_does_not_match_its_checksum_is_never_unpacked_and_is_re
     assert_eq!(machine.runner_args(), None, "the runner never ran");
     assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/error"]);
     let tail = pacer.reported_tail();
-    assert!(tail.contains("the runner download's SHA-256 does not match"), "{tail}");
-    assert!(tail.contains(&format!("expected {named}, got {actual}")), "{tail}");
+    assert!(
+        tail.contains("the runner download's SHA-256 does not match"),
+        "{tail}"
+    );
+    assert!(
+        tail.contains(&format!("expected {named}, got {actual}")),
+        "{tail}"
+    );
     assert_no_secrets("the log tail", &tail);
     assert!(machine.powered_off());
     pacer.stop().await;
@@ -302,12 +391,18 @@ async fn a_download_without_a_checksum_is_refused_before_it_starts() {
 
     machine.boot(&pacer.url, &[]).await;
 
-    assert!(!pacer.calls().iter().any(|c| c.path == "/runner.tar.gz"), "nothing was downloaded");
+    assert!(
+        !pacer.calls().iter().any(|c| c.path == "/runner.tar.gz"),
+        "nothing was downloaded"
+    );
     assert!(!machine.runner_dir().exists(), "nothing was unpacked");
     assert_eq!(machine.runner_args(), None);
     assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/error"]);
     let tail = pacer.reported_tail();
-    assert!(tail.contains("pacer named no SHA-256 for the runner download"), "{tail}");
+    assert!(
+        tail.contains("pacer named no SHA-256 for the runner download"),
+        "{tail}"
+    );
     assert!(machine.powered_off());
     pacer.stop().await;
 }
@@ -322,9 +417,16 @@ async fn a_runner_baked_into_the_ami_is_trusted_as_the_ami_is() {
     machine.boot(&pacer.url, &[]).await;
 
     // Then there is nothing to download or verify: it runs
-    assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/complete"]);
+    assert_eq!(
+        pacer.paths(),
+        ["/api/runner/register", "/api/runner/complete"]
+    );
     assert!(machine.runner_args().is_some());
-    assert!(machine.log().contains("baked into the AMI"), "{}", machine.log());
+    assert!(
+        machine.log().contains("baked into the AMI"),
+        "{}",
+        machine.log()
+    );
     pacer.stop().await;
 }
 
@@ -340,12 +442,20 @@ async fn a_register_that_keeps_failing_is_retried_then_reported_and_the_machine_
     // Then it tried three times, reported the failure with its log tail, and powered off
     assert_eq!(
         pacer.paths(),
-        ["/api/runner/register", "/api/runner/register", "/api/runner/register", "/api/runner/error"]
+        [
+            "/api/runner/register",
+            "/api/runner/register",
+            "/api/runner/register",
+            "/api/runner/error"
+        ]
     );
     let error = pacer.calls().pop().unwrap();
     assert_eq!(error.authorization, bearer());
     let tail = error.body["log_tail"].as_str().expect("a log_tail string");
-    assert!(tail.contains("register: gave up after 3 attempts"), "{tail}");
+    assert!(
+        tail.contains("register: gave up after 3 attempts"),
+        "{tail}"
+    );
     assert_no_secrets("the log tail", tail);
     assert_eq!(machine.runner_args(), None, "the runner never ran");
     assert!(machine.powered_off());
@@ -380,9 +490,16 @@ async fn a_failing_runner_is_reported_with_a_redacted_log_tail() {
     assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/error"]);
     let tail = pacer.reported_tail();
     assert!(tail.contains("run.sh exited with status 1"), "{tail}");
-    assert!(tail.contains("runner crashed; args: --jitconfig [redacted]"), "{tail}");
+    assert!(
+        tail.contains("runner crashed; args: --jitconfig [redacted]"),
+        "{tail}"
+    );
     assert_no_secrets("the log tail", &tail);
-    assert!(tail.len() <= 4096 + 64, "about the last 4 KB: {} bytes", tail.len());
+    assert!(
+        tail.len() <= 4096 + 64,
+        "about the last 4 KB: {} bytes",
+        tail.len()
+    );
     assert!(machine.powered_off());
     pacer.stop().await;
 }
@@ -393,7 +510,9 @@ async fn the_runner_is_never_started_as_root() {
     let machine = Machine::new();
     machine.install_fake_runner("", 0);
 
-    machine.boot(&pacer.url, &[("PACER_RUNNER_USER", "root")]).await;
+    machine
+        .boot(&pacer.url, &[("PACER_RUNNER_USER", "root")])
+        .await;
 
     assert_eq!(machine.runner_args(), None, "run.sh did not run");
     assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/error"]);

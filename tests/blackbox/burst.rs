@@ -9,14 +9,16 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use pacer_shared::config::Secret;
-use pacer_shared::domain::{peak_overlap, Job, JobState, Runner, RunnerState};
-use pacer_shared::fleet::simulated::{SimulatedFleet, SimulatedSettings};
+use pacer_shared::domain::{Job, JobState, Runner, RunnerState, peak_overlap};
 use pacer_shared::fleet::Fleet as _;
+use pacer_shared::fleet::simulated::{SimulatedFleet, SimulatedSettings};
 use pacer_shared::service::reaper::reconcile;
-use pacer_shared::store::{every_job, every_runner, AuditFilter, JobFilter, PageRequest, RunnerFilter};
+use pacer_shared::store::{
+    AuditFilter, JobFilter, PageRequest, RunnerFilter, every_job, every_runner,
+};
 use serde_json::json;
 
-use crate::support::{local_ports, queued_payload, LocalPacer, WEBHOOK_SECRET};
+use crate::support::{LocalPacer, WEBHOOK_SECRET, local_ports, queued_payload};
 
 const JOBS: i64 = 1000;
 const MAX_RUNNERS: u32 = 50;
@@ -62,17 +64,26 @@ async fn seed_three_pools(pacer: &LocalPacer) -> BTreeMap<&'static str, String> 
         assert_eq!(s, 201, "{pool}");
         pools.insert(arch, pool["id"].as_str().unwrap().to_string());
     }
-    let (s, binding) = pacer.post("/api/repos", json!({"repo": "acme/app", "project_id": project})).await;
+    let (s, binding) = pacer
+        .post(
+            "/api/repos",
+            json!({"repo": "acme/app", "project_id": project}),
+        )
+        .await;
     assert_eq!(s, 201, "{binding}");
     pools
 }
 
 async fn all_jobs(pacer: &LocalPacer) -> Vec<Job> {
-    every_job(pacer.ports.store.as_ref(), &JobFilter::default()).await.unwrap()
+    every_job(pacer.ports.store.as_ref(), &JobFilter::default())
+        .await
+        .unwrap()
 }
 
 async fn all_runners(pacer: &LocalPacer) -> Vec<Runner> {
-    every_runner(pacer.ports.store.as_ref(), &RunnerFilter::default()).await.unwrap()
+    every_runner(pacer.ports.store.as_ref(), &RunnerFilter::default())
+        .await
+        .unwrap()
 }
 
 fn settled(job: &Job) -> bool {
@@ -129,15 +140,33 @@ async fn a_thousand_job_burst_with_five_percent_failed_launches_converges() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let settled_after = started.elapsed();
-    assert_eq!(reaped.get("reaper.capacity_repaired"), None, "nothing leaked, so nothing needed repairing: {reaped:?}");
-    let by_state = jobs.iter().fold(BTreeMap::<String, usize>::new(), |mut m, j| {
-        *m.entry(j.state.to_string()).or_default() += 1;
-        m
-    });
-    assert_eq!(jobs.len(), JOBS as usize, "one job per delivery: {by_state:?}");
-    assert!(jobs.iter().all(settled), "every job completed or failed: {by_state:?}");
+    assert_eq!(
+        reaped.get("reaper.capacity_repaired"),
+        None,
+        "nothing leaked, so nothing needed repairing: {reaped:?}"
+    );
+    let by_state = jobs
+        .iter()
+        .fold(BTreeMap::<String, usize>::new(), |mut m, j| {
+            *m.entry(j.state.to_string()).or_default() += 1;
+            m
+        });
+    assert_eq!(
+        jobs.len(),
+        JOBS as usize,
+        "one job per delivery: {by_state:?}"
+    );
+    assert!(
+        jobs.iter().all(settled),
+        "every job completed or failed: {by_state:?}"
+    );
     for job in jobs.iter().filter(|j| j.state == JobState::Failed) {
-        assert!(job.failure_reason.as_deref().is_some_and(|r| !r.trim().is_empty()), "a failed job says why: {job:?}");
+        assert!(
+            job.failure_reason
+                .as_deref()
+                .is_some_and(|r| !r.trim().is_empty()),
+            "a failed job says why: {job:?}"
+        );
     }
     for job in jobs.iter().filter(|j| j.state == JobState::Completed) {
         assert_eq!(job.conclusion.as_deref(), Some("success"), "{job:?}");
@@ -148,7 +177,16 @@ async fn a_thousand_job_burst_with_five_percent_failed_launches_converges() {
     for _ in 0..400 {
         let mut counters = Vec::new();
         for id in pools.values() {
-            counters.push(pacer.ports.store.get_pool(id).await.unwrap().unwrap().active_runners);
+            counters.push(
+                pacer
+                    .ports
+                    .store
+                    .get_pool(id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .active_runners,
+            );
         }
         if counters.iter().all(|c| *c == 0) && pacer.fleet.counters().live == 0 {
             drained = true;
@@ -158,7 +196,10 @@ async fn a_thousand_job_burst_with_five_percent_failed_launches_converges() {
     }
     let fleet = pacer.fleet.counters();
     assert!(drained, "capacity and instances back to 0: {fleet:?}");
-    assert!(pacer.fleet.list_instances().await.unwrap().is_empty(), "no live simulated instance");
+    assert!(
+        pacer.fleet.list_instances().await.unwrap().is_empty(),
+        "no live simulated instance"
+    );
 
     // And every runner record was launched once: it either got an instance
     // that ran to done, or its launch was refused and it got none
@@ -167,20 +208,44 @@ async fn a_thousand_job_burst_with_five_percent_failed_launches_converges() {
     let mut done_without_instance_id = Vec::new();
     for r in &runners {
         match r.state {
-            RunnerState::Done if r.instance_id.is_none() => done_without_instance_id.push(r.id.as_str()),
+            RunnerState::Done if r.instance_id.is_none() => {
+                done_without_instance_id.push(r.id.as_str())
+            }
             RunnerState::Done => {}
             RunnerState::Failed => {
-                let refused = r.error_tail.as_deref().is_some_and(|t| t.starts_with("launch failed"));
-                assert!(refused && r.instance_id.is_none(), "only refused launches failed: {r:?}");
+                let refused = r
+                    .error_tail
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with("launch failed"));
+                assert!(
+                    refused && r.instance_id.is_none(),
+                    "only refused launches failed: {r:?}"
+                );
             }
             other => panic!("runner {} ended {other}: {r:?}", r.id),
         }
-        per_job.entry(r.job_id.as_deref().expect("launched for a job")).or_default().push(r);
+        per_job
+            .entry(r.job_id.as_deref().expect("launched for a job"))
+            .or_default()
+            .push(r);
     }
-    let ran = runners.iter().filter(|r| r.state == RunnerState::Done).count() as u64;
-    assert_eq!(fleet.launched, ran, "one instance per runner that ran: {fleet:?}");
-    assert_eq!(fleet.launched + fleet.launch_failures, runners.len() as u64, "one launch per runner record: {fleet:?}");
-    assert!(fleet.launch_failures >= (JOBS as f64 * FAILURE_RATE) as u64, "the faults were injected: {fleet:?}");
+    let ran = runners
+        .iter()
+        .filter(|r| r.state == RunnerState::Done)
+        .count() as u64;
+    assert_eq!(
+        fleet.launched, ran,
+        "one instance per runner that ran: {fleet:?}"
+    );
+    assert_eq!(
+        fleet.launched + fleet.launch_failures,
+        runners.len() as u64,
+        "one launch per runner record: {fleet:?}"
+    );
+    assert!(
+        fleet.launch_failures >= (JOBS as f64 * FAILURE_RATE) as u64,
+        "the faults were injected: {fleet:?}"
+    );
     // Runner writes are conditional on the version read: no writer erases
     // the launch facts another recorded.
     assert!(
@@ -191,7 +256,10 @@ async fn a_thousand_job_burst_with_five_percent_failed_launches_converges() {
     );
 
     // And every refused launch is in the audit trail
-    let filter = AuditFilter { action: Some("job.launch_failed".into()), ..Default::default() };
+    let filter = AuditFilter {
+        action: Some("job.launch_failed".into()),
+        ..Default::default()
+    };
     let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
     let mut audited = 0u64;
     loop {
@@ -202,7 +270,10 @@ async fn a_thousand_job_burst_with_five_percent_failed_launches_converges() {
             None => break,
         }
     }
-    assert_eq!(audited, fleet.launch_failures, "one job.launch_failed per refused launch");
+    assert_eq!(
+        audited, fleet.launch_failures,
+        "one job.launch_failed per refused launch"
+    );
 
     // And each job's attempts are its launches: one runner per attempt,
     // never two for one, and a completed job ran on exactly one instance
@@ -214,7 +285,11 @@ async fn a_thousand_job_burst_with_five_percent_failed_launches_converges() {
         match job.state {
             JobState::Completed => {
                 assert_eq!(ran, 1, "a completed job ran on one instance: {job:?}");
-                assert_eq!(job.attempts as usize, mine.len(), "one runner per attempt: {job:?}");
+                assert_eq!(
+                    job.attempts as usize,
+                    mine.len(),
+                    "one runner per attempt: {job:?}"
+                );
             }
             _ => {
                 assert_eq!(ran, 0, "a job that failed never got an instance: {job:?}");
@@ -223,12 +298,19 @@ async fn a_thousand_job_burst_with_five_percent_failed_launches_converges() {
             }
         }
     }
-    assert_eq!(fleet.launched + fleet.launch_failures, attempts_total, "launches = attempts: {fleet:?}");
+    assert_eq!(
+        fleet.launched + fleet.launch_failures,
+        attempts_total,
+        "launches = attempts: {fleet:?}"
+    );
 
     // And no pool ever had more than max_runners live runners
     for (arch, pool_id) in &pools {
         let peak = peak_overlap(runners.iter().filter(|r| &r.pool_id == pool_id));
-        assert!(peak <= MAX_RUNNERS as usize, "pool {arch}: {peak} runners live at once, max_runners {MAX_RUNNERS}");
+        assert!(
+            peak <= MAX_RUNNERS as usize,
+            "pool {arch}: {peak} runners live at once, max_runners {MAX_RUNNERS}"
+        );
         assert!(peak > 1, "pool {arch} ran runners side by side ({peak})");
     }
 
@@ -241,7 +323,10 @@ async fn a_thousand_job_burst_with_five_percent_failed_launches_converges() {
     assert_eq!(report.actions.len(), ghosts, "{report:?}");
     assert!(report.deferred.is_empty(), "{report:?}");
     let report = reconcile(&pacer.ports).await.expect("a second reaper pass");
-    assert!(report.actions.is_empty() && report.deferred.is_empty(), "{report:?}");
+    assert!(
+        report.actions.is_empty() && report.deferred.is_empty(),
+        "{report:?}"
+    );
 
     eprintln!(
         "burst: {JOBS} jobs sent in {sent:?}, settled in {settled_after:?}: {by_state:?}; fleet {fleet:?}; \

@@ -11,13 +11,13 @@ use pacer_shared::fleet::simulated::{SimulatedFleet, SimulatedSettings};
 use pacer_shared::fleet::{Fleet as _, LaunchRequest};
 use pacer_shared::github::offline::OfflineGitHub;
 use pacer_shared::github::{GitHub as _, JitRequest, RunnerTarget};
+use pacer_shared::queue::Queue as _;
 use pacer_shared::queue::memory::MemoryQueue;
 use pacer_shared::queue::sqs::SqsQueue;
-use pacer_shared::queue::Queue as _;
+use pacer_shared::store::Store as _;
 use pacer_shared::store::conformance::{job, pool, project, t0};
 use pacer_shared::store::dynamodb::DynamoStore;
 use pacer_shared::store::sqlite::SqliteStore;
-use pacer_shared::store::Store as _;
 
 use crate::moto::Moto;
 
@@ -41,7 +41,14 @@ async fn the_sqlite_store_counts_one_read_or_write_per_trip() {
     store.job_by_github_id(42).await.unwrap().expect("the job");
 
     // Then its counters say so, and the other store's stay at zero
-    assert_eq!(store.calls() - before, Calls { store_reads: 2, store_writes: 4, ..Default::default() });
+    assert_eq!(
+        store.calls() - before,
+        Calls {
+            store_reads: 2,
+            store_writes: 4,
+            ..Default::default()
+        }
+    );
     assert_eq!(other.calls(), Calls::default());
 }
 
@@ -57,7 +64,13 @@ async fn the_memory_queue_counts_sends_receives_acks_and_retries() {
 
     assert_eq!(
         queue.calls(),
-        Calls { queue_sends: 2, queue_receives: 1, queue_deletes: 1, queue_requeues: 1, ..Default::default() }
+        Calls {
+            queue_sends: 2,
+            queue_receives: 1,
+            queue_deletes: 1,
+            queue_requeues: 1,
+            ..Default::default()
+        }
     );
 }
 
@@ -91,17 +104,37 @@ async fn the_simulated_fleet_and_offline_github_count_what_ec2_and_github_would_
     fleet.terminate(&launched.instance_id).await.unwrap();
 
     // Then that is three fleet calls and nothing else
-    assert_eq!(fleet.calls(), Calls { fleet: 3, ..Default::default() });
+    assert_eq!(
+        fleet.calls(),
+        Calls {
+            fleet: 3,
+            ..Default::default()
+        }
+    );
 
     // And the offline GitHub counts its two API calls, but not the runner
     // download, whose release the REST adapter caches
     let github = OfflineGitHub::new("latest");
     let repo = RepoName::parse("acme/app").unwrap();
     let installation = github.repo_installation(&repo).await.unwrap();
-    let jit = JitRequest { name: "pacer-1".into(), runner_group_id: 1, labels: vec!["self-hosted".into()], work_folder: None };
-    github.generate_jit_config(installation, &RunnerTarget::Repo(repo), &jit).await.unwrap();
+    let jit = JitRequest {
+        name: "pacer-1".into(),
+        runner_group_id: 1,
+        labels: vec!["self-hosted".into()],
+        work_folder: None,
+    };
+    github
+        .generate_jit_config(installation, &RunnerTarget::Repo(repo), &jit)
+        .await
+        .unwrap();
     github.runner_download("linux", "x64").await.unwrap();
-    assert_eq!(github.calls(), Calls { github: 2, ..Default::default() });
+    assert_eq!(
+        github.calls(),
+        Calls {
+            github: 2,
+            ..Default::default()
+        }
+    );
 }
 
 #[tokio::test]
@@ -112,25 +145,67 @@ async fn the_aws_adapters_count_each_request_they_send_but_not_table_setup() {
     // DynamoDB: creating the table is setup, not counted
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), "pacer-calls".into());
     store.create_table().await.unwrap();
-    assert_eq!(store.calls(), Calls::default(), "table setup is not a job's cost");
+    assert_eq!(
+        store.calls(),
+        Calls::default(),
+        "table setup is not a job's cost"
+    );
     let acme = project("acme", t0());
     store.create_project(&acme).await.unwrap();
     let created = store.calls();
-    assert!(created.store_writes >= 1 && created.store_reads == 0, "{created:?}");
-    store.get_project(&acme.id).await.unwrap().expect("the project");
-    assert_eq!(store.calls() - created, Calls { store_reads: 1, ..Default::default() }, "one GetItem");
+    assert!(
+        created.store_writes >= 1 && created.store_reads == 0,
+        "{created:?}"
+    );
+    store
+        .get_project(&acme.id)
+        .await
+        .unwrap()
+        .expect("the project");
+    assert_eq!(
+        store.calls() - created,
+        Calls {
+            store_reads: 1,
+            ..Default::default()
+        },
+        "one GetItem"
+    );
 
     // SQS: one request per message call (the queue itself made by another client)
     let sqs = aws_sdk_sqs::Client::new(&aws);
-    let url = sqs.create_queue().queue_name("pacer-calls").send().await.unwrap().queue_url.unwrap();
+    let url = sqs
+        .create_queue()
+        .queue_name("pacer-calls")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
     let queue = SqsQueue::new(sqs, url);
     queue.send("job_a", None).await.unwrap();
     let got = queue.receive(10, Duration::from_secs(1)).await.unwrap();
     queue.ack(&got[0]).await.unwrap();
-    assert_eq!(queue.calls(), Calls { queue_sends: 1, queue_receives: 1, queue_deletes: 1, ..Default::default() });
+    assert_eq!(
+        queue.calls(),
+        Calls {
+            queue_sends: 1,
+            queue_receives: 1,
+            queue_deletes: 1,
+            ..Default::default()
+        }
+    );
 
     // EC2: listing the deployment's instances is one DescribeInstances
-    let fleet = pacer_shared::fleet::ec2::Ec2Fleet::new(aws_sdk_ec2::Client::new(&aws), "pacer-calls".into());
+    let fleet = pacer_shared::fleet::ec2::Ec2Fleet::new(
+        aws_sdk_ec2::Client::new(&aws),
+        "pacer-calls".into(),
+    );
     assert!(fleet.list_instances().await.unwrap().is_empty());
-    assert_eq!(fleet.calls(), Calls { fleet: 1, ..Default::default() });
+    assert_eq!(
+        fleet.calls(),
+        Calls {
+            fleet: 1,
+            ..Default::default()
+        }
+    );
 }

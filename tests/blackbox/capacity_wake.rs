@@ -3,13 +3,13 @@
 //! slots freed at once never leave a waiting job behind for the reaper.
 
 use pacer_shared::domain::JobState;
+use pacer_shared::service::Ports;
 use pacer_shared::service::capacity;
 use pacer_shared::service::dispatch::{self, Dispatched};
-use pacer_shared::service::Ports;
 use pacer_shared::store::conformance;
 use std::time::Duration;
 
-use crate::support::{local_ports, queued_payload, WEBHOOK_SECRET};
+use crate::support::{WEBHOOK_SECRET, local_ports, queued_payload};
 
 /// Ports with project `acme` bound to `acme/app` and one pool of two.
 async fn full_pool_world() -> (Ports, String, tempfile::TempDir) {
@@ -20,15 +20,33 @@ async fn full_pool_world() -> (Ports, String, tempfile::TempDir) {
     ports.store.create_project(&project).await.unwrap();
     let pool = conformance::pool(&project.id, "linux", 2, now);
     ports.store.create_pool(&pool).await.unwrap();
-    ports.store.create_binding(&conformance::binding("acme/app", &project.id, now)).await.unwrap();
+    ports
+        .store
+        .create_binding(&conformance::binding("acme/app", &project.id, now))
+        .await
+        .unwrap();
     (ports, pool.id, dir)
 }
 
 /// A signed queued delivery, as GitHub sends it; returns the job id.
 async fn deliver(ports: &Ports, github_job_id: i64) -> String {
-    let body = serde_json::to_vec(&queued_payload(github_job_id, "acme/app", &["self-hosted", "linux"])).unwrap();
+    let body = serde_json::to_vec(&queued_payload(
+        github_job_id,
+        "acme/app",
+        &["self-hosted", "linux"],
+    ))
+    .unwrap();
     let signature = pacer_shared::github::webhook::sign(WEBHOOK_SECRET.as_bytes(), &body);
-    match pacer_shared::service::webhook::accept(ports, None, "workflow_job", Some(&signature), &body).await.unwrap() {
+    match pacer_shared::service::webhook::accept(
+        ports,
+        None,
+        "workflow_job",
+        Some(&signature),
+        &body,
+    )
+    .await
+    .unwrap()
+    {
         pacer_shared::service::webhook::Outcome::Accepted { job_id } => job_id,
         other => panic!("not accepted: {other:?}"),
     }
@@ -38,7 +56,11 @@ async fn deliver(ports: &Ports, github_job_id: i64) -> String {
 async fn drain(ports: &Ports) -> Vec<String> {
     let mut ids = Vec::new();
     loop {
-        let batch = ports.queue.receive(10, Duration::from_millis(10)).await.unwrap();
+        let batch = ports
+            .queue
+            .receive(10, Duration::from_millis(10))
+            .await
+            .unwrap();
         if batch.is_empty() {
             return ids;
         }
@@ -56,7 +78,12 @@ async fn state(ports: &Ports, job_id: &str) -> JobState {
 #[tokio::test]
 async fn two_slots_freed_at_once_launch_both_waiting_jobs() {
     let (ports, pool_id, _dir) = full_pool_world().await;
-    let jobs = [deliver(&ports, 1).await, deliver(&ports, 2).await, deliver(&ports, 3).await, deliver(&ports, 4).await];
+    let jobs = [
+        deliver(&ports, 1).await,
+        deliver(&ports, 2).await,
+        deliver(&ports, 3).await,
+        deliver(&ports, 4).await,
+    ];
     for id in drain(&ports).await {
         dispatch::dispatch(&ports, &id).await.unwrap();
     }
@@ -64,9 +91,16 @@ async fn two_slots_freed_at_once_launch_both_waiting_jobs() {
     assert_eq!(state(&ports, &jobs[1]).await, JobState::Starting);
     for waiting in &jobs[2..] {
         let job = ports.store.get_job(waiting).await.unwrap().unwrap();
-        assert_eq!((job.state, job.waiting_for_capacity), (JobState::Queued, true), "handed back, marked waiting");
+        assert_eq!(
+            (job.state, job.waiting_for_capacity),
+            (JobState::Queued, true),
+            "handed back, marked waiting"
+        );
     }
-    assert!(drain(&ports).await.is_empty(), "waiting jobs hold no message");
+    assert!(
+        drain(&ports).await.is_empty(),
+        "waiting jobs hold no message"
+    );
 
     // Two runners end before any orchestrator runs: both wakes find the
     // oldest waiting job.
@@ -77,13 +111,32 @@ async fn two_slots_freed_at_once_launch_both_waiting_jobs() {
 
     // The first launches it and, the pool having room, wakes the next; the
     // repeat finds it launched already.
-    assert!(matches!(dispatch::dispatch(&ports, &woken[0]).await.unwrap(), Dispatched::Launched { .. }));
-    assert!(matches!(dispatch::dispatch(&ports, &woken[1]).await.unwrap(), Dispatched::NotNeeded(_)));
+    assert!(matches!(
+        dispatch::dispatch(&ports, &woken[0]).await.unwrap(),
+        Dispatched::Launched { .. }
+    ));
+    assert!(matches!(
+        dispatch::dispatch(&ports, &woken[1]).await.unwrap(),
+        Dispatched::NotNeeded(_)
+    ));
     let next = drain(&ports).await;
-    assert_eq!(next, [jobs[3].clone()], "the last waiting job is woken without the reaper");
+    assert_eq!(
+        next,
+        [jobs[3].clone()],
+        "the last waiting job is woken without the reaper"
+    );
     dispatch::dispatch(&ports, &next[0]).await.unwrap();
     assert_eq!(state(&ports, &jobs[3]).await, JobState::Starting);
-    assert!(!ports.store.get_job(&jobs[3]).await.unwrap().unwrap().waiting_for_capacity, "the claim cleared the mark");
+    assert!(
+        !ports
+            .store
+            .get_job(&jobs[3])
+            .await
+            .unwrap()
+            .unwrap()
+            .waiting_for_capacity,
+        "the claim cleared the mark"
+    );
 }
 
 #[tokio::test]
@@ -96,6 +149,10 @@ async fn a_freed_slot_sends_nothing_for_jobs_that_have_their_own_message() {
     // A new job arrives while the pool is full; its message is on the queue.
     let newcomer = deliver(&ports, 3).await;
     assert!(capacity::release(&ports, &pool_id).await.unwrap());
-    assert_eq!(drain(&ports).await, [newcomer], "only the newcomer's own message: no second one");
+    assert_eq!(
+        drain(&ports).await,
+        [newcomer],
+        "only the newcomer's own message: no second one"
+    );
     assert_eq!(state(&ports, &first[0]).await, JobState::Starting);
 }

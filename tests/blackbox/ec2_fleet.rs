@@ -5,9 +5,13 @@
 
 use pacer_shared::config::Secret;
 use pacer_shared::domain::{Pool, PoolSpec};
-use pacer_shared::fleet::ec2::sdk::types::{Filter, LaunchTemplateHttpTokensState, ShutdownBehavior, VolumeType};
+use pacer_shared::fleet::ec2::sdk::types::{
+    Filter, LaunchTemplateHttpTokensState, ShutdownBehavior, VolumeType,
+};
 use pacer_shared::fleet::ec2::{Ec2Fleet, sdk};
-use pacer_shared::fleet::{Fleet, FleetError, JobRef, LaunchRequest, TAG_DEPLOYMENT, TAG_POOL, TAG_RUNNER, user_data};
+use pacer_shared::fleet::{
+    Fleet, FleetError, JobRef, LaunchRequest, TAG_DEPLOYMENT, TAG_POOL, TAG_RUNNER, user_data,
+};
 use serde_json::{Value, json};
 
 use crate::moto::Moto;
@@ -28,10 +32,26 @@ impl Aws {
     pub(crate) async fn start() -> Aws {
         let moto = Moto::start().await;
         let ec2 = sdk::Client::new(&moto.sdk_config().await);
-        let vpc = ec2.create_vpc().cidr_block("10.0.0.0/16").send().await.unwrap().vpc.unwrap().vpc_id.unwrap();
+        let vpc = ec2
+            .create_vpc()
+            .cidr_block("10.0.0.0/16")
+            .send()
+            .await
+            .unwrap()
+            .vpc
+            .unwrap()
+            .vpc_id
+            .unwrap();
         let mut subnets = Vec::new();
         for (cidr, zone) in [("10.0.1.0/24", "us-east-1a"), ("10.0.2.0/24", "us-east-1b")] {
-            let s = ec2.create_subnet().vpc_id(&vpc).cidr_block(cidr).availability_zone(zone).send().await.unwrap();
+            let s = ec2
+                .create_subnet()
+                .vpc_id(&vpc)
+                .cidr_block(cidr)
+                .availability_zone(zone)
+                .send()
+                .await
+                .unwrap();
             subnets.push(s.subnet.unwrap().subnet_id.unwrap());
         }
         let sg = ec2
@@ -44,7 +64,16 @@ impl Aws {
             .unwrap()
             .group_id
             .unwrap();
-        let other_vpc = ec2.create_vpc().cidr_block("10.1.0.0/16").send().await.unwrap().vpc.unwrap().vpc_id.unwrap();
+        let other_vpc = ec2
+            .create_vpc()
+            .cidr_block("10.1.0.0/16")
+            .send()
+            .await
+            .unwrap()
+            .vpc
+            .unwrap()
+            .vpc_id
+            .unwrap();
         let foreign_sg = ec2
             .create_security_group()
             .group_name("elsewhere")
@@ -58,7 +87,12 @@ impl Aws {
         let images = ec2
             .describe_images()
             .owners("amazon")
-            .filters(Filter::builder().name("architecture").values("x86_64").build())
+            .filters(
+                Filter::builder()
+                    .name("architecture")
+                    .values("x86_64")
+                    .build(),
+            )
             .send()
             .await
             .unwrap();
@@ -97,7 +131,14 @@ impl Aws {
             body[k] = v.clone();
         }
         let spec = PoolSpec::parse(body.as_object().unwrap().clone()).expect("a well-formed pool");
-        Pool { id: id.into(), spec, active_runners: 0, degraded: None, created_at: chrono::Utc::now(), updated_at: chrono::Utc::now() }
+        Pool {
+            id: id.into(),
+            spec,
+            active_runners: 0,
+            degraded: None,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        }
     }
 
     async fn template_data(&self, name: &str) -> sdk::types::ResponseLaunchTemplateData {
@@ -109,11 +150,20 @@ impl Aws {
             .send()
             .await
             .unwrap();
-        versions.launch_template_versions()[0].launch_template_data().unwrap().clone()
+        versions.launch_template_versions()[0]
+            .launch_template_data()
+            .unwrap()
+            .clone()
     }
 
     async fn instance(&self, id: &str) -> sdk::types::Instance {
-        let out = self.ec2.describe_instances().instance_ids(id).send().await.unwrap();
+        let out = self
+            .ec2
+            .describe_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .unwrap();
         out.reservations()[0].instances()[0].clone()
     }
 
@@ -121,11 +171,20 @@ impl Aws {
         let out = self
             .ec2
             .describe_instances()
-            .filters(Filter::builder().name(format!("tag:{key}")).values(value).build())
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{key}"))
+                    .values(value)
+                    .build(),
+            )
             .send()
             .await
             .unwrap();
-        out.reservations().iter().flat_map(|r| r.instances()).cloned().collect()
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .cloned()
+            .collect()
     }
 }
 
@@ -151,14 +210,22 @@ fn tags(tags: &[sdk::types::Tag]) -> Vec<(String, String)> {
     let mut out: Vec<_> = tags
         .iter()
         .filter(|t| !t.key().unwrap_or_default().starts_with("aws:"))
-        .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
     out.sort();
     out
 }
 
 fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut out: Vec<_> = items.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut out: Vec<_> = items
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     out.sort();
     out
 }
@@ -169,47 +236,98 @@ async fn preparing_a_pool_creates_a_hardened_tagged_launch_template() {
     let fleet = aws.fleet("alpha");
     let pool = aws.pool("pool_1", json!({}));
 
-    let template_id = fleet.prepare_pool(&pool).await.unwrap().expect("EC2 pools have a template");
+    let template_id = fleet
+        .prepare_pool(&pool)
+        .await
+        .unwrap()
+        .expect("EC2 pools have a template");
 
     let name = fleet.launch_template_name("pool_1");
     assert_eq!(name, "pacer-alpha-pool_1");
-    let described = aws.ec2.describe_launch_templates().launch_template_names(&name).send().await.unwrap();
+    let described = aws
+        .ec2
+        .describe_launch_templates()
+        .launch_template_names(&name)
+        .send()
+        .await
+        .unwrap();
     let template = &described.launch_templates()[0];
     assert_eq!(template.launch_template_id(), Some(template_id.as_str()));
-    assert_eq!(tags(template.tags()), pairs(&[(TAG_DEPLOYMENT, "alpha"), (TAG_POOL, "pool_1")]));
+    assert_eq!(
+        tags(template.tags()),
+        pairs(&[(TAG_DEPLOYMENT, "alpha"), (TAG_POOL, "pool_1")])
+    );
 
     let data = aws.template_data(&name).await;
     assert_eq!(data.image_id(), Some(aws.ami.as_str()));
     let imds = data.metadata_options().expect("metadata options");
-    assert_eq!(imds.http_tokens(), Some(&LaunchTemplateHttpTokensState::Required), "IMDSv2 only");
-    assert_eq!(imds.http_put_response_hop_limit(), Some(1));
-    assert_eq!(data.instance_initiated_shutdown_behavior(), Some(&ShutdownBehavior::Terminate));
-    let root = data.block_device_mappings()[0].ebs().expect("an EBS root volume");
     assert_eq!(
-        (root.volume_size(), root.volume_type(), root.encrypted(), root.delete_on_termination()),
+        imds.http_tokens(),
+        Some(&LaunchTemplateHttpTokensState::Required),
+        "IMDSv2 only"
+    );
+    assert_eq!(imds.http_put_response_hop_limit(), Some(1));
+    assert_eq!(
+        data.instance_initiated_shutdown_behavior(),
+        Some(&ShutdownBehavior::Terminate)
+    );
+    let root = data.block_device_mappings()[0]
+        .ebs()
+        .expect("an EBS root volume");
+    assert_eq!(
+        (
+            root.volume_size(),
+            root.volume_type(),
+            root.encrypted(),
+            root.delete_on_termination()
+        ),
         (Some(30), Some(&VolumeType::Gp3), Some(true), Some(true))
     );
     assert_eq!(data.security_group_ids(), std::slice::from_ref(&aws.sg));
-    assert_eq!(data.iam_instance_profile().and_then(|p| p.name()), Some("pacer-runner"));
+    assert_eq!(
+        data.iam_instance_profile().and_then(|p| p.name()),
+        Some("pacer-runner")
+    );
     for spec in data.tag_specifications() {
-        assert_eq!(tags(spec.tags()), pairs(&[(TAG_DEPLOYMENT, "alpha"), (TAG_POOL, "pool_1")]));
+        assert_eq!(
+            tags(spec.tags()),
+            pairs(&[(TAG_DEPLOYMENT, "alpha"), (TAG_POOL, "pool_1")])
+        );
     }
-    let resources: Vec<&str> =
-        data.tag_specifications().iter().filter_map(|s| s.resource_type()).map(|r| r.as_str()).collect();
-    assert!(resources.contains(&"instance") && resources.contains(&"volume"), "{resources:?}");
+    let resources: Vec<&str> = data
+        .tag_specifications()
+        .iter()
+        .filter_map(|s| s.resource_type())
+        .map(|r| r.as_str())
+        .collect();
+    assert!(
+        resources.contains(&"instance") && resources.contains(&"volume"),
+        "{resources:?}"
+    );
 }
 
 #[tokio::test]
 async fn saving_a_pool_again_makes_a_new_default_version_of_the_same_template() {
     let aws = Aws::start().await;
     let fleet = aws.fleet("alpha");
-    let first = fleet.prepare_pool(&aws.pool("pool_1", json!({}))).await.unwrap();
+    let first = fleet
+        .prepare_pool(&aws.pool("pool_1", json!({})))
+        .await
+        .unwrap();
 
-    let second = fleet.prepare_pool(&aws.pool("pool_1", json!({"root_volume_gb": 80}))).await.unwrap();
+    let second = fleet
+        .prepare_pool(&aws.pool("pool_1", json!({"root_volume_gb": 80})))
+        .await
+        .unwrap();
 
     assert_eq!(first, second);
     let data = aws.template_data("pacer-alpha-pool_1").await;
-    assert_eq!(data.block_device_mappings()[0].ebs().and_then(|e| e.volume_size()), Some(80));
+    assert_eq!(
+        data.block_device_mappings()[0]
+            .ebs()
+            .and_then(|e| e.volume_size()),
+        Some(80)
+    );
 }
 
 #[tokio::test]
@@ -218,20 +336,36 @@ async fn each_reference_ec2_does_not_know_is_refused_naming_its_field() {
     let fleet = aws.fleet("alpha");
     let cases = [
         (json!({"subnets": ["subnet-0123456789abcdef0"]}), "subnets"),
-        (json!({"security_groups": ["sg-0123456789abcdef0"]}), "security_groups"),
-        (json!({"security_groups": [aws.foreign_sg]}), "security_groups"),
+        (
+            json!({"security_groups": ["sg-0123456789abcdef0"]}),
+            "security_groups",
+        ),
+        (
+            json!({"security_groups": [aws.foreign_sg]}),
+            "security_groups",
+        ),
         (json!({"ami": "ami-0123456789abcdef0"}), "ami"),
-        (json!({"instance_types": ["t3.micro", "zz9.large"]}), "instance_types"),
+        (
+            json!({"instance_types": ["t3.micro", "zz9.large"]}),
+            "instance_types",
+        ),
         (json!({"instance_types": ["m7g.large"]}), "instance_types"),
     ];
     for (changes, field) in cases {
         let pool = aws.pool("pool_bad", changes.clone());
         match fleet.prepare_pool(&pool).await {
-            Err(FleetError::InvalidPool(invalid)) => assert_eq!(invalid.field, field, "{changes}: {invalid}"),
+            Err(FleetError::InvalidPool(invalid)) => {
+                assert_eq!(invalid.field, field, "{changes}: {invalid}")
+            }
             other => panic!("{changes}: expected InvalidPool({field}), got {other:?}"),
         }
     }
-    let templates = aws.ec2.describe_launch_templates().launch_template_names("pacer-alpha-pool_bad").send().await;
+    let templates = aws
+        .ec2
+        .describe_launch_templates()
+        .launch_template_names("pacer-alpha-pool_bad")
+        .send()
+        .await;
     assert!(templates.is_err(), "no template is made for a refused pool");
 }
 
@@ -241,9 +375,15 @@ async fn an_ssm_parameter_ami_is_kept_for_ec2_to_resolve() {
     let fleet = aws.fleet("alpha");
     let ami = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
 
-    fleet.prepare_pool(&aws.pool("pool_1", json!({"ami": ami}))).await.unwrap();
+    fleet
+        .prepare_pool(&aws.pool("pool_1", json!({"ami": ami})))
+        .await
+        .unwrap();
 
-    assert_eq!(aws.template_data("pacer-alpha-pool_1").await.image_id(), Some(ami));
+    assert_eq!(
+        aws.template_data("pacer-alpha-pool_1").await.image_id(),
+        Some(ami)
+    );
 }
 
 #[tokio::test]
@@ -258,7 +398,11 @@ async fn a_launch_tags_instance_and_volume_and_carries_the_user_data() {
 
     assert_eq!(launched.instance_type, "t3.micro", "the pool's first type");
     assert_eq!(launched.market, "on-demand");
-    assert_eq!(launched.availability_zone.as_deref(), Some(aws.zones[0].as_str()), "the first subnet's zone");
+    assert_eq!(
+        launched.availability_zone.as_deref(),
+        Some(aws.zones[0].as_str()),
+        "the first subnet's zone"
+    );
     let instance = aws.instance(&launched.instance_id).await;
     assert_eq!(instance.subnet_id(), Some(aws.subnets[0].as_str()));
     let expected = pairs(&[
@@ -269,22 +413,41 @@ async fn a_launch_tags_instance_and_volume_and_carries_the_user_data() {
         ("Name", "pacer-run_1"),
     ]);
     assert_eq!(tags(instance.tags()), expected);
-    let from_template = instance.tags().iter().find(|t| t.key() == Some("aws:ec2launchtemplate:id"));
-    assert_eq!(from_template.and_then(|t| t.value()), Some(template_id.as_str()), "launched from the pool's template");
+    let from_template = instance
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some("aws:ec2launchtemplate:id"));
+    assert_eq!(
+        from_template.and_then(|t| t.value()),
+        Some(template_id.as_str()),
+        "launched from the pool's template"
+    );
 
     let volumes = aws
         .ec2
         .describe_volumes()
-        .filters(Filter::builder().name("attachment.instance-id").values(&launched.instance_id).build())
+        .filters(
+            Filter::builder()
+                .name("attachment.instance-id")
+                .values(&launched.instance_id)
+                .build(),
+        )
         .send()
         .await
         .unwrap();
-    assert_eq!(tags(volumes.volumes()[0].tags()), expected, "the volume is tagged too");
+    assert_eq!(
+        tags(volumes.volumes()[0].tags()),
+        expected,
+        "the volume is tagged too"
+    );
 
     let stored = crate::lifecycle_aws::user_data_of(&aws, &launched.instance_id).await;
     assert_eq!(stored, req.user_data);
     let settings = user_data::parse(&req.user_data).unwrap();
-    assert_eq!((settings.url.as_str(), settings.token.expose()), ("https://pacer.example.com", "callback-token"));
+    assert_eq!(
+        (settings.url.as_str(), settings.token.expose()),
+        ("https://pacer.example.com", "callback-token")
+    );
 }
 
 #[tokio::test]
@@ -298,7 +461,10 @@ async fn a_spot_pool_launches_on_the_spot_market() {
 
     assert_eq!(launched.market, "spot");
     let instance = aws.instance(&launched.instance_id).await;
-    assert_eq!(instance.instance_lifecycle().map(|l| l.as_str()), Some("spot"));
+    assert_eq!(
+        instance.instance_lifecycle().map(|l| l.as_str()),
+        Some("spot")
+    );
 }
 
 #[tokio::test]
@@ -314,7 +480,11 @@ async fn launching_the_same_runner_again_after_a_lost_answer_finds_its_instance(
     let second = fleet.launch(&req).await.unwrap();
 
     assert_eq!(second.instance_id, first.instance_id);
-    assert_eq!(aws.instances_tagged(TAG_RUNNER, "run_1").await.len(), 1, "no second instance");
+    assert_eq!(
+        aws.instances_tagged(TAG_RUNNER, "run_1").await.len(),
+        1,
+        "no second instance"
+    );
     let found = fleet.instance_for_runner("run_1").await.unwrap().unwrap();
     assert_eq!(found.instance_id, first.instance_id);
     assert_eq!(found.pool_id.as_deref(), Some("pool_1"));
@@ -327,21 +497,47 @@ async fn a_deployment_lists_only_its_own_live_instances() {
     let pool = aws.pool("pool_1", json!({}));
     alpha.prepare_pool(&pool).await.unwrap();
     beta.prepare_pool(&pool).await.unwrap();
-    let a1 = alpha.launch(&launch_request(&pool, "run_a1")).await.unwrap();
-    let a2 = alpha.launch(&launch_request(&pool, "run_a2")).await.unwrap();
+    let a1 = alpha
+        .launch(&launch_request(&pool, "run_a1"))
+        .await
+        .unwrap();
+    let a2 = alpha
+        .launch(&launch_request(&pool, "run_a2"))
+        .await
+        .unwrap();
     let b1 = beta.launch(&launch_request(&pool, "run_b1")).await.unwrap();
     // An instance pacer did not launch at all.
-    aws.ec2.run_instances().image_id(&aws.ami).min_count(1).max_count(1).send().await.unwrap();
+    aws.ec2
+        .run_instances()
+        .image_id(&aws.ami)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap();
 
-    let mut listed: Vec<_> =
-        alpha.list_instances().await.unwrap().into_iter().map(|i| (i.instance_id, i.runner_id)).collect();
+    let mut listed: Vec<_> = alpha
+        .list_instances()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.instance_id, i.runner_id))
+        .collect();
     listed.sort();
-    let mut expected =
-        vec![(a1.instance_id.clone(), Some("run_a1".to_string())), (a2.instance_id, Some("run_a2".to_string()))];
+    let mut expected = vec![
+        (a1.instance_id.clone(), Some("run_a1".to_string())),
+        (a2.instance_id, Some("run_a2".to_string())),
+    ];
     expected.sort();
     assert_eq!(listed, expected);
-    assert!(alpha.instance_for_runner("run_b1").await.unwrap().is_none(), "beta's runner is not alpha's");
-    assert_eq!(beta.list_instances().await.unwrap()[0].instance_id, b1.instance_id);
+    assert!(
+        alpha.instance_for_runner("run_b1").await.unwrap().is_none(),
+        "beta's runner is not alpha's"
+    );
+    assert_eq!(
+        beta.list_instances().await.unwrap()[0].instance_id,
+        b1.instance_id
+    );
 }
 
 #[tokio::test]
@@ -356,8 +552,16 @@ async fn terminating_is_idempotent_and_a_terminated_instance_is_no_longer_live()
     fleet.terminate(&launched.instance_id).await.unwrap();
     fleet.terminate("i-0123456789abcdef0").await.unwrap();
 
-    let state = fleet.instance_for_runner("run_1").await.unwrap().unwrap().state;
-    assert!(["shutting-down", "terminated"].contains(&state.as_str()), "{state}");
+    let state = fleet
+        .instance_for_runner("run_1")
+        .await
+        .unwrap()
+        .unwrap()
+        .state;
+    assert!(
+        ["shutting-down", "terminated"].contains(&state.as_str()),
+        "{state}"
+    );
 }
 
 #[tokio::test]
@@ -370,6 +574,11 @@ async fn forgetting_a_pool_deletes_its_template_and_tolerates_it_gone() {
     fleet.forget_pool(&pool).await.unwrap();
     fleet.forget_pool(&pool).await.unwrap();
 
-    let templates = aws.ec2.describe_launch_templates().launch_template_names("pacer-alpha-pool_1").send().await;
+    let templates = aws
+        .ec2
+        .describe_launch_templates()
+        .launch_template_names("pacer-alpha-pool_1")
+        .send()
+        .await;
     assert!(templates.is_err(), "the template is gone");
 }

@@ -308,7 +308,13 @@ impl FakeRelease {
         let checksum = |p: &str| (p.to_owned(), runner_sha256(version, p));
         FakeRelease {
             version: version.to_owned(),
-            assets: platforms.iter().map(|p| { let (p, hex) = checksum(p); (p, Some(hex)) }).collect(),
+            assets: platforms
+                .iter()
+                .map(|p| {
+                    let (p, hex) = checksum(p);
+                    (p, Some(hex))
+                })
+                .collect(),
             notes: platforms.iter().map(|p| checksum(p)).collect(),
         }
     }
@@ -1795,23 +1801,28 @@ impl State {
                 )
             })
             .collect();
-        json["body"] = json!(format!("## What's Changed\n\n## SHA-256 checksums\n{}", notes.join("\n")));
+        json["body"] = json!(format!(
+            "## What's Changed\n\n## SHA-256 checksums\n{}",
+            notes.join("\n")
+        ));
         json["assets"] = release
             .assets
             .iter()
             .zip(1..)
-            .map(|((platform, digest), id): (&(String, Option<String>), i64)| {
-                let name = release.file(platform);
-                let mut asset = asset_example.clone();
-                asset["id"] = json!(id);
-                asset["browser_download_url"] = json!(format!(
-                    "https://github.com/actions/runner/releases/download/{tag}/{name}"
-                ));
-                asset["name"] = json!(name);
-                asset["content_type"] = json!("application/gzip");
-                asset["digest"] = json!(digest.as_ref().map(|hex| format!("sha256:{hex}")));
-                asset
-            })
+            .map(
+                |((platform, digest), id): (&(String, Option<String>), i64)| {
+                    let name = release.file(platform);
+                    let mut asset = asset_example.clone();
+                    asset["id"] = json!(id);
+                    asset["browser_download_url"] = json!(format!(
+                        "https://github.com/actions/runner/releases/download/{tag}/{name}"
+                    ));
+                    asset["name"] = json!(name);
+                    asset["content_type"] = json!("application/gzip");
+                    asset["digest"] = json!(digest.as_ref().map(|hex| format!("sha256:{hex}")));
+                    asset
+                },
+            )
             .collect();
         Answer::json(StatusCode::OK, json)
     }

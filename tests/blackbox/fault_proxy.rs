@@ -43,7 +43,10 @@ pub(crate) struct Call {
 
 impl Call {
     pub(crate) fn field(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub(crate) fn client_token(&self) -> Option<&str> {
@@ -96,7 +99,10 @@ impl Fault {
             action: action.into(),
             when: Vec::new(),
             remaining: 1,
-            answer: Answer::Refuse { code: "InternalError".into(), message: default_message("InternalError") },
+            answer: Answer::Refuse {
+                code: "InternalError".into(),
+                message: default_message("InternalError"),
+            },
         }
     }
 
@@ -134,15 +140,20 @@ impl Fault {
 
     /// Refused with EC2's error for `code`, in these words.
     pub(crate) fn refuse_with(mut self, code: &str, message: &str) -> Fault {
-        self.answer = Answer::Refuse { code: code.into(), message: message.into() };
+        self.answer = Answer::Refuse {
+            code: code.into(),
+            message: message.into(),
+        };
         self
     }
 
     /// moto acts, then the answer is lost: EC2's `InternalError` (HTTP 500)
     /// comes back instead.
     pub(crate) fn error_after_moto(mut self) -> Fault {
-        self.answer =
-            Answer::ErrorAfterMoto { code: "InternalError".into(), message: default_message("InternalError") };
+        self.answer = Answer::ErrorAfterMoto {
+            code: "InternalError".into(),
+            message: default_message("InternalError"),
+        };
         self
     }
 
@@ -155,7 +166,10 @@ impl Fault {
     fn matches(&self, action: &str, fields: &[(String, String)]) -> bool {
         self.remaining > 0
             && self.action == action
-            && self.when.iter().all(|(k, v)| fields.iter().any(|(fk, fv)| fk == k && fv == v))
+            && self
+                .when
+                .iter()
+                .all(|(k, v)| fields.iter().any(|(fk, fv)| fk == k && fv == v))
     }
 }
 
@@ -194,8 +208,12 @@ impl FaultProxy {
                 .expect("an HTTP client for the proxy"),
             script: Mutex::default(),
         });
-        let app = axum::Router::new().fallback(handle).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1 for the fault proxy");
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1 for the fault proxy");
         let port = listener.local_addr().expect("local address").port();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -206,12 +224,19 @@ impl FaultProxy {
                 .await
                 .expect("the fault proxy serves");
         });
-        FaultProxy { endpoint: format!("http://127.0.0.1:{port}"), shared, stop: Some(stop), server }
+        FaultProxy {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            shared,
+            stop: Some(stop),
+            server,
+        }
     }
 
     /// An EC2 client like moto's (region, credentials) that talks to the proxy.
     pub(crate) async fn ec2_client(&self, moto: &Moto) -> sdk::Client {
-        let config = sdk::config::Builder::from(&moto.sdk_config().await).endpoint_url(&self.endpoint).build();
+        let config = sdk::config::Builder::from(&moto.sdk_config().await)
+            .endpoint_url(&self.endpoint)
+            .build();
         sdk::Client::from_conf(config)
     }
 
@@ -222,7 +247,15 @@ impl FaultProxy {
 
     /// Every call of `action` seen so far, in order.
     pub(crate) fn calls(&self, action: &str) -> Vec<Call> {
-        self.shared.script.lock().unwrap().calls.iter().filter(|c| c.action == action).cloned().collect()
+        self.shared
+            .script
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|c| c.action == action)
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn run_instances(&self) -> Vec<Call> {
@@ -243,7 +276,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("fault proxy: unreadable body: {e}")).into_response(),
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("fault proxy: unreadable body: {e}"),
+            )
+                .into_response();
+        }
     };
     let mut fields = decode_form(parts.uri.query().unwrap_or_default().as_bytes());
     let is_form = parts
@@ -254,25 +293,40 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     if is_form {
         fields.extend(decode_form(&body));
     }
-    let action = fields.iter().find(|(k, _)| k == "Action").map(|(_, v)| v.clone()).unwrap_or_default();
+    let action = fields
+        .iter()
+        .find(|(k, _)| k == "Action")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
 
     // Take the fault (and the call's place in the record) under one lock,
     // so concurrent calls each consume a fault at most once.
     let (answer, request_id) = {
         let mut script = shared.script.lock().unwrap();
-        let answer = script.faults.iter_mut().find(|f| f.matches(&action, &fields)).map(|f| {
-            f.remaining -= 1;
-            f.answer.clone()
-        });
+        let answer = script
+            .faults
+            .iter_mut()
+            .find(|f| f.matches(&action, &fields))
+            .map(|f| {
+                f.remaining -= 1;
+                f.answer.clone()
+            });
         script.next_request_id += 1;
         let request_id = script.next_request_id;
         let reached_moto = !matches!(answer, Some(Answer::Refuse { .. }));
         let injected = match &answer {
             None => None,
-            Some(Answer::Refuse { code, .. } | Answer::ErrorAfterMoto { code, .. }) => Some(code.clone()),
+            Some(Answer::Refuse { code, .. } | Answer::ErrorAfterMoto { code, .. }) => {
+                Some(code.clone())
+            }
             Some(Answer::DropAfterMoto) => Some("connection dropped".to_string()),
         };
-        script.calls.push(Call { action: action.clone(), fields, injected, reached_moto });
+        script.calls.push(Call {
+            action: action.clone(),
+            fields,
+            injected,
+            reached_moto,
+        });
         (answer, request_id)
     };
 
@@ -288,7 +342,9 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             // A body that fails before its first byte: the server gives up
             // on the connection and the client never gets a whole answer.
             let broken = futures::stream::once(async {
-                Err::<Bytes, std::io::Error>(std::io::Error::other("the fault proxy drops the connection"))
+                Err::<Bytes, std::io::Error>(std::io::Error::other(
+                    "the fault proxy drops the connection",
+                ))
             });
             Response::builder()
                 .status(StatusCode::OK)
@@ -300,7 +356,14 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
 }
 
 /// Headers that belong to one connection, not to the message.
-const HOP_BY_HOP: [&str; 6] = ["connection", "keep-alive", "transfer-encoding", "te", "upgrade", "content-length"];
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "content-length",
+];
 
 async fn forward(shared: &Shared, parts: axum::http::request::Parts, body: Bytes) -> Response {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -310,11 +373,22 @@ async fn forward(shared: &Shared, parts: axum::http::request::Parts, body: Bytes
             headers.append(name.clone(), value.clone());
         }
     }
-    let sent =
-        shared.http.request(parts.method, format!("{}{path}", shared.moto)).headers(headers).body(body).send().await;
+    let sent = shared
+        .http
+        .request(parts.method, format!("{}{path}", shared.moto))
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
     let answer = match sent {
         Ok(a) => a,
-        Err(e) => return (StatusCode::BAD_GATEWAY, format!("fault proxy: moto did not answer: {e}")).into_response(),
+        Err(e) => {
+            return (
+                StatusCode::BAD_GATEWAY,
+                format!("fault proxy: moto did not answer: {e}"),
+            )
+                .into_response();
+        }
     };
     let status = answer.status();
     let mut headers = HeaderMap::new();
@@ -326,7 +400,11 @@ async fn forward(shared: &Shared, parts: axum::http::request::Parts, body: Bytes
     let body = match answer.bytes().await {
         Ok(b) => b,
         Err(e) => {
-            return (StatusCode::BAD_GATEWAY, format!("fault proxy: moto's answer broke off: {e}")).into_response();
+            return (
+                StatusCode::BAD_GATEWAY,
+                format!("fault proxy: moto's answer broke off: {e}"),
+            )
+                .into_response();
         }
     };
     let mut response = Response::new(Body::from(body));
@@ -347,7 +425,10 @@ fn ec2_error(code: &str, message: &str, request_number: u64) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status_for(code);
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml;charset=UTF-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml;charset=UTF-8"),
+    );
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         headers.insert("x-amzn-requestid", id);
     }
@@ -359,10 +440,13 @@ fn ec2_error(code: &str, message: &str, request_number: u64) -> Response {
 /// mistakes and account limits 400.
 fn status_for(code: &str) -> StatusCode {
     match code {
-        "RequestLimitExceeded" | "Unavailable" | "ServiceUnavailable" => StatusCode::SERVICE_UNAVAILABLE,
-        "InsufficientInstanceCapacity" | "InsufficientCapacity" | "InsufficientHostCapacity" | "InternalError" => {
-            StatusCode::INTERNAL_SERVER_ERROR
+        "RequestLimitExceeded" | "Unavailable" | "ServiceUnavailable" => {
+            StatusCode::SERVICE_UNAVAILABLE
         }
+        "InsufficientInstanceCapacity"
+        | "InsufficientCapacity"
+        | "InsufficientHostCapacity"
+        | "InternalError" => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     }
 }
@@ -371,21 +455,31 @@ fn status_for(code: &str) -> StatusCode {
 fn default_message(code: &str) -> String {
     match code {
         "RequestLimitExceeded" => "Request limit exceeded.".into(),
-        "InsufficientInstanceCapacity" => "We currently do not have sufficient capacity in the Availability Zone you \
+        "InsufficientInstanceCapacity" => {
+            "We currently do not have sufficient capacity in the Availability Zone you \
             requested. Our system will be working on provisioning additional capacity."
-            .into(),
-        "VcpuLimitExceeded" => "You have requested more vCPU capacity than your current vCPU limit of 32 allows for \
+                .into()
+        }
+        "VcpuLimitExceeded" => {
+            "You have requested more vCPU capacity than your current vCPU limit of 32 allows for \
             the instance bucket that the specified instance type belongs to. Please visit \
             http://aws.amazon.com/contact-us/ec2-request to request an adjustment to this limit."
-            .into(),
-        "InstanceLimitExceeded" => "Your quota allows for 0 more running instance(s). You requested at least 1.".into(),
+                .into()
+        }
+        "InstanceLimitExceeded" => {
+            "Your quota allows for 0 more running instance(s). You requested at least 1.".into()
+        }
         "InternalError" => "An internal error has occurred".into(),
         other => format!("{other} (injected by the fault proxy)"),
     }
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
 }
 
 /// `application/x-www-form-urlencoded` pairs, decoded (`+` is a space).
@@ -426,7 +520,10 @@ fn percent_decode(raw: &[u8]) -> String {
 fn form_fields_decode_as_the_sdk_encodes_them() {
     let fields =
         decode_form(b"Action=RunInstances&TagSpecification.1.Tag.1.Key=pacer%3Arunner&UserData=YQ%3D%3D&X=a+b&Y=%");
-    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     assert_eq!(
         pairs,
         [

@@ -557,7 +557,13 @@ async fn the_latest_runner_release_is_asked_once_an_hour() {
     let s = setup().await;
     s.fake.set_latest_runner_release("2.330.0");
 
-    let version = || async { s.github.runner_download("linux", "x64").await.unwrap().version };
+    let version = || async {
+        s.github
+            .runner_download("linux", "x64")
+            .await
+            .unwrap()
+            .version
+    };
     assert_eq!(version().await, "2.330.0");
     assert_eq!(version().await, "2.330.0");
     assert_eq!(s.fake.count(Endpoint::LatestRelease), 1);
@@ -596,14 +602,19 @@ async fn the_runner_checksum_is_githubs_digest_of_the_exact_tarball() {
     );
     assert_eq!(arm64.file, "actions-runner-linux-arm64-2.330.0.tar.gz");
     assert_eq!(arm64.sha256, Some(runner_sha256("2.330.0", "linux-arm64")));
-    assert_eq!(s.fake.count(Endpoint::LatestRelease), 1, "one call serves every architecture");
+    assert_eq!(
+        s.fake.count(Endpoint::LatestRelease),
+        1,
+        "one call serves every architecture"
+    );
 }
 
 #[tokio::test]
 async fn without_a_digest_the_checksum_comes_from_the_release_notes() {
     // Given a release from before GitHub computed digests
     let s = setup().await;
-    s.fake.add_runner_release(FakeRelease::new("2.310.0").without_digests());
+    s.fake
+        .add_runner_release(FakeRelease::new("2.310.0").without_digests());
     s.fake.set_latest_runner_release("2.310.0");
 
     for arch in ["x64", "arm64"] {
@@ -659,7 +670,11 @@ async fn a_pinned_version_is_looked_up_by_its_tag_once_and_kept() {
         s.fake.requests_to(Endpoint::ReleaseByTag)[0].path,
         "/repos/actions/runner/releases/tags/v2.321.0"
     );
-    assert_eq!(s.fake.count(Endpoint::LatestRelease), 0, "a pin never asks for the newest");
+    assert_eq!(
+        s.fake.count(Endpoint::LatestRelease),
+        0,
+        "a pin never asks for the newest"
+    );
 }
 
 #[tokio::test]
@@ -692,7 +707,11 @@ async fn checksums_the_operator_pins_win_and_github_is_not_asked() {
     s.fake.add_runner_release(FakeRelease::new("2.321.0"));
 
     let x64 = s.github.runner_download("linux", "x64").await.unwrap();
-    let arm64 = s.github.runner_download("linux", "arm64").await.unwrap_err();
+    let arm64 = s
+        .github
+        .runner_download("linux", "arm64")
+        .await
+        .unwrap_err();
 
     assert_eq!(x64.version, "2.321.0");
     assert_eq!(x64.sha256, Some(configured.to_lowercase()));
@@ -701,7 +720,11 @@ async fn checksums_the_operator_pins_win_and_github_is_not_asked() {
         "no SHA-256 is known for actions-runner-linux-arm64-2.321.0.tar.gz: runner.sha256 gives \
          none; pacer hands out no download a runner cannot verify (set runner.sha256.linux_arm64)"
     );
-    assert!(s.fake.requests().is_empty(), "GitHub was asked: {:?}", s.fake.requests());
+    assert!(
+        s.fake.requests().is_empty(),
+        "GitHub was asked: {:?}",
+        s.fake.requests()
+    );
 }
 
 #[tokio::test]

@@ -23,16 +23,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use futures::StreamExt;
-use pacer_shared::http::{lifecycle::WEBHOOK_BODY_LIMIT, API_BODY_LIMIT};
-use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use pacer_shared::http::{API_BODY_LIMIT, lifecycle::WEBHOOK_BODY_LIMIT};
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use reqwest::{Method, RequestBuilder};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::process::{Served, BOOTSTRAP_EMAIL};
+use crate::process::{BOOTSTRAP_EMAIL, Served};
 
 const WEBHOOK_SECRET: &str = "hostile-suite-webhook-secret-0123456789abcdef";
 /// Known to the suite so it can mint well-formed callback tokens for runners
@@ -78,7 +78,11 @@ enum Body {
     /// A JSON object. `base` is a valid body (`{}` for a PATCH), `fields`
     /// every field it may hold; `checked` when a body that does not say it is
     /// JSON is refused with 415 before anything else.
-    Json { base: fn(&Seeded) -> Value, fields: &'static [(&'static str, Kind)], checked: bool },
+    Json {
+        base: fn(&Seeded) -> Value,
+        fields: &'static [(&'static str, Kind)],
+        checked: bool,
+    },
     /// GitHub's deliveries: a batch of their own.
     Webhook,
 }
@@ -94,15 +98,31 @@ struct Route {
 }
 
 const fn get(path: &'static str, guard: Guard, query: &'static [&'static str]) -> Route {
-    Route { method: "GET", path, guard, query, body: Body::Ignored }
+    Route {
+        method: "GET",
+        path,
+        guard,
+        query,
+        body: Body::Ignored,
+    }
 }
 
 const fn write(method: &'static str, path: &'static str, guard: Guard, body: Body) -> Route {
-    Route { method, path, guard, query: &[], body }
+    Route {
+        method,
+        path,
+        guard,
+        query: &[],
+        body,
+    }
 }
 
 const fn checked(base: fn(&Seeded) -> Value, fields: &'static [(&'static str, Kind)]) -> Body {
-    Body::Json { base, fields, checked: true }
+    Body::Json {
+        base,
+        fields,
+        checked: true,
+    }
 }
 
 const PAGE: &[&str] = &["limit", "cursor"];
@@ -133,10 +153,22 @@ const POOL: &[(&str, Kind)] = &[
     ("idle_timeout", Kind::Strict("5m")),
     ("priority", Kind::Int(-1000, 1000)),
 ];
-const BINDING: &[(&str, Kind)] = &[("repo", Kind::Strict("hostile/probe")), ("project_id", Kind::Strict("prj_01J0000000000000000000000"))];
-const LOGIN: &[(&str, Kind)] = &[("email", Kind::Free(BOOTSTRAP_EMAIL)), ("password", Kind::Free("not-the-password"))];
-const PASSWORD: &[(&str, Kind)] = &[("current_password", Kind::Free("not-the-password")), ("new_password", Kind::Free("a-brand-new-password"))];
-const NEW_USER: &[(&str, Kind)] = &[("email", Kind::Free("probe@example.com")), ("role", Kind::Strict("viewer"))];
+const BINDING: &[(&str, Kind)] = &[
+    ("repo", Kind::Strict("hostile/probe")),
+    ("project_id", Kind::Strict("prj_01J0000000000000000000000")),
+];
+const LOGIN: &[(&str, Kind)] = &[
+    ("email", Kind::Free(BOOTSTRAP_EMAIL)),
+    ("password", Kind::Free("not-the-password")),
+];
+const PASSWORD: &[(&str, Kind)] = &[
+    ("current_password", Kind::Free("not-the-password")),
+    ("new_password", Kind::Free("a-brand-new-password")),
+];
+const NEW_USER: &[(&str, Kind)] = &[
+    ("email", Kind::Free("probe@example.com")),
+    ("role", Kind::Strict("viewer")),
+];
 const USER_CHANGE: &[(&str, Kind)] = &[("role", Kind::Strict("admin")), ("disabled", Kind::Bool)];
 const REGISTRATION: &[(&str, Kind)] = &[("os", Kind::Free("linux")), ("arch", Kind::Free("x64"))];
 const BOOTSTRAP_ERROR: &[(&str, Kind)] = &[("log_tail", Kind::Free("probe log"))];
@@ -174,45 +206,147 @@ const ROUTES: &[Route] = &[
     get("/healthz", Guard::Open, &[]),
     get("/api/version", Guard::Open, &[]),
     get("/api/projects", Guard::Session, PAGE),
-    write("POST", "/api/projects", Guard::Session, checked(new_project, PROJECT)),
+    write(
+        "POST",
+        "/api/projects",
+        Guard::Session,
+        checked(new_project, PROJECT),
+    ),
     get("/api/projects/{id}", Guard::Session, &[]),
-    write("PATCH", "/api/projects/{id}", Guard::Session, checked(no_change, PROJECT)),
-    write("DELETE", "/api/projects/{id}", Guard::Session, Body::Ignored),
+    write(
+        "PATCH",
+        "/api/projects/{id}",
+        Guard::Session,
+        checked(no_change, PROJECT),
+    ),
+    write(
+        "DELETE",
+        "/api/projects/{id}",
+        Guard::Session,
+        Body::Ignored,
+    ),
     get("/api/pools", Guard::Session, BY_PROJECT),
-    write("POST", "/api/pools", Guard::Session, checked(new_pool, POOL)),
+    write(
+        "POST",
+        "/api/pools",
+        Guard::Session,
+        checked(new_pool, POOL),
+    ),
     get("/api/pools/{id}", Guard::Session, &[]),
-    write("PATCH", "/api/pools/{id}", Guard::Session, checked(no_change, POOL)),
+    write(
+        "PATCH",
+        "/api/pools/{id}",
+        Guard::Session,
+        checked(no_change, POOL),
+    ),
     write("DELETE", "/api/pools/{id}", Guard::Session, Body::Ignored),
     get("/api/repos", Guard::Session, BY_PROJECT),
-    write("POST", "/api/repos", Guard::Session, checked(new_binding, BINDING)),
+    write(
+        "POST",
+        "/api/repos",
+        Guard::Session,
+        checked(new_binding, BINDING),
+    ),
     get("/api/repos/{id}", Guard::Session, &[]),
-    write("PATCH", "/api/repos/{id}", Guard::Session, checked(no_change, BINDING)),
+    write(
+        "PATCH",
+        "/api/repos/{id}",
+        Guard::Session,
+        checked(no_change, BINDING),
+    ),
     write("DELETE", "/api/repos/{id}", Guard::Session, Body::Ignored),
-    get("/api/audit", Guard::Session, &["limit", "cursor", "action", "actor", "from", "to"]),
+    get(
+        "/api/audit",
+        Guard::Session,
+        &["limit", "cursor", "action", "actor", "from", "to"],
+    ),
     write("POST", "/api/webhook", Guard::Signature, Body::Webhook),
-    write("POST", "/api/runner/register", Guard::Callback, Body::Json { base: registration, fields: REGISTRATION, checked: false }),
-    write("POST", "/api/runner/complete", Guard::Callback, Body::Ignored),
-    write("POST", "/api/runner/error", Guard::Callback, checked(bootstrap_error, BOOTSTRAP_ERROR)),
+    write(
+        "POST",
+        "/api/runner/register",
+        Guard::Callback,
+        Body::Json {
+            base: registration,
+            fields: REGISTRATION,
+            checked: false,
+        },
+    ),
+    write(
+        "POST",
+        "/api/runner/complete",
+        Guard::Callback,
+        Body::Ignored,
+    ),
+    write(
+        "POST",
+        "/api/runner/error",
+        Guard::Callback,
+        checked(bootstrap_error, BOOTSTRAP_ERROR),
+    ),
     get(
         "/api/jobs",
         Guard::Session,
-        &["limit", "cursor", "status", "project_id", "pool_id", "repo", "github_job_id", "from", "to", "order"],
+        &[
+            "limit",
+            "cursor",
+            "status",
+            "project_id",
+            "pool_id",
+            "repo",
+            "github_job_id",
+            "from",
+            "to",
+            "order",
+        ],
     ),
     get("/api/jobs/{id}", Guard::Session, &[]),
-    get("/api/runners", Guard::Session, &["limit", "cursor", "pool_id", "state"]),
+    get(
+        "/api/runners",
+        Guard::Session,
+        &["limit", "cursor", "pool_id", "state"],
+    ),
     get("/api/runners/{id}", Guard::Session, &[]),
-    write("POST", "/api/runners/{id}/terminate", Guard::Session, Body::Ignored),
+    write(
+        "POST",
+        "/api/runners/{id}/terminate",
+        Guard::Session,
+        Body::Ignored,
+    ),
     get("/api/stats", Guard::Session, &["from", "to", "group_by"]),
     get("/api/auth/info", Guard::Open, &[]),
-    write("POST", "/api/auth/login", Guard::Open, checked(wrong_login, LOGIN)),
+    write(
+        "POST",
+        "/api/auth/login",
+        Guard::Open,
+        checked(wrong_login, LOGIN),
+    ),
     write("POST", "/api/auth/logout", Guard::Session, Body::Ignored),
     get("/api/auth/me", Guard::Session, &[]),
-    write("POST", "/api/auth/password", Guard::Session, checked(wrong_password_change, PASSWORD)),
+    write(
+        "POST",
+        "/api/auth/password",
+        Guard::Session,
+        checked(wrong_password_change, PASSWORD),
+    ),
     get("/api/users", Guard::Session, PAGE),
-    write("POST", "/api/users", Guard::Session, checked(new_user, NEW_USER)),
-    write("PATCH", "/api/users/{id}", Guard::Session, checked(no_change, USER_CHANGE)),
+    write(
+        "POST",
+        "/api/users",
+        Guard::Session,
+        checked(new_user, NEW_USER),
+    ),
+    write(
+        "PATCH",
+        "/api/users/{id}",
+        Guard::Session,
+        checked(no_change, USER_CHANGE),
+    ),
     get("/api/auth/oidc/start", Guard::Open, &[]),
-    get("/api/auth/oidc/callback", Guard::Open, &["code", "state", "error"]),
+    get(
+        "/api/auth/oidc/callback",
+        Guard::Open,
+        &["code", "state", "error"],
+    ),
 ];
 
 /// Every `METHOD path` the `.route(…)` calls of `shared/src/http` declare,
@@ -241,10 +375,22 @@ fn declared_routes() -> BTreeSet<String> {
                     _ => {}
                 }
             }
-            let (path, methods) = outer.split_once(',').unwrap_or_else(|| panic!("cannot read .route({outer}) in {}", file.display()));
+            let (path, methods) = outer
+                .split_once(',')
+                .unwrap_or_else(|| panic!("cannot read .route({outer}) in {}", file.display()));
             // (rustfmt may break the call over lines, with a trailing comma)
-            for method in methods.trim().trim_end_matches(',').split('.').map(str::trim).filter(|m| !m.is_empty()) {
-                declared.insert(format!("{} {}", method.to_uppercase(), path.trim().trim_matches('"')));
+            for method in methods
+                .trim()
+                .trim_end_matches(',')
+                .split('.')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+            {
+                declared.insert(format!(
+                    "{} {}",
+                    method.to_uppercase(),
+                    path.trim().trim_matches('"')
+                ));
             }
         }
     }
@@ -255,11 +401,20 @@ fn declared_routes() -> BTreeSet<String> {
 fn the_hostile_suite_covers_every_route_the_router_declares() {
     let declared = declared_routes();
     assert!(declared.len() > 30, "the routes were read: {declared:?}");
-    let covered: BTreeSet<String> = ROUTES.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    let covered: BTreeSet<String> = ROUTES
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
     let missing: Vec<&String> = declared.difference(&covered).collect();
     let stale: Vec<&String> = covered.difference(&declared).collect();
-    assert!(missing.is_empty(), "routes the hostile suite does not send anything to; add them to ROUTES: {missing:?}");
-    assert!(stale.is_empty(), "ROUTES lists routes the router no longer has: {stale:?}");
+    assert!(
+        missing.is_empty(),
+        "routes the hostile suite does not send anything to; add them to ROUTES: {missing:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "ROUTES lists routes the router no longer has: {stale:?}"
+    );
 }
 
 // ------------------------------------------------------------ hostile values
@@ -274,32 +429,69 @@ fn hostile_text(sample: &str) -> Vec<(&'static str, String)> {
         ("an ANSI escape", quoted(format!("{head}\u{1b}[31m{tail}"))),
         ("CR LF", quoted(format!("{head}\r\nX-Injected: 1{tail}"))),
         ("an RTL override", quoted(format!("\u{202e}{sample}"))),
-        ("a bidi isolate", quoted(format!("{head}\u{2066}{tail}\u{2069}"))),
-        ("a zero-width space", quoted(format!("{head}\u{200b}{tail}"))),
+        (
+            "a bidi isolate",
+            quoted(format!("{head}\u{2066}{tail}\u{2069}")),
+        ),
+        (
+            "a zero-width space",
+            quoted(format!("{head}\u{200b}{tail}")),
+        ),
         ("a BOM", quoted(format!("\u{feff}{sample}"))),
         ("a lone surrogate", format!("\"{head}\\ud800{tail}\"")),
-        ("a reversed surrogate pair", format!("\"{head}\\udc00\\ud800{tail}\"")),
+        (
+            "a reversed surrogate pair",
+            format!("\"{head}\\udc00\\ud800{tail}\""),
+        ),
         ("1 MB", quoted(format!("{sample}{}", "x".repeat(1_000_000)))),
-        ("1 MB of 3-byte characters", quoted(format!("{sample}{}", "€".repeat(333_000)))),
+        (
+            "1 MB of 3-byte characters",
+            quoted(format!("{sample}{}", "€".repeat(333_000))),
+        ),
     ]
 }
 
 /// Text a strict field must refuse, though free text may hold it.
 fn injection_text() -> Vec<(&'static str, String)> {
-    ["' OR 1=1 --", "../../../etc/passwd", "<script>alert(1)</script>", "${jndi:ldap://x}", "%00", "\\", "*"]
-        .iter()
-        .map(|s| ("injection-shaped text", serde_json::to_string(s).unwrap()))
-        .collect()
+    [
+        "' OR 1=1 --",
+        "../../../etc/passwd",
+        "<script>alert(1)</script>",
+        "${jndi:ldap://x}",
+        "%00",
+        "\\",
+        "*",
+    ]
+    .iter()
+    .map(|s| ("injection-shaped text", serde_json::to_string(s).unwrap()))
+    .collect()
 }
 
 /// Numbers no JSON reader should take for anything.
-const HOSTILE_NUMBERS: &[&str] = &["1e400", "-1e400", "18446744073709551616", "-9223372036854775809", "1.5", "1e-400", "-0.0"];
+const HOSTILE_NUMBERS: &[&str] = &[
+    "1e400",
+    "-1e400",
+    "18446744073709551616",
+    "-9223372036854775809",
+    "1.5",
+    "1e-400",
+    "-0.0",
+];
 
 /// Values of the wrong type for a field of `kind`, and hostile values of the right one.
 fn hostile_values(kind: Kind) -> Vec<(String, String)> {
     let mut values: Vec<(String, String)> = Vec::new();
     let mut add = |what: &str, raw: String| values.push((what.to_string(), raw));
-    let not_text = ["true", "false", "[]", "[\"x\"]", "{}", "{\"a\":1}", "-1", "0"];
+    let not_text = [
+        "true",
+        "false",
+        "[]",
+        "[\"x\"]",
+        "{}",
+        "{\"a\":1}",
+        "-1",
+        "0",
+    ];
     match kind {
         Kind::Strict(sample) | Kind::Free(sample) => {
             for raw in not_text.iter().chain(HOSTILE_NUMBERS) {
@@ -315,7 +507,18 @@ fn hostile_values(kind: Kind) -> Vec<(String, String)> {
             }
         }
         Kind::Int(min, max) => {
-            for raw in ["\"1\"", "true", "[]", "[1]", "{}", "\"NaN\"", "\"Infinity\""].iter().chain(HOSTILE_NUMBERS) {
+            for raw in [
+                "\"1\"",
+                "true",
+                "[]",
+                "[1]",
+                "{}",
+                "\"NaN\"",
+                "\"Infinity\"",
+            ]
+            .iter()
+            .chain(HOSTILE_NUMBERS)
+            {
                 add("a non-integer", raw.to_string());
             }
             add("below the minimum", (min - 1).to_string());
@@ -325,24 +528,38 @@ fn hostile_values(kind: Kind) -> Vec<(String, String)> {
             add("the largest u64", u64::MAX.to_string());
         }
         Kind::Bool => {
-            for raw in ["\"true\"", "\"yes\"", "1", "0", "[]", "{}", "[true]"].iter().chain(HOSTILE_NUMBERS) {
+            for raw in ["\"true\"", "\"yes\"", "1", "0", "[]", "{}", "[true]"]
+                .iter()
+                .chain(HOSTILE_NUMBERS)
+            {
                 add("a non-boolean", raw.to_string());
             }
         }
         Kind::List(sample) | Kind::FreeList(sample) => {
             if let Kind::FreeList(_) = kind {
                 let many: Vec<String> = (0..50_000).map(|n| format!("{sample}-{n}")).collect();
-                add("50 000 different entries", serde_json::to_string(&many).unwrap());
+                add(
+                    "50 000 different entries",
+                    serde_json::to_string(&many).unwrap(),
+                );
             }
-            for raw in ["\"x\"", "1", "true", "{}", "[1]", "[null]", "[[]]", "[{}]", "[true]", "[1e400]"] {
+            for raw in [
+                "\"x\"", "1", "true", "{}", "[1]", "[null]", "[[]]", "[{}]", "[true]", "[1e400]",
+            ] {
                 add("not a list of strings", raw.to_string());
             }
             for (what, raw) in hostile_text(sample) {
                 add(what, format!("[\"{sample}\",{raw}]"));
             }
             if let Kind::List(_) = kind {
-                add("the same entry twice", serde_json::to_string(&[sample, sample]).unwrap());
-                add("the same entry 50 000 times", serde_json::to_string(&vec![sample; 50_000]).unwrap());
+                add(
+                    "the same entry twice",
+                    serde_json::to_string(&[sample, sample]).unwrap(),
+                );
+                add(
+                    "the same entry 50 000 times",
+                    serde_json::to_string(&vec![sample; 50_000]).unwrap(),
+                );
                 for (what, raw) in injection_text() {
                     add(what, format!("[{raw}]"));
                 }
@@ -359,10 +576,17 @@ const SENTINEL: &str = "\u{1}hostile\u{1}";
 fn with_raw(body: &Value, pointer: &str, raw: &str) -> Vec<u8> {
     let mut body = body.clone();
     let (parent, name) = pointer.rsplit_once('/').unwrap();
-    let slot = if parent.is_empty() { &mut body } else { body.pointer_mut(parent).unwrap() };
-    slot.as_object_mut().unwrap().insert(name.to_string(), Value::from(SENTINEL));
+    let slot = if parent.is_empty() {
+        &mut body
+    } else {
+        body.pointer_mut(parent).unwrap()
+    };
+    slot.as_object_mut()
+        .unwrap()
+        .insert(name.to_string(), Value::from(SENTINEL));
     let text = serde_json::to_string(&body).unwrap();
-    text.replacen(&serde_json::to_string(SENTINEL).unwrap(), raw, 1).into_bytes()
+    text.replacen(&serde_json::to_string(SENTINEL).unwrap(), raw, 1)
+        .into_bytes()
 }
 
 /// Bodies that are not one well-formed JSON object of known fields, around
@@ -370,7 +594,9 @@ fn with_raw(body: &Value, pointer: &str, raw: &str) -> Vec<u8> {
 fn hostile_bodies(base: &Value, first: &str) -> Vec<(String, Vec<u8>)> {
     let text = serde_json::to_string(base).unwrap();
     let unknown = |name: &str, raw: &str| with_raw(base, &format!("/{name}"), raw);
-    let nested = |open: &str, close: &str, levels: usize| format!("{}{}", open.repeat(levels), close.repeat(levels)).into_bytes();
+    let nested = |open: &str, close: &str, levels: usize| {
+        format!("{}{}", open.repeat(levels), close.repeat(levels)).into_bytes()
+    };
     let mut utf16 = vec![0xff, 0xfe];
     utf16.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
     let mut bodies: Vec<(&str, Vec<u8>)> = vec![
@@ -382,46 +608,90 @@ fn hostile_bodies(base: &Value, first: &str) -> Vec<(String, Vec<u8>)> {
         ("an unquoted key", b"{a:1}".to_vec()),
         ("a comment", b"{/* hi */}".to_vec()),
         ("NaN", b"{\"a\":NaN}".to_vec()),
-        ("the valid body cut in half", text.as_bytes()[..text.len() / 2].to_vec()),
+        (
+            "the valid body cut in half",
+            text.as_bytes()[..text.len() / 2].to_vec(),
+        ),
         ("an array", b"[]".to_vec()),
-        ("the valid body in an array", format!("[{text}]").into_bytes()),
+        (
+            "the valid body in an array",
+            format!("[{text}]").into_bytes(),
+        ),
         ("a string", b"\"text\"".to_vec()),
         ("a number", b"42".to_vec()),
         ("1e400", b"1e400".to_vec()),
         ("null", b"null".to_vec()),
         ("true", b"true".to_vec()),
         ("two objects", format!("{text}{text}").into_bytes()),
-        ("the valid body then garbage", format!("{text}garbage").into_bytes()),
+        (
+            "the valid body then garbage",
+            format!("{text}garbage").into_bytes(),
+        ),
         ("100 000 open brackets", "[".repeat(100_000).into_bytes()),
-        ("100 000 open objects", "{\"a\":".repeat(100_000).into_bytes()),
+        (
+            "100 000 open objects",
+            "{\"a\":".repeat(100_000).into_bytes(),
+        ),
         ("100 000 nested arrays, closed", nested("[", "]", 100_000)),
-        ("100 000 nested arrays in a field", unknown(first, &String::from_utf8(nested("[", "]", 100_000)).unwrap())),
-        ("non-UTF-8 bytes in a string", b"{\"a\":\"\xff\xfe\"}".to_vec()),
+        (
+            "100 000 nested arrays in a field",
+            unknown(
+                first,
+                &String::from_utf8(nested("[", "]", 100_000)).unwrap(),
+            ),
+        ),
+        (
+            "non-UTF-8 bytes in a string",
+            b"{\"a\":\"\xff\xfe\"}".to_vec(),
+        ),
         ("a non-UTF-8 key", b"{\"\xc3\x28\":1}".to_vec()),
         ("overlong UTF-8", b"{\"a\":\"\xc0\xaf\"}".to_vec()),
         ("a raw NUL in a string", b"{\"a\":\"x\x00y\"}".to_vec()),
         ("a raw NUL between tokens", b"{\x00}".to_vec()),
-        ("a UTF-8 byte order mark", format!("\u{feff}{text}").into_bytes()),
+        (
+            "a UTF-8 byte order mark",
+            format!("\u{feff}{text}").into_bytes(),
+        ),
         ("UTF-16", utf16),
         ("a lone surrogate as a key", b"{\"\\ud800\":1}".to_vec()),
         ("only an unknown field", b"{\"surprise\":1}".to_vec()),
-        ("an unknown field beside valid ones", unknown("surprise", "1")),
+        (
+            "an unknown field beside valid ones",
+            unknown("surprise", "1"),
+        ),
         ("__proto__", unknown("__proto__", "{\"admin\":true}")),
-        ("an id of its own", unknown("id", "\"prj_01J0000000000000000000000\"")),
-        ("created_at of its own", unknown("created_at", "\"1970-01-01T00:00:00Z\"")),
+        (
+            "an id of its own",
+            unknown("id", "\"prj_01J0000000000000000000000\""),
+        ),
+        (
+            "created_at of its own",
+            unknown("created_at", "\"1970-01-01T00:00:00Z\""),
+        ),
         ("the first field twice, the second NUL", {
             let mut twice = text.clone();
             twice.pop();
-            let comma = if base.as_object().is_some_and(|o| o.is_empty()) { "" } else { "," };
+            let comma = if base.as_object().is_some_and(|o| o.is_empty()) {
+                ""
+            } else {
+                ","
+            };
             format!("{twice}{comma}\"{first}\":\"x\\u0000\"}}").into_bytes()
         }),
     ];
     // Read whole at exactly the limit (refused for its content, not its size).
     let (open, close) = ("{\"surprise\":\"", "\"}");
-    let at_limit = format!("{open}{}{close}", "x".repeat(API_BODY_LIMIT - open.len() - close.len())).into_bytes();
+    let at_limit = format!(
+        "{open}{}{close}",
+        "x".repeat(API_BODY_LIMIT - open.len() - close.len())
+    )
+    .into_bytes();
     assert_eq!(at_limit.len(), API_BODY_LIMIT);
     bodies.push((AT_LIMIT, at_limit));
-    bodies.into_iter().map(|(what, bytes)| (what.to_string(), bytes)).collect()
+    bodies
+        .into_iter()
+        .map(|(what, bytes)| (what.to_string(), bytes))
+        .collect()
 }
 
 /// The body of exactly the API's limit.
@@ -455,22 +725,59 @@ fn hostile_ids(real: &str) -> Vec<String> {
 /// Values of a query parameter, by its name, as they go on the wire.
 fn hostile_params(name: &str) -> Vec<String> {
     let mut values: Vec<String> = [
-        "", "%00", "%FF", "%FF%FE", "%C0%AE", "%E2%80%AE", "%F0%9F%92%A9", "-1", "1e400", "1.5", "NaN",
-        "99999999999999999999999", "%27%20OR%201=1--", "..%2F..%2Fetc", "a%26b%3Dc", "%2A", "%25",
+        "",
+        "%00",
+        "%FF",
+        "%FF%FE",
+        "%C0%AE",
+        "%E2%80%AE",
+        "%F0%9F%92%A9",
+        "-1",
+        "1e400",
+        "1.5",
+        "NaN",
+        "99999999999999999999999",
+        "%27%20OR%201=1--",
+        "..%2F..%2Fetc",
+        "a%26b%3Dc",
+        "%2A",
+        "%25",
     ]
     .iter()
     .map(|v| v.to_string())
     .collect();
     values.push("x".repeat(10_000));
     let specific: &[&str] = match name {
-        "limit" => &["0", "4294967295", "4294967296", "-0", "%2B1", "0x10", "1%20"],
+        "limit" => &[
+            "0",
+            "4294967295",
+            "4294967296",
+            "-0",
+            "%2B1",
+            "0x10",
+            "1%20",
+        ],
         "cursor" => &["!!!", "Li4vLi4veA", "YQ", "cHJqXw", "%3D%3D%3D", "AAAA"],
         "from" | "to" => &[
-            "not-a-time", "2024-02-30T00:00:00Z", "2024-01-01T24:00:00Z", "2024-12-31T23:59:60Z", "0000-01-01T00:00:00Z",
-            "9999-12-31T23:59:59Z", "%2B275760-09-13T00:00:00Z", "-262143-01-01T00:00:00Z", "%2B262143-12-31T23:59:59Z",
-            "2024-01-01T00:00:00%2B99:99", "2024-01-01T00:00:00-23:59", "1e9", "2024-01-01",
+            "not-a-time",
+            "2024-02-30T00:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-12-31T23:59:60Z",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "%2B275760-09-13T00:00:00Z",
+            "-262143-01-01T00:00:00Z",
+            "%2B262143-12-31T23:59:59Z",
+            "2024-01-01T00:00:00%2B99:99",
+            "2024-01-01T00:00:00-23:59",
+            "1e9",
+            "2024-01-01",
         ],
-        "github_job_id" => &["9223372036854775807", "-9223372036854775808", "9223372036854775808"],
+        "github_job_id" => &[
+            "9223372036854775807",
+            "-9223372036854775808",
+            "9223372036854775808",
+        ],
         "state" => &[",,,", "running,%00", "running,running"],
         _ => &[],
     };
@@ -540,21 +847,37 @@ struct Snapshot {
     newest_audit: Option<String>,
 }
 
-const OBJECT_LISTS: &[&str] = &["/api/projects", "/api/pools", "/api/repos", "/api/jobs", "/api/runners", "/api/users"];
+const OBJECT_LISTS: &[&str] = &[
+    "/api/projects",
+    "/api/pools",
+    "/api/repos",
+    "/api/jobs",
+    "/api/runners",
+    "/api/users",
+];
 
 /// Shortens what a request was, for a failure message.
 fn short(text: &str) -> String {
     if text.chars().count() <= 160 {
         text.to_string()
     } else {
-        format!("{}… ({} bytes)", text.chars().take(160).collect::<String>(), text.len())
+        format!(
+            "{}… ({} bytes)",
+            text.chars().take(160).collect::<String>(),
+            text.len()
+        )
     }
 }
 
 /// A JWT of `header` and `claims` with `signature`, all base64url.
 fn jwt(header: &Value, claims: &Value, signature: &[u8]) -> String {
     let part = |v: &Value| B64.encode(serde_json::to_vec(v).unwrap());
-    format!("{}.{}.{}", part(header), part(claims), B64.encode(signature))
+    format!(
+        "{}.{}.{}",
+        part(header),
+        part(claims),
+        B64.encode(signature)
+    )
 }
 
 struct Suite {
@@ -586,14 +909,28 @@ impl Suite {
             .build()
             .unwrap();
         served.http = http.clone();
-        let token = served.token.clone().expect("console auth is on and the admin signed in");
+        let token = served
+            .token
+            .clone()
+            .expect("console auth is on and the admin signed in");
         let addr = served.base.trim_start_matches("http://").to_string();
         let seeded = seed(&served).await;
-        Suite { served, http, addr, token, seeded, failures: Vec::new(), sent: 0 }
+        Suite {
+            served,
+            http,
+            addr,
+            token,
+            seeded,
+            failures: Vec::new(),
+            sent: 0,
+        }
     }
 
     fn request(&self, method: &str, path: &str) -> RequestBuilder {
-        self.http.request(Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", self.served.base))
+        self.http.request(
+            Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("{}{path}", self.served.base),
+        )
     }
 
     fn as_admin(&self, method: &str, path: &str) -> RequestBuilder {
@@ -616,7 +953,11 @@ impl Suite {
             }
         };
         let status = res.status().as_u16();
-        let json = res.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/json"));
+        let json = res
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/json"));
         let body = res.bytes().await.unwrap_or_default();
         self.judge(what, expect, status, json, &body);
         Some(status)
@@ -625,12 +966,18 @@ impl Suite {
     fn judge(&mut self, what: &str, expect: Expect, status: u16, json: bool, body: &[u8]) {
         let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
         if !expect.allows(status) {
-            self.fail(format!("{}: answered {status}, expected {expect:?}: {shown}", short(what)));
+            self.fail(format!(
+                "{}: answered {status}, expected {expect:?}: {shown}",
+                short(what)
+            ));
         }
         if json && (400..500).contains(&status) {
             let error: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
             if !(error["error"].is_string() && error["message"].is_string()) {
-                self.fail(format!("{}: a {status} without pacer's error shape: {shown}", short(what)));
+                self.fail(format!(
+                    "{}: a {status} without pacer's error shape: {shown}",
+                    short(what)
+                ));
             }
         }
     }
@@ -638,7 +985,9 @@ impl Suite {
     /// Sends `request` as it is, on a new connection, and checks the answer.
     async fn send_raw(&mut self, what: &str, expect: Expect, request: Vec<u8>) -> Option<u16> {
         self.sent += 1;
-        let answer = raw_exchange(&self.addr, request).await.map(|bytes| parse_answer(&bytes));
+        let answer = raw_exchange(&self.addr, request)
+            .await
+            .map(|bytes| parse_answer(&bytes));
         self.judge_answer(what, expect, answer)
     }
 
@@ -648,12 +997,25 @@ impl Suite {
         self.sent += planned.len();
         let answers: Vec<Result<Answer, String>> = {
             let (http, base, addr) = (&self.http, &self.served.base, &self.addr);
-            futures::stream::iter(planned).map(|p| p.exchange(http, base, addr)).buffered(4).collect().await
+            futures::stream::iter(planned)
+                .map(|p| p.exchange(http, base, addr))
+                .buffered(4)
+                .collect()
+                .await
         };
-        planned.iter().zip(answers).map(|(p, answer)| self.judge_answer(&p.what, p.expect, answer)).collect()
+        planned
+            .iter()
+            .zip(answers)
+            .map(|(p, answer)| self.judge_answer(&p.what, p.expect, answer))
+            .collect()
     }
 
-    fn judge_answer(&mut self, what: &str, expect: Expect, answer: Result<Answer, String>) -> Option<u16> {
+    fn judge_answer(
+        &mut self,
+        what: &str,
+        expect: Expect,
+        answer: Result<Answer, String>,
+    ) -> Option<u16> {
         match answer {
             Ok(Answer { status: 0, .. }) if !expect.allows(0) => {
                 self.fail(format!("{}: closed without an answer", short(what)));
@@ -677,7 +1039,10 @@ impl Suite {
             objects.push((*list, self.all(list).await));
         }
         let (_, newest) = self.served.get("/api/audit?limit=1").await;
-        Snapshot { objects, newest_audit: newest["items"][0]["id"].as_str().map(str::to_string) }
+        Snapshot {
+            objects,
+            newest_audit: newest["items"][0]["id"].as_str().map(str::to_string),
+        }
     }
 
     async fn all(&self, list: &str) -> Vec<Value> {
@@ -701,7 +1066,9 @@ impl Suite {
         let mut url = "/api/audit?limit=1".to_string();
         loop {
             let (_, page) = self.served.get(&url).await;
-            let Some(entry) = page["items"].get(0).cloned() else { return entries };
+            let Some(entry) = page["items"].get(0).cloned() else {
+                return entries;
+            };
             if entry["id"].as_str() == newest {
                 return entries;
             }
@@ -716,7 +1083,11 @@ impl Suite {
     /// Runs one batch: then `/healthz` answers, the process runs, nothing
     /// but audit entries of the `allowed` actions was written.
     async fn batch(&mut self, name: &str, allowed: &[&str], before: Snapshot) -> Snapshot {
-        let health = self.http.get(format!("{}/healthz", self.served.base)).send().await;
+        let health = self
+            .http
+            .get(format!("{}/healthz", self.served.base))
+            .send()
+            .await;
         match health {
             Ok(res) if res.status() == 200 => {
                 let text = res.text().await.unwrap_or_default();
@@ -724,21 +1095,33 @@ impl Suite {
                     self.fail(format!("after {name}: /healthz said {text:?}"));
                 }
             }
-            other => self.fail(format!("after {name}: /healthz did not answer ok: {other:?}")),
+            other => self.fail(format!(
+                "after {name}: /healthz did not answer ok: {other:?}"
+            )),
         }
         if let Ok(Some(status)) = self.served.child.try_wait() {
-            panic!("pacer exited during {name}: {status:?}\n{}", self.served.stderr());
+            panic!(
+                "pacer exited during {name}: {status:?}\n{}",
+                self.served.stderr()
+            );
         }
         let after = self.snapshot().await;
         for ((list, was), (_, is)) in before.objects.iter().zip(&after.objects) {
             if was != is {
-                self.fail(format!("{name} wrote to {list}: before {}, after {}", short(&json!(was).to_string()), short(&json!(is).to_string())));
+                self.fail(format!(
+                    "{name} wrote to {list}: before {}, after {}",
+                    short(&json!(was).to_string()),
+                    short(&json!(is).to_string())
+                ));
             }
         }
         for entry in self.audit_since(before.newest_audit.as_deref()).await {
             let action = entry["action"].as_str().unwrap_or_default();
             if !allowed.contains(&action) {
-                self.fail(format!("{name} wrote an audit entry: {}", short(&entry.to_string())));
+                self.fail(format!(
+                    "{name} wrote an audit entry: {}",
+                    short(&entry.to_string())
+                ));
             }
         }
         after
@@ -750,15 +1133,54 @@ impl Suite {
 async fn seed(served: &Served) -> Seeded {
     let created = |(status, body): (u16, Value)| {
         assert!(status == 201 || status == 202, "seeding: {status} {body}");
-        body[if status == 202 { "job_id" } else { "id" }].as_str().unwrap().to_string()
+        body[if status == 202 { "job_id" } else { "id" }]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
-    let project = created(served.post("/api/projects", json!({"name": "seeded"})).await);
-    let pool = created(served.post("/api/pools", crate::api_crud::pool_body(&project, "seeded")).await);
-    let binding = created(served.post("/api/repos", json!({"repo": "seeded/app", "project_id": project})).await);
-    let viewer = created(served.post("/api/users", json!({"email": "viewer@example.com", "role": "viewer"})).await);
-    let payload = crate::support::queued_payload(1, "seeded/app", &["self-hosted", "offered-by-no-pool"]);
-    let job = created(signed_webhook(served, "workflow_job", &serde_json::to_vec(&payload).unwrap()).await);
-    Seeded { project, pool, binding, viewer, job }
+    let project = created(
+        served
+            .post("/api/projects", json!({"name": "seeded"}))
+            .await,
+    );
+    let pool = created(
+        served
+            .post("/api/pools", crate::api_crud::pool_body(&project, "seeded"))
+            .await,
+    );
+    let binding = created(
+        served
+            .post(
+                "/api/repos",
+                json!({"repo": "seeded/app", "project_id": project}),
+            )
+            .await,
+    );
+    let viewer = created(
+        served
+            .post(
+                "/api/users",
+                json!({"email": "viewer@example.com", "role": "viewer"}),
+            )
+            .await,
+    );
+    let payload =
+        crate::support::queued_payload(1, "seeded/app", &["self-hosted", "offered-by-no-pool"]);
+    let job = created(
+        signed_webhook(
+            served,
+            "workflow_job",
+            &serde_json::to_vec(&payload).unwrap(),
+        )
+        .await,
+    );
+    Seeded {
+        project,
+        pool,
+        binding,
+        viewer,
+        job,
+    }
 }
 
 async fn signed_webhook(served: &Served, event: &str, body: &[u8]) -> (u16, Value) {
@@ -766,13 +1188,19 @@ async fn signed_webhook(served: &Served, event: &str, body: &[u8]) -> (u16, Valu
         .http
         .post(format!("{}/api/webhook", served.base))
         .header("x-github-event", event)
-        .header("x-hub-signature-256", pacer_shared::github::webhook::sign(WEBHOOK_SECRET.as_bytes(), body))
+        .header(
+            "x-hub-signature-256",
+            pacer_shared::github::webhook::sign(WEBHOOK_SECRET.as_bytes(), body),
+        )
         .header("content-type", "application/json")
         .body(body.to_vec())
         .send()
         .await
         .unwrap();
-    (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+    )
 }
 
 /// What pacer answered: its status (0 when it closed without one), whether
@@ -786,10 +1214,20 @@ struct Answer {
 /// Reads an HTTP/1.1 answer as it came off the wire.
 fn parse_answer(bytes: &[u8]) -> Answer {
     let text = String::from_utf8_lossy(bytes);
-    let status = text.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .unwrap_or(0);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let json = head.to_ascii_lowercase().contains("content-type: application/json");
-    Answer { status, json, body: body.as_bytes().to_vec() }
+    let json = head
+        .to_ascii_lowercase()
+        .contains("content-type: application/json");
+    Answer {
+        status,
+        json,
+        body: body.as_bytes().to_vec(),
+    }
 }
 
 /// A request with a body, planned to be sent beside others.
@@ -803,8 +1241,21 @@ struct Planned {
 }
 
 impl Planned {
-    fn new(what: String, expect: Expect, method: &'static str, path: &str, body: &Arc<[u8]>) -> Planned {
-        Planned { what, expect, method, path: path.to_string(), headers: Vec::new(), body: body.clone() }
+    fn new(
+        what: String,
+        expect: Expect,
+        method: &'static str,
+        path: &str,
+        body: &Arc<[u8]>,
+    ) -> Planned {
+        Planned {
+            what,
+            expect,
+            method,
+            path: path.to_string(),
+            headers: Vec::new(),
+            body: body.clone(),
+        }
     }
 
     fn header(mut self, name: &'static str, value: impl AsRef<[u8]>) -> Planned {
@@ -819,25 +1270,49 @@ impl Planned {
     /// answer: pacer may refuse before the client has written the body (on
     /// a busy machine the client's two writes can be far apart), and the
     /// client then reports its failed write, not the answer pacer sent.
-    async fn exchange(&self, http: &reqwest::Client, base: &str, addr: &str) -> Result<Answer, String> {
+    async fn exchange(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+        addr: &str,
+    ) -> Result<Answer, String> {
         if self.body.len() <= 64 * 1024 {
-            let mut req = http.request(Method::from_bytes(self.method.as_bytes()).unwrap(), format!("{base}{}", self.path));
+            let mut req = http.request(
+                Method::from_bytes(self.method.as_bytes()).unwrap(),
+                format!("{base}{}", self.path),
+            );
             for (name, value) in &self.headers {
                 req = req.header(*name, HeaderValue::from_bytes(value).unwrap());
             }
             if let Ok(res) = req.body(self.body.to_vec()).send().await {
                 let status = res.status().as_u16();
-                let json = res.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/json"));
-                return Ok(Answer { status, json, body: res.bytes().await.unwrap_or_default().to_vec() });
+                let json = res
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|c| c.starts_with("application/json"));
+                return Ok(Answer {
+                    status,
+                    json,
+                    body: res.bytes().await.unwrap_or_default().to_vec(),
+                });
             }
         }
-        let mut request = format!("{} {} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", self.method, self.path, self.body.len()).into_bytes();
+        let mut request = format!(
+            "{} {} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+            self.method,
+            self.path,
+            self.body.len()
+        )
+        .into_bytes();
         for (name, value) in &self.headers {
             request.extend([name.as_bytes(), b": ", value, b"\r\n"].concat());
         }
         request.extend(b"\r\n");
         request.extend_from_slice(&self.body);
-        raw_exchange(addr, request).await.map(|bytes| parse_answer(&bytes))
+        raw_exchange(addr, request)
+            .await
+            .map(|bytes| parse_answer(&bytes))
     }
 }
 
@@ -845,7 +1320,9 @@ impl Planned {
 /// answer a body over its limit before it is all sent) until the connection
 /// closes, or stays quiet for a moment after an answer began.
 async fn raw_exchange(addr: &str, request: Vec<u8>) -> Result<Vec<u8>, String> {
-    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
     let (mut reader, mut writer) = stream.into_split();
     let writing = tokio::spawn(async move {
         let _ = writer.write_all(&request).await;
@@ -855,11 +1332,17 @@ async fn raw_exchange(addr: &str, request: Vec<u8>) -> Result<Vec<u8>, String> {
     let mut chunk = vec![0u8; 64 * 1024];
     let started = Instant::now();
     loop {
-        let wait = if answer.is_empty() { Duration::from_secs(20) } else { Duration::from_millis(500) };
+        let wait = if answer.is_empty() {
+            Duration::from_secs(20)
+        } else {
+            Duration::from_millis(500)
+        };
         match tokio::time::timeout(wait, reader.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => answer.extend_from_slice(&chunk[..n]),
-            Err(_) if answer.is_empty() => return Err(format!("no answer in {:?}: a hang", started.elapsed())),
+            Err(_) if answer.is_empty() => {
+                return Err(format!("no answer in {:?}: a hang", started.elapsed()));
+            }
             Err(_) => break,
         }
     }
@@ -891,7 +1374,10 @@ impl Suite {
             };
             let status = res.status().as_u16();
             let body: Value = res.json().await.unwrap_or(Value::Null);
-            let unrouted = status == 405 || body["message"].as_str().is_some_and(|m| m.starts_with("no route"));
+            let unrouted = status == 405
+                || body["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("no route"));
             if unrouted || status >= 500 {
                 self.fail(format!("{what}: answered {status} {body}"));
             }
@@ -901,7 +1387,9 @@ impl Suite {
     /// Credentials that are not a session: each is refused with 401 by every
     /// route that needs one, and changes nothing anywhere.
     async fn hostile_credentials(&mut self, route: &Route) {
-        let admin_claims: Value = serde_json::from_slice(&B64.decode(self.token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+        let admin_claims: Value =
+            serde_json::from_slice(&B64.decode(self.token.split('.').nth(1).unwrap()).unwrap())
+                .unwrap();
         let mut forged_claims = admin_claims.clone();
         forged_claims["exp"] = json!(i64::MAX);
         let tampered = {
@@ -911,30 +1399,103 @@ impl Suite {
             t
         };
         let wrong_key = {
-            let key = jsonwebtoken::EncodingKey::from_secret(b"not pacer's secret, 0123456789abcdef");
+            let key =
+                jsonwebtoken::EncodingKey::from_secret(b"not pacer's secret, 0123456789abcdef");
             jsonwebtoken::encode(&jsonwebtoken::Header::default(), &admin_claims, &key).unwrap()
         };
         let alg_none = jwt(&json!({"alg": "none", "typ": "JWT"}), &forged_claims, b"");
         let headers: Vec<(&str, &str, Vec<u8>)> = vec![
             ("no credentials", "x-nothing", b"".to_vec()),
-            ("a garbage bearer", "authorization", b"Bearer garbage".to_vec()),
+            (
+                "a garbage bearer",
+                "authorization",
+                b"Bearer garbage".to_vec(),
+            ),
             ("an empty bearer", "authorization", b"Bearer ".to_vec()),
-            ("three dots of a JWT", "authorization", b"Bearer a.b.c".to_vec()),
-            ("an alg-none JWT", "authorization", format!("Bearer {alg_none}").into_bytes()),
-            ("a JWT signed with another key", "authorization", format!("Bearer {wrong_key}").into_bytes()),
-            ("the admin's session with its signature changed", "authorization", format!("Bearer {tampered}").into_bytes()),
-            ("a lower-case scheme", "authorization", format!("bearer {tampered}").into_bytes()),
-            ("Basic credentials", "authorization", b"Basic YWRtaW46YWRtaW4=".to_vec()),
-            ("a 100 KB bearer", "authorization", format!("Bearer {}", "A".repeat(100_000)).into_bytes()),
-            ("non-ASCII bytes", "authorization", b"Bearer \xff\xfe\xfd".to_vec()),
-            ("UTF-8 text", "authorization", "Bearer ünïcödé\u{202e}".as_bytes().to_vec()),
-            ("a callback token for a session", "authorization", format!("Bearer {}", self.callback_token("run_01J0000000000000000000000", 3600)).into_bytes()),
-            ("a garbage cookie", "cookie", b"pacer_session=garbage".to_vec()),
-            ("a tampered session cookie", "cookie", format!("pacer_session={tampered}").into_bytes()),
-            ("a 100 KB cookie", "cookie", format!("pacer_session={}", "A".repeat(100_000)).into_bytes()),
-            ("5 000 cookies", "cookie", "a=b; ".repeat(5_000).into_bytes()),
-            ("a cookie of separators", "cookie", b";;;===;; pacer_session; =pacer_session".to_vec()),
-            ("non-ASCII cookie bytes", "cookie", b"pacer_session=\xff\xfe".to_vec()),
+            (
+                "three dots of a JWT",
+                "authorization",
+                b"Bearer a.b.c".to_vec(),
+            ),
+            (
+                "an alg-none JWT",
+                "authorization",
+                format!("Bearer {alg_none}").into_bytes(),
+            ),
+            (
+                "a JWT signed with another key",
+                "authorization",
+                format!("Bearer {wrong_key}").into_bytes(),
+            ),
+            (
+                "the admin's session with its signature changed",
+                "authorization",
+                format!("Bearer {tampered}").into_bytes(),
+            ),
+            (
+                "a lower-case scheme",
+                "authorization",
+                format!("bearer {tampered}").into_bytes(),
+            ),
+            (
+                "Basic credentials",
+                "authorization",
+                b"Basic YWRtaW46YWRtaW4=".to_vec(),
+            ),
+            (
+                "a 100 KB bearer",
+                "authorization",
+                format!("Bearer {}", "A".repeat(100_000)).into_bytes(),
+            ),
+            (
+                "non-ASCII bytes",
+                "authorization",
+                b"Bearer \xff\xfe\xfd".to_vec(),
+            ),
+            (
+                "UTF-8 text",
+                "authorization",
+                "Bearer ünïcödé\u{202e}".as_bytes().to_vec(),
+            ),
+            (
+                "a callback token for a session",
+                "authorization",
+                format!(
+                    "Bearer {}",
+                    self.callback_token("run_01J0000000000000000000000", 3600)
+                )
+                .into_bytes(),
+            ),
+            (
+                "a garbage cookie",
+                "cookie",
+                b"pacer_session=garbage".to_vec(),
+            ),
+            (
+                "a tampered session cookie",
+                "cookie",
+                format!("pacer_session={tampered}").into_bytes(),
+            ),
+            (
+                "a 100 KB cookie",
+                "cookie",
+                format!("pacer_session={}", "A".repeat(100_000)).into_bytes(),
+            ),
+            (
+                "5 000 cookies",
+                "cookie",
+                "a=b; ".repeat(5_000).into_bytes(),
+            ),
+            (
+                "a cookie of separators",
+                "cookie",
+                b";;;===;; pacer_session; =pacer_session".to_vec(),
+            ),
+            (
+                "non-ASCII cookie bytes",
+                "cookie",
+                b"pacer_session=\xff\xfe".to_vec(),
+            ),
         ];
         let path = self.path_of(route);
         for (what, name, value) in headers {
@@ -943,13 +1504,17 @@ impl Suite {
                 req = req.header(CONTENT_TYPE, "application/json").body("{}");
             }
             if !value.is_empty() {
-                req = req.header(HeaderName::from_static(name), HeaderValue::from_bytes(&value).unwrap());
+                req = req.header(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_bytes(&value).unwrap(),
+                );
             }
             let expect = match route.guard {
                 Guard::Session | Guard::Signature | Guard::Callback => Expect::Status(401),
                 Guard::Open => Expect::Answer,
             };
-            self.send(&format!("{} {path} with {what}", route.method), expect, req).await;
+            self.send(&format!("{} {path} with {what}", route.method), expect, req)
+                .await;
         }
         // The admin's own session, from a page of another site: refused
         // before the request is read, whatever it would have done.
@@ -958,12 +1523,21 @@ impl Suite {
                 Body::Json { base, .. } => base(&self.seeded),
                 _ => json!({}),
             };
-            for (name, value) in [("origin", &b"https://evil.example"[..]), ("origin", b"null"), ("origin", b"\xff"), ("sec-fetch-site", b"cross-site")] {
-                let req = self
-                    .as_admin(route.method, &path)
-                    .json(&body)
-                    .header(HeaderName::from_static(name), HeaderValue::from_bytes(value).unwrap());
-                let what = format!("{} {path} from another site ({name}: {})", route.method, String::from_utf8_lossy(value));
+            for (name, value) in [
+                ("origin", &b"https://evil.example"[..]),
+                ("origin", b"null"),
+                ("origin", b"\xff"),
+                ("sec-fetch-site", b"cross-site"),
+            ] {
+                let req = self.as_admin(route.method, &path).json(&body).header(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_bytes(value).unwrap(),
+                );
+                let what = format!(
+                    "{} {path} from another site ({name}: {})",
+                    route.method,
+                    String::from_utf8_lossy(value)
+                );
                 self.send(&what, Expect::Status(403), req).await;
             }
         }
@@ -985,13 +1559,31 @@ impl Suite {
     /// Methods the route's path does not serve.
     async fn wrong_methods(&mut self, route: &Route) {
         let path = self.path_of(route);
-        let served: Vec<&str> = ROUTES.iter().filter(|r| r.path == route.path).map(|r| r.method).collect();
-        for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "PROPFIND", "X-HOSTILE"] {
+        let served: Vec<&str> = ROUTES
+            .iter()
+            .filter(|r| r.path == route.path)
+            .map(|r| r.method)
+            .collect();
+        for method in [
+            "GET",
+            "POST",
+            "PUT",
+            "PATCH",
+            "DELETE",
+            "OPTIONS",
+            "TRACE",
+            "PROPFIND",
+            "X-HOSTILE",
+        ] {
             if served.contains(&method) {
                 continue;
             }
-            let req = self.as_admin(method, &path).header(CONTENT_TYPE, "application/json").body("{}");
-            self.send(&format!("{method} {path}"), Expect::Refusal, req).await;
+            let req = self
+                .as_admin(method, &path)
+                .header(CONTENT_TYPE, "application/json")
+                .body("{}");
+            self.send(&format!("{method} {path}"), Expect::Refusal, req)
+                .await;
         }
     }
 
@@ -1002,22 +1594,49 @@ impl Suite {
         }
         for id in hostile_ids(&self.seeded.id_for(route.path)) {
             let path = route.path.replace("{id}", &id);
-            let req = self.as_admin(route.method, &path).header(CONTENT_TYPE, "application/json").body("{}");
-            self.send(&format!("{} {path}", route.method), Expect::Refusal, req).await;
+            let req = self
+                .as_admin(route.method, &path)
+                .header(CONTENT_TYPE, "application/json")
+                .body("{}");
+            self.send(&format!("{} {path}", route.method), Expect::Refusal, req)
+                .await;
         }
         // What a client would normalise away, sent as it is.
         let real = self.seeded.id_for(route.path);
         let long = "x".repeat(100_000);
-        for id in ["..", "../../../../etc/passwd", "\u{202e}evil", "\u{0}", "%", &long] {
+        for id in [
+            "..",
+            "../../../../etc/passwd",
+            "\u{202e}evil",
+            "\u{0}",
+            "%",
+            &long,
+        ] {
             let path = route.path.replace("{id}", id);
             let request = format!(
                 "{} {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}",
                 route.method, self.addr, self.token
             );
-            self.send_raw(&format!("{} {path:?} (raw)", route.method), Expect::Refusal, request.into_bytes()).await;
+            self.send_raw(
+                &format!("{} {path:?} (raw)", route.method),
+                Expect::Refusal,
+                request.into_bytes(),
+            )
+            .await;
         }
-        let bytes = [route.method.as_bytes(), b" ", route.path.replace("{id}", &real).as_bytes(), b"\xff\xfe HTTP/1.1\r\nconnection: close\r\n\r\n"].concat();
-        self.send_raw(&format!("{} {} with raw non-UTF-8 bytes", route.method, route.path), Expect::Refusal, bytes).await;
+        let bytes = [
+            route.method.as_bytes(),
+            b" ",
+            route.path.replace("{id}", &real).as_bytes(),
+            b"\xff\xfe HTTP/1.1\r\nconnection: close\r\n\r\n",
+        ]
+        .concat();
+        self.send_raw(
+            &format!("{} {} with raw non-UTF-8 bytes", route.method, route.path),
+            Expect::Refusal,
+            bytes,
+        )
+        .await;
     }
 
     /// Query strings for a GET route: unknown, repeated, malformed and
@@ -1030,50 +1649,96 @@ impl Suite {
         // A route that reads its query into its own type refuses what it does
         // not know; the SSO callback takes whatever the IdP adds.
         let strict = !route.query.is_empty() && route.path != "/api/auth/oidc/callback";
-        let unknown = if strict { Expect::Status(400) } else { Expect::Answer };
-        for query in ["surprise=1", "__proto__=x", "%00=1", "=x", "a[]=1", "limit[]=1"] {
+        let unknown = if strict {
+            Expect::Status(400)
+        } else {
+            Expect::Answer
+        };
+        for query in [
+            "surprise=1",
+            "__proto__=x",
+            "%00=1",
+            "=x",
+            "a[]=1",
+            "limit[]=1",
+        ] {
             let req = self.as_admin("GET", &format!("{path}?{query}"));
-            self.send(&format!("GET {path}?{query}"), unknown, req).await;
+            self.send(&format!("GET {path}?{query}"), unknown, req)
+                .await;
         }
         for query in ["&&&", "&=&=", "%", "%%%", "x=%ZZ", "a=1;b=2", "+=+"] {
             let req = self.as_admin("GET", &format!("{path}?{query}"));
-            self.send(&format!("GET {path}?{query}"), Expect::Answer, req).await;
+            self.send(&format!("GET {path}?{query}"), Expect::Answer, req)
+                .await;
         }
         let long = format!("{path}?{}", "a=1&".repeat(10_000));
         let req = self.as_admin("GET", &long);
-        self.send(&format!("GET {path} with 10 000 parameters"), Expect::Answer, req).await;
+        self.send(
+            &format!("GET {path} with 10 000 parameters"),
+            Expect::Answer,
+            req,
+        )
+        .await;
         for name in route.query {
             let req = self.as_admin("GET", &format!("{path}?{name}=1&{name}=2"));
-            self.send(&format!("GET {path} with {name} twice"), unknown, req).await;
+            self.send(&format!("GET {path} with {name} twice"), unknown, req)
+                .await;
             for value in hostile_params(name) {
                 let query = format!("{path}?{name}={value}");
                 let req = self.as_admin("GET", &query);
-                self.send(&format!("GET {query}"), Expect::Answer, req).await;
+                self.send(&format!("GET {query}"), Expect::Answer, req)
+                    .await;
             }
         }
         let name = route.query.first().unwrap_or(&"q");
-        let tail = format!(" HTTP/1.1\r\nauthorization: Bearer {}\r\nconnection: close\r\n\r\n", self.token);
-        let bytes = [format!("GET {path}?{name}=").as_bytes(), b"\xff\xfe", tail.as_bytes()].concat();
-        self.send_raw(&format!("GET {path} with a raw non-UTF-8 query"), Expect::Answer, bytes).await;
+        let tail = format!(
+            " HTTP/1.1\r\nauthorization: Bearer {}\r\nconnection: close\r\n\r\n",
+            self.token
+        );
+        let bytes = [
+            format!("GET {path}?{name}=").as_bytes(),
+            b"\xff\xfe",
+            tail.as_bytes(),
+        ]
+        .concat();
+        self.send_raw(
+            &format!("GET {path} with a raw non-UTF-8 query"),
+            Expect::Answer,
+            bytes,
+        )
+        .await;
     }
 
     /// The bodies of a JSON route: each under three media types. Refused,
     /// every one: 415 where the route checks the media type and the body does
     /// not say it is JSON, else a 4xx.
     async fn hostile_json_bodies(&mut self, route: &Route) {
-        let Body::Json { base, fields, checked } = route.body else { return };
+        let Body::Json {
+            base,
+            fields,
+            checked,
+        } = route.body
+        else {
+            return;
+        };
         let path = self.path_of(route);
         let base = base(&self.seeded);
         let first = fields.first().map_or("a", |(name, _)| name);
         let mut bodies = hostile_bodies(&base, first);
         for (name, kind) in fields {
             for (what, raw) in hostile_values(*kind) {
-                bodies.push((format!("{name}: {what} ({})", short(&raw)), with_raw(&base, &format!("/{name}"), &raw)));
+                bodies.push((
+                    format!("{name}: {what} ({})", short(&raw)),
+                    with_raw(&base, &format!("/{name}"), &raw),
+                ));
             }
         }
         let authorization = match route.guard {
             Guard::Session => Some(format!("Bearer {}", self.token)),
-            Guard::Callback => Some(format!("Bearer {}", self.callback_token("run_01J0000000000000000000000", 3600))),
+            Guard::Callback => Some(format!(
+                "Bearer {}",
+                self.callback_token("run_01J0000000000000000000000", 3600)
+            )),
             Guard::Open | Guard::Signature => None,
         };
         let mut planned = Vec::new();
@@ -1081,8 +1746,16 @@ impl Suite {
             let body: Arc<[u8]> = body.into();
             for media in [Some("application/json"), None, Some("text/plain")] {
                 let json = media == Some("application/json");
-                let expect = if checked && !json { Expect::Status(415) } else { Expect::Refusal };
-                let described = format!("{} {path} ({}) with {what}", route.method, media.unwrap_or("no content type"));
+                let expect = if checked && !json {
+                    Expect::Status(415)
+                } else {
+                    Expect::Refusal
+                };
+                let described = format!(
+                    "{} {path} ({}) with {what}",
+                    route.method,
+                    media.unwrap_or("no content type")
+                );
                 let mut request = Planned::new(described, expect, route.method, &path, &body);
                 if let Some(authorization) = &authorization {
                     request = request.header("authorization", authorization);
@@ -1095,18 +1768,34 @@ impl Suite {
         }
         let statuses = self.send_all(&planned).await;
         for (request, status) in planned.iter().zip(statuses) {
-            let json = request.headers.iter().any(|(_, value)| value == b"application/json");
+            let json = request
+                .headers
+                .iter()
+                .any(|(_, value)| value == b"application/json");
             if json && request.what.ends_with(AT_LIMIT) && status == Some(413) {
-                self.fail(format!("{}: a body of exactly the limit was refused as too large", request.what));
+                self.fail(format!(
+                    "{}: a body of exactly the limit was refused as too large",
+                    request.what
+                ));
             }
         }
-        self.over_the_limit(route.method, &path, API_BODY_LIMIT, &[]).await;
+        self.over_the_limit(route.method, &path, API_BODY_LIMIT, &[])
+            .await;
     }
 
     /// A body one byte over `limit`: 413, whether its length is declared or
     /// it comes in chunks.
-    async fn over_the_limit(&mut self, method: &str, path: &str, limit: usize, headers: &[(&str, &str)]) {
-        let extra: String = headers.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
+    async fn over_the_limit(
+        &mut self,
+        method: &str,
+        path: &str,
+        limit: usize,
+        headers: &[(&str, &str)],
+    ) {
+        let extra: String = headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n"))
+            .collect();
         let head = format!(
             "{method} {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\nconnection: close\r\n{extra}",
             self.addr, self.token
@@ -1115,7 +1804,12 @@ impl Suite {
         // from the declaration, before reading on.
         let mut declared = format!("{head}content-length: {}\r\n\r\n", limit + 1).into_bytes();
         declared.extend(vec![b' '; 64 * 1024]);
-        self.send_raw(&format!("{method} {path} declaring {} bytes", limit + 1), Expect::Status(413), declared).await;
+        self.send_raw(
+            &format!("{method} {path} declaring {} bytes", limit + 1),
+            Expect::Status(413),
+            declared,
+        )
+        .await;
         // No length, chunks past the limit: refused once the limit is passed.
         let mut chunked = format!("{head}transfer-encoding: chunked\r\n\r\n").into_bytes();
         let piece = 64 * 1024;
@@ -1125,7 +1819,12 @@ impl Suite {
             chunked.extend(b"\r\n");
         }
         chunked.extend(b"0\r\n\r\n");
-        self.send_raw(&format!("{method} {path} sending more than {limit} bytes in chunks"), Expect::Status(413), chunked).await;
+        self.send_raw(
+            &format!("{method} {path} sending more than {limit} bytes in chunks"),
+            Expect::Status(413),
+            chunked,
+        )
+        .await;
     }
 
     /// GitHub's route: unsigned and wrongly signed bodies, hostile event
@@ -1133,15 +1832,22 @@ impl Suite {
     async fn hostile_webhooks(&mut self) {
         let queued = crate::support::queued_payload(4242, "hostile/unbound", &["self-hosted"]);
         let ping = br#"{"zen": "Keep it logically awesome.", "hook_id": 1}"#.to_vec();
-        let sign = |body: &[u8]| pacer_shared::github::webhook::sign(WEBHOOK_SECRET.as_bytes(), body);
+        let sign =
+            |body: &[u8]| pacer_shared::github::webhook::sign(WEBHOOK_SECRET.as_bytes(), body);
 
         let mut bodies = hostile_bodies(&queued, "action");
         for (pointer, kind) in [
             ("/action", Kind::Free("queued")),
             ("/workflow_job/id", Kind::Int(i64::MIN + 1, i64::MAX - 1)),
-            ("/workflow_job/run_id", Kind::Int(i64::MIN + 1, i64::MAX - 1)),
+            (
+                "/workflow_job/run_id",
+                Kind::Int(i64::MIN + 1, i64::MAX - 1),
+            ),
             ("/workflow_job/labels", Kind::FreeList("self-hosted")),
-            ("/workflow_job/created_at", Kind::Strict("2024-01-01T00:00:00Z")),
+            (
+                "/workflow_job/created_at",
+                Kind::Strict("2024-01-01T00:00:00Z"),
+            ),
             ("/workflow_job/runner_name", Kind::Free("pacer-x")),
             ("/repository/full_name", Kind::Strict("hostile/unbound")),
             ("/repository/private", Kind::Bool),
@@ -1151,11 +1857,20 @@ impl Suite {
             ("/sender/login", Kind::Free("octocat")),
         ] {
             for (what, raw) in hostile_values(kind) {
-                bodies.push((format!("{pointer}: {what} ({})", short(&raw)), with_raw(&queued, pointer, &raw)));
+                bodies.push((
+                    format!("{pointer}: {what} ({})", short(&raw)),
+                    with_raw(&queued, pointer, &raw),
+                ));
             }
         }
-        let webhook = |what: String, expect: Expect, event: &[u8], signature: Option<&[u8]>, media: Option<&str>, body: &Arc<[u8]>| {
-            let mut request = Planned::new(what, expect, "POST", "/api/webhook", body).header("x-github-event", event);
+        let webhook = |what: String,
+                       expect: Expect,
+                       event: &[u8],
+                       signature: Option<&[u8]>,
+                       media: Option<&str>,
+                       body: &Arc<[u8]>| {
+            let mut request = Planned::new(what, expect, "POST", "/api/webhook", body)
+                .header("x-github-event", event);
             if let Some(signature) = signature {
                 request = request.header("x-hub-signature-256", signature);
             }
@@ -1171,11 +1886,25 @@ impl Suite {
             for media in [Some("application/json"), None, Some("text/plain")] {
                 let shown = media.unwrap_or("no content type");
                 let unsigned = format!("an unsigned webhook ({shown}) with {what}");
-                planned.push(webhook(unsigned, Expect::Status(401), b"workflow_job", None, media, &body));
+                planned.push(webhook(
+                    unsigned,
+                    Expect::Status(401),
+                    b"workflow_job",
+                    None,
+                    media,
+                    &body,
+                ));
                 // GitHub's own signature vouches for the sender, not the
                 // body: still no 5xx, and no job taken in (checked below).
                 let signed = format!("a signed webhook ({shown}) with {what}");
-                planned.push(webhook(signed, Expect::Answer, b"workflow_job", Some(signature.as_bytes()), media, &body));
+                planned.push(webhook(
+                    signed,
+                    Expect::Answer,
+                    b"workflow_job",
+                    Some(signature.as_bytes()),
+                    media,
+                    &body,
+                ));
             }
         }
         let ping: Arc<[u8]> = ping.into();
@@ -1186,9 +1915,19 @@ impl Suite {
             ("a capitalised event", b"PING".to_vec()),
             ("a path as the event", b"../../workflow_job".to_vec()),
             ("non-ASCII bytes as the event", b"workflow_job\xff".to_vec()),
-            ("an RTL override in the event", "workflow_job\u{202e}".as_bytes().to_vec()),
+            (
+                "an RTL override in the event",
+                "workflow_job\u{202e}".as_bytes().to_vec(),
+            ),
         ] {
-            planned.push(webhook(format!("a signed ping with {what}"), Expect::Answer, &event, Some(signature.as_bytes()), Some("application/json"), &ping));
+            planned.push(webhook(
+                format!("a signed ping with {what}"),
+                Expect::Answer,
+                &event,
+                Some(signature.as_bytes()),
+                Some("application/json"),
+                &ping,
+            ));
         }
         let other_key = pacer_shared::github::webhook::sign(b"another secret", &ping);
         let other_body = sign(b"another body");
@@ -1201,24 +1940,47 @@ impl Suite {
             ("sha1", format!("sha1={}", "0".repeat(40)).into_bytes()),
             ("another key's", other_key.into_bytes()),
             ("another body's", other_body.into_bytes()),
-            ("a 100 KB signature", format!("sha256={}", "0".repeat(100_000)).into_bytes()),
+            (
+                "a 100 KB signature",
+                format!("sha256={}", "0".repeat(100_000)).into_bytes(),
+            ),
             ("non-ASCII bytes", b"sha256=\xff\xfe".to_vec()),
         ] {
-            planned.push(webhook(format!("a ping with {what}"), Expect::Status(401), b"ping", Some(&signature), Some("application/json"), &ping));
+            planned.push(webhook(
+                format!("a ping with {what}"),
+                Expect::Status(401),
+                b"ping",
+                Some(&signature),
+                Some("application/json"),
+                &ping,
+            ));
         }
         // Exactly the limit is read (and refused for what it is); one more byte is not.
         let mut at_limit = b"{\"action\": ".to_vec();
         at_limit.resize(WEBHOOK_BODY_LIMIT, b'[');
         let signature = sign(&at_limit);
         let what = "a signed webhook of exactly 25 MiB of brackets".to_string();
-        planned.push(webhook(what, Expect::Status(400), b"workflow_job", Some(signature.as_bytes()), Some("application/json"), &at_limit.into()));
+        planned.push(webhook(
+            what,
+            Expect::Status(400),
+            b"workflow_job",
+            Some(signature.as_bytes()),
+            Some("application/json"),
+            &at_limit.into(),
+        ));
         let statuses = self.send_all(&planned).await;
         for (request, status) in planned.iter().zip(statuses) {
             if status == Some(202) {
                 self.fail(format!("{}: took a job in", request.what));
             }
         }
-        self.over_the_limit("POST", "/api/webhook", WEBHOOK_BODY_LIMIT, &[("x-github-event", "ping")]).await;
+        self.over_the_limit(
+            "POST",
+            "/api/webhook",
+            WEBHOOK_BODY_LIMIT,
+            &[("x-github-event", "ping")],
+        )
+        .await;
     }
 
     /// Runner callbacks with tokens that are not one, and bodies around one
@@ -1232,41 +1994,96 @@ impl Suite {
         let junk_claims = {
             // Signed right, but what it carries is not a token's claims.
             let signed = format!("pcr1.{}", B64.encode(b"[1,2,3]"));
-            let mac = pacer_shared::mac::hmac_sha256_of(CALLBACK_SECRET.as_bytes(), &[signed.as_bytes()]);
-            format!("{signed}.{}", B64.encode(hmac::Mac::finalize(mac).into_bytes()))
+            let mac =
+                pacer_shared::mac::hmac_sha256_of(CALLBACK_SECRET.as_bytes(), &[signed.as_bytes()]);
+            format!(
+                "{signed}.{}",
+                B64.encode(hmac::Mac::finalize(mac).into_bytes())
+            )
         };
         let tokens = vec![
             ("no token", String::new()),
             ("Bearer alone", "Bearer".to_string()),
             ("a garbage token", "Bearer garbage".to_string()),
-            ("pcr1 and garbage", "Bearer pcr1.garbage.garbage".to_string()),
-            ("a token with a wrong signature", format!("Bearer {wrong_key}")),
-            ("a signed token of junk claims", format!("Bearer {junk_claims}")),
-            ("an expired token", format!("Bearer {}", self.callback_token("run_01J0000000000000000000000", -10))),
-            ("a token for no runner", format!("Bearer {}", self.callback_token("run_01J0000000000000000000000", 3600))),
-            ("a token for a path", format!("Bearer {}", self.callback_token("../../etc/passwd", 3600))),
-            ("a token for a 50 KB runner id", format!("Bearer {}", self.callback_token(&"r".repeat(50_000), 3600))),
+            (
+                "pcr1 and garbage",
+                "Bearer pcr1.garbage.garbage".to_string(),
+            ),
+            (
+                "a token with a wrong signature",
+                format!("Bearer {wrong_key}"),
+            ),
+            (
+                "a signed token of junk claims",
+                format!("Bearer {junk_claims}"),
+            ),
+            (
+                "an expired token",
+                format!(
+                    "Bearer {}",
+                    self.callback_token("run_01J0000000000000000000000", -10)
+                ),
+            ),
+            (
+                "a token for no runner",
+                format!(
+                    "Bearer {}",
+                    self.callback_token("run_01J0000000000000000000000", 3600)
+                ),
+            ),
+            (
+                "a token for a path",
+                format!("Bearer {}", self.callback_token("../../etc/passwd", 3600)),
+            ),
+            (
+                "a token for a 50 KB runner id",
+                format!("Bearer {}", self.callback_token(&"r".repeat(50_000), 3600)),
+            ),
             ("the admin's session", format!("Bearer {}", self.token)),
             ("a 100 KB token", format!("Bearer {}", "A".repeat(100_000))),
         ];
         for (what, value) in tokens {
-            let mut req = self.request("POST", route.path).header(CONTENT_TYPE, "application/json").body("{}");
+            let mut req = self
+                .request("POST", route.path)
+                .header(CONTENT_TYPE, "application/json")
+                .body("{}");
             if !value.is_empty() {
                 req = req.header("authorization", value);
             }
-            self.send(&format!("POST {} with {what}", route.path), Expect::Status(401), req).await;
+            self.send(
+                &format!("POST {} with {what}", route.path),
+                Expect::Status(401),
+                req,
+            )
+            .await;
         }
         let req = self
             .request("POST", route.path)
-            .header("authorization", HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap())
+            .header(
+                "authorization",
+                HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap(),
+            )
             .header(CONTENT_TYPE, "application/json")
             .body("{}");
-        self.send(&format!("POST {} with non-ASCII token bytes", route.path), Expect::Status(401), req).await;
+        self.send(
+            &format!("POST {} with non-ASCII token bytes", route.path),
+            Expect::Status(401),
+            req,
+        )
+        .await;
         self.hostile_json_bodies(route).await;
         if matches!(route.body, Body::Ignored) {
             for (what, body) in hostile_bodies(&json!({}), "a") {
-                let req = self.request("POST", route.path).bearer_auth("garbage").body(body);
-                self.send(&format!("POST {} with {what}", route.path), Expect::Status(401), req).await;
+                let req = self
+                    .request("POST", route.path)
+                    .bearer_auth("garbage")
+                    .body(body);
+                self.send(
+                    &format!("POST {} with {what}", route.path),
+                    Expect::Status(401),
+                    req,
+                )
+                .await;
             }
         }
     }
@@ -1295,13 +2112,22 @@ impl Suite {
         }
         // A path climbing out, as a client would not send it: the API's
         // fallback or the console, never a file from outside the console.
-        for path in ["/api/../../../../etc/passwd", "/../../../../etc/passwd", "/assets/../../../Cargo.toml"] {
-            let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+        for path in [
+            "/api/../../../../etc/passwd",
+            "/../../../../etc/passwd",
+            "/assets/../../../Cargo.toml",
+        ] {
+            let request =
+                format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
             self.sent += 1;
             match raw_exchange(&self.addr, request.into_bytes()).await {
                 Ok(answer) => {
                     let text = String::from_utf8_lossy(&answer).into_owned();
-                    if text.contains("root:x:0") || text.contains("[workspace]") || !text.starts_with("HTTP/1.1 ") || text.starts_with("HTTP/1.1 5") {
+                    if text.contains("root:x:0")
+                        || text.contains("[workspace]")
+                        || !text.starts_with("HTTP/1.1 ")
+                        || text.starts_with("HTTP/1.1 5")
+                    {
                         self.fail(format!("GET {path} (raw): {}", short(&text)));
                     }
                 }
@@ -1312,13 +2138,35 @@ impl Suite {
 
     /// Paths no route claims: JSON 404s under `/api`, the console elsewhere.
     async fn unrouted_paths(&mut self) {
-        for path in ["/api", "/api/", "/api/%00", "/api/projects/x/y/z", "/api/%E2%80%AE", "/api/..%2f..%2fetc%2fpasswd", "/api/webhook/x"] {
+        for path in [
+            "/api",
+            "/api/",
+            "/api/%00",
+            "/api/projects/x/y/z",
+            "/api/%E2%80%AE",
+            "/api/..%2f..%2fetc%2fpasswd",
+            "/api/webhook/x",
+        ] {
             for method in ["GET", "POST", "DELETE"] {
-                let req = self.as_admin(method, path).header(CONTENT_TYPE, "application/json").body("{}");
-                self.send(&format!("{method} {path}"), Expect::Status(404), req).await;
+                let req = self
+                    .as_admin(method, path)
+                    .header(CONTENT_TYPE, "application/json")
+                    .body("{}");
+                self.send(&format!("{method} {path}"), Expect::Status(404), req)
+                    .await;
             }
         }
-        for path in ["/", "/jobs/01J", "/..%2f..%2fCargo.toml", "/assets/..%2f..%2f..%2fCargo.toml", "/%00", "/index.html%00.js", "/%FF%FE", "/%E2%80%AE", "/assets/%2e%2e/%2e%2e/Cargo.toml"] {
+        for path in [
+            "/",
+            "/jobs/01J",
+            "/..%2f..%2fCargo.toml",
+            "/assets/..%2f..%2f..%2fCargo.toml",
+            "/%00",
+            "/index.html%00.js",
+            "/%FF%FE",
+            "/%E2%80%AE",
+            "/assets/%2e%2e/%2e%2e/Cargo.toml",
+        ] {
             let Ok(res) = self.request("GET", path).send().await else {
                 self.fail(format!("GET {path}: no answer"));
                 continue;
@@ -1327,10 +2175,17 @@ impl Suite {
             let status = res.status().as_u16();
             let text = res.text().await.unwrap_or_default();
             if status >= 500 || text.contains("[workspace]") || text.contains("root:x:0") {
-                self.fail(format!("GET {path}: {status} {} (build the console with `make web` first)", short(&text)));
+                self.fail(format!(
+                    "GET {path}: {status} {} (build the console with `make web` first)",
+                    short(&text)
+                ));
             }
-            let req = self.request("POST", path).header(CONTENT_TYPE, "application/json").body("{}");
-            self.send(&format!("POST {path}"), Expect::Refusal, req).await;
+            let req = self
+                .request("POST", path)
+                .header(CONTENT_TYPE, "application/json")
+                .body("{}");
+            self.send(&format!("POST {path}"), Expect::Refusal, req)
+                .await;
         }
     }
 }
@@ -1378,20 +2233,48 @@ async fn hostile_requests_to_every_route_get_a_refusal_never_a_5xx_a_panic_or_a_
     let stderr = suite.served.stderr();
     let panics: Vec<&str> = stderr.lines().filter(|l| l.contains("panicked")).collect();
     assert!(panics.is_empty(), "pacer panicked:\n{}", panics.join("\n"));
-    assert!(suite.served.child.try_wait().unwrap().is_none(), "pacer is still running");
-    eprintln!("hostile: {} requests in {:?}", suite.sent, started.elapsed());
-    assert!(suite.failures.is_empty(), "{} of {} hostile requests failed:\n{}", suite.failures.len(), suite.sent, suite.failures.join("\n"));
+    assert!(
+        suite.served.child.try_wait().unwrap().is_none(),
+        "pacer is still running"
+    );
+    eprintln!(
+        "hostile: {} requests in {:?}",
+        suite.sent,
+        started.elapsed()
+    );
+    assert!(
+        suite.failures.is_empty(),
+        "{} of {} hostile requests failed:\n{}",
+        suite.failures.len(),
+        suite.sent,
+        suite.failures.join("\n")
+    );
 
     // The valid bodies the suite mutated were valid: each is taken now, so
     // every refusal above was about the hostile part.
     for route in ROUTES {
-        if let Body::Json { base, checked: true, .. } = route.body {
+        if let Body::Json {
+            base,
+            checked: true,
+            ..
+        } = route.body
+        {
             if matches!(route.guard, Guard::Session) && route.path != "/api/auth/password" {
                 let (status, body) = {
-                    let res = suite.as_admin(route.method, &suite.path_of(route)).json(&base(&suite.seeded)).send().await.unwrap();
+                    let res = suite
+                        .as_admin(route.method, &suite.path_of(route))
+                        .json(&base(&suite.seeded))
+                        .send()
+                        .await
+                        .unwrap();
                     (res.status().as_u16(), res.text().await.unwrap_or_default())
                 };
-                assert!((200..300).contains(&status), "{} {}: the valid body was refused: {status} {body}", route.method, route.path);
+                assert!(
+                    (200..300).contains(&status),
+                    "{} {}: the valid body was refused: {status} {body}",
+                    route.method,
+                    route.path
+                );
             }
         }
     }

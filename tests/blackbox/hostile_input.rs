@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::api_crud::TestApp;
 use crate::arbitrary::{any_json, hostile_text};
@@ -25,7 +25,11 @@ struct Served {
 
 impl Served {
     fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let app = rt.block_on(async { TestApp::new() });
         Self { rt, app }
     }
@@ -33,8 +37,17 @@ impl Served {
     /// Checks `property` on `cases` values of `strategy`, as `proptest!`
     /// does: a failure is shrunk to its smallest case and recorded under
     /// `proptest-regressions/`, so the next run tries it first.
-    fn check<S: Strategy>(&self, cases: u32, strategy: S, property: impl Fn(S::Value) -> Result<(), TestCaseError>) {
-        let mut runner = TestRunner::new(Config { cases, source_file: Some(file!()), ..Config::default() });
+    fn check<S: Strategy>(
+        &self,
+        cases: u32,
+        strategy: S,
+        property: impl Fn(S::Value) -> Result<(), TestCaseError>,
+    ) {
+        let mut runner = TestRunner::new(Config {
+            cases,
+            source_file: Some(file!()),
+            ..Config::default()
+        });
         if let Err(failure) = runner.run(&strategy, property) {
             panic!("{failure}");
         }
@@ -50,7 +63,8 @@ impl Served {
 
     /// A `workflow_job` delivery of `body`, signed with the webhook secret.
     fn webhook(&self, body: Vec<u8>) -> (StatusCode, Value) {
-        let signature = pacer_shared::github::webhook::sign(crate::support::WEBHOOK_SECRET.as_bytes(), &body);
+        let signature =
+            pacer_shared::github::webhook::sign(crate::support::WEBHOOK_SECRET.as_bytes(), &body);
         let req = Request::post("/api/webhook")
             .header("x-github-event", "workflow_job")
             .header("x-github-delivery", "hostile")
@@ -73,7 +87,10 @@ fn clean_answer(status: StatusCode, body: &Value, what: &str) -> Result<(), Test
     prop_assert!(!status.is_server_error(), "{what}: {status} {body}");
     if status.is_client_error() {
         let said = |field: &str| body[field].as_str().is_some_and(|text| !text.is_empty());
-        prop_assert!(said("error") && said("message"), "{what}: {status} without pacer's error body: {body}");
+        prop_assert!(
+            said("error") && said("message"),
+            "{what}: {status} without pacer's error body: {body}"
+        );
     }
     Ok(())
 }
@@ -116,8 +133,15 @@ fn json_pointers(value: &Value) -> Vec<String> {
     fn walk(value: &Value, here: &str, out: &mut Vec<String>) {
         out.push(here.to_string());
         let children: Vec<(String, &Value)> = match value {
-            Value::Object(map) => map.iter().map(|(key, child)| (key.replace('~', "~0").replace('/', "~1"), child)).collect(),
-            Value::Array(items) => items.iter().enumerate().map(|(index, child)| (index.to_string(), child)).collect(),
+            Value::Object(map) => map
+                .iter()
+                .map(|(key, child)| (key.replace('~', "~0").replace('/', "~1"), child))
+                .collect(),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(index, child)| (index.to_string(), child))
+                .collect(),
             _ => Vec::new(),
         };
         for (step, child) in children {
@@ -137,7 +161,9 @@ fn tampered(example: &Value, path: &str, replacement: &Replacement) -> Vec<u8> {
         Replacement::Json(value) => value.clone(),
         Replacement::RawNumber(_) => Value::String(RAW_NUMBER_PLACEHOLDER.into()),
     };
-    *delivery.pointer_mut(path).expect("the path is the example's") = value;
+    *delivery
+        .pointer_mut(path)
+        .expect("the path is the example's") = value;
     let text = delivery.to_string();
     match replacement {
         Replacement::RawNumber(raw) => text.replace(&format!("\"{RAW_NUMBER_PLACEHOLDER}\""), raw),
@@ -150,7 +176,10 @@ fn tampered(example: &Value, path: &str, replacement: &Replacement) -> Vec<u8> {
 /// repositories, as it is one) whose pool offers their `k8s` label: each
 /// delivery runs the whole intake path, down to a queued job.
 fn serving_the_examples(served: &Served) {
-    let (_, project) = served.post("/api/projects", json!({"name": "elastic", "allow_public_repos": true}));
+    let (_, project) = served.post(
+        "/api/projects",
+        json!({"name": "elastic", "allow_public_repos": true}),
+    );
     let project = project["id"].as_str().unwrap();
     let mut pool = crate::api_crud::pool_body(project, "k8s");
     pool["labels"] = json!(["k8s"]);
@@ -166,28 +195,52 @@ fn any_json_in_any_field_of_a_signed_delivery_is_taken_in_or_refused_with_a_400(
     let examples = crate::webhook_examples::examples();
     let paths: Vec<Vec<String>> = examples.iter().map(json_pointers).collect();
     // Each case puts its values, in turn, at every path of every example.
-    served.check(4, proptest::collection::vec(replacement(), 1..32), |values| {
-        let mut turn = values.iter().cycle();
-        for (example, paths) in examples.iter().zip(&paths) {
-            for path in paths {
-                let value = turn.next().expect("at least one value");
-                let (status, answer) = served.webhook(tampered(example, path, value));
-                let what = format!("{path:?} = {value:?}");
-                prop_assert!(matches!(status.as_u16(), 200 | 202 | 400), "{what}: {status} {answer}");
-                clean_answer(status, &answer, &what)?;
+    served.check(
+        4,
+        proptest::collection::vec(replacement(), 1..32),
+        |values| {
+            let mut turn = values.iter().cycle();
+            for (example, paths) in examples.iter().zip(&paths) {
+                for path in paths {
+                    let value = turn.next().expect("at least one value");
+                    let (status, answer) = served.webhook(tampered(example, path, value));
+                    let what = format!("{path:?} = {value:?}");
+                    prop_assert!(
+                        matches!(status.as_u16(), 200 | 202 | 400),
+                        "{what}: {status} {answer}"
+                    );
+                    clean_answer(status, &answer, &what)?;
+                }
             }
-        }
-        served.still_healthy()
-    });
+            served.still_healthy()
+        },
+    );
 }
 
 // ----------------------------------------------------------------------------- query strings
 
 /// The list routes and the parameters each reads.
 const LIST_ROUTES: &[(&str, &[&str])] = &[
-    ("/api/jobs", &["limit", "cursor", "status", "project_id", "pool_id", "repo", "github_job_id", "from", "to", "order"]),
+    (
+        "/api/jobs",
+        &[
+            "limit",
+            "cursor",
+            "status",
+            "project_id",
+            "pool_id",
+            "repo",
+            "github_job_id",
+            "from",
+            "to",
+            "order",
+        ],
+    ),
     ("/api/runners", &["limit", "cursor", "pool_id", "state"]),
-    ("/api/audit", &["limit", "cursor", "action", "actor", "from", "to"]),
+    (
+        "/api/audit",
+        &["limit", "cursor", "action", "actor", "from", "to"],
+    ),
     ("/api/stats", &["from", "to", "group_by"]),
     ("/api/projects", &["limit", "cursor"]),
     ("/api/pools", &["limit", "cursor", "project_id"]),
@@ -199,14 +252,48 @@ const LIST_ROUTES: &[(&str, &[&str])] = &[
 /// route knows and does not, and any text at all.
 fn parameter_value(parameter: &str) -> impl Strategy<Value = String> {
     let edges = match parameter {
-        "limit" | "github_job_id" => vec!["0", "1", "500", "501", "4294967296", "-1", "1.5", "9223372036854775808", ""],
-        "from" | "to" => vec![
-            "2026-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "+262142-12-31T23:59:59Z",
-            "+262143-12-31T23:59:59Z", "-262143-01-01T00:00:00Z", "-262143-01-01T23:59:59Z", "-262144-01-01T00:00:00Z",
-            "2026-01-01T00:00:00+25:00", "",
+        "limit" | "github_job_id" => vec![
+            "0",
+            "1",
+            "500",
+            "501",
+            "4294967296",
+            "-1",
+            "1.5",
+            "9223372036854775808",
+            "",
         ],
-        "cursor" => vec!["", "cnVuXzE", "am9iXw", "!!", "eyJwayI6IiIsInNrIjoiIn0", "cnVuXzE="],
-        _ => vec!["", "queued", "pending,busy,", "oldest", "day", "runner.*", "*", "job.no_pool_match", "acme/app"],
+        "from" | "to" => vec![
+            "2026-01-01T00:00:00Z",
+            "1970-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "+262142-12-31T23:59:59Z",
+            "+262143-12-31T23:59:59Z",
+            "-262143-01-01T00:00:00Z",
+            "-262143-01-01T23:59:59Z",
+            "-262144-01-01T00:00:00Z",
+            "2026-01-01T00:00:00+25:00",
+            "",
+        ],
+        "cursor" => vec![
+            "",
+            "cnVuXzE",
+            "am9iXw",
+            "!!",
+            "eyJwayI6IiIsInNrIjoiIn0",
+            "cnVuXzE=",
+        ],
+        _ => vec![
+            "",
+            "queued",
+            "pending,busy,",
+            "oldest",
+            "day",
+            "runner.*",
+            "*",
+            "job.no_pool_match",
+            "acme/app",
+        ],
     };
     prop_oneof![
         3 => proptest::sample::select(edges).prop_map(str::to_string),
@@ -217,7 +304,13 @@ fn parameter_value(parameter: &str) -> impl Strategy<Value = String> {
 /// Percent-encodes everything but the unreserved characters.
 fn encoded(text: &str) -> String {
     text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { char::from(b).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -225,12 +318,20 @@ fn encoded(text: &str) -> String {
 /// values, now and then another route's or an unknown one, encoded; or raw
 /// text of the characters a URI allows in a query (stray `%`s included).
 fn query_for(own: &'static [&'static str]) -> impl Strategy<Value = String> {
-    let all: Vec<&str> = LIST_ROUTES.iter().flat_map(|(_, names)| names.iter().copied()).collect();
+    let all: Vec<&str> = LIST_ROUTES
+        .iter()
+        .flat_map(|(_, names)| names.iter().copied())
+        .collect();
     let name = prop_oneof![6 => proptest::sample::select(own), 1 => proptest::sample::select(all)];
     let known = name.prop_flat_map(|name| (Just(name.to_string()), parameter_value(name)));
     let pair = prop_oneof![6 => known, 1 => (hostile_text(), parameter_value(""))];
-    let pairs = proptest::collection::vec(pair, 1..4)
-        .prop_map(|pairs| pairs.iter().map(|(n, v)| format!("{}={}", encoded(n), encoded(v))).collect::<Vec<_>>().join("&"));
+    let pairs = proptest::collection::vec(pair, 1..4).prop_map(|pairs| {
+        pairs
+            .iter()
+            .map(|(n, v)| format!("{}={}", encoded(n), encoded(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    });
     prop_oneof![4 => pairs, 1 => "[A-Za-z0-9%&=_.~+,;:@/?!$'()*-]{0,80}"]
 }
 
@@ -239,7 +340,10 @@ fn any_query_string_on_a_list_route_is_answered_or_refused_with_a_4xx() {
     let served = Served::new();
     served.rt.block_on(served.app.seed());
     let queued = crate::support::queued_payload(77, "acme/app", &["self-hosted", "linux"]);
-    assert_eq!(served.webhook(queued.to_string().into_bytes()).0, StatusCode::ACCEPTED);
+    assert_eq!(
+        served.webhook(queued.to_string().into_bytes()).0,
+        StatusCode::ACCEPTED
+    );
     // Each case asks every list route, each with a query of its own.
     let queries: Vec<_> = LIST_ROUTES.iter().map(|(_, own)| query_for(own)).collect();
     served.check(192, queries, |queries| {
@@ -255,4 +359,3 @@ fn any_query_string_on_a_list_route_is_answered_or_refused_with_a_4xx() {
         served.still_healthy()
     });
 }
-

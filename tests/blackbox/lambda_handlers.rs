@@ -21,13 +21,13 @@ use pacer_shared::service::Ports;
 use pacer_shared::store::dynamodb::DynamoStore;
 use pacer_shared::store::{AuditFilter, PageRequest};
 use pacer_test_support::events::{github_delivery, http_event, scheduled_event, sqs_record};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use crate::ec2_fleet::Aws;
 use crate::fake_github::FakeGitHub;
 use crate::fault_proxy::{Fault, FaultProxy};
-use crate::support::{queued_payload, settings, WEBHOOK_SECRET};
+use crate::support::{WEBHOOK_SECRET, queued_payload, settings};
 
 const ORIGIN_SECRET: &str = "origin-secret-from-the-distribution-0123";
 
@@ -53,50 +53,93 @@ impl Cloud {
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), "pacer-lambda".into());
         store.create_table().await.unwrap();
         let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let queue_url = sqs.create_queue().queue_name("pacer-jobs").send().await.unwrap().queue_url.unwrap();
+        let queue_url = sqs
+            .create_queue()
+            .queue_name("pacer-jobs")
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
         let github = FakeGitHub::start().await;
         github.install_on_repo("acme/app", 77);
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-        let fleet = Ec2Fleet::new(proxy.ec2_client(&aws.moto).await, "pacer".into()).with_retry_policy(
-            pacer_shared::fleet::ec2::launch::RetryPolicy {
+        let fleet = Ec2Fleet::new(proxy.ec2_client(&aws.moto).await, "pacer".into())
+            .with_retry_policy(pacer_shared::fleet::ec2::launch::RetryPolicy {
                 throttled: 2,
                 unknown: 1,
                 base: Duration::from_millis(10),
                 cap: Duration::from_millis(20),
-            },
-        );
-        let pinned_runner = RunnerConfig { version: "2.330.0".into(), ..RunnerConfig::default() };
+            });
+        let pinned_runner = RunnerConfig {
+            version: "2.330.0".into(),
+            ..RunnerConfig::default()
+        };
         let ports = Ports {
             store: Arc::new(store),
             clock: clock.clone(),
             queue: Arc::new(SqsQueue::new(sqs.clone(), queue_url.clone())),
             fleet: Arc::new(fleet),
-            github: Arc::new(RestGitHub::new(&github.github_config(), &pinned_runner, clock.clone() as Arc<dyn Clock>).unwrap()),
+            github: Arc::new(
+                RestGitHub::new(
+                    &github.github_config(),
+                    &pinned_runner,
+                    clock.clone() as Arc<dyn Clock>,
+                )
+                .unwrap(),
+            ),
             pricing: Arc::new(NoPricing),
-            settings: Arc::new(settings("https://abc123.execute-api.us-east-1.amazonaws.com")),
+            settings: Arc::new(settings(
+                "https://abc123.execute-api.us-east-1.amazonaws.com",
+            )),
         };
-        Cloud { aws, proxy, _github: github, sqs, queue_url, clock, ports }
+        Cloud {
+            aws,
+            proxy,
+            _github: github,
+            sqs,
+            queue_url,
+            clock,
+            ports,
+        }
     }
 
     fn router(&self, kind: Kind) -> axum::Router {
-        let state = AppState { ports: self.ports.clone(), trusted_proxies: Arc::new(vec![]), auth: None, console: None };
+        let state = AppState {
+            ports: self.ports.clone(),
+            trusted_proxies: Arc::new(vec![]),
+            auth: None,
+            console: None,
+        };
         lambda::http_router(kind, state, Some(Secret::new(ORIGIN_SECRET))).unwrap()
     }
 
     /// Sends `event` (an API Gateway payload 2.0) to `kind`'s router, as
     /// `lambda_http` hands it over.
     async fn invoke(&self, kind: Kind, event: Value) -> (u16, Value) {
-        let request = lambda_http::request::from_str(&event.to_string()).expect("a payload 2.0 event");
+        let request =
+            lambda_http::request::from_str(&event.to_string()).expect("a payload 2.0 event");
         let response = self.router(kind).oneshot(request).await.unwrap();
         let status = response.status().as_u16();
-        let bytes = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     /// A project bound to `acme/app` with a pool on moto's network, made
     /// through the api function; returns the pool id.
     async fn seed(&self, name: &str, labels: &[&str], instance_types: &[&str]) -> String {
-        let (s, project) = self.invoke(Kind::Api, api_event("POST", "/api/projects", json!({"name": name}))).await;
+        let (s, project) = self
+            .invoke(
+                Kind::Api,
+                api_event("POST", "/api/projects", json!({"name": name})),
+            )
+            .await;
         assert_eq!(s, 201, "{project}");
         let (s, pool) = self
             .invoke(
@@ -112,8 +155,16 @@ impl Cloud {
             .await;
         assert_eq!(s, 201, "{pool}");
         let repo = format!("acme/{name}");
-        let (s, binding) =
-            self.invoke(Kind::Api, api_event("POST", "/api/repos", json!({"repo": repo, "project_id": project["id"]}))).await;
+        let (s, binding) = self
+            .invoke(
+                Kind::Api,
+                api_event(
+                    "POST",
+                    "/api/repos",
+                    json!({"repo": repo, "project_id": project["id"]}),
+                ),
+            )
+            .await;
         assert_eq!(s, 201, "{binding}");
         pool["id"].as_str().unwrap().to_string()
     }
@@ -121,7 +172,12 @@ impl Cloud {
     /// A signed queued `workflow_job` for `repo` through the webhook
     /// function; returns pacer's job id.
     async fn queue_job(&self, github_job_id: i64, repo: &str, labels: &[&str]) -> String {
-        let (s, accepted) = self.invoke(Kind::Webhook, webhook_event(&queued_payload(github_job_id, repo, labels), "192.0.2.10")).await;
+        let (s, accepted) = self
+            .invoke(
+                Kind::Webhook,
+                webhook_event(&queued_payload(github_job_id, repo, labels), "192.0.2.10"),
+            )
+            .await;
         assert_eq!(s, 202, "{accepted}");
         accepted["job_id"].as_str().unwrap().to_string()
     }
@@ -144,9 +200,18 @@ impl Cloud {
             .map(|m| {
                 let attrs: serde_json::Map<String, Value> = m
                     .attributes()
-                    .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), json!(v))).collect())
+                    .map(|a| {
+                        a.iter()
+                            .map(|(k, v)| (k.as_str().to_string(), json!(v)))
+                            .collect()
+                    })
                     .unwrap_or_default();
-                sqs_record(m.message_id().unwrap(), m.receipt_handle().unwrap(), m.body().unwrap(), Value::Object(attrs))
+                sqs_record(
+                    m.message_id().unwrap(),
+                    m.receipt_handle().unwrap(),
+                    m.body().unwrap(),
+                    Value::Object(attrs),
+                )
             })
             .collect();
         records.extend(extra.iter().cloned());
@@ -163,12 +228,21 @@ impl Cloud {
             .send()
             .await
             .unwrap();
-        out.messages().iter().filter_map(|m| m.body().map(str::to_string)).collect()
+        out.messages()
+            .iter()
+            .filter_map(|m| m.body().map(str::to_string))
+            .collect()
     }
 }
 
 fn api_event(method: &str, path: &str, body: Value) -> Value {
-    http_event(method, path, json!({"content-type": "application/json"}), Some(&body.to_string()), "198.51.100.20")
+    http_event(
+        method,
+        path,
+        json!({"content-type": "application/json"}),
+        Some(&body.to_string()),
+        "198.51.100.20",
+    )
 }
 
 fn webhook_event(payload: &Value, source_ip: &str) -> Value {
@@ -178,8 +252,16 @@ fn webhook_event(payload: &Value, source_ip: &str) -> Value {
 }
 
 async fn audit(ports: &Ports, action: &str) -> Vec<pacer_shared::domain::AuditEvent> {
-    let filter = AuditFilter { action: Some(action.into()), ..Default::default() };
-    ports.store.list_audit(&filter, &PageRequest::first(50)).await.unwrap().items
+    let filter = AuditFilter {
+        action: Some(action.into()),
+        ..Default::default()
+    };
+    ports
+        .store
+        .list_audit(&filter, &PageRequest::first(50))
+        .await
+        .unwrap()
+        .items
 }
 
 #[tokio::test]
@@ -188,15 +270,32 @@ async fn the_webhook_function_takes_a_signed_delivery_from_api_gateway() {
     cloud.seed("app", &["linux"], &["t3.micro"]).await;
 
     // A queued job is written to DynamoDB and announced on SQS.
-    let job_id = cloud.queue_job(4001, "acme/app", &["self-hosted", "linux"]).await;
-    let job = cloud.ports.store.get_job(&job_id).await.unwrap().expect("the job is in DynamoDB");
+    let job_id = cloud
+        .queue_job(4001, "acme/app", &["self-hosted", "linux"])
+        .await;
+    let job = cloud
+        .ports
+        .store
+        .get_job(&job_id)
+        .await
+        .unwrap()
+        .expect("the job is in DynamoDB");
     assert_eq!(job.state, JobState::Queued);
     assert_eq!(cloud.queued_messages().await, [job_id]);
-    cloud.sqs.purge_queue().queue_url(&cloud.queue_url).send().await.unwrap();
+    cloud
+        .sqs
+        .purge_queue()
+        .queue_url(&cloud.queue_url)
+        .send()
+        .await
+        .unwrap();
 
     // API Gateway may hand the body over base64-encoded; the signature is
     // checked on the bytes GitHub sent either way.
-    let mut encoded = webhook_event(&queued_payload(4004, "acme/app", &["self-hosted", "linux"]), "192.0.2.10");
+    let mut encoded = webhook_event(
+        &queued_payload(4004, "acme/app", &["self-hosted", "linux"]),
+        "192.0.2.10",
+    );
     let raw = encoded["body"].as_str().unwrap().to_string();
     encoded["body"] = json!(crate::b64::encode(raw.as_bytes()));
     encoded["isBase64Encoded"] = json!(true);
@@ -204,7 +303,10 @@ async fn the_webhook_function_takes_a_signed_delivery_from_api_gateway() {
     assert_eq!(s, 202, "{body}");
 
     // A bad signature is refused with 401 and writes nothing.
-    let mut forged = webhook_event(&queued_payload(4002, "acme/app", &["self-hosted", "linux"]), "192.0.2.10");
+    let mut forged = webhook_event(
+        &queued_payload(4002, "acme/app", &["self-hosted", "linux"]),
+        "192.0.2.10",
+    );
     forged["headers"]["x-hub-signature-256"] = json!("sha256=00");
     let (s, body) = cloud.invoke(Kind::Webhook, forged).await;
     assert_eq!(s, 401, "{body}");
@@ -212,7 +314,10 @@ async fn the_webhook_function_takes_a_signed_delivery_from_api_gateway() {
 
     // The client address in the audit log is API Gateway's sourceIp, not
     // whatever X-Forwarded-For the sender wrote.
-    let mut unbound = webhook_event(&queued_payload(4003, "other/repo", &["self-hosted"]), "192.0.2.77");
+    let mut unbound = webhook_event(
+        &queued_payload(4003, "other/repo", &["self-hosted"]),
+        "192.0.2.77",
+    );
     unbound["headers"]["x-forwarded-for"] = json!("10.9.9.9");
     let (s, body) = cloud.invoke(Kind::Webhook, unbound).await;
     assert_eq!(s, 200, "{body}");
@@ -221,13 +326,16 @@ async fn the_webhook_function_takes_a_signed_delivery_from_api_gateway() {
     assert_eq!(events[0].client_ip.as_deref(), Some("192.0.2.77"));
 
     // Paths the function does not serve answer JSON, not HTML.
-    let (s, body) = cloud.invoke(Kind::Webhook, api_event("GET", "/api/projects", json!({}))).await;
+    let (s, body) = cloud
+        .invoke(Kind::Webhook, api_event("GET", "/api/projects", json!({})))
+        .await;
     assert_eq!(s, 404);
     assert_eq!(body["error"], "not_found");
 }
 
 #[tokio::test]
-async fn behind_cloudfront_the_api_function_believes_the_viewer_address_only_with_the_origin_secret() {
+async fn behind_cloudfront_the_api_function_believes_the_viewer_address_only_with_the_origin_secret()
+ {
     let cloud = Cloud::start().await;
     let create = |name: &str, headers: Value| {
         let mut event = api_event("POST", "/api/projects", json!({"name": name}));
@@ -241,17 +349,33 @@ async fn behind_cloudfront_the_api_function_believes_the_viewer_address_only_wit
         .invoke(Kind::Api, create("via-cloudfront", json!({ORIGIN_SECRET_HEADER: ORIGIN_SECRET, VIEWER_ADDRESS_HEADER: "203.0.113.5:50000"})))
         .await;
     assert_eq!(s, 201);
-    let (s, _) = cloud.invoke(Kind::Api, create("forged", json!({VIEWER_ADDRESS_HEADER: "203.0.113.66:50000"}))).await;
+    let (s, _) = cloud
+        .invoke(
+            Kind::Api,
+            create(
+                "forged",
+                json!({VIEWER_ADDRESS_HEADER: "203.0.113.66:50000"}),
+            ),
+        )
+        .await;
     assert_eq!(s, 201);
 
     let events = audit(&cloud.ports, "project.created").await;
-    let mut ips: Vec<_> = events.iter().map(|e| e.client_ip.clone().unwrap_or_default()).collect();
+    let mut ips: Vec<_> = events
+        .iter()
+        .map(|e| e.client_ip.clone().unwrap_or_default())
+        .collect();
     ips.sort();
     // The forged header counts for nothing (API Gateway's peer stands); the
     // request carrying the origin secret names CloudFront's viewer.
     assert_eq!(ips, ["130.176.0.9", "203.0.113.5"], "{events:?}");
 
-    let (s, body) = cloud.invoke(Kind::Api, http_event("GET", "/healthz", json!({}), None, "198.51.100.1")).await;
+    let (s, body) = cloud
+        .invoke(
+            Kind::Api,
+            http_event("GET", "/healthz", json!({}), None, "198.51.100.1"),
+        )
+        .await;
     assert_eq!((s, body), (200, Value::Null), "healthz answers plain ok");
 }
 
@@ -261,29 +385,73 @@ async fn an_sqs_batch_reports_only_the_message_that_failed_transiently() {
     cloud.seed("app", &["linux"], &["t3.micro"]).await;
     cloud.seed("busy", &["gpu"], &["t3.nano"]).await;
     // EC2 throttles every launch of t3.nano, beyond the fleet's retries.
-    cloud.proxy.inject(Fault::run_instances().when("InstanceType", "t3.nano").always().refuse("RequestLimitExceeded"));
+    cloud.proxy.inject(
+        Fault::run_instances()
+            .when("InstanceType", "t3.nano")
+            .always()
+            .refuse("RequestLimitExceeded"),
+    );
 
-    let good = cloud.queue_job(5001, "acme/app", &["self-hosted", "linux"]).await;
-    let throttled = cloud.queue_job(5002, "acme/busy", &["self-hosted", "gpu"]).await;
-    let malformed = sqs_record("msg-malformed", "receipt-malformed", "{\"not\": \"a job id\"}", json!({"ApproximateReceiveCount": "1"}));
+    let good = cloud
+        .queue_job(5001, "acme/app", &["self-hosted", "linux"])
+        .await;
+    let throttled = cloud
+        .queue_job(5002, "acme/busy", &["self-hosted", "gpu"])
+        .await;
+    let malformed = sqs_record(
+        "msg-malformed",
+        "receipt-malformed",
+        "{\"not\": \"a job id\"}",
+        json!({"ApproximateReceiveCount": "1"}),
+    );
     let event = cloud.poll(&[malformed]).await;
     assert_eq!(event.records.len(), 3);
     let id_of = |job: &str| {
-        event.records.iter().find(|r| r.body.as_deref() == Some(job)).and_then(|r| r.message_id.clone()).expect("a message per job")
+        event
+            .records
+            .iter()
+            .find(|r| r.body.as_deref() == Some(job))
+            .and_then(|r| r.message_id.clone())
+            .expect("a message per job")
     };
     let throttled_message = id_of(&throttled);
 
     let response = lambda::handle_batch(&cloud.ports, event).await;
 
-    let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
-    assert_eq!(failed, [throttled_message], "only the throttled launch comes back");
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(
+        failed,
+        [throttled_message],
+        "only the throttled launch comes back"
+    );
     let good = cloud.ports.store.get_job(&good).await.unwrap().unwrap();
-    assert_eq!(good.state, JobState::Starting, "the good job got its instance");
-    let throttled = cloud.ports.store.get_job(&throttled).await.unwrap().unwrap();
-    assert_eq!(throttled.state, JobState::Queued, "the throttled job waits for the next try");
+    assert_eq!(
+        good.state,
+        JobState::Starting,
+        "the good job got its instance"
+    );
+    let throttled = cloud
+        .ports
+        .store
+        .get_job(&throttled)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        throttled.state,
+        JobState::Queued,
+        "the throttled job waits for the next try"
+    );
     // The response is what Lambda reads: camelCase, the failures only.
     let wire = serde_json::to_value(&response).unwrap();
-    assert_eq!(wire["batchItemFailures"][0]["itemIdentifier"], json!(failed[0]));
+    assert_eq!(
+        wire["batchItemFailures"][0]["itemIdentifier"],
+        json!(failed[0])
+    );
 }
 
 #[tokio::test]
@@ -292,8 +460,15 @@ async fn the_orchestrator_launches_without_the_github_app_key() {
     // refuses every call
     let cloud = Cloud::start().await;
     cloud.seed("app", &["linux"], &["t3.micro"]).await;
-    let job = cloud.queue_job(5101, "acme/app", &["self-hosted", "linux"]).await;
-    let orchestrator = Ports { github: Arc::new(NoAppKey { role: Role::Orchestrator }), ..cloud.ports.clone() };
+    let job = cloud
+        .queue_job(5101, "acme/app", &["self-hosted", "linux"])
+        .await;
+    let orchestrator = Ports {
+        github: Arc::new(NoAppKey {
+            role: Role::Orchestrator,
+        }),
+        ..cloud.ports.clone()
+    };
 
     // When it handles the job's message
     let response = lambda::handle_batch(&orchestrator, cloud.poll(&[]).await).await;
@@ -309,20 +484,41 @@ async fn the_orchestrator_launches_without_the_github_app_key() {
 async fn a_scheduled_event_runs_one_reaper_pass_and_a_failed_pass_fails_the_invocation() {
     let cloud = Cloud::start().await;
     cloud.seed("app", &["linux"], &["t3.micro"]).await;
-    let job = cloud.queue_job(6001, "acme/app", &["self-hosted", "linux"]).await;
+    let job = cloud
+        .queue_job(6001, "acme/app", &["self-hosted", "linux"])
+        .await;
     // The queue lost the hint: the job sits queued past reaper.redrive_after.
-    cloud.sqs.purge_queue().queue_url(&cloud.queue_url).send().await.unwrap();
+    cloud
+        .sqs
+        .purge_queue()
+        .queue_url(&cloud.queue_url)
+        .send()
+        .await
+        .unwrap();
     cloud.clock.advance(Duration::from_secs(301));
 
     let scheduled = scheduled_event();
-    let answer = lambda::handle_schedule(&cloud.ports, scheduled.clone()).await.expect("the pass succeeds");
+    let answer = lambda::handle_schedule(&cloud.ports, scheduled.clone())
+        .await
+        .expect("the pass succeeds");
     assert!(answer["actions"].as_u64().unwrap() >= 1, "{answer}");
     assert_eq!(audit(&cloud.ports, "reaper.redrive").await.len(), 1);
-    assert_eq!(cloud.queued_messages().await, [job], "the job is on the queue again");
+    assert_eq!(
+        cloud.queued_messages().await,
+        [job],
+        "the job is on the queue again"
+    );
 
     // With its table gone the pass cannot run, and the invocation says so.
     let sdk = cloud.aws.moto.sdk_config().await;
-    aws_sdk_dynamodb::Client::new(&sdk).delete_table().table_name("pacer-lambda").send().await.unwrap();
-    let err = lambda::handle_schedule(&cloud.ports, scheduled).await.expect_err("a failed pass is an error");
+    aws_sdk_dynamodb::Client::new(&sdk)
+        .delete_table()
+        .table_name("pacer-lambda")
+        .send()
+        .await
+        .unwrap();
+    let err = lambda::handle_schedule(&cloud.ports, scheduled)
+        .await
+        .expect_err("a failed pass is an error");
     assert!(!err.to_string().is_empty());
 }

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 
 use pacer_shared::lambda::Kind;
 use pacer_test_support::events::{github_delivery, http_event, scheduled_event, sqs_record};
-use pacer_test_support::lambda_runtime::{lambda_env, Deployment, Outcome, RuntimeApi, Running};
-use serde_json::{json, Value};
+use pacer_test_support::lambda_runtime::{Deployment, Outcome, Running, RuntimeApi, lambda_env};
+use serde_json::{Value, json};
 
 use crate::support::WEBHOOK_SECRET;
 
@@ -40,16 +40,28 @@ fn signed_ping(secret: &str) -> Value {
 }
 
 fn status_and_body(outcome: &Outcome) -> (u64, Value) {
-    let Outcome::Response(answer) = outcome else { panic!("the function failed the invocation: {outcome:?}") };
+    let Outcome::Response(answer) = outcome else {
+        panic!("the function failed the invocation: {outcome:?}")
+    };
     let body = answer["body"].as_str().unwrap_or_default();
-    (answer["statusCode"].as_u64().unwrap_or_default(), serde_json::from_str(body).unwrap_or(json!(body)))
+    (
+        answer["statusCode"].as_u64().unwrap_or_default(),
+        serde_json::from_str(body).unwrap_or(json!(body)),
+    )
 }
 
 #[tokio::test]
 async fn the_webhook_binary_resolves_its_secret_from_ssm_and_answers_api_gateway() {
     let deployment = Deployment::start(WEBHOOK_SECRET).await;
     let runtime = RuntimeApi::start().await;
-    let _function = spawn("webhook", &lambda_env(&runtime, "webhook", &deployment.config_for(Kind::Webhook.role())));
+    let _function = spawn(
+        "webhook",
+        &lambda_env(
+            &runtime,
+            "webhook",
+            &deployment.config_for(Kind::Webhook.role()),
+        ),
+    );
 
     // The signature checks out only if the secret came from SSM.
     let (status, body) = status_and_body(&runtime.invoke(signed_ping(WEBHOOK_SECRET)).await);
@@ -58,7 +70,10 @@ async fn the_webhook_binary_resolves_its_secret_from_ssm_and_answers_api_gateway
 
     let (status, body) = status_and_body(&runtime.invoke(signed_ping("not-the-secret")).await);
     assert_eq!(status, 401, "{body}");
-    assert!(!body.to_string().contains(WEBHOOK_SECRET), "the secret never appears in an answer");
+    assert!(
+        !body.to_string().contains(WEBHOOK_SECRET),
+        "the secret never appears in an answer"
+    );
     assert!(runtime.init_errors().is_empty());
 }
 
@@ -67,26 +82,84 @@ async fn each_other_binary_boots_and_answers_its_own_event() {
     let deployment = Deployment::start(WEBHOOK_SECRET).await;
 
     let runtime = RuntimeApi::start().await;
-    let _api = spawn("api", &lambda_env(&runtime, "api", &deployment.config_for(Kind::Api.role())));
-    let health = runtime.invoke(http_event("GET", "/healthz", json!({}), None, "192.0.2.44")).await;
+    let _api = spawn(
+        "api",
+        &lambda_env(&runtime, "api", &deployment.config_for(Kind::Api.role())),
+    );
+    let health = runtime
+        .invoke(http_event("GET", "/healthz", json!({}), None, "192.0.2.44"))
+        .await;
     assert_eq!(status_and_body(&health), (200, json!("ok")));
-    let (status, body) = status_and_body(&runtime.invoke(http_event("GET", "/api/projects", json!({}), None, "192.0.2.44")).await);
-    assert_eq!((status, body["error"].clone()), (401, json!("unauthorized")), "the console API wants a session");
+    let (status, body) = status_and_body(
+        &runtime
+            .invoke(http_event(
+                "GET",
+                "/api/projects",
+                json!({}),
+                None,
+                "192.0.2.44",
+            ))
+            .await,
+    );
+    assert_eq!(
+        (status, body["error"].clone()),
+        (401, json!("unauthorized")),
+        "the console API wants a session"
+    );
 
     let runtime = RuntimeApi::start().await;
-    let _runner = spawn("runner", &lambda_env(&runtime, "runner", &deployment.config_for(Kind::Runner.role())));
-    let (status, _) = status_and_body(&runtime.invoke(http_event("POST", "/api/runner/complete", json!({}), None, "192.0.2.44")).await);
+    let _runner = spawn(
+        "runner",
+        &lambda_env(
+            &runtime,
+            "runner",
+            &deployment.config_for(Kind::Runner.role()),
+        ),
+    );
+    let (status, _) = status_and_body(
+        &runtime
+            .invoke(http_event(
+                "POST",
+                "/api/runner/complete",
+                json!({}),
+                None,
+                "192.0.2.44",
+            ))
+            .await,
+    );
     assert_eq!(status, 401, "a callback without a token is refused");
 
     let runtime = RuntimeApi::start().await;
-    let _orchestrator = spawn("orchestrator", &lambda_env(&runtime, "orchestrator", &deployment.config_for(Kind::Orchestrator.role())));
+    let _orchestrator = spawn(
+        "orchestrator",
+        &lambda_env(
+            &runtime,
+            "orchestrator",
+            &deployment.config_for(Kind::Orchestrator.role()),
+        ),
+    );
     let batch = json!({"Records": [sqs_record("m-1", "r-1", "not a job id", json!({"ApproximateReceiveCount": "1"}))]});
-    let Outcome::Response(answer) = runtime.invoke(batch).await else { panic!("the batch failed") };
-    assert_eq!(answer["batchItemFailures"], json!([]), "a malformed message is dropped, not retried: {answer}");
+    let Outcome::Response(answer) = runtime.invoke(batch).await else {
+        panic!("the batch failed")
+    };
+    assert_eq!(
+        answer["batchItemFailures"],
+        json!([]),
+        "a malformed message is dropped, not retried: {answer}"
+    );
 
     let runtime = RuntimeApi::start().await;
-    let _reaper = spawn("reaper", &lambda_env(&runtime, "reaper", &deployment.config_for(Kind::Reaper.role())));
-    let Outcome::Response(answer) = runtime.invoke(scheduled_event()).await else { panic!("the pass failed") };
+    let _reaper = spawn(
+        "reaper",
+        &lambda_env(
+            &runtime,
+            "reaper",
+            &deployment.config_for(Kind::Reaper.role()),
+        ),
+    );
+    let Outcome::Response(answer) = runtime.invoke(scheduled_event()).await else {
+        panic!("the pass failed")
+    };
     assert_eq!(answer["actions"], 0, "{answer}");
     drop(deployment.moto);
 }
@@ -94,7 +167,11 @@ async fn each_other_binary_boots_and_answers_its_own_event() {
 #[tokio::test]
 async fn a_function_with_a_bad_setting_stops_at_boot_naming_the_variable() {
     let runtime = RuntimeApi::start().await;
-    let env = lambda_env(&runtime, "webhook", &[("PACER_DATABASE_ENGINE", "postgres".into())]);
+    let env = lambda_env(
+        &runtime,
+        "webhook",
+        &[("PACER_DATABASE_ENGINE", "postgres".into())],
+    );
     let (ok, printed) = spawn("webhook", &env).finished().await;
     assert!(!ok, "the process fails");
     assert!(printed.contains("PACER_DATABASE_ENGINE"), "{printed}");

@@ -9,23 +9,23 @@ use std::time::Duration;
 
 use pacer_shared::clock::SystemClock;
 use pacer_shared::config::RunnerConfig;
-use pacer_shared::fleet::ec2::{sdk, Ec2Fleet};
-use pacer_shared::fleet::simulated::{workflow_job_payload, RunnerIdentity};
-use pacer_shared::fleet::{user_data, Fleet, JobRef};
+use pacer_shared::fleet::ec2::{Ec2Fleet, sdk};
+use pacer_shared::fleet::simulated::{RunnerIdentity, workflow_job_payload};
+use pacer_shared::fleet::{Fleet, JobRef, user_data};
 use pacer_shared::github::rest::RestGitHub;
 use pacer_shared::pricing::aws::AwsPricing;
+use pacer_shared::queue::Queue;
 use pacer_shared::queue::memory::MemoryQueue;
 use pacer_shared::queue::sqs::SqsQueue;
-use pacer_shared::queue::Queue;
 use pacer_shared::service::Ports;
+use pacer_shared::store::Store;
 use pacer_shared::store::dynamodb::DynamoStore;
 use pacer_shared::store::sqlite::SqliteStore;
-use pacer_shared::store::Store;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::ec2_fleet::Aws;
-use crate::fake_github::{runner_sha256, Endpoint, FakeGitHub, FakeRelease, FakeTarget};
-use crate::support::{local_ports, queued_payload, LocalPacer};
+use crate::fake_github::{Endpoint, FakeGitHub, FakeRelease, FakeTarget, runner_sha256};
+use crate::support::{LocalPacer, local_ports, queued_payload};
 
 pub(crate) enum Backend {
     Sqlite,
@@ -42,7 +42,10 @@ async fn world(backend: Backend) -> World {
     world_with_clock(backend, Arc::new(SystemClock)).await
 }
 
-pub(crate) async fn world_with_clock(backend: Backend, clock: Arc<dyn pacer_shared::clock::Clock>) -> World {
+pub(crate) async fn world_with_clock(
+    backend: Backend,
+    clock: Arc<dyn pacer_shared::clock::Clock>,
+) -> World {
     pacer_shared::server::install_crypto_provider();
     let aws = Aws::start().await;
     let fleet = Arc::new(Ec2Fleet::new(aws.ec2.clone(), "pacer".into()));
@@ -85,10 +88,20 @@ pub(crate) async fn pacer_on(
             Arc::new(MemoryQueue::new(Duration::from_secs(300))),
         ),
         Backend::DynamoSqs => {
-            let dynamo = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk_config), format!("{deployment}-e2e"));
+            let dynamo = DynamoStore::new(
+                aws_sdk_dynamodb::Client::new(&sdk_config),
+                format!("{deployment}-e2e"),
+            );
             dynamo.create_table().await.unwrap();
             let sqs = aws_sdk_sqs::Client::new(&sdk_config);
-            let url = sqs.create_queue().queue_name(format!("{deployment}-jobs")).send().await.unwrap().queue_url.unwrap();
+            let url = sqs
+                .create_queue()
+                .queue_name(format!("{deployment}-jobs"))
+                .send()
+                .await
+                .unwrap()
+                .queue_url
+                .unwrap();
             (Arc::new(dynamo), Arc::new(SqsQueue::new(sqs, url)))
         }
     };
@@ -96,10 +109,27 @@ pub(crate) async fn pacer_on(
         store,
         queue,
         fleet,
-        github: Arc::new(RestGitHub::new(&github.github_config(), &RunnerConfig::default(), Arc::new(SystemClock)).unwrap()),
-        pricing: Arc::new(AwsPricing::from_sdk_config(&sdk_config, Duration::from_secs(3600), Arc::new(SystemClock)).unwrap()),
+        github: Arc::new(
+            RestGitHub::new(
+                &github.github_config(),
+                &RunnerConfig::default(),
+                Arc::new(SystemClock),
+            )
+            .unwrap(),
+        ),
+        pricing: Arc::new(
+            AwsPricing::from_sdk_config(
+                &sdk_config,
+                Duration::from_secs(3600),
+                Arc::new(SystemClock),
+            )
+            .unwrap(),
+        ),
         clock,
-        settings: Arc::new(pacer_shared::service::Settings { deployment: deployment.into(), ..(*local.settings).clone() }),
+        settings: Arc::new(pacer_shared::service::Settings {
+            deployment: deployment.into(),
+            ..(*local.settings).clone()
+        }),
     };
     LocalPacer::serve(ports, simulated, dir).await
 }
@@ -109,7 +139,12 @@ pub(crate) async fn instance_of_job(aws: &Aws, job_id: &str) -> sdk::types::Inst
         let out = aws
             .ec2
             .describe_instances()
-            .filters(sdk::types::Filter::builder().name("tag:pacer:job").values(job_id).build())
+            .filters(
+                sdk::types::Filter::builder()
+                    .name("tag:pacer:job")
+                    .values(job_id)
+                    .build(),
+            )
             .send()
             .await
             .unwrap();
@@ -122,7 +157,11 @@ pub(crate) async fn instance_of_job(aws: &Aws, job_id: &str) -> sdk::types::Inst
 }
 
 fn tag<'a>(instance: &'a sdk::types::Instance, key: &str) -> Option<&'a str> {
-    instance.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+    instance
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
 }
 
 /// Project `acme` (repo scope) bound to `acme/app`, with a pool on moto's
@@ -132,7 +171,12 @@ pub(crate) async fn seed(aws: &Aws, pacer: &LocalPacer, max_runners: u32) -> Str
 }
 
 async fn seed_with_market(aws: &Aws, pacer: &LocalPacer, max_runners: u32, market: &str) -> String {
-    let (_, project) = pacer.post("/api/projects", json!({"name": "acme", "runner_group_id": 1})).await;
+    let (_, project) = pacer
+        .post(
+            "/api/projects",
+            json!({"name": "acme", "runner_group_id": 1}),
+        )
+        .await;
     let project = project["id"].as_str().unwrap().to_string();
     let (s, pool) = pacer
         .post("/api/pools", json!({"project_id": project, "name": "linux", "labels": ["linux", "x64"],
@@ -140,7 +184,12 @@ async fn seed_with_market(aws: &Aws, pacer: &LocalPacer, max_runners: u32, marke
             "max_runners": max_runners, "market": market}))
         .await;
     assert_eq!(s, 201, "{pool}");
-    pacer.post("/api/repos", json!({"repo": "acme/app", "project_id": project})).await;
+    pacer
+        .post(
+            "/api/repos",
+            json!({"repo": "acme/app", "project_id": project}),
+        )
+        .await;
     pool["id"].as_str().unwrap().to_string()
 }
 
@@ -172,17 +221,23 @@ async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
     let instance_id = instance.instance_id().unwrap().to_string();
     assert_eq!(tag(&instance, "pacer:deployment"), Some("pacer"));
     assert_eq!(tag(&instance, "pacer:pool"), Some(pool_id.as_str()));
-    let runner_id = tag(&instance, "pacer:runner").expect("runner tag").to_string();
+    let runner_id = tag(&instance, "pacer:runner")
+        .expect("runner tag")
+        .to_string();
     let callback = user_data::parse(&user_data_of(&aws, &instance_id).await).unwrap();
     assert_eq!(callback.url, pacer.base);
     // The launch facts land on the runner just after the job is starting.
     let job = pacer
-        .wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "starting" && !j["runner"]["instance_id"].is_null())
+        .wait_for(&format!("/api/jobs/{job_id}"), |j| {
+            j["state"] == "starting" && !j["runner"]["instance_id"].is_null()
+        })
         .await;
     assert_eq!(job["runner"]["instance_id"], instance_id.as_str());
     assert_eq!(job["runner"]["instance_type"], "t3.micro");
     assert_eq!(job["runner"]["market"], "spot");
-    let price = job["runner"]["price_per_hour_usd"].as_f64().expect("a spot quote from the price history");
+    let price = job["runner"]["price_per_hour_usd"]
+        .as_f64()
+        .expect("a spot quote from the price history");
     assert!(price > 0.0, "{price}");
 
     // The instance registers and receives the JIT config GitHub issued for
@@ -191,13 +246,24 @@ async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
         let http = pacer.http.clone();
         let url = format!("{}/api/runner/register", pacer.base);
         async move {
-            let res = http.post(url).bearer_auth(token).json(&json!({"os": "linux", "arch": "x64"})).send().await.unwrap();
-            (res.status().as_u16(), res.json::<Value>().await.unwrap_or(Value::Null))
+            let res = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"os": "linux", "arch": "x64"}))
+                .send()
+                .await
+                .unwrap();
+            (
+                res.status().as_u16(),
+                res.json::<Value>().await.unwrap_or(Value::Null),
+            )
         }
     };
     let (s, reg) = register(callback.token.expose().to_string()).await;
     assert_eq!(s, 200, "{reg}");
-    let issued = github.runner_by_jit_config(reg["encoded_jit_config"].as_str().unwrap()).expect("GitHub issued it");
+    let issued = github
+        .runner_by_jit_config(reg["encoded_jit_config"].as_str().unwrap())
+        .expect("GitHub issued it");
     assert_eq!(issued.target, FakeTarget::repo("acme/app"));
     assert_eq!(issued.runner_group_id, 1);
     let mut labels = issued.labels.clone();
@@ -205,8 +271,17 @@ async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
     assert_eq!(labels, ["acme", "linux", "self-hosted", "x64"]);
     assert_eq!(reg["runner_name"], issued.name.as_str());
     assert_eq!(reg["runner_version"], "2.330.0");
-    assert!(reg["download_url"].as_str().unwrap().ends_with("actions-runner-linux-x64-2.330.0.tar.gz"));
-    assert_eq!(reg["sha256"], runner_sha256("2.330.0", "linux-x64").as_str(), "the checksum of that very tarball");
+    assert!(
+        reg["download_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("actions-runner-linux-x64-2.330.0.tar.gz")
+    );
+    assert_eq!(
+        reg["sha256"],
+        runner_sha256("2.330.0", "linux-x64").as_str(),
+        "the checksum of that very tarball"
+    );
     let (s, _) = register(callback.token.expose().to_string()).await;
     assert_eq!(s, 401, "the register right works once");
     let (s, _) = register("pcr1.forged.token".into()).await;
@@ -214,29 +289,78 @@ async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
 
     // GitHub runs the job on it and says so.
     let job_ref = JobRef {
-        id: job_id.clone(), github_job_id: 9001, run_id: 5000 + 9001, repo: "acme/app".into(),
-        labels: vec!["self-hosted".into(), "linux".into()], installation_id: Some(77),
+        id: job_id.clone(),
+        github_job_id: 9001,
+        run_id: 5000 + 9001,
+        repo: "acme/app".into(),
+        labels: vec!["self-hosted".into(), "linux".into()],
+        installation_id: Some(77),
     };
-    let me = RunnerIdentity { id: issued.id, name: issued.name.clone() };
+    let me = RunnerIdentity {
+        id: issued.id,
+        name: issued.name.clone(),
+    };
     let now = chrono::Utc::now();
-    assert_eq!(pacer.webhook("workflow_job", &workflow_job_payload(&job_ref, &me, "in_progress", now)).await.0, 200);
-    let job = pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "running").await;
+    assert_eq!(
+        pacer
+            .webhook(
+                "workflow_job",
+                &workflow_job_payload(&job_ref, &me, "in_progress", now)
+            )
+            .await
+            .0,
+        200
+    );
+    let job = pacer
+        .wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "running")
+        .await;
     assert_eq!(job["runner"]["state"], "busy");
-    assert_eq!(pacer.webhook("workflow_job", &workflow_job_payload(&job_ref, &me, "completed", now)).await.0, 200);
+    assert_eq!(
+        pacer
+            .webhook(
+                "workflow_job",
+                &workflow_job_payload(&job_ref, &me, "completed", now)
+            )
+            .await
+            .0,
+        200
+    );
 
     // The runner reports completion (twice: idempotent) and capacity is back.
     for _ in 0..2 {
-        let res = pacer.http.post(format!("{}/api/runner/complete", pacer.base)).bearer_auth(callback.token.expose()).send().await.unwrap();
+        let res = pacer
+            .http
+            .post(format!("{}/api/runner/complete", pacer.base))
+            .bearer_auth(callback.token.expose())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status().as_u16(), 200);
     }
-    let job = pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "completed").await;
-    let states: Vec<&str> = job["transitions"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
-    assert_eq!(states, ["queued", "claimed", "starting", "running", "completed"]);
+    let job = pacer
+        .wait_for(&format!("/api/jobs/{job_id}"), |j| {
+            j["state"] == "completed"
+        })
+        .await;
+    let states: Vec<&str> = job["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["queued", "claimed", "starting", "running", "completed"]
+    );
     assert_eq!(job["runner"]["id"], runner_id.as_str());
     assert_eq!(job["runner"]["state"], "done");
     let (_, pool) = pacer.get(&format!("/api/pools/{pool_id}")).await;
     assert_eq!(pool["active_runners"], 0, "capacity released exactly once");
-    assert_eq!(github.take_violations(), Vec::<String>::new(), "every GitHub call matched GitHub's OpenAPI description");
+    assert_eq!(
+        github.take_violations(),
+        Vec::<String>::new(),
+        "every GitHub call matched GitHub's OpenAPI description"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,23 +379,46 @@ async fn a_job_runs_end_to_end_on_ec2_with_dynamodb_and_sqs() {
 async fn the_bootstrap_script_registers_runs_the_runner_and_completes_against_pacer() {
     let World { aws, github, pacer } = world(Backend::Sqlite).await;
     let pool_id = seed(&aws, &pacer, 2).await;
-    let (_, accepted) = pacer.webhook("workflow_job", &queued_payload(9100, "acme/app", &["self-hosted"])).await;
+    let (_, accepted) = pacer
+        .webhook(
+            "workflow_job",
+            &queued_payload(9100, "acme/app", &["self-hosted"]),
+        )
+        .await;
     let job_id = accepted["job_id"].as_str().unwrap().to_string();
     let instance = instance_of_job(&aws, &job_id).await;
-    pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "starting").await;
+    pacer
+        .wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "starting")
+        .await;
     let script = user_data_of(&aws, instance.instance_id().unwrap()).await;
-    let token = user_data::parse(&script).unwrap().token.expose().to_string();
+    let token = user_data::parse(&script)
+        .unwrap()
+        .token
+        .expose()
+        .to_string();
 
     let machine = crate::bootstrap_script::Machine::new();
     machine.install_fake_runner("echo the job ran", 0);
     let out = machine.boot_user_data(&script, &[]).await;
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), machine.log());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        machine.log()
+    );
     assert!(machine.powered_off());
-    let args = machine.runner_args().unwrap_or_else(|| panic!("run.sh never ran:\n{}", machine.log()));
+    let args = machine
+        .runner_args()
+        .unwrap_or_else(|| panic!("run.sh never ran:\n{}", machine.log()));
     assert_eq!(args[0], "--jitconfig");
-    let issued = github.runner_by_jit_config(&args[1]).expect("the JIT config GitHub issued reached run.sh");
+    let issued = github
+        .runner_by_jit_config(&args[1])
+        .expect("the JIT config GitHub issued reached run.sh");
     assert!(issued.name.starts_with("pacer-"));
-    assert!(!machine.log().contains(&token) && !machine.log().contains(&args[1]), "no secret in the bootstrap log");
+    assert!(
+        !machine.log().contains(&token) && !machine.log().contains(&args[1]),
+        "no secret in the bootstrap log"
+    );
 
     let (_, job) = pacer.get(&format!("/api/jobs/{job_id}")).await;
     assert_eq!(job["runner"]["state"], "done", "{job}");
@@ -281,29 +428,55 @@ async fn the_bootstrap_script_registers_runs_the_runner_and_completes_against_pa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_bootstrap_reports_a_redacted_tail_and_the_job_gets_another_runner() {
-    let World { aws, github: _github, pacer } = world(Backend::Sqlite).await;
+    let World {
+        aws,
+        github: _github,
+        pacer,
+    } = world(Backend::Sqlite).await;
     let pool_id = seed(&aws, &pacer, 2).await;
-    let (_, accepted) = pacer.webhook("workflow_job", &queued_payload(9200, "acme/app", &["self-hosted"])).await;
+    let (_, accepted) = pacer
+        .webhook(
+            "workflow_job",
+            &queued_payload(9200, "acme/app", &["self-hosted"]),
+        )
+        .await;
     let job_id = accepted["job_id"].as_str().unwrap().to_string();
     let instance = instance_of_job(&aws, &job_id).await;
     let first_instance = instance.instance_id().unwrap().to_string();
     let script = user_data_of(&aws, &first_instance).await;
-    let token = user_data::parse(&script).unwrap().token.expose().to_string();
+    let token = user_data::parse(&script)
+        .unwrap()
+        .token
+        .expose()
+        .to_string();
 
     let machine = crate::bootstrap_script::Machine::new();
     machine.install_fake_runner("echo runner crashed; exit 1", 1);
     let out = machine.boot_user_data(&script, &[]).await;
-    assert!(machine.powered_off(), "it powers off even after a failure: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        machine.powered_off(),
+        "it powers off even after a failure: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let jit = machine.runner_args().expect("run.sh ran")[1].clone();
 
     // The runner is failed with the tail of its log, secrets removed…
-    let (_, runners) = pacer.get(&format!("/api/runners?pool_id={pool_id}&state=failed")).await;
+    let (_, runners) = pacer
+        .get(&format!("/api/runners?pool_id={pool_id}&state=failed"))
+        .await;
     let failed = &runners["items"][0];
     let tail = failed["error_tail"].as_str().expect("an error tail");
     assert!(tail.contains("runner crashed"), "{tail}");
-    assert!(!tail.contains(&token) && !tail.contains(&jit), "secrets are redacted: {tail}");
+    assert!(
+        !tail.contains(&token) && !tail.contains(&jit),
+        "secrets are redacted: {tail}"
+    );
     // …and the job is queued again and launched on a second instance.
-    let job = pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| j["attempts"] == 2 && j["state"] == "starting").await;
+    let job = pacer
+        .wait_for(&format!("/api/jobs/{job_id}"), |j| {
+            j["attempts"] == 2 && j["state"] == "starting"
+        })
+        .await;
     assert_ne!(job["runner"]["instance_id"], first_instance.as_str());
     let (_, audit) = pacer.get("/api/audit?action=runner.bootstrap_failed").await;
     assert_eq!(audit["items"].as_array().unwrap().len(), 1);
@@ -315,13 +488,24 @@ async fn a_failed_bootstrap_reports_a_redacted_tail_and_the_job_gets_another_run
 async fn a_runner_is_refused_before_any_registration_when_its_download_has_no_checksum() {
     // Given a latest release that publishes no checksum at all
     let World { aws, github, pacer } = world(Backend::Sqlite).await;
-    github.add_runner_release(FakeRelease::new("2.330.0").without_digests().without_notes_checksums());
+    github.add_runner_release(
+        FakeRelease::new("2.330.0")
+            .without_digests()
+            .without_notes_checksums(),
+    );
     let pool_id = seed(&aws, &pacer, 2).await;
-    let (_, accepted) = pacer.webhook("workflow_job", &queued_payload(9250, "acme/app", &["self-hosted"])).await;
+    let (_, accepted) = pacer
+        .webhook(
+            "workflow_job",
+            &queued_payload(9250, "acme/app", &["self-hosted"]),
+        )
+        .await;
     let job_id = accepted["job_id"].as_str().unwrap().to_string();
     let instance = instance_of_job(&aws, &job_id).await;
     let first_instance = instance.instance_id().unwrap().to_string();
-    pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "starting").await;
+    pacer
+        .wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "starting")
+        .await;
     let script = user_data_of(&aws, &first_instance).await;
 
     // When the instance boots (the AMI ships no runner: it would download one)
@@ -329,26 +513,51 @@ async fn a_runner_is_refused_before_any_registration_when_its_download_has_no_ch
     machine.boot_user_data(&script, &[]).await;
 
     // Then GitHub minted nothing, no runner ran, and the refusal says why
-    assert_eq!(github.count(Endpoint::RepoJitConfig), 0, "no JIT configuration was minted");
+    assert_eq!(
+        github.count(Endpoint::RepoJitConfig),
+        0,
+        "no JIT configuration was minted"
+    );
     assert!(github.runners().is_empty());
     assert_eq!(machine.runner_args(), None);
-    assert!(!machine.runner_dir().exists(), "nothing was downloaded or unpacked");
+    assert!(
+        !machine.runner_dir().exists(),
+        "nothing was downloaded or unpacked"
+    );
     assert!(machine.powered_off());
-    let (_, runners) = pacer.get(&format!("/api/runners?pool_id={pool_id}&state=failed")).await;
-    let tail = runners["items"][0]["error_tail"].as_str().expect("an error tail").to_string();
+    let (_, runners) = pacer
+        .get(&format!("/api/runners?pool_id={pool_id}&state=failed"))
+        .await;
+    let tail = runners["items"][0]["error_tail"]
+        .as_str()
+        .expect("an error tail")
+        .to_string();
     assert!(tail.contains("refused with HTTP 409"), "{tail}");
-    assert!(tail.contains("no SHA-256 is known for actions-runner-linux-"), "{tail}");
+    assert!(
+        tail.contains("no SHA-256 is known for actions-runner-linux-"),
+        "{tail}"
+    );
     let (_, audit) = pacer.get("/api/audit?action=runner.register_failed").await;
-    let reason = audit["items"][0]["detail"]["reason"].as_str().unwrap_or_default();
+    let reason = audit["items"][0]["detail"]["reason"]
+        .as_str()
+        .unwrap_or_default();
     assert!(reason.contains("publishes none"), "{audit}");
     // And the job is launched again, on a second instance
-    let job = pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| j["attempts"] == 2 && j["state"] == "starting").await;
+    let job = pacer
+        .wait_for(&format!("/api/jobs/{job_id}"), |j| {
+            j["attempts"] == 2 && j["state"] == "starting"
+        })
+        .await;
     assert_ne!(job["runner"]["instance_id"], first_instance.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saving_a_pool_ec2_refuses_is_a_422_naming_the_field() {
-    let World { aws, github: _github, pacer } = world(Backend::Sqlite).await;
+    let World {
+        aws,
+        github: _github,
+        pacer,
+    } = world(Backend::Sqlite).await;
     let (_, project) = pacer.post("/api/projects", json!({"name": "acme"})).await;
     let base = json!({"project_id": project["id"], "name": "linux", "instance_types": ["t3.micro"],
         "subnets": aws.subnets, "security_groups": [aws.sg], "ami": aws.ami});
@@ -363,44 +572,98 @@ async fn saving_a_pool_ec2_refuses_is_a_422_naming_the_field() {
         assert_eq!((s, err["field"].as_str()), (422, Some(field)), "{err}");
     }
     let (_, pools) = pacer.get("/api/pools").await;
-    assert_eq!(pools["items"], json!([]), "nothing stored for a refused pool");
+    assert_eq!(
+        pools["items"],
+        json!([]),
+        "nothing stored for a refused pool"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_terminates_a_runner_deregistering_it_and_its_job_gets_another() {
     let World { aws, github, pacer } = world(Backend::Sqlite).await;
     let pool_id = seed(&aws, &pacer, 2).await;
-    let (_, accepted) = pacer.webhook("workflow_job", &queued_payload(9300, "acme/app", &["self-hosted"])).await;
+    let (_, accepted) = pacer
+        .webhook(
+            "workflow_job",
+            &queued_payload(9300, "acme/app", &["self-hosted"]),
+        )
+        .await;
     let job_id = accepted["job_id"].as_str().unwrap().to_string();
     let instance = instance_of_job(&aws, &job_id).await;
-    let job = pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| !j["runner"]["instance_id"].is_null()).await;
+    let job = pacer
+        .wait_for(&format!("/api/jobs/{job_id}"), |j| {
+            !j["runner"]["instance_id"].is_null()
+        })
+        .await;
     let runner_id = job["runner"]["id"].as_str().unwrap().to_string();
     // It registered with GitHub.
-    let token = user_data::parse(&user_data_of(&aws, instance.instance_id().unwrap()).await).unwrap().token;
-    let res = pacer.http.post(format!("{}/api/runner/register", pacer.base)).bearer_auth(token.expose()).send().await.unwrap();
+    let token = user_data::parse(&user_data_of(&aws, instance.instance_id().unwrap()).await)
+        .unwrap()
+        .token;
+    let res = pacer
+        .http
+        .post(format!("{}/api/runner/register", pacer.base))
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status().as_u16(), 200);
     assert_eq!(github.runners().len(), 1);
 
-    let (s, runner) = pacer.post(&format!("/api/runners/{runner_id}/terminate"), json!({})).await;
+    let (s, runner) = pacer
+        .post(&format!("/api/runners/{runner_id}/terminate"), json!({}))
+        .await;
     assert_eq!(s, 200, "{runner}");
     assert_eq!(runner["state"], "reaped");
-    assert!(github.runners().is_empty(), "its GitHub registration is gone");
-    let state = aws.ec2.describe_instances().instance_ids(instance.instance_id().unwrap()).send().await.unwrap();
-    let state = state.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_string();
+    assert!(
+        github.runners().is_empty(),
+        "its GitHub registration is gone"
+    );
+    let state = aws
+        .ec2
+        .describe_instances()
+        .instance_ids(instance.instance_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let state = state.reservations()[0].instances()[0]
+        .state()
+        .unwrap()
+        .name()
+        .unwrap()
+        .as_str()
+        .to_string();
     assert!(state == "shutting-down" || state == "terminated", "{state}");
     // The job it was launched for had not started: it gets a new runner,
     // which holds the capacity the terminated one gave back.
     let job = pacer
-        .wait_for(&format!("/api/jobs/{job_id}"), |j| j["runner"]["id"].as_str().is_some_and(|r| r != runner_id))
+        .wait_for(&format!("/api/jobs/{job_id}"), |j| {
+            j["runner"]["id"].as_str().is_some_and(|r| r != runner_id)
+        })
         .await;
     assert_eq!(job["attempts"], 2, "{job}");
     // Its timeline says who gave it back.
-    let requeued: Vec<&Value> = job["transitions"].as_array().unwrap().iter().filter(|t| t["state"] == "queued").collect();
-    assert_eq!((requeued.len(), &requeued[1]["cause"]), (2, &json!("operator")), "{job}");
+    let requeued: Vec<&Value> = job["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["state"] == "queued")
+        .collect();
+    assert_eq!(
+        (requeued.len(), &requeued[1]["cause"]),
+        (2, &json!("operator")),
+        "{job}"
+    );
     let (_, pool) = pacer.get(&format!("/api/pools/{pool_id}")).await;
     assert_eq!(pool["active_runners"], 1);
-    let (s, _) = pacer.post(&format!("/api/runners/{runner_id}/terminate"), json!({})).await;
-    assert_eq!(s, 409, "a runner that is no longer live cannot be terminated again");
+    let (s, _) = pacer
+        .post(&format!("/api/runners/{runner_id}/terminate"), json!({}))
+        .await;
+    assert_eq!(
+        s, 409,
+        "a runner that is no longer live cannot be terminated again"
+    );
     let (_, audit) = pacer.get("/api/audit?action=runner.terminated").await;
     assert_eq!(audit["items"][0]["target"], runner_id.as_str());
 }
@@ -410,22 +673,61 @@ async fn an_operator_terminates_a_runner_deregistering_it_and_its_job_gets_anoth
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_registers_only_before_the_boot_deadline_and_completes_until_the_max_lifetime() {
     let clock = Arc::new(pacer_shared::clock::ManualClock::new(chrono::Utc::now()));
-    let World { aws, github: _github, pacer } = world_with_clock(Backend::Sqlite, clock.clone()).await;
+    let World {
+        aws,
+        github: _github,
+        pacer,
+    } = world_with_clock(Backend::Sqlite, clock.clone()).await;
     let pool_id = seed(&aws, &pacer, 2).await; // boot_timeout 10m, max_lifetime 6h
-    let (_, accepted) = pacer.webhook("workflow_job", &queued_payload(9400, "acme/app", &["self-hosted"])).await;
+    let (_, accepted) = pacer
+        .webhook(
+            "workflow_job",
+            &queued_payload(9400, "acme/app", &["self-hosted"]),
+        )
+        .await;
     let job_id = accepted["job_id"].as_str().unwrap().to_string();
     let instance = instance_of_job(&aws, &job_id).await;
-    pacer.wait_for(&format!("/api/jobs/{job_id}"), |j| !j["runner"]["instance_id"].is_null()).await;
-    let token = user_data::parse(&user_data_of(&aws, instance.instance_id().unwrap()).await).unwrap().token;
+    pacer
+        .wait_for(&format!("/api/jobs/{job_id}"), |j| {
+            !j["runner"]["instance_id"].is_null()
+        })
+        .await;
+    let token = user_data::parse(&user_data_of(&aws, instance.instance_id().unwrap()).await)
+        .unwrap()
+        .token;
     let call = |path: &'static str| {
-        let (http, url, token) = (pacer.http.clone(), format!("{}{path}", pacer.base), token.expose().to_string());
-        async move { http.post(url).bearer_auth(token).json(&json!({})).send().await.unwrap().status().as_u16() }
+        let (http, url, token) = (
+            pacer.http.clone(),
+            format!("{}{path}", pacer.base),
+            token.expose().to_string(),
+        );
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     };
 
     clock.advance(Duration::from_secs(11 * 60));
-    assert_eq!(call("/api/runner/register").await, 401, "past the boot deadline");
+    assert_eq!(
+        call("/api/runner/register").await,
+        401,
+        "past the boot deadline"
+    );
     clock.advance(Duration::from_secs(6 * 3600));
-    assert_eq!(call("/api/runner/complete").await, 401, "past the max lifetime");
+    assert_eq!(
+        call("/api/runner/complete").await,
+        401,
+        "past the max lifetime"
+    );
     let (_, pool) = pacer.get(&format!("/api/pools/{pool_id}")).await;
-    assert_eq!(pool["active_runners"], 1, "a refused callback releases nothing");
+    assert_eq!(
+        pool["active_runners"], 1,
+        "a refused callback releases nothing"
+    );
 }

@@ -150,7 +150,11 @@ impl OidcProvider {
     }
 
     /// Like [`OidcProvider::start`], on a given loopback port (0: any free one).
-    pub async fn start_on(port: u16, client: TestClient, accounts: Vec<TestAccount>) -> OidcProvider {
+    pub async fn start_on(
+        port: u16,
+        client: TestClient,
+        accounts: Vec<TestAccount>,
+    ) -> OidcProvider {
         pacer_shared::server::install_crypto_provider();
         let root = workspace();
         let script = root.join("tests/oidc/provider.mjs");

@@ -22,7 +22,8 @@ const TTL: Duration = Duration::from_secs(24 * 3600);
 /// moto's canned spot price for every type and zone.
 const MOTO_SPOT_PRICE: f64 = 0.00001;
 
-const M7G_LARGE_ITEM: &str = include_str!("../../shared/src/pricing/fixtures/get_products_m7g_large_us_east_1.json");
+const M7G_LARGE_ITEM: &str =
+    include_str!("../../shared/src/pricing/fixtures/get_products_m7g_large_us_east_1.json");
 
 fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(chrono::Utc::now()))
@@ -33,7 +34,10 @@ async fn against_moto(moto: &Moto, clock: &Arc<ManualClock>) -> AwsPricing {
 }
 
 fn spot_calls(n: u64) -> PricingCalls {
-    PricingCalls { get_products: 0, describe_spot_price_history: n }
+    PricingCalls {
+        get_products: 0,
+        describe_spot_price_history: n,
+    }
 }
 
 #[tokio::test]
@@ -41,15 +45,36 @@ async fn a_spot_quote_comes_from_the_spot_price_history_and_is_cached_per_zone()
     let moto = Moto::start().await;
     let pricing = against_moto(&moto, &clock()).await;
 
-    assert_eq!(pricing.quote("m7g.large", SPOT, Some("us-east-1a")).await, Some(MOTO_SPOT_PRICE));
+    assert_eq!(
+        pricing.quote("m7g.large", SPOT, Some("us-east-1a")).await,
+        Some(MOTO_SPOT_PRICE)
+    );
     assert_eq!(pricing.calls(), spot_calls(1));
 
-    assert_eq!(pricing.quote("m7g.large", SPOT, Some("us-east-1a")).await, Some(MOTO_SPOT_PRICE));
-    assert_eq!(pricing.calls(), spot_calls(1), "a cache hit makes no request");
+    assert_eq!(
+        pricing.quote("m7g.large", SPOT, Some("us-east-1a")).await,
+        Some(MOTO_SPOT_PRICE)
+    );
+    assert_eq!(
+        pricing.calls(),
+        spot_calls(1),
+        "a cache hit makes no request"
+    );
 
-    assert_eq!(pricing.quote("m7g.large", SPOT, Some("us-east-1b")).await, Some(MOTO_SPOT_PRICE));
-    assert_eq!(pricing.quote("m7g.large", SPOT, None).await, Some(MOTO_SPOT_PRICE), "any zone");
-    assert_eq!(pricing.calls(), spot_calls(3), "one request per zone asked for");
+    assert_eq!(
+        pricing.quote("m7g.large", SPOT, Some("us-east-1b")).await,
+        Some(MOTO_SPOT_PRICE)
+    );
+    assert_eq!(
+        pricing.quote("m7g.large", SPOT, None).await,
+        Some(MOTO_SPOT_PRICE),
+        "any zone"
+    );
+    assert_eq!(
+        pricing.calls(),
+        spot_calls(3),
+        "one request per zone asked for"
+    );
 }
 
 #[tokio::test]
@@ -60,7 +85,10 @@ async fn concurrent_spot_quotes_for_one_zone_make_one_request() {
     let quotes = (0..8).map(|_| pricing.quote("m7g.large", SPOT, Some("us-east-1a")));
     let prices = futures::future::join_all(quotes).await;
 
-    assert!(prices.iter().all(|p| *p == Some(MOTO_SPOT_PRICE)), "{prices:?}");
+    assert!(
+        prices.iter().all(|p| *p == Some(MOTO_SPOT_PRICE)),
+        "{prices:?}"
+    );
     assert_eq!(pricing.calls(), spot_calls(1));
 }
 
@@ -72,11 +100,17 @@ async fn a_spot_price_is_asked_again_once_its_ttl_has_passed() {
     pricing.quote("m7g.large", SPOT, Some("us-east-1a")).await;
 
     clock.advance(TTL - Duration::from_secs(1));
-    assert_eq!(pricing.quote("m7g.large", SPOT, Some("us-east-1a")).await, Some(MOTO_SPOT_PRICE));
+    assert_eq!(
+        pricing.quote("m7g.large", SPOT, Some("us-east-1a")).await,
+        Some(MOTO_SPOT_PRICE)
+    );
     assert_eq!(pricing.calls(), spot_calls(1), "still fresh");
 
     clock.advance(Duration::from_secs(1));
-    assert_eq!(pricing.quote("m7g.large", SPOT, Some("us-east-1a")).await, Some(MOTO_SPOT_PRICE));
+    assert_eq!(
+        pricing.quote("m7g.large", SPOT, Some("us-east-1a")).await,
+        Some(MOTO_SPOT_PRICE)
+    );
     assert_eq!(pricing.calls(), spot_calls(2), "expired: asked again");
 }
 
@@ -85,8 +119,14 @@ async fn a_type_with_no_spot_history_has_no_price_and_the_miss_is_cached() {
     let moto = Moto::start().await;
     let pricing = against_moto(&moto, &clock()).await;
 
-    assert_eq!(pricing.quote("no7.such", SPOT, Some("us-east-1a")).await, None);
-    assert_eq!(pricing.quote("no7.such", SPOT, Some("us-east-1a")).await, None);
+    assert_eq!(
+        pricing.quote("no7.such", SPOT, Some("us-east-1a")).await,
+        None
+    );
+    assert_eq!(
+        pricing.quote("no7.such", SPOT, Some("us-east-1a")).await,
+        None
+    );
     assert_eq!(pricing.calls(), spot_calls(1));
 }
 
@@ -96,21 +136,40 @@ async fn a_failing_pricing_api_gives_no_price_and_is_left_alone_until_the_failur
     let clock = clock();
     let pricing = against_moto(&moto, &clock).await;
 
-    assert_eq!(pricing.quote("m7g.large", ON_DEMAND, None).await, None, "moto answers 500 for the Pricing API");
+    assert_eq!(
+        pricing.quote("m7g.large", ON_DEMAND, None).await,
+        None,
+        "moto answers 500 for the Pricing API"
+    );
     assert_eq!(pricing.calls().get_products, 1);
 
     // Another zone is the same on-demand price, and the failure is remembered.
-    assert_eq!(pricing.quote("m7g.large", ON_DEMAND, Some("us-east-1b")).await, None);
+    assert_eq!(
+        pricing
+            .quote("m7g.large", ON_DEMAND, Some("us-east-1b"))
+            .await,
+        None
+    );
     clock.advance(pricing.failure_ttl() - Duration::from_secs(1));
     assert_eq!(pricing.quote("m7g.large", ON_DEMAND, None).await, None);
-    assert_eq!(pricing.calls().get_products, 1, "not asked again while the failure is cached");
+    assert_eq!(
+        pricing.calls().get_products,
+        1,
+        "not asked again while the failure is cached"
+    );
 
     clock.advance(Duration::from_secs(1));
     assert_eq!(pricing.quote("m7g.large", ON_DEMAND, None).await, None);
-    assert_eq!(pricing.calls().get_products, 2, "asked again once the failure expired");
-    assert!(pricing.failure_ttl() < TTL, "a failure is kept for less than a price");
+    assert_eq!(
+        pricing.calls().get_products,
+        2,
+        "asked again once the failure expired"
+    );
+    assert!(
+        pricing.failure_ttl() < TTL,
+        "a failure is kept for less than a price"
+    );
 }
-
 
 // ------------------------------------------------------- on-demand, recorded
 
@@ -126,21 +185,33 @@ impl PricingStandIn {
     async fn start(body: Value) -> Self {
         let requests: Arc<Mutex<Vec<(axum::http::HeaderMap, Value)>>> = Arc::default();
         let seen = requests.clone();
-        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body_bytes: axum::body::Bytes| {
-            let seen = seen.clone();
-            let answer = body.clone();
-            async move {
-                let request = serde_json::from_slice(&body_bytes).unwrap_or(Value::Null);
-                seen.lock().unwrap().push((headers, request));
-                ([(axum::http::header::CONTENT_TYPE, "application/x-amz-json-1.1")], answer.to_string())
-            }
-        });
+        let app = axum::Router::new().fallback(
+            move |headers: axum::http::HeaderMap, body_bytes: axum::body::Bytes| {
+                let seen = seen.clone();
+                let answer = body.clone();
+                async move {
+                    let request = serde_json::from_slice(&body_bytes).unwrap_or(Value::Null);
+                    seen.lock().unwrap().push((headers, request));
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/x-amz-json-1.1",
+                        )],
+                        answer.to_string(),
+                    )
+                }
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Self { endpoint: format!("http://{addr}"), requests, server }
+        Self {
+            endpoint: format!("http://{addr}"),
+            requests,
+            server,
+        }
     }
 
     /// An adapter whose Pricing client talks to this stand-in, pricing
@@ -148,7 +219,9 @@ impl PricingStandIn {
     async fn adapter(&self, region: &str) -> AwsPricing {
         let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(Region::new(region.to_owned()))
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "stand-in"))
+            .credentials_provider(Credentials::new(
+                "testing", "testing", None, None, "stand-in",
+            ))
             .endpoint_url(&self.endpoint)
             .load()
             .await;
@@ -168,8 +241,14 @@ impl Drop for PricingStandIn {
 
 /// A `GetProducts` answer as the API sends it: each item a JSON string.
 fn get_products_answer(items: &[&str]) -> Value {
-    let price_list: Vec<String> =
-        items.iter().map(|item| serde_json::from_str::<Value>(item).expect("fixture is JSON").to_string()).collect();
+    let price_list: Vec<String> = items
+        .iter()
+        .map(|item| {
+            serde_json::from_str::<Value>(item)
+                .expect("fixture is JSON")
+                .to_string()
+        })
+        .collect();
     json!({"FormatVersion": "aws_v1", "PriceList": price_list})
 }
 
@@ -180,7 +259,10 @@ fn filters(request: &Value) -> Vec<(String, String)> {
         .iter()
         .map(|f| {
             assert_eq!(f["Type"], "TERM_MATCH", "{f}");
-            (f["Field"].as_str().unwrap().to_owned(), f["Value"].as_str().unwrap().to_owned())
+            (
+                f["Field"].as_str().unwrap().to_owned(),
+                f["Value"].as_str().unwrap().to_owned(),
+            )
         })
         .collect()
 }
@@ -190,9 +272,26 @@ async fn an_on_demand_quote_reads_the_recorded_get_products_answer_through_the_s
     let stand_in = PricingStandIn::start(get_products_answer(&[M7G_LARGE_ITEM])).await;
     let pricing = stand_in.adapter("us-east-1").await;
 
-    assert_eq!(pricing.quote("m7g.large", ON_DEMAND, Some("us-east-1a")).await, Some(0.0816));
-    assert_eq!(pricing.quote("m7g.large", ON_DEMAND, Some("us-east-1c")).await, Some(0.0816), "cached for every zone");
-    assert_eq!(pricing.calls(), PricingCalls { get_products: 1, describe_spot_price_history: 0 });
+    assert_eq!(
+        pricing
+            .quote("m7g.large", ON_DEMAND, Some("us-east-1a"))
+            .await,
+        Some(0.0816)
+    );
+    assert_eq!(
+        pricing
+            .quote("m7g.large", ON_DEMAND, Some("us-east-1c"))
+            .await,
+        Some(0.0816),
+        "cached for every zone"
+    );
+    assert_eq!(
+        pricing.calls(),
+        PricingCalls {
+            get_products: 1,
+            describe_spot_price_history: 0
+        }
+    );
 
     let requests = stand_in.requests();
     assert_eq!(requests.len(), 1);
@@ -219,7 +318,10 @@ async fn an_on_demand_quote_reads_the_recorded_get_products_answer_through_the_s
 async fn an_unknown_market_is_not_priced_and_asks_nothing() {
     let stand_in = PricingStandIn::start(get_products_answer(&[M7G_LARGE_ITEM])).await;
     let pricing = stand_in.adapter("us-east-1").await;
-    assert_eq!(pricing.quote("m7g.large", "spot-fallback", None).await, None);
+    assert_eq!(
+        pricing.quote("m7g.large", "spot-fallback", None).await,
+        None
+    );
     assert_eq!(pricing.calls().total(), 0);
     assert!(stand_in.requests().is_empty());
 }
@@ -229,7 +331,11 @@ async fn the_pricing_api_is_called_in_us_east_1_for_a_deployment_elsewhere() {
     let stand_in = PricingStandIn::start(get_products_answer(&[])).await;
     let pricing = stand_in.adapter("eu-west-3").await;
 
-    assert_eq!(pricing.quote("m7g.large", ON_DEMAND, None).await, None, "no product: no price");
+    assert_eq!(
+        pricing.quote("m7g.large", ON_DEMAND, None).await,
+        None,
+        "no product: no price"
+    );
 
     let requests = stand_in.requests();
     let (headers, request) = &requests[0];

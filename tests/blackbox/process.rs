@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 pub fn pacer_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pacer"))
@@ -25,7 +25,11 @@ pub fn pacer() -> Command {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running `pacer serve`, killed on drop if the test did not stop it.
@@ -44,7 +48,9 @@ pub const BOOTSTRAP_EMAIL: &str = "admin@localhost";
 
 /// The password in a bootstrap banner, if `text` holds one.
 pub fn banner_password(text: &str) -> Option<String> {
-    text.lines().find_map(|l| l.trim().strip_prefix("password: ")).map(str::to_string)
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("password: "))
+        .map(str::to_string)
 }
 
 impl Served {
@@ -67,10 +73,20 @@ impl Served {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn pacer");
-        let mut served =
-            Served { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new(), stderr_path, token: None };
+        let mut served = Served {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            stderr_path,
+            token: None,
+        };
         for _ in 0..400 {
-            if let Ok(res) = served.http.get(format!("{}/healthz", served.base)).send().await {
+            if let Ok(res) = served
+                .http
+                .get(format!("{}/healthz", served.base))
+                .send()
+                .await
+            {
                 if res.status().is_success() {
                     served.sign_in_as_bootstrap_admin(&dir).await;
                     return served;
@@ -94,7 +110,8 @@ impl Served {
         if info["enabled"] != true {
             return;
         }
-        let password = std::fs::read_to_string(&kept).expect("the first start printed the bootstrap password");
+        let password =
+            std::fs::read_to_string(&kept).expect("the first start printed the bootstrap password");
         let res = self
             .http
             .post(format!("{}/api/auth/login", self.base))
@@ -115,13 +132,28 @@ impl Served {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let res = self.authorized(self.http.get(format!("{}{path}", self.base))).send().await.unwrap();
-        (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+        let res = self
+            .authorized(self.http.get(format!("{}{path}", self.base)))
+            .send()
+            .await
+            .unwrap();
+        (
+            res.status().as_u16(),
+            res.json().await.unwrap_or(Value::Null),
+        )
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let res = self.authorized(self.http.post(format!("{}{path}", self.base))).json(&body).send().await.unwrap();
-        (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+        let res = self
+            .authorized(self.http.post(format!("{}{path}", self.base)))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (
+            res.status().as_u16(),
+            res.json().await.unwrap_or(Value::Null),
+        )
     }
 
     /// Waits (bounded) for the process to end by itself.
@@ -180,8 +212,13 @@ fn version_prints_semver_and_git_describe() {
     let out = run(pacer().arg("version"));
     assert!(out.status.success());
     let line = String::from_utf8(out.stdout).unwrap();
-    let rest = line.trim().strip_prefix("pacer v").unwrap_or_else(|| panic!("{line}"));
-    let (semver, describe) = rest.split_once('-').unwrap_or_else(|| panic!("no describe part: {line}"));
+    let rest = line
+        .trim()
+        .strip_prefix("pacer v")
+        .unwrap_or_else(|| panic!("{line}"));
+    let (semver, describe) = rest
+        .split_once('-')
+        .unwrap_or_else(|| panic!("no describe part: {line}"));
     assert_eq!(semver, env!("CARGO_PKG_VERSION"));
     assert!(!describe.is_empty());
 }
@@ -190,7 +227,9 @@ fn refused(yaml: &str, env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), yaml);
     let mut cmd = pacer();
-    cmd.args(["serve", "--config"]).arg(&path).env("PACER_SERVER_ADDR", "127.0.0.1:1");
+    cmd.args(["serve", "--config"])
+        .arg(&path)
+        .env("PACER_SERVER_ADDR", "127.0.0.1:1");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -208,16 +247,25 @@ fn an_invalid_value_stops_startup_with_one_line_naming_the_key() {
     let short = base.replace(&"x".repeat(40), "tooshort");
     let err = refused(&short, &[]);
     assert!(err.contains("auth.jwt_secret"), "{err}");
-    assert!(!err.contains("tooshort"), "the secret itself is never printed: {err}");
+    assert!(
+        !err.contains("tooshort"),
+        "the secret itself is never printed: {err}"
+    );
 
-    let err = refused(&base.replace("auth:\n", "auth:\n  session_ttl: 12hours\n"), &[]);
+    let err = refused(
+        &base.replace("auth:\n", "auth:\n  session_ttl: 12hours\n"),
+        &[],
+    );
     assert!(err.contains("auth.session_ttl"), "{err}");
 
     let err = refused(&base, &[("PACER_DATABASE_ENGINE", "postgres")]);
     assert!(err.contains("database.engine"), "{err}");
 
     // Auth on, but no way to sign in: refused rather than an unusable console.
-    let err = refused(&base.replace("auth:\n", "auth:\n  local:\n    enabled: false\n"), &[]);
+    let err = refused(
+        &base.replace("auth:\n", "auth:\n  local:\n    enabled: false\n"),
+        &[],
+    );
     assert!(err.contains("auth.local.enabled"), "{err}");
 }
 
@@ -225,7 +273,10 @@ fn an_invalid_value_stops_startup_with_one_line_naming_the_key() {
 fn an_unknown_key_stops_startup_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let base = valid_yaml(dir.path());
-    let err = refused(&base.replace("database:\n  path", "database:\n  pth: x\n  path"), &[]);
+    let err = refused(
+        &base.replace("database:\n  path", "database:\n  pth: x\n  path"),
+        &[],
+    );
     assert!(err.contains("database.pth"), "{err}");
     let err = refused(&base, &[("PACER_DATABSE_PATH", "/tmp/x.db")]);
     assert!(err.contains("PACER_DATABSE_PATH"), "{err}");
@@ -243,7 +294,10 @@ async fn serve_init_writes_a_local_config_serves_and_keeps_data_across_a_restart
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "a file with secrets is readable by its owner only");
+        assert_eq!(
+            mode, 0o600,
+            "a file with secrets is readable by its owner only"
+        );
     }
 
     let banner = served.stderr();
@@ -255,13 +309,31 @@ async fn serve_init_writes_a_local_config_serves_and_keeps_data_across_a_restart
     assert!(status.success(), "SIGTERM stops pacer cleanly: {status:?}");
 
     let served = Served::start(&config, &[]).await;
-    assert!(banner_password(&served.stderr()).is_none(), "the banner is shown once, never again");
+    assert!(
+        banner_password(&served.stderr()).is_none(),
+        "the banner is shown once, never again"
+    );
     let (_, list) = served.get("/api/projects").await;
-    assert_eq!(list["items"][0]["id"], project["id"], "the project survived the restart");
+    assert_eq!(
+        list["items"][0]["id"], project["id"],
+        "the project survived the restart"
+    );
     let (_, audit) = served.get("/api/audit?action=project.created").await;
-    let actions: Vec<&Value> = audit["items"].as_array().unwrap().iter().map(|e| &e["action"]).collect();
-    assert_eq!(actions, [&json!("project.created")], "and so did its audit event");
-    assert_eq!(audit["items"][0]["client_ip"], "127.0.0.1", "audited with the client's address");
+    let actions: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["action"])
+        .collect();
+    assert_eq!(
+        actions,
+        [&json!("project.created")],
+        "and so did its audit event"
+    );
+    assert_eq!(
+        audit["items"][0]["client_ip"], "127.0.0.1",
+        "audited with the client's address"
+    );
     let (_, created) = served.get("/api/audit?action=user.created").await;
     assert_eq!(created["items"][0]["detail"]["via"], "bootstrap");
     // The password never reaches a log or the audit trail.
@@ -274,7 +346,10 @@ async fn serve_init_writes_a_local_config_serves_and_keeps_data_across_a_restart
 async fn send_test_job_takes_one_job_from_queued_to_completed_after_serve_init() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("data/pacer.yaml");
-    let fast = [("PACER_FLEET_SIMULATED_BOOT_DELAY", "100ms"), ("PACER_FLEET_SIMULATED_JOB_TIME", "200ms")];
+    let fast = [
+        ("PACER_FLEET_SIMULATED_BOOT_DELAY", "100ms"),
+        ("PACER_FLEET_SIMULATED_JOB_TIME", "200ms"),
+    ];
     let served = Served::start(&config, &fast).await;
     let (_, project) = served.post("/api/projects", json!({"name": "acme"})).await;
     let project = project["id"].as_str().unwrap();
@@ -283,14 +358,30 @@ async fn send_test_job_takes_one_job_from_queued_to_completed_after_serve_init()
             "instance_types": ["m7g.large"], "subnets": ["subnet-0abc1234"], "ami": "ami-0123456789abcdef0"}))
         .await;
     assert_eq!(s, 201, "{pool}");
-    served.post("/api/repos", json!({"repo": "acme/app", "project_id": project})).await;
+    served
+        .post(
+            "/api/repos",
+            json!({"repo": "acme/app", "project_id": project}),
+        )
+        .await;
 
     let out = run(pacer()
         .args(["admin", "send-test-job", "--config"])
         .arg(&config)
-        .args(["--repo", "acme/app", "--labels", "self-hosted,linux", "--url", &served.base]));
+        .args([
+            "--repo",
+            "acme/app",
+            "--labels",
+            "self-hosted,linux",
+            "--url",
+            &served.base,
+        ]));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let job_id = stdout.split_whitespace().nth(1).unwrap().to_string();
     assert!(job_id.starts_with("job_"), "{stdout}");
 
@@ -311,14 +402,26 @@ async fn send_test_job_takes_one_job_from_queued_to_completed_after_serve_init()
 fn send_test_job_explains_a_refusal() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), &valid_yaml(dir.path()));
-    let out = run(pacer().args(["admin", "send-test-job", "--config"]).arg(&path).args(["--repo", "acme/app"]));
+    let out = run(pacer()
+        .args(["admin", "send-test-job", "--config"])
+        .arg(&path)
+        .args(["--repo", "acme/app"]));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("github.webhook_secret"), "without a webhook secret the job would be refused: {err}");
+    assert!(
+        err.contains("github.webhook_secret"),
+        "without a webhook secret the job would be refused: {err}"
+    );
 
-    let with_secret = valid_yaml(dir.path()).replace("github:\n  disabled: true\n", "github:\n  disabled: true\n  webhook_secret: abcdefabcdefabcdefabcdef\n");
+    let with_secret = valid_yaml(dir.path()).replace(
+        "github:\n  disabled: true\n",
+        "github:\n  disabled: true\n  webhook_secret: abcdefabcdefabcdefabcdef\n",
+    );
     let path = write(dir.path(), &with_secret);
-    let out = run(pacer().args(["admin", "send-test-job", "--config"]).arg(&path).args(["--repo", "not a repo"]));
+    let out = run(pacer()
+        .args(["admin", "send-test-job", "--config"])
+        .arg(&path)
+        .args(["--repo", "not a repo"]));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--repo"), "{err}");
@@ -331,20 +434,45 @@ async fn logs_go_to_an_absolute_file_as_json_lines() {
     let log = dir.path().join("pacer.log");
     let served = Served::start(
         &config,
-        &[("PACER_LOGGING_OUTPUT", log.to_str().unwrap()), ("PACER_LOGGING_FORMAT", "json")],
+        &[
+            ("PACER_LOGGING_OUTPUT", log.to_str().unwrap()),
+            ("PACER_LOGGING_FORMAT", "json"),
+        ],
     )
     .await;
     served.get("/healthz").await;
     assert!(served.terminate().await.success());
     let text = std::fs::read_to_string(&log).expect("the log file exists");
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
-    assert!(lines.iter().any(|l| l["level"] == "WARN" && l["message"].as_str().unwrap_or("").contains("aws.disabled")), "{text}");
-    assert!(lines.iter().any(|l| l["message"] == "pacer stopped"), "{text}");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["message"].as_str().unwrap_or("").contains("aws.disabled")),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l["message"] == "pacer stopped"),
+        "{text}"
+    );
     let yaml = std::fs::read_to_string(&config).unwrap();
-    let secret = yaml.lines().find(|l| l.trim_start().starts_with("jwt_secret:")).unwrap().split(':').nth(1).unwrap().trim().trim_matches('"');
+    let secret = yaml
+        .lines()
+        .find(|l| l.trim_start().starts_with("jwt_secret:"))
+        .unwrap()
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_matches('"');
     assert!(!text.contains(secret), "no secret reaches the log");
-    let password = std::fs::read_to_string(config.parent().unwrap().join("bootstrap-password")).unwrap();
-    assert!(!text.contains(password.trim()), "the bootstrap password goes to stderr only, never to the log");
+    let password =
+        std::fs::read_to_string(config.parent().unwrap().join("bootstrap-password")).unwrap();
+    assert!(
+        !text.contains(password.trim()),
+        "the bootstrap password goes to stderr only, never to the log"
+    );
 }
 
 /// Runs pacer with a failpoint armed until it dies there, restarts it on
@@ -367,13 +495,28 @@ async fn crash_then_converge(failpoint: &str) {
         .post("/api/pools", json!({"project_id": project, "name": "linux", "labels": ["linux"],
             "instance_types": ["m7g.large"], "subnets": ["subnet-0abc1234"], "ami": "ami-0123456789abcdef0"}))
         .await;
-    served.post("/api/repos", json!({"repo": "acme/app", "project_id": project})).await;
+    served
+        .post(
+            "/api/repos",
+            json!({"repo": "acme/app", "project_id": project}),
+        )
+        .await;
     let _ = run(pacer()
         .args(["admin", "send-test-job", "--config"])
         .arg(&config)
-        .args(["--repo", "acme/app", "--labels", "self-hosted,linux", "--url", &served.base]));
+        .args([
+            "--repo",
+            "acme/app",
+            "--labels",
+            "self-hosted,linux",
+            "--url",
+            &served.base,
+        ]));
     let status = served.exited().await;
-    assert!(!status.success(), "the failpoint {failpoint} killed pacer: {status:?}");
+    assert!(
+        !status.success(),
+        "the failpoint {failpoint} killed pacer: {status:?}"
+    );
 
     let served = Served::start(&config, &fast).await;
     let mut last = Value::Null;
@@ -382,7 +525,9 @@ async fn crash_then_converge(failpoint: &str) {
         // The runner reports /complete just after GitHub's completed
         // webhook: done means the job completed and its capacity is back.
         let (_, pools) = served.get("/api/pools").await;
-        if jobs["items"].as_array().is_some_and(|j| j.len() == 1 && j[0]["state"] == "completed")
+        if jobs["items"]
+            .as_array()
+            .is_some_and(|j| j.len() == 1 && j[0]["state"] == "completed")
             && pools["items"][0]["active_runners"] == 0
         {
             assert!(served.terminate().await.success());
@@ -391,7 +536,9 @@ async fn crash_then_converge(failpoint: &str) {
         last = json!({"jobs": jobs, "pools": pools});
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("after a crash at {failpoint} the job never completed with its capacity released: {last}");
+    panic!(
+        "after a crash at {failpoint} the job never completed with its capacity released: {last}"
+    );
 }
 
 #[tokio::test]
@@ -411,24 +558,61 @@ async fn the_admin_commands_reset_a_password_and_restore_a_role_in_the_configure
     let served = Served::start(&config, &[]).await;
     assert!(served.terminate().await.success());
 
-    let out = run(pacer().args(["admin", "reset-password", "--config"]).arg(&config).arg(BOOTSTRAP_EMAIL));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(pacer()
+        .args(["admin", "reset-password", "--config"])
+        .arg(&config)
+        .arg(BOOTSTRAP_EMAIL));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8_lossy(&out.stderr).to_string();
-    let password = printed.lines().find_map(|l| l.split(": ").nth(1)).unwrap().trim().to_string();
-    std::fs::write(config.parent().unwrap().join("bootstrap-password"), &password).unwrap();
+    let password = printed
+        .lines()
+        .find_map(|l| l.split(": ").nth(1))
+        .unwrap()
+        .trim()
+        .to_string();
+    std::fs::write(
+        config.parent().unwrap().join("bootstrap-password"),
+        &password,
+    )
+    .unwrap();
 
-    let out = run(pacer().args(["admin", "set-role", "--config"]).arg(&config).args([BOOTSTRAP_EMAIL, "viewer"]));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(pacer()
+        .args(["admin", "set-role", "--config"])
+        .arg(&config)
+        .args([BOOTSTRAP_EMAIL, "viewer"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let served = Served::start(&config, &[]).await; // signs in with the new password
     let (_, me) = served.get("/api/auth/me").await;
     assert_eq!(me["role"], "viewer");
-    assert_eq!(served.post("/api/projects", json!({"name": "x"})).await.0, 403);
+    assert_eq!(
+        served.post("/api/projects", json!({"name": "x"})).await.0,
+        403
+    );
     assert!(served.terminate().await.success());
 
-    let out = run(pacer().args(["admin", "set-role", "--config"]).arg(&config).args([BOOTSTRAP_EMAIL, "admin"]));
+    let out = run(pacer()
+        .args(["admin", "set-role", "--config"])
+        .arg(&config)
+        .args([BOOTSTRAP_EMAIL, "admin"]));
     assert!(out.status.success());
-    let out = run(pacer().args(["admin", "bootstrap", "--config"]).arg(&config));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to bootstrap"), "users exist already");
-    let out = run(pacer().args(["admin", "reset-password", "--config"]).arg(&config).arg("nobody@example.com"));
+    let out = run(pacer()
+        .args(["admin", "bootstrap", "--config"])
+        .arg(&config));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nothing to bootstrap"),
+        "users exist already"
+    );
+    let out = run(pacer()
+        .args(["admin", "reset-password", "--config"])
+        .arg(&config)
+        .arg("nobody@example.com"));
     assert!(!out.status.success(), "an unknown user is an error");
 }

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use pacer_shared::store::Store;
 use pacer_shared::store::conformance;
 use pacer_shared::store::sqlite::SqliteStore;
-use pacer_shared::store::Store;
 
 /// Expands to one test per conformance case for an adapter. The list must
 /// name every case: `every_case_is_run` checks it against `CASES`.
@@ -66,7 +66,11 @@ store_conformance!(sqlite_store, sqlite());
 #[test]
 fn every_case_is_run() {
     let listed: Vec<&str> = conformance::CASES.iter().map(|(name, _)| *name).collect();
-    assert_eq!(sqlite_store::NAMES, listed.as_slice(), "the macro's list must match conformance::CASES");
+    assert_eq!(
+        sqlite_store::NAMES,
+        listed.as_slice(),
+        "the macro's list must match conformance::CASES"
+    );
 }
 
 #[tokio::test]
@@ -79,5 +83,8 @@ async fn sqlite_data_survives_reopening_the_file() {
         store.create_project(&project).await.unwrap();
     }
     let reopened = SqliteStore::open(&path).unwrap();
-    assert_eq!(reopened.get_project(&project.id).await.unwrap(), Some(project));
+    assert_eq!(
+        reopened.get_project(&project.id).await.unwrap(),
+        Some(project)
+    );
 }

@@ -84,7 +84,11 @@ impl LocalPacer {
     /// Serves `ports` (their settings get this server's URL); `fleet` is
     /// told where pacer listens (pass the simulated one even when `ports`
     /// use another fleet: it is then simply unused).
-    pub async fn serve(ports: Ports, fleet: Arc<SimulatedFleet>, dir: tempfile::TempDir) -> LocalPacer {
+    pub async fn serve(
+        ports: Ports,
+        fleet: Arc<SimulatedFleet>,
+        dir: tempfile::TempDir,
+    ) -> LocalPacer {
         Self::serve_with_auth(ports, fleet, dir, None).await
     }
 
@@ -118,30 +122,67 @@ impl LocalPacer {
             auth: auth.map(Arc::new),
             console: None,
         };
-        let cfg = pacer_shared::config::ServerConfig { addr: format!("127.0.0.1:{port}"), ..Default::default() };
-        let server = pacer_shared::server::Server::bind(pacer_shared::http::app(state), &cfg).await.expect("bind");
+        let cfg = pacer_shared::config::ServerConfig {
+            addr: format!("127.0.0.1:{port}"),
+            ..Default::default()
+        };
+        let server = pacer_shared::server::Server::bind(pacer_shared::http::app(state), &cfg)
+            .await
+            .expect("bind");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (worker_stop, worker_stopped) = tokio::sync::oneshot::channel::<()>();
         let worker_ports = ports.clone();
         tokio::spawn(async move {
-            let worker = tokio::spawn(pacer_shared::service::dispatch::run_worker(worker_ports, 16, async {
-                let _ = worker_stopped.await;
-            }));
-            let _ = server.run(async { let _ = stopped.await; }).await;
+            let worker = tokio::spawn(pacer_shared::service::dispatch::run_worker(
+                worker_ports,
+                16,
+                async {
+                    let _ = worker_stopped.await;
+                },
+            ));
+            let _ = server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await;
             let _ = worker_stop.send(());
             let _ = worker.await;
         });
-        LocalPacer { base, ports, fleet, http: reqwest::Client::new(), stop: Some(stop), _dir: dir }
+        LocalPacer {
+            base,
+            ports,
+            fleet,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            _dir: dir,
+        }
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let res = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
-        (res.status().as_u16(), res.json().await.unwrap_or(serde_json::Value::Null))
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (
+            res.status().as_u16(),
+            res.json().await.unwrap_or(serde_json::Value::Null),
+        )
     }
 
     pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let res = self.http.post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
-        (res.status().as_u16(), res.json().await.unwrap_or(serde_json::Value::Null))
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (
+            res.status().as_u16(),
+            res.json().await.unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// Sends a `workflow_job` delivery signed with the webhook secret.
@@ -159,43 +200,72 @@ impl LocalPacer {
             .send()
             .await
             .unwrap();
-        (res.status().as_u16(), res.json().await.unwrap_or(serde_json::Value::Null))
+        (
+            res.status().as_u16(),
+            res.json().await.unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// The status line pacer answers a JSON POST to `path` declaring a body
     /// of `length` bytes, of which a raw client sends only the first 64 KiB:
     /// pacer answers a body over its limit from the declared length, and a
     /// client still writing megabytes would see its pipe close instead.
-    pub async fn status_for_declared_length(&self, path: &str, length: usize, headers: &[(&str, &str)]) -> String {
+    pub async fn status_for_declared_length(
+        &self,
+        path: &str,
+        length: usize,
+        headers: &[(&str, &str)],
+    ) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.base.trim_start_matches("http://").to_string();
         let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+        let extra: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let head = format!(
             "POST {path} HTTP/1.1\r\nhost: {addr}\r\n{extra}content-type: application/json\r\ncontent-length: {length}\r\n\r\n"
         );
         stream.write_all(head.as_bytes()).await.unwrap();
-        stream.write_all(&vec![b' '; length.min(64 * 1024)]).await.unwrap();
+        stream
+            .write_all(&vec![b' '; length.min(64 * 1024)])
+            .await
+            .unwrap();
         let mut answer = vec![0u8; 64];
         let n = stream.read(&mut answer).await.unwrap();
-        String::from_utf8_lossy(&answer[..n]).lines().next().unwrap_or("").to_string()
+        String::from_utf8_lossy(&answer[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
     }
 
     /// A project `acme` bound to `acme/app`, with one pool of `max_runners`.
     pub async fn seed(&self, max_runners: u32) -> (String, String) {
-        let (_, project) = self.post("/api/projects", serde_json::json!({"name": "acme"})).await;
+        let (_, project) = self
+            .post("/api/projects", serde_json::json!({"name": "acme"}))
+            .await;
         let project = project["id"].as_str().unwrap().to_string();
         let mut pool = crate::api_crud::pool_body(&project, "linux");
         pool["max_runners"] = max_runners.into();
         let (s, pool) = self.post("/api/pools", pool).await;
         assert_eq!(s, 201, "{pool}");
-        let (s, _) = self.post("/api/repos", serde_json::json!({"repo": "acme/app", "project_id": project})).await;
+        let (s, _) = self
+            .post(
+                "/api/repos",
+                serde_json::json!({"repo": "acme/app", "project_id": project}),
+            )
+            .await;
         assert_eq!(s, 201);
         (project, pool["id"].as_str().unwrap().to_string())
     }
 
     /// Polls `GET path` until `done` holds (bounded: 20 s).
-    pub async fn wait_for(&self, path: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         for _ in 0..800 {
             let (_, body) = self.get(path).await;
             if done(&body) {

@@ -14,6 +14,9 @@ pub struct Embedded;
 impl ConsoleFiles for Embedded {
     fn file(&self, path: &str) -> Option<ConsoleFile> {
         let file = Dist::get(path)?;
-        Some(ConsoleFile { content_type: file.metadata.mimetype().to_string(), bytes: file.data })
+        Some(ConsoleFile {
+            content_type: file.metadata.mimetype().to_string(),
+            bytes: file.data,
+        })
     }
 }

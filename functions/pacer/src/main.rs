@@ -9,13 +9,16 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pacer_shared::config::{generate_local_config, Config};
-use pacer_shared::http::{app, version, AppState};
+use pacer_shared::config::{Config, generate_local_config};
+use pacer_shared::http::{AppState, app, version};
 use pacer_shared::service::{dispatch, reaper};
 use pacer_shared::{runtime, server};
 
 #[derive(Parser)]
-#[command(name = "pacer", about = "Ephemeral, just-in-time GitHub Actions runners on your own AWS account")]
+#[command(
+    name = "pacer",
+    about = "Ephemeral, just-in-time GitHub Actions runners on your own AWS account"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -90,17 +93,37 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve { config, init } => block_on(serve(config, init)),
-        Command::Admin { command: AdminCommand::SendTestJob { config, repo, labels, url } } => {
-            block_on(send_test_job(config, repo, labels, url))
-        }
-        Command::Admin { command: AdminCommand::Bootstrap { config } } => block_on(admin_bootstrap(config)),
-        Command::Admin { command: AdminCommand::ResetPassword { config, email } } => block_on(admin_reset_password(config, email)),
-        Command::Admin { command: AdminCommand::SetRole { config, email, role } } => block_on(admin_set_role(config, email, role)),
+        Command::Admin {
+            command:
+                AdminCommand::SendTestJob {
+                    config,
+                    repo,
+                    labels,
+                    url,
+                },
+        } => block_on(send_test_job(config, repo, labels, url)),
+        Command::Admin {
+            command: AdminCommand::Bootstrap { config },
+        } => block_on(admin_bootstrap(config)),
+        Command::Admin {
+            command: AdminCommand::ResetPassword { config, email },
+        } => block_on(admin_reset_password(config, email)),
+        Command::Admin {
+            command:
+                AdminCommand::SetRole {
+                    config,
+                    email,
+                    role,
+                },
+        } => block_on(admin_set_role(config, email, role)),
     }
 }
 
 fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -112,7 +135,9 @@ fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
 }
 
 /// The store of the configured deployment, for the admin commands.
-async fn admin_ports(config: Option<PathBuf>) -> anyhow::Result<(Config, pacer_shared::service::Ports)> {
+async fn admin_ports(
+    config: Option<PathBuf>,
+) -> anyhow::Result<(Config, pacer_shared::service::Ports)> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let mut cfg = Config::load(config.as_deref(), &env)?;
     server::install_crypto_provider();
@@ -128,45 +153,73 @@ async fn admin_bootstrap(config: Option<PathBuf>) -> anyhow::Result<()> {
     let (cfg, ports) = admin_ports(config).await?;
     match pacer_shared::service::auth::bootstrap(&ports, &cfg.auth.local.email).await? {
         Some(password) => print_bootstrap_banner(&cfg.auth.local.email, &password),
-        None => println!("there are users already: nothing to bootstrap (use `pacer admin reset-password EMAIL`)"),
+        None => println!(
+            "there are users already: nothing to bootstrap (use `pacer admin reset-password EMAIL`)"
+        ),
     }
     Ok(())
 }
 
 async fn admin_reset_password(config: Option<PathBuf>, email: String) -> anyhow::Result<()> {
     let (_, ports) = admin_ports(config).await?;
-    let password = pacer_shared::service::auth::reset_password(&ports, &email).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let password = pacer_shared::service::auth::reset_password(&ports, &email)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     eprintln!("new password for {email}: {password}\n(shown this once)");
     Ok(())
 }
 
-async fn admin_set_role(config: Option<PathBuf>, email: String, role: String) -> anyhow::Result<()> {
+async fn admin_set_role(
+    config: Option<PathBuf>,
+    email: String,
+    role: String,
+) -> anyhow::Result<()> {
     let role = match role.as_str() {
         "admin" => pacer_shared::domain::Role::Admin,
         "viewer" => pacer_shared::domain::Role::Viewer,
         other => anyhow::bail!("role {other:?} is not admin or viewer"),
     };
     let (_, ports) = admin_ports(config).await?;
-    let user = pacer_shared::service::auth::set_role_by_email(&ports, &email, role).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let user = pacer_shared::service::auth::set_role_by_email(&ports, &email, role)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{} is now {:?}", user.email, user.role);
     Ok(())
 }
 
-async fn send_test_job(config: Option<PathBuf>, repo: String, labels: Vec<String>, url: Option<String>) -> anyhow::Result<()> {
+async fn send_test_job(
+    config: Option<PathBuf>,
+    repo: String,
+    labels: Vec<String>,
+    url: Option<String>,
+) -> anyhow::Result<()> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let cfg = Config::load(config.as_deref(), &env)?;
-    let secret = cfg.github.webhook_secret.as_ref().context("github.webhook_secret is not set: pacer would refuse the webhook")?;
-    let repo = pacer_shared::domain::RepoName::parse(&repo).map_err(|e| anyhow::anyhow!("--repo: {e}"))?;
+    let secret = cfg
+        .github
+        .webhook_secret
+        .as_ref()
+        .context("github.webhook_secret is not set: pacer would refuse the webhook")?;
+    let repo =
+        pacer_shared::domain::RepoName::parse(&repo).map_err(|e| anyhow::anyhow!("--repo: {e}"))?;
     let base = url.unwrap_or_else(|| runtime::callback_url(&cfg));
     let github_job_id = i64::from(rand::random::<u32>()) + 1;
-    let body = serde_json::to_vec(&pacer_shared::service::webhook::sample_queued_payload(github_job_id, &repo, &labels, 1))?;
+    let body = serde_json::to_vec(&pacer_shared::service::webhook::sample_queued_payload(
+        github_job_id,
+        &repo,
+        &labels,
+        1,
+    ))?;
     let signature = pacer_shared::github::webhook::sign(secret.expose().as_bytes(), &body);
     server::install_crypto_provider();
     let response = reqwest::Client::new()
         .post(format!("{base}/api/webhook"))
         .header("content-type", "application/json")
         .header("x-github-event", "workflow_job")
-        .header("x-github-delivery", format!("send-test-job-{github_job_id}"))
+        .header(
+            "x-github-delivery",
+            format!("send-test-job-{github_job_id}"),
+        )
         .header("x-hub-signature-256", signature)
         .body(body)
         .send()
@@ -188,7 +241,10 @@ async fn send_test_job(config: Option<PathBuf>, repo: String, labels: Vec<String
 }
 
 fn write_local_config(path: &Path) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let yaml = generate_local_config(dir);
     // Only the owner may read a file holding secrets.
@@ -196,9 +252,14 @@ fn write_local_config(path: &Path) -> anyhow::Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     std::io::Write::write_all(&mut file, yaml.as_bytes())?;
-    eprintln!("pacer: wrote a local configuration with fresh secrets to {}", path.display());
+    eprintln!(
+        "pacer: wrote a local configuration with fresh secrets to {}",
+        path.display()
+    );
     Ok(())
 }
 
@@ -227,7 +288,9 @@ async fn serve(config_path: Option<PathBuf>, init: bool) -> anyhow::Result<()> {
 
     let (ports, simulated) = runtime::build_ports(&cfg, aws.as_ref()).await?;
     if !cfg.auth.disabled && cfg.auth.local.enabled {
-        if let Some(password) = pacer_shared::service::auth::bootstrap(&ports, &cfg.auth.local.email).await? {
+        if let Some(password) =
+            pacer_shared::service::auth::bootstrap(&ports, &cfg.auth.local.email).await?
+        {
             print_bootstrap_banner(&cfg.auth.local.email, &password);
         }
     }
@@ -248,8 +311,16 @@ async fn serve(config_path: Option<PathBuf>, init: bool) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let worker = tokio::spawn(dispatch::run_worker(ports.clone(), 16, stopped(workers_stopped.clone())));
-    let reaper = tokio::spawn(reaper::run_timer(ports, cfg.reaper.interval, stopped(workers_stopped)));
+    let worker = tokio::spawn(dispatch::run_worker(
+        ports.clone(),
+        16,
+        stopped(workers_stopped.clone()),
+    ));
+    let reaper = tokio::spawn(reaper::run_timer(
+        ports,
+        cfg.reaper.interval,
+        stopped(workers_stopped),
+    ));
     server.run(shutdown_signal()).await?;
     let _ = stop_workers.send(true);
     let _ = tokio::join!(worker, reaper);
@@ -261,7 +332,9 @@ async fn serve(config_path: Option<PathBuf>, init: bool) -> anyhow::Result<()> {
 /// through `tracing`, so it never reaches structured logs.
 fn print_bootstrap_banner(email: &str, password: &str) {
     let rule = "=".repeat(64);
-    eprintln!("{rule}\nPACER BOOTSTRAP: created the first admin, {email}\n  password: {password}\n  (shown this once; sign in and change it, or `pacer admin reset-password {email}`)\n{rule}");
+    eprintln!(
+        "{rule}\nPACER BOOTSTRAP: created the first admin, {email}\n  password: {password}\n  (shown this once; sign in and change it, or `pacer admin reset-password {email}`)\n{rule}"
+    );
 }
 
 /// Resolves on SIGTERM or Ctrl-C: the server then drains in-flight requests.

@@ -8,8 +8,8 @@
 //! Format: `pcr1.<payload>.<mac>`, both parts base64url without padding;
 //! the MAC is HMAC-SHA256 over `pcr1.<payload>`.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::Mac;
 use serde::{Deserialize, Serialize};
 
@@ -74,8 +74,9 @@ pub fn verify(secret: &[u8], token: &str, now: Time) -> Result<Claims, TokenErro
     m.update(signed.as_bytes());
     // verify_slice compares in constant time.
     m.verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
-    let claims: Claims = serde_json::from_slice(&B64.decode(payload).map_err(|_| TokenError::Malformed)?)
-        .map_err(|_| TokenError::Malformed)?;
+    let claims: Claims =
+        serde_json::from_slice(&B64.decode(payload).map_err(|_| TokenError::Malformed)?)
+            .map_err(|_| TokenError::Malformed)?;
     if now.timestamp() >= claims.expires_at {
         return Err(TokenError::Expired);
     }
@@ -109,7 +110,13 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     fn claims() -> Claims {
-        Claims { runner_id: "run_1".into(), token_id: "n1".into(), issued_at: 1000, register_by: 1600, expires_at: 4600 }
+        Claims {
+            runner_id: "run_1".into(),
+            token_id: "n1".into(),
+            issued_at: 1000,
+            register_by: 1600,
+            expires_at: 4600,
+        }
     }
 
     fn at(secs: i64) -> Time {
@@ -122,20 +129,29 @@ mod tests {
         let c = verify(b"secret-secret-secret-secret-secret", &token, at(1001)).unwrap();
         assert_eq!(c, claims());
         assert!(c.check_register(at(1599)).is_ok());
-        assert_eq!(c.check_register(at(1600)), Err(TokenError::RegistrationClosed));
+        assert_eq!(
+            c.check_register(at(1600)),
+            Err(TokenError::RegistrationClosed)
+        );
     }
 
     #[test]
     fn a_token_signed_with_another_secret_or_altered_is_refused() {
         let token = mint(b"one", &claims());
-        assert_eq!(verify(b"two", &token, at(1001)), Err(TokenError::BadSignature));
+        assert_eq!(
+            verify(b"two", &token, at(1001)),
+            Err(TokenError::BadSignature)
+        );
         let mut other = claims();
         other.runner_id = "run_2".into();
         let forged_payload = mint(b"attacker", &other);
         let (_, forged) = forged_payload.split_once('.').unwrap();
         let (forged, _) = forged.split_once('.').unwrap();
         let (_, real_sig) = token.rsplit_once('.').unwrap();
-        assert_eq!(verify(b"one", &format!("pcr1.{forged}.{real_sig}"), at(1001)), Err(TokenError::BadSignature));
+        assert_eq!(
+            verify(b"one", &format!("pcr1.{forged}.{real_sig}"), at(1001)),
+            Err(TokenError::BadSignature)
+        );
     }
 
     #[test]
@@ -151,7 +167,10 @@ mod tests {
     fn bearer_reads_the_authorization_header() {
         let mut h = http::HeaderMap::new();
         assert_eq!(bearer(&h), None);
-        h.insert(http::header::AUTHORIZATION, "Bearer pcr1.a.b".parse().unwrap());
+        h.insert(
+            http::header::AUTHORIZATION,
+            "Bearer pcr1.a.b".parse().unwrap(),
+        );
         assert_eq!(bearer(&h), Some("pcr1.a.b"));
         h.insert(http::header::AUTHORIZATION, "Basic xyz".parse().unwrap());
         assert_eq!(bearer(&h), None);
@@ -160,14 +179,22 @@ mod tests {
     use crate::arbitrary::{hostile_text, object_with};
     use crate::auth::tampering::tamper;
     use proptest::prelude::*;
-    use serde_json::{json, Value};
+    use serde_json::{Value, json};
 
     const SECRET: &[u8] = b"secret-secret-secret-secret-secret";
 
     /// Claims as pacer writes them, and as a forger might: every field
     /// plausible, at an edge, or any JSON at all.
     fn any_claims() -> impl Strategy<Value = Value> {
-        let times = vec![json!(1000), json!(1600), json!(4600), json!(i64::MIN), json!(i64::MAX), json!(-1), json!(0)];
+        let times = vec![
+            json!(1000),
+            json!(1600),
+            json!(4600),
+            json!(i64::MIN),
+            json!(i64::MAX),
+            json!(-1),
+            json!(0),
+        ];
         object_with(vec![
             ("r", vec![json!("run_1"), json!("run_2"), json!("")]),
             ("n", vec![json!("n1"), json!("")]),

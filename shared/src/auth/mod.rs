@@ -10,8 +10,8 @@ pub mod session;
 /// base64url) can be tampered with, for the property tests of its verifier.
 #[cfg(test)]
 pub(crate) mod tampering {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use proptest::prelude::*;
     use proptest::sample::Index;
 
@@ -31,7 +31,9 @@ pub(crate) mod tampering {
     }
 
     /// Any tampering, the replacement payload drawn from `claims`.
-    pub fn tamper(claims: impl Strategy<Value = serde_json::Value>) -> impl Strategy<Value = Tamper> {
+    pub fn tamper(
+        claims: impl Strategy<Value = serde_json::Value>,
+    ) -> impl Strategy<Value = Tamper> {
         let character = prop_oneof![
             proptest::char::ranges(vec!['A'..='Z', 'a'..='z', '0'..='9'].into()),
             proptest::sample::select(vec!['-', '_', '.', '=', '+', '/', ' ', '\0', '€']),

@@ -23,8 +23,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::Mac;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -62,14 +62,27 @@ impl OidcSettings {
             return None;
         }
         Some(Self {
-            issuer: cfg.issuer.as_ref()?.as_str().trim_end_matches('/').to_string(),
+            issuer: cfg
+                .issuer
+                .as_ref()?
+                .as_str()
+                .trim_end_matches('/')
+                .to_string(),
             client_id: cfg.client_id.clone()?,
             client_secret: cfg.client_secret.clone()?,
             redirect_url: cfg.redirect_url.as_ref()?.to_string(),
             scopes: cfg.scopes.clone(),
             require_email_verified: cfg.require_email_verified,
-            allowed_emails: cfg.allowed_emails.iter().map(|e| e.to_lowercase()).collect(),
-            allowed_domains: cfg.allowed_domains.iter().map(|d| d.to_lowercase()).collect(),
+            allowed_emails: cfg
+                .allowed_emails
+                .iter()
+                .map(|e| e.to_lowercase())
+                .collect(),
+            allowed_domains: cfg
+                .allowed_domains
+                .iter()
+                .map(|d| d.to_lowercase())
+                .collect(),
             groups_claim: cfg.groups_claim.clone(),
             allowed_groups: cfg.allowed_groups.clone(),
             admin_groups: cfg.admin_groups.clone(),
@@ -118,15 +131,23 @@ pub struct DiscoveryError {
 }
 
 /// GETs JSON from the IdP, saying whether a failure may pass.
-async fn fetch_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str, what: &str) -> Result<T, DiscoveryError> {
-    let transient_status = |s: reqwest::StatusCode| s.is_server_error() || s == reqwest::StatusCode::TOO_MANY_REQUESTS;
+async fn fetch_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    what: &str,
+) -> Result<T, DiscoveryError> {
+    let transient_status =
+        |s: reqwest::StatusCode| s.is_server_error() || s == reqwest::StatusCode::TOO_MANY_REQUESTS;
     let response = http.get(url).send().await.map_err(|e| DiscoveryError {
         message: format!("{what} at {url}: no answer ({e})"),
         transient: true,
     })?;
     let status = response.status();
     if !status.is_success() {
-        return Err(DiscoveryError { message: format!("{what} at {url}: HTTP {status}"), transient: transient_status(status) });
+        return Err(DiscoveryError {
+            message: format!("{what} at {url}: HTTP {status}"),
+            transient: transient_status(status),
+        });
     }
     response.json().await.map_err(|e| DiscoveryError {
         message: format!("{url} is not a readable {what}: {e}"),
@@ -143,7 +164,10 @@ pub struct Sso {
 
 impl std::fmt::Debug for Sso {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sso").field("issuer", &self.settings.issuer).field("discovered", &self.client.initialized()).finish()
+        f.debug_struct("Sso")
+            .field("issuer", &self.settings.issuer)
+            .field("discovered", &self.client.initialized())
+            .finish()
     }
 }
 
@@ -155,7 +179,10 @@ impl Sso {
             Ok(client) => Ok(Self::discovered(client)),
             Err(e) if e.transient => {
                 tracing::warn!(error = %e, "the identity provider is not answering; SSO sign-ins will try discovery again");
-                Ok(Self { settings, client: tokio::sync::OnceCell::new() })
+                Ok(Self {
+                    settings,
+                    client: tokio::sync::OnceCell::new(),
+                })
             }
             Err(e) => Err(e.into()),
         }
@@ -163,7 +190,10 @@ impl Sso {
 
     /// An SSO whose discovery has been done.
     pub fn discovered(client: OidcClient) -> Self {
-        Self { settings: client.settings.clone(), client: tokio::sync::OnceCell::new_with(Some(Arc::new(client))) }
+        Self {
+            settings: client.settings.clone(),
+            client: tokio::sync::OnceCell::new_with(Some(Arc::new(client))),
+        }
     }
 
     pub fn settings(&self) -> &OidcSettings {
@@ -204,7 +234,9 @@ pub struct OidcClient {
 
 impl std::fmt::Debug for OidcClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OidcClient").field("issuer", &self.settings.issuer).finish_non_exhaustive()
+        f.debug_struct("OidcClient")
+            .field("issuer", &self.settings.issuer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -246,30 +278,52 @@ impl OidcClient {
     /// Fetches the discovery document and the JWKS; fails with a clear
     /// error that says whether the IdP may simply be down.
     pub async fn discover(settings: OidcSettings) -> Result<Self, DiscoveryError> {
-        let named = |e: DiscoveryError| DiscoveryError { message: format!("auth.oidc.issuer: {}", e.message), ..e };
+        let named = |e: DiscoveryError| DiscoveryError {
+            message: format!("auth.oidc.issuer: {}", e.message),
+            ..e
+        };
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(15))
             .build()
-            .map_err(|e| DiscoveryError { message: format!("building the HTTP client: {e}"), transient: false })?;
+            .map_err(|e| DiscoveryError {
+                message: format!("building the HTTP client: {e}"),
+                transient: false,
+            })?;
         let url = format!("{}/.well-known/openid-configuration", settings.issuer);
-        let discovery: Discovery = fetch_json(&http, &url, "OpenID discovery document").await.map_err(named)?;
+        let discovery: Discovery = fetch_json(&http, &url, "OpenID discovery document")
+            .await
+            .map_err(named)?;
         if discovery.issuer.trim_end_matches('/') != settings.issuer {
             return Err(named(DiscoveryError {
-                message: format!("the IdP calls itself {:?}, not {:?}", discovery.issuer, settings.issuer),
+                message: format!(
+                    "the IdP calls itself {:?}, not {:?}",
+                    discovery.issuer, settings.issuer
+                ),
                 transient: false,
             }));
         }
         // The IdP writes these; one that is not a URL is a configuration
         // error to report now, not a panic at the first sign-in.
         let endpoint = |name: &str, value: &str| {
-            url::Url::parse(value).ok().filter(|u| matches!(u.scheme(), "https" | "http")).ok_or_else(|| {
-                named(DiscoveryError { message: format!("the discovery document's {name} {value:?} is not an http(s) URL"), transient: false })
-            })
+            url::Url::parse(value)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "https" | "http"))
+                .ok_or_else(|| {
+                    named(DiscoveryError {
+                        message: format!(
+                            "the discovery document's {name} {value:?} is not an http(s) URL"
+                        ),
+                        transient: false,
+                    })
+                })
         };
-        let authorization_endpoint = endpoint("authorization_endpoint", &discovery.authorization_endpoint)?;
+        let authorization_endpoint =
+            endpoint("authorization_endpoint", &discovery.authorization_endpoint)?;
         endpoint("token_endpoint", &discovery.token_endpoint)?;
         endpoint("jwks_uri", &discovery.jwks_uri)?;
-        let jwks: JwkSet = fetch_json(&http, &discovery.jwks_uri, "JWKS (the IdP's signing keys)").await.map_err(named)?;
+        let jwks: JwkSet = fetch_json(&http, &discovery.jwks_uri, "JWKS (the IdP's signing keys)")
+            .await
+            .map_err(named)?;
         Ok(Self {
             jwks: RwLock::new(Arc::new(jwks)),
             refetched: tokio::sync::Mutex::new(None),
@@ -294,7 +348,10 @@ impl OidcClient {
     /// The key for `header` after fetching the IdP's keys again — unless
     /// they were fetched less than [`JWKS_REFETCH_EVERY`] ago. Concurrent
     /// callers queue on the lock: the first fetches, the rest find its keys.
-    async fn refetch_and_pick(&self, header: &jsonwebtoken::Header) -> Result<Option<DecodingKey>, OidcError> {
+    async fn refetch_and_pick(
+        &self,
+        header: &jsonwebtoken::Header,
+    ) -> Result<Option<DecodingKey>, OidcError> {
         let mut last = self.refetched.lock().await;
         if let Some(found) = self.pick_key(header).await? {
             return Ok(Some(found));
@@ -303,16 +360,25 @@ impl OidcClient {
             return Ok(None);
         }
         *last = Some(std::time::Instant::now());
-        let set: JwkSet = fetch_json(&self.http, &self.discovery.jwks_uri, "JWKS (the IdP's signing keys)")
-            .await
-            .map_err(|e| failed(e.message))?;
+        let set: JwkSet = fetch_json(
+            &self.http,
+            &self.discovery.jwks_uri,
+            "JWKS (the IdP's signing keys)",
+        )
+        .await
+        .map_err(|e| failed(e.message))?;
         *self.jwks.write().await = Arc::new(set);
         self.pick_key(header).await
     }
 
     /// Begins a sign-in: where to send the browser, and the cookie to set.
     pub fn start(&self, secret: &[u8], now: chrono::DateTime<chrono::Utc>) -> Started {
-        let state = StateCookie { state: random_token(), nonce: random_token(), verifier: random_token(), exp: now.timestamp() + STATE_TTL_SECS };
+        let state = StateCookie {
+            state: random_token(),
+            nonce: random_token(),
+            verifier: random_token(),
+            exp: now.timestamp() + STATE_TTL_SECS,
+        };
         let challenge = B64.encode(Sha256::digest(state.verifier.as_bytes()));
         let mut url = self.authorization_endpoint.clone();
         url.query_pairs_mut()
@@ -328,29 +394,55 @@ impl OidcClient {
         #[allow(clippy::expect_used)]
         let payload = B64.encode(serde_json::to_vec(&state).expect("serialises"));
         let cookie = format!("{payload}.{}", sign(secret, &payload));
-        Started { authorize_url: url.to_string(), cookie }
+        Started {
+            authorize_url: url.to_string(),
+            cookie,
+        }
     }
 
     /// The state a callback carries, checked against the browser's cookie:
     /// signed by this pacer, not expired, for this very state. The caller
     /// makes sure a state is used once before it [`finish`](Self::finish)es.
-    pub fn open_state(secret: &[u8], cookie: &str, state: &str, now: chrono::DateTime<chrono::Utc>) -> Result<OpenedState, OidcError> {
+    pub fn open_state(
+        secret: &[u8],
+        cookie: &str,
+        state: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<OpenedState, OidcError> {
         Self::open_cookie(secret, cookie, state, now).map(OpenedState)
     }
 
-    fn open_cookie(secret: &[u8], cookie: &str, state: &str, now: chrono::DateTime<chrono::Utc>) -> Result<StateCookie, OidcError> {
-        let (payload, mac) = cookie.split_once('.').ok_or_else(|| failed("malformed state cookie"))?;
+    fn open_cookie(
+        secret: &[u8],
+        cookie: &str,
+        state: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<StateCookie, OidcError> {
+        let (payload, mac) = cookie
+            .split_once('.')
+            .ok_or_else(|| failed("malformed state cookie"))?;
         let expected = sign(secret, payload);
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), mac.as_bytes())) {
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            expected.as_bytes(),
+            mac.as_bytes(),
+        )) {
             return Err(failed("the state cookie's signature does not match"));
         }
-        let opened: StateCookie = serde_json::from_slice(&B64.decode(payload).map_err(|_| failed("malformed state cookie"))?)
-            .map_err(|_| failed("malformed state cookie"))?;
+        let opened: StateCookie = serde_json::from_slice(
+            &B64.decode(payload)
+                .map_err(|_| failed("malformed state cookie"))?,
+        )
+        .map_err(|_| failed("malformed state cookie"))?;
         if now.timestamp() >= opened.exp {
             return Err(failed("the sign-in took longer than 10 minutes"));
         }
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(opened.state.as_bytes(), state.as_bytes())) {
-            return Err(failed("the state does not match the sign-in this browser started"));
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            opened.state.as_bytes(),
+            state.as_bytes(),
+        )) {
+            return Err(failed(
+                "the state does not match the sign-in this browser started",
+            ));
         }
         Ok(opened)
     }
@@ -366,7 +458,10 @@ impl OidcClient {
         let response = self
             .http
             .post(&self.discovery.token_endpoint)
-            .basic_auth(&self.settings.client_id, Some(self.settings.client_secret.expose()))
+            .basic_auth(
+                &self.settings.client_id,
+                Some(self.settings.client_secret.expose()),
+            )
             .form(&[
                 ("grant_type", "authorization_code"),
                 ("code", code),
@@ -377,20 +472,32 @@ impl OidcClient {
             .await
             .map_err(|e| failed(format!("exchanging the code: {e}")))?;
         if !response.status().is_success() {
-            return Err(failed(format!("the IdP refused the code: HTTP {}", response.status())));
+            return Err(failed(format!(
+                "the IdP refused the code: HTTP {}",
+                response.status()
+            )));
         }
-        let tokens: TokenResponse = response.json().await.map_err(|e| failed(format!("the token answer is not readable: {e}")))?;
-        let id_token = tokens.id_token.ok_or_else(|| failed("the IdP answered without an ID token"))?;
+        let tokens: TokenResponse = response
+            .json()
+            .await
+            .map_err(|e| failed(format!("the token answer is not readable: {e}")))?;
+        let id_token = tokens
+            .id_token
+            .ok_or_else(|| failed("the IdP answered without an ID token"))?;
         self.validate_id_token(&id_token, &opened.nonce).await
     }
 
     /// Validates an ID token (see the module docs for the rules).
     pub async fn validate_id_token(&self, token: &str, nonce: &str) -> Result<Identity, OidcError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| failed(format!("the ID token's header: {e}")))?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| failed(format!("the ID token's header: {e}")))?;
         let key = match self.pick_key(&header).await? {
             Some(k) => k,
             // A key pacer has not seen: the IdP may have rotated.
-            None => self.refetch_and_pick(&header).await?.ok_or_else(|| failed("no key of the IdP's JWKS verifies this ID token"))?,
+            None => self
+                .refetch_and_pick(&header)
+                .await?
+                .ok_or_else(|| failed("no key of the IdP's JWKS verifies this ID token"))?,
         };
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.settings.issuer, &format!("{}/", self.settings.issuer)]);
@@ -404,7 +511,11 @@ impl OidcClient {
             return Err(failed("the ID token has no iat"));
         }
         check_authorized_party(&claims, &self.settings.client_id)?;
-        let sub = claims.get("sub").and_then(|v| v.as_str()).filter(|s| !s.is_empty()).ok_or_else(|| failed("the ID token has no sub"))?;
+        let sub = claims
+            .get("sub")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| failed("the ID token has no sub"))?;
         if claims.get("nonce").and_then(|v| v.as_str()) != Some(nonce) {
             return Err(failed("the ID token's nonce does not match this sign-in"));
         }
@@ -414,12 +525,22 @@ impl OidcClient {
             .as_deref()
             .and_then(|c| claims.get(c))
             .and_then(|v| v.as_array())
-            .map(|a| a.iter().filter_map(|g| g.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|g| g.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(Identity {
             sub: sub.to_string(),
-            email: claims.get("email").and_then(|v| v.as_str()).map(|e| e.trim().to_lowercase()),
-            email_verified: claims.get("email_verified").and_then(|v| v.as_bool()).unwrap_or(false),
+            email: claims
+                .get("email")
+                .and_then(|v| v.as_str())
+                .map(|e| e.trim().to_lowercase()),
+            email_verified: claims
+                .get("email_verified")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
             groups,
         })
     }
@@ -427,12 +548,24 @@ impl OidcClient {
     /// The JWKS key for a header: by `kid`, or the only key of a matching
     /// type when the token names none. Symmetric algorithms are refused: an
     /// IdP's public key must never double as an HMAC secret.
-    async fn pick_key(&self, header: &jsonwebtoken::Header) -> Result<Option<DecodingKey>, OidcError> {
+    async fn pick_key(
+        &self,
+        header: &jsonwebtoken::Header,
+    ) -> Result<Option<DecodingKey>, OidcError> {
         let family = match header.alg {
-            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => "RSA",
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => "RSA",
             Algorithm::ES256 | Algorithm::ES384 => "EC",
             Algorithm::EdDSA => "OKP",
-            other => return Err(failed(format!("the ID token uses {other:?}; pacer accepts only the IdP's public-key signatures"))),
+            other => {
+                return Err(failed(format!(
+                    "the ID token uses {other:?}; pacer accepts only the IdP's public-key signatures"
+                )));
+            }
         };
         let set = self.jwks.read().await.clone();
         let of_family = |k: &&jsonwebtoken::jwk::Jwk| match &k.algorithm {
@@ -442,13 +575,24 @@ impl OidcClient {
             AlgorithmParameters::OctetKey(_) => false,
         };
         let candidates: Vec<&jsonwebtoken::jwk::Jwk> = match &header.kid {
-            Some(kid) => set.keys.iter().filter(|k| k.common.key_id.as_deref() == Some(kid.as_str())).filter(of_family).collect(),
+            Some(kid) => set
+                .keys
+                .iter()
+                .filter(|k| k.common.key_id.as_deref() == Some(kid.as_str()))
+                .filter(of_family)
+                .collect(),
             None => set.keys.iter().filter(of_family).collect(),
         };
         match candidates.as_slice() {
-            [one] => Ok(Some(DecodingKey::from_jwk(one).map_err(|e| failed(format!("the IdP's key is not usable: {e}")))?)),
+            [one] => {
+                Ok(Some(DecodingKey::from_jwk(one).map_err(|e| {
+                    failed(format!("the IdP's key is not usable: {e}"))
+                })?))
+            }
             [] => Ok(None),
-            _ => Err(failed("the ID token names no key and the IdP publishes several")),
+            _ => Err(failed(
+                "the ID token names no key and the IdP publishes several",
+            )),
         }
     }
 }
@@ -463,7 +607,9 @@ fn check_authorized_party(claims: &serde_json::Value, client_id: &str) -> Result
         _ => 1,
     };
     match claims.get("azp") {
-        Some(azp) if azp.as_str() != Some(client_id) => Err(failed(format!("the ID token was issued to another client (azp {azp})"))),
+        Some(azp) if azp.as_str() != Some(client_id) => Err(failed(format!(
+            "the ID token was issued to another client (azp {azp})"
+        ))),
         None if audiences > 1 => Err(failed("the ID token names several audiences but no azp")),
         _ => Ok(()),
     }
@@ -485,17 +631,27 @@ pub fn admit(settings: &OidcSettings, identity: &Identity) -> Result<(), String>
     let domains = !settings.allowed_domains.is_empty();
     let groups = !settings.allowed_groups.is_empty();
     if !domains && !groups {
-        return if settings.allowed_emails.is_empty() { Ok(()) } else { Err(format!("{email:?} is not in allowed_emails")) };
+        return if settings.allowed_emails.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{email:?} is not in allowed_emails"))
+        };
     }
     if domains {
         let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
         if !settings.allowed_domains.iter().any(|d| d == domain) {
-            return Err(format!("the email domain {domain:?} is not in allowed_domains"));
+            return Err(format!(
+                "the email domain {domain:?} is not in allowed_domains"
+            ));
         }
     }
     if groups {
         let theirs: HashSet<String> = identity.groups.iter().map(|g| g.to_lowercase()).collect();
-        if !settings.allowed_groups.iter().any(|g| theirs.contains(&g.to_lowercase())) {
+        if !settings
+            .allowed_groups
+            .iter()
+            .any(|g| theirs.contains(&g.to_lowercase()))
+        {
             return Err("none of the user's groups is in allowed_groups".into());
         }
     }
@@ -504,7 +660,12 @@ pub fn admit(settings: &OidcSettings, identity: &Identity) -> Result<(), String>
 
 /// Whether the identity's groups make it an admin (`auth.oidc.admin_groups`).
 pub fn is_admin_by_group(settings: &OidcSettings, identity: &Identity) -> bool {
-    identity.groups.iter().any(|g| settings.admin_groups.iter().any(|a| a.eq_ignore_ascii_case(g)))
+    identity.groups.iter().any(|g| {
+        settings
+            .admin_groups
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(g))
+    })
 }
 
 #[cfg(test)]
@@ -528,30 +689,52 @@ mod tests {
     }
 
     fn who(email: &str, verified: bool, groups: &[&str]) -> Identity {
-        Identity { sub: "s".into(), email: Some(email.into()), email_verified: verified, groups: groups.iter().map(|g| g.to_string()).collect() }
+        Identity {
+            sub: "s".into(),
+            email: Some(email.into()),
+            email_verified: verified,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
     }
 
     #[test]
     fn with_no_allowlist_the_idp_is_the_gate_but_the_email_must_be_verified() {
         assert!(admit(&settings(), &who("a@x.com", true, &[])).is_ok());
         assert!(admit(&settings(), &who("a@x.com", false, &[])).is_err());
-        let lax = OidcSettings { require_email_verified: false, ..settings() };
+        let lax = OidcSettings {
+            require_email_verified: false,
+            ..settings()
+        };
         assert!(admit(&lax, &who("a@x.com", false, &[])).is_ok());
     }
 
     #[test]
     fn an_allowed_email_passes_alone_and_only_emails_set_denies_the_rest() {
-        let s = OidcSettings { allowed_emails: vec!["a@x.com".into()], allowed_domains: vec!["y.com".into()], ..settings() };
-        assert!(admit(&s, &who("a@x.com", true, &[])).is_ok(), "emails win over the domain list");
+        let s = OidcSettings {
+            allowed_emails: vec!["a@x.com".into()],
+            allowed_domains: vec!["y.com".into()],
+            ..settings()
+        };
+        assert!(
+            admit(&s, &who("a@x.com", true, &[])).is_ok(),
+            "emails win over the domain list"
+        );
         assert!(admit(&s, &who("b@y.com", true, &[])).is_ok());
         assert!(admit(&s, &who("b@x.com", true, &[])).is_err());
-        let only = OidcSettings { allowed_emails: vec!["a@x.com".into()], ..settings() };
+        let only = OidcSettings {
+            allowed_emails: vec!["a@x.com".into()],
+            ..settings()
+        };
         assert!(admit(&only, &who("b@x.com", true, &[])).is_err());
     }
 
     #[test]
     fn every_non_empty_list_among_domains_and_groups_must_pass_ignoring_case() {
-        let s = OidcSettings { allowed_domains: vec!["x.com".into()], allowed_groups: vec!["Pacer-Admins".into()], ..settings() };
+        let s = OidcSettings {
+            allowed_domains: vec!["x.com".into()],
+            allowed_groups: vec!["Pacer-Admins".into()],
+            ..settings()
+        };
         assert!(admit(&s, &who("a@x.com", true, &["PACER-ADMINS"])).is_ok());
         assert!(admit(&s, &who("a@x.com", true, &["other"])).is_err());
         assert!(admit(&s, &who("a@z.com", true, &["pacer-admins"])).is_err());
@@ -559,32 +742,63 @@ mod tests {
 
     #[test]
     fn admin_groups_make_admins() {
-        let s = OidcSettings { admin_groups: vec!["ops".into()], ..settings() };
+        let s = OidcSettings {
+            admin_groups: vec!["ops".into()],
+            ..settings()
+        };
         assert!(is_admin_by_group(&s, &who("a@x.com", true, &["OPS"])));
         assert!(!is_admin_by_group(&s, &who("a@x.com", true, &["dev"])));
     }
 
     #[test]
     fn a_token_for_several_audiences_must_be_issued_to_pacer() {
-        let check = |claims: serde_json::Value| check_authorized_party(&claims, "pacer").map_err(|e| e.to_string());
+        let check = |claims: serde_json::Value| {
+            check_authorized_party(&claims, "pacer").map_err(|e| e.to_string())
+        };
         assert!(check(serde_json::json!({"aud": "pacer"})).is_ok());
         assert!(check(serde_json::json!({"aud": ["pacer"]})).is_ok());
         assert!(check(serde_json::json!({"aud": ["pacer", "other"], "azp": "pacer"})).is_ok());
-        assert!(check(serde_json::json!({"aud": ["pacer", "other"]})).unwrap_err().contains("no azp"));
-        assert!(check(serde_json::json!({"aud": ["pacer", "other"], "azp": "other"})).unwrap_err().contains("another client"));
-        assert!(check(serde_json::json!({"aud": "pacer", "azp": "other"})).is_err(), "an azp is always pacer");
+        assert!(
+            check(serde_json::json!({"aud": ["pacer", "other"]}))
+                .unwrap_err()
+                .contains("no azp")
+        );
+        assert!(
+            check(serde_json::json!({"aud": ["pacer", "other"], "azp": "other"}))
+                .unwrap_err()
+                .contains("another client")
+        );
+        assert!(
+            check(serde_json::json!({"aud": "pacer", "azp": "other"})).is_err(),
+            "an azp is always pacer"
+        );
         assert!(check(serde_json::json!({"aud": "pacer", "azp": 7})).is_err());
     }
 
     #[test]
     fn the_state_cookie_is_signed_bound_to_its_state_and_expires() {
         let now = chrono::Utc::now();
-        let state = StateCookie { state: "st".into(), nonce: "n".into(), verifier: "v".into(), exp: now.timestamp() + 600 };
+        let state = StateCookie {
+            state: "st".into(),
+            nonce: "n".into(),
+            verifier: "v".into(),
+            exp: now.timestamp() + 600,
+        };
         let payload = B64.encode(serde_json::to_vec(&state).unwrap());
         let cookie = format!("{payload}.{}", sign(b"k", &payload));
         assert!(OidcClient::open_cookie(b"k", &cookie, "st", now).is_ok());
-        assert!(OidcClient::open_cookie(b"other", &cookie, "st", now).is_err(), "signed with auth.jwt_secret");
-        assert!(OidcClient::open_cookie(b"k", &cookie, "forged", now).is_err(), "bound to its state");
-        assert!(OidcClient::open_cookie(b"k", &cookie, "st", now + chrono::Duration::seconds(601)).is_err(), "10 minutes");
+        assert!(
+            OidcClient::open_cookie(b"other", &cookie, "st", now).is_err(),
+            "signed with auth.jwt_secret"
+        );
+        assert!(
+            OidcClient::open_cookie(b"k", &cookie, "forged", now).is_err(),
+            "bound to its state"
+        );
+        assert!(
+            OidcClient::open_cookie(b"k", &cookie, "st", now + chrono::Duration::seconds(601))
+                .is_err(),
+            "10 minutes"
+        );
     }
 }

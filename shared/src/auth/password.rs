@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 
 use tokio::sync::Semaphore;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::seq::IndexedRandom;
 
 /// Length of the passwords pacer generates.
@@ -21,7 +21,8 @@ pub const GENERATED_LENGTH: usize = 16;
 
 /// The argon2id PHC string of `password`, with a fresh random salt.
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
+        .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
     let hash = Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))?;
@@ -31,7 +32,11 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 /// Whether `password` matches the stored PHC string. A malformed hash
 /// matches nothing.
 pub fn verify_password(stored: &str, password: &str) -> bool {
-    PasswordHash::new(stored).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(stored).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
 }
 
 /// How many hashes or checks run at once: one per CPU, so guessing cannot
@@ -43,9 +48,17 @@ pub fn max_concurrent() -> usize {
 
 /// Runs `work` on the blocking pool, holding one of `permits`: CPU-heavy
 /// work that must neither stall the async workers nor pile up.
-pub async fn run_bounded<T: Send + 'static>(permits: &Semaphore, work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-    let _permit = permits.acquire().await.map_err(|_| anyhow::anyhow!("the password hashing pool is closed"))?;
-    tokio::task::spawn_blocking(work).await.map_err(|e| anyhow::anyhow!("a password hashing task failed: {e}"))
+pub async fn run_bounded<T: Send + 'static>(
+    permits: &Semaphore,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let _permit = permits
+        .acquire()
+        .await
+        .map_err(|_| anyhow::anyhow!("the password hashing pool is closed"))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| anyhow::anyhow!("a password hashing task failed: {e}"))
 }
 
 fn permits() -> &'static Semaphore {
@@ -69,7 +82,10 @@ pub async fn verify(stored: &str, password: &str) -> anyhow::Result<bool> {
 pub fn generate_password() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut rng = rand::rng();
-    (0..GENERATED_LENGTH).filter_map(|_| ALPHABET.choose(&mut rng)).map(|&b| char::from(b)).collect()
+    (0..GENERATED_LENGTH)
+        .filter_map(|_| ALPHABET.choose(&mut rng))
+        .map(|&b| char::from(b))
+        .collect()
 }
 
 #[cfg(test)]
@@ -96,19 +112,26 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn bounded_work_leaves_the_async_workers_free() {
         let (signal, signalled) = std::sync::mpsc::channel::<()>();
-        let work = run_bounded(permits(), move || signalled.recv_timeout(std::time::Duration::from_secs(10)).is_ok());
+        let work = run_bounded(permits(), move || {
+            signalled
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .is_ok()
+        });
         let other = async move {
             tokio::task::yield_now().await;
             signal.send(()).unwrap();
         };
         let (saw_signal, ()) = tokio::join!(work, other);
-        assert!(saw_signal.unwrap(), "the other task ran while the work waited");
+        assert!(
+            saw_signal.unwrap(),
+            "the other task ran while the work waited"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn no_more_than_the_bound_run_at_once() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
         let bound = Semaphore::new(2);
         let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let tasks = (0..6).map(|_| {
@@ -123,7 +146,10 @@ mod tests {
         for done in futures::future::join_all(tasks).await {
             done.unwrap();
         }
-        assert!(most.load(Ordering::SeqCst) <= 2, "at most the bound at once");
+        assert!(
+            most.load(Ordering::SeqCst) <= 2,
+            "at most the bound at once"
+        );
     }
 
     #[tokio::test]
@@ -137,7 +163,11 @@ mod tests {
     fn generated_passwords_are_sixteen_unambiguous_characters() {
         let a = generate_password();
         assert_eq!(a.len(), GENERATED_LENGTH);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() && !"0O1lI".contains(c)), "{a}");
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() && !"0O1lI".contains(c)),
+            "{a}"
+        );
         assert_ne!(a, generate_password());
     }
 }

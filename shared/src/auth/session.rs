@@ -5,7 +5,7 @@
 //! injected clock, so a token minted by a sibling service sharing the
 //! secret, or for another purpose, is refused.
 
-use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Time, User};
@@ -42,7 +42,12 @@ pub enum SessionError {
 }
 
 /// Mints a session for `user` valid for `ttl` from `now`.
-pub fn mint(secret: &[u8], user: &User, now: Time, ttl: std::time::Duration) -> (String, SessionClaims) {
+pub fn mint(
+    secret: &[u8],
+    user: &User,
+    now: Time,
+    ttl: std::time::Duration,
+) -> (String, SessionClaims) {
     let claims = SessionClaims {
         generation: user.session_generation,
         iss: ISSUER.into(),
@@ -55,8 +60,12 @@ pub fn mint(secret: &[u8], user: &User, now: Time, ttl: std::time::Duration) -> 
     };
     // HS256 takes a key of any length and the claims are plain data: nothing here can fail.
     #[allow(clippy::expect_used)]
-    let token = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
-        .expect("HS256 signing with a byte key cannot fail");
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .expect("HS256 signing with a byte key cannot fail");
     (token, claims)
 }
 
@@ -90,8 +99,8 @@ pub fn verify(secret: &[u8], token: &str, now: Time) -> Result<SessionClaims, Se
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use chrono::{TimeZone, Utc};
     use serde_json::json;
     use std::time::Duration;
@@ -102,7 +111,12 @@ mod tests {
         Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
     }
 
-    fn forged(header: serde_json::Value, claims: serde_json::Value, key: &EncodingKey, alg: Algorithm) -> String {
+    fn forged(
+        header: serde_json::Value,
+        claims: serde_json::Value,
+        key: &EncodingKey,
+        alg: Algorithm,
+    ) -> String {
         let mut h = Header::new(alg);
         if let Some(typ) = header.get("typ") {
             h.typ = typ.as_str().map(str::to_string);
@@ -124,43 +138,82 @@ mod tests {
         let (token, claims) = mint(SECRET, &user(), at(0), Duration::from_secs(3600));
         assert_eq!(verify(SECRET, &token, at(10)).unwrap(), claims);
         assert_eq!(verify(SECRET, &token, at(3600)), Err(SessionError::Expired));
-        assert!(matches!(verify(b"another-secret-another-secret-xx", &token, at(10)), Err(SessionError::Invalid(_))), "a rotated secret invalidates it");
+        assert!(
+            matches!(
+                verify(b"another-secret-another-secret-xx", &token, at(10)),
+                Err(SessionError::Invalid(_))
+            ),
+            "a rotated secret invalidates it"
+        );
     }
 
     #[test]
     fn alg_none_is_refused() {
         let header = B64.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let payload = B64.encode(good_claims().to_string());
-        assert!(matches!(verify(SECRET, &format!("{header}.{payload}."), at(10)), Err(SessionError::Invalid(_))));
+        assert!(matches!(
+            verify(SECRET, &format!("{header}.{payload}."), at(10)),
+            Err(SessionError::Invalid(_))
+        ));
     }
 
     #[test]
     fn other_algorithms_are_refused_even_with_the_right_secret() {
-        let hs512 = forged(json!({}), good_claims(), &EncodingKey::from_secret(SECRET), Algorithm::HS512);
-        assert!(matches!(verify(SECRET, &hs512, at(10)), Err(SessionError::Invalid(_))));
+        let hs512 = forged(
+            json!({}),
+            good_claims(),
+            &EncodingKey::from_secret(SECRET),
+            Algorithm::HS512,
+        );
+        assert!(matches!(
+            verify(SECRET, &hs512, at(10)),
+            Err(SessionError::Invalid(_))
+        ));
         let pem = include_bytes!("../../../tests/blackbox/fake_github/test_only_app_key.pem");
-        let rs256 = forged(json!({}), good_claims(), &EncodingKey::from_rsa_pem(pem).unwrap(), Algorithm::RS256);
-        assert!(matches!(verify(SECRET, &rs256, at(10)), Err(SessionError::Invalid(_))));
+        let rs256 = forged(
+            json!({}),
+            good_claims(),
+            &EncodingKey::from_rsa_pem(pem).unwrap(),
+            Algorithm::RS256,
+        );
+        assert!(matches!(
+            verify(SECRET, &rs256, at(10)),
+            Err(SessionError::Invalid(_))
+        ));
     }
 
     #[test]
     fn an_edited_payload_is_refused() {
         let (token, _) = mint(SECRET, &user(), at(0), Duration::from_secs(3600));
         let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
-        let mut claims: serde_json::Value = serde_json::from_slice(&B64.decode(&parts[1]).unwrap()).unwrap();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&B64.decode(&parts[1]).unwrap()).unwrap();
         claims["sub"] = "usr_admin".into();
         parts[1] = B64.encode(claims.to_string());
-        assert!(matches!(verify(SECRET, &parts.join("."), at(10)), Err(SessionError::Invalid(_))));
+        assert!(matches!(
+            verify(SECRET, &parts.join("."), at(10)),
+            Err(SessionError::Invalid(_))
+        ));
     }
 
     #[test]
     fn wrong_issuer_audience_or_missing_claims_are_refused() {
         let key = EncodingKey::from_secret(SECRET);
-        for (field, value) in [("iss", json!("someone-else")), ("aud", json!("pacer-other")), ("aud", json!(["x"]))] {
+        for (field, value) in [
+            ("iss", json!("someone-else")),
+            ("aud", json!("pacer-other")),
+            ("aud", json!(["x"])),
+        ] {
             let mut c = good_claims();
             c[field] = value.clone();
             let token = forged(json!({}), c, &key, Algorithm::HS256);
-            assert!(matches!(verify(SECRET, &token, at(10)), Err(SessionError::Invalid(_))), "{field}={value}");
+            assert!(
+                matches!(
+                    verify(SECRET, &token, at(10)),
+                    Err(SessionError::Invalid(_))
+                ),
+                "{field}={value}"
+            );
         }
         for missing in ["exp", "iat", "nbf", "sub", "aud", "iss"] {
             let mut c = good_claims();
@@ -177,14 +230,22 @@ mod tests {
     fn a_session_issued_at_the_earliest_time_is_judged_without_overflow() {
         let mut claims = good_claims();
         claims["iat"] = json!(i64::MIN);
-        let token = forged(json!({}), claims, &EncodingKey::from_secret(SECRET), Algorithm::HS256);
+        let token = forged(
+            json!({}),
+            claims,
+            &EncodingKey::from_secret(SECRET),
+            Algorithm::HS256,
+        );
         assert!(verify(SECRET, &token, at(10)).is_ok());
     }
 
     #[test]
     fn a_token_not_valid_yet_is_refused() {
         let (token, _) = mint(SECRET, &user(), at(600), Duration::from_secs(3600));
-        assert!(matches!(verify(SECRET, &token, at(0)), Err(SessionError::Invalid(_))));
+        assert!(matches!(
+            verify(SECRET, &token, at(0)),
+            Err(SessionError::Invalid(_))
+        ));
     }
 
     use crate::arbitrary::{any_json, hostile_text};
@@ -196,16 +257,34 @@ mod tests {
     fn changed(claim: &'static str) -> impl Strategy<Value = (&'static str, serde_json::Value)> {
         let t = |s: i64| json!(at(s).timestamp());
         let edges = match claim {
-            "iat" | "nbf" | "exp" | "gen" => vec![json!(i64::MIN), json!(i64::MAX), json!(u64::MAX), json!(-1), json!(1.5), t(-3600), t(3600)],
-            _ => vec![json!(""), json!("someone-else"), json!(ISSUER), json!(AUDIENCE), json!([AUDIENCE]), json!(null)],
+            "iat" | "nbf" | "exp" | "gen" => vec![
+                json!(i64::MIN),
+                json!(i64::MAX),
+                json!(u64::MAX),
+                json!(-1),
+                json!(1.5),
+                t(-3600),
+                t(3600),
+            ],
+            _ => vec![
+                json!(""),
+                json!("someone-else"),
+                json!(ISSUER),
+                json!(AUDIENCE),
+                json!([AUDIENCE]),
+                json!(null),
+            ],
         };
-        prop_oneof![3 => proptest::sample::select(edges), 1 => any_json()].prop_map(move |value| (claim, value))
+        prop_oneof![3 => proptest::sample::select(edges), 1 => any_json()]
+            .prop_map(move |value| (claim, value))
     }
 
     /// The claims of a good session with one claim changed, now and then
     /// two or three.
     fn any_claims() -> impl Strategy<Value = serde_json::Value> {
-        let claim = proptest::sample::select(vec!["iss", "aud", "sub", "jti", "iat", "nbf", "exp", "gen"]).prop_flat_map(changed);
+        let claim =
+            proptest::sample::select(vec!["iss", "aud", "sub", "jti", "iat", "nbf", "exp", "gen"])
+                .prop_flat_map(changed);
         let changes = prop_oneof![3 => proptest::collection::vec(claim.clone(), 1..2), 1 => proptest::collection::vec(claim, 2..4)];
         changes.prop_map(|changes| {
             let mut claims = good_claims();

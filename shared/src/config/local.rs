@@ -31,7 +31,8 @@ pub fn generate_local_config(data_dir: &Path) -> String {
 
 fn render(data_dir: &Path, secrets: &LocalSecrets) -> String {
     // JSON strings are valid YAML double-quoted scalars: this quotes any path safely.
-    let database_path = serde_json::Value::from(data_dir.join("pacer.db").to_string_lossy()).to_string();
+    let database_path =
+        serde_json::Value::from(data_dir.join("pacer.db").to_string_lossy()).to_string();
     let LocalSecrets {
         jwt_secret,
         webhook_secret,

@@ -31,14 +31,15 @@ mod tests;
 pub use crate::domain::duration::{format_go_duration, parse_go_duration};
 pub use error::ConfigError;
 pub use local::generate_local_config;
-pub use role::{Role, ROLE_SECRETS};
+pub use role::{ROLE_SECRETS, Role};
 pub use schema::{ENV_PREFIX, NON_CONFIG_ENV_VARS, reference_markdown};
 pub use secret::{Secret, SecretRef};
 pub use sections::{
     AcmeConfig, AuthConfig, AwsConfig, DatabaseConfig, DatabaseEngine, DeploymentConfig,
     FleetConfig, FleetEngine, GithubConfig, KeyAlg, LocalAuthConfig, LogFormat, LogLevel,
     LogOutput, LoggingConfig, OidcConfig, PricingConfig, QueueConfig, QueueEngine, RateLimit,
-    ReaperConfig, RunnerConfig, RunnerSha256, ServerConfig, SimulatedFleetConfig, TlsConfig, TlsMode,
+    ReaperConfig, RunnerConfig, RunnerSha256, ServerConfig, SimulatedFleetConfig, TlsConfig,
+    TlsMode,
 };
 
 use load::Tree;
@@ -146,7 +147,11 @@ impl Config {
         if let Some(url) = &self.server.public_url {
             return url.as_str().trim_end_matches('/').to_string();
         }
-        let scheme = if matches!(self.server.tls.mode, TlsMode::None) { "http" } else { "https" };
+        let scheme = if matches!(self.server.tls.mode, TlsMode::None) {
+            "http"
+        } else {
+            "https"
+        };
         let addr = self.server.addr.trim();
         let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "3000"));
         let host = match host.trim_matches(['[', ']']) {
@@ -187,7 +192,10 @@ impl Config {
             && oidc.allowed_domains.is_empty()
             && oidc.allowed_groups.is_empty();
         if open_sso {
-            let issuer = oidc.issuer.as_ref().map_or("the identity provider".to_owned(), |u| u.to_string());
+            let issuer = oidc
+                .issuer
+                .as_ref()
+                .map_or("the identity provider".to_owned(), |u| u.to_string());
             warnings.push(format!(
                 "auth.oidc has no allowed_emails, allowed_domains or allowed_groups: every account {issuer} knows may sign in, \
                  and on a pacer with no users yet the first one to do so becomes admin; set one of them"
@@ -199,7 +207,10 @@ impl Config {
     /// Every secret-typed key with its value, in table order.
     pub(crate) fn secrets(&self) -> [(&'static str, Option<&Secret>); 7] {
         [
-            ("server.cloudfront_origin_secret", self.server.cloudfront_origin_secret.as_ref()),
+            (
+                "server.cloudfront_origin_secret",
+                self.server.cloudfront_origin_secret.as_ref(),
+            ),
             ("github.private_key", self.github.private_key.as_ref()),
             ("github.webhook_secret", self.github.webhook_secret.as_ref()),
             (
@@ -220,7 +231,10 @@ impl Config {
 
     pub(crate) fn secrets_mut(&mut self) -> [(&'static str, &mut Option<Secret>); 7] {
         [
-            ("server.cloudfront_origin_secret", &mut self.server.cloudfront_origin_secret),
+            (
+                "server.cloudfront_origin_secret",
+                &mut self.server.cloudfront_origin_secret,
+            ),
             ("github.private_key", &mut self.github.private_key),
             ("github.webhook_secret", &mut self.github.webhook_secret),
             (

@@ -81,7 +81,11 @@ impl Role {
 
     /// The `PACER_*` variables of the [`ROLE_SECRETS`] this role needs.
     pub fn secret_env_vars(self) -> Vec<String> {
-        ROLE_SECRETS.into_iter().filter(|key| self.needs_secret(key)).map(super::schema::env_name).collect()
+        ROLE_SECRETS
+            .into_iter()
+            .filter(|key| self.needs_secret(key))
+            .map(super::schema::env_name)
+            .collect()
     }
 
     /// Why a secret this role needs is required, for the error that says it is missing.
@@ -95,17 +99,29 @@ impl Role {
 
 #[cfg(test)]
 mod tests {
-    use super::{Role, ROLE_SECRETS};
+    use super::{ROLE_SECRETS, Role};
 
     #[test]
     fn every_secret_is_needed_somewhere_and_serve_needs_them_all() {
-        let lambda = [Role::Webhook, Role::Runner, Role::Api, Role::Orchestrator, Role::Reaper];
+        let lambda = [
+            Role::Webhook,
+            Role::Runner,
+            Role::Api,
+            Role::Orchestrator,
+            Role::Reaper,
+        ];
         for key in ROLE_SECRETS {
             assert!(Role::Serve.needs_secret(key));
             assert!(lambda.iter().any(|role| role.needs_secret(key)), "{key}");
-            assert!(!lambda.iter().all(|role| role.needs_secret(key)), "{key}: needed by every function");
+            assert!(
+                !lambda.iter().all(|role| role.needs_secret(key)),
+                "{key}: needed by every function"
+            );
         }
-        assert_eq!(Role::Orchestrator.secret_env_vars(), ["PACER_GITHUB_CALLBACK_HMAC_SECRET"]);
+        assert_eq!(
+            Role::Orchestrator.secret_env_vars(),
+            ["PACER_GITHUB_CALLBACK_HMAC_SECRET"]
+        );
         assert_eq!(Role::Serve.secret_env_vars().len(), 4);
     }
 }

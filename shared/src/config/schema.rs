@@ -298,7 +298,9 @@ pub(crate) fn find(path: &str) -> Option<&'static Key> {
 /// True when `path` is a section (a proper prefix of some key), such as `server.tls`.
 pub(crate) fn is_section(path: &str) -> bool {
     KEYS.iter().any(|key| {
-        key.path.strip_prefix(path).is_some_and(|rest| rest.starts_with('.'))
+        key.path
+            .strip_prefix(path)
+            .is_some_and(|rest| rest.starts_with('.'))
     })
 }
 
@@ -330,7 +332,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
         let mut diagonal = i;
         let mut left = i + 1;
         for (cell, cb) in row.iter_mut().skip(1).zip(&b) {
-            let here = (diagonal + usize::from(ca != *cb)).min(*cell + 1).min(left + 1);
+            let here = (diagonal + usize::from(ca != *cb))
+                .min(*cell + 1)
+                .min(left + 1);
             diagonal = *cell;
             *cell = here;
             left = here;

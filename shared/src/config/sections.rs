@@ -3,10 +3,10 @@
 //! Every struct has a `Default` that matches the key table in `schema.rs` (a test compares them),
 //! refuses unknown fields, and serialises back to the YAML it was read from, with secrets redacted.
 
-use crate::domain::duration::{format_go_duration, go as go_duration, parse_go_duration};
 use super::error::ConfigError;
 use super::schema::LETS_ENCRYPT_DIRECTORY;
 use super::secret::Secret;
+use crate::domain::duration::{format_go_duration, go as go_duration, parse_go_duration};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;

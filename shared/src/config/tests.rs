@@ -360,7 +360,10 @@ auth: { session_ttl: 8h }
 "#,
     ))
     .unwrap();
-    assert_eq!(config.server.header_read_timeout, Duration::from_millis(2500));
+    assert_eq!(
+        config.server.header_read_timeout,
+        Duration::from_millis(2500)
+    );
     assert_eq!(config.server.request_timeout, Duration::from_secs(3600));
     assert_eq!(
         config.fleet.simulated.boot_delay,
@@ -915,18 +918,36 @@ fn server_limits_can_be_set_from_the_environment() {
 
     let err = load_with_env(LOCAL, &[("PACER_SERVER_MAX_CONNECTIONS", "many")]).unwrap_err();
     assert_names_key(&err, "server.max_connections");
-    assert!(err.to_string().contains("PACER_SERVER_MAX_CONNECTIONS"), "{err}");
+    assert!(
+        err.to_string().contains("PACER_SERVER_MAX_CONNECTIONS"),
+        "{err}"
+    );
 }
 
 #[test]
 fn server_timeouts_outside_their_bounds_are_refused_naming_the_key() {
     for (patch, key) in [
-        ("server: { header_read_timeout: 0s }", "server.header_read_timeout"),
-        ("server: { header_read_timeout: 500ms }", "server.header_read_timeout"),
-        ("server: { header_read_timeout: 5m1s }", "server.header_read_timeout"),
-        ("server: { header_read_timeout: 10 }", "server.header_read_timeout"),
+        (
+            "server: { header_read_timeout: 0s }",
+            "server.header_read_timeout",
+        ),
+        (
+            "server: { header_read_timeout: 500ms }",
+            "server.header_read_timeout",
+        ),
+        (
+            "server: { header_read_timeout: 5m1s }",
+            "server.header_read_timeout",
+        ),
+        (
+            "server: { header_read_timeout: 10 }",
+            "server.header_read_timeout",
+        ),
         ("server: { request_timeout: 0s }", "server.request_timeout"),
-        ("server: { request_timeout: 1h0m1s }", "server.request_timeout"),
+        (
+            "server: { request_timeout: 1h0m1s }",
+            "server.request_timeout",
+        ),
     ] {
         assert_names_key(&error_for(LOCAL, patch), key);
     }
@@ -951,7 +972,10 @@ fn max_connections_must_be_between_1_and_a_million() {
         );
     }
     for good in [1, 1_000_000] {
-        let config = load(&patched(LOCAL, &format!("server: {{ max_connections: {good} }}")));
+        let config = load(&patched(
+            LOCAL,
+            &format!("server: {{ max_connections: {good} }}"),
+        ));
         assert_eq!(config.unwrap().server.max_connections, good);
     }
 }
@@ -1097,25 +1121,40 @@ const X64_SHA256: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4
 fn runner_checksums_are_64_hex_digits_for_a_pinned_version() {
     let config = load(&patched(
         LOCAL,
-        &format!("runner: {{ version: 2.321.0, sha256: {{ linux_x64: {} }} }}", X64_SHA256.to_uppercase()),
+        &format!(
+            "runner: {{ version: 2.321.0, sha256: {{ linux_x64: {} }} }}",
+            X64_SHA256.to_uppercase()
+        ),
     ))
     .unwrap();
-    assert_eq!(config.runner.sha256.linux_x64.as_deref(), Some(X64_SHA256.to_uppercase().as_str()));
+    assert_eq!(
+        config.runner.sha256.linux_x64.as_deref(),
+        Some(X64_SHA256.to_uppercase().as_str())
+    );
     assert_eq!(config.runner.sha256.linux_arm64, None);
 
-    let short = error_for(LOCAL, "runner: { version: 2.321.0, sha256: { linux_arm64: abc123 } }");
+    let short = error_for(
+        LOCAL,
+        "runner: { version: 2.321.0, sha256: { linux_arm64: abc123 } }",
+    );
     assert_names_key(&short, "runner.sha256.linux_arm64");
     assert!(short.to_string().contains("64 hex digits"), "{short}");
     let not_hex = "z".repeat(64);
     assert_names_key(
-        &error_for(LOCAL, &format!("runner: {{ version: 2.321.0, sha256: {{ linux_x64: {not_hex} }} }}")),
+        &error_for(
+            LOCAL,
+            &format!("runner: {{ version: 2.321.0, sha256: {{ linux_x64: {not_hex} }} }}"),
+        ),
         "runner.sha256.linux_x64",
     );
 }
 
 #[test]
 fn runner_checksums_need_a_pinned_version() {
-    let err = error_for(LOCAL, &format!("runner: {{ sha256: {{ linux_x64: {X64_SHA256} }} }}"));
+    let err = error_for(
+        LOCAL,
+        &format!("runner: {{ sha256: {{ linux_x64: {X64_SHA256} }} }}"),
+    );
     assert_names_key(&err, "runner.sha256.linux_x64");
     assert!(err.to_string().contains("pinned runner.version"), "{err}");
 }
@@ -1124,10 +1163,16 @@ fn runner_checksums_need_a_pinned_version() {
 fn runner_checksums_can_come_from_the_environment() {
     let config = load_with_env(
         LOCAL,
-        &[("PACER_RUNNER_VERSION", "2.321.0"), ("PACER_RUNNER_SHA256_LINUX_ARM64", X64_SHA256)],
+        &[
+            ("PACER_RUNNER_VERSION", "2.321.0"),
+            ("PACER_RUNNER_SHA256_LINUX_ARM64", X64_SHA256),
+        ],
     )
     .unwrap();
-    assert_eq!(config.runner.sha256.linux_arm64.as_deref(), Some(X64_SHA256));
+    assert_eq!(
+        config.runner.sha256.linux_arm64.as_deref(),
+        Some(X64_SHA256)
+    );
 }
 
 /// AWS on and the EC2 fleet: runners are real instances calling back over the network.
@@ -1142,12 +1187,23 @@ fn a_plain_http_public_url_is_refused_with_the_ec2_fleet() {
         assert_names_key(&err, "server.public_url");
         assert!(err.to_string().contains("in clear"), "{err}");
     }
-    assert!(load(&patched(&with_ec2(), "server: { public_url: 'https://pacer.example.com' }")).is_ok());
+    assert!(
+        load(&patched(
+            &with_ec2(),
+            "server: { public_url: 'https://pacer.example.com' }"
+        ))
+        .is_ok()
+    );
 }
 
 #[test]
 fn a_plain_http_public_url_is_accepted_on_loopback() {
-    for url in ["http://127.0.0.1:3000", "http://127.8.9.10", "http://[::1]:3000", "http://localhost:3000"] {
+    for url in [
+        "http://127.0.0.1:3000",
+        "http://127.8.9.10",
+        "http://[::1]:3000",
+        "http://localhost:3000",
+    ] {
         let patch = format!("server: {{ public_url: '{url}' }}");
         assert!(load(&patched(&with_ec2(), &patch)).is_ok(), "{url}");
     }
@@ -1156,7 +1212,13 @@ fn a_plain_http_public_url_is_accepted_on_loopback() {
 #[test]
 fn a_plain_http_public_url_is_accepted_with_the_simulated_fleet() {
     // LOCAL runs the simulated fleet: its runners call back inside pacer's own process.
-    assert!(load(&patched(LOCAL, "server: { public_url: 'http://pacer.example.com' }")).is_ok());
+    assert!(
+        load(&patched(
+            LOCAL,
+            "server: { public_url: 'http://pacer.example.com' }"
+        ))
+        .is_ok()
+    );
 }
 
 #[test]
@@ -1165,7 +1227,13 @@ fn without_a_public_url_the_callback_address_must_not_be_plain_http_off_the_mach
     assert_names_key(&err, "server.public_url");
     assert!(err.to_string().contains("http://10.0.0.5:3000"), "{err}");
     // pacer's own TLS makes the callbacks https; a loopback bind is fine as it is.
-    assert!(load(&patched(&with_ec2(), "server: { addr: '10.0.0.5:3000', tls: { mode: self } }")).is_ok());
+    assert!(
+        load(&patched(
+            &with_ec2(),
+            "server: { addr: '10.0.0.5:3000', tls: { mode: self } }"
+        ))
+        .is_ok()
+    );
     assert!(load(&patched(&with_ec2(), "server: { addr: ':3000' }")).is_ok());
 }
 
@@ -1313,14 +1381,30 @@ fn sso_without_an_allowlist_warns_that_every_account_may_sign_in() {
              client_secret: \"{}\"\n    redirect_url: https://pacer.example/api/auth/oidc/callback\n{allow}",
             "s".repeat(32)
         );
-        load(&patched(&with_github(), &format!("aws: {{ disabled: false }}\nfleet: {{ engine: ec2 }}\n{yaml}"))).unwrap()
+        load(&patched(
+            &with_github(),
+            &format!("aws: {{ disabled: false }}\nfleet: {{ engine: ec2 }}\n{yaml}"),
+        ))
+        .unwrap()
     };
     let warnings = sso("").warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].starts_with("auth.oidc has no allowed_emails") && warnings[0].contains("https://idp.example"), "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("auth.oidc has no allowed_emails")
+            && warnings[0].contains("https://idp.example"),
+        "{warnings:?}"
+    );
     assert!(warnings[0].contains("becomes admin"));
-    for allow in ["    allowed_domains: [example.com]\n", "    allowed_emails: [a@example.com]\n", "    groups_claim: groups\n    allowed_groups: [ops]\n"] {
-        assert!(sso(allow).warnings().is_empty(), "{allow}: {:?}", sso(allow).warnings());
+    for allow in [
+        "    allowed_domains: [example.com]\n",
+        "    allowed_emails: [a@example.com]\n",
+        "    groups_claim: groups\n    allowed_groups: [ops]\n",
+    ] {
+        assert!(
+            sso(allow).warnings().is_empty(),
+            "{allow}: {:?}",
+            sso(allow).warnings()
+        );
     }
 }
 
@@ -1456,7 +1540,8 @@ fn the_docs_describe_every_key_with_its_variable() {
         "the key table in docs/configuration.md is out of date; replace it with:\n\n{table}"
     );
     // Operators read the README first: it carries the same table.
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README.md exists");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md exists");
     assert!(
         readme.contains(&table),
         "the key table in README.md is out of date; replace it with:\n\n{table}"
@@ -1474,7 +1559,10 @@ fn the_docs_describe_every_key_with_its_variable() {
 /// The secrets of a deployment with GitHub and console auth on, by environment variable.
 const ROLE_SECRETS: [(&str, &str); 4] = [
     ("PACER_GITHUB_WEBHOOK_SECRET", "github.webhook_secret"),
-    ("PACER_GITHUB_CALLBACK_HMAC_SECRET", "github.callback_hmac_secret"),
+    (
+        "PACER_GITHUB_CALLBACK_HMAC_SECRET",
+        "github.callback_hmac_secret",
+    ),
     ("PACER_GITHUB_PRIVATE_KEY", "github.private_key"),
     ("PACER_AUTH_JWT_SECRET", "auth.jwt_secret"),
 ];
@@ -1486,12 +1574,7 @@ fn role_env(without: Option<&str>) -> Vec<(String, String)> {
         ("PACER_FLEET_ENGINE", "simulated"),
         ("PACER_GITHUB_APP_ID", "12345"),
     ]);
-    let values = [
-        "webhook-secret",
-        CALLBACK_SECRET,
-        FAKE_PEM,
-        JWT_SECRET,
-    ];
+    let values = ["webhook-secret", CALLBACK_SECRET, FAKE_PEM, JWT_SECRET];
     for ((name, _), value) in ROLE_SECRETS.iter().zip(values) {
         if Some(*name) != without {
             vars.push((name.to_string(), value.to_string()));
@@ -1502,7 +1585,14 @@ fn role_env(without: Option<&str>) -> Vec<(String, String)> {
 
 #[test]
 fn each_role_requires_only_the_secrets_of_its_own_work() {
-    let roles = [Role::Serve, Role::Webhook, Role::Runner, Role::Api, Role::Orchestrator, Role::Reaper];
+    let roles = [
+        Role::Serve,
+        Role::Webhook,
+        Role::Runner,
+        Role::Api,
+        Role::Orchestrator,
+        Role::Reaper,
+    ];
     let mut refused = 0;
     for role in roles {
         let all = Config::load_for(role, None, &role_env(None)).unwrap();
@@ -1512,8 +1602,19 @@ fn each_role_requires_only_the_secrets_of_its_own_work() {
             if role.needs_secret(key) {
                 let err = loaded.expect_err(&format!("{} without {key}", role.name()));
                 // Without either form of the App key, the error points at the file form.
-                assert_names_key(&err, if key == "github.private_key" { "github.private_key_path" } else { key });
-                let who = if role == Role::Serve { "pacer ".to_string() } else { format!("the {} function ", role.name()) };
+                assert_names_key(
+                    &err,
+                    if key == "github.private_key" {
+                        "github.private_key_path"
+                    } else {
+                        key
+                    },
+                );
+                let who = if role == Role::Serve {
+                    "pacer ".to_string()
+                } else {
+                    format!("the {} function ", role.name())
+                };
                 assert!(err.to_string().contains(&who), "{err}");
                 refused += 1;
             } else {
@@ -1544,9 +1645,15 @@ fn sso_needs_its_client_secret_only_where_the_console_is_served() {
         ("PACER_AUTH_OIDC_ENABLED", "true"),
         ("PACER_AUTH_OIDC_ISSUER", "https://idp.example.com"),
         ("PACER_AUTH_OIDC_CLIENT_ID", "pacer"),
-        ("PACER_AUTH_OIDC_REDIRECT_URL", "https://pacer.example.com/api/auth/oidc/callback"),
+        (
+            "PACER_AUTH_OIDC_REDIRECT_URL",
+            "https://pacer.example.com/api/auth/oidc/callback",
+        ),
     ]));
-    assert_names_key(&Config::load_for(Role::Api, None, &vars).unwrap_err(), "auth.oidc.client_secret");
+    assert_names_key(
+        &Config::load_for(Role::Api, None, &vars).unwrap_err(),
+        "auth.oidc.client_secret",
+    );
     Config::load_for(Role::Reaper, None, &vars).unwrap();
 }
 
@@ -1576,30 +1683,55 @@ mod properties {
     /// something loosely typed, or any text at all.
     fn key_and_text() -> impl Strategy<Value = (&'static schema::Key, String)> {
         let key = proptest::sample::select(KEYS.iter().collect::<Vec<_>>());
-        (key, prop_oneof![
-            Just(None),
-            hostile_text().prop_map(Some),
-            proptest::sample::select(vec!["", "0", "1", "true", "-1", "99999999999999999999", "10/5m", "1h", "[\"a\", 1]", "ssm:", "https://x"]).prop_map(|s| Some(s.to_string())),
-        ])
-        .prop_map(|(key, value)| {
-            let value = value.unwrap_or_else(|| key.default.to_string());
-            let value = if key.kind == schema::Kind::Secret { format!("{SECRET_MARK}{value}") } else { value };
-            (key, value)
-        })
+        (
+            key,
+            prop_oneof![
+                Just(None),
+                hostile_text().prop_map(Some),
+                proptest::sample::select(vec![
+                    "",
+                    "0",
+                    "1",
+                    "true",
+                    "-1",
+                    "99999999999999999999",
+                    "10/5m",
+                    "1h",
+                    "[\"a\", 1]",
+                    "ssm:",
+                    "https://x"
+                ])
+                .prop_map(|s| Some(s.to_string())),
+            ],
+        )
+            .prop_map(|(key, value)| {
+                let value = value.unwrap_or_else(|| key.default.to_string());
+                let value = if key.kind == schema::Kind::Secret {
+                    format!("{SECRET_MARK}{value}")
+                } else {
+                    value
+                };
+                (key, value)
+            })
     }
 
     /// YAML documents: the valid local base with a few keys set to any
     /// value, raw text, and constructs YAML parsers get wrong.
     fn any_yaml() -> impl Strategy<Value = String> {
         let patched_keys = proptest::collection::vec(
-            (proptest::sample::select(KEYS.iter().collect::<Vec<_>>()), prop_oneof![any_json(), hostile_text().prop_map(Value::String)]),
+            (
+                proptest::sample::select(KEYS.iter().collect::<Vec<_>>()),
+                prop_oneof![any_json(), hostile_text().prop_map(Value::String)],
+            ),
             0..4,
         )
         .prop_map(|keys| {
             let mut tree: Value = serde_norway::from_str(LOCAL).expect("the base is YAML");
             for (key, value) in keys {
                 let value = match value {
-                    Value::String(s) if key.kind == schema::Kind::Secret => Value::String(format!("{SECRET_MARK}{s}")),
+                    Value::String(s) if key.kind == schema::Kind::Secret => {
+                        Value::String(format!("{SECRET_MARK}{s}"))
+                    }
                     other => other,
                 };
                 let mut section = &mut tree;
@@ -1607,7 +1739,11 @@ mod properties {
                     if !section.is_object() {
                         *section = Value::Object(Default::default());
                     }
-                    section = section.as_object_mut().expect("made an object").entry(name).or_insert(Value::Null);
+                    section = section
+                        .as_object_mut()
+                        .expect("made an object")
+                        .entry(name)
+                        .or_insert(Value::Null);
                 }
                 *section = value;
             }
@@ -1641,11 +1777,17 @@ mod properties {
         prop_assert!(!message.contains('\n'), "spans lines: {message}");
         prop_assert!(!message.contains(SECRET_MARK), "quotes a secret: {message}");
         match err {
-            ConfigError::Yaml { .. } => prop_assert!(message.starts_with("config file (inline YAML): not valid YAML"), "{message}"),
+            ConfigError::Yaml { .. } => prop_assert!(
+                message.starts_with("config file (inline YAML): not valid YAML"),
+                "{message}"
+            ),
             _ => {
                 let key = err.key().unwrap_or_default();
                 prop_assert!(!key.is_empty(), "names no key: {message}");
-                prop_assert!(message.starts_with(&format!("config invalid: {key}")), "{message}");
+                prop_assert!(
+                    message.starts_with(&format!("config invalid: {key}")),
+                    "{message}"
+                );
             }
         }
         Ok(())

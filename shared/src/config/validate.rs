@@ -5,13 +5,13 @@
 //! are checked for their shape before resolution and for their content after it, which is why
 //! there are two phases.
 
-use super::{Config, Role};
 use super::error::ConfigError;
 use super::secret::Secret;
 use super::sections::{
     AcmeConfig, AuthConfig, DatabaseEngine, FleetEngine, GithubConfig, OidcConfig, QueueEngine,
     RunnerConfig, ServerConfig, TlsConfig, TlsMode,
 };
+use super::{Config, Role};
 use crate::domain::duration::format_go_duration;
 use std::path::Path;
 use std::time::Duration;
@@ -117,11 +117,19 @@ fn server(server: &ServerConfig) -> Check {
         second,
         5 * minute,
     )?;
-    check_duration_between("server.request_timeout", server.request_timeout, second, 60 * minute)?;
+    check_duration_between(
+        "server.request_timeout",
+        server.request_timeout,
+        second,
+        60 * minute,
+    )?;
     if !(1..=MAX_CONNECTIONS).contains(&server.max_connections) {
         return Err(invalid(
             "server.max_connections",
-            format!("must be between 1 and {MAX_CONNECTIONS} (got {})", server.max_connections),
+            format!(
+                "must be between 1 and {MAX_CONNECTIONS} (got {})",
+                server.max_connections
+            ),
         ));
     }
     tls(&server.tls)
@@ -441,7 +449,9 @@ fn runner(runner: &RunnerConfig) -> Check {
         if crate::github::sha256_hex(value).is_none() {
             return Err(invalid(
                 key,
-                format!("{value:?} is not a SHA-256: write its 64 hex digits, as sha256sum prints them"),
+                format!(
+                    "{value:?} is not a SHA-256: write its 64 hex digits, as sha256sum prints them"
+                ),
             ));
         }
         if runner.version == "latest" {
@@ -486,7 +496,10 @@ fn timings(cfg: &Config) -> Check {
     if cfg.fleet.simulated.bootstrap_failure_percent > 100 {
         return Err(invalid(
             "fleet.simulated.bootstrap_failure_percent",
-            format!("must be between 0 and 100 (got {})", cfg.fleet.simulated.bootstrap_failure_percent),
+            format!(
+                "must be between 0 and 100 (got {})",
+                cfg.fleet.simulated.bootstrap_failure_percent
+            ),
         ));
     }
     if !(1..=20).contains(&cfg.reaper.max_attempts) {

@@ -25,11 +25,17 @@ pub struct Actor {
 
 impl Actor {
     pub fn system(component: &str) -> Self {
-        Self { kind: ActorKind::System, id: component.into() }
+        Self {
+            kind: ActorKind::System,
+            id: component.into(),
+        }
     }
 
     pub fn user(id: impl Into<String>) -> Self {
-        Self { kind: ActorKind::User, id: id.into() }
+        Self {
+            kind: ActorKind::User,
+            id: id.into(),
+        }
     }
 }
 

@@ -51,7 +51,9 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
         }
         let (unit_nanos, after_unit) = UNITS
             .iter()
-            .filter_map(|(name, nanos)| Some((name.len(), *nanos, after_number.strip_prefix(name)?)))
+            .filter_map(|(name, nanos)| {
+                Some((name.len(), *nanos, after_number.strip_prefix(name)?))
+            })
             .max_by_key(|(len, _, _)| *len)
             .map(|(_, nanos, rest)| (nanos, rest))
             .ok_or_else(invalid)?;
@@ -234,8 +236,15 @@ mod tests {
         // 31 zeros were refused as "too large" before the digits were counted
         // without them.
         assert_eq!(ok("0000000000000000000000000000000ns"), Duration::ZERO);
-        assert_eq!(ok(&format!("{}90s", "0".repeat(40))), Duration::from_secs(90));
-        assert!(parse_go_duration(&format!("{}1{}h", "0".repeat(40), "0".repeat(30))).unwrap_err().contains("too large"));
+        assert_eq!(
+            ok(&format!("{}90s", "0".repeat(40))),
+            Duration::from_secs(90)
+        );
+        assert!(
+            parse_go_duration(&format!("{}1{}h", "0".repeat(40), "0".repeat(30)))
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]
@@ -280,7 +289,9 @@ mod tests {
 
     /// The value of decimal `digits`, or `None` past u128.
     fn value_of(digits: &str) -> Option<u128> {
-        digits.bytes().try_fold(0u128, |acc, d| acc.checked_mul(10)?.checked_add(u128::from(d - b'0')))
+        digits.bytes().try_fold(0u128, |acc, d| {
+            acc.checked_mul(10)?.checked_add(u128::from(d - b'0'))
+        })
     }
 
     proptest::proptest! {

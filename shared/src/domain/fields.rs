@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::duration::parse_go_duration;
 use super::Invalid;
+use super::duration::parse_go_duration;
 
 pub struct Fields {
     map: Map<String, Value>,
@@ -17,7 +17,10 @@ pub struct Fields {
 
 impl Fields {
     pub fn new(map: Map<String, Value>) -> Self {
-        Self { map, seen: BTreeSet::new() }
+        Self {
+            map,
+            seen: BTreeSet::new(),
+        }
     }
 
     fn take(&mut self, name: &str) -> Option<&Value> {
@@ -25,7 +28,11 @@ impl Fields {
         self.map.get(name).filter(|v| !v.is_null())
     }
 
-    pub fn required<T>(&mut self, name: &str, f: impl FnOnce(&mut Self, &str) -> Result<Option<T>, Invalid>) -> Result<T, Invalid> {
+    pub fn required<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut Self, &str) -> Result<Option<T>, Invalid>,
+    ) -> Result<T, Invalid> {
         f(self, name)?.ok_or_else(|| Invalid::new(name, "is required"))
     }
 
@@ -50,7 +57,10 @@ impl Fields {
             None => Ok(None),
             Some(Value::Number(n)) => match n.as_i64() {
                 Some(i) if (min..=max).contains(&i) => Ok(Some(i)),
-                _ => Err(Invalid::new(name, format!("must be a whole number from {min} to {max}"))),
+                _ => Err(Invalid::new(
+                    name,
+                    format!("must be a whole number from {min} to {max}"),
+                )),
             },
             Some(_) => Err(Invalid::new(name, "must be a number")),
         }
@@ -71,8 +81,15 @@ impl Fields {
         }
     }
 
-    pub fn duration(&mut self, name: &str, min: Duration, max: Duration) -> Result<Option<Duration>, Invalid> {
-        let Some(raw) = self.string(name)? else { return Ok(None) };
+    pub fn duration(
+        &mut self,
+        name: &str,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Option<Duration>, Invalid> {
+        let Some(raw) = self.string(name)? else {
+            return Ok(None);
+        };
         let d = parse_go_duration(&raw).map_err(|m| Invalid::new(name, m))?;
         if d < min || d > max {
             return Err(Invalid::new(
@@ -99,7 +116,11 @@ impl Fields {
 /// Overlays a PATCH body on the writable fields of an existing object, so an
 /// update is validated by exactly the rules of a create. Fields that cannot
 /// be changed are refused by name.
-pub fn merge_patch(current: Value, patch: Map<String, Value>, read_only: &[&str]) -> Result<Map<String, Value>, Invalid> {
+pub fn merge_patch(
+    current: Value,
+    patch: Map<String, Value>,
+    read_only: &[&str],
+) -> Result<Map<String, Value>, Invalid> {
     let Value::Object(mut merged) = current else {
         unreachable!("specs serialize to objects")
     };
@@ -132,7 +153,12 @@ mod tests {
     fn wrong_types_and_ranges_name_the_field() {
         let mut f = fields(json!({"n": "x", "m": 5000, "l": [1]}));
         assert_eq!(f.int("n", 0, 10).unwrap_err().field, "n");
-        assert!(f.int("m", 1, 1000).unwrap_err().message.contains("1 to 1000"));
+        assert!(
+            f.int("m", 1, 1000)
+                .unwrap_err()
+                .message
+                .contains("1 to 1000")
+        );
         assert_eq!(f.strings("l").unwrap_err().field, "l");
     }
 
@@ -140,12 +166,20 @@ mod tests {
     fn missing_required_fields_are_named() {
         let mut f = fields(json!({}));
         let err = f.required("name", Fields::string).unwrap_err();
-        assert_eq!((err.field.as_str(), err.message.as_str()), ("name", "is required"));
+        assert_eq!(
+            (err.field.as_str(), err.message.as_str()),
+            ("name", "is required")
+        );
     }
 
     #[test]
     fn patches_cannot_touch_read_only_fields() {
-        let err = merge_patch(json!({"a": 1}), json!({"id": "x"}).as_object().unwrap().clone(), &["id"]).unwrap_err();
+        let err = merge_patch(
+            json!({"a": 1}),
+            json!({"id": "x"}).as_object().unwrap().clone(),
+            &["id"],
+        )
+        .unwrap_err();
         assert_eq!(err.field, "id");
     }
 }
@@ -161,13 +195,21 @@ pub(crate) mod properties {
 
     /// A refusal names the field it is about (one the parser knows, or an
     /// unknown one the body carries) and says why.
-    pub fn refusal_names_a_field(err: &Invalid, body: &Map<String, Value>, known: &[&str]) -> Result<(), TestCaseError> {
+    pub fn refusal_names_a_field(
+        err: &Invalid,
+        body: &Map<String, Value>,
+        known: &[&str],
+    ) -> Result<(), TestCaseError> {
         proptest::prop_assert!(
             known.contains(&err.field.as_str()) || body.contains_key(&err.field),
             "the refusal names {:?}, which is neither known nor in the body",
             err.field
         );
-        proptest::prop_assert!(!err.message.is_empty(), "the refusal of {:?} says nothing", err.field);
+        proptest::prop_assert!(
+            !err.message.is_empty(),
+            "the refusal of {:?} says nothing",
+            err.field
+        );
         Ok(())
     }
 
@@ -177,7 +219,9 @@ pub(crate) mod properties {
         parsed: &T,
         parse: fn(Map<String, Value>) -> Result<T, Invalid>,
     ) -> Result<(), TestCaseError> {
-        let Value::Object(written) = serde_json::to_value(parsed).map_err(|e| TestCaseError::fail(e.to_string()))? else {
+        let Value::Object(written) =
+            serde_json::to_value(parsed).map_err(|e| TestCaseError::fail(e.to_string()))?
+        else {
             return Err(TestCaseError::fail("a spec serialises to an object"));
         };
         let reparsed = parse(written);

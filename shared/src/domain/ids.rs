@@ -38,7 +38,8 @@ impl fmt::Display for IdKind {
 /// The last id made in this process per recent millisecond, so ids made
 /// within one millisecond still sort in the order they were made (lists are
 /// "newest first"), even when callers with different clocks interleave.
-static LAST: std::sync::Mutex<Option<std::collections::HashMap<u64, u128>>> = std::sync::Mutex::new(None);
+static LAST: std::sync::Mutex<Option<std::collections::HashMap<u64, u128>>> =
+    std::sync::Mutex::new(None);
 
 /// How many recent milliseconds [`LAST`] remembers before starting afresh.
 const REMEMBERED_MS: usize = 1024;
@@ -62,7 +63,11 @@ pub fn new_id(kind: IdKind, at: super::Time) -> String {
         }
         last.insert(ms, ulid.0);
     }
-    format!("{}_{}", kind.prefix(), ulid.to_string().to_ascii_lowercase())
+    format!(
+        "{}_{}",
+        kind.prefix(),
+        ulid.to_string().to_ascii_lowercase()
+    )
 }
 
 /// Whether `id` looks like an id of `kind` (a cheap check that turns a wrong

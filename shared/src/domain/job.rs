@@ -109,7 +109,10 @@ pub fn transition_allowed(from: JobState, to: JobState, cause: TransitionCause) 
         // the reaper, a runner reporting that its bootstrap failed, or an
         // operator terminating the runner it waited for. Once
         // running, never; and GitHub's news only ever moves a job forward.
-        TransitionCause::Orchestrator | TransitionCause::Reaper | TransitionCause::Runner | TransitionCause::Operator
+        TransitionCause::Orchestrator
+        | TransitionCause::Reaper
+        | TransitionCause::Runner
+        | TransitionCause::Operator
             if matches!(from, Claimed | Starting) && to == Queued =>
         {
             true
@@ -122,7 +125,10 @@ pub fn transition_allowed(from: JobState, to: JobState, cause: TransitionCause) 
         // GitHub may report a job pacer gave up on as running or done
         // elsewhere; that is news, not a move backwards. Everything else
         // moves strictly forward.
-        _ => to.rank() > from.rank() || (from == Failed && matches!(to, Running | Completed | Cancelled)),
+        _ => {
+            to.rank() > from.rank()
+                || (from == Failed && matches!(to, Running | Completed | Cancelled))
+        }
     }
 }
 
@@ -209,7 +215,12 @@ impl Job {
             self.attempts += 1;
         }
         self.waiting_for_capacity = changes.waiting_for_capacity;
-        self.transitions.push(Transition { state: to, at, cause, note: changes.note.clone() });
+        self.transitions.push(Transition {
+            state: to,
+            at,
+            cause,
+            note: changes.note.clone(),
+        });
     }
 }
 
@@ -221,12 +232,21 @@ mod tests {
 
     #[test]
     fn webhooks_move_jobs_forward_only() {
-        assert!(transition_allowed(Queued, Running, Webhook), "in_progress may skip claimed/starting");
+        assert!(
+            transition_allowed(Queued, Running, Webhook),
+            "in_progress may skip claimed/starting"
+        );
         assert!(transition_allowed(Starting, Completed, Webhook));
         assert!(transition_allowed(Waiting, Queued, Webhook));
-        assert!(transition_allowed(Waiting, Unmatched, Webhook), "released, and no pool serves it");
+        assert!(
+            transition_allowed(Waiting, Unmatched, Webhook),
+            "released, and no pool serves it"
+        );
         assert!(!transition_allowed(Unmatched, Waiting, Webhook));
-        assert!(!transition_allowed(Completed, Queued, Webhook), "a late queued after completed changes nothing");
+        assert!(
+            !transition_allowed(Completed, Queued, Webhook),
+            "a late queued after completed changes nothing"
+        );
         assert!(!transition_allowed(Running, Queued, Webhook));
         assert!(!transition_allowed(Running, Starting, Webhook));
     }
@@ -245,8 +265,14 @@ mod tests {
         for from in [Claimed, Starting] {
             assert!(transition_allowed(from, Queued, Orchestrator));
             assert!(transition_allowed(from, Queued, Reaper));
-            assert!(transition_allowed(from, Queued, Runner), "a runner whose bootstrap failed");
-            assert!(transition_allowed(from, Queued, Operator), "an operator terminating its runner");
+            assert!(
+                transition_allowed(from, Queued, Runner),
+                "a runner whose bootstrap failed"
+            );
+            assert!(
+                transition_allowed(from, Queued, Operator),
+                "an operator terminating its runner"
+            );
             assert!(!transition_allowed(from, Queued, Webhook));
         }
         for c in [Orchestrator, Reaper, Runner, Operator] {

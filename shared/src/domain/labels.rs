@@ -34,10 +34,14 @@ impl Label {
             // The first characters only: enough to recognise it, and never a
             // cut through a multi-byte character.
             let start: String = s.chars().take(32).collect();
-            return Err(format!("label \"{start}…\" is longer than {MAX_LABEL_BYTES} bytes"));
+            return Err(format!(
+                "label \"{start}…\" is longer than {MAX_LABEL_BYTES} bytes"
+            ));
         }
         if s.chars().any(|c| super::text::is_invisible(c) || c == ',') {
-            return Err(format!("label {s:?} contains a comma, a control character or an invisible formatting character"));
+            return Err(format!(
+                "label {s:?} contains a comma, a control character or an invisible formatting character"
+            ));
         }
         Ok(Self(lower))
     }
@@ -87,7 +91,8 @@ pub fn job_labels(raw: &[String]) -> Option<LabelSet> {
 /// Whether a job is pacer's at all: one of its labels, as GitHub sent them,
 /// is `self-hosted` (in any case).
 pub fn asks_for_self_hosted(raw: &[String]) -> bool {
-    raw.iter().any(|l| l.trim().eq_ignore_ascii_case(SELF_HOSTED))
+    raw.iter()
+        .any(|l| l.trim().eq_ignore_ascii_case(SELF_HOSTED))
 }
 
 /// Whether a job is pacer's at all: it must ask for a self-hosted runner.
@@ -139,7 +144,10 @@ pub fn match_pool(job: &LabelSet, candidates: &[PoolCandidate<'_>]) -> Option<Po
                 .then(b.priority.cmp(&a.priority))
                 .then(a.name.cmp(b.name))
         })
-        .map(|(extra, c)| PoolMatch { pool_id: c.id.to_string(), extra_labels: extra })
+        .map(|(extra, c)| PoolMatch {
+            pool_id: c.id.to_string(),
+            extra_labels: extra,
+        })
 }
 
 #[cfg(test)]
@@ -171,8 +179,14 @@ mod tests {
         let pools = [pool("linux-arm", &["linux", "arm64"], 0)];
         let m = match_pool(&set(&["self-hosted", "linux"]), &pools).expect("superset matches");
         assert_eq!(m.pool_id, "linux-arm");
-        assert_eq!(m.extra_labels, 2, "arm64 and the project label were not asked for");
-        assert_eq!(match_pool(&set(&["self-hosted", "linux", "gpu"]), &pools), None);
+        assert_eq!(
+            m.extra_labels, 2,
+            "arm64 and the project label were not asked for"
+        );
+        assert_eq!(
+            match_pool(&set(&["self-hosted", "linux", "gpu"]), &pools),
+            None
+        );
     }
 
     #[test]
@@ -184,16 +198,29 @@ mod tests {
 
     #[test]
     fn the_most_specific_pool_wins() {
-        let pools = [pool("big", &["linux", "x64", "gpu", "large"], 100), pool("small", &["linux", "x64"], 0)];
+        let pools = [
+            pool("big", &["linux", "x64", "gpu", "large"], 100),
+            pool("small", &["linux", "x64"], 0),
+        ];
         let m = match_pool(&set(&["self-hosted", "linux", "x64"]), &pools).unwrap();
-        assert_eq!(m.pool_id, "small", "fewest unasked-for labels beats priority");
+        assert_eq!(
+            m.pool_id, "small",
+            "fewest unasked-for labels beats priority"
+        );
     }
 
     #[test]
     fn priority_breaks_a_tie_then_the_name() {
-        let pools = [pool("b", &["linux"], 1), pool("a", &["linux"], 5), pool("c", &["linux"], 5)];
+        let pools = [
+            pool("b", &["linux"], 1),
+            pool("a", &["linux"], 5),
+            pool("c", &["linux"], 5),
+        ];
         let m = match_pool(&set(&["self-hosted", "linux"]), &pools).unwrap();
-        assert_eq!(m.pool_id, "a", "priority 5 beats 1; among the two at 5, the name decides");
+        assert_eq!(
+            m.pool_id, "a",
+            "priority 5 beats 1; among the two at 5, the name decides"
+        );
     }
 
     #[test]
@@ -207,7 +234,10 @@ mod tests {
     fn a_long_label_of_multibyte_characters_is_refused_naming_its_start() {
         // Byte 32 of 100 × '€' (3 bytes each) falls inside a character.
         let err = Label::parse(&"€".repeat(100)).unwrap_err();
-        assert!(err.starts_with(&format!("label \"{}…\"", "€".repeat(32))), "{err}");
+        assert!(
+            err.starts_with(&format!("label \"{}…\"", "€".repeat(32))),
+            "{err}"
+        );
         assert!(Label::parse(&"€".repeat(85)).is_ok(), "255 bytes fit");
     }
 
@@ -223,7 +253,10 @@ mod tests {
     #[test]
     fn a_job_with_a_label_no_pool_can_carry_matches_nothing() {
         let pools = [pool("linux", &["linux"], 0)];
-        let raw: Vec<String> = ["self-hosted", "linux", &"€".repeat(100)].iter().map(|l| l.to_string()).collect();
+        let raw: Vec<String> = ["self-hosted", "linux", &"€".repeat(100)]
+            .iter()
+            .map(|l| l.to_string())
+            .collect();
         assert!(asks_for_self_hosted(&raw));
         assert_eq!(job_labels(&raw), None);
         let fitting: Vec<String> = vec!["Self-Hosted".into(), "linux".into()];
@@ -258,11 +291,23 @@ mod tests {
     /// matching no job that asks for it.
     #[test]
     fn a_label_with_an_invisible_formatting_character_is_refused() {
-        for raw in ["\u{202e}xunil", "li\u{200b}nux", "linux\u{2066}", "\u{feff}linux", "x64\u{200d}"] {
+        for raw in [
+            "\u{202e}xunil",
+            "li\u{200b}nux",
+            "linux\u{2066}",
+            "\u{feff}linux",
+            "x64\u{200d}",
+        ] {
             let refused = Label::parse(raw).unwrap_err();
-            assert!(refused.contains("invisible formatting character"), "{raw:?}: {refused}");
+            assert!(
+                refused.contains("invisible formatting character"),
+                "{raw:?}: {refused}"
+            );
         }
-        assert!(Label::parse("gpu-€-中文").is_ok(), "visible non-ASCII text stays a label");
+        assert!(
+            Label::parse("gpu-€-中文").is_ok(),
+            "visible non-ASCII text stays a label"
+        );
     }
 
     #[test]

@@ -15,12 +15,12 @@ pub mod text;
 pub mod user;
 
 pub use audit::{Actor, ActorKind, AuditEvent};
-pub use ids::{new_id, IdKind};
-pub use job::{transition_allowed, Job, JobChanges, JobState, Transition, TransitionCause};
-pub use labels::{match_pool, Label, LabelSet, PoolCandidate, PoolMatch};
+pub use ids::{IdKind, new_id};
+pub use job::{Job, JobChanges, JobState, Transition, TransitionCause, transition_allowed};
+pub use labels::{Label, LabelSet, PoolCandidate, PoolMatch, match_pool};
 pub use pool::{Degraded, Market, Pool, PoolSpec};
 pub use project::{BindingSpec, Project, ProjectSpec, RepoBinding, RepoName, Scope, Visibility};
-pub use runner::{peak_overlap, Runner, RunnerState};
+pub use runner::{Runner, RunnerState, peak_overlap};
 pub use user::{Role, User};
 
 /// A field that failed validation: the field's name and why, in words a
@@ -34,7 +34,10 @@ pub struct Invalid {
 
 impl Invalid {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 

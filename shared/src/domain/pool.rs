@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::duration::go as serde_go;
 use super::fields::Fields;
-use super::labels::{parse_labels, LabelSet, SELF_HOSTED};
+use super::labels::{LabelSet, SELF_HOSTED, parse_labels};
 use super::project::parse_name;
 use super::{Invalid, Time};
 
@@ -71,7 +71,12 @@ pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(6 * 3600);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
-fn each_matches(field: &str, items: &[String], what: &str, ok: impl Fn(&str) -> bool) -> Result<(), Invalid> {
+fn each_matches(
+    field: &str,
+    items: &[String],
+    what: &str,
+    ok: impl Fn(&str) -> bool,
+) -> Result<(), Invalid> {
     match items.iter().find(|i| !ok(i)) {
         Some(bad) => Err(Invalid::new(field, format!("{bad:?} is not {what}"))),
         None => Ok(()),
@@ -79,8 +84,12 @@ fn each_matches(field: &str, items: &[String], what: &str, ok: impl Fn(&str) -> 
 }
 
 fn aws_id(prefix: &str, s: &str) -> bool {
-    s.strip_prefix(prefix)
-        .is_some_and(|hex| (8..=17).contains(&hex.len()) && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
+    s.strip_prefix(prefix).is_some_and(|hex| {
+        (8..=17).contains(&hex.len())
+            && hex
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    })
 }
 
 /// Longer than any EC2 instance type (`u7inh-32tb.480xlarge` is 20).
@@ -94,7 +103,11 @@ fn instance_type(s: &str) -> bool {
     let (Some(family), Some(size), None) = (parts.next(), parts.next(), parts.next()) else {
         return false;
     };
-    let word = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let word = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
     word(family) && word(size)
 }
 
@@ -106,14 +119,25 @@ fn ami(s: &str) -> bool {
         || s.strip_prefix("resolve:ssm:/").is_some_and(|p| {
             !p.is_empty()
                 && p.len() < MAX_SSM_PARAMETER_BYTES
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || "/_.-:".contains(c))
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/_.-:".contains(c))
         })
 }
 
 fn instance_profile(s: &str) -> bool {
-    let name_ok = |n: &str| !n.is_empty() && n.len() <= 128 && n.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@-_/".contains(c));
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 128
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+=,.@-_/".contains(c))
+    };
     match s.strip_prefix("arn:") {
-        Some(rest) => rest.contains(":iam::") && rest.split_once(":instance-profile/").is_some_and(|(_, n)| name_ok(n)),
+        Some(rest) => {
+            rest.contains(":iam::")
+                && rest
+                    .split_once(":instance-profile/")
+                    .is_some_and(|(_, n)| name_ok(n))
+        }
         None => name_ok(s) && !s.contains('/'),
     }
 }
@@ -129,7 +153,10 @@ fn nonempty_unique(field: &str, items: Vec<String>, most: usize) -> Result<Vec<S
 /// (or an attack on the store), refused by name.
 fn unique(field: &str, items: Vec<String>, most: usize) -> Result<Vec<String>, Invalid> {
     if items.len() > most {
-        return Err(Invalid::new(field, format!("lists {} entries; at most {most}", items.len())));
+        return Err(Invalid::new(
+            field,
+            format!("lists {} entries; at most {most}", items.len()),
+        ));
     }
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = items.iter().find(|i| !seen.insert(i.as_str())) {
@@ -147,28 +174,63 @@ impl PoolSpec {
         let name = parse_name("name", &f.required("name", Fields::string)?)?;
         let labels = parse_labels("labels", &f.strings("labels")?.unwrap_or_default())?;
         if labels.iter().any(|l| l.as_str() == SELF_HOSTED) {
-            return Err(Invalid::new("labels", "need not list \"self-hosted\": every runner carries it"));
+            return Err(Invalid::new(
+                "labels",
+                "need not list \"self-hosted\": every runner carries it",
+            ));
         }
         if labels.len() > 90 {
-            return Err(Invalid::new("labels", "at most 90 labels (GitHub allows 100 per runner, pacer adds two)"));
+            return Err(Invalid::new(
+                "labels",
+                "at most 90 labels (GitHub allows 100 per runner, pacer adds two)",
+            ));
         }
         // Fallbacks tried in turn: a few dozen is already more than a launch waits for.
-        let instance_types = nonempty_unique("instance_types", f.required("instance_types", Fields::strings)?, 40)?;
-        each_matches("instance_types", &instance_types, "an EC2 instance type like m7g.large", instance_type)?;
+        let instance_types = nonempty_unique(
+            "instance_types",
+            f.required("instance_types", Fields::strings)?,
+            40,
+        )?;
+        each_matches(
+            "instance_types",
+            &instance_types,
+            "an EC2 instance type like m7g.large",
+            instance_type,
+        )?;
         // One per availability zone in reason; a region has at most a few dozen.
         let subnets = nonempty_unique("subnets", f.required("subnets", Fields::strings)?, 100)?;
-        each_matches("subnets", &subnets, "a subnet id like subnet-0abc1234", |s| aws_id("subnet-", s))?;
+        each_matches(
+            "subnets",
+            &subnets,
+            "a subnet id like subnet-0abc1234",
+            |s| aws_id("subnet-", s),
+        )?;
         // EC2 takes at most 16 security groups on an instance's interface.
-        let security_groups = unique("security_groups", f.strings("security_groups")?.unwrap_or_default(), 16)?;
-        each_matches("security_groups", &security_groups, "a security group id like sg-0abc1234", |s| aws_id("sg-", s))?;
+        let security_groups = unique(
+            "security_groups",
+            f.strings("security_groups")?.unwrap_or_default(),
+            16,
+        )?;
+        each_matches(
+            "security_groups",
+            &security_groups,
+            "a security group id like sg-0abc1234",
+            |s| aws_id("sg-", s),
+        )?;
         let ami_value = f.required("ami", Fields::string)?;
         if !ami(&ami_value) {
-            return Err(Invalid::new("ami", format!("{ami_value:?} is not an AMI id (ami-…) or resolve:ssm:/parameter/path")));
+            return Err(Invalid::new(
+                "ami",
+                format!("{ami_value:?} is not an AMI id (ami-…) or resolve:ssm:/parameter/path"),
+            ));
         }
         let profile = f.string("instance_profile")?.filter(|s| !s.is_empty());
         if let Some(p) = &profile {
             if !instance_profile(p) {
-                return Err(Invalid::new("instance_profile", format!("{p:?} is not an instance profile name or ARN")));
+                return Err(Invalid::new(
+                    "instance_profile",
+                    format!("{p:?} is not an instance profile name or ARN"),
+                ));
             }
         }
         let market = match f.string("market")?.as_deref() {
@@ -176,7 +238,10 @@ impl PoolSpec {
             Some("spot") => Market::Spot,
             Some("spot-fallback") => Market::SpotFallback,
             Some(other) => {
-                return Err(Invalid::new("market", format!("must be on-demand, spot or spot-fallback, not {other:?}")))
+                return Err(Invalid::new(
+                    "market",
+                    format!("must be on-demand, spot or spot-fallback, not {other:?}"),
+                ));
             }
         };
         let max_runners = f.int("max_runners", 1, 10_000)?.unwrap_or(10) as u32;
@@ -192,7 +257,10 @@ impl PoolSpec {
             .duration("idle_timeout", minute, Duration::from_secs(86400))?
             .unwrap_or(DEFAULT_IDLE_TIMEOUT);
         if max_lifetime <= boot_timeout {
-            return Err(Invalid::new("max_lifetime", "must be longer than boot_timeout"));
+            return Err(Invalid::new(
+                "max_lifetime",
+                "must be longer than boot_timeout",
+            ));
         }
         let priority = f.int("priority", -1000, 1000)?.unwrap_or(0) as i32;
         f.finish()?;
@@ -239,7 +307,10 @@ mod tests {
         assert_eq!(p.market, Market::OnDemand);
         assert_eq!((p.max_runners, p.root_volume_gb, p.priority), (10, 30, 0));
         assert_eq!(p.boot_timeout, DEFAULT_BOOT_TIMEOUT);
-        assert!(p.labels.iter().any(|l| l.as_str() == "linux"), "labels are case-folded");
+        assert!(
+            p.labels.iter().any(|l| l.as_str() == "linux"),
+            "labels are case-folded"
+        );
     }
 
     #[test]
@@ -261,11 +332,27 @@ mod tests {
             // Listed twice, a group was kept twice (and 50 000 times, 50 000).
             ("security_groups", json!(["sg-0abc1234", "sg-0abc1234"])),
             // A megabyte of lower-case letters after `m7g.` was an instance type.
-            ("instance_types", json!([format!("m7g.{}", "x".repeat(1_000_000))])),
+            (
+                "instance_types",
+                json!([format!("m7g.{}", "x".repeat(1_000_000))]),
+            ),
             // Lists and paths had no bound either.
-            ("instance_types", json!((0..41).map(|n| format!("m{n}.large")).collect::<Vec<_>>())),
-            ("subnets", json!((0..101).map(|n| format!("subnet-{n:08x}")).collect::<Vec<_>>())),
-            ("security_groups", json!((0..17).map(|n| format!("sg-{n:08x}")).collect::<Vec<_>>())),
+            (
+                "instance_types",
+                json!((0..41).map(|n| format!("m{n}.large")).collect::<Vec<_>>()),
+            ),
+            (
+                "subnets",
+                json!(
+                    (0..101)
+                        .map(|n| format!("subnet-{n:08x}"))
+                        .collect::<Vec<_>>()
+                ),
+            ),
+            (
+                "security_groups",
+                json!((0..17).map(|n| format!("sg-{n:08x}")).collect::<Vec<_>>()),
+            ),
             ("ami", json!(format!("resolve:ssm:/{}", "a".repeat(2048)))),
             ("ami", json!("ubuntu")),
             ("market", json!("cheap")),
@@ -297,28 +384,112 @@ mod tests {
 
     #[test]
     fn ssm_amis_and_profile_arns_are_accepted() {
-        let mut b = with("ami", json!("resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"));
-        b.insert("instance_profile".into(), json!("arn:aws:iam::123456789012:instance-profile/pacer-runner"));
+        let mut b = with(
+            "ami",
+            json!(
+                "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
+            ),
+        );
+        b.insert(
+            "instance_profile".into(),
+            json!("arn:aws:iam::123456789012:instance-profile/pacer-runner"),
+        );
         PoolSpec::parse(b).unwrap();
     }
 
     fn pool_fields() -> Vec<(&'static str, Vec<Value>)> {
         vec![
             ("project_id", vec![json!("prj_x"), json!("")]),
-            ("name", vec![json!("linux-arm64"), json!("has space"), json!("x".repeat(65))]),
-            ("labels", vec![json!(["Linux", "arm64"]), json!([]), json!(["self-hosted"]), json!(["a,b"]), json!(vec!["l"; 91]), json!([1])]),
-            ("instance_types", vec![json!(["m7g.large"]), json!(["m7g.large", "m7g.large"]), json!([]), json!(["large"])]),
-            ("subnets", vec![json!(["subnet-0abc1234"]), json!(["subnet-XYZ"]), json!([])]),
-            ("security_groups", vec![json!(["sg-0abc1234"]), json!(["sg-"]), json!([])]),
-            ("ami", vec![json!("ami-0123456789abcdef0"), json!("resolve:ssm:/aws/service/x"), json!("resolve:ssm:/"), json!("ubuntu")]),
-            ("instance_profile", vec![json!("pacer-runner"), json!("arn:aws:iam::1:instance-profile/p"), json!("arn:aws:s3:::b"), json!("")]),
-            ("market", vec![json!("on-demand"), json!("spot"), json!("spot-fallback"), json!("cheap")]),
-            ("max_runners", vec![json!(1), json!(10_000), json!(10_001), json!(0)]),
+            (
+                "name",
+                vec![
+                    json!("linux-arm64"),
+                    json!("has space"),
+                    json!("x".repeat(65)),
+                ],
+            ),
+            (
+                "labels",
+                vec![
+                    json!(["Linux", "arm64"]),
+                    json!([]),
+                    json!(["self-hosted"]),
+                    json!(["a,b"]),
+                    json!(vec!["l"; 91]),
+                    json!([1]),
+                ],
+            ),
+            (
+                "instance_types",
+                vec![
+                    json!(["m7g.large"]),
+                    json!(["m7g.large", "m7g.large"]),
+                    json!([]),
+                    json!(["large"]),
+                ],
+            ),
+            (
+                "subnets",
+                vec![json!(["subnet-0abc1234"]), json!(["subnet-XYZ"]), json!([])],
+            ),
+            (
+                "security_groups",
+                vec![json!(["sg-0abc1234"]), json!(["sg-"]), json!([])],
+            ),
+            (
+                "ami",
+                vec![
+                    json!("ami-0123456789abcdef0"),
+                    json!("resolve:ssm:/aws/service/x"),
+                    json!("resolve:ssm:/"),
+                    json!("ubuntu"),
+                ],
+            ),
+            (
+                "instance_profile",
+                vec![
+                    json!("pacer-runner"),
+                    json!("arn:aws:iam::1:instance-profile/p"),
+                    json!("arn:aws:s3:::b"),
+                    json!(""),
+                ],
+            ),
+            (
+                "market",
+                vec![
+                    json!("on-demand"),
+                    json!("spot"),
+                    json!("spot-fallback"),
+                    json!("cheap"),
+                ],
+            ),
+            (
+                "max_runners",
+                vec![json!(1), json!(10_000), json!(10_001), json!(0)],
+            ),
             ("root_volume_gb", vec![json!(8), json!(16_384), json!(7)]),
-            ("boot_timeout", vec![json!("1m"), json!("2h"), json!("30m"), json!("59s"), json!("9999999999999999999h")]),
-            ("max_lifetime", vec![json!("5m"), json!("168h"), json!("1h30m"), json!("169h")]),
-            ("idle_timeout", vec![json!("1m"), json!("24h"), json!("10s"), json!("1.5h")]),
-            ("priority", vec![json!(-1000), json!(1000), json!(0), json!(1001)]),
+            (
+                "boot_timeout",
+                vec![
+                    json!("1m"),
+                    json!("2h"),
+                    json!("30m"),
+                    json!("59s"),
+                    json!("9999999999999999999h"),
+                ],
+            ),
+            (
+                "max_lifetime",
+                vec![json!("5m"), json!("168h"), json!("1h30m"), json!("169h")],
+            ),
+            (
+                "idle_timeout",
+                vec![json!("1m"), json!("24h"), json!("10s"), json!("1.5h")],
+            ),
+            (
+                "priority",
+                vec![json!(-1000), json!(1000), json!(0), json!(1001)],
+            ),
         ]
     }
 

@@ -86,8 +86,13 @@ pub struct Project {
 pub fn parse_name(field: &str, raw: &str) -> Result<String, Invalid> {
     let ok = !raw.is_empty()
         && raw.len() <= 64
-        && raw.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && raw
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(raw.to_string())
     } else {
@@ -107,7 +112,10 @@ pub fn parse_login(field: &str, raw: &str) -> Result<String, Invalid> {
     if ok {
         Ok(raw.to_string())
     } else {
-        Err(Invalid::new(field, format!("{raw:?} is not a GitHub account name (letters, digits and '-', at most 39)")))
+        Err(Invalid::new(
+            field,
+            format!("{raw:?} is not a GitHub account name (letters, digits and '-', at most 39)"),
+        ))
     }
 }
 
@@ -119,14 +127,24 @@ impl ProjectSpec {
         let scope = match f.string("scope")?.as_deref() {
             None | Some("repo") => Scope::Repo,
             Some("org") => Scope::Org,
-            Some(other) => return Err(Invalid::new("scope", format!("must be \"repo\" or \"org\", not {other:?}"))),
+            Some(other) => {
+                return Err(Invalid::new(
+                    "scope",
+                    format!("must be \"repo\" or \"org\", not {other:?}"),
+                ));
+            }
         };
         let org = f.string("org")?.filter(|s| !s.is_empty());
         let org = match (scope, org) {
-            (Scope::Org, None) => return Err(Invalid::new("org", "is required for an org-scoped project")),
+            (Scope::Org, None) => {
+                return Err(Invalid::new("org", "is required for an org-scoped project"));
+            }
             (Scope::Org, Some(o)) => Some(parse_login("org", &o)?),
             (Scope::Repo, Some(_)) => {
-                return Err(Invalid::new("org", "only applies to org-scoped projects; bind repos to a repo-scoped project instead"))
+                return Err(Invalid::new(
+                    "org",
+                    "only applies to org-scoped projects; bind repos to a repo-scoped project instead",
+                ));
             }
             (Scope::Repo, None) => None,
         };
@@ -135,12 +153,24 @@ impl ProjectSpec {
             None => Label::parse(&name).map_err(|m| Invalid::new("name", m))?,
         };
         if label.as_str() == SELF_HOSTED {
-            return Err(Invalid::new("label", "cannot be \"self-hosted\": every runner carries it already"));
+            return Err(Invalid::new(
+                "label",
+                "cannot be \"self-hosted\": every runner carries it already",
+            ));
         }
-        let runner_group_id = f.int("runner_group_id", 1, i64::from(i32::MAX))?.unwrap_or(1);
+        let runner_group_id = f
+            .int("runner_group_id", 1, i64::from(i32::MAX))?
+            .unwrap_or(1);
         let allow_public_repos = f.bool("allow_public_repos")?.unwrap_or(false);
         f.finish()?;
-        Ok(Self { name, scope, org, label, runner_group_id, allow_public_repos })
+        Ok(Self {
+            name,
+            scope,
+            org,
+            label,
+            runner_group_id,
+            allow_public_repos,
+        })
     }
 }
 
@@ -164,11 +194,18 @@ impl RepoName {
             && name.len() <= 100
             && name != "."
             && name != ".."
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !name_ok {
-            return Err(format!("{raw:?} is not owner/name (a repository name is letters, digits, '-', '_' or '.')"));
+            return Err(format!(
+                "{raw:?} is not owner/name (a repository name is letters, digits, '-', '_' or '.')"
+            ));
         }
-        Ok(Self { owner: owner.into(), name: name.into() })
+        Ok(Self {
+            owner: owner.into(),
+            name: name.into(),
+        })
     }
 
     pub fn owner(&self) -> &str {
@@ -224,10 +261,15 @@ impl BindingSpec {
     /// runners register at the org.
     pub fn check_against(&self, project: &Project) -> Result<(), Invalid> {
         match (&project.spec.scope, &project.spec.org) {
-            (Scope::Org, Some(org)) if !org.eq_ignore_ascii_case(self.repo.owner()) => Err(Invalid::new(
-                "repo",
-                format!("{} is not in org {org}, which project {} serves", self.repo, project.spec.name),
-            )),
+            (Scope::Org, Some(org)) if !org.eq_ignore_ascii_case(self.repo.owner()) => {
+                Err(Invalid::new(
+                    "repo",
+                    format!(
+                        "{} is not in org {org}, which project {} serves",
+                        self.repo, project.spec.name
+                    ),
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -254,14 +296,20 @@ mod tests {
     #[test]
     fn a_repo_project_defaults_its_label_to_its_name_and_group_to_1() {
         let p = ProjectSpec::parse(body(json!({"name": "Acme"}))).unwrap();
-        assert_eq!((p.scope, p.label.as_str(), p.runner_group_id), (Scope::Repo, "acme", 1));
+        assert_eq!(
+            (p.scope, p.label.as_str(), p.runner_group_id),
+            (Scope::Repo, "acme", 1)
+        );
     }
 
     #[test]
     fn an_org_project_needs_its_org() {
         let err = ProjectSpec::parse(body(json!({"name": "a", "scope": "org"}))).unwrap_err();
         assert_eq!(err.field, "org");
-        let p = ProjectSpec::parse(body(json!({"name": "a", "scope": "org", "org": "acme-org", "runner_group_id": 3}))).unwrap();
+        let p = ProjectSpec::parse(body(
+            json!({"name": "a", "scope": "org", "org": "acme-org", "runner_group_id": 3}),
+        ))
+        .unwrap();
         assert_eq!((p.org.as_deref(), p.runner_group_id), (Some("acme-org"), 3));
     }
 
@@ -271,19 +319,38 @@ mod tests {
         assert!(!p.allow_public_repos, "off by default");
         let p = ProjectSpec::parse(body(json!({"name": "a", "allow_public_repos": true}))).unwrap();
         assert!(p.allow_public_repos);
-        let err = ProjectSpec::parse(body(json!({"name": "a", "allow_public_repos": "yes"}))).unwrap_err();
+        let err = ProjectSpec::parse(body(json!({"name": "a", "allow_public_repos": "yes"})))
+            .unwrap_err();
         assert_eq!(err.field, "allow_public_repos");
     }
 
     #[test]
     fn a_repository_of_unknown_visibility_counts_as_public() {
-        assert_eq!(Visibility::from_github(Some(true), None), Visibility::Private);
-        assert_eq!(Visibility::from_github(Some(true), Some("internal")), Visibility::Internal);
-        assert_eq!(Visibility::from_github(Some(false), Some("public")), Visibility::Public);
-        assert_eq!(Visibility::from_github(Some(false), None), Visibility::Public);
+        assert_eq!(
+            Visibility::from_github(Some(true), None),
+            Visibility::Private
+        );
+        assert_eq!(
+            Visibility::from_github(Some(true), Some("internal")),
+            Visibility::Internal
+        );
+        assert_eq!(
+            Visibility::from_github(Some(false), Some("public")),
+            Visibility::Public
+        );
+        assert_eq!(
+            Visibility::from_github(Some(false), None),
+            Visibility::Public
+        );
         assert_eq!(Visibility::from_github(None, None), Visibility::Public);
-        assert_eq!(Visibility::from_github(Some(true), Some("something-new")), Visibility::Private);
-        assert_eq!(Visibility::from_github(None, Some("something-new")), Visibility::Public);
+        assert_eq!(
+            Visibility::from_github(Some(true), Some("something-new")),
+            Visibility::Private
+        );
+        assert_eq!(
+            Visibility::from_github(None, Some("something-new")),
+            Visibility::Public
+        );
     }
 
     #[test]
@@ -294,10 +361,17 @@ mod tests {
             (json!({"name": "a", "scope": "team"}), "scope"),
             (json!({"name": "a", "org": "x"}), "org"),
             (json!({"name": "a", "label": "self-hosted"}), "label"),
-            (json!({"name": "a", "runner_group_id": 0}), "runner_group_id"),
+            (
+                json!({"name": "a", "runner_group_id": 0}),
+                "runner_group_id",
+            ),
             (json!({"name": "a", "colour": "red"}), "colour"),
         ] {
-            assert_eq!(ProjectSpec::parse(body(b.clone())).unwrap_err().field, field, "{b}");
+            assert_eq!(
+                ProjectSpec::parse(body(b.clone())).unwrap_err().field,
+                field,
+                "{b}"
+            );
         }
     }
 
@@ -322,18 +396,64 @@ mod tests {
 
     fn project_fields() -> Vec<(&'static str, Vec<Value>)> {
         vec![
-            ("name", vec![json!("acme"), json!("Acme.Web-1"), json!("-acme"), json!("x".repeat(64)), json!("x".repeat(65))]),
+            (
+                "name",
+                vec![
+                    json!("acme"),
+                    json!("Acme.Web-1"),
+                    json!("-acme"),
+                    json!("x".repeat(64)),
+                    json!("x".repeat(65)),
+                ],
+            ),
             ("scope", vec![json!("repo"), json!("org"), json!("team")]),
-            ("org", vec![json!("acme-org"), json!("-acme"), json!(""), json!("x".repeat(40))]),
-            ("label", vec![json!("gpu"), json!("Self-Hosted"), json!("€".repeat(100)), json!("a,b")]),
-            ("runner_group_id", vec![json!(1), json!(3), json!(0), json!(i32::MAX), json!(i64::from(i32::MAX) + 1)]),
-            ("allow_public_repos", vec![json!(true), json!(false), json!("yes")]),
+            (
+                "org",
+                vec![
+                    json!("acme-org"),
+                    json!("-acme"),
+                    json!(""),
+                    json!("x".repeat(40)),
+                ],
+            ),
+            (
+                "label",
+                vec![
+                    json!("gpu"),
+                    json!("Self-Hosted"),
+                    json!("€".repeat(100)),
+                    json!("a,b"),
+                ],
+            ),
+            (
+                "runner_group_id",
+                vec![
+                    json!(1),
+                    json!(3),
+                    json!(0),
+                    json!(i32::MAX),
+                    json!(i64::from(i32::MAX) + 1),
+                ],
+            ),
+            (
+                "allow_public_repos",
+                vec![json!(true), json!(false), json!("yes")],
+            ),
         ]
     }
 
     fn binding_fields() -> Vec<(&'static str, Vec<Value>)> {
         vec![
-            ("repo", vec![json!("acme/app"), json!("Acme/Hello.World"), json!("acme/.."), json!("acme"), json!(" acme/app ")]),
+            (
+                "repo",
+                vec![
+                    json!("acme/app"),
+                    json!("Acme/Hello.World"),
+                    json!("acme/.."),
+                    json!("acme"),
+                    json!(" acme/app "),
+                ],
+            ),
             ("project_id", vec![json!("prj_1"), json!(""), json!("  ")]),
         ]
     }

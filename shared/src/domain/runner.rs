@@ -45,7 +45,10 @@ impl RunnerState {
 
     /// A live runner holds capacity in its pool.
     pub fn is_live(self) -> bool {
-        matches!(self, RunnerState::Pending | RunnerState::Registered | RunnerState::Busy)
+        matches!(
+            self,
+            RunnerState::Pending | RunnerState::Registered | RunnerState::Busy
+        )
     }
 
     /// Runners only move forward; the three end states are final.
@@ -118,11 +121,16 @@ pub fn runner_name(deployment: &str, runner_id: &str) -> String {
 pub fn is_runner_name_of(deployment: &str, name: &str) -> bool {
     name.strip_prefix(deployment)
         .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|unique| unique.len() == ulid::ULID_LEN && ulid::Ulid::from_string(unique).is_ok())
+        .is_some_and(|unique| {
+            unique.len() == ulid::ULID_LEN && ulid::Ulid::from_string(unique).is_ok()
+        })
 }
 
 pub fn peak_overlap<'a>(runners: impl IntoIterator<Item = &'a Runner>) -> usize {
-    let mut edges: Vec<(Time, i64)> = runners.into_iter().flat_map(|r| [(r.created_at, 1), (r.updated_at, -1)]).collect();
+    let mut edges: Vec<(Time, i64)> = runners
+        .into_iter()
+        .flat_map(|r| [(r.created_at, 1), (r.updated_at, -1)])
+        .collect();
     // At the same instant an end sorts before a start.
     edges.sort();
     let (mut live, mut peak) = (0i64, 0i64);
@@ -187,10 +195,22 @@ mod tests {
         let ours = super::runner_name("pacer", &id);
         let staging = super::runner_name("pacer-staging", &id);
         assert!(super::is_runner_name_of("pacer", &ours));
-        assert!(!super::is_runner_name_of("pacer", &staging), "a longer deployment's runner is not ours");
+        assert!(
+            !super::is_runner_name_of("pacer", &staging),
+            "a longer deployment's runner is not ours"
+        );
         assert!(super::is_runner_name_of("pacer-staging", &staging));
         assert!(!super::is_runner_name_of("pacer-staging", &ours));
-        for other in ["pacer", "pacer-", "pacer-xyz", "pacer-01J000000000000000000000X", "pacer-01J00000000000000000000UUU", "paceR-staging", "ubuntu-latest", "pacer-staging-"] {
+        for other in [
+            "pacer",
+            "pacer-",
+            "pacer-xyz",
+            "pacer-01J000000000000000000000X",
+            "pacer-01J00000000000000000000UUU",
+            "paceR-staging",
+            "ubuntu-latest",
+            "pacer-staging-",
+        ] {
             assert!(!super::is_runner_name_of("pacer", other), "{other}");
         }
     }

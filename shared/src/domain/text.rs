@@ -41,10 +41,24 @@ mod tests {
 
     #[test]
     fn controls_and_format_characters_are_invisible_letters_and_symbols_are_not() {
-        for c in ['\0', '\u{1b}', '\r', '\u{7f}', '\u{202e}', '\u{2066}', '\u{200b}', '\u{200d}', '\u{feff}', '\u{ad}', '\u{e0041}'] {
+        for c in [
+            '\0',
+            '\u{1b}',
+            '\r',
+            '\u{7f}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{200b}',
+            '\u{200d}',
+            '\u{feff}',
+            '\u{ad}',
+            '\u{e0041}',
+        ] {
             assert!(is_invisible(c), "{:?}", c);
         }
-        for c in ['a', 'Z', '7', '-', ' ', '€', 'é', 'ß', '中', '🦀', '\u{2070}'] {
+        for c in [
+            'a', 'Z', '7', '-', ' ', '€', 'é', 'ß', '中', '🦀', '\u{2070}',
+        ] {
             assert!(!is_invisible(c), "{c:?}");
         }
     }

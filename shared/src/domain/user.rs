@@ -46,7 +46,10 @@ pub fn parse_email(field: &str, raw: &str) -> Result<String, Invalid> {
     if ok {
         Ok(email)
     } else {
-        Err(Invalid::new(field, format!("{raw:?} is not an email address")))
+        Err(Invalid::new(
+            field,
+            format!("{raw:?} is not an email address"),
+        ))
     }
 }
 
@@ -58,15 +61,28 @@ mod tests {
     /// right-to-left override: users whose address reads as another's.
     #[test]
     fn an_email_with_a_control_or_invisible_formatting_character_is_refused() {
-        for bad in ["probe@ex\u{0}ample.com", "probe@ex\u{1b}[31mample.com", "\u{202e}moc.elpmaxe@eborp", "probe@ex\u{200b}ample.com", "\u{feff}probe@example.com"] {
+        for bad in [
+            "probe@ex\u{0}ample.com",
+            "probe@ex\u{1b}[31mample.com",
+            "\u{202e}moc.elpmaxe@eborp",
+            "probe@ex\u{200b}ample.com",
+            "\u{feff}probe@example.com",
+        ] {
             assert!(parse_email("email", bad).is_err(), "{bad:?}");
         }
-        assert_eq!(parse_email("email", "Jürgen@Exämple.com").unwrap(), "jürgen@exämple.com", "visible non-ASCII text stays an address");
+        assert_eq!(
+            parse_email("email", "Jürgen@Exämple.com").unwrap(),
+            "jürgen@exämple.com",
+            "visible non-ASCII text stays an address"
+        );
     }
 
     #[test]
     fn emails_are_trimmed_and_lower_cased() {
-        assert_eq!(parse_email("email", "  Admin@Example.COM ").unwrap(), "admin@example.com");
+        assert_eq!(
+            parse_email("email", "  Admin@Example.COM ").unwrap(),
+            "admin@example.com"
+        );
         for bad in ["", "@x.com", "a@", "a b@c", "a@b@c"] {
             assert!(parse_email("email", bad).is_err(), "{bad}");
         }

@@ -21,22 +21,23 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
-    ArchitectureValues, Filter, InstanceInterruptionBehavior, InstanceLifecycleType, InstanceMarketOptionsRequest,
-    InstanceStateName, InstanceType, LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
+    ArchitectureValues, Filter, InstanceInterruptionBehavior, InstanceLifecycleType,
+    InstanceMarketOptionsRequest, InstanceStateName, InstanceType,
+    LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
     LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
     LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
     LaunchTemplateSpecification, LaunchTemplateTagSpecificationRequest, LocationType, MarketType,
-    RequestLaunchTemplateData, ResourceType, ShutdownBehavior, SpotInstanceType, SpotMarketOptions, Tag,
-    TagSpecification, UsageClassType, VolumeType,
+    RequestLaunchTemplateData, ResourceType, ShutdownBehavior, SpotInstanceType, SpotMarketOptions,
+    Tag, TagSpecification, UsageClassType, VolumeType,
 };
 use tracing::instrument;
 
 use self::launch::{Combination, Failure, MarketKind, RetryPolicy, RunApi, run_plan};
 use super::{
-    Fleet, FleetError, FleetResult, Instance, LaunchRequest, Launched, TAG_DEPLOYMENT, TAG_JOB, TAG_POOL, TAG_RUNNER,
-    user_data,
+    Fleet, FleetError, FleetResult, Instance, LaunchRequest, Launched, TAG_DEPLOYMENT, TAG_JOB,
+    TAG_POOL, TAG_RUNNER, user_data,
 };
-use crate::calls::{ec2_call, CallCounts, Calls, SdkCallCounter};
+use crate::calls::{CallCounts, Calls, SdkCallCounter, ec2_call};
 use crate::domain::{Invalid, Market, Pool, PoolSpec, Time};
 
 pub mod launch;
@@ -64,8 +65,15 @@ impl Ec2Fleet {
         // Every request this fleet sends is counted on its way out.
         let calls = Arc::<CallCounts>::default();
         let counter = SdkCallCounter::new(calls.clone(), ec2_call);
-        let client = aws_sdk_ec2::Client::from_conf(client.config().to_builder().interceptor(counter).build());
-        Self { client, deployment, retry: RetryPolicy::default(), calls }
+        let client = aws_sdk_ec2::Client::from_conf(
+            client.config().to_builder().interceptor(counter).build(),
+        );
+        Self {
+            client,
+            deployment,
+            retry: RetryPolicy::default(),
+            calls,
+        }
     }
 
     /// The EC2 requests sent so far (see [`crate::calls`]).
@@ -83,7 +91,16 @@ impl Ec2Fleet {
     /// stable, so saving the pool again adds a version to the same template.
     pub fn launch_template_name(&self, pool_id: &str) -> String {
         let raw = format!("pacer-{}-{}", self.deployment, pool_id);
-        raw.chars().map(|c| if c.is_ascii_alphanumeric() || "().-/_".contains(c) { c } else { '-' }).take(128).collect()
+        raw.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "().-/_".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(128)
+            .collect()
     }
 
     fn tag(key: &str, value: &str) -> Tag {
@@ -91,7 +108,10 @@ impl Ec2Fleet {
     }
 
     fn deployment_filter(&self) -> Filter {
-        Filter::builder().name(format!("tag:{TAG_DEPLOYMENT}")).values(&self.deployment).build()
+        Filter::builder()
+            .name(format!("tag:{TAG_DEPLOYMENT}"))
+            .values(&self.deployment)
+            .build()
     }
 
     // ------------------------------------------------------------------ checks
@@ -101,7 +121,8 @@ impl Ec2Fleet {
     async fn check_pool(&self, spec: &PoolSpec) -> FleetResult<String> {
         let azs = self.check_network(spec).await?;
         let (architecture, root_device) = self.check_ami(&spec.ami).await?;
-        self.check_instance_types(spec, architecture.as_ref(), &azs).await?;
+        self.check_instance_types(spec, architecture.as_ref(), &azs)
+            .await?;
         Ok(root_device)
     }
 
@@ -115,12 +136,26 @@ impl Ec2Fleet {
             .send()
             .await
             .map_err(|e| invalid_if(e, "InvalidSubnet", "subnets", "DescribeSubnets"))?;
-        let found: BTreeMap<&str, _> = subnets.subnets().iter().filter_map(|s| Some((s.subnet_id()?, s))).collect();
-        if let Some(missing) = spec.subnets.iter().find(|s| !found.contains_key(s.as_str())) {
-            return Err(invalid("subnets", format!("{missing} does not exist in this account and region")));
+        let found: BTreeMap<&str, _> = subnets
+            .subnets()
+            .iter()
+            .filter_map(|s| Some((s.subnet_id()?, s)))
+            .collect();
+        if let Some(missing) = spec
+            .subnets
+            .iter()
+            .find(|s| !found.contains_key(s.as_str()))
+        {
+            return Err(invalid(
+                "subnets",
+                format!("{missing} does not exist in this account and region"),
+            ));
         }
         let vpcs: BTreeSet<&str> = found.values().filter_map(|s| s.vpc_id()).collect();
-        let azs = found.values().filter_map(|s| s.availability_zone().map(str::to_string)).collect();
+        let azs = found
+            .values()
+            .filter_map(|s| s.availability_zone().map(str::to_string))
+            .collect();
         if spec.security_groups.is_empty() {
             return Ok(azs);
         }
@@ -139,16 +174,33 @@ impl Ec2Fleet {
             .set_group_ids(Some(spec.security_groups.clone()))
             .send()
             .await
-            .map_err(|e| invalid_if(e, "InvalidGroup", "security_groups", "DescribeSecurityGroups"))?;
+            .map_err(|e| {
+                invalid_if(
+                    e,
+                    "InvalidGroup",
+                    "security_groups",
+                    "DescribeSecurityGroups",
+                )
+            })?;
         for id in &spec.security_groups {
-            match groups.security_groups().iter().find(|g| g.group_id() == Some(id.as_str())) {
+            match groups
+                .security_groups()
+                .iter()
+                .find(|g| g.group_id() == Some(id.as_str()))
+            {
                 None => {
-                    return Err(invalid("security_groups", format!("{id} does not exist in this account and region")));
+                    return Err(invalid(
+                        "security_groups",
+                        format!("{id} does not exist in this account and region"),
+                    ));
                 }
                 Some(g) if g.vpc_id() != Some(vpc) => {
                     return Err(invalid(
                         "security_groups",
-                        format!("{id} is in {}, but the subnets are in {vpc}", g.vpc_id().unwrap_or("no VPC")),
+                        format!(
+                            "{id} is in {}, but the subnets are in {vpc}",
+                            g.vpc_id().unwrap_or("no VPC")
+                        ),
                     ));
                 }
                 Some(_) => {}
@@ -171,11 +223,17 @@ impl Ec2Fleet {
             .await
             .map_err(|e| invalid_if(e, "InvalidAMIID", "ami", "DescribeImages"))?;
         let Some(image) = images.images().iter().find(|i| i.image_id() == Some(ami)) else {
-            return Err(invalid("ami", format!("{ami} does not exist or is not shared with this account")));
+            return Err(invalid(
+                "ami",
+                format!("{ami} does not exist or is not shared with this account"),
+            ));
         };
         if let Some(state) = image.state() {
             if state.as_str() != "available" {
-                return Err(invalid("ami", format!("{ami} is {}, not available", state.as_str())));
+                return Err(invalid(
+                    "ami",
+                    format!("{ami} is {}, not available", state.as_str()),
+                ));
             }
         }
         let root = image.root_device_name().unwrap_or("/dev/xvda").to_string();
@@ -190,37 +248,67 @@ impl Ec2Fleet {
         architecture: Option<&ArchitectureValues>,
         azs: &BTreeSet<String>,
     ) -> FleetResult<()> {
-        let types: Vec<InstanceType> = spec.instance_types.iter().map(|t| InstanceType::from(t.as_str())).collect();
+        let types: Vec<InstanceType> = spec
+            .instance_types
+            .iter()
+            .map(|t| InstanceType::from(t.as_str()))
+            .collect();
         let described = self
             .client
             .describe_instance_types()
             .set_instance_types(Some(types.clone()))
             .send()
             .await
-            .map_err(|e| invalid_if(e, "InvalidInstanceType", "instance_types", "DescribeInstanceTypes"))?;
+            .map_err(|e| {
+                invalid_if(
+                    e,
+                    "InvalidInstanceType",
+                    "instance_types",
+                    "DescribeInstanceTypes",
+                )
+            })?;
         for name in &spec.instance_types {
             let Some(info) = described
                 .instance_types()
                 .iter()
                 .find(|i| i.instance_type().map(|t| t.as_str()) == Some(name.as_str()))
             else {
-                return Err(invalid("instance_types", format!("{name} is not an instance type in this region")));
+                return Err(invalid(
+                    "instance_types",
+                    format!("{name} is not an instance type in this region"),
+                ));
             };
             let archs: Vec<&str> = info
                 .processor_info()
-                .map(|p| p.supported_architectures().iter().map(|a| a.as_str()).collect())
+                .map(|p| {
+                    p.supported_architectures()
+                        .iter()
+                        .map(|a| a.as_str())
+                        .collect()
+                })
                 .unwrap_or_default();
             if let Some(arch) = architecture {
                 if !archs.is_empty() && !archs.contains(&arch.as_str()) {
                     return Err(invalid(
                         "instance_types",
-                        format!("{name} runs {}, but the AMI {} is {}", archs.join("/"), spec.ami, arch.as_str()),
+                        format!(
+                            "{name} runs {}, but the AMI {} is {}",
+                            archs.join("/"),
+                            spec.ami,
+                            arch.as_str()
+                        ),
                     ));
                 }
             }
             let classes = info.supported_usage_classes();
-            if matches!(spec.market, Market::Spot) && !classes.is_empty() && !classes.contains(&UsageClassType::Spot) {
-                return Err(invalid("instance_types", format!("{name} is not offered on the spot market")));
+            if matches!(spec.market, Market::Spot)
+                && !classes.is_empty()
+                && !classes.contains(&UsageClassType::Spot)
+            {
+                return Err(invalid(
+                    "instance_types",
+                    format!("{name} is not offered on the spot market"),
+                ));
             }
         }
 
@@ -228,8 +316,18 @@ impl Ec2Fleet {
             .client
             .describe_instance_type_offerings()
             .location_type(LocationType::AvailabilityZone)
-            .filters(Filter::builder().name("instance-type").set_values(Some(spec.instance_types.clone())).build())
-            .filters(Filter::builder().name("location").set_values(Some(azs.iter().cloned().collect())).build())
+            .filters(
+                Filter::builder()
+                    .name("instance-type")
+                    .set_values(Some(spec.instance_types.clone()))
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("location")
+                    .set_values(Some(azs.iter().cloned().collect()))
+                    .build(),
+            )
             .into_paginator()
             .send()
             .try_collect()
@@ -240,9 +338,16 @@ impl Ec2Fleet {
             .flat_map(|page| page.instance_type_offerings())
             .filter_map(|o| o.instance_type().map(|t| t.as_str()))
             .collect();
-        if let Some(name) = spec.instance_types.iter().find(|t| !offered.contains(t.as_str())) {
+        if let Some(name) = spec
+            .instance_types
+            .iter()
+            .find(|t| !offered.contains(t.as_str()))
+        {
             let zones = azs.iter().cloned().collect::<Vec<_>>().join(", ");
-            return Err(invalid("instance_types", format!("{name} is not offered in the subnets' zones ({zones})")));
+            return Err(invalid(
+                "instance_types",
+                format!("{name} is not offered in the subnets' zones ({zones})"),
+            ));
         }
         Ok(())
     }
@@ -292,7 +397,11 @@ impl Ec2Fleet {
         }
         if let Some(profile) = &spec.instance_profile {
             let p = LaunchTemplateIamInstanceProfileSpecificationRequest::builder();
-            let p = if profile.starts_with("arn:") { p.arn(profile) } else { p.name(profile) };
+            let p = if profile.starts_with("arn:") {
+                p.arn(profile)
+            } else {
+                p.name(profile)
+            };
             data = data.iam_instance_profile(p.build());
         }
         data.build()
@@ -320,7 +429,10 @@ impl Ec2Fleet {
             .await;
         match created {
             Ok(out) => {
-                let id = out.launch_template().and_then(|t| t.launch_template_id()).unwrap_or_default();
+                let id = out
+                    .launch_template()
+                    .and_then(|t| t.launch_template_id())
+                    .unwrap_or_default();
                 tracing::info!(template = %name, template_id = %id, "created the pool's launch template");
                 return Ok(id.to_string());
             }
@@ -337,8 +449,12 @@ impl Ec2Fleet {
             .send()
             .await
             .map_err(|e| aws_error("CreateLaunchTemplateVersion", e))?;
-        let version = version.launch_template_version().context_missing("CreateLaunchTemplateVersion")?;
-        let number = version.version_number().context_missing("CreateLaunchTemplateVersion version number")?;
+        let version = version
+            .launch_template_version()
+            .context_missing("CreateLaunchTemplateVersion")?;
+        let number = version
+            .version_number()
+            .context_missing("CreateLaunchTemplateVersion version number")?;
         self.client
             .modify_launch_template()
             .launch_template_name(&name)
@@ -354,18 +470,31 @@ impl Ec2Fleet {
     // ------------------------------------------------------------------ instances
 
     /// This deployment's instances tagged with the runner id, in any state.
-    async fn runner_instances(&self, runner_id: &str) -> FleetResult<Vec<aws_sdk_ec2::types::Instance>> {
+    async fn runner_instances(
+        &self,
+        runner_id: &str,
+    ) -> FleetResult<Vec<aws_sdk_ec2::types::Instance>> {
         let pages = self
             .client
             .describe_instances()
             .filters(self.deployment_filter())
-            .filters(Filter::builder().name(format!("tag:{TAG_RUNNER}")).values(runner_id).build())
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{TAG_RUNNER}"))
+                    .values(runner_id)
+                    .build(),
+            )
             .into_paginator()
             .send()
             .try_collect()
             .await
             .map_err(|e| aws_error("DescribeInstances", e))?;
-        Ok(pages.iter().flat_map(|p| p.reservations()).flat_map(|r| r.instances()).cloned().collect())
+        Ok(pages
+            .iter()
+            .flat_map(|p| p.reservations())
+            .flat_map(|r| r.instances())
+            .cloned()
+            .collect())
     }
 }
 
@@ -382,13 +511,28 @@ impl Fleet for Ec2Fleet {
         let name = self.launch_template_name(&pool.id);
         // Looked up first: deleting a missing template by name is an error
         // whose code differs between EC2 and moto.
-        let found = match self.client.describe_launch_templates().launch_template_names(&name).send().await {
-            Ok(out) => out.launch_templates().iter().find_map(|t| t.launch_template_id().map(str::to_string)),
+        let found = match self
+            .client
+            .describe_launch_templates()
+            .launch_template_names(&name)
+            .send()
+            .await
+        {
+            Ok(out) => out
+                .launch_templates()
+                .iter()
+                .find_map(|t| t.launch_template_id().map(str::to_string)),
             Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => None,
             Err(e) => return Err(aws_error("DescribeLaunchTemplates", e).into()),
         };
         let Some(id) = found else { return Ok(()) };
-        match self.client.delete_launch_template().launch_template_id(&id).send().await {
+        match self
+            .client
+            .delete_launch_template()
+            .launch_template_id(&id)
+            .send()
+            .await
+        {
             Ok(_) => {
                 tracing::info!(template = %name, template_id = %id, "deleted the pool's launch template");
                 Ok(())
@@ -400,7 +544,11 @@ impl Fleet for Ec2Fleet {
 
     #[instrument(skip(self, req), fields(runner_id = %req.runner_id, pool = %req.pool.id, attempt = req.attempt))]
     async fn launch(&self, req: &LaunchRequest) -> FleetResult<Launched> {
-        let api = SdkRun { fleet: self, req, template: self.launch_template_name(&req.pool.id) };
+        let api = SdkRun {
+            fleet: self,
+            req,
+            template: self.launch_template_name(&req.pool.id),
+        };
         // A launch whose answer was lost earlier (a Lambda timed out, a
         // message was redelivered) is found, not repeated: a runner is one
         // instance. This also covers moto, which ignores ClientTokens.
@@ -441,12 +589,23 @@ impl Fleet for Ec2Fleet {
             .try_collect()
             .await
             .map_err(|e| aws_error("DescribeInstances", e))?;
-        Ok(pages.iter().flat_map(|p| p.reservations()).flat_map(|r| r.instances()).map(to_instance).collect())
+        Ok(pages
+            .iter()
+            .flat_map(|p| p.reservations())
+            .flat_map(|r| r.instances())
+            .map(to_instance)
+            .collect())
     }
 
     #[instrument(skip(self))]
     async fn terminate(&self, instance_id: &str) -> FleetResult<()> {
-        match self.client.terminate_instances().instance_ids(instance_id).send().await {
+        match self
+            .client
+            .terminate_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => Ok(()),
             Err(e) => Err(aws_error("TerminateInstances", e).into()),
@@ -485,7 +644,10 @@ impl RunApi for SdkRun<'_> {
             .client
             .run_instances()
             .launch_template(
-                LaunchTemplateSpecification::builder().launch_template_name(&self.template).version("$Default").build(),
+                LaunchTemplateSpecification::builder()
+                    .launch_template_name(&self.template)
+                    .version("$Default")
+                    .build(),
             )
             .min_count(1)
             .max_count(1)
@@ -543,32 +705,59 @@ impl RunApi for SdkRun<'_> {
             .client
             .describe_instances()
             .filters(self.fleet.deployment_filter())
-            .filters(Filter::builder().name(format!("tag:{TAG_RUNNER}")).values(&self.req.runner_id).build())
-            .filters(Filter::builder().name("instance-state-name").values("pending").values("running").build())
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{TAG_RUNNER}"))
+                    .values(&self.req.runner_id)
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .build(),
+            )
             .send()
             .await
             .map_err(sdk_failure)?;
-        Ok(out.reservations().iter().flat_map(|r| r.instances()).next().map(to_launched))
+        Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .next()
+            .map(to_launched))
     }
 }
 
 // ---------------------------------------------------------------------- mapping
 
 fn is_live(i: &aws_sdk_ec2::types::Instance) -> bool {
-    i.state().and_then(|s| s.name()).is_some_and(|n| LIVE_STATES.contains(&n.as_str()))
+    i.state()
+        .and_then(|s| s.name())
+        .is_some_and(|n| LIVE_STATES.contains(&n.as_str()))
 }
 
 fn tag_value<'a>(i: &'a aws_sdk_ec2::types::Instance, key: &str) -> Option<&'a str> {
-    i.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+    i.tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
 }
 
 fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Instance {
     Instance {
         instance_id: i.instance_id().unwrap_or_default().to_string(),
-        state: i.state().and_then(|s| s.name()).map_or("unknown", InstanceStateName::as_str).to_string(),
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .map_or("unknown", InstanceStateName::as_str)
+            .to_string(),
         runner_id: tag_value(i, TAG_RUNNER).map(str::to_string),
         pool_id: tag_value(i, TAG_POOL).map(str::to_string),
-        launched_at: i.launch_time().and_then(|t| Time::from_timestamp(t.secs(), t.subsec_nanos())),
+        launched_at: i
+            .launch_time()
+            .and_then(|t| Time::from_timestamp(t.secs(), t.subsec_nanos())),
     }
 }
 
@@ -576,9 +765,21 @@ fn to_launched(i: &aws_sdk_ec2::types::Instance) -> Launched {
     let spot = i.instance_lifecycle() == Some(&InstanceLifecycleType::Spot);
     Launched {
         instance_id: i.instance_id().unwrap_or_default().to_string(),
-        instance_type: i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
-        availability_zone: i.placement().and_then(|p| p.availability_zone()).map(str::to_string),
-        market: if spot { MarketKind::Spot } else { MarketKind::OnDemand }.as_str().to_string(),
+        instance_type: i
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+        availability_zone: i
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .map(str::to_string),
+        market: if spot {
+            MarketKind::Spot
+        } else {
+            MarketKind::OnDemand
+        }
+        .as_str()
+        .to_string(),
     }
 }
 
@@ -587,7 +788,11 @@ fn to_launched(i: &aws_sdk_ec2::types::Instance) -> Launched {
 /// used for `resolve:ssm:` AMIs, whose image pacer does not look up.)
 fn ssm_root_device(path: &str) -> &'static str {
     let path = path.to_ascii_lowercase();
-    if path.contains("canonical") || path.contains("ubuntu") { "/dev/sda1" } else { "/dev/xvda" }
+    if path.contains("canonical") || path.contains("ubuntu") {
+        "/dev/sda1"
+    } else {
+        "/dev/xvda"
+    }
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> FleetError {
@@ -606,14 +811,18 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     match err.code() {
-        Some(code) if code.starts_with(code_prefix) => {
-            invalid(field, format!("EC2 says: {}", err.message().unwrap_or(code)))
-        }
+        Some(code) if code.starts_with(code_prefix) => invalid(
+            field,
+            format!("EC2 says: {}", err.message().unwrap_or(code)),
+        ),
         _ => aws_error(op, err).into(),
     }
 }
 
-fn aws_error<E>(op: &str, err: SdkError<E, aws_sdk_ec2::config::http::HttpResponse>) -> anyhow::Error
+fn aws_error<E>(
+    op: &str,
+    err: SdkError<E, aws_sdk_ec2::config::http::HttpResponse>,
+) -> anyhow::Error
 where
     E: std::error::Error + Send + Sync + 'static,
 {
@@ -630,9 +839,10 @@ where
             message: err.message().unwrap_or_default().to_string(),
         },
         // Never sent: nothing can have been launched.
-        SdkError::ConstructionFailure(_) => {
-            Failure::refused("ConstructionFailure", &DisplayErrorContext(&err).to_string())
-        }
+        SdkError::ConstructionFailure(_) => Failure::refused(
+            "ConstructionFailure",
+            &DisplayErrorContext(&err).to_string(),
+        ),
         _ => Failure::Unknown(DisplayErrorContext(&err).to_string()),
     }
 }
@@ -656,7 +866,11 @@ trait ContextMissing<T> {
 
 impl<T> ContextMissing<T> for Option<T> {
     fn context_missing(self, what: &str) -> FleetResult<T> {
-        self.ok_or_else(|| FleetError::Other(anyhow::anyhow!("EC2 {what}: the answer lacks a field pacer needs")))
+        self.ok_or_else(|| {
+            FleetError::Other(anyhow::anyhow!(
+                "EC2 {what}: the answer lacks a field pacer needs"
+            ))
+        })
     }
 }
 
@@ -667,7 +881,9 @@ mod tests {
     #[test]
     fn ubuntu_ssm_parameters_get_ubuntus_root_device() {
         assert_eq!(
-            ssm_root_device("/aws/service/canonical/ubuntu/server/24.04/stable/current/arm64/hvm/ebs-gp3/ami-id"),
+            ssm_root_device(
+                "/aws/service/canonical/ubuntu/server/24.04/stable/current/arm64/hvm/ebs-gp3/ami-id"
+            ),
             "/dev/sda1"
         );
         assert_eq!(

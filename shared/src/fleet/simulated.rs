@@ -99,8 +99,14 @@ impl SimulatedSettings {
 pub fn injected_failure(n: u64, rate: f64) -> bool {
     const PARTS: u64 = 1_000_000;
     // NaN and negatives are "never"; above 1 is "always".
-    let ppm = if rate.is_nan() { 0 } else { (rate.clamp(0.0, 1.0) * PARTS as f64).round() as u64 };
-    n > 0 && u128::from(n) * u128::from(ppm) / u128::from(PARTS) > u128::from(n - 1) * u128::from(ppm) / u128::from(PARTS)
+    let ppm = if rate.is_nan() {
+        0
+    } else {
+        (rate.clamp(0.0, 1.0) * PARTS as f64).round() as u64
+    };
+    n > 0
+        && u128::from(n) * u128::from(ppm) / u128::from(PARTS)
+            > u128::from(n - 1) * u128::from(ppm) / u128::from(PARTS)
 }
 
 /// What the simulated fleet has done so far.
@@ -189,7 +195,11 @@ impl SimulatedFleet {
     /// webhooks to it; until it is set they use the user data's `PACER_URL`.
     pub fn set_pacer_url(&self, url: impl Into<String>) {
         let url = url.into().trim_end_matches('/').to_string();
-        *self.inner.pacer_url.write().unwrap_or_else(|e| e.into_inner()) = Some(url);
+        *self
+            .inner
+            .pacer_url
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(url);
     }
 
     /// The fleet calls made so far (see [`crate::calls`]).
@@ -255,7 +265,13 @@ impl Fleet for SimulatedFleet {
         let instance_id = format!("i-sim{:013x}", rand::random::<u64>() >> 12);
         let launched = Launched {
             instance_id: instance_id.clone(),
-            instance_type: req.pool.spec.instance_types.first().cloned().unwrap_or_else(|| "sim.large".into()),
+            instance_type: req
+                .pool
+                .spec
+                .instance_types
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "sim.large".into()),
             availability_zone: Some(SIMULATED_ZONE.into()),
             market: match req.pool.spec.market {
                 Market::OnDemand => "on-demand",
@@ -266,14 +282,18 @@ impl Fleet for SimulatedFleet {
         {
             let mut live = inner.lock_live();
             // A runner is one instance: a repeated launch finds it.
-            if let Some(existing) =
-                live.values().find(|l| l.instance.runner_id.as_deref() == Some(req.runner_id.as_str()))
+            if let Some(existing) = live
+                .values()
+                .find(|l| l.instance.runner_id.as_deref() == Some(req.runner_id.as_str()))
             {
                 return Ok(existing.launched.clone());
             }
             let n = inner.counters.launch_calls.fetch_add(1, Ordering::Relaxed) + 1;
             if injected_failure(n, inner.settings.launch_failure_rate) {
-                inner.counters.launch_failures.fetch_add(1, Ordering::Relaxed);
+                inner
+                    .counters
+                    .launch_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(runner_id = %req.runner_id, launch = n, "simulated launch refused (injected fault)");
                 return Err(FleetError::NoCapacity(format!(
                     "simulated InsufficientInstanceCapacity (injected fault on launch {n})"
@@ -294,7 +314,10 @@ impl Fleet for SimulatedFleet {
                 },
             );
             inner.counters.launched.fetch_add(1, Ordering::Relaxed);
-            inner.counters.peak_live.fetch_max(live.len() as u64, Ordering::Relaxed);
+            inner
+                .counters
+                .peak_live
+                .fetch_max(live.len() as u64, Ordering::Relaxed);
         }
         let task = tokio::spawn(play(Arc::clone(inner), instance_id.clone(), req.clone()));
         if let Some(live) = inner.lock_live().get_mut(&instance_id) {
@@ -307,19 +330,30 @@ impl Fleet for SimulatedFleet {
     async fn instance_for_runner(&self, runner_id: &str) -> FleetResult<Option<Instance>> {
         self.inner.calls.count(Call::Fleet);
         let live = self.inner.lock_live();
-        Ok(live.values().find(|l| l.instance.runner_id.as_deref() == Some(runner_id)).map(|l| l.instance.clone()))
+        Ok(live
+            .values()
+            .find(|l| l.instance.runner_id.as_deref() == Some(runner_id))
+            .map(|l| l.instance.clone()))
     }
 
     async fn list_instances(&self) -> FleetResult<Vec<Instance>> {
         self.inner.calls.count(Call::Fleet);
-        let mut all: Vec<Instance> = self.inner.lock_live().values().map(|l| l.instance.clone()).collect();
+        let mut all: Vec<Instance> = self
+            .inner
+            .lock_live()
+            .values()
+            .map(|l| l.instance.clone())
+            .collect();
         all.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
         Ok(all)
     }
 
     async fn terminate(&self, instance_id: &str) -> FleetResult<()> {
         self.inner.calls.count(Call::Fleet);
-        if let Some(Live { task: Some(task), .. }) = self.inner.remove(instance_id) {
+        if let Some(Live {
+            task: Some(task), ..
+        }) = self.inner.remove(instance_id)
+        {
             task.abort();
             tracing::info!(%instance_id, "simulated instance terminated");
         }
@@ -331,7 +365,11 @@ impl Fleet for SimulatedFleet {
 async fn play(inner: Arc<Inner>, instance_id: String, req: LaunchRequest) {
     tokio::time::sleep(inner.settings.boot_delay).await;
     inner.set_state(&instance_id, "running");
-    let mut runner = SimulatedRunner { inner: &inner, req: &req, log: Vec::new() };
+    let mut runner = SimulatedRunner {
+        inner: &inner,
+        req: &req,
+        log: Vec::new(),
+    };
     match runner.bootstrap().await {
         Ok(()) => {
             inner.counters.completed.fetch_add(1, Ordering::Relaxed);
@@ -368,12 +406,19 @@ impl SimulatedRunner<'_> {
         let settings = user_data::parse(&self.req.user_data).context("reading the user data")?;
         let base = self.inner.base_url(&settings.url);
         self.note(format!("bootstrapping against {base}"));
-        let n = self.inner.counters.bootstraps.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self
+            .inner
+            .counters
+            .bootstraps
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
         if injected_failure(n, self.inner.settings.bootstrap_failure_rate) {
             // What a broken image or a blocked download looks like from the
             // script: it stops before registering and sends its log tail.
             self.note("downloading the actions/runner release");
-            self.note("FAILED: simulated bootstrap failure (fleet.simulated.bootstrap_failure_percent)");
+            self.note(
+                "FAILED: simulated bootstrap failure (fleet.simulated.bootstrap_failure_percent)",
+            );
             self.report_error(&base, &settings.token).await;
             bail!("simulated bootstrap failure");
         }
@@ -385,18 +430,26 @@ impl SimulatedRunner<'_> {
                 return Err(e);
             }
         };
-        self.inner.counters.registered.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .registered
+            .fetch_add(1, Ordering::Relaxed);
         self.note(format!("registered as runner {}", registration.runner_name));
 
         let (req, sim) = (self.req, &self.inner.settings);
         let offline = decode_offline_jit_config(&registration.encoded_jit_config);
         match (offline, &req.job, &sim.webhook_secret) {
             (Some(jit), Some(job), Some(secret)) => {
-                let runner = RunnerIdentity { id: jit.runner_id, name: registration.runner_name.clone() };
+                let runner = RunnerIdentity {
+                    id: jit.runner_id,
+                    name: registration.runner_name.clone(),
+                };
                 tokio::time::sleep(sim.pickup_delay).await;
-                self.send_job_webhook(&base, secret, job, &runner, "in_progress").await;
+                self.send_job_webhook(&base, secret, job, &runner, "in_progress")
+                    .await;
                 tokio::time::sleep(sim.job_time).await;
-                self.send_job_webhook(&base, secret, job, &runner, "completed").await;
+                self.send_job_webhook(&base, secret, job, &runner, "completed")
+                    .await;
             }
             (None, ..) => {
                 // A real JIT config: a real runner would take a job from
@@ -407,16 +460,30 @@ impl SimulatedRunner<'_> {
             _ => tokio::time::sleep(sim.job_time).await,
         }
         self.note("the runner finished");
-        self.post_with_retries(&base, "/api/runner/complete", &settings.token, &json!({}), 3).await?;
+        self.post_with_retries(
+            &base,
+            "/api/runner/complete",
+            &settings.token,
+            &json!({}),
+            3,
+        )
+        .await?;
         Ok(())
     }
 
     async fn register(&mut self, base: &str, token: &Secret) -> anyhow::Result<Registration> {
         let body = json!({"os": "linux", "arch": "x64"});
         let answer = self
-            .post_with_retries(base, "/api/runner/register", token, &body, self.inner.settings.register_tries)
+            .post_with_retries(
+                base,
+                "/api/runner/register",
+                token,
+                &body,
+                self.inner.settings.register_tries,
+            )
             .await?;
-        serde_json::from_slice(&answer).context("register answered without encoded_jit_config and runner_name")
+        serde_json::from_slice(&answer)
+            .context("register answered without encoded_jit_config and runner_name")
     }
 
     /// POSTs a callback, retrying (like the script) when pacer does not
@@ -431,8 +498,14 @@ impl SimulatedRunner<'_> {
     ) -> anyhow::Result<Vec<u8>> {
         let mut attempt = 1;
         loop {
-            let sent =
-                self.inner.http.post(format!("{base}{path}")).bearer_auth(token.expose()).json(body).send().await;
+            let sent = self
+                .inner
+                .http
+                .post(format!("{base}{path}"))
+                .bearer_auth(token.expose())
+                .json(body)
+                .send()
+                .await;
             let status = match sent {
                 Ok(resp) if resp.status().is_success() => return Ok(resp.bytes().await?.to_vec()),
                 Ok(resp) => {
@@ -457,11 +530,25 @@ impl SimulatedRunner<'_> {
         let mut tail = self.log.join("\n");
         if tail.len() > 4096 {
             let cut = tail.len() - 4096;
-            let cut = (cut..tail.len()).find(|i| tail.is_char_boundary(*i)).unwrap_or(tail.len());
+            let cut = (cut..tail.len())
+                .find(|i| tail.is_char_boundary(*i))
+                .unwrap_or(tail.len());
             tail = tail.split_off(cut);
         }
-        if let Err(e) = self.post_with_retries(base, "/api/runner/error", token, &json!({"log_tail": tail}), 2).await {
-            tracing::warn!(error = format!("{e:#}"), "simulated runner could not report its failure");
+        if let Err(e) = self
+            .post_with_retries(
+                base,
+                "/api/runner/error",
+                token,
+                &json!({"log_tail": tail}),
+                2,
+            )
+            .await
+        {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "simulated runner could not report its failure"
+            );
         }
     }
 
@@ -485,13 +572,20 @@ impl SimulatedRunner<'_> {
             .header("user-agent", "GitHub-Hookshot/pacer-simulated")
             .header(webhook::EVENT_HEADER, "workflow_job")
             .header(webhook::DELIVERY_HEADER, delivery)
-            .header(webhook::SIGNATURE_HEADER, webhook::sign(secret.expose().as_bytes(), &body))
+            .header(
+                webhook::SIGNATURE_HEADER,
+                webhook::sign(secret.expose().as_bytes(), &body),
+            )
             .body(body)
             .send()
             .await;
         match sent {
-            Ok(resp) if resp.status().is_success() => self.note(format!("GitHub: job {} {action}", job.github_job_id)),
-            Ok(resp) => tracing::warn!(status = %resp.status(), action, "pacer refused a simulated webhook"),
+            Ok(resp) if resp.status().is_success() => {
+                self.note(format!("GitHub: job {} {action}", job.github_job_id))
+            }
+            Ok(resp) => {
+                tracing::warn!(status = %resp.status(), action, "pacer refused a simulated webhook")
+            }
             Err(e) => tracing::warn!(error = %e, action, "could not deliver a simulated webhook"),
         }
     }
@@ -512,12 +606,23 @@ pub fn workflow_job_payload(
     action: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Value {
-    let (owner, name) = job.repo.split_once('/').unwrap_or((job.repo.as_str(), job.repo.as_str()));
+    let (owner, name) = job
+        .repo
+        .split_once('/')
+        .unwrap_or((job.repo.as_str(), job.repo.as_str()));
     let repo = &job.repo;
     let completed = action == "completed";
     let stamp = Value::from(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    let conclusion = if completed { Value::from("success") } else { Value::Null };
-    let completed_at = if completed { stamp.clone() } else { Value::Null };
+    let conclusion = if completed {
+        Value::from("success")
+    } else {
+        Value::Null
+    };
+    let completed_at = if completed {
+        stamp.clone()
+    } else {
+        Value::Null
+    };
     let mut payload = json!({
         "action": action,
         "workflow_job": {

@@ -32,7 +32,10 @@ pub struct CallbackSettings {
 
 impl fmt::Debug for CallbackSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CallbackSettings").field("url", &self.url).field("token", &self.token).finish()
+        f.debug_struct("CallbackSettings")
+            .field("url", &self.url)
+            .field("token", &self.token)
+            .finish()
     }
 }
 
@@ -51,7 +54,9 @@ pub enum UserDataError {
 /// The user data for one runner: the script's shebang, the settings header,
 /// then the rest of the script. Holds the token: never log it.
 pub fn render(pacer_url: &str, token: &Secret) -> String {
-    let (shebang, body) = BOOTSTRAP_SCRIPT.split_once('\n').unwrap_or(("#!/bin/bash", BOOTSTRAP_SCRIPT));
+    let (shebang, body) = BOOTSTRAP_SCRIPT
+        .split_once('\n')
+        .unwrap_or(("#!/bin/bash", BOOTSTRAP_SCRIPT));
     format!(
         "{shebang}\n{HEADER_START}\nPACER_URL={}\nPACER_TOKEN={}\n{HEADER_END}\n{body}",
         shell_quote(pacer_url.trim_end_matches('/')),
@@ -61,13 +66,20 @@ pub fn render(pacer_url: &str, token: &Secret) -> String {
 
 /// Reads the settings back from rendered user data.
 pub fn parse(user_data: &str) -> Result<CallbackSettings, UserDataError> {
-    let (_, after_start) = user_data.split_once(HEADER_START).ok_or(UserDataError::NoHeader)?;
-    let (header, _) = after_start.split_once(HEADER_END).ok_or(UserDataError::NoHeader)?;
+    let (_, after_start) = user_data
+        .split_once(HEADER_START)
+        .ok_or(UserDataError::NoHeader)?;
+    let (header, _) = after_start
+        .split_once(HEADER_END)
+        .ok_or(UserDataError::NoHeader)?;
     let (url, after_url) = assignment(header, "PACER_URL")?;
     // The token's line is the one after the URL's: looked for from there, a
     // URL holding the text `\nPACER_TOKEN=` inside its quotes is not read as it.
     let (token, _) = assignment(after_url, "PACER_TOKEN")?;
-    Ok(CallbackSettings { url, token: Secret::new(token) })
+    Ok(CallbackSettings {
+        url,
+        token: Secret::new(token),
+    })
 }
 
 /// User data as RunInstances wants it.
@@ -93,7 +105,9 @@ fn shell_quote(value: &str) -> String {
 /// text after it (from the newline that ends it).
 fn assignment<'a>(header: &'a str, name: &'static str) -> Result<(String, &'a str), UserDataError> {
     let prefix = format!("\n{name}=");
-    let (_, value) = header.split_once(&prefix).ok_or(UserDataError::Missing(name))?;
+    let (_, value) = header
+        .split_once(&prefix)
+        .ok_or(UserDataError::Missing(name))?;
     unquote(value).ok_or(UserDataError::Malformed(name))
 }
 
@@ -130,7 +144,10 @@ mod tests {
     fn rendered_settings_parse_back_unchanged() {
         let ud = render("https://pacer.example.com/", &token("tok.abc-123_XYZ="));
         let settings = parse(&ud).unwrap();
-        assert_eq!(settings.url, "https://pacer.example.com", "the trailing slash is dropped");
+        assert_eq!(
+            settings.url, "https://pacer.example.com",
+            "the trailing slash is dropped"
+        );
         assert_eq!(settings.token.expose(), "tok.abc-123_XYZ=");
     }
 
@@ -150,13 +167,19 @@ mod tests {
 
     #[test]
     fn the_rendered_user_data_fits_ec2s_limit() {
-        let ud = render(&format!("https://{}.example.com", "x".repeat(200)), &token(&"t".repeat(1024)));
+        let ud = render(
+            &format!("https://{}.example.com", "x".repeat(200)),
+            &token(&"t".repeat(1024)),
+        );
         assert!(ud.len() < MAX_USER_DATA_BYTES, "{} bytes", ud.len());
     }
 
     #[test]
     fn user_data_without_the_header_is_refused() {
-        assert_eq!(parse("#!/bin/bash\necho hi\n"), Err(UserDataError::NoHeader));
+        assert_eq!(
+            parse("#!/bin/bash\necho hi\n"),
+            Err(UserDataError::NoHeader)
+        );
         let no_token = format!("{HEADER_START}\nPACER_URL='x'\n{HEADER_END}\n");
         assert_eq!(parse(&no_token), Err(UserDataError::Missing("PACER_TOKEN")));
         let unquoted = format!("{HEADER_START}\nPACER_URL=x\nPACER_TOKEN='t'\n{HEADER_END}\n");
@@ -168,7 +191,10 @@ mod tests {
         // Found by any_url_and_token_survive_rendering: the token was looked
         // for from the top of the header, and found inside the URL's quotes.
         let settings = parse(&render("\nPACER_TOKEN=", &token("t"))).unwrap();
-        assert_eq!((settings.url.as_str(), settings.token.expose()), ("\nPACER_TOKEN=", "t"));
+        assert_eq!(
+            (settings.url.as_str(), settings.token.expose()),
+            ("\nPACER_TOKEN=", "t")
+        );
     }
 
     #[test]
@@ -189,10 +215,23 @@ mod tests {
     /// breaks, the variable names, the header lines) and plain characters.
     fn awkward_value() -> impl proptest::strategy::Strategy<Value = String> {
         use proptest::prelude::*;
-        let pieces = vec!["'", "\\", "\n", "'\\''", "PACER_URL=", "PACER_TOKEN=", HEADER_START, HEADER_END, "/", "x", "€"];
+        let pieces = vec![
+            "'",
+            "\\",
+            "\n",
+            "'\\''",
+            "PACER_URL=",
+            "PACER_TOKEN=",
+            HEADER_START,
+            HEADER_END,
+            "/",
+            "x",
+            "€",
+        ];
         prop_oneof![
             crate::arbitrary::hostile_text(),
-            proptest::collection::vec(proptest::sample::select(pieces), 0..10).prop_map(|p| p.concat()),
+            proptest::collection::vec(proptest::sample::select(pieces), 0..10)
+                .prop_map(|p| p.concat()),
         ]
     }
 

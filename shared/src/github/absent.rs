@@ -32,7 +32,12 @@ impl GitHub for NoAppKey {
     async fn repo_installation(&self, _: &RepoName) -> GitHubResult<i64> {
         self.refuse("look up the App's installation")
     }
-    async fn generate_jit_config(&self, _: i64, _: &RunnerTarget, _: &JitRequest) -> GitHubResult<JitConfig> {
+    async fn generate_jit_config(
+        &self,
+        _: i64,
+        _: &RunnerTarget,
+        _: &JitRequest,
+    ) -> GitHubResult<JitConfig> {
         self.refuse("register a runner")
     }
     async fn delete_runner(&self, _: i64, _: &RunnerTarget, _: i64) -> GitHubResult<()> {
@@ -67,7 +72,9 @@ mod tests {
 
     #[tokio::test]
     async fn every_call_names_the_function_without_a_key() {
-        let github = NoAppKey { role: Role::Orchestrator };
+        let github = NoAppKey {
+            role: Role::Orchestrator,
+        };
         let err = github.runner_download("linux", "x64").await.unwrap_err();
         assert!(!err.is_transient());
         assert_eq!(

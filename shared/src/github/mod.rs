@@ -17,7 +17,6 @@ use webhook::{
     Account, InstallationRef, Repository, WorkflowJob, WorkflowJobAction, WorkflowJobEvent,
 };
 
-
 pub mod absent;
 pub mod offline;
 pub mod rest;
@@ -226,7 +225,8 @@ pub fn runner_tarball(version: &str, os: &str, arch: &str) -> String {
 
 /// `text` as a SHA-256 in lower-case hex, if it is one: exactly 64 hex digits.
 pub fn sha256_hex(text: &str) -> Option<String> {
-    (text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())).then(|| text.to_ascii_lowercase())
+    (text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| text.to_ascii_lowercase())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -239,7 +239,9 @@ pub enum GitHubError {
     #[error("GitHub refused the request: {0}")]
     Refused(String),
     /// 403 "Resource not accessible by integration": the App lacks a permission.
-    #[error("the GitHub App lacks the {permission} permission ({message}); edit the App's permissions on GitHub")]
+    #[error(
+        "the GitHub App lacks the {permission} permission ({message}); edit the App's permissions on GitHub"
+    )]
     MissingPermission { permission: String, message: String },
     /// 401: the App's credentials are wrong (app id / private key).
     #[error("GitHub rejected the App's credentials: {0}")]
@@ -257,7 +259,10 @@ pub enum GitHubError {
 impl GitHubError {
     /// Whether trying the same call later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, GitHubError::RateLimited { .. } | GitHubError::Unavailable(_))
+        matches!(
+            self,
+            GitHubError::RateLimited { .. } | GitHubError::Unavailable(_)
+        )
     }
 }
 
@@ -268,15 +273,39 @@ pub trait GitHub: Send + Sync + 'static {
     /// The App's installation on a repository (for payloads that carry none).
     async fn repo_installation(&self, repo: &RepoName) -> GitHubResult<i64>;
     /// Mints a just-in-time runner configuration.
-    async fn generate_jit_config(&self, installation_id: i64, target: &RunnerTarget, req: &JitRequest) -> GitHubResult<JitConfig>;
+    async fn generate_jit_config(
+        &self,
+        installation_id: i64,
+        target: &RunnerTarget,
+        req: &JitRequest,
+    ) -> GitHubResult<JitConfig>;
     /// Removes a runner registration; a runner already gone is success.
-    async fn delete_runner(&self, installation_id: i64, target: &RunnerTarget, runner_id: i64) -> GitHubResult<()>;
+    async fn delete_runner(
+        &self,
+        installation_id: i64,
+        target: &RunnerTarget,
+        runner_id: i64,
+    ) -> GitHubResult<()>;
     /// Every self-hosted runner registered at the target.
-    async fn list_runners(&self, installation_id: i64, target: &RunnerTarget) -> GitHubResult<Vec<GhRunner>>;
+    async fn list_runners(
+        &self,
+        installation_id: i64,
+        target: &RunnerTarget,
+    ) -> GitHubResult<Vec<GhRunner>>;
     /// One runner, or `None` when GitHub no longer knows it.
-    async fn get_runner(&self, installation_id: i64, target: &RunnerTarget, runner_id: i64) -> GitHubResult<Option<GhRunner>>;
+    async fn get_runner(
+        &self,
+        installation_id: i64,
+        target: &RunnerTarget,
+        runner_id: i64,
+    ) -> GitHubResult<Option<GhRunner>>;
     /// One workflow job, or `None` when GitHub does not know it.
-    async fn get_job(&self, installation_id: i64, repo: &RepoName, job_id: i64) -> GitHubResult<Option<GhJob>>;
+    async fn get_job(
+        &self,
+        installation_id: i64,
+        repo: &RepoName,
+        job_id: i64,
+    ) -> GitHubResult<Option<GhJob>>;
     /// The actions/runner tarball for `os`-`arch` of the release `runner.version` names (the
     /// newest, or a pin), with its SHA-256. An error when no checksum can be learnt for it: pacer
     /// never hands out a download the runner cannot verify. The adapter caches what it learns.
@@ -292,7 +321,12 @@ pub trait GitHub: Send + Sync + 'static {
     /// per extra 100 jobs in a run). So at most `max_runs + 2` calls for `max_runs` ≤ 100 and
     /// runs of at most 100 jobs, and none for `max_runs` 0; plus, when the cached installation
     /// token is due for renewal, one App call for a new one.
-    async fn queued_jobs(&self, installation_id: i64, repo: &RepoName, max_runs: usize) -> GitHubResult<Vec<GhQueuedJob>>;
+    async fn queued_jobs(
+        &self,
+        installation_id: i64,
+        repo: &RepoName,
+        max_runs: usize,
+    ) -> GitHubResult<Vec<GhQueuedJob>>;
     /// The App's webhook deliveries since `since` that failed (a status code not 2xx) for events
     /// GitHub never delivered successfully in that window: one per event (`guid`), its newest
     /// failed attempt, newest first. An event redelivered successfully is not listed.

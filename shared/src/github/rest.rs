@@ -820,11 +820,18 @@ impl GitHub for RestGitHub {
         let release = self.runner_release().await?;
         let file = runner_tarball(&release.version, os, arch);
         if let Some(sha256) = release.sha256.get(&file) {
-            return Ok(RunnerDownload::new(&release.version, os, arch, Some(sha256.clone())));
+            return Ok(RunnerDownload::new(
+                &release.version,
+                os,
+                arch,
+                Some(sha256.clone()),
+            ));
         }
         let key = RunnerSha256::key_for(os, arch);
         let (why, fix) = match (&self.release_source, key) {
-            (ReleaseSource::Configured(_), Some(key)) => ("runner.sha256 gives none".to_owned(), format!("set {key}")),
+            (ReleaseSource::Configured(_), Some(key)) => {
+                ("runner.sha256 gives none".to_owned(), format!("set {key}"))
+            }
             (ReleaseSource::Configured(_), None) => (
                 "runner.sha256 gives none".to_owned(),
                 "runner.sha256 holds Linux x64 and arm64 checksums only".to_owned(),
@@ -911,7 +918,9 @@ impl GitHub for RestGitHub {
             for wire in page.into_iter().filter(|d| d.delivered_at >= since) {
                 if (200..300).contains(&wire.status_code) {
                     delivered.insert(wire.guid);
-                } else if let Some(listed) = failed_at.get(&wire.guid).and_then(|&i| failed.get_mut(i)) {
+                } else if let Some(listed) =
+                    failed_at.get(&wire.guid).and_then(|&i| failed.get_mut(i))
+                {
                     // An older failed attempt of an event already listed by its newest one.
                     listed.failed_attempts += 1;
                 } else {
@@ -1007,7 +1016,10 @@ impl WireRelease {
         let version = parse_release_tag(&self.tag_name)?;
         let mut sha256 = BTreeMap::new();
         for asset in self.assets {
-            let digest = asset.digest.as_deref().and_then(|d| d.strip_prefix("sha256:"));
+            let digest = asset
+                .digest
+                .as_deref()
+                .and_then(|d| d.strip_prefix("sha256:"));
             if let Some(hex) = digest.and_then(sha256_hex) {
                 sha256.insert(asset.name, hex);
             }
@@ -1016,7 +1028,9 @@ impl WireRelease {
             // Windows packages are zips, which pacer never names.
             if !platform.starts_with("win-") {
                 let (os, arch) = platform.split_once('-').unwrap_or((platform, ""));
-                sha256.entry(runner_tarball(&version, os, arch)).or_insert(hex);
+                sha256
+                    .entry(runner_tarball(&version, os, arch))
+                    .or_insert(hex);
             }
         }
         Ok(RunnerRelease { version, sha256 })
@@ -1649,7 +1663,12 @@ mod tests {
     fn a_missing_app_id_is_named() {
         let mut cfg = config(&test_key().serialize_pem(), "https://api.github.com/");
         cfg.app_id = None;
-        let err = RestGitHub::new(&cfg, &RunnerConfig::default(), Arc::new(ManualClock::new(start()))).unwrap_err();
+        let err = RestGitHub::new(
+            &cfg,
+            &RunnerConfig::default(),
+            Arc::new(ManualClock::new(start())),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("github.app_id"), "{err}");
     }
 

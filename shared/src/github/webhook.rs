@@ -12,7 +12,7 @@ use hmac::Mac;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{RepoName, Time, Visibility};
-use crate::mac::{hmac_sha256_of, HmacSha256};
+use crate::mac::{HmacSha256, hmac_sha256_of};
 
 /// The header carrying the HMAC-SHA256 signature. The legacy `X-Hub-Signature` (SHA-1) is
 /// deliberately not read: a delivery carrying only that one is refused as unsigned.

@@ -15,14 +15,14 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonObject, Query};
-use super::AppState;
 use crate::auth::oidc::OidcClient;
-use crate::auth::session::{SessionClaims, COOKIE as SESSION_COOKIE};
+use crate::auth::session::{COOKIE as SESSION_COOKIE, SessionClaims};
 use crate::domain::{Actor, Invalid, Role};
 use crate::service::auth::{self as auth_service, AuthError, AuthSettings};
-use crate::service::{limits, Caller};
+use crate::service::{Caller, limits};
 use crate::store::PageRequest;
 
 pub fn routes() -> Router<AppState> {
@@ -39,20 +39,37 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Routes anyone may call.
-const OPEN: &[&str] = &["/api/version", "/api/auth/info", "/api/auth/login", "/api/auth/oidc/start", "/api/auth/oidc/callback"];
+const OPEN: &[&str] = &[
+    "/api/version",
+    "/api/auth/info",
+    "/api/auth/login",
+    "/api/auth/oidc/start",
+    "/api/auth/oidc/callback",
+];
 /// Mutations a viewer may make: about their own session.
 const SELF_SERVICE: &[&str] = &["/api/auth/logout", "/api/auth/password"];
 /// Routes for admins only, reads included.
 const ADMIN_ONLY: &[&str] = &["/api/audit", "/api/users"];
 
 fn client_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)?;
-    Some(crate::server::client_ip(peer, req.headers(), &state.trusted_proxies))
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)?;
+    Some(crate::server::client_ip(
+        peer,
+        req.headers(),
+        &state.trusted_proxies,
+    ))
 }
 
 /// The session token: the `pacer_session` cookie, or `Authorization: Bearer`.
 fn session_token(headers: &HeaderMap) -> Option<String> {
-    if let Some(bearer) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) {
+    if let Some(bearer) = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
         return Some(bearer.trim().to_string());
     }
     cookie_value(headers, SESSION_COOKIE)
@@ -66,12 +83,14 @@ fn auth_error(e: AuthError) -> Response {
                 "message": format!("too many sign-in attempts from this address; try again in {} seconds", retry_after.as_secs().max(1)),
             })))
                 .into_response();
-            res.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+            res.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
             res
         }
         AuthError::InvalidSession(reason) => {
             tracing::info!(reason, "session refused");
-            ApiError::Unauthorized("the session is no longer valid; sign in again".into()).into_response()
+            ApiError::Unauthorized("the session is no longer valid; sign in again".into())
+                .into_response()
         }
         AuthError::Service(e) => ApiError::from(e).into_response(),
         other => ApiError::Unauthorized(other.to_string()).into_response(),
@@ -86,11 +105,19 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     let ip = client_ip(&state, &req);
     let path = req.uri().path().to_string();
     let Some(auth) = state.auth.clone() else {
-        req.extensions_mut().insert(Caller { actor: Actor::user("anonymous"), client_ip: ip, role: Role::Admin });
+        req.extensions_mut().insert(Caller {
+            actor: Actor::user("anonymous"),
+            client_ip: ip,
+            role: Role::Admin,
+        });
         return next.run(req).await;
     };
     if OPEN.contains(&path.as_str()) {
-        req.extensions_mut().insert(Caller { actor: Actor::user("anonymous"), client_ip: ip, role: Role::Viewer });
+        req.extensions_mut().insert(Caller {
+            actor: Actor::user("anonymous"),
+            client_ip: ip,
+            role: Role::Viewer,
+        });
         return next.run(req).await;
     }
     let Some(token) = session_token(req.headers()) else {
@@ -101,8 +128,12 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Err(e) => return auth_error(e),
     };
     let reading = matches!(*req.method(), Method::GET | Method::HEAD);
-    let admin_only = ADMIN_ONLY.iter().any(|p| path == *p || path.starts_with(&format!("{p}/")));
-    let allowed = caller.role == Role::Admin || (reading && !admin_only) || SELF_SERVICE.contains(&path.as_str());
+    let admin_only = ADMIN_ONLY
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+    let allowed = caller.role == Role::Admin
+        || (reading && !admin_only)
+        || SELF_SERVICE.contains(&path.as_str());
     if !allowed {
         return ApiError::Forbidden("this needs the admin role".into()).into_response();
     }
@@ -112,7 +143,9 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
 }
 
 fn settings(state: &AppState) -> Result<&AuthSettings, ApiError> {
-    state.auth.as_deref().ok_or_else(|| ApiError::NotFound("console authentication is turned off (auth.disabled)".into()))
+    state.auth.as_deref().ok_or_else(|| {
+        ApiError::NotFound("console authentication is turned off (auth.disabled)".into())
+    })
 }
 
 /// A header value pacer composed. Its parts are pacer's own tokens (base64 and JWT
@@ -127,7 +160,9 @@ fn header_value(text: String) -> HeaderValue {
 
 fn session_cookie(auth: &AuthSettings, value: &str, max_age: i64) -> HeaderValue {
     let secure = if auth.secure_cookie { "; Secure" } else { "" };
-    header_value(format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"))
+    header_value(format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
 }
 
 fn state_cookie(auth: &AuthSettings, value: &str, max_age: i64) -> HeaderValue {
@@ -152,14 +187,16 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 
 fn redirect(to: &str) -> Response {
     let mut res = StatusCode::FOUND.into_response();
-    res.headers_mut().insert(axum::http::header::LOCATION, header_value(to.to_owned()));
+    res.headers_mut()
+        .insert(axum::http::header::LOCATION, header_value(to.to_owned()));
     res
 }
 
 /// The browser's answer to a refused sign-in: nothing about why.
 fn access_denied(auth: &AuthSettings) -> Response {
     let mut res = (StatusCode::FORBIDDEN, axum::response::Html("<!doctype html><title>Access denied</title><h1>Access denied</h1><p><a href=\"/login\">Back to sign-in</a></p>")).into_response();
-    res.headers_mut().insert(SET_COOKIE, state_cookie(auth, "", 0));
+    res.headers_mut()
+        .insert(SET_COOKIE, state_cookie(auth, "", 0));
     res
 }
 
@@ -167,7 +204,10 @@ fn access_denied(auth: &AuthSettings) -> Response {
 /// what happened and what still works; the detail goes to the log.
 fn idp_unavailable(auth: &AuthSettings, error: &crate::auth::oidc::DiscoveryError) -> Response {
     tracing::warn!(error = %error, "SSO sign-in: the identity provider could not be discovered");
-    let host = auth.oidc_issuer_host.as_deref().unwrap_or("the identity provider");
+    let host = auth
+        .oidc_issuer_host
+        .as_deref()
+        .unwrap_or("the identity provider");
     let page = format!(
         "<!doctype html><title>Sign-in unavailable</title><h1>Sign-in is unavailable</h1>\
          <p>{host} is not answering pacer, so nobody can sign in right now. Try again in a minute; \
@@ -178,7 +218,10 @@ fn idp_unavailable(auth: &AuthSettings, error: &crate::auth::oidc::DiscoveryErro
 
 /// The relying party, discovered now if it was not at start.
 async fn sso_client(auth: &AuthSettings) -> Result<Result<Arc<OidcClient>, Response>, ApiError> {
-    let sso = auth.oidc.as_ref().ok_or_else(|| ApiError::NotFound("SSO is not configured (auth.oidc.enabled)".into()))?;
+    let sso = auth
+        .oidc
+        .as_ref()
+        .ok_or_else(|| ApiError::NotFound("SSO is not configured (auth.oidc.enabled)".into()))?;
     Ok(sso.client().await.map_err(|e| idp_unavailable(auth, &e)))
 }
 
@@ -190,7 +233,10 @@ async fn oidc_start(State(s): State<AppState>) -> Result<Response, ApiError> {
     };
     let started = client.start(auth.jwt_secret.expose().as_bytes(), s.ports.clock.now());
     let mut res = redirect(&started.authorize_url);
-    res.headers_mut().insert(SET_COOKIE, state_cookie(auth, &started.cookie, crate::auth::oidc::STATE_TTL_SECS));
+    res.headers_mut().insert(
+        SET_COOKIE,
+        state_cookie(auth, &started.cookie, crate::auth::oidc::STATE_TTL_SECS),
+    );
     Ok(res)
 }
 
@@ -209,14 +255,22 @@ fn too_many_sign_ins(retry_after: std::time::Duration) -> Response {
          <p>Too many sign-ins failed from this address. Try again in {seconds} seconds.</p><p><a href=\"/login\">Back to sign-in</a></p>"
     );
     let mut res = (StatusCode::TOO_MANY_REQUESTS, axum::response::Html(page)).into_response();
-    res.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+    res.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds));
     res
 }
 
-async fn oidc_callback(State(s): State<AppState>, caller: Caller, headers: HeaderMap, Query(p): Query<std::collections::HashMap<String, String>>) -> Result<Response, ApiError> {
+async fn oidc_callback(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(p): Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     let auth = settings(&s)?.clone();
     if auth.oidc.is_none() {
-        return Err(ApiError::NotFound("SSO is not configured (auth.oidc.enabled)".into()));
+        return Err(ApiError::NotFound(
+            "SSO is not configured (auth.oidc.enabled)".into(),
+        ));
     }
     // Callbacks count against `auth.login_rate_limit` like passwords do,
     // before anything is looked up or written: a flood of forged callbacks
@@ -230,11 +284,22 @@ async fn oidc_callback(State(s): State<AppState>, caller: Caller, headers: Heade
         Ok(client) => client,
         Err(unavailable) => return Ok(unavailable),
     };
-    let p = CallbackParams { code: p.get("code").cloned(), state: p.get("state").cloned(), error: p.get("error").cloned() };
+    let p = CallbackParams {
+        code: p.get("code").cloned(),
+        state: p.get("state").cloned(),
+        error: p.get("error").cloned(),
+    };
     let fail = |reason: String| {
         let (ports, caller, auth) = (s.ports.clone(), caller.clone(), auth.clone());
         async move {
-            crate::service::audit::record_unauthenticated(&ports, &caller, "auth.oidc.login_failed", None, json!({"reason": reason})).await?;
+            crate::service::audit::record_unauthenticated(
+                &ports,
+                &caller,
+                "auth.oidc.login_failed",
+                None,
+                json!({"reason": reason}),
+            )
+            .await?;
             Ok::<Response, ApiError>(access_denied(&auth))
         }
     };
@@ -245,13 +310,17 @@ async fn oidc_callback(State(s): State<AppState>, caller: Caller, headers: Heade
         return fail("the callback carries no code or state".into()).await;
     };
     let Some(cookie) = cookie_value(&headers, crate::auth::oidc::STATE_COOKIE) else {
-        return fail("no state cookie: the sign-in did not start in this browser, or took too long".into()).await;
+        return fail(
+            "no state cookie: the sign-in did not start in this browser, or took too long".into(),
+        )
+        .await;
     };
     let now = s.ports.clock.now();
-    let opened = match OidcClient::open_state(auth.jwt_secret.expose().as_bytes(), &cookie, &state, now) {
-        Ok(opened) => opened,
-        Err(e) => return fail(e.to_string()).await,
-    };
+    let opened =
+        match OidcClient::open_state(auth.jwt_secret.expose().as_bytes(), &cookie, &state, now) {
+            Ok(opened) => opened,
+            Err(e) => return fail(e.to_string()).await,
+        };
     // A state works once, on every instance: claimed in one atomic step
     // before the code is traded, so two racing callbacks cannot both pass.
     let until = now + chrono::Duration::seconds(crate::auth::oidc::STATE_TTL_SECS);
@@ -266,8 +335,12 @@ async fn oidc_callback(State(s): State<AppState>, caller: Caller, headers: Heade
         Ok(signed) => {
             attempt.succeeded(&s.ports).await;
             let mut res = redirect("/");
-            res.headers_mut().append(SET_COOKIE, session_cookie(&auth, &signed.token, signed.claims.exp - signed.claims.iat));
-            res.headers_mut().append(SET_COOKIE, state_cookie(&auth, "", 0));
+            res.headers_mut().append(
+                SET_COOKIE,
+                session_cookie(&auth, &signed.token, signed.claims.exp - signed.claims.iat),
+            );
+            res.headers_mut()
+                .append(SET_COOKIE, state_cookie(&auth, "", 0));
             Ok(res)
         }
         Err(AuthError::BadCredentials) => Ok(access_denied(&auth)),
@@ -293,36 +366,61 @@ struct LoginBody {
     password: String,
 }
 
-async fn login(State(s): State<AppState>, caller: Caller, JsonObject(body): JsonObject) -> Response {
+async fn login(
+    State(s): State<AppState>,
+    caller: Caller,
+    JsonObject(body): JsonObject,
+) -> Response {
     let auth = match settings(&s) {
         Ok(a) => a.clone(),
         Err(e) => return e.into_response(),
     };
     let body: LoginBody = match serde_json::from_value(serde_json::Value::Object(body)) {
         Ok(b) => b,
-        Err(e) => return ApiError::BadRequest(format!("the login body needs email and password: {e}")).into_response(),
+        Err(e) => {
+            return ApiError::BadRequest(format!("the login body needs email and password: {e}"))
+                .into_response();
+        }
     };
-    match auth_service::login(&s.ports, &auth, caller.client_ip, &body.email, &body.password).await {
+    match auth_service::login(
+        &s.ports,
+        &auth,
+        caller.client_ip,
+        &body.email,
+        &body.password,
+    )
+    .await
+    {
         Ok(signed) => signed_in(&auth, &signed),
         Err(e) => auth_error(e),
     }
 }
 
-async fn logout(State(s): State<AppState>, caller: Caller, req: Request) -> Result<Response, ApiError> {
+async fn logout(
+    State(s): State<AppState>,
+    caller: Caller,
+    req: Request,
+) -> Result<Response, ApiError> {
     let auth = settings(&s)?.clone();
     if let Some(claims) = req.extensions().get::<SessionClaims>() {
         auth_service::logout(&s.ports, &caller, claims).await?;
     }
     let mut res = StatusCode::NO_CONTENT.into_response();
-    res.headers_mut().insert(SET_COOKIE, session_cookie(&auth, "", 0));
+    res.headers_mut()
+        .insert(SET_COOKIE, session_cookie(&auth, "", 0));
     Ok(res)
 }
 
 async fn me(State(s): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
     if s.auth.is_none() {
-        return Ok(Json(json!({"id": "anonymous", "email": null, "role": "admin", "disabled": false, "sso": false})));
+        return Ok(Json(
+            json!({"id": "anonymous", "email": null, "role": "admin", "disabled": false, "sso": false}),
+        ));
     }
-    Ok(Json(serde_json::to_value(auth_service::me(&s.ports, &caller).await?).map_err(|e| ApiError::Internal(e.into()))?))
+    Ok(Json(
+        serde_json::to_value(auth_service::me(&s.ports, &caller).await?)
+            .map_err(|e| ApiError::Internal(e.into()))?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -335,11 +433,26 @@ struct PasswordBody {
 /// Changes the caller's password; every other session of theirs ends, and
 /// this one goes on with the new session the answer carries (cookie and
 /// body, as a login's).
-async fn change_password(State(s): State<AppState>, caller: Caller, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
+async fn change_password(
+    State(s): State<AppState>,
+    caller: Caller,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
     let auth = settings(&s)?.clone();
-    let body: PasswordBody = serde_json::from_value(serde_json::Value::Object(body))
-        .map_err(|e| ApiError::BadRequest(format!("the body needs current_password and new_password: {e}")))?;
-    let signed = auth_service::change_password(&s.ports, &auth, &caller, &body.current_password, &body.new_password).await?;
+    let body: PasswordBody =
+        serde_json::from_value(serde_json::Value::Object(body)).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "the body needs current_password and new_password: {e}"
+            ))
+        })?;
+    let signed = auth_service::change_password(
+        &s.ports,
+        &auth,
+        &caller,
+        &body.current_password,
+        &body.new_password,
+    )
+    .await?;
     Ok(signed_in(&auth, &signed))
 }
 
@@ -348,7 +461,8 @@ fn signed_in(auth: &AuthSettings, signed: &auth_service::SignedIn) -> Response {
     let max_age = signed.claims.exp - signed.claims.iat;
     let expires_at = chrono::DateTime::from_timestamp(signed.claims.exp, 0);
     let mut res = Json(json!({"token": signed.token, "expires_at": expires_at})).into_response();
-    res.headers_mut().insert(SET_COOKIE, session_cookie(auth, &signed.token, max_age));
+    res.headers_mut()
+        .insert(SET_COOKIE, session_cookie(auth, &signed.token, max_age));
     res
 }
 
@@ -359,8 +473,14 @@ struct PageParams {
     cursor: Option<String>,
 }
 
-async fn list_users(State(s): State<AppState>, Query(p): Query<PageParams>) -> Result<impl IntoResponse, ApiError> {
-    let page = PageRequest { limit: p.limit.unwrap_or(0), cursor: p.cursor };
+async fn list_users(
+    State(s): State<AppState>,
+    Query(p): Query<PageParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    let page = PageRequest {
+        limit: p.limit.unwrap_or(0),
+        cursor: p.cursor,
+    };
     Ok(Json(auth_service::list_users(&s.ports, &page).await?))
 }
 
@@ -369,21 +489,37 @@ fn parse_role(field: &str, value: Option<&serde_json::Value>) -> Result<Option<R
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(r)) if r == "admin" => Ok(Some(Role::Admin)),
         Some(serde_json::Value::String(r)) if r == "viewer" => Ok(Some(Role::Viewer)),
-        Some(_) => Err(ApiError::Invalid(Invalid::new(field, "must be \"admin\" or \"viewer\""))),
+        Some(_) => Err(ApiError::Invalid(Invalid::new(
+            field,
+            "must be \"admin\" or \"viewer\"",
+        ))),
     }
 }
 
-fn only_fields(body: &serde_json::Map<String, serde_json::Value>, known: &[&str]) -> Result<(), ApiError> {
+fn only_fields(
+    body: &serde_json::Map<String, serde_json::Value>,
+    known: &[&str],
+) -> Result<(), ApiError> {
     match body.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::Invalid(Invalid::new(k.clone(), "is not a known field"))),
+        Some(k) => Err(ApiError::Invalid(Invalid::new(
+            k.clone(),
+            "is not a known field",
+        ))),
         None => Ok(()),
     }
 }
 
-async fn create_user(State(s): State<AppState>, caller: Caller, JsonObject(body): JsonObject) -> Result<impl IntoResponse, ApiError> {
+async fn create_user(
+    State(s): State<AppState>,
+    caller: Caller,
+    JsonObject(body): JsonObject,
+) -> Result<impl IntoResponse, ApiError> {
     settings(&s)?;
     only_fields(&body, &["email", "role"])?;
-    let email = body.get("email").and_then(|v| v.as_str()).ok_or_else(|| ApiError::Invalid(Invalid::new("email", "is required")))?;
+    let email = body
+        .get("email")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| ApiError::Invalid(Invalid::new("email", "is required")))?;
     let role = parse_role("role", body.get("role"))?.unwrap_or(Role::Viewer);
     let (user, password) = auth_service::create_user(&s.ports, &caller, email, role).await?;
     let mut value = serde_json::to_value(user).map_err(|e| ApiError::Internal(e.into()))?;
@@ -394,14 +530,26 @@ async fn create_user(State(s): State<AppState>, caller: Caller, JsonObject(body)
     Ok((StatusCode::CREATED, Json(value)))
 }
 
-async fn update_user(State(s): State<AppState>, caller: Caller, Path(id): Path<String>, JsonObject(body): JsonObject) -> Result<impl IntoResponse, ApiError> {
+async fn update_user(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<impl IntoResponse, ApiError> {
     settings(&s)?;
     only_fields(&body, &["role", "disabled"])?;
     let role = parse_role("role", body.get("role"))?;
     let disabled = match body.get("disabled") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::Bool(b)) => Some(*b),
-        Some(_) => return Err(ApiError::Invalid(Invalid::new("disabled", "must be true or false"))),
+        Some(_) => {
+            return Err(ApiError::Invalid(Invalid::new(
+                "disabled",
+                "must be true or false",
+            )));
+        }
     };
-    Ok(Json(auth_service::update_user(&s.ports, &caller, &id, role, disabled).await?))
+    Ok(Json(
+        auth_service::update_user(&s.ports, &caller, &id, role, disabled).await?,
+    ))
 }

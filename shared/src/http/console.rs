@@ -16,8 +16,8 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
 use super::AppState;
+use super::error::ApiError;
 
 /// One file of the console.
 pub struct ConsoleFile {
@@ -54,8 +54,13 @@ pub async fn fallback(state: AppState, req: Request) -> Response {
         return ApiError::NotFound(format!("no route {} {path}", req.method())).into_response();
     };
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut res = ApiError::MethodNotAllowed(format!("{} is not allowed on {path}", req.method())).into_response();
-        res.headers_mut().insert(axum::http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        let mut res =
+            ApiError::MethodNotAllowed(format!("{} is not allowed on {path}", req.method()))
+                .into_response();
+        res.headers_mut().insert(
+            axum::http::header::ALLOW,
+            HeaderValue::from_static("GET, HEAD"),
+        );
         return res;
     }
     serve(files, path)
@@ -65,37 +70,62 @@ fn serve(files: &dyn ConsoleFiles, path: &str) -> Response {
     let relative = path.trim_start_matches('/');
     if !relative.is_empty() && !relative.split('/').any(|seg| seg == "..") {
         if let Some(file) = files.file(relative) {
-            let cache = if relative.starts_with("assets/") { IMMUTABLE } else { REVALIDATE };
+            let cache = if relative.starts_with("assets/") {
+                IMMUTABLE
+            } else {
+                REVALIDATE
+            };
             return respond(file, cache);
         }
         let last = relative.rsplit('/').next().unwrap_or_default();
         if last.contains('.') {
-            return (StatusCode::NOT_FOUND, [(CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{path} is not part of the console\n"))
+            return (
+                StatusCode::NOT_FOUND,
+                [(CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("{path} is not part of the console\n"),
+            )
                 .into_response();
         }
     }
     match files.file("index.html") {
         Some(index) => respond(index, REVALIDATE),
-        None => (StatusCode::SERVICE_UNAVAILABLE, [(CONTENT_TYPE, "text/plain; charset=utf-8")], NOT_BUILT).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(CONTENT_TYPE, "text/plain; charset=utf-8")],
+            NOT_BUILT,
+        )
+            .into_response(),
     }
 }
 
 fn respond(file: ConsoleFile, cache: &'static str) -> Response {
     // Vite writes UTF-8; say so, so no browser has to guess.
-    let textual = file.content_type.starts_with("text/") || file.content_type.ends_with("javascript") || file.content_type.ends_with("json");
+    let textual = file.content_type.starts_with("text/")
+        || file.content_type.ends_with("javascript")
+        || file.content_type.ends_with("json");
     let content_type = if textual && !file.content_type.contains("charset") {
         format!("{}; charset=utf-8", file.content_type)
     } else {
         file.content_type.clone()
     };
-    let content_type = HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let content_type = HeaderValue::from_str(&content_type)
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     let mut res = (StatusCode::OK, file.bytes.into_owned()).into_response();
     let headers = res.headers_mut();
     headers.insert(CONTENT_TYPE, content_type);
     headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
-    headers.insert(HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff"));
-    headers.insert(HeaderName::from_static("referrer-policy"), HeaderValue::from_static("same-origin"));
-    headers.insert(HeaderName::from_static("content-security-policy"), HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        HeaderName::from_static("referrer-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(
+        HeaderName::from_static("content-security-policy"),
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
     res
 }
 
@@ -110,17 +140,29 @@ mod tests {
     impl ConsoleFiles for Files {
         fn file(&self, path: &str) -> Option<ConsoleFile> {
             let body = self.0.get(path)?;
-            let content_type = if path.ends_with(".js") { "text/javascript" } else { "text/html" };
-            Some(ConsoleFile { bytes: Cow::Borrowed(body.as_bytes()), content_type: content_type.into() })
+            let content_type = if path.ends_with(".js") {
+                "text/javascript"
+            } else {
+                "text/html"
+            };
+            Some(ConsoleFile {
+                bytes: Cow::Borrowed(body.as_bytes()),
+                content_type: content_type.into(),
+            })
         }
     }
 
     fn built() -> Files {
-        Files(HashMap::from([("index.html", "<main>console</main>"), ("assets/app-1a2b.js", "run()")]))
+        Files(HashMap::from([
+            ("index.html", "<main>console</main>"),
+            ("assets/app-1a2b.js", "run()"),
+        ]))
     }
 
     async fn body(res: Response) -> String {
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
@@ -129,7 +171,12 @@ mod tests {
         let res = serve(&built(), "/jobs/01JABC");
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(res.headers()[CACHE_CONTROL], REVALIDATE);
-        assert!(res.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+        assert!(
+            res.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
         assert_eq!(body(res).await, "<main>console</main>");
     }
 
@@ -137,7 +184,10 @@ mod tests {
     async fn hashed_assets_are_cached_for_good() {
         let res = serve(&built(), "/assets/app-1a2b.js");
         assert_eq!(res.headers()[CACHE_CONTROL], IMMUTABLE);
-        assert_eq!(res.headers()[CONTENT_TYPE], "text/javascript; charset=utf-8");
+        assert_eq!(
+            res.headers()[CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
         assert_eq!(body(res).await, "run()");
     }
 

@@ -20,32 +20,47 @@ pub struct JsonObject(pub Map<String, Value>);
 /// Whether a `Content-Type` value names JSON: `application/json` or a
 /// `+json` type, with or without parameters.
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let content_type = req.headers().get(axum::http::header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("(not text)"));
+        let content_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or("(not text)"));
         if !content_type.is_some_and(is_json) {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "the body must be JSON, sent with Content-Type: application/json (this request says {})",
                 content_type.map_or("nothing".to_owned(), |c| format!("{c:?}"))
             )));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e: BytesRejection| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge("the request body is too large".into())
-            } else {
-                ApiError::BadRequest(format!("could not read the request body: {e}"))
-            }
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e: BytesRejection| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge("the request body is too large".into())
+                } else {
+                    ApiError::BadRequest(format!("could not read the request body: {e}"))
+                }
+            })?;
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => Ok(JsonObject(map)),
-            Ok(_) => Err(ApiError::BadRequest("the body must be a JSON object".into())),
-            Err(e) => Err(ApiError::BadRequest(format!("the body is not valid JSON: {e}"))),
+            Ok(_) => Err(ApiError::BadRequest(
+                "the body must be a JSON object".into(),
+            )),
+            Err(e) => Err(ApiError::BadRequest(format!(
+                "the body is not valid JSON: {e}"
+            ))),
         }
     }
 }
@@ -62,7 +77,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(raw.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(Query)
-            .map_err(|e| ApiError::BadRequest(format!("query parameter {}: {}", e.path(), e.inner())))
+            .map_err(|e| {
+                ApiError::BadRequest(format!("query parameter {}: {}", e.path(), e.inner()))
+            })
     }
 }
 
@@ -85,10 +102,21 @@ mod tests {
 
     #[test]
     fn only_json_media_types_are_json() {
-        for yes in ["application/json", "Application/JSON; charset=utf-8", "application/merge-patch+json"] {
+        for yes in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
             assert!(is_json(yes), "{yes}");
         }
-        for no in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "", "json", "text/json+json"] {
+        for no in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "",
+            "json",
+            "text/json+json",
+        ] {
             assert!(!is_json(no), "{no}");
         }
     }

@@ -10,16 +10,16 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonObject, Query};
-use super::AppState;
 use crate::auth::callback_token::bearer;
 use crate::domain::{JobState, RunnerState, Time};
 use crate::server::ClientIp;
 use crate::service::runners::{self, CallbackError, RegisterBody};
-use crate::service::webhook::{self, Outcome, WebhookError};
 use crate::service::stats::{self, GroupBy, StatsQuery};
-use crate::service::{jobs, Caller};
+use crate::service::webhook::{self, Outcome, WebhookError};
+use crate::service::{Caller, jobs};
 use crate::store::{JobFilter, PageRequest, RunnerFilter};
 
 /// GitHub caps deliveries at 25 MB; pacer takes a body up to 25 MiB.
@@ -53,23 +53,39 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn receive_webhook(State(s): State<AppState>, ClientIp(ip): ClientIp, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive_webhook(
+    State(s): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let event = header(&headers, "x-github-event").unwrap_or("");
     let delivery = header(&headers, "x-github-delivery").unwrap_or("-");
     let signature = header(&headers, "x-hub-signature-256");
     let client_ip = (!ip.is_unspecified()).then_some(ip);
     match webhook::accept(&s.ports, client_ip, event, signature, &body).await {
-        Ok(Outcome::Pong) => (StatusCode::OK, Json(json!({"ok": true, "event": "ping"}))).into_response(),
-        Ok(Outcome::Ignored(why)) => (StatusCode::OK, Json(json!({"ok": true, "ignored": why}))).into_response(),
+        Ok(Outcome::Pong) => {
+            (StatusCode::OK, Json(json!({"ok": true, "event": "ping"}))).into_response()
+        }
+        Ok(Outcome::Ignored(why)) => {
+            (StatusCode::OK, Json(json!({"ok": true, "ignored": why}))).into_response()
+        }
         Ok(Outcome::Recorded) => (StatusCode::OK, Json(json!({"ok": true}))).into_response(),
-        Ok(Outcome::Refused(why)) => (StatusCode::OK, Json(json!({"ok": true, "refused": why}))).into_response(),
-        Ok(Outcome::Accepted { job_id }) => (StatusCode::ACCEPTED, Json(json!({"ok": true, "job_id": job_id}))).into_response(),
+        Ok(Outcome::Refused(why)) => {
+            (StatusCode::OK, Json(json!({"ok": true, "refused": why}))).into_response()
+        }
+        Ok(Outcome::Accepted { job_id }) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"ok": true, "job_id": job_id})),
+        )
+            .into_response(),
         Err(WebhookError::Signature(e)) => {
             tracing::warn!(delivery, event, error = %e, "webhook refused");
             ApiError::Unauthorized(e.to_string()).into_response()
         }
         Err(WebhookError::Malformed { event, message }) => {
-            ApiError::BadRequest(format!("the {event} payload cannot be read: {message}")).into_response()
+            ApiError::BadRequest(format!("the {event} payload cannot be read: {message}"))
+                .into_response()
         }
         Err(WebhookError::Service(e)) => ApiError::from(e).into_response(),
     }
@@ -86,32 +102,59 @@ fn callback_error(e: CallbackError) -> ApiError {
 }
 
 fn token(headers: &HeaderMap) -> Result<&str, ApiError> {
-    bearer(headers).ok_or_else(|| ApiError::Unauthorized("send the runner's callback token as Authorization: Bearer".into()))
+    bearer(headers).ok_or_else(|| {
+        ApiError::Unauthorized("send the runner's callback token as Authorization: Bearer".into())
+    })
 }
 
-async fn register(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn register(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     let token = token(&headers)?;
     let body: RegisterBody = if body.iter().all(u8::is_ascii_whitespace) {
         RegisterBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the register body is not valid: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("the register body is not valid: {e}")))?
     };
-    Ok(Json(runners::register(&s.ports, token, body).await.map_err(callback_error)?))
+    Ok(Json(
+        runners::register(&s.ports, token, body)
+            .await
+            .map_err(callback_error)?,
+    ))
 }
 
-async fn complete(State(s): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
-    runners::complete(&s.ports, token(&headers)?).await.map_err(callback_error)?;
+async fn complete(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    runners::complete(&s.ports, token(&headers)?)
+        .await
+        .map_err(callback_error)?;
     Ok(Json(json!({"ok": true})))
 }
 
-async fn bootstrap_error(State(s): State<AppState>, headers: HeaderMap, JsonObject(body): JsonObject) -> Result<impl IntoResponse, ApiError> {
+async fn bootstrap_error(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> Result<impl IntoResponse, ApiError> {
     let token = token(&headers)?;
     let tail = match body.get("log_tail") {
         Some(serde_json::Value::String(t)) => t.as_str(),
         None | Some(serde_json::Value::Null) => "",
-        Some(_) => return Err(ApiError::Invalid(crate::domain::Invalid::new("log_tail", "must be a string"))),
+        Some(_) => {
+            return Err(ApiError::Invalid(crate::domain::Invalid::new(
+                "log_tail",
+                "must be a string",
+            )));
+        }
     };
-    runners::error(&s.ports, token, tail).await.map_err(callback_error)?;
+    runners::error(&s.ports, token, tail)
+        .await
+        .map_err(callback_error)?;
     Ok(Json(json!({"ok": true})))
 }
 
@@ -131,18 +174,28 @@ struct JobParams {
     order: Option<String>,
 }
 
-async fn list_jobs(State(s): State<AppState>, Query(p): Query<JobParams>) -> Result<impl IntoResponse, ApiError> {
+async fn list_jobs(
+    State(s): State<AppState>,
+    Query(p): Query<JobParams>,
+) -> Result<impl IntoResponse, ApiError> {
     let state = match p.status.as_deref() {
         None | Some("") => None,
         Some(raw) => Some(JobState::parse(raw).ok_or_else(|| {
             let known: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
-            ApiError::BadRequest(format!("query parameter status: {raw:?} is not one of {}", known.join(", ")))
+            ApiError::BadRequest(format!(
+                "query parameter status: {raw:?} is not one of {}",
+                known.join(", ")
+            ))
         })?),
     };
     let oldest_first = match p.order.as_deref() {
         None | Some("newest") => false,
         Some("oldest") => true,
-        Some(other) => return Err(ApiError::BadRequest(format!("query parameter order: {other:?} is not newest or oldest"))),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter order: {other:?} is not newest or oldest"
+            )));
+        }
     };
     let filter = JobFilter {
         oldest_first,
@@ -154,7 +207,10 @@ async fn list_jobs(State(s): State<AppState>, Query(p): Query<JobParams>) -> Res
         from: p.from,
         to: p.to,
     };
-    let page = PageRequest { limit: p.limit.unwrap_or(0), cursor: p.cursor };
+    let page = PageRequest {
+        limit: p.limit.unwrap_or(0),
+        cursor: p.cursor,
+    };
     Ok(Json(jobs::list(&s.ports, &filter, &page).await?))
 }
 
@@ -166,16 +222,35 @@ struct StatsParams {
     group_by: Option<String>,
 }
 
-async fn stats(State(s): State<AppState>, Query(p): Query<StatsParams>) -> Result<impl IntoResponse, ApiError> {
+async fn stats(
+    State(s): State<AppState>,
+    Query(p): Query<StatsParams>,
+) -> Result<impl IntoResponse, ApiError> {
     let group_by = match p.group_by.as_deref() {
         None | Some("") => GroupBy::Day,
-        Some(raw) => GroupBy::parse(raw)
-            .ok_or_else(|| ApiError::BadRequest(format!("query parameter group_by: {raw:?} is not one of project, pool, repo, day")))?,
+        Some(raw) => GroupBy::parse(raw).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "query parameter group_by: {raw:?} is not one of project, pool, repo, day"
+            ))
+        })?,
     };
-    Ok(Json(stats::compute(&s.ports, &StatsQuery { from: p.from, to: p.to, group_by }).await?))
+    Ok(Json(
+        stats::compute(
+            &s.ports,
+            &StatsQuery {
+                from: p.from,
+                to: p.to,
+                group_by,
+            },
+        )
+        .await?,
+    ))
 }
 
-async fn get_job(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn get_job(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(jobs::get(&s.ports, &id).await?))
 }
 
@@ -189,20 +264,47 @@ struct RunnerParams {
     state: Option<String>,
 }
 
-async fn list_runners(State(s): State<AppState>, Query(p): Query<RunnerParams>) -> Result<impl IntoResponse, ApiError> {
+async fn list_runners(
+    State(s): State<AppState>,
+    Query(p): Query<RunnerParams>,
+) -> Result<impl IntoResponse, ApiError> {
     let mut states = Vec::new();
-    for raw in p.state.as_deref().unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        states.push(RunnerState::parse(raw).ok_or_else(|| ApiError::BadRequest(format!("query parameter state: {raw:?} is not a runner state")))?);
+    for raw in p
+        .state
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        states.push(RunnerState::parse(raw).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "query parameter state: {raw:?} is not a runner state"
+            ))
+        })?);
     }
-    let filter = RunnerFilter { pool_id: p.pool_id, states };
-    let page = PageRequest { limit: p.limit.unwrap_or(0), cursor: p.cursor };
+    let filter = RunnerFilter {
+        pool_id: p.pool_id,
+        states,
+    };
+    let page = PageRequest {
+        limit: p.limit.unwrap_or(0),
+        cursor: p.cursor,
+    };
     Ok(Json(runners::list(&s.ports, &filter, &page).await?))
 }
 
-async fn get_runner(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn get_runner(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(runners::get(&s.ports, &id).await?))
 }
 
-async fn terminate_runner(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn terminate_runner(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(runners::terminate(&s.ports, &caller, &id).await?))
 }

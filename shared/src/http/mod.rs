@@ -41,13 +41,19 @@ pub struct AppState {
 
 /// pacer's version as `v<semver>-<git describe>`.
 pub fn version() -> String {
-    format!("v{}-{}", env!("CARGO_PKG_VERSION"), env!("PACER_GIT_DESCRIBE"))
+    format!(
+        "v{}-{}",
+        env!("CARGO_PKG_VERSION"),
+        env!("PACER_GIT_DESCRIBE")
+    )
 }
 
 /// The one body limit of a router. axum's extractors apply their own default
 /// (2 MB) before any layer's, so it is lifted and the layer alone decides.
 fn body_limit(router: Router<AppState>, limit: usize) -> Router<AppState> {
-    router.layer(DefaultBodyLimit::disable()).layer(RequestBodyLimitLayer::new(limit))
+    router
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(limit))
 }
 
 /// `POST /api/webhook`, authenticated by GitHub's signature.
@@ -65,9 +71,18 @@ pub fn api_router(state: AppState) -> Router {
     let routes = api::router()
         .merge(lifecycle::console_routes())
         .merge(auth::routes())
-        .route("/api/version", get(|| async { Json(json!({"version": version()})) }))
-        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        .layer(middleware::from_fn_with_state(state.clone(), origin::same_origin_writes));
+        .route(
+            "/api/version",
+            get(|| async { Json(json!({"version": version()})) }),
+        )
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            origin::same_origin_writes,
+        ));
     body_limit(routes, API_BODY_LIMIT).with_state(state)
 }
 

@@ -114,8 +114,17 @@ impl AwsPricing {
         cache_ttl: Duration,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let region = aws.region().context("pricing needs aws.region")?.to_string();
-        Ok(Self::new(pricing_client(aws), aws_sdk_ec2::Client::new(aws), region, cache_ttl, clock))
+        let region = aws
+            .region()
+            .context("pricing needs aws.region")?
+            .to_string();
+        Ok(Self::new(
+            pricing_client(aws),
+            aws_sdk_ec2::Client::new(aws),
+            region,
+            cache_ttl,
+            clock,
+        ))
     }
 
     /// Requests made so far.
@@ -135,7 +144,10 @@ impl AwsPricing {
         let lookup = async {
             match key.market {
                 Market::OnDemand => self.on_demand(&key.instance_type).await,
-                Market::Spot => self.spot(&key.instance_type, key.availability_zone.as_deref()).await,
+                Market::Spot => {
+                    self.spot(&key.instance_type, key.availability_zone.as_deref())
+                        .await
+                }
             }
         };
         tokio::time::timeout(FETCH_TIMEOUT, lookup)
@@ -159,7 +171,13 @@ impl AwsPricing {
             ("marketoption", "OnDemand"),
         ]
         .into_iter()
-        .map(|(field, value)| Filter::builder().r#type(FilterType::TermMatch).field(field).value(value).build())
+        .map(|(field, value)| {
+            Filter::builder()
+                .r#type(FilterType::TermMatch)
+                .field(field)
+                .value(value)
+                .build()
+        })
         .collect::<Result<Vec<_>, _>>()
         .context("building GetProducts filters")?;
         let answer = self
@@ -178,8 +196,13 @@ impl AwsPricing {
     }
 
     #[instrument(skip(self), fields(region = %self.region))]
-    async fn spot(&self, instance_type: &str, availability_zone: Option<&str>) -> anyhow::Result<f64> {
-        self.describe_spot_price_history.fetch_add(1, Ordering::Relaxed);
+    async fn spot(
+        &self,
+        instance_type: &str,
+        availability_zone: Option<&str>,
+    ) -> anyhow::Result<f64> {
+        self.describe_spot_price_history
+            .fetch_add(1, Ordering::Relaxed);
         // From now on: the price in effect now, per zone (with its older
         // timestamp), plus any change since.
         let now = aws_sdk_ec2::primitives::DateTime::from_secs(self.cache.now().timestamp());
@@ -195,8 +218,16 @@ impl AwsPricing {
             .await
             .map_err(|e| sdk_error(&e))
             .context("ec2:DescribeSpotPriceHistory")?;
-        newest_spot_price(answer.spot_price_history(), instance_type, availability_zone).with_context(|| {
-            format!("spot price of {instance_type} in {}", availability_zone.unwrap_or(&self.region))
+        newest_spot_price(
+            answer.spot_price_history(),
+            instance_type,
+            availability_zone,
+        )
+        .with_context(|| {
+            format!(
+                "spot price of {instance_type} in {}",
+                availability_zone.unwrap_or(&self.region)
+            )
         })
     }
 }
@@ -208,9 +239,19 @@ fn sdk_error(err: &dyn std::error::Error) -> anyhow::Error {
 
 #[async_trait]
 impl Pricing for AwsPricing {
-    async fn quote(&self, instance_type: &str, market: &str, availability_zone: Option<&str>) -> Option<f64> {
+    async fn quote(
+        &self,
+        instance_type: &str,
+        market: &str,
+        availability_zone: Option<&str>,
+    ) -> Option<f64> {
         let Some(parsed) = Market::parse(market) else {
-            log_unavailable(instance_type, market, availability_zone, "not a market pacer prices (on-demand | spot)");
+            log_unavailable(
+                instance_type,
+                market,
+                availability_zone,
+                "not a market pacer prices (on-demand | spot)",
+            );
             return None;
         };
         let key = QuoteKey::new(instance_type, parsed, availability_zone);
@@ -285,7 +326,10 @@ pub(crate) fn on_demand_price(price_list: &[String], instance_type: &str) -> any
 /// from a dimension billed in hours.
 pub(crate) fn on_demand_item_price(item: &str, instance_type: &str) -> anyhow::Result<f64> {
     let item: PriceListItem = serde_json::from_str(item).context("not a price list item")?;
-    let found = item.product.as_ref().and_then(|p| p.attributes.instance_type.as_deref());
+    let found = item
+        .product
+        .as_ref()
+        .and_then(|p| p.attributes.instance_type.as_deref());
     if let Some(found) = found.filter(|found| *found != instance_type) {
         bail!("the product is {found}, not {instance_type}");
     }
@@ -293,8 +337,17 @@ pub(crate) fn on_demand_item_price(item: &str, instance_type: &str) -> anyhow::R
         bail!("no on-demand term");
     }
     let mut problems = Vec::new();
-    for dimension in item.terms.on_demand.values().flat_map(|term| term.price_dimensions.values()) {
-        if let Some(unit) = dimension.unit.as_deref().filter(|unit| !unit.eq_ignore_ascii_case("Hrs")) {
+    for dimension in item
+        .terms
+        .on_demand
+        .values()
+        .flat_map(|term| term.price_dimensions.values())
+    {
+        if let Some(unit) = dimension
+            .unit
+            .as_deref()
+            .filter(|unit| !unit.eq_ignore_ascii_case("Hrs"))
+        {
             problems.push(format!("priced per {unit:?}, not per hour"));
             continue;
         }
@@ -310,7 +363,10 @@ pub(crate) fn on_demand_item_price(item: &str, instance_type: &str) -> anyhow::R
 }
 
 fn usd(dimension: &Dimension) -> anyhow::Result<f64> {
-    let raw = dimension.price_per_unit.get("USD").context("no USD price")?;
+    let raw = dimension
+        .price_per_unit
+        .get("USD")
+        .context("no USD price")?;
     let price = match raw {
         serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
         serde_json::Value::Number(n) => n.as_f64(),
@@ -336,10 +392,15 @@ pub(crate) fn newest_spot_price(
     let mut rows = 0;
     let mut best: Option<((i64, u32), f64)> = None;
     for row in history {
-        if row.instance_type().is_some_and(|t| t.as_str() != instance_type) {
+        if row
+            .instance_type()
+            .is_some_and(|t| t.as_str() != instance_type)
+        {
             continue;
         }
-        if availability_zone.is_some_and(|az| row.availability_zone().is_some_and(|found| found != az)) {
+        if availability_zone
+            .is_some_and(|az| row.availability_zone().is_some_and(|found| found != az))
+        {
             continue;
         }
         rows += 1;
@@ -347,7 +408,9 @@ pub(crate) fn newest_spot_price(
         let Some(price) = price.filter(|p| p.is_finite() && *p > 0.0) else {
             continue;
         };
-        let at = row.timestamp().map_or((i64::MIN, 0), |t| (t.secs(), t.subsec_nanos()));
+        let at = row
+            .timestamp()
+            .map_or((i64::MIN, 0), |t| (t.secs(), t.subsec_nanos()));
         if best.is_none_or(|(best_at, best_price)| (at, price) > (best_at, best_price)) {
             best = Some((at, price));
         }
@@ -380,15 +443,21 @@ mod tests {
 
     fn with_on_demand_usd(usd: serde_json::Value) -> String {
         let mut item: serde_json::Value = serde_json::from_str(M7G_LARGE).unwrap();
-        item["terms"]["OnDemand"]["EXAMPLE7GLARGE01.JRTCKXETXF"]["priceDimensions"]
-            ["EXAMPLE7GLARGE01.JRTCKXETXF.6YS6EN2CT7"]["pricePerUnit"]["USD"] = usd;
+        item["terms"]["OnDemand"]["EXAMPLE7GLARGE01.JRTCKXETXF"]["priceDimensions"]["EXAMPLE7GLARGE01.JRTCKXETXF.6YS6EN2CT7"]
+            ["pricePerUnit"]["USD"] = usd;
         item.to_string()
     }
 
     #[test]
     fn the_on_demand_rate_is_read_from_a_real_shaped_item() {
-        assert_eq!(on_demand_item_price(&wire(M7G_LARGE), "m7g.large").unwrap(), 0.0816);
-        assert_eq!(on_demand_price(&[wire(M7G_LARGE)], "m7g.large").unwrap(), 0.0816);
+        assert_eq!(
+            on_demand_item_price(&wire(M7G_LARGE), "m7g.large").unwrap(),
+            0.0816
+        );
+        assert_eq!(
+            on_demand_price(&[wire(M7G_LARGE)], "m7g.large").unwrap(),
+            0.0816
+        );
     }
 
     #[test]
@@ -399,7 +468,10 @@ mod tests {
         assert_eq!(price, 0.0816);
 
         let mut only_reserved: serde_json::Value = serde_json::from_str(M7G_LARGE).unwrap();
-        only_reserved["terms"].as_object_mut().unwrap().remove("OnDemand");
+        only_reserved["terms"]
+            .as_object_mut()
+            .unwrap()
+            .remove("OnDemand");
         let err = on_demand_item_price(&only_reserved.to_string(), "m7g.large").unwrap_err();
         assert!(err.to_string().contains("no on-demand term"), "{err:#}");
     }
@@ -407,8 +479,8 @@ mod tests {
     #[test]
     fn a_missing_zero_or_garbage_price_is_unavailable() {
         let mut no_usd: serde_json::Value = serde_json::from_str(M7G_LARGE).unwrap();
-        no_usd["terms"]["OnDemand"]["EXAMPLE7GLARGE01.JRTCKXETXF"]["priceDimensions"]
-            ["EXAMPLE7GLARGE01.JRTCKXETXF.6YS6EN2CT7"]["pricePerUnit"] = serde_json::json!({"CNY": "0.5"});
+        no_usd["terms"]["OnDemand"]["EXAMPLE7GLARGE01.JRTCKXETXF"]["priceDimensions"]["EXAMPLE7GLARGE01.JRTCKXETXF.6YS6EN2CT7"]
+            ["pricePerUnit"] = serde_json::json!({"CNY": "0.5"});
         let cases = [
             ("no USD", no_usd.to_string()),
             ("zero", with_on_demand_usd("0.0000000000".into())),
@@ -417,19 +489,33 @@ mod tests {
             ("not finite", with_on_demand_usd("NaN".into())),
             ("null", with_on_demand_usd(serde_json::Value::Null)),
             ("not JSON", "{\"product\":".to_owned()),
-            ("no terms", r#"{"product":{"attributes":{"instanceType":"m7g.large"}}}"#.to_owned()),
-            ("no dimensions", r#"{"terms":{"OnDemand":{"A.B":{"priceDimensions":{}}}}}"#.to_owned()),
+            (
+                "no terms",
+                r#"{"product":{"attributes":{"instanceType":"m7g.large"}}}"#.to_owned(),
+            ),
+            (
+                "no dimensions",
+                r#"{"terms":{"OnDemand":{"A.B":{"priceDimensions":{}}}}}"#.to_owned(),
+            ),
         ];
         for (what, item) in cases {
             assert!(on_demand_price(&[item], "m7g.large").is_err(), "{what}");
         }
-        assert!(on_demand_price(&[], "m7g.large").unwrap_err().to_string().contains("no product matches"));
+        assert!(
+            on_demand_price(&[], "m7g.large")
+                .unwrap_err()
+                .to_string()
+                .contains("no product matches")
+        );
     }
 
     #[test]
     fn an_item_for_another_instance_type_is_refused() {
         let err = on_demand_item_price(M7G_LARGE, "m6g.large").unwrap_err();
-        assert!(err.to_string().contains("m7g.large, not m6g.large"), "{err:#}");
+        assert!(
+            err.to_string().contains("m7g.large, not m6g.large"),
+            "{err:#}"
+        );
     }
 
     #[test]
@@ -462,23 +548,42 @@ mod tests {
             spot("us-east-1a", "0.0310", 200),
             spot("us-east-1b", "0.0500", 300),
         ];
-        assert_eq!(newest_spot_price(&history, "m7g.large", Some("us-east-1a")).unwrap(), 0.031);
-        assert_eq!(newest_spot_price(&history, "m7g.large", None).unwrap(), 0.05, "no zone: newest anywhere");
+        assert_eq!(
+            newest_spot_price(&history, "m7g.large", Some("us-east-1a")).unwrap(),
+            0.031
+        );
+        assert_eq!(
+            newest_spot_price(&history, "m7g.large", None).unwrap(),
+            0.05,
+            "no zone: newest anywhere"
+        );
     }
 
     #[test]
     fn spot_rows_of_other_types_or_zones_or_without_a_price_do_not_count() {
-        let history = [spot("us-east-1b", "0.05", 300), spot("us-east-1a", "n/a", 400)];
+        let history = [
+            spot("us-east-1b", "0.05", 300),
+            spot("us-east-1a", "n/a", 400),
+        ];
         assert!(newest_spot_price(&history, "m7g.large", Some("us-east-1a")).is_err());
         let other_type = newest_spot_price(&history, "m6g.large", None).unwrap_err();
-        assert!(other_type.to_string().contains("no spot price history"), "{other_type:#}");
+        assert!(
+            other_type.to_string().contains("no spot price history"),
+            "{other_type:#}"
+        );
         assert!(newest_spot_price(&[], "m7g.large", None).is_err());
     }
 
     #[test]
     fn equal_times_resolve_to_the_higher_spot_price() {
-        let history = [spot("us-east-1a", "0.02", 100), spot("us-east-1b", "0.03", 100)];
-        assert_eq!(newest_spot_price(&history, "m7g.large", None).unwrap(), 0.03);
+        let history = [
+            spot("us-east-1a", "0.02", 100),
+            spot("us-east-1b", "0.03", 100),
+        ];
+        assert_eq!(
+            newest_spot_price(&history, "m7g.large", None).unwrap(),
+            0.03
+        );
     }
 
     /// An endpoint that answers every request like moto does for the
@@ -508,7 +613,9 @@ mod tests {
     async fn a_failed_lookup_is_reported_in_one_line_naming_the_call_without_the_response() {
         let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(sdk::config::Credentials::new("testing", "testing", None, None, "test"))
+            .credentials_provider(sdk::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
             .endpoint_url(failing_endpoint().await)
             .retry_config(aws_config::retry::RetryConfig::disabled())
             .load()
@@ -516,14 +623,33 @@ mod tests {
         let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
         let adapter = AwsPricing::from_sdk_config(&aws, Duration::from_secs(3600), clock).unwrap();
 
-        let on_demand = adapter.fetch(&QuoteKey::new("m7g.large", Market::OnDemand, None)).await.unwrap_err();
+        let on_demand = adapter
+            .fetch(&QuoteKey::new("m7g.large", Market::OnDemand, None))
+            .await
+            .unwrap_err();
         let text = format!("{on_demand:#}");
         assert!(text.starts_with("pricing:GetProducts: "), "{text}");
         assert!(!text.contains("<title>") && !text.contains('\n'), "{text}");
 
-        let spot = adapter.fetch(&QuoteKey::new("m7g.large", Market::Spot, Some("us-east-1a"))).await.unwrap_err();
-        assert!(format!("{spot:#}").starts_with("ec2:DescribeSpotPriceHistory: "), "{spot:#}");
-        assert_eq!(adapter.calls(), PricingCalls { get_products: 1, describe_spot_price_history: 1 });
+        let spot = adapter
+            .fetch(&QuoteKey::new(
+                "m7g.large",
+                Market::Spot,
+                Some("us-east-1a"),
+            ))
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{spot:#}").starts_with("ec2:DescribeSpotPriceHistory: "),
+            "{spot:#}"
+        );
+        assert_eq!(
+            adapter.calls(),
+            PricingCalls {
+                get_products: 1,
+                describe_spot_price_history: 1
+            }
+        );
     }
 
     #[test]
@@ -534,11 +660,17 @@ mod tests {
             .behavior_version(aws_config::BehaviorVersion::latest())
             .build();
         let client = pricing_client(&aws);
-        assert_eq!(client.config().region().map(|r| r.as_ref()), Some(PRICING_API_REGION));
+        assert_eq!(
+            client.config().region().map(|r| r.as_ref()),
+            Some(PRICING_API_REGION)
+        );
 
         let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
         let adapter = AwsPricing::from_sdk_config(&aws, Duration::from_secs(3600), clock).unwrap();
-        assert_eq!(adapter.region, "eu-west-3", "prices the deployment's region");
+        assert_eq!(
+            adapter.region, "eu-west-3",
+            "prices the deployment's region"
+        );
         assert_eq!(adapter.calls(), PricingCalls::default());
     }
 }

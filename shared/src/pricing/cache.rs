@@ -31,12 +31,22 @@ pub(crate) struct QuoteKey {
 }
 
 impl QuoteKey {
-    pub(crate) fn new(instance_type: &str, market: Market, availability_zone: Option<&str>) -> Self {
+    pub(crate) fn new(
+        instance_type: &str,
+        market: Market,
+        availability_zone: Option<&str>,
+    ) -> Self {
         let availability_zone = match market {
             Market::OnDemand => None,
-            Market::Spot => availability_zone.filter(|az| !az.is_empty()).map(str::to_owned),
+            Market::Spot => availability_zone
+                .filter(|az| !az.is_empty())
+                .map(str::to_owned),
         };
-        Self { instance_type: instance_type.to_owned(), market, availability_zone }
+        Self {
+            instance_type: instance_type.to_owned(),
+            market,
+            availability_zone,
+        }
     }
 }
 
@@ -59,7 +69,12 @@ pub(crate) struct PriceCache {
 
 impl PriceCache {
     pub(crate) fn new(ttl: Duration, clock: Arc<dyn Clock>) -> Self {
-        Self { ttl, failure_ttl: ttl.min(FAILURE_TTL_CAP), clock, slots: Mutex::new(HashMap::new()) }
+        Self {
+            ttl,
+            failure_ttl: ttl.min(FAILURE_TTL_CAP),
+            clock,
+            slots: Mutex::new(HashMap::new()),
+        }
     }
 
     pub(crate) fn failure_ttl(&self) -> Duration {
@@ -99,7 +114,10 @@ impl PriceCache {
                             price,
                             "price quoted"
                         );
-                        Entry { price: Some(price), expires_at: later(now, self.ttl) }
+                        Entry {
+                            price: Some(price),
+                            expires_at: later(now, self.ttl),
+                        }
                     }
                     Err(error) => {
                         log_unavailable(
@@ -108,7 +126,10 @@ impl PriceCache {
                             key.availability_zone.as_deref(),
                             &format!("{error:#}"),
                         );
-                        Entry { price: None, expires_at: later(now, self.failure_ttl) }
+                        Entry {
+                            price: None,
+                            expires_at: later(now, self.failure_ttl),
+                        }
                     }
                 }
             })
@@ -159,7 +180,11 @@ mod tests {
     impl Fixture {
         fn new(ttl: Duration) -> Self {
             let clock = Arc::new(ManualClock::new("2025-01-01T00:00:00Z".parse().unwrap()));
-            Self { cache: PriceCache::new(ttl, clock.clone()), clock, fetches: AtomicUsize::new(0) }
+            Self {
+                cache: PriceCache::new(ttl, clock.clone()),
+                clock,
+                fetches: AtomicUsize::new(0),
+            }
         }
 
         async fn quote(&self, key: &QuoteKey, answer: anyhow::Result<f64>) -> Option<f64> {
@@ -181,7 +206,9 @@ mod tests {
     }
 
     fn broken() -> anyhow::Result<f64> {
-        Err(anyhow::anyhow!("AccessDeniedException: not authorized to perform pricing:GetProducts"))
+        Err(anyhow::anyhow!(
+            "AccessDeniedException: not authorized to perform pricing:GetProducts"
+        ))
     }
 
     #[tokio::test]
@@ -191,11 +218,19 @@ mod tests {
         assert_eq!(f.quote(&key, Ok(0.0816)).await, Some(0.0816));
 
         f.clock.advance(DAY - Duration::from_secs(1));
-        assert_eq!(f.quote(&key, Ok(9.0)).await, Some(0.0816), "still fresh: the cached price");
+        assert_eq!(
+            f.quote(&key, Ok(9.0)).await,
+            Some(0.0816),
+            "still fresh: the cached price"
+        );
         assert_eq!(f.fetches(), 1);
 
         f.clock.advance(Duration::from_secs(1));
-        assert_eq!(f.quote(&key, Ok(0.09)).await, Some(0.09), "expired: fetched again");
+        assert_eq!(
+            f.quote(&key, Ok(0.09)).await,
+            Some(0.09),
+            "expired: fetched again"
+        );
         assert_eq!(f.fetches(), 2);
     }
 
@@ -207,11 +242,19 @@ mod tests {
         assert_eq!(f.quote(&key, broken()).await, None);
 
         f.clock.advance(FAILURE_TTL_CAP - Duration::from_secs(1));
-        assert_eq!(f.quote(&key, Ok(0.0816)).await, None, "the failure is remembered");
+        assert_eq!(
+            f.quote(&key, Ok(0.0816)).await,
+            None,
+            "the failure is remembered"
+        );
         assert_eq!(f.fetches(), 1);
 
         f.clock.advance(Duration::from_secs(1));
-        assert_eq!(f.quote(&key, Ok(0.0816)).await, Some(0.0816), "asked again once the failure expired");
+        assert_eq!(
+            f.quote(&key, Ok(0.0816)).await,
+            Some(0.0816),
+            "asked again once the failure expired"
+        );
         assert_eq!(f.fetches(), 2);
     }
 
@@ -246,8 +289,15 @@ mod tests {
         assert_eq!(f.quote(&spot_a, Ok(0.031)).await, Some(0.031));
         assert_eq!(f.quote(&spot_b, Ok(0.029)).await, Some(0.029));
         assert_eq!(f.quote(&spot_a, Ok(1.0)).await, Some(0.031));
-        assert_eq!(f.fetches(), 3, "one fetch per spot zone, none for the repeat");
-        assert_eq!(QuoteKey::new("m7g.large", Market::Spot, Some("")), QuoteKey::new("m7g.large", Market::Spot, None));
+        assert_eq!(
+            f.fetches(),
+            3,
+            "one fetch per spot zone, none for the repeat"
+        );
+        assert_eq!(
+            QuoteKey::new("m7g.large", Market::Spot, Some("")),
+            QuoteKey::new("m7g.large", Market::Spot, None)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -279,6 +329,10 @@ mod tests {
         )
         .await;
         assert!(abandoned.is_err(), "the first caller gave up");
-        assert_eq!(f.quote(&key, Ok(0.0816)).await, Some(0.0816), "the next caller fetches");
+        assert_eq!(
+            f.quote(&key, Ok(0.0816)).await,
+            Some(0.0816),
+            "the next caller fetches"
+        );
     }
 }

@@ -24,7 +24,12 @@ pub trait Pricing: Send + Sync + 'static {
     /// deployment's region, in `market` ([`ON_DEMAND`] or [`SPOT`]). The
     /// availability zone matters for spot prices only. `None` when no price
     /// is known; never an error.
-    async fn quote(&self, instance_type: &str, market: &str, availability_zone: Option<&str>) -> Option<f64>;
+    async fn quote(
+        &self,
+        instance_type: &str,
+        market: &str,
+        availability_zone: Option<&str>,
+    ) -> Option<f64>;
 }
 
 /// Prices turned off (`pricing.enabled: false`): every quote is `None`.
@@ -33,7 +38,12 @@ pub struct NoPricing;
 
 #[async_trait]
 impl Pricing for NoPricing {
-    async fn quote(&self, _instance_type: &str, _market: &str, _availability_zone: Option<&str>) -> Option<f64> {
+    async fn quote(
+        &self,
+        _instance_type: &str,
+        _market: &str,
+        _availability_zone: Option<&str>,
+    ) -> Option<f64> {
         None
     }
 }
@@ -81,7 +91,12 @@ impl FirstTime {
 pub(crate) static UNAVAILABLE_WARNING: FirstTime = FirstTime::new();
 
 /// Logs that a quote came back empty, at WARN only the first time.
-pub(crate) fn log_unavailable(instance_type: &str, market: &str, availability_zone: Option<&str>, why: &str) {
+pub(crate) fn log_unavailable(
+    instance_type: &str,
+    market: &str,
+    availability_zone: Option<&str>,
+    why: &str,
+) {
     if UNAVAILABLE_WARNING.take() {
         tracing::warn!(
             instance_type,
@@ -92,7 +107,13 @@ pub(crate) fn log_unavailable(instance_type: &str, market: &str, availability_zo
              ec2:DescribeSpotPriceHistory; set pricing.enabled: false to stop asking); later misses log at debug"
         );
     } else {
-        tracing::debug!(instance_type, market, availability_zone, error = why, "price unavailable");
+        tracing::debug!(
+            instance_type,
+            market,
+            availability_zone,
+            error = why,
+            "price unavailable"
+        );
     }
 }
 
@@ -103,14 +124,21 @@ mod tests {
     #[tokio::test]
     async fn no_pricing_never_quotes() {
         assert_eq!(NoPricing.quote("m7g.large", ON_DEMAND, None).await, None);
-        assert_eq!(NoPricing.quote("m7g.large", SPOT, Some("us-east-1a")).await, None);
+        assert_eq!(
+            NoPricing.quote("m7g.large", SPOT, Some("us-east-1a")).await,
+            None
+        );
     }
 
     #[test]
     fn markets_parse_from_their_wire_names_only() {
         assert_eq!(Market::parse("on-demand"), Some(Market::OnDemand));
         assert_eq!(Market::parse("spot"), Some(Market::Spot));
-        assert_eq!(Market::parse("spot-fallback"), None, "a pool's policy, not a market an instance runs in");
+        assert_eq!(
+            Market::parse("spot-fallback"),
+            None,
+            "a pool's policy, not a market an instance runs in"
+        );
         assert_eq!(Market::parse("Spot"), None);
         assert_eq!(Market::OnDemand.as_str(), ON_DEMAND);
     }

@@ -36,7 +36,12 @@ pub struct MemoryQueue {
 impl MemoryQueue {
     /// `visibility`: how long a received, unacknowledged message stays hidden.
     pub fn new(visibility: Duration) -> Self {
-        Self { state: Mutex::new(State::default()), notify: Notify::new(), visibility, calls: CallCounts::default() }
+        Self {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            visibility,
+            calls: CallCounts::default(),
+        }
     }
 
     /// The sends, receives, acks and retries so far (see [`crate::calls`]).
@@ -57,7 +62,12 @@ impl MemoryQueue {
     /// Moves lapsed hidden messages back to ready; returns when the next
     /// hidden one lapses.
     fn surface(state: &mut State, now: Instant) -> Option<Instant> {
-        let lapsed: Vec<u64> = state.hidden.iter().filter(|(_, (at, _))| *at <= now).map(|(k, _)| *k).collect();
+        let lapsed: Vec<u64> = state
+            .hidden
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(k, _)| *k)
+            .collect();
         for key in lapsed {
             if let Some((_, m)) = state.hidden.remove(&key) {
                 state.ready.push_back(m);
@@ -75,7 +85,10 @@ impl Queue for MemoryQueue {
 
     async fn send(&self, job_id: &str, delay: Option<Duration>) -> anyhow::Result<()> {
         self.calls.count(Call::QueueSend);
-        let message = Message { job_id: job_id.to_string(), receive_count: 0 };
+        let message = Message {
+            job_id: job_id.to_string(),
+            receive_count: 0,
+        };
         {
             let mut s = crate::sync::lock(&self.state);
             match delay.filter(|d| !d.is_zero()) {
@@ -102,11 +115,17 @@ impl Queue for MemoryQueue {
                 let next_lapse = Self::surface(&mut s, now);
                 let mut out = Vec::new();
                 while out.len() < max.max(1) {
-                    let Some(mut m) = s.ready.pop_front() else { break };
+                    let Some(mut m) = s.ready.pop_front() else {
+                        break;
+                    };
                     m.receive_count += 1;
                     let key = s.next_receipt;
                     s.next_receipt += 1;
-                    out.push(Delivery { job_id: m.job_id.clone(), receipt: key.to_string(), receive_count: m.receive_count });
+                    out.push(Delivery {
+                        job_id: m.job_id.clone(),
+                        receipt: key.to_string(),
+                        receive_count: m.receive_count,
+                    });
                     s.hidden.insert(key, (now + self.visibility, m));
                 }
                 if !out.is_empty() {
@@ -159,7 +178,11 @@ mod tests {
         q.send("job_a", None).await.unwrap();
         let got = q.receive(10, SHORT).await.unwrap();
         assert_eq!(got.len(), 1);
-        assert_eq!(q.receive(10, SHORT).await.unwrap(), vec![], "hidden while in flight");
+        assert_eq!(
+            q.receive(10, SHORT).await.unwrap(),
+            vec![],
+            "hidden while in flight"
+        );
         q.ack(&got[0]).await.unwrap();
         assert!(q.is_empty());
     }
@@ -178,12 +201,27 @@ mod tests {
     async fn delayed_and_retried_messages_wait_their_turn() {
         let q = MemoryQueue::new(Duration::from_secs(30));
         q.send("later", Some(Duration::from_secs(5))).await.unwrap();
-        assert!(q.receive(1, Duration::from_secs(1)).await.unwrap().is_empty());
+        assert!(
+            q.receive(1, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let got = q.receive(1, Duration::from_secs(10)).await.unwrap();
         assert_eq!(got[0].job_id, "later");
-        q.retry_later(&got[0], Duration::from_secs(2)).await.unwrap();
-        assert!(q.receive(1, Duration::from_secs(1)).await.unwrap().is_empty());
-        assert_eq!(q.receive(1, Duration::from_secs(5)).await.unwrap()[0].receive_count, 2);
+        q.retry_later(&got[0], Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert!(
+            q.receive(1, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            q.receive(1, Duration::from_secs(5)).await.unwrap()[0].receive_count,
+            2
+        );
     }
 
     #[tokio::test]

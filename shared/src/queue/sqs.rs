@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 
 use super::{Delivery, Queue};
-use crate::calls::{sqs_call, CallCounts, Calls, SdkCallCounter};
+use crate::calls::{CallCounts, Calls, SdkCallCounter, sqs_call};
 
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
@@ -23,7 +23,9 @@ impl SqsQueue {
         // Every request this queue sends is counted on its way out.
         let calls = Arc::<CallCounts>::default();
         let counter = SdkCallCounter::new(calls.clone(), sqs_call);
-        let client = aws_sdk_sqs::Client::from_conf(client.config().to_builder().interceptor(counter).build());
+        let client = aws_sdk_sqs::Client::from_conf(
+            client.config().to_builder().interceptor(counter).build(),
+        );
         Self { client, url, calls }
     }
 
@@ -44,12 +46,18 @@ impl Queue for SqsQueue {
     }
 
     async fn send(&self, job_id: &str, delay: Option<Duration>) -> anyhow::Result<()> {
-        let mut req = self.client.send_message().queue_url(&self.url).message_body(job_id);
+        let mut req = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(job_id);
         if let Some(d) = delay {
             // SQS delays at most 15 minutes.
             req = req.delay_seconds(whole_seconds(d, 900));
         }
-        req.send().await.with_context(|| format!("SQS SendMessage to {}", self.url))?;
+        req.send()
+            .await
+            .with_context(|| format!("SQS SendMessage to {}", self.url))?;
         Ok(())
     }
 
@@ -75,7 +83,11 @@ impl Queue for SqsQueue {
                     .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(1);
-                Some(Delivery { job_id: m.body?, receipt: m.receipt_handle?, receive_count })
+                Some(Delivery {
+                    job_id: m.body?,
+                    receipt: m.receipt_handle?,
+                    receive_count,
+                })
             })
             .collect())
     }

@@ -80,7 +80,14 @@ pub(super) async fn start(
         .context("server.tls.acme.http_addr: reading the bound address")?;
     let challenge_app = challenge_router(acme.clone(), https_port);
     // It stops when `background` is aborted, with the server.
-    let serving = conn::serve(listener, None, challenge_app, limits, pending(), Duration::ZERO);
+    let serving = conn::serve(
+        listener,
+        None,
+        challenge_app,
+        limits,
+        pending(),
+        Duration::ZERO,
+    );
     background.spawn(serving);
     info!(addr = %http_addr, "ACME HTTP-01 listener up; it redirects everything else to https");
 
@@ -112,7 +119,11 @@ pub(super) async fn start(
     let leaf = identity.leaf().clone();
     let config = RustlsConfig::from_config(Arc::new(tls::server_config(identity)?));
     background.spawn(renew_forever(acme, config.clone(), validity));
-    Ok(Tls { config, leaf, files: None })
+    Ok(Tls {
+        config,
+        leaf,
+        files: None,
+    })
 }
 
 /// Everything ordering needs, shared by the start and the renewal task.
@@ -482,9 +493,12 @@ impl Cache {
     /// Drops the cached account so the next order creates a new one.
     async fn forget_account(&self) -> anyhow::Result<()> {
         match tokio::fs::remove_file(self.account_path()).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("server.tls.acme.cache_dir: removing {}", self.account_path().display()))
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| {
+                format!(
+                    "server.tls.acme.cache_dir: removing {}",
+                    self.account_path().display()
+                )
+            }),
             _ => Ok(()),
         }
     }

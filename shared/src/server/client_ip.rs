@@ -325,7 +325,12 @@ mod tests {
             any::<std::net::Ipv4Addr>().prop_map(|a| a.to_string()),
             any::<std::net::Ipv6Addr>().prop_map(|a| a.to_string()),
             any::<SocketAddr>().prop_map(|a| a.to_string()),
-            proptest::sample::select(vec!["10.0.0.1".to_string(), "10.9.9.9:80".into(), "::ffff:10.0.0.2".into(), "[::1]:8080".into()]),
+            proptest::sample::select(vec![
+                "10.0.0.1".to_string(),
+                "10.9.9.9:80".into(),
+                "::ffff:10.0.0.2".into(),
+                "[::1]:8080".into()
+            ]),
             "[0-9a-fA-F:.\\[\\] ]{0,30}",
         ]
     }

@@ -90,7 +90,10 @@ pub(super) async fn serve(
     if tls.is_some() {
         // Outermost, so that answers from the layers inside (a 408) carry it too.
         let hsts = HeaderValue::from_static(HSTS);
-        app = app.layer(SetResponseHeaderLayer::overriding(header::STRICT_TRANSPORT_SECURITY, hsts));
+        app = app.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            hsts,
+        ));
     }
     let handshake =
         tls.map(|config| RustlsAcceptor::new(config).handshake_timeout(limits.header_read_timeout));

@@ -95,13 +95,22 @@ impl Tls {
     fn new(identity: tls::Identity) -> anyhow::Result<Self> {
         let leaf = identity.leaf().clone();
         let config = RustlsConfig::from_config(Arc::new(tls::server_config(identity)?));
-        Ok(Self { config, leaf, files: None })
+        Ok(Self {
+            config,
+            leaf,
+            files: None,
+        })
     }
 }
 
 /// Serves the manual files anew whenever their contents change; a pair that does not load is
 /// logged once and the certificate being served is kept.
-async fn reload_manual_forever(config: RustlsConfig, cert: PathBuf, key: PathBuf, interval: Duration) {
+async fn reload_manual_forever(
+    config: RustlsConfig,
+    cert: PathBuf,
+    key: PathBuf,
+    interval: Duration,
+) {
     let read = || (std::fs::read(&cert).ok(), std::fs::read(&key).ok());
     let mut seen = read();
     let mut ticks = tokio::time::interval(interval);
@@ -154,7 +163,10 @@ impl Server {
                         cert.display()
                     )
                 })?;
-                Some(Tls { files: Some((cert.clone(), key.clone())), ..tls })
+                Some(Tls {
+                    files: Some((cert.clone(), key.clone())),
+                    ..tls
+                })
             }
             TlsMode::SelfSigned => {
                 let (fqdn, alg) = (cfg.tls.fqdn.clone(), cfg.tls.alg);
@@ -224,12 +236,21 @@ impl Server {
         let app = self.router.layer(self.trusted.layer());
         let tls = self.tls.map(|tls| {
             if let Some((cert, key)) = tls.files {
-                let watch = reload_manual_forever(tls.config.clone(), cert, key, self.tls_reload_interval);
+                let watch =
+                    reload_manual_forever(tls.config.clone(), cert, key, self.tls_reload_interval);
                 self.background.spawn(watch);
             }
             tls.config
         });
-        conn::serve(self.listener, tls, app, self.limits, shutdown, self.grace_period).await;
+        conn::serve(
+            self.listener,
+            tls,
+            app,
+            self.limits,
+            shutdown,
+            self.grace_period,
+        )
+        .await;
         self.background.shutdown().await;
         Ok(())
     }

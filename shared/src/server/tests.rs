@@ -470,31 +470,58 @@ async fn manual_mode_serves_a_renewed_certificate_and_keeps_serving_through_a_ba
     // Given a server on the first CA's certificate, checking its files often
     let dir = TempDir::new();
     let first = write_manual_files(&dir);
-    let server = Server::bind(hello_router(), &manual_config(first.cert.clone(), first.key.clone()))
-        .await
-        .expect("bind")
-        .with_tls_reload_interval(Duration::from_millis(50));
+    let server = Server::bind(
+        hello_router(),
+        &manual_config(first.cert.clone(), first.key.clone()),
+    )
+    .await
+    .expect("bind")
+    .with_tls_reload_interval(Duration::from_millis(50));
     let running = Running::start_bound(server).await;
-    assert_eq!(get_tls(running.addr, &first.ca, "localhost", "/hello").await.unwrap().0, 200);
+    assert_eq!(
+        get_tls(running.addr, &first.ca, "localhost", "/hello")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
 
     // When the files are rewritten with a half-written certificate, the server keeps the one it has
     std::fs::write(&first.cert, "-----BEGIN CERTIFICATE-----\nMIIB").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(get_tls(running.addr, &first.ca, "localhost", "/hello").await.unwrap().0, 200);
+    assert_eq!(
+        get_tls(running.addr, &first.ca, "localhost", "/hello")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
 
     // And when a renewal (another CA, another key) lands, it serves that from the next handshake
     let renewed = write_manual_files(&dir);
-    assert_eq!((&renewed.cert, &renewed.key), (&first.cert, &first.key), "the same paths");
+    assert_eq!(
+        (&renewed.cert, &renewed.key),
+        (&first.cert, &first.key),
+        "the same paths"
+    );
     let mut served = false;
     for _ in 0..100 {
-        if get_tls(running.addr, &renewed.ca, "localhost", "/hello").await.is_ok() {
+        if get_tls(running.addr, &renewed.ca, "localhost", "/hello")
+            .await
+            .is_ok()
+        {
             served = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(served, "the renewed certificate was never served");
-    assert!(get_tls(running.addr, &first.ca, "localhost", "/hello").await.is_err(), "the old CA no longer verifies it");
+    assert!(
+        get_tls(running.addr, &first.ca, "localhost", "/hello")
+            .await
+            .is_err(),
+        "the old CA no longer verifies it"
+    );
     running.stop().await;
 }
 
@@ -619,7 +646,12 @@ async fn plain_limited(
     request_timeout: Duration,
     max_connections: u32,
 ) -> Running {
-    let cfg = limited(tls_config(TlsMode::None), header_read_timeout, request_timeout, max_connections);
+    let cfg = limited(
+        tls_config(TlsMode::None),
+        header_read_timeout,
+        request_timeout,
+        max_connections,
+    );
     Running::start(router, &cfg).await
 }
 
@@ -777,7 +809,10 @@ async fn beyond_max_connections_a_new_connection_waits_until_another_closes() {
 
     // When a third client sends a request, it is not answered while the cap is reached
     let mut third = TcpStream::connect(running.addr).await.unwrap();
-    third.write_all(request("/hello", "localhost").as_bytes()).await.unwrap();
+    third
+        .write_all(request("/hello", "localhost").as_bytes())
+        .await
+        .unwrap();
     // Half a second of silence: a server without the cap would answer at once, so a slow
     // machine can at worst let a broken server pass, never fail a working one.
     let mut first_byte = [0u8; 1];
@@ -829,7 +864,9 @@ async fn a_stalled_tls_handshake_holds_its_slot_only_until_its_deadline() {
     // When a real client connects, it is served once the stalled one is cut off
     let cert = running.certificate.clone().unwrap();
     let answer = get_tls(running.addr, &cert, "localhost", "/hello");
-    let answer = tokio::time::timeout(WITHIN, answer).await.expect("served in time");
+    let answer = tokio::time::timeout(WITHIN, answer)
+        .await
+        .expect("served in time");
     assert_eq!(answer.unwrap(), (200, "hello".to_owned()));
     until_closed(&mut stalled[0]).await;
     running.stop().await;
@@ -845,7 +882,9 @@ fn header_value(response: &[u8], name: &str) -> Option<String> {
     let (head, _) = text.split_once("\r\n\r\n")?;
     head.lines().find_map(|line| {
         let (field, value) = line.split_once(':')?;
-        field.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+        field
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_owned())
     })
 }
 
@@ -861,7 +900,9 @@ async fn every_answer_over_tls_carries_hsts_a_timeout_included() {
         (request("/no-such-page", "localhost"), 404),
         (trickling.to_owned(), 408),
     ] {
-        let response = fetch_tls(running.addr, &cert, "localhost", request).await.unwrap();
+        let response = fetch_tls(running.addr, &cert, "localhost", request)
+            .await
+            .unwrap();
         assert_eq!(parse_response(&response).0, status);
         let hsts = header_value(&response, "strict-transport-security");
         assert_eq!(hsts.as_deref(), Some(HSTS_FOR_A_YEAR), "on the {status}");
@@ -875,7 +916,12 @@ async fn manual_tls_answers_carry_hsts() {
     let files = write_manual_files(&dir);
     let running = Running::start(hello_router(), &manual_config(files.cert, files.key)).await;
 
-    let response = fetch_tls(running.addr, &files.ca, "localhost", request("/hello", "localhost"));
+    let response = fetch_tls(
+        running.addr,
+        &files.ca,
+        "localhost",
+        request("/hello", "localhost"),
+    );
     let hsts = header_value(&response.await.unwrap(), "strict-transport-security");
     assert_eq!(hsts.as_deref(), Some(HSTS_FOR_A_YEAR));
     running.stop().await;

@@ -151,7 +151,10 @@ pub(crate) fn self_signed(fqdn: Option<&str>, alg: KeyAlg) -> anyhow::Result<Ide
     let mut params = CertificateParams::new(names.clone())
         .with_context(|| format!("server.tls.fqdn {fqdn:?} is not a valid host name"))?;
     let mut subject = DistinguishedName::new();
-    subject.push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+    subject.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
     subject.push(DnType::OrganizationName, "pacer (self-signed)");
     params.distinguished_name = subject;
     let now = Utc::now();

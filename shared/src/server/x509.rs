@@ -116,7 +116,9 @@ fn parse_time(tag: u8, value: &[u8]) -> anyhow::Result<DateTime<Utc>> {
         _ => bail!("unsupported time encoding {text:?}"),
     };
     // ASCII, so every byte offset is a character boundary.
-    let (year, rest) = text.split_at_checked(year_digits).ok_or_else(|| anyhow!("short time"))?;
+    let (year, rest) = text
+        .split_at_checked(year_digits)
+        .ok_or_else(|| anyhow!("short time"))?;
     let year = match digits(year)? {
         // RFC 5280: two-digit years 50–99 are 19xx, 00–49 are 20xx.
         yy if year_digits == 2 && yy >= 50 => 1900 + yy,

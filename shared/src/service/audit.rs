@@ -3,12 +3,18 @@
 use serde_json::Value;
 
 use super::{Caller, Ports, ServiceError, ServiceResult};
-use crate::domain::{new_id, AuditEvent, IdKind};
+use crate::domain::{AuditEvent, IdKind, new_id};
 use crate::store::{AuditFilter, Page, PageRequest};
 
 /// Appends one event for `caller`. A failure to audit fails the request:
 /// an unaudited mutation is worse than a refused one.
-pub async fn record(ports: &Ports, caller: &Caller, action: &str, target: Option<&str>, detail: Value) -> ServiceResult<()> {
+pub async fn record(
+    ports: &Ports,
+    caller: &Caller,
+    action: &str,
+    target: Option<&str>,
+    detail: Value,
+) -> ServiceResult<()> {
     let at = ports.clock.now();
     let event = AuditEvent {
         id: new_id(IdKind::Audit, at),
@@ -31,8 +37,19 @@ pub const UNAUTHENTICATED_PER_MINUTE: u64 = 60;
 
 /// [`record`] for an event an unauthenticated caller caused: past
 /// [`UNAUTHENTICATED_PER_MINUTE`] in a minute, logged but not appended.
-pub async fn record_unauthenticated(ports: &Ports, caller: &Caller, action: &str, target: Option<&str>, detail: Value) -> ServiceResult<()> {
-    let (count, _) = super::limits::hit(ports, "audit:unauthenticated", std::time::Duration::from_secs(60)).await?;
+pub async fn record_unauthenticated(
+    ports: &Ports,
+    caller: &Caller,
+    action: &str,
+    target: Option<&str>,
+    detail: Value,
+) -> ServiceResult<()> {
+    let (count, _) = super::limits::hit(
+        ports,
+        "audit:unauthenticated",
+        std::time::Duration::from_secs(60),
+    )
+    .await?;
     if count > UNAUTHENTICATED_PER_MINUTE {
         if count == UNAUTHENTICATED_PER_MINUTE + 1 {
             tracing::warn!(
@@ -46,7 +63,11 @@ pub async fn record_unauthenticated(ports: &Ports, caller: &Caller, action: &str
     record(ports, caller, action, target, detail).await
 }
 
-pub async fn list(ports: &Ports, filter: &AuditFilter, page: &PageRequest) -> ServiceResult<Page<AuditEvent>> {
+pub async fn list(
+    ports: &Ports,
+    filter: &AuditFilter,
+    page: &PageRequest,
+) -> ServiceResult<Page<AuditEvent>> {
     Ok(ports.store.list_audit(filter, page).await?)
 }
 
@@ -54,7 +75,10 @@ pub async fn list(ports: &Ports, filter: &AuditFilter, page: &PageRequest) -> Se
 /// one ending in `*` matches every action that begins with what comes
 /// before it (`runner.*`), and `*` alone matches all.
 pub fn action_filter(action: Option<String>) -> ServiceResult<(Option<String>, Option<String>)> {
-    let Some(action) = action.map(|a| a.trim().to_string()).filter(|a| !a.is_empty()) else {
+    let Some(action) = action
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+    else {
         return Ok((None, None));
     };
     let (stem, wildcard) = match action.strip_suffix('*') {
@@ -80,7 +104,10 @@ mod tests {
     #[test]
     fn an_action_filter_is_exact_or_a_prefix_ending_in_a_star() {
         let f = |a: &str| action_filter(Some(a.into())).map_err(|e| e.to_string());
-        assert_eq!(f("runner.terminated"), Ok((Some("runner.terminated".into()), None)));
+        assert_eq!(
+            f("runner.terminated"),
+            Ok((Some("runner.terminated".into()), None))
+        );
         assert_eq!(f("runner.*"), Ok((None, Some("runner.".into()))));
         assert_eq!(f(" job* "), Ok((None, Some("job".into()))));
         assert_eq!(f("*"), Ok((None, None)));

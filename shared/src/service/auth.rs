@@ -13,8 +13,8 @@ use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::auth::password::{self, generate_password};
 use crate::auth::session::{self, SessionClaims};
 use crate::config::Secret;
-use crate::domain::user::{parse_email, MAX_EMAIL_BYTES};
-use crate::domain::{new_id, Actor, ActorKind, IdKind, Invalid, Role, Time, User};
+use crate::domain::user::{MAX_EMAIL_BYTES, parse_email};
+use crate::domain::{Actor, ActorKind, IdKind, Invalid, Role, Time, User, new_id};
 use crate::store::{Page, PageRequest, StoreError};
 
 /// What console auth needs, from `auth.*`.
@@ -96,7 +96,12 @@ impl From<&User> for UserView {
 }
 
 async fn no_users_yet(ports: &Ports) -> ServiceResult<bool> {
-    Ok(ports.store.list_users(&PageRequest::first(1)).await?.items.is_empty())
+    Ok(ports
+        .store
+        .list_users(&PageRequest::first(1))
+        .await?
+        .items
+        .is_empty())
 }
 
 fn new_user(ports: &Ports, email: String, role: Role, password_hash: Option<String>) -> User {
@@ -123,10 +128,22 @@ pub async fn bootstrap(ports: &Ports, email: &str) -> ServiceResult<Option<Strin
     }
     let email = parse_email("auth.local.email", email)?;
     let password = generate_password();
-    let user = new_user(ports, email.clone(), Role::Admin, Some(password::hash(&password).await?));
+    let user = new_user(
+        ports,
+        email.clone(),
+        Role::Admin,
+        Some(password::hash(&password).await?),
+    );
     match ports.store.create_user(&user).await {
         Ok(()) => {
-            record(ports, &Caller::system("bootstrap"), "user.created", Some(&user.id), json!({"email": email, "role": "admin", "via": "bootstrap"})).await?;
+            record(
+                ports,
+                &Caller::system("bootstrap"),
+                "user.created",
+                Some(&user.id),
+                json!({"email": email, "role": "admin", "via": "bootstrap"}),
+            )
+            .await?;
             Ok(Some(password))
         }
         Err(StoreError::Conflict(_)) => Ok(None),
@@ -137,14 +154,25 @@ pub async fn bootstrap(ports: &Ports, email: &str) -> ServiceResult<Option<Strin
 /// Sets a new random password for `email` (`pacer admin reset-password`).
 pub async fn reset_password(ports: &Ports, email: &str) -> ServiceResult<String> {
     let email = parse_email("email", email)?;
-    let mut user = ports.store.user_by_email(&email).await?.ok_or(ServiceError::NotFound("user"))?;
+    let mut user = ports
+        .store
+        .user_by_email(&email)
+        .await?
+        .ok_or(ServiceError::NotFound("user"))?;
     let password = generate_password();
     user.password_hash = Some(password::hash(&password).await?);
     // Whoever knew the old password may hold a session: every one ends.
     user.session_generation = user.session_generation.wrapping_add(1);
     user.updated_at = ports.clock.now();
     ports.store.update_user(&user).await?;
-    record(ports, &Caller::system("admin-cli"), "user.password_reset", Some(&user.id), json!({"email": email})).await?;
+    record(
+        ports,
+        &Caller::system("admin-cli"),
+        "user.password_reset",
+        Some(&user.id),
+        json!({"email": email}),
+    )
+    .await?;
     Ok(password)
 }
 
@@ -152,11 +180,22 @@ pub async fn reset_password(ports: &Ports, email: &str) -> ServiceResult<String>
 /// when nobody is admin any more.
 pub async fn set_role_by_email(ports: &Ports, email: &str, role: Role) -> ServiceResult<User> {
     let email = parse_email("email", email)?;
-    let mut user = ports.store.user_by_email(&email).await?.ok_or(ServiceError::NotFound("user"))?;
+    let mut user = ports
+        .store
+        .user_by_email(&email)
+        .await?
+        .ok_or(ServiceError::NotFound("user"))?;
     user.role = role;
     user.updated_at = ports.clock.now();
     ports.store.update_user(&user).await?;
-    record(ports, &Caller::system("admin-cli"), "user.role_changed", Some(&user.id), json!({"email": email, "role": role})).await?;
+    record(
+        ports,
+        &Caller::system("admin-cli"),
+        "user.role_changed",
+        Some(&user.id),
+        json!({"email": email, "role": role}),
+    )
+    .await?;
     Ok(user)
 }
 
@@ -176,7 +215,11 @@ pub struct Attempt {
 impl Attempt {
     /// A successful sign-in gives its hit back: the limit is for guesses.
     pub async fn succeeded(self, ports: &Ports) {
-        if let Err(e) = ports.store.refund_hit(&self.counter, self.window.start).await {
+        if let Err(e) = ports
+            .store
+            .refund_hit(&self.counter, self.window.start)
+            .await
+        {
             tracing::warn!(error = %e, "could not take a successful sign-in off the rate limit");
         }
     }
@@ -185,18 +228,30 @@ impl Attempt {
 /// Counts a sign-in attempt from `client_ip` against `auth.login_rate_limit`
 /// (local logins and SSO callbacks share it); refuses one over the limit.
 /// Every attempt counts as it is made, so parallel guesses cannot slip past.
-pub async fn count_attempt(ports: &Ports, auth: &AuthSettings, client_ip: Option<std::net::IpAddr>) -> Result<Attempt, AuthError> {
+pub async fn count_attempt(
+    ports: &Ports,
+    auth: &AuthSettings,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<Attempt, AuthError> {
     let ip = client_ip.map_or("unknown".to_string(), |ip| ip.to_string());
     let counter = format!("login:{ip}");
     let (hits, window) = limits::hit(ports, &counter, auth.login_window).await?;
     if hits > u64::from(auth.login_attempts) {
-        return Err(AuthError::RateLimited { retry_after: window.remaining(ports.clock.now()) });
+        return Err(AuthError::RateLimited {
+            retry_after: window.remaining(ports.clock.now()),
+        });
     }
     Ok(Attempt { counter, window })
 }
 
 /// Local email + password login.
-pub async fn login(ports: &Ports, auth: &AuthSettings, client_ip: Option<std::net::IpAddr>, email: &str, password: &str) -> Result<SignedIn, AuthError> {
+pub async fn login(
+    ports: &Ports,
+    auth: &AuthSettings,
+    client_ip: Option<std::net::IpAddr>,
+    email: &str,
+    password: &str,
+) -> Result<SignedIn, AuthError> {
     if !auth.local {
         return Err(AuthError::LocalDisabled);
     }
@@ -208,7 +263,13 @@ pub async fn login(ports: &Ports, auth: &AuthSettings, client_ip: Option<std::ne
     let (user, email) = if email.len() <= MAX_EMAIL_BYTES {
         (ports.store.user_by_email(&email).await?, email)
     } else {
-        (None, format!("{}…", email.chars().take(MAX_EMAIL_BYTES).collect::<String>()))
+        (
+            None,
+            format!(
+                "{}…",
+                email.chars().take(MAX_EMAIL_BYTES).collect::<String>()
+            ),
+        )
     };
     // Hash even for an unknown email, so the answer takes the same time.
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
@@ -216,29 +277,73 @@ pub async fn login(ports: &Ports, auth: &AuthSettings, client_ip: Option<std::ne
         Some(hash) => password::verify(hash, password).await?,
         None => {
             static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
-            let dummy = DUMMY.get_or_try_init(|| password::hash("no such user")).await?;
+            let dummy = DUMMY
+                .get_or_try_init(|| password::hash("no such user"))
+                .await?;
             let _ = password::verify(dummy, password).await?;
             false
         }
     };
-    let caller = Caller { actor: Actor { kind: ActorKind::User, id: email.clone() }, client_ip, role: Role::Viewer };
+    let caller = Caller {
+        actor: Actor {
+            kind: ActorKind::User,
+            id: email.clone(),
+        },
+        client_ip,
+        role: Role::Viewer,
+    };
     let Some(user) = user.filter(|u| matches && !u.disabled) else {
-        record_unauthenticated(ports, &caller, "auth.login_failed", Some(&email), json!({"method": "local"})).await?;
+        record_unauthenticated(
+            ports,
+            &caller,
+            "auth.login_failed",
+            Some(&email),
+            json!({"method": "local"}),
+        )
+        .await?;
         return Err(AuthError::BadCredentials);
     };
     attempt.succeeded(ports).await;
-    let (token, claims) = session::mint(auth.jwt_secret.expose().as_bytes(), &user, now, auth.session_ttl);
-    let caller = Caller { actor: Actor::user(&user.id), ..caller };
-    record(ports, &caller, "auth.login_succeeded", Some(&user.id), json!({"method": "local", "email": user.email})).await?;
-    Ok(SignedIn { token, claims, user })
+    let (token, claims) = session::mint(
+        auth.jwt_secret.expose().as_bytes(),
+        &user,
+        now,
+        auth.session_ttl,
+    );
+    let caller = Caller {
+        actor: Actor::user(&user.id),
+        ..caller
+    };
+    record(
+        ports,
+        &caller,
+        "auth.login_succeeded",
+        Some(&user.id),
+        json!({"method": "local", "email": user.email}),
+    )
+    .await?;
+    Ok(SignedIn {
+        token,
+        claims,
+        user,
+    })
 }
 
 /// The caller a session token names: checked for signature, expiry,
 /// revocation, and a user that still exists and is not disabled — on every
 /// request, so a disabled user's sessions stop at once on every instance.
-pub async fn authenticate(ports: &Ports, auth: &AuthSettings, token: &str, client_ip: Option<std::net::IpAddr>) -> Result<(Caller, SessionClaims), AuthError> {
-    let claims = session::verify(auth.jwt_secret.expose().as_bytes(), token, ports.clock.now())
-        .map_err(|e| AuthError::InvalidSession(e.to_string()))?;
+pub async fn authenticate(
+    ports: &Ports,
+    auth: &AuthSettings,
+    token: &str,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<(Caller, SessionClaims), AuthError> {
+    let claims = session::verify(
+        auth.jwt_secret.expose().as_bytes(),
+        token,
+        ports.clock.now(),
+    )
+    .map_err(|e| AuthError::InvalidSession(e.to_string()))?;
     if ports.store.is_session_revoked(&claims.jti).await? {
         return Err(AuthError::InvalidSession("signed out".into()));
     }
@@ -251,9 +356,18 @@ pub async fn authenticate(ports: &Ports, auth: &AuthSettings, token: &str, clien
         return Err(AuthError::InvalidSession("its user is disabled".into()));
     }
     if claims.generation != user.session_generation {
-        return Err(AuthError::InvalidSession("its user's password changed since".into()));
+        return Err(AuthError::InvalidSession(
+            "its user's password changed since".into(),
+        ));
     }
-    Ok((Caller { actor: Actor::user(&user.id), client_ip, role: user.role }, claims))
+    Ok((
+        Caller {
+            actor: Actor::user(&user.id),
+            client_ip,
+            role: user.role,
+        },
+        claims,
+    ))
 }
 
 /// Signs in the identity an IdP vouched for: the allowlists, then the user
@@ -270,10 +384,27 @@ pub async fn oidc_sign_in(
 ) -> Result<SignedIn, AuthError> {
     use crate::auth::oidc::{admit, is_admin_by_group};
     let settings = client.settings();
-    let who = identity.email.clone().unwrap_or_else(|| identity.sub.clone());
-    let caller = Caller { actor: Actor { kind: ActorKind::User, id: who.clone() }, client_ip, role: Role::Viewer };
+    let who = identity
+        .email
+        .clone()
+        .unwrap_or_else(|| identity.sub.clone());
+    let caller = Caller {
+        actor: Actor {
+            kind: ActorKind::User,
+            id: who.clone(),
+        },
+        client_ip,
+        role: Role::Viewer,
+    };
     let deny = |reason: String| async move {
-        record_unauthenticated(ports, &caller, "auth.oidc.login_denied", Some(&who), json!({"reason": reason, "sub": identity.sub})).await?;
+        record_unauthenticated(
+            ports,
+            &caller,
+            "auth.oidc.login_denied",
+            Some(&who),
+            json!({"reason": reason, "sub": identity.sub}),
+        )
+        .await?;
         Err::<SignedIn, AuthError>(AuthError::BadCredentials)
     };
     if let Err(reason) = admit(settings, identity) {
@@ -283,13 +414,24 @@ pub async fn oidc_sign_in(
     let admin_by_group = is_admin_by_group(settings, identity);
     let user = match ports.store.user_by_oidc_subject(&identity.sub).await? {
         Some(u) => Some(u),
-        None => match identity.email.as_deref().filter(|_| identity.email_verified) {
+        None => match identity
+            .email
+            .as_deref()
+            .filter(|_| identity.email_verified)
+        {
             Some(email) => match ports.store.user_by_email(email).await? {
                 Some(mut local) => {
                     local.oidc_subject = Some(identity.sub.clone());
                     local.updated_at = now;
                     ports.store.update_user(&local).await?;
-                    record(ports, &Caller::system("oidc"), "user.oidc_linked", Some(&local.id), json!({"email": email, "sub": identity.sub})).await?;
+                    record(
+                        ports,
+                        &Caller::system("oidc"),
+                        "user.oidc_linked",
+                        Some(&local.id),
+                        json!({"email": email, "sub": identity.sub}),
+                    )
+                    .await?;
                     Some(local)
                 }
                 None => None,
@@ -300,14 +442,29 @@ pub async fn oidc_sign_in(
     let mut user = match user {
         Some(u) => u,
         None => {
-            let Some(email) = identity.email.clone().filter(|_| identity.email_verified || !settings.require_email_verified) else {
+            let Some(email) = identity
+                .email
+                .clone()
+                .filter(|_| identity.email_verified || !settings.require_email_verified)
+            else {
                 return deny("the IdP gave no usable email for a new user".into()).await;
             };
-            let role = if no_users_yet(ports).await? || admin_by_group { Role::Admin } else { Role::Viewer };
+            let role = if no_users_yet(ports).await? || admin_by_group {
+                Role::Admin
+            } else {
+                Role::Viewer
+            };
             let mut created = new_user(ports, email.clone(), role, None);
             created.oidc_subject = Some(identity.sub.clone());
             ports.store.create_user(&created).await?;
-            record(ports, &Caller::system("oidc"), "user.created", Some(&created.id), json!({"email": email, "role": role, "via": "oidc"})).await?;
+            record(
+                ports,
+                &Caller::system("oidc"),
+                "user.created",
+                Some(&created.id),
+                json!({"email": email, "role": role, "via": "oidc"}),
+            )
+            .await?;
             created
         }
     };
@@ -319,20 +476,45 @@ pub async fn oidc_sign_in(
         user.updated_at = now;
         ports.store.update_user(&user).await?;
     }
-    let (token, claims) = session::mint(auth.jwt_secret.expose().as_bytes(), &user, now, auth.session_ttl);
-    let caller = Caller { actor: Actor::user(&user.id), client_ip, role: user.role };
-    record(ports, &caller, "auth.oidc.login_succeeded", Some(&user.id), json!({"email": user.email, "sub": identity.sub})).await?;
-    Ok(SignedIn { token, claims, user })
+    let (token, claims) = session::mint(
+        auth.jwt_secret.expose().as_bytes(),
+        &user,
+        now,
+        auth.session_ttl,
+    );
+    let caller = Caller {
+        actor: Actor::user(&user.id),
+        client_ip,
+        role: user.role,
+    };
+    record(
+        ports,
+        &caller,
+        "auth.oidc.login_succeeded",
+        Some(&user.id),
+        json!({"email": user.email, "sub": identity.sub}),
+    )
+    .await?;
+    Ok(SignedIn {
+        token,
+        claims,
+        user,
+    })
 }
 
 pub async fn logout(ports: &Ports, caller: &Caller, claims: &SessionClaims) -> ServiceResult<()> {
-    let expires = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(|| ports.clock.now());
+    let expires =
+        chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(|| ports.clock.now());
     ports.store.revoke_session(&claims.jti, expires).await?;
     record(ports, caller, "auth.logout", Some(&claims.sub), json!({})).await
 }
 
 pub async fn me(ports: &Ports, caller: &Caller) -> ServiceResult<UserView> {
-    let user = ports.store.get_user(&caller.actor.id).await?.ok_or(ServiceError::NotFound("user"))?;
+    let user = ports
+        .store
+        .get_user(&caller.actor.id)
+        .await?
+        .ok_or(ServiceError::NotFound("user"))?;
     Ok(UserView::from(&user))
 }
 
@@ -341,7 +523,10 @@ pub const MIN_PASSWORD_LENGTH: usize = 12;
 
 fn check_new_password(field: &str, password: &str) -> Result<(), Invalid> {
     if password.chars().count() < MIN_PASSWORD_LENGTH {
-        return Err(Invalid::new(field, format!("must be at least {MIN_PASSWORD_LENGTH} characters")));
+        return Err(Invalid::new(
+            field,
+            format!("must be at least {MIN_PASSWORD_LENGTH} characters"),
+        ));
     }
     Ok(())
 }
@@ -349,8 +534,18 @@ fn check_new_password(field: &str, password: &str) -> Result<(), Invalid> {
 /// Changes the caller's own password. Every session of theirs ends (one
 /// may be a thief's, opened with the old password); the caller gets a new
 /// one, returned, so they stay signed in.
-pub async fn change_password(ports: &Ports, auth: &AuthSettings, caller: &Caller, current: &str, new: &str) -> ServiceResult<SignedIn> {
-    let mut user = ports.store.get_user(&caller.actor.id).await?.ok_or(ServiceError::NotFound("user"))?;
+pub async fn change_password(
+    ports: &Ports,
+    auth: &AuthSettings,
+    caller: &Caller,
+    current: &str,
+    new: &str,
+) -> ServiceResult<SignedIn> {
+    let mut user = ports
+        .store
+        .get_user(&caller.actor.id)
+        .await?
+        .ok_or(ServiceError::NotFound("user"))?;
     let matches = match user.password_hash.as_deref() {
         Some(hash) => password::verify(hash, current).await?,
         None => false,
@@ -364,26 +559,62 @@ pub async fn change_password(ports: &Ports, auth: &AuthSettings, caller: &Caller
     let now = ports.clock.now();
     user.updated_at = now;
     ports.store.update_user(&user).await?;
-    record(ports, caller, "user.password_changed", Some(&user.id), json!({"other_sessions": "ended"})).await?;
-    let (token, claims) = session::mint(auth.jwt_secret.expose().as_bytes(), &user, now, auth.session_ttl);
-    Ok(SignedIn { token, claims, user })
+    record(
+        ports,
+        caller,
+        "user.password_changed",
+        Some(&user.id),
+        json!({"other_sessions": "ended"}),
+    )
+    .await?;
+    let (token, claims) = session::mint(
+        auth.jwt_secret.expose().as_bytes(),
+        &user,
+        now,
+        auth.session_ttl,
+    );
+    Ok(SignedIn {
+        token,
+        claims,
+        user,
+    })
 }
 
 pub async fn list_users(ports: &Ports, page: &PageRequest) -> ServiceResult<Page<UserView>> {
     let listed = ports.store.list_users(page).await?;
-    Ok(Page { items: listed.items.iter().map(UserView::from).collect(), next_cursor: listed.next_cursor })
+    Ok(Page {
+        items: listed.items.iter().map(UserView::from).collect(),
+        next_cursor: listed.next_cursor,
+    })
 }
 
 /// A new local user with a one-time password (shown once to the admin).
-pub async fn create_user(ports: &Ports, caller: &Caller, email: &str, role: Role) -> ServiceResult<(UserView, String)> {
+pub async fn create_user(
+    ports: &Ports,
+    caller: &Caller,
+    email: &str,
+    role: Role,
+) -> ServiceResult<(UserView, String)> {
     let email = parse_email("email", email)?;
     let password = generate_password();
-    let user = new_user(ports, email.clone(), role, Some(password::hash(&password).await?));
+    let user = new_user(
+        ports,
+        email.clone(),
+        role,
+        Some(password::hash(&password).await?),
+    );
     ports.store.create_user(&user).await.map_err(|e| match e {
         StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("email", m)),
         other => other.into(),
     })?;
-    record(ports, caller, "user.created", Some(&user.id), json!({"email": email, "role": role, "via": "console"})).await?;
+    record(
+        ports,
+        caller,
+        "user.created",
+        Some(&user.id),
+        json!({"email": email, "role": role, "via": "console"}),
+    )
+    .await?;
     Ok((UserView::from(&user), password))
 }
 
@@ -392,7 +623,11 @@ async fn enabled_admins(ports: &Ports) -> ServiceResult<usize> {
     let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
     loop {
         let listed = ports.store.list_users(&page).await?;
-        count += listed.items.iter().filter(|u| u.role == Role::Admin && !u.disabled).count();
+        count += listed
+            .items
+            .iter()
+            .filter(|u| u.role == Role::Admin && !u.disabled)
+            .count();
         match listed.next_cursor {
             Some(c) => page.cursor = Some(c),
             None => return Ok(count),
@@ -402,11 +637,26 @@ async fn enabled_admins(ports: &Ports) -> ServiceResult<usize> {
 
 /// Sets a user's role and/or disabled flag. The last enabled admin cannot
 /// be demoted or disabled: nobody could undo it from the console.
-pub async fn update_user(ports: &Ports, caller: &Caller, id: &str, role: Option<Role>, disabled: Option<bool>) -> ServiceResult<UserView> {
-    let mut user = ports.store.get_user(id).await?.ok_or(ServiceError::NotFound("user"))?;
-    let loses_admin = user.role == Role::Admin && !user.disabled && (role == Some(Role::Viewer) || disabled == Some(true));
+pub async fn update_user(
+    ports: &Ports,
+    caller: &Caller,
+    id: &str,
+    role: Option<Role>,
+    disabled: Option<bool>,
+) -> ServiceResult<UserView> {
+    let mut user = ports
+        .store
+        .get_user(id)
+        .await?
+        .ok_or(ServiceError::NotFound("user"))?;
+    let loses_admin = user.role == Role::Admin
+        && !user.disabled
+        && (role == Some(Role::Viewer) || disabled == Some(true));
     if loses_admin && enabled_admins(ports).await? <= 1 {
-        return Err(ServiceError::Conflict(format!("{} is the last enabled admin; make another admin first", user.email)));
+        return Err(ServiceError::Conflict(format!(
+            "{} is the last enabled admin; make another admin first",
+            user.email
+        )));
     }
     if let Some(r) = role {
         user.role = r;
@@ -416,6 +666,13 @@ pub async fn update_user(ports: &Ports, caller: &Caller, id: &str, role: Option<
     }
     user.updated_at = ports.clock.now();
     ports.store.update_user(&user).await?;
-    record(ports, caller, "user.updated", Some(id), json!({"email": user.email, "role": role, "disabled": disabled})).await?;
+    record(
+        ports,
+        caller,
+        "user.updated",
+        Some(id),
+        json!({"email": user.email, "role": role, "disabled": disabled}),
+    )
+    .await?;
     Ok(UserView::from(&user))
 }

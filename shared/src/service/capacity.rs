@@ -31,7 +31,11 @@ pub async fn release(ports: &Ports, pool_id: &str) -> ServiceResult<bool> {
 /// Whether the pool has a unit left (as last written: a reservation may take
 /// it first).
 pub async fn has_room(ports: &Ports, pool_id: &str) -> ServiceResult<bool> {
-    Ok(ports.store.get_pool(pool_id).await?.is_some_and(|p| p.active_runners < p.spec.max_runners))
+    Ok(ports
+        .store
+        .get_pool(pool_id)
+        .await?
+        .is_some_and(|p| p.active_runners < p.spec.max_runners))
 }
 
 /// How many of a pool's oldest queued jobs a wake looks through for one
@@ -46,9 +50,16 @@ pub async fn wake_waiting(ports: &Ports, pool_id: &str) -> ServiceResult<()> {
         oldest_first: true,
         ..Default::default()
     };
-    let queued = ports.store.list_jobs(&filter, &PageRequest::first(WAKE_LOOKS_AT)).await?;
+    let queued = ports
+        .store
+        .list_jobs(&filter, &PageRequest::first(WAKE_LOOKS_AT))
+        .await?;
     if let Some(job) = queued.items.iter().find(|j| j.waiting_for_capacity) {
-        ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
+        ports
+            .queue
+            .send(&job.id, None)
+            .await
+            .map_err(ServiceError::Internal)?;
     }
     Ok(())
 }

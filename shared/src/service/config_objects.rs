@@ -2,14 +2,14 @@
 //! mutation validated by the domain's rules and audited.
 
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::audit::record;
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::domain::fields::merge_patch;
 use crate::domain::pool::PoolSpec;
 use crate::domain::project::{BindingSpec, ProjectSpec};
-use crate::domain::{new_id, IdKind, Invalid, Pool, Project, RepoBinding};
+use crate::domain::{IdKind, Invalid, Pool, Project, RepoBinding, new_id};
 use crate::fleet::FleetError;
 use crate::store::{Page, PageRequest, StoreError};
 
@@ -27,10 +27,15 @@ fn patched<S: Serialize, T>(
 
 /// The fields whose values differ between two specs, for the audit detail.
 fn changed_fields<S: Serialize>(before: &S, after: &S) -> Vec<String> {
-    let (Ok(Value::Object(b)), Ok(Value::Object(a))) = (serde_json::to_value(before), serde_json::to_value(after)) else {
+    let (Ok(Value::Object(b)), Ok(Value::Object(a))) =
+        (serde_json::to_value(before), serde_json::to_value(after))
+    else {
         return Vec::new();
     };
-    a.iter().filter(|(k, v)| b.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect()
+    a.iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 /// Names up to a few things, for a 409 message a person can act on.
@@ -51,38 +56,87 @@ fn not_found(what: &'static str) -> impl Fn(StoreError) -> ServiceError {
 
 // ---- projects ----
 
-pub async fn create_project(ports: &Ports, caller: &Caller, body: Map<String, Value>) -> ServiceResult<Project> {
+pub async fn create_project(
+    ports: &Ports,
+    caller: &Caller,
+    body: Map<String, Value>,
+) -> ServiceResult<Project> {
     let spec = ProjectSpec::parse(body)?;
     let now = ports.clock.now();
-    let project = Project { id: new_id(IdKind::Project, now), spec, created_at: now, updated_at: now };
-    ports.store.create_project(&project).await.map_err(|e| match e {
-        StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("name", m)),
-        other => other.into(),
-    })?;
-    record(ports, caller, "project.created", Some(&project.id), json!({"name": project.spec.name, "scope": project.spec.scope})).await?;
+    let project = Project {
+        id: new_id(IdKind::Project, now),
+        spec,
+        created_at: now,
+        updated_at: now,
+    };
+    ports
+        .store
+        .create_project(&project)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("name", m)),
+            other => other.into(),
+        })?;
+    record(
+        ports,
+        caller,
+        "project.created",
+        Some(&project.id),
+        json!({"name": project.spec.name, "scope": project.spec.scope}),
+    )
+    .await?;
     Ok(project)
 }
 
 pub async fn get_project(ports: &Ports, id: &str) -> ServiceResult<Project> {
-    ports.store.get_project(id).await?.ok_or(ServiceError::NotFound("project"))
+    ports
+        .store
+        .get_project(id)
+        .await?
+        .ok_or(ServiceError::NotFound("project"))
 }
 
 pub async fn list_projects(ports: &Ports, page: &PageRequest) -> ServiceResult<Page<Project>> {
     Ok(ports.store.list_projects(page).await?)
 }
 
-pub async fn update_project(ports: &Ports, caller: &Caller, id: &str, patch: Map<String, Value>) -> ServiceResult<Project> {
+pub async fn update_project(
+    ports: &Ports,
+    caller: &Caller,
+    id: &str,
+    patch: Map<String, Value>,
+) -> ServiceResult<Project> {
     let current = get_project(ports, id).await?;
     // Scope and org decide where runners register; changing them under
     // live runners and bindings would strand both. Make a new project.
-    let spec = patched(&current.spec, patch, &["id", "created_at", "updated_at", "scope", "org"], ProjectSpec::parse)?;
+    let spec = patched(
+        &current.spec,
+        patch,
+        &["id", "created_at", "updated_at", "scope", "org"],
+        ProjectSpec::parse,
+    )?;
     let changed = changed_fields(&current.spec, &spec);
-    let project = Project { spec, updated_at: ports.clock.now(), ..current.clone() };
-    ports.store.update_project(&project).await.map_err(|e| match e {
-        StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("name", m)),
-        other => not_found("project")(other),
-    })?;
-    record(ports, caller, "project.updated", Some(id), json!({"name": project.spec.name, "changed": changed})).await?;
+    let project = Project {
+        spec,
+        updated_at: ports.clock.now(),
+        ..current.clone()
+    };
+    ports
+        .store
+        .update_project(&project)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("name", m)),
+            other => not_found("project")(other),
+        })?;
+    record(
+        ports,
+        caller,
+        "project.updated",
+        Some(id),
+        json!({"name": project.spec.name, "changed": changed}),
+    )
+    .await?;
     Ok(project)
 }
 
@@ -95,11 +149,21 @@ pub async fn delete_project(ports: &Ports, caller: &Caller, id: &str) -> Service
         let mut parts = Vec::new();
         if !pools.items.is_empty() {
             let names: Vec<String> = pools.items.iter().map(|p| p.spec.name.clone()).collect();
-            parts.push(format!("pools {}", name_some(&names, pools.next_cursor.is_some())));
+            parts.push(format!(
+                "pools {}",
+                name_some(&names, pools.next_cursor.is_some())
+            ));
         }
         if !bindings.items.is_empty() {
-            let names: Vec<String> = bindings.items.iter().map(|b| b.spec.repo.to_string()).collect();
-            parts.push(format!("repo bindings {}", name_some(&names, bindings.next_cursor.is_some())));
+            let names: Vec<String> = bindings
+                .items
+                .iter()
+                .map(|b| b.spec.repo.to_string())
+                .collect();
+            parts.push(format!(
+                "repo bindings {}",
+                name_some(&names, bindings.next_cursor.is_some())
+            ));
         }
         return Err(ServiceError::Conflict(format!(
             "project {} still has {}; delete those first",
@@ -107,18 +171,30 @@ pub async fn delete_project(ports: &Ports, caller: &Caller, id: &str) -> Service
             parts.join(" and ")
         )));
     }
-    ports.store.delete_project(id).await.map_err(not_found("project"))?;
-    record(ports, caller, "project.deleted", Some(id), json!({"name": project.spec.name})).await
+    ports
+        .store
+        .delete_project(id)
+        .await
+        .map_err(not_found("project"))?;
+    record(
+        ports,
+        caller,
+        "project.deleted",
+        Some(id),
+        json!({"name": project.spec.name}),
+    )
+    .await
 }
 
 // ---- pools ----
 
 async fn require_project(ports: &Ports, project_id: &str) -> ServiceResult<Project> {
-    ports
-        .store
-        .get_project(project_id)
-        .await?
-        .ok_or_else(|| ServiceError::Invalid(Invalid::new("project_id", format!("no project with id {project_id:?}"))))
+    ports.store.get_project(project_id).await?.ok_or_else(|| {
+        ServiceError::Invalid(Invalid::new(
+            "project_id",
+            format!("no project with id {project_id:?}"),
+        ))
+    })
 }
 
 /// Checks a pool against the fleet (AMI, types, subnets, groups, profile)
@@ -128,45 +204,95 @@ async fn prepare(ports: &Ports, pool: &Pool) -> ServiceResult<()> {
     match ports.fleet.prepare_pool(pool).await {
         Ok(_) => Ok(()),
         Err(FleetError::InvalidPool(invalid)) => Err(ServiceError::Invalid(invalid)),
-        Err(e) => Err(ServiceError::Upstream(format!("the fleet could not check the pool: {e}"))),
+        Err(e) => Err(ServiceError::Upstream(format!(
+            "the fleet could not check the pool: {e}"
+        ))),
     }
 }
 
-pub async fn create_pool(ports: &Ports, caller: &Caller, body: Map<String, Value>) -> ServiceResult<Pool> {
+pub async fn create_pool(
+    ports: &Ports,
+    caller: &Caller,
+    body: Map<String, Value>,
+) -> ServiceResult<Pool> {
     let spec = PoolSpec::parse(body)?;
     let project = require_project(ports, &spec.project_id).await?;
     let now = ports.clock.now();
-    let pool = Pool { id: new_id(IdKind::Pool, now), spec, active_runners: 0, degraded: None, created_at: now, updated_at: now };
+    let pool = Pool {
+        id: new_id(IdKind::Pool, now),
+        spec,
+        active_runners: 0,
+        degraded: None,
+        created_at: now,
+        updated_at: now,
+    };
     prepare(ports, &pool).await?;
     ports.store.create_pool(&pool).await.map_err(|e| match e {
         StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("name", m)),
         other => other.into(),
     })?;
-    record(ports, caller, "pool.created", Some(&pool.id), json!({"name": pool.spec.name, "project": project.spec.name})).await?;
+    record(
+        ports,
+        caller,
+        "pool.created",
+        Some(&pool.id),
+        json!({"name": pool.spec.name, "project": project.spec.name}),
+    )
+    .await?;
     Ok(pool)
 }
 
 pub async fn get_pool(ports: &Ports, id: &str) -> ServiceResult<Pool> {
-    ports.store.get_pool(id).await?.ok_or(ServiceError::NotFound("pool"))
+    ports
+        .store
+        .get_pool(id)
+        .await?
+        .ok_or(ServiceError::NotFound("pool"))
 }
 
-pub async fn list_pools(ports: &Ports, project_id: Option<&str>, page: &PageRequest) -> ServiceResult<Page<Pool>> {
+pub async fn list_pools(
+    ports: &Ports,
+    project_id: Option<&str>,
+    page: &PageRequest,
+) -> ServiceResult<Page<Pool>> {
     Ok(ports.store.list_pools(project_id, page).await?)
 }
 
-pub async fn update_pool(ports: &Ports, caller: &Caller, id: &str, patch: Map<String, Value>) -> ServiceResult<Pool> {
+pub async fn update_pool(
+    ports: &Ports,
+    caller: &Caller,
+    id: &str,
+    patch: Map<String, Value>,
+) -> ServiceResult<Pool> {
     let current = get_pool(ports, id).await?;
-    let read_only = ["id", "created_at", "updated_at", "project_id", "active_runners"];
+    let read_only = [
+        "id",
+        "created_at",
+        "updated_at",
+        "project_id",
+        "active_runners",
+    ];
     let spec = patched(&current.spec, patch, &read_only, PoolSpec::parse)?;
     let changed = changed_fields(&current.spec, &spec);
-    let pool = Pool { spec, updated_at: ports.clock.now(), ..current.clone() };
+    let pool = Pool {
+        spec,
+        updated_at: ports.clock.now(),
+        ..current.clone()
+    };
     prepare(ports, &pool).await?;
     ports.store.update_pool(&pool).await.map_err(|e| match e {
         StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("name", m)),
         other => not_found("pool")(other),
     })?;
     let pool = get_pool(ports, id).await?;
-    record(ports, caller, "pool.updated", Some(id), json!({"name": pool.spec.name, "changed": changed})).await?;
+    record(
+        ports,
+        caller,
+        "pool.updated",
+        Some(id),
+        json!({"name": pool.spec.name, "changed": changed}),
+    )
+    .await?;
     Ok(pool)
 }
 
@@ -183,50 +309,121 @@ pub async fn delete_pool(ports: &Ports, caller: &Caller, id: &str) -> ServiceRes
         // The pool is gone from pacer; a leftover launch template is harmless.
         tracing::warn!(pool_id = id, error = %e, "could not remove the pool's launch template");
     }
-    record(ports, caller, "pool.deleted", Some(id), json!({"name": pool.spec.name})).await
+    record(
+        ports,
+        caller,
+        "pool.deleted",
+        Some(id),
+        json!({"name": pool.spec.name}),
+    )
+    .await
 }
 
 // ---- repo bindings ----
 
-pub async fn create_binding(ports: &Ports, caller: &Caller, body: Map<String, Value>) -> ServiceResult<RepoBinding> {
+pub async fn create_binding(
+    ports: &Ports,
+    caller: &Caller,
+    body: Map<String, Value>,
+) -> ServiceResult<RepoBinding> {
     let spec = BindingSpec::parse(body)?;
     let project = require_project(ports, &spec.project_id).await?;
     spec.check_against(&project)?;
     let now = ports.clock.now();
-    let binding = RepoBinding { id: new_id(IdKind::Binding, now), spec, created_at: now, updated_at: now };
-    ports.store.create_binding(&binding).await.map_err(|e| match e {
-        StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("repo", m)),
-        other => other.into(),
-    })?;
-    record(ports, caller, "repo.bound", Some(&binding.id), json!({"repo": binding.spec.repo, "project": project.spec.name})).await?;
+    let binding = RepoBinding {
+        id: new_id(IdKind::Binding, now),
+        spec,
+        created_at: now,
+        updated_at: now,
+    };
+    ports
+        .store
+        .create_binding(&binding)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("repo", m)),
+            other => other.into(),
+        })?;
+    record(
+        ports,
+        caller,
+        "repo.bound",
+        Some(&binding.id),
+        json!({"repo": binding.spec.repo, "project": project.spec.name}),
+    )
+    .await?;
     Ok(binding)
 }
 
 pub async fn get_binding(ports: &Ports, id: &str) -> ServiceResult<RepoBinding> {
-    ports.store.get_binding(id).await?.ok_or(ServiceError::NotFound("repo binding"))
+    ports
+        .store
+        .get_binding(id)
+        .await?
+        .ok_or(ServiceError::NotFound("repo binding"))
 }
 
-pub async fn list_bindings(ports: &Ports, project_id: Option<&str>, page: &PageRequest) -> ServiceResult<Page<RepoBinding>> {
+pub async fn list_bindings(
+    ports: &Ports,
+    project_id: Option<&str>,
+    page: &PageRequest,
+) -> ServiceResult<Page<RepoBinding>> {
     Ok(ports.store.list_bindings(project_id, page).await?)
 }
 
-pub async fn update_binding(ports: &Ports, caller: &Caller, id: &str, patch: Map<String, Value>) -> ServiceResult<RepoBinding> {
+pub async fn update_binding(
+    ports: &Ports,
+    caller: &Caller,
+    id: &str,
+    patch: Map<String, Value>,
+) -> ServiceResult<RepoBinding> {
     let current = get_binding(ports, id).await?;
-    let spec = patched(&current.spec, patch, &["id", "created_at", "updated_at"], BindingSpec::parse)?;
+    let spec = patched(
+        &current.spec,
+        patch,
+        &["id", "created_at", "updated_at"],
+        BindingSpec::parse,
+    )?;
     let project = require_project(ports, &spec.project_id).await?;
     spec.check_against(&project)?;
     let changed = changed_fields(&current.spec, &spec);
-    let binding = RepoBinding { spec, updated_at: ports.clock.now(), ..current };
-    ports.store.update_binding(&binding).await.map_err(|e| match e {
-        StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("repo", m)),
-        other => not_found("repo binding")(other),
-    })?;
-    record(ports, caller, "repo.updated", Some(id), json!({"repo": binding.spec.repo, "changed": changed})).await?;
+    let binding = RepoBinding {
+        spec,
+        updated_at: ports.clock.now(),
+        ..current
+    };
+    ports
+        .store
+        .update_binding(&binding)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("repo", m)),
+            other => not_found("repo binding")(other),
+        })?;
+    record(
+        ports,
+        caller,
+        "repo.updated",
+        Some(id),
+        json!({"repo": binding.spec.repo, "changed": changed}),
+    )
+    .await?;
     Ok(binding)
 }
 
 pub async fn delete_binding(ports: &Ports, caller: &Caller, id: &str) -> ServiceResult<()> {
     let binding = get_binding(ports, id).await?;
-    ports.store.delete_binding(id).await.map_err(not_found("repo binding"))?;
-    record(ports, caller, "repo.unbound", Some(id), json!({"repo": binding.spec.repo})).await
+    ports
+        .store
+        .delete_binding(id)
+        .await
+        .map_err(not_found("repo binding"))?;
+    record(
+        ports,
+        caller,
+        "repo.unbound",
+        Some(id),
+        json!({"repo": binding.spec.repo}),
+    )
+    .await
 }

@@ -19,23 +19,27 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 use super::audit::record;
-use super::jobs::{advance, advance_from, Advanced};
 use super::capacity;
+use super::jobs::{Advanced, advance, advance_from};
 use super::runner_moves::update_runner;
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::auth::callback_token::{self, Claims};
 use crate::config::Secret;
-use crate::domain::job::JobChanges;
 use crate::domain::ids::is_id_of;
-use crate::domain::{new_id, Degraded, IdKind, Job, JobState, Pool, Runner, RunnerState, TransitionCause};
-use crate::fleet::{user_data, FleetError, JobRef, LaunchRequest};
+use crate::domain::job::JobChanges;
+use crate::domain::{
+    Degraded, IdKind, Job, JobState, Pool, Runner, RunnerState, TransitionCause, new_id,
+};
+use crate::fleet::{FleetError, JobRef, LaunchRequest, user_data};
 use crate::queue::{Delivery, Queue};
 use crate::store::StoreError;
 
 /// What handling one message did; the host acknowledges all but `Retry`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dispatched {
-    Launched { runner_id: String },
+    Launched {
+        runner_id: String,
+    },
     /// The job needs no runner (gone, not queued, claimed elsewhere, failed for good).
     NotNeeded(&'static str),
     /// The pool is full; the job is queued again and will be re-enqueued
@@ -62,23 +66,50 @@ pub use crate::domain::runner::runner_name;
 /// Handles one "look at job X" message.
 #[tracing::instrument(skip(ports), fields(job_id = %job_id))]
 pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> {
-    let Some(job) = ports.store.get_job(job_id).await? else { return Ok(Dispatched::NotNeeded("no such job")) };
+    let Some(job) = ports.store.get_job(job_id).await? else {
+        return Ok(Dispatched::NotNeeded("no such job"));
+    };
     if job.state != JobState::Queued {
         return Ok(Dispatched::NotNeeded("not queued"));
     }
-    let Some(pool_id) = job.pool_id.clone() else { return Ok(Dispatched::NotNeeded("no pool")) };
+    let Some(pool_id) = job.pool_id.clone() else {
+        return Ok(Dispatched::NotNeeded("no pool"));
+    };
     let Some(pool) = ports.store.get_pool(&pool_id).await? else {
-        fail_job(ports, &job, "its pool was deleted before a runner was launched").await?;
+        fail_job(
+            ports,
+            &job,
+            "its pool was deleted before a runner was launched",
+        )
+        .await?;
         return Ok(Dispatched::NotNeeded("pool deleted"));
     };
-    if let Some(degraded) = pool.degraded.as_ref().filter(|d| d.retry_at > ports.clock.now()) {
-        let wait = (degraded.retry_at - ports.clock.now()).to_std().unwrap_or_default();
-        ports.queue.send(job_id, Some(wait)).await.map_err(ServiceError::Internal)?;
+    if let Some(degraded) = pool
+        .degraded
+        .as_ref()
+        .filter(|d| d.retry_at > ports.clock.now())
+    {
+        let wait = (degraded.retry_at - ports.clock.now())
+            .to_std()
+            .unwrap_or_default();
+        ports
+            .queue
+            .send(job_id, Some(wait))
+            .await
+            .map_err(ServiceError::Internal)?;
         return Ok(Dispatched::Deferred);
     }
     // The claim clears the mark; remember whether this job was woken by a freed slot.
     let was_waiting = job.waiting_for_capacity;
-    let job = match advance(ports, job_id, JobState::Claimed, TransitionCause::Orchestrator, &JobChanges::default()).await? {
+    let job = match advance(
+        ports,
+        job_id,
+        JobState::Claimed,
+        TransitionCause::Orchestrator,
+        &JobChanges::default(),
+    )
+    .await?
+    {
         Advanced::Moved(job) => *job,
         _ => return Ok(Dispatched::NotNeeded("claimed elsewhere")),
     };
@@ -88,11 +119,22 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
             waiting_for_capacity: true,
             ..Default::default()
         };
-        advance(ports, job_id, JobState::Queued, TransitionCause::Orchestrator, &note).await?;
+        advance(
+            ports,
+            job_id,
+            JobState::Queued,
+            TransitionCause::Orchestrator,
+            &note,
+        )
+        .await?;
         // A slot may have freed between the reservation and the hand-back,
         // and its releaser found nothing queued: look once more.
         if capacity::has_room(ports, &pool.id).await? {
-            ports.queue.send(job_id, None).await.map_err(ServiceError::Internal)?;
+            ports
+                .queue
+                .send(job_id, None)
+                .await
+                .map_err(ServiceError::Internal)?;
         }
         return Ok(Dispatched::WaitingForCapacity);
     }
@@ -113,10 +155,33 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
             let now = ports.clock.now();
             let cooldown = ports.settings.degraded_cooldown;
             let retry_at = now + chrono::Duration::from_std(cooldown).unwrap_or_default();
-            set_degraded(ports, &pool.id, Some(Degraded { reason: reason.clone(), since: now, retry_at })).await?;
-            let note = JobChanges { note: Some(format!("pool degraded: {reason}")), ..Default::default() };
-            advance(ports, job_id, JobState::Queued, TransitionCause::Orchestrator, &note).await?;
-            ports.queue.send(job_id, Some(cooldown)).await.map_err(ServiceError::Internal)?;
+            set_degraded(
+                ports,
+                &pool.id,
+                Some(Degraded {
+                    reason: reason.clone(),
+                    since: now,
+                    retry_at,
+                }),
+            )
+            .await?;
+            let note = JobChanges {
+                note: Some(format!("pool degraded: {reason}")),
+                ..Default::default()
+            };
+            advance(
+                ports,
+                job_id,
+                JobState::Queued,
+                TransitionCause::Orchestrator,
+                &note,
+            )
+            .await?;
+            ports
+                .queue
+                .send(job_id, Some(cooldown))
+                .await
+                .map_err(ServiceError::Internal)?;
             Ok(Dispatched::Deferred)
         }
         Err(failure) => {
@@ -128,13 +193,22 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
 
 /// Marks a pool degraded (with the reason the API shows) or recovered, and
 /// audits the change.
-async fn set_degraded(ports: &Ports, pool_id: &str, degraded: Option<Degraded>) -> ServiceResult<()> {
-    let Some(mut pool) = ports.store.get_pool(pool_id).await? else { return Ok(()) };
+async fn set_degraded(
+    ports: &Ports,
+    pool_id: &str,
+    degraded: Option<Degraded>,
+) -> ServiceResult<()> {
+    let Some(mut pool) = ports.store.get_pool(pool_id).await? else {
+        return Ok(());
+    };
     if pool.degraded == degraded {
         return Ok(());
     }
     let (action, detail) = match &degraded {
-        Some(d) => ("pool.degraded", json!({"reason": d.reason, "retry_at": d.retry_at})),
+        Some(d) => (
+            "pool.degraded",
+            json!({"reason": d.reason, "retry_at": d.retry_at}),
+        ),
         None => ("pool.recovered", json!({})),
     };
     pool.degraded = degraded;
@@ -174,7 +248,10 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
         register_by: now.timestamp() + secs(pool.spec.boot_timeout),
         expires_at: now.timestamp() + secs(pool.spec.max_lifetime),
     };
-    let token = Secret::new(callback_token::mint(ports.settings.callback_secret.expose().as_bytes(), &claims));
+    let token = Secret::new(callback_token::mint(
+        ports.settings.callback_secret.expose().as_bytes(),
+        &claims,
+    ));
     let runner = Runner {
         id: runner_id.clone(),
         pool_id: pool.id.clone(),
@@ -232,16 +309,37 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
     };
     // The job is starting — unless the runner already failed and handed it
     // back to the queue, which this must not undo.
-    let changes = JobChanges { runner_id: Some(runner_id.clone()), count_attempt: true, ..Default::default() };
-    advance_from(ports, &job.id, JobState::Claimed, JobState::Starting, TransitionCause::Orchestrator, &changes).await?;
+    let changes = JobChanges {
+        runner_id: Some(runner_id.clone()),
+        count_attempt: true,
+        ..Default::default()
+    };
+    advance_from(
+        ports,
+        &job.id,
+        JobState::Claimed,
+        JobState::Starting,
+        TransitionCause::Orchestrator,
+        &changes,
+    )
+    .await?;
     // A quote never blocks a launch: `None` when prices are unavailable.
-    let price = ports.pricing.quote(&launched.instance_type, &launched.market, launched.availability_zone.as_deref()).await;
+    let price = ports
+        .pricing
+        .quote(
+            &launched.instance_type,
+            &launched.market,
+            launched.availability_zone.as_deref(),
+        )
+        .await;
     // The instance may already have called back; the launch facts go on
     // whatever state the runner reached.
     update_runner(ports, &runner_id, |current| {
         current.instance_id = Some(launched.instance_id.clone());
         current.instance_type = Some(launched.instance_type.clone());
-        current.availability_zone.clone_from(&launched.availability_zone);
+        current
+            .availability_zone
+            .clone_from(&launched.availability_zone);
         current.market = Some(launched.market.clone());
         current.price_per_hour_usd = price;
         true
@@ -251,17 +349,39 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
     Ok(runner_id)
 }
 
-async fn handle_launch_failure(ports: &Ports, job: &Job, pool: &Pool, failure: LaunchFailure) -> ServiceResult<Dispatched> {
+async fn handle_launch_failure(
+    ports: &Ports,
+    job: &Job,
+    pool: &Pool,
+    failure: LaunchFailure,
+) -> ServiceResult<Dispatched> {
     let (reason, permanent) = match failure {
         LaunchFailure::Store(e) => {
             // Give the job back so nothing is stuck in `claimed`, then fail the message.
-            advance(ports, &job.id, JobState::Queued, TransitionCause::Orchestrator, &JobChanges::default()).await?;
+            advance(
+                ports,
+                &job.id,
+                JobState::Queued,
+                TransitionCause::Orchestrator,
+                &JobChanges::default(),
+            )
+            .await?;
             return Err(e);
         }
         LaunchFailure::Fleet(FleetError::Throttled(reason)) => {
             // EC2 throttling the account is not the job's attempt: try later.
-            let note = JobChanges { note: Some(format!("throttled by EC2: {reason}")), ..Default::default() };
-            advance(ports, &job.id, JobState::Queued, TransitionCause::Orchestrator, &note).await?;
+            let note = JobChanges {
+                note: Some(format!("throttled by EC2: {reason}")),
+                ..Default::default()
+            };
+            advance(
+                ports,
+                &job.id,
+                JobState::Queued,
+                TransitionCause::Orchestrator,
+                &note,
+            )
+            .await?;
             return Ok(Dispatched::Retry(format!("throttled by EC2: {reason}")));
         }
         LaunchFailure::Fleet(e) => {
@@ -272,9 +392,15 @@ async fn handle_launch_failure(ports: &Ports, job: &Job, pool: &Pool, failure: L
     let attempts = job.attempts + 1;
     let give_up = permanent || attempts >= ports.settings.max_attempts;
     let caller = orchestrator();
-    record(ports, &caller, "job.launch_failed", Some(&job.id), json!({
-        "pool": pool.spec.name, "attempt": attempts, "reason": reason, "final": give_up,
-    }))
+    record(
+        ports,
+        &caller,
+        "job.launch_failed",
+        Some(&job.id),
+        json!({
+            "pool": pool.spec.name, "attempt": attempts, "reason": reason, "final": give_up,
+        }),
+    )
     .await?;
     if give_up {
         let why = if permanent {
@@ -285,8 +411,19 @@ async fn handle_launch_failure(ports: &Ports, job: &Job, pool: &Pool, failure: L
         fail_job_counting(ports, job, &why, true).await?;
         return Ok(Dispatched::NotNeeded("failed"));
     }
-    let changes = JobChanges { count_attempt: true, note: Some(reason.clone()), ..Default::default() };
-    advance(ports, &job.id, JobState::Queued, TransitionCause::Orchestrator, &changes).await?;
+    let changes = JobChanges {
+        count_attempt: true,
+        note: Some(reason.clone()),
+        ..Default::default()
+    };
+    advance(
+        ports,
+        &job.id,
+        JobState::Queued,
+        TransitionCause::Orchestrator,
+        &changes,
+    )
+    .await?;
     Ok(Dispatched::Retry(reason))
 }
 
@@ -296,10 +433,34 @@ async fn fail_job(ports: &Ports, job: &Job, reason: &str) -> ServiceResult<()> {
 
 /// Fails a job with its reason; `count_attempt` when a launch attempt is
 /// what failed.
-async fn fail_job_counting(ports: &Ports, job: &Job, reason: &str, count_attempt: bool) -> ServiceResult<()> {
-    let changes = JobChanges { failure_reason: Some(reason.to_string()), count_attempt, ..Default::default() };
-    if let Advanced::Moved(_) = advance(ports, &job.id, JobState::Failed, TransitionCause::Orchestrator, &changes).await? {
-        record(ports, &orchestrator(), "job.failed", Some(&job.id), json!({"reason": reason})).await?;
+async fn fail_job_counting(
+    ports: &Ports,
+    job: &Job,
+    reason: &str,
+    count_attempt: bool,
+) -> ServiceResult<()> {
+    let changes = JobChanges {
+        failure_reason: Some(reason.to_string()),
+        count_attempt,
+        ..Default::default()
+    };
+    if let Advanced::Moved(_) = advance(
+        ports,
+        &job.id,
+        JobState::Failed,
+        TransitionCause::Orchestrator,
+        &changes,
+    )
+    .await?
+    {
+        record(
+            ports,
+            &orchestrator(),
+            "job.failed",
+            Some(&job.id),
+            json!({"reason": reason}),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -330,7 +491,10 @@ pub async fn handle(ports: &Ports, delivery: &Delivery) -> Settlement {
     let result = dispatch(ports, delivery.job_id.trim()).await;
     if let Err(e) = &result {
         if delivery.receive_count >= POISON_RECEIVES {
-            let reason = format!("dispatch failed {} times; last: {e}", delivery.receive_count);
+            let reason = format!(
+                "dispatch failed {} times; last: {e}",
+                delivery.receive_count
+            );
             tracing::error!(job_id = %delivery.job_id, reason, "giving up on a poison job");
             if let Ok(Some(job)) = ports.store.get_job(&delivery.job_id).await {
                 if let Err(fail) = fail_job(ports, &job, &reason).await {
@@ -366,7 +530,11 @@ pub async fn settle(ports: &Ports, queue: &dyn Queue, delivery: &Delivery) {
 
 /// The local orchestrator: receives from the queue and dispatches up to
 /// `concurrency` messages at once until `shutdown` resolves.
-pub async fn run_worker(ports: Ports, concurrency: usize, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run_worker(
+    ports: Ports,
+    concurrency: usize,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let queue: Arc<dyn Queue> = ports.queue.clone();
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);

@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use super::{Ports, ServiceError, ServiceResult};
-use crate::domain::job::{transition_allowed, JobChanges};
+use crate::domain::job::{JobChanges, transition_allowed};
 use crate::domain::{Job, JobState, Runner, TransitionCause};
 use crate::store::{JobFilter, Page, PageRequest, StoreError};
 
@@ -23,14 +23,27 @@ pub enum Advanced {
 }
 
 /// Moves job `id` to `to` if `cause` may, applying `changes` with it.
-pub async fn advance(ports: &Ports, id: &str, to: JobState, cause: TransitionCause, changes: &JobChanges) -> ServiceResult<Advanced> {
+pub async fn advance(
+    ports: &Ports,
+    id: &str,
+    to: JobState,
+    cause: TransitionCause,
+    changes: &JobChanges,
+) -> ServiceResult<Advanced> {
     advance_inner(ports, id, None, to, cause, changes).await
 }
 
 /// Like [`advance`], but only from `from`: for a step that is right only
 /// where the caller left the job (say `claimed → starting`, which must not
 /// happen to a job someone else handed back to the queue meanwhile).
-pub async fn advance_from(ports: &Ports, id: &str, from: JobState, to: JobState, cause: TransitionCause, changes: &JobChanges) -> ServiceResult<Advanced> {
+pub async fn advance_from(
+    ports: &Ports,
+    id: &str,
+    from: JobState,
+    to: JobState,
+    cause: TransitionCause,
+    changes: &JobChanges,
+) -> ServiceResult<Advanced> {
     advance_if(ports, id, |job| job.state == from, to, cause, changes).await
 }
 
@@ -59,7 +72,9 @@ async fn advance_inner(
     // A handful of lost races in a row means heavy contention on one job;
     // each retry re-reads, so the answer stays correct.
     for _ in 0..8 {
-        let Some(job) = ports.store.get_job(id).await? else { return Ok(Advanced::NotFound) };
+        let Some(job) = ports.store.get_job(id).await? else {
+            return Ok(Advanced::NotFound);
+        };
         if still.is_some_and(|holds| !holds(&job)) || !transition_allowed(job.state, to, cause) {
             return Ok(Advanced::Refused(Box::new(job)));
         }
@@ -75,7 +90,9 @@ async fn advance_inner(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ServiceError::Conflict(format!("job {id} kept changing; try again")))
+    Err(ServiceError::Conflict(format!(
+        "job {id} kept changing; try again"
+    )))
 }
 
 /// A job with what the console shows beside it.
@@ -87,12 +104,20 @@ pub struct JobView {
     pub runner: Option<Runner>,
 }
 
-pub async fn list(ports: &Ports, filter: &JobFilter, page: &PageRequest) -> ServiceResult<Page<Job>> {
+pub async fn list(
+    ports: &Ports,
+    filter: &JobFilter,
+    page: &PageRequest,
+) -> ServiceResult<Page<Job>> {
     Ok(ports.store.list_jobs(filter, page).await?)
 }
 
 pub async fn get(ports: &Ports, id: &str) -> ServiceResult<JobView> {
-    let job = ports.store.get_job(id).await?.ok_or(ServiceError::NotFound("job"))?;
+    let job = ports
+        .store
+        .get_job(id)
+        .await?
+        .ok_or(ServiceError::NotFound("job"))?;
     let runner = match &job.runner_id {
         Some(rid) => ports.store.get_runner(rid).await?,
         None => None,

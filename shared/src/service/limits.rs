@@ -21,7 +21,8 @@ impl Window {
     pub fn at(now: Time, length: Duration) -> Self {
         let micros = i64::try_from(length.as_micros()).unwrap_or(i64::MAX).max(1);
         let now_us = now.timestamp_micros();
-        let start = chrono::DateTime::from_timestamp_micros(now_us - now_us.rem_euclid(micros)).unwrap_or(now);
+        let start = chrono::DateTime::from_timestamp_micros(now_us - now_us.rem_euclid(micros))
+            .unwrap_or(now);
         let end = start + chrono::Duration::from_std(length).unwrap_or(chrono::Duration::MAX);
         Self { start, end }
     }
@@ -29,7 +30,10 @@ impl Window {
     /// How long until the next window, at least a second (what a
     /// `Retry-After` says).
     pub fn remaining(&self, now: Time) -> Duration {
-        (self.end - now).to_std().unwrap_or_default().max(Duration::from_secs(1))
+        (self.end - now)
+            .to_std()
+            .unwrap_or_default()
+            .max(Duration::from_secs(1))
     }
 }
 
@@ -37,7 +41,10 @@ impl Window {
 /// the count, this hit included, and the window.
 pub async fn hit(ports: &Ports, key: &str, length: Duration) -> ServiceResult<(u64, Window)> {
     let window = Window::at(ports.clock.now(), length);
-    let count = ports.store.hit_counter(key, window.start, window.end).await?;
+    let count = ports
+        .store
+        .hit_counter(key, window.start, window.end)
+        .await?;
     Ok((count, window))
 }
 
@@ -68,7 +75,14 @@ mod tests {
         let w = Window::at(at(3_725), Duration::from_secs(3_600));
         assert_eq!((w.start, w.end), (at(3_600), at(7_200)));
         assert_eq!(w.remaining(at(3_725)), Duration::from_secs(3_475));
-        assert_eq!(w.remaining(at(7_200)), Duration::from_secs(1), "never less than a second");
-        assert_eq!(Window::at(at(7_200), Duration::from_secs(3_600)).start, at(7_200));
+        assert_eq!(
+            w.remaining(at(7_200)),
+            Duration::from_secs(1),
+            "never less than a second"
+        );
+        assert_eq!(
+            Window::at(at(7_200), Duration::from_secs(3_600)).start,
+            at(7_200)
+        );
     }
 }

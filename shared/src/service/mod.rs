@@ -54,7 +54,11 @@ pub struct Caller {
 impl Caller {
     /// pacer itself (orchestrator, reaper, runner callbacks): trusted.
     pub fn system(component: &str) -> Self {
-        Self { actor: Actor::system(component), client_ip: None, role: Role::Admin }
+        Self {
+            actor: Actor::system(component),
+            client_ip: None,
+            role: Role::Admin,
+        }
     }
 }
 
@@ -129,8 +133,12 @@ impl From<StoreError> for ServiceError {
                 format!("{what}_id"),
                 format!("no {what} with this id"),
             )),
-            StoreError::Stale => ServiceError::Conflict("the object changed while this request ran; retry".into()),
-            StoreError::BadCursor => ServiceError::BadRequest("cursor: not a cursor this list returned".into()),
+            StoreError::Stale => {
+                ServiceError::Conflict("the object changed while this request ran; retry".into())
+            }
+            StoreError::BadCursor => {
+                ServiceError::BadRequest("cursor: not a cursor this list returned".into())
+            }
             StoreError::Backend(e) => ServiceError::Internal(e),
         }
     }
@@ -159,7 +167,10 @@ mod tests {
                 for prefix in ["super::", "crate::service::"] {
                     for (at, _) in text.match_indices(prefix) {
                         let rest = &text[at + prefix.len()..];
-                        let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                        let name: String = rest
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect();
                         if modules.contains(&name) && &name != module {
                             named.insert(name);
                         }
@@ -177,8 +188,15 @@ mod tests {
     #[test]
     fn no_use_case_module_reaches_back_to_itself() {
         let uses = uses();
-        assert!(uses["dispatch"].contains("capacity"), "the graph is read from the source: {uses:?}");
-        fn path_back(uses: &BTreeMap<String, BTreeSet<String>>, from: &str, seen: &mut Vec<String>) -> Option<Vec<String>> {
+        assert!(
+            uses["dispatch"].contains("capacity"),
+            "the graph is read from the source: {uses:?}"
+        );
+        fn path_back(
+            uses: &BTreeMap<String, BTreeSet<String>>,
+            from: &str,
+            seen: &mut Vec<String>,
+        ) -> Option<Vec<String>> {
             for next in &uses[from] {
                 if seen.first() == Some(next) {
                     return Some(seen.clone());
@@ -195,7 +213,10 @@ mod tests {
         }
         for module in uses.keys() {
             let cycle = path_back(&uses, module, &mut vec![module.clone()]);
-            assert_eq!(cycle, None, "service/{module} reaches itself through these modules");
+            assert_eq!(
+                cycle, None,
+                "service/{module} reaches itself through these modules"
+            );
         }
     }
 }

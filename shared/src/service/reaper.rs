@@ -32,14 +32,16 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::audit::record;
-use super::jobs::{advance, advance_from, advance_if, Advanced};
+use super::jobs::{Advanced, advance, advance_from, advance_if};
 use super::runner_moves::{finish, update_runner};
 use super::runners::{github_target, retry_job_after_failed_runner};
 use super::webhook::{pick_pool, project_pools};
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::domain::job::JobChanges;
 use crate::domain::runner::is_runner_name_of;
-use crate::domain::{Job, JobState, Pool, Project, RepoName, Runner, RunnerState, Scope, Time, TransitionCause};
+use crate::domain::{
+    Job, JobState, Pool, Project, RepoName, Runner, RunnerState, Scope, Time, TransitionCause,
+};
 use crate::github::RunnerTarget;
 use crate::store::{JobFilter, PageRequest, RunnerFilter};
 
@@ -74,19 +76,38 @@ fn elapsed(now: Time, since: Time) -> Duration {
     (now - since).to_std().unwrap_or_default()
 }
 
-async fn act(ports: &Ports, report: &mut Report, action: &str, target: &str, reason: String) -> ServiceResult<()> {
+async fn act(
+    ports: &Ports,
+    report: &mut Report,
+    action: &str,
+    target: &str,
+    reason: String,
+) -> ServiceResult<()> {
     let full = format!("reaper.{action}");
-    record(ports, &reaper(), &full, Some(target), json!({"reason": reason})).await?;
+    record(
+        ports,
+        &reaper(),
+        &full,
+        Some(target),
+        json!({"reason": reason}),
+    )
+    .await?;
     tracing::info!(action = %full, target, reason, "reaper");
-    report.actions.push(Action { action: full, target: target.to_string(), reason });
+    report.actions.push(Action {
+        action: full,
+        target: target.to_string(),
+        reason,
+    });
     Ok(())
 }
 
 /// One reconciliation pass.
 pub async fn reconcile(ports: &Ports) -> ServiceResult<Report> {
     let mut report = Report::default();
-    let pools: HashMap<String, Pool> =
-        all_pages!(|p| ports.store.list_pools(None, p)).into_iter().map(|p: Pool| (p.id.clone(), p)).collect();
+    let pools: HashMap<String, Pool> = all_pages!(|p| ports.store.list_pools(None, p))
+        .into_iter()
+        .map(|p: Pool| (p.id.clone(), p))
+        .collect();
     runners(ports, &pools, &mut report).await?;
     orphans(ports, &mut report).await?;
     ghosts(ports, &mut report).await?;
@@ -100,26 +121,48 @@ pub async fn reconcile(ports: &Ports) -> ServiceResult<Report> {
 fn live_filter(pool_id: Option<&str>) -> RunnerFilter {
     RunnerFilter {
         pool_id: pool_id.map(str::to_string),
-        states: vec![RunnerState::Pending, RunnerState::Registered, RunnerState::Busy],
+        states: vec![
+            RunnerState::Pending,
+            RunnerState::Registered,
+            RunnerState::Busy,
+        ],
     }
 }
 
-async fn runners(ports: &Ports, pools: &HashMap<String, Pool>, report: &mut Report) -> ServiceResult<()> {
+async fn runners(
+    ports: &Ports,
+    pools: &HashMap<String, Pool>,
+    report: &mut Report,
+) -> ServiceResult<()> {
     let filter = live_filter(None);
     let live: Vec<Runner> = all_pages!(|p| ports.store.list_runners(&filter, p));
     for runner in live {
-        let Some(pool) = pools.get(&runner.pool_id) else { continue };
+        let Some(pool) = pools.get(&runner.pool_id) else {
+            continue;
+        };
         let now = ports.clock.now();
         let age = elapsed(now, runner.created_at);
         if age >= pool.spec.max_lifetime {
-            let reason = format!("alive for {}s, past the pool's max lifetime (a hard cap for hung jobs)", age.as_secs());
+            let reason = format!(
+                "alive for {}s, past the pool's max lifetime (a hard cap for hung jobs)",
+                age.as_secs()
+            );
             reap(ports, report, &runner, "max_lifetime", reason).await?;
         } else if runner.state == RunnerState::Pending && age >= pool.spec.boot_timeout {
-            let reason = format!("not registered {}s after launch (boot timeout {}s)", age.as_secs(), pool.spec.boot_timeout.as_secs());
+            let reason = format!(
+                "not registered {}s after launch (boot timeout {}s)",
+                age.as_secs(),
+                pool.spec.boot_timeout.as_secs()
+            );
             reap(ports, report, &runner, "boot_deadline", reason).await?;
-        } else if runner.state == RunnerState::Registered && elapsed(now, runner.updated_at) >= pool.spec.idle_timeout {
+        } else if runner.state == RunnerState::Registered
+            && elapsed(now, runner.updated_at) >= pool.spec.idle_timeout
+        {
             idle(ports, report, &runner, pool).await?;
-        } else if let Some(ended) = runner.job_ended_at.filter(|t| elapsed(now, *t) >= pool.spec.idle_timeout) {
+        } else if let Some(ended) = runner
+            .job_ended_at
+            .filter(|t| elapsed(now, *t) >= pool.spec.idle_timeout)
+        {
             let reason = format!(
                 "its job ended {}s ago and it never reported /complete (idle timeout {}s)",
                 elapsed(now, ended).as_secs(),
@@ -134,28 +177,46 @@ async fn runners(ports: &Ports, pools: &HashMap<String, Pool>, report: &mut Repo
 /// Removes a runner: its GitHub registration, its instance, its capacity,
 /// and gives its job another attempt. A step that fails leaves the runner
 /// for the next pass.
-async fn reap(ports: &Ports, report: &mut Report, runner: &Runner, what: &str, reason: String) -> ServiceResult<()> {
+async fn reap(
+    ports: &Ports,
+    report: &mut Report,
+    runner: &Runner,
+    what: &str,
+    reason: String,
+) -> ServiceResult<()> {
     if let Some(github_id) = runner.github_runner_id {
         match github_target(ports, runner).await {
             Ok((installation, target, _)) => {
-                if let Err(e) = ports.github.delete_runner(installation, &target, github_id).await {
+                if let Err(e) = ports
+                    .github
+                    .delete_runner(installation, &target, github_id)
+                    .await
+                {
                     // Terminating anyway: a registration without a machine is
                     // a ghost GitHub drops, a machine past its deadline costs.
                     tracing::warn!(runner_id = %runner.id, error = %e, "could not deregister a runner being reaped");
                 }
             }
-            Err(e) => tracing::warn!(runner_id = %runner.id, error = %e, "no GitHub target for a runner being reaped"),
+            Err(e) => {
+                tracing::warn!(runner_id = %runner.id, error = %e, "no GitHub target for a runner being reaped")
+            }
         }
     }
     if let Some(instance) = &runner.instance_id {
         if let Err(e) = ports.fleet.terminate(instance).await {
-            report.deferred.push(format!("terminate {instance} ({}): {e}", runner.id));
+            report
+                .deferred
+                .push(format!("terminate {instance} ({}): {e}", runner.id));
             return Ok(());
         }
     }
     let tail = reason.clone();
     let Some(reaped) = finish(ports, &runner.id, RunnerState::Reaped, |r| {
-        r.error_tail = Some(r.error_tail.take().map_or(tail.clone(), |t| format!("{t}\n{tail}")));
+        r.error_tail = Some(
+            r.error_tail
+                .take()
+                .map_or(tail.clone(), |t| format!("{t}\n{tail}")),
+        );
     })
     .await?
     else {
@@ -168,16 +229,29 @@ async fn reap(ports: &Ports, report: &mut Report, runner: &Runner, what: &str, r
     Ok(())
 }
 
-async fn idle(ports: &Ports, report: &mut Report, runner: &Runner, pool: &Pool) -> ServiceResult<()> {
-    let Some(github_id) = runner.github_runner_id else { return Ok(()) };
+async fn idle(
+    ports: &Ports,
+    report: &mut Report,
+    runner: &Runner,
+    pool: &Pool,
+) -> ServiceResult<()> {
+    let Some(github_id) = runner.github_runner_id else {
+        return Ok(());
+    };
     let (installation, target, _) = match github_target(ports, runner).await {
         Ok(t) => t,
         Err(e) => {
-            report.deferred.push(format!("idle check of {}: {e}", runner.id));
+            report
+                .deferred
+                .push(format!("idle check of {}: {e}", runner.id));
             return Ok(());
         }
     };
-    match ports.github.get_runner(installation, &target, github_id).await {
+    match ports
+        .github
+        .get_runner(installation, &target, github_id)
+        .await
+    {
         Ok(Some(gh)) if gh.busy => {
             // Busy with a job whose webhook has not arrived (yet): keep it.
             update_runner(ports, &runner.id, |r| {
@@ -192,24 +266,36 @@ async fn idle(ports: &Ports, report: &mut Report, runner: &Runner, pool: &Pool) 
         }
         Ok(found) => {
             if found.is_some() {
-                if let Err(e) = ports.github.delete_runner(installation, &target, github_id).await {
+                if let Err(e) = ports
+                    .github
+                    .delete_runner(installation, &target, github_id)
+                    .await
+                {
                     // It may have just been handed a job: never terminate a
                     // runner GitHub still holds.
-                    report.deferred.push(format!("deregister idle {}: {e}", runner.id));
+                    report
+                        .deferred
+                        .push(format!("deregister idle {}: {e}", runner.id));
                     return Ok(());
                 }
             }
             let reason = format!(
                 "registered and idle past the pool's idle timeout ({}s){}",
                 pool.spec.idle_timeout.as_secs(),
-                if found.is_none() { "; GitHub no longer knows it" } else { "" }
+                if found.is_none() {
+                    "; GitHub no longer knows it"
+                } else {
+                    ""
+                }
             );
             let mut unregistered = runner.clone();
             unregistered.github_runner_id = None;
             reap(ports, report, &unregistered, "idle", reason).await
         }
         Err(e) => {
-            report.deferred.push(format!("idle check of {}: {e}", runner.id));
+            report
+                .deferred
+                .push(format!("idle check of {}: {e}", runner.id));
             Ok(())
         }
     }
@@ -238,12 +324,16 @@ async fn orphans(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
         let now = ports.clock.now();
         // Without a launch time, wait: the grace is what protects a launch
         // whose records are still being written.
-        let Some(launched) = instance.launched_at else { continue };
+        let Some(launched) = instance.launched_at else {
+            continue;
+        };
         if elapsed(now, launched) < grace {
             continue;
         }
         if let Err(e) = ports.fleet.terminate(&instance.instance_id).await {
-            report.deferred.push(format!("terminate orphan {}: {e}", instance.instance_id));
+            report
+                .deferred
+                .push(format!("terminate orphan {}: {e}", instance.instance_id));
             continue;
         }
         let reason = match owner {
@@ -262,27 +352,46 @@ pub const GHOST_TARGETS_PER_PASS: usize = 20;
 /// installation to ask with.
 /// With `ask_github`, a bound repo no job has come from yet gets its
 /// installation from GitHub (one call) instead of being left out.
-async fn runner_targets(ports: &Ports, report: &mut Report, ask_github: bool) -> ServiceResult<Vec<(i64, RunnerTarget)>> {
+async fn runner_targets(
+    ports: &Ports,
+    report: &mut Report,
+    ask_github: bool,
+) -> ServiceResult<Vec<(i64, RunnerTarget)>> {
     let mut targets = Vec::new();
     let projects: Vec<Project> = all_pages!(|p| ports.store.list_projects(p));
     for project in projects {
         let recent = |filter: JobFilter| async move {
-            let page = ports.store.list_jobs(&filter, &PageRequest::first(1)).await?;
-            Ok::<_, ServiceError>(page.items.into_iter().next().and_then(|j| j.installation_id))
+            let page = ports
+                .store
+                .list_jobs(&filter, &PageRequest::first(1))
+                .await?;
+            Ok::<_, ServiceError>(
+                page.items
+                    .into_iter()
+                    .next()
+                    .and_then(|j| j.installation_id),
+            )
         };
         match (project.spec.scope, &project.spec.org) {
             (Scope::Org, Some(org)) => {
-                let filter = JobFilter { project_id: Some(project.id.clone()), ..Default::default() };
+                let filter = JobFilter {
+                    project_id: Some(project.id.clone()),
+                    ..Default::default()
+                };
                 // No job yet: no runner can have registered there.
                 if let Some(installation) = recent(filter).await? {
                     targets.push((installation, RunnerTarget::Org(org.clone())));
                 }
             }
             _ => {
-                let bindings: Vec<crate::domain::RepoBinding> = all_pages!(|p| ports.store.list_bindings(Some(&project.id), p));
+                let bindings: Vec<crate::domain::RepoBinding> =
+                    all_pages!(|p| ports.store.list_bindings(Some(&project.id), p));
                 for binding in bindings {
                     let repo = binding.spec.repo.clone();
-                    let filter = JobFilter { repo: Some(repo.key()), ..Default::default() };
+                    let filter = JobFilter {
+                        repo: Some(repo.key()),
+                        ..Default::default()
+                    };
                     let installation = match recent(filter).await? {
                         Some(i) => i,
                         None if ask_github => match ports.github.repo_installation(&repo).await {
@@ -301,10 +410,14 @@ async fn runner_targets(ports: &Ports, report: &mut Report, ask_github: bool) ->
     }
     if targets.len() > GHOST_TARGETS_PER_PASS {
         // Rotate through the targets, a window per pass.
-        let start = (ports.clock.now().timestamp() / 60) as usize * GHOST_TARGETS_PER_PASS % targets.len();
+        let start =
+            (ports.clock.now().timestamp() / 60) as usize * GHOST_TARGETS_PER_PASS % targets.len();
         targets.rotate_left(start);
         targets.truncate(GHOST_TARGETS_PER_PASS);
-        report.deferred.push("ghost check: more repos and orgs than one pass lists; the rest follow in later passes".into());
+        report.deferred.push(
+            "ghost check: more repos and orgs than one pass lists; the rest follow in later passes"
+                .into(),
+        );
     }
     Ok(targets)
 }
@@ -314,23 +427,49 @@ async fn ghosts(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
         let listed = match ports.github.list_runners(installation, &target).await {
             Ok(l) => l,
             Err(e) => {
-                report.deferred.push(format!("list runners of {target}: {e}"));
+                report
+                    .deferred
+                    .push(format!("list runners of {target}: {e}"));
                 continue;
             }
         };
-        for gh in listed.into_iter().filter(|r| is_runner_name_of(&ports.settings.deployment, &r.name)) {
-            if ports.store.runner_by_name(&gh.name).await?.is_some_and(|r| r.state.is_live()) {
+        for gh in listed
+            .into_iter()
+            .filter(|r| is_runner_name_of(&ports.settings.deployment, &r.name))
+        {
+            if ports
+                .store
+                .runner_by_name(&gh.name)
+                .await?
+                .is_some_and(|r| r.state.is_live())
+            {
                 continue;
             }
             if gh.busy {
-                report.deferred.push(format!("ghost {} is busy on GitHub; left for a later pass", gh.name));
+                report.deferred.push(format!(
+                    "ghost {} is busy on GitHub; left for a later pass",
+                    gh.name
+                ));
                 continue;
             }
-            if let Err(e) = ports.github.delete_runner(installation, &target, gh.id).await {
-                report.deferred.push(format!("deregister ghost {}: {e}", gh.name));
+            if let Err(e) = ports
+                .github
+                .delete_runner(installation, &target, gh.id)
+                .await
+            {
+                report
+                    .deferred
+                    .push(format!("deregister ghost {}: {e}", gh.name));
                 continue;
             }
-            act(ports, report, "ghost", &gh.name, format!("registered at {target} but no live runner of pacer owns it")).await?;
+            act(
+                ports,
+                report,
+                "ghost",
+                &gh.name,
+                format!("registered at {target} but no live runner of pacer owns it"),
+            )
+            .await?;
         }
     }
     Ok(())
@@ -348,13 +487,20 @@ pub const MISSED_RUNS_PER_REPO: usize = 5;
 async fn missed_webhooks(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
     // 1. Deliveries GitHub failed to make: ask for them again (handlers
     // are idempotent, so a redelivery of something pacer has is harmless).
-    let since = ports.clock.now() - chrono::Duration::from_std(DELIVERY_LOOKBACK).unwrap_or_default();
+    let since =
+        ports.clock.now() - chrono::Duration::from_std(DELIVERY_LOOKBACK).unwrap_or_default();
     match ports.github.failed_deliveries(since).await {
         Ok(deliveries) => {
-            for d in deliveries.into_iter().filter(|d| d.event == "workflow_job" && d.failed_attempts < MAX_REDELIVERIES) {
+            for d in deliveries
+                .into_iter()
+                .filter(|d| d.event == "workflow_job" && d.failed_attempts < MAX_REDELIVERIES)
+            {
                 match ports.github.redeliver(d.id).await {
                     Ok(()) => {
-                        let reason = format!("GitHub's delivery answered {} ({}); attempt {}", d.status_code, d.status, d.failed_attempts);
+                        let reason = format!(
+                            "GitHub's delivery answered {} ({}); attempt {}",
+                            d.status_code, d.status, d.failed_attempts
+                        );
                         act(ports, report, "redelivered", &d.guid, reason).await?;
                     }
                     Err(e) => report.deferred.push(format!("redeliver {}: {e}", d.guid)),
@@ -374,12 +520,17 @@ async fn missed_webhooks(ports: &Ports, report: &mut Report) -> ServiceResult<()
         })
         .collect();
     if repos.len() > MISSED_REPOS_PER_PASS {
-        let start = (ports.clock.now().timestamp() / 60) as usize * MISSED_REPOS_PER_PASS % repos.len();
+        let start =
+            (ports.clock.now().timestamp() / 60) as usize * MISSED_REPOS_PER_PASS % repos.len();
         repos.rotate_left(start);
         repos.truncate(MISSED_REPOS_PER_PASS);
     }
     for (installation, repo) in repos {
-        let found = match ports.github.queued_jobs(installation, &repo, MISSED_RUNS_PER_REPO).await {
+        let found = match ports
+            .github
+            .queued_jobs(installation, &repo, MISSED_RUNS_PER_REPO)
+            .await
+        {
             Ok(f) => f,
             Err(e) => {
                 report.deferred.push(format!("queued jobs of {repo}: {e}"));
@@ -387,16 +538,31 @@ async fn missed_webhooks(ports: &Ports, report: &mut Report) -> ServiceResult<()
             }
         };
         for gh in found {
-            if !gh.labels.iter().any(|l| l.eq_ignore_ascii_case(crate::domain::labels::SELF_HOSTED)) {
+            if !gh
+                .labels
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(crate::domain::labels::SELF_HOSTED))
+            {
                 continue;
             }
             if ports.store.job_by_github_id(gh.id).await?.is_some() {
                 continue;
             }
             let event = gh.to_queued_event(&repo, Some(installation));
-            let outcome = super::webhook::queued(ports, &reaper(), &event, JobState::Queued).await?;
+            let outcome =
+                super::webhook::queued(ports, &reaper(), &event, JobState::Queued).await?;
             if let super::webhook::Outcome::Accepted { job_id } = outcome {
-                act(ports, report, "missed_webhook", &job_id, format!("GitHub has job {} queued on {repo}; its webhook never arrived", gh.id)).await?;
+                act(
+                    ports,
+                    report,
+                    "missed_webhook",
+                    &job_id,
+                    format!(
+                        "GitHub has job {} queued on {repo}; its webhook never arrived",
+                        gh.id
+                    ),
+                )
+                .await?;
             }
         }
     }
@@ -404,7 +570,10 @@ async fn missed_webhooks(ports: &Ports, report: &mut Report) -> ServiceResult<()
 }
 
 async fn jobs_in(ports: &Ports, state: JobState) -> ServiceResult<Vec<Job>> {
-    let filter = JobFilter { state: Some(state), ..Default::default() };
+    let filter = JobFilter {
+        state: Some(state),
+        ..Default::default()
+    };
     Ok(all_pages!(|p| ports.store.list_jobs(&filter, p)))
 }
 
@@ -414,8 +583,22 @@ async fn stuck_jobs(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
         if elapsed(ports.clock.now(), job.updated_at) < redrive_after {
             continue;
         }
-        ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
-        act(ports, report, "redrive", &job.id, format!("queued for {}s without a launch", elapsed(ports.clock.now(), job.updated_at).as_secs())).await?;
+        ports
+            .queue
+            .send(&job.id, None)
+            .await
+            .map_err(ServiceError::Internal)?;
+        act(
+            ports,
+            report,
+            "redrive",
+            &job.id,
+            format!(
+                "queued for {}s without a launch",
+                elapsed(ports.clock.now(), job.updated_at).as_secs()
+            ),
+        )
+        .await?;
     }
     for job in jobs_in(ports, JobState::Claimed).await? {
         if elapsed(ports.clock.now(), job.updated_at) < redrive_after {
@@ -425,18 +608,47 @@ async fn stuck_jobs(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
     }
     for job in jobs_in(ports, JobState::Starting).await? {
         let runner_live = match &job.runner_id {
-            Some(id) => ports.store.get_runner(id).await?.is_some_and(|r| r.state.is_live()),
+            Some(id) => ports
+                .store
+                .get_runner(id)
+                .await?
+                .is_some_and(|r| r.state.is_live()),
             None => false,
         };
         if runner_live || elapsed(ports.clock.now(), job.updated_at) < redrive_after {
             continue;
         }
-        let changes = JobChanges { note: Some("its runner ended before GitHub gave it the job".into()), ..Default::default() };
+        let changes = JobChanges {
+            note: Some("its runner ended before GitHub gave it the job".into()),
+            ..Default::default()
+        };
         // Only the job as listed: if it moved on (a new runner) since, leave it.
-        let unchanged = |current: &Job| current.state == JobState::Starting && current.updated_at == job.updated_at;
-        if let Advanced::Moved(_) = advance_if(ports, &job.id, unchanged, JobState::Queued, TransitionCause::Reaper, &changes).await? {
-            ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
-            act(ports, report, "stuck_starting", &job.id, "starting with no live runner".into()).await?;
+        let unchanged = |current: &Job| {
+            current.state == JobState::Starting && current.updated_at == job.updated_at
+        };
+        if let Advanced::Moved(_) = advance_if(
+            ports,
+            &job.id,
+            unchanged,
+            JobState::Queued,
+            TransitionCause::Reaper,
+            &changes,
+        )
+        .await?
+        {
+            ports
+                .queue
+                .send(&job.id, None)
+                .await
+                .map_err(ServiceError::Internal)?;
+            act(
+                ports,
+                report,
+                "stuck_starting",
+                &job.id,
+                "starting with no live runner".into(),
+            )
+            .await?;
         }
     }
     Ok(())
@@ -452,13 +664,16 @@ async fn stuck_claimed(ports: &Ports, report: &mut Report, job: &Job) -> Service
         Some(pool_id) => {
             let filter = live_filter(Some(pool_id));
             let live: Vec<Runner> = all_pages!(|p| ports.store.list_runners(&filter, p));
-            live.into_iter().find(|r| r.job_id.as_deref() == Some(job.id.as_str()) && r.instance_id.is_none())
+            live.into_iter()
+                .find(|r| r.job_id.as_deref() == Some(job.id.as_str()) && r.instance_id.is_none())
         }
         None => None,
     };
     if let Some(runner) = runner {
         match ports.fleet.instance_for_runner(&runner.id).await {
-            Ok(Some(instance)) if !matches!(instance.state.as_str(), "shutting-down" | "terminated") => {
+            Ok(Some(instance))
+                if !matches!(instance.state.as_str(), "shutting-down" | "terminated") =>
+            {
                 let recorded = update_runner(ports, &runner.id, |r| {
                     let missing = r.instance_id.is_none() && r.state.is_live();
                     if missing {
@@ -471,21 +686,40 @@ async fn stuck_claimed(ports: &Ports, report: &mut Report, job: &Job) -> Service
                     let changes = JobChanges {
                         runner_id: Some(runner.id.clone()),
                         count_attempt: true,
-                        note: Some("launch found by its runner tag after the orchestrator was lost".into()),
+                        note: Some(
+                            "launch found by its runner tag after the orchestrator was lost".into(),
+                        ),
                         ..Default::default()
                     };
-                    advance_from(ports, &job.id, JobState::Claimed, JobState::Starting, TransitionCause::Reaper, &changes).await?;
-                    let reason = format!("instance {} was launched for runner {}; its record is complete now", instance.instance_id, runner.id);
+                    advance_from(
+                        ports,
+                        &job.id,
+                        JobState::Claimed,
+                        JobState::Starting,
+                        TransitionCause::Reaper,
+                        &changes,
+                    )
+                    .await?;
+                    let reason = format!(
+                        "instance {} was launched for runner {}; its record is complete now",
+                        instance.instance_id, runner.id
+                    );
                     act(ports, report, "recovered_launch", &job.id, reason).await?;
                 }
                 return Ok(());
             }
             Ok(_) => {
-                let note = "no instance was launched for it (its orchestrator was lost)".to_string();
-                finish(ports, &runner.id, RunnerState::Failed, |r| r.error_tail = Some(note.clone())).await?;
+                let note =
+                    "no instance was launched for it (its orchestrator was lost)".to_string();
+                finish(ports, &runner.id, RunnerState::Failed, |r| {
+                    r.error_tail = Some(note.clone())
+                })
+                .await?;
             }
             Err(e) => {
-                report.deferred.push(format!("look up the instance of runner {}: {e}", runner.id));
+                report
+                    .deferred
+                    .push(format!("look up the instance of runner {}: {e}", runner.id));
                 return Ok(());
             }
         }
@@ -493,10 +727,28 @@ async fn stuck_claimed(ports: &Ports, report: &mut Report, job: &Job) -> Service
     // The lost claim counts as an attempt, so a job whose dispatch keeps
     // dying is bounded like one whose launches keep failing.
     if job.attempts + 1 >= ports.settings.max_attempts {
-        let reason = format!("claimed {} times without a launch (the orchestrator kept failing)", job.attempts + 1);
-        let changes = JobChanges { failure_reason: Some(reason.clone()), count_attempt: true, ..Default::default() };
-        let unchanged = |current: &Job| current.state == JobState::Claimed && current.updated_at == job.updated_at;
-        if let Advanced::Moved(_) = advance_if(ports, &job.id, unchanged, JobState::Failed, TransitionCause::Reaper, &changes).await? {
+        let reason = format!(
+            "claimed {} times without a launch (the orchestrator kept failing)",
+            job.attempts + 1
+        );
+        let changes = JobChanges {
+            failure_reason: Some(reason.clone()),
+            count_attempt: true,
+            ..Default::default()
+        };
+        let unchanged = |current: &Job| {
+            current.state == JobState::Claimed && current.updated_at == job.updated_at
+        };
+        if let Advanced::Moved(_) = advance_if(
+            ports,
+            &job.id,
+            unchanged,
+            JobState::Failed,
+            TransitionCause::Reaper,
+            &changes,
+        )
+        .await?
+        {
             act(ports, report, "stuck_claimed", &job.id, reason).await?;
         }
         return Ok(());
@@ -506,10 +758,31 @@ async fn stuck_claimed(ports: &Ports, report: &mut Report, job: &Job) -> Service
         count_attempt: true,
         ..Default::default()
     };
-    let unchanged = |current: &Job| current.state == JobState::Claimed && current.updated_at == job.updated_at;
-    if let Advanced::Moved(_) = advance_if(ports, &job.id, unchanged, JobState::Queued, TransitionCause::Reaper, &changes).await? {
-        ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
-        act(ports, report, "stuck_claimed", &job.id, "claimed past reaper.redrive_after without a launch".into()).await?;
+    let unchanged =
+        |current: &Job| current.state == JobState::Claimed && current.updated_at == job.updated_at;
+    if let Advanced::Moved(_) = advance_if(
+        ports,
+        &job.id,
+        unchanged,
+        JobState::Queued,
+        TransitionCause::Reaper,
+        &changes,
+    )
+    .await?
+    {
+        ports
+            .queue
+            .send(&job.id, None)
+            .await
+            .map_err(ServiceError::Internal)?;
+        act(
+            ports,
+            report,
+            "stuck_claimed",
+            &job.id,
+            "claimed past reaper.redrive_after without a launch".into(),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -523,11 +796,20 @@ async fn unmatched_jobs(ports: &Ports, report: &mut Report) -> ServiceResult<()>
             continue;
         };
         let pools = project_pools(ports, &project.id).await?;
-        let Some(pool) = pick_pool(&project, &pools, &job.labels) else { continue };
+        let Some(pool) = pick_pool(&project, &pools, &job.labels) else {
+            continue;
+        };
         // Only if GitHub still has it queued: a job that ran elsewhere or was
         // cancelled needs no runner.
-        let (Some(installation), Ok(repo)) = (job.installation_id, RepoName::parse(&job.repo)) else { continue };
-        match ports.github.get_job(installation, &repo, job.github_job_id).await {
+        let (Some(installation), Ok(repo)) = (job.installation_id, RepoName::parse(&job.repo))
+        else {
+            continue;
+        };
+        match ports
+            .github
+            .get_job(installation, &repo, job.github_job_id)
+            .await
+        {
             Ok(Some(gh)) if gh.status == "queued" => {}
             Ok(_) => continue,
             Err(e) => {
@@ -535,10 +817,32 @@ async fn unmatched_jobs(ports: &Ports, report: &mut Report) -> ServiceResult<()>
                 continue;
             }
         }
-        let changes = JobChanges { pool_id: Some(pool.id.clone()), ..Default::default() };
-        if let Advanced::Moved(_) = advance(ports, &job.id, JobState::Queued, TransitionCause::Reaper, &changes).await? {
-            ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
-            act(ports, report, "rematched", &job.id, format!("pool {} now serves its labels", pool.spec.name)).await?;
+        let changes = JobChanges {
+            pool_id: Some(pool.id.clone()),
+            ..Default::default()
+        };
+        if let Advanced::Moved(_) = advance(
+            ports,
+            &job.id,
+            JobState::Queued,
+            TransitionCause::Reaper,
+            &changes,
+        )
+        .await?
+        {
+            ports
+                .queue
+                .send(&job.id, None)
+                .await
+                .map_err(ServiceError::Internal)?;
+            act(
+                ports,
+                report,
+                "rematched",
+                &job.id,
+                format!("pool {} now serves its labels", pool.spec.name),
+            )
+            .await?;
         }
     }
     Ok(())
@@ -555,17 +859,30 @@ const RELEASE_GRACE: Duration = Duration::from_secs(120);
 /// release may not have landed yet. Whatever moves between the reads, a
 /// counter is lowered only below what could be legitimately held, raised
 /// only up to the live runners, and written only if unchanged since read.
-async fn capacity(ports: &Ports, pools: &HashMap<String, Pool>, report: &mut Report) -> ServiceResult<()> {
+async fn capacity(
+    ports: &Ports,
+    pools: &HashMap<String, Pool>,
+    report: &mut Report,
+) -> ServiceResult<()> {
     for pool_id in pools.keys() {
-        let Some(pool) = ports.store.get_pool(pool_id).await? else { continue };
+        let Some(pool) = ports.store.get_pool(pool_id).await? else {
+            continue;
+        };
         let held = pool.active_runners;
-        let filter = JobFilter { state: Some(JobState::Claimed), pool_id: Some(pool_id.clone()), ..Default::default() };
+        let filter = JobFilter {
+            state: Some(JobState::Claimed),
+            pool_id: Some(pool_id.clone()),
+            ..Default::default()
+        };
         let claimed = all_pages!(|p| ports.store.list_jobs(&filter, p)).len() as u32;
         let live_in_pool = live_filter(Some(pool_id));
         let live = all_pages!(|p| ports.store.list_runners(&live_in_pool, p)).len() as u32;
         // Runners that ended a moment ago, newest first; a runner lives at
         // most its pool's max lifetime, so older ones cannot have just ended.
-        let in_pool = RunnerFilter { pool_id: Some(pool_id.clone()), states: vec![] };
+        let in_pool = RunnerFilter {
+            pool_id: Some(pool_id.clone()),
+            states: vec![],
+        };
         let now = ports.clock.now();
         let horizon = pool.spec.max_lifetime * 2 + RELEASE_GRACE;
         let mut recently_ended = 0u32;
@@ -593,7 +910,9 @@ async fn capacity(ports: &Ports, pools: &HashMap<String, Pool>, report: &mut Rep
             continue;
         };
         if ports.store.set_capacity(pool_id, held, repaired).await? {
-            let reason = format!("counter said {held}, {live} live runner(s) and {claimed} claimed job(s) hold capacity");
+            let reason = format!(
+                "counter said {held}, {live} live runner(s) and {claimed} claimed job(s) hold capacity"
+            );
             act(ports, report, "capacity_repaired", pool_id, reason).await?;
         }
     }
@@ -602,7 +921,11 @@ async fn capacity(ports: &Ports, pools: &HashMap<String, Pool>, report: &mut Rep
 
 /// The local reaper: a pass every `interval` until `shutdown` resolves. A
 /// failed pass is logged as an error (and retried at the next tick).
-pub async fn run_timer(ports: Ports, interval: Duration, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run_timer(
+    ports: Ports,
+    interval: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

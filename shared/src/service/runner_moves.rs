@@ -19,7 +19,9 @@ pub(crate) async fn update_runner(
     mut edit: impl FnMut(&mut Runner) -> bool,
 ) -> ServiceResult<Option<(RunnerState, Runner)>> {
     for _ in 0..16 {
-        let Some(mut runner) = ports.store.get_runner(runner_id).await? else { return Ok(None) };
+        let Some(mut runner) = ports.store.get_runner(runner_id).await? else {
+            return Ok(None);
+        };
         let from = runner.state;
         if !edit(&mut runner) {
             return Ok(None);
@@ -32,12 +34,19 @@ pub(crate) async fn update_runner(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ServiceError::Conflict(format!("runner {runner_id} kept changing; try again")))
+    Err(ServiceError::Conflict(format!(
+        "runner {runner_id} kept changing; try again"
+    )))
 }
 
 /// Moves a live runner to `to`; whoever succeeds releases its capacity.
 /// Returns the runner as written, or `None` if it was not live any more.
-pub(crate) async fn finish(ports: &Ports, runner_id: &str, to: RunnerState, edit: impl Fn(&mut Runner)) -> ServiceResult<Option<Runner>> {
+pub(crate) async fn finish(
+    ports: &Ports,
+    runner_id: &str,
+    to: RunnerState,
+    edit: impl Fn(&mut Runner),
+) -> ServiceResult<Option<Runner>> {
     let ended = update_runner(ports, runner_id, |runner| {
         if !runner.state.is_live() {
             return false;

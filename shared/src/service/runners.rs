@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::audit::record;
-use super::runner_moves::{finish, update_runner};
 use super::jobs::advance;
+use super::runner_moves::{finish, update_runner};
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::auth::callback_token::{self, Claims, TokenError};
 use crate::domain::job::JobChanges;
@@ -67,7 +67,9 @@ pub struct Registration {
 
 impl std::fmt::Debug for Registration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registration").field("runner_name", &self.runner_name).finish_non_exhaustive()
+        f.debug_struct("Registration")
+            .field("runner_name", &self.runner_name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,21 +79,34 @@ fn runner_caller(runner: &Runner) -> Caller {
 
 /// Checks a token and finds the runner it names.
 async fn authenticate(ports: &Ports, token: &str) -> Result<(Claims, Runner), CallbackError> {
-    let claims = callback_token::verify(ports.settings.callback_secret.expose().as_bytes(), token, ports.clock.now())?;
+    let claims = callback_token::verify(
+        ports.settings.callback_secret.expose().as_bytes(),
+        token,
+        ports.clock.now(),
+    )?;
     let runner = ports
         .store
         .get_runner(&claims.runner_id)
         .await?
         .ok_or_else(|| CallbackError::Unauthorized("it names no runner".into()))?;
     if runner.callback_token_id.as_deref() != Some(claims.token_id.as_str()) {
-        return Err(CallbackError::Unauthorized("it was minted for an earlier launch".into()));
+        return Err(CallbackError::Unauthorized(
+            "it was minted for an earlier launch".into(),
+        ));
     }
     Ok((claims, runner))
 }
 
 /// Where the runner registers and with which installation.
-pub(crate) async fn github_target(ports: &Ports, runner: &Runner) -> ServiceResult<(i64, RunnerTarget, i64)> {
-    let project = ports.store.get_project(&runner.project_id).await?.ok_or(ServiceError::NotFound("project"))?;
+pub(crate) async fn github_target(
+    ports: &Ports,
+    runner: &Runner,
+) -> ServiceResult<(i64, RunnerTarget, i64)> {
+    let project = ports
+        .store
+        .get_project(&runner.project_id)
+        .await?
+        .ok_or(ServiceError::NotFound("project"))?;
     let job = match &runner.job_id {
         Some(id) => ports.store.get_job(id).await?,
         None => None,
@@ -99,50 +114,112 @@ pub(crate) async fn github_target(ports: &Ports, runner: &Runner) -> ServiceResu
     let repo = job
         .as_ref()
         .and_then(|j| RepoName::parse(&j.repo).ok())
-        .ok_or_else(|| ServiceError::Upstream("the runner has no job to tell which repository it serves".into()))?;
+        .ok_or_else(|| {
+            ServiceError::Upstream(
+                "the runner has no job to tell which repository it serves".into(),
+            )
+        })?;
     let target = match (project.spec.scope, &project.spec.org) {
         (Scope::Org, Some(org)) => RunnerTarget::Org(org.clone()),
         _ => RunnerTarget::Repo(repo.clone()),
     };
     let installation_id = match job.and_then(|j| j.installation_id) {
         Some(id) => id,
-        None => ports.github.repo_installation(&repo).await.map_err(|e| ServiceError::Upstream(e.to_string()))?,
+        None => ports
+            .github
+            .repo_installation(&repo)
+            .await
+            .map_err(|e| ServiceError::Upstream(e.to_string()))?,
     };
     Ok((installation_id, target, project.spec.runner_group_id))
 }
 
-pub async fn register(ports: &Ports, token: &str, body: RegisterBody) -> Result<Registration, CallbackError> {
+pub async fn register(
+    ports: &Ports,
+    token: &str,
+    body: RegisterBody,
+) -> Result<Registration, CallbackError> {
     let (claims, runner) = authenticate(ports, token).await?;
     claims.check_register(ports.clock.now())?;
     if runner.state != RunnerState::Pending {
-        return Err(CallbackError::Unauthorized(format!("the runner is {} already: a token registers once", runner.state)));
+        return Err(CallbackError::Unauthorized(format!(
+            "the runner is {} already: a token registers once",
+            runner.state
+        )));
     }
-    let pool = ports.store.get_pool(&runner.pool_id).await?.ok_or(ServiceError::NotFound("pool"))?;
-    let project = ports.store.get_project(&runner.project_id).await?.ok_or(ServiceError::NotFound("project"))?;
+    let pool = ports
+        .store
+        .get_pool(&runner.pool_id)
+        .await?
+        .ok_or(ServiceError::NotFound("pool"))?;
+    let project = ports
+        .store
+        .get_project(&runner.project_id)
+        .await?
+        .ok_or(ServiceError::NotFound("project"))?;
     let (installation_id, target, runner_group_id) = github_target(ports, &runner).await?;
-    let os = body.os.filter(|o| o == "linux" || o == "osx" || o == "win").unwrap_or_else(|| "linux".into());
-    let arch = body.arch.filter(|a| a == "x64" || a == "arm64" || a == "arm").unwrap_or_else(|| "x64".into());
+    let os = body
+        .os
+        .filter(|o| o == "linux" || o == "osx" || o == "win")
+        .unwrap_or_else(|| "linux".into());
+    let arch = body
+        .arch
+        .filter(|a| a == "x64" || a == "arm64" || a == "arm")
+        .unwrap_or_else(|| "x64".into());
     // Before minting anything: a runner that cannot verify its download gets no registration.
     let download = match ports.github.runner_download(&os, &arch).await {
         Ok(download) => download,
         // The script retries a 502, so a GitHub outage costs a wait, not the attempt.
         Err(e) if e.is_transient() => {
-            return Err(ServiceError::Upstream(format!("cannot look up the actions/runner release: {e}")).into());
+            return Err(ServiceError::Upstream(format!(
+                "cannot look up the actions/runner release: {e}"
+            ))
+            .into());
         }
         // Fail closed: the script gives up on a 409 and reports it, and the job gets another attempt.
         Err(e) => {
-            record(ports, &runner_caller(&runner), "runner.register_failed", Some(&runner.id), json!({"reason": e.to_string()})).await?;
-            return Err(ServiceError::Conflict(format!("no verifiable runner download: {e}")).into());
+            record(
+                ports,
+                &runner_caller(&runner),
+                "runner.register_failed",
+                Some(&runner.id),
+                json!({"reason": e.to_string()}),
+            )
+            .await?;
+            return Err(
+                ServiceError::Conflict(format!("no verifiable runner download: {e}")).into(),
+            );
         }
     };
-    let labels: Vec<String> =
-        offered_labels(&pool.spec.labels, &project.spec.label).into_iter().map(String::from).collect();
-    let request = JitRequest { name: runner.name.clone(), runner_group_id, labels, work_folder: None };
-    let jit = match ports.github.generate_jit_config(installation_id, &target, &request).await {
+    let labels: Vec<String> = offered_labels(&pool.spec.labels, &project.spec.label)
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let request = JitRequest {
+        name: runner.name.clone(),
+        runner_group_id,
+        labels,
+        work_folder: None,
+    };
+    let jit = match ports
+        .github
+        .generate_jit_config(installation_id, &target, &request)
+        .await
+    {
         Ok(jit) => jit,
         Err(e) => {
-            record(ports, &runner_caller(&runner), "runner.register_failed", Some(&runner.id), json!({"reason": e.to_string(), "target": target.to_string()})).await?;
-            return Err(ServiceError::Upstream(format!("GitHub did not issue a runner configuration: {e}")).into());
+            record(
+                ports,
+                &runner_caller(&runner),
+                "runner.register_failed",
+                Some(&runner.id),
+                json!({"reason": e.to_string(), "target": target.to_string()}),
+            )
+            .await?;
+            return Err(ServiceError::Upstream(format!(
+                "GitHub did not issue a runner configuration: {e}"
+            ))
+            .into());
         }
     };
     crate::failpoint::hit("after_jit_mint");
@@ -158,7 +235,11 @@ pub async fn register(ports: &Ports, token: &str, body: RegisterBody) -> Result<
     if !matches!(registered, Ok(Some(_))) {
         // Another register won the race (or the runner was reaped): the
         // registration just minted belongs to nobody — remove it.
-        if let Err(del) = ports.github.delete_runner(installation_id, &target, jit.runner_id).await {
+        if let Err(del) = ports
+            .github
+            .delete_runner(installation_id, &target, jit.runner_id)
+            .await
+        {
             tracing::warn!(runner_id = %runner.id, error = %del, "could not delete an unused GitHub runner registration");
         }
         return Err(match registered {
@@ -198,9 +279,17 @@ pub fn redact_log(log: &str, token: &str) -> String {
         let word = piece.trim_end_matches(char::is_whitespace);
         let separator = piece.get(word.len()..).unwrap_or_default();
         if !word.is_empty() {
-            let secretish = word.len() >= 64 && word.chars().all(|c| c.is_ascii_alphanumeric() || "+/=_-.".contains(c));
-            out.push_str(if redact_next || secretish { "[redacted]" } else { word });
-            redact_next = matches!(word, "--jitconfig" | "Bearer" | "--token") || word.ends_with("token:");
+            let secretish = word.len() >= 64
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+/=_-.".contains(c));
+            out.push_str(if redact_next || secretish {
+                "[redacted]"
+            } else {
+                word
+            });
+            redact_next =
+                matches!(word, "--jitconfig" | "Bearer" | "--token") || word.ends_with("token:");
         }
         out.push_str(separator);
     }
@@ -220,18 +309,35 @@ pub fn redact_log(log: &str, token: &str) -> String {
 pub async fn error(ports: &Ports, token: &str, log_tail: &str) -> Result<(), CallbackError> {
     let (_, runner) = authenticate(ports, token).await?;
     let tail = redact_log(log_tail, token);
-    let Some(failed) = finish(ports, &runner.id, RunnerState::Failed, |r| r.error_tail = Some(tail.clone())).await? else {
+    let Some(failed) = finish(ports, &runner.id, RunnerState::Failed, |r| {
+        r.error_tail = Some(tail.clone())
+    })
+    .await?
+    else {
         return Ok(());
     };
-    record(ports, &runner_caller(&failed), "runner.bootstrap_failed", Some(&failed.id), json!({"runner": failed.name})).await?;
+    record(
+        ports,
+        &runner_caller(&failed),
+        "runner.bootstrap_failed",
+        Some(&failed.id),
+        json!({"runner": failed.name}),
+    )
+    .await?;
     if let Some(github_runner_id) = failed.github_runner_id {
         match github_target(ports, &failed).await {
             Ok((installation, target, _)) => {
-                if let Err(e) = ports.github.delete_runner(installation, &target, github_runner_id).await {
+                if let Err(e) = ports
+                    .github
+                    .delete_runner(installation, &target, github_runner_id)
+                    .await
+                {
                     tracing::warn!(runner_id = %failed.id, error = %e, "could not delete the failed runner's GitHub registration");
                 }
             }
-            Err(e) => tracing::warn!(runner_id = %failed.id, error = %e, "no GitHub target for the failed runner"),
+            Err(e) => {
+                tracing::warn!(runner_id = %failed.id, error = %e, "no GitHub target for the failed runner")
+            }
         }
     }
     if let Some(job_id) = &failed.job_id {
@@ -243,8 +349,15 @@ pub async fn error(ports: &Ports, token: &str, log_tail: &str) -> Result<(), Cal
 /// Gives the job a failed or reaped runner was launched for another
 /// attempt (or fails it past `reaper.max_attempts`), if nothing newer took
 /// it over. `cause` is who noticed: the job's timeline says so.
-pub(crate) async fn retry_job_after_failed_runner(ports: &Ports, job_id: &str, runner: &Runner, cause: TransitionCause) -> ServiceResult<()> {
-    let Some(job) = ports.store.get_job(job_id).await? else { return Ok(()) };
+pub(crate) async fn retry_job_after_failed_runner(
+    ports: &Ports,
+    job_id: &str,
+    runner: &Runner,
+    cause: TransitionCause,
+) -> ServiceResult<()> {
+    let Some(job) = ports.store.get_job(job_id).await? else {
+        return Ok(());
+    };
     // The runner was launched for this job and nothing newer replaced it
     // (the orchestrator may not have recorded it on the job yet).
     let launched_for_it = runner.job_id.as_deref() == Some(job.id.as_str())
@@ -259,26 +372,46 @@ pub(crate) async fn retry_job_after_failed_runner(ports: &Ports, job_id: &str, r
                 job.attempts,
                 if job.attempts == 1 { "" } else { "s" },
                 runner.name,
-                runner.error_tail.as_deref().map_or("see its error tail", |t| t.lines().last().unwrap_or(t))
+                runner
+                    .error_tail
+                    .as_deref()
+                    .map_or("see its error tail", |t| t.lines().last().unwrap_or(t))
             )),
             ..Default::default()
         };
         advance(ports, job_id, JobState::Failed, cause, &changes).await?;
         return Ok(());
     }
-    let changes = JobChanges { note: Some(format!("runner {} ended before running a job", runner.name)), ..Default::default() };
-    if let super::jobs::Advanced::Moved(_) = advance(ports, job_id, JobState::Queued, cause, &changes).await? {
-        ports.queue.send(job_id, None).await.map_err(ServiceError::Internal)?;
+    let changes = JobChanges {
+        note: Some(format!("runner {} ended before running a job", runner.name)),
+        ..Default::default()
+    };
+    if let super::jobs::Advanced::Moved(_) =
+        advance(ports, job_id, JobState::Queued, cause, &changes).await?
+    {
+        ports
+            .queue
+            .send(job_id, None)
+            .await
+            .map_err(ServiceError::Internal)?;
     }
     Ok(())
 }
 
-pub async fn list(ports: &Ports, filter: &RunnerFilter, page: &PageRequest) -> ServiceResult<Page<Runner>> {
+pub async fn list(
+    ports: &Ports,
+    filter: &RunnerFilter,
+    page: &PageRequest,
+) -> ServiceResult<Page<Runner>> {
     Ok(ports.store.list_runners(filter, page).await?)
 }
 
 pub async fn get(ports: &Ports, id: &str) -> ServiceResult<Runner> {
-    ports.store.get_runner(id).await?.ok_or(ServiceError::NotFound("runner"))
+    ports
+        .store
+        .get_runner(id)
+        .await?
+        .ok_or(ServiceError::NotFound("runner"))
 }
 
 /// An operator's terminate: deregister from GitHub, terminate the
@@ -286,7 +419,10 @@ pub async fn get(ports: &Ports, id: &str) -> ServiceResult<Runner> {
 pub async fn terminate(ports: &Ports, caller: &Caller, id: &str) -> ServiceResult<Runner> {
     let runner = get(ports, id).await?;
     if !runner.state.is_live() {
-        return Err(ServiceError::Conflict(format!("runner {} is {} already", runner.name, runner.state)));
+        return Err(ServiceError::Conflict(format!(
+            "runner {} is {} already",
+            runner.name, runner.state
+        )));
     }
     if let Some(github_runner_id) = runner.github_runner_id {
         let (installation, target, _) = github_target(ports, &runner).await?;
@@ -294,15 +430,35 @@ pub async fn terminate(ports: &Ports, caller: &Caller, id: &str) -> ServiceResul
             .github
             .delete_runner(installation, &target, github_runner_id)
             .await
-            .map_err(|e| ServiceError::Upstream(format!("GitHub did not remove the runner registration: {e}")))?;
+            .map_err(|e| {
+                ServiceError::Upstream(format!(
+                    "GitHub did not remove the runner registration: {e}"
+                ))
+            })?;
     }
     if let Some(instance) = &runner.instance_id {
-        ports.fleet.terminate(instance).await.map_err(|e| ServiceError::Upstream(format!("terminating {instance}: {e}")))?;
+        ports
+            .fleet
+            .terminate(instance)
+            .await
+            .map_err(|e| ServiceError::Upstream(format!("terminating {instance}: {e}")))?;
     }
-    let done = finish(ports, id, RunnerState::Reaped, |r| r.error_tail = r.error_tail.take().or(Some("terminated by an operator".into())))
-        .await?
-        .unwrap_or(runner);
-    record(ports, caller, "runner.terminated", Some(id), json!({"runner": done.name, "instance_id": done.instance_id})).await?;
+    let done = finish(ports, id, RunnerState::Reaped, |r| {
+        r.error_tail = r
+            .error_tail
+            .take()
+            .or(Some("terminated by an operator".into()))
+    })
+    .await?
+    .unwrap_or(runner);
+    record(
+        ports,
+        caller,
+        "runner.terminated",
+        Some(id),
+        json!({"runner": done.name, "instance_id": done.instance_id}),
+    )
+    .await?;
     // A job still waiting for this runner gets another; one it was running
     // ends when GitHub reports the job's end.
     if let Some(job_id) = &done.job_id {
@@ -327,7 +483,10 @@ mod tests {
     fn the_runners_own_token_and_long_token_like_words_are_redacted() {
         let secret = token_like(64);
         let log = format!("register with {TOKEN} failed; config {secret} end");
-        assert_eq!(redact_log(&log, TOKEN), "register with [redacted] failed; config [redacted] end");
+        assert_eq!(
+            redact_log(&log, TOKEN),
+            "register with [redacted] failed; config [redacted] end"
+        );
     }
 
     /// Found by no_credential_survives_in_a_kept_log_tail: words were split
@@ -335,19 +494,33 @@ mod tests {
     #[test]
     fn a_token_like_word_next_to_a_newline_or_tab_is_redacted() {
         let secret = token_like(64);
-        for log in [format!("config:\n{secret}\nexit 1"), format!("config:\t{secret}\texit 1"), format!("{secret}\r\n")] {
+        for log in [
+            format!("config:\n{secret}\nexit 1"),
+            format!("config:\t{secret}\texit 1"),
+            format!("{secret}\r\n"),
+        ] {
             let kept = redact_log(&log, TOKEN);
             assert!(!kept.contains(&secret), "{log:?} kept as {kept:?}");
             assert!(kept.contains("[redacted]"), "{kept:?}");
         }
-        assert_eq!(redact_log(&format!("a\n{secret}\tb"), TOKEN), "a\n[redacted]\tb", "the layout stays");
+        assert_eq!(
+            redact_log(&format!("a\n{secret}\tb"), TOKEN),
+            "a\n[redacted]\tb",
+            "the layout stays"
+        );
     }
 
     /// The same bug: `Bearer` and its token on two lines, or two spaces
     /// apart (the empty word between them took the redaction), kept it.
     #[test]
     fn the_word_after_bearer_is_redacted_whatever_space_comes_between() {
-        for log in ["Authorization: Bearer s3cr3t", "Bearer  s3cr3t", "Bearer\ns3cr3t", "--token\ts3cr3t", "--jitconfig\r\ns3cr3t"] {
+        for log in [
+            "Authorization: Bearer s3cr3t",
+            "Bearer  s3cr3t",
+            "Bearer\ns3cr3t",
+            "--token\ts3cr3t",
+            "--jitconfig\r\ns3cr3t",
+        ] {
             let kept = redact_log(log, TOKEN);
             assert!(!kept.contains("s3cr3t"), "{log:?} kept as {kept:?}");
         }

@@ -130,7 +130,10 @@ impl Tally {
 
 /// Seconds from a job's arrival to its first `running`, if it ran.
 pub fn queue_time(job: &Job) -> Option<f64> {
-    let started = job.transitions.iter().find(|t| t.state == JobState::Running)?;
+    let started = job
+        .transitions
+        .iter()
+        .find(|t| t.state == JobState::Running)?;
     Some(((started.at - job.created_at).num_milliseconds().max(0)) as f64 / 1000.0)
 }
 
@@ -156,10 +159,14 @@ fn window(now: Time, from: Option<Time>, to: Option<Time>) -> ServiceResult<(Tim
         })?,
     };
     if from >= to {
-        return Err(ServiceError::BadRequest(format!("query parameter from ({from}) must be before to ({to})")));
+        return Err(ServiceError::BadRequest(format!(
+            "query parameter from ({from}) must be before to ({to})"
+        )));
     }
     if to - from > chrono::Duration::days(MAX_WINDOW_DAYS) {
-        return Err(ServiceError::BadRequest(format!("the window from {from} to {to} is longer than {MAX_WINDOW_DAYS} days")));
+        return Err(ServiceError::BadRequest(format!(
+            "the window from {from} to {to} is longer than {MAX_WINDOW_DAYS} days"
+        )));
     }
     Ok((from, to))
 }
@@ -168,7 +175,11 @@ pub async fn compute(ports: &Ports, query: &StatsQuery) -> ServiceResult<Stats> 
     let now = ports.clock.now();
     let (from, to) = window(now, query.from, query.to)?;
 
-    let window = JobFilter { from: Some(from), to: Some(to), ..JobFilter::default() };
+    let window = JobFilter {
+        from: Some(from),
+        to: Some(to),
+        ..JobFilter::default()
+    };
     let jobs: Vec<Job> = all_pages!(|p| ports.store.list_jobs(&window, p));
     let runners = runners_created_between(ports, from, to).await?;
     let names = names(ports, query.group_by).await?;
@@ -185,7 +196,10 @@ pub async fn compute(ports: &Ports, query: &StatsQuery) -> ServiceResult<Stats> 
     for runner in &runners {
         let seconds = runner_seconds(runner, now);
         total.runner_seconds += seconds;
-        let job = runner.job_id.as_deref().and_then(|id| by_id.get(id).copied());
+        let job = runner
+            .job_id
+            .as_deref()
+            .and_then(|id| by_id.get(id).copied());
         if let Some(key) = runner_key(runner, job, query.group_by) {
             tallies.entry(key).or_default().runner_seconds += seconds;
         }
@@ -236,13 +250,21 @@ fn day(t: Time) -> String {
 
 /// How long a runner has lived: until its last change once it ended.
 fn runner_seconds(runner: &Runner, now: Time) -> f64 {
-    let end = if runner.state.is_live() { now } else { runner.updated_at };
+    let end = if runner.state.is_live() {
+        now
+    } else {
+        runner.updated_at
+    };
     ((end - runner.created_at).num_milliseconds().max(0)) as f64 / 1000.0
 }
 
 /// Runners list newest first, so the walk stops at the first one created
 /// before `from`.
-async fn runners_created_between(ports: &Ports, from: Time, to: Time) -> ServiceResult<Vec<Runner>> {
+async fn runners_created_between(
+    ports: &Ports,
+    from: Time,
+    to: Time,
+) -> ServiceResult<Vec<Runner>> {
     let every = RunnerFilter::default();
     let mut found = Vec::new();
     let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
@@ -266,8 +288,14 @@ async fn runners_created_between(ports: &Ports, from: Time, to: Time) -> Service
 /// Display names of the projects or pools a grouping keys by id.
 async fn names(ports: &Ports, group_by: GroupBy) -> ServiceResult<HashMap<String, String>> {
     Ok(match group_by {
-        GroupBy::Project => all_pages!(|p| ports.store.list_projects(p)).into_iter().map(|p| (p.id, p.spec.name.to_string())).collect(),
-        GroupBy::Pool => all_pages!(|p| ports.store.list_pools(None, p)).into_iter().map(|p| (p.id, p.spec.name.to_string())).collect(),
+        GroupBy::Project => all_pages!(|p| ports.store.list_projects(p))
+            .into_iter()
+            .map(|p| (p.id, p.spec.name.to_string()))
+            .collect(),
+        GroupBy::Pool => all_pages!(|p| ports.store.list_pools(None, p))
+            .into_iter()
+            .map(|p| (p.id, p.spec.name.to_string()))
+            .collect(),
         GroupBy::Repo | GroupBy::Day => HashMap::new(),
     })
 }
@@ -280,7 +308,10 @@ async fn in_flight(ports: &Ports) -> ServiceResult<InFlight> {
         (JobState::Starting, &mut counts.starting),
         (JobState::Running, &mut counts.running),
     ] {
-        let filter = JobFilter { state: Some(state), ..JobFilter::default() };
+        let filter = JobFilter {
+            state: Some(state),
+            ..JobFilter::default()
+        };
         *slot = all_pages!(|p| ports.store.list_jobs(&filter, p)).len() as u64;
     }
     Ok(counts)
@@ -304,9 +335,16 @@ mod tests {
         let earliest: Time = "-262143-01-01T00:00:00Z".parse().unwrap();
         let now = chrono::Utc::now();
         let refused = window(now, None, Some(earliest)).unwrap_err();
-        assert!(matches!(refused, ServiceError::BadRequest(ref m) if m.contains("give from as well")), "{refused:?}");
+        assert!(
+            matches!(refused, ServiceError::BadRequest(ref m) if m.contains("give from as well")),
+            "{refused:?}"
+        );
         let day_before = window(now, None, Some(now)).unwrap();
-        assert_eq!(day_before, (now - chrono::Duration::hours(24), now), "the default window is unchanged");
+        assert_eq!(
+            day_before,
+            (now - chrono::Duration::hours(24), now),
+            "the default window is unchanged"
+        );
     }
 
     #[test]

@@ -9,17 +9,19 @@
 use serde_json::json;
 
 use super::audit::record;
+use super::jobs::{Advanced, advance};
 use super::limits;
-use super::jobs::{advance, Advanced};
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::domain::job::JobChanges;
+use crate::domain::labels::{PoolCandidate, asks_for_self_hosted, job_labels, offered_labels};
 use crate::domain::runner::is_runner_name_of;
-use crate::domain::labels::{asks_for_self_hosted, job_labels, offered_labels, PoolCandidate};
 use crate::domain::{
-    match_pool, new_id, Actor, ActorKind, IdKind, Job, JobState, Pool, Project, RepoName, RunnerState, Scope,
-    Transition, TransitionCause,
+    Actor, ActorKind, IdKind, Job, JobState, Pool, Project, RepoName, RunnerState, Scope,
+    Transition, TransitionCause, match_pool, new_id,
 };
-use crate::github::webhook::{verify_signature, SignatureError, WorkflowJobAction, WorkflowJobEvent};
+use crate::github::webhook::{
+    SignatureError, WorkflowJobAction, WorkflowJobEvent, verify_signature,
+};
 use crate::store::{Inserted, PageRequest};
 
 /// How a delivery was answered.
@@ -63,29 +65,51 @@ pub async fn accept(
     signature: Option<&str>,
     body: &[u8],
 ) -> Result<Outcome, WebhookError> {
-    let secrets: Vec<&[u8]> = ports.settings.webhook_secrets.iter().map(|s| s.expose().as_bytes()).collect();
+    let secrets: Vec<&[u8]> = ports
+        .settings
+        .webhook_secrets
+        .iter()
+        .map(|s| s.expose().as_bytes())
+        .collect();
     verify_signature(&secrets, body, signature)?;
     match event {
         "ping" => Ok(Outcome::Pong),
         "workflow_job" => {
-            let ev: WorkflowJobEvent = serde_json::from_slice(body)
-                .map_err(|e| WebhookError::Malformed { event: event.into(), message: e.to_string() })?;
-            let sender = ev.sender.as_ref().map_or("github", |s| s.login.as_str()).to_string();
+            let ev: WorkflowJobEvent =
+                serde_json::from_slice(body).map_err(|e| WebhookError::Malformed {
+                    event: event.into(),
+                    message: e.to_string(),
+                })?;
+            let sender = ev
+                .sender
+                .as_ref()
+                .map_or("github", |s| s.login.as_str())
+                .to_string();
             let caller = Caller {
-                actor: Actor { kind: ActorKind::GithubSender, id: sender },
+                actor: Actor {
+                    kind: ActorKind::GithubSender,
+                    id: sender,
+                },
                 client_ip: caller_ip,
                 role: crate::domain::Role::Viewer,
             };
             Ok(workflow_job(ports, &caller, &ev).await?)
         }
         other => {
-            tracing::debug!(event = other, "webhook event dropped: pacer only needs workflow_job");
+            tracing::debug!(
+                event = other,
+                "webhook event dropped: pacer only needs workflow_job"
+            );
             Ok(Outcome::Ignored("event"))
         }
     }
 }
 
-async fn workflow_job(ports: &Ports, caller: &Caller, ev: &WorkflowJobEvent) -> ServiceResult<Outcome> {
+async fn workflow_job(
+    ports: &Ports,
+    caller: &Caller,
+    ev: &WorkflowJobEvent,
+) -> ServiceResult<Outcome> {
     if !asks_for_self_hosted(&ev.workflow_job.labels) {
         return Ok(Outcome::Ignored("not self-hosted"));
     }
@@ -111,7 +135,11 @@ pub async fn serving_project(ports: &Ports, repo: &RepoName) -> ServiceResult<Op
     loop {
         let listed = ports.store.list_projects(&page).await?;
         let found = listed.items.into_iter().find(|p| {
-            p.spec.scope == Scope::Org && p.spec.org.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(repo.owner()))
+            p.spec.scope == Scope::Org
+                && p.spec
+                    .org
+                    .as_deref()
+                    .is_some_and(|o| o.eq_ignore_ascii_case(repo.owner()))
         });
         if found.is_some() {
             return Ok(found);
@@ -152,7 +180,12 @@ pub fn pick_pool<'a>(project: &Project, pools: &'a [Pool], labels: &[String]) ->
     pools.iter().find(|p| p.id == chosen.pool_id)
 }
 
-pub(crate) async fn queued(ports: &Ports, caller: &Caller, ev: &WorkflowJobEvent, arrived_as: JobState) -> ServiceResult<Outcome> {
+pub(crate) async fn queued(
+    ports: &Ports,
+    caller: &Caller,
+    ev: &WorkflowJobEvent,
+    arrived_as: JobState,
+) -> ServiceResult<Outcome> {
     let wj = &ev.workflow_job;
     if let Some(existing) = ports.store.job_by_github_id(wj.id).await? {
         return already_known(ports, caller, existing, arrived_as).await;
@@ -172,7 +205,13 @@ pub(crate) async fn queued(ports: &Ports, caller: &Caller, ev: &WorkflowJobEvent
     if ev.repository.visibility().is_public() && !project.spec.allow_public_repos {
         // Anyone may open a pull request on a public repository; its
         // workflow would run on a machine in the operator's network.
-        if limits::first_in_window(ports, &format!("public-refused:{}", wj.id), REFUSAL_AUDITED_ONCE_PER).await? {
+        if limits::first_in_window(
+            ports,
+            &format!("public-refused:{}", wj.id),
+            REFUSAL_AUDITED_ONCE_PER,
+        )
+        .await?
+        {
             record(ports, caller, "job.public_repo_refused", Some(&repo.to_string()), json!({
                 "github_job_id": wj.id, "labels": wj.labels, "project": project.spec.name,
                 "hint": "jobs of public repositories get no runner unless their project sets allow_public_repos",
@@ -224,7 +263,12 @@ pub(crate) async fn queued(ports: &Ports, caller: &Caller, ev: &WorkflowJobEvent
         failure_reason: None,
         cost_usd: None,
         waiting_for_capacity: false,
-        transitions: vec![Transition { state, at: now, cause: TransitionCause::Webhook, note: None }],
+        transitions: vec![Transition {
+            state,
+            at: now,
+            cause: TransitionCause::Webhook,
+            note: None,
+        }],
         created_at: now,
         updated_at: now,
     };
@@ -233,9 +277,16 @@ pub(crate) async fn queued(ports: &Ports, caller: &Caller, ev: &WorkflowJobEvent
         Inserted::Created => {
             crate::failpoint::hit("after_job_insert");
             match state {
-                JobState::Unmatched => audit_no_pool_match(ports, caller, &job, Some(project.spec.name.clone())).await?,
+                JobState::Unmatched => {
+                    audit_no_pool_match(ports, caller, &job, Some(project.spec.name.clone()))
+                        .await?
+                }
                 JobState::Queued => {
-                    ports.queue.send(&job.id, None).await.map_err(ServiceError::Internal)?;
+                    ports
+                        .queue
+                        .send(&job.id, None)
+                        .await
+                        .map_err(ServiceError::Internal)?;
                 }
                 _ => {}
             }
@@ -247,12 +298,33 @@ pub(crate) async fn queued(ports: &Ports, caller: &Caller, ev: &WorkflowJobEvent
 
 /// A queued/waiting delivery for a job pacer has: a redelivery changes
 /// nothing, but a job GitHub releases from `waiting` moves to `queued`.
-async fn already_known(ports: &Ports, caller: &Caller, job: Job, arrived_as: JobState) -> ServiceResult<Outcome> {
+async fn already_known(
+    ports: &Ports,
+    caller: &Caller,
+    job: Job,
+    arrived_as: JobState,
+) -> ServiceResult<Outcome> {
     if arrived_as == JobState::Queued && job.state == JobState::Waiting {
-        let to = if job.pool_id.is_some() { JobState::Queued } else { JobState::Unmatched };
-        if let Advanced::Moved(moved) = advance(ports, &job.id, to, TransitionCause::Webhook, &JobChanges::default()).await? {
+        let to = if job.pool_id.is_some() {
+            JobState::Queued
+        } else {
+            JobState::Unmatched
+        };
+        if let Advanced::Moved(moved) = advance(
+            ports,
+            &job.id,
+            to,
+            TransitionCause::Webhook,
+            &JobChanges::default(),
+        )
+        .await?
+        {
             match moved.state {
-                JobState::Queued => ports.queue.send(&moved.id, None).await.map_err(ServiceError::Internal)?,
+                JobState::Queued => ports
+                    .queue
+                    .send(&moved.id, None)
+                    .await
+                    .map_err(ServiceError::Internal)?,
                 JobState::Unmatched => {
                     let project = match &moved.project_id {
                         Some(id) => ports.store.get_project(id).await?.map(|p| p.spec.name),
@@ -268,7 +340,12 @@ async fn already_known(ports: &Ports, caller: &Caller, job: Job, arrived_as: Job
 }
 
 /// The audit entry of a job no pool of `project` serves.
-async fn audit_no_pool_match(ports: &Ports, caller: &Caller, job: &Job, project: Option<String>) -> ServiceResult<()> {
+async fn audit_no_pool_match(
+    ports: &Ports,
+    caller: &Caller,
+    job: &Job,
+    project: Option<String>,
+) -> ServiceResult<()> {
     record(ports, caller, "job.no_pool_match", Some(&job.id), json!({
         "github_job_id": job.github_job_id, "repo": job.repo, "labels": job.labels, "project": project,
     }))
@@ -279,7 +356,10 @@ async fn audit_no_pool_match(ports: &Ports, caller: &Caller, job: &Job, project:
 /// that really took the job.
 async fn progressed(ports: &Ports, ev: &WorkflowJobEvent, to: JobState) -> ServiceResult<Outcome> {
     let wj = &ev.workflow_job;
-    let ours = wj.runner_name.as_deref().is_some_and(|n| is_runner_name_of(&ports.settings.deployment, n));
+    let ours = wj
+        .runner_name
+        .as_deref()
+        .is_some_and(|n| is_runner_name_of(&ports.settings.deployment, n));
     let Some(job) = ports.store.job_by_github_id(wj.id).await? else {
         if ours {
             return record_unseen(ports, ev, to, None).await;
@@ -308,7 +388,9 @@ async fn progressed(ports: &Ports, ev: &WorkflowJobEvent, to: JobState) -> Servi
         conclusion: wj.conclusion.clone().filter(|_| to == JobState::Completed),
         ..Default::default()
     };
-    if let Advanced::Refused(current) = advance(ports, &job.id, to, TransitionCause::Webhook, &changes).await? {
+    if let Advanced::Refused(current) =
+        advance(ports, &job.id, to, TransitionCause::Webhook, &changes).await?
+    {
         tracing::debug!(job_id = %job.id, at = %current.state, wanted = %to, "late or repeated workflow_job delivery; nothing changed");
     }
     match (runner, to) {
@@ -344,7 +426,12 @@ async fn progressed(ports: &Ports, ev: &WorkflowJobEvent, to: JobState) -> Servi
 /// A progress update for a job pacer never saw, run by one of this
 /// deployment's runners (say the queued delivery was lost), or finished
 /// before any runner took it on a repo `project` serves: record it.
-async fn record_unseen(ports: &Ports, ev: &WorkflowJobEvent, state: JobState, project: Option<String>) -> ServiceResult<Outcome> {
+async fn record_unseen(
+    ports: &Ports,
+    ev: &WorkflowJobEvent,
+    state: JobState,
+    project: Option<String>,
+) -> ServiceResult<Outcome> {
     let wj = &ev.workflow_job;
     let now = ports.clock.now();
     let runner = match &wj.runner_name {
@@ -368,7 +455,10 @@ async fn record_unseen(ports: &Ports, ev: &WorkflowJobEvent, state: JobState, pr
         runner_id: runner.as_ref().map(|r| r.id.clone()),
         runner_name: wj.runner_name.clone(),
         state,
-        conclusion: wj.conclusion.clone().filter(|_| state == JobState::Completed),
+        conclusion: wj
+            .conclusion
+            .clone()
+            .filter(|_| state == JobState::Completed),
         attempts: 0,
         failure_reason: None,
         cost_usd: None,
@@ -379,7 +469,8 @@ async fn record_unseen(ports: &Ports, ev: &WorkflowJobEvent, state: JobState, pr
             cause: TransitionCause::Webhook,
             note: Some(match &wj.runner_name {
                 Some(_) => "first seen in this state: the queued delivery never arrived".into(),
-                None => "finished before its queued delivery arrived: a late one launches nothing".into(),
+                None => "finished before its queued delivery arrived: a late one launches nothing"
+                    .into(),
             }),
         }],
         created_at: now,
@@ -387,11 +478,17 @@ async fn record_unseen(ports: &Ports, ev: &WorkflowJobEvent, state: JobState, pr
     };
     if let Inserted::Existing(existing) = ports.store.insert_job(&job).await? {
         // Raced with another delivery for the same job: apply ours to it.
-        advance(ports, &existing.id, state, TransitionCause::Webhook, &JobChanges {
-            runner_name: wj.runner_name.clone(),
-            conclusion: job.conclusion.clone(),
-            ..Default::default()
-        })
+        advance(
+            ports,
+            &existing.id,
+            state,
+            TransitionCause::Webhook,
+            &JobChanges {
+                runner_name: wj.runner_name.clone(),
+                conclusion: job.conclusion.clone(),
+                ..Default::default()
+            },
+        )
         .await?;
     }
     Ok(Outcome::Recorded)
@@ -399,7 +496,12 @@ async fn record_unseen(ports: &Ports, ev: &WorkflowJobEvent, state: JobState, pr
 
 /// A `queued` workflow_job delivery shaped like GitHub's, for
 /// `pacer admin send-test-job` and tests: the least a real one carries.
-pub fn sample_queued_payload(github_job_id: i64, repo: &RepoName, labels: &[String], installation_id: i64) -> serde_json::Value {
+pub fn sample_queued_payload(
+    github_job_id: i64,
+    repo: &RepoName,
+    labels: &[String],
+    installation_id: i64,
+) -> serde_json::Value {
     let run_id = github_job_id / 2 + 1;
     json!({
         "action": "queued",

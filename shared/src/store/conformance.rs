@@ -20,7 +20,7 @@ use crate::domain::job::JobChanges;
 use crate::domain::pool::{Market, PoolSpec};
 use crate::domain::project::{BindingSpec, ProjectSpec};
 use crate::domain::{
-    new_id, Actor, ActorKind, IdKind, Label, RepoName, Role, Scope, TransitionCause,
+    Actor, ActorKind, IdKind, Label, RepoName, Role, Scope, TransitionCause, new_id,
 };
 
 /// Every case, by name, for adapters to run (see the `store_conformance!`
@@ -115,7 +115,10 @@ pub fn pool(project_id: &str, name: &str, max_runners: u32, at: Time) -> Pool {
 pub fn binding(repo: &str, project_id: &str, at: Time) -> RepoBinding {
     RepoBinding {
         id: new_id(IdKind::Binding, at),
-        spec: BindingSpec { repo: RepoName::parse(repo).unwrap(), project_id: project_id.into() },
+        spec: BindingSpec {
+            repo: RepoName::parse(repo).unwrap(),
+            project_id: project_id.into(),
+        },
         created_at: at,
         updated_at: at,
     }
@@ -133,7 +136,9 @@ pub fn job(github_job_id: i64, repo: &str, at: Time) -> Job {
         workflow_name: Some("CI".into()),
         job_name: Some("build".into()),
         sender: Some("octocat".into()),
-        html_url: Some(format!("https://github.com/{repo}/actions/runs/1/job/{github_job_id}")),
+        html_url: Some(format!(
+            "https://github.com/{repo}/actions/runs/1/job/{github_job_id}"
+        )),
         project_id: None,
         pool_id: None,
         runner_id: None,
@@ -197,7 +202,10 @@ pub fn audit(action: &str, actor: &str, at: Time) -> AuditEvent {
     AuditEvent {
         id: new_id(IdKind::Audit, at),
         at,
-        actor: Actor { kind: ActorKind::User, id: actor.into() },
+        actor: Actor {
+            kind: ActorKind::User,
+            id: actor.into(),
+        },
         client_ip: Some("127.0.0.1".into()),
         action: action.into(),
         target: Some("prj_x".into()),
@@ -214,11 +222,22 @@ where
     let mut out = Vec::new();
     let mut cursor = None;
     for _ in 0..1000 {
-        let page = list(PageRequest { limit, cursor: cursor.clone() }).await.expect("list");
-        assert!(page.items.len() <= limit as usize, "a page never holds more than its limit");
+        let page = list(PageRequest {
+            limit,
+            cursor: cursor.clone(),
+        })
+        .await
+        .expect("list");
+        assert!(
+            page.items.len() <= limit as usize,
+            "a page never holds more than its limit"
+        );
         let more = page.next_cursor.is_some();
         if more {
-            assert!(!page.items.is_empty(), "a page with a next cursor is not empty");
+            assert!(
+                !page.items.is_empty(),
+                "a page with a next cursor is not empty"
+            );
         }
         out.extend(page.items);
         cursor = page.next_cursor;
@@ -233,24 +252,43 @@ pub async fn projects_crud(store: Arc<dyn Store>) {
     let p = project("acme", at(0));
     store.create_project(&p).await.unwrap();
     assert_eq!(store.get_project(&p.id).await.unwrap(), Some(p.clone()));
-    assert_eq!(store.get_project("prj_01jzzzzzzzzzzzzzzzzzzzzzzz").await.unwrap(), None);
+    assert_eq!(
+        store
+            .get_project("prj_01jzzzzzzzzzzzzzzzzzzzzzzz")
+            .await
+            .unwrap(),
+        None
+    );
 
     let mut changed = p.clone();
     changed.spec.label = Label::parse("acme-renamed").unwrap();
     changed.updated_at = at(5);
     store.update_project(&changed).await.unwrap();
-    assert_eq!(store.get_project(&p.id).await.unwrap(), Some(changed.clone()));
+    assert_eq!(
+        store.get_project(&p.id).await.unwrap(),
+        Some(changed.clone())
+    );
 
     let q = project("beta", at(1));
     store.create_project(&q).await.unwrap();
     let listed = store.list_projects(&PageRequest::first(10)).await.unwrap();
-    assert_eq!(listed.items, vec![changed.clone(), q.clone()], "projects list oldest first");
+    assert_eq!(
+        listed.items,
+        vec![changed.clone(), q.clone()],
+        "projects list oldest first"
+    );
     assert_eq!(listed.next_cursor, None);
 
     store.delete_project(&p.id).await.unwrap();
     assert_eq!(store.get_project(&p.id).await.unwrap(), None);
-    assert!(matches!(store.delete_project(&p.id).await, Err(StoreError::NotFound)));
-    assert!(matches!(store.update_project(&changed).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.delete_project(&p.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.update_project(&changed).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 pub async fn project_names_are_unique_ignoring_case(store: Arc<dyn Store>) {
@@ -260,10 +298,16 @@ pub async fn project_names_are_unique_ignoring_case(store: Arc<dyn Store>) {
     store.create_project(&b).await.unwrap();
     let mut dup = project("ACME", at(2));
     dup.spec.label = Label::parse("other").unwrap();
-    assert!(matches!(store.create_project(&dup).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.create_project(&dup).await,
+        Err(StoreError::Conflict(_))
+    ));
 
     b.spec.name = "Acme".into();
-    assert!(matches!(store.update_project(&b).await, Err(StoreError::Conflict(_))), "renaming onto a taken name");
+    assert!(
+        matches!(store.update_project(&b).await, Err(StoreError::Conflict(_))),
+        "renaming onto a taken name"
+    );
     b.spec.name = "gamma".into();
     store.update_project(&b).await.unwrap();
     // The old name is free again once renamed away, and after a delete.
@@ -280,19 +324,35 @@ pub async fn project_with_pools_or_bindings_cannot_be_deleted(store: Arc<dyn Sto
     let b = binding("acme/app", &p.id, at(2));
     store.create_binding(&b).await.unwrap();
 
-    assert!(matches!(store.delete_project(&p.id).await, Err(StoreError::InUse(_))));
+    assert!(matches!(
+        store.delete_project(&p.id).await,
+        Err(StoreError::InUse(_))
+    ));
     store.delete_pool(&pl.id).await.unwrap();
-    assert!(matches!(store.delete_project(&p.id).await, Err(StoreError::InUse(_))), "the binding still names it");
+    assert!(
+        matches!(store.delete_project(&p.id).await, Err(StoreError::InUse(_))),
+        "the binding still names it"
+    );
     store.delete_binding(&b.id).await.unwrap();
     store.delete_project(&p.id).await.unwrap();
 }
 
 pub async fn pools_need_an_existing_project(store: Arc<dyn Store>) {
     let orphan = pool("prj_01jzzzzzzzzzzzzzzzzzzzzzzz", "linux", 5, at(0));
-    assert!(matches!(store.create_pool(&orphan).await, Err(StoreError::MissingParent("project"))));
+    assert!(matches!(
+        store.create_pool(&orphan).await,
+        Err(StoreError::MissingParent("project"))
+    ));
     let b = binding("acme/app", "prj_01jzzzzzzzzzzzzzzzzzzzzzzz", at(0));
-    assert!(matches!(store.create_binding(&b).await, Err(StoreError::MissingParent("project"))));
-    assert_eq!(store.get_pool(&orphan.id).await.unwrap(), None, "nothing half-written");
+    assert!(matches!(
+        store.create_binding(&b).await,
+        Err(StoreError::MissingParent("project"))
+    ));
+    assert_eq!(
+        store.get_pool(&orphan.id).await.unwrap(),
+        None,
+        "nothing half-written"
+    );
 }
 
 pub async fn pool_names_are_unique_within_a_project(store: Arc<dyn Store>) {
@@ -300,13 +360,28 @@ pub async fn pool_names_are_unique_within_a_project(store: Arc<dyn Store>) {
     let q = project("beta", at(0));
     store.create_project(&p).await.unwrap();
     store.create_project(&q).await.unwrap();
-    store.create_pool(&pool(&p.id, "linux", 5, at(1))).await.unwrap();
-    assert!(matches!(store.create_pool(&pool(&p.id, "Linux", 5, at(2))).await, Err(StoreError::Conflict(_))));
-    store.create_pool(&pool(&q.id, "linux", 5, at(3))).await.unwrap();
+    store
+        .create_pool(&pool(&p.id, "linux", 5, at(1)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_pool(&pool(&p.id, "Linux", 5, at(2))).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .create_pool(&pool(&q.id, "linux", 5, at(3)))
+        .await
+        .unwrap();
 
-    let listed = store.list_pools(Some(&p.id), &PageRequest::first(10)).await.unwrap();
+    let listed = store
+        .list_pools(Some(&p.id), &PageRequest::first(10))
+        .await
+        .unwrap();
     assert_eq!(listed.items.len(), 1);
-    let all = store.list_pools(None, &PageRequest::first(10)).await.unwrap();
+    let all = store
+        .list_pools(None, &PageRequest::first(10))
+        .await
+        .unwrap();
     assert_eq!(all.items.len(), 2);
 }
 
@@ -320,7 +395,11 @@ pub async fn updating_a_pool_keeps_its_reserved_capacity(store: Arc<dyn Store>) 
 
     // A client's copy still says 0 active: an update must not write it back.
     pl.spec.max_runners = 9;
-    pl.spec.labels = [Label::parse("linux").unwrap(), Label::parse("arm64").unwrap()].into();
+    pl.spec.labels = [
+        Label::parse("linux").unwrap(),
+        Label::parse("arm64").unwrap(),
+    ]
+    .into();
     pl.updated_at = at(2);
     store.update_pool(&pl).await.unwrap();
     let stored = store.get_pool(&pl.id).await.unwrap().unwrap();
@@ -329,7 +408,10 @@ pub async fn updating_a_pool_keeps_its_reserved_capacity(store: Arc<dyn Store>) 
 
     let mut gone = pool(&p.id, "ghost", 1, at(3));
     gone.id = "pool_01jzzzzzzzzzzzzzzzzzzzzzzz".into();
-    assert!(matches!(store.update_pool(&gone).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.update_pool(&gone).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 pub async fn capacity_never_exceeds_max_with_50_concurrent_reservers(store: Arc<dyn Store>) {
@@ -352,14 +434,33 @@ pub async fn capacity_never_exceeds_max_with_50_concurrent_reservers(store: Arc<
         }
     }
     assert_eq!(granted, 7, "exactly max_runners reservations succeed");
-    assert_eq!(store.get_pool(&pl.id).await.unwrap().unwrap().active_runners, 7);
+    assert_eq!(
+        store
+            .get_pool(&pl.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .active_runners,
+        7
+    );
     assert!(!store.reserve_capacity(&pl.id).await.unwrap());
 
     for _ in 0..7 {
         assert!(store.release_capacity(&pl.id).await.unwrap());
     }
-    assert!(!store.release_capacity(&pl.id).await.unwrap(), "never below zero");
-    assert_eq!(store.get_pool(&pl.id).await.unwrap().unwrap().active_runners, 0);
+    assert!(
+        !store.release_capacity(&pl.id).await.unwrap(),
+        "never below zero"
+    );
+    assert_eq!(
+        store
+            .get_pool(&pl.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .active_runners,
+        0
+    );
 }
 
 pub async fn pool_holding_capacity_cannot_be_deleted(store: Arc<dyn Store>) {
@@ -368,10 +469,16 @@ pub async fn pool_holding_capacity_cannot_be_deleted(store: Arc<dyn Store>) {
     let pl = pool(&p.id, "linux", 2, at(1));
     store.create_pool(&pl).await.unwrap();
     assert!(store.reserve_capacity(&pl.id).await.unwrap());
-    assert!(matches!(store.delete_pool(&pl.id).await, Err(StoreError::InUse(_))));
+    assert!(matches!(
+        store.delete_pool(&pl.id).await,
+        Err(StoreError::InUse(_))
+    ));
     assert!(store.release_capacity(&pl.id).await.unwrap());
     store.delete_pool(&pl.id).await.unwrap();
-    assert!(matches!(store.delete_pool(&pl.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.delete_pool(&pl.id).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 pub async fn bindings_are_unique_per_repo_and_found_by_repo_key(store: Arc<dyn Store>) {
@@ -382,10 +489,18 @@ pub async fn bindings_are_unique_per_repo_and_found_by_repo_key(store: Arc<dyn S
     let b = binding("Octo-Org/Hello-World", &p.id, at(1));
     store.create_binding(&b).await.unwrap();
     assert!(matches!(
-        store.create_binding(&binding("octo-org/hello-world", &q.id, at(2))).await,
+        store
+            .create_binding(&binding("octo-org/hello-world", &q.id, at(2)))
+            .await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(store.binding_for_repo("octo-org/hello-world").await.unwrap(), Some(b.clone()));
+    assert_eq!(
+        store
+            .binding_for_repo("octo-org/hello-world")
+            .await
+            .unwrap(),
+        Some(b.clone())
+    );
     assert_eq!(store.get_binding(&b.id).await.unwrap(), Some(b.clone()));
 
     // Moving a binding to another project, and renaming its repo.
@@ -393,15 +508,36 @@ pub async fn bindings_are_unique_per_repo_and_found_by_repo_key(store: Arc<dyn S
     moved.spec.project_id = q.id.clone();
     moved.spec.repo = RepoName::parse("octo-org/renamed").unwrap();
     store.update_binding(&moved).await.unwrap();
-    assert_eq!(store.binding_for_repo("octo-org/hello-world").await.unwrap(), None);
-    assert_eq!(store.binding_for_repo("octo-org/renamed").await.unwrap(), Some(moved.clone()));
-    store.delete_project(&p.id).await.expect("p no longer has dependents");
-    assert!(matches!(store.delete_project(&q.id).await, Err(StoreError::InUse(_))));
+    assert_eq!(
+        store
+            .binding_for_repo("octo-org/hello-world")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.binding_for_repo("octo-org/renamed").await.unwrap(),
+        Some(moved.clone())
+    );
+    store
+        .delete_project(&p.id)
+        .await
+        .expect("p no longer has dependents");
+    assert!(matches!(
+        store.delete_project(&q.id).await,
+        Err(StoreError::InUse(_))
+    ));
 
-    let listed = store.list_bindings(Some(&q.id), &PageRequest::first(10)).await.unwrap();
+    let listed = store
+        .list_bindings(Some(&q.id), &PageRequest::first(10))
+        .await
+        .unwrap();
     assert_eq!(listed.items, vec![moved.clone()]);
     store.delete_binding(&moved.id).await.unwrap();
-    assert_eq!(store.binding_for_repo("octo-org/renamed").await.unwrap(), None);
+    assert_eq!(
+        store.binding_for_repo("octo-org/renamed").await.unwrap(),
+        None
+    );
 }
 
 pub async fn inserting_a_job_twice_keeps_the_first(store: Arc<dyn Store>) {
@@ -413,7 +549,10 @@ pub async fn inserting_a_job_twice_keeps_the_first(store: Arc<dyn Store>) {
         Inserted::Created => panic!("a redelivery must not create a second job"),
     }
     assert_eq!(store.get_job(&redelivery.id).await.unwrap(), None);
-    assert_eq!(store.job_by_github_id(7).await.unwrap(), Some(first.clone()));
+    assert_eq!(
+        store.job_by_github_id(7).await.unwrap(),
+        Some(first.clone())
+    );
     assert_eq!(store.get_job(&first.id).await.unwrap(), Some(first));
 }
 
@@ -422,39 +561,100 @@ pub async fn job_transitions_are_conditional(store: Arc<dyn Store>) {
     store.insert_job(&queued).await.unwrap();
 
     let mut claimed = queued.clone();
-    let changes = JobChanges { pool_id: Some("pool_x".into()), ..Default::default() };
-    claimed.apply(JobState::Claimed, TransitionCause::Orchestrator, &changes, at(1));
-    store.transition_job(JobState::Queued, &claimed).await.unwrap();
-    assert_eq!(store.get_job(&queued.id).await.unwrap(), Some(claimed.clone()));
+    let changes = JobChanges {
+        pool_id: Some("pool_x".into()),
+        ..Default::default()
+    };
+    claimed.apply(
+        JobState::Claimed,
+        TransitionCause::Orchestrator,
+        &changes,
+        at(1),
+    );
+    store
+        .transition_job(JobState::Queued, &claimed)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_job(&queued.id).await.unwrap(),
+        Some(claimed.clone())
+    );
 
     // A second orchestrator holding the same queued copy loses.
-    assert!(matches!(store.transition_job(JobState::Queued, &claimed).await, Err(StoreError::Stale)));
+    assert!(matches!(
+        store.transition_job(JobState::Queued, &claimed).await,
+        Err(StoreError::Stale)
+    ));
     // A transition from a state the job is not in is refused.
     let mut running = claimed.clone();
-    running.apply(JobState::Running, TransitionCause::Webhook, &JobChanges::default(), at(2));
-    assert!(matches!(store.transition_job(JobState::Starting, &running).await, Err(StoreError::Stale)));
-    store.transition_job(JobState::Claimed, &running).await.unwrap();
+    running.apply(
+        JobState::Running,
+        TransitionCause::Webhook,
+        &JobChanges::default(),
+        at(2),
+    );
+    assert!(matches!(
+        store.transition_job(JobState::Starting, &running).await,
+        Err(StoreError::Stale)
+    ));
+    store
+        .transition_job(JobState::Claimed, &running)
+        .await
+        .unwrap();
 
     let stored = store.get_job(&queued.id).await.unwrap().unwrap();
     assert_eq!(stored.state, JobState::Running);
     assert_eq!(
-        stored.transitions.iter().map(|t| t.state).collect::<Vec<_>>(),
+        stored
+            .transitions
+            .iter()
+            .map(|t| t.state)
+            .collect::<Vec<_>>(),
         vec![JobState::Queued, JobState::Claimed, JobState::Running]
     );
     let ghost = job(99, "acme/app", at(3));
-    assert!(matches!(store.transition_job(JobState::Queued, &ghost).await, Err(StoreError::Stale | StoreError::NotFound)));
+    assert!(matches!(
+        store.transition_job(JobState::Queued, &ghost).await,
+        Err(StoreError::Stale | StoreError::NotFound)
+    ));
 
     // The mark of a job handed back for a full pool is kept.
     let waiting = job(2, "acme/app", at(4));
     store.insert_job(&waiting).await.unwrap();
     let mut claimed = waiting.clone();
-    claimed.apply(JobState::Claimed, TransitionCause::Orchestrator, &JobChanges::default(), at(5));
-    store.transition_job(JobState::Queued, &claimed).await.unwrap();
+    claimed.apply(
+        JobState::Claimed,
+        TransitionCause::Orchestrator,
+        &JobChanges::default(),
+        at(5),
+    );
+    store
+        .transition_job(JobState::Queued, &claimed)
+        .await
+        .unwrap();
     let mut handed_back = claimed.clone();
-    let full = JobChanges { waiting_for_capacity: true, ..Default::default() };
-    handed_back.apply(JobState::Queued, TransitionCause::Orchestrator, &full, at(6));
-    store.transition_job(JobState::Claimed, &handed_back).await.unwrap();
-    assert!(store.get_job(&waiting.id).await.unwrap().unwrap().waiting_for_capacity);
+    let full = JobChanges {
+        waiting_for_capacity: true,
+        ..Default::default()
+    };
+    handed_back.apply(
+        JobState::Queued,
+        TransitionCause::Orchestrator,
+        &full,
+        at(6),
+    );
+    store
+        .transition_job(JobState::Claimed, &handed_back)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_job(&waiting.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .waiting_for_capacity
+    );
 }
 
 pub async fn jobs_page_newest_first_without_gaps_or_repeats(store: Arc<dyn Store>) {
@@ -474,7 +674,17 @@ pub async fn jobs_page_newest_first_without_gaps_or_repeats(store: Arc<dyn Store
     .collect();
     let oldest_first: Vec<String> = all_pages(3, |page| {
         let store = store.clone();
-        async move { store.list_jobs(&JobFilter { oldest_first: true, ..Default::default() }, &page).await }
+        async move {
+            store
+                .list_jobs(
+                    &JobFilter {
+                        oldest_first: true,
+                        ..Default::default()
+                    },
+                    &page,
+                )
+                .await
+        }
     })
     .await
     .into_iter()
@@ -494,7 +704,10 @@ pub async fn jobs_filter_by_state_repo_pool_and_time(store: Arc<dyn Store>) {
             j.apply(
                 JobState::Claimed,
                 TransitionCause::Orchestrator,
-                &JobChanges { pool_id: Some("pool_a".into()), ..Default::default() },
+                &JobChanges {
+                    pool_id: Some("pool_a".into()),
+                    ..Default::default()
+                },
                 at(n * 60 + 1),
             );
             let mut fresh = j.clone();
@@ -522,18 +735,64 @@ pub async fn jobs_filter_by_state_repo_pool_and_time(store: Arc<dyn Store>) {
             .collect::<Vec<_>>()
         }
     };
-    assert_eq!(list(JobFilter { state: Some(JobState::Claimed), ..Default::default() }).await, vec![205, 204]);
-    assert_eq!(list(JobFilter { state: Some(JobState::Queued), ..Default::default() }).await, vec![203, 202, 201, 200]);
-    assert_eq!(list(JobFilter { repo: Some("acme/lib".into()), ..Default::default() }).await, vec![205, 203, 201]);
-    assert_eq!(list(JobFilter { pool_id: Some("pool_a".into()), ..Default::default() }).await, vec![205, 204]);
-    assert_eq!(list(JobFilter { github_job_id: Some(202), ..Default::default() }).await, vec![202]);
     assert_eq!(
-        list(JobFilter { from: Some(at(60)), to: Some(at(180)), ..Default::default() }).await,
+        list(JobFilter {
+            state: Some(JobState::Claimed),
+            ..Default::default()
+        })
+        .await,
+        vec![205, 204]
+    );
+    assert_eq!(
+        list(JobFilter {
+            state: Some(JobState::Queued),
+            ..Default::default()
+        })
+        .await,
+        vec![203, 202, 201, 200]
+    );
+    assert_eq!(
+        list(JobFilter {
+            repo: Some("acme/lib".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![205, 203, 201]
+    );
+    assert_eq!(
+        list(JobFilter {
+            pool_id: Some("pool_a".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![205, 204]
+    );
+    assert_eq!(
+        list(JobFilter {
+            github_job_id: Some(202),
+            ..Default::default()
+        })
+        .await,
+        vec![202]
+    );
+    assert_eq!(
+        list(JobFilter {
+            from: Some(at(60)),
+            to: Some(at(180)),
+            ..Default::default()
+        })
+        .await,
         vec![202, 201],
         "from is inclusive, to exclusive"
     );
     assert_eq!(
-        list(JobFilter { state: Some(JobState::Queued), repo: Some("acme/app".into()), from: Some(at(60)), ..Default::default() }).await,
+        list(JobFilter {
+            state: Some(JobState::Queued),
+            repo: Some("acme/app".into()),
+            from: Some(at(60)),
+            ..Default::default()
+        })
+        .await,
         vec![202]
     );
 }
@@ -548,9 +807,15 @@ pub async fn runners_are_found_by_instance_and_transition_conditionally(store: A
     store.insert_runner(&r1).await.unwrap();
     store.insert_runner(&r2).await.unwrap();
     assert_eq!(store.get_runner(&r1.id).await.unwrap(), Some(r1.clone()));
-    assert_eq!(store.runner_by_instance("i-0bbb").await.unwrap(), Some(r2.clone()));
+    assert_eq!(
+        store.runner_by_instance("i-0bbb").await.unwrap(),
+        Some(r2.clone())
+    );
     assert_eq!(store.runner_by_instance("i-0ccc").await.unwrap(), None);
-    assert_eq!(store.runner_by_name(&r2.name).await.unwrap(), Some(r2.clone()));
+    assert_eq!(
+        store.runner_by_name(&r2.name).await.unwrap(),
+        Some(r2.clone())
+    );
     assert_eq!(store.runner_by_name("pacer-nobody").await.unwrap(), None);
 
     let mut registered = r1.clone();
@@ -558,26 +823,54 @@ pub async fn runners_are_found_by_instance_and_transition_conditionally(store: A
     registered.github_runner_id = Some(77);
     registered.updated_at = at(3);
     registered.version = 1;
-    store.transition_runner(RunnerState::Pending, &registered).await.unwrap();
-    assert!(matches!(store.transition_runner(RunnerState::Pending, &registered).await, Err(StoreError::Stale)));
+    store
+        .transition_runner(RunnerState::Pending, &registered)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .transition_runner(RunnerState::Pending, &registered)
+            .await,
+        Err(StoreError::Stale)
+    ));
     // A writer holding an older copy in the same state loses too: it would
     // erase what the newer write set.
     let mut facts = registered.clone();
     facts.instance_type = Some("m7g.xlarge".into());
     facts.version = 2;
-    store.transition_runner(RunnerState::Registered, &facts).await.unwrap();
+    store
+        .transition_runner(RunnerState::Registered, &facts)
+        .await
+        .unwrap();
     let mut stale = registered.clone();
     stale.state = RunnerState::Busy;
     stale.version = 2;
-    assert!(matches!(store.transition_runner(RunnerState::Registered, &stale).await, Err(StoreError::Stale)));
+    assert!(matches!(
+        store
+            .transition_runner(RunnerState::Registered, &stale)
+            .await,
+        Err(StoreError::Stale)
+    ));
     let registered = facts;
-    assert_eq!(store.get_runner(&r1.id).await.unwrap(), Some(registered.clone()));
+    assert_eq!(
+        store.get_runner(&r1.id).await.unwrap(),
+        Some(registered.clone())
+    );
 
-    let live = |states: Vec<RunnerState>| RunnerFilter { pool_id: Some(pl.id.clone()), states };
-    let pending = store.list_runners(&live(vec![RunnerState::Pending]), &PageRequest::first(10)).await.unwrap();
+    let live = |states: Vec<RunnerState>| RunnerFilter {
+        pool_id: Some(pl.id.clone()),
+        states,
+    };
+    let pending = store
+        .list_runners(&live(vec![RunnerState::Pending]), &PageRequest::first(10))
+        .await
+        .unwrap();
     assert_eq!(pending.items, vec![r2.clone()]);
     let both = store
-        .list_runners(&live(vec![RunnerState::Pending, RunnerState::Registered]), &PageRequest::first(10))
+        .list_runners(
+            &live(vec![RunnerState::Pending, RunnerState::Registered]),
+            &PageRequest::first(10),
+        )
         .await
         .unwrap();
     assert_eq!(both.items, vec![r2, registered], "newest first");
@@ -587,27 +880,42 @@ pub async fn users_are_unique_by_email(store: Arc<dyn Store>) {
     let mut u = user("admin@example.com", at(0));
     u.role = Role::Admin;
     store.create_user(&u).await.unwrap();
-    assert!(matches!(store.create_user(&user("admin@example.com", at(1))).await, Err(StoreError::Conflict(_))));
-    assert_eq!(store.user_by_email("admin@example.com").await.unwrap(), Some(u.clone()));
+    assert!(matches!(
+        store.create_user(&user("admin@example.com", at(1))).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.user_by_email("admin@example.com").await.unwrap(),
+        Some(u.clone())
+    );
     assert_eq!(store.get_user(&u.id).await.unwrap(), Some(u.clone()));
 
     assert_eq!(store.user_by_oidc_subject("idp|123").await.unwrap(), None);
     let mut linked = u.clone();
     linked.oidc_subject = Some("idp|123".into());
     store.update_user(&linked).await.unwrap();
-    assert_eq!(store.user_by_oidc_subject("idp|123").await.unwrap(), Some(linked.clone()));
+    assert_eq!(
+        store.user_by_oidc_subject("idp|123").await.unwrap(),
+        Some(linked.clone())
+    );
     // Linked to another identity: the old subject no longer finds the user.
     linked.oidc_subject = Some("idp|456".into());
     store.update_user(&linked).await.unwrap();
     assert_eq!(store.user_by_oidc_subject("idp|123").await.unwrap(), None);
-    assert_eq!(store.user_by_oidc_subject("idp|456").await.unwrap(), Some(linked.clone()));
+    assert_eq!(
+        store.user_by_oidc_subject("idp|456").await.unwrap(),
+        Some(linked.clone())
+    );
     let u = linked;
     let mut disabled = u.clone();
     disabled.disabled = true;
     disabled.updated_at = at(2);
     store.update_user(&disabled).await.unwrap();
     assert!(store.get_user(&u.id).await.unwrap().unwrap().disabled);
-    store.create_user(&user("viewer@example.com", at(3))).await.unwrap();
+    store
+        .create_user(&user("viewer@example.com", at(3)))
+        .await
+        .unwrap();
     let all = store.list_users(&PageRequest::first(1)).await.unwrap();
     assert_eq!(all.items.len(), 1);
     assert!(all.next_cursor.is_some());
@@ -616,7 +924,11 @@ pub async fn users_are_unique_by_email(store: Arc<dyn Store>) {
 pub async fn audit_events_append_and_filter(store: Arc<dyn Store>) {
     let mut expected = Vec::new();
     for n in 0..5 {
-        let action = if n % 2 == 0 { "project.created" } else { "pool.updated" };
+        let action = if n % 2 == 0 {
+            "project.created"
+        } else {
+            "pool.updated"
+        };
         let actor = if n < 3 { "usr_a" } else { "usr_b" };
         let e = audit(action, actor, at(n * 10));
         store.append_audit(&e).await.unwrap();
@@ -634,28 +946,90 @@ pub async fn audit_events_append_and_filter(store: Arc<dyn Store>) {
         }
     };
     let everything = list(AuditFilter::default()).await;
-    assert_eq!(everything, expected.iter().rev().cloned().collect::<Vec<_>>(), "newest first, unchanged");
-    let created = list(AuditFilter { action: Some("project.created".into()), ..Default::default() }).await;
-    assert_eq!(created.iter().map(|e| e.at).collect::<Vec<_>>(), vec![at(40), at(20), at(0)]);
-    let pools = list(AuditFilter { action_prefix: Some("pool.".into()), ..Default::default() }).await;
-    assert_eq!(pools.iter().map(|e| e.at).collect::<Vec<_>>(), vec![at(30), at(10)]);
-    let p_anything = list(AuditFilter { action_prefix: Some("p".into()), ..Default::default() }).await;
-    assert_eq!(p_anything.len(), 5, "both project.* and pool.* begin with p");
-    let none = list(AuditFilter { action_prefix: Some("project.created.".into()), ..Default::default() }).await;
-    assert!(none.is_empty(), "a prefix longer than every action matches none");
-    let mixed = list(AuditFilter { action_prefix: Some("pro".into()), actor: Some("usr_b".into()), ..Default::default() }).await;
+    assert_eq!(
+        everything,
+        expected.iter().rev().cloned().collect::<Vec<_>>(),
+        "newest first, unchanged"
+    );
+    let created = list(AuditFilter {
+        action: Some("project.created".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        created.iter().map(|e| e.at).collect::<Vec<_>>(),
+        vec![at(40), at(20), at(0)]
+    );
+    let pools = list(AuditFilter {
+        action_prefix: Some("pool.".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        pools.iter().map(|e| e.at).collect::<Vec<_>>(),
+        vec![at(30), at(10)]
+    );
+    let p_anything = list(AuditFilter {
+        action_prefix: Some("p".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        p_anything.len(),
+        5,
+        "both project.* and pool.* begin with p"
+    );
+    let none = list(AuditFilter {
+        action_prefix: Some("project.created.".into()),
+        ..Default::default()
+    })
+    .await;
+    assert!(
+        none.is_empty(),
+        "a prefix longer than every action matches none"
+    );
+    let mixed = list(AuditFilter {
+        action_prefix: Some("pro".into()),
+        actor: Some("usr_b".into()),
+        ..Default::default()
+    })
+    .await;
     assert_eq!(mixed.iter().map(|e| e.at).collect::<Vec<_>>(), vec![at(40)]);
-    let by_b = list(AuditFilter { actor: Some("usr_b".into()), ..Default::default() }).await;
+    let by_b = list(AuditFilter {
+        actor: Some("usr_b".into()),
+        ..Default::default()
+    })
+    .await;
     assert_eq!(by_b.len(), 2);
-    let window = list(AuditFilter { from: Some(at(10)), to: Some(at(30)), ..Default::default() }).await;
-    assert_eq!(window.iter().map(|e| e.at).collect::<Vec<_>>(), vec![at(20), at(10)]);
+    let window = list(AuditFilter {
+        from: Some(at(10)),
+        to: Some(at(30)),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        window.iter().map(|e| e.at).collect::<Vec<_>>(),
+        vec![at(20), at(10)]
+    );
 }
 
 pub async fn a_bad_cursor_is_refused(store: Arc<dyn Store>) {
-    let bad = PageRequest { limit: 5, cursor: Some("not-a-cursor!".into()) };
-    assert!(matches!(store.list_jobs(&JobFilter::default(), &bad).await, Err(StoreError::BadCursor)));
-    assert!(matches!(store.list_projects(&bad).await, Err(StoreError::BadCursor)));
-    assert!(matches!(store.list_audit(&AuditFilter::default(), &bad).await, Err(StoreError::BadCursor)));
+    let bad = PageRequest {
+        limit: 5,
+        cursor: Some("not-a-cursor!".into()),
+    };
+    assert!(matches!(
+        store.list_jobs(&JobFilter::default(), &bad).await,
+        Err(StoreError::BadCursor)
+    ));
+    assert!(matches!(
+        store.list_projects(&bad).await,
+        Err(StoreError::BadCursor)
+    ));
+    assert!(matches!(
+        store.list_audit(&AuditFilter::default(), &bad).await,
+        Err(StoreError::BadCursor)
+    ));
 }
 
 pub async fn capacity_is_repaired_only_from_the_value_read(store: Arc<dyn Store>) {
@@ -666,10 +1040,27 @@ pub async fn capacity_is_repaired_only_from_the_value_read(store: Arc<dyn Store>
     for _ in 0..3 {
         assert!(store.reserve_capacity(&pl.id).await.unwrap());
     }
-    assert!(!store.set_capacity(&pl.id, 2, 1).await.unwrap(), "stale: someone reserved meanwhile");
+    assert!(
+        !store.set_capacity(&pl.id, 2, 1).await.unwrap(),
+        "stale: someone reserved meanwhile"
+    );
     assert!(store.set_capacity(&pl.id, 3, 1).await.unwrap());
-    assert_eq!(store.get_pool(&pl.id).await.unwrap().unwrap().active_runners, 1);
-    assert!(!store.set_capacity("pool_01jzzzzzzzzzzzzzzzzzzzzzzz", 0, 1).await.unwrap(), "no such pool");
+    assert_eq!(
+        store
+            .get_pool(&pl.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .active_runners,
+        1
+    );
+    assert!(
+        !store
+            .set_capacity("pool_01jzzzzzzzzzzzzzzzzzzzzzzz", 0, 1)
+            .await
+            .unwrap(),
+        "no such pool"
+    );
 }
 
 pub async fn counters_count_every_hit_once_per_window(store: Arc<dyn Store>) {
@@ -678,7 +1069,12 @@ pub async fn counters_count_every_hit_once_per_window(store: Arc<dyn Store>) {
     let hits: Vec<_> = (0..20)
         .map(|_| {
             let store = store.clone();
-            tokio::spawn(async move { store.hit_counter("login:10.0.0.1", window, expires).await.unwrap() })
+            tokio::spawn(async move {
+                store
+                    .hit_counter("login:10.0.0.1", window, expires)
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut counts = Vec::new();
@@ -686,18 +1082,57 @@ pub async fn counters_count_every_hit_once_per_window(store: Arc<dyn Store>) {
         counts.push(h.await.unwrap());
     }
     counts.sort();
-    assert_eq!(counts, (1..=20).collect::<Vec<u64>>(), "each concurrent hit sees its own count");
-    assert_eq!(store.hit_counter("login:10.0.0.1", at(300), at(900)).await.unwrap(), 1, "a new window starts at one");
-    assert_eq!(store.hit_counter("login:10.0.0.2", window, expires).await.unwrap(), 1, "keys are separate");
+    assert_eq!(
+        counts,
+        (1..=20).collect::<Vec<u64>>(),
+        "each concurrent hit sees its own count"
+    );
+    assert_eq!(
+        store
+            .hit_counter("login:10.0.0.1", at(300), at(900))
+            .await
+            .unwrap(),
+        1,
+        "a new window starts at one"
+    );
+    assert_eq!(
+        store
+            .hit_counter("login:10.0.0.2", window, expires)
+            .await
+            .unwrap(),
+        1,
+        "keys are separate"
+    );
 
     // A refund takes one back, never below zero, and creates nothing.
     store.refund_hit("login:10.0.0.2", window).await.unwrap();
     store.refund_hit("login:10.0.0.2", window).await.unwrap();
-    assert_eq!(store.hit_counter("login:10.0.0.2", window, expires).await.unwrap(), 1, "0 after two refunds, then one hit");
+    assert_eq!(
+        store
+            .hit_counter("login:10.0.0.2", window, expires)
+            .await
+            .unwrap(),
+        1,
+        "0 after two refunds, then one hit"
+    );
     store.refund_hit("login:10.0.0.1", window).await.unwrap();
-    assert_eq!(store.hit_counter("login:10.0.0.1", window, expires).await.unwrap(), 20, "20 hits, one refunded, one more");
+    assert_eq!(
+        store
+            .hit_counter("login:10.0.0.1", window, expires)
+            .await
+            .unwrap(),
+        20,
+        "20 hits, one refunded, one more"
+    );
     store.refund_hit("login:10.0.0.3", window).await.unwrap();
-    assert_eq!(store.hit_counter("login:10.0.0.3", window, expires).await.unwrap(), 1, "a refund of nothing leaves nothing");
+    assert_eq!(
+        store
+            .hit_counter("login:10.0.0.3", window, expires)
+            .await
+            .unwrap(),
+        1,
+        "a refund of nothing leaves nothing"
+    );
 }
 
 pub async fn revoked_sessions_stay_revoked(store: Arc<dyn Store>) {
@@ -721,8 +1156,20 @@ pub async fn lookups_by_an_oversized_value_find_nothing(store: Arc<dyn Store>) {
     assert!(store.runner_by_instance(&huge).await.unwrap().is_none());
     assert!(store.runner_by_name(&huge).await.unwrap().is_none());
     assert!(store.get_user(&huge).await.unwrap().is_none());
-    assert!(store.user_by_email(&format!("{huge}@example.com")).await.unwrap().is_none());
+    assert!(
+        store
+            .user_by_email(&format!("{huge}@example.com"))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(store.user_by_oidc_subject(&huge).await.unwrap().is_none());
-    assert!(store.binding_for_repo(&format!("{huge}/{huge}")).await.unwrap().is_none());
+    assert!(
+        store
+            .binding_for_repo(&format!("{huge}/{huge}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(!store.is_session_revoked(&huge).await.unwrap());
 }

@@ -103,7 +103,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::instrument;
 
-use crate::calls::{dynamodb_call, CallCounts, Calls, SdkCallCounter};
+use crate::calls::{CallCounts, Calls, SdkCallCounter, dynamodb_call};
 
 use super::{
     AuditFilter, Inserted, JobFilter, Page, PageRequest, RunnerFilter, Store, StoreError,
@@ -523,17 +523,26 @@ impl Cond {
 
     /// An `AND` of equality tests and prefix tests (`begins_with`), for
     /// filters; `None` when there are none.
-    fn all_of(equal: Vec<(&str, AttributeValue)>, prefixed: Vec<(&str, AttributeValue)>) -> Option<Self> {
+    fn all_of(
+        equal: Vec<(&str, AttributeValue)>,
+        prefixed: Vec<(&str, AttributeValue)>,
+    ) -> Option<Self> {
         if equal.is_empty() && prefixed.is_empty() {
             return None;
         }
         Some(Self::new(|e| {
-            let equal = equal.into_iter().map(|(name, value)| format!("{} = {}", e.name(name), e.value(value)));
+            let equal = equal
+                .into_iter()
+                .map(|(name, value)| format!("{} = {}", e.name(name), e.value(value)));
             let equal: Vec<String> = equal.collect();
             let prefixed = prefixed
                 .into_iter()
                 .map(|(name, value)| format!("begins_with({}, {})", e.name(name), e.value(value)));
-            equal.into_iter().chain(prefixed).collect::<Vec<_>>().join(" AND ")
+            equal
+                .into_iter()
+                .chain(prefixed)
+                .collect::<Vec<_>>()
+                .join(" AND ")
         }))
     }
 }
@@ -711,7 +720,11 @@ impl DynamoStore {
         let calls = Arc::<CallCounts>::default();
         let counter = SdkCallCounter::new(calls.clone(), dynamodb_call);
         let client = Client::from_conf(client.config().to_builder().interceptor(counter).build());
-        Self { client, table, calls }
+        Self {
+            client,
+            table,
+            calls,
+        }
     }
 
     /// The reads and writes sent so far (see [`crate::calls`]).
@@ -768,10 +781,19 @@ impl DynamoStore {
             .table_name(&self.table)
             .billing_mode(BillingMode::PayPerRequest)
             .set_attribute_definitions(Some(
-                [PK, SK, GSI1.pk, GSI1.sk, GSI2.pk, GSI2.sk, INSTANCE_ID, RUNNER_REG_NAME]
-                    .into_iter()
-                    .map(string)
-                    .collect::<Result<_, _>>()?,
+                [
+                    PK,
+                    SK,
+                    GSI1.pk,
+                    GSI1.sk,
+                    GSI2.pk,
+                    GSI2.sk,
+                    INSTANCE_ID,
+                    RUNNER_REG_NAME,
+                ]
+                .into_iter()
+                .map(string)
+                .collect::<Result<_, _>>()?,
             ))
             .key_schema(key(PK, KeyType::Hash)?)
             .key_schema(key(SK, KeyType::Range)?)
@@ -924,7 +946,13 @@ impl DynamoStore {
     /// The runner whose `attribute` (the hash key of the sparse keys-only
     /// `index`) is `value`: the index gives the key; the runner itself is
     /// then read consistently, so its state is never an index's stale copy.
-    async fn runner_by_sparse_key(&self, index: &str, attribute: &str, value: &str, op: &str) -> StoreResult<Option<Runner>> {
+    async fn runner_by_sparse_key(
+        &self,
+        index: &str,
+        attribute: &str,
+        value: &str,
+        op: &str,
+    ) -> StoreResult<Option<Runner>> {
         if !fits_a_key(value) {
             return Ok(None);
         }
@@ -1183,7 +1211,10 @@ impl DynamoStore {
             // The cursor is the last item *returned*, never DynamoDB's last
             // evaluated key: with a filter or a merge that one may lie
             // beyond items this page did not return.
-            items.last().map(|last| Cursor::of(last, listing.index).map(|c| c.encode(listing.index))).transpose()?
+            items
+                .last()
+                .map(|last| Cursor::of(last, listing.index).map(|c| c.encode(listing.index)))
+                .transpose()?
         } else {
             None
         };
@@ -1642,7 +1673,13 @@ impl Store for DynamoStore {
     }
 
     async fn set_capacity(&self, pool_id: &str, expected: u32, actual: u32) -> StoreResult<bool> {
-        let cond = Cond::exists_and(|e| format!("{} = {}", e.name(ACTIVE_RUNNERS), e.value(n(i64::from(expected)))));
+        let cond = Cond::exists_and(|e| {
+            format!(
+                "{} = {}",
+                e.name(ACTIVE_RUNNERS),
+                e.value(n(i64::from(expected)))
+            )
+        });
         self.add_if(
             POOL.key(pool_id),
             ACTIVE_RUNNERS,
@@ -1868,7 +1905,12 @@ impl Store for DynamoStore {
             });
         }
         let mut listing = match filter.state {
-            Some(state) => Listing::new("list_jobs", GSI2, format!("JOBSTATE#{state}"), !filter.oldest_first),
+            Some(state) => Listing::new(
+                "list_jobs",
+                GSI2,
+                format!("JOBSTATE#{state}"),
+                !filter.oldest_first,
+            ),
             None => Listing::new("list_jobs", GSI1, JOB.collection, !filter.oldest_first),
         };
         listing.lo = filter.from.as_ref().map(time_key);
@@ -1927,12 +1969,19 @@ impl Store for DynamoStore {
     /// read consistently, so its state is never an index's stale copy.
     #[instrument(level = "debug", skip_all, fields(table = %self.table, instance_id = %instance_id))]
     async fn runner_by_instance(&self, instance_id: &str) -> StoreResult<Option<Runner>> {
-        self.runner_by_sparse_key(INSTANCE_INDEX, INSTANCE_ID, instance_id, "runner_by_instance").await
+        self.runner_by_sparse_key(
+            INSTANCE_INDEX,
+            INSTANCE_ID,
+            instance_id,
+            "runner_by_instance",
+        )
+        .await
     }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table, name = %name))]
     async fn runner_by_name(&self, name: &str) -> StoreResult<Option<Runner>> {
-        self.runner_by_sparse_key(RUNNER_NAME_INDEX, RUNNER_REG_NAME, name, "runner_by_name").await
+        self.runner_by_sparse_key(RUNNER_NAME_INDEX, RUNNER_REG_NAME, name, "runner_by_name")
+            .await
     }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table))]
@@ -1973,11 +2022,18 @@ impl Store for DynamoStore {
             let version = e.name("version");
             // Items written before versions existed count as version 0.
             let matches_version = if previous == 0 {
-                format!("(attribute_not_exists({version}) OR {version} = {})", e.value(n(0)))
+                format!(
+                    "(attribute_not_exists({version}) OR {version} = {})",
+                    e.value(n(0))
+                )
             } else {
                 format!("{version} = {}", e.value(n(previous as i64)))
             };
-            format!("{} = {} AND {matches_version}", e.name(STATE), e.value(s(from.as_str())))
+            format!(
+                "{} = {} AND {matches_version}",
+                e.name(STATE),
+                e.value(s(from.as_str()))
+            )
         });
         if self
             .put_if(runner_item(runner)?.item, cond, "transition_runner")
@@ -2035,7 +2091,8 @@ impl Store for DynamoStore {
     /// Through the subject's guard item: two reads, however many users.
     #[instrument(level = "debug", skip_all, fields(table = %self.table))]
     async fn user_by_oidc_subject(&self, subject: &str) -> StoreResult<Option<User>> {
-        self.get_guarded(&USER_OIDC, subject, &USER, "user_by_oidc_subject").await
+        self.get_guarded(&USER_OIDC, subject, &USER, "user_by_oidc_subject")
+            .await
     }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table))]
@@ -2105,7 +2162,12 @@ impl Store for DynamoStore {
     // --- audit ---
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table, key = %key))]
-    async fn hit_counter(&self, key: &str, window_start: Time, expires_at: Time) -> StoreResult<u64> {
+    async fn hit_counter(
+        &self,
+        key: &str,
+        window_start: Time,
+        expires_at: Time,
+    ) -> StoreResult<u64> {
         let mut e = Expr::default();
         let update = format!(
             "ADD {count} {one} SET {ttl} = {expires}, {kind} = {counter}",
@@ -2142,7 +2204,14 @@ impl Store for DynamoStore {
     async fn refund_hit(&self, key: &str, window_start: Time) -> StoreResult<()> {
         // Only a counter that exists and is above zero: never below, never created.
         let positive = Cond::new(|e| format!("{} > {}", e.name("count"), e.value(n(0))));
-        self.add_if(counter_key(key, window_start), "count", -1, positive, "refund_hit").await?;
+        self.add_if(
+            counter_key(key, window_start),
+            "count",
+            -1,
+            positive,
+            "refund_hit",
+        )
+        .await?;
         Ok(())
     }
 
@@ -2208,7 +2277,11 @@ impl Store for DynamoStore {
         if let Some(a) = &filter.actor {
             tests.push(("audit_actor", s(a)));
         }
-        let prefixed = filter.action_prefix.iter().map(|p| ("action", s(p))).collect();
+        let prefixed = filter
+            .action_prefix
+            .iter()
+            .map(|p| ("action", s(p)))
+            .collect();
         listing.filter = Cond::all_of(tests, prefixed);
         let (items, next_cursor) = self.list(&listing, page).await?;
         Ok(Page {
@@ -2225,7 +2298,10 @@ impl Store for DynamoStore {
 fn counter_key(key: &str, window_start: Time) -> Item {
     [
         (PK.to_string(), s(format!("COUNTER#{key}"))),
-        (SK.to_string(), s(window_start.timestamp_micros().to_string())),
+        (
+            SK.to_string(),
+            s(window_start.timestamp_micros().to_string()),
+        ),
     ]
     .into_iter()
     .collect()
@@ -2328,14 +2404,26 @@ mod tests {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
         };
         for sk in [String::new(), "k".repeat(1025)] {
-            assert!(matches!(Cursor::decode(&forged(&sk), GSI1, &["JOBS".into()]), Err(StoreError::BadCursor)), "sk of {} bytes", sk.len());
+            assert!(
+                matches!(
+                    Cursor::decode(&forged(&sk), GSI1, &["JOBS".into()]),
+                    Err(StoreError::BadCursor)
+                ),
+                "sk of {} bytes",
+                sk.len()
+            );
         }
         assert!(Cursor::decode(&forged("JOB"), GSI1, &["JOBS".into()]).is_ok());
     }
 
     fn any_cursor_text() -> impl proptest::strategy::Strategy<Value = String> {
         use proptest::strategy::Strategy as _;
-        let key = |examples: &[&str]| examples.iter().map(|e| serde_json::json!(e)).collect::<Vec<_>>();
+        let key = |examples: &[&str]| {
+            examples
+                .iter()
+                .map(|e| serde_json::json!(e))
+                .collect::<Vec<_>>()
+        };
         let long = "k".repeat(2049);
         let json_cursor = crate::arbitrary::object_with(vec![
             (PK, key(&["JOB#j", "", &long])),
@@ -2343,7 +2431,10 @@ mod tests {
             (GSI1.pk, key(&["JOBS", ""])),
             (GSI1.sk, key(&["t#j", "", &long])),
         ])
-        .prop_map(|map| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::Value::Object(map).to_string()));
+        .prop_map(|map| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(serde_json::Value::Object(map).to_string())
+        });
         proptest::prop_oneof![crate::arbitrary::hostile_text(), json_cursor]
     }
 

@@ -52,7 +52,10 @@ impl PageRequest {
     pub const MAX_LIMIT: u32 = 500;
 
     pub fn first(limit: u32) -> Self {
-        Self { limit, cursor: None }
+        Self {
+            limit,
+            cursor: None,
+        }
     }
 
     /// The limit, clamped to 1..=MAX_LIMIT (0 means the default).
@@ -136,7 +139,11 @@ pub trait Store: Send + Sync + 'static {
     /// `MissingParent("project")` when the project is gone.
     async fn create_pool(&self, pool: &Pool) -> StoreResult<()>;
     async fn get_pool(&self, id: &str) -> StoreResult<Option<Pool>>;
-    async fn list_pools(&self, project_id: Option<&str>, page: &PageRequest) -> StoreResult<Page<Pool>>;
+    async fn list_pools(
+        &self,
+        project_id: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Pool>>;
     /// Replaces the writable fields, never `active_runners`.
     async fn update_pool(&self, pool: &Pool) -> StoreResult<()>;
     /// `InUse` while the pool holds capacity for live runners.
@@ -156,7 +163,11 @@ pub trait Store: Send + Sync + 'static {
     async fn get_binding(&self, id: &str) -> StoreResult<Option<RepoBinding>>;
     /// The binding of a repo by its lower-cased `owner/name`.
     async fn binding_for_repo(&self, repo_key: &str) -> StoreResult<Option<RepoBinding>>;
-    async fn list_bindings(&self, project_id: Option<&str>, page: &PageRequest) -> StoreResult<Page<RepoBinding>>;
+    async fn list_bindings(
+        &self,
+        project_id: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<RepoBinding>>;
     async fn update_binding(&self, binding: &RepoBinding) -> StoreResult<()>;
     async fn delete_binding(&self, id: &str) -> StoreResult<()>;
 
@@ -190,7 +201,11 @@ pub trait Store: Send + Sync + 'static {
             }
         }
     }
-    async fn list_runners(&self, filter: &RunnerFilter, page: &PageRequest) -> StoreResult<Page<Runner>>;
+    async fn list_runners(
+        &self,
+        filter: &RunnerFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Runner>>;
     /// Writes `runner` only if the stored one is still in `from` and at
     /// version `runner.version - 1` (the caller read it, changed it, and
     /// bumped the version); otherwise `Stale`.
@@ -208,7 +223,11 @@ pub trait Store: Send + Sync + 'static {
         let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
         loop {
             let listed = self.list_users(&page).await?;
-            if let Some(found) = listed.items.into_iter().find(|u| u.oidc_subject.as_deref() == Some(subject)) {
+            if let Some(found) = listed
+                .items
+                .into_iter()
+                .find(|u| u.oidc_subject.as_deref() == Some(subject))
+            {
                 return Ok(Some(found));
             }
             match listed.next_cursor {
@@ -225,7 +244,12 @@ pub trait Store: Send + Sync + 'static {
     /// Adds one to the counter `key` for the window starting at
     /// `window_start` and returns the new count. Atomic: concurrent hits
     /// each see a different count. `expires_at` bounds how long it is kept.
-    async fn hit_counter(&self, key: &str, window_start: Time, expires_at: Time) -> StoreResult<u64>;
+    async fn hit_counter(
+        &self,
+        key: &str,
+        window_start: Time,
+        expires_at: Time,
+    ) -> StoreResult<u64>;
     /// Takes one hit back from the counter (a login that succeeded), never
     /// below zero; a counter that does not exist stays absent.
     async fn refund_hit(&self, key: &str, window_start: Time) -> StoreResult<()>;
@@ -236,7 +260,11 @@ pub trait Store: Send + Sync + 'static {
 
     // Audit log: append-only.
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()>;
-    async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditEvent>>;
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<AuditEvent>>;
 }
 
 /// Every job `filter` selects, page after page: for tools, the bench and

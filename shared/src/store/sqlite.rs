@@ -25,9 +25,9 @@ use anyhow::Context;
 use async_trait::async_trait;
 use base64::Engine;
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
-use serde::de::DeserializeOwned;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::*;
 use crate::calls::{Call, CallCounts, Calls};
@@ -129,9 +129,11 @@ impl SqliteStore {
     /// 0700; existing files readable by others are reported with a WARN.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            private::create_dir(dir).with_context(|| format!("creating the database directory {}", dir.display()))?;
+            private::create_dir(dir)
+                .with_context(|| format!("creating the database directory {}", dir.display()))?;
         }
-        private::create_file(path).with_context(|| format!("creating the SQLite database {}", path.display()))?;
+        private::create_file(path)
+            .with_context(|| format!("creating the SQLite database {}", path.display()))?;
         for (file, mode) in private::readable_by_others(path) {
             tracing::warn!(
                 file = %file.display(),
@@ -139,10 +141,14 @@ impl SqliteStore {
                 "the SQLite database holds password hashes but others may read it; run chmod 600 on it"
             );
         }
-        let conn = Connection::open(path).with_context(|| format!("opening the SQLite database {}", path.display()))?;
-        conn.pragma_update(None, "journal_mode", "WAL").context("turning on WAL")?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0).context("handing checkpoints to the background")?;
-        let store = Self::setup(conn).with_context(|| format!("preparing the SQLite database {}", path.display()))?;
+        let conn = Connection::open(path)
+            .with_context(|| format!("opening the SQLite database {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .context("turning on WAL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .context("handing checkpoints to the background")?;
+        let store = Self::setup(conn)
+            .with_context(|| format!("preparing the SQLite database {}", path.display()))?;
         spawn_checkpointer(path.to_path_buf(), Arc::downgrade(&store.conn))?;
         Ok(store)
     }
@@ -151,7 +157,10 @@ impl SqliteStore {
     /// background checkpointer does every [`CHECKPOINT_EVERY`]; answers
     /// (frames in the WAL, frames copied).
     pub fn checkpoint(&self) -> anyhow::Result<(i64, i64)> {
-        let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         passive_checkpoint(&conn)
     }
 
@@ -165,7 +174,10 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), calls: Arc::default() })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            calls: Arc::default(),
+        })
     }
 
     /// The reads and writes made so far (one per trip to the connection).
@@ -194,7 +206,8 @@ impl SqliteStore {
     /// One write statement whose only possible failure is the backend's.
     async fn execute(&self, sql: &'static str, params: Vec<SqlValue>) -> StoreResult<()> {
         self.write(move |c| {
-            c.execute(sql, rusqlite::params_from_iter(params)).map_err(backend)?;
+            c.execute(sql, rusqlite::params_from_iter(params))
+                .map_err(backend)?;
             Ok(())
         })
         .await
@@ -282,14 +295,17 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// starts the WAL over.
 fn passive_checkpoint(conn: &Connection) -> anyhow::Result<(i64, i64)> {
     let (_busy, log, copied): (i64, i64, i64) =
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
     Ok((log, copied))
 }
 
 /// Checkpoints `path` every [`CHECKPOINT_EVERY`] on a connection of its own,
 /// until the store (whose connection `alive` watches) is dropped.
 fn spawn_checkpointer(path: PathBuf, alive: Weak<Mutex<Connection>>) -> anyhow::Result<()> {
-    let conn = Connection::open(&path).with_context(|| format!("opening {} for checkpoints", path.display()))?;
+    let conn = Connection::open(&path)
+        .with_context(|| format!("opening {} for checkpoints", path.display()))?;
     conn.busy_timeout(Duration::from_secs(5))?;
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
@@ -297,7 +313,10 @@ fn spawn_checkpointer(path: PathBuf, alive: Weak<Mutex<Connection>>) -> anyhow::
             while alive.strong_count() > 0 {
                 std::thread::sleep(CHECKPOINT_EVERY);
                 if let Err(e) = passive_checkpoint(&conn) {
-                    tracing::warn!(error = format!("{e:#}"), "SQLite checkpoint failed; the next one retries");
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "SQLite checkpoint failed; the next one retries"
+                    );
                 }
             }
         })
@@ -315,7 +334,8 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     }
     for (n, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = conn.transaction()?;
-        tx.execute_batch(sql).with_context(|| format!("applying migration {}", n + 1))?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("applying migration {}", n + 1))?;
         tx.pragma_update(None, "user_version", n + 1)?;
         tx.commit()?;
         tracing::info!(version = n + 1, "applied SQLite migration");
@@ -337,7 +357,9 @@ fn micros(t: Time) -> i64 {
 
 fn constraint(err: &rusqlite::Error) -> Option<i32> {
     match err {
-        rusqlite::Error::SqliteFailure(e, _) if e.code == ErrorCode::ConstraintViolation => Some(e.extended_code),
+        rusqlite::Error::SqliteFailure(e, _) if e.code == ErrorCode::ConstraintViolation => {
+            Some(e.extended_code)
+        }
         _ => None,
     }
 }
@@ -374,9 +396,12 @@ fn encode_cursor(last_id: &str) -> String {
 
 fn decode_cursor(cursor: &Option<String>) -> StoreResult<Option<String>> {
     let Some(c) = cursor else { return Ok(None) };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).map_err(|_| StoreError::BadCursor)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .map_err(|_| StoreError::BadCursor)?;
     let id = String::from_utf8(bytes).map_err(|_| StoreError::BadCursor)?;
-    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
         return Err(StoreError::BadCursor);
     }
     Ok(Some(id))
@@ -393,7 +418,12 @@ struct ListQuery {
 
 impl ListQuery {
     fn new(table: &'static str, newest_first: bool) -> Self {
-        Self { table, newest_first, conditions: Vec::new(), params: Vec::new() }
+        Self {
+            table,
+            newest_first,
+            conditions: Vec::new(),
+            params: Vec::new(),
+        }
     }
 
     fn and(mut self, condition: &str, value: impl Into<SqlValue>) -> Self {
@@ -409,9 +439,17 @@ impl ListQuery {
         }
     }
 
-    fn run<T: DeserializeOwned>(mut self, conn: &Connection, page: &PageRequest) -> StoreResult<Page<T>> {
+    fn run<T: DeserializeOwned>(
+        mut self,
+        conn: &Connection,
+        page: &PageRequest,
+    ) -> StoreResult<Page<T>> {
         if let Some(after) = decode_cursor(&page.cursor)? {
-            let op = if self.newest_first { "id < ?" } else { "id > ?" };
+            let op = if self.newest_first {
+                "id < ?"
+            } else {
+                "id > ?"
+            };
             self = self.and(op, after);
         }
         let limit = page.limit();
@@ -420,23 +458,40 @@ impl ListQuery {
             sql.push_str(" WHERE ");
             sql.push_str(&self.conditions.join(" AND "));
         }
-        sql.push_str(if self.newest_first { " ORDER BY id DESC" } else { " ORDER BY id ASC" });
+        sql.push_str(if self.newest_first {
+            " ORDER BY id DESC"
+        } else {
+            " ORDER BY id ASC"
+        });
         sql.push_str(&format!(" LIMIT {}", limit + 1));
         let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
         let rows: Vec<(String, String)> = stmt
-            .query_map(rusqlite::params_from_iter(self.params.iter()), |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map(rusqlite::params_from_iter(self.params.iter()), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .map_err(backend)?
             .collect::<Result<_, _>>()
             .map_err(backend)?;
         let more = rows.len() > limit;
         let rows = rows.get(..limit).unwrap_or(&rows);
-        let next_cursor = if more { rows.last().map(|(id, _)| encode_cursor(id)) } else { None };
-        let items = rows.iter().map(|(_, data)| from_json(data)).collect::<StoreResult<Vec<T>>>()?;
+        let next_cursor = if more {
+            rows.last().map(|(id, _)| encode_cursor(id))
+        } else {
+            None
+        };
+        let items = rows
+            .iter()
+            .map(|(_, data)| from_json(data))
+            .collect::<StoreResult<Vec<T>>>()?;
         Ok(Page { items, next_cursor })
     }
 }
 
-fn get_data<T: DeserializeOwned>(conn: &Connection, sql: &str, key: impl rusqlite::ToSql) -> StoreResult<Option<T>> {
+fn get_data<T: DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    key: impl rusqlite::ToSql,
+) -> StoreResult<Option<T>> {
     let data: Option<String> = conn
         .prepare_cached(sql)
         .map_err(backend)?
@@ -469,11 +524,18 @@ impl Store for SqliteStore {
     }
 
     async fn create_project(&self, project: &Project) -> StoreResult<()> {
-        let (id, key, data) = (project.id.clone(), project.spec.name.to_lowercase(), to_json(project)?);
+        let (id, key, data) = (
+            project.id.clone(),
+            project.spec.name.to_lowercase(),
+            to_json(project)?,
+        );
         let name = project.spec.name.clone();
         self.write(move |c| {
-            c.execute("INSERT INTO projects (id, name_key, data) VALUES (?1, ?2, ?3)", params![id, key, data])
-                .map_err(|e| write_err(e, &format!("a project named {name:?} exists"), "project"))?;
+            c.execute(
+                "INSERT INTO projects (id, name_key, data) VALUES (?1, ?2, ?3)",
+                params![id, key, data],
+            )
+            .map_err(|e| write_err(e, &format!("a project named {name:?} exists"), "project"))?;
             Ok(())
         })
         .await
@@ -481,21 +543,32 @@ impl Store for SqliteStore {
 
     async fn get_project(&self, id: &str) -> StoreResult<Option<Project>> {
         let id = id.to_string();
-        self.read(move |c| get_data(c, "SELECT data FROM projects WHERE id = ?1", id)).await
+        self.read(move |c| get_data(c, "SELECT data FROM projects WHERE id = ?1", id))
+            .await
     }
 
     async fn list_projects(&self, page: &PageRequest) -> StoreResult<Page<Project>> {
         let page = page.clone();
-        self.read(move |c| ListQuery::new("projects", false).run(c, &page)).await
+        self.read(move |c| ListQuery::new("projects", false).run(c, &page))
+            .await
     }
 
     async fn update_project(&self, project: &Project) -> StoreResult<()> {
-        let (id, key, data) = (project.id.clone(), project.spec.name.to_lowercase(), to_json(project)?);
+        let (id, key, data) = (
+            project.id.clone(),
+            project.spec.name.to_lowercase(),
+            to_json(project)?,
+        );
         let name = project.spec.name.clone();
         self.write(move |c| {
             let n = c
-                .execute("UPDATE projects SET name_key = ?2, data = ?3 WHERE id = ?1", params![id, key, data])
-                .map_err(|e| write_err(e, &format!("a project named {name:?} exists"), "project"))?;
+                .execute(
+                    "UPDATE projects SET name_key = ?2, data = ?3 WHERE id = ?1",
+                    params![id, key, data],
+                )
+                .map_err(|e| {
+                    write_err(e, &format!("a project named {name:?} exists"), "project")
+                })?;
             exactly_one(n)
         })
         .await
@@ -506,10 +579,14 @@ impl Store for SqliteStore {
         self.write(move |c| {
             // RESTRICT reports a plain constraint violation, not the
             // foreign-key extended code: any constraint here is a dependent.
-            let n = c.execute("DELETE FROM projects WHERE id = ?1", [&id]).map_err(|e| match constraint(&e) {
-                Some(_) => StoreError::InUse("the project still has pools or repo bindings".into()),
-                _ => backend(e),
-            })?;
+            let n = c
+                .execute("DELETE FROM projects WHERE id = ?1", [&id])
+                .map_err(|e| match constraint(&e) {
+                    Some(_) => {
+                        StoreError::InUse("the project still has pools or repo bindings".into())
+                    }
+                    _ => backend(e),
+                })?;
             exactly_one(n)
         })
         .await
@@ -531,16 +608,33 @@ impl Store for SqliteStore {
 
     async fn get_pool(&self, id: &str) -> StoreResult<Option<Pool>> {
         let id = id.to_string();
-        self.read(move |c| read_pool(c, "SELECT data, active_runners FROM pools WHERE id = ?1", id)).await
+        self.read(move |c| {
+            read_pool(
+                c,
+                "SELECT data, active_runners FROM pools WHERE id = ?1",
+                id,
+            )
+        })
+        .await
     }
 
-    async fn list_pools(&self, project_id: Option<&str>, page: &PageRequest) -> StoreResult<Page<Pool>> {
+    async fn list_pools(
+        &self,
+        project_id: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Pool>> {
         let (project_id, page) = (project_id.map(str::to_string), page.clone());
         self.read(move |c| {
-            let mut listed: Page<Pool> = ListQuery::new("pools", false).and_if("project_id = ?", project_id).run(c, &page)?;
+            let mut listed: Page<Pool> = ListQuery::new("pools", false)
+                .and_if("project_id = ?", project_id)
+                .run(c, &page)?;
             for pool in &mut listed.items {
                 pool.active_runners = c
-                    .query_row("SELECT active_runners FROM pools WHERE id = ?1", [&pool.id], |r| r.get(0))
+                    .query_row(
+                        "SELECT active_runners FROM pools WHERE id = ?1",
+                        [&pool.id],
+                        |r| r.get(0),
+                    )
                     .map_err(backend)?;
             }
             Ok(listed)
@@ -567,14 +661,24 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.write(move |c| {
             let active: Option<u32> = c
-                .query_row("SELECT active_runners FROM pools WHERE id = ?1", [&id], |r| r.get(0))
+                .query_row(
+                    "SELECT active_runners FROM pools WHERE id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
                 .optional()
                 .map_err(backend)?;
             match active {
                 None => Err(StoreError::NotFound),
-                Some(n) if n > 0 => Err(StoreError::InUse(format!("the pool has {n} live runner(s)"))),
+                Some(n) if n > 0 => Err(StoreError::InUse(format!(
+                    "the pool has {n} live runner(s)"
+                ))),
                 Some(_) => exactly_one(
-                    c.execute("DELETE FROM pools WHERE id = ?1 AND active_runners = 0", [&id]).map_err(backend)?,
+                    c.execute(
+                        "DELETE FROM pools WHERE id = ?1 AND active_runners = 0",
+                        [&id],
+                    )
+                    .map_err(backend)?,
                 ),
             }
         })
@@ -628,7 +732,13 @@ impl Store for SqliteStore {
                 "INSERT INTO bindings (id, repo_key, project_id, data) VALUES (?1, ?2, ?3, ?4)",
                 params![b.id, b.spec.repo.key(), b.spec.project_id, data],
             )
-            .map_err(|e| write_err(e, &format!("{} is bound to a project already", b.spec.repo), "project"))?;
+            .map_err(|e| {
+                write_err(
+                    e,
+                    &format!("{} is bound to a project already", b.spec.repo),
+                    "project",
+                )
+            })?;
             Ok(())
         })
         .await
@@ -636,17 +746,28 @@ impl Store for SqliteStore {
 
     async fn get_binding(&self, id: &str) -> StoreResult<Option<RepoBinding>> {
         let id = id.to_string();
-        self.read(move |c| get_data(c, "SELECT data FROM bindings WHERE id = ?1", id)).await
+        self.read(move |c| get_data(c, "SELECT data FROM bindings WHERE id = ?1", id))
+            .await
     }
 
     async fn binding_for_repo(&self, repo_key: &str) -> StoreResult<Option<RepoBinding>> {
         let key = repo_key.to_lowercase();
-        self.read(move |c| get_data(c, "SELECT data FROM bindings WHERE repo_key = ?1", key)).await
+        self.read(move |c| get_data(c, "SELECT data FROM bindings WHERE repo_key = ?1", key))
+            .await
     }
 
-    async fn list_bindings(&self, project_id: Option<&str>, page: &PageRequest) -> StoreResult<Page<RepoBinding>> {
+    async fn list_bindings(
+        &self,
+        project_id: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<RepoBinding>> {
         let (project_id, page) = (project_id.map(str::to_string), page.clone());
-        self.read(move |c| ListQuery::new("bindings", false).and_if("project_id = ?", project_id).run(c, &page)).await
+        self.read(move |c| {
+            ListQuery::new("bindings", false)
+                .and_if("project_id = ?", project_id)
+                .run(c, &page)
+        })
+        .await
     }
 
     async fn update_binding(&self, binding: &RepoBinding) -> StoreResult<()> {
@@ -658,7 +779,13 @@ impl Store for SqliteStore {
                     "UPDATE bindings SET repo_key = ?2, project_id = ?3, data = ?4 WHERE id = ?1",
                     params![b.id, b.spec.repo.key(), b.spec.project_id, data],
                 )
-                .map_err(|e| write_err(e, &format!("{} is bound to a project already", b.spec.repo), "project"))?;
+                .map_err(|e| {
+                    write_err(
+                        e,
+                        &format!("{} is bound to a project already", b.spec.repo),
+                        "project",
+                    )
+                })?;
             exactly_one(n)
         })
         .await
@@ -666,8 +793,13 @@ impl Store for SqliteStore {
 
     async fn delete_binding(&self, id: &str) -> StoreResult<()> {
         let id = id.to_string();
-        self.write(move |c| exactly_one(c.execute("DELETE FROM bindings WHERE id = ?1", [&id]).map_err(backend)?))
-            .await
+        self.write(move |c| {
+            exactly_one(
+                c.execute("DELETE FROM bindings WHERE id = ?1", [&id])
+                    .map_err(backend)?,
+            )
+        })
+        .await
     }
 
     async fn insert_job(&self, job: &Job) -> StoreResult<Inserted> {
@@ -702,11 +834,19 @@ impl Store for SqliteStore {
 
     async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
         let id = id.to_string();
-        self.read(move |c| get_data(c, "SELECT data FROM jobs WHERE id = ?1", id)).await
+        self.read(move |c| get_data(c, "SELECT data FROM jobs WHERE id = ?1", id))
+            .await
     }
 
     async fn job_by_github_id(&self, github_job_id: i64) -> StoreResult<Option<Job>> {
-        self.read(move |c| get_data(c, "SELECT data FROM jobs WHERE github_job_id = ?1", github_job_id)).await
+        self.read(move |c| {
+            get_data(
+                c,
+                "SELECT data FROM jobs WHERE github_job_id = ?1",
+                github_job_id,
+            )
+        })
+        .await
     }
 
     async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>> {
@@ -760,28 +900,51 @@ impl Store for SqliteStore {
 
     async fn get_runner(&self, id: &str) -> StoreResult<Option<Runner>> {
         let id = id.to_string();
-        self.read(move |c| get_data(c, "SELECT data FROM runners WHERE id = ?1", id)).await
+        self.read(move |c| get_data(c, "SELECT data FROM runners WHERE id = ?1", id))
+            .await
     }
 
     async fn runner_by_instance(&self, instance_id: &str) -> StoreResult<Option<Runner>> {
         let id = instance_id.to_string();
-        self.read(move |c| get_data(c, "SELECT data FROM runners WHERE instance_id = ?1 ORDER BY id DESC LIMIT 1", id))
-            .await
+        self.read(move |c| {
+            get_data(
+                c,
+                "SELECT data FROM runners WHERE instance_id = ?1 ORDER BY id DESC LIMIT 1",
+                id,
+            )
+        })
+        .await
     }
 
     async fn runner_by_name(&self, name: &str) -> StoreResult<Option<Runner>> {
         let name = name.to_string();
-        self.read(move |c| get_data(c, "SELECT data FROM runners WHERE name = ?1 ORDER BY id DESC LIMIT 1", name)).await
+        self.read(move |c| {
+            get_data(
+                c,
+                "SELECT data FROM runners WHERE name = ?1 ORDER BY id DESC LIMIT 1",
+                name,
+            )
+        })
+        .await
     }
 
-    async fn list_runners(&self, filter: &RunnerFilter, page: &PageRequest) -> StoreResult<Page<Runner>> {
+    async fn list_runners(
+        &self,
+        filter: &RunnerFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Runner>> {
         let (f, page) = (filter.clone(), page.clone());
         self.read(move |c| {
             let mut q = ListQuery::new("runners", true).and_if("pool_id = ?", f.pool_id);
             if !f.states.is_empty() {
                 // States are a closed set of known words: safe to inline.
-                let states: Vec<String> = f.states.iter().map(|s| format!("'{}'", s.as_str())).collect();
-                q.conditions.push(format!("state IN ({})", states.join(", ")));
+                let states: Vec<String> = f
+                    .states
+                    .iter()
+                    .map(|s| format!("'{}'", s.as_str()))
+                    .collect();
+                q.conditions
+                    .push(format!("state IN ({})", states.join(", ")));
             }
             q.run(c, &page)
         })
@@ -824,24 +987,32 @@ impl Store for SqliteStore {
 
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
         let id = id.to_string();
-        self.read(move |c| get_user_row(c, "SELECT data FROM users WHERE id = ?1", id)).await
+        self.read(move |c| get_user_row(c, "SELECT data FROM users WHERE id = ?1", id))
+            .await
     }
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
         let email = email.trim().to_lowercase();
-        self.read(move |c| get_user_row(c, "SELECT data FROM users WHERE email = ?1", email)).await
+        self.read(move |c| get_user_row(c, "SELECT data FROM users WHERE email = ?1", email))
+            .await
     }
 
     async fn user_by_oidc_subject(&self, subject: &str) -> StoreResult<Option<User>> {
         let subject = subject.to_string();
-        self.read(move |c| get_user_row(c, "SELECT data FROM users WHERE oidc_subject = ?1", subject)).await
+        self.read(move |c| {
+            get_user_row(c, "SELECT data FROM users WHERE oidc_subject = ?1", subject)
+        })
+        .await
     }
 
     async fn list_users(&self, page: &PageRequest) -> StoreResult<Page<User>> {
         let page = page.clone();
         self.read(move |c| {
             let listed: Page<UserRow> = ListQuery::new("users", false).run(c, &page)?;
-            Ok(Page { items: listed.items.into_iter().map(|r| r.0).collect(), next_cursor: listed.next_cursor })
+            Ok(Page {
+                items: listed.items.into_iter().map(|r| r.0).collect(),
+                next_cursor: listed.next_cursor,
+            })
         })
         .await
     }
@@ -855,17 +1026,25 @@ impl Store for SqliteStore {
                     "UPDATE users SET email = ?2, oidc_subject = ?3, data = ?4 WHERE id = ?1",
                     params![u.id, u.email, u.oidc_subject, data],
                 )
-                .map_err(|e| write_err(e, &format!("a user with email {} exists", u.email), "user"))?;
+                .map_err(|e| {
+                    write_err(e, &format!("a user with email {} exists", u.email), "user")
+                })?;
             exactly_one(n)
         })
         .await
     }
 
-    async fn hit_counter(&self, key: &str, window_start: Time, expires_at: Time) -> StoreResult<u64> {
+    async fn hit_counter(
+        &self,
+        key: &str,
+        window_start: Time,
+        expires_at: Time,
+    ) -> StoreResult<u64> {
         let (key, window, expires) = (key.to_string(), micros(window_start), micros(expires_at));
         self.write(move |c| {
             // Expired windows go as new ones come: the table stays small.
-            c.execute("DELETE FROM counters WHERE expires_us < ?1", [window]).map_err(backend)?;
+            c.execute("DELETE FROM counters WHERE expires_us < ?1", [window])
+                .map_err(backend)?;
             let count: i64 = c
                 .query_row(
                     "INSERT INTO counters (key, window_us, count, expires_us) VALUES (?1, ?2, 1, ?3)
@@ -899,7 +1078,9 @@ impl Store for SqliteStore {
         let id = session_id.to_string();
         self.read(move |c| {
             let found: Option<i64> = c
-                .query_row("SELECT 1 FROM revoked_sessions WHERE id = ?1", [&id], |r| r.get(0))
+                .query_row("SELECT 1 FROM revoked_sessions WHERE id = ?1", [&id], |r| {
+                    r.get(0)
+                })
                 .optional()
                 .map_err(backend)?;
             Ok(found.is_some())
@@ -921,7 +1102,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditEvent>> {
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<AuditEvent>> {
         let (f, page) = (filter.clone(), page.clone());
         self.read(move |c| {
             ListQuery::new("audit", true)
@@ -929,7 +1114,10 @@ impl Store for SqliteStore {
                 // A range rather than LIKE, so audit_by_action serves it:
                 // U+10FFFF sorts after anything that can follow the prefix.
                 .and_if("action >= ?", f.action_prefix.clone())
-                .and_if("action < ?", f.action_prefix.map(|p| format!("{p}\u{10FFFF}")))
+                .and_if(
+                    "action < ?",
+                    f.action_prefix.map(|p| format!("{p}\u{10FFFF}")),
+                )
                 .and_if("actor_id = ?", f.actor)
                 .and_if("at_us >= ?", f.from.map(micros))
                 .and_if("at_us < ?", f.to.map(micros))
@@ -955,12 +1143,19 @@ mod user_with_hash {
     }
 
     pub fn serialize<S: serde::Serializer>(u: &User, s: S) -> Result<S::Ok, S::Error> {
-        Stored { user: u.clone(), password_hash: u.password_hash.clone() }.serialize(s)
+        Stored {
+            user: u.clone(),
+            password_hash: u.password_hash.clone(),
+        }
+        .serialize(s)
     }
 
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<User, D::Error> {
         let stored = <Stored as serde::Deserialize>::deserialize(d)?;
-        Ok(User { password_hash: stored.password_hash, ..stored.user })
+        Ok(User {
+            password_hash: stored.password_hash,
+            ..stored.user
+        })
     }
 }
 
@@ -972,7 +1167,6 @@ fn get_user_row(conn: &Connection, sql: &str, key: String) -> StoreResult<Option
     Ok(get_data::<UserRow>(conn, sql, key)?.map(|r| r.0))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -982,7 +1176,12 @@ mod tests {
     async fn writes_wait_in_the_wal_for_the_checkpoint_not_for_the_disk() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("pacer.db")).unwrap();
-        let auto: i64 = store.conn.lock().unwrap().pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0)).unwrap();
+        let auto: i64 = store
+            .conn
+            .lock()
+            .unwrap()
+            .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+            .unwrap();
         assert_eq!(auto, 0, "no write ever runs a checkpoint itself");
 
         for n in 0..50 {
@@ -990,7 +1189,10 @@ mod tests {
         }
         let (in_wal, copied) = store.checkpoint().unwrap();
         assert!(in_wal > 0, "the writes are in the WAL");
-        assert_eq!(copied, in_wal, "a passive checkpoint with no reader copies every frame");
+        assert_eq!(
+            copied, in_wal,
+            "a passive checkpoint with no reader copies every frame"
+        );
 
         // What was checkpointed reads back from a fresh open.
         drop(store);
@@ -1016,7 +1218,15 @@ mod tests {
         }
         assert!(private::readable_by_others(&path).is_empty());
         drop(store);
-        assert!(SqliteStore::open(&path).unwrap().job_by_github_id(1).await.unwrap().is_some(), "reopens");
+        assert!(
+            SqliteStore::open(&path)
+                .unwrap()
+                .job_by_github_id(1)
+                .await
+                .unwrap()
+                .is_some(),
+            "reopens"
+        );
     }
 
     #[cfg(unix)]

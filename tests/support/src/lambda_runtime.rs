@@ -429,6 +429,10 @@ impl Deployment {
         let needed = role.secret_env_vars();
         let all = pacer_shared::config::Role::Serve.secret_env_vars();
         let unneeded = |var: &str| all.iter().any(|v| v == var) && !needed.iter().any(|v| v == var);
-        self.config.iter().filter(|(var, _)| !unneeded(var)).cloned().collect()
+        self.config
+            .iter()
+            .filter(|(var, _)| !unneeded(var))
+            .cloned()
+            .collect()
     }
 }

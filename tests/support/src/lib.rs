@@ -45,7 +45,10 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 pub fn sibling_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the running executable's path");
     let mut dir = exe.parent().expect("a directory").to_path_buf();
-    if dir.file_name().is_some_and(|n| n == "deps" || n == "examples") {
+    if dir
+        .file_name()
+        .is_some_and(|n| n == "deps" || n == "examples")
+    {
         dir.pop();
     }
     dir.join(name)

@@ -52,7 +52,11 @@ pub fn combinations(spec: &PoolSpec) -> Vec<Combination> {
     for &market in markets {
         for instance_type in &spec.instance_types {
             for subnet in &spec.subnets {
-                out.push(Combination { market, instance_type: instance_type.clone(), subnet: subnet.clone() });
+                out.push(Combination {
+                    market,
+                    instance_type: instance_type.clone(),
+                    subnet: subnet.clone(),
+                });
             }
         }
     }
@@ -64,7 +68,13 @@ pub fn combinations(spec: &PoolSpec) -> Vec<Combination> {
 /// with the instance it already made. 64 ASCII characters at most.
 pub fn client_token(runner_id: &str, attempt: u32, combo: &Combination) -> String {
     let mut hash = Sha256::new();
-    for part in [runner_id, &attempt.to_string(), &combo.instance_type, &combo.subnet, combo.market.as_str()] {
+    for part in [
+        runner_id,
+        &attempt.to_string(),
+        &combo.instance_type,
+        &combo.subnet,
+        combo.market.as_str(),
+    ] {
         hash.update(part.as_bytes());
         hash.update([0u8]);
     }
@@ -84,7 +94,10 @@ pub enum Failure {
 
 impl Failure {
     pub fn refused(code: &str, message: &str) -> Self {
-        Failure::Refused { code: code.into(), message: message.into() }
+        Failure::Refused {
+            code: code.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -111,7 +124,12 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { throttled: 5, unknown: 2, base: Duration::from_millis(200), cap: Duration::from_secs(5) }
+        Self {
+            throttled: 5,
+            unknown: 2,
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(5),
+        }
     }
 }
 
@@ -150,9 +168,13 @@ fn verdict(code: &str, message: &str) -> Verdict {
         | "Unsupported"
         | "SpotMaxPriceTooLow"
         | "capacity-not-available" => Verdict::NextCombination,
-        "InstanceLimitExceeded" | "VcpuLimitExceeded" | "MaxSpotInstanceCountExceeded" => Verdict::Limit,
+        "InstanceLimitExceeded" | "VcpuLimitExceeded" | "MaxSpotInstanceCountExceeded" => {
+            Verdict::Limit
+        }
         "RequestLimitExceeded" | "Throttling" | "ThrottlingException" => Verdict::Throttled,
-        "InternalError" | "InternalFailure" | "ServiceUnavailable" | "Unavailable" => Verdict::Unknown,
+        "InternalError" | "InternalFailure" | "ServiceUnavailable" | "Unavailable" => {
+            Verdict::Unknown
+        }
         c if c.starts_with("InvalidAMIID") => Verdict::InvalidPool("ami"),
         c if c.starts_with("InvalidSubnet") => Verdict::InvalidPool("subnets"),
         c if c.starts_with("InvalidGroup") || c.starts_with("InvalidSecurityGroup") => {
@@ -193,7 +215,12 @@ pub async fn run_plan(
             continue;
         }
         let token = client_token(runner_id, attempt, combo);
-        let what = format!("{} {} in {}", combo.market.as_str(), combo.instance_type, combo.subnet);
+        let what = format!(
+            "{} {} in {}",
+            combo.market.as_str(),
+            combo.instance_type,
+            combo.subnet
+        );
         let (mut throttled, mut unknown) = (0u32, 0u32);
         loop {
             let (code, message) = match api.run(combo, &token).await {
@@ -201,7 +228,11 @@ pub async fn run_plan(
                 Err(Failure::Unknown(why)) => ("no answer".to_string(), why),
                 Err(Failure::Refused { code, message }) => (code, message),
             };
-            let verdict = if code == "no answer" { Verdict::Unknown } else { verdict(&code, &message) };
+            let verdict = if code == "no answer" {
+                Verdict::Unknown
+            } else {
+                verdict(&code, &message)
+            };
             match verdict {
                 Verdict::NextCombination => {
                     tracing::info!(combination = %what, %code, "no capacity; trying the next combination");
@@ -214,7 +245,11 @@ pub async fn run_plan(
                     spot_limited = true;
                     break;
                 }
-                Verdict::Limit => return Err(FleetError::LimitExceeded(format!("{what}: {code}: {message}"))),
+                Verdict::Limit => {
+                    return Err(FleetError::LimitExceeded(format!(
+                        "{what}: {code}: {message}"
+                    )));
+                }
                 Verdict::Throttled => {
                     if throttled == policy.throttled {
                         return Err(FleetError::Throttled(format!(
@@ -250,7 +285,9 @@ pub async fn run_plan(
                     )));
                 }
                 Verdict::Permanent => {
-                    return Err(FleetError::Permanent(format!("EC2 refused {what}: {code}: {message}")));
+                    return Err(FleetError::Permanent(format!(
+                        "EC2 refused {what}: {code}: {message}"
+                    )));
                 }
             }
         }
@@ -295,8 +332,15 @@ mod tests {
     #[async_trait]
     impl RunApi for Scripted {
         async fn run(&self, combo: &Combination, token: &str) -> Result<Launched, Failure> {
-            self.calls.lock().unwrap().push((combo.clone(), token.to_string()));
-            self.answers.lock().unwrap().pop_front().expect("the script ran out of answers")
+            self.calls
+                .lock()
+                .unwrap()
+                .push((combo.clone(), token.to_string()));
+            self.answers
+                .lock()
+                .unwrap()
+                .pop_front()
+                .expect("the script ran out of answers")
         }
         async fn find(&self) -> Result<Option<Launched>, Failure> {
             *self.finds.lock().unwrap() += 1;
@@ -314,7 +358,11 @@ mod tests {
     }
 
     fn combo(market: MarketKind, instance_type: &str, subnet: &str) -> Combination {
-        Combination { market, instance_type: instance_type.into(), subnet: subnet.into() }
+        Combination {
+            market,
+            instance_type: instance_type.into(),
+            subnet: subnet.into(),
+        }
     }
 
     fn plan(markets: &[MarketKind]) -> Vec<Combination> {
@@ -333,8 +381,12 @@ mod tests {
         Err(Failure::refused(code, "scripted"))
     }
 
-    const FAST: RetryPolicy =
-        RetryPolicy { throttled: 3, unknown: 2, base: Duration::from_millis(100), cap: Duration::from_secs(1) };
+    const FAST: RetryPolicy = RetryPolicy {
+        throttled: 3,
+        unknown: 2,
+        base: Duration::from_millis(100),
+        cap: Duration::from_secs(1),
+    };
 
     #[test]
     fn spot_fallback_tries_every_spot_combination_before_on_demand() {
@@ -345,7 +397,10 @@ mod tests {
             "boot_timeout": "10m", "max_lifetime": "1h", "idle_timeout": "5m", "priority": 0
         }))
         .unwrap();
-        assert_eq!(combinations(&spec), plan(&[MarketKind::Spot, MarketKind::OnDemand]));
+        assert_eq!(
+            combinations(&spec),
+            plan(&[MarketKind::Spot, MarketKind::OnDemand])
+        );
     }
 
     #[test]
@@ -387,7 +442,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_spot_limit_skips_the_other_spot_combinations() {
         let plan = plan(&[MarketKind::Spot, MarketKind::OnDemand]);
-        let api = Scripted::new(vec![refused("MaxSpotInstanceCountExceeded"), Ok(launched(&plan[4]))]);
+        let api = Scripted::new(vec![
+            refused("MaxSpotInstanceCountExceeded"),
+            Ok(launched(&plan[4])),
+        ]);
         let got = run_plan(&api, "run_1", 0, &plan, &FAST).await.unwrap();
         assert_eq!(got.market, "on-demand");
         assert_eq!(api.calls()[1].0, plan[4]);
@@ -396,10 +454,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn exhausting_every_combination_is_no_capacity_naming_each() {
         let plan = plan(&[MarketKind::OnDemand]);
-        let api = Scripted::new((0..4).map(|_| refused("InsufficientInstanceCapacity")).collect());
+        let api = Scripted::new(
+            (0..4)
+                .map(|_| refused("InsufficientInstanceCapacity"))
+                .collect(),
+        );
         match run_plan(&api, "run_1", 0, &plan, &FAST).await {
             Err(FleetError::NoCapacity(why)) => {
-                assert!(why.contains("m6g.large in subnet-b: InsufficientInstanceCapacity"), "{why}")
+                assert!(
+                    why.contains("m6g.large in subnet-b: InsufficientInstanceCapacity"),
+                    "{why}"
+                )
             }
             other => panic!("expected NoCapacity, got {other:?}"),
         }
@@ -409,8 +474,13 @@ mod tests {
     async fn account_limits_stop_the_launch() {
         for code in ["VcpuLimitExceeded", "InstanceLimitExceeded"] {
             let api = Scripted::new(vec![refused(code)]);
-            let err = run_plan(&api, "run_1", 0, &plan(&[MarketKind::OnDemand]), &FAST).await.unwrap_err();
-            assert!(matches!(err, FleetError::LimitExceeded(ref m) if m.contains(code)), "{err:?}");
+            let err = run_plan(&api, "run_1", 0, &plan(&[MarketKind::OnDemand]), &FAST)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, FleetError::LimitExceeded(ref m) if m.contains(code)),
+                "{err:?}"
+            );
             assert_eq!(api.calls().len(), 1);
         }
     }
@@ -426,13 +496,18 @@ mod tests {
         run_plan(&api, "run_1", 0, &plan, &FAST).await.unwrap();
         let calls = api.calls();
         assert_eq!(calls.len(), 3);
-        assert!(calls.iter().all(|c| c == &calls[0]), "same combination and token every time");
+        assert!(
+            calls.iter().all(|c| c == &calls[0]),
+            "same combination and token every time"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn throttling_beyond_the_budget_is_reported_as_throttled() {
         let api = Scripted::new((0..4).map(|_| refused("RequestLimitExceeded")).collect());
-        let err = run_plan(&api, "run_1", 0, &plan(&[MarketKind::OnDemand]), &FAST).await.unwrap_err();
+        let err = run_plan(&api, "run_1", 0, &plan(&[MarketKind::OnDemand]), &FAST)
+            .await
+            .unwrap_err();
         assert!(matches!(err, FleetError::Throttled(_)), "{err:?}");
         assert_eq!(api.calls().len(), 4, "one call and three retries");
     }
@@ -462,9 +537,21 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn configuration_errors_name_the_pool_field() {
         for (code, message, field) in [
-            ("InvalidAMIID.NotFound", "The image id '[ami-1]' does not exist", "ami"),
-            ("InvalidSubnetID.NotFound", "The subnet ID 'subnet-1' does not exist", "subnets"),
-            ("InvalidGroup.NotFound", "The security group 'sg-1' does not exist", "security_groups"),
+            (
+                "InvalidAMIID.NotFound",
+                "The image id '[ami-1]' does not exist",
+                "ami",
+            ),
+            (
+                "InvalidSubnetID.NotFound",
+                "The subnet ID 'subnet-1' does not exist",
+                "subnets",
+            ),
+            (
+                "InvalidGroup.NotFound",
+                "The security group 'sg-1' does not exist",
+                "security_groups",
+            ),
             (
                 "InvalidParameterValue",
                 "Value (pacer-runner) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name",
@@ -481,9 +568,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn other_refusals_are_permanent_with_the_reason() {
-        let api = Scripted::new(vec![Err(Failure::refused("UnauthorizedOperation", "You are not authorized"))]);
-        let err = run_plan(&api, "run_1", 0, &plan(&[MarketKind::OnDemand]), &FAST).await.unwrap_err();
-        assert!(matches!(err, FleetError::Permanent(ref m) if m.contains("UnauthorizedOperation")), "{err:?}");
+        let api = Scripted::new(vec![Err(Failure::refused(
+            "UnauthorizedOperation",
+            "You are not authorized",
+        ))]);
+        let err = run_plan(&api, "run_1", 0, &plan(&[MarketKind::OnDemand]), &FAST)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, FleetError::Permanent(ref m) if m.contains("UnauthorizedOperation")),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -80,7 +80,12 @@ impl StubPacer {
                 .await
                 .unwrap();
         });
-        StubPacer { url, calls, stop: Some(stop), server }
+        StubPacer {
+            url,
+            calls,
+            stop: Some(stop),
+            server,
+        }
     }
 
     fn calls(&self) -> Vec<Call> {
@@ -116,7 +121,11 @@ async fn offline_jit() -> String {
         labels: vec!["self-hosted".into(), "linux".into()],
         work_folder: None,
     };
-    OfflineGitHub::new("latest").generate_jit_config(1, &target, &req).await.unwrap().encoded_jit_config
+    OfflineGitHub::new("latest")
+        .generate_jit_config(1, &target, &req)
+        .await
+        .unwrap()
+        .encoded_jit_config
 }
 
 fn settings() -> SimulatedSettings {
@@ -189,7 +198,10 @@ async fn an_instance_registers_plays_github_completes_and_terminates() {
     fleet.set_pacer_url(&pacer.url);
 
     // When a runner is launched for a job
-    let launched = fleet.launch(&request("run_1", "http://127.0.0.1:1")).await.unwrap();
+    let launched = fleet
+        .launch(&request("run_1", "http://127.0.0.1:1"))
+        .await
+        .unwrap();
     assert!(launched.instance_id.starts_with("i-sim"));
 
     // Then it registers with its token, GitHub reports the job in progress
@@ -197,29 +209,61 @@ async fn an_instance_registers_plays_github_completes_and_terminates() {
     pacer.wait_for("/api/runner/complete").await;
     let calls = pacer.calls();
     let paths: Vec<&str> = calls.iter().map(|c| c.path.as_str()).collect();
-    assert_eq!(paths, ["/api/runner/register", "/api/webhook", "/api/webhook", "/api/runner/complete"]);
+    assert_eq!(
+        paths,
+        [
+            "/api/runner/register",
+            "/api/webhook",
+            "/api/webhook",
+            "/api/runner/complete"
+        ]
+    );
 
     let register = &calls[0];
-    assert_eq!(register.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+    assert_eq!(
+        register.header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
     assert_eq!(register.json(), json!({"os": "linux", "arch": "x64"}));
 
     for (call, action) in [(&calls[1], "in_progress"), (&calls[2], "completed")] {
         assert_eq!(call.header("x-github-event"), Some("workflow_job"));
-        verify_signature(&[SECRET.as_bytes()], &call.body, call.header("x-hub-signature-256"))
-            .expect("a correctly signed delivery");
-        let event: WorkflowJobEvent = serde_json::from_slice(&call.body).expect("pacer's webhook parser reads it");
+        verify_signature(
+            &[SECRET.as_bytes()],
+            &call.body,
+            call.header("x-hub-signature-256"),
+        )
+        .expect("a correctly signed delivery");
+        let event: WorkflowJobEvent =
+            serde_json::from_slice(&call.body).expect("pacer's webhook parser reads it");
         assert_eq!(event.action.as_str(), action);
         assert_eq!(event.workflow_job.id, 4242);
-        assert_eq!(event.workflow_job.runner_name.as_deref(), Some("pacer-sim-1"));
+        assert_eq!(
+            event.workflow_job.runner_name.as_deref(),
+            Some("pacer-sim-1")
+        );
         assert_eq!(event.repository.full_name, "acme/app");
     }
     assert_eq!(calls[2].json()["workflow_job"]["conclusion"], "success");
-    assert_eq!(calls[3].header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+    assert_eq!(
+        calls[3].header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
 
     // And the instance is gone, and counted
     wait_until_no_instances(&fleet).await;
     let c = fleet.counters();
-    assert_eq!((c.launched, c.live, c.peak_live, c.registered, c.completed, c.failed), (1, 0, 1, 1, 1, 0));
+    assert_eq!(
+        (
+            c.launched,
+            c.live,
+            c.peak_live,
+            c.registered,
+            c.completed,
+            c.failed
+        ),
+        (1, 0, 1, 1, 1, 0)
+    );
     pacer.stop().await;
 }
 
@@ -227,7 +271,10 @@ async fn an_instance_registers_plays_github_completes_and_terminates() {
 async fn a_runner_is_one_instance_and_terminate_stops_it_before_it_boots() {
     // Given an instance that takes an hour to boot
     let pacer = StubPacer::start(StatusCode::OK, offline_jit().await).await;
-    let fleet = SimulatedFleet::new(SimulatedSettings { boot_delay: Duration::from_secs(3600), ..settings() });
+    let fleet = SimulatedFleet::new(SimulatedSettings {
+        boot_delay: Duration::from_secs(3600),
+        ..settings()
+    });
 
     // When the same runner is launched twice
     let first = fleet.launch(&request("run_1", &pacer.url)).await.unwrap();
@@ -239,7 +286,10 @@ async fn a_runner_is_one_instance_and_terminate_stops_it_before_it_boots() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].state, "pending");
     let found = fleet.instance_for_runner("run_1").await.unwrap().unwrap();
-    assert_eq!((found.instance_id.as_str(), found.pool_id.as_deref()), (first.instance_id.as_str(), Some("pool_1")));
+    assert_eq!(
+        (found.instance_id.as_str(), found.pool_id.as_deref()),
+        (first.instance_id.as_str(), Some("pool_1"))
+    );
 
     // When it is terminated (twice: the second is a no-op)
     fleet.terminate(&first.instance_id).await.unwrap();
@@ -265,10 +315,20 @@ async fn a_register_that_keeps_failing_is_reported_with_a_log_tail_but_no_token(
 
     // Then it retries, reports the failure to /error, and terminates
     let error = pacer.wait_for("/api/runner/error").await;
-    let tail = error.json()["log_tail"].as_str().unwrap_or_default().to_string();
+    let tail = error.json()["log_tail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(tail.contains("gave up after 2 attempts"), "{tail}");
     assert!(!tail.contains(TOKEN));
-    assert_eq!(pacer.paths().iter().filter(|p| *p == "/api/runner/register").count(), 2);
+    assert_eq!(
+        pacer
+            .paths()
+            .iter()
+            .filter(|p| *p == "/api/runner/register")
+            .count(),
+        2
+    );
     wait_until_no_instances(&fleet).await;
     assert_eq!(fleet.counters().failed, 1);
     assert!(!pacer.paths().contains(&"/api/runner/complete".to_string()));
@@ -278,19 +338,28 @@ async fn a_register_that_keeps_failing_is_reported_with_a_log_tail_but_no_token(
 #[tokio::test]
 async fn without_a_webhook_secret_the_runner_completes_without_playing_github() {
     let pacer = StubPacer::start(StatusCode::OK, offline_jit().await).await;
-    let fleet = SimulatedFleet::new(SimulatedSettings { webhook_secret: None, ..settings() });
+    let fleet = SimulatedFleet::new(SimulatedSettings {
+        webhook_secret: None,
+        ..settings()
+    });
 
     fleet.launch(&request("run_1", &pacer.url)).await.unwrap();
 
     pacer.wait_for("/api/runner/complete").await;
-    assert_eq!(pacer.paths(), ["/api/runner/register", "/api/runner/complete"]);
+    assert_eq!(
+        pacer.paths(),
+        ["/api/runner/register", "/api/runner/complete"]
+    );
     pacer.stop().await;
 }
 
 #[test]
 fn the_webhook_payload_has_githubs_shape() {
     let job = request("run_1", "http://x").job.unwrap();
-    let runner = RunnerIdentity { id: 9, name: "pacer-sim-1".into() };
+    let runner = RunnerIdentity {
+        id: 9,
+        name: "pacer-sim-1".into(),
+    };
     let p = workflow_job_payload(&job, &runner, "in_progress", chrono::Utc::now());
     assert_eq!(p["workflow_job"]["status"], "in_progress");
     assert_eq!(p["workflow_job"]["conclusion"], Value::Null);
@@ -304,7 +373,11 @@ fn the_webhook_payload_has_githubs_shape() {
 
 #[test]
 fn injected_failures_follow_a_fixed_schedule_of_exactly_the_rate() {
-    let failing = |rate: f64, n: u64| (1..=n).filter(|i| injected_failure(*i, rate)).collect::<Vec<_>>();
+    let failing = |rate: f64, n: u64| {
+        (1..=n)
+            .filter(|i| injected_failure(*i, rate))
+            .collect::<Vec<_>>()
+    };
 
     // 5%: every 20th launch, exactly 50 in 1,000
     let five = failing(0.05, 1000);
@@ -320,7 +393,11 @@ fn injected_failures_follow_a_fixed_schedule_of_exactly_the_rate() {
 
     // Any first N launches hold floor(N·rate) failures, whatever the rate
     for n in [1, 2, 3, 10, 99, 1000, 12345] {
-        assert_eq!(failing(0.3, n).len() as u64, n * 3 / 10, "{n} launches at 30%");
+        assert_eq!(
+            failing(0.3, n).len() as u64,
+            n * 3 / 10,
+            "{n} launches at 30%"
+        );
         assert_eq!(failing(0.05, n).len() as u64, n / 20, "{n} launches at 5%");
     }
     assert!(!injected_failure(0, 1.0), "launches count from 1");
@@ -338,7 +415,10 @@ async fn a_fleet_with_a_failure_rate_refuses_launches_as_no_capacity_and_starts_
     // When 8 runners are launched
     let mut refused = Vec::new();
     for n in 1..=8 {
-        match fleet.launch(&request(&format!("run_{n}"), "http://127.0.0.1:1")).await {
+        match fleet
+            .launch(&request(&format!("run_{n}"), "http://127.0.0.1:1"))
+            .await
+        {
             Ok(_) => {}
             Err(FleetError::NoCapacity(reason)) => {
                 assert!(reason.contains("injected"), "{reason}");
@@ -358,16 +438,34 @@ async fn a_fleet_with_a_failure_rate_refuses_launches_as_no_capacity_and_starts_
 
     // And a repeated launch of a runner that has its instance neither fails
     // nor moves the schedule: the next new launch (the 9th) succeeds
-    fleet.launch(&request("run_1", "http://127.0.0.1:1")).await.expect("the same instance again");
-    fleet.launch(&request("run_9", "http://127.0.0.1:1")).await.expect("the 9th launch");
+    fleet
+        .launch(&request("run_1", "http://127.0.0.1:1"))
+        .await
+        .expect("the same instance again");
+    fleet
+        .launch(&request("run_9", "http://127.0.0.1:1"))
+        .await
+        .expect("the 9th launch");
     let c = fleet.counters();
     assert_eq!((c.launched, c.launch_failures), (7, 2));
 
     // And a refused runner launched again gets an instance then (the
     // schedule is per launch, not per runner)
-    fleet.launch(&request("run_4", "http://127.0.0.1:1")).await.expect("the 10th launch");
-    fleet.launch(&request("run_11", "http://127.0.0.1:1")).await.expect("the 11th launch");
-    assert!(fleet.launch(&request("run_12", "http://127.0.0.1:1")).await.is_err(), "the 12th launch");
+    fleet
+        .launch(&request("run_4", "http://127.0.0.1:1"))
+        .await
+        .expect("the 10th launch");
+    fleet
+        .launch(&request("run_11", "http://127.0.0.1:1"))
+        .await
+        .expect("the 11th launch");
+    assert!(
+        fleet
+            .launch(&request("run_12", "http://127.0.0.1:1"))
+            .await
+            .is_err(),
+        "the 12th launch"
+    );
 
     for instance in fleet.list_instances().await.unwrap() {
         fleet.terminate(&instance.instance_id).await.unwrap();
@@ -377,9 +475,15 @@ async fn a_fleet_with_a_failure_rate_refuses_launches_as_no_capacity_and_starts_
 
 #[tokio::test]
 async fn a_fleet_without_a_failure_rate_never_refuses() {
-    let fleet = SimulatedFleet::new(SimulatedSettings { boot_delay: Duration::from_secs(3600), ..settings() });
+    let fleet = SimulatedFleet::new(SimulatedSettings {
+        boot_delay: Duration::from_secs(3600),
+        ..settings()
+    });
     for n in 1..=40 {
-        fleet.launch(&request(&format!("run_{n}"), "http://127.0.0.1:1")).await.unwrap();
+        fleet
+            .launch(&request(&format!("run_{n}"), "http://127.0.0.1:1"))
+            .await
+            .unwrap();
     }
     let c = fleet.counters();
     assert_eq!((c.launched, c.launch_failures), (40, 0));
@@ -389,29 +493,52 @@ async fn a_fleet_without_a_failure_rate_never_refuses() {
 }
 
 #[tokio::test]
-async fn with_a_bootstrap_failure_rate_every_second_instance_reports_its_log_tail_and_never_registers() {
+async fn with_a_bootstrap_failure_rate_every_second_instance_reports_its_log_tail_and_never_registers()
+ {
     // Given a fleet whose bootstraps fail half the time (the 2nd, 4th, …)
     let pacer = StubPacer::start(StatusCode::OK, offline_jit().await).await;
-    let fleet = SimulatedFleet::new(SimulatedSettings { bootstrap_failure_rate: 0.5, ..settings() });
+    let fleet = SimulatedFleet::new(SimulatedSettings {
+        bootstrap_failure_rate: 0.5,
+        ..settings()
+    });
     fleet.set_pacer_url(&pacer.url);
 
     // When two runners boot, one after the other
-    fleet.launch(&request("run_1", "http://127.0.0.1:1")).await.unwrap();
+    fleet
+        .launch(&request("run_1", "http://127.0.0.1:1"))
+        .await
+        .unwrap();
     pacer.wait_for("/api/runner/complete").await;
     wait_until_no_instances(&fleet).await;
-    fleet.launch(&request("run_2", "http://127.0.0.1:1")).await.unwrap();
+    fleet
+        .launch(&request("run_2", "http://127.0.0.1:1"))
+        .await
+        .unwrap();
 
     // Then the second reports an error, with the script's tail and its token,
     // before it ever registers, and terminates
     let error = pacer.wait_for("/api/runner/error").await;
-    assert_eq!(error.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+    assert_eq!(
+        error.header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
     let tail = error.json()["log_tail"].as_str().unwrap().to_string();
-    assert!(tail.contains("FAILED: simulated bootstrap failure"), "{tail}");
+    assert!(
+        tail.contains("FAILED: simulated bootstrap failure"),
+        "{tail}"
+    );
     assert!(!tail.contains(TOKEN), "the tail never holds the token");
     wait_until_no_instances(&fleet).await;
-    let registers = pacer.paths().iter().filter(|p| *p == "/api/runner/register").count();
+    let registers = pacer
+        .paths()
+        .iter()
+        .filter(|p| *p == "/api/runner/register")
+        .count();
     assert_eq!(registers, 1, "only the first instance registered");
     let c = fleet.counters();
-    assert_eq!((c.launched, c.registered, c.completed, c.failed), (2, 1, 1, 1));
+    assert_eq!(
+        (c.launched, c.registered, c.completed, c.failed),
+        (2, 1, 1, 1)
+    );
     pacer.stop().await;
 }
