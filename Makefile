@@ -34,6 +34,7 @@ build:
 test: test-deps web
 	shellcheck infra/runner/bootstrap.sh
 	$(MAKE) --no-print-directory lint-template
+	$(CARGO) fmt --all --check
 	$(CARGO) build --workspace --bins
 	$(MAKE) --no-print-directory clippy
 	$(CARGO) test --workspace --no-fail-fast
@@ -160,6 +161,8 @@ check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+## Formats every crate in rustfmt's default style; `make test` refuses
+## code that is not.
 fmt:
 	$(CARGO) fmt --all
 
