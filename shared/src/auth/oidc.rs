@@ -178,7 +178,7 @@ impl Sso {
         match OidcClient::discover(settings.clone()).await {
             Ok(client) => Ok(Self::discovered(client)),
             Err(e) if e.transient => {
-                tracing::warn!(error = %e, "the identity provider is not answering; SSO sign-ins will try discovery again");
+                tracing::warn!(error = %crate::error_text::display_chain(&e), "the identity provider is not answering; SSO sign-ins will try discovery again");
                 Ok(Self {
                     settings,
                     client: tokio::sync::OnceCell::new(),

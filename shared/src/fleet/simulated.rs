@@ -586,7 +586,9 @@ impl SimulatedRunner<'_> {
             Ok(resp) => {
                 tracing::warn!(status = %resp.status(), action, "pacer refused a simulated webhook")
             }
-            Err(e) => tracing::warn!(error = %e, action, "could not deliver a simulated webhook"),
+            Err(e) => {
+                tracing::warn!(error = %crate::error_text::display_chain(&e), action, "could not deliver a simulated webhook")
+            }
         }
     }
 }

@@ -623,7 +623,7 @@ impl RestGitHub {
             }
             // A stale answer beats no runner: keep serving it while GitHub is unreachable.
             (Err(e), Some((stale, _))) if e.is_transient() => {
-                tracing::warn!(error = %e, version = %stale.version, "cannot refresh the latest actions/runner release; using the cached one");
+                tracing::warn!(error = %crate::error_text::display_chain(&e), version = %stale.version, "cannot refresh the latest actions/runner release; using the cached one");
                 Ok(stale.clone())
             }
             (Err(e), _) => Err(e),

@@ -203,7 +203,7 @@ fn access_denied(auth: &AuthSettings) -> Response {
 /// The browser's answer when the IdP cannot be reached (or discovered):
 /// what happened and what still works; the detail goes to the log.
 fn idp_unavailable(auth: &AuthSettings, error: &crate::auth::oidc::DiscoveryError) -> Response {
-    tracing::warn!(error = %error, "SSO sign-in: the identity provider could not be discovered");
+    tracing::warn!(error = %crate::error_text::display_chain(&error), "SSO sign-in: the identity provider could not be discovered");
     let host = auth
         .oidc_issuer_host
         .as_deref()

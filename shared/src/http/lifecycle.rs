@@ -80,7 +80,7 @@ async fn receive_webhook(
         )
             .into_response(),
         Err(WebhookError::Signature(e)) => {
-            tracing::warn!(delivery, event, error = %e, "webhook refused");
+            tracing::warn!(delivery, event, error = %crate::error_text::display_chain(&e), "webhook refused");
             ApiError::Unauthorized(e.to_string()).into_response()
         }
         Err(WebhookError::Malformed { event, message }) => {

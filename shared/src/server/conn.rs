@@ -17,6 +17,10 @@
 //!   included; past it the client gets 408, and a connection with body left unread is closed.
 //! - A connection asked to close (idle, or at shutdown) finishes the answers it has started;
 //!   one still busy `request_timeout` later (a client that stopped reading) is dropped.
+//! - An answer given before its request's body was read to the end (a refusal: 401, 413, 415)
+//!   says `Connection: close`, and the connection closes after it: the unread rest of the body
+//!   cannot be told apart from a next request. Saying so keeps a client from sending its next
+//!   request on a connection that is already closing.
 //! - On a TLS listener every response carries `Strict-Transport-Security`, so browsers come back
 //!   over HTTPS only. A plain listener never sends it: behind a proxy that terminates TLS, the
 //!   proxy owns that policy.
@@ -27,16 +31,20 @@
 use std::future::{Future, pending};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::HttpBody;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::AddExtension;
 use axum::{Extension, Router};
 use axum_server::accept::Accept;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use http_body::{Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -86,7 +94,9 @@ pub(super) async fn serve(
 ) {
     let timeout =
         TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout);
-    let mut app = app.layer(timeout);
+    let mut app = app
+        .layer(timeout)
+        .layer(axum::middleware::from_fn(close_if_body_unread));
     if tls.is_some() {
         // Outermost, so that answers from the layers inside (a 408) carry it too.
         let hsts = HeaderValue::from_static(HSTS);
@@ -157,7 +167,7 @@ async fn accept(
             Err(err) if is_peer_gone(&err) => {}
             // Out of file descriptors or memory: retrying at once would only spin.
             Err(err) => {
-                warn!(error = %err, "accepting a connection failed; trying again in a second");
+                warn!(error = %crate::error_text::display_chain(&err), "accepting a connection failed; trying again in a second");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -216,7 +226,9 @@ impl Connection {
         match shaken {
             Ok((stream, ())) => self.serve_http(stream, service).await,
             // Scanners, clients that distrust the certificate, and handshakes over the deadline.
-            Err(err) => debug!(peer = %self.peer, error = %err, "TLS handshake failed"),
+            Err(err) => {
+                debug!(peer = %self.peer, error = %crate::error_text::display_chain(&err), "TLS handshake failed")
+            }
         }
     }
 
@@ -251,7 +263,7 @@ impl Connection {
     fn ended(&self, result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
         // Timeouts and clients that hang up land here: worth a debug line, not a warning.
         if let Err(err) = result {
-            debug!(peer = %self.peer, error = %err, "connection ended with an error");
+            debug!(peer = %self.peer, error = %crate::error_text::display_chain(&*err), "connection ended with an error");
         }
     }
 }
@@ -303,5 +315,61 @@ async fn idle_for(in_flight: &mut watch::Receiver<usize>, limit: Duration) {
         } else if !matches!(tokio::time::timeout(limit, changed).await, Ok(Ok(()))) {
             return;
         }
+    }
+}
+
+/// Answers `Connection: close` when the handler answered without reading its request's body to
+/// the end (see the module docs). HTTP/2 has no such header: there a stream ends on its own.
+async fn close_if_body_unread(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if request.version() >= axum::http::Version::HTTP_2 || request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let finished = Arc::new(AtomicBool::new(false));
+    let body = axum::body::Body::new(Watched {
+        inner: body,
+        finished: finished.clone(),
+    });
+    let mut response = next
+        .run(axum::extract::Request::from_parts(parts, body))
+        .await;
+    if !finished.load(Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A request body that notes when it has been read to its end.
+struct Watched {
+    inner: axum::body::Body,
+    finished: Arc<AtomicBool>,
+}
+
+impl HttpBody for Watched {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.finished.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -941,3 +941,84 @@ async fn plain_http_answers_carry_no_hsts_even_behind_an_https_public_url() {
     assert_eq!(header_value(&response, "strict-transport-security"), None);
     running.stop().await;
 }
+
+fn body_router() -> Router {
+    Router::new()
+        .route("/hello", get(|| async { "hello" }))
+        .route(
+            "/read",
+            axum::routing::post(|body: String| async move { format!("read {}", body.len()) }),
+        )
+        .route(
+            "/refuse",
+            axum::routing::post(|| async { (axum::http::StatusCode::UNAUTHORIZED, "no") }),
+        )
+}
+
+/// Reads one answer (with a `Content-Length` body) off a connection that stays open.
+async fn one_answer(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(WITHIN, stream.read(&mut byte)).await;
+        assert_eq!(read.expect("an answer").unwrap(), 1, "closed mid-answer");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let line = line.to_ascii_lowercase();
+            line.strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await.unwrap();
+    head + &String::from_utf8(body).unwrap()
+}
+
+fn post(path: &str) -> String {
+    format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello")
+}
+
+/// A refusal that leaves the body unread ends the connection (the rest of the body cannot be told
+/// from a next request). A client not told so sends its next request on a connection already
+/// closing, and sees it fail: the answer says `Connection: close`.
+#[tokio::test]
+async fn an_answer_before_the_body_was_read_says_the_connection_closes() {
+    let running = plain_limited(body_router(), LONG, LONG, 16).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+
+    // A body read to its end: the connection stays open for the next request...
+    stream.write_all(post("/read").as_bytes()).await.unwrap();
+    let answer = one_answer(&mut stream).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("read 5"),
+        "{answer}"
+    );
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    // ...a request without a body too...
+    stream
+        .write_all(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = one_answer(&mut stream).await;
+    assert!(answer.ends_with("hello"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    // ...and a refusal before reading says the connection closes, then closes it.
+    stream.write_all(post("/refuse").as_bytes()).await.unwrap();
+    let answer = String::from_utf8(until_closed(&mut stream).await).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "the client is told: {answer}"
+    );
+    running.stop().await;
+}

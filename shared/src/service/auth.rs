@@ -220,7 +220,7 @@ impl Attempt {
             .refund_hit(&self.counter, self.window.start)
             .await
         {
-            tracing::warn!(error = %e, "could not take a successful sign-in off the rate limit");
+            tracing::warn!(error = %crate::error_text::display_chain(&e), "could not take a successful sign-in off the rate limit");
         }
     }
 }

@@ -307,7 +307,7 @@ pub async fn delete_pool(ports: &Ports, caller: &Caller, id: &str) -> ServiceRes
     })?;
     if let Err(e) = ports.fleet.forget_pool(&pool).await {
         // The pool is gone from pacer; a leftover launch template is harmless.
-        tracing::warn!(pool_id = id, error = %e, "could not remove the pool's launch template");
+        tracing::warn!(pool_id = id, error = %crate::error_text::display_chain(&e), "could not remove the pool's launch template");
     }
     record(
         ports,

@@ -302,7 +302,7 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
             })
             .await;
             if let Err(store_err) = failed {
-                tracing::warn!(runner_id, error = %store_err, "could not mark the runner failed");
+                tracing::warn!(runner_id, error = %crate::error_text::display_chain(&store_err), "could not mark the runner failed");
             }
             return Err(LaunchFailure::Fleet(e));
         }
@@ -498,7 +498,7 @@ pub async fn handle(ports: &Ports, delivery: &Delivery) -> Settlement {
             tracing::error!(job_id = %delivery.job_id, reason, "giving up on a poison job");
             if let Ok(Some(job)) = ports.store.get_job(&delivery.job_id).await {
                 if let Err(fail) = fail_job(ports, &job, &reason).await {
-                    tracing::warn!(error = %fail, "could not fail the poison job");
+                    tracing::warn!(error = %crate::error_text::display_chain(&fail), "could not fail the poison job");
                 }
             }
             return Settlement::Done;
@@ -511,7 +511,7 @@ pub async fn handle(ports: &Ports, delivery: &Delivery) -> Settlement {
         }
         Ok(_) => Settlement::Done,
         Err(e) => {
-            tracing::error!(job_id = %delivery.job_id, error = %e, "dispatch failed; the message will come back");
+            tracing::error!(job_id = %delivery.job_id, error = %crate::error_text::display_chain(&e), "dispatch failed; the message will come back");
             Settlement::RetryAfter(retry_delay(delivery.receive_count))
         }
     }
@@ -524,7 +524,7 @@ pub async fn settle(ports: &Ports, queue: &dyn Queue, delivery: &Delivery) {
         Settlement::RetryAfter(after) => queue.retry_later(delivery, after).await,
     };
     if let Err(e) = settled {
-        tracing::warn!(job_id = %delivery.job_id, error = %e, "could not settle the queue message");
+        tracing::warn!(job_id = %delivery.job_id, error = %crate::error_text::display_chain(&*e), "could not settle the queue message");
     }
 }
 

@@ -194,11 +194,11 @@ async fn reap(
                 {
                     // Terminating anyway: a registration without a machine is
                     // a ghost GitHub drops, a machine past its deadline costs.
-                    tracing::warn!(runner_id = %runner.id, error = %e, "could not deregister a runner being reaped");
+                    tracing::warn!(runner_id = %runner.id, error = %crate::error_text::display_chain(&e), "could not deregister a runner being reaped");
                 }
             }
             Err(e) => {
-                tracing::warn!(runner_id = %runner.id, error = %e, "no GitHub target for a runner being reaped")
+                tracing::warn!(runner_id = %runner.id, error = %crate::error_text::display_chain(&e), "no GitHub target for a runner being reaped")
             }
         }
     }
@@ -937,7 +937,7 @@ pub async fn run_timer(
                     tracing::warn!(actions = report.actions.len(), deferred = ?report.deferred, "reaper pass left work for the next one");
                 }
                 Ok(report) => tracing::debug!(actions = report.actions.len(), "reaper pass done"),
-                Err(e) => tracing::error!(error = %e, "reaper pass failed"),
+                Err(e) => tracing::error!(error = %crate::error_text::display_chain(&e), "reaper pass failed"),
             },
         }
     }

@@ -240,7 +240,7 @@ pub async fn register(
             .delete_runner(installation_id, &target, jit.runner_id)
             .await
         {
-            tracing::warn!(runner_id = %runner.id, error = %del, "could not delete an unused GitHub runner registration");
+            tracing::warn!(runner_id = %runner.id, error = %crate::error_text::display_chain(&del), "could not delete an unused GitHub runner registration");
         }
         return Err(match registered {
             Err(e) => e.into(),
@@ -332,11 +332,11 @@ pub async fn error(ports: &Ports, token: &str, log_tail: &str) -> Result<(), Cal
                     .delete_runner(installation, &target, github_runner_id)
                     .await
                 {
-                    tracing::warn!(runner_id = %failed.id, error = %e, "could not delete the failed runner's GitHub registration");
+                    tracing::warn!(runner_id = %failed.id, error = %crate::error_text::display_chain(&e), "could not delete the failed runner's GitHub registration");
                 }
             }
             Err(e) => {
-                tracing::warn!(runner_id = %failed.id, error = %e, "no GitHub target for the failed runner")
+                tracing::warn!(runner_id = %failed.id, error = %crate::error_text::display_chain(&e), "no GitHub target for the failed runner")
             }
         }
     }

@@ -228,7 +228,7 @@ pub(crate) async fn queued(
             Ok(id) => Some(id),
             Err(e) => {
                 // Not fatal: registration looks it up again.
-                tracing::warn!(repo = %repo, error = %e, "could not look up the App installation; will retry at registration");
+                tracing::warn!(repo = %repo, error = %crate::error_text::display_chain(&e), "could not look up the App installation; will retry at registration");
                 None
             }
         },

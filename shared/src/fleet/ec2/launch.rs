@@ -84,11 +84,13 @@ pub fn client_token(runner_id: &str, attempt: u32, combo: &Combination) -> Strin
 }
 
 /// Why one EC2 call failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {
     /// EC2 answered with an error code.
+    #[error("EC2 refused it: {code}: {message}")]
     Refused { code: String, message: String },
     /// No answer (timeout, lost connection): the instance may or may not exist.
+    #[error("no answer from EC2: {0}")]
     Unknown(String),
 }
 
@@ -266,7 +268,7 @@ pub async fn run_plan(
                         Ok(Some(launched)) => return Ok(launched),
                         Ok(None) => {}
                         Err(e) => {
-                            tracing::warn!(error = ?e, "could not look the runner's instance up; retrying with the same token")
+                            tracing::warn!(error = %crate::error_text::display_chain(&e), "could not look the runner's instance up; retrying with the same token")
                         }
                     }
                     if unknown == policy.unknown {
