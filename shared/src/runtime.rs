@@ -236,6 +236,7 @@ pub async fn build_ports(
     let ports = Ports {
         store,
         clock,
+        ids: Arc::new(crate::domain::Ulids::default()),
         queue,
         fleet,
         github,

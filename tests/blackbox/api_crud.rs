@@ -499,3 +499,41 @@ async fn every_mutation_is_audited_and_the_log_filters() {
     let (_, future) = app.get("/api/audit?from=2999-01-01T00:00:00Z").await;
     assert_eq!(future["items"], json!([]));
 }
+
+/// Ids come from the state like times do: with both fixed, a test knows
+/// every id before it is made — the project's, then its audit entry's.
+#[tokio::test]
+async fn with_the_clock_and_ids_fixed_a_test_knows_each_id_in_advance() {
+    use pacer_shared::domain::{IdKind, SequentialIds};
+    use pacer_shared::service::{Caller, config_objects};
+
+    let dir = tempfile::tempdir().unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
+        .unwrap()
+        .to_utc();
+    let ports = pacer_shared::service::Ports {
+        clock: Arc::new(pacer_shared::clock::ManualClock::new(at)),
+        ids: Arc::new(SequentialIds::default()),
+        ..crate::support::local_ports(dir.path()).0
+    };
+    let body = json!({"name": "acme"}).as_object().cloned().unwrap();
+    let project = config_objects::create_project(&ports, &Caller::system("test"), body)
+        .await
+        .unwrap();
+    assert_eq!(project.id, SequentialIds::nth(IdKind::Project, at, 1));
+    let audit = ports
+        .store
+        .list_audit(
+            &Default::default(),
+            &pacer_shared::store::PageRequest::first(10),
+        )
+        .await
+        .unwrap();
+    let ids: Vec<&str> = audit.items.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [SequentialIds::nth(IdKind::Audit, at, 2)],
+        "{:?}",
+        audit.items
+    );
+}

@@ -78,6 +78,7 @@ impl Cloud {
         let ports = Ports {
             store: Arc::new(store),
             clock: clock.clone(),
+            ids: Arc::new(pacer_shared::domain::Ulids::default()),
             queue: Arc::new(SqsQueue::new(sqs.clone(), queue_url.clone())),
             fleet: Arc::new(fleet),
             github: Arc::new(

@@ -126,6 +126,7 @@ pub(crate) async fn pacer_on(
             .unwrap(),
         ),
         clock,
+        ids: local.ids.clone(),
         settings: Arc::new(pacer_shared::service::Settings {
             deployment: deployment.into(),
             ..(*local.settings).clone()

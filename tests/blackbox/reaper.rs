@@ -409,8 +409,11 @@ async fn ghost_registrations_of_this_deployment_are_removed_and_no_one_elses() {
     let (_, job) = launched(&w, 7010).await;
     let live = register(&w, &job).await;
     let repo = crate::fake_github::FakeTarget::repo("acme/app");
-    let ghost_id =
-        pacer_shared::domain::new_id(pacer_shared::domain::IdKind::Runner, chrono::Utc::now());
+    let ghost_id = w
+        .pacer
+        .ports
+        .ids
+        .new_id(pacer_shared::domain::IdKind::Runner, chrono::Utc::now());
     let ghost_name = pacer_shared::service::dispatch::runner_name("pacer", &ghost_id);
     let ghost = w
         .github

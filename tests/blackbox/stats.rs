@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{Duration as Span, Utc};
 use pacer_shared::clock::ManualClock;
 use pacer_shared::domain::{
-    IdKind, Job, JobState, Runner, RunnerState, Time, Transition, TransitionCause, new_id,
+    IdKind, IdSource, Job, JobState, Runner, RunnerState, Time, Transition, TransitionCause, Ulids,
 };
 use pacer_shared::http::{AppState, app};
 use pacer_shared::service::Ports;
@@ -38,7 +38,7 @@ fn job(github_job_id: i64, repo: &str, pool: &str, at: Time, steps: &[(JobState,
 /// seconds later (or still live when `None`).
 fn runner(pool: &str, job: &Job, at: Time, lived: Option<i64>) -> Runner {
     Runner {
-        id: new_id(IdKind::Runner, at),
+        id: Ulids::default().new_id(IdKind::Runner, at),
         pool_id: pool.into(),
         project_id: "prj_stats".into(),
         job_id: Some(job.id.clone()),

@@ -47,6 +47,7 @@ pub fn local_ports(dir: &std::path::Path) -> (Ports, Arc<SimulatedFleet>) {
     let ports = Ports {
         store: Arc::new(store),
         clock: Arc::new(SystemClock),
+        ids: Arc::new(pacer_shared::domain::Ulids::default()),
         queue: Arc::new(MemoryQueue::new(Duration::from_secs(300))),
         fleet: fleet.clone(),
         github: Arc::new(OfflineGitHub::new("2.330.0")),

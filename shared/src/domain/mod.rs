@@ -15,7 +15,7 @@ pub mod text;
 pub mod user;
 
 pub use audit::{Actor, ActorKind, AuditEvent};
-pub use ids::{IdKind, new_id};
+pub use ids::{IdKind, IdSource, SequentialIds, Ulids};
 pub use job::{Job, JobChanges, JobState, Transition, TransitionCause, transition_allowed};
 pub use labels::{Label, LabelSet, PoolCandidate, PoolMatch, match_pool};
 pub use pool::{Degraded, Market, Pool, PoolSpec};

@@ -191,7 +191,11 @@ mod tests {
 
     #[test]
     fn a_deployment_owns_exactly_its_own_runner_names() {
-        let id = crate::domain::new_id(crate::domain::IdKind::Runner, chrono::Utc::now());
+        let id = crate::domain::IdSource::new_id(
+            &crate::domain::Ulids::default(),
+            crate::domain::IdKind::Runner,
+            chrono::Utc::now(),
+        );
         let ours = super::runner_name("pacer", &id);
         let staging = super::runner_name("pacer-staging", &id);
         assert!(super::is_runner_name_of("pacer", &ours));

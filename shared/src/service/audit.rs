@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::{Caller, Ports, ServiceError, ServiceResult};
-use crate::domain::{AuditEvent, IdKind, new_id};
+use crate::domain::{AuditEvent, IdKind};
 use crate::store::{AuditFilter, Page, PageRequest};
 
 /// Appends one event for `caller`. A failure to audit fails the request:
@@ -17,7 +17,7 @@ pub async fn record(
 ) -> ServiceResult<()> {
     let at = ports.clock.now();
     let event = AuditEvent {
-        id: new_id(IdKind::Audit, at),
+        id: ports.ids.new_id(IdKind::Audit, at),
         at,
         actor: caller.actor.clone(),
         client_ip: caller.client_ip.map(|ip| ip.to_string()),

@@ -14,7 +14,7 @@ use crate::auth::password::{self, generate_password};
 use crate::auth::session::{self, SessionClaims};
 use crate::config::Secret;
 use crate::domain::user::{MAX_EMAIL_BYTES, parse_email};
-use crate::domain::{Actor, ActorKind, IdKind, Invalid, Role, Time, User, new_id};
+use crate::domain::{Actor, ActorKind, IdKind, Invalid, Role, Time, User};
 use crate::store::{Page, PageRequest, StoreError};
 
 /// What console auth needs, from `auth.*`.
@@ -107,7 +107,7 @@ async fn no_users_yet(ports: &Ports) -> ServiceResult<bool> {
 fn new_user(ports: &Ports, email: String, role: Role, password_hash: Option<String>) -> User {
     let now = ports.clock.now();
     User {
-        id: new_id(IdKind::User, now),
+        id: ports.ids.new_id(IdKind::User, now),
         email,
         password_hash,
         oidc_subject: None,

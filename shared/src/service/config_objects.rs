@@ -9,7 +9,7 @@ use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::domain::fields::merge_patch;
 use crate::domain::pool::PoolSpec;
 use crate::domain::project::{BindingSpec, ProjectSpec};
-use crate::domain::{IdKind, Invalid, Pool, Project, RepoBinding, new_id};
+use crate::domain::{IdKind, Invalid, Pool, Project, RepoBinding};
 use crate::fleet::FleetError;
 use crate::store::{Page, PageRequest, StoreError};
 
@@ -64,7 +64,7 @@ pub async fn create_project(
     let spec = ProjectSpec::parse(body)?;
     let now = ports.clock.now();
     let project = Project {
-        id: new_id(IdKind::Project, now),
+        id: ports.ids.new_id(IdKind::Project, now),
         spec,
         created_at: now,
         updated_at: now,
@@ -219,7 +219,7 @@ pub async fn create_pool(
     let project = require_project(ports, &spec.project_id).await?;
     let now = ports.clock.now();
     let pool = Pool {
-        id: new_id(IdKind::Pool, now),
+        id: ports.ids.new_id(IdKind::Pool, now),
         spec,
         active_runners: 0,
         degraded: None,
@@ -331,7 +331,7 @@ pub async fn create_binding(
     spec.check_against(&project)?;
     let now = ports.clock.now();
     let binding = RepoBinding {
-        id: new_id(IdKind::Binding, now),
+        id: ports.ids.new_id(IdKind::Binding, now),
         spec,
         created_at: now,
         updated_at: now,

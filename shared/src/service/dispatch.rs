@@ -27,9 +27,7 @@ use crate::auth::callback_token::{self, Claims};
 use crate::config::Secret;
 use crate::domain::ids::is_id_of;
 use crate::domain::job::JobChanges;
-use crate::domain::{
-    Degraded, IdKind, Job, JobState, Pool, Runner, RunnerState, TransitionCause, new_id,
-};
+use crate::domain::{Degraded, IdKind, Job, JobState, Pool, Runner, RunnerState, TransitionCause};
 use crate::fleet::{FleetError, JobRef, LaunchRequest, user_data};
 use crate::queue::{Delivery, Queue};
 use crate::store::StoreError;
@@ -238,7 +236,7 @@ impl From<StoreError> for LaunchFailure {
 /// `starting`. Capacity is already reserved.
 async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchFailure> {
     let now = ports.clock.now();
-    let runner_id = new_id(IdKind::Runner, now);
+    let runner_id = ports.ids.new_id(IdKind::Runner, now);
     let token_id = hex::encode(rand::random::<[u8; 12]>());
     let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2);
     let claims = Claims {

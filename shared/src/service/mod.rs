@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::config::Secret;
-use crate::domain::{Actor, Invalid, Role};
+use crate::domain::{Actor, IdSource, Invalid, Role};
 use crate::fleet::Fleet;
 use crate::github::GitHub;
 use crate::pricing::Pricing;
@@ -67,6 +67,8 @@ impl Caller {
 pub struct Ports {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
+    /// Makes every id, as the clock tells every time: tests may fix both.
+    pub ids: Arc<dyn IdSource>,
     pub queue: Arc<dyn Queue>,
     pub fleet: Arc<dyn Fleet>,
     pub github: Arc<dyn GitHub>,

@@ -17,7 +17,7 @@ use crate::domain::labels::{PoolCandidate, asks_for_self_hosted, job_labels, off
 use crate::domain::runner::is_runner_name_of;
 use crate::domain::{
     Actor, ActorKind, IdKind, Job, JobState, Pool, Project, RepoName, RunnerState, Scope,
-    Transition, TransitionCause, match_pool, new_id,
+    Transition, TransitionCause, match_pool,
 };
 use crate::github::webhook::{
     SignatureError, WorkflowJobAction, WorkflowJobEvent, verify_signature,
@@ -242,7 +242,7 @@ pub(crate) async fn queued(
     };
     let now = ports.clock.now();
     let job = Job {
-        id: new_id(IdKind::Job, now),
+        id: ports.ids.new_id(IdKind::Job, now),
         github_job_id: wj.id,
         run_id: wj.run_id,
         run_attempt: wj.run_attempt.unwrap_or(1),
@@ -439,7 +439,7 @@ async fn record_unseen(
         None => None,
     };
     let job = Job {
-        id: new_id(IdKind::Job, now),
+        id: ports.ids.new_id(IdKind::Job, now),
         github_job_id: wj.id,
         run_id: wj.run_id,
         run_attempt: wj.run_attempt.unwrap_or(1),

@@ -19,9 +19,7 @@ use super::*;
 use crate::domain::job::JobChanges;
 use crate::domain::pool::{Market, PoolSpec};
 use crate::domain::project::{BindingSpec, ProjectSpec};
-use crate::domain::{
-    Actor, ActorKind, IdKind, Label, RepoName, Role, Scope, TransitionCause, new_id,
-};
+use crate::domain::{Actor, ActorKind, IdKind, Label, RepoName, Role, Scope, TransitionCause};
 
 /// Every case, by name, for adapters to run (see the `store_conformance!`
 /// use in the black-box tests).
@@ -61,6 +59,14 @@ cases!(
 /// A fixed starting instant, so ids and times are deterministic in order.
 pub fn t0() -> Time {
     Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap()
+}
+
+/// The fixtures' ids, from one generator for the whole suite so that ids made
+/// within one millisecond keep the order they were made in.
+fn new_id(kind: IdKind, at: Time) -> String {
+    static IDS: std::sync::LazyLock<crate::domain::Ulids> =
+        std::sync::LazyLock::new(crate::domain::Ulids::default);
+    crate::domain::IdSource::new_id(&*IDS, kind, at)
 }
 
 fn at(secs: i64) -> Time {

@@ -59,6 +59,7 @@ pub fn ports(
     Ports {
         store,
         clock: Arc::new(SystemClock),
+        ids: Arc::new(pacer_shared::domain::Ulids::default()),
         queue,
         fleet,
         github,
