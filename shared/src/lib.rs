@@ -1,8 +1,9 @@
 //! pacer's library: configuration, domain, ports and adapters, HTTP routers.
 //!
-//! Dependency rules (docs/architecture.md): `domain` depends on nothing; `service` on
-//! `domain` and the port traits; adapters on the traits and domain types;
-//! `http` on `service`; the binaries in `functions/` only wire.
+//! Dependency rules (docs/architecture.md, which also follows a webhook through
+//! these modules): `domain` depends on nothing; `service` on `domain` and the
+//! port traits; adapters on the traits and domain types; `http` on `service`;
+//! the binaries in `functions/` only wire.
 //!
 //! Outside input (webhooks, headers, tokens, configuration, query strings)
 //! reaches much of this crate, and a release build aborts on a panic: one
@@ -20,24 +21,36 @@
     )
 )]
 
+// The domain: pacer's objects and their rules; no I/O.
+pub mod domain; // projects, pools, jobs, runners, users, audit events, labels, ids, durations
+
+// The use cases, over the ports.
+pub mod service; // intake, the orchestrator, runner callbacks, the reaper, console objects
+
+// The ports, each with its adapters beside its trait.
+pub mod clock; // time, which tests set
+pub mod fleet; // runner instances: EC2, and the simulated fleet of `make run`
+pub mod github; // the GitHub App: REST, offline; webhook signatures and payloads
+pub mod pricing; // instance prices: the AWS Pricing API, spot price history
+pub mod queue; // the jobs queue: in process, SQS
+pub mod store; // SQLite and DynamoDB, and the conformance suite both pass
+
+// The edges, where requests and settings come in.
+pub mod auth; // callback tokens, session JWTs, password hashing, OIDC sign-in
+pub mod config; // every configuration key: schema, loading, validation, secret references
+pub mod http; // the routers, `app()`, errors as answers, extractors, the console's files
+
+// The hosts, which run the routers and the loops.
+pub mod lambda; // the Lambda functions' cold start and event loops
+pub mod runtime; // the adapters chosen from configuration, shared by every host
+pub mod server; // the local listener: plain HTTP or TLS, connection limits, graceful stop
+
+// Small helpers.
+pub mod calls; // call counters, for the bench
+pub mod error_text; // error chains as one line of text
+pub mod failpoint; // crash points the tests arm
+pub mod mac; // HMAC-SHA256
+pub mod sync; // locks that survive a panic elsewhere
+
 #[cfg(test)]
-pub(crate) mod arbitrary;
-pub mod auth;
-pub mod calls;
-pub mod clock;
-pub mod config;
-pub mod domain;
-pub mod error_text;
-pub mod failpoint;
-pub mod fleet;
-pub mod github;
-pub mod http;
-pub mod lambda;
-pub mod mac;
-pub mod pricing;
-pub mod queue;
-pub mod runtime;
-pub mod server;
-pub mod service;
-pub mod store;
-pub mod sync;
+pub(crate) mod arbitrary; // property-test strategies for hostile input
