@@ -87,13 +87,13 @@ enum Body {
     Webhook,
 }
 
-struct Route {
-    method: &'static str,
+pub(crate) struct Route {
+    pub(crate) method: &'static str,
     /// As the router spells it, `{id}` included.
-    path: &'static str,
+    pub(crate) path: &'static str,
     guard: Guard,
     /// The query parameters a GET route reads.
-    query: &'static [&'static str],
+    pub(crate) query: &'static [&'static str],
     body: Body,
 }
 
@@ -202,7 +202,7 @@ fn bootstrap_error(_: &Seeded) -> Value {
 }
 
 /// Every route pacer serves, as `shared/src/http` declares them.
-const ROUTES: &[Route] = &[
+pub(crate) const ROUTES: &[Route] = &[
     get("/healthz", Guard::Open, &[]),
     get("/api/version", Guard::Open, &[]),
     get("/api/projects", Guard::Session, PAGE),
