@@ -52,5 +52,7 @@ pub mod failpoint; // crash points the tests arm
 pub mod mac; // HMAC-SHA256
 pub mod sync; // locks that survive a panic elsewhere
 
+// Property-test strategies for hostile input, kept with the other test support.
 #[cfg(test)]
-pub(crate) mod arbitrary; // property-test strategies for hostile input
+#[path = "../../tests/support/src/arbitrary.rs"]
+pub(crate) mod arbitrary;

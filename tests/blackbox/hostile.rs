@@ -352,7 +352,7 @@ pub(crate) const ROUTES: &[Route] = &[
 /// Every `METHOD path` the `.route(…)` calls of `shared/src/http` declare,
 /// read from the source: a route added there and not here fails the suite.
 fn declared_routes() -> BTreeSet<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/src/http");
+    let dir = pacer_test_support::in_repo("shared/src/http");
     let mut declared = BTreeSet::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let file = entry.unwrap().path();

@@ -14,7 +14,7 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
 
 use crate::api_crud::TestApp;
-use crate::arbitrary::{any_json, hostile_text};
+use pacer_test_support::arbitrary::{any_json, hostile_text};
 
 /// One pacer on its own runtime, for properties whose cases share it (a
 /// fresh store per case would cost more than the case).

@@ -37,8 +37,3 @@ mod support;
 mod template;
 mod test_idp;
 mod webhook_examples;
-// pacer-shared's hostile-input strategies, included by path (see the file);
-// its unit tests use the parts these tests do not.
-#[path = "../../shared/src/arbitrary.rs"]
-#[allow(dead_code)]
-mod arbitrary;

@@ -20,7 +20,6 @@
 //! code flow with PKCE and the claims in the ID token, and the PKCE and code checks it enforces.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -140,10 +139,6 @@ pub struct OidcProvider {
     _dir: tempfile::TempDir,
 }
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 impl OidcProvider {
     pub async fn start(client: TestClient, accounts: Vec<TestAccount>) -> OidcProvider {
         Self::start_on(0, client, accounts).await
@@ -156,7 +151,7 @@ impl OidcProvider {
         accounts: Vec<TestAccount>,
     ) -> OidcProvider {
         pacer_shared::server::install_crypto_provider();
-        let root = workspace();
+        let root = pacer_test_support::in_repo("");
         let script = root.join("tests/oidc/provider.mjs");
         let package = root.join("tests/node_modules/oidc-provider/package.json");
         if !package.exists() {

@@ -22,8 +22,14 @@ const TTL: Duration = Duration::from_secs(24 * 3600);
 /// moto's canned spot price for every type and zone.
 const MOTO_SPOT_PRICE: f64 = 0.00001;
 
-const M7G_LARGE_ITEM: &str =
-    include_str!("../../shared/src/pricing/fixtures/get_products_m7g_large_us_east_1.json");
+/// The Pricing API's item for m7g.large in us-east-1, recorded beside the
+/// adapter's unit tests.
+fn m7g_large_item() -> String {
+    let path = pacer_test_support::in_repo(
+        "shared/src/pricing/fixtures/get_products_m7g_large_us_east_1.json",
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
 
 fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(chrono::Utc::now()))
@@ -269,7 +275,7 @@ fn filters(request: &Value) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn an_on_demand_quote_reads_the_recorded_get_products_answer_through_the_sdk() {
-    let stand_in = PricingStandIn::start(get_products_answer(&[M7G_LARGE_ITEM])).await;
+    let stand_in = PricingStandIn::start(get_products_answer(&[&m7g_large_item()])).await;
     let pricing = stand_in.adapter("us-east-1").await;
 
     assert_eq!(
@@ -316,7 +322,7 @@ async fn an_on_demand_quote_reads_the_recorded_get_products_answer_through_the_s
 
 #[tokio::test]
 async fn an_unknown_market_is_not_priced_and_asks_nothing() {
-    let stand_in = PricingStandIn::start(get_products_answer(&[M7G_LARGE_ITEM])).await;
+    let stand_in = PricingStandIn::start(get_products_answer(&[&m7g_large_item()])).await;
     let pricing = stand_in.adapter("us-east-1").await;
     assert_eq!(
         pricing.quote("m7g.large", "spot-fallback", None).await,

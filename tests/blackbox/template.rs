@@ -544,9 +544,9 @@ fn each_path_reaches_its_function_built_from_its_own_binary() {
         assert_eq!(metadata.text("BuildMethod"), "rust-cargolambda");
         assert_eq!(metadata.at("BuildProperties").text("Binary"), binary);
         // …which a workspace member builds: functions/<name>, binary <name>.
-        let manifest = format!("{}/../{binary}/Cargo.toml", env!("CARGO_MANIFEST_DIR"));
+        let path = pacer_test_support::in_repo(&format!("functions/{binary}/Cargo.toml"));
         let manifest =
-            std::fs::read_to_string(&manifest).unwrap_or_else(|e| panic!("{manifest}: {e}"));
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(
             manifest.contains(&format!("[[bin]]\nname = \"{binary}\"")),
             "functions/{binary} builds the {binary} binary"
@@ -830,7 +830,7 @@ fn the_single_binary_policy_allows_what_the_functions_do_together() {
 
 #[test]
 fn the_policy_documents_are_json_with_known_placeholders() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/iam");
+    let dir = pacer_test_support::in_repo("infra/iam");
     let mut seen = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -1400,8 +1400,8 @@ fn documents_of(stack: &Stack) -> Vec<(String, Statement)> {
     documents
 }
 
-fn iam_path(name: &str) -> String {
-    format!("{}/../../infra/iam/{name}", env!("CARGO_MANIFEST_DIR"))
+fn iam_path(name: &str) -> std::path::PathBuf {
+    pacer_test_support::in_repo(&format!("infra/iam/{name}"))
 }
 
 /// `envsubst`: each `${NAME}` of `values` replaced by its value.
@@ -1613,8 +1613,9 @@ impl Stack {
     }
 
     fn named(name: &str, overrides: &[(&str, &str)]) -> Stack {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml");
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+        let path = pacer_test_support::in_repo("template.yaml");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
         let doc: Value = serde_norway::from_str(&text).expect("template.yaml is YAML");
         let mut parameters: BTreeMap<String, String> = doc
             .at("Parameters")

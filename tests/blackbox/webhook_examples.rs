@@ -6,8 +6,9 @@ use serde_json::{Value, json};
 use crate::support::LocalPacer;
 
 pub(crate) fn examples() -> Vec<Value> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/node_modules/@octokit/webhooks-examples/api.github.com/index.json");
+    let path = pacer_test_support::in_repo(
+        "tests/node_modules/@octokit/webhooks-examples/api.github.com/index.json",
+    );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "cannot read {}: {e}; run `make test`, which installs tests/node_modules",

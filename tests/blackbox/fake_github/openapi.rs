@@ -22,8 +22,7 @@ use serde_json::{Map, Value};
 /// The npm package's generated description (the non-dereferenced one: a fifth of the size of
 /// `.deref.json`, and the refs are resolved here anyway).
 fn description_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/node_modules/@octokit/openapi/generated/api.github.com.json")
+    pacer_test_support::in_repo("tests/node_modules/@octokit/openapi/generated/api.github.com.json")
 }
 
 static DESCRIPTION: LazyLock<OpenApi> = LazyLock::new(OpenApi::load);

@@ -1,15 +1,27 @@
 //! What pacer's black-box tests (`tests/blackbox`) and `make bench`
 //! (`tests/bench`) share: a private `moto_server` ([`moto`]), the Lambda
-//! Runtime API stub the built functions run under ([`lambda_runtime`]), and
-//! the events AWS hands the functions ([`events`]). Test code: it panics
+//! Runtime API stub the built functions run under ([`lambda_runtime`]), the
+//! events AWS hands the functions ([`events`]), and property-test
+//! strategies for hostile input ([`arbitrary`]). Test code: it panics
 //! with a plain message where something it needs is missing.
 
+pub mod arbitrary;
 pub mod events;
 pub mod lambda_runtime;
 pub mod moto;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+
+/// `relative` (a path from the repository's root, `/`-separated) in this
+/// checkout, for tests that read the repository's own files.
+pub fn in_repo(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("tests/support sits two folders below the root")
+        .join(relative)
+}
 
 /// A port nothing listens on right now: bound, read, released.
 pub fn free_port() -> u16 {

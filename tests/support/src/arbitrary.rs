@@ -2,10 +2,10 @@
 //! kind and JSON values of every shape, for the parsers that see requests,
 //! webhooks, tokens and configuration.
 //!
-//! The black-box tests include this very file by path (`#[path]` in
-//! `tests/blackbox/main.rs`): it needs nothing but `proptest` and
-//! `serde_json`, and exporting it through a feature of `pacer-shared` would
-//! build that crate twice in `make test`.
+//! The black-box tests use it from this crate. `pacer-shared`'s own unit
+//! tests include this very file by path (`#[path]` in `shared/src/lib.rs`):
+//! it needs nothing but `proptest` and `serde_json`, and a dev-dependency on
+//! this crate, which depends on `pacer-shared`, would build that crate twice.
 
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value};
