@@ -37,15 +37,9 @@ async fn deliver(ports: &Ports, github_job_id: i64) -> String {
     ))
     .unwrap();
     let signature = pacer_shared::github::webhook::sign(WEBHOOK_SECRET.as_bytes(), &body);
-    match pacer_shared::service::webhook::accept(
-        ports,
-        None,
-        "workflow_job",
-        Some(&signature),
-        &body,
-    )
-    .await
-    .unwrap()
+    match pacer_shared::http::webhook::accept(ports, None, "workflow_job", Some(&signature), &body)
+        .await
+        .unwrap()
     {
         pacer_shared::service::webhook::Outcome::Accepted { job_id } => job_id,
         other => panic!("not accepted: {other:?}"),

@@ -1178,12 +1178,14 @@ async fn a_queued_job_carries_what_its_webhook_would_have() {
     assert_eq!(job.created_at, created);
     assert_eq!(job.sender.as_deref(), Some("hubot"));
 
-    // …and it reads as the delivery that went missing.
-    let event = job.to_queued_event(&widgets(), Some(REPO_INSTALLATION));
-    assert_eq!(event.action.as_str(), "queued");
-    assert_eq!(event.repository.full_name, "acme/widgets");
-    assert_eq!(event.workflow_job.labels, job.labels);
-    assert_eq!(event.installation.map(|i| i.id), Some(REPO_INSTALLATION));
+    // …and it reads as the job the missing delivery would have brought.
+    let pending = job.pending(&widgets(), REPO_INSTALLATION);
+    assert!(!pending.awaiting_approval);
+    assert_eq!(pending.job.repo, "acme/widgets");
+    assert_eq!(pending.job.labels, job.labels);
+    assert_eq!((pending.job.id, pending.job.run_attempt), (201, 2));
+    assert_eq!(pending.job.installation_id, Some(REPO_INSTALLATION));
+    assert_eq!(pending.job.sender.as_deref(), Some("hubot"));
 }
 
 #[tokio::test]

@@ -329,7 +329,7 @@ async fn a_public_repository_gets_no_runner_unless_its_project_allows_it() {
 /// + 1 and passed either way. Both sides of each limit, now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_up_to_each_routes_limit_are_read_and_one_byte_more_is_a_413() {
-    use pacer_shared::http::{API_BODY_LIMIT, lifecycle::WEBHOOK_BODY_LIMIT};
+    use pacer_shared::http::{API_BODY_LIMIT, webhook::WEBHOOK_BODY_LIMIT};
     let pacer = LocalPacer::start().await;
     // A signed ping padded with spaces to `size` bytes: valid JSON, GitHub's signature.
     let ping = |size: usize| {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use futures::StreamExt;
-use pacer_shared::http::{API_BODY_LIMIT, lifecycle::WEBHOOK_BODY_LIMIT};
+use pacer_shared::http::{API_BODY_LIMIT, webhook::WEBHOOK_BODY_LIMIT};
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};

@@ -61,7 +61,7 @@ pub fn local_ports(dir: &std::path::Path) -> (Ports, Arc<SimulatedFleet>) {
 pub fn queued_payload(github_job_id: i64, repo: &str, labels: &[&str]) -> serde_json::Value {
     let repo = pacer_shared::domain::RepoName::parse(repo).unwrap();
     let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
-    pacer_shared::service::webhook::sample_queued_payload(github_job_id, &repo, &labels, 77)
+    pacer_shared::github::webhook::sample_queued_payload(github_job_id, &repo, &labels, 77)
 }
 
 /// pacer served in process on a free loopback port, with its orchestrator

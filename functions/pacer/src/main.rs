@@ -204,7 +204,7 @@ async fn send_test_job(
         pacer_shared::domain::RepoName::parse(&repo).map_err(|e| anyhow::anyhow!("--repo: {e}"))?;
     let base = url.unwrap_or_else(|| runtime::callback_url(&cfg));
     let github_job_id = i64::from(rand::random::<u32>()) + 1;
-    let body = serde_json::to_vec(&pacer_shared::service::webhook::sample_queued_payload(
+    let body = serde_json::to_vec(&pacer_shared::github::webhook::sample_queued_payload(
         github_job_id,
         &repo,
         &labels,

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod duration;
 pub mod fields;
+pub mod github_job;
 pub mod ids;
 pub mod job;
 pub mod labels;
@@ -15,10 +16,11 @@ pub mod text;
 pub mod user;
 
 pub use audit::{Actor, ActorKind, AuditEvent};
+pub use github_job::{GithubJob, PendingJob, Reported};
 pub use ids::{IdKind, IdSource, SequentialIds, Ulids};
 pub use job::{Job, JobChanges, JobState, Transition, TransitionCause, transition_allowed};
 pub use labels::{Label, LabelSet, PoolCandidate, PoolMatch, match_pool};
-pub use pool::{Degraded, Market, Pool, PoolSpec};
+pub use pool::{Degraded, Market, Pool, PoolSpec, pick_pool};
 pub use project::{BindingSpec, Project, ProjectSpec, RepoBinding, RepoName, Scope, Visibility};
 pub use runner::{Runner, RunnerState, peak_overlap};
 pub use user::{Role, User};

@@ -7,8 +7,10 @@ use serde_json::{Map, Value};
 
 use super::duration::go as serde_go;
 use super::fields::Fields;
-use super::labels::{LabelSet, SELF_HOSTED, parse_labels};
-use super::project::parse_name;
+use super::labels::{
+    LabelSet, PoolCandidate, SELF_HOSTED, job_labels, match_pool, offered_labels, parse_labels,
+};
+use super::project::{Project, parse_name};
 use super::{Invalid, Time};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,6 +284,23 @@ impl PoolSpec {
             priority,
         })
     }
+}
+
+/// The pool a job's labels (as GitHub sent them) pick among a project's
+/// pools: the rule of `match_pool`, offered labels being each pool's own plus
+/// `self-hosted` and the project's label. `None` when no pool serves them.
+pub fn pick_pool<'a>(project: &Project, pools: &'a [Pool], labels: &[String]) -> Option<&'a Pool> {
+    let candidates: Vec<PoolCandidate<'_>> = pools
+        .iter()
+        .map(|p| PoolCandidate {
+            id: &p.id,
+            name: &p.spec.name,
+            priority: p.spec.priority,
+            offered: offered_labels(&p.spec.labels, &project.spec.label),
+        })
+        .collect();
+    let chosen = match_pool(&job_labels(labels)?, &candidates)?;
+    pools.iter().find(|p| p.id == chosen.pool_id)
 }
 
 #[cfg(test)]

@@ -12,10 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{RepoName, Time, Visibility};
-use webhook::{
-    Account, InstallationRef, Repository, WorkflowJob, WorkflowJobAction, WorkflowJobEvent,
-};
+use crate::domain::{GithubJob, PendingJob, RepoName, Time, Visibility};
 
 pub mod absent;
 pub mod offline;
@@ -120,45 +117,25 @@ pub struct GhQueuedJob {
 }
 
 impl GhQueuedJob {
-    /// The `workflow_job` `queued` delivery GitHub would have sent for this job, so a job found
-    /// by listing takes the same path into pacer as one that arrived by webhook.
-    pub fn to_queued_event(
-        &self,
-        repo: &RepoName,
-        installation_id: Option<i64>,
-    ) -> WorkflowJobEvent {
-        WorkflowJobEvent {
-            action: WorkflowJobAction::Queued,
-            workflow_job: WorkflowJob {
+    /// This job as one that needs a runner, as its lost `queued` delivery would have said.
+    pub fn pending(&self, repo: &RepoName, installation_id: i64) -> PendingJob {
+        PendingJob {
+            job: GithubJob {
                 id: self.id,
                 run_id: self.run_id,
-                run_attempt: Some(self.run_attempt),
-                status: Some("queued".into()),
-                conclusion: None,
+                run_attempt: self.run_attempt,
+                repo: repo.to_string(),
+                visibility: self.visibility,
+                installation_id: Some(installation_id),
                 labels: self.labels.clone(),
-                runner_id: None,
-                runner_name: None,
-                runner_group_id: None,
-                runner_group_name: None,
-                name: Some(self.name.clone()),
                 workflow_name: self.workflow_name.clone(),
-                head_branch: self.head_branch.clone(),
+                name: Some(self.name.clone()),
+                sender: self.sender.clone(),
                 html_url: self.html_url.clone(),
-                created_at: Some(self.created_at),
-                started_at: None,
-                completed_at: None,
+                runner_name: None,
+                conclusion: None,
             },
-            repository: Repository {
-                full_name: repo.to_string(),
-                name: repo.name().to_owned(),
-                owner: Account {
-                    login: repo.owner().to_owned(),
-                },
-                private: Some(!self.visibility.is_public()),
-                visibility: Some(self.visibility.as_str().to_owned()),
-            },
-            installation: installation_id.map(|id| InstallationRef { id }),
-            sender: self.sender.clone().map(|login| Account { login }),
+            awaiting_approval: false,
         }
     }
 }

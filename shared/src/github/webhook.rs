@@ -10,8 +10,9 @@ use std::fmt;
 
 use hmac::Mac;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-use crate::domain::{RepoName, Time, Visibility};
+use crate::domain::{GithubJob, RepoName, Reported, Time, Visibility};
 use crate::mac::{HmacSha256, hmac_sha256_of};
 
 /// The header carrying the HMAC-SHA256 signature. The legacy `X-Hub-Signature` (SHA-1) is
@@ -114,6 +115,37 @@ pub struct WorkflowJobEvent {
     pub installation: Option<InstallationRef>,
     #[serde(default)]
     pub sender: Option<Account>,
+}
+
+impl WorkflowJobEvent {
+    /// The job as pacer describes it, and what GitHub reports of it.
+    pub fn into_job(self) -> (GithubJob, Reported) {
+        let reported = match self.action {
+            WorkflowJobAction::Queued => Reported::Queued,
+            WorkflowJobAction::Waiting => Reported::Waiting,
+            WorkflowJobAction::InProgress => Reported::InProgress,
+            WorkflowJobAction::Completed => Reported::Completed,
+            WorkflowJobAction::Unknown(action) => Reported::Other(action),
+        };
+        let visibility = self.repository.visibility();
+        let wj = self.workflow_job;
+        let job = GithubJob {
+            id: wj.id,
+            run_id: wj.run_id,
+            run_attempt: wj.run_attempt.unwrap_or(1),
+            repo: self.repository.full_name,
+            visibility,
+            installation_id: self.installation.map(|i| i.id),
+            labels: wj.labels,
+            workflow_name: wj.workflow_name,
+            name: wj.name,
+            sender: self.sender.map(|s| s.login),
+            html_url: wj.html_url,
+            runner_name: wj.runner_name,
+            conclusion: wj.conclusion,
+        };
+        (job, reported)
+    }
 }
 
 /// What happened to the job. Actions GitHub may add later are kept, not refused.
@@ -255,6 +287,39 @@ where
     T: Default + Deserialize<'de>,
 {
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// A `queued` workflow_job delivery shaped like GitHub's, for
+/// `pacer admin send-test-job` and tests: the least a real one carries.
+pub fn sample_queued_payload(
+    github_job_id: i64,
+    repo: &RepoName,
+    labels: &[String],
+    installation_id: i64,
+) -> serde_json::Value {
+    let run_id = github_job_id / 2 + 1;
+    json!({
+        "action": "queued",
+        "workflow_job": {
+            "id": github_job_id,
+            "run_id": run_id,
+            "run_attempt": 1,
+            "status": "queued",
+            "conclusion": null,
+            "name": "pacer test job",
+            "workflow_name": "pacer send-test-job",
+            "html_url": format!("https://github.com/{repo}/actions/runs/{run_id}/job/{github_job_id}"),
+            "labels": labels,
+            "runner_id": null,
+            "runner_name": null,
+        },
+        "repository": {
+            "full_name": repo.to_string(), "name": repo.name(), "owner": {"login": repo.owner()},
+            "private": true, "visibility": "private",
+        },
+        "installation": {"id": installation_id},
+        "sender": {"login": "pacer-send-test-job"},
+    })
 }
 
 #[cfg(test)]

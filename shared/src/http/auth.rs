@@ -75,28 +75,6 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
     cookie_value(headers, SESSION_COOKIE)
 }
 
-fn auth_error(e: AuthError) -> Response {
-    match e {
-        AuthError::RateLimited { retry_after } => {
-            let mut res = (StatusCode::TOO_MANY_REQUESTS, Json(json!({
-                "error": "rate_limited",
-                "message": format!("too many sign-in attempts from this address; try again in {} seconds", retry_after.as_secs().max(1)),
-            })))
-                .into_response();
-            res.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
-            res
-        }
-        AuthError::InvalidSession(reason) => {
-            tracing::info!(reason, "session refused");
-            ApiError::Unauthorized("the session is no longer valid; sign in again".into())
-                .into_response()
-        }
-        AuthError::Service(e) => ApiError::from(e).into_response(),
-        other => ApiError::Unauthorized(other.to_string()).into_response(),
-    }
-}
-
 /// Decides who the caller is (session cookie or bearer; everyone is an
 /// anonymous admin under `auth.disabled`) and enforces roles for every
 /// route in one place: reads need a session, mutations need an admin,
@@ -121,11 +99,11 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         return next.run(req).await;
     }
     let Some(token) = session_token(req.headers()) else {
-        return auth_error(AuthError::NoSession);
+        return ApiError::from(AuthError::NoSession).into_response();
     };
     let (caller, claims) = match auth_service::authenticate(&state.ports, &auth, &token, ip).await {
         Ok(found) => found,
-        Err(e) => return auth_error(e),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let reading = matches!(*req.method(), Method::GET | Method::HEAD);
     let admin_only = ADMIN_ONLY
@@ -278,7 +256,7 @@ async fn oidc_callback(
     let attempt = match auth_service::count_attempt(&s.ports, &auth, caller.client_ip).await {
         Ok(counted) => counted,
         Err(AuthError::RateLimited { retry_after }) => return Ok(too_many_sign_ins(retry_after)),
-        Err(e) => return Ok(auth_error(e)),
+        Err(e) => return Ok(ApiError::from(e).into_response()),
     };
     let client = match sso_client(&auth).await? {
         Ok(client) => client,
@@ -344,7 +322,7 @@ async fn oidc_callback(
             Ok(res)
         }
         Err(AuthError::BadCredentials) => Ok(access_denied(&auth)),
-        Err(e) => Ok(auth_error(e)),
+        Err(e) => Ok(ApiError::from(e).into_response()),
     }
 }
 
@@ -392,7 +370,7 @@ async fn login(
     .await
     {
         Ok(signed) => signed_in(&auth, &signed),
-        Err(e) => auth_error(e),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 

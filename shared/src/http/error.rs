@@ -2,13 +2,19 @@
 //! and a JSON body: `{"error", "message", "field"?}`. Internals are logged
 //! with their cause chain and never returned.
 
+use std::time::Duration;
+
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::webhook::WebhookError;
 use crate::domain::Invalid;
 use crate::service::ServiceError;
+use crate::service::auth::AuthError;
+use crate::service::runners::CallbackError;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -25,6 +31,11 @@ pub enum ApiError {
     /// A body that is not JSON by its `Content-Type`.
     UnsupportedMediaType(String),
     Invalid(Invalid),
+    /// Too many attempts from one address: 429 with `Retry-After`.
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
     /// GitHub or AWS failed pacer's request: 502 with what they said.
     Upstream(String),
     Internal(anyhow::Error),
@@ -59,13 +70,78 @@ impl From<ServiceError> for ApiError {
                 field: Some(i.field),
             },
             ServiceError::Upstream(m) => ApiError::Upstream(m),
+            e @ ServiceError::GitHub { .. } => ApiError::Upstream(e.to_string()),
             ServiceError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::Signature(e) => ApiError::Unauthorized(e.to_string()),
+            WebhookError::Malformed { event, message } => {
+                ApiError::BadRequest(format!("the {event} payload cannot be read: {message}"))
+            }
+            WebhookError::Service(e) => e.into(),
+        }
+    }
+}
+
+impl From<CallbackError> for ApiError {
+    fn from(e: CallbackError) -> Self {
+        match e {
+            CallbackError::Unauthorized(reason) => {
+                // The reason is for the operator's log, never for the caller.
+                tracing::warn!(reason, "runner callback refused");
+                ApiError::Unauthorized("the callback token is not valid for this call".into())
+            }
+            CallbackError::Service(e) => e.into(),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::RateLimited { retry_after } => ApiError::RateLimited {
+                message: format!(
+                    "too many sign-in attempts from this address; try again in {} seconds",
+                    retry_after.as_secs().max(1)
+                ),
+                retry_after,
+            },
+            AuthError::InvalidSession(reason) => {
+                tracing::info!(reason, "session refused");
+                ApiError::Unauthorized("the session is no longer valid; sign in again".into())
+            }
+            AuthError::Service(e) => e.into(),
+            other => ApiError::Unauthorized(other.to_string()),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::RateLimited {
+            message,
+            retry_after,
+        } = self
+        {
+            let seconds = retry_after.as_secs().max(1);
+            let mut res = (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(Body {
+                    error: "rate_limited",
+                    message,
+                    field: None,
+                }),
+            )
+                .into_response();
+            res.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
+            return res;
+        }
         let (status, code, message, field) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m, None),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m, None),
@@ -98,6 +174,9 @@ impl IntoResponse for ApiError {
                     message,
                     Some(i.field),
                 )
+            }
+            ApiError::RateLimited { message, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", message, None)
             }
             ApiError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "request failed");

@@ -1,10 +1,10 @@
-//! The routes of the runner lifecycle: the GitHub webhook, the runner
-//! callbacks, and the console's jobs and runners.
+//! The routes of the runner lifecycle: the runner callbacks, and the
+//! console's jobs and runners (the GitHub webhook is in `webhook`).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -15,20 +15,10 @@ use super::error::ApiError;
 use super::extract::{JsonObject, Query};
 use crate::auth::callback_token::bearer;
 use crate::domain::{JobState, RunnerState, Time};
-use crate::server::ClientIp;
-use crate::service::runners::{self, CallbackError, RegisterBody};
+use crate::service::runners::{self, RegisterBody};
 use crate::service::stats::{self, GroupBy, StatsQuery};
-use crate::service::webhook::{self, Outcome, WebhookError};
 use crate::service::{Caller, jobs};
 use crate::store::{JobFilter, PageRequest, RunnerFilter};
-
-/// GitHub caps deliveries at 25 MB; pacer takes a body up to 25 MiB.
-pub const WEBHOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
-
-/// `POST /api/webhook`: GitHub HMAC, not sessions.
-pub fn webhook_routes() -> Router<AppState> {
-    Router::new().route("/api/webhook", post(receive_webhook))
-}
 
 /// `/api/runner/*`: callback tokens, not sessions.
 pub fn runner_routes() -> Router<AppState> {
@@ -47,58 +37,6 @@ pub fn console_routes() -> Router<AppState> {
         .route("/api/runners/{id}", get(get_runner))
         .route("/api/runners/{id}/terminate", post(terminate_runner))
         .route("/api/stats", get(stats))
-}
-
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-async fn receive_webhook(
-    State(s): State<AppState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let event = header(&headers, "x-github-event").unwrap_or("");
-    let delivery = header(&headers, "x-github-delivery").unwrap_or("-");
-    let signature = header(&headers, "x-hub-signature-256");
-    let client_ip = (!ip.is_unspecified()).then_some(ip);
-    match webhook::accept(&s.ports, client_ip, event, signature, &body).await {
-        Ok(Outcome::Pong) => {
-            (StatusCode::OK, Json(json!({"ok": true, "event": "ping"}))).into_response()
-        }
-        Ok(Outcome::Ignored(why)) => {
-            (StatusCode::OK, Json(json!({"ok": true, "ignored": why}))).into_response()
-        }
-        Ok(Outcome::Recorded) => (StatusCode::OK, Json(json!({"ok": true}))).into_response(),
-        Ok(Outcome::Refused(why)) => {
-            (StatusCode::OK, Json(json!({"ok": true, "refused": why}))).into_response()
-        }
-        Ok(Outcome::Accepted { job_id }) => (
-            StatusCode::ACCEPTED,
-            Json(json!({"ok": true, "job_id": job_id})),
-        )
-            .into_response(),
-        Err(WebhookError::Signature(e)) => {
-            tracing::warn!(delivery, event, error = %crate::error_text::display_chain(&e), "webhook refused");
-            ApiError::Unauthorized(e.to_string()).into_response()
-        }
-        Err(WebhookError::Malformed { event, message }) => {
-            ApiError::BadRequest(format!("the {event} payload cannot be read: {message}"))
-                .into_response()
-        }
-        Err(WebhookError::Service(e)) => ApiError::from(e).into_response(),
-    }
-}
-
-fn callback_error(e: CallbackError) -> ApiError {
-    match e {
-        CallbackError::Unauthorized(reason) => {
-            tracing::warn!(reason, "runner callback refused");
-            ApiError::Unauthorized("the callback token is not valid for this call".into())
-        }
-        CallbackError::Service(e) => e.into(),
-    }
 }
 
 fn token(headers: &HeaderMap) -> Result<&str, ApiError> {
@@ -122,7 +60,7 @@ async fn register(
     Ok(Json(
         runners::register(&s.ports, token, body)
             .await
-            .map_err(callback_error)?,
+            .map_err(ApiError::from)?,
     ))
 }
 
@@ -132,7 +70,7 @@ async fn complete(
 ) -> Result<impl IntoResponse, ApiError> {
     runners::complete(&s.ports, token(&headers)?)
         .await
-        .map_err(callback_error)?;
+        .map_err(ApiError::from)?;
     Ok(Json(json!({"ok": true})))
 }
 
@@ -154,7 +92,7 @@ async fn bootstrap_error(
     };
     runners::error(&s.ports, token, tail)
         .await
-        .map_err(callback_error)?;
+        .map_err(ApiError::from)?;
     Ok(Json(json!({"ok": true})))
 }
 

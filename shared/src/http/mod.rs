@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod lifecycle;
 pub mod origin;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -58,7 +59,7 @@ fn body_limit(router: Router<AppState>, limit: usize) -> Router<AppState> {
 
 /// `POST /api/webhook`, authenticated by GitHub's signature.
 pub fn webhook_router(state: AppState) -> Router {
-    body_limit(lifecycle::webhook_routes(), lifecycle::WEBHOOK_BODY_LIMIT).with_state(state)
+    body_limit(webhook::webhook_routes(), webhook::WEBHOOK_BODY_LIMIT).with_state(state)
 }
 
 /// `/api/runner/*`, authenticated by callback tokens.

@@ -32,12 +32,14 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::audit::record;
+use super::intake::{Intake, intake, project_pools};
 use super::jobs::{Advanced, advance, advance_from, advance_if};
 use super::runner_moves::{finish, update_runner};
 use super::runners::{github_target, retry_job_after_failed_runner};
-use super::webhook::{pick_pool, project_pools};
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::domain::job::JobChanges;
+use crate::domain::labels::asks_for_self_hosted;
+use crate::domain::pick_pool;
 use crate::domain::runner::is_runner_name_of;
 use crate::domain::{
     Job, JobState, Pool, Project, RepoName, Runner, RunnerState, Scope, Time, TransitionCause,
@@ -538,20 +540,14 @@ async fn missed_webhooks(ports: &Ports, report: &mut Report) -> ServiceResult<()
             }
         };
         for gh in found {
-            if !gh
-                .labels
-                .iter()
-                .any(|l| l.eq_ignore_ascii_case(crate::domain::labels::SELF_HOSTED))
-            {
+            if !asks_for_self_hosted(&gh.labels) {
                 continue;
             }
             if ports.store.job_by_github_id(gh.id).await?.is_some() {
                 continue;
             }
-            let event = gh.to_queued_event(&repo, Some(installation));
-            let outcome =
-                super::webhook::queued(ports, &reaper(), &event, JobState::Queued).await?;
-            if let super::webhook::Outcome::Accepted { job_id } = outcome {
+            let pending = gh.pending(&repo, installation);
+            if let Intake::Accepted { job_id } = intake(ports, &reaper(), &pending).await? {
                 act(
                     ports,
                     report,
@@ -583,11 +579,7 @@ async fn stuck_jobs(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
         if elapsed(ports.clock.now(), job.updated_at) < redrive_after {
             continue;
         }
-        ports
-            .queue
-            .send(&job.id, None)
-            .await
-            .map_err(ServiceError::Internal)?;
+        ports.queue.send(&job.id, None).await?;
         act(
             ports,
             report,
@@ -622,34 +614,44 @@ async fn stuck_jobs(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
             note: Some("its runner ended before GitHub gave it the job".into()),
             ..Default::default()
         };
-        // Only the job as listed: if it moved on (a new runner) since, leave it.
-        let unchanged = |current: &Job| {
-            current.state == JobState::Starting && current.updated_at == job.updated_at
-        };
-        if let Advanced::Moved(_) = advance_if(
+        requeue_as_listed(
             ports,
-            &job.id,
-            unchanged,
-            JobState::Queued,
-            TransitionCause::Reaper,
+            report,
+            &job,
             &changes,
+            "stuck_starting",
+            "starting with no live runner",
         )
-        .await?
-        {
-            ports
-                .queue
-                .send(&job.id, None)
-                .await
-                .map_err(ServiceError::Internal)?;
-            act(
-                ports,
-                report,
-                "stuck_starting",
-                &job.id,
-                "starting with no live runner".into(),
-            )
-            .await?;
-        }
+        .await?;
+    }
+    Ok(())
+}
+
+/// Moves a job back to `queued`, enqueues it and reports `action` — only if
+/// it is still as the reaper listed it (same state, not updated since): a
+/// job that moved on meanwhile (a new runner, a launch) is left alone.
+async fn requeue_as_listed(
+    ports: &Ports,
+    report: &mut Report,
+    job: &Job,
+    changes: &JobChanges,
+    action: &str,
+    reason: &str,
+) -> ServiceResult<()> {
+    let unchanged =
+        |current: &Job| current.state == job.state && current.updated_at == job.updated_at;
+    if let Advanced::Moved(_) = advance_if(
+        ports,
+        &job.id,
+        unchanged,
+        JobState::Queued,
+        TransitionCause::Reaper,
+        changes,
+    )
+    .await?
+    {
+        ports.queue.send(&job.id, None).await?;
+        act(ports, report, action, &job.id, reason.into()).await?;
     }
     Ok(())
 }
@@ -758,33 +760,15 @@ async fn stuck_claimed(ports: &Ports, report: &mut Report, job: &Job) -> Service
         count_attempt: true,
         ..Default::default()
     };
-    let unchanged =
-        |current: &Job| current.state == JobState::Claimed && current.updated_at == job.updated_at;
-    if let Advanced::Moved(_) = advance_if(
+    requeue_as_listed(
         ports,
-        &job.id,
-        unchanged,
-        JobState::Queued,
-        TransitionCause::Reaper,
+        report,
+        job,
         &changes,
+        "stuck_claimed",
+        "claimed past reaper.redrive_after without a launch",
     )
-    .await?
-    {
-        ports
-            .queue
-            .send(&job.id, None)
-            .await
-            .map_err(ServiceError::Internal)?;
-        act(
-            ports,
-            report,
-            "stuck_claimed",
-            &job.id,
-            "claimed past reaper.redrive_after without a launch".into(),
-        )
-        .await?;
-    }
-    Ok(())
+    .await
 }
 
 async fn unmatched_jobs(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
@@ -830,11 +814,7 @@ async fn unmatched_jobs(ports: &Ports, report: &mut Report) -> ServiceResult<()>
         )
         .await?
         {
-            ports
-                .queue
-                .send(&job.id, None)
-                .await
-                .map_err(ServiceError::Internal)?;
+            ports.queue.send(&job.id, None).await?;
             act(
                 ports,
                 report,

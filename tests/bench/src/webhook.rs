@@ -3,7 +3,8 @@
 //! parses it, finds the project and pool, inserts the job (a conditional
 //! insert on GitHub's job id) and enqueues it — on SQLite and the memory
 //! queue. Measured twice: through the use case the HTTP handler calls
-//! (`service::webhook::accept`), and through the whole router as `pacer
+//! (`http::webhook::accept`: the signature check and payload read of the
+//! edge, then the use case), and through the whole router as `pacer
 //! serve` and the Lambda host run it (`app()`, with `oneshot`: no socket).
 
 use std::time::{Duration, Instant};
@@ -12,7 +13,8 @@ use anyhow::{bail, ensure};
 use axum::body::Body;
 use http_body_util::BodyExt as _;
 use pacer_shared::github::webhook::{DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER};
-use pacer_shared::service::webhook::{Outcome, accept};
+use pacer_shared::http::webhook::accept;
+use pacer_shared::service::webhook::Outcome;
 use tower::ServiceExt as _;
 
 use crate::deployment::{Deployment, REPO, WEBHOOK_SECRET, instant_fleet};
@@ -37,7 +39,7 @@ impl Entry {
 
     fn what(self) -> &'static str {
         match self {
-            Entry::Service => "service::webhook::accept",
+            Entry::Service => "http::webhook::accept",
             Entry::Router => "app() via oneshot",
         }
     }

@@ -1,0 +1,206 @@
+//! Taking in a job that needs a runner, however pacer learnt of it: a
+//! `queued` or `waiting` webhook delivery, or the reaper finding a queued job
+//! whose delivery never came. A job becomes a row once (idempotent on
+//! GitHub's job id), is matched to a pool, and its id is enqueued.
+
+use serde_json::json;
+
+use super::audit::record;
+use super::jobs::{Advanced, advance};
+use super::limits;
+use super::{Caller, Ports, ServiceResult};
+use crate::domain::job::JobChanges;
+use crate::domain::{
+    IdKind, Job, JobState, PendingJob, Pool, Project, RepoName, Scope, TransitionCause, pick_pool,
+};
+use crate::store::{Inserted, PageRequest};
+
+/// What became of a job taken in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intake {
+    /// pacer has the job (new, or already known): its id.
+    Accepted { job_id: String },
+    /// No project serves its repository: audited, nothing stored.
+    NotServed,
+    /// A job pacer will not run, by a rule the operator can change (a
+    /// public repository its project does not allow), saying why.
+    Refused(&'static str),
+    /// Its repository's name is not one pacer can read.
+    UnreadableRepository,
+}
+
+/// How long one refused job is audited once for, however often GitHub (or
+/// the reaper's recovery) brings it again.
+const REFUSAL_AUDITED_ONCE_PER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Takes in a job that needs a runner.
+pub async fn intake(ports: &Ports, caller: &Caller, pending: &PendingJob) -> ServiceResult<Intake> {
+    let gh = &pending.job;
+    if let Some(existing) = ports.store.job_by_github_id(gh.id).await? {
+        return already_known(ports, caller, existing, pending).await;
+    }
+    let Ok(repo) = RepoName::parse(&gh.repo) else {
+        tracing::warn!(repo = %gh.repo, "workflow_job for a repository name pacer cannot read");
+        return Ok(Intake::UnreadableRepository);
+    };
+    let Some(project) = serving_project(ports, &repo).await? else {
+        record(ports, caller, "job.repo_not_bound", Some(&repo.to_string()), json!({
+            "github_job_id": gh.id, "labels": gh.labels,
+            "hint": "bind the repository to a project, or create an org-scoped project for its owner",
+        }))
+        .await?;
+        return Ok(Intake::NotServed);
+    };
+    if gh.visibility.is_public() && !project.spec.allow_public_repos {
+        // Anyone may open a pull request on a public repository; its
+        // workflow would run on a machine in the operator's network.
+        if limits::first_in_window(
+            ports,
+            &format!("public-refused:{}", gh.id),
+            REFUSAL_AUDITED_ONCE_PER,
+        )
+        .await?
+        {
+            record(ports, caller, "job.public_repo_refused", Some(&repo.to_string()), json!({
+                "github_job_id": gh.id, "labels": gh.labels, "project": project.spec.name,
+                "hint": "jobs of public repositories get no runner unless their project sets allow_public_repos",
+            }))
+            .await?;
+            tracing::warn!(repo = %repo, github_job_id = gh.id, sender = %caller.actor.id, "refused a job of a public repository");
+        }
+        return Ok(Intake::Refused("public repository"));
+    }
+    let installation_id = match gh.installation_id {
+        Some(id) => Some(id),
+        // 3 of GitHub's 8 example payloads carry no installation: ask.
+        None => match ports.github.repo_installation(&repo).await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                // Not fatal: registration looks it up again.
+                tracing::warn!(repo = %repo, error = %crate::error_text::display_chain(&e), "could not look up the App installation; will retry at registration");
+                None
+            }
+        },
+    };
+    let pools = project_pools(ports, &project.id).await?;
+    let pool = pick_pool(&project, &pools, &gh.labels);
+    let state = pending.initial_state(pool.is_some());
+    let now = ports.clock.now();
+    let job = Job {
+        repo: repo.to_string(),
+        installation_id,
+        project_id: Some(project.id.clone()),
+        pool_id: pool.map(|p| p.id.clone()),
+        ..Job::first_seen(ports.ids.new_id(IdKind::Job, now), gh, state, now, None)
+    };
+    match ports.store.insert_job(&job).await? {
+        Inserted::Existing(existing) => already_known(ports, caller, *existing, pending).await,
+        Inserted::Created => {
+            crate::failpoint::hit("after_job_insert");
+            match state {
+                JobState::Unmatched => {
+                    audit_no_pool_match(ports, caller, &job, Some(project.spec.name.clone()))
+                        .await?
+                }
+                JobState::Queued => {
+                    ports.queue.send(&job.id, None).await?;
+                }
+                _ => {}
+            }
+            tracing::info!(job_id = %job.id, github_job_id = gh.id, repo = %job.repo, state = %state, "job accepted");
+            Ok(Intake::Accepted { job_id: job.id })
+        }
+    }
+}
+
+/// A job pacer has, brought again: a redelivery changes nothing, but a job
+/// GitHub releases from `waiting` moves to `queued`.
+async fn already_known(
+    ports: &Ports,
+    caller: &Caller,
+    job: Job,
+    pending: &PendingJob,
+) -> ServiceResult<Intake> {
+    if !pending.awaiting_approval && job.state == JobState::Waiting {
+        let to = if job.pool_id.is_some() {
+            JobState::Queued
+        } else {
+            JobState::Unmatched
+        };
+        if let Advanced::Moved(moved) = advance(
+            ports,
+            &job.id,
+            to,
+            TransitionCause::Webhook,
+            &JobChanges::default(),
+        )
+        .await?
+        {
+            match moved.state {
+                JobState::Queued => ports.queue.send(&moved.id, None).await?,
+                JobState::Unmatched => {
+                    let project = match &moved.project_id {
+                        Some(id) => ports.store.get_project(id).await?.map(|p| p.spec.name),
+                        None => None,
+                    };
+                    audit_no_pool_match(ports, caller, &moved, project).await?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(Intake::Accepted { job_id: job.id })
+}
+
+/// The audit entry of a job no pool of `project` serves.
+async fn audit_no_pool_match(
+    ports: &Ports,
+    caller: &Caller,
+    job: &Job,
+    project: Option<String>,
+) -> ServiceResult<()> {
+    record(ports, caller, "job.no_pool_match", Some(&job.id), json!({
+        "github_job_id": job.github_job_id, "repo": job.repo, "labels": job.labels, "project": project,
+    }))
+    .await
+}
+
+/// The project serving `repo`: its binding's, else an org-scoped project of
+/// its owner.
+pub async fn serving_project(ports: &Ports, repo: &RepoName) -> ServiceResult<Option<Project>> {
+    if let Some(binding) = ports.store.binding_for_repo(&repo.key()).await? {
+        return Ok(ports.store.get_project(&binding.spec.project_id).await?);
+    }
+    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+    loop {
+        let listed = ports.store.list_projects(&page).await?;
+        let found = listed.items.into_iter().find(|p| {
+            p.spec.scope == Scope::Org
+                && p.spec
+                    .org
+                    .as_deref()
+                    .is_some_and(|o| o.eq_ignore_ascii_case(repo.owner()))
+        });
+        if found.is_some() {
+            return Ok(found);
+        }
+        match listed.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => return Ok(None),
+        }
+    }
+}
+
+/// Every pool of a project.
+pub async fn project_pools(ports: &Ports, project_id: &str) -> ServiceResult<Vec<Pool>> {
+    let mut pools = Vec::new();
+    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+    loop {
+        let listed = ports.store.list_pools(Some(project_id), &page).await?;
+        pools.extend(listed.items);
+        match listed.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => return Ok(pools),
+        }
+    }
+}
