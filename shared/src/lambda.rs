@@ -309,7 +309,7 @@ async fn handle_message(ports: &Ports, message: SqsMessage) -> bool {
             // Best effort: without it the message returns after the queue's
             // visibility timeout, which is merely slower.
             if let Err(e) = ports.queue.retry_later(&delivery, after).await {
-                tracing::warn!(error = %format!("{e:#}"), "could not set the message's retry delay");
+                tracing::warn!(error = %crate::error_text::display_chain(&e), "could not set the message's retry delay");
             }
             true
         }

@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use pacer_shared::calls::Calls;
+use pacer_shared::config::Secret;
 use pacer_shared::domain::RepoName;
 use pacer_shared::fleet::simulated::{SimulatedFleet, SimulatedSettings};
-use pacer_shared::fleet::{Fleet as _, LaunchRequest};
+use pacer_shared::fleet::{Fleet as _, LaunchRequest, RunnerCallback};
 use pacer_shared::github::offline::OfflineGitHub;
 use pacer_shared::github::{GitHub as _, JitRequest, RunnerTarget};
 use pacer_shared::queue::Queue as _;
@@ -94,7 +95,10 @@ async fn the_simulated_fleet_and_offline_github_count_what_ec2_and_github_would_
         runner_id: "run_1".into(),
         runner_name: "pacer-1".into(),
         job: None,
-        user_data: String::new(),
+        callback: RunnerCallback {
+            url: "http://127.0.0.1:9".into(),
+            token: Secret::new("unused"),
+        },
         attempt: 1,
     };
 

@@ -256,7 +256,11 @@ async fn with_no_fault_scripted_the_proxy_passes_every_call_through_unchanged() 
     assert_eq!(tagged[0].instance_id(), Some(launched.instance_id.as_str()));
     assert_eq!(tagged[0].subnet_id(), Some(aws.subnets[0].as_str()));
     let stored = crate::lifecycle_aws::user_data_of(&aws, &launched.instance_id).await;
-    assert_eq!(stored, req.user_data, "the body reached moto byte for byte");
+    assert_eq!(
+        stored,
+        req.user_data(),
+        "the body reached moto byte for byte"
+    );
     let calls = proxy.run_instances();
     assert_eq!(calls.len(), 1);
     assert!(calls[0].reached_moto && calls[0].injected.is_none());

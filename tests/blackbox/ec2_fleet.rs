@@ -10,7 +10,8 @@ use pacer_shared::fleet::ec2::sdk::types::{
 };
 use pacer_shared::fleet::ec2::{Ec2Fleet, sdk};
 use pacer_shared::fleet::{
-    Fleet, FleetError, JobRef, LaunchRequest, TAG_DEPLOYMENT, TAG_POOL, TAG_RUNNER, user_data,
+    Fleet, FleetError, JobRef, LaunchRequest, RunnerCallback, TAG_DEPLOYMENT, TAG_POOL, TAG_RUNNER,
+    user_data,
 };
 use serde_json::{Value, json};
 
@@ -201,7 +202,10 @@ pub(crate) fn launch_request(pool: &Pool, runner_id: &str) -> LaunchRequest {
             labels: vec!["self-hosted".into(), "linux".into()],
             installation_id: Some(1),
         }),
-        user_data: user_data::render("https://pacer.example.com", &Secret::new("callback-token")),
+        callback: RunnerCallback {
+            url: "https://pacer.example.com".into(),
+            token: Secret::new("callback-token"),
+        },
         attempt: 0,
     }
 }
@@ -442,8 +446,8 @@ async fn a_launch_tags_instance_and_volume_and_carries_the_user_data() {
     );
 
     let stored = crate::lifecycle_aws::user_data_of(&aws, &launched.instance_id).await;
-    assert_eq!(stored, req.user_data);
-    let settings = user_data::parse(&req.user_data).unwrap();
+    assert_eq!(stored, req.user_data());
+    let settings = user_data::parse(&req.user_data()).unwrap();
     assert_eq!(
         (settings.url.as_str(), settings.token.expose()),
         ("https://pacer.example.com", "callback-token")

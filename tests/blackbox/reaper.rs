@@ -442,8 +442,9 @@ async fn ghost_registrations_of_this_deployment_are_removed_and_no_one_elses() {
 /// runner holding a reservation, an instance tagged for it, no record of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_launch_whose_answer_was_lost_is_found_by_its_tag_and_not_relaunched() {
+    use pacer_shared::config::Secret;
     use pacer_shared::domain::{JobState, RunnerState};
-    use pacer_shared::fleet::{JobRef, LaunchRequest};
+    use pacer_shared::fleet::{JobRef, LaunchRequest, RunnerCallback};
     use pacer_shared::store::conformance;
 
     let (w, clock) = world().await;
@@ -476,7 +477,10 @@ async fn a_launch_whose_answer_was_lost_is_found_by_its_tag_and_not_relaunched()
                 labels: vec![],
                 installation_id: Some(77),
             }),
-            user_data: "#!/bin/bash\ntrue\n".into(),
+            callback: RunnerCallback {
+                url: "http://127.0.0.1:9".into(),
+                token: Secret::new("unused"),
+            },
             attempt: 1,
         })
         .await

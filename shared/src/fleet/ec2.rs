@@ -653,7 +653,7 @@ impl RunApi for SdkRun<'_> {
             .max_count(1)
             .instance_type(InstanceType::from(combo.instance_type.as_str()))
             .subnet_id(&combo.subnet)
-            .user_data(user_data::to_base64(&self.req.user_data))
+            .user_data(user_data::to_base64(&self.req.user_data()))
             .client_token(client_token)
             .tag_specifications(self.tags(ResourceType::Instance))
             .tag_specifications(self.tags(ResourceType::Volume));

@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 
+use crate::config::Secret;
 use crate::domain::{Invalid, Pool, Time};
 
 pub mod ec2;
@@ -25,12 +26,29 @@ pub struct LaunchRequest {
     pub runner_name: String,
     /// The job the runner is launched for (GitHub may hand it another).
     pub job: Option<JobRef>,
-    /// The rendered bootstrap script (holds the callback token: never log it).
-    pub user_data: String,
+    /// How the runner calls pacer back: what its bootstrap script is given.
+    pub callback: RunnerCallback,
     /// Persisted by the caller before this call; with the runner id it
     /// derives the idempotency token, so a retried call never makes a
     /// second instance.
     pub attempt: u32,
+}
+
+impl LaunchRequest {
+    /// The instance's user data: the bootstrap script with the callback
+    /// settings in its header. It holds the callback token: never log it.
+    pub fn user_data(&self) -> String {
+        user_data::render(&self.callback.url, &self.callback.token)
+    }
+}
+
+/// Where and with what a runner calls pacer back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnerCallback {
+    /// pacer's base URL as the runner reaches it (`server.callback_url`).
+    pub url: String,
+    /// The runner's callback token.
+    pub token: Secret,
 }
 
 /// The job a runner is launched for, as a fleet needs it: its tag, and

@@ -403,7 +403,7 @@ impl SimulatedRunner<'_> {
     }
 
     async fn bootstrap(&mut self) -> anyhow::Result<()> {
-        let settings = user_data::parse(&self.req.user_data).context("reading the user data")?;
+        let settings = user_data::parse(&self.req.user_data()).context("reading the user data")?;
         let base = self.inner.base_url(&settings.url);
         self.note(format!("bootstrapping against {base}"));
         let n = self

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Delivery, Queue};
+use super::{Delivery, Queue, QueueResult};
 use crate::calls::{Call, CallCounts, Calls};
 
 struct Message {
@@ -83,7 +83,7 @@ impl Queue for MemoryQueue {
         "memory"
     }
 
-    async fn send(&self, job_id: &str, delay: Option<Duration>) -> anyhow::Result<()> {
+    async fn send(&self, job_id: &str, delay: Option<Duration>) -> QueueResult<()> {
         self.calls.count(Call::QueueSend);
         let message = Message {
             job_id: job_id.to_string(),
@@ -104,7 +104,7 @@ impl Queue for MemoryQueue {
         Ok(())
     }
 
-    async fn receive(&self, max: usize, wait: Duration) -> anyhow::Result<Vec<Delivery>> {
+    async fn receive(&self, max: usize, wait: Duration) -> QueueResult<Vec<Delivery>> {
         self.calls.count(Call::QueueReceive);
         let deadline = Instant::now() + wait;
         loop {
@@ -145,7 +145,7 @@ impl Queue for MemoryQueue {
         }
     }
 
-    async fn ack(&self, delivery: &Delivery) -> anyhow::Result<()> {
+    async fn ack(&self, delivery: &Delivery) -> QueueResult<()> {
         self.calls.count(Call::QueueDelete);
         if let Ok(key) = delivery.receipt.parse::<u64>() {
             crate::sync::lock(&self.state).hidden.remove(&key);
@@ -153,7 +153,7 @@ impl Queue for MemoryQueue {
         Ok(())
     }
 
-    async fn retry_later(&self, delivery: &Delivery, after: Duration) -> anyhow::Result<()> {
+    async fn retry_later(&self, delivery: &Delivery, after: Duration) -> QueueResult<()> {
         self.calls.count(Call::QueueRequeue);
         if let Ok(key) = delivery.receipt.parse::<u64>() {
             let mut s = crate::sync::lock(&self.state);

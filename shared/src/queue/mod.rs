@@ -19,16 +19,30 @@ pub struct Delivery {
     pub receive_count: u32,
 }
 
+/// Why the queue did not do what it was asked. Every failure is the
+/// queue service's (unreachable, throttled, refusing): the in-process queue
+/// never fails.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} failed")]
+pub struct QueueError {
+    /// What was asked, of which queue (`SQS SendMessage to https://…`).
+    pub operation: String,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+pub type QueueResult<T> = Result<T, QueueError>;
+
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
     fn engine(&self) -> &'static str;
     /// Asks for `job_id` to be looked at (after `delay`, if any).
-    async fn send(&self, job_id: &str, delay: Option<Duration>) -> anyhow::Result<()>;
+    async fn send(&self, job_id: &str, delay: Option<Duration>) -> QueueResult<()>;
     /// Up to `max` messages, waiting up to `wait` for the first. A received
     /// message is hidden until acknowledged or its visibility lapses.
-    async fn receive(&self, max: usize, wait: Duration) -> anyhow::Result<Vec<Delivery>>;
+    async fn receive(&self, max: usize, wait: Duration) -> QueueResult<Vec<Delivery>>;
     /// Removes a handled message.
-    async fn ack(&self, delivery: &Delivery) -> anyhow::Result<()>;
+    async fn ack(&self, delivery: &Delivery) -> QueueResult<()>;
     /// Makes an unhandled message visible again after `after`.
-    async fn retry_later(&self, delivery: &Delivery, after: Duration) -> anyhow::Result<()>;
+    async fn retry_later(&self, delivery: &Delivery, after: Duration) -> QueueResult<()>;
 }

@@ -5,11 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 
-use super::{Delivery, Queue};
+use super::{Delivery, Queue, QueueError, QueueResult};
 use crate::calls::{CallCounts, Calls, SdkCallCounter, sqs_call};
 
 pub struct SqsQueue {
@@ -33,6 +32,18 @@ impl SqsQueue {
     pub fn calls(&self) -> Calls {
         self.calls.snapshot()
     }
+
+    /// The error of an SQS `action` on this queue that failed.
+    fn failed(
+        &self,
+        action: &str,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> QueueError {
+        QueueError {
+            operation: format!("SQS {action} {}", self.url),
+            source: Box::new(e),
+        }
+    }
 }
 
 fn whole_seconds(d: Duration, max: u64) -> i32 {
@@ -45,7 +56,7 @@ impl Queue for SqsQueue {
         "sqs"
     }
 
-    async fn send(&self, job_id: &str, delay: Option<Duration>) -> anyhow::Result<()> {
+    async fn send(&self, job_id: &str, delay: Option<Duration>) -> QueueResult<()> {
         let mut req = self
             .client
             .send_message()
@@ -57,11 +68,11 @@ impl Queue for SqsQueue {
         }
         req.send()
             .await
-            .with_context(|| format!("SQS SendMessage to {}", self.url))?;
+            .map_err(|e| self.failed("SendMessage to", e))?;
         Ok(())
     }
 
-    async fn receive(&self, max: usize, wait: Duration) -> anyhow::Result<Vec<Delivery>> {
+    async fn receive(&self, max: usize, wait: Duration) -> QueueResult<Vec<Delivery>> {
         let out = self
             .client
             .receive_message()
@@ -71,7 +82,7 @@ impl Queue for SqsQueue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await
-            .with_context(|| format!("SQS ReceiveMessage from {}", self.url))?;
+            .map_err(|e| self.failed("ReceiveMessage from", e))?;
         Ok(out
             .messages
             .unwrap_or_default()
@@ -92,18 +103,18 @@ impl Queue for SqsQueue {
             .collect())
     }
 
-    async fn ack(&self, delivery: &Delivery) -> anyhow::Result<()> {
+    async fn ack(&self, delivery: &Delivery) -> QueueResult<()> {
         self.client
             .delete_message()
             .queue_url(&self.url)
             .receipt_handle(&delivery.receipt)
             .send()
             .await
-            .with_context(|| format!("SQS DeleteMessage on {}", self.url))?;
+            .map_err(|e| self.failed("DeleteMessage on", e))?;
         Ok(())
     }
 
-    async fn retry_later(&self, delivery: &Delivery, after: Duration) -> anyhow::Result<()> {
+    async fn retry_later(&self, delivery: &Delivery, after: Duration) -> QueueResult<()> {
         self.client
             .change_message_visibility()
             .queue_url(&self.url)
@@ -111,7 +122,7 @@ impl Queue for SqsQueue {
             .visibility_timeout(whole_seconds(after, 43_200))
             .send()
             .await
-            .with_context(|| format!("SQS ChangeMessageVisibility on {}", self.url))?;
+            .map_err(|e| self.failed("ChangeMessageVisibility on", e))?;
         Ok(())
     }
 }

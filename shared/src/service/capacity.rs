@@ -9,7 +9,7 @@
 //! jobs marked waiting are woken; every other queued job still has a
 //! message of its own.
 
-use super::{Ports, ServiceError, ServiceResult};
+use super::{Ports, ServiceResult};
 use crate::domain::JobState;
 use crate::store::{JobFilter, PageRequest};
 
@@ -55,11 +55,7 @@ pub async fn wake_waiting(ports: &Ports, pool_id: &str) -> ServiceResult<()> {
         .list_jobs(&filter, &PageRequest::first(WAKE_LOOKS_AT))
         .await?;
     if let Some(job) = queued.items.iter().find(|j| j.waiting_for_capacity) {
-        ports
-            .queue
-            .send(&job.id, None)
-            .await
-            .map_err(ServiceError::Internal)?;
+        ports.queue.send(&job.id, None).await?;
     }
     Ok(())
 }

@@ -28,7 +28,7 @@ use crate::config::Secret;
 use crate::domain::ids::is_id_of;
 use crate::domain::job::JobChanges;
 use crate::domain::{Degraded, IdKind, Job, JobState, Pool, Runner, RunnerState, TransitionCause};
-use crate::fleet::{FleetError, JobRef, LaunchRequest, user_data};
+use crate::fleet::{FleetError, JobRef, LaunchRequest, RunnerCallback};
 use crate::queue::{Delivery, Queue};
 use crate::store::StoreError;
 
@@ -90,11 +90,7 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
         let wait = (degraded.retry_at - ports.clock.now())
             .to_std()
             .unwrap_or_default();
-        ports
-            .queue
-            .send(job_id, Some(wait))
-            .await
-            .map_err(ServiceError::Internal)?;
+        ports.queue.send(job_id, Some(wait)).await?;
         return Ok(Dispatched::Deferred);
     }
     // The claim clears the mark; remember whether this job was woken by a freed slot.
@@ -128,11 +124,7 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
         // A slot may have freed between the reservation and the hand-back,
         // and its releaser found nothing queued: look once more.
         if capacity::has_room(ports, &pool.id).await? {
-            ports
-                .queue
-                .send(job_id, None)
-                .await
-                .map_err(ServiceError::Internal)?;
+            ports.queue.send(job_id, None).await?;
         }
         return Ok(Dispatched::WaitingForCapacity);
     }
@@ -175,11 +167,7 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
                 &note,
             )
             .await?;
-            ports
-                .queue
-                .send(job_id, Some(cooldown))
-                .await
-                .map_err(ServiceError::Internal)?;
+            ports.queue.send(job_id, Some(cooldown)).await?;
             Ok(Dispatched::Deferred)
         }
         Err(failure) => {
@@ -283,7 +271,10 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
             labels: job.labels.clone(),
             installation_id: job.installation_id,
         }),
-        user_data: user_data::render(&ports.settings.callback_url, &token),
+        callback: RunnerCallback {
+            url: ports.settings.callback_url.clone(),
+            token,
+        },
         attempt: job.attempts + 1,
     };
     let launched = match ports.fleet.launch(&request).await {
@@ -522,7 +513,7 @@ pub async fn settle(ports: &Ports, queue: &dyn Queue, delivery: &Delivery) {
         Settlement::RetryAfter(after) => queue.retry_later(delivery, after).await,
     };
     if let Err(e) = settled {
-        tracing::warn!(job_id = %delivery.job_id, error = %crate::error_text::display_chain(&*e), "could not settle the queue message");
+        tracing::warn!(job_id = %delivery.job_id, error = %crate::error_text::display_chain(&e), "could not settle the queue message");
     }
 }
 
@@ -548,7 +539,7 @@ pub async fn run_worker(
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "receiving from the jobs queue failed");
+                    tracing::error!(error = %crate::error_text::display_chain(&e), "receiving from the jobs queue failed");
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
             },

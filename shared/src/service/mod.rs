@@ -22,6 +22,7 @@ pub mod auth;
 pub mod capacity;
 pub mod config_objects;
 pub mod dispatch;
+pub mod intake;
 pub mod jobs;
 pub mod limits;
 pub mod reaper;
@@ -37,7 +38,7 @@ use crate::clock::Clock;
 use crate::config::Secret;
 use crate::domain::{Actor, IdSource, Invalid, Role};
 use crate::fleet::Fleet;
-use crate::github::GitHub;
+use crate::github::{GitHub, GitHubError};
 use crate::pricing::Pricing;
 use crate::queue::Queue;
 use crate::store::{Store, StoreError};
@@ -119,12 +120,27 @@ pub enum ServiceError {
     /// text says what it answered.
     #[error("{0}")]
     Upstream(String),
+    /// GitHub failed the request; its kind (rate limit, outage, missing
+    /// permission, …) is kept for whoever decides what to answer.
+    #[error("{doing}: {source}")]
+    GitHub {
+        /// What pacer asked of GitHub, in words an operator reads.
+        doing: &'static str,
+        #[source]
+        source: GitHubError,
+    },
     /// Something broke; logged, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
+
+impl From<crate::queue::QueueError> for ServiceError {
+    fn from(err: crate::queue::QueueError) -> Self {
+        ServiceError::Internal(err.into())
+    }
+}
 
 impl From<StoreError> for ServiceError {
     fn from(err: StoreError) -> Self {

@@ -129,7 +129,10 @@ pub(crate) async fn github_target(
             .github
             .repo_installation(&repo)
             .await
-            .map_err(|e| ServiceError::Upstream(e.to_string()))?,
+            .map_err(|source| ServiceError::GitHub {
+                doing: "looking up the App's installation",
+                source,
+            })?,
     };
     Ok((installation_id, target, project.spec.runner_group_id))
 }
@@ -171,9 +174,10 @@ pub async fn register(
         Ok(download) => download,
         // The script retries a 502, so a GitHub outage costs a wait, not the attempt.
         Err(e) if e.is_transient() => {
-            return Err(ServiceError::Upstream(format!(
-                "cannot look up the actions/runner release: {e}"
-            ))
+            return Err(ServiceError::GitHub {
+                doing: "cannot look up the actions/runner release",
+                source: e,
+            }
             .into());
         }
         // Fail closed: the script gives up on a 409 and reports it, and the job gets another attempt.
@@ -216,9 +220,10 @@ pub async fn register(
                 json!({"reason": e.to_string(), "target": target.to_string()}),
             )
             .await?;
-            return Err(ServiceError::Upstream(format!(
-                "GitHub did not issue a runner configuration: {e}"
-            ))
+            return Err(ServiceError::GitHub {
+                doing: "GitHub did not issue a runner configuration",
+                source: e,
+            }
             .into());
         }
     };
@@ -389,11 +394,7 @@ pub(crate) async fn retry_job_after_failed_runner(
     if let super::jobs::Advanced::Moved(_) =
         advance(ports, job_id, JobState::Queued, cause, &changes).await?
     {
-        ports
-            .queue
-            .send(job_id, None)
-            .await
-            .map_err(ServiceError::Internal)?;
+        ports.queue.send(job_id, None).await?;
     }
     Ok(())
 }
@@ -430,10 +431,9 @@ pub async fn terminate(ports: &Ports, caller: &Caller, id: &str) -> ServiceResul
             .github
             .delete_runner(installation, &target, github_runner_id)
             .await
-            .map_err(|e| {
-                ServiceError::Upstream(format!(
-                    "GitHub did not remove the runner registration: {e}"
-                ))
+            .map_err(|source| ServiceError::GitHub {
+                doing: "GitHub did not remove the runner registration",
+                source,
             })?;
     }
     if let Some(instance) = &runner.instance_id {

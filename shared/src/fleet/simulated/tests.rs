@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::*;
 use crate::domain::{Pool, PoolSpec};
-use crate::fleet::{Fleet, JobRef, LaunchRequest};
+use crate::fleet::{Fleet, JobRef, LaunchRequest, RunnerCallback};
 use crate::github::offline::OfflineGitHub;
 use crate::github::webhook::{WorkflowJobEvent, verify_signature};
 use crate::github::{GitHub, JitRequest, RunnerTarget};
@@ -174,7 +174,10 @@ fn request(runner_id: &str, pacer_url: &str) -> LaunchRequest {
             labels: vec!["self-hosted".into(), "linux".into()],
             installation_id: Some(1),
         }),
-        user_data: user_data::render(pacer_url, &Secret::new(TOKEN)),
+        callback: RunnerCallback {
+            url: pacer_url.into(),
+            token: Secret::new(TOKEN),
+        },
         attempt: 0,
     }
 }
