@@ -9,6 +9,8 @@ pub mod error;
 pub mod extract;
 pub mod lifecycle;
 pub mod origin;
+#[cfg(test)]
+mod typescript;
 
 use std::sync::Arc;
 
