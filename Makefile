@@ -46,6 +46,13 @@ test: test-deps web
 web: web/node_modules/.package-lock.json
 	npm run build --prefix web
 
+## Rewrites web/src/lib/types.ts, the console's copy of the API's types,
+## from the Rust types (shared/src/http/typescript.rs); the test there fails
+## while the file is out of date.
+.PHONY: types
+types:
+	PACER_WRITE_TYPES=1 $(CARGO) test -p pacer-shared --lib http::typescript
+
 web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 	npm ci --prefix web --no-audit --no-fund
 
@@ -58,6 +65,8 @@ test-browser: web apt-deps tests/node_modules/.package-lock.json
 	# The workspace's binaries, as `make test` builds them: building `-p pacer`
 	# alone would unify features differently and recompile dozens of crates.
 	$(CARGO) build --workspace --bins
+	# The console against the generated API types (make types).
+	npm run check --prefix web
 	PACER_BIN=$(CARGO_TARGET_DIR)/debug/pacer timeout --kill-after=30s 20m npm test --prefix web
 
 ## The test dependencies: a Python venv with moto_server (AWS APIs), npm

@@ -11,30 +11,17 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { BOOTSTRAP_EMAIL, launchBrowser, newContext, queuedPayload, screenshot, sendWebhook, startPacer, watchErrors } from './harness.mjs';
+import { callApi, launchBrowser, onFreshPacer, queuedPayload, screenshot, sendWebhook } from './harness.mjs';
 
 /** The boot timeout (60s) plus reaper passes and a loaded machine's slack. */
 const FAILURE_TIMEOUT = 180_000;
 
-/** Signs in as the bootstrap admin, then makes a project, a pool and a repo
- * binding through the API, as a script would: the console only watches. */
-async function signInAndSetUp(page, pacer, { project, pool, repo, bootTimeout }) {
-  await page.goto(`${pacer.base}/login`);
-  await page.getByLabel('Email').fill(BOOTSTRAP_EMAIL);
-  await page.getByLabel('Password').fill(pacer.password);
-  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
-  await page.waitForURL((u) => u.pathname === '/');
-  const call = (method, path, body) =>
-    page.evaluate(
-      async ([method, path, body]) => {
-        const res = await fetch(path, { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-        return { status: res.status, body: await res.json() };
-      },
-      [method, path, body],
-    );
-  const made = await call('POST', '/api/projects', { name: project });
+/** Makes a project, a pool and a repo binding through the API, as a
+ * script would: the console only watches. */
+async function setUp(page, { project, pool, repo, bootTimeout }) {
+  const made = await callApi(page, 'POST', '/api/projects', { name: project });
   assert.equal(made.status, 201, JSON.stringify(made.body));
-  const pooled = await call('POST', '/api/pools', {
+  const pooled = await callApi(page, 'POST', '/api/pools', {
     project_id: made.body.id,
     name: pool,
     labels: ['linux'],
@@ -44,100 +31,88 @@ async function signInAndSetUp(page, pacer, { project, pool, repo, bootTimeout })
     boot_timeout: bootTimeout,
   });
   assert.equal(pooled.status, 201, JSON.stringify(pooled.body));
-  const binding = await call('POST', '/api/repos', { repo, project_id: made.body.id });
+  const binding = await callApi(page, 'POST', '/api/repos', { repo, project_id: made.body.id });
   assert.equal(binding.status, 201, JSON.stringify(binding.body));
 }
 
-/**
- * Starts pacer with `options`, a browser and a page before the suite's
- * tests, and stops them after; the returned object holds them once the
- * suite runs.
- */
-function withPacer(options) {
-  const at = {};
+describe('pacer gives up on a job', () => {
+  let browser;
   before(async () => {
-    at.pacer = await startPacer(options);
-    at.browser = await launchBrowser();
-    at.page = await (await newContext(at.browser)).newPage();
-    at.errors = watchErrors(at.page, at.pacer.base);
+    browser = await launchBrowser();
   });
   after(async () => {
-    await at.browser?.close();
-    await at.pacer?.stop();
-  });
-  return at;
-}
-
-describe('a job whose runner never boots', () => {
-  const at = withPacer({ bootDelay: '10m', reaper: { interval: '1s', max_attempts: 1 } });
-  let jobId;
-
-  test('is failed by the reaper at the boot deadline, and Home lists it with the reason', async () => {
-    const { pacer, page, errors } = at;
-    await signInAndSetUp(page, pacer, { project: 'slow', pool: 'never-boots', repo: 'slow/app', bootTimeout: '1m' });
-
-    const sent = await sendWebhook(pacer, 'workflow_job', queuedPayload({ githubJobId: 7_000_001, repo: 'slow/app', labels: ['self-hosted', 'linux'] }));
-    assert.equal(sent.status, 202, JSON.stringify(sent.body));
-    jobId = sent.body.job_id;
-
-    // Home polls; the failure shows up on its own.
-    const failed = page.locator('[data-failed] li').filter({ hasText: 'slow/app' });
-    await failed.waitFor({ timeout: FAILURE_TIMEOUT });
-    assert.match(await failed.innerText(), /boot timeout|not registered/i);
-    await screenshot(page, 'home-attention-failed');
+    await browser?.close();
   });
 
-  test("the job's page says pacer gave up, and why", async () => {
-    const { pacer, page, errors } = at;
-    await page.locator('[data-failed] li a').first().click();
-    await page.waitForURL((u) => u.pathname === `/jobs/${jobId}`);
-    const notice = page.locator('[data-failure]');
-    await notice.waitFor();
-    assert.match(await notice.innerText(), /gave up launching a runner/);
-    assert.match(await notice.innerText(), /boot timeout|not registered/i);
-    await page.locator('[data-timeline] tr[data-step="failed"]').waitFor();
-    // The runner's own record says why it was ended.
-    const tail = page.locator('[data-error-tail]');
-    assert.match(await tail.innerText(), /Why the runner ended[\s\S]*boot timeout/);
-    // Names, not ids, for what was made after the page loaded.
-    await page.locator('dl.facts').first().filter({ hasText: 'never-boots' }).waitFor();
-    await screenshot(page, 'job-failed');
-    assert.deepEqual(errors, []);
+  test("whose runner never boots: the reaper fails it at the boot deadline, Home lists it with the reason, and the job's page says pacer gave up, and why", async () => {
+    const options = { bootDelay: '10m', reaper: { interval: '1s', max_attempts: 1 } };
+    await onFreshPacer(
+      browser,
+      async ({ pacer, page }) => {
+        await setUp(page, { project: 'slow', pool: 'never-boots', repo: 'slow/app', bootTimeout: '1m' });
+
+        const sent = await sendWebhook(pacer, 'workflow_job', queuedPayload({ githubJobId: 7_000_001, repo: 'slow/app', labels: ['self-hosted', 'linux'] }));
+        assert.equal(sent.status, 202, JSON.stringify(sent.body));
+        const jobId = sent.body.job_id;
+
+        // Home polls; the failure shows up on its own.
+        const failed = page.locator('[data-failed] li').filter({ hasText: 'slow/app' });
+        await failed.waitFor({ timeout: FAILURE_TIMEOUT });
+        assert.match(await failed.innerText(), /boot timeout|not registered/i);
+        await screenshot(page, 'home-attention-failed');
+
+        await page.locator('[data-failed] li a').first().click();
+        await page.waitForURL((u) => u.pathname === `/jobs/${jobId}`);
+        const notice = page.locator('[data-failure]');
+        await notice.waitFor();
+        assert.match(await notice.innerText(), /gave up launching a runner/);
+        assert.match(await notice.innerText(), /boot timeout|not registered/i);
+        await page.locator('[data-timeline] tr[data-step="failed"]').waitFor();
+        // The runner's own record says why it was ended.
+        const tail = page.locator('[data-error-tail]');
+        assert.match(await tail.innerText(), /Why the runner ended[\s\S]*boot timeout/);
+        // Names, not ids, for what was made after the page loaded.
+        await page.locator('dl.facts').first().filter({ hasText: 'never-boots' }).waitFor();
+        await screenshot(page, 'job-failed');
+      },
+      options,
+    );
   });
-});
 
-describe('a job whose runners fail their bootstrap', () => {
-  const at = withPacer({ bootDelay: '1s', bootstrapFailurePercent: 100, reaper: { max_attempts: 2 } });
+  test("whose runners fail their bootstrap: it fails after two attempts, and the job's page shows the last runner's log tail", async () => {
+    const options = { bootDelay: '1s', bootstrapFailurePercent: 100, reaper: { max_attempts: 2 } };
+    await onFreshPacer(
+      browser,
+      async ({ pacer, page }) => {
+        await setUp(page, { project: 'broken', pool: 'bad-image', repo: 'broken/app', bootTimeout: '5m' });
+        const sent = await sendWebhook(pacer, 'workflow_job', queuedPayload({ githubJobId: 7_000_002, repo: 'broken/app', labels: ['self-hosted', 'linux'] }));
+        assert.equal(sent.status, 202, JSON.stringify(sent.body));
 
-  test("fails after two attempts, and the job's page shows the last runner's log tail", async () => {
-    const { pacer, page, errors } = at;
-    await signInAndSetUp(page, pacer, { project: 'broken', pool: 'bad-image', repo: 'broken/app', bootTimeout: '5m' });
-    const sent = await sendWebhook(pacer, 'workflow_job', queuedPayload({ githubJobId: 7_000_002, repo: 'broken/app', labels: ['self-hosted', 'linux'] }));
-    assert.equal(sent.status, 202, JSON.stringify(sent.body));
+        // No reaper is involved: each failed runner reports itself.
+        const failed = page.locator('[data-failed] li').filter({ hasText: 'broken/app' });
+        await failed.waitFor({ timeout: FAILURE_TIMEOUT });
+        assert.match(await failed.innerText(), /after 2 attempts/);
 
-    // No reaper is involved: each failed runner reports itself.
-    const failed = page.locator('[data-failed] li').filter({ hasText: 'broken/app' });
-    await failed.waitFor({ timeout: FAILURE_TIMEOUT });
-    assert.match(await failed.innerText(), /after 2 attempts/);
+        await page.goto(`${pacer.base}/jobs/${sent.body.job_id}`);
+        const notice = page.locator('[data-failure]');
+        await notice.waitFor();
+        assert.match(await notice.innerText(), /simulated bootstrap failure/);
+        const tail = page.locator('[data-error-tail]');
+        await tail.waitFor();
+        assert.match(await tail.locator('h2').innerText(), /Bootstrap error/);
+        const lines = await tail.locator('pre').innerText();
+        assert.match(lines, /bootstrapping against http:\/\/127\.0\.0\.1:\d+/);
+        assert.match(lines, /FAILED: simulated bootstrap failure/);
+        // The timeline says who gave the job back: the failed runner's own report.
+        const givenBack = page.locator('[data-timeline] tr', { hasText: 'ended before running a job' });
+        assert.match(await givenBack.innerText(), /runner callback/);
+        await screenshot(page, 'job-bootstrap-failed');
 
-    await page.goto(`${pacer.base}/jobs/${sent.body.job_id}`);
-    const notice = page.locator('[data-failure]');
-    await notice.waitFor();
-    assert.match(await notice.innerText(), /simulated bootstrap failure/);
-    const tail = page.locator('[data-error-tail]');
-    await tail.waitFor();
-    assert.match(await tail.locator('h2').innerText(), /Bootstrap error/);
-    const lines = await tail.locator('pre').innerText();
-    assert.match(lines, /bootstrapping against http:\/\/127\.0\.0\.1:\d+/);
-    assert.match(lines, /FAILED: simulated bootstrap failure/);
-    // The timeline says who gave the job back: the failed runner's own report.
-    const givenBack = page.locator('[data-timeline] tr', { hasText: 'ended before running a job' });
-    assert.match(await givenBack.innerText(), /runner callback/);
-    await screenshot(page, 'job-bootstrap-failed');
-
-    // Both runners are on the Runners page, each marked as failed at bootstrap.
-    await page.goto(`${pacer.base}/runners?show=all`);
-    await page.locator('tr', { hasText: 'bootstrap failed' }).nth(1).waitFor();
-    assert.deepEqual(errors, []);
+        // Both runners are on the Runners page, each marked as failed at bootstrap.
+        await page.goto(`${pacer.base}/runners?show=all`);
+        await page.locator('tr', { hasText: 'bootstrap failed' }).nth(1).waitFor();
+      },
+      options,
+    );
   });
 });

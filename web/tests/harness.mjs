@@ -4,6 +4,7 @@
 // Every server listens on 127.0.0.1 on a free port and is stopped when the
 // suite ends, whether it passed or not.
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -419,4 +420,59 @@ export function watchErrors(page, origin = null) {
     errors.push(`console: ${m.text()} (${m.location()?.url ?? ''})`);
   });
   return errors;
+}
+
+/** Fills the sign-in form and submits it. */
+export async function signIn(page, email, password) {
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+}
+
+/** Signs `page` in as the bootstrap admin and waits for Home. */
+export async function signInAsAdmin(page, pacer) {
+  await page.goto(`${pacer.base}/login`);
+  await signIn(page, BOOTSTRAP_EMAIL, pacer.password);
+  await page.waitForURL((u) => u.pathname === '/');
+}
+
+/**
+ * Calls pacer's API from `page` with its session, as a script would:
+ * `{status, body}`. For what a test needs in place before it looks.
+ */
+export function callApi(page, method, path, body) {
+  return page.evaluate(
+    async ([method, path, body]) => {
+      const res = await fetch(path, { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      return { status: res.status, body: res.status === 204 ? null : await res.json() };
+    },
+    [method, path, body],
+  );
+}
+
+/** The form field's error line (Field.svelte renders it under the control). */
+export function fieldError(page, id) {
+  return page.locator(`[data-field="${id}"] [role="alert"]`);
+}
+
+/**
+ * Runs `body({pacer, page, context})` against a pacer of its own (started
+ * with `options`) in a browser profile of its own, signed in as the
+ * bootstrap admin unless `signedIn` is false; then the page must have
+ * logged no script errors. Everything is stopped however `body` ends, so a
+ * test needs nothing another left behind.
+ */
+export async function onFreshPacer(browser, body, { signedIn = true, ...options } = {}) {
+  const pacer = await startPacer(options);
+  const context = await newContext(browser);
+  try {
+    const page = await context.newPage();
+    const errors = watchErrors(page, pacer.base);
+    if (signedIn) await signInAsAdmin(page, pacer);
+    await body({ pacer, page, context });
+    assert.deepEqual(errors, [], 'the page logged no script errors');
+  } finally {
+    await context.close();
+    await pacer.stop();
+  }
 }

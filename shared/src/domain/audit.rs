@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::Time;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ActorKind {
     /// A console user (or `anonymous` while console auth is disabled).
@@ -18,6 +19,7 @@ pub enum ActorKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Actor {
     pub kind: ActorKind,
     pub id: String,
@@ -40,6 +42,7 @@ impl Actor {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct AuditEvent {
     pub id: String,
     pub at: Time,
@@ -49,5 +52,6 @@ pub struct AuditEvent {
     pub action: String,
     /// The id or name of what the action was about.
     pub target: Option<String>,
+    #[cfg_attr(test, ts(type = "unknown"))]
     pub detail: serde_json::Value,
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::Time;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// No pool served its labels when it arrived; re-matched when pools change.
@@ -82,6 +83,7 @@ impl std::fmt::Display for JobState {
 
 /// Who is asking for a transition; the rules differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum TransitionCause {
     /// A GitHub webhook: forward only.
@@ -134,6 +136,7 @@ pub fn transition_allowed(from: JobState, to: JobState, cause: TransitionCause) 
 
 /// One step of a job's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Transition {
     pub state: JobState,
     pub at: Time,
@@ -143,6 +146,7 @@ pub struct Transition {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Job {
     pub id: String,
     pub github_job_id: i64,

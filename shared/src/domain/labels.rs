@@ -18,6 +18,7 @@ pub const MAX_LABEL_BYTES: usize = 256;
 /// so pacer keeps one spelling and never compares two.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(type = "string"))]
 pub struct Label(String);
 
 impl Label {

@@ -14,6 +14,7 @@ use super::project::{Project, parse_name};
 use super::{Invalid, Time};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum Market {
     OnDemand,
@@ -24,6 +25,7 @@ pub enum Market {
 
 /// The fields of a pool a client may write.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct PoolSpec {
     pub project_id: String,
     pub name: String,
@@ -37,15 +39,19 @@ pub struct PoolSpec {
     pub max_runners: u32,
     pub root_volume_gb: u32,
     #[serde(with = "serde_go")]
+    #[cfg_attr(test, ts(type = "string"))]
     pub boot_timeout: Duration,
     #[serde(with = "serde_go")]
+    #[cfg_attr(test, ts(type = "string"))]
     pub max_lifetime: Duration,
     #[serde(with = "serde_go")]
+    #[cfg_attr(test, ts(type = "string"))]
     pub idle_timeout: Duration,
     pub priority: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Pool {
     pub id: String,
     #[serde(flatten)]
@@ -61,6 +67,7 @@ pub struct Pool {
 
 /// Why a pool launches nothing for now, and until when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Degraded {
     /// What EC2 said, in words for the operator.
     pub reason: String,

@@ -11,6 +11,7 @@ use super::labels::{Label, SELF_HOSTED};
 use super::{Invalid, Time};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Runners register per bound repo (`/repos/{owner}/{repo}/…`).
@@ -21,6 +22,7 @@ pub enum Scope {
 
 /// The fields of a project a client may write.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ProjectSpec {
     pub name: String,
     pub scope: Scope,
@@ -73,6 +75,7 @@ impl Visibility {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Project {
     pub id: String,
     #[serde(flatten)]
@@ -178,6 +181,7 @@ impl ProjectSpec {
 /// case-insensitively (GitHub does), through [`RepoName::key`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(type = "string"))]
 pub struct RepoName {
     owner: String,
     name: String,
@@ -242,6 +246,7 @@ impl From<RepoName> for String {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct BindingSpec {
     pub repo: RepoName,
     pub project_id: String,
@@ -276,6 +281,7 @@ impl BindingSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct RepoBinding {
     pub id: String,
     #[serde(flatten)]

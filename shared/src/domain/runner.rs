@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::Time;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum RunnerState {
     /// Launched; has not traded its callback token for a JIT config yet.
@@ -71,6 +72,7 @@ impl std::fmt::Display for RunnerState {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Runner {
     pub id: String,
     pub pool_id: String,

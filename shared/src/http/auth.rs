@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::AppState;
@@ -21,7 +21,7 @@ use super::extract::{JsonObject, Query};
 use crate::auth::oidc::OidcClient;
 use crate::auth::session::{COOKIE as SESSION_COOKIE, SessionClaims};
 use crate::domain::{Actor, Invalid, Role};
-use crate::service::auth::{self as auth_service, AuthError, AuthSettings};
+use crate::service::auth::{self as auth_service, AuthError, AuthSettings, UserView};
 use crate::service::{Caller, limits};
 use crate::store::PageRequest;
 
@@ -326,14 +326,36 @@ async fn oidc_callback(
     }
 }
 
-async fn info(State(s): State<AppState>) -> impl IntoResponse {
+/// `GET /api/auth/info`: the sign-in methods the console offers.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct AuthInfo {
+    /// false under `auth.disabled`: no sign-in at all.
+    enabled: bool,
+    local: bool,
+    oidc: Option<OidcInfo>,
+}
+
+#[derive(Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct OidcInfo {
+    issuer_host: String,
+}
+
+async fn info(State(s): State<AppState>) -> Json<AuthInfo> {
     Json(match s.auth.as_deref() {
-        None => json!({"enabled": false, "local": false, "oidc": null}),
-        Some(a) => json!({
-            "enabled": true,
-            "local": a.local,
-            "oidc": a.oidc_issuer_host.as_ref().map(|host| json!({"issuer_host": host})),
-        }),
+        None => AuthInfo {
+            enabled: false,
+            local: false,
+            oidc: None,
+        },
+        Some(a) => AuthInfo {
+            enabled: true,
+            local: a.local,
+            oidc: a.oidc_issuer_host.as_ref().map(|host| OidcInfo {
+                issuer_host: host.clone(),
+            }),
+        },
     })
 }
 
@@ -389,15 +411,42 @@ async fn logout(
     Ok(res)
 }
 
+/// `GET /api/auth/me`: who is signed in.
+#[derive(Serialize)]
+#[serde(untagged)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub enum Me {
+    User(UserView),
+    /// Under `auth.disabled`, every caller.
+    Anonymous(Anonymous),
+}
+
+/// The admin every caller is while console auth is disabled.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct Anonymous {
+    #[cfg_attr(test, ts(type = "\"anonymous\""))]
+    id: &'static str,
+    #[cfg_attr(test, ts(type = "null"))]
+    email: Option<String>,
+    role: Role,
+    disabled: bool,
+    sso: bool,
+}
+
 async fn me(State(s): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
-    if s.auth.is_none() {
-        return Ok(Json(
-            json!({"id": "anonymous", "email": null, "role": "admin", "disabled": false, "sso": false}),
-        ));
-    }
+    let me = match s.auth {
+        None => Me::Anonymous(Anonymous {
+            id: "anonymous",
+            email: None,
+            role: Role::Admin,
+            disabled: false,
+            sso: false,
+        }),
+        Some(_) => Me::User(auth_service::me(&s.ports, &caller).await?),
+    };
     Ok(Json(
-        serde_json::to_value(auth_service::me(&s.ports, &caller).await?)
-            .map_err(|e| ApiError::Internal(e.into()))?,
+        serde_json::to_value(me).map_err(|e| ApiError::Internal(e.into()))?,
     ))
 }
 

@@ -9,6 +9,8 @@ pub mod error;
 pub mod extract;
 pub mod lifecycle;
 pub mod origin;
+#[cfg(test)]
+mod typescript;
 pub mod webhook;
 
 use std::sync::Arc;

@@ -68,6 +68,7 @@ impl From<anyhow::Error> for AuthError {
 
 /// A user as clients see it (never the password hash).
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct UserView {
     pub id: String,
     pub email: String,

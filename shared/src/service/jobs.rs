@@ -97,6 +97,7 @@ async fn advance_inner(
 
 /// A job with what the console shows beside it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct JobView {
     #[serde(flatten)]
     pub job: Job,

@@ -18,6 +18,7 @@ pub const MAX_WINDOW_DAYS: i64 = 400;
 
 /// How a window's figures are split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum GroupBy {
     Project,
@@ -48,6 +49,7 @@ pub struct StatsQuery {
 
 /// The figures of one bucket.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Bucket {
     /// A project or pool id, `owner/name`, or `YYYY-MM-DD`; `all` for the total.
     pub key: String,
@@ -66,6 +68,7 @@ pub struct Bucket {
 
 /// Jobs not yet final, by state, whenever they were created.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct InFlight {
     pub queued: u64,
     pub claimed: u64,
@@ -74,6 +77,7 @@ pub struct InFlight {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Stats {
     pub from: Time,
     pub to: Time,

@@ -69,6 +69,7 @@ impl PageRequest {
 
 /// One page of a list: `{items, next_cursor}`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,

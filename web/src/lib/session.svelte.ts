@@ -5,11 +5,11 @@
 
 import { api, onUnauthorized, request, ApiError } from './api';
 import { navigate } from './router.svelte';
-import type { AuthInfo, User } from './types';
+import type { AuthInfo, Me } from './types';
 
 interface SessionState {
   /** `undefined` until the first answer; `null` when nobody is signed in. */
-  user: User | null | undefined;
+  user: Me | null | undefined;
   info: AuthInfo | null;
   /** Set when the first check could not reach pacer at all. */
   unreachable: string | null;
@@ -22,6 +22,12 @@ const PENDING_KEY = 'pacer.after-login';
 
 export function isAdmin(): boolean {
   return session.user?.role === 'admin';
+}
+
+/** Whether the signed-in user has a local password to change (the anonymous admin of `auth.disabled` has none). */
+export function hasLocalPassword(): boolean {
+  const user = session.user;
+  return !!user && 'local_password' in user && user.local_password;
 }
 
 /** A safe in-app path to return to after signing in (never another origin, never /login itself). */
@@ -43,7 +49,7 @@ export async function loadInfo(): Promise<AuthInfo> {
 
 export async function loadSession(): Promise<void> {
   try {
-    session.user = await request<User>('GET', '/api/auth/me', undefined, { quiet401: true });
+    session.user = await request<Me>('GET', '/api/auth/me', undefined, { quiet401: true });
     session.unreachable = null;
     const pending = sessionStorage.getItem(PENDING_KEY);
     if (pending) {
@@ -63,7 +69,7 @@ export async function loadSession(): Promise<void> {
 
 export async function signIn(email: string, password: string): Promise<void> {
   await request('POST', '/api/auth/login', { email, password }, { quiet401: true });
-  session.user = await request<User>('GET', '/api/auth/me', undefined, { quiet401: true });
+  session.user = await request<Me>('GET', '/api/auth/me', undefined, { quiet401: true });
 }
 
 /** Remembers where to go once the IdP sends the browser back to `/`. */

@@ -1,7 +1,10 @@
-// The API's validation rules (shared/src/domain: project.rs, pool.rs,
-// labels.rs, user.rs), repeated here so a form can say what is wrong before
-// it is sent. The server stays the judge: whatever it answers with a
-// `field` is shown beside that field too.
+// Checks a form makes before it sends anything: the shape of what was
+// typed (names, AWS ids, durations, numbers), so several mistakes show at
+// once. The server is the judge: whatever it refuses comes back as a 422
+// naming the field, shown beside that field (FormState). Rules that need
+// Unicode's view of text (labels: their length in UTF-8 bytes, control and
+// invisible formatting characters) or another object (a repository outside
+// its project's org) are left to it, so the console cannot disagree with it.
 
 export type Errors = Record<string, string>;
 
@@ -15,15 +18,6 @@ export function name(v: string): string | null {
 
 export function login(v: string): string | null {
   return LOGIN.test(v) ? null : `"${v}" is not a GitHub account name (letters, digits and '-', at most 39)`;
-}
-
-export function label(v: string): string | null {
-  const s = v.trim();
-  if (!s) return 'a label cannot be empty';
-  if (s.length > 256) return 'a label is at most 256 characters';
-  // eslint-disable-next-line no-control-regex
-  if (/[,\u0000-\u001f\u007f]/.test(s)) return 'a label cannot contain a comma or a control character';
-  return null;
 }
 
 export function repo(v: string): string | null {
