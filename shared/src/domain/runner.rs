@@ -102,11 +102,39 @@ pub struct Runner {
     pub version: u64,
 }
 
-/// The most runners whose lifetimes overlapped, for runners that have all
-/// finished. A runner is recorded after its pool's capacity is reserved and
-/// leaves its live state before that capacity is released, so its
-/// `created_at..updated_at` lies inside the time it held capacity: this
-/// never overstates how many runners a pool held at once.
+impl Runner {
+    /// A runner about to be launched in a pool of a project: pending, its
+    /// instance not known yet.
+    pub fn pending(
+        id: String,
+        name: String,
+        (pool_id, project_id): (&str, &str),
+        job_id: Option<String>,
+        now: Time,
+    ) -> Runner {
+        Runner {
+            id,
+            pool_id: pool_id.to_owned(),
+            project_id: project_id.to_owned(),
+            job_id,
+            name,
+            state: RunnerState::Pending,
+            instance_id: None,
+            instance_type: None,
+            availability_zone: None,
+            market: None,
+            price_per_hour_usd: None,
+            github_runner_id: None,
+            callback_token_id: None,
+            error_tail: None,
+            job_ended_at: None,
+            created_at: now,
+            updated_at: now,
+            version: 0,
+        }
+    }
+}
+
 /// The name a runner registers under on GitHub: `<deployment>-<ULID>`, the
 /// deployment (so each install knows its own) and the ULID of the runner's
 /// id (so it is unique).
@@ -128,6 +156,11 @@ pub fn is_runner_name_of(deployment: &str, name: &str) -> bool {
         })
 }
 
+/// The most runners whose lifetimes overlapped, for runners that have all
+/// finished. A runner is recorded after its pool's capacity is reserved and
+/// leaves its live state before that capacity is released, so its
+/// `created_at..updated_at` lies inside the time it held capacity: this
+/// never overstates how many runners a pool held at once.
 pub fn peak_overlap<'a>(runners: impl IntoIterator<Item = &'a Runner>) -> usize {
     let mut edges: Vec<(Time, i64)> = runners
         .into_iter()
@@ -151,24 +184,15 @@ mod tests {
     fn the_peak_counts_only_lifetimes_that_overlap() {
         let at = |s: i64| chrono::DateTime::from_timestamp(s, 0).unwrap();
         let runner = |from: i64, to: i64| super::Runner {
-            id: format!("run_{from}_{to}"),
-            pool_id: "pool_1".into(),
-            project_id: "prj_1".into(),
-            job_id: None,
-            name: "pacer-1".into(),
             state: Done,
-            instance_id: None,
-            instance_type: None,
-            availability_zone: None,
-            market: None,
-            price_per_hour_usd: None,
-            github_runner_id: None,
-            callback_token_id: None,
-            error_tail: None,
-            job_ended_at: None,
-            created_at: at(from),
             updated_at: at(to),
-            version: 0,
+            ..super::Runner::pending(
+                format!("run_{from}_{to}"),
+                "pacer-1".into(),
+                ("pool_1", "prj_1"),
+                None,
+                at(from),
+            )
         };
         // 0..10 overlaps 5..20; 10..30 starts as 0..10 ends; 20..30 follows 5..20.
         let runners = [runner(0, 10), runner(5, 20), runner(10, 30), runner(20, 30)];

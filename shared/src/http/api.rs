@@ -71,6 +71,11 @@ fn created<T: serde::Serialize>(value: T) -> impl IntoResponse {
     (StatusCode::CREATED, Json(value))
 }
 
+// One handler per route and object, alike on purpose: each calls one service
+// function and is the one place its route's request and answer are spelled
+// out (and where its OpenAPI description will go); a generic handler would
+// hide which service function a route reaches.
+
 async fn list_projects(
     State(s): State<AppState>,
     Query(p): Query<PageParams>,

@@ -9,8 +9,6 @@ pub mod error;
 pub mod extract;
 pub mod lifecycle;
 pub mod origin;
-#[cfg(test)]
-mod typescript;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -103,3 +101,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(move |req: axum::extract::Request| console::fallback(state.clone(), req))
         .layer(TraceLayer::new_for_http())
 }
+
+// Test-only, so last: the hostile suite reads the routes above the first test item.
+#[cfg(test)]
+mod typescript;

@@ -305,6 +305,30 @@ pub async fn login(
         return Err(AuthError::BadCredentials);
     };
     attempt.succeeded(ports).await;
+    let detail = json!({"method": "local", "email": user.email});
+    open_session(
+        ports,
+        auth,
+        user,
+        client_ip,
+        now,
+        "auth.login_succeeded",
+        detail,
+    )
+    .await
+}
+
+/// A session for `user`, who has just proved who they are, audited as
+/// `action`: how every way of signing in ends.
+async fn open_session(
+    ports: &Ports,
+    auth: &AuthSettings,
+    user: User,
+    client_ip: Option<std::net::IpAddr>,
+    now: crate::domain::Time,
+    action: &str,
+    detail: serde_json::Value,
+) -> Result<SignedIn, AuthError> {
     let (token, claims) = session::mint(
         auth.jwt_secret.expose().as_bytes(),
         &user,
@@ -313,16 +337,10 @@ pub async fn login(
     );
     let caller = Caller {
         actor: Actor::user(&user.id),
-        ..caller
+        client_ip,
+        role: user.role,
     };
-    record(
-        ports,
-        &caller,
-        "auth.login_succeeded",
-        Some(&user.id),
-        json!({"method": "local", "email": user.email}),
-    )
-    .await?;
+    record(ports, &caller, action, Some(&user.id), detail).await?;
     Ok(SignedIn {
         token,
         claims,
@@ -477,30 +495,17 @@ pub async fn oidc_sign_in(
         user.updated_at = now;
         ports.store.update_user(&user).await?;
     }
-    let (token, claims) = session::mint(
-        auth.jwt_secret.expose().as_bytes(),
-        &user,
-        now,
-        auth.session_ttl,
-    );
-    let caller = Caller {
-        actor: Actor::user(&user.id),
-        client_ip,
-        role: user.role,
-    };
-    record(
+    let detail = json!({"email": user.email, "sub": identity.sub});
+    open_session(
         ports,
-        &caller,
-        "auth.oidc.login_succeeded",
-        Some(&user.id),
-        json!({"email": user.email, "sub": identity.sub}),
-    )
-    .await?;
-    Ok(SignedIn {
-        token,
-        claims,
+        auth,
         user,
-    })
+        client_ip,
+        now,
+        "auth.oidc.login_succeeded",
+        detail,
+    )
+    .await
 }
 
 pub async fn logout(ports: &Ports, caller: &Caller, claims: &SessionClaims) -> ServiceResult<()> {

@@ -47,6 +47,18 @@ fn name_some(names: &[String], total_more: bool) -> String {
     s
 }
 
+/// A store refusal as a client reads it: a unique `field` already taken is
+/// a 409 naming that field, a missing object is `what` not found.
+fn taken_or_missing(
+    field: &'static str,
+    what: &'static str,
+) -> impl Fn(StoreError) -> ServiceError {
+    move |e| match e {
+        StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new(field, m)),
+        other => not_found(what)(other),
+    }
+}
+
 fn not_found(what: &'static str) -> impl Fn(StoreError) -> ServiceError {
     move |e| match e {
         StoreError::NotFound => ServiceError::NotFound(what),
@@ -73,10 +85,7 @@ pub async fn create_project(
         .store
         .create_project(&project)
         .await
-        .map_err(|e| match e {
-            StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("name", m)),
-            other => other.into(),
-        })?;
+        .map_err(taken_or_missing("name", "object"))?;
     record(
         ports,
         caller,
@@ -125,10 +134,7 @@ pub async fn update_project(
         .store
         .update_project(&project)
         .await
-        .map_err(|e| match e {
-            StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("name", m)),
-            other => not_found("project")(other),
-        })?;
+        .map_err(taken_or_missing("name", "project"))?;
     record(
         ports,
         caller,
@@ -227,10 +233,11 @@ pub async fn create_pool(
         updated_at: now,
     };
     prepare(ports, &pool).await?;
-    ports.store.create_pool(&pool).await.map_err(|e| match e {
-        StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("name", m)),
-        other => other.into(),
-    })?;
+    ports
+        .store
+        .create_pool(&pool)
+        .await
+        .map_err(taken_or_missing("name", "object"))?;
     record(
         ports,
         caller,
@@ -280,10 +287,11 @@ pub async fn update_pool(
         ..current.clone()
     };
     prepare(ports, &pool).await?;
-    ports.store.update_pool(&pool).await.map_err(|e| match e {
-        StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("name", m)),
-        other => not_found("pool")(other),
-    })?;
+    ports
+        .store
+        .update_pool(&pool)
+        .await
+        .map_err(taken_or_missing("name", "pool"))?;
     let pool = get_pool(ports, id).await?;
     record(
         ports,
@@ -340,10 +348,7 @@ pub async fn create_binding(
         .store
         .create_binding(&binding)
         .await
-        .map_err(|e| match e {
-            StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("repo", m)),
-            other => other.into(),
-        })?;
+        .map_err(taken_or_missing("repo", "object"))?;
     record(
         ports,
         caller,
@@ -396,10 +401,7 @@ pub async fn update_binding(
         .store
         .update_binding(&binding)
         .await
-        .map_err(|e| match e {
-            StoreError::Conflict(m) => ServiceError::Duplicate(Invalid::new("repo", m)),
-            other => not_found("repo binding")(other),
-        })?;
+        .map_err(taken_or_missing("repo", "repo binding"))?;
     record(
         ports,
         caller,

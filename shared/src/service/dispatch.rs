@@ -239,24 +239,14 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
         &claims,
     ));
     let runner = Runner {
-        id: runner_id.clone(),
-        pool_id: pool.id.clone(),
-        project_id: pool.spec.project_id.clone(),
-        job_id: Some(job.id.clone()),
-        name: runner_name(&ports.settings.deployment, &runner_id),
-        state: RunnerState::Pending,
-        instance_id: None,
-        instance_type: None,
-        availability_zone: None,
-        market: None,
-        price_per_hour_usd: None,
-        github_runner_id: None,
         callback_token_id: Some(token_id),
-        error_tail: None,
-        job_ended_at: None,
-        created_at: now,
-        updated_at: now,
-        version: 0,
+        ..Runner::pending(
+            runner_id.clone(),
+            runner_name(&ports.settings.deployment, &runner_id),
+            (&pool.id, &pool.spec.project_id),
+            Some(job.id.clone()),
+            now,
+        )
     };
     ports.store.insert_runner(&runner).await?;
     let request = LaunchRequest {

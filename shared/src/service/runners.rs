@@ -73,6 +73,22 @@ impl std::fmt::Debug for Registration {
     }
 }
 
+/// The audit entry of a registration GitHub's side refused.
+async fn register_failed(
+    ports: &Ports,
+    runner: &Runner,
+    detail: serde_json::Value,
+) -> ServiceResult<()> {
+    record(
+        ports,
+        &runner_caller(runner),
+        "runner.register_failed",
+        Some(&runner.id),
+        detail,
+    )
+    .await
+}
+
 fn runner_caller(runner: &Runner) -> Caller {
     Caller::system(&format!("runner:{}", runner.name))
 }
@@ -182,14 +198,7 @@ pub async fn register(
         }
         // Fail closed: the script gives up on a 409 and reports it, and the job gets another attempt.
         Err(e) => {
-            record(
-                ports,
-                &runner_caller(&runner),
-                "runner.register_failed",
-                Some(&runner.id),
-                json!({"reason": e.to_string()}),
-            )
-            .await?;
+            register_failed(ports, &runner, json!({"reason": e.to_string()})).await?;
             return Err(
                 ServiceError::Conflict(format!("no verifiable runner download: {e}")).into(),
             );
@@ -212,14 +221,8 @@ pub async fn register(
     {
         Ok(jit) => jit,
         Err(e) => {
-            record(
-                ports,
-                &runner_caller(&runner),
-                "runner.register_failed",
-                Some(&runner.id),
-                json!({"reason": e.to_string(), "target": target.to_string()}),
-            )
-            .await?;
+            let detail = json!({"reason": e.to_string(), "target": target.to_string()});
+            register_failed(ports, &runner, detail).await?;
             return Err(ServiceError::GitHub {
                 doing: "GitHub did not issue a runner configuration",
                 source: e,
