@@ -20,7 +20,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 use tracing::Instrument as _;
 
-use crate::config::{Config, LogFormat, LogOutput, Role, Secret};
+use crate::config::{Config, Function, LogFormat, LogOutput, Secret};
 use crate::http::{AppState, console};
 use crate::queue::Delivery;
 use crate::runtime::{self, LogGuard};
@@ -38,59 +38,35 @@ pub const VIEWER_ADDRESS_HEADER: &str = "cloudfront-viewer-address";
 /// SQS messages an orchestrator invocation handles at once.
 const BATCH_CONCURRENCY: usize = 10;
 
-/// The five functions of the serverless deployment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// `POST /api/webhook`.
-    Webhook,
-    /// `/api/runner/*`.
-    Runner,
-    /// The console API and `/healthz`.
-    Api,
-    /// The jobs queue's consumer.
-    Orchestrator,
-    /// The scheduled reconciliation.
-    Reaper,
-}
-
-impl Kind {
-    /// What the function's configuration is loaded for: the secrets it must hold.
-    pub fn role(self) -> Role {
-        match self {
-            Kind::Webhook => Role::Webhook,
-            Kind::Runner => Role::Runner,
-            Kind::Api => Role::Api,
-            Kind::Orchestrator => Role::Orchestrator,
-            Kind::Reaper => Role::Reaper,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        self.role().name()
-    }
-}
-
 /// A function's whole life: boot once, then answer events until Lambda
 /// stops the process. This is all a function's `main` calls.
-pub async fn run(kind: Kind) -> Result<(), Error> {
-    let function = match boot(kind).await {
-        Ok(function) => function,
+pub async fn run(function: Function) -> Result<(), Error> {
+    let booted = match boot(function).await {
+        Ok(booted) => booted,
         Err(e) => {
             // Lambda shows stderr in the function's log; say it plainly
             // before the runtime prints the error's debug form.
-            eprintln!("pacer {}: cannot start: {e}", kind.name());
+            eprintln!("pacer {}: cannot start: {e}", function.name());
             return Err(e);
         }
     };
-    match kind {
-        Kind::Orchestrator => serve_queue(function.ports).await,
-        Kind::Reaper => serve_schedule(function.ports).await,
-        Kind::Webhook | Kind::Runner | Kind::Api => serve_http(function.router(kind).await?).await,
+    match function {
+        Function::Orchestrator => serve_queue(booted.ports).await,
+        Function::Reaper => serve_schedule(booted.ports).await,
+        Function::Webhook | Function::Runner | Function::Api => {
+            serve_http(booted.router(function).await?).await
+        }
+        Function::Serve => Err(not_a_lambda_function()),
     }
 }
 
+/// `pacer serve` is the single local process, never a Lambda function.
+fn not_a_lambda_function() -> Error {
+    "pacer serve is the local process, not a Lambda function".into()
+}
+
 /// What a cold start built, kept for every invocation.
-pub struct Function {
+pub struct Booted {
     pub name: &'static str,
     pub cfg: Config,
     pub ports: Ports,
@@ -102,11 +78,14 @@ pub struct Function {
 /// The cold start: configuration from `PACER_*` (the loader local mode
 /// uses, without a file), JSON logs, secrets resolved once, every client
 /// built once.
-pub async fn boot(kind: Kind) -> Result<Function, Error> {
+pub async fn boot(function: Function) -> Result<Booted, Error> {
+    if function == Function::Serve {
+        return Err(not_a_lambda_function());
+    }
     let started = Instant::now();
-    let name = kind.name();
+    let name = function.name();
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let mut cfg = Config::load_for(kind.role(), None, &env)?;
+    let mut cfg = Config::load_for(function, None, &env)?;
     // CloudWatch reads one JSON object per line; colour codes would be noise.
     cfg.logging.format = LogFormat::Json;
     cfg.logging.output = LogOutput::Stdout;
@@ -132,7 +111,7 @@ pub async fn boot(kind: Kind) -> Result<Function, Error> {
         queue = ports.queue.engine(),
         "cold start done"
     );
-    Ok(Function {
+    Ok(Booted {
         name,
         cfg,
         ports,
@@ -141,11 +120,11 @@ pub async fn boot(kind: Kind) -> Result<Function, Error> {
     })
 }
 
-impl Function {
+impl Booted {
     /// The router an HTTP function serves, as [`run`] serves it. Only the
     /// api function builds console auth (with OIDC discovery).
-    pub async fn router(&self, kind: Kind) -> Result<Router, Error> {
-        let auth = if kind == Kind::Api {
+    pub async fn router(&self, function: Function) -> Result<Router, Error> {
+        let auth = if function == Function::Api {
             runtime::auth_settings(&self.cfg).await?
         } else {
             None
@@ -157,7 +136,7 @@ impl Function {
             console: None,
         };
         http_router(
-            kind,
+            function,
             state,
             self.cfg.server.cloudfront_origin_secret.clone(),
         )
@@ -167,17 +146,18 @@ impl Function {
 /// An HTTP function's router as Lambda runs it: its routes, the client
 /// address taken from the event, and JSON for any path it does not know.
 pub fn http_router(
-    kind: Kind,
+    function: Function,
     state: AppState,
     origin_secret: Option<Secret>,
 ) -> Result<Router, Error> {
-    let router = match kind {
-        Kind::Webhook => crate::http::webhook_router(state.clone()),
-        Kind::Runner => crate::http::runner_router(state.clone()),
-        Kind::Api => crate::http::health_router().merge(crate::http::api_router(state.clone())),
-        Kind::Orchestrator | Kind::Reaper => {
-            return Err(format!("the {} function does not serve HTTP", kind.name()).into());
+    let router = match function {
+        Function::Webhook => crate::http::webhook_router(state.clone()),
+        Function::Runner => crate::http::runner_router(state.clone()),
+        Function::Api => crate::http::health_router().merge(crate::http::api_router(state.clone())),
+        Function::Orchestrator | Function::Reaper => {
+            return Err(format!("the {} function does not serve HTTP", function.name()).into());
         }
+        Function::Serve => return Err(not_a_lambda_function()),
     };
     let fallback_state = state;
     let origin_secret = Arc::new(origin_secret);
@@ -358,6 +338,17 @@ mod tests {
 
     fn ip(addr: Option<SocketAddr>) -> String {
         addr.map(|a| a.ip().to_string()).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn the_local_process_is_refused_as_a_lambda_function() {
+        let Err(err) = boot(Function::Serve).await else {
+            panic!("booted pacer serve as a Lambda function");
+        };
+        assert_eq!(
+            err.to_string(),
+            "pacer serve is the local process, not a Lambda function"
+        );
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! Only wiring: boot (config, logs, secrets, clients) and serve — see
 //! `pacer_shared::lambda`.
 
-use pacer_shared::lambda::{self, Kind};
+use pacer_shared::config::Function;
+use pacer_shared::lambda;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda::Error> {
-    lambda::run(Kind::Webhook).await
+    lambda::run(Function::Webhook).await
 }
