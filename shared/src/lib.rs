@@ -48,7 +48,7 @@ pub mod server; // the local listener: plain HTTP or TLS, connection limits, gra
 // Small helpers.
 pub mod calls; // call counters, for the bench
 pub mod error_text; // error chains as one line of text
-pub mod failpoint; // crash points the tests arm
+pub mod failpoint; // crash points the tests arm, only with the `failpoints` feature
 pub mod mac; // HMAC-SHA256
 pub mod sync; // locks that survive a panic elsewhere
 

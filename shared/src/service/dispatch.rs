@@ -288,7 +288,7 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
     };
     let launched = match ports.fleet.launch(&request).await {
         Ok(l) => {
-            crate::failpoint::hit("after_launch");
+            crate::failpoint::hit(crate::failpoint::Failpoint::AfterLaunch);
             l
         }
         Err(e) => {
