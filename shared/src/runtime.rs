@@ -1,6 +1,6 @@
-//! Wiring shared by every host (the local binary and, later, each Lambda):
+//! Wiring shared by every host (the local binary and each Lambda function):
 //! logging from `logging.*`, the AWS SDK configuration from `aws.*`, and the
-//! adapters `main` picks from config. Hosts call these and nothing else
+//! adapters picked from config, which `host::boot` builds. Nothing else
 //! decides which adapter runs.
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Issue 8, part 2: the webhook against emulated AWS. The same deliveries as
 //! part 1 (GitHub's real `queued` example, signed) go through the `webhook`
-//! Lambda's router (`lambda::http_router(Function::Webhook)`) as API Gateway
+//! Lambda's router (`host::lambda::http_router(Function::Webhook)`) as API Gateway
 //! hands them over, with DynamoDB and SQS on `moto_server`: the signature
 //! check, the parse, the pool match, the conditional put and the
 //! SendMessage, every AWS request over loopback HTTP on one reused client.
@@ -21,8 +21,8 @@ use pacer_shared::calls::Calls;
 use pacer_shared::config::Function;
 use pacer_shared::fleet::simulated::SimulatedFleet;
 use pacer_shared::github::offline::OfflineGitHub;
+use pacer_shared::host::lambda::http_router;
 use pacer_shared::http::AppState;
-use pacer_shared::lambda::http_router;
 use pacer_shared::queue::sqs::SqsQueue;
 use pacer_shared::store::dynamodb::DynamoStore;
 use pacer_test_support::events::github_delivery;

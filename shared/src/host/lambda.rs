@@ -2,12 +2,13 @@
 //! three kinds of event it answers — HTTP API requests (webhook, runner,
 //! api), an SQS batch (orchestrator) and an EventBridge schedule (reaper).
 //!
-//! Each function's `main` calls [`boot`] once and then one `serve_*` here;
-//! the logic stays in `service` and `http`, shared with local mode.
+//! Each function's `main` calls [`run`]: a [`cold_start`] once, then one
+//! `serve_*` here; the logic stays in `service` and `http`, shared with
+//! local mode.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use axum::Router;
@@ -20,6 +21,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 use tracing::Instrument as _;
 
+use super::Booted;
 use crate::config::{Config, Function, LogFormat, LogOutput, Secret};
 use crate::http::{AppState, console};
 use crate::queue::Delivery;
@@ -38,11 +40,11 @@ pub const VIEWER_ADDRESS_HEADER: &str = "cloudfront-viewer-address";
 /// SQS messages an orchestrator invocation handles at once.
 const BATCH_CONCURRENCY: usize = 10;
 
-/// A function's whole life: boot once, then answer events until Lambda
-/// stops the process. This is all a function's `main` calls.
+/// A function's whole life: a cold start once, then answer events until
+/// Lambda stops the process. This is all a function's `main` calls.
 pub async fn run(function: Function) -> Result<(), Error> {
-    let booted = match boot(function).await {
-        Ok(booted) => booted,
+    let started = match cold_start(function).await {
+        Ok(started) => started,
         Err(e) => {
             // Lambda shows stderr in the function's log; say it plainly
             // before the runtime prints the error's debug form.
@@ -51,10 +53,10 @@ pub async fn run(function: Function) -> Result<(), Error> {
         }
     };
     match function {
-        Function::Orchestrator => serve_queue(booted.ports).await,
-        Function::Reaper => serve_schedule(booted.ports).await,
+        Function::Orchestrator => serve_queue(started.booted.ports).await,
+        Function::Reaper => serve_schedule(started.booted.ports).await,
         Function::Webhook | Function::Runner | Function::Api => {
-            serve_http(booted.router(function).await?).await
+            serve_http(started.router().await?).await
         }
         Function::Serve => Err(not_a_lambda_function()),
     }
@@ -66,19 +68,16 @@ fn not_a_lambda_function() -> Error {
 }
 
 /// What a cold start built, kept for every invocation.
-pub struct Booted {
-    pub name: &'static str,
-    pub cfg: Config,
-    pub ports: Ports,
-    /// How long resolving `ssm:` / `secretsmanager:` references took.
-    pub secrets_took: Duration,
+pub struct ColdStart {
+    pub function: Function,
+    pub booted: Booted,
     _log: LogGuard,
 }
 
 /// The cold start: configuration from `PACER_*` (the loader local mode
-/// uses, without a file), JSON logs, secrets resolved once, every client
-/// built once.
-pub async fn boot(function: Function) -> Result<Booted, Error> {
+/// uses, without a file), JSON logs, then [`host::boot`](super::boot):
+/// secrets resolved once, every client built once.
+pub async fn cold_start(function: Function) -> Result<ColdStart, Error> {
     if function == Function::Serve {
         return Err(not_a_lambda_function());
     }
@@ -91,54 +90,45 @@ pub async fn boot(function: Function) -> Result<Booted, Error> {
     cfg.logging.output = LogOutput::Stdout;
     cfg.logging.color = false;
     let log = runtime::init_logging(&cfg.logging)?;
-    crate::server::install_crypto_provider();
-
-    let aws = runtime::aws_sdk_config(&cfg).await;
-    let resolving = Instant::now();
-    if let Some(aws) = &aws {
-        cfg.resolve_secrets(aws).await?;
-    }
-    let secrets_took = resolving.elapsed();
     for warning in cfg.warnings() {
         tracing::warn!(function = name, "{warning}");
     }
-    let (ports, _) = runtime::build_ports(&cfg, aws.as_ref()).await?;
+    let booted = super::boot(cfg).await?;
     tracing::info!(
         function = name,
-        secrets_ms = secrets_took.as_secs_f64() * 1000.0,
+        secrets_ms = booted.secrets_took.as_secs_f64() * 1000.0,
         boot_ms = started.elapsed().as_secs_f64() * 1000.0,
-        store = ports.store.engine(),
-        queue = ports.queue.engine(),
+        store = booted.ports.store.engine(),
+        queue = booted.ports.queue.engine(),
         "cold start done"
     );
-    Ok(Booted {
-        name,
-        cfg,
-        ports,
-        secrets_took,
+    Ok(ColdStart {
+        function,
+        booted,
         _log: log,
     })
 }
 
-impl Booted {
+impl ColdStart {
     /// The router an HTTP function serves, as [`run`] serves it. Only the
     /// api function builds console auth (with OIDC discovery).
-    pub async fn router(&self, function: Function) -> Result<Router, Error> {
-        let auth = if function == Function::Api {
-            runtime::auth_settings(&self.cfg).await?
+    pub async fn router(&self) -> Result<Router, Error> {
+        let cfg = &self.booted.cfg;
+        let auth = if self.function == Function::Api {
+            runtime::auth_settings(cfg).await?
         } else {
             None
         };
         let state = AppState {
-            ports: self.ports.clone(),
+            ports: self.booted.ports.clone(),
             trusted_proxies: Arc::new(Vec::new()),
             auth,
             console: None,
         };
         http_router(
-            function,
+            self.function,
             state,
-            self.cfg.server.cloudfront_origin_secret.clone(),
+            cfg.server.cloudfront_origin_secret.clone(),
         )
     }
 }
@@ -342,7 +332,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_local_process_is_refused_as_a_lambda_function() {
-        let Err(err) = boot(Function::Serve).await else {
+        let Err(err) = cold_start(Function::Serve).await else {
             panic!("booted pacer serve as a Lambda function");
         };
         assert_eq!(
