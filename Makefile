@@ -39,6 +39,7 @@ test: test-deps web
 	$(MAKE) --no-print-directory clippy
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) --no-print-directory test-browser
+	$(MAKE) --no-print-directory test-no-failpoints
 
 ## The web console (Svelte + Vite) built into web/dist, which `pacer serve`
 ## serves (and release builds embed); npm ci runs only when the lock changed.
@@ -68,6 +69,25 @@ test-browser: web apt-deps tests/node_modules/.package-lock.json
 	# The console against the generated API types (make types).
 	npm run check --prefix web
 	PACER_BIN=$(CARGO_TARGET_DIR)/debug/pacer timeout --kill-after=30s 20m npm test --prefix web
+
+## A default build carries no failpoints (shared/src/failpoint.rs). The
+## workspace's `pacer`, built with the tests' `failpoints` feature, must hold
+## the variable and every name (so the check can fail); then `cargo build -p
+## pacer`, as `make run` builds it (and leaves it ready), must hold none.
+## The check reads the debug binary: a feature compiled out is out of a
+## release build too, which differs only in optimisation.
+FAILPOINT_STRINGS := PACER_FAILPOINTS after_job_insert after_launch after_jit_mint
+.PHONY: test-no-failpoints
+test-no-failpoints:
+	$(CARGO) build --workspace --bins
+	@for s in $(FAILPOINT_STRINGS); do \
+	  grep -qaF "$$s" $(CARGO_TARGET_DIR)/debug/pacer || { echo "the tests' pacer lacks $$s: this check would prove nothing" >&2; exit 1; }; \
+	done
+	$(CARGO) build -p pacer
+	@for s in $(FAILPOINT_STRINGS); do \
+	  if grep -qaF "$$s" $(CARGO_TARGET_DIR)/debug/pacer; then echo "a default build of pacer contains $$s" >&2; exit 1; fi; \
+	done
+	@echo "a default build of pacer contains no failpoints"
 
 ## The test dependencies: a Python venv with moto_server (AWS APIs), npm
 ## packages under tests/, Debian's shellcheck and pebble (a test ACME CA).

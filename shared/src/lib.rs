@@ -41,14 +41,14 @@ pub mod config; // every configuration key: schema, loading, validation, secret 
 pub mod http; // the routers, `app()`, errors as answers, extractors, the console's files
 
 // The hosts, which run the routers and the loops.
-pub mod lambda; // the Lambda functions' cold start and event loops
-pub mod runtime; // the adapters chosen from configuration, shared by every host
+pub mod host; // `boot()` for every host; `local` (serve, admin, the loops), `lambda` (the functions)
+pub mod runtime; // the adapters chosen from configuration, which `host::boot` builds
 pub mod server; // the local listener: plain HTTP or TLS, connection limits, graceful stop
 
 // Small helpers.
 pub mod calls; // call counters, for the bench
 pub mod error_text; // error chains as one line of text
-pub mod failpoint; // crash points the tests arm
+pub mod failpoint; // crash points the tests arm, only with the `failpoints` feature
 pub mod mac; // HMAC-SHA256
 pub mod sync; // locks that survive a panic elsewhere
 

@@ -1,6 +1,6 @@
-//! Wiring shared by every host (the local binary and, later, each Lambda):
+//! Wiring shared by every host (the local binary and each Lambda function):
 //! logging from `logging.*`, the AWS SDK configuration from `aws.*`, and the
-//! adapters `main` picks from config. Hosts call these and nothing else
+//! adapters picked from config, which `host::boot` builds. Nothing else
 //! decides which adapter runs.
 
 use std::sync::Arc;
@@ -137,12 +137,14 @@ pub fn build_github(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<d
     if cfg.github.disabled {
         return Ok(Arc::new(OfflineGitHub::new(&cfg.runner.version)));
     }
-    // Validation let the key be left out only where the role never calls GitHub.
+    // Validation let the key be left out only where the function never calls GitHub.
     if cfg.github.private_key.is_none()
         && cfg.github.private_key_path.is_none()
-        && !cfg.role.calls_github()
+        && !cfg.function.calls_github()
     {
-        return Ok(Arc::new(crate::github::absent::NoAppKey { role: cfg.role }));
+        return Ok(Arc::new(crate::github::absent::NoAppKey {
+            function: cfg.function,
+        }));
     }
     Ok(Arc::new(RestGitHub::new(&cfg.github, &cfg.runner, clock)?))
 }

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use pacer_shared::clock::{Clock, ManualClock};
-use pacer_shared::config::{Role, RunnerConfig, Secret};
+use pacer_shared::config::{Function, RunnerConfig, Secret};
 use pacer_shared::domain::JobState;
 use pacer_shared::fleet::ec2::Ec2Fleet;
 use pacer_shared::github::absent::NoAppKey;
 use pacer_shared::github::rest::RestGitHub;
+use pacer_shared::host::lambda::{self, ORIGIN_SECRET_HEADER, VIEWER_ADDRESS_HEADER};
 use pacer_shared::http::AppState;
-use pacer_shared::lambda::{self, Kind, ORIGIN_SECRET_HEADER, VIEWER_ADDRESS_HEADER};
 use pacer_shared::pricing::NoPricing;
 use pacer_shared::queue::sqs::SqsQueue;
 use pacer_shared::service::Ports;
@@ -105,22 +105,22 @@ impl Cloud {
         }
     }
 
-    fn router(&self, kind: Kind) -> axum::Router {
+    fn router(&self, function: Function) -> axum::Router {
         let state = AppState {
             ports: self.ports.clone(),
             trusted_proxies: Arc::new(vec![]),
             auth: None,
             console: None,
         };
-        lambda::http_router(kind, state, Some(Secret::new(ORIGIN_SECRET))).unwrap()
+        lambda::http_router(function, state, Some(Secret::new(ORIGIN_SECRET))).unwrap()
     }
 
-    /// Sends `event` (an API Gateway payload 2.0) to `kind`'s router, as
+    /// Sends `event` (an API Gateway payload 2.0) to `function`'s router, as
     /// `lambda_http` hands it over.
-    async fn invoke(&self, kind: Kind, event: Value) -> (u16, Value) {
+    async fn invoke(&self, function: Function, event: Value) -> (u16, Value) {
         let request =
             lambda_http::request::from_str(&event.to_string()).expect("a payload 2.0 event");
-        let response = self.router(kind).oneshot(request).await.unwrap();
+        let response = self.router(function).oneshot(request).await.unwrap();
         let status = response.status().as_u16();
         let bytes = http_body_util::BodyExt::collect(response.into_body())
             .await
@@ -137,14 +137,14 @@ impl Cloud {
     async fn seed(&self, name: &str, labels: &[&str], instance_types: &[&str]) -> String {
         let (s, project) = self
             .invoke(
-                Kind::Api,
+                Function::Api,
                 api_event("POST", "/api/projects", json!({"name": name})),
             )
             .await;
         assert_eq!(s, 201, "{project}");
         let (s, pool) = self
             .invoke(
-                Kind::Api,
+                Function::Api,
                 api_event(
                     "POST",
                     "/api/pools",
@@ -158,7 +158,7 @@ impl Cloud {
         let repo = format!("acme/{name}");
         let (s, binding) = self
             .invoke(
-                Kind::Api,
+                Function::Api,
                 api_event(
                     "POST",
                     "/api/repos",
@@ -175,7 +175,7 @@ impl Cloud {
     async fn queue_job(&self, github_job_id: i64, repo: &str, labels: &[&str]) -> String {
         let (s, accepted) = self
             .invoke(
-                Kind::Webhook,
+                Function::Webhook,
                 webhook_event(&queued_payload(github_job_id, repo, labels), "192.0.2.10"),
             )
             .await;
@@ -300,7 +300,7 @@ async fn the_webhook_function_takes_a_signed_delivery_from_api_gateway() {
     let raw = encoded["body"].as_str().unwrap().to_string();
     encoded["body"] = json!(crate::b64::encode(raw.as_bytes()));
     encoded["isBase64Encoded"] = json!(true);
-    let (s, body) = cloud.invoke(Kind::Webhook, encoded).await;
+    let (s, body) = cloud.invoke(Function::Webhook, encoded).await;
     assert_eq!(s, 202, "{body}");
 
     // A bad signature is refused with 401 and writes nothing.
@@ -309,7 +309,7 @@ async fn the_webhook_function_takes_a_signed_delivery_from_api_gateway() {
         "192.0.2.10",
     );
     forged["headers"]["x-hub-signature-256"] = json!("sha256=00");
-    let (s, body) = cloud.invoke(Kind::Webhook, forged).await;
+    let (s, body) = cloud.invoke(Function::Webhook, forged).await;
     assert_eq!(s, 401, "{body}");
     assert_eq!(body["error"], "unauthorized");
 
@@ -320,7 +320,7 @@ async fn the_webhook_function_takes_a_signed_delivery_from_api_gateway() {
         "192.0.2.77",
     );
     unbound["headers"]["x-forwarded-for"] = json!("10.9.9.9");
-    let (s, body) = cloud.invoke(Kind::Webhook, unbound).await;
+    let (s, body) = cloud.invoke(Function::Webhook, unbound).await;
     assert_eq!(s, 200, "{body}");
     let events = audit(&cloud.ports, "job.repo_not_bound").await;
     assert_eq!(events.len(), 1);
@@ -328,7 +328,10 @@ async fn the_webhook_function_takes_a_signed_delivery_from_api_gateway() {
 
     // Paths the function does not serve answer JSON, not HTML.
     let (s, body) = cloud
-        .invoke(Kind::Webhook, api_event("GET", "/api/projects", json!({})))
+        .invoke(
+            Function::Webhook,
+            api_event("GET", "/api/projects", json!({})),
+        )
         .await;
     assert_eq!(s, 404);
     assert_eq!(body["error"], "not_found");
@@ -347,12 +350,12 @@ async fn behind_cloudfront_the_api_function_believes_the_viewer_address_only_wit
         event
     };
     let (s, _) = cloud
-        .invoke(Kind::Api, create("via-cloudfront", json!({ORIGIN_SECRET_HEADER: ORIGIN_SECRET, VIEWER_ADDRESS_HEADER: "203.0.113.5:50000"})))
+        .invoke(Function::Api, create("via-cloudfront", json!({ORIGIN_SECRET_HEADER: ORIGIN_SECRET, VIEWER_ADDRESS_HEADER: "203.0.113.5:50000"})))
         .await;
     assert_eq!(s, 201);
     let (s, _) = cloud
         .invoke(
-            Kind::Api,
+            Function::Api,
             create(
                 "forged",
                 json!({VIEWER_ADDRESS_HEADER: "203.0.113.66:50000"}),
@@ -373,7 +376,7 @@ async fn behind_cloudfront_the_api_function_believes_the_viewer_address_only_wit
 
     let (s, body) = cloud
         .invoke(
-            Kind::Api,
+            Function::Api,
             http_event("GET", "/healthz", json!({}), None, "198.51.100.1"),
         )
         .await;
@@ -466,7 +469,7 @@ async fn the_orchestrator_launches_without_the_github_app_key() {
         .await;
     let orchestrator = Ports {
         github: Arc::new(NoAppKey {
-            role: Role::Orchestrator,
+            function: Function::Orchestrator,
         }),
         ..cloud.ports.clone()
     };

@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use pacer_shared::lambda::Kind;
+use pacer_shared::config::Function;
 use pacer_test_support::events::{github_delivery, http_event, scheduled_event, sqs_record};
 use pacer_test_support::lambda_runtime::{Deployment, Outcome, Running, RuntimeApi, lambda_env};
 use serde_json::{Value, json};
@@ -59,7 +59,7 @@ async fn the_webhook_binary_resolves_its_secret_from_ssm_and_answers_api_gateway
         &lambda_env(
             &runtime,
             "webhook",
-            &deployment.config_for(Kind::Webhook.role()),
+            &deployment.config_for(Function::Webhook),
         ),
     );
 
@@ -84,7 +84,7 @@ async fn each_other_binary_boots_and_answers_its_own_event() {
     let runtime = RuntimeApi::start().await;
     let _api = spawn(
         "api",
-        &lambda_env(&runtime, "api", &deployment.config_for(Kind::Api.role())),
+        &lambda_env(&runtime, "api", &deployment.config_for(Function::Api)),
     );
     let health = runtime
         .invoke(http_event("GET", "/healthz", json!({}), None, "192.0.2.44"))
@@ -110,11 +110,7 @@ async fn each_other_binary_boots_and_answers_its_own_event() {
     let runtime = RuntimeApi::start().await;
     let _runner = spawn(
         "runner",
-        &lambda_env(
-            &runtime,
-            "runner",
-            &deployment.config_for(Kind::Runner.role()),
-        ),
+        &lambda_env(&runtime, "runner", &deployment.config_for(Function::Runner)),
     );
     let (status, _) = status_and_body(
         &runtime
@@ -135,7 +131,7 @@ async fn each_other_binary_boots_and_answers_its_own_event() {
         &lambda_env(
             &runtime,
             "orchestrator",
-            &deployment.config_for(Kind::Orchestrator.role()),
+            &deployment.config_for(Function::Orchestrator),
         ),
     );
     let batch = json!({"Records": [sqs_record("m-1", "r-1", "not a job id", json!({"ApproximateReceiveCount": "1"}))]});
@@ -151,11 +147,7 @@ async fn each_other_binary_boots_and_answers_its_own_event() {
     let runtime = RuntimeApi::start().await;
     let _reaper = spawn(
         "reaper",
-        &lambda_env(
-            &runtime,
-            "reaper",
-            &deployment.config_for(Kind::Reaper.role()),
-        ),
+        &lambda_env(&runtime, "reaper", &deployment.config_for(Function::Reaper)),
     );
     let Outcome::Response(answer) = runtime.invoke(scheduled_event()).await else {
         panic!("the pass failed")

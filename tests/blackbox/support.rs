@@ -134,7 +134,7 @@ impl LocalPacer {
         let (worker_stop, worker_stopped) = tokio::sync::oneshot::channel::<()>();
         let worker_ports = ports.clone();
         tokio::spawn(async move {
-            let worker = tokio::spawn(pacer_shared::service::dispatch::run_worker(
+            let worker = tokio::spawn(pacer_shared::host::local::run_worker(
                 worker_ports,
                 16,
                 async {

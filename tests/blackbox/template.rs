@@ -19,8 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_dynamodb::Client;
-use pacer_shared::config::{Config, Role};
-use pacer_shared::lambda::Kind;
+use pacer_shared::config::{Config, Function};
 use pacer_shared::service::dispatch::POISON_RECEIVES;
 use pacer_shared::store::dynamodb::DynamoStore;
 use serde_norway::{Mapping, Value};
@@ -40,13 +39,13 @@ const FUNCTIONS: [(&str, &str); 5] = [
 ];
 
 /// The function a template resource runs.
-fn kind_of(function: &str) -> Kind {
-    match function {
-        "WebhookFunction" => Kind::Webhook,
-        "ApiFunction" => Kind::Api,
-        "RunnerFunction" => Kind::Runner,
-        "OrchestratorFunction" => Kind::Orchestrator,
-        "ReaperFunction" => Kind::Reaper,
+fn function_of(resource: &str) -> Function {
+    match resource {
+        "WebhookFunction" => Function::Webhook,
+        "ApiFunction" => Function::Api,
+        "RunnerFunction" => Function::Runner,
+        "OrchestratorFunction" => Function::Orchestrator,
+        "ReaperFunction" => Function::Reaper,
         other => panic!("{other} is not one of pacer's functions"),
     }
 }
@@ -257,7 +256,7 @@ fn every_function_environment_is_a_configuration_pacer_accepts() {
 
             // Then pacer's own loader accepts it as a whole configuration…
             let vars: Vec<(String, String)> = env.clone().into_iter().collect();
-            let cfg = Config::load_for(kind_of(function).role(), None, &vars)
+            let cfg = Config::load_for(function_of(function), None, &vars)
                 .unwrap_or_else(|e| panic!("{function} with {parameters:?} would not start: {e}"));
             assert_eq!(
                 cfg.aws.region, REGION,
@@ -316,7 +315,7 @@ fn runners_and_github_use_the_api_gateway_url_and_people_the_console_url() {
 #[test]
 fn each_function_is_given_only_the_secrets_its_own_work_needs() {
     // Every role-dependent secret, as the variable that names it.
-    let core = Role::Serve.secret_env_vars();
+    let core = Function::Serve.secret_env_vars();
     for parameters in [defaults(), everything_on()] {
         let stack = Stack::new(&parameters);
         for (function, _) in FUNCTIONS {
@@ -328,7 +327,7 @@ fn each_function_is_given_only_the_secrets_its_own_work_needs() {
                 .collect();
             assert_eq!(
                 given,
-                kind_of(function).role().secret_env_vars(),
+                function_of(function).secret_env_vars(),
                 "{function} with {parameters:?}"
             );
         }

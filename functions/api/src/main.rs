@@ -1,10 +1,11 @@
 //! The `api` Lambda: the console API and `/healthz`, behind API Gateway (and CloudFront).
 //! Only wiring: boot (config, logs, secrets, clients) and serve — see
-//! `pacer_shared::lambda`.
+//! `pacer_shared::host::lambda`.
 
-use pacer_shared::lambda::{self, Kind};
+use pacer_shared::config::Function;
+use pacer_shared::host::lambda;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda::Error> {
-    lambda::run(Kind::Api).await
+    lambda::run(Function::Api).await
 }

@@ -16,10 +16,10 @@
 //! loading is a pure function of its inputs and tests need no global state.
 
 mod error;
+mod function;
 mod load;
 mod local;
 mod resolve;
-mod role;
 mod schema;
 mod secret;
 mod sections;
@@ -30,8 +30,8 @@ mod tests;
 
 pub use crate::domain::duration::{format_go_duration, parse_go_duration};
 pub use error::ConfigError;
+pub use function::{FUNCTION_SECRETS, Function};
 pub use local::generate_local_config;
-pub use role::{ROLE_SECRETS, Role};
 pub use schema::{ENV_PREFIX, NON_CONFIG_ENV_VARS, reference_markdown};
 pub use secret::{Secret, SecretRef};
 pub use sections::{
@@ -69,9 +69,9 @@ pub struct Config {
     /// login turned off because OIDC is on"); `main` logs them at info level.
     #[serde(skip)]
     pub notes: Vec<String>,
-    /// What the configuration was loaded for, which decides the secrets it must hold.
+    /// The function the configuration was loaded for, which decides the secrets it must hold.
     #[serde(skip)]
-    pub role: Role,
+    pub function: Function,
 }
 
 impl Config {
@@ -81,13 +81,13 @@ impl Config {
     ///
     /// Secret references are checked for shape here but resolved by [`Config::resolve_secrets`].
     pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
-        Self::load_for(Role::Serve, path, env)
+        Self::load_for(Function::Serve, path, env)
     }
 
-    /// Like [`Config::load`], for one part of pacer: a Lambda function is refused only the
-    /// secrets its own work needs (see [`Role`]).
+    /// Like [`Config::load`], for one function of pacer: a Lambda function is refused only the
+    /// secrets its own work needs (see [`Function`]).
     pub fn load_for(
-        role: Role,
+        function: Function,
         path: Option<&Path>,
         env: &[(String, String)],
     ) -> Result<Config, ConfigError> {
@@ -97,20 +97,20 @@ impl Config {
                     path: path.to_owned(),
                     source,
                 })?;
-                Self::load_from(role, Some(&text), path, env)
+                Self::load_from(function, Some(&text), path, env)
             }
-            None => Self::load_from(role, None, Path::new("(environment only)"), env),
+            None => Self::load_from(function, None, Path::new("(environment only)"), env),
         }
     }
 
     /// Like [`Config::load`], from YAML text instead of a file: handy in tests and for configs
     /// held in memory.
     pub fn from_yaml(yaml: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
-        Self::load_from(Role::Serve, Some(yaml), Path::new("(inline YAML)"), env)
+        Self::load_from(Function::Serve, Some(yaml), Path::new("(inline YAML)"), env)
     }
 
     fn load_from(
-        role: Role,
+        function: Function,
         text: Option<&str>,
         origin: &Path,
         env: &[(String, String)],
@@ -118,7 +118,7 @@ impl Config {
         let mut tree = Tree::from_yaml(text, origin)?;
         tree.overlay_env(env)?;
         let mut config = tree.deserialize()?;
-        config.role = role;
+        config.function = function;
         config
             .tidy(|key| tree.explicit.contains(key))
             .map_err(|e| attribute_to_env(e, &tree.env_vars))?;

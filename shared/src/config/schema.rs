@@ -91,8 +91,16 @@ pub const ENV_PREFIX: &str = "PACER_";
 ///
 /// - `PACER_CONFIG`: path of the YAML file (the `--config` flag of `pacer serve`).
 /// - `PACER_LOG`: a tracing filter directive refining `logging.level` per module.
-/// - `PACER_FAILPOINTS`: test-only crash points (see `crate::failpoint`).
-pub const NON_CONFIG_ENV_VARS: &[&str] = &["PACER_CONFIG", "PACER_LOG", "PACER_FAILPOINTS"];
+/// - `PACER_FAILPOINTS`: test-only crash points (see `crate::failpoint`), known only to a build
+///   with the `failpoints` cargo feature, which the tests turn on. A default build (`cargo build
+///   -p pacer`, the Lambda zips) holds neither the name nor the code, and refuses the variable
+///   like any other unknown one.
+pub const NON_CONFIG_ENV_VARS: &[&str] = &[
+    "PACER_CONFIG",
+    "PACER_LOG",
+    #[cfg(feature = "failpoints")]
+    crate::failpoint::ENV,
+];
 
 const fn key(path: &'static str, kind: Kind, default: &'static str, doc: &'static str) -> Key {
     Key {

@@ -1554,10 +1554,10 @@ fn the_docs_describe_every_key_with_its_variable() {
     }
 }
 
-// ----------------------------------------------------------------------------- roles and secrets
+// ------------------------------------------------------------------------- functions and secrets
 
 /// The secrets of a deployment with GitHub and console auth on, by environment variable.
-const ROLE_SECRETS: [(&str, &str); 4] = [
+const FUNCTION_SECRETS: [(&str, &str); 4] = [
     ("PACER_GITHUB_WEBHOOK_SECRET", "github.webhook_secret"),
     (
         "PACER_GITHUB_CALLBACK_HMAC_SECRET",
@@ -1568,14 +1568,14 @@ const ROLE_SECRETS: [(&str, &str); 4] = [
 ];
 
 /// A function's environment (no file, as in Lambda) holding every secret but `without`.
-fn role_env(without: Option<&str>) -> Vec<(String, String)> {
+fn function_env(without: Option<&str>) -> Vec<(String, String)> {
     let mut vars = env(&[
         ("PACER_AWS_DISABLED", "true"),
         ("PACER_FLEET_ENGINE", "simulated"),
         ("PACER_GITHUB_APP_ID", "12345"),
     ]);
     let values = ["webhook-secret", CALLBACK_SECRET, FAKE_PEM, JWT_SECRET];
-    for ((name, _), value) in ROLE_SECRETS.iter().zip(values) {
+    for ((name, _), value) in FUNCTION_SECRETS.iter().zip(values) {
         if Some(*name) != without {
             vars.push((name.to_string(), value.to_string()));
         }
@@ -1584,23 +1584,23 @@ fn role_env(without: Option<&str>) -> Vec<(String, String)> {
 }
 
 #[test]
-fn each_role_requires_only_the_secrets_of_its_own_work() {
-    let roles = [
-        Role::Serve,
-        Role::Webhook,
-        Role::Runner,
-        Role::Api,
-        Role::Orchestrator,
-        Role::Reaper,
+fn each_function_requires_only_the_secrets_of_its_own_work() {
+    let functions = [
+        Function::Serve,
+        Function::Webhook,
+        Function::Runner,
+        Function::Api,
+        Function::Orchestrator,
+        Function::Reaper,
     ];
     let mut refused = 0;
-    for role in roles {
-        let all = Config::load_for(role, None, &role_env(None)).unwrap();
-        assert_eq!(all.role, role);
-        for (var, key) in ROLE_SECRETS {
-            let loaded = Config::load_for(role, None, &role_env(Some(var)));
-            if role.needs_secret(key) {
-                let err = loaded.expect_err(&format!("{} without {key}", role.name()));
+    for function in functions {
+        let all = Config::load_for(function, None, &function_env(None)).unwrap();
+        assert_eq!(all.function, function);
+        for (var, key) in FUNCTION_SECRETS {
+            let loaded = Config::load_for(function, None, &function_env(Some(var)));
+            if function.needs_secret(key) {
+                let err = loaded.expect_err(&format!("{} without {key}", function.name()));
                 // Without either form of the App key, the error points at the file form.
                 assert_names_key(
                     &err,
@@ -1610,16 +1610,17 @@ fn each_role_requires_only_the_secrets_of_its_own_work() {
                         key
                     },
                 );
-                let who = if role == Role::Serve {
+                let who = if function == Function::Serve {
                     "pacer ".to_string()
                 } else {
-                    format!("the {} function ", role.name())
+                    format!("the {} function ", function.name())
                 };
                 assert!(err.to_string().contains(&who), "{err}");
                 refused += 1;
             } else {
-                let cfg = loaded.unwrap_or_else(|e| panic!("{} without {key}: {e}", role.name()));
-                assert_eq!(cfg.role, role);
+                let cfg =
+                    loaded.unwrap_or_else(|e| panic!("{} without {key}: {e}", function.name()));
+                assert_eq!(cfg.function, function);
             }
         }
     }
@@ -1629,17 +1630,17 @@ fn each_role_requires_only_the_secrets_of_its_own_work() {
 }
 
 #[test]
-fn a_secret_a_role_does_not_need_is_still_checked_when_given() {
-    let mut vars = role_env(None);
+fn a_secret_a_function_does_not_need_is_still_checked_when_given() {
+    let mut vars = function_env(None);
     vars.retain(|(name, _)| name != "PACER_AUTH_JWT_SECRET");
     vars.push(("PACER_AUTH_JWT_SECRET".into(), "short".into()));
-    let err = Config::load_for(Role::Webhook, None, &vars).unwrap_err();
+    let err = Config::load_for(Function::Webhook, None, &vars).unwrap_err();
     assert_names_key(&err, "auth.jwt_secret");
 }
 
 #[test]
 fn sso_needs_its_client_secret_only_where_the_console_is_served() {
-    let mut vars = role_env(None);
+    let mut vars = function_env(None);
     vars.extend(env(&[
         ("PACER_SERVER_PUBLIC_URL", "https://pacer.example.com"),
         ("PACER_AUTH_OIDC_ENABLED", "true"),
@@ -1651,10 +1652,10 @@ fn sso_needs_its_client_secret_only_where_the_console_is_served() {
         ),
     ]));
     assert_names_key(
-        &Config::load_for(Role::Api, None, &vars).unwrap_err(),
+        &Config::load_for(Function::Api, None, &vars).unwrap_err(),
         "auth.oidc.client_secret",
     );
-    Config::load_for(Role::Reaper, None, &vars).unwrap();
+    Config::load_for(Function::Reaper, None, &vars).unwrap();
 }
 
 /// Found by any_yaml_loads_or_is_refused_by_key: an unknown key holding a

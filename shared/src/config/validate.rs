@@ -11,7 +11,7 @@ use super::sections::{
     AcmeConfig, AuthConfig, DatabaseEngine, FleetEngine, GithubConfig, OidcConfig, QueueEngine,
     RunnerConfig, ServerConfig, TlsConfig, TlsMode,
 };
-use super::{Config, Role};
+use super::{Config, Function};
 use crate::domain::duration::format_go_duration;
 use std::path::Path;
 use std::time::Duration;
@@ -42,13 +42,13 @@ pub(crate) fn validate(cfg: &Config, phase: Phase) -> Check {
     secret_references(cfg, phase)?;
     server(&cfg.server)?;
     deployment_name(&cfg.deployment.name)?;
-    github(&cfg.github, cfg.role, phase)?;
+    github(&cfg.github, cfg.function, phase)?;
     aws(cfg)?;
     store_and_queue(cfg)?;
     runner_callbacks(cfg)?;
     runner(&cfg.runner)?;
     timings(cfg)?;
-    auth(&cfg.auth, cfg.role, phase)?;
+    auth(&cfg.auth, cfg.function, phase)?;
     Ok(())
 }
 
@@ -213,7 +213,7 @@ fn deployment_name(name: &str) -> Check {
 
 // ---------------------------------------------------------------------------------------- github
 
-fn github(github: &GithubConfig, role: Role, phase: Phase) -> Check {
+fn github(github: &GithubConfig, function: Function, phase: Phase) -> Check {
     check_http_url("github.api_url", &github.api_url)?;
 
     // Secrets given are checked even while GitHub is off, so turning it on later holds no surprise.
@@ -257,33 +257,33 @@ fn github(github: &GithubConfig, role: Role, phase: Phase) -> Check {
         }
         Some(_) => {}
     }
-    if github.webhook_secret.is_none() && role.verifies_webhooks() {
+    if github.webhook_secret.is_none() && function.verifies_webhooks() {
         return Err(invalid(
             "github.webhook_secret",
             format!(
                 "required unless github.disabled is true: {}",
-                role.needs("will not accept webhooks it cannot verify")
+                function.needs("will not accept webhooks it cannot verify")
             ),
         ));
     }
-    if github.callback_hmac_secret.is_none() && role.signs_callbacks() {
+    if github.callback_hmac_secret.is_none() && function.signs_callbacks() {
         return Err(invalid(
             "github.callback_hmac_secret",
             format!(
                 "required unless github.disabled is true: {} (generate one with: openssl rand -hex 32)",
-                role.needs("signs runner callbacks with it")
+                function.needs("signs runner callbacks with it")
             ),
         ));
     }
     if github.private_key.is_none() && github.private_key_path.is_none() {
-        if !role.calls_github() {
+        if !function.calls_github() {
             return Ok(());
         }
         return Err(invalid(
             "github.private_key_path",
             format!(
                 "required unless github.disabled is true: {} (or give the PEM itself in github.private_key)",
-                role.needs("calls GitHub as the App")
+                function.needs("calls GitHub as the App")
             ),
         ));
     }
@@ -514,13 +514,13 @@ fn timings(cfg: &Config) -> Check {
 
 // ------------------------------------------------------------------------------------------ auth
 
-fn auth(auth: &AuthConfig, role: Role, phase: Phase) -> Check {
-    if !auth.disabled && auth.jwt_secret.is_none() && role.serves_console() {
+fn auth(auth: &AuthConfig, function: Function, phase: Phase) -> Check {
+    if !auth.disabled && auth.jwt_secret.is_none() && function.serves_console() {
         return Err(invalid(
             "auth.jwt_secret",
             format!(
                 "required unless auth.disabled is true: {} (generate one with: openssl rand -hex 32)",
-                role.needs("signs console sessions with it")
+                function.needs("signs console sessions with it")
             ),
         ));
     }
@@ -537,10 +537,10 @@ fn auth(auth: &AuthConfig, role: Role, phase: Phase) -> Check {
             format!("{:?} is not an email address", auth.local.email),
         ));
     }
-    oidc(&auth.oidc, role, phase)
+    oidc(&auth.oidc, function, phase)
 }
 
-fn oidc(oidc: &OidcConfig, role: Role, phase: Phase) -> Check {
+fn oidc(oidc: &OidcConfig, function: Function, phase: Phase) -> Check {
     // The shapes of the allow-lists are checked even while OIDC is off: they are wrong either way.
     for (index, email) in oidc.allowed_emails.iter().enumerate() {
         let key = format!("auth.oidc.allowed_emails[{index}]");
@@ -603,7 +603,7 @@ fn oidc(oidc: &OidcConfig, role: Role, phase: Phase) -> Check {
     if oidc.client_id.as_deref().is_none_or(str::is_empty) {
         return Err(required("auth.oidc.client_id"));
     }
-    if oidc.client_secret.is_none() && role.serves_console() {
+    if oidc.client_secret.is_none() && function.serves_console() {
         return Err(required("auth.oidc.client_secret"));
     }
     let redirect = oidc

@@ -10,19 +10,19 @@ use super::{
     GhDelivery, GhJob, GhQueuedJob, GhRunner, GitHub, GitHubError, GitHubResult, JitConfig,
     JitRequest, RunnerDownload, RunnerTarget,
 };
-use crate::config::Role;
+use crate::config::Function;
 use crate::domain::{RepoName, Time};
 
 /// Every call fails, naming the function that has no key.
 pub struct NoAppKey {
-    pub role: Role,
+    pub function: Function,
 }
 
 impl NoAppKey {
     fn refuse<T>(&self, call: &str) -> GitHubResult<T> {
         Err(GitHubError::Other(anyhow::anyhow!(
             "the {} function holds no GitHub App key (github.private_key), so it cannot {call}",
-            self.role.name()
+            self.function.name()
         )))
     }
 }
@@ -73,7 +73,7 @@ mod tests {
     #[tokio::test]
     async fn every_call_names_the_function_without_a_key() {
         let github = NoAppKey {
-            role: Role::Orchestrator,
+            function: Function::Orchestrator,
         };
         let err = github.runner_download("linux", "x64").await.unwrap_err();
         assert!(!err.is_transient());

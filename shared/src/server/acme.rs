@@ -71,7 +71,8 @@ pub(super) async fn start(
     https_port: u16,
     background: &mut JoinSet<()>,
 ) -> anyhow::Result<Tls> {
-    tls::install_crypto_provider();
+    // The ACME client's TLS uses the process's provider, which `host::boot`
+    // installed before the server was bound.
     let acme = Arc::new(Acme::new(cfg)?);
 
     let listener = bind_listener(&cfg.http_addr, "server.tls.acme.http_addr").await?;

@@ -12,11 +12,9 @@
 //! launches wakes the next one if the pool still has room, so two slots
 //! freed at once never leave a waiting job behind.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::task::JoinSet;
 
 use super::audit::record;
 use super::capacity;
@@ -269,7 +267,7 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
     };
     let launched = match ports.fleet.launch(&request).await {
         Ok(l) => {
-            crate::failpoint::hit("after_launch");
+            crate::failpoint::hit(crate::failpoint::Failpoint::AfterLaunch);
             l
         }
         Err(e) => {
@@ -505,40 +503,4 @@ pub async fn settle(ports: &Ports, queue: &dyn Queue, delivery: &Delivery) {
     if let Err(e) = settled {
         tracing::warn!(job_id = %delivery.job_id, error = %crate::error_text::display_chain(&e), "could not settle the queue message");
     }
-}
-
-/// The local orchestrator: receives from the queue and dispatches up to
-/// `concurrency` messages at once until `shutdown` resolves.
-pub async fn run_worker(
-    ports: Ports,
-    concurrency: usize,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    let queue: Arc<dyn Queue> = ports.queue.clone();
-    let mut tasks = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let room = concurrency.saturating_sub(tasks.len()).max(1);
-        tokio::select! {
-            () = &mut shutdown => break,
-            received = queue.receive(room.min(10), Duration::from_secs(20)) => match received {
-                Ok(batch) => {
-                    for delivery in batch {
-                        let (ports, queue) = (ports.clone(), queue.clone());
-                        tasks.spawn(async move { settle(&ports, queue.as_ref(), &delivery).await });
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %crate::error_text::display_chain(&e), "receiving from the jobs queue failed");
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-            },
-        }
-        while tasks.len() >= concurrency {
-            tasks.join_next().await;
-        }
-        while tasks.try_join_next().is_some() {}
-    }
-    // Let in-flight dispatches finish: each holds a reservation to settle.
-    while tasks.join_next().await.is_some() {}
 }

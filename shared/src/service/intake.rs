@@ -96,7 +96,7 @@ pub async fn intake(ports: &Ports, caller: &Caller, pending: &PendingJob) -> Ser
     match ports.store.insert_job(&job).await? {
         Inserted::Existing(existing) => already_known(ports, caller, *existing, pending).await,
         Inserted::Created => {
-            crate::failpoint::hit("after_job_insert");
+            crate::failpoint::hit(crate::failpoint::Failpoint::AfterJobInsert);
             match state {
                 JobState::Unmatched => {
                     audit_no_pool_match(ports, caller, &job, Some(project.spec.name.clone()))

@@ -898,27 +898,3 @@ async fn capacity(
     }
     Ok(())
 }
-
-/// The local reaper: a pass every `interval` until `shutdown` resolves. A
-/// failed pass is logged as an error (and retried at the next tick).
-pub async fn run_timer(
-    ports: Ports,
-    interval: Duration,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return,
-            _ = tick.tick() => match reconcile(&ports).await {
-                Ok(report) if !report.deferred.is_empty() => {
-                    tracing::warn!(actions = report.actions.len(), deferred = ?report.deferred, "reaper pass left work for the next one");
-                }
-                Ok(report) => tracing::debug!(actions = report.actions.len(), "reaper pass done"),
-                Err(e) => tracing::error!(error = %crate::error_text::display_chain(&e), "reaper pass failed"),
-            },
-        }
-    }
-}

@@ -230,7 +230,7 @@ pub async fn register(
             .into());
         }
     };
-    crate::failpoint::hit("after_jit_mint");
+    crate::failpoint::hit(crate::failpoint::Failpoint::AfterJitMint);
     let registered = update_runner(ports, &runner.id, |r| {
         if r.state != RunnerState::Pending {
             return false;

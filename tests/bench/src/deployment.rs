@@ -14,10 +14,11 @@ use pacer_shared::domain::Pool;
 use pacer_shared::fleet::Fleet;
 use pacer_shared::fleet::simulated::{SimulatedFleet, SimulatedSettings};
 use pacer_shared::github::offline::OfflineGitHub;
+use pacer_shared::host::local::run_worker;
 use pacer_shared::http::AppState;
 use pacer_shared::queue::Queue;
 use pacer_shared::queue::memory::MemoryQueue;
-use pacer_shared::service::{Caller, Ports, Settings, config_objects, dispatch};
+use pacer_shared::service::{Caller, Ports, Settings, config_objects};
 use pacer_shared::store::Store;
 use pacer_shared::store::sqlite::SqliteStore;
 use serde_json::{Map, Value, json};
@@ -180,7 +181,7 @@ impl Deployment {
         let ports = self.ports.clone();
         let task = tokio::spawn(async move {
             let (worker_stop, worker_stopped) = tokio::sync::oneshot::channel::<()>();
-            let worker = tokio::spawn(dispatch::run_worker(ports, WORKER_CONCURRENCY, async {
+            let worker = tokio::spawn(run_worker(ports, WORKER_CONCURRENCY, async {
                 let _ = worker_stopped.await;
             }));
             let served = server

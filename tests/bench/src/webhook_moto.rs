@@ -1,6 +1,6 @@
 //! Issue 8, part 2: the webhook against emulated AWS. The same deliveries as
 //! part 1 (GitHub's real `queued` example, signed) go through the `webhook`
-//! Lambda's router (`lambda::http_router(Kind::Webhook)`) as API Gateway
+//! Lambda's router (`host::lambda::http_router(Function::Webhook)`) as API Gateway
 //! hands them over, with DynamoDB and SQS on `moto_server`: the signature
 //! check, the parse, the pool match, the conditional put and the
 //! SendMessage, every AWS request over loopback HTTP on one reused client.
@@ -18,10 +18,11 @@ use anyhow::{Context, ensure};
 use axum::Router;
 use http_body_util::BodyExt as _;
 use pacer_shared::calls::Calls;
+use pacer_shared::config::Function;
 use pacer_shared::fleet::simulated::SimulatedFleet;
 use pacer_shared::github::offline::OfflineGitHub;
+use pacer_shared::host::lambda::http_router;
 use pacer_shared::http::AppState;
-use pacer_shared::lambda::{Kind, http_router};
 use pacer_shared::queue::sqs::SqsQueue;
 use pacer_shared::store::dynamodb::DynamoStore;
 use pacer_test_support::events::github_delivery;
@@ -92,7 +93,8 @@ impl Lane {
             auth: None,
             console: None,
         };
-        let router = http_router(Kind::Webhook, state, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let router =
+            http_router(Function::Webhook, state, None).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Lane {
             seeded: store.calls() + queue.calls(),
             store,

@@ -423,11 +423,14 @@ impl Deployment {
         }
     }
 
-    /// The configuration without the secrets `role` does not need, as the
+    /// The configuration without the secrets `function` does not need, as the
     /// template gives each function only its own.
-    pub fn config_for(&self, role: pacer_shared::config::Role) -> Vec<(&'static str, String)> {
-        let needed = role.secret_env_vars();
-        let all = pacer_shared::config::Role::Serve.secret_env_vars();
+    pub fn config_for(
+        &self,
+        function: pacer_shared::config::Function,
+    ) -> Vec<(&'static str, String)> {
+        let needed = function.secret_env_vars();
+        let all = pacer_shared::config::Function::Serve.secret_env_vars();
         let unneeded = |var: &str| all.iter().any(|v| v == var) && !needed.iter().any(|v| v == var);
         self.config
             .iter()

@@ -2,12 +2,13 @@
 //! three kinds of event it answers — HTTP API requests (webhook, runner,
 //! api), an SQS batch (orchestrator) and an EventBridge schedule (reaper).
 //!
-//! Each function's `main` calls [`boot`] once and then one `serve_*` here;
-//! the logic stays in `service` and `http`, shared with local mode.
+//! Each function's `main` calls [`run`]: a [`cold_start`] once, then one
+//! `serve_*` here; the logic stays in `service` and `http`, shared with
+//! local mode.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use axum::Router;
@@ -20,7 +21,8 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 use tracing::Instrument as _;
 
-use crate::config::{Config, LogFormat, LogOutput, Role, Secret};
+use super::Booted;
+use crate::config::{Config, Function, LogFormat, LogOutput, Secret};
 use crate::http::{AppState, console};
 use crate::queue::Delivery;
 use crate::runtime::{self, LogGuard};
@@ -38,128 +40,95 @@ pub const VIEWER_ADDRESS_HEADER: &str = "cloudfront-viewer-address";
 /// SQS messages an orchestrator invocation handles at once.
 const BATCH_CONCURRENCY: usize = 10;
 
-/// The five functions of the serverless deployment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// `POST /api/webhook`.
-    Webhook,
-    /// `/api/runner/*`.
-    Runner,
-    /// The console API and `/healthz`.
-    Api,
-    /// The jobs queue's consumer.
-    Orchestrator,
-    /// The scheduled reconciliation.
-    Reaper,
-}
-
-impl Kind {
-    /// What the function's configuration is loaded for: the secrets it must hold.
-    pub fn role(self) -> Role {
-        match self {
-            Kind::Webhook => Role::Webhook,
-            Kind::Runner => Role::Runner,
-            Kind::Api => Role::Api,
-            Kind::Orchestrator => Role::Orchestrator,
-            Kind::Reaper => Role::Reaper,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        self.role().name()
-    }
-}
-
-/// A function's whole life: boot once, then answer events until Lambda
-/// stops the process. This is all a function's `main` calls.
-pub async fn run(kind: Kind) -> Result<(), Error> {
-    let function = match boot(kind).await {
-        Ok(function) => function,
+/// A function's whole life: a cold start once, then answer events until
+/// Lambda stops the process. This is all a function's `main` calls.
+pub async fn run(function: Function) -> Result<(), Error> {
+    let started = match cold_start(function).await {
+        Ok(started) => started,
         Err(e) => {
             // Lambda shows stderr in the function's log; say it plainly
             // before the runtime prints the error's debug form.
-            eprintln!("pacer {}: cannot start: {e}", kind.name());
+            eprintln!("pacer {}: cannot start: {e}", function.name());
             return Err(e);
         }
     };
-    match kind {
-        Kind::Orchestrator => serve_queue(function.ports).await,
-        Kind::Reaper => serve_schedule(function.ports).await,
-        Kind::Webhook | Kind::Runner | Kind::Api => serve_http(function.router(kind).await?).await,
+    match function {
+        Function::Orchestrator => serve_queue(started.booted.ports).await,
+        Function::Reaper => serve_schedule(started.booted.ports).await,
+        Function::Webhook | Function::Runner | Function::Api => {
+            serve_http(started.router().await?).await
+        }
+        Function::Serve => Err(not_a_lambda_function()),
     }
 }
 
+/// `pacer serve` is the single local process, never a Lambda function.
+fn not_a_lambda_function() -> Error {
+    "pacer serve is the local process, not a Lambda function".into()
+}
+
 /// What a cold start built, kept for every invocation.
-pub struct Function {
-    pub name: &'static str,
-    pub cfg: Config,
-    pub ports: Ports,
-    /// How long resolving `ssm:` / `secretsmanager:` references took.
-    pub secrets_took: Duration,
+pub struct ColdStart {
+    pub function: Function,
+    pub booted: Booted,
     _log: LogGuard,
 }
 
 /// The cold start: configuration from `PACER_*` (the loader local mode
-/// uses, without a file), JSON logs, secrets resolved once, every client
-/// built once.
-pub async fn boot(kind: Kind) -> Result<Function, Error> {
+/// uses, without a file), JSON logs, then [`host::boot`](super::boot):
+/// secrets resolved once, every client built once.
+pub async fn cold_start(function: Function) -> Result<ColdStart, Error> {
+    if function == Function::Serve {
+        return Err(not_a_lambda_function());
+    }
     let started = Instant::now();
-    let name = kind.name();
+    let name = function.name();
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let mut cfg = Config::load_for(kind.role(), None, &env)?;
+    let mut cfg = Config::load_for(function, None, &env)?;
     // CloudWatch reads one JSON object per line; colour codes would be noise.
     cfg.logging.format = LogFormat::Json;
     cfg.logging.output = LogOutput::Stdout;
     cfg.logging.color = false;
     let log = runtime::init_logging(&cfg.logging)?;
-    crate::server::install_crypto_provider();
-
-    let aws = runtime::aws_sdk_config(&cfg).await;
-    let resolving = Instant::now();
-    if let Some(aws) = &aws {
-        cfg.resolve_secrets(aws).await?;
-    }
-    let secrets_took = resolving.elapsed();
     for warning in cfg.warnings() {
         tracing::warn!(function = name, "{warning}");
     }
-    let (ports, _) = runtime::build_ports(&cfg, aws.as_ref()).await?;
+    let booted = super::boot(cfg).await?;
     tracing::info!(
         function = name,
-        secrets_ms = secrets_took.as_secs_f64() * 1000.0,
+        secrets_ms = booted.secrets_took.as_secs_f64() * 1000.0,
         boot_ms = started.elapsed().as_secs_f64() * 1000.0,
-        store = ports.store.engine(),
-        queue = ports.queue.engine(),
+        store = booted.ports.store.engine(),
+        queue = booted.ports.queue.engine(),
         "cold start done"
     );
-    Ok(Function {
-        name,
-        cfg,
-        ports,
-        secrets_took,
+    Ok(ColdStart {
+        function,
+        booted,
         _log: log,
     })
 }
 
-impl Function {
+impl ColdStart {
     /// The router an HTTP function serves, as [`run`] serves it. Only the
     /// api function builds console auth (with OIDC discovery).
-    pub async fn router(&self, kind: Kind) -> Result<Router, Error> {
-        let auth = if kind == Kind::Api {
-            runtime::auth_settings(&self.cfg).await?
+    pub async fn router(&self) -> Result<Router, Error> {
+        let cfg = &self.booted.cfg;
+        let auth = if self.function == Function::Api {
+            runtime::auth_settings(cfg).await?
         } else {
             None
         };
         let state = AppState {
-            ports: self.ports.clone(),
+            ports: self.booted.ports.clone(),
             trusted_proxies: Arc::new(Vec::new()),
             auth,
             console: None,
         };
         http_router(
-            kind,
+            self.function,
             state,
-            self.cfg.server.cloudfront_origin_secret.clone(),
+            cfg.server.cloudfront_origin_secret.clone(),
         )
     }
 }
@@ -167,17 +136,18 @@ impl Function {
 /// An HTTP function's router as Lambda runs it: its routes, the client
 /// address taken from the event, and JSON for any path it does not know.
 pub fn http_router(
-    kind: Kind,
+    function: Function,
     state: AppState,
     origin_secret: Option<Secret>,
 ) -> Result<Router, Error> {
-    let router = match kind {
-        Kind::Webhook => crate::http::webhook_router(state.clone()),
-        Kind::Runner => crate::http::runner_router(state.clone()),
-        Kind::Api => crate::http::health_router().merge(crate::http::api_router(state.clone())),
-        Kind::Orchestrator | Kind::Reaper => {
-            return Err(format!("the {} function does not serve HTTP", kind.name()).into());
+    let router = match function {
+        Function::Webhook => crate::http::webhook_router(state.clone()),
+        Function::Runner => crate::http::runner_router(state.clone()),
+        Function::Api => crate::http::health_router().merge(crate::http::api_router(state.clone())),
+        Function::Orchestrator | Function::Reaper => {
+            return Err(format!("the {} function does not serve HTTP", function.name()).into());
         }
+        Function::Serve => return Err(not_a_lambda_function()),
     };
     let fallback_state = state;
     let origin_secret = Arc::new(origin_secret);
@@ -358,6 +328,17 @@ mod tests {
 
     fn ip(addr: Option<SocketAddr>) -> String {
         addr.map(|a| a.ip().to_string()).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn the_local_process_is_refused_as_a_lambda_function() {
+        let Err(err) = cold_start(Function::Serve).await else {
+            panic!("booted pacer serve as a Lambda function");
+        };
+        assert_eq!(
+            err.to_string(),
+            "pacer serve is the local process, not a Lambda function"
+        );
     }
 
     #[test]
