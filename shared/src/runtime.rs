@@ -15,10 +15,11 @@ use crate::config::{
 };
 use crate::fleet::Fleet;
 use crate::fleet::ec2::Ec2Fleet;
-use crate::fleet::simulated::{SimulatedFleet, SimulatedSettings};
+use crate::fleet::simulated::{GitHubPart, SimulatedFleet, SimulatedSettings};
 use crate::github::GitHub;
 use crate::github::offline::OfflineGitHub;
 use crate::github::rest::RestGitHub;
+use crate::host::simulation::OfflineGitHubPart;
 use crate::pricing::aws::AwsPricing;
 use crate::pricing::{NoPricing, Pricing};
 use crate::queue::Queue;
@@ -160,7 +161,10 @@ pub fn build_fleet(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> anyhow:
             let settings = SimulatedSettings::from_config(
                 &cfg.fleet.simulated,
                 cfg.deployment.name.clone(),
-                cfg.github.webhook_secret.clone(),
+                cfg.github
+                    .webhook_secret
+                    .clone()
+                    .map(|secret| Arc::new(OfflineGitHubPart::new(secret)) as Arc<dyn GitHubPart>),
             );
             let fleet = Arc::new(SimulatedFleet::new(settings));
             (fleet.clone(), Some(fleet))

@@ -38,7 +38,9 @@ async fn pacer_with_a_faulty_fleet() -> LocalPacer {
         boot_delay: Duration::from_millis(5),
         job_time: Duration::from_millis(20),
         deployment: "pacer".into(),
-        webhook_secret: Some(Secret::new(WEBHOOK_SECRET)),
+        github: Some(std::sync::Arc::new(
+            pacer_shared::host::simulation::OfflineGitHubPart::new(Secret::new(WEBHOOK_SECRET)),
+        )),
         pickup_delay: Duration::from_millis(5),
         register_tries: 5,
         retry_delay: Duration::from_millis(50),

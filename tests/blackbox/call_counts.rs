@@ -82,7 +82,7 @@ async fn the_simulated_fleet_and_offline_github_count_what_ec2_and_github_would_
         boot_delay: Duration::from_secs(3600),
         job_time: Duration::ZERO,
         deployment: "pacer".into(),
-        webhook_secret: None,
+        github: None,
         pickup_delay: Duration::ZERO,
         register_tries: 1,
         retry_delay: Duration::ZERO,

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use pacer_shared::clock::{ManualClock, SystemClock};
 use pacer_shared::fleet::ec2::Ec2Fleet;
-use pacer_shared::fleet::simulated::{RunnerIdentity, workflow_job_payload};
+use pacer_shared::fleet::simulated::RunnerIdentity;
 use pacer_shared::fleet::{JobRef, user_data};
+use pacer_shared::host::simulation::workflow_job_payload;
 use pacer_shared::service::reaper::reconcile;
 use serde_json::{Value, json};
 

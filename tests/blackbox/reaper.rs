@@ -655,7 +655,8 @@ async fn an_idle_runner_github_no_longer_knows_is_terminated_without_a_deregistr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_whose_job_ended_but_never_completed_is_reclaimed_after_the_idle_timeout() {
     use pacer_shared::fleet::JobRef;
-    use pacer_shared::fleet::simulated::{RunnerIdentity, workflow_job_payload};
+    use pacer_shared::fleet::simulated::RunnerIdentity;
+    use pacer_shared::host::simulation::workflow_job_payload;
 
     let (w, clock) = world().await;
     let pool_id = seed(&w.aws, &w.pacer, 2).await; // idle_timeout 5m

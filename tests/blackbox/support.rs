@@ -37,7 +37,9 @@ pub fn local_ports(dir: &std::path::Path) -> (Ports, Arc<SimulatedFleet>) {
         boot_delay: Duration::from_millis(10),
         job_time: Duration::from_millis(50),
         deployment: "pacer".into(),
-        webhook_secret: Some(Secret::new(WEBHOOK_SECRET)),
+        github: Some(std::sync::Arc::new(
+            pacer_shared::host::simulation::OfflineGitHubPart::new(Secret::new(WEBHOOK_SECRET)),
+        )),
         pickup_delay: Duration::from_millis(10),
         register_tries: 5,
         retry_delay: Duration::from_millis(50),

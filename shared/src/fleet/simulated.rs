@@ -6,9 +6,10 @@
 //! `infra/runner/bootstrap.sh` does: reads `PACER_URL`/`PACER_TOKEN` from
 //! its user data ([`super::user_data::parse`]), registers, "runs" the
 //! runner, reports `/complete` (or `/error` with a log tail), and
-//! terminates. When the JIT config it gets is the offline dummy
-//! (`github.disabled`), it plays GitHub too: signed `workflow_job`
-//! webhooks, `in_progress` after a moment and `completed` after `job_time`.
+//! terminates. When whoever plays GitHub ([`GitHubPart`]; the host's
+//! offline stand-in under `github.disabled`) recognises the JIT config, its
+//! `workflow_job` deliveries go to pacer too: `in_progress` after a moment
+//! and `completed` after `job_time`.
 //!
 //! It owns the live-instance table and the counters a benchmark reads
 //! ([`SimulatedFleet::counters`]).
@@ -38,12 +39,35 @@ use tokio::task::AbortHandle;
 use super::{Fleet, FleetError, FleetResult, Instance, JobRef, LaunchRequest, Launched, user_data};
 use crate::calls::{Call, CallCounts, Calls};
 use crate::config::{Secret, SimulatedFleetConfig};
-use crate::domain::{Market, Pool};
-use crate::github::offline::decode_offline_jit_config;
-use crate::github::webhook;
+use crate::domain::{Market, Pool, Time};
 
 /// The availability zone every simulated instance is "in".
 pub const SIMULATED_ZONE: &str = "simulated-1a";
+
+/// GitHub's part in a simulated runner's life, played by whatever stands in
+/// for GitHub (the offline GitHub of `github.disabled`): the fleet plays the
+/// machine and the runner, this plays the service that hands it a job.
+pub trait GitHubPart: Send + Sync + std::fmt::Debug {
+    /// GitHub's id of the runner a JIT configuration registers, when the
+    /// stand-in issued that configuration; `None` for a real one.
+    fn runner_id(&self, encoded_jit_config: &str) -> Option<i64>;
+    /// The `workflow_job` delivery GitHub sends when `runner` reaches
+    /// `action` (`in_progress`, `completed`) on `job`.
+    fn job_delivery(
+        &self,
+        job: &JobRef,
+        runner: &RunnerIdentity,
+        action: &str,
+        now: Time,
+    ) -> Delivery;
+}
+
+/// One webhook delivery: its headers (event, delivery id, signature) and body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
 
 /// How the simulated instances behave.
 #[derive(Debug, Clone)]
@@ -53,8 +77,9 @@ pub struct SimulatedSettings {
     /// How long the simulated job runs.
     pub job_time: Duration,
     pub deployment: String,
-    /// Signs the simulated GitHub webhooks; without it none are sent.
-    pub webhook_secret: Option<Secret>,
+    /// Who plays GitHub; without it no runner gets a job, it only passes
+    /// the time.
+    pub github: Option<Arc<dyn GitHubPart>>,
     /// From registering to GitHub's `in_progress` (GitHub's job assignment).
     pub pickup_delay: Duration,
     /// Register attempts before the instance gives up (as the script does,
@@ -76,13 +101,13 @@ impl SimulatedSettings {
     pub fn from_config(
         cfg: &SimulatedFleetConfig,
         deployment: impl Into<String>,
-        webhook_secret: Option<Secret>,
+        github: Option<Arc<dyn GitHubPart>>,
     ) -> Self {
         Self {
             boot_delay: cfg.boot_delay,
             job_time: cfg.job_time,
             deployment: deployment.into(),
-            webhook_secret,
+            github,
             pickup_delay: Duration::from_millis(300),
             register_tries: 5,
             retry_delay: Duration::from_millis(500),
@@ -437,21 +462,22 @@ impl SimulatedRunner<'_> {
         self.note(format!("registered as runner {}", registration.runner_name));
 
         let (req, sim) = (self.req, &self.inner.settings);
-        let offline = decode_offline_jit_config(&registration.encoded_jit_config);
-        match (offline, &req.job, &sim.webhook_secret) {
-            (Some(jit), Some(job), Some(secret)) => {
+        let github = sim.github.as_deref();
+        let runner_id = github.and_then(|g| g.runner_id(&registration.encoded_jit_config));
+        match (github, runner_id, &req.job) {
+            (Some(github), Some(id), Some(job)) => {
                 let runner = RunnerIdentity {
-                    id: jit.runner_id,
+                    id,
                     name: registration.runner_name.clone(),
                 };
                 tokio::time::sleep(sim.pickup_delay).await;
-                self.send_job_webhook(&base, secret, job, &runner, "in_progress")
+                self.send_job_webhook(&base, github, job, &runner, "in_progress")
                     .await;
                 tokio::time::sleep(sim.job_time).await;
-                self.send_job_webhook(&base, secret, job, &runner, "completed")
+                self.send_job_webhook(&base, github, job, &runner, "completed")
                     .await;
             }
-            (None, ..) => {
+            (Some(_), None, _) => {
                 // A real JIT config: a real runner would take a job from
                 // GitHub now. The simulation can only pass the time.
                 tracing::warn!(runner = %registration.runner_name, "simulated runner got a real GitHub JIT config; it cannot run jobs");
@@ -552,33 +578,27 @@ impl SimulatedRunner<'_> {
         }
     }
 
-    /// A `workflow_job` delivery as GitHub would send it, signed.
+    /// The `workflow_job` delivery GitHub would send, as GitHub's stand-in
+    /// makes it.
     async fn send_job_webhook(
         &mut self,
         base: &str,
-        secret: &Secret,
+        github: &dyn GitHubPart,
         job: &JobRef,
         runner: &RunnerIdentity,
         action: &str,
     ) {
-        let body = workflow_job_payload(job, runner, action, chrono::Utc::now());
-        let body = body.to_string().into_bytes();
-        let delivery = format!("sim-{:032x}", rand::random::<u128>());
-        let sent = self
+        let delivery = github.job_delivery(job, runner, action, chrono::Utc::now());
+        let mut request = self
             .inner
             .http
             .post(format!("{base}/api/webhook"))
             .header("content-type", "application/json")
-            .header("user-agent", "GitHub-Hookshot/pacer-simulated")
-            .header(webhook::EVENT_HEADER, "workflow_job")
-            .header(webhook::DELIVERY_HEADER, delivery)
-            .header(
-                webhook::SIGNATURE_HEADER,
-                webhook::sign(secret.expose().as_bytes(), &body),
-            )
-            .body(body)
-            .send()
-            .await;
+            .header("user-agent", "GitHub-Hookshot/pacer-simulated");
+        for (name, value) in delivery.headers {
+            request = request.header(name, value);
+        }
+        let sent = request.body(delivery.body).send().await;
         match sent {
             Ok(resp) if resp.status().is_success() => {
                 self.note(format!("GitHub: job {} {action}", job.github_job_id))
@@ -598,67 +618,6 @@ impl SimulatedRunner<'_> {
 pub struct RunnerIdentity {
     pub id: i64,
     pub name: String,
-}
-
-/// The body of a `workflow_job` webhook for `action` (`in_progress` or
-/// `completed`, which concludes `success`), shaped like GitHub's.
-pub fn workflow_job_payload(
-    job: &JobRef,
-    runner: &RunnerIdentity,
-    action: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Value {
-    let (owner, name) = job
-        .repo
-        .split_once('/')
-        .unwrap_or((job.repo.as_str(), job.repo.as_str()));
-    let repo = &job.repo;
-    let completed = action == "completed";
-    let stamp = Value::from(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    let conclusion = if completed {
-        Value::from("success")
-    } else {
-        Value::Null
-    };
-    let completed_at = if completed {
-        stamp.clone()
-    } else {
-        Value::Null
-    };
-    let mut payload = json!({
-        "action": action,
-        "workflow_job": {
-            "id": job.github_job_id,
-            "run_id": job.run_id,
-            "run_attempt": 1,
-            "run_url": format!("https://api.github.com/repos/{repo}/actions/runs/{}", job.run_id),
-            "html_url": format!("https://github.com/{repo}/actions/runs/{}/job/{}", job.run_id, job.github_job_id),
-            "status": action,
-            "conclusion": conclusion,
-            "name": "simulated job",
-            "workflow_name": "pacer simulation",
-            "head_branch": "main",
-            "started_at": stamp,
-            "completed_at": completed_at,
-            "labels": job.labels,
-            "runner_id": runner.id,
-            "runner_name": runner.name,
-            "runner_group_id": 1,
-            "runner_group_name": "Default",
-            "steps": [],
-        },
-        "repository": {
-            "full_name": repo,
-            "name": name,
-            "owner": {"login": owner},
-            "private": true,
-        },
-        "sender": {"login": "pacer-simulator"},
-    });
-    if let (Some(id), Some(fields)) = (job.installation_id, payload.as_object_mut()) {
-        fields.insert("installation".into(), json!({"id": id}));
-    }
-    payload
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
 //! The hosts: what runs pacer's routers and loops. [`boot`] builds the state
 //! from a configuration the same way for every host; [`local`] is the single
 //! `pacer` process (serve, the admin commands, the orchestrator and reaper
-//! loops), [`lambda`] the five functions of the serverless deployment.
+//! loops), [`lambda`] the five functions of the serverless deployment;
+//! [`simulation`] lets the offline GitHub play GitHub's part for the
+//! simulated fleet.
 
 pub mod lambda;
 pub mod local;
+pub mod simulation;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -40,7 +40,9 @@ pub fn instant_fleet() -> SimulatedSettings {
         boot_delay: Duration::ZERO,
         job_time: Duration::ZERO,
         deployment: "pacer".into(),
-        webhook_secret: Some(Secret::new(WEBHOOK_SECRET)),
+        github: Some(std::sync::Arc::new(
+            pacer_shared::host::simulation::OfflineGitHubPart::new(Secret::new(WEBHOOK_SECRET)),
+        )),
         pickup_delay: Duration::ZERO,
         register_tries: 5,
         retry_delay: Duration::from_millis(50),

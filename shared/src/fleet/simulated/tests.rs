@@ -12,11 +12,13 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::*;
+use crate::config::Secret;
 use crate::domain::{Pool, PoolSpec};
 use crate::fleet::{Fleet, JobRef, LaunchRequest, RunnerCallback};
 use crate::github::offline::OfflineGitHub;
 use crate::github::webhook::{WorkflowJobEvent, verify_signature};
 use crate::github::{GitHub, JitRequest, RunnerTarget};
+use crate::host::simulation::{OfflineGitHubPart, workflow_job_payload};
 
 const TOKEN: &str = "cb-token.for-one-runner";
 const SECRET: &str = "webhook-secret";
@@ -133,7 +135,7 @@ fn settings() -> SimulatedSettings {
         boot_delay: Duration::from_millis(10),
         job_time: Duration::from_millis(30),
         deployment: "test".into(),
-        webhook_secret: Some(Secret::new(SECRET)),
+        github: Some(Arc::new(OfflineGitHubPart::new(Secret::new(SECRET)))),
         pickup_delay: Duration::from_millis(10),
         register_tries: 2,
         retry_delay: Duration::from_millis(10),
@@ -342,7 +344,7 @@ async fn a_register_that_keeps_failing_is_reported_with_a_log_tail_but_no_token(
 async fn without_a_webhook_secret_the_runner_completes_without_playing_github() {
     let pacer = StubPacer::start(StatusCode::OK, offline_jit().await).await;
     let fleet = SimulatedFleet::new(SimulatedSettings {
-        webhook_secret: None,
+        github: None,
         ..settings()
     });
 
