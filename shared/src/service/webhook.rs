@@ -22,7 +22,7 @@ use crate::domain::{
 use crate::github::webhook::{
     SignatureError, WorkflowJobAction, WorkflowJobEvent, verify_signature,
 };
-use crate::store::{Inserted, PageRequest};
+use crate::store::{Inserted, Pages, all_pages};
 
 /// How a delivery was answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,10 +131,10 @@ pub async fn serving_project(ports: &Ports, repo: &RepoName) -> ServiceResult<Op
     if let Some(binding) = ports.store.binding_for_repo(&repo.key()).await? {
         return Ok(ports.store.get_project(&binding.spec.project_id).await?);
     }
-    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-    loop {
+    let mut pages = Pages::start();
+    while let Some(page) = pages.next_request() {
         let listed = ports.store.list_projects(&page).await?;
-        let found = listed.items.into_iter().find(|p| {
+        let found = pages.items(listed).into_iter().find(|p| {
             p.spec.scope == Scope::Org
                 && p.spec
                     .org
@@ -144,25 +144,13 @@ pub async fn serving_project(ports: &Ports, repo: &RepoName) -> ServiceResult<Op
         if found.is_some() {
             return Ok(found);
         }
-        match listed.next_cursor {
-            Some(c) => page.cursor = Some(c),
-            None => return Ok(None),
-        }
     }
+    Ok(None)
 }
 
 /// Every pool of a project.
 pub async fn project_pools(ports: &Ports, project_id: &str) -> ServiceResult<Vec<Pool>> {
-    let mut pools = Vec::new();
-    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-    loop {
-        let listed = ports.store.list_pools(Some(project_id), &page).await?;
-        pools.extend(listed.items);
-        match listed.next_cursor {
-            Some(c) => page.cursor = Some(c),
-            None => return Ok(pools),
-        }
-    }
+    Ok(all_pages!(|p| ports.store.list_pools(Some(project_id), p)))
 }
 
 /// The pool a job's labels pick among a project's pools.
