@@ -15,10 +15,10 @@ use pacer_shared::github::{GitHub as _, JitRequest, RunnerTarget};
 use pacer_shared::queue::Queue as _;
 use pacer_shared::queue::memory::MemoryQueue;
 use pacer_shared::queue::sqs::SqsQueue;
-use pacer_shared::store::Store as _;
 use pacer_shared::store::conformance::{job, pool, project, t0};
 use pacer_shared::store::dynamodb::DynamoStore;
 use pacer_shared::store::sqlite::SqliteStore;
+use pacer_shared::store::{ConfigStore as _, JobStore as _, RunnerStore as _};
 
 use crate::moto::Moto;
 

@@ -10,7 +10,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use pacer_shared::domain::{JobState, RepoName, RunnerState};
 use pacer_shared::store::conformance::{self, binding, job, pool, project, runner, t0};
 use pacer_shared::store::dynamodb::DynamoStore;
-use pacer_shared::store::{JobFilter, PageRequest, RunnerFilter, Store, StoreError};
+use pacer_shared::store::{
+    ConfigStore as _, JobFilter, JobStore as _, PageRequest, RunnerFilter, RunnerStore as _, Store,
+    StoreError,
+};
 
 use crate::moto::Moto;
 

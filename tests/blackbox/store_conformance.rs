@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use pacer_shared::store::Store;
 use pacer_shared::store::conformance;
 use pacer_shared::store::sqlite::SqliteStore;
+use pacer_shared::store::{ConfigStore as _, Store};
 
 /// Expands to one test per conformance case for an adapter. The list must
 /// name every case: `every_case_is_run` checks it against `CASES`.
@@ -19,20 +19,20 @@ macro_rules! store_conformance {
             pools_need_an_existing_project,
             pool_names_are_unique_within_a_project,
             updating_a_pool_keeps_its_reserved_capacity,
-            capacity_never_exceeds_max_with_50_concurrent_reservers,
             pool_holding_capacity_cannot_be_deleted,
-            capacity_is_repaired_only_from_the_value_read,
             bindings_are_unique_per_repo_and_found_by_repo_key,
+            capacity_never_exceeds_max_with_50_concurrent_reservers,
+            capacity_is_repaired_only_from_the_value_read,
+            runners_are_found_by_instance_and_transition_conditionally,
             inserting_a_job_twice_keeps_the_first,
             job_transitions_are_conditional,
             jobs_page_newest_first_without_gaps_or_repeats,
             jobs_filter_by_state_repo_pool_and_time,
-            runners_are_found_by_instance_and_transition_conditionally,
             users_are_unique_by_email,
-            audit_events_append_and_filter,
-            a_bad_cursor_is_refused,
             counters_count_every_hit_once_per_window,
             revoked_sessions_stay_revoked,
+            audit_events_append_and_filter,
+            a_bad_cursor_is_refused,
             lookups_by_an_oversized_value_find_nothing,
         ]);
     };

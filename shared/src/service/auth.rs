@@ -15,7 +15,7 @@ use crate::auth::session::{self, SessionClaims};
 use crate::config::Secret;
 use crate::domain::user::{MAX_EMAIL_BYTES, parse_email};
 use crate::domain::{Actor, ActorKind, IdKind, Invalid, Role, Time, User};
-use crate::store::{Page, PageRequest, StoreError};
+use crate::store::{Page, PageRequest, Pages, StoreError};
 
 /// What console auth needs, from `auth.*`.
 #[derive(Debug, Clone)]
@@ -626,19 +626,15 @@ pub async fn create_user(
 
 async fn enabled_admins(ports: &Ports) -> ServiceResult<usize> {
     let mut count = 0;
-    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-    loop {
-        let listed = ports.store.list_users(&page).await?;
-        count += listed
-            .items
+    let mut pages = Pages::start();
+    while let Some(page) = pages.next_request() {
+        count += pages
+            .items(ports.store.list_users(&page).await?)
             .iter()
             .filter(|u| u.role == Role::Admin && !u.disabled)
             .count();
-        match listed.next_cursor {
-            Some(c) => page.cursor = Some(c),
-            None => return Ok(count),
-        }
     }
+    Ok(count)
 }
 
 /// Sets a user's role and/or disabled flag. The last enabled admin cannot

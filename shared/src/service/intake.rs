@@ -13,7 +13,7 @@ use crate::domain::job::JobChanges;
 use crate::domain::{
     IdKind, Job, JobState, PendingJob, Pool, Project, RepoName, Scope, TransitionCause, pick_pool,
 };
-use crate::store::{Inserted, PageRequest};
+use crate::store::{Inserted, Pages, all_pages};
 
 /// What became of a job taken in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,10 +171,10 @@ pub async fn serving_project(ports: &Ports, repo: &RepoName) -> ServiceResult<Op
     if let Some(binding) = ports.store.binding_for_repo(&repo.key()).await? {
         return Ok(ports.store.get_project(&binding.spec.project_id).await?);
     }
-    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-    loop {
+    let mut pages = Pages::start();
+    while let Some(page) = pages.next_request() {
         let listed = ports.store.list_projects(&page).await?;
-        let found = listed.items.into_iter().find(|p| {
+        let found = pages.items(listed).into_iter().find(|p| {
             p.spec.scope == Scope::Org
                 && p.spec
                     .org
@@ -184,23 +184,11 @@ pub async fn serving_project(ports: &Ports, repo: &RepoName) -> ServiceResult<Op
         if found.is_some() {
             return Ok(found);
         }
-        match listed.next_cursor {
-            Some(c) => page.cursor = Some(c),
-            None => return Ok(None),
-        }
     }
+    Ok(None)
 }
 
 /// Every pool of a project.
 pub async fn project_pools(ports: &Ports, project_id: &str) -> ServiceResult<Vec<Pool>> {
-    let mut pools = Vec::new();
-    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-    loop {
-        let listed = ports.store.list_pools(Some(project_id), &page).await?;
-        pools.extend(listed.items);
-        match listed.next_cursor {
-            Some(c) => page.cursor = Some(c),
-            None => return Ok(pools),
-        }
-    }
+    Ok(all_pages!(|p| ports.store.list_pools(Some(project_id), p)))
 }

@@ -1,22 +1,6 @@
 //! The use cases over the ports: where the rules of docs/architecture.md are
 //! enforced. HTTP handlers call exactly one function here.
 
-/// Every item of a paged listing (the store pages everything it lists).
-macro_rules! all_pages {
-    ($list:expr) => {{
-        let mut items = Vec::new();
-        let mut page = $crate::store::PageRequest::first($crate::store::PageRequest::MAX_LIMIT);
-        loop {
-            let listed = $list(&page).await?;
-            items.extend(listed.items);
-            match listed.next_cursor {
-                Some(c) => page.cursor = Some(c),
-                None => break items,
-            }
-        }
-    }};
-}
-
 pub mod audit;
 pub mod auth;
 pub mod capacity;

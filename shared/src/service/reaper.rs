@@ -45,7 +45,7 @@ use crate::domain::{
     Job, JobState, Pool, Project, RepoName, Runner, RunnerState, Scope, Time, TransitionCause,
 };
 use crate::github::RunnerTarget;
-use crate::store::{JobFilter, PageRequest, RunnerFilter};
+use crate::store::{JobFilter, PageRequest, Pages, RunnerFilter, all_pages};
 
 /// One thing the reaper did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -866,20 +866,15 @@ async fn capacity(
         let now = ports.clock.now();
         let horizon = pool.spec.max_lifetime * 2 + RELEASE_GRACE;
         let mut recently_ended = 0u32;
-        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-        'pages: loop {
-            let listed = ports.store.list_runners(&in_pool, &page).await?;
-            for r in &listed.items {
+        let mut pages = Pages::start();
+        'pages: while let Some(page) = pages.next_request() {
+            for r in pages.items(ports.store.list_runners(&in_pool, &page).await?) {
                 if elapsed(now, r.created_at) > horizon {
                     break 'pages;
                 }
                 if !r.state.is_live() && elapsed(now, r.updated_at) < RELEASE_GRACE {
                     recently_ended += 1;
                 }
-            }
-            match listed.next_cursor {
-                Some(c) => page.cursor = Some(c),
-                None => break,
             }
         }
         let repaired = if held > live + recently_ended + claimed {

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{Ports, ServiceError, ServiceResult};
 use crate::domain::{Job, JobState, Runner, Time};
-use crate::store::{JobFilter, PageRequest, RunnerFilter};
+use crate::store::{JobFilter, Pages, RunnerFilter, all_pages};
 
 /// The longest window one call may cover.
 pub const MAX_WINDOW_DAYS: i64 = 400;
@@ -271,10 +271,9 @@ async fn runners_created_between(
 ) -> ServiceResult<Vec<Runner>> {
     let every = RunnerFilter::default();
     let mut found = Vec::new();
-    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-    loop {
-        let listed = ports.store.list_runners(&every, &page).await?;
-        for runner in listed.items {
+    let mut pages = Pages::start();
+    while let Some(page) = pages.next_request() {
+        for runner in pages.items(ports.store.list_runners(&every, &page).await?) {
             if runner.created_at < from {
                 return Ok(found);
             }
@@ -282,11 +281,8 @@ async fn runners_created_between(
                 found.push(runner);
             }
         }
-        match listed.next_cursor {
-            Some(c) => page.cursor = Some(c),
-            None => return Ok(found),
-        }
     }
+    Ok(found)
 }
 
 /// Display names of the projects or pools a grouping keys by id.

@@ -2,8 +2,13 @@
 //! audit event lives. The store is the truth (docs/architecture.md): state changes are
 //! conditional writes, capacity is reserved by conditional update, and the
 //! adapters — SQLite for one process, DynamoDB for Lambda — pass one
-//! conformance suite ([`conformance`]), which is the specification of this
-//! trait.
+//! conformance suite ([`conformance`]), which is the specification of these
+//! traits.
+//!
+//! One trait per aggregate — [`ConfigStore`] (projects, pools, bindings),
+//! [`RunnerStore`] (runners and pool capacity), [`JobStore`], [`UserStore`]
+//! (users, login counters, revoked sessions), [`AuditStore`] — and [`Store`],
+//! which is all of them.
 
 pub mod conformance;
 pub mod dynamodb;
@@ -122,11 +127,17 @@ pub enum Inserted {
     Existing(Box<Job>),
 }
 
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
+/// Every aggregate's store: what the services hold (`Arc<dyn Store>`, whose
+/// methods need no import). Its methods live in one trait per aggregate, so
+/// code that uses one aggregate can say so.
+pub trait Store: ConfigStore + RunnerStore + JobStore + UserStore + AuditStore + 'static {
     /// Which adapter this is, for logs and the bench table.
     fn engine(&self) -> &'static str;
+}
 
+/// Configuration objects: projects, their pools and their repo bindings.
+#[async_trait]
+pub trait ConfigStore: Send + Sync {
     // Projects. Names are unique (case-insensitively).
     async fn create_project(&self, project: &Project) -> StoreResult<()>;
     async fn get_project(&self, id: &str) -> StoreResult<Option<Project>>;
@@ -149,14 +160,6 @@ pub trait Store: Send + Sync + 'static {
     async fn update_pool(&self, pool: &Pool) -> StoreResult<()>;
     /// `InUse` while the pool holds capacity for live runners.
     async fn delete_pool(&self, id: &str) -> StoreResult<()>;
-    /// Takes one unit of the pool's capacity if `active_runners < max_runners`.
-    /// Returns whether it did. Never exceeds the max, however many callers race.
-    async fn reserve_capacity(&self, pool_id: &str) -> StoreResult<bool>;
-    /// Gives one unit back; never goes below zero. Returns whether it did.
-    async fn release_capacity(&self, pool_id: &str) -> StoreResult<bool>;
-    /// Sets `active_runners` to `actual` if it is still `expected`: the
-    /// reaper repairing drift, safely against concurrent reservations.
-    async fn set_capacity(&self, pool_id: &str, expected: u32, actual: u32) -> StoreResult<bool>;
 
     // Repo bindings. A repo is bound to at most one project.
     /// `Conflict` when the repo is bound already; `MissingParent("project")`.
@@ -171,16 +174,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Page<RepoBinding>>;
     async fn update_binding(&self, binding: &RepoBinding) -> StoreResult<()>;
     async fn delete_binding(&self, id: &str) -> StoreResult<()>;
+}
 
-    // Jobs.
-    /// Inserts a job unless one with its GitHub job id exists (idempotent).
-    async fn insert_job(&self, job: &Job) -> StoreResult<Inserted>;
-    async fn get_job(&self, id: &str) -> StoreResult<Option<Job>>;
-    async fn job_by_github_id(&self, github_job_id: i64) -> StoreResult<Option<Job>>;
-    async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>>;
-    /// Writes `job` (already moved to its new state) only if the stored job
-    /// is still in `from`; otherwise `Stale`. This is every job state change.
-    async fn transition_job(&self, from: JobState, job: &Job) -> StoreResult<()>;
+/// Runners, and the pool capacity they hold.
+#[async_trait]
+pub trait RunnerStore: Send + Sync {
+    // Capacity: a pool's `active_runners` counter.
+    /// Takes one unit of the pool's capacity if `active_runners < max_runners`.
+    /// Returns whether it did. Never exceeds the max, however many callers race.
+    async fn reserve_capacity(&self, pool_id: &str) -> StoreResult<bool>;
+    /// Gives one unit back; never goes below zero. Returns whether it did.
+    async fn release_capacity(&self, pool_id: &str) -> StoreResult<bool>;
+    /// Sets `active_runners` to `actual` if it is still `expected`: the
+    /// reaper repairing drift, safely against concurrent reservations.
+    async fn set_capacity(&self, pool_id: &str, expected: u32, actual: u32) -> StoreResult<bool>;
 
     // Runners.
     async fn insert_runner(&self, runner: &Runner) -> StoreResult<()>;
@@ -190,17 +197,15 @@ pub trait Store: Send + Sync + 'static {
     /// carry the runner's id). The default walks the list; adapters with an
     /// index override it.
     async fn runner_by_name(&self, name: &str) -> StoreResult<Option<Runner>> {
-        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-        loop {
-            let listed = self.list_runners(&RunnerFilter::default(), &page).await?;
-            if let Some(found) = listed.items.into_iter().find(|r| r.name == name) {
+        let every = RunnerFilter::default();
+        let mut pages = Pages::start();
+        while let Some(page) = pages.next_request() {
+            let listed = self.list_runners(&every, &page).await?;
+            if let Some(found) = pages.items(listed).into_iter().find(|r| r.name == name) {
                 return Ok(Some(found));
             }
-            match listed.next_cursor {
-                Some(c) => page.cursor = Some(c),
-                None => return Ok(None),
-            }
         }
+        Ok(None)
     }
     async fn list_runners(
         &self,
@@ -211,7 +216,25 @@ pub trait Store: Send + Sync + 'static {
     /// version `runner.version - 1` (the caller read it, changed it, and
     /// bumped the version); otherwise `Stale`.
     async fn transition_runner(&self, from: RunnerState, runner: &Runner) -> StoreResult<()>;
+}
 
+/// Jobs: one per GitHub job pacer was asked to run.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Inserts a job unless one with its GitHub job id exists (idempotent).
+    async fn insert_job(&self, job: &Job) -> StoreResult<Inserted>;
+    async fn get_job(&self, id: &str) -> StoreResult<Option<Job>>;
+    async fn job_by_github_id(&self, github_job_id: i64) -> StoreResult<Option<Job>>;
+    async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>>;
+    /// Writes `job` (already moved to its new state) only if the stored job
+    /// is still in `from`; otherwise `Stale`. This is every job state change.
+    async fn transition_job(&self, from: JobState, job: &Job) -> StoreResult<()>;
+}
+
+/// Console users, and what their sign-ins need kept: login rate-limit
+/// counters and revoked sessions.
+#[async_trait]
+pub trait UserStore: Send + Sync {
     // Users. Emails are unique.
     /// `Conflict` when the email is taken.
     async fn create_user(&self, user: &User) -> StoreResult<()>;
@@ -221,21 +244,18 @@ pub trait Store: Send + Sync + 'static {
     /// The user an OIDC subject (the IdP's `sub`) belongs to. The default
     /// walks the users (there are few); adapters with an index override it.
     async fn user_by_oidc_subject(&self, subject: &str) -> StoreResult<Option<User>> {
-        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-        loop {
+        let mut pages = Pages::start();
+        while let Some(page) = pages.next_request() {
             let listed = self.list_users(&page).await?;
-            if let Some(found) = listed
-                .items
+            if let Some(found) = pages
+                .items(listed)
                 .into_iter()
                 .find(|u| u.oidc_subject.as_deref() == Some(subject))
             {
                 return Ok(Some(found));
             }
-            match listed.next_cursor {
-                Some(c) => page.cursor = Some(c),
-                None => return Ok(None),
-            }
         }
+        Ok(None)
     }
     async fn update_user(&self, user: &User) -> StoreResult<()>;
 
@@ -258,8 +278,11 @@ pub trait Store: Send + Sync + 'static {
     /// token would have expired anyway.
     async fn revoke_session(&self, session_id: &str, expires_at: Time) -> StoreResult<()>;
     async fn is_session_revoked(&self, session_id: &str) -> StoreResult<bool>;
+}
 
-    // Audit log: append-only.
+/// The audit log: append-only.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()>;
     async fn list_audit(
         &self,
@@ -268,31 +291,73 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Page<AuditEvent>>;
 }
 
-/// Every job `filter` selects, page after page: for tools, the bench and
-/// tests (request paths page themselves).
-pub async fn every_job(store: &dyn Store, filter: &JobFilter) -> StoreResult<Vec<Job>> {
-    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-    let mut all = Vec::new();
-    loop {
-        let listed = store.list_jobs(filter, &page).await?;
-        all.extend(listed.items);
-        match listed.next_cursor {
-            Some(c) => page.cursor = Some(c),
-            None => return Ok(all),
+/// Where a walk through a listing stands: the request for its next page.
+/// Every loop over a listing goes through it, so stopping early is a plain
+/// `break` or `return`:
+///
+/// ```ignore
+/// let mut pages = Pages::start();
+/// while let Some(page) = pages.next_request() {
+///     for item in pages.items(store.list_projects(&page).await?) {
+///         // …
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Pages {
+    next: Option<PageRequest>,
+}
+
+impl Pages {
+    /// At the first page, asking for as many items as a page may hold.
+    pub fn start() -> Self {
+        Self {
+            next: Some(PageRequest::first(PageRequest::MAX_LIMIT)),
         }
+    }
+
+    /// The request for the next page; `None` once the last has been read.
+    pub fn next_request(&mut self) -> Option<PageRequest> {
+        self.next.take()
+    }
+
+    /// A page's items, remembering where the page after it starts.
+    pub fn items<T>(&mut self, page: Page<T>) -> Vec<T> {
+        self.next = page.next_cursor.map(|cursor| PageRequest {
+            cursor: Some(cursor),
+            ..PageRequest::first(PageRequest::MAX_LIMIT)
+        });
+        page.items
     }
 }
 
-/// Every runner `filter` selects, page after page (see [`every_job`]).
-pub async fn every_runner(store: &dyn Store, filter: &RunnerFilter) -> StoreResult<Vec<Runner>> {
-    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-    let mut all = Vec::new();
-    loop {
-        let listed = store.list_runners(filter, &page).await?;
-        all.extend(listed.items);
-        match listed.next_cursor {
-            Some(c) => page.cursor = Some(c),
-            None => return Ok(all),
+/// Every item of a listing: `all_pages!(|p| store.list_pools(None, p))`
+/// (a failed page returns from the enclosing function, through `?`).
+macro_rules! all_pages {
+    ($list:expr) => {{
+        let mut items = Vec::new();
+        let mut pages = $crate::store::Pages::start();
+        while let Some(page) = pages.next_request() {
+            items.extend(pages.items($list(&page).await?));
         }
-    }
+        items
+    }};
+}
+pub(crate) use all_pages;
+
+/// Every job `filter` selects, page after page: for tools, the bench and
+/// tests (request paths page themselves).
+pub async fn every_job(
+    store: &(impl JobStore + ?Sized),
+    filter: &JobFilter,
+) -> StoreResult<Vec<Job>> {
+    Ok(all_pages!(|p| store.list_jobs(filter, p)))
+}
+
+/// Every runner `filter` selects, page after page (see [`every_job`]).
+pub async fn every_runner(
+    store: &(impl RunnerStore + ?Sized),
+    filter: &RunnerFilter,
+) -> StoreResult<Vec<Runner>> {
+    Ok(all_pages!(|p| store.list_runners(filter, p)))
 }

@@ -517,12 +517,14 @@ fn read_pool(conn: &Connection, sql: &str, key: impl rusqlite::ToSql) -> StoreRe
     .transpose()
 }
 
-#[async_trait]
 impl Store for SqliteStore {
     fn engine(&self) -> &'static str {
         "sqlite"
     }
+}
 
+#[async_trait]
+impl ConfigStore for SqliteStore {
     async fn create_project(&self, project: &Project) -> StoreResult<()> {
         let (id, key, data) = (
             project.id.clone(),
@@ -685,45 +687,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn reserve_capacity(&self, pool_id: &str) -> StoreResult<bool> {
-        let id = pool_id.to_string();
-        self.write(move |c| {
-            let n = c
-                .execute(
-                    "UPDATE pools SET active_runners = active_runners + 1 WHERE id = ?1 AND active_runners < max_runners",
-                    [&id],
-                )
-                .map_err(backend)?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    async fn release_capacity(&self, pool_id: &str) -> StoreResult<bool> {
-        let id = pool_id.to_string();
-        self.write(move |c| {
-            let n = c
-                .execute("UPDATE pools SET active_runners = active_runners - 1 WHERE id = ?1 AND active_runners > 0", [&id])
-                .map_err(backend)?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    async fn set_capacity(&self, pool_id: &str, expected: u32, actual: u32) -> StoreResult<bool> {
-        let id = pool_id.to_string();
-        self.write(move |c| {
-            let n = c
-                .execute(
-                    "UPDATE pools SET active_runners = ?3 WHERE id = ?1 AND active_runners = ?2",
-                    params![id, expected, actual],
-                )
-                .map_err(backend)?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
     async fn create_binding(&self, binding: &RepoBinding) -> StoreResult<()> {
         let b = binding.clone();
         let data = to_json(binding)?;
@@ -801,85 +764,45 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
-    async fn insert_job(&self, job: &Job) -> StoreResult<Inserted> {
-        let j = job.clone();
-        let data = to_json(job)?;
+#[async_trait]
+impl RunnerStore for SqliteStore {
+    async fn reserve_capacity(&self, pool_id: &str) -> StoreResult<bool> {
+        let id = pool_id.to_string();
         self.write(move |c| {
             let n = c
                 .execute(
-                    "INSERT INTO jobs (id, github_job_id, state, repo_key, project_id, pool_id, created_us, data)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (github_job_id) DO NOTHING",
-                    params![
-                        j.id,
-                        j.github_job_id,
-                        j.state.as_str(),
-                        j.repo.to_lowercase(),
-                        j.project_id,
-                        j.pool_id,
-                        micros(j.created_at),
-                        data
-                    ],
+                    "UPDATE pools SET active_runners = active_runners + 1 WHERE id = ?1 AND active_runners < max_runners",
+                    [&id],
                 )
                 .map_err(backend)?;
-            if n == 1 {
-                return Ok(Inserted::Created);
-            }
-            let existing: Job = get_data(c, "SELECT data FROM jobs WHERE github_job_id = ?1", j.github_job_id)?
-                .ok_or_else(|| StoreError::Backend(anyhow::anyhow!("job {} vanished during insert", j.github_job_id)))?;
-            Ok(Inserted::Existing(Box::new(existing)))
+            Ok(n == 1)
         })
         .await
     }
 
-    async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
-        let id = id.to_string();
-        self.read(move |c| get_data(c, "SELECT data FROM jobs WHERE id = ?1", id))
-            .await
-    }
-
-    async fn job_by_github_id(&self, github_job_id: i64) -> StoreResult<Option<Job>> {
-        self.read(move |c| {
-            get_data(
-                c,
-                "SELECT data FROM jobs WHERE github_job_id = ?1",
-                github_job_id,
-            )
+    async fn release_capacity(&self, pool_id: &str) -> StoreResult<bool> {
+        let id = pool_id.to_string();
+        self.write(move |c| {
+            let n = c
+                .execute("UPDATE pools SET active_runners = active_runners - 1 WHERE id = ?1 AND active_runners > 0", [&id])
+                .map_err(backend)?;
+            Ok(n == 1)
         })
         .await
     }
 
-    async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>> {
-        let (f, page) = (filter.clone(), page.clone());
-        self.read(move |c| {
-            ListQuery::new("jobs", !f.oldest_first)
-                .and_if("state = ?", f.state.map(|s| s.as_str().to_string()))
-                .and_if("project_id = ?", f.project_id)
-                .and_if("pool_id = ?", f.pool_id)
-                .and_if("repo_key = ?", f.repo.map(|r| r.to_lowercase()))
-                .and_if("github_job_id = ?", f.github_job_id)
-                .and_if("created_us >= ?", f.from.map(micros))
-                .and_if("created_us < ?", f.to.map(micros))
-                .run(c, &page)
-        })
-        .await
-    }
-
-    async fn transition_job(&self, from: JobState, job: &Job) -> StoreResult<()> {
-        let j = job.clone();
-        let data = to_json(job)?;
+    async fn set_capacity(&self, pool_id: &str, expected: u32, actual: u32) -> StoreResult<bool> {
+        let id = pool_id.to_string();
         self.write(move |c| {
             let n = c
                 .execute(
-                    "UPDATE jobs SET state = ?2, project_id = ?3, pool_id = ?4, data = ?5 WHERE id = ?1 AND state = ?6",
-                    params![j.id, j.state.as_str(), j.project_id, j.pool_id, data, from.as_str()],
+                    "UPDATE pools SET active_runners = ?3 WHERE id = ?1 AND active_runners = ?2",
+                    params![id, expected, actual],
                 )
                 .map_err(backend)?;
-            if n == 1 {
-                Ok(())
-            } else {
-                Err(StoreError::Stale)
-            }
+            Ok(n == 1)
         })
         .await
     }
@@ -970,7 +893,95 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn insert_job(&self, job: &Job) -> StoreResult<Inserted> {
+        let j = job.clone();
+        let data = to_json(job)?;
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO jobs (id, github_job_id, state, repo_key, project_id, pool_id, created_us, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (github_job_id) DO NOTHING",
+                    params![
+                        j.id,
+                        j.github_job_id,
+                        j.state.as_str(),
+                        j.repo.to_lowercase(),
+                        j.project_id,
+                        j.pool_id,
+                        micros(j.created_at),
+                        data
+                    ],
+                )
+                .map_err(backend)?;
+            if n == 1 {
+                return Ok(Inserted::Created);
+            }
+            let existing: Job = get_data(c, "SELECT data FROM jobs WHERE github_job_id = ?1", j.github_job_id)?
+                .ok_or_else(|| StoreError::Backend(anyhow::anyhow!("job {} vanished during insert", j.github_job_id)))?;
+            Ok(Inserted::Existing(Box::new(existing)))
+        })
+        .await
+    }
+
+    async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
+        let id = id.to_string();
+        self.read(move |c| get_data(c, "SELECT data FROM jobs WHERE id = ?1", id))
+            .await
+    }
+
+    async fn job_by_github_id(&self, github_job_id: i64) -> StoreResult<Option<Job>> {
+        self.read(move |c| {
+            get_data(
+                c,
+                "SELECT data FROM jobs WHERE github_job_id = ?1",
+                github_job_id,
+            )
+        })
+        .await
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>> {
+        let (f, page) = (filter.clone(), page.clone());
+        self.read(move |c| {
+            ListQuery::new("jobs", !f.oldest_first)
+                .and_if("state = ?", f.state.map(|s| s.as_str().to_string()))
+                .and_if("project_id = ?", f.project_id)
+                .and_if("pool_id = ?", f.pool_id)
+                .and_if("repo_key = ?", f.repo.map(|r| r.to_lowercase()))
+                .and_if("github_job_id = ?", f.github_job_id)
+                .and_if("created_us >= ?", f.from.map(micros))
+                .and_if("created_us < ?", f.to.map(micros))
+                .run(c, &page)
+        })
+        .await
+    }
+
+    async fn transition_job(&self, from: JobState, job: &Job) -> StoreResult<()> {
+        let j = job.clone();
+        let data = to_json(job)?;
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE jobs SET state = ?2, project_id = ?3, pool_id = ?4, data = ?5 WHERE id = ?1 AND state = ?6",
+                    params![j.id, j.state.as_str(), j.project_id, j.pool_id, data, from.as_str()],
+                )
+                .map_err(backend)?;
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Stale)
+            }
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
         let u = user.clone();
         let data = user_json(user)?;
@@ -1087,7 +1098,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl AuditStore for SqliteStore {
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
         let e = event.clone();
         let data = to_json(event)?;

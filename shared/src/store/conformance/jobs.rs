@@ -1,0 +1,260 @@
+//! [`JobStore`].
+
+use super::*;
+
+pub async fn inserting_a_job_twice_keeps_the_first(store: Arc<dyn Store>) {
+    let first = job(7, "acme/app", at(0));
+    assert_eq!(store.insert_job(&first).await.unwrap(), Inserted::Created);
+    let redelivery = job(7, "acme/app", at(1));
+    match store.insert_job(&redelivery).await.unwrap() {
+        Inserted::Existing(existing) => assert_eq!(*existing, first),
+        Inserted::Created => panic!("a redelivery must not create a second job"),
+    }
+    assert_eq!(store.get_job(&redelivery.id).await.unwrap(), None);
+    assert_eq!(
+        store.job_by_github_id(7).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(store.get_job(&first.id).await.unwrap(), Some(first));
+}
+
+pub async fn job_transitions_are_conditional(store: Arc<dyn Store>) {
+    let queued = job(1, "acme/app", at(0));
+    store.insert_job(&queued).await.unwrap();
+
+    let mut claimed = queued.clone();
+    let changes = JobChanges {
+        pool_id: Some("pool_x".into()),
+        ..Default::default()
+    };
+    claimed.apply(
+        JobState::Claimed,
+        TransitionCause::Orchestrator,
+        &changes,
+        at(1),
+    );
+    store
+        .transition_job(JobState::Queued, &claimed)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_job(&queued.id).await.unwrap(),
+        Some(claimed.clone())
+    );
+
+    // A second orchestrator holding the same queued copy loses.
+    assert!(matches!(
+        store.transition_job(JobState::Queued, &claimed).await,
+        Err(StoreError::Stale)
+    ));
+    // A transition from a state the job is not in is refused.
+    let mut running = claimed.clone();
+    running.apply(
+        JobState::Running,
+        TransitionCause::Webhook,
+        &JobChanges::default(),
+        at(2),
+    );
+    assert!(matches!(
+        store.transition_job(JobState::Starting, &running).await,
+        Err(StoreError::Stale)
+    ));
+    store
+        .transition_job(JobState::Claimed, &running)
+        .await
+        .unwrap();
+
+    let stored = store.get_job(&queued.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, JobState::Running);
+    assert_eq!(
+        stored
+            .transitions
+            .iter()
+            .map(|t| t.state)
+            .collect::<Vec<_>>(),
+        vec![JobState::Queued, JobState::Claimed, JobState::Running]
+    );
+    let ghost = job(99, "acme/app", at(3));
+    assert!(matches!(
+        store.transition_job(JobState::Queued, &ghost).await,
+        Err(StoreError::Stale | StoreError::NotFound)
+    ));
+
+    // The mark of a job handed back for a full pool is kept.
+    let waiting = job(2, "acme/app", at(4));
+    store.insert_job(&waiting).await.unwrap();
+    let mut claimed = waiting.clone();
+    claimed.apply(
+        JobState::Claimed,
+        TransitionCause::Orchestrator,
+        &JobChanges::default(),
+        at(5),
+    );
+    store
+        .transition_job(JobState::Queued, &claimed)
+        .await
+        .unwrap();
+    let mut handed_back = claimed.clone();
+    let full = JobChanges {
+        waiting_for_capacity: true,
+        ..Default::default()
+    };
+    handed_back.apply(
+        JobState::Queued,
+        TransitionCause::Orchestrator,
+        &full,
+        at(6),
+    );
+    store
+        .transition_job(JobState::Claimed, &handed_back)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_job(&waiting.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .waiting_for_capacity
+    );
+}
+
+pub async fn jobs_page_newest_first_without_gaps_or_repeats(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for n in 0..7 {
+        let j = job(100 + n, "acme/app", at(n));
+        store.insert_job(&j).await.unwrap();
+        ids.push(j.id);
+    }
+    let listed: Vec<String> = all_pages(3, |page| {
+        let store = store.clone();
+        async move { store.list_jobs(&JobFilter::default(), &page).await }
+    })
+    .await
+    .into_iter()
+    .map(|j| j.id)
+    .collect();
+    let oldest_first: Vec<String> = all_pages(3, |page| {
+        let store = store.clone();
+        async move {
+            store
+                .list_jobs(
+                    &JobFilter {
+                        oldest_first: true,
+                        ..Default::default()
+                    },
+                    &page,
+                )
+                .await
+        }
+    })
+    .await
+    .into_iter()
+    .map(|j| j.id)
+    .collect();
+    assert_eq!(oldest_first, ids, "every job once, oldest first when asked");
+    ids.reverse();
+    assert_eq!(listed, ids, "every job once, newest first");
+}
+
+pub async fn jobs_filter_by_state_repo_pool_and_time(store: Arc<dyn Store>) {
+    for n in 0..6 {
+        let repo = if n % 2 == 0 { "acme/app" } else { "acme/lib" };
+        let mut j = job(200 + n, repo, at(n * 60));
+        if n >= 4 {
+            let from = j.state;
+            j.apply(
+                JobState::Claimed,
+                TransitionCause::Orchestrator,
+                &JobChanges {
+                    pool_id: Some("pool_a".into()),
+                    ..Default::default()
+                },
+                at(n * 60 + 1),
+            );
+            let mut fresh = j.clone();
+            fresh.state = from;
+            fresh.pool_id = None;
+            fresh.transitions.pop();
+            fresh.updated_at = fresh.created_at;
+            store.insert_job(&fresh).await.unwrap();
+            store.transition_job(from, &j).await.unwrap();
+        } else {
+            store.insert_job(&j).await.unwrap();
+        }
+    }
+    let list = |f: JobFilter| {
+        let store = store.clone();
+        async move {
+            all_pages(2, |page| {
+                let store = store.clone();
+                let f = f.clone();
+                async move { store.list_jobs(&f, &page).await }
+            })
+            .await
+            .into_iter()
+            .map(|j| j.github_job_id)
+            .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(JobFilter {
+            state: Some(JobState::Claimed),
+            ..Default::default()
+        })
+        .await,
+        vec![205, 204]
+    );
+    assert_eq!(
+        list(JobFilter {
+            state: Some(JobState::Queued),
+            ..Default::default()
+        })
+        .await,
+        vec![203, 202, 201, 200]
+    );
+    assert_eq!(
+        list(JobFilter {
+            repo: Some("acme/lib".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![205, 203, 201]
+    );
+    assert_eq!(
+        list(JobFilter {
+            pool_id: Some("pool_a".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![205, 204]
+    );
+    assert_eq!(
+        list(JobFilter {
+            github_job_id: Some(202),
+            ..Default::default()
+        })
+        .await,
+        vec![202]
+    );
+    assert_eq!(
+        list(JobFilter {
+            from: Some(at(60)),
+            to: Some(at(180)),
+            ..Default::default()
+        })
+        .await,
+        vec![202, 201],
+        "from is inclusive, to exclusive"
+    );
+    assert_eq!(
+        list(JobFilter {
+            state: Some(JobState::Queued),
+            repo: Some("acme/app".into()),
+            from: Some(at(60)),
+            ..Default::default()
+        })
+        .await,
+        vec![202]
+    );
+}
