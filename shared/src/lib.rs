@@ -49,6 +49,7 @@ pub mod server; // the local listener: plain HTTP or TLS, connection limits, gra
 pub mod calls; // call counters, for the bench
 pub mod error_text; // error chains as one line of text
 pub mod failpoint; // crash points the tests arm, only with the `failpoints` feature
+pub mod http_client; // every outbound HTTP client, and the one TLS stack under them
 pub mod mac; // HMAC-SHA256
 pub mod sync; // locks that survive a panic elsewhere
 

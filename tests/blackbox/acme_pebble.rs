@@ -299,7 +299,7 @@ fn echo_app() -> Router {
 /// A client that trusts `root` alone and resolves [`HOSTS`] and [`OTHER_HOST`] to 127.0.0.1 (the
 /// port comes from each URL), as if their DNS pointed at this machine.
 fn trusting(root: &Certificate) -> ClientBuilder {
-    pacer_shared::server::install_crypto_provider();
+    pacer_shared::http_client::install_crypto_provider();
     let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
     let builder = reqwest::Client::builder()
         .no_proxy()

@@ -198,7 +198,7 @@ pub(crate) struct FaultProxy {
 impl FaultProxy {
     /// Starts a proxy in front of `moto`.
     pub(crate) async fn start(moto: &Moto) -> FaultProxy {
-        pacer_shared::server::install_crypto_provider();
+        pacer_shared::http_client::install_crypto_provider();
         let shared = Arc::new(Shared {
             moto: moto.endpoint.trim_end_matches('/').to_string(),
             // moto answers on loopback in well under this; a hung moto fails the test instead of hanging it.

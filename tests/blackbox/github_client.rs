@@ -51,7 +51,7 @@ async fn setup() -> Setup {
 }
 
 async fn setup_with(api_url: impl FnOnce(&FakeGitHub) -> String, runner: RunnerConfig) -> Setup {
-    pacer_shared::server::install_crypto_provider();
+    pacer_shared::http_client::install_crypto_provider();
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let fake = FakeGitHub::start_with_clock(clock.clone()).await;
     fake.install_on_repo("acme/widgets", REPO_INSTALLATION);
@@ -1685,7 +1685,7 @@ fn raw_request(
 
 #[tokio::test]
 async fn the_fake_refuses_app_endpoints_without_a_valid_app_jwt() {
-    pacer_shared::server::install_crypto_provider();
+    pacer_shared::http_client::install_crypto_provider();
     let fake = FakeGitHub::start().await;
     fake.install_on_repo("acme/widgets", 1);
     let url = format!("{}repos/acme/widgets/installation", fake.url());

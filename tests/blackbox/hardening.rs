@@ -145,7 +145,7 @@ async fn a_late_queued_after_completed_launches_nothing_with_dynamodb() {
 /// their jobs and deregistered their idle runners as ghosts. Two deployments
 /// share one AWS account (moto) and one GitHub org (the fake GitHub).
 async fn two_deployments_never_touch_each_others_runners(backend: fn() -> Backend) {
-    pacer_shared::server::install_crypto_provider();
+    pacer_shared::http_client::install_crypto_provider();
     let aws = Aws::start().await;
     let github = FakeGitHub::start().await;
     github.install_on_repo("acme/app", 77);

@@ -46,7 +46,7 @@ struct Cloud {
 
 impl Cloud {
     async fn start() -> Cloud {
-        pacer_shared::server::install_crypto_provider();
+        pacer_shared::http_client::install_crypto_provider();
         let aws = Aws::start().await;
         let proxy = FaultProxy::start(&aws.moto).await;
         let sdk = aws.moto.sdk_config().await;

@@ -47,7 +47,7 @@ pub(crate) async fn world_with_clock(
     backend: Backend,
     clock: Arc<dyn pacer_shared::clock::Clock>,
 ) -> World {
-    pacer_shared::server::install_crypto_provider();
+    pacer_shared::http_client::install_crypto_provider();
     let aws = Aws::start().await;
     let fleet = Arc::new(Ec2Fleet::new(aws.ec2.clone(), "pacer".into()));
     world_on(aws, fleet, backend, clock).await
@@ -61,7 +61,7 @@ pub(crate) async fn world_on(
     backend: Backend,
     clock: Arc<dyn pacer_shared::clock::Clock>,
 ) -> World {
-    pacer_shared::server::install_crypto_provider();
+    pacer_shared::http_client::install_crypto_provider();
     let github = FakeGitHub::start().await;
     github.install_on_repo("acme/app", 77);
     github.set_latest_runner_release("2.330.0");

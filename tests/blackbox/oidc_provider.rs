@@ -150,7 +150,7 @@ impl OidcProvider {
         client: TestClient,
         accounts: Vec<TestAccount>,
     ) -> OidcProvider {
-        pacer_shared::server::install_crypto_provider();
+        pacer_shared::http_client::install_crypto_provider();
         let root = pacer_test_support::in_repo("");
         let script = root.join("tests/oidc/provider.mjs");
         let package = root.join("tests/node_modules/oidc-provider/package.json");

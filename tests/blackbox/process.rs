@@ -58,7 +58,7 @@ impl Served {
     /// bootstrap admin — whose password the first start printed once and the
     /// harness kept beside the config.
     pub async fn start(config: &Path, extra_env: &[(&str, &str)]) -> Served {
-        pacer_shared::server::install_crypto_provider();
+        pacer_shared::http_client::install_crypto_provider();
         let port = free_port();
         let dir = config.parent().unwrap().to_path_buf();
         std::fs::create_dir_all(&dir).unwrap();

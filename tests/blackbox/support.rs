@@ -113,7 +113,7 @@ impl LocalPacer {
         dir: tempfile::TempDir,
         auth: Option<pacer_shared::service::auth::AuthSettings>,
     ) -> LocalPacer {
-        pacer_shared::server::install_crypto_provider();
+        pacer_shared::http_client::install_crypto_provider();
         let base = format!("http://127.0.0.1:{port}");
         let mut with_url = (*ports.settings).clone();
         with_url.callback_url = base.clone();

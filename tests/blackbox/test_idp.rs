@@ -340,7 +340,7 @@ impl TestIdp {
     /// `/authorize`; `/token` wants the same one again).
     pub async fn start(client_id: &str, client_secret: &str) -> TestIdp {
         // reqwest (here and in the tests) needs the process-wide rustls provider.
-        pacer_shared::server::install_crypto_provider();
+        pacer_shared::http_client::install_crypto_provider();
         let keys = tokio::task::spawn_blocking(Keys::generate)
             .await
             .expect("key generation");

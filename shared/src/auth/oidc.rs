@@ -282,7 +282,7 @@ impl OidcClient {
             message: format!("auth.oidc.issuer: {}", e.message),
             ..e
         };
-        let http = reqwest::Client::builder()
+        let http = crate::http_client::builder()
             .timeout(std::time::Duration::from_secs(15))
             .build()
             .map_err(|e| DiscoveryError {

@@ -193,10 +193,10 @@ pub struct SimulatedFleet {
 
 impl SimulatedFleet {
     pub fn new(settings: SimulatedSettings) -> Self {
-        crate::server::install_crypto_provider();
-        // Building fails only without a TLS crypto provider, installed just above.
+        // Building fails only without a TLS crypto provider, which
+        // `http_client::builder` installs.
         #[allow(clippy::expect_used)]
-        let http = reqwest::Client::builder()
+        let http = crate::http_client::builder()
             .timeout(Duration::from_secs(30))
             // The simulated runners only ever call this very process, which
             // may serve a self-signed certificate (`server.tls.mode: self`).

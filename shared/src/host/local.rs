@@ -184,8 +184,8 @@ pub async fn send_test_job(
     let signature = crate::github::webhook::sign(secret.expose().as_bytes(), &body);
     // A client of a running pacer, which boots nothing of its own: its
     // TLS client needs the provider `boot` would have installed.
-    server::install_crypto_provider();
-    let response = reqwest::Client::new()
+    let response = crate::http_client::builder()
+        .build()?
         .post(format!("{base}/api/webhook"))
         .header("content-type", "application/json")
         .header("x-github-event", "workflow_job")

@@ -34,7 +34,7 @@ pub struct Booted {
 pub async fn boot(mut cfg: Config) -> anyhow::Result<Booted> {
     // The one place pacer makes aws-lc-rs the process's rustls provider,
     // before any client (reqwest, the AWS SDK, ACME) is built.
-    crate::server::install_crypto_provider();
+    crate::http_client::install_crypto_provider();
     let aws = runtime::aws_sdk_config(&cfg).await;
     let resolving = Instant::now();
     if let Some(aws) = &aws {

@@ -50,7 +50,6 @@ use self::conn::Limits;
 use crate::config::{ServerConfig, TlsMode};
 
 pub use client_ip::{ClientIp, TrustedProxies, client_ip};
-pub use tls::install_crypto_provider;
 
 /// How long requests in flight may run on after shutdown begins.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);

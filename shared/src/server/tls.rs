@@ -1,9 +1,9 @@
-//! TLS material for `server.tls.mode: manual | self`, the rustls server configuration every TLS
-//! mode serves with, and the process-wide rustls crypto provider.
+//! TLS material for `server.tls.mode: manual | self`, and the rustls server configuration every
+//! TLS mode serves with.
 //!
 //! pacer has one TLS stack: rustls on aws-lc-rs. Server configurations name that provider
-//! explicitly; [`install_crypto_provider`] additionally makes it the process default for the
-//! clients (reqwest, the AWS SDK, the ACME client) that look it up at run time.
+//! explicitly; `crate::http_client::install_crypto_provider` makes it the process default for
+//! the clients that look it up at run time.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,13 +23,6 @@ use crate::config::KeyAlg;
 /// this only needs to outlast one run; a year also stays inside the limits some clients put on
 /// certificate lifetimes even for locally trusted roots.
 const SELF_SIGNED_VALIDITY: Duration = Duration::days(365);
-
-/// Makes aws-lc-rs the process-wide rustls provider. Call it once at start, before any TLS
-/// client is built; later calls (and a provider someone else installed first) are harmless.
-pub fn install_crypto_provider() {
-    // An error only means a provider is already installed, which is all we need.
-    let _ = aws_lc_rs::default_provider().install_default();
-}
 
 /// A certificate chain (leaf first) and its private key.
 pub(crate) struct Identity {

@@ -168,7 +168,7 @@ impl Deployment {
     /// Serves `app()` on a free loopback port with the local orchestrator
     /// beside it, and points the simulated fleet at it.
     pub async fn serve(&self) -> anyhow::Result<Served> {
-        pacer_shared::server::install_crypto_provider();
+        pacer_shared::http_client::install_crypto_provider();
         let cfg = ServerConfig {
             addr: "127.0.0.1:0".into(),
             ..Default::default()

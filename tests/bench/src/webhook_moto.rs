@@ -152,7 +152,7 @@ struct Aws {
 }
 
 pub async fn run(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
-    pacer_shared::server::install_crypto_provider();
+    pacer_shared::http_client::install_crypto_provider();
     let moto = Moto::start().await;
     let sdk = moto.sdk_config().await;
     let aws = Aws {

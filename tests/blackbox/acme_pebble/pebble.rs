@@ -41,7 +41,7 @@ impl Pebble {
     pub async fn start() -> Pebble {
         let pebble_bin = installed(PEBBLE);
         let challtestsrv_bin = installed(CHALLTESTSRV);
-        pacer_shared::server::install_crypto_provider();
+        pacer_shared::http_client::install_crypto_provider();
 
         let dir = tempfile::tempdir().expect("a temporary directory for pebble");
         let tls = ListenerTls::write(dir.path());

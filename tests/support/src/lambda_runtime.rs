@@ -349,7 +349,7 @@ impl Deployment {
     /// Everything in place, with `webhook_secret` in SSM as GitHub's
     /// webhook secret.
     pub async fn start(webhook_secret: &str) -> Deployment {
-        pacer_shared::server::install_crypto_provider();
+        pacer_shared::http_client::install_crypto_provider();
         let moto = Moto::start().await;
         let sdk = moto.sdk_config().await;
         let store = pacer_shared::store::dynamodb::DynamoStore::new(

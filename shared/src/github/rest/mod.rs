@@ -191,8 +191,7 @@ impl RestGitHub {
         let key = EncodingKey::from_rsa_pem(pem.expose().as_bytes())
             .map_err(|e| anyhow::anyhow!("{key_name}: not an RSA private key in PEM form ({e})"))?;
 
-        crate::server::install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let http = crate::http_client::builder()
             .user_agent(USER_AGENT)
             .default_headers(HeaderMap::from_iter([
                 (header::ACCEPT, HeaderValue::from_static(ACCEPT)),
