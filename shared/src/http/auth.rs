@@ -309,7 +309,15 @@ async fn oidc_callback(
         Ok(identity) => identity,
         Err(e) => return fail(e.to_string()).await,
     };
-    match auth_service::oidc_sign_in(&s.ports, &auth, &client, &identity, caller.client_ip).await {
+    match auth_service::oidc_sign_in(
+        &s.ports,
+        &auth,
+        client.settings(),
+        &identity,
+        caller.client_ip,
+    )
+    .await
+    {
         Ok(signed) => {
             attempt.succeeded(&s.ports).await;
             let mut res = redirect("/");

@@ -397,12 +397,11 @@ pub async fn authenticate(
 pub async fn oidc_sign_in(
     ports: &Ports,
     auth: &AuthSettings,
-    client: &crate::auth::oidc::OidcClient,
+    settings: &crate::auth::oidc::OidcSettings,
     identity: &crate::auth::oidc::Identity,
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<SignedIn, AuthError> {
     use crate::auth::oidc::{admit, is_admin_by_group};
-    let settings = client.settings();
     let who = identity
         .email
         .clone()

@@ -295,7 +295,7 @@ pub trait AuditStore: Send + Sync {
 /// Every loop over a listing goes through it, so stopping early is a plain
 /// `break` or `return`:
 ///
-/// ```ignore
+/// ```text
 /// let mut pages = Pages::start();
 /// while let Some(page) = pages.next_request() {
 ///     for item in pages.items(store.list_projects(&page).await?) {
