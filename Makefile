@@ -42,9 +42,15 @@ test: test-deps web
 	$(MAKE) --no-print-directory test-no-failpoints
 
 ## The web console (Svelte + Vite) built into web/dist, which `pacer serve`
-## serves (and release builds embed); npm ci runs only when the lock changed.
+## serves (and release builds embed); npm ci runs only when the lock changed,
+## and the build only when a source of the console did: a rebuilt dist makes
+## cargo rebuild the binary that embeds it.
 .PHONY: web test-browser
-web: web/node_modules/.package-lock.json
+WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) web/index.html \
+  web/vite.config.ts web/svelte.config.js web/tsconfig.json web/package.json
+web: web/dist/index.html
+
+web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SOURCES)
 	npm run build --prefix web
 
 ## Rewrites web/src/lib/types.ts, the console's copy of the API's types,
