@@ -252,19 +252,28 @@ pub async fn build_ports(
     Ok((ports, simulated))
 }
 
-/// Console auth from `auth.*`, or `None` under `auth.disabled`. With SSO
-/// on, discovery happens here: a wrong issuer stops the start, one that
-/// does not answer is tried again at sign-in.
+/// The OIDC relying party when SSO is on. Discovery happens here: a wrong
+/// issuer stops the start, one that does not answer is tried again at
+/// sign-in.
+pub async fn sso(cfg: &Config) -> anyhow::Result<Option<Arc<crate::auth::oidc::Sso>>> {
+    if cfg.auth.disabled {
+        return Ok(None);
+    }
+    Ok(
+        match crate::auth::oidc::OidcSettings::from_config(&cfg.auth.oidc) {
+            Some(settings) => Some(Arc::new(crate::auth::oidc::Sso::at_start(settings).await?)),
+            None => None,
+        },
+    )
+}
+
+/// Console auth from `auth.*`, or `None` under `auth.disabled`; SSO's
+/// relying party is [`sso`].
 pub async fn auth_settings(cfg: &Config) -> anyhow::Result<Option<Arc<AuthSettings>>> {
     if cfg.auth.disabled {
         return Ok(None);
     }
-    let oidc = match crate::auth::oidc::OidcSettings::from_config(&cfg.auth.oidc) {
-        Some(settings) => Some(Arc::new(crate::auth::oidc::Sso::at_start(settings).await?)),
-        None => None,
-    };
     Ok(Some(Arc::new(AuthSettings {
-        oidc,
         jwt_secret: cfg
             .auth
             .jwt_secret

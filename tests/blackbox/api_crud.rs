@@ -24,6 +24,7 @@ impl TestApp {
             ports,
             trusted_proxies: Arc::new(vec![]),
             auth: None,
+            sso: None,
             console: None,
         };
         Self {

@@ -20,7 +20,6 @@ fn settings(attempts: u32) -> AuthSettings {
         login_attempts: attempts,
         login_window: Duration::from_secs(300),
         oidc_issuer_host: None,
-        oidc: None,
         secure_cookie: false,
     }
 }

@@ -110,6 +110,7 @@ impl Cloud {
             ports: self.ports.clone(),
             trusted_proxies: Arc::new(vec![]),
             auth: None,
+            sso: None,
             console: None,
         };
         lambda::http_router(function, state, Some(Secret::new(ORIGIN_SECRET))).unwrap()

@@ -69,10 +69,9 @@ async fn serve(port: u16, sso: oidc::Sso) -> LocalPacer {
         login_attempts: 10,
         login_window: Duration::from_secs(300),
         oidc_issuer_host: Some("127.0.0.1".into()),
-        oidc: Some(std::sync::Arc::new(sso)),
         secure_cookie: false,
     };
-    LocalPacer::serve_on(port, ports, fleet, dir, Some(auth)).await
+    LocalPacer::serve_on(port, ports, fleet, dir, Some(auth), Some(sso)).await
 }
 
 async fn sso(change: impl FnOnce(&mut OidcSettings)) -> Sso {

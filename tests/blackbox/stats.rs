@@ -162,6 +162,7 @@ async fn get(ports: &Ports, uri: &str) -> (u16, Value) {
         ports: ports.clone(),
         trusted_proxies: Arc::new(vec![]),
         auth: None,
+        sso: None,
         console: None,
     };
     let res = app(state)

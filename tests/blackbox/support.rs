@@ -102,7 +102,7 @@ impl LocalPacer {
         dir: tempfile::TempDir,
         auth: Option<pacer_shared::service::auth::AuthSettings>,
     ) -> LocalPacer {
-        Self::serve_on(crate::process::free_port(), ports, fleet, dir, auth).await
+        Self::serve_on(crate::process::free_port(), ports, fleet, dir, auth, None).await
     }
 
     /// Serves on a port chosen beforehand (SSO needs its redirect URL first).
@@ -112,6 +112,7 @@ impl LocalPacer {
         fleet: Arc<SimulatedFleet>,
         dir: tempfile::TempDir,
         auth: Option<pacer_shared::service::auth::AuthSettings>,
+        sso: Option<pacer_shared::auth::oidc::Sso>,
     ) -> LocalPacer {
         pacer_shared::http_client::install_crypto_provider();
         let base = format!("http://127.0.0.1:{port}");
@@ -123,6 +124,7 @@ impl LocalPacer {
             ports: ports.clone(),
             trusted_proxies: Arc::new(vec![]),
             auth: auth.map(Arc::new),
+            sso: sso.map(Arc::new),
             console: None,
         };
         let cfg = pacer_shared::config::ServerConfig {

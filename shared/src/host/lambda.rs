@@ -114,15 +114,16 @@ impl ColdStart {
     /// api function builds console auth (with OIDC discovery).
     pub async fn router(&self) -> Result<Router, Error> {
         let cfg = &self.booted.cfg;
-        let auth = if self.function == Function::Api {
-            runtime::auth_settings(cfg).await?
+        let (auth, sso) = if self.function == Function::Api {
+            (runtime::auth_settings(cfg).await?, runtime::sso(cfg).await?)
         } else {
-            None
+            (None, None)
         };
         let state = AppState {
             ports: self.booted.ports.clone(),
             trusted_proxies: Arc::new(Vec::new()),
             auth,
+            sso,
             console: None,
         };
         http_router(

@@ -82,6 +82,7 @@ pub async fn serve(
         ports: ports.clone(),
         trusted_proxies: Arc::new(cfg.server.trusted_proxies.clone()),
         auth: runtime::auth_settings(&cfg).await?,
+        sso: runtime::sso(&cfg).await?,
         console: Some(console),
     };
     let server = server::Server::bind(app(state), &cfg.server).await?;

@@ -195,17 +195,21 @@ fn idp_unavailable(auth: &AuthSettings, error: &crate::auth::oidc::DiscoveryErro
 }
 
 /// The relying party, discovered now if it was not at start.
-async fn sso_client(auth: &AuthSettings) -> Result<Result<Arc<OidcClient>, Response>, ApiError> {
-    let sso = auth
-        .oidc
-        .as_ref()
-        .ok_or_else(|| ApiError::NotFound("SSO is not configured (auth.oidc.enabled)".into()))?;
+async fn sso_client(
+    s: &AppState,
+    auth: &AuthSettings,
+) -> Result<Result<Arc<OidcClient>, Response>, ApiError> {
+    let sso = s.sso.as_ref().ok_or_else(sso_not_configured)?;
     Ok(sso.client().await.map_err(|e| idp_unavailable(auth, &e)))
+}
+
+fn sso_not_configured() -> ApiError {
+    ApiError::NotFound("SSO is not configured (auth.oidc.enabled)".into())
 }
 
 async fn oidc_start(State(s): State<AppState>) -> Result<Response, ApiError> {
     let auth = settings(&s)?;
-    let client = match sso_client(auth).await? {
+    let client = match sso_client(&s, auth).await? {
         Ok(client) => client,
         Err(unavailable) => return Ok(unavailable),
     };
@@ -245,10 +249,8 @@ async fn oidc_callback(
     Query(p): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let auth = settings(&s)?.clone();
-    if auth.oidc.is_none() {
-        return Err(ApiError::NotFound(
-            "SSO is not configured (auth.oidc.enabled)".into(),
-        ));
+    if s.sso.is_none() {
+        return Err(sso_not_configured());
     }
     // Callbacks count against `auth.login_rate_limit` like passwords do,
     // before anything is looked up or written: a flood of forged callbacks
@@ -258,7 +260,7 @@ async fn oidc_callback(
         Err(AuthError::RateLimited { retry_after }) => return Ok(too_many_sign_ins(retry_after)),
         Err(e) => return Ok(ApiError::from(e).into_response()),
     };
-    let client = match sso_client(&auth).await? {
+    let client = match sso_client(&s, &auth).await? {
         Ok(client) => client,
         Err(unavailable) => return Ok(unavailable),
     };

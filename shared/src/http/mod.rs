@@ -35,6 +35,10 @@ pub struct AppState {
     /// Console auth, or `None` under `auth.disabled` (every caller is then
     /// an anonymous admin).
     pub auth: Option<Arc<crate::service::auth::AuthSettings>>,
+    /// The OIDC relying party when SSO is on (discovered at start, or at
+    /// the first sign-in when the IdP did not answer then): the edge runs
+    /// the sign-in flow, the use case only decides who may sign in.
+    pub sso: Option<Arc<crate::auth::oidc::Sso>>,
     /// The console's files, served for every path no route claims; `None`
     /// where something else serves them (Lambda behind CloudFront).
     pub console: Option<Arc<dyn console::ConsoleFiles>>,

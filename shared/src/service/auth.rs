@@ -29,9 +29,6 @@ pub struct AuthSettings {
     pub login_window: Duration,
     /// The SSO button's label, when OIDC is on.
     pub oidc_issuer_host: Option<String>,
-    /// The OIDC relying party when SSO is on (discovered at start, or at
-    /// the first sign-in when the IdP did not answer then).
-    pub oidc: Option<std::sync::Arc<crate::auth::oidc::Sso>>,
     /// Set `Secure` on the cookie (`server.public_url` is https).
     pub secure_cookie: bool,
 }

@@ -161,6 +161,7 @@ impl Deployment {
             ports: self.ports.clone(),
             trusted_proxies: Arc::new(vec![]),
             auth: None,
+            sso: None,
             console: None,
         }
     }

@@ -91,6 +91,7 @@ impl Lane {
             ports,
             trusted_proxies: Arc::new(vec![]),
             auth: None,
+            sso: None,
             console: None,
         };
         let router =
