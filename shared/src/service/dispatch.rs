@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::audit::record;
 use super::capacity;
-use super::jobs::{Advanced, advance, advance_from};
+use super::jobs::{Advanced, advance, advance_from, mark_starting};
 use super::runner_moves::update_runner;
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::auth::callback_token::{self, Claims};
@@ -284,20 +284,12 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
             return Err(LaunchFailure::Fleet(e));
         }
     };
-    // The job is starting — unless the runner already failed and handed it
-    // back to the queue, which this must not undo.
-    let changes = JobChanges {
-        runner_id: Some(runner_id.clone()),
-        count_attempt: true,
-        ..Default::default()
-    };
-    advance_from(
+    mark_starting(
         ports,
         &job.id,
-        JobState::Claimed,
-        JobState::Starting,
+        &runner_id,
         TransitionCause::Orchestrator,
-        &changes,
+        None,
     )
     .await?;
     // A quote never blocks a launch: `None` when prices are unavailable.

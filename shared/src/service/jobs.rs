@@ -47,6 +47,33 @@ pub async fn advance_from(
     advance_if(ports, id, |job| job.state == from, to, cause, changes).await
 }
 
+/// A claimed job is starting on `runner_id`'s instance (one more attempt
+/// counted) — unless the runner already failed and handed the job back to
+/// the queue, which this must not undo.
+pub async fn mark_starting(
+    ports: &Ports,
+    id: &str,
+    runner_id: &str,
+    cause: TransitionCause,
+    note: Option<String>,
+) -> ServiceResult<Advanced> {
+    let changes = JobChanges {
+        runner_id: Some(runner_id.to_owned()),
+        count_attempt: true,
+        note,
+        ..Default::default()
+    };
+    advance_from(
+        ports,
+        id,
+        JobState::Claimed,
+        JobState::Starting,
+        cause,
+        &changes,
+    )
+    .await
+}
+
 /// Like [`advance`], but only while `still` holds for the job as read
 /// fresh: for a decision made on an earlier snapshot (the reaper's), which
 /// must not apply to a job that moved on meanwhile.

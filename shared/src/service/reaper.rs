@@ -33,7 +33,7 @@ use serde_json::json;
 
 use super::audit::record;
 use super::intake::{Intake, intake, project_pools};
-use super::jobs::{Advanced, advance, advance_from, advance_if};
+use super::jobs::{Advanced, advance, advance_from, advance_if, mark_starting};
 use super::runner_moves::{finish, update_runner};
 use super::runners::{github_target, retry_job_after_failed_runner};
 use super::{Caller, Ports, ServiceError, ServiceResult};
@@ -685,21 +685,13 @@ async fn stuck_claimed(ports: &Ports, report: &mut Report, job: &Job) -> Service
                 })
                 .await?;
                 if recorded.is_some() {
-                    let changes = JobChanges {
-                        runner_id: Some(runner.id.clone()),
-                        count_attempt: true,
-                        note: Some(
-                            "launch found by its runner tag after the orchestrator was lost".into(),
-                        ),
-                        ..Default::default()
-                    };
-                    advance_from(
+                    let note = "launch found by its runner tag after the orchestrator was lost";
+                    mark_starting(
                         ports,
                         &job.id,
-                        JobState::Claimed,
-                        JobState::Starting,
+                        &runner.id,
                         TransitionCause::Reaper,
-                        &changes,
+                        Some(note.into()),
                     )
                     .await?;
                     let reason = format!(
