@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::audit::record;
 use super::capacity;
-use super::jobs::{Advanced, advance, advance_from, mark_starting};
+use super::jobs::{Advanced, advance, mark_starting};
 use super::runner_moves::update_runner;
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::auth::callback_token::{self, Claims};

@@ -33,7 +33,7 @@ use serde_json::json;
 
 use super::audit::record;
 use super::intake::{Intake, intake, project_pools};
-use super::jobs::{Advanced, advance, advance_from, advance_if, mark_starting};
+use super::jobs::{Advanced, advance, advance_if, mark_starting};
 use super::runner_moves::{finish, update_runner};
 use super::runners::{github_target, retry_job_after_failed_runner};
 use super::{Caller, Ports, ServiceError, ServiceResult};
