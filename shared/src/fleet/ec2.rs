@@ -474,17 +474,30 @@ impl Ec2Fleet {
         &self,
         runner_id: &str,
     ) -> FleetResult<Vec<aws_sdk_ec2::types::Instance>> {
-        let pages = self
+        let tagged = Filter::builder()
+            .name(format!("tag:{TAG_RUNNER}"))
+            .values(runner_id)
+            .build();
+        self.instances_where(tagged, None).await
+    }
+
+    /// This deployment's instances that pass `filter`, every page of them
+    /// (`page_size` per DescribeInstances call, EC2's default when `None`).
+    async fn instances_where(
+        &self,
+        filter: Filter,
+        page_size: Option<i32>,
+    ) -> FleetResult<Vec<aws_sdk_ec2::types::Instance>> {
+        let mut pages = self
             .client
             .describe_instances()
             .filters(self.deployment_filter())
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{TAG_RUNNER}"))
-                    .values(runner_id)
-                    .build(),
-            )
-            .into_paginator()
+            .filters(filter)
+            .into_paginator();
+        if let Some(size) = page_size {
+            pages = pages.page_size(size);
+        }
+        let pages = pages
             .send()
             .try_collect()
             .await
@@ -573,28 +586,12 @@ impl Fleet for Ec2Fleet {
     }
 
     async fn list_instances(&self) -> FleetResult<Vec<Instance>> {
-        let pages = self
-            .client
-            .describe_instances()
-            .filters(self.deployment_filter())
-            .filters(
-                Filter::builder()
-                    .name("instance-state-name")
-                    .set_values(Some(LIVE_STATES.map(String::from).to_vec()))
-                    .build(),
-            )
-            .into_paginator()
-            .page_size(1000)
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| aws_error("DescribeInstances", e))?;
-        Ok(pages
-            .iter()
-            .flat_map(|p| p.reservations())
-            .flat_map(|r| r.instances())
-            .map(to_instance)
-            .collect())
+        let live = Filter::builder()
+            .name("instance-state-name")
+            .set_values(Some(LIVE_STATES.map(String::from).to_vec()))
+            .build();
+        let found = self.instances_where(live, Some(1000)).await?;
+        Ok(found.iter().map(to_instance).collect())
     }
 
     #[instrument(skip(self))]
