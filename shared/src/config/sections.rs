@@ -15,6 +15,26 @@ use std::str::FromStr;
 use std::time::Duration;
 use url::Url;
 
+/// Serde through `Display` and `FromStr`: the value reads and writes as the
+/// text a person types in the YAML (`10/5m`, `stdout`).
+macro_rules! serde_as_text {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                String::deserialize(deserializer)?
+                    .parse()
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------------------- server
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -496,19 +516,7 @@ impl fmt::Display for LogOutput {
     }
 }
 
-impl Serialize for LogOutput {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for LogOutput {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
+serde_as_text!(LogOutput);
 
 // ------------------------------------------------------------------------------------------ auth
 
@@ -575,19 +583,7 @@ impl fmt::Display for RateLimit {
     }
 }
 
-impl Serialize for RateLimit {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for RateLimit {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
+serde_as_text!(RateLimit);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
