@@ -194,6 +194,15 @@ impl SqliteStore {
         self.with(f).await
     }
 
+    /// The `data` column of the one row `sql` selects by `key`, read back.
+    async fn data_where<T: DeserializeOwned + Send + 'static>(
+        &self,
+        sql: &'static str,
+        key: String,
+    ) -> StoreResult<Option<T>> {
+        self.read(move |c| get_data(c, sql, key)).await
+    }
+
     /// A trip that writes (whatever it reads on the way).
     async fn write<T: Send + 'static>(
         &self,
@@ -544,8 +553,7 @@ impl ConfigStore for SqliteStore {
     }
 
     async fn get_project(&self, id: &str) -> StoreResult<Option<Project>> {
-        let id = id.to_string();
-        self.read(move |c| get_data(c, "SELECT data FROM projects WHERE id = ?1", id))
+        self.data_where("SELECT data FROM projects WHERE id = ?1", id.to_string())
             .await
     }
 
@@ -708,15 +716,16 @@ impl ConfigStore for SqliteStore {
     }
 
     async fn get_binding(&self, id: &str) -> StoreResult<Option<RepoBinding>> {
-        let id = id.to_string();
-        self.read(move |c| get_data(c, "SELECT data FROM bindings WHERE id = ?1", id))
+        self.data_where("SELECT data FROM bindings WHERE id = ?1", id.to_string())
             .await
     }
 
     async fn binding_for_repo(&self, repo_key: &str) -> StoreResult<Option<RepoBinding>> {
-        let key = repo_key.to_lowercase();
-        self.read(move |c| get_data(c, "SELECT data FROM bindings WHERE repo_key = ?1", key))
-            .await
+        self.data_where(
+            "SELECT data FROM bindings WHERE repo_key = ?1",
+            repo_key.to_lowercase(),
+        )
+        .await
     }
 
     async fn list_bindings(
@@ -822,8 +831,7 @@ impl RunnerStore for SqliteStore {
     }
 
     async fn get_runner(&self, id: &str) -> StoreResult<Option<Runner>> {
-        let id = id.to_string();
-        self.read(move |c| get_data(c, "SELECT data FROM runners WHERE id = ?1", id))
+        self.data_where("SELECT data FROM runners WHERE id = ?1", id.to_string())
             .await
     }
 
@@ -928,8 +936,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
-        let id = id.to_string();
-        self.read(move |c| get_data(c, "SELECT data FROM jobs WHERE id = ?1", id))
+        self.data_where("SELECT data FROM jobs WHERE id = ?1", id.to_string())
             .await
     }
 
