@@ -190,48 +190,26 @@ struct Kind {
     collection: &'static str,
 }
 
-const PROJECT: Kind = Kind {
-    prefix: "PROJECT#",
-    sk: "PROJECT",
-    type_name: "project",
-    collection: "PROJECTS",
-};
-const POOL: Kind = Kind {
-    prefix: "POOL#",
-    sk: "POOL",
-    type_name: "pool",
-    collection: "POOLS",
-};
-const BINDING: Kind = Kind {
-    prefix: "BINDING#",
-    sk: "BINDING",
-    type_name: "binding",
-    collection: "BINDINGS",
-};
-const JOB: Kind = Kind {
-    prefix: "JOB#",
-    sk: "JOB",
-    type_name: "job",
-    collection: "JOBS",
-};
-const RUNNER: Kind = Kind {
-    prefix: "RUNNER#",
-    sk: "RUNNER",
-    type_name: "runner",
-    collection: "RUNNERS",
-};
-const USER: Kind = Kind {
-    prefix: "USER#",
-    sk: "USER",
-    type_name: "user",
-    collection: "USERS",
-};
-const AUDIT: Kind = Kind {
-    prefix: "AUDIT#",
-    sk: "AUDIT",
-    type_name: "audit",
-    collection: "AUDIT",
-};
+/// A [`Kind`] from its sort key, type name and collection: items of kind
+/// `kind!("POOL", …)` live under partition key `POOL#<id>`.
+macro_rules! kind {
+    ($sk:literal, $type_name:literal, $collection:literal) => {
+        Kind {
+            prefix: concat!($sk, "#"),
+            sk: $sk,
+            type_name: $type_name,
+            collection: $collection,
+        }
+    };
+}
+
+const PROJECT: Kind = kind!("PROJECT", "project", "PROJECTS");
+const POOL: Kind = kind!("POOL", "pool", "POOLS");
+const BINDING: Kind = kind!("BINDING", "binding", "BINDINGS");
+const JOB: Kind = kind!("JOB", "job", "JOBS");
+const RUNNER: Kind = kind!("RUNNER", "runner", "RUNNERS");
+const USER: Kind = kind!("USER", "user", "USERS");
+const AUDIT: Kind = kind!("AUDIT", "audit", "AUDIT");
 
 impl Kind {
     fn key(&self, id: &str) -> Item {
