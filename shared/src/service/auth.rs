@@ -151,25 +151,14 @@ pub async fn bootstrap(ports: &Ports, email: &str) -> ServiceResult<Option<Strin
 
 /// Sets a new random password for `email` (`pacer admin reset-password`).
 pub async fn reset_password(ports: &Ports, email: &str) -> ServiceResult<String> {
-    let email = parse_email("email", email)?;
-    let mut user = ports
-        .store
-        .user_by_email(&email)
-        .await?
-        .ok_or(ServiceError::NotFound("user"))?;
     let password = generate_password();
-    user.password_hash = Some(password::hash(&password).await?);
-    // Whoever knew the old password may hold a session: every one ends.
-    user.session_generation = user.session_generation.wrapping_add(1);
-    user.updated_at = ports.clock.now();
-    ports.store.update_user(&user).await?;
-    record(
-        ports,
-        &Caller::system("admin-cli"),
-        "user.password_reset",
-        Some(&user.id),
-        json!({"email": email}),
-    )
+    let hash = password::hash(&password).await?;
+    admin_cli_change(ports, email, "user.password_reset", |user| {
+        user.password_hash = Some(hash);
+        // Whoever knew the old password may hold a session: every one ends.
+        user.session_generation = user.session_generation.wrapping_add(1);
+        json!({"email": user.email})
+    })
     .await?;
     Ok(password)
 }
@@ -177,21 +166,37 @@ pub async fn reset_password(ports: &Ports, email: &str) -> ServiceResult<String>
 /// Sets a user's role by email (`pacer admin set-role`): the way back in
 /// when nobody is admin any more.
 pub async fn set_role_by_email(ports: &Ports, email: &str, role: Role) -> ServiceResult<User> {
+    admin_cli_change(ports, email, "user.role_changed", |user| {
+        user.role = role;
+        json!({"email": user.email, "role": role})
+    })
+    .await
+}
+
+/// A change an operator makes to the user with `email` from the command
+/// line (no session: the way in when the console is locked), audited as
+/// `action` with the detail `change` returns.
+async fn admin_cli_change(
+    ports: &Ports,
+    email: &str,
+    action: &str,
+    change: impl FnOnce(&mut User) -> serde_json::Value,
+) -> ServiceResult<User> {
     let email = parse_email("email", email)?;
     let mut user = ports
         .store
         .user_by_email(&email)
         .await?
         .ok_or(ServiceError::NotFound("user"))?;
-    user.role = role;
+    let detail = change(&mut user);
     user.updated_at = ports.clock.now();
     ports.store.update_user(&user).await?;
     record(
         ports,
         &Caller::system("admin-cli"),
-        "user.role_changed",
+        action,
         Some(&user.id),
-        json!({"email": email, "role": role}),
+        detail,
     )
     .await?;
     Ok(user)
