@@ -111,14 +111,7 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
             waiting_for_capacity: true,
             ..Default::default()
         };
-        advance(
-            ports,
-            job_id,
-            JobState::Queued,
-            TransitionCause::Orchestrator,
-            &note,
-        )
-        .await?;
+        hand_back(ports, job_id, &note).await?;
         // A slot may have freed between the reservation and the hand-back,
         // and its releaser found nothing queued: look once more.
         if capacity::has_room(ports, &pool.id).await? {
@@ -157,14 +150,7 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
                 note: Some(format!("pool degraded: {reason}")),
                 ..Default::default()
             };
-            advance(
-                ports,
-                job_id,
-                JobState::Queued,
-                TransitionCause::Orchestrator,
-                &note,
-            )
-            .await?;
+            hand_back(ports, job_id, &note).await?;
             ports.queue.send(job_id, Some(cooldown)).await?;
             Ok(Dispatched::Deferred)
         }
@@ -173,6 +159,19 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
             handle_launch_failure(ports, &job, &pool, failure).await
         }
     }
+}
+
+/// Gives a claimed job back to the queue's state without launching, saying
+/// why; the caller decides when it is looked at again.
+async fn hand_back(ports: &Ports, job_id: &str, why: &JobChanges) -> ServiceResult<Advanced> {
+    advance(
+        ports,
+        job_id,
+        JobState::Queued,
+        TransitionCause::Orchestrator,
+        why,
+    )
+    .await
 }
 
 /// Marks a pool degraded (with the reason the API shows) or recovered, and
