@@ -38,6 +38,7 @@ test: test-deps web
 	$(CARGO) build --workspace --bins
 	$(MAKE) --no-print-directory clippy
 	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) --no-print-directory test-build-once
 	$(MAKE) --no-print-directory test-browser
 	$(MAKE) --no-print-directory test-no-failpoints
 
@@ -75,6 +76,18 @@ test-browser: web apt-deps tests/node_modules/.package-lock.json
 	# The console against the generated API types (make types).
 	npm run check --prefix web
 	PACER_BIN=$(CARGO_TARGET_DIR)/debug/pacer timeout --kill-after=30s 20m npm test --prefix web
+
+## `make test` builds each crate once: after the tests, building the
+## workspace's binaries again must find every crate fresh. It fails when a
+## build script reruns on every build (say, one watching a file that does not
+## exist) or when two builds of the same binaries resolve features
+## differently.
+.PHONY: test-build-once
+test-build-once:
+	@out=$$($(CARGO) build --workspace --bins 2>&1) || { echo "$$out" >&2; exit 1; }; \
+	if echo "$$out" | grep -q '^ *Compiling '; then \
+	  echo "$$out" >&2; echo "building the workspace a second time recompiled the crates above" >&2; exit 1; \
+	fi; echo "a second build of the workspace compiled nothing"
 
 ## A default build carries no failpoints (shared/src/failpoint.rs). The
 ## workspace's `pacer`, built with the tests' `failpoints` feature, must hold
