@@ -326,31 +326,18 @@ async fn handle_launch_failure(
     let (reason, permanent) = match failure {
         LaunchFailure::Store(e) => {
             // Give the job back so nothing is stuck in `claimed`, then fail the message.
-            advance(
-                ports,
-                &job.id,
-                JobState::Queued,
-                TransitionCause::Orchestrator,
-                &JobChanges::default(),
-            )
-            .await?;
+            requeue(ports, job, JobChanges::default()).await?;
             return Err(e);
         }
         LaunchFailure::Fleet(FleetError::Throttled(reason)) => {
             // EC2 throttling the account is not the job's attempt: try later.
-            let note = JobChanges {
-                note: Some(format!("throttled by EC2: {reason}")),
+            let note = format!("throttled by EC2: {reason}");
+            let changes = JobChanges {
+                note: Some(note.clone()),
                 ..Default::default()
             };
-            advance(
-                ports,
-                &job.id,
-                JobState::Queued,
-                TransitionCause::Orchestrator,
-                &note,
-            )
-            .await?;
-            return Ok(Dispatched::Retry(format!("throttled by EC2: {reason}")));
+            requeue(ports, job, changes).await?;
+            return Ok(Dispatched::Retry(note));
         }
         LaunchFailure::Fleet(e) => {
             let permanent = matches!(e, FleetError::InvalidPool(_) | FleetError::Permanent(_));
@@ -384,6 +371,12 @@ async fn handle_launch_failure(
         note: Some(reason.clone()),
         ..Default::default()
     };
+    requeue(ports, job, changes).await?;
+    Ok(Dispatched::Retry(reason))
+}
+
+/// Gives a job whose launch did not happen back to the queue.
+async fn requeue(ports: &Ports, job: &Job, changes: JobChanges) -> ServiceResult<()> {
     advance(
         ports,
         &job.id,
@@ -392,7 +385,7 @@ async fn handle_launch_failure(
         &changes,
     )
     .await?;
-    Ok(Dispatched::Retry(reason))
+    Ok(())
 }
 
 async fn fail_job(ports: &Ports, job: &Job, reason: &str) -> ServiceResult<()> {

@@ -16,6 +16,11 @@
 //! fsync) run on a background thread with its own connection, not inside
 //! whichever write happens to fill the WAL: SQLite's automatic checkpoint
 //! made one accepted webhook in about a hundred wait for the disk.
+//!
+//! The methods here and in the other store adapter look alike on purpose:
+//! the same trait signatures, the same bind-write-map-the-error shape. The
+//! conformance suite (`store/conformance/`) is what keeps the two the same;
+//! a body shared between them would tie SQL to DynamoDB expressions.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
@@ -399,6 +404,35 @@ fn exactly_one(changed: usize) -> StoreResult<()> {
     }
 }
 
+/// The outcome of a compare-and-swap update: the row moved, or another
+/// writer moved it first.
+fn swapped(changed: usize) -> StoreResult<()> {
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Stale)
+    }
+}
+
+/// A project's key columns and its JSON, for its insert and its update.
+fn project_row(project: &Project) -> StoreResult<(String, String, String, String)> {
+    Ok((
+        project.id.clone(),
+        project.spec.name.to_lowercase(),
+        to_json(project)?,
+        format!("a project named {:?} exists", project.spec.name),
+    ))
+}
+
+/// A repository bound twice, for a binding's insert and its update.
+fn binding_taken(e: rusqlite::Error, binding: &RepoBinding) -> StoreError {
+    write_err(
+        e,
+        &format!("{} is bound to a project already", binding.spec.repo),
+        "project",
+    )
+}
+
 fn encode_cursor(last_id: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last_id)
 }
@@ -535,18 +569,13 @@ impl Store for SqliteStore {
 #[async_trait]
 impl ConfigStore for SqliteStore {
     async fn create_project(&self, project: &Project) -> StoreResult<()> {
-        let (id, key, data) = (
-            project.id.clone(),
-            project.spec.name.to_lowercase(),
-            to_json(project)?,
-        );
-        let name = project.spec.name.clone();
+        let (id, key, data, taken) = project_row(project)?;
         self.write(move |c| {
             c.execute(
                 "INSERT INTO projects (id, name_key, data) VALUES (?1, ?2, ?3)",
                 params![id, key, data],
             )
-            .map_err(|e| write_err(e, &format!("a project named {name:?} exists"), "project"))?;
+            .map_err(|e| write_err(e, &taken, "project"))?;
             Ok(())
         })
         .await
@@ -564,21 +593,14 @@ impl ConfigStore for SqliteStore {
     }
 
     async fn update_project(&self, project: &Project) -> StoreResult<()> {
-        let (id, key, data) = (
-            project.id.clone(),
-            project.spec.name.to_lowercase(),
-            to_json(project)?,
-        );
-        let name = project.spec.name.clone();
+        let (id, key, data, taken) = project_row(project)?;
         self.write(move |c| {
             let n = c
                 .execute(
                     "UPDATE projects SET name_key = ?2, data = ?3 WHERE id = ?1",
                     params![id, key, data],
                 )
-                .map_err(|e| {
-                    write_err(e, &format!("a project named {name:?} exists"), "project")
-                })?;
+                .map_err(|e| write_err(e, &taken, "project"))?;
             exactly_one(n)
         })
         .await
@@ -703,13 +725,7 @@ impl ConfigStore for SqliteStore {
                 "INSERT INTO bindings (id, repo_key, project_id, data) VALUES (?1, ?2, ?3, ?4)",
                 params![b.id, b.spec.repo.key(), b.spec.project_id, data],
             )
-            .map_err(|e| {
-                write_err(
-                    e,
-                    &format!("{} is bound to a project already", b.spec.repo),
-                    "project",
-                )
-            })?;
+            .map_err(|e| binding_taken(e, &b))?;
             Ok(())
         })
         .await
@@ -751,13 +767,7 @@ impl ConfigStore for SqliteStore {
                     "UPDATE bindings SET repo_key = ?2, project_id = ?3, data = ?4 WHERE id = ?1",
                     params![b.id, b.spec.repo.key(), b.spec.project_id, data],
                 )
-                .map_err(|e| {
-                    write_err(
-                        e,
-                        &format!("{} is bound to a project already", b.spec.repo),
-                        "project",
-                    )
-                })?;
+                .map_err(|e| binding_taken(e, &b))?;
             exactly_one(n)
         })
         .await
@@ -893,11 +903,7 @@ impl RunnerStore for SqliteStore {
                     params![r.id, r.state.as_str(), r.instance_id, r.name, data, from.as_str(), r.version.saturating_sub(1) as i64],
                 )
                 .map_err(backend)?;
-            if n == 1 {
-                Ok(())
-            } else {
-                Err(StoreError::Stale)
-            }
+            swapped(n)
         })
         .await
     }
@@ -977,11 +983,7 @@ impl JobStore for SqliteStore {
                     params![j.id, j.state.as_str(), j.project_id, j.pool_id, data, from.as_str()],
                 )
                 .map_err(backend)?;
-            if n == 1 {
-                Ok(())
-            } else {
-                Err(StoreError::Stale)
-            }
+            swapped(n)
         })
         .await
     }

@@ -22,15 +22,7 @@ pub async fn capacity_never_exceeds_max_with_50_concurrent_reservers(store: Arc<
         }
     }
     assert_eq!(granted, 7, "exactly max_runners reservations succeed");
-    assert_eq!(
-        store
-            .get_pool(&pl.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .active_runners,
-        7
-    );
+    assert_eq!(active_runners(&store, &pl.id).await, 7);
     assert!(!store.reserve_capacity(&pl.id).await.unwrap());
 
     for _ in 0..7 {
@@ -40,15 +32,7 @@ pub async fn capacity_never_exceeds_max_with_50_concurrent_reservers(store: Arc<
         !store.release_capacity(&pl.id).await.unwrap(),
         "never below zero"
     );
-    assert_eq!(
-        store
-            .get_pool(&pl.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .active_runners,
-        0
-    );
+    assert_eq!(active_runners(&store, &pl.id).await, 0);
 }
 
 pub async fn capacity_is_repaired_only_from_the_value_read(store: Arc<dyn Store>) {
@@ -64,15 +48,7 @@ pub async fn capacity_is_repaired_only_from_the_value_read(store: Arc<dyn Store>
         "stale: someone reserved meanwhile"
     );
     assert!(store.set_capacity(&pl.id, 3, 1).await.unwrap());
-    assert_eq!(
-        store
-            .get_pool(&pl.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .active_runners,
-        1
-    );
+    assert_eq!(active_runners(&store, &pl.id).await, 1);
     assert!(
         !store
             .set_capacity("pool_01jzzzzzzzzzzzzzzzzzzzzzzz", 0, 1)
@@ -159,4 +135,14 @@ pub async fn runners_are_found_by_instance_and_transition_conditionally(store: A
         .await
         .unwrap();
     assert_eq!(both.items, vec![r2, registered], "newest first");
+}
+
+/// The pool's reservation count as the store holds it.
+async fn active_runners(store: &Arc<dyn Store>, pool_id: &str) -> u32 {
+    store
+        .get_pool(pool_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .active_runners
 }

@@ -82,6 +82,11 @@
 //! `gsi1pk = JOBS` and `AUDIT` are single partitions: fine for pacer's
 //! volume (a GSI partition takes ~1,000 writes a second); shard them by day
 //! if that ever changes.
+//!
+//! The methods here and in the other store adapter look alike on purpose:
+//! the same trait signatures, the same bind-write-map-the-error shape. The
+//! conformance suite (`store/conformance/`) is what keeps the two the same;
+//! a body shared between them would tie SQL to DynamoDB expressions.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
