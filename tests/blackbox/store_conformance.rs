@@ -32,6 +32,13 @@ macro_rules! store_conformance {
             counters_count_every_hit_once_per_window,
             revoked_sessions_stay_revoked,
             audit_events_append_and_filter,
+            a_token_is_used_once_even_by_ten_concurrent_requests,
+            an_owner_never_holds_more_live_runners_than_its_limit,
+            self_runners_are_unique_by_name_and_updated_conditionally,
+            self_runners_list_newest_first_by_owner_and_status,
+            label_policies_are_kept_per_identity,
+            security_events_append_and_filter,
+            a_sweep_keeps_what_has_not_expired,
             a_bad_cursor_is_refused,
             lookups_by_an_oversized_value_find_nothing,
         ]);

@@ -13,6 +13,8 @@ pub enum IdKind {
     Runner,
     User,
     Audit,
+    SelfServiceRunner,
+    SecurityEvent,
 }
 
 impl IdKind {
@@ -25,6 +27,8 @@ impl IdKind {
             IdKind::Runner => "run",
             IdKind::User => "usr",
             IdKind::Audit => "evt",
+            IdKind::SelfServiceRunner => "ssr",
+            IdKind::SecurityEvent => "sec",
         }
     }
 }

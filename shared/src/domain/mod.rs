@@ -12,6 +12,7 @@ pub mod labels;
 pub mod pool;
 pub mod project;
 pub mod runner;
+pub mod self_service;
 pub mod text;
 pub mod user;
 

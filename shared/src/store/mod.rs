@@ -7,8 +7,9 @@
 //!
 //! One trait per aggregate — [`ConfigStore`] (projects, pools, bindings),
 //! [`RunnerStore`] (runners and pool capacity), [`JobStore`], [`UserStore`]
-//! (users, login counters, revoked sessions), [`AuditStore`] — and [`Store`],
-//! which is all of them.
+//! (users, login counters, revoked sessions), [`AuditStore`],
+//! [`SelfServiceStore`] (token uses, self-service runners, label policies,
+//! security events) — and [`Store`], which is all of them.
 
 pub mod conformance;
 pub mod dynamodb;
@@ -16,6 +17,9 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 
+use crate::domain::self_service::{
+    IdentityPolicy, SecurityEvent, SecurityEventKind, SelfRunnerStatus, SelfServiceRunner,
+};
 use crate::domain::{
     AuditEvent, Job, JobState, Pool, Project, RepoBinding, Runner, RunnerState, Time, User,
 };
@@ -118,6 +122,26 @@ pub struct AuditFilter {
     pub to: Option<Time>,
 }
 
+/// Filters of the self-service runner listings. Newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SelfRunnerFilter {
+    /// `<trusted identity>:<claim value>`.
+    pub owner: Option<String>,
+    pub status: Option<SelfRunnerStatus>,
+}
+
+/// Filters of `GET /api/v1/admin/security-events`. Newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SecurityEventFilter {
+    pub kind: Option<SecurityEventKind>,
+    /// The owner the token spoke for.
+    pub identity: Option<String>,
+    /// At or after.
+    pub from: Option<Time>,
+    /// Before.
+    pub to: Option<Time>,
+}
+
 /// What inserting a job found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inserted {
@@ -130,7 +154,9 @@ pub enum Inserted {
 /// Every aggregate's store: what the services hold (`Arc<dyn Store>`, whose
 /// methods need no import). Its methods live in one trait per aggregate, so
 /// code that uses one aggregate can say so.
-pub trait Store: ConfigStore + RunnerStore + JobStore + UserStore + AuditStore + 'static {
+pub trait Store:
+    ConfigStore + RunnerStore + JobStore + UserStore + AuditStore + SelfServiceStore + 'static
+{
     /// Which adapter this is, for logs and the bench table.
     fn engine(&self) -> &'static str;
 }
@@ -289,6 +315,65 @@ pub trait AuditStore: Send + Sync {
         filter: &AuditFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<AuditEvent>>;
+}
+
+/// Self-service runners (`docs/self-service.md`): the single use of each
+/// workload token, the runners machines asked for, the label policies
+/// administrators set, and the security events refusals leave.
+#[async_trait]
+pub trait SelfServiceStore: Send + Sync {
+    /// Records the first use of the token `(issuer, jti)`, remembered until
+    /// `expires_at`; `false` when it was used before and has not expired
+    /// by `now` (a replay). Concurrent calls with one token: one `true`.
+    async fn use_token(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: Time,
+        now: Time,
+    ) -> StoreResult<bool>;
+    /// Inserts a runner unless its owner holds `max_live` live runners
+    /// already (`Ok(false)`, nothing written); `Conflict` when the name is
+    /// taken. Concurrent calls never take an owner past `max_live`.
+    async fn create_self_runner(
+        &self,
+        runner: &SelfServiceRunner,
+        max_live: u32,
+    ) -> StoreResult<bool>;
+    async fn get_self_runner(&self, name: &str) -> StoreResult<Option<SelfServiceRunner>>;
+    async fn list_self_runners(
+        &self,
+        filter: &SelfRunnerFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<SelfServiceRunner>>;
+    /// Replaces the runner written as version `runner.version - 1` in status
+    /// `from`: `Stale` if another write came between. A move out of a live
+    /// status frees the owner's place, a move into one takes a place.
+    async fn update_self_runner(
+        &self,
+        from: SelfRunnerStatus,
+        runner: &SelfServiceRunner,
+    ) -> StoreResult<()>;
+
+    /// Creates or replaces the policy of `policy.identity`.
+    async fn put_label_policy(&self, policy: &IdentityPolicy) -> StoreResult<()>;
+    async fn get_label_policy(&self, identity: &str) -> StoreResult<Option<IdentityPolicy>>;
+    /// In the order of their identities.
+    async fn list_label_policies(&self, page: &PageRequest) -> StoreResult<Page<IdentityPolicy>>;
+    /// `NotFound` when there is none.
+    async fn delete_label_policy(&self, identity: &str) -> StoreResult<()>;
+
+    async fn append_security_event(&self, event: &SecurityEvent) -> StoreResult<()>;
+    async fn list_security_events(
+        &self,
+        filter: &SecurityEventFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<SecurityEvent>>;
+
+    /// Forgets token uses expired by `now` and runners deleted before
+    /// `deleted_before`; how many went. On DynamoDB the table's TTL does
+    /// this by itself and the sweep has nothing to do.
+    async fn sweep_self_service(&self, now: Time, deleted_before: Time) -> StoreResult<u64>;
 }
 
 /// Where a walk through a listing stands: the request for its next page.

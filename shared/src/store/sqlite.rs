@@ -118,6 +118,39 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX revoked_by_expiry ON revoked_sessions(expires_us);
     "#,
+    // 3: self-service runners.
+    r#"
+    CREATE TABLE token_uses (
+        issuer TEXT NOT NULL,
+        jti TEXT NOT NULL,
+        expires_us INTEGER NOT NULL,
+        PRIMARY KEY (issuer, jti)
+    );
+    CREATE INDEX token_uses_by_expiry ON token_uses(expires_us);
+    CREATE TABLE self_runners (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        owner TEXT NOT NULL,
+        status TEXT NOT NULL,
+        deleted_us INTEGER,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX self_runners_by_owner ON self_runners(owner, status, id);
+    CREATE INDEX self_runners_by_status ON self_runners(status, id);
+    CREATE TABLE label_policies (
+        id TEXT PRIMARY KEY,
+        data TEXT NOT NULL
+    );
+    CREATE TABLE security_events (
+        id TEXT PRIMARY KEY,
+        at_us INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        identity TEXT,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX security_events_by_kind ON security_events(kind, id);
+    CREATE INDEX security_events_by_identity ON security_events(identity, id);
+    "#,
 ];
 
 #[derive(Clone)]
@@ -1145,6 +1178,206 @@ impl AuditStore for SqliteStore {
                 .and_if("at_us >= ?", f.from.map(micros))
                 .and_if("at_us < ?", f.to.map(micros))
                 .run(c, &page)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SelfServiceStore for SqliteStore {
+    async fn use_token(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: Time,
+        now: Time,
+    ) -> StoreResult<bool> {
+        let (issuer, jti) = (issuer.to_string(), jti.to_string());
+        let (expires, now) = (micros(expires_at), micros(now));
+        self.write(move |c| {
+            // A use that expired is forgotten: the token is refused by its
+            // `exp` anyway, and its jti may come round again.
+            let n = c
+                .execute(
+                    "INSERT INTO token_uses (issuer, jti, expires_us) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (issuer, jti) DO UPDATE SET expires_us = excluded.expires_us
+                     WHERE token_uses.expires_us < ?4",
+                    params![issuer, jti, expires, now],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn create_self_runner(
+        &self,
+        runner: &SelfServiceRunner,
+        max_live: u32,
+    ) -> StoreResult<bool> {
+        let r = runner.clone();
+        let data = to_json(runner)?;
+        self.write(move |c| {
+            // One writer at a time (the connection's mutex): counting and
+            // inserting cannot interleave with another request's.
+            let live: u32 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM self_runners WHERE owner = ?1 AND status IN (?2, ?3)",
+                    params![
+                        r.owner,
+                        SelfRunnerStatus::Pending.as_str(),
+                        SelfRunnerStatus::Active.as_str()
+                    ],
+                    |row| row.get(0),
+                )
+                .map_err(backend)?;
+            if r.status.is_live() && live >= max_live {
+                return Ok(false);
+            }
+            c.execute(
+                "INSERT INTO self_runners (id, name, owner, status, deleted_us, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![r.id, r.name, r.owner, r.status.as_str(), r.deleted_at.map(micros), data],
+            )
+            .map_err(|e| write_err(e, &format!("a runner named {:?} exists", r.name), "owner"))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn get_self_runner(&self, name: &str) -> StoreResult<Option<SelfServiceRunner>> {
+        self.data_where(
+            "SELECT data FROM self_runners WHERE name = ?1",
+            name.to_string(),
+        )
+        .await
+    }
+
+    async fn list_self_runners(
+        &self,
+        filter: &SelfRunnerFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<SelfServiceRunner>> {
+        let (f, page) = (filter.clone(), page.clone());
+        self.read(move |c| {
+            ListQuery::new("self_runners", true)
+                .and_if("owner = ?", f.owner)
+                .and_if("status = ?", f.status.map(|s| s.as_str().to_string()))
+                .run(c, &page)
+        })
+        .await
+    }
+
+    async fn update_self_runner(
+        &self,
+        from: SelfRunnerStatus,
+        runner: &SelfServiceRunner,
+    ) -> StoreResult<()> {
+        let r = runner.clone();
+        let data = to_json(runner)?;
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE self_runners SET status = ?2, deleted_us = ?3, data = ?4
+                     WHERE name = ?1 AND status = ?5 AND json_extract(data, '$.version') = ?6",
+                    params![
+                        r.name,
+                        r.status.as_str(),
+                        r.deleted_at.map(micros),
+                        data,
+                        from.as_str(),
+                        r.version.saturating_sub(1) as i64
+                    ],
+                )
+                .map_err(backend)?;
+            swapped(n)
+        })
+        .await
+    }
+
+    async fn put_label_policy(&self, policy: &IdentityPolicy) -> StoreResult<()> {
+        let identity = policy.identity.clone();
+        let data = to_json(policy)?;
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO label_policies (id, data) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+                params![identity, data],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_label_policy(&self, identity: &str) -> StoreResult<Option<IdentityPolicy>> {
+        self.data_where(
+            "SELECT data FROM label_policies WHERE id = ?1",
+            identity.to_string(),
+        )
+        .await
+    }
+
+    async fn list_label_policies(&self, page: &PageRequest) -> StoreResult<Page<IdentityPolicy>> {
+        let page = page.clone();
+        self.read(move |c| ListQuery::new("label_policies", false).run(c, &page))
+            .await
+    }
+
+    async fn delete_label_policy(&self, identity: &str) -> StoreResult<()> {
+        let identity = identity.to_string();
+        self.write(move |c| {
+            exactly_one(
+                c.execute("DELETE FROM label_policies WHERE id = ?1", [&identity])
+                    .map_err(backend)?,
+            )
+        })
+        .await
+    }
+
+    async fn append_security_event(&self, event: &SecurityEvent) -> StoreResult<()> {
+        let e = event.clone();
+        let data = to_json(event)?;
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO security_events (id, at_us, kind, identity, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![e.id, micros(e.at), e.kind.as_str(), e.identity, data],
+            )
+            .map_err(|err| write_err(err, "the security event exists already", "security event"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_security_events(
+        &self,
+        filter: &SecurityEventFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<SecurityEvent>> {
+        let (f, page) = (filter.clone(), page.clone());
+        self.read(move |c| {
+            ListQuery::new("security_events", true)
+                .and_if("kind = ?", f.kind.map(|k| k.as_str().to_string()))
+                .and_if("identity = ?", f.identity)
+                .and_if("at_us >= ?", f.from.map(micros))
+                .and_if("at_us < ?", f.to.map(micros))
+                .run(c, &page)
+        })
+        .await
+    }
+
+    async fn sweep_self_service(&self, now: Time, deleted_before: Time) -> StoreResult<u64> {
+        let (now, before) = (micros(now), micros(deleted_before));
+        self.write(move |c| {
+            let tokens = c
+                .execute("DELETE FROM token_uses WHERE expires_us < ?1", [now])
+                .map_err(backend)?;
+            let runners = c
+                .execute(
+                    "DELETE FROM self_runners WHERE deleted_us IS NOT NULL AND deleted_us < ?1",
+                    [before],
+                )
+                .map_err(backend)?;
+            Ok((tokens + runners) as u64)
         })
         .await
     }

@@ -5,7 +5,7 @@
 //!
 //! One module per trait — `config` ([`ConfigStore`]), `runners`
 //! ([`RunnerStore`]), `jobs` ([`JobStore`]), `users` ([`UserStore`]), `audit`
-//! ([`AuditStore`]) — holds that trait's specification; this file holds the
+//! ([`AuditStore`]), `self_service` ([`SelfServiceStore`]) — holds that trait's specification; this file holds the
 //! fixtures and the cases every aggregate shares (cursors, oversized keys).
 //!
 //! It lives in the library (not under `tests/`) so any future adapter, and
@@ -30,12 +30,14 @@ mod audit;
 mod config;
 mod jobs;
 mod runners;
+mod self_service;
 mod users;
 
 pub use audit::*;
 pub use config::*;
 pub use jobs::*;
 pub use runners::*;
+pub use self_service::*;
 pub use users::*;
 
 /// Every case, by name, for adapters to run (see the `store_conformance!`
@@ -74,6 +76,14 @@ cases!(
     revoked_sessions_stay_revoked,
     // AuditStore
     audit_events_append_and_filter,
+    // SelfServiceStore
+    a_token_is_used_once_even_by_ten_concurrent_requests,
+    an_owner_never_holds_more_live_runners_than_its_limit,
+    self_runners_are_unique_by_name_and_updated_conditionally,
+    self_runners_list_newest_first_by_owner_and_status,
+    label_policies_are_kept_per_identity,
+    security_events_append_and_filter,
+    a_sweep_keeps_what_has_not_expired,
     // every aggregate
     a_bad_cursor_is_refused,
     lookups_by_an_oversized_value_find_nothing,

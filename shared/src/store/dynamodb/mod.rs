@@ -39,6 +39,9 @@
 //! | `runner`       | `RUNNER#<id>`             | `RUNNER` | `RUNNERS` / `<created>#<id>` | `RUNNERSTATE#<state>` / `<created>#<id>` | `runner_pool_id`, `runner_project_id`, `runner_reg_name`, `runner_live_pool_id` (only while live) |
 //! | `user`         | `USER#<id>`               | `USER`   | `USERS` / `<id>`          | —                               | `password_hash` (never logged) |
 //! | `audit`        | `AUDIT#<id>`              | `AUDIT`  | `AUDIT` / `<at>#<id>`     | —                               | `audit_actor` (the actor's id) |
+//! | `self_runner`  | `SSRUNNER#<name>`         | `SSRUNNER` | `SSRUNNERS` / `<created>#<id>` | `SSOWNER#<owner>` / `<created>#<id>` | `expires_at` once deleted |
+//! | `label_policy` | `LABELPOLICY#<identity>`  | `LABELPOLICY` | `LABELPOLICIES` / `<identity>` | —                          | |
+//! | `security_event` | `SECEVENT#<id>`         | `SECEVENT` | `SECEVENTS` / `<at>#<id>` | —                               | |
 //! | `project_name` | `PROJECTNAME#<lower name>`| `UNIQUE` | —                         | —                               | `owner` |
 //! | `pool_name`    | `POOLNAME#<project_id>#<lower name>` | `UNIQUE` | —              | —                               | `owner` |
 //! | `repo_binding` | `REPO#<lower owner/name>` | `UNIQUE` | —                         | —                               | `owner`, `binding` (a copy of the binding, as a map) |
@@ -60,6 +63,11 @@
 //! Console auth keeps two small item types, both expiring by TTL:
 //! `COUNTER#<key>` / `<window start, µs>` (`count`, a login rate-limit
 //! window) and `REVOKED#<session id>` / `SESSION` (a logged-out session).
+//!
+//! Self-service keeps two more: `TOKEN#<sha256 of iss, jti>` / `USED` (a
+//! workload token's single use, expiring by TTL) and `SSLIVE#<owner>` /
+//! `LIVE` (`live`, how many of an owner's runners are pending or active,
+//! moved in the same transaction as the runner that changes it).
 //!
 //! # Adding an access path without migrating items
 //!
@@ -117,7 +125,11 @@ use crate::calls::{CallCounts, Calls, SdkCallCounter, dynamodb_call};
 
 use super::{
     AuditFilter, AuditStore, ConfigStore, Inserted, JobFilter, JobStore, Page, PageRequest,
-    RunnerFilter, RunnerStore, Store, StoreError, StoreResult, UserStore,
+    RunnerFilter, RunnerStore, SecurityEventFilter, SelfRunnerFilter, SelfServiceStore, Store,
+    StoreError, StoreResult, UserStore,
+};
+use crate::domain::self_service::{
+    IdentityPolicy, SecurityEvent, SelfRunnerStatus, SelfServiceRunner,
 };
 use crate::domain::{
     AuditEvent, Job, JobState, Pool, Project, RepoBinding, Runner, RunnerState, Time, User,
@@ -130,6 +142,7 @@ mod expr;
 mod item;
 mod jobs;
 mod runners;
+mod self_service;
 mod users;
 
 use cursor::{Cursor, Listing};
@@ -215,6 +228,11 @@ const JOB: Kind = kind!("JOB", "job", "JOBS");
 const RUNNER: Kind = kind!("RUNNER", "runner", "RUNNERS");
 const USER: Kind = kind!("USER", "user", "USERS");
 const AUDIT: Kind = kind!("AUDIT", "audit", "AUDIT");
+/// Self-service runners are keyed by their name, which is unique.
+const SELF_RUNNER: Kind = kind!("SSRUNNER", "self_runner", "SSRUNNERS");
+/// Label policies are keyed by the identity they are for.
+const LABEL_POLICY: Kind = kind!("LABELPOLICY", "label_policy", "LABELPOLICIES");
+const SECURITY_EVENT: Kind = kind!("SECEVENT", "security_event", "SECEVENTS");
 
 impl Kind {
     fn key(&self, id: &str) -> Item {
