@@ -1,10 +1,11 @@
-//! Authentication: runner callback tokens now; console sessions, local
-//! login, OIDC SSO and workload identity as they land.
+//! Authentication: runner callback tokens, console sessions, local login,
+//! OIDC SSO, and the workload OIDC tokens of self-service runners.
 
 pub mod callback_token;
 pub mod oidc;
 pub mod password;
 pub mod session;
+pub mod workload;
 
 /// Ways a signed token (`<prefix>.<payload>.<signature>`, each part
 /// base64url) can be tampered with, for the property tests of its verifier.
