@@ -56,6 +56,16 @@ impl Tree {
                     suggestion,
                 });
             };
+            if key.kind.yaml_only() {
+                return Err(ConfigError::Invalid {
+                    key: key.path.to_owned(),
+                    message: format!(
+                        "is a {}, written in the YAML file only, never in an environment variable",
+                        key.kind.describe()
+                    ),
+                    env_var: Some(name.clone()),
+                });
+            }
             let with_env = |err: ConfigError| match err {
                 ConfigError::Invalid { key, message, .. } => ConfigError::Invalid {
                     key,
@@ -79,7 +89,9 @@ impl Tree {
     pub fn deserialize(&mut self) -> Result<Config, ConfigError> {
         let root = std::mem::take(&mut self.root);
         serde_path_to_error::deserialize(Value::Object(root)).map_err(|err| {
-            let key = err.path().to_string();
+            // Escaped: a path may pass through keys the table does not know (the claim names
+            // of a trusted identity), and an error is one line.
+            let key = err.path().to_string().escape_debug().to_string();
             let env_var = self.env_vars.get(strip_index(&key)).cloned();
             ConfigError::Invalid {
                 key,
@@ -247,6 +259,8 @@ fn tidy_leaf(key: &Key, value: Value) -> Result<Option<Value>, ConfigError> {
             }
             Value::Array(tidied)
         }
+        // Each entry's own struct types and checks it.
+        value if key.kind == Kind::Mappings => value,
         Value::Bool(_) | Value::Number(_) | Value::String(_) if key.kind != Kind::List => {
             let text = scalar_text(&value).unwrap_or_default();
             let text = text.trim();

@@ -8,7 +8,8 @@
 //! 2. `PACER_*` variables are laid over it, resolved against the same table (key names contain
 //!    underscores, so `PACER_SERVER_TLS_ACME_HTTP_ADDR` is found by lookup, not by splitting);
 //! 3. serde turns the tree into [`Config`]; values are tidied (emails lower-cased, OIDC switching
-//!    local login off) and every rule in `validate.rs` is checked;
+//!    local login off), every rule in `validate.rs` is checked, and the trusted identities of
+//!    `self_service` are checked and parsed once (`self_service.rs`);
 //! 4. [`Config::resolve_secrets`] replaces `ssm:` / `secretsmanager:` references with their values
 //!    and checks the rules that depend on them.
 //!
@@ -23,6 +24,7 @@ mod resolve;
 mod schema;
 mod secret;
 mod sections;
+mod self_service;
 mod validate;
 
 #[cfg(test)]
@@ -35,11 +37,12 @@ pub use local::generate_local_config;
 pub use schema::{ENV_PREFIX, NON_CONFIG_ENV_VARS, reference_markdown};
 pub use secret::{Secret, SecretRef};
 pub use sections::{
-    AcmeConfig, AuthConfig, AwsConfig, DatabaseConfig, DatabaseEngine, DeploymentConfig,
-    FleetConfig, FleetEngine, GithubConfig, KeyAlg, LocalAuthConfig, LogFormat, LogLevel,
-    LogOutput, LoggingConfig, OidcConfig, PricingConfig, QueueConfig, QueueEngine, RateLimit,
-    ReaperConfig, RunnerConfig, RunnerSha256, ServerConfig, SimulatedFleetConfig, TlsConfig,
-    TlsMode,
+    AcmeConfig, AuthConfig, AwsConfig, ClaimRuleConfig, DatabaseConfig, DatabaseEngine,
+    DeploymentConfig, FleetConfig, FleetEngine, GithubConfig, KeyAlg, LabelPolicyConfig,
+    LocalAuthConfig, LogFormat, LogLevel, LogOutput, LoggingConfig, OidcConfig, PricingConfig,
+    QueueConfig, QueueEngine, RateLimit, ReaperConfig, RunnerConfig, RunnerSha256, RunnersConfig,
+    SelfServiceConfig, ServerConfig, SimulatedFleetConfig, TlsConfig, TlsMode,
+    TrustedIdentityConfig,
 };
 
 use load::Tree;
@@ -65,6 +68,7 @@ pub struct Config {
     pub pricing: PricingConfig,
     pub logging: LoggingConfig,
     pub auth: AuthConfig,
+    pub self_service: SelfServiceConfig,
     /// Adjustments made while loading that an operator should know about (for example "local
     /// login turned off because OIDC is on"); `main` logs them at info level.
     #[serde(skip)]
@@ -123,6 +127,10 @@ impl Config {
             .tidy(|key| tree.explicit.contains(key))
             .map_err(|e| attribute_to_env(e, &tree.env_vars))?;
         validate::validate(&config, Phase::BeforeResolution)
+            .map_err(|e| attribute_to_env(e, &tree.env_vars))?;
+        // Parsed once, here: later code takes them from `SelfServiceConfig::identities` and never
+        // parses a pattern again. They hold no secret, so `validate_resolved` has nothing to redo.
+        config.self_service.identities = self_service::trusted_identities(&config.self_service)
             .map_err(|e| attribute_to_env(e, &tree.env_vars))?;
         Ok(config)
     }

@@ -32,6 +32,10 @@ pub(crate) enum Kind {
     List,
     /// `N/duration`, e.g. `10/5m`.
     RateLimit,
+    /// A list of mappings, each with keys of its own that its struct checks (one trusted identity
+    /// per entry, say). No single variable could hold one readably, so such a key is written in
+    /// the YAML file only: its variable name is reserved, and refused when set.
+    Mappings,
 }
 
 impl Kind {
@@ -49,7 +53,13 @@ impl Kind {
             Kind::Choice(words) => words.join(" \\| "),
             Kind::List => "list".into(),
             Kind::RateLimit => "rate limit".into(),
+            Kind::Mappings => "list of mappings".into(),
         }
+    }
+
+    /// True for the kinds no `PACER_*` variable can set.
+    pub(crate) fn yaml_only(self) -> bool {
+        self == Kind::Mappings
     }
 }
 
@@ -70,7 +80,8 @@ pub(crate) struct Key {
 
 impl Key {
     /// The environment variable that overrides this key: `PACER_` + the path upper-cased with
-    /// dots turned into underscores.
+    /// dots turned into underscores. A [`Kind::yaml_only`] key has the name too, reserved so
+    /// that setting it is refused with a reason instead of as an unknown variable.
     pub(crate) fn env_name(&self) -> String {
         env_name(self.path)
     }
@@ -272,6 +283,13 @@ pub(crate) const KEYS: &[Key] = &[
         "Groups admitted (case-insensitive); any one is enough. Needs `groups_claim`."),
     key("auth.oidc.admin_groups", List, "[]",
         "Groups whose members get the admin role (case-insensitive). Needs `groups_claim`."),
+    // self_service
+    key("self_service.enabled", Bool, "false",
+        "Hand just-in-time runner configurations to machines outside EC2 that present an OIDC token from a trusted identity; needs at least one entry in `trusted_identities`."),
+    key("self_service.registration_timeout", Duration, "10m",
+        "A self-service runner not seen online this long after its configuration was handed out is deregistered."),
+    key("self_service.trusted_identities", Mappings, "[]",
+        "The OIDC issuers whose tokens may ask for runners, each with its audience, claim rules, runner placement and label policy; written in the YAML file only, as described under \"Self-service runners\" in `docs/configuration.md`."),
 ];
 
 /// The reference table of every key as Markdown: key, default, environment variable, kind and
@@ -287,10 +305,14 @@ pub fn reference_markdown() -> String {
             "" => "`\"\"`".to_owned(),
             value => format!("`{value}`"),
         };
+        let variable = if key.kind.yaml_only() {
+            "YAML only".to_owned()
+        } else {
+            format!("`{}`", key.env_name())
+        };
         out.push_str(&format!(
-            "| `{}` | {default} | `{}` | {} | {} |\n",
+            "| `{}` | {default} | {variable} | {} | {} |\n",
             key.path,
-            key.env_name(),
             key.kind.describe(),
             key.doc
         ));

@@ -7,8 +7,11 @@ use super::error::ConfigError;
 use super::schema::LETS_ENCRYPT_DIRECTORY;
 use super::secret::Secret;
 use crate::domain::duration::{format_go_duration, go as go_duration, parse_go_duration};
+use crate::domain::project::Scope;
+use crate::domain::self_service::TrustedIdentity;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -640,6 +643,190 @@ impl Default for OidcConfig {
             admin_groups: Vec::new(),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------- self_service
+
+/// Self-service runners: machines outside EC2 asking for just-in-time runner configurations with
+/// an OIDC token. `trusted_identities` is kept as written (so the section serialises back to its
+/// YAML); the same identities, checked and parsed, come from [`SelfServiceConfig::identities`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SelfServiceConfig {
+    /// Off by default: no token is accepted until an operator says whose.
+    pub enabled: bool,
+    /// How long a runner's configuration may go unused before the runner is deregistered.
+    #[serde(with = "go_duration")]
+    pub registration_timeout: Duration,
+    /// Identities may be written while the section is off; they are checked all the same.
+    pub trusted_identities: Vec<TrustedIdentityConfig>,
+    /// `trusted_identities` parsed into domain values, once, by `Config::load`: later code never
+    /// parses a pattern or a label again.
+    #[serde(skip)]
+    pub(crate) identities: Vec<TrustedIdentity>,
+}
+
+impl Default for SelfServiceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            registration_timeout: Duration::from_secs(10 * 60),
+            trusted_identities: Vec::new(),
+            identities: Vec::new(),
+        }
+    }
+}
+
+/// By the fields as written: the parsed identities follow from them (and a regex or a glob has
+/// no equality of its own).
+impl PartialEq for SelfServiceConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.enabled == other.enabled
+            && self.registration_timeout == other.registration_timeout
+            && self.trusted_identities == other.trusted_identities
+    }
+}
+
+/// One entry of `self_service.trusted_identities`, as written. Text stays text here; the rules
+/// and the parsing live in `self_service.rs`, so that each refusal can name its key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrustedIdentityConfig {
+    pub name: String,
+    /// Kept byte for byte: it is compared so with a token's `iss`.
+    pub issuer: String,
+    /// `None`: taken from the issuer's discovery document.
+    pub jwks_url: Option<String>,
+    pub audience: String,
+    pub identity_claim: String,
+    /// Claim name → the rule its value must pass; sorted, so the rules are checked in a fixed
+    /// order.
+    pub claims: BTreeMap<String, ClaimRuleConfig>,
+    /// Bare addresses are read as single-host networks (`/32`, `/128`).
+    #[serde(with = "ip_nets")]
+    pub source_cidrs: Vec<IpNet>,
+    #[serde(with = "go_duration")]
+    pub max_token_lifetime: Duration,
+    pub runners: RunnersConfig,
+    pub label_policy: Option<LabelPolicyConfig>,
+}
+
+impl Default for TrustedIdentityConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            issuer: String::new(),
+            jwks_url: None,
+            audience: String::new(),
+            identity_claim: "sub".into(),
+            claims: BTreeMap::new(),
+            source_cidrs: Vec::new(),
+            max_token_lifetime: Duration::from_secs(15 * 60),
+            runners: RunnersConfig::default(),
+            label_policy: None,
+        }
+    }
+}
+
+/// A claim rule as written: a plain value to match exactly (a number or a boolean counts as its
+/// text, as a token's claim does), `{ prefix: TEXT }` or `{ regex: PATTERN }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimRuleConfig {
+    Exact(String),
+    Prefix(String),
+    Regex(String),
+}
+
+impl ClaimRuleConfig {
+    const USAGE: &'static str =
+        "expected a value to match exactly, { prefix: TEXT } or { regex: PATTERN }";
+}
+
+impl Serialize for ClaimRuleConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (kind, text) = match self {
+            Self::Exact(value) => return serializer.serialize_str(value),
+            Self::Prefix(prefix) => ("prefix", prefix),
+            Self::Regex(pattern) => ("regex", pattern),
+        };
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(kind, text)?;
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ClaimRuleConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        use serde_json::Value;
+        let text = |value: Value| match value {
+            Value::String(text) => Some(text),
+            Value::Number(number) => Some(number.to_string()),
+            Value::Bool(flag) => Some(flag.to_string()),
+            _ => None,
+        };
+        match Value::deserialize(deserializer)? {
+            Value::Object(map) if map.len() == 1 => {
+                let Some((kind, value)) = map.into_iter().next() else {
+                    return Err(D::Error::custom(Self::USAGE));
+                };
+                let value = match value {
+                    Value::String(value) => value,
+                    _ => return Err(D::Error::custom(format!("{kind:?} takes text"))),
+                };
+                match kind.as_str() {
+                    "prefix" => Ok(Self::Prefix(value)),
+                    "regex" => Ok(Self::Regex(value)),
+                    _ => Err(D::Error::custom(format!(
+                        "unknown test {kind:?}: {}",
+                        Self::USAGE
+                    ))),
+                }
+            }
+            value => text(value)
+                .map(Self::Exact)
+                .ok_or_else(|| D::Error::custom(Self::USAGE)),
+        }
+    }
+}
+
+/// Where an identity's runners register on GitHub, as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunnersConfig {
+    /// Required; an `Option` so its absence is refused by name.
+    pub scope: Option<Scope>,
+    /// With scope `org`.
+    pub org: Option<String>,
+    /// With scope `repo`: `owner/name`.
+    pub repo: Option<String>,
+    pub runner_group_id: i64,
+    /// `None`: the identity's name and `-`.
+    pub name_prefix: Option<String>,
+}
+
+impl Default for RunnersConfig {
+    fn default() -> Self {
+        Self {
+            scope: None,
+            org: None,
+            repo: None,
+            runner_group_id: 1,
+            name_prefix: None,
+        }
+    }
+}
+
+/// The default label policy of an identity's owners, as written.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LabelPolicyConfig {
+    /// Globs, `*` for any run of characters.
+    pub allowed_labels: Vec<String>,
+    pub required_labels: Vec<String>,
+    /// Required; an `Option` so its absence is refused by name.
+    pub max_live_runners: Option<u32>,
 }
 
 // --------------------------------------------------------------------------- serde adapters

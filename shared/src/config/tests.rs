@@ -5,6 +5,7 @@
 
 use super::schema::{self, KEYS};
 use super::*;
+use crate::domain;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -554,8 +555,18 @@ fn a_bad_secret_from_env_names_the_variable_but_not_the_value() {
 #[test]
 fn every_key_can_be_set_from_the_environment() {
     // Given a valid value for each kind, when every key is set through its variable at once,
-    // then the overlay accepts every name (the values need not make a coherent config).
+    // then the overlay accepts every name (the values need not make a coherent config), but
+    // for the YAML-only keys, whose variables are refused naming the key and the variable.
     for key in KEYS {
+        if key.kind.yaml_only() {
+            let mut tree = load::Tree::from_yaml(None, std::path::Path::new("t")).unwrap();
+            let err = tree
+                .overlay_env(&env(&[(&key.env_name(), "[]")]))
+                .unwrap_err();
+            assert_names_key(&err, key.path);
+            assert!(err.to_string().contains(&key.env_name()), "{err}");
+            continue;
+        }
         let value = match key.kind {
             schema::Kind::Bool => "false",
             schema::Kind::Integer => "3",
@@ -1351,6 +1362,608 @@ async fn resolving_without_references_calls_nothing_and_validates() {
     assert!(!config.has_secret_references());
 }
 
+// ---------------------------------------------------------------------------------- self-service
+
+const GITHUB_ISSUER: &str = "https://token.actions.githubusercontent.com";
+
+/// A valid trusted identity: GitHub Actions' issuer, ruled on the owner's id.
+const IDENTITY: &str = r#"
+name: ci
+issuer: https://token.actions.githubusercontent.com
+audience: pacer-runners
+claims:
+  repository_owner_id: "123456"
+  workflow_ref: { prefix: "octo-org/infra/.github/workflows/" }
+  sub: { regex: "repo:octo-org/[^:]+:ref:refs/heads/main" }
+runners: { scope: org, org: octo-org }
+label_policy:
+  allowed_labels: [gpu, linux, x64, "cuda-*"]
+  max_live_runners: 2
+"#;
+
+/// `IDENTITY` with `patch` deep-merged over it (a `null` deletes the key).
+fn identity(patch: &str) -> String {
+    patched(IDENTITY, patch)
+}
+
+/// `LOCAL` with self-service on, trusting `identities` (each one YAML mapping).
+fn with_identities(identities: &[String]) -> String {
+    let list: Vec<Value> = identities
+        .iter()
+        .map(|yaml| serde_norway::from_str(yaml).expect("test identity is YAML"))
+        .collect();
+    let section =
+        serde_json::json!({ "self_service": { "enabled": true, "trusted_identities": list } });
+    patched(
+        LOCAL,
+        &serde_norway::to_string(&section).expect("serialises"),
+    )
+}
+
+/// The error loading `IDENTITY` patched with `patch` gives; there must be one.
+fn identity_error(patch: &str) -> ConfigError {
+    match load(&with_identities(&[identity(patch)])) {
+        Ok(_) => panic!("expected an error for identity patch:\n{patch}"),
+        Err(err) => err,
+    }
+}
+
+/// The key of the first identity's `field`.
+fn first(field: &str) -> String {
+    format!("self_service.trusted_identities[0].{field}")
+}
+
+fn claims(value: Value) -> serde_json::Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("test claims are an object, not {other}"),
+    }
+}
+
+#[test]
+fn self_service_is_off_and_trusts_no_one_by_default() {
+    let config = load(LOCAL).unwrap();
+    assert!(!config.self_service.enabled);
+    assert_eq!(
+        config.self_service.registration_timeout,
+        Duration::from_secs(600)
+    );
+    assert!(config.self_service.trusted_identities.is_empty());
+    assert!(config.self_service.identities().is_empty());
+}
+
+#[test]
+fn a_trusted_identity_is_parsed_once_into_domain_values_with_its_defaults() {
+    let config = load(&with_identities(&[IDENTITY.to_owned()])).unwrap();
+    let [ci] = config.self_service.identities() else {
+        panic!(
+            "one identity expected: {:?}",
+            config.self_service.identities()
+        );
+    };
+    assert_eq!(ci.name, "ci");
+    // Kept byte for byte: no trailing slash is added, as a URL parser would.
+    assert_eq!(ci.issuer, GITHUB_ISSUER);
+    assert_eq!(ci.jwks_url, None);
+    assert_eq!(ci.audience, "pacer-runners");
+    assert_eq!(ci.identity_claim, "sub");
+    assert!(ci.source_cidrs.is_empty());
+    assert_eq!(ci.max_token_lifetime, Duration::from_secs(15 * 60));
+    assert_eq!(
+        ci.runners,
+        domain::self_service::Placement {
+            scope: domain::Scope::Org,
+            org: Some("octo-org".into()),
+            repo: None,
+            runner_group_id: 1,
+            name_prefix: "ci-".into(),
+        }
+    );
+    let claimed: Vec<&str> = ci.claims.iter().map(|rule| rule.claim.as_str()).collect();
+    assert_eq!(claimed, ["repository_owner_id", "sub", "workflow_ref"]);
+
+    // The rules behave as written: exact, prefix, and a regex over the whole value.
+    let good = serde_json::json!({
+        "repository_owner_id": "123456",
+        "workflow_ref": "octo-org/infra/.github/workflows/ci.yml@refs/heads/main",
+        "sub": "repo:octo-org/infra:ref:refs/heads/main",
+    });
+    assert_eq!(ci.check_claims(&claims(good.clone())), Ok(()));
+    for (claim, value) in [
+        ("repository_owner_id", "1234567"),
+        (
+            "workflow_ref",
+            "octo-org/infra-evil/.github/workflows/ci.yml",
+        ),
+        ("sub", "repo:octo-org/infra:ref:refs/heads/main-evil"),
+    ] {
+        let mut bad = claims(good.clone());
+        bad.insert(claim.into(), Value::from(value));
+        let reason = ci.check_claims(&bad).unwrap_err();
+        assert!(reason.contains(claim), "{reason}");
+    }
+
+    let policy = ci.label_policy.as_ref().expect("a label policy");
+    assert_eq!(policy.max_live_runners, 2);
+    assert!(policy.required_labels.is_empty());
+    let asked: domain::LabelSet = ["GPU", "cuda-12"]
+        .into_iter()
+        .map(|label| domain::Label::parse(label).unwrap())
+        .collect();
+    assert!(policy.decide(&asked).is_ok());
+}
+
+#[test]
+fn every_field_of_an_identity_is_read() {
+    let config = load(&with_identities(&[identity(
+        r#"
+jwks_url: http://127.0.0.1:8080/keys
+identity_claim: repository
+claims: { workflow_ref: null, sub: null, repository_owner_id: 123456, on_main: true }
+source_cidrs: [10.0.0.0/8, 192.0.2.7]
+max_token_lifetime: 1h
+runners: { scope: repo, org: null, repo: octo-org/infra, runner_group_id: 4, name_prefix: gpu. }
+label_policy: { required_labels: [On-Prem], max_live_runners: 0 }
+"#,
+    )]))
+    .unwrap();
+    let ci = &config.self_service.identities()[0];
+    assert_eq!(ci.jwks_url.as_deref(), Some("http://127.0.0.1:8080/keys"));
+    assert_eq!(ci.identity_claim, "repository");
+    let cidrs: Vec<String> = ci.source_cidrs.iter().map(ToString::to_string).collect();
+    assert_eq!(cidrs, ["10.0.0.0/8", "192.0.2.7/32"]);
+    assert!(ci.admits_address(Some("192.0.2.7".parse().unwrap())));
+    assert!(!ci.admits_address(Some("192.0.2.8".parse().unwrap())));
+    assert_eq!(ci.max_token_lifetime, Duration::from_secs(3600));
+    assert_eq!(ci.runners.scope, domain::Scope::Repo);
+    assert_eq!(ci.runners.org, None);
+    assert_eq!(
+        ci.runners.repo.as_ref().map(ToString::to_string).as_deref(),
+        Some("octo-org/infra")
+    );
+    assert_eq!(ci.runners.runner_group_id, 4);
+    assert_eq!(ci.runners.name_prefix, "gpu.");
+    let policy = ci.label_policy.as_ref().unwrap();
+    assert_eq!(policy.required_labels[0].as_str(), "on-prem");
+    assert_eq!(policy.max_live_runners, 0);
+
+    // A number or a boolean written as a claim value is matched as its text, whichever way the
+    // token writes it.
+    for token in [
+        serde_json::json!({ "repository_owner_id": 123456, "on_main": true }),
+        serde_json::json!({ "repository_owner_id": "123456", "on_main": "true" }),
+    ] {
+        assert_eq!(ci.check_claims(&claims(token)), Ok(()));
+    }
+}
+
+#[test]
+fn a_loaded_self_service_section_serialises_back_to_what_loads_the_same() {
+    let yaml = with_identities(&[
+        IDENTITY.to_owned(),
+        identity("name: other\nclaims: { repository_owner_id: 42 }"),
+    ]);
+    let config = load(&yaml).unwrap();
+    // The section alone: the rest of a serialised config has its secrets redacted.
+    let section = serde_json::json!({ "self_service": &config.self_service });
+    let again = load(&patched(LOCAL, &serde_norway::to_string(&section).unwrap())).unwrap();
+    assert_eq!(again.self_service, config.self_service);
+    assert_eq!(again.self_service.identities().len(), 2);
+}
+
+#[test]
+fn self_service_scalars_come_from_the_environment() {
+    let config = load_with_env(
+        &patched(
+            LOCAL,
+            &format!(
+                "self_service: {{ trusted_identities: [{}] }}",
+                serde_json::to_string(&serde_norway::from_str::<Value>(IDENTITY).unwrap()).unwrap()
+            ),
+        ),
+        &[
+            ("PACER_SELF_SERVICE_ENABLED", "true"),
+            ("PACER_SELF_SERVICE_REGISTRATION_TIMEOUT", "3m"),
+        ],
+    )
+    .unwrap();
+    assert!(config.self_service.enabled);
+    assert_eq!(
+        config.self_service.registration_timeout,
+        Duration::from_secs(180)
+    );
+    assert_eq!(config.self_service.identities().len(), 1);
+}
+
+#[test]
+fn trusted_identities_are_refused_from_the_environment_naming_key_and_variable() {
+    let err = load_with_env(LOCAL, &[("PACER_SELF_SERVICE_TRUSTED_IDENTITIES", "[]")]).unwrap_err();
+    assert_names_key(&err, "self_service.trusted_identities");
+    assert!(err.to_string().contains("YAML file only"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("(set by PACER_SELF_SERVICE_TRUSTED_IDENTITIES)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn enabled_with_no_identity_is_refused_as_admitting_no_one() {
+    let err = error_for(LOCAL, "self_service: { enabled: true }");
+    assert_names_key(&err, "self_service.trusted_identities");
+    assert!(err.to_string().contains("admits no one"), "{err}");
+
+    let err = load_with_env(LOCAL, &[("PACER_SELF_SERVICE_ENABLED", "1")]).unwrap_err();
+    assert_names_key(&err, "self_service.trusted_identities");
+}
+
+#[test]
+fn identities_are_checked_while_self_service_is_off() {
+    let bad = serde_json::to_string(
+        &serde_norway::from_str::<Value>(&identity("audience: sts.amazonaws.com")).unwrap(),
+    )
+    .unwrap();
+    let err = error_for(
+        LOCAL,
+        &format!("self_service: {{ enabled: false, trusted_identities: [{bad}] }}"),
+    );
+    assert_names_key(&err, &first("audience"));
+}
+
+#[test]
+fn the_registration_timeout_is_a_duration_longer_than_zero() {
+    for patch in [
+        "self_service: { registration_timeout: 0s }",
+        "self_service: { registration_timeout: 10 }",
+    ] {
+        assert_names_key(
+            &error_for(LOCAL, patch),
+            "self_service.registration_timeout",
+        );
+    }
+    let err =
+        load_with_env(LOCAL, &[("PACER_SELF_SERVICE_REGISTRATION_TIMEOUT", "0s")]).unwrap_err();
+    assert_names_key(&err, "self_service.registration_timeout");
+    assert!(
+        err.to_string()
+            .contains("PACER_SELF_SERVICE_REGISTRATION_TIMEOUT"),
+        "{err}"
+    );
+}
+
+#[test]
+fn identity_names_are_short_lower_case_slugs_and_unique() {
+    for bad in ["''", "CI", "c_i", "ci:x", &"a".repeat(33)] {
+        assert_names_key(&identity_error(&format!("name: {bad}")), &first("name"));
+    }
+    assert_names_key(&identity_error("name: null"), &first("name"));
+
+    let err = load(&with_identities(&[
+        identity("name: ci"),
+        identity("name: gpu"),
+        identity("name: ci"),
+    ]))
+    .unwrap_err();
+    assert_names_key(&err, "self_service.trusted_identities[2].name");
+    assert!(
+        err.to_string()
+            .contains("self_service.trusted_identities[0]"),
+        "{err}"
+    );
+    assert!(
+        load(&with_identities(&[
+            identity("name: 0-ci-9"),
+            identity("name: gpu")
+        ]))
+        .is_ok()
+    );
+}
+
+#[test]
+fn the_issuer_and_key_url_need_https_except_on_loopback() {
+    for field in ["issuer", "jwks_url"] {
+        for bad in [
+            "http://idp.example.com",
+            "http://10.0.0.5:8080",
+            "ftp://idp.example.com",
+            "idp.example.com",
+            "'https://idp.example.com '",
+            "'https://'",
+        ] {
+            let err = identity_error(&format!("{field}: {bad}"));
+            assert_names_key(&err, &first(field));
+        }
+        for good in [
+            "http://127.0.0.1:8080",
+            "http://127.8.9.10/issuer",
+            "'http://[::1]:8080'",
+            "http://localhost:8080",
+            "https://idp.example.com/realms/ci",
+        ] {
+            let yaml = with_identities(&[identity(&format!("{field}: {good}"))]);
+            assert!(
+                load(&yaml).is_ok(),
+                "{field}: {good}: {:?}",
+                load(&yaml).err()
+            );
+        }
+    }
+    let err = identity_error("issuer: http://idp.example.com");
+    assert!(err.to_string().contains("https://"), "{err}");
+    assert_names_key(&identity_error("issuer: null"), &first("issuer"));
+    assert_names_key(
+        &identity_error("issuer: 'https://idp.example.com/?tenant=a'"),
+        &first("issuer"),
+    );
+}
+
+#[test]
+fn the_audience_is_required_and_not_one_other_tokens_carry() {
+    for bad in [
+        "null",
+        "''",
+        "'  '",
+        "sts.amazonaws.com",
+        "STS.AmazonAWS.com",
+        "https://github.com/octo-org",
+        "HTTPS://GitHub.COM/octo-org",
+        "https://github.com",
+    ] {
+        let err = identity_error(&format!("audience: {bad}"));
+        assert_names_key(&err, &first("audience"));
+    }
+    let err = identity_error("audience: https://github.com/octo-org");
+    assert!(err.to_string().contains("default audience"), "{err}");
+    for good in [
+        "pacer",
+        "https://pacer.example.com",
+        "https://github.com.pacer.example",
+    ] {
+        let yaml = with_identities(&[identity(&format!("audience: {good}"))]);
+        assert!(load(&yaml).is_ok(), "{good}");
+    }
+}
+
+/// Patches `IDENTITY`'s claims down to `claims` alone.
+fn only_claims(claims: &str) -> String {
+    format!("claims: {{ repository_owner_id: null, workflow_ref: null, sub: null, {claims} }}")
+}
+
+#[test]
+fn an_identity_needs_a_claim_rule_besides_the_audience() {
+    let issuer = "issuer: https://idp.example.com";
+    for claims in ["", "aud: pacer-runners"] {
+        let err = identity_error(&format!("{issuer}\n{}", only_claims(claims)));
+        assert_names_key(&err, &first("claims"));
+        assert!(err.to_string().contains("besides aud"), "{err}");
+    }
+    let yaml = with_identities(&[identity(&format!(
+        "{issuer}\n{}",
+        only_claims("aud: pacer-runners, workflow_ref: { prefix: a/b/ }")
+    ))]);
+    assert!(load(&yaml).is_ok());
+}
+
+#[test]
+fn github_actions_tokens_need_a_rule_on_whose_repository_they_are() {
+    for issuer in [
+        GITHUB_ISSUER,
+        "https://token.actions.githubusercontent.com/octo-enterprise",
+    ] {
+        let err = identity_error(&format!(
+            "issuer: {issuer}\n{}",
+            only_claims("workflow_ref: { prefix: octo-org/infra/ }, aud: pacer-runners")
+        ));
+        assert_names_key(&err, &first("claims"));
+        assert!(
+            err.to_string().contains("every repository on GitHub"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("repository_owner_id"), "{err}");
+
+        for claim in [
+            "repository_owner_id",
+            "repository_id",
+            "repository_owner",
+            "repository",
+            "sub",
+            "enterprise_id",
+        ] {
+            let yaml = with_identities(&[identity(&format!(
+                "issuer: {issuer}\n{}",
+                only_claims(&format!("{claim}: x"))
+            ))]);
+            assert!(load(&yaml).is_ok(), "{issuer} with a rule on {claim}");
+        }
+    }
+    // Another issuer is not shared by all of GitHub: any rule but aud will do.
+    let yaml = with_identities(&[identity(&format!(
+        "issuer: https://gitlab.example.com\n{}",
+        only_claims("project_path: { prefix: infra/ }")
+    ))]);
+    assert!(load(&yaml).is_ok());
+}
+
+#[test]
+fn each_claim_rule_must_say_something_and_compile() {
+    for (patch, key) in [
+        ("claims: { sub: { regex: 'repo:(' } }", "claims.sub"),
+        (
+            "claims: { sub: { regex: '(a{1000}){1000}' } }",
+            "claims.sub",
+        ),
+        ("claims: { sub: { prefix: '' } }", "claims.sub"),
+        ("claims: { sub: '' }", "claims.sub"),
+        ("claims: { sub: { regex: '' } }", "claims.sub"),
+        (
+            "claims: { sub: \"repo:octo-org/\\u202einfra\" }",
+            "claims.sub",
+        ),
+        ("claims: { sub: [a, b] }", "claims.sub"),
+        ("claims: { sub: { prefix: a, regex: b } }", "claims.sub"),
+        ("claims: { sub: { glob: 'a*' } }", "claims.sub"),
+        ("claims: { sub: { prefix: 1 } }", "claims.sub"),
+        ("claims: { 'two words': x }", "claims"),
+        ("claims: { '': x }", "claims"),
+        ("identity_claim: ''", "identity_claim"),
+        ("identity_claim: 'a\tb'", "identity_claim"),
+    ] {
+        assert_names_key(&identity_error(patch), &first(key));
+    }
+    let err = identity_error("claims: { sub: { glob: 'a*' } }");
+    assert!(err.to_string().contains("{ regex: PATTERN }"), "{err}");
+
+    // A rule left empty in the YAML is no rule at all.
+    let sub = r#"sub: { regex: "repo:octo-org/[^:]+:ref:refs/heads/main" }"#;
+    assert!(IDENTITY.contains(sub));
+    let err = load(&with_identities(&[IDENTITY.replace(sub, "sub: null")])).unwrap_err();
+    assert_names_key(&err, &first("claims.sub"));
+}
+
+#[test]
+fn a_claim_name_with_a_line_break_is_named_on_one_line() {
+    let err = identity_error("claims: { \"a\\nb\": [1] }");
+    assert_eq!(err.key(), Some(first("claims.a\\nb").as_str()));
+    assert!(!err.to_string().contains('\n'), "{err}");
+}
+
+#[test]
+fn the_token_lifetime_is_longer_than_zero_and_at_most_a_day() {
+    for bad in ["0s", "24h0m1s", "48h", "15"] {
+        assert_names_key(
+            &identity_error(&format!("max_token_lifetime: {bad}")),
+            &first("max_token_lifetime"),
+        );
+    }
+    let yaml = with_identities(&[identity("max_token_lifetime: 24h")]);
+    assert_eq!(
+        load(&yaml).unwrap().self_service.identities()[0].max_token_lifetime,
+        Duration::from_secs(24 * 3600)
+    );
+}
+
+#[test]
+fn the_runner_placement_is_consistent_with_its_scope() {
+    for (patch, key) in [
+        ("runners: { scope: null }", "runners.scope"),
+        ("runners: { scope: team }", "runners.scope"),
+        ("runners: { org: null }", "runners.org"),
+        ("runners: { org: 'octo org' }", "runners.org"),
+        ("runners: { repo: octo-org/infra }", "runners.repo"),
+        ("runners: { scope: repo }", "runners.org"),
+        ("runners: { scope: repo, org: null }", "runners.repo"),
+        (
+            "runners: { scope: repo, org: null, repo: infra }",
+            "runners.repo",
+        ),
+        (
+            "runners: { scope: repo, org: null, repo: 'octo-org/../x' }",
+            "runners.repo",
+        ),
+        ("runners: { runner_group_id: 0 }", "runners.runner_group_id"),
+        (
+            "runners: { runner_group_id: -3 }",
+            "runners.runner_group_id",
+        ),
+        ("runners: { name_prefix: '' }", "runners.name_prefix"),
+        ("runners: { name_prefix: 'ci/' }", "runners.name_prefix"),
+        (
+            "runners: { name_prefix: 'ci runner-' }",
+            "runners.name_prefix",
+        ),
+        (
+            "runners: { name_prefix: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' }",
+            "runners.name_prefix",
+        ),
+        ("runners: { group: 1 }", "runners.group"),
+    ] {
+        assert_names_key(&identity_error(patch), &first(key));
+    }
+    assert_names_key(&identity_error("runners: null"), &first("runners.scope"));
+}
+
+#[test]
+fn the_default_name_prefix_is_held_to_the_same_rule() {
+    let long = "a".repeat(32);
+    let err = identity_error(&format!("name: {long}"));
+    assert_names_key(&err, &first("runners.name_prefix"));
+    assert!(err.to_string().contains("default"), "{err}");
+
+    let yaml = with_identities(&[identity(&format!(
+        "name: {long}\nrunners: {{ name_prefix: a- }}"
+    ))]);
+    assert_eq!(
+        load(&yaml).unwrap().self_service.identities()[0]
+            .runners
+            .name_prefix,
+        "a-"
+    );
+    let yaml = with_identities(&[identity(&format!("name: {}", "a".repeat(31)))]);
+    assert_eq!(
+        load(&yaml).unwrap().self_service.identities()[0]
+            .runners
+            .name_prefix,
+        format!("{}-", "a".repeat(31))
+    );
+}
+
+#[test]
+fn a_label_policy_needs_parsable_labels_and_a_runner_limit() {
+    for (patch, key) in [
+        (
+            "label_policy: { allowed_labels: [gpu, ''] }",
+            "label_policy.allowed_labels[1]",
+        ),
+        (
+            "label_policy: { allowed_labels: ['[gpu'] }",
+            "label_policy.allowed_labels[0]",
+        ),
+        (
+            "label_policy: { required_labels: [ok, 'a,b'] }",
+            "label_policy.required_labels[1]",
+        ),
+        (
+            "label_policy: { required_labels: [\"a\\u200bb\"] }",
+            "label_policy.required_labels[0]",
+        ),
+        (
+            "label_policy: { max_live_runners: null }",
+            "label_policy.max_live_runners",
+        ),
+        (
+            "label_policy: { max_live_runners: -1 }",
+            "label_policy.max_live_runners",
+        ),
+        (
+            "label_policy: { max_runners: 2 }",
+            "label_policy.max_runners",
+        ),
+    ] {
+        assert_names_key(&identity_error(patch), &first(key));
+    }
+    let yaml = with_identities(&[identity("label_policy: null")]);
+    assert!(
+        load(&yaml).unwrap().self_service.identities()[0]
+            .label_policy
+            .is_none()
+    );
+}
+
+#[test]
+fn a_bad_source_cidr_or_unknown_field_names_its_key() {
+    assert_names_key(
+        &identity_error("source_cidrs: [10.0.0.0/8, office.example.com]"),
+        &first("source_cidrs[1]"),
+    );
+    let err = identity_error("audiance: pacer");
+    assert!(
+        err.key()
+            .is_some_and(|key| key.starts_with("self_service.trusted_identities[0]")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("audiance"), "{err}");
+}
+
 // ------------------------------------------------------------------------------------ warnings
 
 #[test]
@@ -1525,7 +2138,8 @@ fn the_docs_describe_every_key_with_its_variable() {
     let missing: Vec<&str> = KEYS
         .iter()
         .filter(|key| {
-            !docs.contains(&format!("| `{}` |", key.path)) || !docs.contains(&key.env_name())
+            let variable = !key.kind.yaml_only() && !docs.contains(&key.env_name());
+            !docs.contains(&format!("| `{}` |", key.path)) || variable
         })
         .map(|key| key.path)
         .collect();
@@ -1673,8 +2287,9 @@ fn an_unknown_key_or_variable_with_a_line_break_is_named_on_one_line() {
 
 mod properties {
     use super::*;
-    use crate::arbitrary::{any_json, hostile_text};
+    use crate::arbitrary::{any_json, hostile_text, object_with};
     use proptest::prelude::*;
+    use serde_json::json;
 
     /// Every secret the properties set starts with this, so an error that
     /// quotes one is easy to catch.
@@ -1794,8 +2409,149 @@ mod properties {
         Ok(())
     }
 
+    /// Text for a rule: anything at all, or what a real rule holds.
+    fn any_rule_text() -> impl Strategy<Value = String> {
+        prop_oneof![1 => hostile_text(), 3 => "[a-z0-9:/._-]{1,20}"]
+    }
+
+    /// A claim rule as written: any JSON at all, or one of a rule's shapes with any text in it.
+    fn any_claim_rule() -> impl Strategy<Value = Value> {
+        let pattern = prop_oneof![
+            3 => any_rule_text(),
+            1 => proptest::sample::select(vec!["(", "a{1000}{1000}", ".*", "[^:]+", "\\", "(?i)x|"])
+                .prop_map(str::to_string),
+        ];
+        prop_oneof![
+            1 => any_json(),
+            2 => any_rule_text().prop_map(Value::String),
+            1 => pattern.prop_map(|pattern| json!({ "regex": pattern })),
+            1 => any_rule_text().prop_map(|prefix| json!({ "prefix": prefix })),
+        ]
+    }
+
+    /// A `claims` mapping: any claim names, the ones that matter among them, and any rules.
+    fn any_claims() -> impl Strategy<Value = Value> {
+        let name = prop_oneof![
+            1 => hostile_text(),
+            5 => proptest::sample::select(vec!["sub", "aud", "repository_owner_id", "workflow_ref"])
+                .prop_map(str::to_string),
+        ];
+        proptest::collection::vec((name, any_claim_rule()), 0..4)
+            .prop_map(|rules| Value::Object(rules.into_iter().collect()))
+    }
+
+    /// A trusted identity: the valid `IDENTITY` under another issuer and any claims, or one
+    /// whose every field is absent, plausible or anything at all.
+    fn any_identity() -> impl Strategy<Value = Value> {
+        let issuers = vec![
+            GITHUB_ISSUER.to_owned(),
+            format!("{GITHUB_ISSUER}/octo-enterprise"),
+            "https://idp.example".to_owned(),
+            "http://127.0.0.1:9".to_owned(),
+        ];
+        let plausible =
+            (proptest::sample::select(issuers), any_claims()).prop_map(|(issuer, claims)| {
+                let mut identity: Value =
+                    serde_norway::from_str(IDENTITY).expect("IDENTITY is YAML");
+                let fields = identity.as_object_mut().expect("IDENTITY is a mapping");
+                fields.insert("issuer".into(), Value::String(issuer));
+                fields.insert("claims".into(), claims);
+                identity
+            });
+        let fields = object_with(vec![
+            (
+                "name",
+                vec![json!("ci"), json!("gpu-2"), json!("a".repeat(32))],
+            ),
+            (
+                "issuer",
+                vec![
+                    json!(GITHUB_ISSUER),
+                    json!("https://idp.example"),
+                    json!("http://idp.example"),
+                ],
+            ),
+            (
+                "jwks_url",
+                vec![Value::Null, json!("https://idp.example/keys")],
+            ),
+            (
+                "audience",
+                vec![
+                    json!("pacer-runners"),
+                    json!("sts.amazonaws.com"),
+                    json!("https://github.com/o"),
+                ],
+            ),
+            ("identity_claim", vec![json!("sub"), json!("repository")]),
+            (
+                "source_cidrs",
+                vec![json!([]), json!(["10.0.0.0/8", "::1"])],
+            ),
+            (
+                "max_token_lifetime",
+                vec![json!("15m"), json!("24h"), json!("0s")],
+            ),
+            (
+                "runners",
+                vec![
+                    json!({ "scope": "org", "org": "octo-org" }),
+                    json!({ "scope": "repo", "repo": "octo-org/infra", "name_prefix": "x-" }),
+                    json!({ "scope": "org" }),
+                ],
+            ),
+            (
+                "label_policy",
+                vec![
+                    Value::Null,
+                    json!({ "allowed_labels": ["gpu", "cuda-*"], "max_live_runners": 2 }),
+                    json!({ "allowed_labels": ["["] }),
+                ],
+            ),
+        ]);
+        let anything = (fields, prop_oneof![3 => any_claims(), 1 => any_json()]).prop_map(
+            |(mut identity, claims)| {
+                identity.insert("claims".into(), claims);
+                Value::Object(identity)
+            },
+        );
+        prop_oneof![2 => plausible, 1 => anything]
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Whatever the identities hold, loading answers without a panic; and what it accepts
+        /// keeps the promises the rules make.
+        #[test]
+        fn any_trusted_identities_load_or_are_refused_by_key(
+            enabled in any::<bool>(),
+            entries in proptest::collection::vec(prop_oneof![6 => any_identity(), 1 => any_json()], 0..3),
+        ) {
+            let mut tree: Value = serde_norway::from_str(LOCAL).expect("the base is YAML");
+            tree.as_object_mut().expect("the base is a mapping").insert(
+                "self_service".into(),
+                json!({ "enabled": enabled, "trusted_identities": entries }),
+            );
+            let yaml = serde_norway::to_string(&tree).unwrap_or_default();
+            let config = match Config::from_yaml(&yaml, &[]) {
+                Ok(config) => config,
+                Err(err) => return clean_refusal(&err),
+            };
+            let section = &config.self_service;
+            prop_assert_eq!(section.identities().len(), section.trusted_identities.len());
+            prop_assert!(!enabled || !section.identities().is_empty());
+            for identity in section.identities() {
+                prop_assert!(identity.claims.iter().any(|rule| rule.claim != "aud"));
+                if identity.issuer.starts_with(GITHUB_ISSUER) {
+                    let owner_claims = ["repository_owner_id", "repository_id", "repository_owner", "repository", "sub", "enterprise_id"];
+                    prop_assert!(identity.claims.iter().any(|rule| owner_claims.contains(&rule.claim.as_str())));
+                }
+                prop_assert!(identity.issuer.starts_with("https://") || identity.issuer.starts_with("http://127.0.0.1"));
+                prop_assert!(identity.audience == "pacer-runners", "{}", identity.audience);
+                prop_assert!((1..=32).contains(&identity.runners.name_prefix.len()));
+            }
+        }
 
         #[test]
         fn any_pacer_variables_load_or_are_refused_by_key(vars in proptest::collection::vec(key_and_text(), 0..5)) {

@@ -434,7 +434,7 @@ fn runner_callbacks(cfg: &Config) -> Check {
 }
 
 /// 127.0.0.0/8, ::1 or `localhost`: traffic that never leaves the machine.
-fn is_loopback(url: &Url) -> bool {
+pub(super) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
