@@ -9,6 +9,7 @@ use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
+use crate::auth::workload::WorkloadVerifier;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
     Config, DatabaseEngine, FleetEngine, LogFormat, LogOutput, LoggingConfig, QueueEngine, Secret,
@@ -26,6 +27,7 @@ use crate::queue::Queue;
 use crate::queue::memory::MemoryQueue;
 use crate::queue::sqs::SqsQueue;
 use crate::service::auth::AuthSettings;
+use crate::service::self_service::SelfServiceSettings;
 use crate::service::{Ports, Settings};
 use crate::store::Store;
 use crate::store::dynamodb::DynamoStore;
@@ -225,7 +227,23 @@ pub fn settings(cfg: &Config) -> Settings {
         redrive_after: cfg.reaper.redrive_after,
         orphan_grace: cfg.reaper.orphan_grace,
         degraded_cooldown: cfg.reaper.degraded_cooldown,
+        self_service: SelfServiceSettings {
+            enabled: cfg.self_service.enabled,
+            identities: cfg.self_service.identities().to_vec(),
+            registration_timeout: cfg.self_service.registration_timeout,
+        },
     }
+}
+
+/// The workload token verifier when `self_service.enabled`; `None` answers
+/// the self-service routes 404.
+pub fn workload_verifier(cfg: &Config) -> anyhow::Result<Option<Arc<WorkloadVerifier>>> {
+    if !cfg.self_service.enabled {
+        return Ok(None);
+    }
+    let verifier = WorkloadVerifier::new(cfg.self_service.identities().to_vec())
+        .context("self_service.trusted_identities")?;
+    Ok(Some(Arc::new(verifier)))
 }
 
 /// Every port from config: what a host hands to `app()` and the workers.

@@ -26,6 +26,7 @@ impl TestApp {
             auth: None,
             sso: None,
             console: None,
+            workload: None,
         };
         Self {
             router: app(state),

@@ -59,6 +59,7 @@ const DOCS: &str = "https://docs.github.com/rest";
 pub enum Endpoint {
     AccessToken,
     RepoInstallation,
+    OrgInstallation,
     RepoJitConfig,
     OrgJitConfig,
     ListRepoRunners,
@@ -90,6 +91,7 @@ impl Endpoint {
         match self {
             AccessToken => ("POST", "/app/installations/{installation_id}/access_tokens"),
             RepoInstallation => ("GET", "/repos/{owner}/{repo}/installation"),
+            OrgInstallation => ("GET", "/orgs/{org}/installation"),
             RepoJitConfig => (
                 "POST",
                 "/repos/{owner}/{repo}/actions/runners/generate-jitconfig",
@@ -118,6 +120,7 @@ impl Endpoint {
         match self {
             Endpoint::AccessToken
             | Endpoint::RepoInstallation
+            | Endpoint::OrgInstallation
             | Endpoint::ListHookDeliveries
             | Endpoint::RedeliverHookDelivery => AuthKind::App,
             Endpoint::LatestRelease | Endpoint::ReleaseByTag => AuthKind::Anonymous,
@@ -866,6 +869,7 @@ fn route(method: &Method, api_path: &str) -> Option<(Endpoint, Params)> {
             },
         ),
         ("GET", ["repos", o, r, "installation"]) => (RepoInstallation, repo(o, r)),
+        ("GET", ["orgs", o, "installation"]) => (OrgInstallation, org(o)),
         ("POST", ["repos", o, r, "actions", "runners", "generate-jitconfig"]) => {
             (RepoJitConfig, repo(o, r))
         }
@@ -1319,6 +1323,7 @@ impl State {
         match endpoint {
             AccessToken => self.issue_token(params.id),
             RepoInstallation => self.repo_installation(params),
+            OrgInstallation => self.org_installation(params),
             RepoJitConfig => {
                 self.generate_jit_config(FakeTarget::Repo(params.repo_full_name()), body)
             }
@@ -1436,13 +1441,28 @@ impl State {
     }
 
     fn repo_installation(&self, params: &Params) -> Answer {
-        let Some(id) = self.installation_of_repo(&params.repo_full_name()) else {
+        let id = self.installation_of_repo(&params.repo_full_name());
+        Self::installation(id, &params.owner)
+    }
+
+    /// Only an installation on the organisation itself, as on GitHub: one on
+    /// some of its repositories is not the organisation's.
+    fn org_installation(&self, params: &Params) -> Answer {
+        let id = self
+            .org_installations
+            .get(&params.org.to_lowercase())
+            .copied();
+        Self::installation(id, &params.org)
+    }
+
+    fn installation(id: Option<i64>, account: &str) -> Answer {
+        let Some(id) = id else {
             return Answer::error(StatusCode::NOT_FOUND, "Not Found");
         };
         let mut installation = openapi::description().example("installation");
         installation["id"] = json!(id);
         installation["app_id"] = json!(TEST_APP_ID);
-        installation["account"]["login"] = json!(params.owner);
+        installation["account"]["login"] = json!(account);
         installation["access_tokens_url"] = json!(format!(
             "https://api.github.com/app/installations/{id}/access_tokens"
         ));

@@ -142,6 +142,32 @@ async fn a_repo_without_the_app_is_not_found_with_a_hint() {
 }
 
 #[tokio::test]
+async fn an_organisations_installation_is_found_only_where_the_app_is_installed_on_it() {
+    let s = setup().await;
+    assert_eq!(
+        s.github.org_installation("acme-org").await.unwrap(),
+        ORG_INSTALLATION
+    );
+    let request = &s.fake.requests_to(Endpoint::OrgInstallation)[0];
+    assert_eq!(request.path, "/orgs/acme-org/installation");
+    assert!(
+        s.fake
+            .verify_app_jwt(
+                request.headers["authorization"]
+                    .strip_prefix("Bearer ")
+                    .unwrap()
+            )
+            .is_ok()
+    );
+    // `acme` has the App on one repository only: that is not the organisation's.
+    let err = s.github.org_installation("acme").await.unwrap_err();
+    assert!(
+        matches!(&err, GitHubError::NotFound(m) if m.contains("not installed on this organization")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn the_installation_token_is_fetched_once_and_reused() {
     let s = setup().await;
 

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use futures::StreamExt;
+use pacer_shared::http::self_service::WORKLOAD_BODY_LIMIT;
 use pacer_shared::http::{API_BODY_LIMIT, webhook::WEBHOOK_BODY_LIMIT};
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use reqwest::{Method, RequestBuilder};
@@ -35,6 +36,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::process::{BOOTSTRAP_EMAIL, Served};
 
 const WEBHOOK_SECRET: &str = "hostile-suite-webhook-secret-0123456789abcdef";
+const SELF_SERVICE: &str = r#"
+self_service:
+  enabled: true
+  trusted_identities:
+    - name: hostile
+      issuer: http://127.0.0.1:9
+      audience: pacer-runners
+      claims:
+        sub: { regex: "repo:hostile/[^:]+:ref:refs/heads/main" }
+      runners: { scope: org, org: hostile }
+      label_policy: { allowed_labels: ["probe-*"], max_live_runners: 1 }
+"#;
+
 /// Known to the suite so it can mint well-formed callback tokens for runners
 /// that do not exist.
 const CALLBACK_SECRET: &str = "hostile-suite-callback-secret-0123456789abcdef";
@@ -52,6 +66,9 @@ enum Guard {
     Signature,
     /// A runner's callback token.
     Callback,
+    /// A workload OIDC token (self-service runners). The suite holds none:
+    /// every request is refused at the token, the one door to these routes.
+    Workload,
 }
 
 /// What a field of a JSON body holds, with a valid sample where it is text:
@@ -172,6 +189,17 @@ const NEW_USER: &[(&str, Kind)] = &[
 const USER_CHANGE: &[(&str, Kind)] = &[("role", Kind::Strict("admin")), ("disabled", Kind::Bool)];
 const REGISTRATION: &[(&str, Kind)] = &[("os", Kind::Free("linux")), ("arch", Kind::Free("x64"))];
 const BOOTSTRAP_ERROR: &[(&str, Kind)] = &[("log_tail", Kind::Free("probe log"))];
+const PROVISION: &[(&str, Kind)] = &[
+    ("runner_name", Kind::Strict("probe")),
+    ("labels", Kind::FreeList("probe-gpu")),
+    ("ephemeral", Kind::Bool),
+];
+const LABEL_POLICY: &[(&str, Kind)] = &[
+    ("identity", Kind::Free("hostile:probe")),
+    ("allowed_labels", Kind::FreeList("probe-*")),
+    ("required_labels", Kind::FreeList("req")),
+    ("max_live_runners", Kind::Int(0, 1000)),
+];
 
 fn new_project(_: &Seeded) -> Value {
     json!({"name": "probe"})
@@ -199,6 +227,12 @@ fn registration(_: &Seeded) -> Value {
 }
 fn bootstrap_error(_: &Seeded) -> Value {
     json!({"log_tail": "probe log"})
+}
+fn provision(_: &Seeded) -> Value {
+    json!({"runner_name": "probe", "labels": ["probe-gpu"], "ephemeral": true})
+}
+fn label_policy(_: &Seeded) -> Value {
+    json!({"identity": "hostile:probe", "allowed_labels": ["probe-*"], "max_live_runners": 1})
 }
 
 /// Every route pacer serves, as `shared/src/http` declares them.
@@ -346,6 +380,54 @@ pub(crate) const ROUTES: &[Route] = &[
         "/api/auth/oidc/callback",
         Guard::Open,
         &["code", "state", "error"],
+    ),
+    write(
+        "POST",
+        "/api/v1/runners/provision",
+        Guard::Workload,
+        // The token is checked before the body: 401 comes before 415.
+        Body::Json {
+            base: provision,
+            fields: PROVISION,
+            checked: false,
+        },
+    ),
+    get("/api/v1/runners", Guard::Workload, PAGE),
+    get("/api/v1/runners/{name}", Guard::Workload, &[]),
+    write(
+        "DELETE",
+        "/api/v1/runners/{name}",
+        Guard::Workload,
+        Body::Ignored,
+    ),
+    write(
+        "POST",
+        "/api/v1/runners/{name}/refresh",
+        Guard::Workload,
+        Body::Ignored,
+    ),
+    get("/api/v1/admin/label-policies", Guard::Session, PAGE),
+    write(
+        "POST",
+        "/api/v1/admin/label-policies",
+        Guard::Session,
+        checked(label_policy, LABEL_POLICY),
+    ),
+    get(
+        "/api/v1/admin/label-policies/{identity}",
+        Guard::Session,
+        &[],
+    ),
+    write(
+        "DELETE",
+        "/api/v1/admin/label-policies/{identity}",
+        Guard::Session,
+        Body::Ignored,
+    ),
+    get(
+        "/api/v1/admin/security-events",
+        Guard::Session,
+        &["type", "identity", "since", "until", "limit", "cursor"],
     ),
 ];
 
@@ -591,7 +673,7 @@ fn with_raw(body: &Value, pointer: &str, raw: &str) -> Vec<u8> {
 
 /// Bodies that are not one well-formed JSON object of known fields, around
 /// a valid `base` whose first field is `first`.
-fn hostile_bodies(base: &Value, first: &str) -> Vec<(String, Vec<u8>)> {
+fn hostile_bodies(base: &Value, first: &str, limit: usize) -> Vec<(String, Vec<u8>)> {
     let text = serde_json::to_string(base).unwrap();
     let unknown = |name: &str, raw: &str| with_raw(base, &format!("/{name}"), raw);
     let nested = |open: &str, close: &str, levels: usize| {
@@ -683,15 +765,23 @@ fn hostile_bodies(base: &Value, first: &str) -> Vec<(String, Vec<u8>)> {
     let (open, close) = ("{\"surprise\":\"", "\"}");
     let at_limit = format!(
         "{open}{}{close}",
-        "x".repeat(API_BODY_LIMIT - open.len() - close.len())
+        "x".repeat(limit - open.len() - close.len())
     )
     .into_bytes();
-    assert_eq!(at_limit.len(), API_BODY_LIMIT);
+    assert_eq!(at_limit.len(), limit);
     bodies.push((AT_LIMIT, at_limit));
     bodies
         .into_iter()
         .map(|(what, bytes)| (what.to_string(), bytes))
         .collect()
+}
+
+/// The largest body a route reads.
+fn body_limit(route: &Route) -> usize {
+    match route.guard {
+        Guard::Workload => WORKLOAD_BODY_LIMIT,
+        _ => API_BODY_LIMIT,
+    }
 }
 
 /// The body of exactly the API's limit.
@@ -811,8 +901,22 @@ impl Seeded {
             "repos" => self.binding.clone(),
             "users" => self.viewer.clone(),
             "jobs" => self.job.clone(),
+            // `/api/v1/runners/{name}`, `/api/v1/admin/label-policies/{identity}`
+            "v1" if path.contains("label-policies") => "hostile%3Aprobe".into(),
+            "v1" => "hostile-probe".into(),
             _ => "run_01J0000000000000000000000".into(),
         }
+    }
+}
+
+/// `path` with its one `{…}` parameter (`{id}`, `{name}`, `{identity}`) set
+/// to `value`.
+fn fill(path: &str, value: &str) -> String {
+    match (path.find('{'), path.find('}')) {
+        (Some(open), Some(close)) if open < close => {
+            format!("{}{value}{}", &path[..open], &path[close + 1..])
+        }
+        _ => path.to_string(),
     }
 }
 
@@ -854,6 +958,7 @@ const OBJECT_LISTS: &[&str] = &[
     "/api/jobs",
     "/api/runners",
     "/api/users",
+    "/api/v1/admin/label-policies",
 ];
 
 /// Shortens what a request was, for a failure message.
@@ -894,6 +999,15 @@ struct Suite {
 impl Suite {
     async fn start(dir: &Path) -> Suite {
         let config = dir.join("data/pacer.yaml");
+        // The local configuration `--init` would write, with self-service on
+        // for one identity whose issuer nothing serves: every token fails,
+        // and the routes behind it are reached as far as a token goes.
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let yaml = format!(
+            "{}{SELF_SERVICE}",
+            pacer_shared::config::generate_local_config(&dir.join("data"))
+        );
+        std::fs::write(&config, yaml).unwrap();
         let env = [
             ("PACER_GITHUB_WEBHOOK_SECRET", WEBHOOK_SECRET),
             ("PACER_GITHUB_CALLBACK_HMAC_SECRET", CALLBACK_SECRET),
@@ -1355,7 +1469,7 @@ async fn raw_exchange(addr: &str, request: Vec<u8>) -> Result<Vec<u8>, String> {
 impl Suite {
     /// The path of `route` with `{id}` filled in.
     fn path_of(&self, route: &Route) -> String {
-        route.path.replace("{id}", &self.seeded.id_for(route.path))
+        fill(route.path, &self.seeded.id_for(route.path))
     }
 
     /// Each table entry is a route the process serves, not "no route": asked
@@ -1510,7 +1624,9 @@ impl Suite {
                 );
             }
             let expect = match route.guard {
-                Guard::Session | Guard::Signature | Guard::Callback => Expect::Status(401),
+                Guard::Session | Guard::Signature | Guard::Callback | Guard::Workload => {
+                    Expect::Status(401)
+                }
                 Guard::Open => Expect::Answer,
             };
             self.send(&format!("{} {path} with {what}", route.method), expect, req)
@@ -1589,11 +1705,11 @@ impl Suite {
 
     /// `{id}`s that name nothing.
     async fn hostile_path_ids(&mut self, route: &Route) {
-        if !route.path.contains("{id}") {
+        if !route.path.contains('{') {
             return;
         }
         for id in hostile_ids(&self.seeded.id_for(route.path)) {
-            let path = route.path.replace("{id}", &id);
+            let path = fill(route.path, &id);
             let req = self
                 .as_admin(route.method, &path)
                 .header(CONTENT_TYPE, "application/json")
@@ -1612,7 +1728,7 @@ impl Suite {
             "%",
             &long,
         ] {
-            let path = route.path.replace("{id}", id);
+            let path = fill(route.path, id);
             let request = format!(
                 "{} {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}",
                 route.method, self.addr, self.token
@@ -1627,7 +1743,7 @@ impl Suite {
         let bytes = [
             route.method.as_bytes(),
             b" ",
-            route.path.replace("{id}", &real).as_bytes(),
+            fill(route.path, &real).as_bytes(),
             b"\xff\xfe HTTP/1.1\r\nconnection: close\r\n\r\n",
         ]
         .concat();
@@ -1649,7 +1765,10 @@ impl Suite {
         // A route that reads its query into its own type refuses what it does
         // not know; the SSO callback takes whatever the IdP adds.
         let strict = !route.query.is_empty() && route.path != "/api/auth/oidc/callback";
-        let unknown = if strict {
+        let unknown = if route.guard == Guard::Workload {
+            // The token is checked before the query is read.
+            Expect::Status(401)
+        } else if strict {
             Expect::Status(400)
         } else {
             Expect::Answer
@@ -1724,7 +1843,7 @@ impl Suite {
         let path = self.path_of(route);
         let base = base(&self.seeded);
         let first = fields.first().map_or("a", |(name, _)| name);
-        let mut bodies = hostile_bodies(&base, first);
+        let mut bodies = hostile_bodies(&base, first, body_limit(route));
         for (name, kind) in fields {
             for (what, raw) in hostile_values(*kind) {
                 bodies.push((
@@ -1739,7 +1858,7 @@ impl Suite {
                 "Bearer {}",
                 self.callback_token("run_01J0000000000000000000000", 3600)
             )),
-            Guard::Open | Guard::Signature => None,
+            Guard::Open | Guard::Signature | Guard::Workload => None,
         };
         let mut planned = Vec::new();
         for (what, body) in bodies {
@@ -1779,7 +1898,13 @@ impl Suite {
                 ));
             }
         }
-        self.over_the_limit(route.method, &path, API_BODY_LIMIT, &[])
+        // A body that arrives in chunks is read only once the caller is
+        // known: a workload route refuses the token first.
+        let chunked = match route.guard {
+            Guard::Workload => Expect::Status(401),
+            _ => Expect::Status(413),
+        };
+        self.over_the_limit(route.method, &path, body_limit(route), &[], chunked)
             .await;
     }
 
@@ -1791,6 +1916,7 @@ impl Suite {
         path: &str,
         limit: usize,
         headers: &[(&str, &str)],
+        chunked_expect: Expect,
     ) {
         let extra: String = headers
             .iter()
@@ -1821,7 +1947,7 @@ impl Suite {
         chunked.extend(b"0\r\n\r\n");
         self.send_raw(
             &format!("{method} {path} sending more than {limit} bytes in chunks"),
-            Expect::Status(413),
+            chunked_expect,
             chunked,
         )
         .await;
@@ -1835,7 +1961,7 @@ impl Suite {
         let sign =
             |body: &[u8]| pacer_shared::github::webhook::sign(WEBHOOK_SECRET.as_bytes(), body);
 
-        let mut bodies = hostile_bodies(&queued, "action");
+        let mut bodies = hostile_bodies(&queued, "action", API_BODY_LIMIT);
         for (pointer, kind) in [
             ("/action", Kind::Free("queued")),
             ("/workflow_job/id", Kind::Int(i64::MIN + 1, i64::MAX - 1)),
@@ -1979,6 +2105,7 @@ impl Suite {
             "/api/webhook",
             WEBHOOK_BODY_LIMIT,
             &[("x-github-event", "ping")],
+            Expect::Status(413),
         )
         .await;
     }
@@ -2073,7 +2200,7 @@ impl Suite {
         .await;
         self.hostile_json_bodies(route).await;
         if matches!(route.body, Body::Ignored) {
-            for (what, body) in hostile_bodies(&json!({}), "a") {
+            for (what, body) in hostile_bodies(&json!({}), "a", API_BODY_LIMIT) {
                 let req = self
                     .request("POST", route.path)
                     .bearer_auth("garbage")

@@ -112,6 +112,7 @@ impl Cloud {
             auth: None,
             sso: None,
             console: None,
+            workload: None,
         };
         lambda::http_router(function, state, Some(Secret::new(ORIGIN_SECRET))).unwrap()
     }

@@ -29,6 +29,7 @@ mod oidc_provider;
 mod pricing;
 mod process;
 mod reaper;
+mod self_service;
 mod sso;
 mod sso_rp_negatives;
 mod stats;

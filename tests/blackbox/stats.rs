@@ -164,6 +164,7 @@ async fn get(ports: &Ports, uri: &str) -> (u16, Value) {
         auth: None,
         sso: None,
         console: None,
+        workload: None,
     };
     let res = app(state)
         .oneshot(

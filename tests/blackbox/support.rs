@@ -26,6 +26,7 @@ pub fn settings(callback_url: &str) -> Settings {
         redrive_after: Duration::from_secs(300),
         orphan_grace: Duration::from_secs(600),
         degraded_cooldown: Duration::from_secs(600),
+        self_service: Default::default(),
     }
 }
 
@@ -64,6 +65,14 @@ pub fn queued_payload(github_job_id: i64, repo: &str, labels: &[&str]) -> serde_
     let repo = pacer_shared::domain::RepoName::parse(repo).unwrap();
     let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
     pacer_shared::github::webhook::sample_queued_payload(github_job_id, &repo, &labels, 77)
+}
+
+/// How a served pacer authenticates its callers (none of it by default).
+#[derive(Default)]
+pub struct Edge {
+    pub auth: Option<pacer_shared::service::auth::AuthSettings>,
+    pub sso: Option<pacer_shared::auth::oidc::Sso>,
+    pub workload: Option<pacer_shared::auth::workload::WorkloadVerifier>,
 }
 
 /// pacer served in process on a free loopback port, with its orchestrator
@@ -108,11 +117,27 @@ impl LocalPacer {
     /// Serves on a port chosen beforehand (SSO needs its redirect URL first).
     pub async fn serve_on(
         port: u16,
-        mut ports: Ports,
+        ports: Ports,
         fleet: Arc<SimulatedFleet>,
         dir: tempfile::TempDir,
         auth: Option<pacer_shared::service::auth::AuthSettings>,
         sso: Option<pacer_shared::auth::oidc::Sso>,
+    ) -> LocalPacer {
+        let edge = Edge {
+            auth,
+            sso,
+            workload: None,
+        };
+        Self::serve_edge(port, ports, fleet, dir, edge).await
+    }
+
+    /// Serves with the edge's authentication as given.
+    pub async fn serve_edge(
+        port: u16,
+        mut ports: Ports,
+        fleet: Arc<SimulatedFleet>,
+        dir: tempfile::TempDir,
+        edge: Edge,
     ) -> LocalPacer {
         pacer_shared::http_client::install_crypto_provider();
         let base = format!("http://127.0.0.1:{port}");
@@ -123,9 +148,10 @@ impl LocalPacer {
         let state = pacer_shared::http::AppState {
             ports: ports.clone(),
             trusted_proxies: Arc::new(vec![]),
-            auth: auth.map(Arc::new),
-            sso: sso.map(Arc::new),
+            auth: edge.auth.map(Arc::new),
+            sso: edge.sso.map(Arc::new),
             console: None,
+            workload: edge.workload.map(Arc::new),
         };
         let cfg = pacer_shared::config::ServerConfig {
             addr: format!("127.0.0.1:{port}"),

@@ -649,8 +649,40 @@ fn deep_links_load_the_console_but_api_errors_stay_json() {
         .collect();
     assert_eq!(
         behaviours.keys().copied().collect::<Vec<_>>(),
-        ["/api/*", "/healthz"]
+        ["/api/*", "/api/v1/*", "/healthz"]
     );
+    // CloudFront takes the first behaviour that matches: /api/v1/* must come
+    // before /api/*, or bearer tokens never reach the self-service API.
+    let order: Vec<&str> = config
+        .at("CacheBehaviors")
+        .items()
+        .iter()
+        .map(|b| b.text("PathPattern"))
+        .collect();
+    assert_eq!(order.first(), Some(&"/api/v1/*"), "{order:?}");
+    let bearer = behaviours["/api/v1/*"];
+    assert_eq!(
+        stack.eval(bearer.at("CachePolicyId")).as_str(),
+        Some("ref-ApiBearerCachePolicy")
+    );
+    let key = stack
+        .resource("ApiBearerCachePolicy")
+        .at("Properties")
+        .at("CachePolicyConfig");
+    assert_eq!(
+        key.at("MaxTTL").as_u64(),
+        Some(1),
+        "nothing outlives a second"
+    );
+    let forwarded_headers: Vec<&str> = key
+        .at("ParametersInCacheKeyAndForwardedToOrigin")
+        .at("HeadersConfig")
+        .at("Headers")
+        .items()
+        .iter()
+        .filter_map(|h| h.as_str())
+        .collect();
+    assert_eq!(forwarded_headers, ["Authorization"]);
     for (path, behaviour) in behaviours {
         assert_eq!(behaviour.text("TargetOriginId"), "api", "{path}");
         assert!(
@@ -661,11 +693,13 @@ fn deep_links_load_the_console_but_api_errors_stay_json() {
                 .is_none(),
             "{path}: no SPA rewrite"
         );
-        assert_eq!(
-            behaviour.text("CachePolicyId"),
-            "4135ea2d-6df8-44a3-9df3-4b5a84be39ad",
-            "{path}: never cached"
-        );
+        if path != "/api/v1/*" {
+            assert_eq!(
+                behaviour.text("CachePolicyId"),
+                "4135ea2d-6df8-44a3-9df3-4b5a84be39ad",
+                "{path}: never cached"
+            );
+        }
         assert_eq!(
             stack.eval(behaviour.at("OriginRequestPolicyId")).as_str(),
             Some("ref-ApiOriginRequestPolicy"),
@@ -1029,14 +1063,17 @@ fn the_deployer_writes_cloudfront_only_where_the_stacks_tag_or_name_says_it_is_t
     // the two creates have no resource type at all (they can only make
     // something new), and origin access controls and origin request policies
     // carry no tags and have ARNs made of a generated ID, so they can be
-    // named only as `…/*`.
-    const UNSCOPABLE: [&str; 6] = [
+    // named only as `…/*`; cache policies likewise.
+    const UNSCOPABLE: [&str; 9] = [
         "cloudfront:CreateOriginAccessControl",
         "cloudfront:CreateOriginRequestPolicy",
+        "cloudfront:CreateCachePolicy",
         "cloudfront:UpdateOriginAccessControl",
         "cloudfront:DeleteOriginAccessControl",
         "cloudfront:UpdateOriginRequestPolicy",
         "cloudfront:DeleteOriginRequestPolicy",
+        "cloudfront:UpdateCachePolicy",
+        "cloudfront:DeleteCachePolicy",
     ];
     let stack = Stack::new(&defaults());
 
@@ -1838,7 +1875,8 @@ impl Stack {
                 | "AWS::ApiGatewayV2::Integration"
                 | "AWS::ApiGatewayV2::Route"
                 | "AWS::CloudFront::OriginAccessControl"
-                | "AWS::CloudFront::OriginRequestPolicy" => continue,
+                | "AWS::CloudFront::OriginRequestPolicy"
+                | "AWS::CloudFront::CachePolicy" => continue,
                 // Parts of a function's and a bucket's ARN.
                 "AWS::Lambda::Permission" | "AWS::S3::BucketPolicy" => continue,
                 "AWS::DynamoDB::Table" => {

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::labels::{Label, LabelSet, SELF_HOSTED};
+use super::labels::{Label, LabelSet, MAX_LABEL_BYTES, SELF_HOSTED};
 use super::project::{RepoName, Scope};
 use super::{Invalid, Time};
 
@@ -174,21 +174,40 @@ pub struct Placement {
 #[derive(Clone)]
 pub struct LabelGlob {
     pattern: String,
-    matcher: globset::GlobMatcher,
+    /// globset's expressions match bytes.
+    matcher: regex::bytes::Regex,
 }
 
 impl LabelGlob {
+    /// globset turns the glob into a regular expression; pacer compiles it
+    /// itself, under a size limit, so no pattern can fail (or panic) later.
     pub fn parse(pattern: &str) -> Result<Self, String> {
         let folded = pattern.trim().to_lowercase();
         if folded.is_empty() {
             return Err("a label pattern cannot be empty".into());
         }
-        let matcher = globset::GlobBuilder::new(&folded)
+        if folded.len() > MAX_LABEL_BYTES {
+            return Err(format!(
+                "a label pattern may be at most {MAX_LABEL_BYTES} bytes, like a label"
+            ));
+        }
+        // What a label may not hold, a pattern may not either: it could only
+        // be there to make the pattern read as something else.
+        if folded.chars().any(super::text::is_invisible) {
+            return Err(
+                "a label pattern contains a control character or an invisible formatting character"
+                    .into(),
+            );
+        }
+        let glob = globset::GlobBuilder::new(&folded)
             .literal_separator(false)
             .backslash_escape(true)
             .build()
-            .map_err(|e| format!("label pattern {pattern:?} is not a valid glob: {e}"))?
-            .compile_matcher();
+            .map_err(|e| format!("label pattern {folded:?} is not a valid glob: {e}"))?;
+        let matcher = regex::bytes::RegexBuilder::new(glob.regex())
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|_| format!("label pattern {folded:?} is too complex"))?;
         Ok(Self {
             pattern: folded,
             matcher,
@@ -196,7 +215,7 @@ impl LabelGlob {
     }
 
     pub fn matches(&self, label: &Label) -> bool {
-        self.matcher.is_match(label.as_str())
+        self.matcher.is_match(label.as_str().as_bytes())
     }
 
     pub fn as_str(&self) -> &str {
@@ -228,6 +247,9 @@ impl<'de> Deserialize<'de> for LabelGlob {
         LabelGlob::parse(&raw).map_err(serde::de::Error::custom)
     }
 }
+
+/// The most patterns, and the most required labels, one policy holds.
+pub const MAX_POLICY_LABELS: usize = 100;
 
 /// What an owner may ask for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -562,6 +584,28 @@ mod tests {
     }
 
     #[test]
+    fn a_glob_too_long_or_too_complex_is_refused_not_a_panic() {
+        assert!(LabelGlob::parse(&"x".repeat(MAX_LABEL_BYTES + 1)).is_err());
+        for hidden in [
+            "pro\u{0}be-*",
+            "pro\r\nbe",
+            "\u{202e}probe-*",
+            "pro\u{200b}be-*",
+        ] {
+            assert!(LabelGlob::parse(hidden).is_err(), "{hidden:?}");
+        }
+        let nested = format!("{}a{}", "{a,".repeat(60), "}".repeat(60));
+        let _ = LabelGlob::parse(&nested);
+        let classes = "[a-z][0-9]".repeat(25);
+        let _ = LabelGlob::parse(&classes);
+        assert!(
+            LabelGlob::parse("cuda-[0-9]*")
+                .unwrap()
+                .matches(&Label::parse("cuda-12").unwrap())
+        );
+    }
+
+    #[test]
     fn a_regex_that_does_not_compile_or_is_too_large_is_refused() {
         assert!(AnchoredRegex::new("repo:(").is_err());
         assert!(AnchoredRegex::new("(a{1000}){1000}").is_err());
@@ -638,7 +682,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn any_pattern_or_value_gets_an_answer_not_a_panic(pattern in ".{0,40}", value in ".{0,40}") {
+        fn any_pattern_or_value_gets_an_answer_not_a_panic(pattern in "(.{0,40}|[{}\\[\\]*?,a-]{0,300})", value in ".{0,40}") {
             if let Ok(re) = AnchoredRegex::new(&pattern) {
                 let r = rule("sub", ClaimTest::Regex(re));
                 let _ = r.check(&claims(json!({"sub": value.clone()})));

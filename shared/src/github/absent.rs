@@ -32,6 +32,9 @@ impl GitHub for NoAppKey {
     async fn repo_installation(&self, _: &RepoName) -> GitHubResult<i64> {
         self.refuse("look up the App's installation")
     }
+    async fn org_installation(&self, _: &str) -> GitHubResult<i64> {
+        self.refuse("look up the App's installation")
+    }
     async fn generate_jit_config(
         &self,
         _: i64,

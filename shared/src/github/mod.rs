@@ -249,6 +249,9 @@ pub type GitHubResult<T> = Result<T, GitHubError>;
 pub trait GitHub: Send + Sync + 'static {
     /// The App's installation on a repository (for payloads that carry none).
     async fn repo_installation(&self, repo: &RepoName) -> GitHubResult<i64>;
+    /// The App's installation on an organisation (`NotFound` when the App is
+    /// installed only on some of its repositories, or not at all).
+    async fn org_installation(&self, org: &str) -> GitHubResult<i64>;
     /// Mints a just-in-time runner configuration.
     async fn generate_jit_config(
         &self,

@@ -108,6 +108,11 @@ impl GitHub for OfflineGitHub {
         Ok(OFFLINE_INSTALLATION_ID)
     }
 
+    async fn org_installation(&self, _org: &str) -> GitHubResult<i64> {
+        self.calls.count(Call::GitHub);
+        Ok(OFFLINE_INSTALLATION_ID)
+    }
+
     async fn generate_jit_config(
         &self,
         _installation_id: i64,

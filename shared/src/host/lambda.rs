@@ -114,10 +114,14 @@ impl ColdStart {
     /// api function builds console auth (with OIDC discovery).
     pub async fn router(&self) -> Result<Router, Error> {
         let cfg = &self.booted.cfg;
-        let (auth, sso) = if self.function == Function::Api {
-            (runtime::auth_settings(cfg).await?, runtime::sso(cfg).await?)
+        let (auth, sso, workload) = if self.function == Function::Api {
+            (
+                runtime::auth_settings(cfg).await?,
+                runtime::sso(cfg).await?,
+                runtime::workload_verifier(cfg)?,
+            )
         } else {
-            (None, None)
+            (None, None, None)
         };
         let state = AppState {
             ports: self.booted.ports.clone(),
@@ -125,6 +129,7 @@ impl ColdStart {
             auth,
             sso,
             console: None,
+            workload,
         };
         http_router(
             self.function,
@@ -144,7 +149,9 @@ pub fn http_router(
     let router = match function {
         Function::Webhook => crate::http::webhook_router(state.clone()),
         Function::Runner => crate::http::runner_router(state.clone()),
-        Function::Api => crate::http::health_router().merge(crate::http::api_router(state.clone())),
+        Function::Api => crate::http::health_router()
+            .merge(crate::http::workload_router(state.clone()))
+            .merge(crate::http::api_router(state.clone())),
         Function::Orchestrator | Function::Reaper => {
             return Err(format!("the {} function does not serve HTTP", function.name()).into());
         }

@@ -84,6 +84,7 @@ pub async fn serve(
         auth: runtime::auth_settings(&cfg).await?,
         sso: runtime::sso(&cfg).await?,
         console: Some(console),
+        workload: runtime::workload_verifier(&cfg)?,
     };
     let server = server::Server::bind(app(state), &cfg.server).await?;
 

@@ -49,7 +49,7 @@ const OPEN: &[&str] = &[
 /// Mutations a viewer may make: about their own session.
 const SELF_SERVICE: &[&str] = &["/api/auth/logout", "/api/auth/password"];
 /// Routes for admins only, reads included.
-const ADMIN_ONLY: &[&str] = &["/api/audit", "/api/users"];
+const ADMIN_ONLY: &[&str] = &["/api/audit", "/api/users", "/api/v1/admin"];
 
 fn client_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
     let peer = req

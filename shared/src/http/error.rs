@@ -20,6 +20,13 @@ use crate::service::runners::CallbackError;
 pub enum ApiError {
     BadRequest(String),
     Unauthorized(String),
+    /// 401 for a route that wants a bearer token and got none, with
+    /// `WWW-Authenticate: Bearer`.
+    BearerRequired(String),
+    /// 401 for a bearer token that failed a check, with
+    /// `WWW-Authenticate: Bearer error="invalid_token"`. The text says which
+    /// check; it never holds the token.
+    InvalidToken(String),
     Forbidden(String),
     NotFound(String),
     MethodNotAllowed(String),
@@ -69,6 +76,7 @@ impl From<ServiceError> for ApiError {
                 message: i.message,
                 field: Some(i.field),
             },
+            ServiceError::Forbidden(m) => ApiError::Forbidden(m),
             ServiceError::Upstream(m) => ApiError::Upstream(m),
             e @ ServiceError::GitHub { .. } => ApiError::Upstream(e.to_string()),
             ServiceError::Internal(e) => ApiError::Internal(e),
@@ -142,9 +150,17 @@ impl IntoResponse for ApiError {
                 .insert(RETRY_AFTER, HeaderValue::from(seconds));
             return res;
         }
+        let challenge = match &self {
+            ApiError::BearerRequired(_) => Some(r#"Bearer realm="pacer""#),
+            ApiError::InvalidToken(_) => Some(r#"Bearer realm="pacer", error="invalid_token""#),
+            _ => None,
+        };
         let (status, code, message, field) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m, None),
-            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m, None),
+            ApiError::Unauthorized(m) | ApiError::BearerRequired(m) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", m, None)
+            }
+            ApiError::InvalidToken(m) => (StatusCode::UNAUTHORIZED, "invalid_token", m, None),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m, None),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m, None),
             ApiError::MethodNotAllowed(m) => (
@@ -185,7 +201,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", m, None)
             }
         };
-        (
+        let mut response = (
             status,
             Json(Body {
                 error: code,
@@ -193,6 +209,13 @@ impl IntoResponse for ApiError {
                 field,
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        response
     }
 }

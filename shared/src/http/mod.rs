@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod lifecycle;
 pub mod origin;
+pub mod self_service;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -42,6 +43,9 @@ pub struct AppState {
     /// The console's files, served for every path no route claims; `None`
     /// where something else serves them (Lambda behind CloudFront).
     pub console: Option<Arc<dyn console::ConsoleFiles>>,
+    /// The workload token verifier when `self_service.enabled`; `None`
+    /// answers the self-service routes 404.
+    pub workload: Option<Arc<crate::auth::workload::WorkloadVerifier>>,
 }
 
 /// pacer's version as `v<semver>-<git describe>`.
@@ -71,11 +75,24 @@ pub fn runner_router(state: AppState) -> Router {
     body_limit(lifecycle::runner_routes(), API_BODY_LIMIT).with_state(state)
 }
 
-/// The console API: `/api/*` but the webhook and runner callbacks.
+/// `/api/v1/runners*`, authenticated by workload OIDC tokens: apart from
+/// the console API, whose sessions it never accepts.
+pub fn workload_router(state: AppState) -> Router {
+    body_limit(
+        self_service::workload_routes(),
+        self_service::WORKLOAD_BODY_LIMIT,
+    )
+    .layer(middleware::map_response(self_service::no_store))
+    .with_state(state)
+}
+
+/// The console API: `/api/*` but the webhook, runner callbacks and the
+/// workload routes.
 pub fn api_router(state: AppState) -> Router {
     let routes = api::router()
         .merge(lifecycle::console_routes())
         .merge(auth::routes())
+        .merge(self_service::admin_routes())
         .route(
             "/api/version",
             get(|| async { Json(json!({"version": version()})) }),
@@ -101,6 +118,7 @@ pub fn app(state: AppState) -> Router {
     health_router()
         .merge(webhook_router(state.clone()))
         .merge(runner_router(state.clone()))
+        .merge(workload_router(state.clone()))
         .merge(api_router(state.clone()))
         .fallback(move |req: axum::extract::Request| console::fallback(state.clone(), req))
         .layer(TraceLayer::new_for_http())

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod reaper;
 pub mod runner_moves;
 pub mod runners;
+pub mod self_service;
 pub mod stats;
 pub mod webhook;
 
@@ -83,6 +84,8 @@ pub struct Settings {
     /// `reaper.degraded_cooldown`: how long a pool that hit an account
     /// limit waits before it launches again.
     pub degraded_cooldown: std::time::Duration,
+    /// `self_service.*`.
+    pub self_service: self_service::SelfServiceSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +100,9 @@ pub enum ServiceError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// The caller may not do this: 403.
+    #[error("{0}")]
+    Forbidden(String),
     /// A unique field's value is taken: 409, naming the field.
     #[error(transparent)]
     Duplicate(Invalid),

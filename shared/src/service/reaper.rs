@@ -62,6 +62,8 @@ pub struct Report {
     pub actions: Vec<Action>,
     /// Steps that could not be taken this time (retried next pass).
     pub deferred: Vec<String>,
+    /// What the pass did to self-service runners.
+    pub self_service: super::self_service::Reaped,
 }
 
 impl Report {
@@ -117,6 +119,10 @@ pub async fn reconcile(ports: &Ports) -> ServiceResult<Report> {
     stuck_jobs(ports, &mut report).await?;
     unmatched_jobs(ports, &mut report).await?;
     capacity(ports, &pools, &mut report).await?;
+    if ports.settings.self_service.enabled {
+        let reaped = super::self_service::reap(ports).await?;
+        report.self_service = reaped;
+    }
     Ok(report)
 }
 

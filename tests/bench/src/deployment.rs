@@ -76,6 +76,7 @@ pub fn ports(
             redrive_after: Duration::from_secs(300),
             orphan_grace: Duration::from_secs(600),
             degraded_cooldown: Duration::from_secs(600),
+            self_service: Default::default(),
         }),
     }
 }
@@ -163,6 +164,7 @@ impl Deployment {
             auth: None,
             sso: None,
             console: None,
+            workload: None,
         }
     }
 

@@ -93,6 +93,7 @@ impl Lane {
             auth: None,
             sso: None,
             console: None,
+            workload: None,
         };
         let router =
             http_router(Function::Webhook, state, None).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -97,16 +97,29 @@ impl RestGitHub {
 impl RestGitHub {
     #[tracing::instrument(skip(self), fields(repo = %repo))]
     pub(super) async fn repo_installation(&self, repo: &RepoName) -> GitHubResult<i64> {
-        #[derive(Deserialize)]
-        struct Wire {
-            id: i64,
-        }
         let call = Call::new(
             &REPO_INSTALLATION,
             Method::GET,
             ["repos", repo.owner(), repo.name(), "installation"],
         )
         .auth(Auth::App);
-        Ok(self.call(&call).await?.json::<Wire>(&call)?.id)
+        Ok(self.call(&call).await?.json::<InstallationWire>(&call)?.id)
     }
+
+    #[tracing::instrument(skip(self))]
+    pub(super) async fn org_installation(&self, org: &str) -> GitHubResult<i64> {
+        let call = Call::new(
+            &ORG_INSTALLATION,
+            Method::GET,
+            ["orgs", org, "installation"],
+        )
+        .auth(Auth::App);
+        Ok(self.call(&call).await?.json::<InstallationWire>(&call)?.id)
+    }
+}
+
+/// The one field pacer reads of an installation.
+#[derive(Deserialize)]
+struct InstallationWire {
+    id: i64,
 }

@@ -21,6 +21,11 @@ pub(super) const REPO_INSTALLATION: Endpoint = Endpoint {
     permission: None,
     not_found_hint: Some("the GitHub App is not installed on this repository"),
 };
+pub(super) const ORG_INSTALLATION: Endpoint = Endpoint {
+    route: "GET /orgs/{org}/installation",
+    permission: None,
+    not_found_hint: Some("the GitHub App is not installed on this organization"),
+};
 pub(super) const REPO_JITCONFIG: Endpoint = Endpoint {
     route: "POST /repos/{owner}/{repo}/actions/runners/generate-jitconfig",
     permission: Some("administration: write (repository)"),

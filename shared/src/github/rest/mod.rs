@@ -244,6 +244,10 @@ impl GitHub for RestGitHub {
         RestGitHub::repo_installation(self, repo).await
     }
 
+    async fn org_installation(&self, org: &str) -> GitHubResult<i64> {
+        RestGitHub::org_installation(self, org).await
+    }
+
     async fn generate_jit_config(
         &self,
         installation_id: i64,
