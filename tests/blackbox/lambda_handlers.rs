@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
+use pacer_shared::auth::workload::WorkloadVerifier;
 use pacer_shared::clock::{Clock, ManualClock};
 use pacer_shared::config::{Function, RunnerConfig, Secret};
 use pacer_shared::domain::JobState;
@@ -42,6 +43,9 @@ struct Cloud {
     queue_url: String,
     clock: Arc<ManualClock>,
     ports: Ports,
+    /// The api function's workload token verifier, when a test turns
+    /// self-service on.
+    workload: Option<Arc<WorkloadVerifier>>,
 }
 
 impl Cloud {
@@ -102,6 +106,7 @@ impl Cloud {
             queue_url,
             clock,
             ports,
+            workload: None,
         }
     }
 
@@ -112,7 +117,7 @@ impl Cloud {
             auth: None,
             sso: None,
             console: None,
-            workload: None,
+            workload: self.workload.clone(),
         };
         lambda::http_router(function, state, Some(Secret::new(ORIGIN_SECRET))).unwrap()
     }
@@ -527,4 +532,57 @@ async fn a_scheduled_event_runs_one_reaper_pass_and_a_failed_pass_fails_the_invo
         .await
         .expect_err("a failed pass is an error");
     assert!(!err.to_string().is_empty());
+}
+
+#[tokio::test]
+async fn the_api_function_serves_self_service_and_judges_the_address_api_gateway_saw() {
+    // Given self-service on, for an identity that admits only 10.0.0.0/8
+    let mut cloud = Cloud::start().await;
+    let idp = crate::test_idp::TestIdp::start(crate::self_service::AUDIENCE, "unused").await;
+    let mut identity = crate::self_service::identity(&idp.issuer);
+    identity.source_cidrs = vec!["10.0.0.0/8".parse().unwrap()];
+    let mut settings = (*cloud.ports.settings).clone();
+    settings.self_service = pacer_shared::service::self_service::SelfServiceSettings {
+        enabled: true,
+        identities: vec![identity.clone()],
+        registration_timeout: Duration::from_secs(600),
+    };
+    cloud.ports.settings = Arc::new(settings);
+    cloud.workload = Some(Arc::new(WorkloadVerifier::new(vec![identity]).unwrap()));
+    let list = |token: String, source_ip: &str| {
+        http_event(
+            "GET",
+            "/api/v1/runners",
+            json!({"authorization": format!("Bearer {token}"), "x-forwarded-for": "10.1.2.3"}),
+            None,
+            source_ip,
+        )
+    };
+    let token = || {
+        idp.script(crate::self_service::actions_token(
+            crate::self_service::INFRA,
+        ));
+        idp.mint_id_token(None)
+    };
+
+    // When a machine outside the range claims, by a forwarded header, to be in it
+    let (s, body) = cloud
+        .invoke(Function::Api, list(token(), "198.51.100.20"))
+        .await;
+
+    // Then API Gateway's source address is the one judged
+    assert_eq!(s, 403, "{body}");
+    let events = cloud
+        .ports
+        .store
+        .list_security_events(&Default::default(), &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].source_ip.as_deref(), Some("198.51.100.20"));
+    // and a machine inside it, on DynamoDB, is served
+    let (s, body) = cloud.invoke(Function::Api, list(token(), "10.9.8.7")).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["items"], json!([]));
 }

@@ -29,11 +29,11 @@ use crate::fake_github::{Endpoint, FakeGitHub, FakeTarget};
 use crate::support::{Edge, LocalPacer, local_ports};
 use crate::test_idp::{Signer, TestIdp, TokenScript};
 
-const AUDIENCE: &str = "pacer-runners";
+pub(crate) const AUDIENCE: &str = "pacer-runners";
 const ORG: &str = "octo-org";
 const ORG_INSTALLATION: i64 = 91;
 const ADMIN: &str = "admin@example.com";
-const INFRA: &str = "octo-org/infra";
+pub(crate) const INFRA: &str = "octo-org/infra";
 
 struct World {
     pacer: LocalPacer,
@@ -43,7 +43,7 @@ struct World {
     admin: String,
 }
 
-fn identity(issuer: &str) -> TrustedIdentity {
+pub(crate) fn identity(issuer: &str) -> TrustedIdentity {
     TrustedIdentity {
         name: "ci".into(),
         issuer: issuer.into(),
@@ -158,7 +158,7 @@ static JTI: AtomicUsize = AtomicUsize::new(0);
 
 /// GitHub Actions' claims for a workflow of `repo` on `main`, with a fresh
 /// `jti`; `aud` is pacer's (the IdP's client id).
-fn actions_token(repo: &str) -> TokenScript {
+pub(crate) fn actions_token(repo: &str) -> TokenScript {
     let workflow = format!("{repo}/.github/workflows/gpu.yml@refs/heads/main");
     TokenScript::new()
         .set(
