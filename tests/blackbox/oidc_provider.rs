@@ -59,6 +59,19 @@ impl TestClient {
     }
 }
 
+/// A machine client of the provider: it gets JWT access tokens for itself
+/// (client credentials) for one resource, as a workload identity provider
+/// issues them.
+#[derive(Debug, Clone)]
+pub struct MachineClient {
+    pub client_id: String,
+    pub client_secret: String,
+    /// The resource indicator (RFC 8707) it asks for: an absolute URI.
+    pub resource: String,
+    /// The tokens' `aud`.
+    pub audience: String,
+}
+
 /// A user of the provider. `sub` is also what its login form takes.
 #[derive(Debug, Clone)]
 pub struct TestAccount {
@@ -132,6 +145,7 @@ pub struct OidcProvider {
     pub issuer: String,
     pub client: TestClient,
     pub accounts: Vec<TestAccount>,
+    pub machine: Option<MachineClient>,
     child: Child,
     stdin: Option<ChildStdin>,
     output: Arc<Mutex<String>>,
@@ -149,6 +163,21 @@ impl OidcProvider {
         port: u16,
         client: TestClient,
         accounts: Vec<TestAccount>,
+    ) -> OidcProvider {
+        Self::launch(port, client, accounts, None).await
+    }
+
+    /// A provider that also serves `machine` its own tokens.
+    pub async fn start_with_machine(machine: MachineClient) -> OidcProvider {
+        let client = TestClient::new("console", "console-secret", "http://127.0.0.1:9/callback");
+        Self::launch(0, client, vec![], Some(machine)).await
+    }
+
+    async fn launch(
+        port: u16,
+        client: TestClient,
+        accounts: Vec<TestAccount>,
+        machine: Option<MachineClient>,
     ) -> OidcProvider {
         pacer_shared::http_client::install_crypto_provider();
         let root = pacer_test_support::in_repo("");
@@ -173,6 +202,12 @@ impl OidcProvider {
                 "extra": client.extra,
             },
             "accounts": accounts.iter().map(TestAccount::to_json).collect::<Vec<_>>(),
+            "machine": machine.as_ref().map(|m| json!({
+                "client_id": m.client_id,
+                "client_secret": m.client_secret,
+                "resource": m.resource,
+                "audience": m.audience,
+            })),
         });
         std::fs::write(&config, serde_json::to_vec_pretty(&body).unwrap()).unwrap();
 
@@ -256,12 +291,41 @@ impl OidcProvider {
             issuer,
             client,
             accounts,
+            machine,
             child,
             stdin,
             output,
             http,
             _dir: dir,
         }
+    }
+
+    /// A fresh access token for the machine client (client credentials).
+    pub async fn machine_token(&self) -> String {
+        let machine = self
+            .machine
+            .as_ref()
+            .expect("started with a machine client");
+        let res = self
+            .http
+            .post(format!("{}/token", self.issuer))
+            .basic_auth(&machine.client_id, Some(&machine.client_secret))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("resource", machine.resource.as_str()),
+                ("scope", "runners"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        assert!(
+            status.is_success(),
+            "client_credentials: {status} {body}\n{}",
+            self.logs()
+        );
+        body["access_token"].as_str().unwrap().to_string()
     }
 
     /// What the provider wrote to stdout and stderr so far (its warnings and errors).

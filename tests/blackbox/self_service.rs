@@ -807,3 +807,59 @@ async fn the_reaper_removes_a_runner_that_never_came_online() {
     assert_eq!(gone.status, SelfRunnerStatus::Deleted);
     assert!(gone.deleted_at.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_with_client_credentials_from_oidc_provider_gets_a_runner() {
+    // Given a real OpenID Provider issuing JWT access tokens to a machine
+    let provider = crate::oidc_provider::OidcProvider::start_with_machine(
+        crate::oidc_provider::MachineClient {
+            client_id: "gpu-box-1".into(),
+            client_secret: "gpu-box-1-secret-0123456789abcdef".into(),
+            resource: "urn:pacer:runners".into(),
+            audience: AUDIENCE.into(),
+        },
+    )
+    .await;
+    let issuer = provider.issuer.clone();
+    let w = world_with(move |id| {
+        id.name = "lab".into();
+        id.issuer = issuer;
+        id.identity_claim = "client_id".into();
+        id.claims = vec![ClaimRule {
+            claim: "client_id".into(),
+            test: ClaimTest::Regex(AnchoredRegex::new("gpu-box-[0-9]+").unwrap()),
+        }];
+        id.runners.name_prefix = "lab-".into();
+    })
+    .await;
+
+    // When it provisions with one of its tokens
+    let token = provider.machine_token().await;
+    let (status, body) = w.provision(&token, "1", &["gpu"]).await;
+
+    // Then it gets a runner registered under its own name
+    assert_eq!(status, 201, "{body}\n{}", provider.logs());
+    assert_eq!(body["runner_name"], "lab-1");
+    let runner = w
+        .pacer
+        .ports
+        .store
+        .get_self_runner("lab-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(runner.owner, "lab:gpu-box-1");
+    // and the same token is spent
+    let (status, _) = w.provision(&token, "2", &["gpu"]).await;
+    assert_eq!(status, 401);
+    let (status, body) = w
+        .json(
+            Method::GET,
+            "/api/v1/runners",
+            Some(&provider.machine_token().await),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"].as_array().unwrap().len(), 1);
+}

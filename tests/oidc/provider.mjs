@@ -8,7 +8,9 @@
 //     "client": {"client_id": "...", "client_secret": "...", "redirect_uris": ["http://..."],
 //                "extra": {...}},                  // optional: more client metadata, merged in
 //     "accounts": [{"sub": "alice", "email": "...", "email_verified": true,
-//                   "claims": {"groups": [...], "cognito:groups": [...], "roles": [...], ...}}]
+//                   "claims": {"groups": [...], "cognito:groups": [...], "roles": [...], ...}}],
+//     "machine": {"client_id": "...", "client_secret": "...", "resource": "urn:...",
+//                 "audience": "..."}            // optional: a machine client, see below
 //   }
 // The port may also come from `--port N` or OIDC_PROVIDER_PORT (those win over the file).
 //
@@ -24,6 +26,11 @@
 // the standard profile claims the account has, and every other extra claim (groups,
 // cognito:groups, roles, …) under the `groups` scope. Fresh RSA signing key and cookie keys per
 // start. Errors, and the steps of its start, are logged to stderr.
+//
+// With `machine`, a second client that gets tokens for itself (client_credentials,
+// client_secret_basic) for the one `resource`: JWT access tokens (RFC 9068: iss, sub = the
+// client, aud = `audience`, exp, iat, jti, client_id, scope), as a workload identity provider
+// issues them to machines.
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -133,6 +140,15 @@ server.listen(port, '127.0.0.1', () => {
   step(`listening on 127.0.0.1:${actualPort}; starting oidc-provider`);
   const issuer = `http://127.0.0.1:${actualPort}`;
 
+  const { machine } = config;
+  const machineClients = machine ? [{
+    client_id: machine.client_id,
+    client_secret: machine.client_secret,
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: 'client_secret_basic',
+  }] : [];
   const provider = new Provider(issuer, {
     clients: [{
       client_id: client.client_id,
@@ -142,7 +158,7 @@ server.listen(port, '127.0.0.1', () => {
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
       ...(client.extra ?? {}),
-    }],
+    }, ...machineClients],
     responseTypes: ['code'],
     pkce: { required: () => true },
     claims: {
@@ -163,6 +179,24 @@ server.listen(port, '127.0.0.1', () => {
     },
     features: {
       devInteractions: { enabled: true },
+      ...(machine ? {
+        clientCredentials: { enabled: true },
+        resourceIndicators: {
+          enabled: true,
+          defaultResource: () => machine.resource,
+          useGrantedResource: () => true,
+          getResourceServerInfo: (_ctx, resource) => {
+            if (resource !== machine.resource) throw new Error(`unknown resource ${resource}`);
+            return {
+              scope: 'runners',
+              audience: machine.audience,
+              accessTokenFormat: 'jwt',
+              accessTokenTTL: 600,
+              jwt: { sign: { alg: 'RS256' } },
+            };
+          },
+        },
+      } : {}),
     },
     async findAccount(_ctx, sub) {
       const account = accounts.get(sub);
