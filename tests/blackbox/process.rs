@@ -188,7 +188,7 @@ impl Drop for Served {
     }
 }
 
-fn run(cmd: &mut Command) -> Output {
+pub(crate) fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().expect("run pacer")
 }
 

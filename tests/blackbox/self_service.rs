@@ -231,6 +231,32 @@ impl World {
         .await
     }
 
+    /// One provision per token, all sent at once; their statuses.
+    async fn provision_at_once(&self, tokens: Vec<String>) -> Vec<u16> {
+        let tries: Vec<_> = tokens
+            .into_iter()
+            .enumerate()
+            .map(|(i, token)| {
+                let (http, base) = (self.pacer.http.clone(), self.pacer.base.clone());
+                tokio::spawn(async move {
+                    http.post(format!("{base}/api/v1/runners/provision"))
+                        .bearer_auth(token)
+                        .json(&json!({"runner_name": format!("gpu-{i}"), "labels": ["gpu"]}))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16()
+                })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for t in tries {
+            statuses.push(t.await.unwrap());
+        }
+        statuses
+    }
+
     async fn events(
         &self,
         kind: SecurityEventKind,
@@ -357,25 +383,7 @@ async fn a_workflow_provisions_lists_refreshes_and_deletes_its_own_runner() {
 async fn a_token_serves_one_request_of_any_endpoint_even_ten_at_once() {
     let w = world().await;
     let token = w.token();
-    let tries: Vec<_> = (0..10)
-        .map(|i| {
-            let (http, base, token) = (w.pacer.http.clone(), w.pacer.base.clone(), token.clone());
-            tokio::spawn(async move {
-                http.post(format!("{base}/api/v1/runners/provision"))
-                    .bearer_auth(token)
-                    .json(&json!({"runner_name": format!("gpu-{i}"), "labels": ["gpu"]}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for t in tries {
-        statuses.push(t.await.unwrap());
-    }
+    let mut statuses = w.provision_at_once(vec![token.clone(); 10]).await;
     statuses.sort();
     assert_eq!(statuses, [201, 401, 401, 401, 401, 401, 401, 401, 401, 401]);
 
@@ -416,26 +424,8 @@ async fn labels_outside_the_policy_and_a_full_quota_are_refused_with_security_ev
 
     // Ten concurrent requests, each with its own token, against a limit of two.
     let tokens: Vec<String> = (0..10).map(|_| w.token()).collect();
-    let tries: Vec<_> = tokens
-        .into_iter()
-        .enumerate()
-        .map(|(i, token)| {
-            let (http, base) = (w.pacer.http.clone(), w.pacer.base.clone());
-            tokio::spawn(async move {
-                http.post(format!("{base}/api/v1/runners/provision"))
-                    .bearer_auth(token)
-                    .json(&json!({"runner_name": format!("gpu-{i}"), "labels": ["gpu"]}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            })
-        })
-        .collect();
     let mut created = 0;
-    for t in tries {
-        let status = t.await.unwrap();
+    for status in w.provision_at_once(tokens).await {
         assert!(status == 201 || status == 403, "{status}");
         created += usize::from(status == 201);
     }

@@ -65,6 +65,50 @@ enum AdminCommand {
         email: String,
         role: String,
     },
+    /// List the self-service runners, newest first.
+    ListRunners {
+        #[arg(long, env = "PACER_CONFIG")]
+        config: Option<PathBuf>,
+        /// Only this owner's (`<trusted identity>:<claim value>`).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only runners in this state: pending, active, offline or deleted.
+        #[arg(long)]
+        state: Option<String>,
+        /// One JSON object a line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deregister the self-service runners that never came online within
+    /// self_service.registration_timeout.
+    CleanupStaleRunners {
+        #[arg(long, env = "PACER_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Read every self-service runner's status from GitHub and record it.
+    SyncGithub {
+        #[arg(long, env = "PACER_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print what would change, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write the audit log (oldest first) to stdout.
+    ExportAuditLog {
+        #[arg(long, env = "PACER_CONFIG")]
+        config: Option<PathBuf>,
+        /// From this time on (RFC 3339).
+        #[arg(long)]
+        since: Option<pacer_shared::domain::Time>,
+        /// Before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<pacer_shared::domain::Time>,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: Format,
+    },
     /// Send a signed `queued` workflow_job webhook to a running pacer, to
     /// watch one job go from queued to completed (with the simulated fleet).
     SendTestJob {
@@ -81,6 +125,13 @@ enum AdminCommand {
         #[arg(long)]
         url: Option<String>,
     },
+}
+
+/// `export-audit-log --format`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Jsonl,
+    Csv,
 }
 
 fn main() -> ExitCode {
@@ -116,5 +167,35 @@ fn main() -> ExitCode {
                     role,
                 },
         } => block_on(local::admin_set_role(config, email, role)),
+        Command::Admin {
+            command:
+                AdminCommand::ListRunners {
+                    config,
+                    owner,
+                    state,
+                    json,
+                },
+        } => block_on(local::admin_list_runners(config, owner, state, json)),
+        Command::Admin {
+            command: AdminCommand::CleanupStaleRunners { config, dry_run },
+        } => block_on(local::admin_cleanup_stale_runners(config, dry_run)),
+        Command::Admin {
+            command: AdminCommand::SyncGithub { config, dry_run },
+        } => block_on(local::admin_sync_github(config, dry_run)),
+        Command::Admin {
+            command:
+                AdminCommand::ExportAuditLog {
+                    config,
+                    since,
+                    until,
+                    format,
+                },
+        } => {
+            let format = match format {
+                Format::Jsonl => local::ExportFormat::Jsonl,
+                Format::Csv => local::ExportFormat::Csv,
+            };
+            block_on(local::admin_export_audit_log(config, since, until, format))
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! and the reaper in one process) and the admin commands. The binary's `main`
 //! parses the command line and calls one function here.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,10 +13,13 @@ use tokio::task::JoinSet;
 
 use super::{Booted, boot};
 use crate::config::{Config, generate_local_config};
+use crate::domain::self_service::SelfRunnerStatus;
+use crate::domain::{AuditEvent, Time};
 use crate::http::console::ConsoleFiles;
 use crate::http::{AppState, app, version};
 use crate::queue::Queue;
-use crate::service::{Ports, dispatch, reaper};
+use crate::service::{Ports, dispatch, reaper, self_service};
+use crate::store::{AuditFilter, Pages, SelfRunnerFilter};
 use crate::{runtime, server};
 
 /// Runs one command on a new multi-threaded runtime; an error becomes one
@@ -157,6 +161,179 @@ pub async fn admin_set_role(
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{} is now {:?}", user.email, user.role);
+    Ok(())
+}
+
+/// `pacer admin list-runners`: the self-service runners, newest first.
+pub async fn admin_list_runners(
+    config: Option<PathBuf>,
+    owner: Option<String>,
+    state: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let status = state
+        .map(|s| {
+            SelfRunnerStatus::parse(&s).ok_or_else(|| {
+                anyhow::anyhow!("--state {s:?} is not one of pending, active, offline, deleted")
+            })
+        })
+        .transpose()?;
+    let (_, ports) = admin_ports(config).await?;
+    let filter = SelfRunnerFilter { owner, status };
+    let runners = self_service::all_runners(&ports, &filter)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if json {
+        for runner in &runners {
+            println!("{}", serde_json::to_string(runner)?);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:<8} {:<20} {:<24} OWNER",
+        "NAME", "STATUS", "CREATED", "LABELS"
+    );
+    for r in &runners {
+        println!(
+            "{:<32} {:<8} {:<20} {:<24} {}",
+            r.name,
+            r.status.as_str(),
+            r.created_at.format("%Y-%m-%d %H:%M:%S"),
+            r.labels.join(","),
+            r.owner
+        );
+    }
+    eprintln!("{} runner(s)", runners.len());
+    Ok(())
+}
+
+/// `pacer admin sync-github`: each self-service runner's status from GitHub.
+pub async fn admin_sync_github(config: Option<PathBuf>, dry_run: bool) -> anyhow::Result<()> {
+    let (_, ports) = admin_ports(config).await?;
+    let changes = self_service::sync_all(&ports, dry_run)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let verb = if dry_run { "would move" } else { "moved" };
+    for c in &changes {
+        println!(
+            "{} {verb} {} -> {} ({})",
+            c.runner,
+            c.from.as_str(),
+            c.to.as_str(),
+            c.owner
+        );
+    }
+    eprintln!(
+        "{} change(s){}",
+        changes.len(),
+        if dry_run {
+            ", none written (--dry-run)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// `pacer admin cleanup-stale-runners`: self-service runners that never came
+/// online within `self_service.registration_timeout`, deregistered.
+pub async fn admin_cleanup_stale_runners(
+    config: Option<PathBuf>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let (_, ports) = admin_ports(config).await?;
+    let stale = self_service::cleanup_stale(&ports, dry_run)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for r in &stale {
+        println!(
+            "{verb} {} ({}, provisioned {})",
+            r.name,
+            r.owner,
+            r.created_at.to_rfc3339()
+        );
+    }
+    eprintln!(
+        "{} stale runner(s){}",
+        stale.len(),
+        if dry_run {
+            ", none removed (--dry-run)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// How `export-audit-log` writes events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// One JSON object a line.
+    Jsonl,
+    /// A header, then one row an event; `detail` as JSON text.
+    Csv,
+}
+
+/// `pacer admin export-audit-log`: the audit log between two times, oldest
+/// first, on stdout.
+pub async fn admin_export_audit_log(
+    config: Option<PathBuf>,
+    since: Option<Time>,
+    until: Option<Time>,
+    format: ExportFormat,
+) -> anyhow::Result<()> {
+    let (_, ports) = admin_ports(config).await?;
+    let filter = AuditFilter {
+        from: since,
+        to: until,
+        ..Default::default()
+    };
+    let mut events: Vec<AuditEvent> = Vec::new();
+    let mut pages = Pages::start();
+    while let Some(page) = pages.next_request() {
+        events.extend(pages.items(ports.store.list_audit(&filter, &page).await?));
+    }
+    events.reverse();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match format {
+        ExportFormat::Jsonl => {
+            for event in &events {
+                serde_json::to_writer(&mut out, event)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        ExportFormat::Csv => {
+            let mut csv = csv::Writer::from_writer(&mut out);
+            csv.write_record([
+                "id",
+                "at",
+                "actor_kind",
+                "actor",
+                "client_ip",
+                "action",
+                "target",
+                "detail",
+            ])?;
+            for e in &events {
+                let kind = serde_json::to_value(e.actor.kind)?;
+                csv.write_record([
+                    e.id.as_str(),
+                    &e.at.to_rfc3339(),
+                    kind.as_str().unwrap_or_default(),
+                    e.actor.id.as_str(),
+                    e.client_ip.as_deref().unwrap_or_default(),
+                    e.action.as_str(),
+                    e.target.as_deref().unwrap_or_default(),
+                    &e.detail.to_string(),
+                ])?;
+            }
+            csv.flush()?;
+        }
+    }
+    out.flush()?;
+    eprintln!("{} event(s)", events.len());
     Ok(())
 }
 

@@ -501,17 +501,17 @@ pub async fn delete(
     Ok(runner)
 }
 
-/// What GitHub says of `runner` now, written back: online is `active`,
-/// offline is `offline` once it has been online (before that, a JIT runner
-/// GitHub lists offline has simply not connected yet), gone is `deleted`.
-pub async fn sync(ports: &Ports, runner: SelfServiceRunner) -> ServiceResult<SelfServiceRunner> {
+/// What GitHub says of `runner` now: online is `active`, offline is
+/// `offline` once it has been online (before that, a JIT runner GitHub lists
+/// offline has simply not connected yet), gone is `deleted`.
+pub async fn observe(ports: &Ports, runner: &SelfServiceRunner) -> ServiceResult<SelfRunnerStatus> {
     if runner.status == SelfRunnerStatus::Deleted {
-        return Ok(runner);
+        return Ok(runner.status);
     }
     let Some(runner_id) = runner.github_runner_id else {
-        return Ok(runner);
+        return Ok(runner.status);
     };
-    let target = target_of(&runner)?;
+    let target = target_of(runner)?;
     let seen = ports
         .github
         .get_runner(runner.installation_id, &target, runner_id)
@@ -520,16 +520,21 @@ pub async fn sync(ports: &Ports, runner: SelfServiceRunner) -> ServiceResult<Sel
             doing: "reading the runner's status",
             source,
         })?;
-    let now = ports.clock.now();
-    let status = match &seen {
+    Ok(match &seen {
         None => SelfRunnerStatus::Deleted,
         Some(gh) if gh.status == "online" => SelfRunnerStatus::Active,
         Some(_) if runner.registered_at.is_some() => SelfRunnerStatus::Offline,
         Some(_) => SelfRunnerStatus::Pending,
-    };
+    })
+}
+
+/// [`observe`], written back.
+pub async fn sync(ports: &Ports, runner: SelfServiceRunner) -> ServiceResult<SelfServiceRunner> {
+    let status = observe(ports, &runner).await?;
     if status == runner.status {
         return Ok(runner);
     }
+    let now = ports.clock.now();
     let mut next = runner.clone();
     next.status = status;
     next.updated_at = now;
@@ -574,6 +579,7 @@ pub async fn deregister(
 /// What one reaper pass did to self-service runners.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reaped {
+    /// Status changes read from GitHub.
     pub synced: usize,
     /// Never came online within the registration timeout.
     pub expired: usize,
@@ -581,16 +587,18 @@ pub struct Reaped {
     pub swept: u64,
 }
 
-/// One pass over the runners that are not deleted: their status from
-/// GitHub, and those never seen online within the registration timeout
-/// deregistered. Then the store forgets expired token uses and runners
-/// deleted long ago. A runner GitHub cannot be asked about is left for the
-/// next pass.
-pub async fn reap(ports: &Ports) -> ServiceResult<Reaped> {
-    let mut reaped = Reaped::default();
-    let settings = &ports.settings.self_service;
-    let timeout =
-        chrono::Duration::from_std(settings.registration_timeout).unwrap_or(chrono::TimeDelta::MAX);
+/// A status GitHub reports that the store does not hold yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub runner: String,
+    pub owner: String,
+    pub from: SelfRunnerStatus,
+    pub to: SelfRunnerStatus,
+}
+
+/// Every runner not yet deleted, oldest status first.
+async fn undeleted(ports: &Ports) -> ServiceResult<Vec<SelfServiceRunner>> {
+    let mut runners = Vec::new();
     for status in [
         SelfRunnerStatus::Pending,
         SelfRunnerStatus::Active,
@@ -600,51 +608,109 @@ pub async fn reap(ports: &Ports) -> ServiceResult<Reaped> {
             owner: None,
             status: Some(status),
         };
-        let runners = all_pages!(|p| ports.store.list_self_runners(&filter, p));
-        for runner in runners {
-            let name = runner.name.clone();
-            let runner = match sync(ports, runner).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(runner = %name, error = format!("{:#}", anyhow::Error::from(e)), "syncing a self-service runner failed");
-                    continue;
-                }
-            };
-            reaped.synced += 1;
-            let now = ports.clock.now();
-            let overdue = runner.status == SelfRunnerStatus::Pending
-                && runner.registered_at.is_none()
-                && runner
-                    .created_at
-                    .checked_add_signed(timeout)
-                    .is_some_and(|deadline| deadline <= now);
-            if overdue {
-                match deregister(ports, runner).await {
-                    Ok(gone) => {
-                        reaped.expired += 1;
-                        record(
-                            ports,
-                            &Caller::system("reaper"),
-                            "self_service.runner_expired",
-                            Some(&gone.name),
-                            json!({"owner": gone.owner, "reason": "never came online within self_service.registration_timeout"}),
-                        )
-                        .await?;
-                    }
-                    Err(e) => {
-                        tracing::warn!(runner = %name, error = format!("{:#}", anyhow::Error::from(e)), "removing an expired self-service runner failed");
-                    }
-                }
+        runners.extend(all_pages!(|p| ports.store.list_self_runners(&filter, p)));
+    }
+    Ok(runners)
+}
+
+/// Reads the status of every runner not yet deleted from GitHub and, unless
+/// `dry_run`, writes what changed. A runner GitHub cannot be asked about is
+/// left as it is (and logged).
+pub async fn sync_all(ports: &Ports, dry_run: bool) -> ServiceResult<Vec<StatusChange>> {
+    let mut changes = Vec::new();
+    for runner in undeleted(ports).await? {
+        let to = match observe(ports, &runner).await {
+            Ok(to) => to,
+            Err(e) => {
+                tracing::warn!(runner = %runner.name, error = format!("{:#}", anyhow::Error::from(e)), "reading a self-service runner's status failed");
+                continue;
+            }
+        };
+        if to == runner.status {
+            continue;
+        }
+        changes.push(StatusChange {
+            runner: runner.name.clone(),
+            owner: runner.owner.clone(),
+            from: runner.status,
+            to,
+        });
+        if !dry_run {
+            sync(ports, runner).await?;
+        }
+    }
+    Ok(changes)
+}
+
+/// The runners never seen online within `self_service.registration_timeout`
+/// of their provisioning: unless `dry_run`, each is deregistered on GitHub,
+/// marked deleted and audited. A runner GitHub cannot be asked about is left
+/// for the next try (and logged).
+pub async fn cleanup_stale(ports: &Ports, dry_run: bool) -> ServiceResult<Vec<SelfServiceRunner>> {
+    let timeout = chrono::Duration::from_std(ports.settings.self_service.registration_timeout)
+        .unwrap_or(chrono::TimeDelta::MAX);
+    let now = ports.clock.now();
+    let mut stale = Vec::new();
+    for runner in undeleted(ports).await? {
+        let overdue = runner.status == SelfRunnerStatus::Pending
+            && runner.registered_at.is_none()
+            && runner
+                .created_at
+                .checked_add_signed(timeout)
+                .is_some_and(|deadline| deadline <= now);
+        if !overdue {
+            continue;
+        }
+        if dry_run {
+            stale.push(runner);
+            continue;
+        }
+        let name = runner.name.clone();
+        match deregister(ports, runner).await {
+            Ok(gone) => {
+                record(
+                    ports,
+                    &Caller::system("reaper"),
+                    "self_service.runner_expired",
+                    Some(&gone.name),
+                    json!({"owner": gone.owner, "reason": "never came online within self_service.registration_timeout"}),
+                )
+                .await?;
+                stale.push(gone);
+            }
+            Err(e) => {
+                tracing::warn!(runner = %name, error = format!("{:#}", anyhow::Error::from(e)), "removing an expired self-service runner failed");
             }
         }
     }
+    Ok(stale)
+}
+
+/// One reaper pass: statuses from GitHub, runners that never came online
+/// removed, then expired token uses and long-deleted runners forgotten.
+pub async fn reap(ports: &Ports) -> ServiceResult<Reaped> {
+    let synced = sync_all(ports, false).await?.len();
+    let expired = cleanup_stale(ports, false).await?.len();
     let now = ports.clock.now();
     let retention =
         chrono::Duration::from_std(crate::domain::self_service::DELETED_RUNNER_RETENTION)
             .unwrap_or(chrono::TimeDelta::MAX);
     let cutoff = now.checked_sub_signed(retention).unwrap_or(now);
-    reaped.swept = ports.store.sweep_self_service(now, cutoff).await?;
-    Ok(reaped)
+    let swept = ports.store.sweep_self_service(now, cutoff).await?;
+    Ok(Reaped {
+        synced,
+        expired,
+        swept,
+    })
+}
+
+/// Every self-service runner the filter selects, newest first: for the
+/// operator's commands.
+pub async fn all_runners(
+    ports: &Ports,
+    filter: &SelfRunnerFilter,
+) -> ServiceResult<Vec<SelfServiceRunner>> {
+    Ok(all_pages!(|p| ports.store.list_self_runners(filter, p)))
 }
 
 // ------------------------------------------------------------------ administration
