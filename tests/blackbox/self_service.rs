@@ -91,6 +91,11 @@ async fn world() -> World {
 }
 
 async fn world_with(change: impl FnOnce(&mut TrustedIdentity)) -> World {
+    world_on(Arc::new(SystemClock), change).await
+}
+
+/// A world whose pacer reads the time from `clock`.
+async fn world_on(clock: Arc<dyn Clock>, change: impl FnOnce(&mut TrustedIdentity)) -> World {
     let idp = TestIdp::start(AUDIENCE, "unused-client-secret").await;
     let github = FakeGitHub::start().await;
     github.install_on_org(ORG, ORG_INSTALLATION);
@@ -99,6 +104,7 @@ async fn world_with(change: impl FnOnce(&mut TrustedIdentity)) -> World {
 
     let dir = tempfile::tempdir().unwrap();
     let (mut ports, fleet) = local_ports(dir.path());
+    ports.clock = clock;
     let pinned = RunnerConfig {
         version: "2.330.0".into(),
         ..RunnerConfig::default()
@@ -852,4 +858,37 @@ async fn a_machine_with_client_credentials_from_oidc_provider_gets_a_runner() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_tokens_fill_the_security_events_only_up_to_the_minutes_limit() {
+    use pacer_shared::service::self_service::UNVERIFIED_EVENTS_PER_MINUTE;
+    // pacer's clock stands still, so the whole test falls in one minute.
+    let clock = Arc::new(pacer_shared::clock::ManualClock::new(chrono::Utc::now()));
+    let w = world_on(clock, |_| {}).await;
+    let limit = UNVERIFIED_EVENTS_PER_MINUTE as usize;
+    for i in 0..limit + 10 {
+        let res = w
+            .call(
+                Method::GET,
+                "/api/v1/runners",
+                Some(&format!("garbage-{i}")),
+                None,
+            )
+            .await;
+        assert_eq!(res.status().as_u16(), 401, "refused whether stored or not");
+    }
+    let stored = w
+        .pacer
+        .ports
+        .store
+        .list_security_events(&SecurityEventFilter::default(), &PageRequest::first(500))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(stored.len(), limit);
+    // A verified token's refusal is stored all the same.
+    let (status, _) = w.provision(&w.token(), "win", &["windows"]).await;
+    assert_eq!(status, 403);
+    assert_eq!(w.events(SecurityEventKind::LabelPolicy).await.len(), 1);
 }

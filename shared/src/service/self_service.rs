@@ -116,6 +116,12 @@ pub struct Refusal {
     pub token_sha256: Option<String>,
 }
 
+/// At most this many security events a minute from tokens pacer could not
+/// verify (anyone can send one); past it they are logged, not stored. Events
+/// about verified tokens are always stored: each token is used once and was
+/// issued by an identity the operator trusts.
+pub const UNVERIFIED_EVENTS_PER_MINUTE: u64 = 120;
+
 /// Stores a refusal as a security event and logs it, one structured line.
 /// A refusal that cannot be stored is still logged, and the request still
 /// refused: the caller learns nothing from the store's trouble.
@@ -143,6 +149,31 @@ pub async fn record_refusal(ports: &Ports, refusal: Refusal) {
         token_sha256 = event.token_sha256.as_deref(),
         "self-service request refused"
     );
+    let unverified = matches!(
+        event.kind,
+        SecurityEventKind::InvalidToken | SecurityEventKind::ClaimMismatch
+    );
+    if unverified {
+        match super::limits::hit(ports, "security:unverified", Duration::from_secs(60)).await {
+            Ok((count, _)) if count > UNVERIFIED_EVENTS_PER_MINUTE => {
+                if count == UNVERIFIED_EVENTS_PER_MINUTE + 1 {
+                    tracing::warn!(
+                        target: "pacer::security",
+                        limit = UNVERIFIED_EVENTS_PER_MINUTE,
+                        "more unverified tokens this minute than the security events take; the rest are logged, not stored"
+                    );
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{:#}", anyhow::Error::from(e)),
+                    "counting security events failed"
+                );
+            }
+        }
+    }
     if let Err(e) = ports.store.append_security_event(&event).await {
         tracing::error!(
             error = format!("{:#}", anyhow::Error::from(e)),
