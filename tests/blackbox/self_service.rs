@@ -29,18 +29,18 @@ use crate::fake_github::{Endpoint, FakeGitHub, FakeTarget};
 use crate::support::{Edge, LocalPacer, local_ports};
 use crate::test_idp::{Signer, TestIdp, TokenScript};
 
-const AUDIENCE: &str = "pacer-runners";
-const ORG: &str = "octo-org";
+pub(crate) const AUDIENCE: &str = "pacer-runners";
+pub(crate) const ORG: &str = "octo-org";
 const ORG_INSTALLATION: i64 = 91;
 const ADMIN: &str = "admin@example.com";
-const INFRA: &str = "octo-org/infra";
+pub(crate) const INFRA: &str = "octo-org/infra";
 
-struct World {
-    pacer: LocalPacer,
-    idp: TestIdp,
-    github: FakeGitHub,
+pub(crate) struct World {
+    pub(crate) pacer: LocalPacer,
+    pub(crate) idp: TestIdp,
+    pub(crate) github: FakeGitHub,
     /// An admin's console session.
-    admin: String,
+    pub(crate) admin: String,
 }
 
 fn identity(issuer: &str) -> TrustedIdentity {
@@ -86,11 +86,11 @@ fn identity(issuer: &str) -> TrustedIdentity {
     }
 }
 
-async fn world() -> World {
+pub(crate) async fn world() -> World {
     world_with(|_| {}).await
 }
 
-async fn world_with(change: impl FnOnce(&mut TrustedIdentity)) -> World {
+pub(crate) async fn world_with(change: impl FnOnce(&mut TrustedIdentity)) -> World {
     let idp = TestIdp::start(AUDIENCE, "unused-client-secret").await;
     let github = FakeGitHub::start().await;
     github.install_on_org(ORG, ORG_INSTALLATION);
@@ -158,7 +158,7 @@ static JTI: AtomicUsize = AtomicUsize::new(0);
 
 /// GitHub Actions' claims for a workflow of `repo` on `main`, with a fresh
 /// `jti`; `aud` is pacer's (the IdP's client id).
-fn actions_token(repo: &str) -> TokenScript {
+pub(crate) fn actions_token(repo: &str) -> TokenScript {
     let workflow = format!("{repo}/.github/workflows/gpu.yml@refs/heads/main");
     TokenScript::new()
         .set(
@@ -178,16 +178,16 @@ fn actions_token(repo: &str) -> TokenScript {
 }
 
 impl World {
-    fn mint(&self, script: TokenScript) -> String {
+    pub(crate) fn mint(&self, script: TokenScript) -> String {
         self.idp.script(script);
         self.idp.mint_id_token(None)
     }
 
-    fn token(&self) -> String {
+    pub(crate) fn token(&self) -> String {
         self.mint(actions_token(INFRA))
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -207,7 +207,7 @@ impl World {
         req.send().await.unwrap()
     }
 
-    async fn json(
+    pub(crate) async fn json(
         &self,
         method: Method,
         path: &str,
@@ -221,7 +221,7 @@ impl World {
         )
     }
 
-    async fn provision(&self, token: &str, name: &str, labels: &[&str]) -> (u16, Value) {
+    pub(crate) async fn provision(&self, token: &str, name: &str, labels: &[&str]) -> (u16, Value) {
         self.json(
             Method::POST,
             "/api/v1/runners/provision",
@@ -231,7 +231,7 @@ impl World {
         .await
     }
 
-    async fn events(
+    pub(crate) async fn events(
         &self,
         kind: SecurityEventKind,
     ) -> Vec<pacer_shared::domain::self_service::SecurityEvent> {
