@@ -33,6 +33,7 @@ build:
 ## Install what the tests need, then run every test.
 test: test-deps web
 	shellcheck infra/runner/bootstrap.sh
+	shellcheck infra/self-service/pacer-runner.sh
 	$(MAKE) --no-print-directory lint-template
 	$(CARGO) fmt --all --check
 	$(CARGO) build --workspace --bins

@@ -469,6 +469,8 @@ struct State {
     token_ttl: chrono::TimeDelta,
     next_token: u64,
     runners: BTreeMap<i64, FakeRunner>,
+    /// Every runner generate-jitconfig registered, as registered, deleted or not.
+    jit_registered: Vec<FakeRunner>,
     next_runner_id: i64,
     jobs: HashMap<i64, FakeJob>,
     runs: BTreeMap<i64, FakeRun>,
@@ -515,6 +517,7 @@ impl FakeGitHub {
             token_ttl: DEFAULT_TOKEN_TTL,
             next_token: 1,
             runners: BTreeMap::new(),
+            jit_registered: Vec::new(),
             next_runner_id: 1,
             jobs: HashMap::new(),
             runs: BTreeMap::new(),
@@ -632,6 +635,13 @@ impl FakeGitHub {
                 !r.encoded_jit_config.is_empty() && r.encoded_jit_config == encoded_jit_config
             })
             .cloned()
+    }
+
+    /// Every runner registered by a JIT configuration, in order, as it was
+    /// registered: also those deleted since (an ephemeral runner is gone
+    /// after its job; a test playing the machine checks what it was given).
+    pub fn jit_registered(&self) -> Vec<FakeRunner> {
+        self.state().jit_registered.clone()
     }
 
     /// Sets what GitHub says of a runner (`online`/`offline`, busy).
@@ -1511,6 +1521,7 @@ impl State {
             encoded_jit_config: encoded_jit_config.clone(),
         };
         let wire = runner_json(&runner);
+        self.jit_registered.push(runner.clone());
         self.runners.insert(id, runner);
         Answer::json(
             StatusCode::CREATED,

@@ -31,6 +31,7 @@ mod process;
 mod reaper;
 mod self_service;
 mod self_service_cli;
+mod self_service_script;
 mod sso;
 mod sso_rp_negatives;
 mod stats;

@@ -30,17 +30,17 @@ use crate::support::{Edge, LocalPacer, local_ports};
 use crate::test_idp::{Signer, TestIdp, TokenScript};
 
 pub(crate) const AUDIENCE: &str = "pacer-runners";
-const ORG: &str = "octo-org";
+pub(crate) const ORG: &str = "octo-org";
 const ORG_INSTALLATION: i64 = 91;
 const ADMIN: &str = "admin@example.com";
 pub(crate) const INFRA: &str = "octo-org/infra";
 
-struct World {
-    pacer: LocalPacer,
-    idp: TestIdp,
-    github: FakeGitHub,
+pub(crate) struct World {
+    pub(crate) pacer: LocalPacer,
+    pub(crate) idp: TestIdp,
+    pub(crate) github: FakeGitHub,
     /// An admin's console session.
-    admin: String,
+    pub(crate) admin: String,
 }
 
 pub(crate) fn identity(issuer: &str) -> TrustedIdentity {
@@ -86,16 +86,19 @@ pub(crate) fn identity(issuer: &str) -> TrustedIdentity {
     }
 }
 
-async fn world() -> World {
+pub(crate) async fn world() -> World {
     world_with(|_| {}).await
 }
 
-async fn world_with(change: impl FnOnce(&mut TrustedIdentity)) -> World {
+pub(crate) async fn world_with(change: impl FnOnce(&mut TrustedIdentity)) -> World {
     world_on(Arc::new(SystemClock), change).await
 }
 
 /// A world whose pacer reads the time from `clock`.
-async fn world_on(clock: Arc<dyn Clock>, change: impl FnOnce(&mut TrustedIdentity)) -> World {
+pub(crate) async fn world_on(
+    clock: Arc<dyn Clock>,
+    change: impl FnOnce(&mut TrustedIdentity),
+) -> World {
     let idp = TestIdp::start(AUDIENCE, "unused-client-secret").await;
     let github = FakeGitHub::start().await;
     github.install_on_org(ORG, ORG_INSTALLATION);
@@ -184,16 +187,16 @@ pub(crate) fn actions_token(repo: &str) -> TokenScript {
 }
 
 impl World {
-    fn mint(&self, script: TokenScript) -> String {
+    pub(crate) fn mint(&self, script: TokenScript) -> String {
         self.idp.script(script);
         self.idp.mint_id_token(None)
     }
 
-    fn token(&self) -> String {
+    pub(crate) fn token(&self) -> String {
         self.mint(actions_token(INFRA))
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -213,7 +216,7 @@ impl World {
         req.send().await.unwrap()
     }
 
-    async fn json(
+    pub(crate) async fn json(
         &self,
         method: Method,
         path: &str,
@@ -227,7 +230,7 @@ impl World {
         )
     }
 
-    async fn provision(&self, token: &str, name: &str, labels: &[&str]) -> (u16, Value) {
+    pub(crate) async fn provision(&self, token: &str, name: &str, labels: &[&str]) -> (u16, Value) {
         self.json(
             Method::POST,
             "/api/v1/runners/provision",
@@ -263,7 +266,7 @@ impl World {
         statuses
     }
 
-    async fn events(
+    pub(crate) async fn events(
         &self,
         kind: SecurityEventKind,
     ) -> Vec<pacer_shared::domain::self_service::SecurityEvent> {
