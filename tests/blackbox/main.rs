@@ -30,6 +30,7 @@ mod pricing;
 mod process;
 mod reaper;
 mod self_service;
+mod self_service_admin;
 mod sso;
 mod sso_rp_negatives;
 mod stats;

@@ -30,20 +30,24 @@ use crate::support::{Edge, LocalPacer, local_ports};
 use crate::test_idp::{Signer, TestIdp, TokenScript};
 
 const AUDIENCE: &str = "pacer-runners";
-const ORG: &str = "octo-org";
+pub(crate) const ORG: &str = "octo-org";
 const ORG_INSTALLATION: i64 = 91;
 const ADMIN: &str = "admin@example.com";
-const INFRA: &str = "octo-org/infra";
+pub(crate) const INFRA: &str = "octo-org/infra";
 
-struct World {
-    pacer: LocalPacer,
+/// pacer with one trusted identity (`ci`, GitHub Actions' claims of
+/// `octo-org` on `main`), the test IdP minting its tokens, the fake GitHub
+/// registering its runners, and an admin signed in to the console.
+pub(crate) struct World {
+    pub(crate) pacer: LocalPacer,
     idp: TestIdp,
-    github: FakeGitHub,
+    pub(crate) github: FakeGitHub,
     /// An admin's console session.
-    admin: String,
+    pub(crate) admin: String,
 }
 
-fn identity(issuer: &str) -> TrustedIdentity {
+/// The identity every world trusts, before a test changes it.
+pub(crate) fn identity(issuer: &str) -> TrustedIdentity {
     TrustedIdentity {
         name: "ci".into(),
         issuer: issuer.into(),
@@ -86,16 +90,23 @@ fn identity(issuer: &str) -> TrustedIdentity {
     }
 }
 
-async fn world() -> World {
+pub(crate) async fn world() -> World {
     world_with(|_| {}).await
 }
 
-async fn world_with(change: impl FnOnce(&mut TrustedIdentity)) -> World {
+/// A world whose `self_service` settings (enabled, [`identity`] alone)
+/// `change` first; the workload routes are served as `pacer serve` serves
+/// them: only while self-service is enabled.
+pub(crate) async fn world_with(change: impl FnOnce(&mut SelfServiceSettings)) -> World {
     let idp = TestIdp::start(AUDIENCE, "unused-client-secret").await;
     let github = FakeGitHub::start().await;
     github.install_on_org(ORG, ORG_INSTALLATION);
-    let mut trusted = identity(&idp.issuer);
-    change(&mut trusted);
+    let mut self_service = SelfServiceSettings {
+        enabled: true,
+        identities: vec![identity(&idp.issuer)],
+        registration_timeout: Duration::from_secs(600),
+    };
+    change(&mut self_service);
 
     let dir = tempfile::tempdir().unwrap();
     let (mut ports, fleet) = local_ports(dir.path());
@@ -111,12 +122,11 @@ async fn world_with(change: impl FnOnce(&mut TrustedIdentity)) -> World {
         )
         .unwrap(),
     );
+    let workload = self_service
+        .enabled
+        .then(|| WorkloadVerifier::new(self_service.identities.clone()).unwrap());
     let mut settings = (*ports.settings).clone();
-    settings.self_service = SelfServiceSettings {
-        enabled: true,
-        identities: vec![trusted.clone()],
-        registration_timeout: Duration::from_secs(600),
-    };
+    settings.self_service = self_service;
     ports.settings = Arc::new(settings);
     let password = bootstrap(&ports, ADMIN).await.unwrap().unwrap();
     let edge = Edge {
@@ -132,7 +142,7 @@ async fn world_with(change: impl FnOnce(&mut TrustedIdentity)) -> World {
             secure_cookie: false,
         }),
         sso: None,
-        workload: Some(WorkloadVerifier::new(vec![trusted]).unwrap()),
+        workload,
     };
     let pacer = LocalPacer::serve_edge(crate::process::free_port(), ports, fleet, dir, edge).await;
     let login = pacer
@@ -158,7 +168,7 @@ static JTI: AtomicUsize = AtomicUsize::new(0);
 
 /// GitHub Actions' claims for a workflow of `repo` on `main`, with a fresh
 /// `jti`; `aud` is pacer's (the IdP's client id).
-fn actions_token(repo: &str) -> TokenScript {
+pub(crate) fn actions_token(repo: &str) -> TokenScript {
     let workflow = format!("{repo}/.github/workflows/gpu.yml@refs/heads/main");
     TokenScript::new()
         .set(
@@ -178,16 +188,17 @@ fn actions_token(repo: &str) -> TokenScript {
 }
 
 impl World {
-    fn mint(&self, script: TokenScript) -> String {
+    pub(crate) fn mint(&self, script: TokenScript) -> String {
         self.idp.script(script);
         self.idp.mint_id_token(None)
     }
 
-    fn token(&self) -> String {
+    /// A fresh token of a workflow of `octo-org/infra`.
+    pub(crate) fn token(&self) -> String {
         self.mint(actions_token(INFRA))
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -207,7 +218,7 @@ impl World {
         req.send().await.unwrap()
     }
 
-    async fn json(
+    pub(crate) async fn json(
         &self,
         method: Method,
         path: &str,
@@ -221,7 +232,7 @@ impl World {
         )
     }
 
-    async fn provision(&self, token: &str, name: &str, labels: &[&str]) -> (u16, Value) {
+    pub(crate) async fn provision(&self, token: &str, name: &str, labels: &[&str]) -> (u16, Value) {
         self.json(
             Method::POST,
             "/api/v1/runners/provision",
@@ -571,7 +582,8 @@ async fn every_bad_token_is_a_401_naming_the_check_and_a_security_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_address_never_gets_past_the_source_allowlist() {
-    let w = world_with(|id| id.source_cidrs = vec!["10.0.0.0/8".parse().unwrap()]).await;
+    let w =
+        world_with(|s| s.identities[0].source_cidrs = vec!["10.0.0.0/8".parse().unwrap()]).await;
     let res = w
         .pacer
         .http
