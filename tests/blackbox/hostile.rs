@@ -429,6 +429,12 @@ pub(crate) const ROUTES: &[Route] = &[
         Guard::Session,
         &["type", "identity", "since", "until", "limit", "cursor"],
     ),
+    get("/api/v1/admin/trusted-identities", Guard::Session, &[]),
+    get(
+        "/api/v1/admin/runners",
+        Guard::Session,
+        &["owner", "status", "limit", "cursor"],
+    ),
 ];
 
 /// Every `METHOD path` the `.route(…)` calls of `shared/src/http` declare,

@@ -30,6 +30,7 @@ mod pricing;
 mod process;
 mod reaper;
 mod self_service;
+mod self_service_admin;
 mod self_service_cli;
 mod self_service_script;
 mod sso;

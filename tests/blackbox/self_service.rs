@@ -35,6 +35,9 @@ const ORG_INSTALLATION: i64 = 91;
 const ADMIN: &str = "admin@example.com";
 pub(crate) const INFRA: &str = "octo-org/infra";
 
+/// pacer with one trusted identity (`ci`, GitHub Actions' claims of
+/// `octo-org` on `main`), the test IdP minting its tokens, the fake GitHub
+/// registering its runners, and an admin signed in to the console.
 pub(crate) struct World {
     pub(crate) pacer: LocalPacer,
     pub(crate) idp: TestIdp,
@@ -43,6 +46,7 @@ pub(crate) struct World {
     pub(crate) admin: String,
 }
 
+/// The identity every world trusts, before a test changes it.
 pub(crate) fn identity(issuer: &str) -> TrustedIdentity {
     TrustedIdentity {
         name: "ci".into(),
@@ -90,20 +94,27 @@ pub(crate) async fn world() -> World {
     world_with(|_| {}).await
 }
 
-pub(crate) async fn world_with(change: impl FnOnce(&mut TrustedIdentity)) -> World {
+/// A world whose `self_service` settings (enabled, [`identity`] alone)
+/// `change` first; the workload routes are served as `pacer serve` serves
+/// them: only while self-service is enabled.
+pub(crate) async fn world_with(change: impl FnOnce(&mut SelfServiceSettings)) -> World {
     world_on(Arc::new(SystemClock), change).await
 }
 
-/// A world whose pacer reads the time from `clock`.
+/// [`world_with`], its pacer reading the time from `clock`.
 pub(crate) async fn world_on(
     clock: Arc<dyn Clock>,
-    change: impl FnOnce(&mut TrustedIdentity),
+    change: impl FnOnce(&mut SelfServiceSettings),
 ) -> World {
     let idp = TestIdp::start(AUDIENCE, "unused-client-secret").await;
     let github = FakeGitHub::start().await;
     github.install_on_org(ORG, ORG_INSTALLATION);
-    let mut trusted = identity(&idp.issuer);
-    change(&mut trusted);
+    let mut self_service = SelfServiceSettings {
+        enabled: true,
+        identities: vec![identity(&idp.issuer)],
+        registration_timeout: Duration::from_secs(600),
+    };
+    change(&mut self_service);
 
     let dir = tempfile::tempdir().unwrap();
     let (mut ports, fleet) = local_ports(dir.path());
@@ -120,12 +131,11 @@ pub(crate) async fn world_on(
         )
         .unwrap(),
     );
+    let workload = self_service
+        .enabled
+        .then(|| WorkloadVerifier::new(self_service.identities.clone()).unwrap());
     let mut settings = (*ports.settings).clone();
-    settings.self_service = SelfServiceSettings {
-        enabled: true,
-        identities: vec![trusted.clone()],
-        registration_timeout: Duration::from_secs(600),
-    };
+    settings.self_service = self_service;
     ports.settings = Arc::new(settings);
     let password = bootstrap(&ports, ADMIN).await.unwrap().unwrap();
     let edge = Edge {
@@ -141,7 +151,7 @@ pub(crate) async fn world_on(
             secure_cookie: false,
         }),
         sso: None,
-        workload: Some(WorkloadVerifier::new(vec![trusted]).unwrap()),
+        workload,
     };
     let pacer = LocalPacer::serve_edge(crate::process::free_port(), ports, fleet, dir, edge).await;
     let login = pacer
@@ -192,6 +202,7 @@ impl World {
         self.idp.mint_id_token(None)
     }
 
+    /// A fresh token of a workflow of `octo-org/infra`.
     pub(crate) fn token(&self) -> String {
         self.mint(actions_token(INFRA))
     }
@@ -570,7 +581,8 @@ async fn every_bad_token_is_a_401_naming_the_check_and_a_security_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_address_never_gets_past_the_source_allowlist() {
-    let w = world_with(|id| id.source_cidrs = vec!["10.0.0.0/8".parse().unwrap()]).await;
+    let w =
+        world_with(|s| s.identities[0].source_cidrs = vec!["10.0.0.0/8".parse().unwrap()]).await;
     let res = w
         .pacer
         .http
@@ -820,7 +832,8 @@ async fn a_machine_with_client_credentials_from_oidc_provider_gets_a_runner() {
     )
     .await;
     let issuer = provider.issuer.clone();
-    let w = world_with(move |id| {
+    let w = world_with(move |s| {
+        let id = &mut s.identities[0];
         id.name = "lab".into();
         id.issuer = issuer;
         id.identity_claim = "client_id".into();

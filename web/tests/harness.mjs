@@ -101,9 +101,19 @@ async function stopChild(child, name) {
  * turns SSO on, which turns local login off; `port` is for a caller that
  * had to name pacer's address before it started (the IdP's redirect URI);
  * `bootstrapFailurePercent` makes that share of simulated runners fail
- * their bootstrap; `reaper` sets `reaper.*` keys.
+ * their bootstrap; `reaper` sets `reaper.*` keys; `selfService` is a
+ * `self_service:` section, as YAML lines.
  */
-export async function startPacer({ oidc = null, port = null, bootDelay = '1s', jobTime = '12s', bootstrapFailurePercent = 0, loginRateLimit = '10/5m', reaper = null } = {}) {
+export async function startPacer({
+  oidc = null,
+  port = null,
+  bootDelay = '1s',
+  jobTime = '12s',
+  bootstrapFailurePercent = 0,
+  loginRateLimit = '10/5m',
+  reaper = null,
+  selfService = null,
+} = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'pacer-web-'));
   port ??= await freePort();
   const base = `http://127.0.0.1:${port}`;
@@ -149,6 +159,7 @@ export async function startPacer({ oidc = null, port = null, bootDelay = '1s', j
         ]
       : []),
     ...(reaper ? ['reaper:', ...Object.entries(reaper).map(([k, v]) => `  ${k}: ${v}`)] : []),
+    ...(selfService ?? []),
     'logging:',
     '  level: info',
     '  format: text',

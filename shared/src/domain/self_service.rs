@@ -158,6 +158,7 @@ impl fmt::Debug for AnchoredRegex {
 
 /// Where an identity's runners register on GitHub.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Placement {
     pub scope: Scope,
     /// The organisation (scope `org`).
@@ -171,7 +172,9 @@ pub struct Placement {
 
 /// A label glob of a policy: `*` stands for any run of characters, and the
 /// pattern is compared with the whole label, case-folded like labels are.
+/// It serialises as the pattern, case-folded.
 #[derive(Clone)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(type = "string"))]
 pub struct LabelGlob {
     pattern: String,
     /// globset's expressions match bytes.
@@ -253,6 +256,7 @@ pub const MAX_POLICY_LABELS: usize = 100;
 
 /// What an owner may ask for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct LabelPolicy {
     /// Every requested label must match one.
     pub allowed_labels: Vec<LabelGlob>,
@@ -305,6 +309,7 @@ impl LabelPolicy {
 /// A label policy an administrator set for one owner, which wins over its
 /// trusted identity's default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct IdentityPolicy {
     /// `<trusted identity name>:<claim value>`.
     pub identity: String,
@@ -337,6 +342,7 @@ pub fn parse_runner_name(raw: &str) -> Result<String, Invalid> {
 
 /// Where a self-service runner is in its life, as pacer last learnt it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum SelfRunnerStatus {
     /// Registered on GitHub by its configuration, not yet seen online.
@@ -410,6 +416,7 @@ pub const DELETED_RUNNER_RETENTION: Duration = Duration::from_secs(30 * 24 * 360
 
 /// What a security event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum SecurityEventKind {
     /// The token failed a check (signature, issuer, audience, time…).
@@ -458,6 +465,7 @@ impl SecurityEventKind {
 
 /// A refused self-service request, kept for administrators.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct SecurityEvent {
     pub id: String,
     pub at: Time,

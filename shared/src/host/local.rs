@@ -180,7 +180,7 @@ pub async fn admin_list_runners(
         .transpose()?;
     let (_, ports) = admin_ports(config).await?;
     let filter = SelfRunnerFilter { owner, status };
-    let runners = self_service::all_runners(&ports, &filter)
+    let runners = self_service::every_runner(&ports, &filter)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     if json {

@@ -25,7 +25,7 @@ use crate::service::self_service::{
     self as self_service, PolicyRequest, Presented, ProvisionRequest, Refusal, SelfServiceError,
     Workload,
 };
-use crate::store::{Page, PageRequest, SecurityEventFilter};
+use crate::store::{Page, PageRequest, SecurityEventFilter, SelfRunnerFilter};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -53,7 +53,13 @@ pub fn admin_routes() -> Router<AppState> {
             get(get_policy).delete(delete_policy),
         )
         .route("/api/v1/admin/security-events", get(security_events))
+        .route("/api/v1/admin/trusted-identities", get(trusted_identities))
+        .route("/api/v1/admin/runners", get(all_runners))
 }
+
+/// What `/api/v1/admin/trusted-identities` answers while self-service is
+/// off: what to change, since the console shows it as it is.
+pub const SELF_SERVICE_OFF: &str = "self-service is off: set self_service.enabled in the configuration, with at least one of self_service.trusted_identities";
 
 /// Every answer of the workload routes is for one caller, some hold a
 /// credential: no cache on the way (CloudFront included) may keep one.
@@ -332,4 +338,54 @@ async fn security_events(
     };
     let page = self_service::security_events(&s.ports, &caller, &filter, &page).await?;
     Ok(Json(page))
+}
+
+async fn trusted_identities(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> ApiResult<impl IntoResponse> {
+    match self_service::trusted_identities(&s.ports, &caller).await? {
+        Some(items) => Ok(Json(Page {
+            items,
+            next_cursor: None,
+        })),
+        None => Err(ApiError::NotFound(SELF_SERVICE_OFF.into())),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunnerParams {
+    owner: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn all_runners(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(p): Query<RunnerParams>,
+) -> ApiResult<impl IntoResponse> {
+    let status = match p.status.as_deref() {
+        None => None,
+        Some(raw) => Some(SelfRunnerStatus::parse(raw).ok_or_else(|| {
+            let known: Vec<&str> = SelfRunnerStatus::ALL.iter().map(|k| k.as_str()).collect();
+            ApiError::BadRequest(format!(
+                "query parameter status: must be one of {}",
+                known.join(", ")
+            ))
+        })?),
+    };
+    let filter = SelfRunnerFilter {
+        owner: p.owner,
+        status,
+    };
+    let page = PageRequest {
+        limit: p.limit.unwrap_or(0),
+        cursor: p.cursor,
+    };
+    Ok(Json(
+        self_service::all_runners(&s.ports, &caller, &filter, &page).await?,
+    ))
 }

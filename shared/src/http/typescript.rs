@@ -8,9 +8,13 @@ use std::collections::BTreeMap;
 use ts_rs::{Config, TS, TypeVisitor};
 
 use super::auth::{AuthInfo, Me};
+use crate::domain::self_service::{
+    IdentityPolicy, SecurityEvent, SecurityEventKind, SelfRunnerStatus,
+};
 use crate::domain::{AuditEvent, Job, JobState, Pool, Project, RepoBinding, Runner, RunnerState};
 use crate::service::auth::UserView;
 use crate::service::jobs::JobView;
+use crate::service::self_service::{SelfRunnerView, TrustedIdentityView};
 use crate::service::stats::Stats;
 use crate::store::Page;
 
@@ -83,6 +87,10 @@ fn generate() -> String {
     decls.visit::<Runner>();
     decls.visit::<AuditEvent>();
     decls.visit::<Stats>();
+    decls.visit::<TrustedIdentityView>();
+    decls.visit::<IdentityPolicy>();
+    decls.visit::<SecurityEvent>();
+    decls.visit::<SelfRunnerView>();
 
     let mut out = String::from(HEADER);
     for decl in decls.found.values() {
@@ -97,6 +105,16 @@ fn generate() -> String {
         &cfg,
         "LIVE_RUNNER_STATES",
         RunnerState::ALL.into_iter().filter(|s| s.is_live()),
+    ));
+    out.push_str(&constant(
+        &cfg,
+        "SECURITY_EVENT_KINDS",
+        SecurityEventKind::ALL,
+    ));
+    out.push_str(&constant(
+        &cfg,
+        "SELF_RUNNER_STATUSES",
+        SelfRunnerStatus::ALL,
     ));
     out
 }

@@ -11,6 +11,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::json;
 
 use super::audit::record;
@@ -19,8 +20,9 @@ use crate::domain::fields::Fields;
 use crate::domain::labels::parse_labels;
 use crate::domain::runner::is_runner_name_of;
 use crate::domain::self_service::{
-    IdentityPolicy, LabelPolicy, MAX_POLICY_LABELS, PolicyViolation, SecurityEvent,
-    SecurityEventKind, SelfRunnerStatus, SelfServiceRunner, TrustedIdentity, parse_runner_name,
+    ClaimTest, IdentityPolicy, LabelPolicy, MAX_POLICY_LABELS, Placement, PolicyViolation,
+    SecurityEvent, SecurityEventKind, SelfRunnerStatus, SelfServiceRunner, TrustedIdentity,
+    parse_runner_name,
 };
 use crate::domain::{Actor, ActorKind, IdKind, Invalid, Role, Scope, Time};
 use crate::github::{GitHubError, JitRequest, RunnerTarget};
@@ -735,9 +737,9 @@ pub async fn reap(ports: &Ports) -> ServiceResult<Reaped> {
     })
 }
 
-/// Every self-service runner the filter selects, newest first: for the
-/// operator's commands.
-pub async fn all_runners(
+/// Every self-service runner the filter selects, newest first, in one list:
+/// for the operator's commands.
+pub async fn every_runner(
     ports: &Ports,
     filter: &SelfRunnerFilter,
 ) -> ServiceResult<Vec<SelfServiceRunner>> {
@@ -888,6 +890,166 @@ pub async fn security_events(
 ) -> ServiceResult<Page<SecurityEvent>> {
     admin_only(caller)?;
     Ok(ports.store.list_security_events(filter, page).await?)
+}
+
+/// A trusted identity as administrators see it: who it admits, where its
+/// runners go and what they may ask for. Spelled out field by field, so
+/// nothing the configuration gains later is shown without a decision (the
+/// key set's URL, for one, is left out).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct TrustedIdentityView {
+    pub name: String,
+    /// Compared byte for byte with a token's `iss`.
+    pub issuer: String,
+    /// A token's `aud` must contain it.
+    pub audience: String,
+    /// The claim whose value names a runner's owner: `<name>:<value>`.
+    pub identity_claim: String,
+    /// Every rule must hold.
+    pub claims: Vec<ClaimRuleView>,
+    /// Empty: any address.
+    pub source_cidrs: Vec<String>,
+    /// The longest `exp - iat` a token may have, as a Go duration.
+    #[serde(with = "crate::domain::duration::go")]
+    #[cfg_attr(test, ts(type = "string"))]
+    pub max_token_lifetime: Duration,
+    /// Where the identity's runners register on GitHub.
+    pub runners: Placement,
+    /// The policy of an owner that has none of its own; null: such an
+    /// owner gets no runner.
+    pub label_policy: Option<LabelPolicy>,
+}
+
+/// One claim rule: the claim equals `value`, starts with it, or matches it
+/// as a whole (`regex`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ClaimRuleView {
+    pub claim: String,
+    pub kind: ClaimKind,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimKind {
+    Exact,
+    Prefix,
+    Regex,
+}
+
+impl From<&TrustedIdentity> for TrustedIdentityView {
+    fn from(i: &TrustedIdentity) -> Self {
+        let claims = i
+            .claims
+            .iter()
+            .map(|rule| {
+                let (kind, value) = match &rule.test {
+                    ClaimTest::Exact(v) => (ClaimKind::Exact, v.clone()),
+                    ClaimTest::Prefix(v) => (ClaimKind::Prefix, v.clone()),
+                    ClaimTest::Regex(re) => (ClaimKind::Regex, re.as_str().to_string()),
+                };
+                ClaimRuleView {
+                    claim: rule.claim.clone(),
+                    kind,
+                    value,
+                }
+            })
+            .collect();
+        Self {
+            name: i.name.clone(),
+            issuer: i.issuer.clone(),
+            audience: i.audience.clone(),
+            identity_claim: i.identity_claim.clone(),
+            claims,
+            source_cidrs: i.source_cidrs.iter().map(|n| n.to_string()).collect(),
+            max_token_lifetime: i.max_token_lifetime,
+            runners: i.runners.clone(),
+            label_policy: i.label_policy.clone(),
+        }
+    }
+}
+
+/// The configured trusted identities, in the configuration's order;
+/// `None` while self-service is off.
+pub async fn trusted_identities(
+    ports: &Ports,
+    caller: &Caller,
+) -> ServiceResult<Option<Vec<TrustedIdentityView>>> {
+    admin_only(caller)?;
+    let settings = &ports.settings.self_service;
+    if !settings.enabled {
+        return Ok(None);
+    }
+    Ok(Some(
+        settings
+            .identities
+            .iter()
+            .map(TrustedIdentityView::from)
+            .collect(),
+    ))
+}
+
+/// A self-service runner as administrators see it: whose it is, where it
+/// registered and when, from which address it was asked for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct SelfRunnerView {
+    /// `ssr_<ULID>`.
+    pub id: String,
+    /// The name on GitHub, prefix included.
+    pub runner_name: String,
+    /// `<trusted identity name>:<claim value>`.
+    pub owner: String,
+    pub trusted_identity: String,
+    pub labels: Vec<String>,
+    pub status: SelfRunnerStatus,
+    pub github_runner_id: Option<i64>,
+    pub placement: Placement,
+    /// The caller's address when it asked.
+    pub source_ip: Option<String>,
+    pub created_at: Time,
+    /// When pacer first saw it online.
+    pub registered_at: Option<Time>,
+    pub updated_at: Time,
+    pub deleted_at: Option<Time>,
+}
+
+impl From<SelfServiceRunner> for SelfRunnerView {
+    fn from(r: SelfServiceRunner) -> Self {
+        Self {
+            id: r.id,
+            runner_name: r.name,
+            owner: r.owner,
+            trusted_identity: r.trusted_identity,
+            labels: r.labels,
+            status: r.status,
+            github_runner_id: r.github_runner_id,
+            placement: r.placement,
+            source_ip: r.source_ip,
+            created_at: r.created_at,
+            registered_at: r.registered_at,
+            updated_at: r.updated_at,
+            deleted_at: r.deleted_at,
+        }
+    }
+}
+
+/// Every owner's self-service runners, newest first.
+pub async fn all_runners(
+    ports: &Ports,
+    caller: &Caller,
+    filter: &SelfRunnerFilter,
+    page: &PageRequest,
+) -> ServiceResult<Page<SelfRunnerView>> {
+    admin_only(caller)?;
+    let page = ports.store.list_self_runners(filter, page).await?;
+    Ok(Page {
+        items: page.items.into_iter().map(SelfRunnerView::from).collect(),
+        next_cursor: page.next_cursor,
+    })
 }
 
 // ------------------------------------------------------------------ helpers

@@ -47,6 +47,14 @@ name: string, jobs: number, completed: number, failed: number, cancelled: number
  */
 queue_p50_seconds: number | null, queue_p95_seconds: number | null, };
 
+export type ClaimKind = "exact" | "prefix" | "regex";
+
+/**
+ * One claim rule: the claim equals `value`, starts with it, or matches it
+ * as a whole (`regex`).
+ */
+export type ClaimRuleView = { claim: string, kind: ClaimKind, value: string, };
+
 /**
  * Why a pool launches nothing for now, and until when.
  */
@@ -64,6 +72,32 @@ retry_at: string, };
  * How a window's figures are split.
  */
 export type GroupBy = "project" | "pool" | "repo" | "day";
+
+/**
+ * A label policy an administrator set for one owner, which wins over its
+ * trusted identity's default.
+ */
+export type IdentityPolicy = { 
+/**
+ * `<trusted identity name>:<claim value>`.
+ */
+identity: string, updated_at: string, 
+/**
+ * Who set it (a console user's id).
+ */
+updated_by: string, 
+/**
+ * Every requested label must match one.
+ */
+allowed_labels: Array<LabelGlob>, 
+/**
+ * Added to every runner, asked for or not.
+ */
+required_labels: Array<Label>, 
+/**
+ * Runners pending or active at once.
+ */
+max_live_runners: number, };
 
 /**
  * Jobs not yet final, by state, whenever they were created.
@@ -101,6 +135,30 @@ waiting_for_capacity?: boolean, created_at: string, updated_at: string, };
  */
 export type Label = string;
 
+/**
+ * A label glob of a policy: `*` stands for any run of characters, and the
+ * pattern is compared with the whole label, case-folded like labels are.
+ * It serialises as the pattern, case-folded.
+ */
+export type LabelGlob = string;
+
+/**
+ * What an owner may ask for.
+ */
+export type LabelPolicy = { 
+/**
+ * Every requested label must match one.
+ */
+allowed_labels: Array<LabelGlob>, 
+/**
+ * Added to every runner, asked for or not.
+ */
+required_labels: Array<Label>, 
+/**
+ * Runners pending or active at once.
+ */
+max_live_runners: number, };
+
 export type Market = "on-demand" | "spot" | "spot-fallback";
 
 /**
@@ -114,6 +172,23 @@ export type OidcInfo = { issuer_host: string, };
  * One page of a list: `{items, next_cursor}`.
  */
 export type Page<T> = { items: Array<T>, next_cursor: string | null, };
+
+/**
+ * Where an identity's runners register on GitHub.
+ */
+export type Placement = { scope: Scope, 
+/**
+ * The organisation (scope `org`).
+ */
+org: string | null, 
+/**
+ * The repository (scope `repo`).
+ */
+repo: RepoName | null, runner_group_id: number, 
+/**
+ * Put before every runner name the caller asks for.
+ */
+name_prefix: string, };
 
 export type Pool = { id: string, 
 /**
@@ -164,6 +239,68 @@ export type RunnerState = "pending" | "registered" | "busy" | "done" | "failed" 
 
 export type Scope = "repo" | "org";
 
+/**
+ * A refused self-service request, kept for administrators.
+ */
+export type SecurityEvent = { id: string, at: string, kind: SecurityEventKind, 
+/**
+ * The trusted identity the token named, when one did.
+ */
+trusted_identity: string | null, 
+/**
+ * The owner the token spoke for, when it got that far.
+ */
+identity: string | null, source_ip: string | null, 
+/**
+ * `METHOD /path` of the request.
+ */
+endpoint: string, 
+/**
+ * Which check failed; never the token or a secret.
+ */
+reason: string, 
+/**
+ * SHA-256 of the token, hex: enough to find the same token again,
+ * useless to replay.
+ */
+token_sha256: string | null, };
+
+/**
+ * What a security event is about.
+ */
+export type SecurityEventKind = "invalid_token" | "replay" | "claim_mismatch" | "cidr_refused" | "label_policy" | "over_limit" | "other_owner";
+
+/**
+ * Where a self-service runner is in its life, as pacer last learnt it.
+ */
+export type SelfRunnerStatus = "pending" | "active" | "offline" | "deleted";
+
+/**
+ * A self-service runner as administrators see it: whose it is, where it
+ * registered and when, from which address it was asked for.
+ */
+export type SelfRunnerView = { 
+/**
+ * `ssr_<ULID>`.
+ */
+id: string, 
+/**
+ * The name on GitHub, prefix included.
+ */
+runner_name: string, 
+/**
+ * `<trusted identity name>:<claim value>`.
+ */
+owner: string, trusted_identity: string, labels: Array<string>, status: SelfRunnerStatus, github_runner_id: number | null, placement: Placement, 
+/**
+ * The caller's address when it asked.
+ */
+source_ip: string | null, created_at: string, 
+/**
+ * When pacer first saw it online.
+ */
+registered_at: string | null, updated_at: string, deleted_at: string | null, };
+
 export type Stats = { from: string, to: string, group_by: GroupBy, in_flight: InFlight, total: Bucket, buckets: Array<Bucket>, };
 
 /**
@@ -177,6 +314,47 @@ export type Transition = { state: JobState, at: string, cause: TransitionCause, 
 export type TransitionCause = "webhook" | "orchestrator" | "reaper" | "runner" | "operator";
 
 /**
+ * A trusted identity as administrators see it: who it admits, where its
+ * runners go and what they may ask for. Spelled out field by field, so
+ * nothing the configuration gains later is shown without a decision (the
+ * key set's URL, for one, is left out).
+ */
+export type TrustedIdentityView = { name: string, 
+/**
+ * Compared byte for byte with a token's `iss`.
+ */
+issuer: string, 
+/**
+ * A token's `aud` must contain it.
+ */
+audience: string, 
+/**
+ * The claim whose value names a runner's owner: `<name>:<value>`.
+ */
+identity_claim: string, 
+/**
+ * Every rule must hold.
+ */
+claims: Array<ClaimRuleView>, 
+/**
+ * Empty: any address.
+ */
+source_cidrs: Array<string>, 
+/**
+ * The longest `exp - iat` a token may have, as a Go duration.
+ */
+max_token_lifetime: string, 
+/**
+ * Where the identity's runners register on GitHub.
+ */
+runners: Placement, 
+/**
+ * The policy of an owner that has none of its own; null: such an
+ * owner gets no runner.
+ */
+label_policy: LabelPolicy | null, };
+
+/**
  * A user as clients see it (never the password hash).
  */
 export type UserView = { id: string, email: string, role: Role, disabled: boolean, sso: boolean, 
@@ -188,3 +366,5 @@ local_password: boolean, created_at: string, updated_at: string, };
 export const JOB_STATES: JobState[] = ["unmatched", "waiting", "queued", "claimed", "starting", "running", "completed", "failed", "cancelled"];
 export const RUNNER_STATES: RunnerState[] = ["pending", "registered", "busy", "done", "failed", "reaped"];
 export const LIVE_RUNNER_STATES: RunnerState[] = ["pending", "registered", "busy"];
+export const SECURITY_EVENT_KINDS: SecurityEventKind[] = ["invalid_token", "replay", "claim_mismatch", "cidr_refused", "label_policy", "over_limit", "other_owner"];
+export const SELF_RUNNER_STATUSES: SelfRunnerStatus[] = ["pending", "active", "offline", "deleted"];
