@@ -120,8 +120,12 @@ pub async fn reconcile(ports: &Ports) -> ServiceResult<Report> {
     unmatched_jobs(ports, &mut report).await?;
     capacity(ports, &pools, &mut report).await?;
     if ports.settings.self_service.enabled {
-        let reaped = super::self_service::reap(ports).await?;
-        report.self_service = reaped;
+        // Self-service runners are their own concern: a failure there is
+        // retried next pass and does not fail the EC2 runners' pass.
+        match super::self_service::reap(ports).await {
+            Ok(reaped) => report.self_service = reaped,
+            Err(e) => report.deferred.push(format!("self-service runners: {e}")),
+        }
     }
     Ok(report)
 }

@@ -564,6 +564,15 @@ pub async fn observe(ports: &Ports, runner: &SelfServiceRunner) -> ServiceResult
 /// [`observe`], written back.
 pub async fn sync(ports: &Ports, runner: SelfServiceRunner) -> ServiceResult<SelfServiceRunner> {
     let status = observe(ports, &runner).await?;
+    record_status(ports, runner, status).await
+}
+
+/// Writes the status GitHub reported for `runner`, when it changed.
+async fn record_status(
+    ports: &Ports,
+    runner: SelfServiceRunner,
+    status: SelfRunnerStatus,
+) -> ServiceResult<SelfServiceRunner> {
     if status == runner.status {
         return Ok(runner);
     }
@@ -647,8 +656,8 @@ async fn undeleted(ports: &Ports) -> ServiceResult<Vec<SelfServiceRunner>> {
 }
 
 /// Reads the status of every runner not yet deleted from GitHub and, unless
-/// `dry_run`, writes what changed. A runner GitHub cannot be asked about is
-/// left as it is (and logged).
+/// `dry_run`, writes what changed. A runner GitHub cannot be asked about, or
+/// that changed while it was asked, is left as it is (and logged).
 pub async fn sync_all(ports: &Ports, dry_run: bool) -> ServiceResult<Vec<StatusChange>> {
     let mut changes = Vec::new();
     for runner in undeleted(ports).await? {
@@ -662,15 +671,22 @@ pub async fn sync_all(ports: &Ports, dry_run: bool) -> ServiceResult<Vec<StatusC
         if to == runner.status {
             continue;
         }
-        changes.push(StatusChange {
+        let change = StatusChange {
             runner: runner.name.clone(),
             owner: runner.owner.clone(),
             from: runner.status,
             to,
-        });
+        };
         if !dry_run {
-            sync(ports, runner).await?;
+            // GitHub was asked once; a runner that changed meanwhile (its
+            // owner deleted it, say) is left for the next pass, not the
+            // end of this one.
+            if let Err(e) = record_status(ports, runner, to).await {
+                tracing::warn!(runner = %change.runner, error = format!("{:#}", anyhow::Error::from(e)), "recording a self-service runner's status failed");
+                continue;
+            }
         }
+        changes.push(change);
     }
     Ok(changes)
 }
