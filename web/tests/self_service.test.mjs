@@ -201,6 +201,8 @@ describe('the Self-service page, for admins', () => {
         assert.equal((await refused).status(), 422);
         await fieldError(page, 'policy-identity').waitFor();
         assert.match(await fieldError(page, 'policy-identity').innerText(), /naming a configured trusted identity/);
+        // The form moves focus once it has rendered the error: wait for it, then say what was found.
+        await page.waitForFunction(() => document.activeElement?.id === 'policy-identity', null, { timeout: 5000 }).catch(() => {});
         assert.equal(await page.evaluate(() => document.activeElement?.id), 'policy-identity', 'focus goes to the refused field');
         await screenshot(page, 'self-service-policy-refused-identity');
 
