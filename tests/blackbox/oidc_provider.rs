@@ -30,8 +30,15 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
-/// How long the provider may take to listen (Node and oidc-provider load in well under a second).
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the provider may take to listen (Node and oidc-provider load in well under a second
+/// on an idle machine; CI runs it beside hundreds of other tests on two cores).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long generating the test process's one RSA signing key may take: RSA key generation has a
+/// long tail, and once took more than 20 s on a loaded CI machine.
+const KEYGEN_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The one RSA signing key (a private JWK) every provider of this test process signs with.
+static SIGNING_KEY: tokio::sync::OnceCell<Value> = tokio::sync::OnceCell::const_new();
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Redirects and form posts one sign-in may take: authorize → login → authorize → consent →
 /// authorize → redirect URI is about 8.
@@ -191,6 +198,10 @@ impl OidcProvider {
             );
         }
 
+        let signing_key = SIGNING_KEY
+            .get_or_init(|| generate_signing_key(&root))
+            .await
+            .clone();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("oidc-provider.json");
         let body = json!({
@@ -208,6 +219,7 @@ impl OidcProvider {
                 "resource": m.resource,
                 "audience": m.audience,
             })),
+            "signing_key": signing_key,
         });
         std::fs::write(&config, serde_json::to_vec_pretty(&body).unwrap()).unwrap();
 
@@ -509,6 +521,29 @@ impl Drop for OidcProvider {
         self.stdin.take();
         let _ = self.child.start_kill();
     }
+}
+
+/// Runs tests/oidc/signing-key.mjs for a fresh RSA private JWK.
+async fn generate_signing_key(root: &std::path::Path) -> Value {
+    let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
+    let run = Command::new(&node)
+        .arg(root.join("tests/oidc/signing-key.mjs"))
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(KEYGEN_TIMEOUT, run).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => panic!("cannot run `{node}` for the test signing key: {e}"),
+        Err(_) => panic!("tests/oidc/signing-key.mjs took more than {KEYGEN_TIMEOUT:?}"),
+    };
+    assert!(
+        out.status.success(),
+        "tests/oidc/signing-key.mjs failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key: Value = serde_json::from_slice(&out.stdout).expect("signing-key.mjs prints one JWK");
+    assert_eq!(key["kty"], "RSA", "signing-key.mjs printed {key}");
+    key
 }
 
 /// A one-host cookie jar: name and path to value; enough for oidc-provider's cookies.

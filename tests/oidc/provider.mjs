@@ -10,8 +10,9 @@
 //     "accounts": [{"sub": "alice", "email": "...", "email_verified": true,
 //                   "claims": {"groups": [...], "cognito:groups": [...], "roles": [...], ...}}],
 //     "machine": {"client_id": "...", "client_secret": "...", "resource": "urn:...",
-//                 "audience": "..."}            // optional: a machine client, see below
-//   }
+//                 "audience": "..."},           // optional: a machine client, see below
+//     "signing_key": {"kty": "RSA", "kid": "...", ...}   // optional: the private JWK to sign
+//   }                                                    // with (tests/oidc/signing-key.mjs)
 // The port may also come from `--port N` or OIDC_PROVIDER_PORT (those win over the file).
 //
 // When it listens it prints one JSON line on stdout: {"issuer": "http://127.0.0.1:PORT",
@@ -24,20 +25,22 @@
 // the built-in devInteractions login and consent pages), every scope's claims in the ID token
 // (conformIdTokenClaims: false): `openid email profile groups` gives sub, email, email_verified,
 // the standard profile claims the account has, and every other extra claim (groups,
-// cognito:groups, roles, …) under the `groups` scope. Fresh RSA signing key and cookie keys per
-// start. Errors, and the steps of its start, are logged to stderr.
+// cognito:groups, roles, …) under the `groups` scope. The signing key is `signing_key` when given,
+// else a fresh RSA key; fresh cookie keys per start. Errors, and the steps of its start, are logged to stderr.
 //
 // With `machine`, a second client that gets tokens for itself (client_credentials,
 // client_secret_basic) for the one `resource`: JWT access tokens (RFC 9068: iss, sub = the
 // client, aud = `audience`, exp, iat, jti, client_id, scope), as a workload identity provider
 // issues them to machines.
 
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import process from 'node:process';
 
 import Provider from 'oidc-provider';
+
+import { rsaSigningKey } from './signing-key.mjs';
 
 function fail(message) {
   process.stderr.write(`provider.mjs: ${message}\n`);
@@ -110,14 +113,8 @@ function accountClaims(account) {
 
 // Progress goes to stderr, which the harnesses show only when a start fails.
 const step = (what) => process.stderr.write(`provider.mjs: ${what} (${Math.round(process.uptime() * 1000)} ms)\n`);
-step('config read; generating the RSA signing key');
-const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-const signingKey = {
-  ...privateKey.export({ format: 'jwk' }),
-  kid: `test-rsa-${randomBytes(6).toString('hex')}`,
-  use: 'sig',
-  alg: 'RS256',
-};
+if (!config.signing_key) step('config read; generating the RSA signing key');
+const signingKey = config.signing_key ?? rsaSigningKey();
 
 const server = createServer();
 
