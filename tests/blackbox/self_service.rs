@@ -375,6 +375,41 @@ async fn a_workflow_provisions_lists_refreshes_and_deletes_its_own_runner() {
         "deregistered on GitHub"
     );
 
+    // GitHub freed the name, and so does pacer: the same machine asks again.
+    let (status, again) = w.provision(&w.token(), "gpu-1", &["gpu"]).await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(again["runner_name"], "ci-gpu-1");
+    assert_ne!(again["id"], body["id"], "a new runner, not the deleted one");
+    let (status, twice) = w.provision(&w.token(), "gpu-1", &["gpu"]).await;
+    assert_eq!(
+        status, 409,
+        "a name is held while its runner lives: {twice}"
+    );
+    let (status, shown) = w
+        .json(
+            Method::GET,
+            "/api/v1/runners/ci-gpu-1",
+            Some(&w.token()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(
+        shown["id"], again["id"],
+        "the name finds the runner holding it"
+    );
+    assert_eq!(shown["status"], "pending");
+    let (_, listed) = w
+        .json(Method::GET, "/api/v1/runners", Some(&w.token()), None)
+        .await;
+    let statuses: Vec<&Value> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["status"])
+        .collect();
+    assert_eq!(statuses, [&json!("pending"), &json!("deleted")], "{listed}");
+
     let audit = w
         .pacer
         .ports

@@ -35,6 +35,7 @@ macro_rules! store_conformance {
             a_token_is_used_once_even_by_ten_concurrent_requests,
             an_owner_never_holds_more_live_runners_than_its_limit,
             self_runners_are_unique_by_name_and_updated_conditionally,
+            a_deleted_runners_name_is_free_again,
             self_runners_list_newest_first_by_owner_and_status,
             label_policies_are_kept_per_identity,
             security_events_append_and_filter,

@@ -148,6 +148,8 @@ impl FromRequestParts<AppState> for Workload {
 /// A self-service runner as its owner and administrators see it.
 #[derive(Debug, Serialize)]
 struct RunnerView {
+    /// `ssr_<ULID>`: tells apart runners that had one name in turn.
+    id: String,
     runner_name: String,
     labels: Vec<String>,
     github_runner_id: Option<i64>,
@@ -162,6 +164,7 @@ struct RunnerView {
 impl From<SelfServiceRunner> for RunnerView {
     fn from(r: SelfServiceRunner) -> Self {
         Self {
+            id: r.id,
             runner_name: r.name,
             labels: r.labels,
             github_runner_id: r.github_runner_id,
@@ -177,6 +180,7 @@ impl From<SelfServiceRunner> for RunnerView {
 
 #[derive(Debug, Serialize)]
 struct ProvisionedView {
+    id: String,
     runner_name: String,
     labels: Vec<String>,
     /// For `run.sh --jitconfig`; a credential, shown once.
@@ -211,6 +215,7 @@ async fn provision(
     let request = ProvisionRequest::from_body(body).map_err(ApiError::Invalid)?;
     let done = self_service::provision(&s.ports, &caller, request).await?;
     let view = ProvisionedView {
+        id: done.runner.id,
         runner_name: done.runner.name,
         labels: done.runner.labels,
         encoded_jit_config: done.encoded_jit_config,

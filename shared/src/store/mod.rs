@@ -49,6 +49,22 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The refusals of [`SelfServiceStore`] both adapters give in the same words.
+impl StoreError {
+    fn runner_name_taken(name: &str) -> Self {
+        StoreError::Conflict(format!("a runner named {name:?} exists"))
+    }
+
+    fn runner_left_deleted(runner: &SelfServiceRunner) -> Self {
+        StoreError::Conflict(format!(
+            "runner {} would be {} after being deleted: a deleted runner is never created nor \
+             revived",
+            runner.id,
+            runner.status.as_str()
+        ))
+    }
+}
+
 /// `?limit=&cursor=` of a list request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageRequest {
@@ -333,22 +349,28 @@ pub trait SelfServiceStore: Send + Sync {
         now: Time,
     ) -> StoreResult<bool>;
     /// Inserts a runner unless its owner holds `max_live` live runners
-    /// already (`Ok(false)`, nothing written); `Conflict` when the name is
-    /// taken. Concurrent calls never take an owner past `max_live`.
+    /// already (`Ok(false)`, nothing written); `Conflict` when a runner that
+    /// is not deleted holds the name. A deleted runner stays listed but
+    /// holds its name no longer: GitHub has freed it. Concurrent calls never
+    /// take an owner past `max_live`, nor give one name to two runners. A
+    /// runner is never created deleted (`Conflict`).
     async fn create_self_runner(
         &self,
         runner: &SelfServiceRunner,
         max_live: u32,
     ) -> StoreResult<bool>;
+    /// The runner holding `name`, else the newest deleted one that had it.
     async fn get_self_runner(&self, name: &str) -> StoreResult<Option<SelfServiceRunner>>;
     async fn list_self_runners(
         &self,
         filter: &SelfRunnerFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<SelfServiceRunner>>;
-    /// Replaces the runner written as version `runner.version - 1` in status
-    /// `from`: `Stale` if another write came between. A move out of a live
-    /// status frees the owner's place, a move into one takes a place.
+    /// Replaces the runner (found by its id) written as version
+    /// `runner.version - 1` in status `from`: `Stale` if another write came
+    /// between. A move out of a live status frees the owner's place, a move
+    /// into one takes a place; a move into `deleted` frees the name. No
+    /// runner leaves `deleted` (`Conflict`): its name may be another's.
     async fn update_self_runner(
         &self,
         from: SelfRunnerStatus,

@@ -151,6 +151,29 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX security_events_by_kind ON security_events(kind, id);
     CREATE INDEX security_events_by_identity ON security_events(identity, id);
     "#,
+    // 4: a self-service runner's name is held only while it is not deleted,
+    // so a name GitHub has freed can be used again (migration 3 made names
+    // unique for as long as the deleted record is kept). SQLite cannot drop
+    // a column's UNIQUE: the table is copied.
+    r#"
+    CREATE TABLE self_runners_4 (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        status TEXT NOT NULL,
+        deleted_us INTEGER,
+        data TEXT NOT NULL
+    );
+    INSERT INTO self_runners_4 (id, name, owner, status, deleted_us, data)
+        SELECT id, name, owner, status, deleted_us, data FROM self_runners;
+    DROP TABLE self_runners;
+    ALTER TABLE self_runners_4 RENAME TO self_runners;
+    CREATE INDEX self_runners_by_owner ON self_runners(owner, status, id);
+    CREATE INDEX self_runners_by_status ON self_runners(status, id);
+    CREATE INDEX self_runners_by_name ON self_runners(name, id);
+    CREATE UNIQUE INDEX self_runners_holding_name ON self_runners(name)
+        WHERE status <> 'deleted';
+    "#,
 ];
 
 #[derive(Clone)]
@@ -1215,6 +1238,9 @@ impl SelfServiceStore for SqliteStore {
         runner: &SelfServiceRunner,
         max_live: u32,
     ) -> StoreResult<bool> {
+        if runner.status == SelfRunnerStatus::Deleted {
+            return Err(StoreError::runner_left_deleted(runner));
+        }
         let r = runner.clone();
         let data = to_json(runner)?;
         self.write(move |c| {
@@ -1238,15 +1264,20 @@ impl SelfServiceStore for SqliteStore {
                 "INSERT INTO self_runners (id, name, owner, status, deleted_us, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![r.id, r.name, r.owner, r.status.as_str(), r.deleted_at.map(micros), data],
             )
-            .map_err(|e| write_err(e, &format!("a runner named {:?} exists", r.name), "owner"))?;
+            .map_err(|e| match constraint(&e) {
+                Some(UNIQUE | PRIMARY_KEY) => StoreError::runner_name_taken(&r.name),
+                _ => backend(e),
+            })?;
             Ok(true)
         })
         .await
     }
 
     async fn get_self_runner(&self, name: &str) -> StoreResult<Option<SelfServiceRunner>> {
+        // The one holding the name, else the newest deleted one.
         self.data_where(
-            "SELECT data FROM self_runners WHERE name = ?1",
+            "SELECT data FROM self_runners WHERE name = ?1
+             ORDER BY status = 'deleted', id DESC LIMIT 1",
             name.to_string(),
         )
         .await
@@ -1272,15 +1303,18 @@ impl SelfServiceStore for SqliteStore {
         from: SelfRunnerStatus,
         runner: &SelfServiceRunner,
     ) -> StoreResult<()> {
+        if from == SelfRunnerStatus::Deleted && runner.status != SelfRunnerStatus::Deleted {
+            return Err(StoreError::runner_left_deleted(runner));
+        }
         let r = runner.clone();
         let data = to_json(runner)?;
         self.write(move |c| {
             let n = c
                 .execute(
                     "UPDATE self_runners SET status = ?2, deleted_us = ?3, data = ?4
-                     WHERE name = ?1 AND status = ?5 AND json_extract(data, '$.version') = ?6",
+                     WHERE id = ?1 AND status = ?5 AND json_extract(data, '$.version') = ?6",
                     params![
-                        r.name,
+                        r.id,
                         r.status.as_str(),
                         r.deleted_at.map(micros),
                         data,
@@ -1454,6 +1488,50 @@ mod tests {
         drop(store);
         let reopened = SqliteStore::open(&dir.path().join("pacer.db")).unwrap();
         assert!(reopened.job_by_github_id(49).await.unwrap().is_some());
+    }
+
+    /// Migration 3 kept a self-service runner's name unique for as long as
+    /// the deleted record was kept; a database written then keeps its
+    /// runners through migration 4 and frees the names of deleted ones.
+    #[tokio::test]
+    async fn a_schema_3_database_keeps_its_runners_and_frees_deleted_names() {
+        use crate::store::conformance::self_runner;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pacer.db");
+        let mut deleted = self_runner("ci-old", "ci:alice", t0());
+        deleted.status = SelfRunnerStatus::Deleted;
+        deleted.deleted_at = Some(t0());
+        let live = self_runner("ci-live", "ci:alice", t0());
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            for (n, sql) in MIGRATIONS.iter().take(3).enumerate() {
+                conn.execute_batch(sql).unwrap();
+                conn.pragma_update(None, "user_version", n + 1).unwrap();
+            }
+            let tx = conn.transaction().unwrap();
+            for r in [&deleted, &live] {
+                tx.execute(
+                    "INSERT INTO self_runners (id, name, owner, status, deleted_us, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![r.id, r.name, r.owner, r.status.as_str(), r.deleted_at.map(micros), to_json(r).unwrap()],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            store.get_self_runner("ci-old").await.unwrap(),
+            Some(deleted)
+        );
+        assert_eq!(store.get_self_runner("ci-live").await.unwrap(), Some(live));
+        let reuse = self_runner("ci-old", "ci:bob", t0() + chrono::Duration::seconds(1));
+        assert!(store.create_self_runner(&reuse, 5).await.unwrap());
+        let taken = self_runner("ci-live", "ci:bob", t0() + chrono::Duration::seconds(2));
+        assert!(matches!(
+            store.create_self_runner(&taken, 5).await,
+            Err(StoreError::Conflict(_))
+        ));
     }
 
     /// The database holds password hashes; it was created 0644 (readable by

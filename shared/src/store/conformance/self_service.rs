@@ -225,6 +225,85 @@ pub async fn self_runners_are_unique_by_name_and_updated_conditionally(store: Ar
     );
 }
 
+pub async fn a_deleted_runners_name_is_free_again(store: Arc<dyn Store>) {
+    let first = self_runner("ci-reused", "ci:alice", at(0));
+    assert!(store.create_self_runner(&first, 5).await.unwrap());
+    let gone = moved(&first, SelfRunnerStatus::Deleted, at(5));
+    store
+        .update_self_runner(SelfRunnerStatus::Pending, &gone)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_self_runner("ci-reused").await.unwrap(),
+        Some(gone.clone()),
+        "a deleted runner is still found by its name"
+    );
+
+    // GitHub freed the name: ten owners ask for it at once, one gets it.
+    let tries: Vec<_> = (0..10)
+        .map(|i| {
+            let store = store.clone();
+            let runner = self_runner("ci-reused", &format!("ci:owner-{i}"), at(10 + i));
+            tokio::spawn(async move { (store.create_self_runner(&runner, 5).await, runner) })
+        })
+        .collect();
+    let mut holders = Vec::new();
+    for t in tries {
+        match t.await.unwrap() {
+            (Ok(true), runner) => holders.push(runner),
+            (Err(StoreError::Conflict(_)), _) => {}
+            (other, _) => panic!("creating a runner under a contested name: {other:?}"),
+        }
+    }
+    assert_eq!(holders.len(), 1, "one runner holds a name");
+    let second = holders.pop().unwrap();
+    assert_eq!(
+        store.get_self_runner("ci-reused").await.unwrap(),
+        Some(second.clone()),
+        "the name finds the runner holding it, not the deleted one"
+    );
+
+    // A deleted runner never comes back: its name is another's now.
+    let revived = moved(&gone, SelfRunnerStatus::Active, at(30));
+    assert!(matches!(
+        store
+            .update_self_runner(SelfRunnerStatus::Deleted, &revived)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .create_self_runner(&moved(&first, SelfRunnerStatus::Deleted, at(31)), 5)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // Both are listed, newest first; deleting the second frees the name once more.
+    let all = store
+        .list_self_runners(&SelfRunnerFilter::default(), &PageRequest::first(100))
+        .await
+        .unwrap()
+        .items;
+    let ids: Vec<_> = all
+        .iter()
+        .filter(|r| r.name == "ci-reused")
+        .map(|r| r.id.clone())
+        .collect();
+    assert_eq!(ids, [second.id.clone(), first.id.clone()]);
+    let second_gone = moved(&second, SelfRunnerStatus::Deleted, at(40));
+    store
+        .update_self_runner(SelfRunnerStatus::Pending, &second_gone)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_self_runner("ci-reused").await.unwrap(),
+        Some(second_gone),
+        "with no holder, the newest deleted runner answers for the name"
+    );
+    let third = self_runner("ci-reused", "ci:alice", at(50));
+    assert!(store.create_self_runner(&third, 5).await.unwrap());
+}
+
 pub async fn self_runners_list_newest_first_by_owner_and_status(store: Arc<dyn Store>) {
     for (i, owner) in ["ci:alice", "ci:bob", "ci:alice", "ci:alice"]
         .iter()

@@ -228,7 +228,8 @@ const JOB: Kind = kind!("JOB", "job", "JOBS");
 const RUNNER: Kind = kind!("RUNNER", "runner", "RUNNERS");
 const USER: Kind = kind!("USER", "user", "USERS");
 const AUDIT: Kind = kind!("AUDIT", "audit", "AUDIT");
-/// Self-service runners are keyed by their name, which is unique.
+/// Self-service runners are keyed by their id; [`SELF_RUNNER_NAME`] finds
+/// one by its name.
 const SELF_RUNNER: Kind = kind!("SSRUNNER", "self_runner", "SSRUNNERS");
 /// Label policies are keyed by the identity they are for.
 const LABEL_POLICY: Kind = kind!("LABELPOLICY", "label_policy", "LABELPOLICIES");
@@ -327,6 +328,13 @@ fn time_key(t: &Time) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
+/// A self-service runner's name, owned by the newest runner that had it:
+/// held (`held = true`) while that runner is not deleted, then kept, released,
+/// for as long as the deleted runner is, so a lookup by name still finds it.
+const SELF_RUNNER_NAME: Guard = Guard {
+    prefix: "SSRUNNERNAME#",
+    type_name: "self_runner_name",
+};
 fn pool_name_key(project_id: &str, name: &str) -> String {
     format!("{project_id}#{}", name.to_lowercase())
 }

@@ -25,18 +25,27 @@ fn token_key(issuer: &str, jti: &str) -> Item {
     key(format!("TOKEN#{}", hex::encode(digest.finalize())), "USED")
 }
 
+/// Whether a runner's name guard is held: `true` until the runner is deleted.
+const HELD: &str = "held";
+
 fn self_runner_item(r: &SelfServiceRunner) -> StoreResult<Encoded> {
-    let mut e = Encoded::of(r, &SELF_RUNNER, &r.name)?;
+    let mut e = Encoded::of(r, &SELF_RUNNER, &r.id)?;
     let order = format!("{}#{}", time_key(&r.created_at), r.id);
     e.index(GSI1, SELF_RUNNER.collection, &order);
     e.index(GSI2, format!("SSOWNER#{}", r.owner), order);
-    if let Some(deleted) = r.deleted_at {
-        let retained =
-            chrono::Duration::from_std(DELETED_RUNNER_RETENTION).unwrap_or(chrono::TimeDelta::MAX);
-        let until = deleted.checked_add_signed(retained).unwrap_or(deleted);
-        e.set(TTL_ATTRIBUTE, n(until.timestamp()));
+    if let Some(until) = retained_until(r) {
+        e.set(TTL_ATTRIBUTE, until);
     }
     Ok(e)
+}
+
+/// When the table's TTL may drop a deleted runner (and its released name).
+fn retained_until(r: &SelfServiceRunner) -> Option<AttributeValue> {
+    let deleted = r.deleted_at?;
+    let retained =
+        chrono::Duration::from_std(DELETED_RUNNER_RETENTION).unwrap_or(chrono::TimeDelta::MAX);
+    let until = deleted.checked_add_signed(retained).unwrap_or(deleted);
+    Some(n(until.timestamp()))
 }
 
 fn label_policy_item(p: &IdentityPolicy) -> StoreResult<Encoded> {
@@ -94,15 +103,31 @@ impl SelfServiceStore for DynamoStore {
         if runner.owner.len() > MAX_OWNER_BYTES {
             return Err(StoreError::Conflict("the owner's name is too long".into()));
         }
-        let put = self.tx_put(self_runner_item(runner)?.item, Cond::absent())?;
-        if !runner.status.is_live() {
-            return match self.transact(vec![put], "create_self_runner").await? {
-                None => Ok(true),
-                Some(_) => Err(name_taken(&runner.name)),
-            };
+        if runner.status == SelfRunnerStatus::Deleted {
+            return Err(StoreError::runner_left_deleted(runner));
         }
-        if max_live == 0 {
+        if runner.status.is_live() && max_live == 0 {
             return Ok(false);
+        }
+        let mut name = SELF_RUNNER_NAME.item(&runner.name, &runner.id);
+        name.insert(HELD.into(), AttributeValue::Bool(true));
+        let free = Cond::new(|e| {
+            format!(
+                "attribute_not_exists({}) OR {} = {}",
+                e.name(PK),
+                e.name(HELD),
+                e.value(AttributeValue::Bool(false))
+            )
+        });
+        let mut writes = vec![
+            self.tx_put(name, free)?,
+            self.tx_put(self_runner_item(runner)?.item, Cond::absent())?,
+        ];
+        if !runner.status.is_live() {
+            return match self.transact(writes, "create_self_runner").await? {
+                None => Ok(true),
+                Some(_) => Err(StoreError::runner_name_taken(&runner.name)),
+            };
         }
         let room = Cond::new(|e| {
             let live = e.name(LIVE);
@@ -111,19 +136,22 @@ impl SelfServiceStore for DynamoStore {
                 e.value(n(max_live))
             )
         });
-        let take = self.tx_update(live_key(&runner.owner), room, |e| {
+        writes.push(self.tx_update(live_key(&runner.owner), room, |e| {
             format!("ADD {} {}", e.name(LIVE), e.value(n(1)))
-        })?;
-        match self.transact(vec![put, take], "create_self_runner").await? {
+        })?);
+        match self.transact(writes, "create_self_runner").await? {
             None => Ok(true),
-            Some(c) if c.failed(0) => Err(name_taken(&runner.name)),
+            Some(c) if c.failed(0) || c.failed(1) => {
+                Err(StoreError::runner_name_taken(&runner.name))
+            }
             Some(_) => Ok(false),
         }
     }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table, name = %name))]
     async fn get_self_runner(&self, name: &str) -> StoreResult<Option<SelfServiceRunner>> {
-        self.get(&SELF_RUNNER, name, "get_self_runner").await
+        self.get_guarded(&SELF_RUNNER_NAME, name, &SELF_RUNNER, "get_self_runner")
+            .await
     }
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table))]
@@ -160,6 +188,9 @@ impl SelfServiceStore for DynamoStore {
         from: SelfRunnerStatus,
         runner: &SelfServiceRunner,
     ) -> StoreResult<()> {
+        if from == SelfRunnerStatus::Deleted && runner.status != SelfRunnerStatus::Deleted {
+            return Err(StoreError::runner_left_deleted(runner));
+        }
         let previous = runner.version.saturating_sub(1);
         let cond = Cond::exists_and(|e| {
             format!(
@@ -171,6 +202,25 @@ impl SelfServiceStore for DynamoStore {
             )
         });
         let mut writes = vec![self.tx_put(self_runner_item(runner)?.item, cond)?];
+        if from != SelfRunnerStatus::Deleted && runner.status == SelfRunnerStatus::Deleted {
+            // The name goes back with the move, and stays to find the runner
+            // by for as long as the runner is kept.
+            let release = Cond::owned_by(&runner.id);
+            let until = retained_until(runner);
+            writes.push(
+                self.tx_update(SELF_RUNNER_NAME.key(&runner.name), release, |e| {
+                    let mut set = format!(
+                        "SET {} = {}",
+                        e.name(HELD),
+                        e.value(AttributeValue::Bool(false))
+                    );
+                    if let Some(until) = until {
+                        set.push_str(&format!(", {} = {}", e.name(TTL_ATTRIBUTE), e.value(until)));
+                    }
+                    set
+                })?,
+            );
+        }
         let delta = match (from.is_live(), runner.status.is_live()) {
             (true, false) => -1,
             (false, true) => 1,
@@ -282,8 +332,4 @@ impl SelfServiceStore for DynamoStore {
         // runners; reads already treat an expired token use as absent.
         Ok(0)
     }
-}
-
-fn name_taken(name: &str) -> StoreError {
-    StoreError::Conflict(format!("a runner named {name:?} exists"))
 }
