@@ -22,7 +22,7 @@ use crate::github::offline::OfflineGitHub;
 use crate::github::rest::RestGitHub;
 use crate::host::simulation::OfflineGitHubPart;
 use crate::pricing::aws::AwsPricing;
-use crate::pricing::{NoPricing, Pricing};
+use crate::pricing::{NoPricing, Pricing, WithOverrides};
 use crate::queue::Queue;
 use crate::queue::memory::MemoryQueue;
 use crate::queue::sqs::SqsQueue;
@@ -184,18 +184,25 @@ pub fn build_fleet(cfg: &Config, aws: Option<&aws_config::SdkConfig>) -> anyhow:
     })
 }
 
-/// Price quotes at launch: the Pricing API and spot history when
-/// `pricing.enabled` and runners are real EC2 instances; none otherwise.
+/// Price quotes at launch: `pricing.overrides` first, then the Pricing API
+/// and spot history when `pricing.enabled` and runners are real EC2
+/// instances; no other price otherwise.
 pub fn build_pricing(
     cfg: &Config,
     aws: Option<&aws_config::SdkConfig>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<dyn Pricing>> {
-    Ok(match aws {
+    let looked_up: Arc<dyn Pricing> = match aws {
         Some(aws) if cfg.pricing.enabled && cfg.fleet.engine == FleetEngine::Ec2 => Arc::new(
             AwsPricing::from_sdk_config(aws, cfg.pricing.cache_ttl, clock)?,
         ),
         _ => Arc::new(NoPricing),
+    };
+    let overrides = cfg.pricing.overrides_micro_usd();
+    Ok(if overrides.is_empty() {
+        looked_up
+    } else {
+        Arc::new(WithOverrides::new(overrides, looked_up))
     })
 }
 
@@ -227,6 +234,7 @@ pub fn settings(cfg: &Config) -> Settings {
         redrive_after: cfg.reaper.redrive_after,
         orphan_grace: cfg.reaper.orphan_grace,
         degraded_cooldown: cfg.reaper.degraded_cooldown,
+        ebs_micro_usd_per_gb_month: cfg.pricing.ebs_micro_usd_per_gb_month(),
         self_service: SelfServiceSettings {
             enabled: cfg.self_service.enabled,
             identities: cfg.self_service.identities().to_vec(),

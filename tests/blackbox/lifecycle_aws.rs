@@ -7,8 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pacer_shared::clock::SystemClock;
+use pacer_shared::clock::{Clock as _, ManualClock, SystemClock};
 use pacer_shared::config::RunnerConfig;
+use pacer_shared::domain::usage::Period;
 use pacer_shared::fleet::ec2::{Ec2Fleet, sdk};
 use pacer_shared::fleet::simulated::RunnerIdentity;
 use pacer_shared::fleet::{Fleet, JobRef, user_data};
@@ -172,7 +173,12 @@ pub(crate) async fn seed(aws: &Aws, pacer: &LocalPacer, max_runners: u32) -> Str
     seed_with_market(aws, pacer, max_runners, "on-demand").await
 }
 
-async fn seed_with_market(aws: &Aws, pacer: &LocalPacer, max_runners: u32, market: &str) -> String {
+pub(crate) async fn seed_with_market(
+    aws: &Aws,
+    pacer: &LocalPacer,
+    max_runners: u32,
+    market: &str,
+) -> String {
     let (_, project) = pacer
         .post(
             "/api/projects",
@@ -195,6 +201,20 @@ async fn seed_with_market(aws: &Aws, pacer: &LocalPacer, max_runners: u32, marke
     pool["id"].as_str().unwrap().to_string()
 }
 
+/// The day buckets of the roll-ups from two days before `now` to two after.
+pub(crate) async fn usage_around(
+    pacer: &LocalPacer,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<pacer_shared::domain::usage::UsageBucket> {
+    let two_days = chrono::Duration::days(2);
+    pacer
+        .ports
+        .store
+        .usage_buckets(Period::Day, now - two_days, now + two_days)
+        .await
+        .unwrap()
+}
+
 pub(crate) async fn user_data_of(aws: &Aws, instance_id: &str) -> String {
     let attr = aws
         .ec2
@@ -208,7 +228,9 @@ pub(crate) async fn user_data_of(aws: &Aws, instance_id: &str) -> String {
 }
 
 async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
-    let World { aws, github, pacer } = world(backend).await;
+    // A clock the test moves, so what the runner cost is known to the micro-dollar.
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let World { aws, github, pacer } = world_with_clock(backend, clock.clone()).await;
     let pool_id = seed_with_market(&aws, &pacer, 3, "spot").await;
 
     // Given a queued job (without an installation: pacer asks GitHub)…
@@ -223,6 +245,9 @@ async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
     let instance_id = instance.instance_id().unwrap().to_string();
     assert_eq!(tag(&instance, "pacer:deployment"), Some("pacer"));
     assert_eq!(tag(&instance, "pacer:pool"), Some(pool_id.as_str()));
+    assert_eq!(tag(&instance, "pacer:repo"), Some("acme/app"));
+    let (_, pool) = pacer.get(&format!("/api/pools/{pool_id}")).await;
+    assert_eq!(tag(&instance, "pacer:project"), pool["project_id"].as_str());
     let runner_id = tag(&instance, "pacer:runner")
         .expect("runner tag")
         .to_string();
@@ -237,13 +262,15 @@ async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
     assert_eq!(job["runner"]["instance_id"], instance_id.as_str());
     assert_eq!(job["runner"]["instance_type"], "t3.micro");
     assert_eq!(job["runner"]["market"], "spot");
-    let price = job["runner"]["price_per_hour_usd"]
-        .as_f64()
-        .expect("a spot quote from the price history");
-    assert!(price > 0.0, "{price}");
+    assert_eq!(
+        job["runner"]["price"],
+        json!({"micro_usd_per_hour": 10, "source": "spot-history"}),
+        "moto's spot price history quotes $0.00001 an hour"
+    );
 
-    // The instance registers and receives the JIT config GitHub issued for
-    // the right repo, group and labels.
+    // The instance registers 40 s after its launch and receives the JIT
+    // config GitHub issued for the right repo, group and labels.
+    clock.advance(Duration::from_secs(40));
     let register = |token: String| {
         let http = pacer.http.clone();
         let url = format!("{}/api/runner/register", pacer.base);
@@ -303,6 +330,7 @@ async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
         name: issued.name.clone(),
     };
     let now = chrono::Utc::now();
+    clock.advance(Duration::from_secs(20));
     assert_eq!(
         pacer
             .webhook(
@@ -317,6 +345,7 @@ async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
         .wait_for(&format!("/api/jobs/{job_id}"), |j| j["state"] == "running")
         .await;
     assert_eq!(job["runner"]["state"], "busy");
+    clock.advance(Duration::from_secs(600));
     assert_eq!(
         pacer
             .webhook(
@@ -327,6 +356,14 @@ async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
             .0,
         200
     );
+    let (_, job) = pacer.get(&format!("/api/jobs/{job_id}")).await;
+    assert_eq!(job["state"], "completed");
+    assert_eq!(
+        job["usage"],
+        Value::Null,
+        "not settled while its runner lives: its cost is not known yet"
+    );
+    clock.advance(Duration::from_secs(30));
 
     // The runner reports completion (twice: idempotent) and capacity is back.
     for _ in 0..2 {
@@ -356,6 +393,53 @@ async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
     );
     assert_eq!(job["runner"]["id"], runner_id.as_str());
     assert_eq!(job["runner"]["state"], "done");
+
+    // Launched, registered at 40 s, ran the job from 60 s to 660 s, ended at
+    // 690 s. Spot at $0.00001/h plus 30 GB of gp3 at $0.08 a GB-month
+    // ($0.003288/h) is 3,298 micro-dollars an hour: 600 s of job is 550,
+    // 90 s of boot and shutdown 82.
+    let cost = json!({
+        "source": "spot-history", "micro_usd_per_hour": 3_298,
+        "job_seconds": 600, "overhead_seconds": 90, "idle_seconds": 0,
+        "job_micro_usd": 550, "overhead_micro_usd": 82, "idle_micro_usd": 0,
+        "total_micro_usd": 632,
+    });
+    assert_eq!(job["runner"]["cost"], cost, "{job}");
+    assert_eq!(
+        job["usage"]["cost"], cost,
+        "the job carries its runner's cost"
+    );
+    assert_eq!(job["usage"]["runner_id"], runner_id.as_str());
+    assert_eq!(
+        job["usage"]["timings"],
+        json!({"queued_to_launched_ms": 0, "launched_to_registered_ms": 40_000,
+               "queued_to_in_progress_ms": 60_000})
+    );
+    // And into the day's roll-up, once.
+    let days = usage_around(&pacer, clock.now()).await;
+    assert_eq!(days.len(), 1, "{days:?}");
+    let (dims, f) = (&days[0].dims, &days[0].figures);
+    assert_eq!(
+        (
+            dims.pool_id.as_str(),
+            dims.repo.as_str(),
+            dims.market.as_str(),
+            dims.conclusion.as_str()
+        ),
+        (pool_id.as_str(), "acme/app", "spot", "success")
+    );
+    assert_eq!(
+        (
+            f.jobs,
+            f.succeeded,
+            f.job_seconds,
+            f.overhead_seconds,
+            f.job_micro_usd,
+            f.overhead_micro_usd
+        ),
+        (1, 1, 600, 90, 550, 82)
+    );
+    assert_eq!(f.queued_to_in_progress.count(), 1);
     let (_, pool) = pacer.get(&format!("/api/pools/{pool_id}")).await;
     assert_eq!(pool["active_runners"], 0, "capacity released exactly once");
     assert_eq!(

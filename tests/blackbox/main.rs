@@ -11,6 +11,7 @@ mod bootstrap_script;
 mod burst;
 mod call_counts;
 mod capacity_wake;
+mod cost;
 mod dynamodb_store;
 mod ec2_faults;
 mod ec2_fleet;

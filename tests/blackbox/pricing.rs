@@ -12,15 +12,24 @@ use std::time::Duration;
 use aws_sdk_dynamodb::config::{Credentials, Region};
 use pacer_shared::clock::ManualClock;
 use pacer_shared::pricing::aws::{AwsPricing, PricingCalls};
-use pacer_shared::pricing::{ON_DEMAND, Pricing, SPOT};
+use pacer_shared::pricing::{ON_DEMAND, Price, PriceSource, Pricing, SPOT};
 use serde_json::{Value, json};
 
 use crate::moto::Moto;
 
 const TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// moto's canned spot price for every type and zone.
-const MOTO_SPOT_PRICE: f64 = 0.00001;
+/// moto's canned spot price for every type and zone: $0.00001 an hour.
+const MOTO_SPOT_PRICE: Price = Price {
+    micro_usd_per_hour: 10,
+    source: PriceSource::SpotHistory,
+};
+
+/// The recorded Pricing API answer's on-demand price for m7g.large: $0.0816.
+const M7G_LARGE_ON_DEMAND: Price = Price {
+    micro_usd_per_hour: 81_600,
+    source: PriceSource::PricingApi,
+};
 
 /// The Pricing API's item for m7g.large in us-east-1, recorded beside the
 /// adapter's unit tests.
@@ -282,13 +291,13 @@ async fn an_on_demand_quote_reads_the_recorded_get_products_answer_through_the_s
         pricing
             .quote("m7g.large", ON_DEMAND, Some("us-east-1a"))
             .await,
-        Some(0.0816)
+        Some(M7G_LARGE_ON_DEMAND)
     );
     assert_eq!(
         pricing
             .quote("m7g.large", ON_DEMAND, Some("us-east-1c"))
             .await,
-        Some(0.0816),
+        Some(M7G_LARGE_ON_DEMAND),
         "cached for every zone"
     );
     assert_eq!(

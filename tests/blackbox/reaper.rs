@@ -44,7 +44,7 @@ fn gone(state: &str) -> bool {
 }
 
 /// Sends a queued job and waits until its runner's instance is recorded.
-async fn launched(w: &World, github_job_id: i64) -> (String, Value) {
+pub(crate) async fn launched(w: &World, github_job_id: i64) -> (String, Value) {
     let (s, accepted) = w
         .pacer
         .webhook(
@@ -64,7 +64,7 @@ async fn launched(w: &World, github_job_id: i64) -> (String, Value) {
     (job_id, job)
 }
 
-async fn register(w: &World, job: &Value) -> i64 {
+pub(crate) async fn register(w: &World, job: &Value) -> i64 {
     let script = user_data_of(&w.aws, job["runner"]["instance_id"].as_str().unwrap()).await;
     let token = user_data::parse(&script).unwrap().token;
     let res = w

@@ -40,6 +40,9 @@ macro_rules! store_conformance {
             label_policies_are_kept_per_identity,
             security_events_append_and_filter,
             a_sweep_keeps_what_has_not_expired,
+            a_contribution_counts_once_even_added_by_ten_at_once,
+            usage_adds_up_per_hour_and_day_and_reads_by_window,
+            a_histogram_keeps_every_bucket_through_the_store,
             a_bad_cursor_is_refused,
             lookups_by_an_oversized_value_find_nothing,
         ]);

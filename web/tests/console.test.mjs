@@ -329,8 +329,24 @@ describe('the console, as an admin and then a viewer, against pacer serve', () =
       assert.equal(deltas[0].trim(), '—', 'the first step has no previous one');
       for (const d of deltas.slice(1)) assert.match(d.trim(), /^\+[\d.]+(s|m|h)/, `a delta: ${d}`);
 
+      // Settled once its runner is done: the page shows the API's figures.
+      let usage = null;
+      const deadline = Date.now() + JOB_TIMEOUT;
+      while (!usage) {
+        usage = (await callApi(page, 'GET', `/api/jobs/${jobId}`)).body?.usage ?? null;
+        assert.ok(usage || Date.now() < deadline, `job ${jobId} was never settled`);
+        if (!usage) await sleep(250);
+      }
+      await page.reload();
+      const cost = page.locator('[data-cost]');
+      await cost.waitFor();
+      const dollars = `$${(usage.cost.total_micro_usd / 1_000_000).toFixed(4)}`;
+      assert.match(await cost.innerText(), new RegExp(`^\\${dollars} \\(job \\$[\\d.]+, overhead \\$[\\d.]+; price from override\\)`));
+      assert.match(await page.locator('[data-timings]').innerText(), /\(launch [\d.]+m?s, boot [\d.]+m?s\)/);
+
       const runner = page.locator('[data-runner]');
       assert.match(await runner.innerText(), /webtest/, "the runner's name carries the deployment");
+      assert.match(await runner.innerText(), /\$0\.1008\/h \(override\)/, 'the price stamped at launch');
       assert.match(await runner.innerText(), /Instance\s+i-/);
       const github = page.getByRole('link', { name: /Open the run on GitHub/ });
       assert.equal(await github.getAttribute('href'), `https://github.com/${repo}/actions/runs/${Math.floor(githubJobId / 2) + 1}/job/${githubJobId}`);

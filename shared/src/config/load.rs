@@ -260,7 +260,7 @@ fn tidy_leaf(key: &Key, value: Value) -> Result<Option<Value>, ConfigError> {
             Value::Array(tidied)
         }
         // Each entry's own struct types and checks it.
-        value if key.kind == Kind::Mappings => value,
+        value if key.kind.yaml_only() => value,
         Value::Bool(_) | Value::Number(_) | Value::String(_) if key.kind != Kind::List => {
             let text = scalar_text(&value).unwrap_or_default();
             let text = text.trim();
@@ -272,6 +272,10 @@ fn tidy_leaf(key: &Key, value: Value) -> Result<Option<Value>, ConfigError> {
                 Kind::Integer => match text.parse::<u64>() {
                     Ok(number) => Value::from(number),
                     Err(_) => value,
+                },
+                Kind::Decimal => match text.parse::<f64>() {
+                    Ok(number) if number.is_finite() => Value::from(number),
+                    _ => value,
                 },
                 Kind::Choice(_) => Value::String(text.to_ascii_lowercase()),
                 _ => Value::String(text.to_owned()),

@@ -94,6 +94,17 @@ aws:
   region: us-east-1
   # profile: pacer
 
+# What runners cost: with AWS off, these hourly prices (us-east-1 on-demand list prices) stand
+# in for the AWS Pricing API, so the console's cost figures look like a real fleet's. With AWS
+# on, delete them to use looked-up prices, or keep your own negotiated rates here.
+pricing:
+  overrides:
+    m7g.large: 0.0816
+    m6g.large: 0.077
+    c7g.large: 0.0725
+    t3.micro: 0.0104
+  ebs_gb_month: 0.08
+
 auth:
   jwt_secret: "{jwt_secret}"
   local:
@@ -135,6 +146,11 @@ mod tests {
         assert!(config.auth.local.enabled);
         assert_eq!(config.auth.local.email, "admin@localhost");
         assert_eq!(config.logging.format, LogFormat::Text);
+        assert_eq!(
+            config.pricing.overrides_micro_usd().get("m7g.large"),
+            Some(&81_600),
+            "the walkthrough's instance type has a price with AWS off"
+        );
         assert_eq!(config.auth.jwt_secret.as_ref().unwrap().expose().len(), 64);
         assert_eq!(
             config

@@ -18,6 +18,8 @@ pub(crate) enum Kind {
     Bool,
     /// A whole number.
     Integer,
+    /// A number that may have a fraction, such as a price in USD.
+    Decimal,
     /// A Go-syntax duration such as `90s`.
     Duration,
     /// An absolute URL.
@@ -36,6 +38,8 @@ pub(crate) enum Kind {
     /// per entry, say). No single variable could hold one readably, so such a key is written in
     /// the YAML file only: its variable name is reserved, and refused when set.
     Mappings,
+    /// A mapping of names to values (instance type to price, say); YAML only, as [`Kind::Mappings`].
+    Mapping,
 }
 
 impl Kind {
@@ -46,6 +50,7 @@ impl Kind {
             Kind::Secret => "secret".into(),
             Kind::Bool => "boolean".into(),
             Kind::Integer => "integer".into(),
+            Kind::Decimal => "decimal".into(),
             Kind::Duration => "duration".into(),
             Kind::Url => "URL".into(),
             Kind::Path => "path".into(),
@@ -54,12 +59,13 @@ impl Kind {
             Kind::List => "list".into(),
             Kind::RateLimit => "rate limit".into(),
             Kind::Mappings => "list of mappings".into(),
+            Kind::Mapping => "mapping".into(),
         }
     }
 
     /// True for the kinds no `PACER_*` variable can set.
     pub(crate) fn yaml_only(self) -> bool {
-        self == Kind::Mappings
+        matches!(self, Kind::Mappings | Kind::Mapping)
     }
 }
 
@@ -244,6 +250,10 @@ pub(crate) const KEYS: &[Key] = &[
     key("pricing.enabled", Bool, "true",
         "Quote an hourly price for every launched instance (needs AWS Pricing and spot price history access)."),
     key("pricing.cache_ttl", Duration, "24h", "How long a looked-up price is reused."),
+    key("pricing.overrides", Mapping, "{}",
+        "Instance type to USD per hour, e.g. `m7g.large: 0.0816`: used instead of any looked-up price, in every market (negotiated rates, Savings Plans, offline use); written in the YAML file only."),
+    key("pricing.ebs_gb_month", Decimal, "0.08",
+        "USD per GB-month of a runner's root volume (gp3's list price by default), added to its instance's price."),
     // logging
     key("logging.level", Choice(LOG_LEVELS), "info", "Lowest level written."),
     key("logging.format", Choice(LOG_FORMATS), "json",

@@ -6,6 +6,7 @@
 use super::error::ConfigError;
 use super::schema::LETS_ENCRYPT_DIRECTORY;
 use super::secret::Secret;
+use crate::domain::cost::{MicroUsd, micro_usd};
 use crate::domain::duration::{format_go_duration, go as go_duration, parse_go_duration};
 use crate::domain::project::Scope;
 use crate::domain::self_service::TrustedIdentity;
@@ -421,6 +422,11 @@ pub struct PricingConfig {
     pub enabled: bool,
     #[serde(with = "go_duration")]
     pub cache_ttl: Duration,
+    /// Instance type → USD per hour, as written; checked by `validate`, read
+    /// in micro-dollars through [`PricingConfig::overrides_micro_usd`].
+    pub overrides: BTreeMap<String, f64>,
+    /// USD per GB-month of root volume.
+    pub ebs_gb_month: f64,
 }
 
 impl Default for PricingConfig {
@@ -428,7 +434,25 @@ impl Default for PricingConfig {
         Self {
             enabled: true,
             cache_ttl: Duration::from_secs(24 * 3600),
+            overrides: BTreeMap::new(),
+            ebs_gb_month: 0.08,
         }
+    }
+}
+
+impl PricingConfig {
+    /// The overrides in whole micro-dollars (validated at load, so none is
+    /// dropped here).
+    pub fn overrides_micro_usd(&self) -> BTreeMap<String, MicroUsd> {
+        self.overrides
+            .iter()
+            .filter_map(|(instance_type, &usd)| Some((instance_type.clone(), micro_usd(usd)?)))
+            .collect()
+    }
+
+    /// `ebs_gb_month` in whole micro-dollars.
+    pub fn ebs_micro_usd_per_gb_month(&self) -> MicroUsd {
+        micro_usd(self.ebs_gb_month).unwrap_or(0)
     }
 }
 

@@ -7,6 +7,7 @@ use super::schema::{self, KEYS};
 use super::*;
 use crate::domain;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -1312,6 +1313,77 @@ fn aws_disabled_turns_default_pricing_off_but_refuses_explicit_pricing() {
         &error_for(LOCAL, "pricing: { enabled: true }"),
         "pricing.enabled",
     );
+}
+
+#[test]
+fn price_overrides_and_the_volume_price_are_read_in_micro_dollars() {
+    let config = load(&patched(
+        LOCAL,
+        "pricing: { overrides: { m7g.large: 0.0816, c7i.metal-24xl: 4.284 }, ebs_gb_month: 0.1 }",
+    ))
+    .unwrap();
+    assert_eq!(
+        config.pricing.overrides_micro_usd(),
+        BTreeMap::from([
+            ("c7i.metal-24xl".to_string(), 4_284_000),
+            ("m7g.large".to_string(), 81_600)
+        ])
+    );
+    assert_eq!(config.pricing.ebs_micro_usd_per_gb_month(), 100_000);
+    let free = load(&patched(LOCAL, "pricing: { overrides: { t4g.nano: 0 } }")).unwrap();
+    assert_eq!(
+        free.pricing.overrides_micro_usd().get("t4g.nano"),
+        Some(&0),
+        "an instance already paid for (a Savings Plan) may cost nothing more"
+    );
+    let defaults = load(LOCAL).unwrap();
+    assert!(defaults.pricing.overrides.is_empty());
+    assert_eq!(
+        defaults.pricing.ebs_micro_usd_per_gb_month(),
+        80_000,
+        "gp3's list price"
+    );
+}
+
+#[test]
+fn a_bad_price_is_refused_naming_its_key() {
+    for (patch, key) in [
+        (
+            "pricing: { overrides: { M7G.Large: 0.08 } }",
+            "pricing.overrides.M7G.Large",
+        ),
+        (
+            "pricing: { overrides: { large: 0.08 } }",
+            "pricing.overrides.large",
+        ),
+        (
+            "pricing: { overrides: { m7g.large: -1 } }",
+            "pricing.overrides.m7g.large",
+        ),
+        (
+            "pricing: { overrides: { m7g.large: 81600 } }",
+            "pricing.overrides.m7g.large",
+        ),
+        (
+            "pricing: { overrides: { m7g.large: cheap } }",
+            "pricing.overrides",
+        ),
+        ("pricing: { overrides: [m7g.large] }", "pricing.overrides"),
+        ("pricing: { ebs_gb_month: -0.08 }", "pricing.ebs_gb_month"),
+        ("pricing: { ebs_gb_month: 80 }", "pricing.ebs_gb_month"),
+        ("pricing: { ebs_gb_month: '1e400' }", "pricing.ebs_gb_month"),
+        (
+            "pricing: { overrides: { m7g.large: '0.08' } }",
+            "pricing.overrides.m7g.large",
+        ),
+        ("pricing: { ebs_gb_month: lots }", "pricing.ebs_gb_month"),
+    ] {
+        let err = error_for(LOCAL, patch);
+        let named = err.key().unwrap_or_default();
+        assert!(named.starts_with(key), "{patch}: {err}");
+    }
+    let err = error_for(LOCAL, "pricing: { overrides: { \"m7g.large\\n\": 0.08 } }");
+    assert!(!err.to_string().contains('\n'), "one line: {err}");
 }
 
 #[test]

@@ -8,11 +8,13 @@
 use super::error::ConfigError;
 use super::secret::Secret;
 use super::sections::{
-    AcmeConfig, AuthConfig, DatabaseEngine, FleetEngine, GithubConfig, OidcConfig, QueueEngine,
-    RunnerConfig, ServerConfig, TlsConfig, TlsMode,
+    AcmeConfig, AuthConfig, DatabaseEngine, FleetEngine, GithubConfig, OidcConfig, PricingConfig,
+    QueueEngine, RunnerConfig, ServerConfig, TlsConfig, TlsMode,
 };
 use super::{Config, Function};
+use crate::domain::cost::micro_usd;
 use crate::domain::duration::format_go_duration;
+use crate::domain::pool::is_instance_type;
 use std::path::Path;
 use std::time::Duration;
 use url::Url;
@@ -509,7 +511,40 @@ fn timings(cfg: &Config) -> Check {
         ));
     }
     positive("pricing.cache_ttl", cfg.pricing.cache_ttl)?;
+    pricing(&cfg.pricing)?;
     positive("auth.session_ttl", cfg.auth.session_ttl)
+}
+
+/// The most USD per hour an override may name: above the dearest EC2
+/// instance by far, so a slip of the decimal point is caught.
+const MAX_OVERRIDE_USD_PER_HOUR: f64 = 1_000.0;
+
+fn pricing(pricing: &PricingConfig) -> Check {
+    for (instance_type, &usd) in &pricing.overrides {
+        let key = format!("pricing.overrides.{}", instance_type.escape_debug());
+        if !is_instance_type(instance_type) {
+            return Err(invalid(
+                &key,
+                "is not an EC2 instance type: write it as AWS does, lower case, e.g. m7g.large",
+            ));
+        }
+        if !(0.0..=MAX_OVERRIDE_USD_PER_HOUR).contains(&usd) || micro_usd(usd).is_none() {
+            return Err(invalid(
+                &key,
+                format!("must be USD per hour, from 0 to {MAX_OVERRIDE_USD_PER_HOUR} (got {usd})"),
+            ));
+        }
+    }
+    if !(0.0..=10.0).contains(&pricing.ebs_gb_month) {
+        return Err(invalid(
+            "pricing.ebs_gb_month",
+            format!(
+                "must be USD per GB-month, from 0 to 10 (got {}; gp3 lists at 0.08)",
+                pricing.ebs_gb_month
+            ),
+        ));
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------------------------------ auth

@@ -95,7 +95,7 @@ impl Job {
             conclusion: None,
             attempts: 0,
             failure_reason: None,
-            cost_usd: None,
+            usage: None,
             waiting_for_capacity: false,
             transitions: vec![Transition {
                 state,

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Time;
+use super::cost::JobUsage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
@@ -167,7 +168,10 @@ pub struct Job {
     pub conclusion: Option<String>,
     pub attempts: u32,
     pub failure_reason: Option<String>,
-    pub cost_usd: Option<f64>,
+    /// What it cost and how long it waited, once it is final and the runner
+    /// that ran it has ended.
+    #[serde(default)]
+    pub usage: Option<JobUsage>,
     pub transitions: Vec<Transition>,
     /// Handed back to the queue because its pool was full, with no queue
     /// message of its own: a slot freed in the pool must wake it. Any later
@@ -187,7 +191,6 @@ pub struct JobChanges {
     pub runner_name: Option<String>,
     pub conclusion: Option<String>,
     pub failure_reason: Option<String>,
-    pub cost_usd: Option<f64>,
     /// Counts one more launch attempt.
     pub count_attempt: bool,
     /// Marks the job [`Job::waiting_for_capacity`] (else the mark is cleared).
@@ -212,9 +215,6 @@ impl Job {
         set(&mut self.runner_name, &changes.runner_name);
         set(&mut self.conclusion, &changes.conclusion);
         set(&mut self.failure_reason, &changes.failure_reason);
-        if changes.cost_usd.is_some() {
-            self.cost_usd = changes.cost_usd;
-        }
         if changes.count_attempt {
             self.attempts += 1;
         }

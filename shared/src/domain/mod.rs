@@ -3,6 +3,7 @@
 //! adapters — callers pass the time in.
 
 pub mod audit;
+pub mod cost;
 pub mod duration;
 pub mod fields;
 pub mod github_job;
@@ -14,9 +15,11 @@ pub mod project;
 pub mod runner;
 pub mod self_service;
 pub mod text;
+pub mod usage;
 pub mod user;
 
 pub use audit::{Actor, ActorKind, AuditEvent};
+pub use cost::{JobTimings, JobUsage, Price, PriceSource, RunnerCost};
 pub use github_job::{GithubJob, PendingJob, Reported};
 pub use ids::{IdKind, IdSource, SequentialIds, Ulids};
 pub use job::{Job, JobChanges, JobState, Transition, TransitionCause, transition_allowed};

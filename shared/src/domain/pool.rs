@@ -104,7 +104,8 @@ fn aws_id(prefix: &str, s: &str) -> bool {
 /// Longer than any EC2 instance type (`u7inh-32tb.480xlarge` is 20).
 const MAX_INSTANCE_TYPE_BYTES: usize = 64;
 
-fn instance_type(s: &str) -> bool {
+/// `family.size` as EC2 names instance types: lower-case letters, digits and `-`.
+pub fn is_instance_type(s: &str) -> bool {
     if s.len() > MAX_INSTANCE_TYPE_BYTES {
         return false;
     }
@@ -204,7 +205,7 @@ impl PoolSpec {
             "instance_types",
             &instance_types,
             "an EC2 instance type like m7g.large",
-            instance_type,
+            is_instance_type,
         )?;
         // One per availability zone in reason; a region has at most a few dozen.
         let subnets = nonempty_unique("subnets", f.required("subnets", Fields::strings)?, 100)?;

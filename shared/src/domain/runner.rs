@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Time;
+use super::cost::{Lifetime, MicroUsd, Price, RunnerCost};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
@@ -85,7 +86,12 @@ pub struct Runner {
     pub instance_type: Option<String>,
     pub availability_zone: Option<String>,
     pub market: Option<String>,
-    pub price_per_hour_usd: Option<f64>,
+    /// The instance's hourly price, quoted at launch.
+    #[serde(default)]
+    pub price: Option<Price>,
+    /// Its root volume's hourly price, set with the instance's.
+    #[serde(default)]
+    pub volume_micro_usd_per_hour: MicroUsd,
     pub github_runner_id: Option<i64>,
     pub callback_token_id: Option<String>,
     pub error_tail: Option<String>,
@@ -93,6 +99,17 @@ pub struct Runner {
     /// live long after is stuck (its `/complete` never came).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_ended_at: Option<Time>,
+    /// When it traded its callback token for its JIT configuration.
+    #[serde(default)]
+    pub registered_at: Option<Time>,
+    /// The job GitHub gave it (`in_progress` named it), and when it started.
+    #[serde(default)]
+    pub ran_job_id: Option<String>,
+    #[serde(default)]
+    pub job_started_at: Option<Time>,
+    /// Written when it ends: what its life cost, split by what it went to.
+    #[serde(default)]
+    pub cost: Option<RunnerCost>,
     pub created_at: Time,
     pub updated_at: Time,
     /// Bumped by every write; each write is conditional on the version it
@@ -123,15 +140,43 @@ impl Runner {
             instance_type: None,
             availability_zone: None,
             market: None,
-            price_per_hour_usd: None,
+            price: None,
+            volume_micro_usd_per_hour: 0,
             github_runner_id: None,
             callback_token_id: None,
             error_tail: None,
             job_ended_at: None,
+            registered_at: None,
+            ran_job_id: None,
+            job_started_at: None,
+            cost: None,
             created_at: now,
             updated_at: now,
             version: 0,
         }
+    }
+}
+
+impl Runner {
+    /// Its life for costing, ending at `ended`: from its launch, with the
+    /// job it ran if GitHub said it ran one.
+    pub fn lifetime(&self, ended: Time) -> Lifetime {
+        Lifetime {
+            launched: self.created_at,
+            ended,
+            job: self
+                .job_started_at
+                .map(|started| (started, self.job_ended_at)),
+        }
+    }
+
+    /// What its life cost, had it ended at `ended`.
+    pub fn cost_until(&self, ended: Time) -> RunnerCost {
+        RunnerCost::of(
+            self.lifetime(ended),
+            self.price,
+            self.volume_micro_usd_per_hour,
+        )
     }
 }
 

@@ -17,6 +17,11 @@ pub const TAG_DEPLOYMENT: &str = "pacer:deployment";
 pub const TAG_POOL: &str = "pacer:pool";
 pub const TAG_JOB: &str = "pacer:job";
 pub const TAG_RUNNER: &str = "pacer:runner";
+/// The pool's project: with `pacer:pool` and `pacer:repo`, what the bill is split by once they
+/// are activated as cost-allocation tags.
+pub const TAG_PROJECT: &str = "pacer:project";
+/// The repository of the job the runner was launched for (GitHub may give it another's job).
+pub const TAG_REPO: &str = "pacer:repo";
 
 /// One instance to launch for one runner.
 #[derive(Debug, Clone)]

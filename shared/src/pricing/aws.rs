@@ -26,7 +26,7 @@ use serde::Deserialize;
 use tracing::instrument;
 
 use super::cache::{PriceCache, QuoteKey};
-use super::{Market, Pricing, log_unavailable};
+use super::{Market, Price, PriceSource, Pricing, log_unavailable, micro_usd};
 use crate::clock::Clock;
 
 /// The Pricing SDK this adapter is built against, so callers construct its
@@ -244,7 +244,7 @@ impl Pricing for AwsPricing {
         instance_type: &str,
         market: &str,
         availability_zone: Option<&str>,
-    ) -> Option<f64> {
+    ) -> Option<Price> {
         let Some(parsed) = Market::parse(market) else {
             log_unavailable(
                 instance_type,
@@ -255,7 +255,15 @@ impl Pricing for AwsPricing {
             return None;
         };
         let key = QuoteKey::new(instance_type, parsed, availability_zone);
-        self.cache.get_or_fetch(&key, || self.fetch(&key)).await
+        let usd = self.cache.get_or_fetch(&key, || self.fetch(&key)).await?;
+        let source = match parsed {
+            Market::OnDemand => PriceSource::PricingApi,
+            Market::Spot => PriceSource::SpotHistory,
+        };
+        Some(Price {
+            micro_usd_per_hour: micro_usd(usd)?,
+            source,
+        })
     }
 }
 

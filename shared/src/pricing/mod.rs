@@ -4,12 +4,17 @@
 //! A quote is best-effort. A missing price never blocks a launch: the port
 //! answers `None` rather than an error, and the runner's price stays null.
 //! Adapters: [`aws::AwsPricing`] (on-demand from the AWS Pricing API, spot
-//! from EC2's spot price history, both cached) and [`NoPricing`]
-//! (`pricing.enabled: false`).
+//! from EC2's spot price history, both cached), [`NoPricing`]
+//! (`pricing.enabled: false`), and [`WithOverrides`] (`pricing.overrides`
+//! in front of either).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
+
+pub use crate::domain::cost::{MicroUsd, Price, PriceSource, micro_usd};
 
 pub mod aws;
 mod cache;
@@ -20,16 +25,53 @@ pub const SPOT: &str = "spot";
 
 #[async_trait]
 pub trait Pricing: Send + Sync + 'static {
-    /// USD per hour for one Linux instance of `instance_type` in this
-    /// deployment's region, in `market` ([`ON_DEMAND`] or [`SPOT`]). The
-    /// availability zone matters for spot prices only. `None` when no price
-    /// is known; never an error.
+    /// The hourly price of one Linux instance of `instance_type` in this
+    /// deployment's region, in `market` ([`ON_DEMAND`] or [`SPOT`]), and
+    /// where it came from. The availability zone matters for spot prices
+    /// only. `None` when no price is known; never an error.
     async fn quote(
         &self,
         instance_type: &str,
         market: &str,
         availability_zone: Option<&str>,
-    ) -> Option<f64>;
+    ) -> Option<Price>;
+}
+
+/// `pricing.overrides` (instance type → hourly price, for negotiated rates,
+/// Savings Plans and offline use) in front of another source: an instance
+/// type with an override is priced at it in every market; any other is
+/// asked of `inner`.
+pub struct WithOverrides {
+    overrides: BTreeMap<String, MicroUsd>,
+    inner: Arc<dyn Pricing>,
+}
+
+impl WithOverrides {
+    pub fn new(overrides: BTreeMap<String, MicroUsd>, inner: Arc<dyn Pricing>) -> Self {
+        Self { overrides, inner }
+    }
+}
+
+#[async_trait]
+impl Pricing for WithOverrides {
+    async fn quote(
+        &self,
+        instance_type: &str,
+        market: &str,
+        availability_zone: Option<&str>,
+    ) -> Option<Price> {
+        match self.overrides.get(instance_type) {
+            Some(&micro_usd_per_hour) => Some(Price {
+                micro_usd_per_hour,
+                source: PriceSource::Override,
+            }),
+            None => {
+                self.inner
+                    .quote(instance_type, market, availability_zone)
+                    .await
+            }
+        }
+    }
 }
 
 /// Prices turned off (`pricing.enabled: false`): every quote is `None`.
@@ -43,7 +85,7 @@ impl Pricing for NoPricing {
         _instance_type: &str,
         _market: &str,
         _availability_zone: Option<&str>,
-    ) -> Option<f64> {
+    ) -> Option<Price> {
         None
     }
 }
@@ -127,6 +169,54 @@ mod tests {
         assert_eq!(
             NoPricing.quote("m7g.large", SPOT, Some("us-east-1a")).await,
             None
+        );
+    }
+
+    /// Answers every quote with one price, counting the quotes it was asked.
+    struct Fixed(Price, std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl Pricing for Fixed {
+        async fn quote(&self, _: &str, _: &str, _: Option<&str>) -> Option<Price> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            Some(self.0)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_override_wins_in_every_market_and_other_types_ask_the_source() {
+        let api = Price {
+            micro_usd_per_hour: 81_600,
+            source: PriceSource::PricingApi,
+        };
+        let inner = Arc::new(Fixed(api, Default::default()));
+        let priced = WithOverrides::new(
+            BTreeMap::from([("m7g.large".to_string(), 50_000)]),
+            inner.clone(),
+        );
+        let negotiated = Price {
+            micro_usd_per_hour: 50_000,
+            source: PriceSource::Override,
+        };
+        assert_eq!(
+            priced.quote("m7g.large", ON_DEMAND, None).await,
+            Some(negotiated)
+        );
+        assert_eq!(
+            priced.quote("m7g.large", SPOT, Some("us-east-1a")).await,
+            Some(negotiated)
+        );
+        assert_eq!(
+            inner.1.load(Ordering::Relaxed),
+            0,
+            "an override asks nothing"
+        );
+        assert_eq!(priced.quote("c7g.large", ON_DEMAND, None).await, Some(api));
+        let offline = WithOverrides::new(BTreeMap::new(), Arc::new(NoPricing));
+        assert_eq!(
+            offline.quote("m7g.large", ON_DEMAND, None).await,
+            None,
+            "a missing price stays missing"
         );
     }
 

@@ -23,6 +23,7 @@ use super::runner_moves::update_runner;
 use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::auth::callback_token::{self, Claims};
 use crate::config::Secret;
+use crate::domain::cost::volume_per_hour;
 use crate::domain::ids::is_id_of;
 use crate::domain::job::JobChanges;
 use crate::domain::{Degraded, IdKind, Job, JobState, Pool, Runner, RunnerState, TransitionCause};
@@ -300,6 +301,10 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
             launched.availability_zone.as_deref(),
         )
         .await;
+    let volume = volume_per_hour(
+        pool.spec.root_volume_gb,
+        ports.settings.ebs_micro_usd_per_gb_month,
+    );
     // The instance may already have called back; the launch facts go on
     // whatever state the runner reached.
     update_runner(ports, &runner_id, |current| {
@@ -309,7 +314,8 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
             .availability_zone
             .clone_from(&launched.availability_zone);
         current.market = Some(launched.market.clone());
-        current.price_per_hour_usd = price;
+        current.price = price;
+        current.volume_micro_usd_per_hour = volume;
         true
     })
     .await?;

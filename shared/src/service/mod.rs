@@ -14,6 +14,7 @@ pub mod runner_moves;
 pub mod runners;
 pub mod self_service;
 pub mod stats;
+pub mod usage;
 pub mod webhook;
 
 use std::net::IpAddr;
@@ -84,6 +85,9 @@ pub struct Settings {
     /// `reaper.degraded_cooldown`: how long a pool that hit an account
     /// limit waits before it launches again.
     pub degraded_cooldown: std::time::Duration,
+    /// `pricing.ebs_gb_month` in micro-dollars: what a GB of a runner's root
+    /// volume costs a month.
+    pub ebs_micro_usd_per_gb_month: crate::domain::cost::MicroUsd,
     /// `self_service.*`.
     pub self_service: self_service::SelfServiceSettings,
 }

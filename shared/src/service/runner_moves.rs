@@ -3,8 +3,8 @@
 //! between. Moving a runner out of a live state gives its pool's capacity
 //! back, exactly once: whoever wins the move releases it.
 
-use super::capacity;
 use super::{Ports, ServiceError, ServiceResult};
+use super::{capacity, usage};
 use crate::domain::{Runner, RunnerState};
 use crate::store::StoreError;
 
@@ -39,8 +39,9 @@ pub(crate) async fn update_runner(
     )))
 }
 
-/// Moves a live runner to `to`; whoever succeeds releases its capacity.
-/// Returns the runner as written, or `None` if it was not live any more.
+/// Moves a live runner to `to`, writing what its life cost; whoever
+/// succeeds releases its capacity and settles the job it ran. Returns the
+/// runner as written, or `None` if it was not live any more.
 pub(crate) async fn finish(
     ports: &Ports,
     runner_id: &str,
@@ -52,6 +53,7 @@ pub(crate) async fn finish(
             return false;
         }
         runner.state = to;
+        runner.cost = Some(runner.cost_until(ports.clock.now()));
         edit(runner);
         true
     })
@@ -59,6 +61,10 @@ pub(crate) async fn finish(
     match ended {
         Some((_, runner)) => {
             capacity::release(ports, &runner.pool_id).await?;
+            match &runner.ran_job_id {
+                Some(job_id) => usage::settle(ports, job_id, Some(&runner)).await?,
+                None => usage::add_idle(ports, &runner).await?,
+            }
             Ok(Some(runner))
         }
         None => Ok(None),

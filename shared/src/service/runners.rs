@@ -231,12 +231,14 @@ pub async fn register(
         }
     };
     crate::failpoint::hit(crate::failpoint::Failpoint::AfterJitMint);
+    let now = ports.clock.now();
     let registered = update_runner(ports, &runner.id, |r| {
         if r.state != RunnerState::Pending {
             return false;
         }
         r.state = RunnerState::Registered;
         r.github_runner_id = Some(jit.runner_id);
+        r.registered_at = Some(now);
         true
     })
     .await;

@@ -157,6 +157,7 @@ async fn progressed(ports: &Ports, wj: &GithubJob, to: JobState) -> ServiceResul
     {
         tracing::debug!(job_id = %job.id, at = %current.state, wanted = %to, "late or repeated workflow_job delivery; nothing changed");
     }
+    let now = ports.clock.now();
     match (runner, to) {
         (Some(runner), JobState::Running) => {
             // The runner is busy with this job, whichever job it was launched for.
@@ -164,6 +165,8 @@ async fn progressed(ports: &Ports, wj: &GithubJob, to: JobState) -> ServiceResul
                 let busy = r.state.can_move_to(RunnerState::Busy);
                 if busy {
                     r.state = RunnerState::Busy;
+                    r.ran_job_id = Some(job.id.clone());
+                    r.job_started_at = Some(now);
                 }
                 busy
             })
@@ -172,17 +175,25 @@ async fn progressed(ports: &Ports, wj: &GithubJob, to: JobState) -> ServiceResul
         (Some(runner), JobState::Completed | JobState::Cancelled) => {
             // Its job is over: the runner should call /complete and power
             // off now; the reaper reclaims it if it does not.
-            let now = ports.clock.now();
             super::runner_moves::update_runner(ports, &runner.id, |r| {
                 let mark = r.state.is_live() && r.job_ended_at.is_none();
                 if mark {
                     r.job_ended_at = Some(now);
+                    if r.ran_job_id.is_none() {
+                        // Its `in_progress` never came: the job ran from
+                        // when the runner was ready, as far as pacer knows.
+                        r.ran_job_id = Some(job.id.clone());
+                        r.job_started_at = Some(r.registered_at.unwrap_or(r.created_at));
+                    }
                 }
                 mark
             })
             .await?;
         }
         _ => {}
+    }
+    if to.is_final() {
+        super::usage::settle(ports, &job.id, None).await?;
     }
     Ok(Outcome::Recorded)
 }

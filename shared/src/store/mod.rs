@@ -9,7 +9,8 @@
 //! [`RunnerStore`] (runners and pool capacity), [`JobStore`], [`UserStore`]
 //! (users, login counters, revoked sessions), [`AuditStore`],
 //! [`SelfServiceStore`] (token uses, self-service runners, label policies,
-//! security events) — and [`Store`], which is all of them.
+//! security events), [`UsageStore`] (cost and duration roll-ups) — and
+//! [`Store`], which is all of them.
 
 pub mod conformance;
 pub mod dynamodb;
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 use crate::domain::self_service::{
     IdentityPolicy, SecurityEvent, SecurityEventKind, SelfRunnerStatus, SelfServiceRunner,
 };
+use crate::domain::usage::{Contribution, Period, UsageBucket};
 use crate::domain::{
     AuditEvent, Job, JobState, Pool, Project, RepoBinding, Runner, RunnerState, Time, User,
 };
@@ -171,7 +173,14 @@ pub enum Inserted {
 /// methods need no import). Its methods live in one trait per aggregate, so
 /// code that uses one aggregate can say so.
 pub trait Store:
-    ConfigStore + RunnerStore + JobStore + UserStore + AuditStore + SelfServiceStore + 'static
+    ConfigStore
+    + RunnerStore
+    + JobStore
+    + UserStore
+    + AuditStore
+    + SelfServiceStore
+    + UsageStore
+    + 'static
 {
     /// Which adapter this is, for logs and the bench table.
     fn engine(&self) -> &'static str;
@@ -396,6 +405,24 @@ pub trait SelfServiceStore: Send + Sync {
     /// `deleted_before`; how many went. On DynamoDB the table's TTL does
     /// this by itself and the sweep has nothing to do.
     async fn sweep_self_service(&self, now: Time, deleted_before: Time) -> StoreResult<u64>;
+}
+
+/// Usage roll-ups: per hour and per day, what settled jobs and idle runners
+/// cost and how long the jobs waited (docs/cost.md).
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Adds `contribution` to the bucket of its hour and of its day, in one
+    /// write, once: `false` when one with its id was added before (nothing
+    /// is written). Concurrent calls with one id: one `true`.
+    async fn add_usage(&self, contribution: &Contribution) -> StoreResult<bool>;
+    /// The buckets of `period` whose start is in `[from, to)`, in start
+    /// order; one read per bucket, whatever the jobs in it.
+    async fn usage_buckets(
+        &self,
+        period: Period,
+        from: Time,
+        to: Time,
+    ) -> StoreResult<Vec<UsageBucket>>;
 }
 
 /// Where a walk through a listing stands: the request for its next page.

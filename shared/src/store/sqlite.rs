@@ -36,6 +36,7 @@ use serde::de::DeserializeOwned;
 
 use super::*;
 use crate::calls::{Call, CallCounts, Calls};
+use crate::domain::usage::{UsageDims, UsageFigures};
 
 const MIGRATIONS: &[&str] = &[
     // 1: the foundation schema.
@@ -173,6 +174,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX self_runners_by_name ON self_runners(name, id);
     CREATE UNIQUE INDEX self_runners_holding_name ON self_runners(name)
         WHERE status <> 'deleted';
+    "#,
+    // 5: usage roll-ups, and the contributions already added to them.
+    r#"
+    CREATE TABLE usage_marks (
+        id TEXT PRIMARY KEY,
+        at_us INTEGER NOT NULL
+    );
+    CREATE TABLE usage_buckets (
+        period TEXT NOT NULL,
+        start_us INTEGER NOT NULL,
+        project_id TEXT NOT NULL,
+        pool_id TEXT NOT NULL,
+        repo TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        market TEXT NOT NULL,
+        conclusion TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (period, start_us, project_id, pool_id, repo, sender, market, conclusion)
+    );
     "#,
 ];
 
@@ -423,6 +443,10 @@ fn from_json<T: DeserializeOwned>(data: &str) -> StoreResult<T> {
 
 fn micros(t: Time) -> i64 {
     t.timestamp_micros()
+}
+
+fn from_micros(us: i64) -> Time {
+    chrono::DateTime::from_timestamp_micros(us).unwrap_or_default()
 }
 
 fn constraint(err: &rusqlite::Error) -> Option<i32> {
@@ -1455,6 +1479,107 @@ fn user_json(user: &User) -> StoreResult<String> {
 
 fn get_user_row(conn: &Connection, sql: &str, key: String) -> StoreResult<Option<User>> {
     Ok(get_data::<UserRow>(conn, sql, key)?.map(|r| r.0))
+}
+
+#[async_trait]
+impl UsageStore for SqliteStore {
+    async fn add_usage(&self, contribution: &Contribution) -> StoreResult<bool> {
+        let c = contribution.clone();
+        self.write(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            let fresh = tx
+                .execute(
+                    "INSERT INTO usage_marks (id, at_us) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
+                    params![c.id, micros(c.at)],
+                )
+                .map_err(backend)?;
+            if fresh == 0 {
+                return Ok(false);
+            }
+            let d = &c.dims;
+            for period in Period::ALL {
+                let start = micros(period.start_of(c.at));
+                let mut key: Vec<SqlValue> = vec![period.as_str().to_string().into(), start.into()];
+                key.extend(
+                    [&d.project_id, &d.pool_id, &d.repo, &d.sender, &d.market, &d.conclusion]
+                        .map(|v| SqlValue::from(v.clone())),
+                );
+                let mut figures: UsageFigures = tx
+                    .query_row(
+                        "SELECT data FROM usage_buckets WHERE period = ?1 AND start_us = ?2
+                         AND project_id = ?3 AND pool_id = ?4 AND repo = ?5 AND sender = ?6
+                         AND market = ?7 AND conclusion = ?8",
+                        rusqlite::params_from_iter(&key),
+                        |row| row.get::<_, String>(0),
+                    )
+                    .optional()
+                    .map_err(backend)?
+                    .map(|data| from_json(&data))
+                    .transpose()?
+                    .unwrap_or_default();
+                figures.merge(&c.figures);
+                key.push(to_json(&figures)?.into());
+                tx.execute(
+                    "INSERT INTO usage_buckets
+                     (period, start_us, project_id, pool_id, repo, sender, market, conclusion, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (period, start_us, project_id, pool_id, repo, sender, market, conclusion)
+                     DO UPDATE SET data = excluded.data",
+                    rusqlite::params_from_iter(&key),
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn usage_buckets(
+        &self,
+        period: Period,
+        from: Time,
+        to: Time,
+    ) -> StoreResult<Vec<UsageBucket>> {
+        let (from, to) = (micros(from), micros(to));
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT start_us, project_id, pool_id, repo, sender, market, conclusion, data
+                     FROM usage_buckets WHERE period = ?1 AND start_us >= ?2 AND start_us < ?3
+                     ORDER BY start_us",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![period.as_str(), from, to], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        UsageDims {
+                            project_id: row.get(1)?,
+                            pool_id: row.get(2)?,
+                            repo: row.get(3)?,
+                            sender: row.get(4)?,
+                            market: row.get(5)?,
+                            conclusion: row.get(6)?,
+                        },
+                        row.get::<_, String>(7)?,
+                    ))
+                })
+                .map_err(backend)?;
+            let mut buckets = Vec::new();
+            for row in rows {
+                let (start, dims, data) = row.map_err(backend)?;
+                buckets.push(UsageBucket {
+                    period,
+                    start: from_micros(start),
+                    dims,
+                    figures: from_json(&data)?,
+                });
+            }
+            Ok(buckets)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -76,6 +76,7 @@ pub fn ports(
             redrive_after: Duration::from_secs(300),
             orphan_grace: Duration::from_secs(600),
             degraded_cooldown: Duration::from_secs(600),
+            ebs_micro_usd_per_gb_month: 80_000,
             self_service: Default::default(),
         }),
     }

@@ -56,6 +56,16 @@ export function usd(v: number | null | undefined, digits = 4): string {
   return `$${v.toFixed(digits)}`;
 }
 
+/** Whole micro-dollars (how pacer keeps money) as dollars. */
+export function microUsd(v: number | null | undefined, digits = 4): string {
+  return usd(v === null || v === undefined ? v : v / 1_000_000, digits);
+}
+
+/** Milliseconds as a duration. */
+export function millis(ms: number | null | undefined): string {
+  return duration(ms === null || ms === undefined ? ms : ms / 1000);
+}
+
 const WAITING_STATES: JobState[] = ['unmatched', 'waiting', 'queued', 'claimed', 'starting'];
 const DONE_STATES: JobState[] = ['completed', 'failed', 'cancelled'];
 

@@ -104,7 +104,12 @@ max_live_runners: number, };
  */
 export type InFlight = { queued: number, claimed: number, starting: number, running: number, };
 
-export type Job = { id: string, github_job_id: number, run_id: number, run_attempt: number, repo: string, installation_id: number | null, labels: Array<string>, workflow_name: string | null, job_name: string | null, sender: string | null, html_url: string | null, project_id: string | null, pool_id: string | null, runner_id: string | null, runner_name: string | null, state: JobState, conclusion: string | null, attempts: number, failure_reason: string | null, cost_usd: number | null, transitions: Array<Transition>, 
+export type Job = { id: string, github_job_id: number, run_id: number, run_attempt: number, repo: string, installation_id: number | null, labels: Array<string>, workflow_name: string | null, job_name: string | null, sender: string | null, html_url: string | null, project_id: string | null, pool_id: string | null, runner_id: string | null, runner_name: string | null, state: JobState, conclusion: string | null, attempts: number, failure_reason: string | null, 
+/**
+ * What it cost and how long it waited, once it is final and the runner
+ * that ran it has ended.
+ */
+usage: JobUsage | null, transitions: Array<Transition>, 
 /**
  * Handed back to the queue because its pool was full, with no queue
  * message of its own: a slot freed in the pool must wake it. Any later
@@ -115,13 +120,50 @@ waiting_for_capacity?: boolean, created_at: string, updated_at: string, };
 export type JobState = "unmatched" | "waiting" | "queued" | "claimed" | "starting" | "running" | "completed" | "failed" | "cancelled";
 
 /**
+ * How long a job waited, in milliseconds; each `None` until it happened.
+ */
+export type JobTimings = { 
+/**
+ * From queued to its runner's launch: pacer's own latency.
+ */
+queued_to_launched_ms: number | null, 
+/**
+ * From the launch of the runner that ran it to that runner's
+ * registration with pacer: boot.
+ */
+launched_to_registered_ms: number | null, 
+/**
+ * From queued to `in_progress`: what a developer waits.
+ */
+queued_to_in_progress_ms: number | null, };
+
+/**
+ * What a finished job cost and how long it waited: written once the job
+ * is final and the runner that ran it (if one of pacer's did) has ended.
+ */
+export type JobUsage = { 
+/**
+ * The runner that ran it, when one of pacer's did.
+ */
+runner_id: string | null, timings: JobTimings, 
+/**
+ * That runner's cost; `None` when no runner of pacer's ran the job.
+ */
+cost: RunnerCost | null, };
+
+/**
  * A job with what the console shows beside it.
  */
 export type JobView = { 
 /**
  * The runner that took it (or was launched for it), if any.
  */
-runner: Runner | null, id: string, github_job_id: number, run_id: number, run_attempt: number, repo: string, installation_id: number | null, labels: Array<string>, workflow_name: string | null, job_name: string | null, sender: string | null, html_url: string | null, project_id: string | null, pool_id: string | null, runner_id: string | null, runner_name: string | null, state: JobState, conclusion: string | null, attempts: number, failure_reason: string | null, cost_usd: number | null, transitions: Array<Transition>, 
+runner: Runner | null, id: string, github_job_id: number, run_id: number, run_attempt: number, repo: string, installation_id: number | null, labels: Array<string>, workflow_name: string | null, job_name: string | null, sender: string | null, html_url: string | null, project_id: string | null, pool_id: string | null, runner_id: string | null, runner_name: string | null, state: JobState, conclusion: string | null, attempts: number, failure_reason: string | null, 
+/**
+ * What it cost and how long it waited, once it is final and the runner
+ * that ran it has ended.
+ */
+usage: JobUsage | null, transitions: Array<Transition>, 
 /**
  * Handed back to the queue because its pool was full, with no queue
  * message of its own: a slot freed in the pool must wake it. Any later
@@ -200,6 +242,16 @@ active_runners: number,
  */
 degraded?: Degraded | null, created_at: string, updated_at: string, project_id: string, name: string, labels: Array<Label>, instance_types: Array<string>, subnets: Array<string>, security_groups: Array<string>, ami: string, instance_profile: string | null, market: Market, max_runners: number, root_volume_gb: number, boot_timeout: string, max_lifetime: string, idle_timeout: string, priority: number, };
 
+/**
+ * An instance's hourly price, quoted when it was launched.
+ */
+export type Price = { micro_usd_per_hour: number, source: PriceSource, };
+
+/**
+ * Where an hourly price came from.
+ */
+export type PriceSource = "pricing-api" | "spot-history" | "override" | "unknown";
+
 export type Project = { id: string, created_at: string, updated_at: string, name: string, scope: Scope, org: string | null, label: Label, runner_group_id: number, 
 /**
  * Serve jobs of public repositories too. Off unless an operator turns
@@ -222,18 +274,56 @@ export type Runner = { id: string, pool_id: string, project_id: string,
 /**
  * The job it was launched for (GitHub may give it another; see the job's `runner_id`).
  */
-job_id: string | null, name: string, state: RunnerState, instance_id: string | null, instance_type: string | null, availability_zone: string | null, market: string | null, price_per_hour_usd: number | null, github_runner_id: number | null, callback_token_id: string | null, error_tail: string | null, 
+job_id: string | null, name: string, state: RunnerState, instance_id: string | null, instance_type: string | null, availability_zone: string | null, market: string | null, 
+/**
+ * The instance's hourly price, quoted at launch.
+ */
+price: Price | null, 
+/**
+ * Its root volume's hourly price, set with the instance's.
+ */
+volume_micro_usd_per_hour: number, github_runner_id: number | null, callback_token_id: string | null, error_tail: string | null, 
 /**
  * When GitHub said the job this runner ran had ended; a runner still
  * live long after is stuck (its `/complete` never came).
  */
-job_ended_at?: string | null, created_at: string, updated_at: string, 
+job_ended_at?: string | null, 
+/**
+ * When it traded its callback token for its JIT configuration.
+ */
+registered_at: string | null, 
+/**
+ * The job GitHub gave it (`in_progress` named it), and when it started.
+ */
+ran_job_id: string | null, job_started_at: string | null, 
+/**
+ * Written when it ends: what its life cost, split by what it went to.
+ */
+cost: RunnerCost | null, created_at: string, updated_at: string, 
 /**
  * Bumped by every write; each write is conditional on the version it
  * read, so concurrent writers (orchestrator, callbacks, webhooks,
  * reaper) never erase each other's fields.
  */
 version: number, };
+
+/**
+ * A runner's cost, split by what its time went to.
+ */
+export type RunnerCost = { source: PriceSource, 
+/**
+ * Instance and root volume together; `None` when the instance's price
+ * is unknown.
+ */
+micro_usd_per_hour: number | null, job_seconds: number, overhead_seconds: number, idle_seconds: number, 
+/**
+ * Each `None` when the price is unknown — never a made-up zero.
+ */
+job_micro_usd: number | null, overhead_micro_usd: number | null, idle_micro_usd: number | null, 
+/**
+ * The sum of the three, exactly.
+ */
+total_micro_usd: number | null, };
 
 export type RunnerState = "pending" | "registered" | "busy" | "done" | "failed" | "reaped";
 

@@ -5,7 +5,7 @@
 //!
 //! One module per trait — `config` ([`ConfigStore`]), `runners`
 //! ([`RunnerStore`]), `jobs` ([`JobStore`]), `users` ([`UserStore`]), `audit`
-//! ([`AuditStore`]), `self_service` ([`SelfServiceStore`]) — holds that trait's specification; this file holds the
+//! ([`AuditStore`]), `self_service` ([`SelfServiceStore`]), `usage` ([`UsageStore`]) — holds that trait's specification; this file holds the
 //! fixtures and the cases every aggregate shares (cursors, oversized keys).
 //!
 //! It lives in the library (not under `tests/`) so any future adapter, and
@@ -31,6 +31,7 @@ mod config;
 mod jobs;
 mod runners;
 mod self_service;
+mod usage;
 mod users;
 
 pub use audit::*;
@@ -38,6 +39,7 @@ pub use config::*;
 pub use jobs::*;
 pub use runners::*;
 pub use self_service::*;
+pub use usage::*;
 pub use users::*;
 
 /// Every case, by name, for adapters to run (see the `store_conformance!`
@@ -85,6 +87,10 @@ cases!(
     label_policies_are_kept_per_identity,
     security_events_append_and_filter,
     a_sweep_keeps_what_has_not_expired,
+    // UsageStore
+    a_contribution_counts_once_even_added_by_ten_at_once,
+    usage_adds_up_per_hour_and_day_and_reads_by_window,
+    a_histogram_keeps_every_bucket_through_the_store,
     // every aggregate
     a_bad_cursor_is_refused,
     lookups_by_an_oversized_value_find_nothing,
@@ -187,7 +193,7 @@ pub fn job(github_job_id: i64, repo: &str, at: Time) -> Job {
         conclusion: None,
         attempts: 0,
         failure_reason: None,
-        cost_usd: None,
+        usage: None,
         waiting_for_capacity: false,
         transitions: vec![crate::domain::Transition {
             state: JobState::Queued,
@@ -212,11 +218,19 @@ pub fn runner(pool: &Pool, instance_id: &str, at: Time) -> Runner {
         instance_type: Some("m7g.large".into()),
         availability_zone: Some("us-east-1a".into()),
         market: Some("on-demand".into()),
-        price_per_hour_usd: Some(0.0816),
+        price: Some(crate::domain::Price {
+            micro_usd_per_hour: 81_600,
+            source: crate::domain::PriceSource::PricingApi,
+        }),
+        volume_micro_usd_per_hour: 3_288,
         github_runner_id: None,
         callback_token_id: Some("tok".into()),
         error_tail: None,
         job_ended_at: None,
+        registered_at: None,
+        ran_job_id: None,
+        job_started_at: None,
+        cost: None,
         created_at: at,
         updated_at: at,
         version: 0,

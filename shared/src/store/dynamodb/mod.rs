@@ -126,7 +126,7 @@ use crate::calls::{CallCounts, Calls, SdkCallCounter, dynamodb_call};
 use super::{
     AuditFilter, AuditStore, ConfigStore, Inserted, JobFilter, JobStore, Page, PageRequest,
     RunnerFilter, RunnerStore, SecurityEventFilter, SelfRunnerFilter, SelfServiceStore, Store,
-    StoreError, StoreResult, UserStore,
+    StoreError, StoreResult, UsageStore, UserStore,
 };
 use crate::domain::self_service::{
     IdentityPolicy, SecurityEvent, SelfRunnerStatus, SelfServiceRunner,
@@ -143,6 +143,7 @@ mod item;
 mod jobs;
 mod runners;
 mod self_service;
+mod usage;
 mod users;
 
 use cursor::{Cursor, Listing};
