@@ -409,9 +409,13 @@ async fn a_launch_tags_instance_and_volume_and_carries_the_user_data() {
     );
     let instance = aws.instance(&launched.instance_id).await;
     assert_eq!(instance.subnet_id(), Some(aws.subnets[0].as_str()));
+    // What the bill is split by (pacer:deployment, :project, :pool, :repo)
+    // and what finds one instance.
     let expected = pairs(&[
         (TAG_DEPLOYMENT, "alpha"),
         (TAG_POOL, "pool_1"),
+        ("pacer:project", "prj_1"),
+        ("pacer:repo", "acme/app"),
         ("pacer:job", "job_1"),
         (TAG_RUNNER, "run_1"),
         ("Name", "pacer-run_1"),

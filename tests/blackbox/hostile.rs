@@ -347,6 +347,16 @@ pub(crate) const ROUTES: &[Route] = &[
         Body::Ignored,
     ),
     get("/api/stats", Guard::Session, &["from", "to", "group_by"]),
+    get(
+        "/api/stats/top-users",
+        Guard::Session,
+        &["from", "to", "limit"],
+    ),
+    get(
+        "/api/stats/export",
+        Guard::Session,
+        &["from", "to", "format"],
+    ),
     get("/api/auth/info", Guard::Open, &[]),
     write(
         "POST",

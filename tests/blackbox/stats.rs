@@ -1,13 +1,15 @@
-//! `GET /api/stats`: the figures of a window, computed from jobs and
-//! runners written with known times, so every number can be checked.
+//! `GET /api/stats`, `/api/stats/top-users` and `/api/stats/export`: the
+//! figures of a window, read from roll-ups written with known figures and
+//! times, so every number can be checked. How settled jobs and idle runners
+//! reach the roll-ups is in `cost` and `lifecycle_aws`.
 
 use std::sync::Arc;
 
-use chrono::{Duration as Span, Utc};
+use chrono::Duration as Span;
 use pacer_shared::clock::ManualClock;
-use pacer_shared::domain::{
-    IdKind, IdSource, Job, JobState, Runner, RunnerState, Time, Transition, TransitionCause, Ulids,
-};
+use pacer_shared::domain::cost::{JobTimings, JobUsage, Price, PriceSource, RunnerCost};
+use pacer_shared::domain::usage::{Contribution, Histogram, IDLE, UsageDims, UsageFigures};
+use pacer_shared::domain::{JobState, Time};
 use pacer_shared::http::{AppState, app};
 use pacer_shared::service::Ports;
 use pacer_shared::store::conformance;
@@ -16,55 +18,38 @@ use tower::ServiceExt as _;
 
 use crate::support::local_ports;
 
-/// A job of `repo` in `pool` that arrived at `at` and went through
-/// `steps` (state, seconds after arrival).
-fn job(github_job_id: i64, repo: &str, pool: &str, at: Time, steps: &[(JobState, i64)]) -> Job {
-    let mut job = conformance::job(github_job_id, repo, at);
-    job.project_id = Some("prj_stats".into());
-    job.pool_id = Some(pool.into());
-    for (state, after) in steps {
-        job.transitions.push(Transition {
-            state: *state,
-            at: at + Span::seconds(*after),
-            cause: TransitionCause::Webhook,
-            note: None,
-        });
-        job.state = *state;
+fn dims(pool: &str, repo: &str, sender: &str, market: &str, conclusion: &str) -> UsageDims {
+    UsageDims {
+        project_id: "prj_stats".into(),
+        pool_id: pool.into(),
+        repo: repo.into(),
+        sender: sender.into(),
+        market: market.into(),
+        conclusion: conclusion.into(),
     }
-    job
 }
 
-/// A runner of `pool` that ran `job`, created at `at` and ended `lived`
-/// seconds later (or still live when `None`).
-fn runner(pool: &str, job: &Job, at: Time, lived: Option<i64>) -> Runner {
-    Runner {
-        id: Ulids::default().new_id(IdKind::Runner, at),
-        pool_id: pool.into(),
-        project_id: "prj_stats".into(),
-        job_id: Some(job.id.clone()),
-        name: format!("pacer-{}", job.github_job_id),
-        state: if lived.is_some() {
-            RunnerState::Done
-        } else {
-            RunnerState::Busy
-        },
-        instance_id: None,
-        instance_type: Some("m7g.large".into()),
-        availability_zone: None,
-        market: Some("on-demand".into()),
-        price: None,
-        volume_micro_usd_per_hour: 0,
-        github_runner_id: None,
-        callback_token_id: None,
-        error_tail: None,
-        job_ended_at: None,
-        registered_at: None,
-        ran_job_id: None,
-        job_started_at: None,
-        cost: None,
-        created_at: at,
-        updated_at: at + Span::seconds(lived.unwrap_or(0)),
-        version: 0,
+/// A settled job: 600 s of job and 120 s of overhead at $0.0816/h, and a
+/// wait of `waited_ms` for its runner.
+fn settled(id: &str, at: Time, dims: UsageDims, waited_ms: u64) -> Contribution {
+    let mut figures = UsageFigures {
+        jobs: 1,
+        succeeded: u64::from(dims.conclusion == "success"),
+        failed: u64::from(dims.conclusion == "failure"),
+        job_seconds: 600,
+        overhead_seconds: 120,
+        job_micro_usd: 13_600,
+        overhead_micro_usd: 2_720,
+        ..UsageFigures::default()
+    };
+    figures.queued_to_in_progress.record(waited_ms);
+    figures.queued_to_launched.record(1_000);
+    figures.launched_to_registered.record(40_000);
+    Contribution {
+        id: format!("job:{id}"),
+        at,
+        dims,
+        figures,
     }
 }
 
@@ -74,87 +59,70 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-/// Two hours ago and on: four jobs in pool A (queue times 10, 30, 120 s and
-/// one that never ran), one in pool B still running, one unmatched, and one
-/// from two days ago that no 24-hour window holds.
+/// Within the last day: alice's success in pool A (waited 10 s), bob's
+/// failure in pool A (30 s), alice's success in pool B (120 s), carol's job
+/// in pool B with no price (5 minutes), an idle hour of pool A; and two
+/// days ago, one more of alice's. One job is running now.
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let (mut ports, _) = local_ports(dir.path());
-    let now = Utc::now();
+    let now: Time = "2026-03-10T12:30:00Z".parse().unwrap();
     ports.clock = Arc::new(ManualClock::new(now));
-    let t0 = now - Span::hours(2);
-    use JobState::*;
-    let jobs = [
-        job(
-            1,
-            "acme/app",
-            "pool_a",
-            t0,
-            &[(Claimed, 1), (Starting, 2), (Running, 10), (Completed, 70)],
+    let hours = |h: i64| now - Span::hours(h);
+    let mut unpriced = settled(
+        "5",
+        hours(4),
+        dims("pool_b", "acme/lib", "carol", "on-demand", "success"),
+        5_000,
+    );
+    unpriced.figures.job_seconds = 240;
+    unpriced.figures.overhead_seconds = 60;
+    unpriced.figures.unpriced_seconds = 300;
+    unpriced.figures.job_micro_usd = 0;
+    unpriced.figures.overhead_micro_usd = 0;
+    let idle = Contribution {
+        id: "runner:idle".into(),
+        at: hours(1),
+        dims: dims("pool_a", "", "", "spot", IDLE),
+        figures: UsageFigures {
+            idle_seconds: 3_600,
+            idle_micro_usd: 3_298,
+            ..UsageFigures::default()
+        },
+    };
+    for c in [
+        settled(
+            "1",
+            hours(1),
+            dims("pool_a", "acme/app", "alice", "spot", "success"),
+            10_000,
         ),
-        job(
-            2,
-            "acme/app",
-            "pool_a",
-            t0 + Span::seconds(5),
-            &[(Claimed, 1), (Running, 30), (Completed, 90)],
+        settled(
+            "2",
+            hours(2),
+            dims("pool_a", "acme/app", "bob", "on-demand", "failure"),
+            30_000,
         ),
-        job(
-            3,
-            "acme/lib",
-            "pool_a",
-            t0 + Span::seconds(6),
-            &[(Claimed, 1), (Running, 120), (Completed, 200)],
+        settled(
+            "3",
+            hours(3),
+            dims("pool_b", "acme/lib", "alice", "spot", "success"),
+            120_000,
         ),
-        job(
-            4,
-            "acme/lib",
-            "pool_a",
-            t0 + Span::seconds(7),
-            &[(Claimed, 1), (Failed, 60)],
-        ),
-        job(
-            5,
-            "acme/app",
-            "pool_b",
-            t0 + Span::seconds(8),
-            &[(Claimed, 1), (Running, 20)],
-        ),
-        job(
-            7,
-            "acme/app",
-            "pool_a",
+        unpriced,
+        idle,
+        settled(
+            "7",
             now - Span::days(2),
-            &[(Running, 5), (Completed, 60)],
+            dims("pool_a", "acme/app", "alice", "spot", "success"),
+            10_000,
         ),
-    ];
-    let mut unmatched = conformance::job(6, "acme/app", t0 + Span::seconds(9));
-    unmatched.state = Unmatched;
-    for j in jobs.iter().chain([&unmatched]) {
-        ports.store.insert_job(j).await.unwrap();
+    ] {
+        assert!(ports.store.add_usage(&c).await.unwrap());
     }
-    // Runner minutes: 60 s + 120 s in pool A; pool B's runner is live, so
-    // it counts until now (2 h minus 8 s).
-    ports
-        .store
-        .insert_runner(&runner("pool_a", &jobs[0], t0, Some(60)))
-        .await
-        .unwrap();
-    ports
-        .store
-        .insert_runner(&runner(
-            "pool_a",
-            &jobs[1],
-            t0 + Span::seconds(5),
-            Some(120),
-        ))
-        .await
-        .unwrap();
-    ports
-        .store
-        .insert_runner(&runner("pool_b", &jobs[4], t0 + Span::seconds(8), None))
-        .await
-        .unwrap();
+    let mut running = conformance::job(8, "acme/app", hours(1));
+    running.state = JobState::Running;
+    ports.store.insert_job(&running).await.unwrap();
     Fixture {
         ports,
         now,
@@ -162,7 +130,7 @@ async fn fixture() -> Fixture {
     }
 }
 
-async fn get(ports: &Ports, uri: &str) -> (u16, Value) {
+async fn get_raw(ports: &Ports, uri: &str) -> (u16, String, String) {
     let state = AppState {
         ports: ports.clone(),
         trusted_proxies: Arc::new(vec![]),
@@ -180,14 +148,21 @@ async fn get(ports: &Ports, uri: &str) -> (u16, Value) {
         .await
         .unwrap();
     let status = res.status().as_u16();
+    let kind = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
     let bytes = http_body_util::BodyExt::collect(res.into_body())
         .await
         .unwrap()
         .to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    (status, kind, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+async fn get(ports: &Ports, uri: &str) -> (u16, Value) {
+    let (status, _, body) = get_raw(ports, uri).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 fn bucket<'a>(stats: &'a Value, key: &str) -> &'a Value {
@@ -199,96 +174,252 @@ fn bucket<'a>(stats: &'a Value, key: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no bucket {key}: {stats}"))
 }
 
+/// What the histogram reads for these waits at the `p`th percentile.
+fn percentile(waits: &[u64], p: f64) -> Value {
+    let mut h = Histogram::default();
+    for &w in waits {
+        h.record(w);
+    }
+    json!(h.percentile_ms(p))
+}
+
 #[tokio::test]
-async fn the_last_day_by_pool_counts_jobs_queue_times_and_runner_minutes() {
+async fn the_last_day_by_pool_adds_up_cost_minutes_and_waits() {
     let f = fixture().await;
     let (status, stats) = get(&f.ports, "/api/stats?group_by=pool").await;
     assert_eq!(status, 200, "{stats}");
 
     let total = &stats["total"];
     assert_eq!(
-        total["jobs"], 6,
+        (
+            total["jobs"].clone(),
+            total["succeeded"].clone(),
+            total["failed"].clone()
+        ),
+        (json!(4), json!(3), json!(1)),
         "the two-day-old job is outside the window: {total}"
     );
     assert_eq!(
-        (
-            total["completed"].clone(),
-            total["failed"].clone(),
-            total["unmatched"].clone()
-        ),
-        (json!(3), json!(1), json!(1))
+        total["cost"],
+        json!({"job_micro_usd": 40_800, "overhead_micro_usd": 8_160, "idle_micro_usd": 3_298,
+               "total_micro_usd": 52_258}),
+        "three priced jobs and the idle hour; the unpriced job costs nothing it did not"
     );
-    // Queue times 10, 30, 120 and 20 s: nearest-rank p50 is 20, p95 is 120.
-    assert_eq!(total["queue_p50_seconds"], 20.0);
-    assert_eq!(total["queue_p95_seconds"], 120.0);
+    // 3 × 12 minutes, 5 unpriced, 60 idle.
+    assert_eq!(total["runner_minutes"], 101.0);
+    assert_eq!(total["unpriced_minutes"], 5.0);
+    let waits = [10_000, 30_000, 120_000, 5_000];
+    assert_eq!(
+        total["queued_to_in_progress"]["p50_ms"],
+        percentile(&waits, 50.0)
+    );
+    assert_eq!(
+        total["queued_to_in_progress"]["p95_ms"],
+        percentile(&waits, 95.0)
+    );
+    assert_eq!(
+        total["queued_to_in_progress"]["p99_ms"],
+        percentile(&waits, 99.0)
+    );
+    assert_eq!(
+        total["launched_to_registered"]["p50_ms"],
+        percentile(&[40_000], 50.0)
+    );
 
     let a = bucket(&stats, "pool_a");
-    assert_eq!(a["jobs"], 4);
-    assert_eq!(a["queue_p50_seconds"], 30.0);
-    assert_eq!(a["runner_minutes"], 3.0, "60 s + 120 s");
-    let b = bucket(&stats, "pool_b");
-    let live_minutes =
-        (f.now - (f.now - Span::hours(2) + Span::seconds(8))).num_seconds() as f64 / 60.0;
+    assert_eq!(a["jobs"], 2);
+    assert_eq!(a["cost"]["total_micro_usd"], 2 * 16_320 + 3_298);
+    assert_eq!(a["cost"]["idle_micro_usd"], 3_298);
     assert_eq!(
-        b["runner_minutes"],
-        (live_minutes * 100.0).round() / 100.0,
-        "a live runner counts until now"
+        a["queued_to_in_progress"]["p50_ms"],
+        percentile(&[10_000, 30_000], 50.0)
+    );
+    let b = bucket(&stats, "pool_b");
+    assert_eq!(
+        (b["jobs"].clone(), b["unpriced_minutes"].clone()),
+        (json!(2), json!(5.0))
     );
     assert_eq!(
         stats["in_flight"],
         json!({"queued": 0, "claimed": 0, "starting": 0, "running": 1})
     );
     assert_eq!(stats["group_by"], "pool");
+    // The day before now, widened to whole hours.
+    assert_eq!(stats["covered_from"], "2026-03-09T12:00:00Z");
+    assert_eq!(stats["covered_to"], "2026-03-10T13:00:00Z");
 }
 
 #[tokio::test]
-async fn grouping_by_repo_and_day_keys_buckets_by_name_and_date() {
+async fn grouping_by_sender_market_repo_and_day_keys_buckets_by_their_value() {
     let f = fixture().await;
+    let (_, by_sender) = get(&f.ports, "/api/stats?group_by=sender").await;
+    assert_eq!(bucket(&by_sender, "alice")["jobs"], 2);
+    assert_eq!(bucket(&by_sender, "bob")["failed"], 1);
+    assert_eq!(
+        bucket(&by_sender, "")["cost"]["idle_micro_usd"],
+        3_298,
+        "idle runners have no sender"
+    );
+    let (_, by_market) = get(&f.ports, "/api/stats?group_by=market").await;
+    assert_eq!(bucket(&by_market, "spot")["jobs"], 2);
+    assert_eq!(bucket(&by_market, "on-demand")["jobs"], 2);
     let (_, by_repo) = get(&f.ports, "/api/stats?group_by=repo").await;
-    assert_eq!(bucket(&by_repo, "acme/app")["jobs"], 4);
+    assert_eq!(bucket(&by_repo, "acme/app")["jobs"], 2);
     assert_eq!(bucket(&by_repo, "acme/lib")["jobs"], 2);
 
     let from = (f.now - Span::days(3)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let (status, by_day) = get(&f.ports, &format!("/api/stats?group_by=day&from={from}")).await;
     assert_eq!(status, 200, "{by_day}");
     assert_eq!(
-        by_day["total"]["jobs"], 7,
+        by_day["total"]["jobs"], 5,
         "a three-day window holds the old job too"
     );
-    let old_day = (f.now - Span::days(2)).format("%Y-%m-%d").to_string();
-    assert_eq!(bucket(&by_day, &old_day)["completed"], 1);
+    assert_eq!(bucket(&by_day, "2026-03-08")["succeeded"], 1);
+    assert_eq!(bucket(&by_day, "2026-03-10")["jobs"], 4);
 }
 
 #[tokio::test]
-async fn a_bad_window_or_grouping_is_refused_with_what_to_fix() {
+async fn top_users_are_the_senders_by_cost_with_their_minutes_and_jobs() {
     let f = fixture().await;
+    let (status, top) = get(&f.ports, "/api/stats/top-users").await;
+    assert_eq!(status, 200, "{top}");
+    assert_eq!(
+        top["users"],
+        json!([
+            {"sender": "alice", "jobs": 2, "runner_minutes": 24.0, "cost_micro_usd": 32_640},
+            {"sender": "bob", "jobs": 1, "runner_minutes": 12.0, "cost_micro_usd": 16_320},
+            {"sender": "carol", "jobs": 1, "runner_minutes": 5.0, "cost_micro_usd": 0},
+        ]),
+        "idle runners are nobody's"
+    );
+    let (_, two) = get(&f.ports, "/api/stats/top-users?limit=2").await;
+    assert_eq!(two["users"].as_array().unwrap().len(), 2);
+    for limit in ["0", "101", "-1", "many"] {
+        let (status, body) = get(&f.ports, &format!("/api/stats/top-users?limit={limit}")).await;
+        assert_eq!(status, 400, "{limit}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("limit"),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_export_has_a_row_per_job_with_its_runner_and_cost() {
+    let f = fixture().await;
+    let t = f.now - Span::hours(1);
+    let t0 = conformance::t0();
+    let pool = conformance::pool("prj_stats", "linux", 2, t0);
+    let mut runner = conformance::runner(&pool, "i-0abc", t);
+    runner.market = Some("spot".into());
+    let cost = RunnerCost::of(
+        runner.lifetime(t + Span::seconds(720)),
+        Some(Price {
+            micro_usd_per_hour: 81_600,
+            source: PriceSource::SpotHistory,
+        }),
+        0,
+    );
+    runner.cost = Some(cost);
+    f.ports.store.insert_runner(&runner).await.unwrap();
+    let mut done = conformance::job(11, "acme/app", t);
+    done.state = JobState::Completed;
+    done.conclusion = Some("success".into());
+    done.sender = Some("alice,\"the\" admin".into()); // quoted as CSV must
+    done.usage = Some(JobUsage {
+        runner_id: Some(runner.id.clone()),
+        timings: JobTimings {
+            queued_to_launched_ms: Some(1_000),
+            launched_to_registered_ms: Some(40_000),
+            queued_to_in_progress_ms: Some(45_000),
+        },
+        cost: Some(cost),
+    });
+    f.ports.store.insert_job(&done).await.unwrap();
+
+    let (status, kind, csv) = get_raw(&f.ports, "/api/stats/export?format=csv").await;
+    assert_eq!(status, 200, "{csv}");
+    assert_eq!(kind, "text/csv; charset=utf-8");
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let header: Vec<String> = rows.headers().unwrap().iter().map(String::from).collect();
+    let records: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
+    assert_eq!(
+        records.len(),
+        2,
+        "the running job and the completed one: {csv}"
+    );
+    let row = records
+        .iter()
+        .find(|r| r.get(0) == Some(done.id.as_str()))
+        .unwrap();
+    let field = |name: &str| {
+        row.get(header.iter().position(|h| h == name).unwrap())
+            .unwrap()
+    };
+    assert_eq!(field("github_job_id"), "11");
+    assert_eq!(field("sender"), "alice,\"the\" admin");
+    assert_eq!(field("instance_type"), "m7g.large");
+    assert_eq!(field("market"), "spot");
+    assert_eq!(field("availability_zone"), "us-east-1a");
+    assert_eq!(field("queued_to_in_progress_ms"), "45000");
+    assert_eq!(field("runner_minutes"), "12");
+    // 720 s at $0.0816/h: $0.01632, all of it idle (no job was recorded on the runner).
+    assert_eq!(field("total_usd"), "0.016320");
+    assert_eq!(field("price_source"), "spot-history");
+    let running = records
+        .iter()
+        .find(|r| r.get(0) != Some(done.id.as_str()))
+        .unwrap();
+    assert_eq!(
+        running.get(header.iter().position(|h| h == "total_usd").unwrap()),
+        Some("")
+    );
+}
+
+#[tokio::test]
+async fn a_bad_window_grouping_or_format_is_refused_naming_the_parameter() {
+    let f = fixture().await;
+    for (uri, parameter) in [
+        ("/api/stats?group_by=week", "group_by"),
+        (
+            "/api/stats?from=2026-11-22T10:00:00Z&to=2026-11-22T09:00:00Z",
+            "from",
+        ),
+        (
+            "/api/stats?from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+            "from and to",
+        ),
+        (
+            "/api/stats/top-users?from=2026-11-22T10:00:00Z&to=2026-11-22T10:00:00Z",
+            "from",
+        ),
+        ("/api/stats/export?format=xlsx", "format"),
+        (
+            "/api/stats/export?from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+            "from and to",
+        ),
+    ] {
+        let (status, body) = get(&f.ports, uri).await;
+        assert_eq!(status, 400, "{uri}: {body}");
+        assert_eq!(body["error"], "bad_request");
+        assert!(
+            body["message"].as_str().unwrap().contains(parameter),
+            "{uri}: {body}"
+        );
+    }
     let (status, body) = get(&f.ports, "/api/stats?group_by=week").await;
-    assert_eq!(status, 400);
     assert!(
         body["message"]
             .as_str()
             .unwrap()
-            .contains("project, pool, repo, day"),
-        "{body}"
+            .contains("project, pool, repo, sender, day, market"),
+        "{status} {body}"
     );
-
-    let (status, body) = get(
-        &f.ports,
-        "/api/stats?from=2026-11-22T10:00:00Z&to=2026-11-22T09:00:00Z",
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert!(
-        body["message"].as_str().unwrap().contains("before"),
-        "{body}"
-    );
-
-    let (status, _) = get(&f.ports, "/api/stats?from=yesterday").await;
-    assert_eq!(status, 400);
-    let (status, _) = get(
-        &f.ports,
-        "/api/stats?from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z",
-    )
-    .await;
-    assert_eq!(status, 400, "windows over 400 days are refused");
+    for uri in [
+        "/api/stats?from=yesterday",
+        "/api/stats/top-users?since=1",
+        "/api/stats/export?to=soon",
+    ] {
+        assert_eq!(get(&f.ports, uri).await.0, 400, "{uri}");
+    }
 }

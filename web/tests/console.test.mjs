@@ -107,6 +107,17 @@ async function completedJob(pacer, page, githubJobId = newGithubJobId()) {
   }
 }
 
+/** Waits until pacer has settled a finished job (its runner ended too); its usage. */
+async function settledUsage(page, jobId) {
+  const deadline = Date.now() + JOB_TIMEOUT;
+  for (;;) {
+    const usage = (await callApi(page, 'GET', `/api/jobs/${jobId}`)).body?.usage ?? null;
+    if (usage) return usage;
+    assert.ok(Date.now() < deadline, `job ${jobId} was never settled`);
+    await sleep(250);
+  }
+}
+
 /** Creates a viewer through the API; its one-time password. */
 async function createViewer(page) {
   const made = await callApi(page, 'POST', '/api/users', { email: viewerEmail, role: 'viewer' });
@@ -330,13 +341,7 @@ describe('the console, as an admin and then a viewer, against pacer serve', () =
       for (const d of deltas.slice(1)) assert.match(d.trim(), /^\+[\d.]+(s|m|h)/, `a delta: ${d}`);
 
       // Settled once its runner is done: the page shows the API's figures.
-      let usage = null;
-      const deadline = Date.now() + JOB_TIMEOUT;
-      while (!usage) {
-        usage = (await callApi(page, 'GET', `/api/jobs/${jobId}`)).body?.usage ?? null;
-        assert.ok(usage || Date.now() < deadline, `job ${jobId} was never settled`);
-        if (!usage) await sleep(250);
-      }
+      const usage = await settledUsage(page, jobId);
       await page.reload();
       const cost = page.locator('[data-cost]');
       await cost.waitFor();
@@ -408,7 +413,7 @@ describe('the console, as an admin and then a viewer, against pacer serve', () =
     await onFreshPacer(browser, async ({ pacer, page }) => {
       await setUp(page);
       const githubJobId = newGithubJobId();
-      await completedJob(pacer, page, githubJobId);
+      const usage = await settledUsage(page, await completedJob(pacer, page, githubJobId));
       // Two of the commonest setup gaps: an unbound repository, labels no pool covers.
       const unbound = await sendWebhook(pacer, 'workflow_job', queuedPayload({ githubJobId: githubJobId + 1, repo: 'acme/unbound', labels: ['self-hosted', 'linux'] }));
       assert.equal(unbound.status, 200);
@@ -427,7 +432,12 @@ describe('the console, as an admin and then a viewer, against pacer serve', () =
       // The completed job ran: its queue time counts in the percentiles.
       await page.waitForFunction(() => !/^[·—]$/.test(document.querySelector('[data-stat="queue-p50"] .tile-value')?.textContent?.trim() ?? '·'));
       assert.match(await page.locator('[data-stat="queue-p95"] .tile-value').innerText(), /^[\d.]+(s|m|h)/);
-      assert.match(await page.locator('[data-stat="jobs"]').innerText(), /1 completed/);
+      assert.match(await page.locator('[data-stat="jobs"]').innerText(), /1 succeeded/);
+      // The day's cost is the settled job's, as the API computed it.
+      const total = usage.cost.total_micro_usd;
+      const dollars = `$${(total / 1_000_000).toFixed(total < 1_000_000 ? 4 : 2)}`;
+      assert.equal((await page.locator('[data-stat="cost"] .tile-value').innerText()).trim(), dollars);
+      assert.match(await page.locator('[data-covered]').innerText(), /finished from .* to .*, as of/);
       for (const s of ['queued', 'claimed', 'starting', 'running']) await page.locator(`[data-inflight="${s}"]`).waitFor();
       await screenshot(page, 'home-light');
     });

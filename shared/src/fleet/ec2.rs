@@ -878,63 +878,6 @@ impl<T> ContextMissing<T> for Option<T> {
 mod tests {
     use super::*;
 
-    /// moto keeps no tags of a volume made by RunInstances, so the tags it is
-    /// asked to put on one are checked here, on the request itself.
-    #[test]
-    fn an_instance_and_its_volume_carry_the_tags_the_bill_is_split_by() {
-        let config = aws_sdk_ec2::Config::builder()
-            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
-            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
-            .build();
-        let fleet = Ec2Fleet::new(aws_sdk_ec2::Client::from_conf(config), "pacer".into());
-        let t0 = crate::store::conformance::t0();
-        let pool = crate::store::conformance::pool("prj_1", "linux", 2, t0);
-        let req = LaunchRequest {
-            pool: pool.clone(),
-            runner_id: "run_1".into(),
-            runner_name: "pacer-1".into(),
-            job: Some(super::super::JobRef {
-                id: "job_1".into(),
-                github_job_id: 7,
-                run_id: 4,
-                repo: "acme/app".into(),
-                labels: vec!["self-hosted".into()],
-                installation_id: Some(77),
-            }),
-            callback: super::super::RunnerCallback {
-                url: "https://pacer.example.com".into(),
-                token: crate::config::Secret::new("token"),
-            },
-            attempt: 1,
-        };
-        let run = SdkRun {
-            fleet: &fleet,
-            req: &req,
-            template: "t".into(),
-        };
-        for resource in [ResourceType::Instance, ResourceType::Volume] {
-            let spec = run.tags(resource.clone());
-            let tags: Vec<(&str, &str)> = spec
-                .tags()
-                .iter()
-                .map(|t| (t.key().unwrap_or(""), t.value().unwrap_or("")))
-                .collect();
-            for expected in [
-                (TAG_DEPLOYMENT, "pacer"),
-                (TAG_PROJECT, "prj_1"),
-                (TAG_POOL, pool.id.as_str()),
-                (TAG_REPO, "acme/app"),
-                (TAG_RUNNER, "run_1"),
-                (TAG_JOB, "job_1"),
-            ] {
-                assert!(
-                    tags.contains(&expected),
-                    "{resource:?} lacks {expected:?}: {tags:?}"
-                );
-            }
-        }
-    }
-
     #[test]
     fn ubuntu_ssm_parameters_get_ubuntus_root_device() {
         assert_eq!(

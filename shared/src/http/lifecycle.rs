@@ -37,6 +37,8 @@ pub fn console_routes() -> Router<AppState> {
         .route("/api/runners/{id}", get(get_runner))
         .route("/api/runners/{id}/terminate", post(terminate_runner))
         .route("/api/stats", get(stats))
+        .route("/api/stats/top-users", get(top_users))
+        .route("/api/stats/export", get(export))
 }
 
 fn token(headers: &HeaderMap) -> Result<&str, ApiError> {
@@ -168,7 +170,8 @@ async fn stats(
         None | Some("") => GroupBy::Day,
         Some(raw) => GroupBy::parse(raw).ok_or_else(|| {
             ApiError::BadRequest(format!(
-                "query parameter group_by: {raw:?} is not one of project, pool, repo, day"
+                "query parameter group_by: {raw:?} is not one of {}",
+                GroupBy::NAMES
             ))
         })?,
     };
@@ -182,6 +185,64 @@ async fn stats(
             },
         )
         .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopUsersParams {
+    from: Option<Time>,
+    to: Option<Time>,
+    limit: Option<u32>,
+}
+
+async fn top_users(
+    State(s): State<AppState>,
+    Query(p): Query<TopUsersParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = match p.limit {
+        None => 10,
+        Some(n @ 1..=stats::MAX_TOP_USERS) => n,
+        Some(n) => {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter limit: {n} is not from 1 to {}",
+                stats::MAX_TOP_USERS
+            )));
+        }
+    };
+    Ok(Json(stats::top_users(&s.ports, p.from, p.to, limit).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportParams {
+    from: Option<Time>,
+    to: Option<Time>,
+    format: Option<String>,
+}
+
+async fn export(
+    State(s): State<AppState>,
+    Query(p): Query<ExportParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    match p.format.as_deref() {
+        None | Some("csv") => {}
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter format: {other:?} is not csv, the one export format"
+            )));
+        }
+    }
+    let csv = stats::export(&s.ports, p.from, p.to).await?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"pacer-jobs.csv\"",
+            ),
+        ],
+        csv,
     ))
 }
 

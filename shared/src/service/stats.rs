@@ -1,20 +1,28 @@
-//! `GET /api/stats`: jobs, runner-minutes and queue-time percentiles over a
-//! time window, per project, pool, repo or day, plus the jobs in flight now.
+//! `GET /api/stats`, `/api/stats/top-users` and `/api/stats/export`: what
+//! jobs and runners cost and how long jobs waited over a window, from the
+//! usage roll-ups (docs/cost.md) — one read per bucket in the window, never
+//! a walk through its jobs — plus the jobs in flight now.
 //!
-//! Figures are computed from the store's records on each call: jobs created
-//! in the window, and the runners created in it (attributed to the job each
-//! one ran, or to its pool when that job is outside the window).
+//! A window is widened to whole hours (the roll-ups' finest bucket): whole
+//! UTC days inside it are read from the day buckets, the hours at its edges
+//! from the hour buckets. The answer says which hours it covers.
 
 use std::collections::{BTreeMap, HashMap};
 
+use chrono::{DurationRound, TimeDelta};
 use serde::Serialize;
 
 use super::{Ports, ServiceError, ServiceResult};
-use crate::domain::{Job, JobState, Runner, Time};
-use crate::store::{JobFilter, Pages, RunnerFilter, all_pages};
+use crate::domain::cost::MicroUsd;
+use crate::domain::usage::{Histogram, Period, UsageBucket, UsageFigures};
+use crate::domain::{Job, JobState, Time};
+use crate::store::{JobFilter, all_pages};
 
 /// The longest window one call may cover.
 pub const MAX_WINDOW_DAYS: i64 = 400;
+
+/// The most users `top-users` lists.
+pub const MAX_TOP_USERS: u32 = 100;
 
 /// How a window's figures are split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -24,17 +32,35 @@ pub enum GroupBy {
     Project,
     Pool,
     Repo,
+    Sender,
     Day,
+    Market,
 }
 
 impl GroupBy {
+    pub const NAMES: &'static str = "project, pool, repo, sender, day, market";
+
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
             "project" => Some(Self::Project),
             "pool" => Some(Self::Pool),
             "repo" => Some(Self::Repo),
+            "sender" => Some(Self::Sender),
             "day" => Some(Self::Day),
+            "market" => Some(Self::Market),
             _ => None,
+        }
+    }
+
+    fn key(self, bucket: &UsageBucket) -> String {
+        let d = &bucket.dims;
+        match self {
+            GroupBy::Project => d.project_id.clone(),
+            GroupBy::Pool => d.pool_id.clone(),
+            GroupBy::Repo => d.repo.clone(),
+            GroupBy::Sender => d.sender.clone(),
+            GroupBy::Day => bucket.start.format("%Y-%m-%d").to_string(),
+            GroupBy::Market => d.market.clone(),
         }
     }
 }
@@ -47,23 +73,61 @@ pub struct StatsQuery {
     pub group_by: GroupBy,
 }
 
-/// The figures of one bucket.
+/// Percentiles of one duration, in milliseconds: the upper bound of the
+/// histogram bucket each falls in; `null` without a value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct Percentiles {
+    pub p50_ms: Option<u64>,
+    pub p95_ms: Option<u64>,
+    pub p99_ms: Option<u64>,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram) -> Self {
+        Self {
+            p50_ms: h.percentile_ms(50.0),
+            p95_ms: h.percentile_ms(95.0),
+            p99_ms: h.percentile_ms(99.0),
+        }
+    }
+}
+
+/// Where the money went, in micro-dollars; minutes without a price are in
+/// no figure here.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct CostSplit {
+    pub job_micro_usd: MicroUsd,
+    pub overhead_micro_usd: MicroUsd,
+    pub idle_micro_usd: MicroUsd,
+    pub total_micro_usd: MicroUsd,
+}
+
+/// The figures of one group.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
-pub struct Bucket {
-    /// A project or pool id, `owner/name`, or `YYYY-MM-DD`; `all` for the total.
+pub struct Group {
+    /// A project or pool id, `owner/name`, a sender, `YYYY-MM-DD` or a
+    /// market; `all` for the total. Empty for runners that ran no job (by
+    /// repo or sender) or jobs no runner of pacer's ran (by market).
     pub key: String,
     /// What a person reads: the project's or pool's name, else the key.
     pub name: String,
+    /// Jobs settled in the window (final, their runner ended).
     pub jobs: u64,
-    pub completed: u64,
+    pub succeeded: u64,
     pub failed: u64,
-    pub cancelled: u64,
-    pub unmatched: u64,
     pub runner_minutes: f64,
-    /// From `queued` to the first `running`, over the jobs that ran.
-    pub queue_p50_seconds: Option<f64>,
-    pub queue_p95_seconds: Option<f64>,
+    /// Runner minutes without a known price: in `runner_minutes`, not in `cost`.
+    pub unpriced_minutes: f64,
+    pub cost: CostSplit,
+    /// Queued to the launch of its runner: pacer's own latency.
+    pub queued_to_launched: Percentiles,
+    /// Launch to registration: boot.
+    pub launched_to_registered: Percentiles,
+    /// Queued to `in_progress`: what a developer waits.
+    pub queued_to_in_progress: Percentiles,
 }
 
 /// Jobs not yet final, by state, whenever they were created.
@@ -79,87 +143,52 @@ pub struct InFlight {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Stats {
+    /// The window as asked for.
     pub from: Time,
     pub to: Time,
+    /// The whole hours the figures cover: the window, widened.
+    pub covered_from: Time,
+    pub covered_to: Time,
     pub group_by: GroupBy,
     pub in_flight: InFlight,
-    pub total: Bucket,
-    pub buckets: Vec<Bucket>,
+    pub total: Group,
+    /// By key; the heaviest first is the caller's sort to make.
+    pub buckets: Vec<Group>,
 }
 
-/// Figures gathered for one bucket before the percentiles are taken.
-#[derive(Default)]
-struct Tally {
-    name: Option<String>,
-    jobs: u64,
-    completed: u64,
-    failed: u64,
-    cancelled: u64,
-    unmatched: u64,
-    runner_seconds: f64,
-    queue_seconds: Vec<f64>,
+/// One GitHub sender's share.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct TopUser {
+    pub sender: String,
+    pub jobs: u64,
+    pub runner_minutes: f64,
+    pub cost_micro_usd: MicroUsd,
 }
 
-impl Tally {
-    fn add_job(&mut self, job: &Job) {
-        self.jobs += 1;
-        match job.state {
-            JobState::Completed => self.completed += 1,
-            JobState::Failed => self.failed += 1,
-            JobState::Cancelled => self.cancelled += 1,
-            JobState::Unmatched => self.unmatched += 1,
-            _ => {}
-        }
-        if let Some(wait) = queue_time(job) {
-            self.queue_seconds.push(wait);
-        }
-    }
-
-    fn finish(mut self, key: String) -> Bucket {
-        self.queue_seconds.sort_by(f64::total_cmp);
-        Bucket {
-            name: self.name.unwrap_or_else(|| key.clone()),
-            key,
-            jobs: self.jobs,
-            completed: self.completed,
-            failed: self.failed,
-            cancelled: self.cancelled,
-            unmatched: self.unmatched,
-            runner_minutes: (self.runner_seconds / 60.0 * 100.0).round() / 100.0,
-            queue_p50_seconds: percentile(&self.queue_seconds, 50.0),
-            queue_p95_seconds: percentile(&self.queue_seconds, 95.0),
-        }
-    }
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct TopUsers {
+    pub from: Time,
+    pub to: Time,
+    pub covered_from: Time,
+    pub covered_to: Time,
+    /// By cost, then runner minutes, then jobs, the most first.
+    pub users: Vec<TopUser>,
 }
 
-/// Seconds from a job's arrival to its first `running`, if it ran.
-pub fn queue_time(job: &Job) -> Option<f64> {
-    let started = job
-        .transitions
-        .iter()
-        .find(|t| t.state == JobState::Running)?;
-    Some(((started.at - job.created_at).num_milliseconds().max(0)) as f64 / 1000.0)
-}
-
-/// Nearest-rank percentile of sorted values.
-pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
-}
-
-/// The figures for `query`'s window.
-/// The window a query asks for: `to` defaults to now, `from` to a day before `to`.
-fn window(now: Time, from: Option<Time>, to: Option<Time>) -> ServiceResult<(Time, Time)> {
+/// The window a query asks for: `to` defaults to now, `from` to a day before
+/// `to`. Refusals name the parameter.
+pub fn window(now: Time, from: Option<Time>, to: Option<Time>) -> ServiceResult<(Time, Time)> {
     let to = to.unwrap_or(now);
     // A `to` at the very start of time has no day before it: subtracting
     // would panic, and a panic aborts the release build.
     let from = match from {
         Some(from) => from,
-        None => to.checked_sub_signed(chrono::Duration::hours(24)).ok_or_else(|| {
-            ServiceError::BadRequest(format!("query parameter to ({to}) leaves no room for the day before it; give from as well"))
+        None => to.checked_sub_signed(TimeDelta::hours(24)).ok_or_else(|| {
+            ServiceError::BadRequest(format!(
+                "query parameter to ({to}) leaves no room for the day before it; give from as well"
+            ))
         })?,
     };
     if from >= to {
@@ -167,122 +196,157 @@ fn window(now: Time, from: Option<Time>, to: Option<Time>) -> ServiceResult<(Tim
             "query parameter from ({from}) must be before to ({to})"
         )));
     }
-    if to - from > chrono::Duration::days(MAX_WINDOW_DAYS) {
+    if to - from > TimeDelta::days(MAX_WINDOW_DAYS) {
         return Err(ServiceError::BadRequest(format!(
-            "the window from {from} to {to} is longer than {MAX_WINDOW_DAYS} days"
+            "query parameters from and to: the window from {from} to {to} is longer than {MAX_WINDOW_DAYS} days"
         )));
     }
     Ok((from, to))
 }
 
-pub async fn compute(ports: &Ports, query: &StatsQuery) -> ServiceResult<Stats> {
-    let now = ports.clock.now();
-    let (from, to) = window(now, query.from, query.to)?;
-
-    let window = JobFilter {
-        from: Some(from),
-        to: Some(to),
-        ..JobFilter::default()
-    };
-    let jobs: Vec<Job> = all_pages!(|p| ports.store.list_jobs(&window, p));
-    let runners = runners_created_between(ports, from, to).await?;
-    let names = names(ports, query.group_by).await?;
-
-    let mut total = Tally::default();
-    let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
-    let by_id: HashMap<&str, &Job> = jobs.iter().map(|j| (j.id.as_str(), j)).collect();
-    for job in &jobs {
-        total.add_job(job);
-        if let Some(key) = job_key(job, query.group_by) {
-            tallies.entry(key).or_default().add_job(job);
-        }
-    }
-    for runner in &runners {
-        let seconds = runner_seconds(runner, now);
-        total.runner_seconds += seconds;
-        let job = runner
-            .job_id
-            .as_deref()
-            .and_then(|id| by_id.get(id).copied());
-        if let Some(key) = runner_key(runner, job, query.group_by) {
-            tallies.entry(key).or_default().runner_seconds += seconds;
-        }
-    }
-
-    let buckets = tallies
-        .into_iter()
-        .map(|(key, mut tally)| {
-            tally.name = names.get(&key).cloned();
-            tally.finish(key)
-        })
-        .collect();
-    Ok(Stats {
-        from,
-        to,
-        group_by: query.group_by,
-        in_flight: in_flight(ports).await?,
-        total: total.finish("all".into()),
-        buckets,
-    })
+/// `t` rounded down or up to a whole `span`; `t` itself at the edges of time.
+fn floor(t: Time, span: TimeDelta) -> Time {
+    t.duration_trunc(span).unwrap_or(t)
 }
 
-fn job_key(job: &Job, group_by: GroupBy) -> Option<String> {
-    match group_by {
-        GroupBy::Project => job.project_id.clone(),
-        GroupBy::Pool => job.pool_id.clone(),
-        GroupBy::Repo => Some(job.repo.to_lowercase()),
-        GroupBy::Day => Some(day(job.created_at)),
-    }
-}
-
-/// A runner counts where the job it ran counts; without that job (it is
-/// outside the window, or the runner never got one), by its own pool,
-/// project or day.
-fn runner_key(runner: &Runner, job: Option<&Job>, group_by: GroupBy) -> Option<String> {
-    match (group_by, job) {
-        (_, Some(job)) => job_key(job, group_by),
-        (GroupBy::Project, None) => Some(runner.project_id.clone()),
-        (GroupBy::Pool, None) => Some(runner.pool_id.clone()),
-        (GroupBy::Repo, None) => None,
-        (GroupBy::Day, None) => Some(day(runner.created_at)),
-    }
-}
-
-fn day(t: Time) -> String {
-    t.format("%Y-%m-%d").to_string()
-}
-
-/// How long a runner has lived: until its last change once it ended.
-fn runner_seconds(runner: &Runner, now: Time) -> f64 {
-    let end = if runner.state.is_live() {
-        now
+fn ceil(t: Time, span: TimeDelta) -> Time {
+    let down = floor(t, span);
+    if down == t {
+        t
     } else {
-        runner.updated_at
-    };
-    ((end - runner.created_at).num_milliseconds().max(0)) as f64 / 1000.0
+        down.checked_add_signed(span).unwrap_or(t)
+    }
 }
 
-/// Runners list newest first, so the walk stops at the first one created
-/// before `from`.
-async fn runners_created_between(
+/// The reads that cover `[from, to)` widened to whole hours: day buckets
+/// for the whole days inside, hour buckets for the edges.
+fn plan(from: Time, to: Time) -> ((Time, Time), Vec<(Period, Time, Time)>) {
+    let (hour, day) = (TimeDelta::hours(1), TimeDelta::days(1));
+    let (from, to) = (floor(from, hour), ceil(to, hour));
+    let (days_from, days_to) = (ceil(from, day), floor(to, day));
+    let reads = if days_from < days_to {
+        vec![
+            (Period::Hour, from, days_from),
+            (Period::Day, days_from, days_to),
+            (Period::Hour, days_to, to),
+        ]
+    } else {
+        vec![(Period::Hour, from, to)]
+    };
+    let reads = reads.into_iter().filter(|(_, a, b)| a < b).collect();
+    ((from, to), reads)
+}
+
+/// Every bucket the widened window covers.
+async fn buckets(
     ports: &Ports,
     from: Time,
     to: Time,
-) -> ServiceResult<Vec<Runner>> {
-    let every = RunnerFilter::default();
+) -> ServiceResult<((Time, Time), Vec<UsageBucket>)> {
+    let (covered, reads) = plan(from, to);
     let mut found = Vec::new();
-    let mut pages = Pages::start();
-    while let Some(page) = pages.next_request() {
-        for runner in pages.items(ports.store.list_runners(&every, &page).await?) {
-            if runner.created_at < from {
-                return Ok(found);
-            }
-            if runner.created_at < to {
-                found.push(runner);
-            }
-        }
+    for (period, a, b) in reads {
+        found.extend(ports.store.usage_buckets(period, a, b).await?);
     }
-    Ok(found)
+    Ok((covered, found))
+}
+
+fn minutes(seconds: u64) -> f64 {
+    (seconds as f64 / 60.0 * 100.0).round() / 100.0
+}
+
+fn group(key: String, name: String, f: &UsageFigures) -> Group {
+    Group {
+        key,
+        name,
+        jobs: f.jobs,
+        succeeded: f.succeeded,
+        failed: f.failed,
+        runner_minutes: minutes(f.job_seconds + f.overhead_seconds + f.idle_seconds),
+        unpriced_minutes: minutes(f.unpriced_seconds),
+        cost: CostSplit {
+            job_micro_usd: f.job_micro_usd,
+            overhead_micro_usd: f.overhead_micro_usd,
+            idle_micro_usd: f.idle_micro_usd,
+            total_micro_usd: f.total_micro_usd(),
+        },
+        queued_to_launched: Percentiles::of(&f.queued_to_launched),
+        launched_to_registered: Percentiles::of(&f.launched_to_registered),
+        queued_to_in_progress: Percentiles::of(&f.queued_to_in_progress),
+    }
+}
+
+/// The figures for `query`'s window.
+pub async fn compute(ports: &Ports, query: &StatsQuery) -> ServiceResult<Stats> {
+    let (from, to) = window(ports.clock.now(), query.from, query.to)?;
+    let ((covered_from, covered_to), found) = buckets(ports, from, to).await?;
+    let mut total = UsageFigures::default();
+    let mut groups: BTreeMap<String, UsageFigures> = BTreeMap::new();
+    for b in &found {
+        total.merge(&b.figures);
+        groups
+            .entry(query.group_by.key(b))
+            .or_default()
+            .merge(&b.figures);
+    }
+    let names = names(ports, query.group_by).await?;
+    Ok(Stats {
+        from,
+        to,
+        covered_from,
+        covered_to,
+        group_by: query.group_by,
+        in_flight: in_flight(ports).await?,
+        total: group("all".into(), "all".into(), &total),
+        buckets: groups
+            .into_iter()
+            .map(|(key, f)| {
+                let name = names.get(&key).cloned().unwrap_or_else(|| key.clone());
+                group(key, name, &f)
+            })
+            .collect(),
+    })
+}
+
+/// The GitHub senders whose jobs cost the most in the window.
+pub async fn top_users(
+    ports: &Ports,
+    from: Option<Time>,
+    to: Option<Time>,
+    limit: u32,
+) -> ServiceResult<TopUsers> {
+    let (from, to) = window(ports.clock.now(), from, to)?;
+    let ((covered_from, covered_to), found) = buckets(ports, from, to).await?;
+    let mut by_sender: HashMap<&str, UsageFigures> = HashMap::new();
+    for b in found.iter().filter(|b| !b.dims.sender.is_empty()) {
+        by_sender
+            .entry(b.dims.sender.as_str())
+            .or_default()
+            .merge(&b.figures);
+    }
+    let mut users: Vec<TopUser> = by_sender
+        .into_iter()
+        .map(|(sender, f)| TopUser {
+            sender: sender.to_string(),
+            jobs: f.jobs,
+            runner_minutes: minutes(f.job_seconds + f.overhead_seconds + f.idle_seconds),
+            cost_micro_usd: f.total_micro_usd(),
+        })
+        .collect();
+    users.sort_by(|a, b| {
+        (b.cost_micro_usd, b.runner_minutes, b.jobs)
+            .partial_cmp(&(a.cost_micro_usd, a.runner_minutes, a.jobs))
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.sender.cmp(&b.sender))
+    });
+    users.truncate(limit.clamp(1, MAX_TOP_USERS) as usize);
+    Ok(TopUsers {
+        from,
+        to,
+        covered_from,
+        covered_to,
+        users,
+    })
 }
 
 /// Display names of the projects or pools a grouping keys by id.
@@ -296,7 +360,7 @@ async fn names(ports: &Ports, group_by: GroupBy) -> ServiceResult<HashMap<String
             .into_iter()
             .map(|p| (p.id, p.spec.name.to_string()))
             .collect(),
-        GroupBy::Repo | GroupBy::Day => HashMap::new(),
+        _ => HashMap::new(),
     })
 }
 
@@ -317,17 +381,149 @@ async fn in_flight(ports: &Ports) -> ServiceResult<InFlight> {
     Ok(counts)
 }
 
+/// The header of `/api/stats/export`: one row per job.
+pub const EXPORT_COLUMNS: [&str; 20] = [
+    "job_id",
+    "github_job_id",
+    "repo",
+    "sender",
+    "project_id",
+    "pool_id",
+    "state",
+    "conclusion",
+    "instance_type",
+    "market",
+    "availability_zone",
+    "queued_to_launched_ms",
+    "launched_to_registered_ms",
+    "queued_to_in_progress_ms",
+    "runner_minutes",
+    "job_usd",
+    "overhead_usd",
+    "idle_usd",
+    "total_usd",
+    "price_source",
+];
+
+/// Micro-dollars as a decimal dollar amount, exactly: `550` is `0.000550`.
+fn usd(micro: MicroUsd) -> String {
+    format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000)
+}
+
+/// The CSV of every job that arrived in the window, settled or not (an
+/// unsettled job's figures are empty), oldest first.
+pub async fn export(ports: &Ports, from: Option<Time>, to: Option<Time>) -> ServiceResult<String> {
+    let (from, to) = window(ports.clock.now(), from, to)?;
+    let filter = JobFilter {
+        from: Some(from),
+        to: Some(to),
+        ..JobFilter::default()
+    };
+    let mut jobs: Vec<Job> = all_pages!(|p| ports.store.list_jobs(&filter, p));
+    jobs.reverse();
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let failed = |e: csv::Error| {
+        ServiceError::Internal(anyhow::Error::new(e).context("writing the CSV export"))
+    };
+    out.write_record(EXPORT_COLUMNS).map_err(failed)?;
+    for job in &jobs {
+        let usage = job.usage.as_ref();
+        let runner = match usage.and_then(|u| u.runner_id.as_deref()) {
+            Some(id) => ports.store.get_runner(id).await?,
+            None => None,
+        };
+        let cost = usage.and_then(|u| u.cost);
+        let timings = usage.map(|u| u.timings).unwrap_or_default();
+        let text = |v: Option<&str>| v.unwrap_or_default().to_string();
+        let number = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
+        let money = |v: Option<MicroUsd>| v.map(usd).unwrap_or_default();
+        out.write_record([
+            job.id.clone(),
+            job.github_job_id.to_string(),
+            job.repo.clone(),
+            text(job.sender.as_deref()),
+            text(job.project_id.as_deref()),
+            text(job.pool_id.as_deref()),
+            job.state.to_string(),
+            text(job.conclusion.as_deref()),
+            text(runner.as_ref().and_then(|r| r.instance_type.as_deref())),
+            text(runner.as_ref().and_then(|r| r.market.as_deref())),
+            text(runner.as_ref().and_then(|r| r.availability_zone.as_deref())),
+            number(timings.queued_to_launched_ms),
+            number(timings.launched_to_registered_ms),
+            number(timings.queued_to_in_progress_ms),
+            cost.map(|c| minutes(c.seconds()).to_string())
+                .unwrap_or_default(),
+            money(cost.and_then(|c| c.job_micro_usd)),
+            money(cost.and_then(|c| c.overhead_micro_usd)),
+            money(cost.and_then(|c| c.idle_micro_usd)),
+            money(cost.and_then(|c| c.total_micro_usd)),
+            cost.map(|c| c.source.as_str().to_string())
+                .unwrap_or_default(),
+        ])
+        .map_err(failed)?;
+    }
+    let bytes = out
+        .into_inner()
+        .map_err(|e| ServiceError::Internal(anyhow::anyhow!("writing the CSV export: {e}")))?;
+    String::from_utf8(bytes)
+        .map_err(|e| ServiceError::Internal(anyhow::anyhow!("the CSV export is not UTF-8: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn at(s: &str) -> Time {
+        s.parse().unwrap()
+    }
+
     #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let values: Vec<f64> = (1..=20).map(f64::from).collect();
-        assert_eq!(percentile(&values, 50.0), Some(10.0));
-        assert_eq!(percentile(&values, 95.0), Some(19.0));
-        assert_eq!(percentile(&[7.0], 95.0), Some(7.0));
-        assert_eq!(percentile(&[], 50.0), None);
+    fn a_window_reads_days_inside_and_hours_at_its_edges() {
+        let (covered, reads) = plan(at("2026-03-01T10:30:00Z"), at("2026-03-04T02:10:00Z"));
+        assert_eq!(
+            covered,
+            (at("2026-03-01T10:00:00Z"), at("2026-03-04T03:00:00Z"))
+        );
+        assert_eq!(
+            reads,
+            [
+                (
+                    Period::Hour,
+                    at("2026-03-01T10:00:00Z"),
+                    at("2026-03-02T00:00:00Z")
+                ),
+                (
+                    Period::Day,
+                    at("2026-03-02T00:00:00Z"),
+                    at("2026-03-04T00:00:00Z")
+                ),
+                (
+                    Period::Hour,
+                    at("2026-03-04T00:00:00Z"),
+                    at("2026-03-04T03:00:00Z")
+                ),
+            ]
+        );
+        // Within a day: hours only; on day bounds: days only.
+        let (_, short) = plan(at("2026-03-01T10:30:00Z"), at("2026-03-01T11:30:00Z"));
+        assert_eq!(
+            short,
+            [(
+                Period::Hour,
+                at("2026-03-01T10:00:00Z"),
+                at("2026-03-01T12:00:00Z")
+            )]
+        );
+        let (_, whole) = plan(at("2026-03-01T00:00:00Z"), at("2026-03-31T00:00:00Z"));
+        assert_eq!(
+            whole,
+            [(
+                Period::Day,
+                at("2026-03-01T00:00:00Z"),
+                at("2026-03-31T00:00:00Z")
+            )]
+        );
     }
 
     #[test]
@@ -339,18 +535,30 @@ mod tests {
             matches!(refused, ServiceError::BadRequest(ref m) if m.contains("give from as well")),
             "{refused:?}"
         );
-        let day_before = window(now, None, Some(now)).unwrap();
         assert_eq!(
-            day_before,
-            (now - chrono::Duration::hours(24), now),
-            "the default window is unchanged"
+            window(now, None, Some(now)).unwrap(),
+            (now - TimeDelta::hours(24), now),
+            "the default window is the day before"
         );
+        // The edges of time widen to themselves instead of panicking.
+        let latest: Time = "+262142-12-31T23:59:59Z".parse().unwrap();
+        let _ = plan(latest - TimeDelta::hours(3), latest);
+        let _ = plan(earliest, earliest + TimeDelta::hours(3));
     }
 
     #[test]
     fn group_by_accepts_only_the_documented_names() {
-        assert_eq!(GroupBy::parse("pool"), Some(GroupBy::Pool));
+        for name in GroupBy::NAMES.split(", ") {
+            assert!(GroupBy::parse(name).is_some(), "{name}");
+        }
         assert_eq!(GroupBy::parse("Pool"), None);
         assert_eq!(GroupBy::parse("week"), None);
+    }
+
+    #[test]
+    fn micro_dollars_are_written_as_exact_dollars() {
+        assert_eq!(usd(550), "0.000550");
+        assert_eq!(usd(12_345_678), "12.345678");
+        assert_eq!(usd(0), "0.000000");
     }
 }

@@ -61,6 +61,11 @@ export function microUsd(v: number | null | undefined, digits = 4): string {
   return usd(v === null || v === undefined ? v : v / 1_000_000, digits);
 }
 
+/** A sum of micro-dollars: cents once it reaches a dollar, else four decimals so small sums show. */
+export function money(micro: number): string {
+  return microUsd(micro, micro < 1_000_000 ? 4 : 2);
+}
+
 /** Milliseconds as a duration. */
 export function millis(ms: number | null | undefined): string {
   return duration(ms === null || ms === undefined ? ms : ms / 1000);

@@ -30,23 +30,6 @@ export type AuthInfo = {
  */
 enabled: boolean, local: boolean, oidc: OidcInfo | null, };
 
-/**
- * The figures of one bucket.
- */
-export type Bucket = { 
-/**
- * A project or pool id, `owner/name`, or `YYYY-MM-DD`; `all` for the total.
- */
-key: string, 
-/**
- * What a person reads: the project's or pool's name, else the key.
- */
-name: string, jobs: number, completed: number, failed: number, cancelled: number, unmatched: number, runner_minutes: number, 
-/**
- * From `queued` to the first `running`, over the jobs that ran.
- */
-queue_p50_seconds: number | null, queue_p95_seconds: number | null, };
-
 export type ClaimKind = "exact" | "prefix" | "regex";
 
 /**
@@ -54,6 +37,12 @@ export type ClaimKind = "exact" | "prefix" | "regex";
  * as a whole (`regex`).
  */
 export type ClaimRuleView = { claim: string, kind: ClaimKind, value: string, };
+
+/**
+ * Where the money went, in micro-dollars; minutes without a price are in
+ * no figure here.
+ */
+export type CostSplit = { job_micro_usd: number, overhead_micro_usd: number, idle_micro_usd: number, total_micro_usd: number, };
 
 /**
  * Why a pool launches nothing for now, and until when.
@@ -69,9 +58,44 @@ reason: string, since: string,
 retry_at: string, };
 
 /**
+ * The figures of one group.
+ */
+export type Group = { 
+/**
+ * A project or pool id, `owner/name`, a sender, `YYYY-MM-DD` or a
+ * market; `all` for the total. Empty for runners that ran no job (by
+ * repo or sender) or jobs no runner of pacer's ran (by market).
+ */
+key: string, 
+/**
+ * What a person reads: the project's or pool's name, else the key.
+ */
+name: string, 
+/**
+ * Jobs settled in the window (final, their runner ended).
+ */
+jobs: number, succeeded: number, failed: number, runner_minutes: number, 
+/**
+ * Runner minutes without a known price: in `runner_minutes`, not in `cost`.
+ */
+unpriced_minutes: number, cost: CostSplit, 
+/**
+ * Queued to the launch of its runner: pacer's own latency.
+ */
+queued_to_launched: Percentiles, 
+/**
+ * Launch to registration: boot.
+ */
+launched_to_registered: Percentiles, 
+/**
+ * Queued to `in_progress`: what a developer waits.
+ */
+queued_to_in_progress: Percentiles, };
+
+/**
  * How a window's figures are split.
  */
-export type GroupBy = "project" | "pool" | "repo" | "day";
+export type GroupBy = "project" | "pool" | "repo" | "sender" | "day" | "market";
 
 /**
  * A label policy an administrator set for one owner, which wins over its
@@ -214,6 +238,12 @@ export type OidcInfo = { issuer_host: string, };
  * One page of a list: `{items, next_cursor}`.
  */
 export type Page<T> = { items: Array<T>, next_cursor: string | null, };
+
+/**
+ * Percentiles of one duration, in milliseconds: the upper bound of the
+ * histogram bucket each falls in; `null` without a value.
+ */
+export type Percentiles = { p50_ms: number | null, p95_ms: number | null, p99_ms: number | null, };
 
 /**
  * Where an identity's runners register on GitHub.
@@ -391,7 +421,30 @@ source_ip: string | null, created_at: string,
  */
 registered_at: string | null, updated_at: string, deleted_at: string | null, };
 
-export type Stats = { from: string, to: string, group_by: GroupBy, in_flight: InFlight, total: Bucket, buckets: Array<Bucket>, };
+export type Stats = { 
+/**
+ * The window as asked for.
+ */
+from: string, to: string, 
+/**
+ * The whole hours the figures cover: the window, widened.
+ */
+covered_from: string, covered_to: string, group_by: GroupBy, in_flight: InFlight, total: Group, 
+/**
+ * By key; the heaviest first is the caller's sort to make.
+ */
+buckets: Array<Group>, };
+
+/**
+ * One GitHub sender's share.
+ */
+export type TopUser = { sender: string, jobs: number, runner_minutes: number, cost_micro_usd: number, };
+
+export type TopUsers = { from: string, to: string, covered_from: string, covered_to: string, 
+/**
+ * By cost, then runner minutes, then jobs, the most first.
+ */
+users: Array<TopUser>, };
 
 /**
  * One step of a job's history.
