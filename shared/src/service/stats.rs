@@ -218,9 +218,15 @@ fn ceil(t: Time, span: TimeDelta) -> Time {
     }
 }
 
+/// A span of time, `[from, to)`.
+type Span = (Time, Time);
+
+/// One read of the roll-ups: the buckets of a period starting in a span.
+type Read = (Period, Time, Time);
+
 /// The reads that cover `[from, to)` widened to whole hours: day buckets
 /// for the whole days inside, hour buckets for the edges.
-fn plan(from: Time, to: Time) -> ((Time, Time), Vec<(Period, Time, Time)>) {
+fn plan(from: Time, to: Time) -> (Span, Vec<Read>) {
     let (hour, day) = (TimeDelta::hours(1), TimeDelta::days(1));
     let (from, to) = (floor(from, hour), ceil(to, hour));
     let (days_from, days_to) = (ceil(from, day), floor(to, day));
