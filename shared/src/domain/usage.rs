@@ -36,9 +36,34 @@ pub const HISTOGRAM_BOUNDS_MS: [u64; 65] = {
 #[allow(clippy::indexing_slicing)] // evaluated by the compiler, as above
 const LAST_FINITE_BOUND_MS: u64 = HISTOGRAM_BOUNDS_MS[HISTOGRAM_BOUNDS_MS.len() - 2];
 
-/// Counts of durations per [`HISTOGRAM_BOUNDS_MS`] bucket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Counts of durations per [`HISTOGRAM_BOUNDS_MS`] bucket. Stored as the
+/// `[bucket, count]` pairs of its non-empty buckets: most are empty, and a
+/// report reads thousands of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Histogram(pub Vec<u64>);
+
+impl Serialize for Histogram {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().enumerate().filter(|(_, n)| **n > 0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Histogram {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let pairs = Vec::<(usize, u64)>::deserialize(deserializer)?;
+        let mut histogram = Histogram::default();
+        for (bucket, count) in pairs {
+            if bucket >= HISTOGRAM_BOUNDS_MS.len() {
+                return Err(serde::de::Error::custom(format!(
+                    "histogram bucket {bucket} is past the last, {}",
+                    HISTOGRAM_BOUNDS_MS.len() - 1
+                )));
+            }
+            histogram.add_at(bucket, count);
+        }
+        Ok(histogram)
+    }
+}
 
 impl Default for Histogram {
     fn default() -> Self {
@@ -334,6 +359,21 @@ mod tests {
         let mut huge = Histogram::default();
         huge.record(u64::MAX);
         assert_eq!(huge.percentile_ms(99.0), Some(HISTOGRAM_BOUNDS_MS[63]));
+    }
+
+    #[test]
+    fn a_histogram_is_stored_as_its_non_empty_buckets() {
+        let mut h = Histogram::default();
+        h.record(100);
+        h.record(100);
+        h.record(90_000);
+        let text = serde_json::to_string(&h).unwrap();
+        assert_eq!(text, format!("[[0,2],[{},1]]", Histogram::bucket(90_000)));
+        assert_eq!(serde_json::from_str::<Histogram>(&text).unwrap(), h);
+        assert!(
+            serde_json::from_str::<Histogram>("[[65,1]]").is_err(),
+            "past the last bucket"
+        );
     }
 
     proptest::proptest! {

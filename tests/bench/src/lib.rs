@@ -13,6 +13,7 @@ pub mod cold_start;
 pub mod deployment;
 pub mod measure;
 pub mod payload;
+pub mod stats;
 pub mod webhook;
 pub mod webhook_moto;
 
@@ -48,6 +49,12 @@ pub struct Sizes {
     /// Starts of each function, and how many of the five are started.
     pub cold_starts: usize,
     pub cold_functions: usize,
+    /// Days of usage roll-ups, jobs a day, distinct groups a day, and
+    /// `/api/stats` calls measured over them.
+    pub stats_days: usize,
+    pub stats_jobs_per_day: usize,
+    pub stats_groups_per_day: usize,
+    pub stats_calls: usize,
 }
 
 impl Sizes {
@@ -67,6 +74,10 @@ impl Sizes {
             moto_warmup: 50,
             cold_starts: 11,
             cold_functions: cold_start::FUNCTIONS.len(),
+            stats_days: 90,
+            stats_jobs_per_day: 10_000,
+            stats_groups_per_day: 400,
+            stats_calls: 50,
         }
     }
 
@@ -86,6 +97,10 @@ impl Sizes {
             moto_warmup: 2,
             cold_starts: 2,
             cold_functions: 1,
+            stats_days: 3,
+            stats_jobs_per_day: 40,
+            stats_groups_per_day: 4,
+            stats_calls: 2,
         }
     }
 }
@@ -180,6 +195,11 @@ pub fn benchmarks() -> Vec<Benchmark> {
             name: "webhook_moto",
             what: "the webhook Lambda's router with DynamoDB and SQS on moto_server, beside moto's floor (part 2)",
             run: |sizes| Box::pin(webhook_moto::run(sizes)),
+        },
+        Benchmark {
+            name: "stats",
+            what: "GET /api/stats by pool over 90 days of roll-ups holding 10,000 jobs a day, on SQLite (issue 17)",
+            run: |sizes| Box::pin(stats::run(sizes)),
         },
         Benchmark {
             name: "cold_start",
@@ -396,6 +416,9 @@ mod tests {
             assert!(value(name) > 0.0, "{name}");
         }
         assert!(value("burst.all_completed") >= value("burst.all_launched"));
+        // And the stats read every day bucket of the window, once
+        assert_eq!(value("stats.day_buckets"), 3.0 * 4.0);
+        assert!(value("stats.90d.store_reads") >= 1.0);
         // And the burst kept its promises: nothing lost, nothing twice, no pool over its max
         assert_eq!(value("burst.lost"), 0.0);
         assert_eq!(value("burst.launched_twice"), 0.0);

@@ -9,7 +9,7 @@ use pacer_shared::config::{LogFormat, LogLevel, LogOutput, LoggingConfig};
 
 const USAGE: &str = "usage: pacer-bench [--tiny] [--only NAME]... [--out FILE] [--log FILE]
   --tiny       tiny sizes: proves the harness runs, measures nothing worth reading
-  --only NAME  run only this benchmark (webhook, burst, webhook_moto, cold_start); repeatable
+  --only NAME  run only this benchmark (webhook, burst, webhook_moto, stats, cold_start); repeatable
   --out FILE   where the JSON goes (default: target/bench/results.json in this checkout)
   --log FILE   pacer's own log, JSON at info as in production (default: /dev/null)";
 
