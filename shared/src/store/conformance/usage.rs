@@ -142,6 +142,29 @@ pub async fn usage_adds_up_per_hour_and_day_and_reads_by_window(store: Arc<dyn S
         .await
         .unwrap();
     assert!(none.is_empty());
+
+    // Windows at the ends of time read nothing, and never panic.
+    let (first, last) = (
+        chrono::DateTime::<chrono::Utc>::MIN_UTC,
+        chrono::DateTime::<chrono::Utc>::MAX_UTC,
+    );
+    for period in Period::ALL {
+        let hours = chrono::Duration::hours(3);
+        assert!(
+            store
+                .usage_buckets(period, last - hours, last)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .usage_buckets(period, first, first + hours)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
 }
 
 pub async fn a_histogram_keeps_every_bucket_through_the_store(store: Arc<dyn Store>) {

@@ -5,6 +5,7 @@
 //! is written in the same transaction, so a second add of it changes nothing.
 //! Reading a window is one strongly consistent query per period start.
 
+use futures::StreamExt as _;
 use sha2::{Digest, Sha256};
 
 use crate::domain::usage::{Contribution, Histogram, Period, UsageBucket, UsageDims, UsageFigures};
@@ -212,38 +213,59 @@ impl UsageStore for DynamoStore {
             Period::Hour => chrono::Duration::hours(1),
             Period::Day => chrono::Duration::days(1),
         };
-        let mut buckets = Vec::new();
-        let mut start = period.start_of(from);
-        if start < from {
-            start += step;
-        }
-        while start < to {
-            let mut e = Expr::default();
-            let cond = format!("{} = {}", e.name(PK), e.value(s(bucket_pk(period, start))));
-            let mut page: Option<Item> = None;
-            loop {
-                let out = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression(&cond)
-                    .set_expression_attribute_names(e.names())
-                    .set_expression_attribute_values(e.values())
-                    .consistent_read(true)
-                    .set_exclusive_start_key(page.take())
-                    .send()
-                    .await
-                    .map_err(|err| self.backend(err, "Query", "usage_buckets"))?;
-                for item in out.items() {
-                    buckets.push(decode_bucket(period, start, item));
-                }
-                match out.last_evaluated_key {
-                    Some(last) if !last.is_empty() => page = Some(last),
-                    _ => break,
-                }
+        let mut starts = Vec::new();
+        let mut start = Some(period.start_of(from));
+        while let Some(at) = start.filter(|at| *at < to) {
+            if at >= from {
+                starts.push(at);
             }
-            start += step;
+            // At the end of time there is no next period: stop, never panic.
+            start = at.checked_add_signed(step);
+        }
+        // One query per period, a few at a time, in start order.
+        let pages: Vec<StoreResult<Vec<UsageBucket>>> = futures::stream::iter(starts)
+            .map(|start| self.buckets_starting(period, start))
+            .buffered(PARALLEL_QUERIES)
+            .collect()
+            .await;
+        let mut buckets = Vec::new();
+        for page in pages {
+            buckets.extend(page?);
         }
         Ok(buckets)
+    }
+}
+
+/// Queries in flight at once when a window spans many periods.
+const PARALLEL_QUERIES: usize = 8;
+
+impl DynamoStore {
+    /// Every bucket of the period starting at `start`: one partition.
+    async fn buckets_starting(&self, period: Period, start: Time) -> StoreResult<Vec<UsageBucket>> {
+        let mut e = Expr::default();
+        let cond = format!("{} = {}", e.name(PK), e.value(s(bucket_pk(period, start))));
+        let mut buckets = Vec::new();
+        let mut page: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(&cond)
+                .set_expression_attribute_names(e.names())
+                .set_expression_attribute_values(e.values())
+                .consistent_read(true)
+                .set_exclusive_start_key(page.take())
+                .send()
+                .await
+                .map_err(|err| self.backend(err, "Query", "usage_buckets"))?;
+            for item in out.items() {
+                buckets.push(decode_bucket(period, start, item));
+            }
+            match out.last_evaluated_key {
+                Some(last) if !last.is_empty() => page = Some(last),
+                _ => return Ok(buckets),
+            }
+        }
     }
 }
