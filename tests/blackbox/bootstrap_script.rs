@@ -18,9 +18,9 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use pacer_shared::config::Secret;
 use pacer_shared::fleet::user_data;
+use pacer_test_support::loopback::Loopback;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use tokio::sync::oneshot;
 
 const TOKEN: &str = "cbt.runner-7.SIGNATURE-do-not-log";
 const JIT: &str = "eyJKSVQiOiJzZWNyZXQtcnVubmVyLWNyZWRlbnRpYWxzIn0=";
@@ -37,8 +37,7 @@ struct Call {
 struct StubPacer {
     url: String,
     calls: Arc<Mutex<Vec<Call>>>,
-    stop: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<()>,
+    server: Loopback,
 }
 
 impl StubPacer {
@@ -54,8 +53,8 @@ impl StubPacer {
         tarball: Vec<u8>,
         sha256: Option<String>,
     ) -> StubPacer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let bound = Loopback::bind().await;
+        let url = bound.url.clone();
         let download_url = format!("{url}/runner.tar.gz");
         let calls = Arc::new(Mutex::new(Vec::new()));
         let recorded = Arc::clone(&calls);
@@ -81,21 +80,8 @@ impl StubPacer {
                 reply
             }
         });
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    stopped.await.ok();
-                })
-                .await
-                .unwrap();
-        });
-        StubPacer {
-            url,
-            calls,
-            stop: Some(stop),
-            server,
-        }
+        let server = bound.serve(app);
+        StubPacer { url, calls, server }
     }
 
     fn calls(&self) -> Vec<Call> {
@@ -120,9 +106,8 @@ impl StubPacer {
             .collect()
     }
 
-    async fn stop(mut self) {
-        self.stop.take().map(|s| s.send(()));
-        self.server.await.unwrap();
+    async fn stop(self) {
+        self.server.stop().await;
     }
 }
 

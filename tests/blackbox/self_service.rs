@@ -241,6 +241,11 @@ impl World {
         )
     }
 
+    /// `GET path` as the console's admin.
+    pub(crate) async fn admin_get(&self, path: &str) -> (u16, Value) {
+        self.json(Method::GET, path, Some(&self.admin), None).await
+    }
+
     pub(crate) async fn provision(&self, token: &str, name: &str, labels: &[&str]) -> (u16, Value) {
         self.json(
             Method::POST,

@@ -50,14 +50,7 @@ fn names(page: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_reads_the_trusted_identities_as_configured_and_nothing_more() {
     let w = world().await;
-    let (status, body) = w
-        .json(
-            Method::GET,
-            "/api/v1/admin/trusted-identities",
-            Some(&w.admin),
-            None,
-        )
-        .await;
+    let (status, body) = w.admin_get("/api/v1/admin/trusted-identities").await;
     assert_eq!(status, 200, "{body}");
     let items = body["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{body}");
@@ -135,14 +128,7 @@ async fn address_rules_are_shown_as_cidrs_and_an_off_switch_is_a_404_saying_what
         s.identities[0].label_policy = None;
     })
     .await;
-    let (status, body) = w
-        .json(
-            Method::GET,
-            "/api/v1/admin/trusted-identities",
-            Some(&w.admin),
-            None,
-        )
-        .await;
+    let (status, body) = w.admin_get("/api/v1/admin/trusted-identities").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["items"][0]["source_cidrs"],
@@ -203,9 +189,7 @@ async fn an_admin_lists_every_owners_runners_filtered_by_owner_and_status_page_b
         .await;
     assert_eq!(status, 200, "{body}");
 
-    let (status, all) = w
-        .json(Method::GET, "/api/v1/admin/runners", Some(&w.admin), None)
-        .await;
+    let (status, all) = w.admin_get("/api/v1/admin/runners").await;
     assert_eq!(status, 200, "{all}");
     assert_eq!(
         names(&all),
@@ -228,41 +212,23 @@ async fn an_admin_lists_every_owners_runners_filtered_by_owner_and_status_page_b
     let owner = owner_of(INFRA);
     let query = |q: &str| format!("/api/v1/admin/runners?{q}");
     let by_owner = format!("owner={}", urlencode(&owner));
-    let (status, mine) = w
-        .json(Method::GET, &query(&by_owner), Some(&w.admin), None)
-        .await;
+    let (status, mine) = w.admin_get(&query(&by_owner)).await;
     assert_eq!(status, 200, "{mine}");
     assert_eq!(names(&mine), ["ci-gpu-3", "ci-gpu-1"]);
-    let (_, deleted) = w
-        .json(Method::GET, &query("status=deleted"), Some(&w.admin), None)
-        .await;
+    let (_, deleted) = w.admin_get(&query("status=deleted")).await;
     assert_eq!(names(&deleted), ["ci-gpu-3"]);
     assert_eq!(deleted["items"][0]["status"], "deleted");
     assert!(deleted["items"][0]["deleted_at"].is_string());
     let (_, pending_of_infra) = w
-        .json(
-            Method::GET,
-            &query(&format!("{by_owner}&status=pending")),
-            Some(&w.admin),
-            None,
-        )
+        .admin_get(&query(&format!("{by_owner}&status=pending")))
         .await;
     assert_eq!(names(&pending_of_infra), ["ci-gpu-1"]);
-    let (_, nobody) = w
-        .json(
-            Method::GET,
-            &query("owner=ci%3Anobody"),
-            Some(&w.admin),
-            None,
-        )
-        .await;
+    let (_, nobody) = w.admin_get(&query("owner=ci%3Anobody")).await;
     assert_eq!(nobody["items"], json!([]));
     assert_eq!(nobody["next_cursor"], Value::Null);
 
     // Page by page, each runner once.
-    let (_, first) = w
-        .json(Method::GET, &query("limit=2"), Some(&w.admin), None)
-        .await;
+    let (_, first) = w.admin_get(&query("limit=2")).await;
     assert_eq!(names(&first), ["ci-gpu-3", "ci-gpu-2"]);
     let cursor = first["next_cursor"]
         .as_str()
@@ -279,9 +245,7 @@ async fn an_admin_lists_every_owners_runners_filtered_by_owner_and_status_page_b
     assert_eq!(names(&rest), ["ci-gpu-1"]);
     assert_eq!(rest["next_cursor"], Value::Null);
 
-    let (status, body) = w
-        .json(Method::GET, &query("status=Active"), Some(&w.admin), None)
-        .await;
+    let (status, body) = w.admin_get(&query("status=Active")).await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["message"]
@@ -290,9 +254,7 @@ async fn an_admin_lists_every_owners_runners_filtered_by_owner_and_status_page_b
             .contains("pending, active, offline, deleted"),
         "{body}"
     );
-    let (status, _) = w
-        .json(Method::GET, &query("state=active"), Some(&w.admin), None)
-        .await;
+    let (status, _) = w.admin_get(&query("state=active")).await;
     assert_eq!(status, 400, "an unknown parameter is refused");
 
     let viewer = viewer(&w).await;
@@ -324,12 +286,7 @@ async fn security_events_filter_by_type_identity_and_time_newest_first_for_admin
         let w = &w;
         async move {
             let (status, body) = w
-                .json(
-                    Method::GET,
-                    &format!("/api/v1/admin/security-events?{q}"),
-                    Some(&w.admin),
-                    None,
-                )
+                .admin_get(&format!("/api/v1/admin/security-events?{q}"))
                 .await;
             assert_eq!(status, 200, "{q}: {body}");
             body["items"]
@@ -386,12 +343,7 @@ async fn security_events_filter_by_type_identity_and_time_newest_first_for_admin
         ["label_policy"]
     );
     let (status, body) = w
-        .json(
-            Method::GET,
-            "/api/v1/admin/security-events?since=yesterday",
-            Some(&w.admin),
-            None,
-        )
+        .admin_get("/api/v1/admin/security-events?since=yesterday")
         .await;
     assert_eq!(status, 400, "{body}");
 

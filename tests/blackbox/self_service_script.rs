@@ -26,6 +26,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use pacer_shared::domain::self_service::{SecurityEventKind, SelfRunnerStatus};
+use pacer_test_support::loopback::Loopback;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
@@ -474,19 +475,15 @@ type TokenRequest = (Option<String>, Option<String>);
 struct ActionsTokens {
     url: String,
     requests: Arc<Mutex<Vec<TokenRequest>>>,
-    stop: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<()>,
+    server: Loopback,
 }
 
 const REQUEST_TOKEN: &str = "actions-request-token-SECRET-0123456789";
 
 impl ActionsTokens {
     async fn start(world: Arc<World>) -> ActionsTokens {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "http://{}/_apis/idtoken?api-version=2.0",
-            listener.local_addr().unwrap()
-        );
+        let bound = Loopback::bind().await;
+        let url = format!("{}/_apis/idtoken?api-version=2.0", bound.url);
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&requests);
         let app = axum::Router::new().route(
@@ -509,19 +506,10 @@ impl ActionsTokens {
                 }
             }),
         );
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    stopped.await.ok();
-                })
-                .await
-                .unwrap();
-        });
+        let server = bound.serve(app);
         ActionsTokens {
             url,
             requests,
-            stop: Some(stop),
             server,
         }
     }
@@ -530,9 +518,8 @@ impl ActionsTokens {
         self.requests.lock().unwrap().clone()
     }
 
-    async fn stop(mut self) {
-        self.stop.take().map(|s| s.send(()));
-        self.server.await.unwrap();
+    async fn stop(self) {
+        self.server.stop().await;
     }
 }
 
@@ -681,14 +668,13 @@ struct ProxyState {
 struct Proxy {
     url: String,
     state: Arc<ProxyState>,
-    stop: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<()>,
+    server: Loopback,
 }
 
 impl Proxy {
     async fn start(pacer: &str) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let bound = Loopback::bind().await;
+        let url = bound.url.clone();
         let state = Arc::new(ProxyState {
             pacer: pacer.to_string(),
             http: reqwest::Client::new(),
@@ -699,21 +685,8 @@ impl Proxy {
         let app = axum::Router::new()
             .fallback(forward)
             .with_state(Arc::clone(&state));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    stopped.await.ok();
-                })
-                .await
-                .unwrap();
-        });
-        Proxy {
-            url,
-            state,
-            stop: Some(stop),
-            server,
-        }
+        let server = bound.serve(app);
+        Proxy { url, state, server }
     }
 
     /// Holds pacer's answer to the next provision: the first receiver
@@ -736,9 +709,8 @@ impl Proxy {
             .collect()
     }
 
-    async fn stop(mut self) {
-        self.stop.take().map(|s| s.send(()));
-        self.server.await.unwrap();
+    async fn stop(self) {
+        self.server.stop().await;
     }
 }
 
