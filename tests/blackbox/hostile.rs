@@ -348,6 +348,11 @@ pub(crate) const ROUTES: &[Route] = &[
     ),
     get("/api/stats", Guard::Session, &["from", "to", "group_by"]),
     get(
+        "/api/stats/series",
+        Guard::Session,
+        &["from", "to", "step", "split_by"],
+    ),
+    get(
         "/api/stats/top-users",
         Guard::Session,
         &["from", "to", "limit"],

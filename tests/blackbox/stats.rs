@@ -1,4 +1,5 @@
-//! `GET /api/stats`, `/api/stats/top-users` and `/api/stats/export`: the
+//! `GET /api/stats`, `/api/stats/series`, `/api/stats/top-users` and
+//! `/api/stats/export`: the
 //! figures of a window, read from roll-ups written with known figures and
 //! times, so every number can be checked. How settled jobs and idle runners
 //! reach the roll-ups is in `cost` and `lifecycle_aws`.
@@ -165,13 +166,18 @@ async fn get(ports: &Ports, uri: &str) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
-fn bucket<'a>(stats: &'a Value, key: &str) -> &'a Value {
-    stats["buckets"]
+/// The item of `body[list]` whose `field` is `value`.
+fn find<'a>(body: &'a Value, list: &str, field: &str, value: &str) -> &'a Value {
+    body[list]
         .as_array()
         .unwrap()
         .iter()
-        .find(|b| b["key"] == key)
-        .unwrap_or_else(|| panic!("no bucket {key}: {stats}"))
+        .find(|item| item[field] == value)
+        .unwrap_or_else(|| panic!("no {list} item with {field} {value}: {body}"))
+}
+
+fn bucket<'a>(stats: &'a Value, key: &str) -> &'a Value {
+    find(stats, "buckets", "key", key)
 }
 
 /// What the histogram reads for these waits at the `p`th percentile.
@@ -276,6 +282,121 @@ async fn grouping_by_sender_market_repo_and_day_keys_buckets_by_their_value() {
     );
     assert_eq!(bucket(&by_day, "2026-03-08")["succeeded"], 1);
     assert_eq!(bucket(&by_day, "2026-03-10")["jobs"], 4);
+}
+
+fn point<'a>(series: &'a Value, start: &str) -> &'a Value {
+    find(series, "points", "start", start)
+}
+
+#[tokio::test]
+async fn a_series_has_a_point_per_hour_split_by_pool_that_adds_up_to_the_window() {
+    let f = fixture().await;
+    let (status, series) = get(&f.ports, "/api/stats/series").await;
+    assert_eq!(status, 200, "{series}");
+    assert_eq!(
+        (series["step"].clone(), series["split_by"].clone()),
+        (json!("hour"), json!("pool")),
+        "a day is shown by the hour, by pool, unless asked otherwise"
+    );
+    let points = series["points"].as_array().unwrap();
+    assert_eq!(
+        points.len(),
+        25,
+        "every hour from 12:00 yesterday to 13:00 today, empty ones too"
+    );
+    assert_eq!(points[0]["start"], "2026-03-09T12:00:00Z");
+    assert_eq!(points[24]["start"], "2026-03-10T12:00:00Z");
+    assert_eq!(points[0]["total"]["jobs"], 0);
+    assert_eq!(points[0]["by"], json!({}));
+
+    let eleven = point(&series, "2026-03-10T11:00:00Z");
+    assert_eq!(eleven["total"]["jobs"], 1);
+    assert_eq!(
+        eleven["by"],
+        json!({"pool_a": 16_320 + 3_298}),
+        "alice's job and the idle hour"
+    );
+    assert_eq!(
+        point(&series, "2026-03-10T09:00:00Z")["by"],
+        json!({"pool_b": 16_320})
+    );
+    assert_eq!(
+        point(&series, "2026-03-10T08:00:00Z")["by"],
+        json!({"pool_b": 0}),
+        "an unpriced job is in its pool's series at no cost"
+    );
+    assert_eq!(
+        point(&series, "2026-03-10T10:00:00Z")["total"]["queued_to_in_progress"]["p50_ms"],
+        percentile(&[30_000], 50.0)
+    );
+    assert_eq!(
+        series["series"],
+        json!([{"key": "pool_a", "name": "pool_a"}, {"key": "pool_b", "name": "pool_b"}]),
+        "the costlier pool first; ids without a pool of that name read as themselves"
+    );
+
+    // The points add up to what /api/stats says of the same window.
+    let (_, stats) = get(&f.ports, "/api/stats").await;
+    let sum =
+        |field: &dyn Fn(&Value) -> u64| points.iter().map(|p| field(&p["total"])).sum::<u64>();
+    assert_eq!(
+        sum(&|t| t["jobs"].as_u64().unwrap()),
+        stats["total"]["jobs"].as_u64().unwrap()
+    );
+    assert_eq!(
+        sum(&|t| t["cost"]["total_micro_usd"].as_u64().unwrap()),
+        stats["total"]["cost"]["total_micro_usd"].as_u64().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_longer_series_is_daily_and_splits_by_what_is_asked() {
+    let f = fixture().await;
+    let from = (f.now - Span::days(3)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (status, daily) = get(
+        &f.ports,
+        &format!("/api/stats/series?from={from}&split_by=sender"),
+    )
+    .await;
+    assert_eq!(status, 200, "{daily}");
+    assert_eq!(daily["step"], "day", "three days are shown by the day");
+    let starts: Vec<&str> = daily["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["start"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "2026-03-07T00:00:00Z",
+            "2026-03-08T00:00:00Z",
+            "2026-03-09T00:00:00Z",
+            "2026-03-10T00:00:00Z"
+        ]
+    );
+    assert_eq!(
+        point(&daily, "2026-03-08T00:00:00Z")["by"],
+        json!({"alice": 16_320})
+    );
+    let today = point(&daily, "2026-03-10T00:00:00Z");
+    assert_eq!(today["total"]["jobs"], 4);
+    assert_eq!(
+        today["by"],
+        json!({"alice": 2 * 16_320, "bob": 16_320, "carol": 0, "": 3_298}),
+        "the idle runner is nobody's"
+    );
+    let (status, hourly) = get(
+        &f.ports,
+        &format!("/api/stats/series?from={from}&step=hour&split_by=market"),
+    )
+    .await;
+    assert_eq!(status, 200, "{hourly}");
+    assert_eq!(hourly["points"].as_array().unwrap().len(), 3 * 24 + 1);
+    assert_eq!(
+        point(&hourly, "2026-03-08T12:00:00Z")["by"],
+        json!({"spot": 16_320})
+    );
 }
 
 #[tokio::test]
@@ -394,6 +515,13 @@ async fn a_bad_window_grouping_or_format_is_refused_naming_the_parameter() {
             "from",
         ),
         ("/api/stats/export?format=xlsx", "format"),
+        ("/api/stats/series?step=week", "step"),
+        ("/api/stats/series?split_by=day", "split_by"),
+        ("/api/stats/series?split_by=colour", "split_by"),
+        (
+            "/api/stats/series?step=hour&from=2026-01-01T00:00:00Z&to=2026-02-15T00:00:00Z",
+            "step",
+        ),
         (
             "/api/stats/export?from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z",
             "from and to",

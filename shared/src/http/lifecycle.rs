@@ -16,7 +16,7 @@ use super::extract::{JsonObject, Query};
 use crate::auth::callback_token::bearer;
 use crate::domain::{JobState, RunnerState, Time};
 use crate::service::runners::{self, RegisterBody};
-use crate::service::stats::{self, GroupBy, StatsQuery};
+use crate::service::stats::{self, GroupBy, SeriesQuery, StatsQuery, Step};
 use crate::service::{Caller, jobs};
 use crate::store::{JobFilter, PageRequest, RunnerFilter};
 
@@ -37,6 +37,7 @@ pub fn console_routes() -> Router<AppState> {
         .route("/api/runners/{id}", get(get_runner))
         .route("/api/runners/{id}/terminate", post(terminate_runner))
         .route("/api/stats", get(stats))
+        .route("/api/stats/series", get(series))
         .route("/api/stats/top-users", get(top_users))
         .route("/api/stats/export", get(export))
 }
@@ -162,19 +163,24 @@ struct StatsParams {
     group_by: Option<String>,
 }
 
+/// A `group_by` or `split_by` parameter; `fallback` when absent.
+fn grouping(name: &str, raw: Option<&str>, fallback: GroupBy) -> Result<GroupBy, ApiError> {
+    match raw {
+        None | Some("") => Ok(fallback),
+        Some(raw) => GroupBy::parse(raw).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "query parameter {name}: {raw:?} is not one of {}",
+                GroupBy::NAMES
+            ))
+        }),
+    }
+}
+
 async fn stats(
     State(s): State<AppState>,
     Query(p): Query<StatsParams>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let group_by = match p.group_by.as_deref() {
-        None | Some("") => GroupBy::Day,
-        Some(raw) => GroupBy::parse(raw).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "query parameter group_by: {raw:?} is not one of {}",
-                GroupBy::NAMES
-            ))
-        })?,
-    };
+    let group_by = grouping("group_by", p.group_by.as_deref(), GroupBy::Day)?;
     Ok(Json(
         stats::compute(
             &s.ports,
@@ -182,6 +188,40 @@ async fn stats(
                 from: p.from,
                 to: p.to,
                 group_by,
+            },
+        )
+        .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeriesParams {
+    from: Option<Time>,
+    to: Option<Time>,
+    step: Option<String>,
+    split_by: Option<String>,
+}
+
+async fn series(
+    State(s): State<AppState>,
+    Query(p): Query<SeriesParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    let step = match p.step.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(Step::parse(raw).ok_or_else(|| {
+            ApiError::BadRequest(format!("query parameter step: {raw:?} is not hour or day"))
+        })?),
+    };
+    let split_by = grouping("split_by", p.split_by.as_deref(), GroupBy::Pool)?;
+    Ok(Json(
+        stats::series(
+            &s.ports,
+            &SeriesQuery {
+                from: p.from,
+                to: p.to,
+                step,
+                split_by,
             },
         )
         .await?,

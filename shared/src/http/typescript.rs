@@ -15,7 +15,7 @@ use crate::domain::{AuditEvent, Job, JobState, Pool, Project, RepoBinding, Runne
 use crate::service::auth::UserView;
 use crate::service::jobs::JobView;
 use crate::service::self_service::{SelfRunnerView, TrustedIdentityView};
-use crate::service::stats::{Stats, TopUsers};
+use crate::service::stats::{Stats, StatsSeries, TopUsers};
 use crate::store::Page;
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../web/src/lib/types.ts");
@@ -88,6 +88,7 @@ fn generate() -> String {
     decls.visit::<AuditEvent>();
     decls.visit::<Stats>();
     decls.visit::<TopUsers>();
+    decls.visit::<StatsSeries>();
     decls.visit::<TrustedIdentityView>();
     decls.visit::<IdentityPolicy>();
     decls.visit::<SecurityEvent>();

@@ -314,6 +314,164 @@ pub async fn compute(ports: &Ports, query: &StatsQuery) -> ServiceResult<Stats> 
     })
 }
 
+/// How long one point of a series spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    Hour,
+    Day,
+}
+
+impl Step {
+    /// The longest window an hourly series may cover: a month of points.
+    pub const MAX_HOURLY_DAYS: i64 = 31;
+    /// Windows up to this long get hourly points unless the caller asks.
+    const DEFAULT_HOURLY_DAYS: i64 = 2;
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "hour" => Some(Self::Hour),
+            "day" => Some(Self::Day),
+            _ => None,
+        }
+    }
+
+    fn span(self) -> TimeDelta {
+        match self {
+            Step::Hour => TimeDelta::hours(1),
+            Step::Day => TimeDelta::days(1),
+        }
+    }
+}
+
+/// What a series call asks for.
+#[derive(Debug, Clone)]
+pub struct SeriesQuery {
+    pub from: Option<Time>,
+    pub to: Option<Time>,
+    /// `None`: hourly for a window up to two days, else daily.
+    pub step: Option<Step>,
+    /// Which figure splits each point's cost; never `day`.
+    pub split_by: GroupBy,
+}
+
+/// One line or stack of a series: a key of `split_by` and its display name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct SeriesKey {
+    pub key: String,
+    pub name: String,
+}
+
+/// One step of a series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct SeriesPoint {
+    /// The start of the step (UTC).
+    pub start: Time,
+    /// Every figure of the step, its key `all`.
+    pub total: Group,
+    /// Total micro-dollars by key of `split_by`; keys without figures in
+    /// this step are left out.
+    pub by: BTreeMap<String, MicroUsd>,
+}
+
+/// The figures of a window step by step, for charts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct StatsSeries {
+    pub from: Time,
+    pub to: Time,
+    pub covered_from: Time,
+    pub covered_to: Time,
+    pub step: Step,
+    pub split_by: GroupBy,
+    /// Every key with figures in the window, the most costly first.
+    pub series: Vec<SeriesKey>,
+    /// One per step from the step holding `covered_from` to `covered_to`,
+    /// empty steps included.
+    pub points: Vec<SeriesPoint>,
+}
+
+/// The figures of `query`'s window, one point per step.
+pub async fn series(ports: &Ports, query: &SeriesQuery) -> ServiceResult<StatsSeries> {
+    if query.split_by == GroupBy::Day {
+        return Err(ServiceError::BadRequest(
+            "query parameter split_by: day is not a split; give project, pool, repo, sender or market"
+                .into(),
+        ));
+    }
+    let (from, to) = window(ports.clock.now(), query.from, query.to)?;
+    let hourly_limit = TimeDelta::days(Step::MAX_HOURLY_DAYS);
+    let step = match query.step {
+        Some(Step::Hour) if to - from > hourly_limit => {
+            return Err(ServiceError::BadRequest(format!(
+                "query parameter step: hour covers at most {} days; ask for step=day",
+                Step::MAX_HOURLY_DAYS
+            )));
+        }
+        Some(step) => step,
+        None if to - from <= TimeDelta::days(Step::DEFAULT_HOURLY_DAYS) => Step::Hour,
+        None => Step::Day,
+    };
+    let ((covered_from, covered_to), found) = match step {
+        // Hourly points need every hour bucket, days included.
+        Step::Hour => {
+            let hour = TimeDelta::hours(1);
+            let (a, b) = (floor(from, hour), ceil(to, hour));
+            ((a, b), ports.store.usage_buckets(Period::Hour, a, b).await?)
+        }
+        Step::Day => buckets(ports, from, to).await?,
+    };
+    let span = step.span();
+    let mut points: BTreeMap<Time, (UsageFigures, BTreeMap<String, MicroUsd>)> = BTreeMap::new();
+    let mut t = floor(covered_from, span);
+    while t < covered_to {
+        points.insert(t, Default::default());
+        match t.checked_add_signed(span) {
+            Some(next) => t = next,
+            None => break,
+        }
+    }
+    let mut totals: HashMap<String, MicroUsd> = HashMap::new();
+    for b in &found {
+        let key = query.split_by.key(b);
+        let cost = b.figures.total_micro_usd();
+        let (figures, by) = points.entry(floor(b.start, span)).or_default();
+        figures.merge(&b.figures);
+        let add = |slot: &mut MicroUsd| *slot = slot.saturating_add(cost);
+        add(by.entry(key.clone()).or_default());
+        add(totals.entry(key).or_default());
+    }
+    let names = names(ports, query.split_by).await?;
+    let mut keys: Vec<(String, MicroUsd)> = totals.into_iter().collect();
+    keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(StatsSeries {
+        from,
+        to,
+        covered_from,
+        covered_to,
+        step,
+        split_by: query.split_by,
+        series: keys
+            .into_iter()
+            .map(|(key, _)| SeriesKey {
+                name: names.get(&key).cloned().unwrap_or_else(|| key.clone()),
+                key,
+            })
+            .collect(),
+        points: points
+            .into_iter()
+            .map(|(start, (figures, by))| SeriesPoint {
+                start,
+                total: group("all".into(), "all".into(), &figures),
+                by,
+            })
+            .collect(),
+    })
+}
+
 /// The GitHub senders whose jobs cost the most in the window.
 pub async fn top_users(
     ports: &Ports,

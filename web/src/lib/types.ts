@@ -421,6 +421,29 @@ source_ip: string | null, created_at: string,
  */
 registered_at: string | null, updated_at: string, deleted_at: string | null, };
 
+/**
+ * One line or stack of a series: a key of `split_by` and its display name.
+ */
+export type SeriesKey = { key: string, name: string, };
+
+/**
+ * One step of a series.
+ */
+export type SeriesPoint = { 
+/**
+ * The start of the step (UTC).
+ */
+start: string, 
+/**
+ * Every figure of the step, its key `all`.
+ */
+total: Group, 
+/**
+ * Total micro-dollars by key of `split_by`; keys without figures in
+ * this step are left out.
+ */
+by: { [key in string]: number }, };
+
 export type Stats = { 
 /**
  * The window as asked for.
@@ -434,6 +457,25 @@ covered_from: string, covered_to: string, group_by: GroupBy, in_flight: InFlight
  * By key; the heaviest first is the caller's sort to make.
  */
 buckets: Array<Group>, };
+
+/**
+ * The figures of a window step by step, for charts.
+ */
+export type StatsSeries = { from: string, to: string, covered_from: string, covered_to: string, step: Step, split_by: GroupBy, 
+/**
+ * Every key with figures in the window, the most costly first.
+ */
+series: Array<SeriesKey>, 
+/**
+ * One per step from the step holding `covered_from` to `covered_to`,
+ * empty steps included.
+ */
+points: Array<SeriesPoint>, };
+
+/**
+ * How long one point of a series spans.
+ */
+export type Step = "hour" | "day";
 
 /**
  * One GitHub sender's share.
