@@ -240,6 +240,7 @@ pub fn settings(cfg: &Config) -> Settings {
             identities: cfg.self_service.identities().to_vec(),
             registration_timeout: cfg.self_service.registration_timeout,
         },
+        budgets: cfg.monthly_budgets().to_vec(),
     }
 }
 

@@ -346,6 +346,7 @@ pub(crate) const ROUTES: &[Route] = &[
         Guard::Session,
         Body::Ignored,
     ),
+    get("/api/budgets", Guard::Session, &[]),
     get("/api/stats", Guard::Session, &["from", "to", "group_by"]),
     get(
         "/api/stats/series",

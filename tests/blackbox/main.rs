@@ -8,6 +8,7 @@ mod auth;
 mod aws_adapters;
 mod b64;
 mod bootstrap_script;
+mod budgets;
 mod burst;
 mod call_counts;
 mod capacity_wake;

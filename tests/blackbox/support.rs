@@ -28,6 +28,7 @@ pub fn settings(callback_url: &str) -> Settings {
         degraded_cooldown: Duration::from_secs(600),
         ebs_micro_usd_per_gb_month: 80_000,
         self_service: Default::default(),
+        budgets: Vec::new(),
     }
 }
 

@@ -535,6 +535,7 @@ describe('the console, as an admin and then a viewer, against pacer serve', () =
     await onFreshPacer(browser, async ({ pacer, page: adminPage }) => {
       await setUp(adminPage);
       const jobId = await completedJob(pacer, adminPage);
+      await settledUsage(adminPage, jobId);
       let password = await createViewer(adminPage);
 
       const context = await newContext(browser);
@@ -560,6 +561,7 @@ describe('the console, as an admin and then a viewer, against pacer serve', () =
           ['/jobs', `tr[data-job="${jobId}"]`],
           [`/jobs/${jobId}`, '[data-timeline]'],
           ['/', '[data-inflight="running"]'],
+          ['/stats', '[data-table="pools"] tbody tr'],
         ];
         for (const [path, ready] of checks) {
           await visit(page, pacer.base, path);
@@ -631,8 +633,10 @@ describe('the console, as an admin and then a viewer, against pacer serve', () =
     await onFreshPacer(browser, async ({ pacer, page, context }) => {
       await setUp(page);
       const jobId = await completedJob(pacer, page);
+      await settledUsage(page, jobId);
       const pages = [
         ['home', '/', '[data-inflight]'],
+        ['stats', '/stats', '[data-chart="cost-by-pool"] canvas'],
         ['jobs', '/jobs', `tr[data-job="${jobId}"]`],
         ['job', `/jobs/${jobId}`, '[data-timeline]'],
         ['runners', '/runners?show=all', 'tr[data-runner]'],
@@ -657,7 +661,7 @@ describe('the console, as an admin and then a viewer, against pacer serve', () =
         }
         const n = await narrow.newPage();
         const nd = await narrowDark.newPage();
-        for (const [name, path, ready] of pages.filter(([name]) => ['home', 'jobs', 'job', 'pools'].includes(name))) {
+        for (const [name, path, ready] of pages.filter(([name]) => ['home', 'stats', 'jobs', 'job', 'pools'].includes(name))) {
           for (const [p, scheme] of [[n, 'light'], [nd, 'dark']]) {
             await visit(p, pacer.base, path);
             await p.locator(ready).first().waitFor();

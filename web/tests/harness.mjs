@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
@@ -102,7 +102,9 @@ async function stopChild(child, name) {
  * had to name pacer's address before it started (the IdP's redirect URI);
  * `bootstrapFailurePercent` makes that share of simulated runners fail
  * their bootstrap; `reaper` sets `reaper.*` keys; `selfService` is a
- * `self_service:` section, as YAML lines.
+ * `self_service:` section, as YAML lines; `prices` are
+ * `pricing.overrides` (instance type → USD per hour); `budgets` are the
+ * entries of `budgets:`, as objects.
  */
 export async function startPacer({
   oidc = null,
@@ -113,6 +115,8 @@ export async function startPacer({
   loginRateLimit = '10/5m',
   reaper = null,
   selfService = null,
+  prices = { 'm7i.large': 0.1008 },
+  budgets = [],
 } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'pacer-web-'));
   port ??= await freePort();
@@ -143,7 +147,7 @@ export async function startPacer({
     '  disabled: true',
     'pricing:',
     '  overrides:',
-    '    m7i.large: 0.1008',
+    ...Object.entries(prices).map(([type, usd]) => `    ${type}: ${usd}`),
     'auth:',
     `  jwt_secret: "${randomBytes(32).toString('hex')}"`,
     `  login_rate_limit: "${loginRateLimit}"`,
@@ -163,6 +167,7 @@ export async function startPacer({
       : []),
     ...(reaper ? ['reaper:', ...Object.entries(reaper).map(([k, v]) => `  ${k}: ${v}`)] : []),
     ...(selfService ?? []),
+    ...(budgets.length ? ['budgets:', ...budgets.map((b) => `  - ${JSON.stringify(b)}`)] : []),
     'logging:',
     '  level: info',
     '  format: text',
@@ -323,10 +328,11 @@ async function startOidcProviderOnce({ redirectUri, account }) {
 }
 
 /**
- * A real `workflow_job` `queued` payload from GitHub's published examples, for our repo and labels;
- * the repository is private unless `visibility` says otherwise (pacer refuses public ones by default).
+ * A real `workflow_job` `queued` payload from GitHub's published examples, for our repo and labels,
+ * sent by `sender`; the repository is private unless `visibility` says otherwise (pacer refuses
+ * public ones by default).
  */
-export function queuedPayload({ githubJobId, repo, labels, visibility = 'private' }) {
+export function queuedPayload({ githubJobId, repo, labels, visibility = 'private', sender = 'octo-dev' }) {
   const examples = join(TESTS_NODE_MODULES, '@octokit/webhooks-examples/api.github.com/index.json');
   if (!existsSync(examples)) {
     throw new Error('tests/node_modules has no @octokit/webhooks-examples: run `npm ci --prefix tests` (make test-deps does)');
@@ -351,7 +357,7 @@ export function queuedPayload({ githubJobId, repo, labels, visibility = 'private
   payload.repository.owner.login = owner;
   payload.repository.private = visibility !== 'public';
   payload.repository.visibility = visibility;
-  payload.sender.login = 'octo-dev';
+  payload.sender.login = sender;
   return payload;
 }
 
@@ -488,5 +494,26 @@ export async function onFreshPacer(browser, body, { signedIn = true, ...options 
   } finally {
     await context.close();
     await pacer.stop();
+  }
+}
+
+/**
+ * The console's own formatting (web/src/lib/format.ts: money, durations,
+ * minutes), compiled with TypeScript for Node, so a test can say what a
+ * figure from the API must read as on the page.
+ */
+export async function consoleFormat() {
+  const { default: ts } = await import('typescript');
+  const source = readFileSync(join(WEB_DIR, 'src/lib/format.ts'), 'utf8');
+  const { outputText } = ts.transpileModule(source, {
+    compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, verbatimModuleSyntax: false },
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'pacer-format-'));
+  const file = join(dir, 'format.mjs');
+  writeFileSync(file, outputText);
+  try {
+    return await import(pathToFileURL(file).href);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }

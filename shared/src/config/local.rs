@@ -105,6 +105,16 @@ pricing:
     t3.micro: 0.0104
   ebs_gb_month: 0.08
 
+# Monthly budgets, for a project or one pool (pool: PROJECT/POOL). Crossing warn_percent, then the
+# budget, is audited and logged once a month and shown on the Home page; with enforce: true,
+# nothing launches for what the budget covers until the month ends or the budget is raised.
+budgets:
+  - name: acme-monthly
+    project: acme
+    monthly_usd: 25
+    warn_percent: 80
+    enforce: false
+
 auth:
   jwt_secret: "{jwt_secret}"
   local:
@@ -150,6 +160,11 @@ mod tests {
             config.pricing.overrides_micro_usd().get("m7g.large"),
             Some(&81_600),
             "the walkthrough's instance type has a price with AWS off"
+        );
+        assert_eq!(
+            config.monthly_budgets().len(),
+            1,
+            "the walkthrough's project has a budget to show on the Home page"
         );
         assert_eq!(config.auth.jwt_secret.as_ref().unwrap().expose().len(), 64);
         assert_eq!(

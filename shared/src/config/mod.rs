@@ -9,13 +9,14 @@
 //!    underscores, so `PACER_SERVER_TLS_ACME_HTTP_ADDR` is found by lookup, not by splitting);
 //! 3. serde turns the tree into [`Config`]; values are tidied (emails lower-cased, OIDC switching
 //!    local login off), every rule in `validate.rs` is checked, and the trusted identities of
-//!    `self_service` are checked and parsed once (`self_service.rs`);
+//!    `self_service` and the `budgets` are checked and parsed once (`self_service.rs`, `budgets.rs`);
 //! 4. [`Config::resolve_secrets`] replaces `ssm:` / `secretsmanager:` references with their values
 //!    and checks the rules that depend on them.
 //!
 //! Nothing here reads the process environment or the clock: callers pass the environment in, so
 //! loading is a pure function of its inputs and tests need no global state.
 
+mod budgets;
 mod error;
 mod function;
 mod load;
@@ -37,11 +38,11 @@ pub use local::generate_local_config;
 pub use schema::{ENV_PREFIX, NON_CONFIG_ENV_VARS, reference_markdown};
 pub use secret::{Secret, SecretRef};
 pub use sections::{
-    AcmeConfig, AuthConfig, AwsConfig, ClaimRuleConfig, DatabaseConfig, DatabaseEngine,
-    DeploymentConfig, FleetConfig, FleetEngine, GithubConfig, KeyAlg, LabelPolicyConfig,
-    LocalAuthConfig, LogFormat, LogLevel, LogOutput, LoggingConfig, OidcConfig, PricingConfig,
-    QueueConfig, QueueEngine, RateLimit, ReaperConfig, RunnerConfig, RunnerSha256, RunnersConfig,
-    SelfServiceConfig, ServerConfig, SimulatedFleetConfig, TlsConfig, TlsMode,
+    AcmeConfig, AuthConfig, AwsConfig, BudgetConfig, ClaimRuleConfig, DatabaseConfig,
+    DatabaseEngine, DeploymentConfig, FleetConfig, FleetEngine, GithubConfig, KeyAlg,
+    LabelPolicyConfig, LocalAuthConfig, LogFormat, LogLevel, LogOutput, LoggingConfig, OidcConfig,
+    PricingConfig, QueueConfig, QueueEngine, RateLimit, ReaperConfig, RunnerConfig, RunnerSha256,
+    RunnersConfig, SelfServiceConfig, ServerConfig, SimulatedFleetConfig, TlsConfig, TlsMode,
     TrustedIdentityConfig,
 };
 
@@ -69,6 +70,12 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub auth: AuthConfig,
     pub self_service: SelfServiceConfig,
+    /// Monthly budgets, as written; the same budgets, checked, come from
+    /// [`Config::monthly_budgets`].
+    pub budgets: Vec<BudgetConfig>,
+    /// `budgets` checked and parsed once, by `Config::load`.
+    #[serde(skip)]
+    pub(crate) parsed_budgets: Vec<crate::domain::budget::Budget>,
     /// Adjustments made while loading that an operator should know about (for example "local
     /// login turned off because OIDC is on"); `main` logs them at info level.
     #[serde(skip)]
@@ -132,7 +139,14 @@ impl Config {
         // parses a pattern again. They hold no secret, so `validate_resolved` has nothing to redo.
         config.self_service.identities = self_service::trusted_identities(&config.self_service)
             .map_err(|e| attribute_to_env(e, &tree.env_vars))?;
+        config.parsed_budgets = budgets::budgets(&config.budgets)?;
         Ok(config)
+    }
+
+    /// The monthly budgets, checked when the configuration was loaded; empty for a configuration
+    /// that did not come from [`Config::load`] (or its siblings).
+    pub fn monthly_budgets(&self) -> &[crate::domain::budget::Budget] {
+        &self.parsed_budgets
     }
 
     /// Re-checks every rule with secret references resolved. [`Config::resolve_secrets`] calls it;

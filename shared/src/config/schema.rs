@@ -300,6 +300,9 @@ pub(crate) const KEYS: &[Key] = &[
         "A self-service runner not seen online this long after its configuration was handed out is deregistered."),
     key("self_service.trusted_identities", Mappings, "[]",
         "The OIDC issuers whose tokens may ask for runners, each with its audience, claim rules, runner placement and label policy; written in the YAML file only, as described under \"Self-service runners\" in `docs/configuration.md`."),
+    // budgets
+    key("budgets", Mappings, "[]",
+        "Monthly budgets, each for a project (`project: NAME`) or one pool (`pool: PROJECT/POOL`): `name`, `monthly_usd`, `warn_percent` (default 80) and `enforce` (default false: warn only; true: stop launching for it once spent until the month ends or the budget is raised); written in the YAML file only, as described under \"Budgets\" in `docs/cost.md`."),
 ];
 
 /// The reference table of every key as Markdown: key, default, environment variable, kind and

@@ -1002,3 +1002,32 @@ mod tests {
         assert_eq!(bind_addr("[::1]:3000"), "[::1]:3000");
     }
 }
+
+// --------------------------------------------------------------------------------------- budgets
+
+/// One entry of `budgets:`, as written; `budgets.rs` checks it and names the key of each refusal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub name: String,
+    /// A project's name: the budget covers all its pools.
+    pub project: Option<String>,
+    /// `project/pool`, both by name: the budget covers that pool.
+    pub pool: Option<String>,
+    pub monthly_usd: f64,
+    pub warn_percent: u32,
+    pub enforce: bool,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            project: None,
+            pool: None,
+            monthly_usd: 0.0,
+            warn_percent: 80,
+            enforce: false,
+        }
+    }
+}

@@ -1387,6 +1387,130 @@ fn a_bad_price_is_refused_naming_its_key() {
 }
 
 #[test]
+fn budgets_are_read_per_project_or_pool_in_micro_dollars() {
+    use crate::domain::budget::{Budget, BudgetScope};
+    let config = load(&patched(
+        LOCAL,
+        "budgets:\n  - { name: ci, project: acme, monthly_usd: 500 }\n  - { name: gpu, pool: acme/gpu-a100, monthly_usd: 1200.5, warn_percent: 90, enforce: true }",
+    ))
+    .unwrap();
+    assert_eq!(
+        config.monthly_budgets(),
+        [
+            Budget {
+                name: "ci".into(),
+                scope: BudgetScope::Project {
+                    project: "acme".into()
+                },
+                monthly_micro_usd: 500_000_000,
+                warn_percent: 80,
+                enforce: false,
+            },
+            Budget {
+                name: "gpu".into(),
+                scope: BudgetScope::Pool {
+                    project: "acme".into(),
+                    pool: "gpu-a100".into()
+                },
+                monthly_micro_usd: 1_200_500_000,
+                warn_percent: 90,
+                enforce: true,
+            },
+        ]
+    );
+    assert!(load(LOCAL).unwrap().monthly_budgets().is_empty());
+}
+
+#[test]
+fn a_bad_budget_is_refused_naming_its_key() {
+    for (patch, key, says) in [
+        (
+            "budgets: [{ project: acme, monthly_usd: 5 }]",
+            "budgets[0].name",
+            "1–64",
+        ),
+        (
+            "budgets: [{ name: ci, monthly_usd: 5 }]",
+            "budgets[0].project",
+            "is missing",
+        ),
+        (
+            "budgets: [{ name: ci, project: acme, pool: acme/linux, monthly_usd: 5 }]",
+            "budgets[0].pool",
+            "give one",
+        ),
+        (
+            "budgets: [{ name: ci, pool: linux, monthly_usd: 5 }]",
+            "budgets[0].pool",
+            "project/pool",
+        ),
+        (
+            "budgets: [{ name: ci, pool: 'acme/', monthly_usd: 5 }]",
+            "budgets[0].pool",
+            "the pool",
+        ),
+        (
+            "budgets: [{ name: ci, project: 'a b', monthly_usd: 5 }]",
+            "budgets[0].project",
+            "project's name",
+        ),
+        (
+            "budgets: [{ name: ci, project: acme }]",
+            "budgets[0].monthly_usd",
+            "above 0",
+        ),
+        (
+            "budgets: [{ name: ci, project: acme, monthly_usd: -5 }]",
+            "budgets[0].monthly_usd",
+            "above 0",
+        ),
+        (
+            "budgets: [{ name: ci, project: acme, monthly_usd: 2e12 }]",
+            "budgets[0].monthly_usd",
+            "at most",
+        ),
+        (
+            "budgets: [{ name: ci, project: acme, monthly_usd: lots }]",
+            "budgets[0].monthly_usd",
+            "",
+        ),
+        (
+            "budgets: [{ name: ci, project: acme, monthly_usd: 5, warn_percent: 0 }]",
+            "budgets[0].warn_percent",
+            "1 to 100",
+        ),
+        (
+            "budgets: [{ name: ci, project: acme, monthly_usd: 5, warn_percent: 300 }]",
+            "budgets[0].warn_percent",
+            "1 to 100",
+        ),
+        (
+            "budgets: [{ name: ci, project: acme, monthly_usd: 5, enforce: maybe }]",
+            "budgets[0].enforce",
+            "",
+        ),
+        (
+            "budgets: [{ name: ci, project: acme, monthly_usd: 5, limit: 3 }]",
+            "budgets[0]",
+            "limit",
+        ),
+        (
+            "budgets: [{ name: ci, project: acme, monthly_usd: 5 }, { name: CI, project: b, monthly_usd: 5 }]",
+            "budgets[1].name",
+            "budgets[0]",
+        ),
+        ("budgets: { name: ci }", "budgets", ""),
+    ] {
+        let err = error_for(LOCAL, patch);
+        let named = err.key().unwrap_or_default();
+        assert!(named.starts_with(key), "{patch}: {err}");
+        assert!(err.to_string().contains(says), "{patch}: {err}");
+    }
+    let err = load_with_env(LOCAL, &[("PACER_BUDGETS", "[]")]).unwrap_err();
+    assert!(err.to_string().contains("YAML file only"), "{err}");
+}
+
+#[test]
 fn a_secret_reference_while_aws_is_disabled_is_refused() {
     let err = error_for(LOCAL, "auth: { jwt_secret: 'ssm:/pacer/jwt' }");
     assert_names_key(&err, "auth.jwt_secret");
@@ -2481,6 +2605,34 @@ mod properties {
         Ok(())
     }
 
+    /// A budget whose every field is absent, plausible or anything at all.
+    fn any_budget() -> impl Strategy<Value = Value> {
+        object_with(vec![
+            ("name", vec![json!("ci"), json!("a".repeat(65)), json!("")]),
+            ("project", vec![Value::Null, json!("acme"), json!("a/b")]),
+            (
+                "pool",
+                vec![Value::Null, json!("acme/linux"), json!("/"), json!("acme/")],
+            ),
+            (
+                "monthly_usd",
+                vec![
+                    json!(500),
+                    json!(0.000_000_1),
+                    json!(-1),
+                    json!(1e300),
+                    json!("5"),
+                ],
+            ),
+            (
+                "warn_percent",
+                vec![json!(80), json!(0), json!(101), json!(-3), json!(1e10)],
+            ),
+            ("enforce", vec![json!(true), json!("yes"), Value::Null]),
+        ])
+        .prop_map(Value::Object)
+    }
+
     /// Text for a rule: anything at all, or what a real rule holds.
     fn any_rule_text() -> impl Strategy<Value = String> {
         prop_oneof![1 => hostile_text(), 3 => "[a-z0-9:/._-]{1,20}"]
@@ -2622,6 +2774,27 @@ mod properties {
                 prop_assert!(identity.issuer.starts_with("https://") || identity.issuer.starts_with("http://127.0.0.1"));
                 prop_assert!(identity.audience == "pacer-runners", "{}", identity.audience);
                 prop_assert!((1..=32).contains(&identity.runners.name_prefix.len()));
+            }
+        }
+
+        /// Whatever the budgets hold, loading answers without a panic; what it accepts is a
+        /// positive amount with a warning line inside it.
+        #[test]
+        fn any_budgets_load_or_are_refused_by_key(
+            entries in proptest::collection::vec(prop_oneof![4 => any_budget(), 1 => any_json()], 0..3),
+        ) {
+            let mut tree: Value = serde_norway::from_str(LOCAL).expect("the base is YAML");
+            tree.as_object_mut().expect("the base is a mapping").insert("budgets".into(), json!(entries));
+            let yaml = serde_norway::to_string(&tree).unwrap_or_default();
+            let config = match Config::from_yaml(&yaml, &[]) {
+                Ok(config) => config,
+                Err(err) => return clean_refusal(&err),
+            };
+            prop_assert_eq!(config.monthly_budgets().len(), config.budgets.len());
+            for budget in config.monthly_budgets() {
+                prop_assert!(budget.monthly_micro_usd > 0);
+                prop_assert!((1..=100).contains(&budget.warn_percent));
+                prop_assert!(budget.warn_micro_usd() <= budget.monthly_micro_usd);
             }
         }
 

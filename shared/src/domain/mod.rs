@@ -3,6 +3,7 @@
 //! adapters — callers pass the time in.
 
 pub mod audit;
+pub mod budget;
 pub mod cost;
 pub mod duration;
 pub mod fields;

@@ -17,7 +17,7 @@ use crate::auth::callback_token::bearer;
 use crate::domain::{JobState, RunnerState, Time};
 use crate::service::runners::{self, RegisterBody};
 use crate::service::stats::{self, GroupBy, SeriesQuery, StatsQuery, Step};
-use crate::service::{Caller, jobs};
+use crate::service::{Caller, budgets, jobs};
 use crate::store::{JobFilter, PageRequest, RunnerFilter};
 
 /// `/api/runner/*`: callback tokens, not sessions.
@@ -36,6 +36,7 @@ pub fn console_routes() -> Router<AppState> {
         .route("/api/runners", get(list_runners))
         .route("/api/runners/{id}", get(get_runner))
         .route("/api/runners/{id}/terminate", post(terminate_runner))
+        .route("/api/budgets", get(list_budgets))
         .route("/api/stats", get(stats))
         .route("/api/stats/series", get(series))
         .route("/api/stats/top-users", get(top_users))
@@ -153,6 +154,10 @@ async fn list_jobs(
         cursor: p.cursor,
     };
     Ok(Json(jobs::list(&s.ports, &filter, &page).await?))
+}
+
+async fn list_budgets(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(budgets::list(&s.ports).await?))
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,7 @@ use crate::domain::self_service::{
 };
 use crate::domain::{AuditEvent, Job, JobState, Pool, Project, RepoBinding, Runner, RunnerState};
 use crate::service::auth::UserView;
+use crate::service::budgets::Budgets;
 use crate::service::jobs::JobView;
 use crate::service::self_service::{SelfRunnerView, TrustedIdentityView};
 use crate::service::stats::{Stats, StatsSeries, TopUsers};
@@ -89,6 +90,7 @@ fn generate() -> String {
     decls.visit::<Stats>();
     decls.visit::<TopUsers>();
     decls.visit::<StatsSeries>();
+    decls.visit::<Budgets>();
     decls.visit::<TrustedIdentityView>();
     decls.visit::<IdentityPolicy>();
     decls.visit::<SecurityEvent>();

@@ -17,10 +17,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::audit::record;
-use super::capacity;
 use super::jobs::{Advanced, advance, mark_starting};
 use super::runner_moves::update_runner;
 use super::{Caller, Ports, ServiceError, ServiceResult};
+use super::{budgets, capacity};
 use crate::auth::callback_token::{self, Claims};
 use crate::config::Secret;
 use crate::domain::cost::volume_per_hour;
@@ -48,6 +48,10 @@ pub enum Dispatched {
     /// The pool is degraded (an account limit): the job is queued again and
     /// a delayed message will bring it back when the pool may launch.
     Deferred,
+    /// An enforced budget over the pool is spent: the job stays queued,
+    /// saying so on its timeline, and the reaper hands it back once the
+    /// budget holds no more (a new month, a raised budget).
+    Held,
 }
 
 /// Receives of one message after which a job whose dispatch keeps failing
@@ -91,6 +95,28 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
             .unwrap_or_default();
         ports.queue.send(job_id, Some(wait)).await?;
         return Ok(Dispatched::Deferred);
+    }
+    if let Some(note) = budgets::hold(ports, &pool).await? {
+        // Told once: every pass of one hold writes the same note.
+        let told = job.transitions.last().and_then(|t| t.note.as_deref()) == Some(note.as_str());
+        if !told {
+            let claimed = advance(
+                ports,
+                job_id,
+                JobState::Claimed,
+                TransitionCause::Orchestrator,
+                &JobChanges::default(),
+            )
+            .await?;
+            if let Advanced::Moved(_) = claimed {
+                let why = JobChanges {
+                    note: Some(note),
+                    ..Default::default()
+                };
+                hand_back(ports, job_id, &why).await?;
+            }
+        }
+        return Ok(Dispatched::Held);
     }
     // The claim clears the mark; remember whether this job was woken by a freed slot.
     let was_waiting = job.waiting_for_capacity;

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod budgets;
 pub mod capacity;
 pub mod config_objects;
 pub mod dispatch;
@@ -90,6 +91,8 @@ pub struct Settings {
     pub ebs_micro_usd_per_gb_month: crate::domain::cost::MicroUsd,
     /// `self_service.*`.
     pub self_service: self_service::SelfServiceSettings,
+    /// `budgets`, checked.
+    pub budgets: Vec<crate::domain::budget::Budget>,
 }
 
 #[derive(Debug, thiserror::Error)]

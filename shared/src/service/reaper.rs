@@ -19,14 +19,16 @@
 //!    missed webhooks: failed App deliveries of `workflow_job` redelivered;
 //!    queued self-hosted jobs on served repos pacer has no row for found
 //!    through GitHub's runs API (a few repos a pass) and taken in;
-//! 3. stuck jobs: `queued` past `reaper.redrive_after` → enqueued again;
+//! 3. budgets: this month's spend counted, lines crossed audited once;
+//!    stuck jobs: `queued` past `reaper.redrive_after` → enqueued again
+//!    (not while an enforced budget holds their pool);
 //!    `claimed` past it, or `starting` with no live runner → back to `queued`;
 //! 4. unmatched jobs a pool now serves, still queued on GitHub → queued;
 //! 5. capacity counters that drifted from the live runners → repaired.
 //!
 //! Every action is audited as `reaper.<what>` with its reason.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::json;
@@ -116,7 +118,16 @@ pub async fn reconcile(ports: &Ports) -> ServiceResult<Report> {
     orphans(ports, &mut report).await?;
     ghosts(ports, &mut report).await?;
     missed_webhooks(ports, &mut report).await?;
-    stuck_jobs(ports, &mut report).await?;
+    // A count that fails is retried next pass; the orchestrator still holds
+    // by the spend counted before.
+    let held = match super::budgets::count(ports).await {
+        Ok(count) => count.held_pools,
+        Err(e) => {
+            report.deferred.push(format!("budgets: {e}"));
+            Default::default()
+        }
+    };
+    stuck_jobs(ports, &held, &mut report).await?;
     unmatched_jobs(ports, &mut report).await?;
     capacity(ports, &pools, &mut report).await?;
     if ports.settings.self_service.enabled {
@@ -583,10 +594,18 @@ async fn jobs_in(ports: &Ports, state: JobState) -> ServiceResult<Vec<Job>> {
     Ok(all_pages!(|p| ports.store.list_jobs(&filter, p)))
 }
 
-async fn stuck_jobs(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
+async fn stuck_jobs(
+    ports: &Ports,
+    held_pools: &HashSet<String>,
+    report: &mut Report,
+) -> ServiceResult<()> {
     let redrive_after = ports.settings.redrive_after;
     for job in jobs_in(ports, JobState::Queued).await? {
         if elapsed(ports.clock.now(), job.updated_at) < redrive_after {
+            continue;
+        }
+        // A held job waits for its budget, not for a launch that failed.
+        if job.pool_id.as_ref().is_some_and(|p| held_pools.contains(p)) {
             continue;
         }
         ports.queue.send(&job.id, None).await?;

@@ -18,6 +18,8 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 
+use crate::domain::budget::{BudgetLine, BudgetStanding};
+use crate::domain::cost::MicroUsd;
 use crate::domain::self_service::{
     IdentityPolicy, SecurityEvent, SecurityEventKind, SelfRunnerStatus, SelfServiceRunner,
 };
@@ -423,6 +425,27 @@ pub trait UsageStore: Send + Sync {
         from: Time,
         to: Time,
     ) -> StoreResult<Vec<UsageBucket>>;
+    /// Records what `budget` had spent in `month` (`YYYY-MM`) when counted
+    /// at `at`, keeping the lines it crossed.
+    async fn put_budget_spend(
+        &self,
+        month: &str,
+        budget: &str,
+        spent: MicroUsd,
+        at: Time,
+    ) -> StoreResult<()>;
+    /// Marks that `budget` crossed `line` in `month` at `at`, once: `true`
+    /// the first time, `false` ever after (nothing is written). Concurrent
+    /// calls for one line: one `true`.
+    async fn mark_budget_line(
+        &self,
+        month: &str,
+        budget: &str,
+        line: BudgetLine,
+        at: Time,
+    ) -> StoreResult<bool>;
+    /// What the store holds of `month`'s budgets, by name.
+    async fn budget_standings(&self, month: &str) -> StoreResult<Vec<BudgetStanding>>;
 }
 
 /// Where a walk through a listing stands: the request for its next page.

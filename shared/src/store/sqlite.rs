@@ -36,6 +36,8 @@ use serde::de::DeserializeOwned;
 
 use super::*;
 use crate::calls::{Call, CallCounts, Calls};
+use crate::domain::budget::{BudgetLine, BudgetStanding};
+use crate::domain::cost::MicroUsd;
 use crate::domain::usage::{UsageDims, UsageFigures};
 
 const MIGRATIONS: &[&str] = &[
@@ -192,6 +194,18 @@ const MIGRATIONS: &[&str] = &[
         conclusion TEXT NOT NULL,
         data TEXT NOT NULL,
         PRIMARY KEY (period, start_us, project_id, pool_id, repo, sender, market, conclusion)
+    );
+    "#,
+    // 6: what each budget spent in a month, and when it crossed its lines.
+    r#"
+    CREATE TABLE budget_standings (
+        month TEXT NOT NULL,
+        budget TEXT NOT NULL,
+        spent_micro_usd INTEGER NOT NULL DEFAULT 0,
+        counted_us INTEGER,
+        warned_us INTEGER,
+        exceeded_us INTEGER,
+        PRIMARY KEY (month, budget)
     );
     "#,
 ];
@@ -1577,6 +1591,91 @@ impl UsageStore for SqliteStore {
                 });
             }
             Ok(buckets)
+        })
+        .await
+    }
+
+    async fn put_budget_spend(
+        &self,
+        month: &str,
+        budget: &str,
+        spent: MicroUsd,
+        at: Time,
+    ) -> StoreResult<()> {
+        let (month, budget) = (month.to_string(), budget.to_string());
+        let spent = i64::try_from(spent).unwrap_or(i64::MAX);
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO budget_standings (month, budget, spent_micro_usd, counted_us)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (month, budget) DO UPDATE
+                 SET spent_micro_usd = excluded.spent_micro_usd, counted_us = excluded.counted_us",
+                params![month, budget, spent, micros(at)],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mark_budget_line(
+        &self,
+        month: &str,
+        budget: &str,
+        line: BudgetLine,
+        at: Time,
+    ) -> StoreResult<bool> {
+        let (month, budget) = (month.to_string(), budget.to_string());
+        let column = match line {
+            BudgetLine::Warning => "warned_us",
+            BudgetLine::Exceeded => "exceeded_us",
+        };
+        self.write(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            tx.execute(
+                "INSERT INTO budget_standings (month, budget) VALUES (?1, ?2)
+                 ON CONFLICT (month, budget) DO NOTHING",
+                params![month, budget],
+            )
+            .map_err(backend)?;
+            let marked = tx
+                .execute(
+                    &format!(
+                        "UPDATE budget_standings SET {column} = ?3
+                         WHERE month = ?1 AND budget = ?2 AND {column} IS NULL"
+                    ),
+                    params![month, budget, micros(at)],
+                )
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(marked == 1)
+        })
+        .await
+    }
+
+    async fn budget_standings(&self, month: &str) -> StoreResult<Vec<BudgetStanding>> {
+        let month = month.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT budget, spent_micro_usd, counted_us, warned_us, exceeded_us
+                     FROM budget_standings WHERE month = ?1 ORDER BY budget",
+                )
+                .map_err(backend)?;
+            let time = |us: Option<i64>| us.map(from_micros);
+            let rows = stmt
+                .query_map(params![month], |row| {
+                    Ok(BudgetStanding {
+                        month: month.clone(),
+                        budget: row.get(0)?,
+                        spent_micro_usd: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                        counted_at: time(row.get(2)?),
+                        warned_at: time(row.get(3)?),
+                        exceeded_at: time(row.get(4)?),
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
         })
         .await
     }

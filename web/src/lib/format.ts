@@ -66,6 +66,11 @@ export function money(micro: number): string {
   return microUsd(micro, micro < 1_000_000 ? 4 : 2);
 }
 
+/** Runner minutes: one decimal under ten, whole minutes above. */
+export function minutes(m: number): string {
+  return m < 10 ? (Math.round(m * 10) / 10).toString() : Math.round(m).toString();
+}
+
 /** Milliseconds as a duration. */
 export function millis(ms: number | null | undefined): string {
   return duration(ms === null || ms === undefined ? ms : ms / 1000);

@@ -30,6 +30,43 @@ export type AuthInfo = {
  */
 enabled: boolean, local: boolean, oidc: OidcInfo | null, };
 
+/**
+ * What a budget covers: every pool of a project, or one pool.
+ */
+export type BudgetScope = { "kind": "project", project: string, } | { "kind": "pool", project: string, pool: string, };
+
+/**
+ * Where a budget stands this month.
+ */
+export type BudgetStatus = "ok" | "warning" | "exceeded" | "held";
+
+/**
+ * One budget as the console shows it.
+ */
+export type BudgetView = { name: string, scope: BudgetScope, 
+/**
+ * Whether a project or pool of the scope's name exists; a budget that
+ * names none counts nothing.
+ */
+found: boolean, monthly_micro_usd: number, warn_percent: number, warn_micro_usd: number, enforce: boolean, 
+/**
+ * As last counted by the reaper; 0 before its first count this month.
+ */
+spent_micro_usd: number, counted_at: string | null, status: BudgetStatus, 
+/**
+ * When the spend crossed the warning line and the budget this month.
+ */
+warned_at: string | null, exceeded_at: string | null, };
+
+/**
+ * `GET /api/budgets`.
+ */
+export type Budgets = { 
+/**
+ * The UTC month, `YYYY-MM`.
+ */
+month: string, budgets: Array<BudgetView>, };
+
 export type ClaimKind = "exact" | "prefix" | "regex";
 
 /**

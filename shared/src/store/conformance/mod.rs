@@ -91,6 +91,7 @@ cases!(
     a_contribution_counts_once_even_added_by_ten_at_once,
     usage_adds_up_per_hour_and_day_and_reads_by_window,
     a_histogram_keeps_every_bucket_through_the_store,
+    a_budget_line_is_marked_once_a_month_and_spend_is_kept_beside_it,
     // every aggregate
     a_bad_cursor_is_refused,
     lookups_by_an_oversized_value_find_nothing,

@@ -1,6 +1,7 @@
 //! [`UsageStore`]: contributions added once to the buckets of their hour and
 //! day, read back by window.
 
+use crate::domain::budget::BudgetStanding;
 use crate::domain::usage::{Contribution, Histogram, Period, UsageDims, UsageFigures};
 
 use super::*;
@@ -182,4 +183,85 @@ pub async fn a_histogram_keeps_every_bucket_through_the_store(store: Arc<dyn Sto
         read[0].figures.queued_to_in_progress,
         c.figures.queued_to_in_progress
     );
+}
+
+pub async fn a_budget_line_is_marked_once_a_month_and_spend_is_kept_beside_it(
+    store: Arc<dyn Store>,
+) {
+    use crate::domain::budget::BudgetLine;
+    assert!(store.budget_standings("2026-03").await.unwrap().is_empty());
+    store
+        .put_budget_spend("2026-03", "ci", 1_500_000, at(10))
+        .await
+        .unwrap();
+    let tries: Vec<_> = (0..10)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .mark_budget_line("2026-03", "ci", BudgetLine::Warning, at(20))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut marked = 0;
+    for t in tries {
+        marked += usize::from(t.await.unwrap());
+    }
+    assert_eq!(marked, 1, "a line is crossed once, however many ask");
+    assert!(
+        !store
+            .mark_budget_line("2026-03", "ci", BudgetLine::Warning, at(30))
+            .await
+            .unwrap()
+    );
+    // A later count keeps the mark; a mark keeps the count.
+    store
+        .put_budget_spend("2026-03", "ci", 2_000_000, at(40))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .mark_budget_line("2026-03", "ci", BudgetLine::Exceeded, at(50))
+            .await
+            .unwrap()
+    );
+    // A line marked before any count, another budget, another month.
+    assert!(
+        store
+            .mark_budget_line("2026-03", "arm", BudgetLine::Exceeded, at(60))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .mark_budget_line("2026-04", "ci", BudgetLine::Warning, at(70))
+            .await
+            .unwrap(),
+        "each month starts afresh"
+    );
+    let march = store.budget_standings("2026-03").await.unwrap();
+    assert_eq!(
+        march,
+        vec![
+            BudgetStanding {
+                month: "2026-03".into(),
+                budget: "arm".into(),
+                spent_micro_usd: 0,
+                counted_at: None,
+                warned_at: None,
+                exceeded_at: Some(at(60)),
+            },
+            BudgetStanding {
+                month: "2026-03".into(),
+                budget: "ci".into(),
+                spent_micro_usd: 2_000_000,
+                counted_at: Some(at(40)),
+                warned_at: Some(at(20)),
+                exceeded_at: Some(at(50)),
+            },
+        ]
+    );
+    assert_eq!(store.budget_standings("2026-04").await.unwrap().len(), 1);
 }

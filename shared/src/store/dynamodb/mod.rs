@@ -670,13 +670,26 @@ impl DynamoStore {
             c = e.name(counter),
             d = e.value(n(delta))
         );
+        self.update_if(key, e, update, Some(cond.text), op).await
+    }
+
+    /// One `UpdateItem` of `key` (its names and values in `e`), under `cond`
+    /// if any; `Ok(false)` when the condition failed.
+    async fn update_if(
+        &self,
+        key: Item,
+        e: Expr,
+        update: String,
+        cond: Option<String>,
+        op: &str,
+    ) -> StoreResult<bool> {
         let out = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key))
             .update_expression(update)
-            .condition_expression(cond.text)
+            .set_condition_expression(cond)
             .set_expression_attribute_names(e.names())
             .set_expression_attribute_values(e.values())
             .send()

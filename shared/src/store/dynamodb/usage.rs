@@ -8,6 +8,8 @@
 use futures::StreamExt as _;
 use sha2::{Digest, Sha256};
 
+use crate::domain::budget::{BudgetLine, BudgetStanding, month_bounds};
+use crate::domain::cost::MicroUsd;
 use crate::domain::usage::{Contribution, Histogram, Period, UsageBucket, UsageDims, UsageFigures};
 
 use super::*;
@@ -234,6 +236,98 @@ impl UsageStore for DynamoStore {
         }
         Ok(buckets)
     }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, month, budget))]
+    async fn put_budget_spend(
+        &self,
+        month: &str,
+        budget: &str,
+        spent: MicroUsd,
+        at: Time,
+    ) -> StoreResult<()> {
+        let mut e = Expr::default();
+        let update = format!(
+            "SET {} = {}, {} = {}, {} = {}, {} = {}",
+            e.name("spent_micro_usd"),
+            e.value(n(spent)),
+            e.name("counted_at"),
+            e.value(s(time_key(&at))),
+            e.name(TYPE),
+            e.value(s("budget_standing")),
+            e.name(TTL_ATTRIBUTE),
+            e.value(n(standing_expiry(at))),
+        );
+        let key = key(standing_pk(month), budget);
+        self.update_if(key, e, update, None, "put_budget_spend")
+            .await
+            .map(|_| ())
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, month, budget))]
+    async fn mark_budget_line(
+        &self,
+        month: &str,
+        budget: &str,
+        line: BudgetLine,
+        at: Time,
+    ) -> StoreResult<bool> {
+        let attribute = line_attribute(line);
+        let mut e = Expr::default();
+        let update = format!(
+            "SET {} = {}, {} = {}, {} = {}",
+            e.name(attribute),
+            e.value(s(time_key(&at))),
+            e.name(TYPE),
+            e.value(s("budget_standing")),
+            e.name(TTL_ATTRIBUTE),
+            e.value(n(standing_expiry(at))),
+        );
+        let cond = format!("attribute_not_exists({})", e.name(attribute));
+        let key = key(standing_pk(month), budget);
+        self.update_if(key, e, update, Some(cond), "mark_budget_line")
+            .await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, month))]
+    async fn budget_standings(&self, month: &str) -> StoreResult<Vec<BudgetStanding>> {
+        let items = self
+            .whole_partition(standing_pk(month), "budget_standings")
+            .await?;
+        Ok(items
+            .iter()
+            .map(|item| {
+                let time = |name: &str| string_attr(item, name).and_then(|t| t.parse().ok());
+                BudgetStanding {
+                    month: month.to_string(),
+                    budget: string_attr(item, SK).unwrap_or_default().to_string(),
+                    spent_micro_usd: number(item, "spent_micro_usd"),
+                    counted_at: time("counted_at"),
+                    warned_at: time(line_attribute(BudgetLine::Warning)),
+                    exceeded_at: time(line_attribute(BudgetLine::Exceeded)),
+                }
+            })
+            .collect())
+    }
+}
+
+/// A month's budget standings: one partition, a budget's name its sort key.
+fn standing_pk(month: &str) -> String {
+    format!("BUDGET#{month}")
+}
+
+fn line_attribute(line: BudgetLine) -> &'static str {
+    match line {
+        BudgetLine::Warning => "warned_at",
+        BudgetLine::Exceeded => "exceeded_at",
+    }
+}
+
+/// When a standing may go: as long after its month as a contribution's mark.
+fn standing_expiry(at: Time) -> i64 {
+    let end = month_bounds(at).map_or(at, |(_, next)| next);
+    end.checked_add_signed(chrono::Duration::days(MARK_RETENTION_DAYS))
+        .unwrap_or(end)
+        .timestamp()
 }
 
 /// Queries in flight at once when a window spans many periods.
@@ -242,9 +336,20 @@ const PARALLEL_QUERIES: usize = 8;
 impl DynamoStore {
     /// Every bucket of the period starting at `start`: one partition.
     async fn buckets_starting(&self, period: Period, start: Time) -> StoreResult<Vec<UsageBucket>> {
+        let items = self
+            .whole_partition(bucket_pk(period, start), "usage_buckets")
+            .await?;
+        Ok(items
+            .iter()
+            .map(|item| decode_bucket(period, start, item))
+            .collect())
+    }
+
+    /// Every item of the partition `pk`, read consistently, page by page.
+    async fn whole_partition(&self, pk: String, op: &str) -> StoreResult<Vec<Item>> {
         let mut e = Expr::default();
-        let cond = format!("{} = {}", e.name(PK), e.value(s(bucket_pk(period, start))));
-        let mut buckets = Vec::new();
+        let cond = format!("{} = {}", e.name(PK), e.value(s(pk)));
+        let mut items = Vec::new();
         let mut page: Option<Item> = None;
         loop {
             let out = self
@@ -258,13 +363,11 @@ impl DynamoStore {
                 .set_exclusive_start_key(page.take())
                 .send()
                 .await
-                .map_err(|err| self.backend(err, "Query", "usage_buckets"))?;
-            for item in out.items() {
-                buckets.push(decode_bucket(period, start, item));
-            }
+                .map_err(|err| self.backend(err, "Query", op))?;
+            items.extend(out.items.unwrap_or_default());
             match out.last_evaluated_key {
                 Some(last) if !last.is_empty() => page = Some(last),
-                _ => return Ok(buckets),
+                _ => return Ok(items),
             }
         }
     }
