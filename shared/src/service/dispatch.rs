@@ -17,10 +17,11 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::audit::record;
+use super::budgets;
+use super::capacity;
 use super::jobs::{Advanced, advance, mark_starting};
 use super::runner_moves::update_runner;
 use super::{Caller, Ports, ServiceError, ServiceResult};
-use super::{budgets, capacity};
 use crate::auth::callback_token::{self, Claims};
 use crate::config::Secret;
 use crate::domain::cost::volume_per_hour;
