@@ -361,7 +361,7 @@ pub(crate) const ROUTES: &[Route] = &[
     get(
         "/api/stats/export",
         Guard::Session,
-        &["from", "to", "format"],
+        &["from", "to", "format", "limit", "cursor"],
     ),
     get("/api/auth/info", Guard::Open, &[]),
     write(

@@ -440,6 +440,43 @@ async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
         (1, 1, 600, 90, 550, 82)
     );
     assert_eq!(f.queued_to_in_progress.count(), 1);
+
+    // The reports read the same figures: per pool, the payload's sender, a CSV row.
+    let (status, stats) = pacer.get("/api/stats?group_by=pool").await;
+    assert_eq!(status, 200, "{stats}");
+    let by_pool = &stats["buckets"][0];
+    assert_eq!(by_pool["key"], pool_id.as_str(), "{stats}");
+    assert_eq!(
+        (by_pool["jobs"].clone(), by_pool["cost"]["total_micro_usd"].clone()),
+        (json!(1), json!(632))
+    );
+    let mut waited = pacer_shared::domain::usage::Histogram::default();
+    waited.record(60_000);
+    assert_eq!(
+        by_pool["queued_to_in_progress"]["p50_ms"],
+        json!(waited.percentile_ms(50.0))
+    );
+    let (_, top) = pacer.get("/api/stats/top-users").await;
+    assert_eq!(top["users"][0]["sender"], job["sender"], "{top}");
+    assert_eq!(top["users"][0]["cost_micro_usd"], 632);
+    let csv = pacer
+        .http
+        .get(format!("{}/api/stats/export?format=csv", pacer.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with(job_id.as_str()))
+        .unwrap_or_else(|| panic!("no row for {job_id}: {csv}"));
+    assert!(
+        row.contains(",spot,") && row.contains(",0.000632,spot-history"),
+        "{row}"
+    );
+
     let (_, pool) = pacer.get(&format!("/api/pools/{pool_id}")).await;
     assert_eq!(pool["active_runners"], 0, "capacity released exactly once");
     assert_eq!(

@@ -131,7 +131,7 @@ async fn fixture() -> Fixture {
     }
 }
 
-async fn get_raw(ports: &Ports, uri: &str) -> (u16, String, String) {
+async fn get_raw(ports: &Ports, uri: &str) -> (u16, axum::http::HeaderMap, String) {
     let state = AppState {
         ports: ports.clone(),
         trusted_proxies: Arc::new(vec![]),
@@ -149,16 +149,12 @@ async fn get_raw(ports: &Ports, uri: &str) -> (u16, String, String) {
         .await
         .unwrap();
     let status = res.status().as_u16();
-    let kind = res
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
+    let headers = res.headers().clone();
     let bytes = http_body_util::BodyExt::collect(res.into_body())
         .await
         .unwrap()
         .to_bytes();
-    (status, kind, String::from_utf8(bytes.to_vec()).unwrap())
+    (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
 }
 
 async fn get(ports: &Ports, uri: &str) -> (u16, Value) {
@@ -458,9 +454,10 @@ async fn the_export_has_a_row_per_job_with_its_runner_and_cost() {
     });
     f.ports.store.insert_job(&done).await.unwrap();
 
-    let (status, kind, csv) = get_raw(&f.ports, "/api/stats/export?format=csv").await;
+    let (status, headers, csv) = get_raw(&f.ports, "/api/stats/export?format=csv").await;
     assert_eq!(status, 200, "{csv}");
-    assert_eq!(kind, "text/csv; charset=utf-8");
+    assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
+    assert!(headers.get("link").is_none(), "one answer holds it all");
     let mut rows = csv::Reader::from_reader(csv.as_bytes());
     let header: Vec<String> = rows.headers().unwrap().iter().map(String::from).collect();
     let records: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
@@ -495,6 +492,67 @@ async fn the_export_has_a_row_per_job_with_its_runner_and_cost() {
         running.get(header.iter().position(|h| h == "total_usd").unwrap()),
         Some("")
     );
+}
+
+/// The ids in a CSV answer, and its link to the next answer.
+fn export_answer(headers: &axum::http::HeaderMap, csv: &str) -> (Vec<String>, Option<String>) {
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    assert_eq!(
+        rows.headers().unwrap().get(0),
+        Some("job_id"),
+        "every answer is a whole CSV"
+    );
+    let ids = rows
+        .records()
+        .map(|r| r.unwrap().get(0).unwrap().to_string())
+        .collect();
+    let next = headers.get("link").map(|link| {
+        let link = link.to_str().unwrap();
+        assert!(link.ends_with(">; rel=\"next\""), "{link}");
+        link.trim_start_matches('<')
+            .split('>')
+            .next()
+            .unwrap()
+            .to_string()
+    });
+    (ids, next)
+}
+
+#[tokio::test]
+async fn a_long_export_comes_in_answers_linked_one_to_the_next() {
+    let f = fixture().await;
+    let mut all = vec![];
+    for n in 0..6 {
+        let job = conformance::job(100 + n, "acme/app", f.now - Span::minutes(50 - n));
+        f.ports.store.insert_job(&job).await.unwrap();
+        all.push(job.id);
+    }
+    let running = f.ports.store.job_by_github_id(8).await.unwrap().unwrap();
+    all.insert(0, running.id);
+
+    let mut seen = vec![];
+    let mut uri = Some("/api/stats/export?format=csv&limit=3".to_string());
+    let mut answers = 0;
+    while let Some(next) = uri.take() {
+        let (status, headers, csv) = get_raw(&f.ports, &next).await;
+        assert_eq!(status, 200, "{next}: {csv}");
+        let (ids, link) = export_answer(&headers, &csv);
+        assert!(ids.len() <= 3, "{next}: {ids:?}");
+        seen.extend(ids);
+        uri = link;
+        answers += 1;
+        assert!(answers <= 3, "the links end");
+    }
+    assert_eq!(answers, 3, "seven jobs, three a time");
+    assert_eq!(seen, all, "each job once, oldest first");
+
+    for limit in ["0", "20001", "-2", "all"] {
+        let (status, body) = get(&f.ports, &format!("/api/stats/export?limit={limit}")).await;
+        assert_eq!(status, 400, "{limit}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("limit"), "{body}");
+    }
+    let (status, _) = get(&f.ports, "/api/stats/export?cursor=not-a-cursor").await;
+    assert_eq!(status, 400, "a cursor pacer did not write is refused");
 }
 
 #[tokio::test]

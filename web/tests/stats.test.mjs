@@ -401,7 +401,7 @@ describe('the Stats page, against pacer serve with jobs settled', () => {
     assert.deepEqual(errors, [], 'the page logged no script errors');
   });
 
-  test('the CSV link carries the range, and its file has a row per job', async () => {
+  test('the CSV link carries the range, and its file has a row per job, fetched answer by answer', async () => {
     const reports = recordReports(page);
     try {
       await page.goto(`${pacer.base}/stats?range=24h`);
@@ -414,7 +414,19 @@ describe('the Stats page, against pacer serve with jobs settled', () => {
       assert.equal(href.searchParams.get('to'), r.to);
       assert.equal(href.searchParams.get('format'), 'csv');
 
+      // Two jobs an answer, so the range's five come in three linked answers, which the page
+      // must fetch in turn and save as one file with one header.
+      const asked = [];
+      await page.route('**/api/stats/export?*', (route) => {
+        const url = new URL(route.request().url());
+        if (!url.searchParams.has('limit')) url.searchParams.set('limit', '2');
+        asked.push(url);
+        return route.continue({ url: url.toString() });
+      });
       const [download] = await Promise.all([page.waitForEvent('download'), link.click()]);
+      await page.unroute('**/api/stats/export?*');
+      assert.equal(asked.length, Math.ceil(jobIds.length / 2), `one request per answer: ${asked.join(' ')}`);
+      assert.ok(asked.slice(1).every((u) => u.searchParams.get('cursor')), 'the later ones follow the Link header');
       const lines = readFileSync(await download.path(), 'utf8').split('\n').filter((l) => l !== '');
       const header = lines[0].split(',');
       assert.equal(header[0], 'job_id');

@@ -109,9 +109,9 @@ pricing:
 # budget, is audited and logged once a month and shown on the Home page; with enforce: true,
 # nothing launches for what the budget covers until the month ends or the budget is raised.
 budgets:
-  - name: acme-monthly
-    project: acme
-    monthly_usd: 25
+  - name: demo-monthly
+    project: demo
+    monthly_usd: 5
     warn_percent: 80
     enforce: false
 

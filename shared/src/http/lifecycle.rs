@@ -264,6 +264,8 @@ struct ExportParams {
     from: Option<Time>,
     to: Option<Time>,
     format: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
 }
 
 async fn export(
@@ -278,17 +280,43 @@ async fn export(
             )));
         }
     }
-    let csv = stats::export(&s.ports, p.from, p.to).await?;
-    Ok((
-        [
-            (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (
-                axum::http::header::CONTENT_DISPOSITION,
-                "attachment; filename=\"pacer-jobs.csv\"",
-            ),
-        ],
-        csv,
-    ))
+    let rows = match p.limit {
+        None => stats::EXPORT_ROWS,
+        Some(n @ 1..=stats::MAX_EXPORT_ROWS) => n,
+        Some(n) => {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter limit: {n} is not from 1 to {}",
+                stats::MAX_EXPORT_ROWS
+            )));
+        }
+    };
+    let page = stats::export(&s.ports, p.from, p.to, p.cursor, rows).await?;
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    headers.insert(
+        axum::http::header::CONTENT_DISPOSITION,
+        axum::http::HeaderValue::from_static("attachment; filename=\"pacer-jobs.csv\""),
+    );
+    if let Some(cursor) = &page.next_cursor {
+        // The same window, resolved, so every answer covers the same jobs.
+        let time = |t: Time| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("from", &time(page.from))
+            .append_pair("to", &time(page.to))
+            .append_pair("format", "csv")
+            .append_pair("limit", &rows.to_string())
+            .append_pair("cursor", cursor)
+            .finish();
+        if let Ok(link) =
+            axum::http::HeaderValue::from_str(&format!("</api/stats/export?{query}>; rel=\"next\""))
+        {
+            headers.insert(axum::http::header::LINK, link);
+        }
+    }
+    Ok((headers, page.csv))
 }
 
 async fn get_job(

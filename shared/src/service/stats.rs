@@ -1,7 +1,8 @@
-//! `GET /api/stats`, `/api/stats/top-users` and `/api/stats/export`: what
-//! jobs and runners cost and how long jobs waited over a window, from the
-//! usage roll-ups (docs/cost.md) — one read per bucket in the window, never
-//! a walk through its jobs — plus the jobs in flight now.
+//! `GET /api/stats`, `/api/stats/series`, `/api/stats/top-users` and
+//! `/api/stats/export`: what jobs and runners cost and how long jobs waited
+//! over a window, from the usage roll-ups (docs/cost.md) — one read per
+//! bucket in the window, never a walk through its jobs — plus the jobs in
+//! flight now. Only the export lists jobs, a page of answers at a time.
 //!
 //! A window is widened to whole hours (the roll-ups' finest bucket): whole
 //! UTC days inside it are read from the day buckets, the hours at its edges
@@ -16,7 +17,7 @@ use super::{Ports, ServiceError, ServiceResult};
 use crate::domain::cost::MicroUsd;
 use crate::domain::usage::{Histogram, Period, UsageBucket, UsageFigures};
 use crate::domain::{Job, JobState, Time};
-use crate::store::{JobFilter, all_pages};
+use crate::store::{JobFilter, PageRequest, all_pages};
 
 /// The longest window one call may cover.
 pub const MAX_WINDOW_DAYS: i64 = 400;
@@ -574,64 +575,151 @@ fn usd(micro: MicroUsd) -> String {
     format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000)
 }
 
-/// The CSV of every job that arrived in the window, settled or not (an
-/// unsettled job's figures are empty), oldest first.
-pub async fn export(ports: &Ports, from: Option<Time>, to: Option<Time>) -> ServiceResult<String> {
+/// Rows one export answer holds unless asked for fewer: a few megabytes,
+/// within what a Lambda function may return.
+pub const EXPORT_ROWS: u32 = 10_000;
+
+/// The most rows one export answer holds.
+pub const MAX_EXPORT_ROWS: u32 = 20_000;
+
+/// Runner lookups in flight at once while a page of rows is written.
+const EXPORT_LOOKUPS: usize = 8;
+
+/// One answer of `/api/stats/export`: a whole CSV (header and rows), and
+/// where the next one starts when the window holds more jobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportPage {
+    /// The window as asked for, for the next answer's link.
+    pub from: Time,
+    pub to: Time,
+    pub csv: String,
+    pub next_cursor: Option<String>,
+}
+
+/// The CSV of the jobs that arrived in the window, settled or not (an
+/// unsettled job's figures are empty), oldest first: at most `rows` of them
+/// after `cursor`, read a store page at a time, so a long window is fetched
+/// answer by answer and never held whole.
+pub async fn export(
+    ports: &Ports,
+    from: Option<Time>,
+    to: Option<Time>,
+    cursor: Option<String>,
+    rows: u32,
+) -> ServiceResult<ExportPage> {
     let (from, to) = window(ports.clock.now(), from, to)?;
     let filter = JobFilter {
         from: Some(from),
         to: Some(to),
+        oldest_first: true,
         ..JobFilter::default()
     };
-    let mut jobs: Vec<Job> = all_pages!(|p| ports.store.list_jobs(&filter, p));
-    jobs.reverse();
     let mut out = csv::Writer::from_writer(Vec::new());
-    let failed = |e: csv::Error| {
-        ServiceError::Internal(anyhow::Error::new(e).context("writing the CSV export"))
-    };
-    out.write_record(EXPORT_COLUMNS).map_err(failed)?;
-    for job in &jobs {
-        let usage = job.usage.as_ref();
-        let runner = match usage.and_then(|u| u.runner_id.as_deref()) {
-            Some(id) => ports.store.get_runner(id).await?,
-            None => None,
-        };
-        let cost = usage.and_then(|u| u.cost);
-        let timings = usage.map(|u| u.timings).unwrap_or_default();
-        let text = |v: Option<&str>| v.unwrap_or_default().to_string();
-        let number = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
-        let money = |v: Option<MicroUsd>| v.map(usd).unwrap_or_default();
-        out.write_record([
-            job.id.clone(),
-            job.github_job_id.to_string(),
-            job.repo.clone(),
-            text(job.sender.as_deref()),
-            text(job.project_id.as_deref()),
-            text(job.pool_id.as_deref()),
-            job.state.to_string(),
-            text(job.conclusion.as_deref()),
-            text(runner.as_ref().and_then(|r| r.instance_type.as_deref())),
-            text(runner.as_ref().and_then(|r| r.market.as_deref())),
-            text(runner.as_ref().and_then(|r| r.availability_zone.as_deref())),
-            number(timings.queued_to_launched_ms),
-            number(timings.launched_to_registered_ms),
-            number(timings.queued_to_in_progress_ms),
-            cost.map(|c| minutes(c.seconds()).to_string())
-                .unwrap_or_default(),
-            money(cost.and_then(|c| c.job_micro_usd)),
-            money(cost.and_then(|c| c.overhead_micro_usd)),
-            money(cost.and_then(|c| c.idle_micro_usd)),
-            money(cost.and_then(|c| c.total_micro_usd)),
-            cost.map(|c| c.source.as_str().to_string())
-                .unwrap_or_default(),
-        ])
-        .map_err(failed)?;
+    out.write_record(EXPORT_COLUMNS).map_err(csv_failed)?;
+    let rows = rows.clamp(1, MAX_EXPORT_ROWS);
+    let mut written = 0u32;
+    let mut next = cursor;
+    loop {
+        let page = ports
+            .store
+            .list_jobs(
+                &filter,
+                &PageRequest {
+                    limit: (rows - written).min(PageRequest::MAX_LIMIT),
+                    cursor: next.take(),
+                },
+            )
+            .await?;
+        let runners = runners_of(ports, &page.items).await?;
+        for job in &page.items {
+            let runner = job
+                .usage
+                .as_ref()
+                .and_then(|u| u.runner_id.as_deref())
+                .and_then(|id| runners.get(id));
+            out.write_record(export_row(job, runner))
+                .map_err(csv_failed)?;
+        }
+        written += page.items.len() as u32;
+        next = page.next_cursor;
+        if next.is_none() || written >= rows {
+            break;
+        }
     }
     let bytes = out
         .into_inner()
         .map_err(|e| ServiceError::Internal(anyhow::anyhow!("writing the CSV export: {e}")))?;
-    String::from_utf8(bytes)
-        .map_err(|e| ServiceError::Internal(anyhow::anyhow!("the CSV export is not UTF-8: {e}")))
+    let csv = String::from_utf8(bytes)
+        .map_err(|e| ServiceError::Internal(anyhow::anyhow!("the CSV export is not UTF-8: {e}")))?;
+    Ok(ExportPage {
+        from,
+        to,
+        csv,
+        next_cursor: next,
+    })
+}
+
+fn csv_failed(e: csv::Error) -> ServiceError {
+    ServiceError::Internal(anyhow::Error::new(e).context("writing the CSV export"))
+}
+
+/// The runners that ran a page's settled jobs, by id, looked up a few at a
+/// time.
+async fn runners_of(
+    ports: &Ports,
+    jobs: &[Job],
+) -> ServiceResult<HashMap<String, crate::domain::Runner>> {
+    use futures::StreamExt as _;
+    let ids: std::collections::BTreeSet<&str> = jobs
+        .iter()
+        .filter_map(|j| j.usage.as_ref()?.runner_id.as_deref())
+        .collect();
+    let found: Vec<_> = futures::stream::iter(ids)
+        .map(|id| ports.store.get_runner(id))
+        .buffer_unordered(EXPORT_LOOKUPS)
+        .collect()
+        .await;
+    let mut runners = HashMap::new();
+    for runner in found {
+        if let Some(r) = runner? {
+            runners.insert(r.id.clone(), r);
+        }
+    }
+    Ok(runners)
+}
+
+/// One job's row, in [`EXPORT_COLUMNS`] order.
+fn export_row(job: &Job, runner: Option<&crate::domain::Runner>) -> [String; 20] {
+    let usage = job.usage.as_ref();
+    let cost = usage.and_then(|u| u.cost);
+    let timings = usage.map(|u| u.timings).unwrap_or_default();
+    let text = |v: Option<&str>| v.unwrap_or_default().to_string();
+    let number = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
+    let money = |v: Option<MicroUsd>| v.map(usd).unwrap_or_default();
+    [
+        job.id.clone(),
+        job.github_job_id.to_string(),
+        job.repo.clone(),
+        text(job.sender.as_deref()),
+        text(job.project_id.as_deref()),
+        text(job.pool_id.as_deref()),
+        job.state.to_string(),
+        text(job.conclusion.as_deref()),
+        text(runner.and_then(|r| r.instance_type.as_deref())),
+        text(runner.and_then(|r| r.market.as_deref())),
+        text(runner.and_then(|r| r.availability_zone.as_deref())),
+        number(timings.queued_to_launched_ms),
+        number(timings.launched_to_registered_ms),
+        number(timings.queued_to_in_progress_ms),
+        cost.map(|c| minutes(c.seconds()).to_string())
+            .unwrap_or_default(),
+        money(cost.and_then(|c| c.job_micro_usd)),
+        money(cost.and_then(|c| c.overhead_micro_usd)),
+        money(cost.and_then(|c| c.idle_micro_usd)),
+        money(cost.and_then(|c| c.total_micro_usd)),
+        cost.map(|c| c.source.as_str().to_string())
+            .unwrap_or_default(),
+    ]
 }
 
 #[cfg(test)]

@@ -71,33 +71,17 @@ function explainStatus(status: number): string {
   }
 }
 
-export async function request<T>(method: string, path: string, body?: unknown, opts: { quiet401?: boolean } = {}): Promise<T> {
-  let res: Response;
-  try {
-    res = await fetch(path, {
-      method,
-      credentials: 'same-origin',
-      headers: body === undefined ? { accept: 'application/json' } : { accept: 'application/json', 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch {
-    throw new ApiError(0, 'network', 'Cannot reach pacer. Check that it is running and that your network is up, then try again.');
-  }
-  if (res.status === 204) return undefined as T;
-  const text = await res.text();
+function unreachable(): ApiError {
+  return new ApiError(0, 'network', 'Cannot reach pacer. Check that it is running and that your network is up, then try again.');
+}
+
+/** A refusal: pacer's `{"error","message","field"}` body if it sent one, else what its status means. */
+function refusal(res: Response, text: string, quiet401 = false): ApiError {
   let data: unknown = undefined;
-  if (text) {
-    try {
-      data = JSON.parse(text);
-    } catch {
-      data = undefined;
-    }
-  }
-  if (res.ok) {
-    if (data === undefined) {
-      throw new ApiError(res.status, 'not_json', `pacer answered ${path} with something that is not JSON. Is this really pacer's address?`);
-    }
-    return data as T;
+  try {
+    data = text ? JSON.parse(text) : undefined;
+  } catch {
+    data = undefined;
   }
   const err = (data ?? {}) as { error?: string; message?: string; field?: string };
   const retry = Number(res.headers.get('retry-after'));
@@ -108,8 +92,61 @@ export async function request<T>(method: string, path: string, body?: unknown, o
     err.field ?? null,
     Number.isFinite(retry) && retry > 0 ? retry : null,
   );
-  if (res.status === 401 && !opts.quiet401) unauthorizedHandler?.();
-  throw apiError;
+  if (res.status === 401 && !quiet401) unauthorizedHandler?.();
+  return apiError;
+}
+
+export async function request<T>(method: string, path: string, body?: unknown, opts: { quiet401?: boolean } = {}): Promise<T> {
+  let res: Response;
+  try {
+    res = await fetch(path, {
+      method,
+      credentials: 'same-origin',
+      headers: body === undefined ? { accept: 'application/json' } : { accept: 'application/json', 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw unreachable();
+  }
+  if (res.status === 204) return undefined as T;
+  const text = await res.text();
+  if (!res.ok) throw refusal(res, text, opts.quiet401);
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new ApiError(res.status, 'not_json', `pacer answered ${path} with something that is not JSON. Is this really pacer's address?`);
+  }
+}
+
+/** The target of a `Link` header's `rel="next"`, if any. */
+export function nextLink(header: string | null): string | null {
+  for (const part of header?.split(',') ?? []) {
+    const m = /^\s*<([^>]*)>\s*;\s*rel="?next"?\s*$/.exec(part);
+    if (m) return m[1];
+  }
+  return null;
+}
+
+/**
+ * Every answer of a text report that comes in linked answers (the CSV
+ * export), each a whole file with its header line: one file, the header once.
+ */
+export async function allText(path: string, maxAnswers = 1000): Promise<string> {
+  const parts: string[] = [];
+  let next: string | null = path;
+  while (next && parts.length < maxAnswers) {
+    let res: Response;
+    try {
+      res = await fetch(next, { credentials: 'same-origin' });
+    } catch {
+      throw unreachable();
+    }
+    const text = await res.text();
+    if (!res.ok) throw refusal(res, text);
+    parts.push(parts.length === 0 ? text : text.slice(text.indexOf('\n') + 1));
+    next = nextLink(res.headers.get('link'));
+  }
+  return parts.join('');
 }
 
 export const api = {
