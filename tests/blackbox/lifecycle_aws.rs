@@ -447,7 +447,10 @@ async fn a_job_goes_from_webhook_to_done_on_ec2(backend: Backend) {
     let by_pool = &stats["buckets"][0];
     assert_eq!(by_pool["key"], pool_id.as_str(), "{stats}");
     assert_eq!(
-        (by_pool["jobs"].clone(), by_pool["cost"]["total_micro_usd"].clone()),
+        (
+            by_pool["jobs"].clone(),
+            by_pool["cost"]["total_micro_usd"].clone()
+        ),
         (json!(1), json!(632))
     );
     let mut waited = pacer_shared::domain::usage::Histogram::default();

@@ -549,7 +549,10 @@ async fn a_long_export_comes_in_answers_linked_one_to_the_next() {
     for limit in ["0", "20001", "-2", "all"] {
         let (status, body) = get(&f.ports, &format!("/api/stats/export?limit={limit}")).await;
         assert_eq!(status, 400, "{limit}: {body}");
-        assert!(body["message"].as_str().unwrap().contains("limit"), "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("limit"),
+            "{body}"
+        );
     }
     let (status, _) = get(&f.ports, "/api/stats/export?cursor=not-a-cursor").await;
     assert_eq!(status, 400, "a cursor pacer did not write is refused");

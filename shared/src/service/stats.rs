@@ -670,12 +670,13 @@ async fn runners_of(
     jobs: &[Job],
 ) -> ServiceResult<HashMap<String, crate::domain::Runner>> {
     use futures::StreamExt as _;
-    let ids: std::collections::BTreeSet<&str> = jobs
+    let ids: std::collections::BTreeSet<String> = jobs
         .iter()
-        .filter_map(|j| j.usage.as_ref()?.runner_id.as_deref())
+        .filter_map(|j| j.usage.as_ref()?.runner_id.clone())
         .collect();
+    let store = &ports.store;
     let found: Vec<_> = futures::stream::iter(ids)
-        .map(|id| ports.store.get_runner(id))
+        .map(|id| async move { store.get_runner(&id).await })
         .buffer_unordered(EXPORT_LOOKUPS)
         .collect()
         .await;
