@@ -116,11 +116,15 @@ impl RunnerCost {
     /// The cost of `life` at the instance's `price` (if known) plus its root
     /// volume's `volume_per_hour`.
     pub fn of(life: Lifetime, price: Option<Price>, volume_per_hour: MicroUsd) -> Self {
-        let total = seconds_between(life.launched, life.ended);
+        // Times written by different machines may disagree by a little: an
+        // end before the launch is a life of nothing (and `clamp` would
+        // panic on it).
+        let ended = life.ended.max(life.launched);
+        let total = seconds_between(life.launched, ended);
         let (job, overhead, idle) = match life.job {
             Some((started, finished)) => {
-                let start = started.clamp(life.launched, life.ended);
-                let end = finished.unwrap_or(life.ended).clamp(start, life.ended);
+                let start = started.clamp(life.launched, ended);
+                let end = finished.unwrap_or(ended).clamp(start, ended);
                 let job = seconds_between(start, end);
                 (job, total - job, 0)
             }
@@ -239,6 +243,22 @@ mod tests {
         assert_eq!(cost.idle_micro_usd, Some(0));
         assert_eq!(cost.total_micro_usd, Some(16_320));
         assert_eq!(cost.source, PriceSource::PricingApi);
+    }
+
+    #[test]
+    fn an_end_written_before_the_launch_by_a_clock_behind_is_a_life_of_nothing() {
+        // The orchestrator's clock stamped the launch; another machine's,
+        // a second behind, stamped the end. (This panicked in `clamp`.)
+        for job in [None, Some((at(0), None)), Some((at(-5), Some(at(3))))] {
+            let life = Lifetime {
+                launched: at(0),
+                ended: at(-1),
+                job,
+            };
+            let cost = RunnerCost::of(life, Some(M7G_LARGE), 0);
+            assert_eq!(cost.seconds(), 0, "{job:?}");
+            assert_eq!(cost.total_micro_usd, Some(0));
+        }
     }
 
     #[test]
