@@ -275,6 +275,9 @@ pub async fn build_ports(
         github,
         pricing,
         settings: Arc::new(settings(cfg)),
+        catalog: Arc::new(crate::service::catalog::Catalog::new(
+            cfg.database.config_cache_ttl,
+        )),
     };
     Ok((ports, simulated))
 }

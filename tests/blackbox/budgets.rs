@@ -18,7 +18,7 @@ use pacer_shared::service::{Ports, Settings, budgets, reaper};
 use pacer_shared::store::{AuditFilter, PageRequest, conformance};
 use serde_json::json;
 
-use crate::support::{WEBHOOK_SECRET, local_ports, queued_payload};
+use crate::support::{deliver_queued, local_ports};
 
 struct World {
     ports: Ports,
@@ -156,18 +156,7 @@ impl World {
 
     /// A signed queued delivery for `labels`; returns the job id.
     async fn deliver(&self, github_job_id: i64, labels: &[&str]) -> String {
-        let body = serde_json::to_vec(&queued_payload(github_job_id, "acme/app", labels)).unwrap();
-        let signature = pacer_shared::github::webhook::sign(WEBHOOK_SECRET.as_bytes(), &body);
-        match pacer_shared::http::webhook::accept(
-            &self.ports,
-            None,
-            "workflow_job",
-            Some(&signature),
-            &body,
-        )
-        .await
-        .unwrap()
-        {
+        match deliver_queued(&self.ports, github_job_id, "acme/app", labels).await {
             pacer_shared::service::webhook::Outcome::Accepted { job_id } => job_id,
             other => panic!("not accepted: {other:?}"),
         }

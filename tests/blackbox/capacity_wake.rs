@@ -9,7 +9,7 @@ use pacer_shared::service::dispatch::{self, Dispatched};
 use pacer_shared::store::conformance;
 use std::time::Duration;
 
-use crate::support::{WEBHOOK_SECRET, local_ports, queued_payload};
+use crate::support::{deliver_queued, local_ports};
 
 /// Ports with project `acme` bound to `acme/app` and one pool of two.
 async fn full_pool_world() -> (Ports, String, tempfile::TempDir) {
@@ -30,17 +30,7 @@ async fn full_pool_world() -> (Ports, String, tempfile::TempDir) {
 
 /// A signed queued delivery, as GitHub sends it; returns the job id.
 async fn deliver(ports: &Ports, github_job_id: i64) -> String {
-    let body = serde_json::to_vec(&queued_payload(
-        github_job_id,
-        "acme/app",
-        &["self-hosted", "linux"],
-    ))
-    .unwrap();
-    let signature = pacer_shared::github::webhook::sign(WEBHOOK_SECRET.as_bytes(), &body);
-    match pacer_shared::http::webhook::accept(ports, None, "workflow_job", Some(&signature), &body)
-        .await
-        .unwrap()
-    {
+    match deliver_queued(ports, github_job_id, "acme/app", &["self-hosted", "linux"]).await {
         pacer_shared::service::webhook::Outcome::Accepted { job_id } => job_id,
         other => panic!("not accepted: {other:?}"),
     }

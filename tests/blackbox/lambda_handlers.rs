@@ -97,6 +97,7 @@ impl Cloud {
             settings: Arc::new(settings(
                 "https://abc123.execute-api.us-east-1.amazonaws.com",
             )),
+            catalog: Default::default(),
         };
         Cloud {
             aws,

@@ -133,6 +133,7 @@ pub(crate) async fn pacer_on(
             deployment: deployment.into(),
             ..(*local.settings).clone()
         }),
+        catalog: Default::default(),
     };
     LocalPacer::serve(ports, simulated, dir).await
 }

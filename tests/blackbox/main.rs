@@ -12,6 +12,7 @@ mod budgets;
 mod burst;
 mod call_counts;
 mod capacity_wake;
+mod catalog;
 mod cost;
 mod dynamodb_store;
 mod ec2_faults;

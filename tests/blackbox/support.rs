@@ -58,11 +58,27 @@ pub fn local_ports(dir: &std::path::Path) -> (Ports, Arc<SimulatedFleet>) {
         github: Arc::new(OfflineGitHub::new("2.330.0")),
         pricing: Arc::new(pacer_shared::pricing::NoPricing),
         settings: Arc::new(settings("http://127.0.0.1:9")),
+        catalog: Default::default(),
     };
     (ports, fleet)
 }
 
 /// A `queued` workflow_job delivery for `repo`, shaped like GitHub's.
+/// A signed `queued` delivery for `repo` and `labels`, as GitHub sends it,
+/// taken in by `ports`: what pacer made of it.
+pub async fn deliver_queued(
+    ports: &Ports,
+    github_job_id: i64,
+    repo: &str,
+    labels: &[&str],
+) -> pacer_shared::service::webhook::Outcome {
+    let body = serde_json::to_vec(&queued_payload(github_job_id, repo, labels)).unwrap();
+    let signature = pacer_shared::github::webhook::sign(WEBHOOK_SECRET.as_bytes(), &body);
+    pacer_shared::http::webhook::accept(ports, None, "workflow_job", Some(&signature), &body)
+        .await
+        .unwrap()
+}
+
 pub fn queued_payload(github_job_id: i64, repo: &str, labels: &[&str]) -> serde_json::Value {
     let repo = pacer_shared::domain::RepoName::parse(repo).unwrap();
     let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();

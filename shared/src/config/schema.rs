@@ -217,6 +217,8 @@ pub(crate) const KEYS: &[Key] = &[
     key("database.engine", Choice(DATABASE_ENGINES), "sqlite", "Where state is stored."),
     key("database.path", Path, "./data/pacer.db", "SQLite file, created on first start."),
     key("database.table", Text, "pacer", "DynamoDB table name."),
+    key("database.config_cache_ttl", Duration, "10s",
+        "How long a process takes in webhooks with the projects, pools and repository bindings it read, without reading them again: a change made through the API is seen at once by the process that made it and by every other within this time. `0s` reads them for every webhook."),
     // queue
     key("queue.engine", Choice(QUEUE_ENGINES), "memory",
         "How jobs are handed to the orchestrator: in process, or through SQS."),

@@ -263,6 +263,10 @@ pub struct DatabaseConfig {
     pub path: PathBuf,
     /// DynamoDB table.
     pub table: String,
+    /// How long a process takes in webhooks with the projects, pools and
+    /// bindings it read; zero reads them for every webhook.
+    #[serde(with = "go_duration")]
+    pub config_cache_ttl: Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -271,6 +275,7 @@ impl Default for DatabaseConfig {
             engine: DatabaseEngine::Sqlite,
             path: PathBuf::from("./data/pacer.db"),
             table: "pacer".into(),
+            config_cache_ttl: Duration::from_secs(10),
         }
     }
 }

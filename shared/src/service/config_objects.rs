@@ -59,6 +59,19 @@ fn taken_or_missing(
     }
 }
 
+/// A project, pool or binding was written: this process's catalog reads the
+/// configuration again, and the change is audited.
+async fn config_changed(
+    ports: &Ports,
+    caller: &Caller,
+    action: &str,
+    target: Option<&str>,
+    detail: Value,
+) -> ServiceResult<()> {
+    ports.catalog.invalidate();
+    record(ports, caller, action, target, detail).await
+}
+
 fn not_found(what: &'static str) -> impl Fn(StoreError) -> ServiceError {
     move |e| match e {
         StoreError::NotFound => ServiceError::NotFound(what),
@@ -86,7 +99,7 @@ pub async fn create_project(
         .create_project(&project)
         .await
         .map_err(taken_or_missing("name", "object"))?;
-    record(
+    config_changed(
         ports,
         caller,
         "project.created",
@@ -135,7 +148,7 @@ pub async fn update_project(
         .update_project(&project)
         .await
         .map_err(taken_or_missing("name", "project"))?;
-    record(
+    config_changed(
         ports,
         caller,
         "project.updated",
@@ -182,7 +195,7 @@ pub async fn delete_project(ports: &Ports, caller: &Caller, id: &str) -> Service
         .delete_project(id)
         .await
         .map_err(not_found("project"))?;
-    record(
+    config_changed(
         ports,
         caller,
         "project.deleted",
@@ -238,7 +251,7 @@ pub async fn create_pool(
         .create_pool(&pool)
         .await
         .map_err(taken_or_missing("name", "object"))?;
-    record(
+    config_changed(
         ports,
         caller,
         "pool.created",
@@ -293,7 +306,7 @@ pub async fn update_pool(
         .await
         .map_err(taken_or_missing("name", "pool"))?;
     let pool = get_pool(ports, id).await?;
-    record(
+    config_changed(
         ports,
         caller,
         "pool.updated",
@@ -317,7 +330,7 @@ pub async fn delete_pool(ports: &Ports, caller: &Caller, id: &str) -> ServiceRes
         // The pool is gone from pacer; a leftover launch template is harmless.
         tracing::warn!(pool_id = id, error = %crate::error_text::display_chain(&e), "could not remove the pool's launch template");
     }
-    record(
+    config_changed(
         ports,
         caller,
         "pool.deleted",
@@ -349,7 +362,7 @@ pub async fn create_binding(
         .create_binding(&binding)
         .await
         .map_err(taken_or_missing("repo", "object"))?;
-    record(
+    config_changed(
         ports,
         caller,
         "repo.bound",
@@ -402,7 +415,7 @@ pub async fn update_binding(
         .update_binding(&binding)
         .await
         .map_err(taken_or_missing("repo", "repo binding"))?;
-    record(
+    config_changed(
         ports,
         caller,
         "repo.updated",
@@ -420,7 +433,7 @@ pub async fn delete_binding(ports: &Ports, caller: &Caller, id: &str) -> Service
         .delete_binding(id)
         .await
         .map_err(not_found("repo binding"))?;
-    record(
+    config_changed(
         ports,
         caller,
         "repo.unbound",

@@ -1,7 +1,8 @@
 //! Taking in a job that needs a runner, however pacer learnt of it: a
 //! `queued` or `waiting` webhook delivery, or the reaper finding a queued job
 //! whose delivery never came. A job becomes a row once (idempotent on
-//! GitHub's job id), is matched to a pool, and its id is enqueued.
+//! GitHub's job id), is matched to a pool, and its id is enqueued. Which
+//! project serves it, and that project's pools, come from the catalog.
 
 use serde_json::json;
 
@@ -10,10 +11,8 @@ use super::jobs::{Advanced, advance};
 use super::limits;
 use super::{Caller, Ports, ServiceResult};
 use crate::domain::job::JobChanges;
-use crate::domain::{
-    IdKind, Job, JobState, PendingJob, Pool, Project, RepoName, Scope, TransitionCause, pick_pool,
-};
-use crate::store::{Inserted, Pages, all_pages};
+use crate::domain::{IdKind, Job, JobState, PendingJob, RepoName, TransitionCause, pick_pool};
+use crate::store::Inserted;
 
 /// What became of a job taken in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,14 +35,13 @@ const REFUSAL_AUDITED_ONCE_PER: std::time::Duration = std::time::Duration::from_
 /// Takes in a job that needs a runner.
 pub async fn intake(ports: &Ports, caller: &Caller, pending: &PendingJob) -> ServiceResult<Intake> {
     let gh = &pending.job;
-    if let Some(existing) = ports.store.job_by_github_id(gh.id).await? {
-        return already_known(ports, caller, existing, pending).await;
-    }
     let Ok(repo) = RepoName::parse(&gh.repo) else {
         tracing::warn!(repo = %gh.repo, "workflow_job for a repository name pacer cannot read");
         return Ok(Intake::UnreadableRepository);
     };
-    let Some(project) = serving_project(ports, &repo).await? else {
+    // From memory in a warm process; a job pacer has already is found by
+    // its insert, which GitHub's job id makes conditional.
+    let Some((project, pools)) = ports.catalog.serving(ports, &repo).await? else {
         record(ports, caller, "job.repo_not_bound", Some(&repo.to_string()), json!({
             "github_job_id": gh.id, "labels": gh.labels,
             "hint": "bind the repository to a project, or create an org-scoped project for its owner",
@@ -82,7 +80,6 @@ pub async fn intake(ports: &Ports, caller: &Caller, pending: &PendingJob) -> Ser
             }
         },
     };
-    let pools = project_pools(ports, &project.id).await?;
     let pool = pick_pool(&project, &pools, &gh.labels);
     let state = pending.initial_state(pool.is_some());
     let now = ports.clock.now();
@@ -163,32 +160,4 @@ async fn audit_no_pool_match(
         "github_job_id": job.github_job_id, "repo": job.repo, "labels": job.labels, "project": project,
     }))
     .await
-}
-
-/// The project serving `repo`: its binding's, else an org-scoped project of
-/// its owner.
-pub async fn serving_project(ports: &Ports, repo: &RepoName) -> ServiceResult<Option<Project>> {
-    if let Some(binding) = ports.store.binding_for_repo(&repo.key()).await? {
-        return Ok(ports.store.get_project(&binding.spec.project_id).await?);
-    }
-    let mut pages = Pages::start();
-    while let Some(page) = pages.next_request() {
-        let listed = ports.store.list_projects(&page).await?;
-        let found = pages.items(listed).into_iter().find(|p| {
-            p.spec.scope == Scope::Org
-                && p.spec
-                    .org
-                    .as_deref()
-                    .is_some_and(|o| o.eq_ignore_ascii_case(repo.owner()))
-        });
-        if found.is_some() {
-            return Ok(found);
-        }
-    }
-    Ok(None)
-}
-
-/// Every pool of a project.
-pub async fn project_pools(ports: &Ports, project_id: &str) -> ServiceResult<Vec<Pool>> {
-    Ok(all_pages!(|p| ports.store.list_pools(Some(project_id), p)))
 }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod budgets;
 pub mod capacity;
+pub mod catalog;
 pub mod config_objects;
 pub mod dispatch;
 pub mod intake;
@@ -62,6 +63,9 @@ pub struct Ports {
     pub github: Arc<dyn GitHub>,
     pub pricing: Arc<dyn Pricing>,
     pub settings: Arc<Settings>,
+    /// The projects, pools and bindings webhooks are taken in with, held
+    /// for `database.config_cache_ttl`.
+    pub catalog: Arc<catalog::Catalog>,
 }
 
 /// The configuration the use cases read, resolved once at start.

@@ -34,7 +34,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::audit::record;
-use super::intake::{Intake, intake, project_pools};
+use super::catalog::project_pools;
+use super::intake::{Intake, intake};
 use super::jobs::{Advanced, advance, advance_if, mark_starting};
 use super::runner_moves::{finish, update_runner};
 use super::runners::{github_target, retry_job_after_failed_runner};

@@ -6,7 +6,8 @@
 //! move a job forward only; duplicates and late deliveries are answered 2xx
 //! and change nothing.
 
-use super::intake::{Intake, intake, serving_project};
+use super::catalog::serving_project;
+use super::intake::{Intake, intake};
 use super::jobs::{Advanced, advance};
 use super::{Caller, Ports, ServiceResult};
 use crate::domain::job::JobChanges;

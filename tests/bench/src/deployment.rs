@@ -80,6 +80,10 @@ pub fn ports(
             self_service: Default::default(),
             budgets: Vec::new(),
         }),
+        // As `database.config_cache_ttl` ships.
+        catalog: Arc::new(pacer_shared::service::catalog::Catalog::new(
+            Duration::from_secs(10),
+        )),
     }
 }
 
