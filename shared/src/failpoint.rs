@@ -12,7 +12,8 @@
 /// A step where a test may make the process die.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Failpoint {
-    /// A queued job is stored, its id not yet enqueued.
+    /// A queued job is stored and its hint sent (an in-process queue loses
+    /// the hint with the process).
     AfterJobInsert,
     /// RunInstances succeeded, the runner record not yet updated.
     AfterLaunch,

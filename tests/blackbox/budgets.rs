@@ -18,7 +18,7 @@ use pacer_shared::service::{Ports, Settings, budgets, reaper};
 use pacer_shared::store::{AuditFilter, PageRequest, conformance};
 use serde_json::json;
 
-use crate::support::{deliver_queued, local_ports};
+use crate::support::{deliver_queued, local_ports, seed_acme};
 
 struct World {
     ports: Ports,
@@ -90,18 +90,10 @@ async fn world() -> World {
         },
         budgets(1),
     );
-    let project = conformance::project("acme", now);
-    ports.store.create_project(&project).await.unwrap();
-    let linux = conformance::pool(&project.id, "linux", 5, now);
-    ports.store.create_pool(&linux).await.unwrap();
+    let (project, linux) = seed_acme(&*ports.store, 5, now).await;
     let mut arm = conformance::pool(&project.id, "arm", 5, now + chrono::Duration::seconds(1));
     arm.spec.labels = [Label::parse("arm64").unwrap()].into();
     ports.store.create_pool(&arm).await.unwrap();
-    ports
-        .store
-        .create_binding(&conformance::binding("acme/app", &project.id, now))
-        .await
-        .unwrap();
     World {
         ports,
         clock,

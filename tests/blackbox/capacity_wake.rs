@@ -6,25 +6,15 @@ use pacer_shared::domain::JobState;
 use pacer_shared::service::Ports;
 use pacer_shared::service::capacity;
 use pacer_shared::service::dispatch::{self, Dispatched};
-use pacer_shared::store::conformance;
 use std::time::Duration;
 
-use crate::support::{deliver_queued, local_ports};
+use crate::support::{deliver_queued, local_ports, seed_acme};
 
 /// Ports with project `acme` bound to `acme/app` and one pool of two.
 async fn full_pool_world() -> (Ports, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (ports, _) = local_ports(dir.path());
-    let now = chrono::Utc::now();
-    let project = conformance::project("acme", now);
-    ports.store.create_project(&project).await.unwrap();
-    let pool = conformance::pool(&project.id, "linux", 2, now);
-    ports.store.create_pool(&pool).await.unwrap();
-    ports
-        .store
-        .create_binding(&conformance::binding("acme/app", &project.id, now))
-        .await
-        .unwrap();
+    let (_, pool) = seed_acme(&*ports.store, 2, chrono::Utc::now()).await;
     (ports, pool.id, dir)
 }
 

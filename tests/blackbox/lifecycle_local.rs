@@ -438,24 +438,40 @@ async fn a_degraded_pool_shows_its_reason_in_the_api() {
 }
 
 #[tokio::test]
-async fn messages_that_name_no_job_are_acknowledged_not_retried() {
+async fn a_message_that_is_no_job_id_is_acknowledged_one_whose_job_never_came_after_three_tries() {
     use pacer_shared::queue::Queue;
     use pacer_shared::queue::memory::MemoryQueue;
+    use pacer_shared::service::dispatch::{NOT_STORED_RECEIVES, settle};
     let dir = tempfile::tempdir().unwrap();
     let (ports, _) = crate::support::local_ports(dir.path());
     let queue = MemoryQueue::new(std::time::Duration::from_secs(300));
     queue.send("{\"not\": \"a job\"}", None).await.unwrap();
-    queue
-        .send("job_01jzzzzzzzzzzzzzzzzzzzzzzz", None)
-        .await
-        .unwrap();
+    let never = "job_01jzzzzzzzzzzzzzzzzzzzzzzz";
+    queue.send(never, None).await.unwrap();
     let received = queue.receive(10, std::time::Duration::ZERO).await.unwrap();
     assert_eq!(received.len(), 2);
     for delivery in &received {
-        pacer_shared::service::dispatch::settle(&ports, &queue, delivery).await;
+        settle(&ports, &queue, delivery).await;
+    }
+    assert!(
+        !queue.is_empty(),
+        "the job id is kept: its row may be on its way"
+    );
+    // Received again until its third delivery, then dropped.
+    for expected in 2..=NOT_STORED_RECEIVES {
+        let again = queue
+            .receive(10, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(
+            (again[0].job_id.as_str(), again[0].receive_count),
+            (never, expected)
+        );
+        settle(&ports, &queue, &again[0]).await;
     }
     assert!(
         queue.is_empty(),
-        "both acknowledged, neither hidden for a retry"
+        "dropped after {NOT_STORED_RECEIVES} deliveries"
     );
 }

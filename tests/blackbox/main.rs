@@ -21,6 +21,7 @@ mod fake_github;
 mod fault_proxy;
 mod github_client;
 mod hardening;
+mod hint;
 mod hostile;
 mod hostile_input;
 mod lambda_handlers;

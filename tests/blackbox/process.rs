@@ -542,7 +542,7 @@ async fn crash_then_converge(failpoint: &str) {
 }
 
 #[tokio::test]
-async fn killed_after_storing_a_job_before_enqueueing_it_the_reaper_enqueues_it() {
+async fn killed_after_storing_a_job_its_hint_lost_with_the_process_the_reaper_enqueues_it() {
     crash_then_converge("after_job_insert").await;
 }
 

@@ -64,6 +64,26 @@ pub fn local_ports(dir: &std::path::Path) -> (Ports, Arc<SimulatedFleet>) {
 }
 
 /// A `queued` workflow_job delivery for `repo`, shaped like GitHub's.
+/// Project `acme` with pool `linux` of `max_runners` (label `linux`), bound
+/// to `acme/app`, written to `store` directly: what the console's admin
+/// would have made.
+pub async fn seed_acme(
+    store: &dyn pacer_shared::store::Store,
+    max_runners: u32,
+    at: pacer_shared::domain::Time,
+) -> (pacer_shared::domain::Project, pacer_shared::domain::Pool) {
+    use pacer_shared::store::conformance;
+    let project = conformance::project("acme", at);
+    store.create_project(&project).await.unwrap();
+    let pool = conformance::pool(&project.id, "linux", max_runners, at);
+    store.create_pool(&pool).await.unwrap();
+    store
+        .create_binding(&conformance::binding("acme/app", &project.id, at))
+        .await
+        .unwrap();
+    (project, pool)
+}
+
 /// A signed `queued` delivery for `repo` and `labels`, as GitHub sends it,
 /// taken in by `ports`: what pacer made of it.
 pub async fn deliver_queued(

@@ -14,7 +14,7 @@
 //! With a zero interval nothing is held: each webhook reads its binding,
 //! project and pools from the store, as the reaper always does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,6 +70,18 @@ pub struct Catalog {
     /// One reading at a time: webhooks arriving while the copy is read wait
     /// for it instead of reading it too.
     reading: tokio::sync::Mutex<()>,
+    /// The GitHub job ids this process took in as queued, newest last, with
+    /// pacer's job ids: a redelivery of one is answered without the store.
+    recent: Mutex<Recent>,
+}
+
+/// How many jobs taken in a process remembers.
+const RECENT_JOBS: usize = 4096;
+
+#[derive(Default)]
+struct Recent {
+    ids: HashMap<i64, String>,
+    order: VecDeque<i64>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -92,7 +104,36 @@ impl Catalog {
             held: Mutex::new(None),
             generation: AtomicU64::new(0),
             reading: tokio::sync::Mutex::new(()),
+            recent: Mutex::new(Recent::default()),
         }
+    }
+
+    /// Remembers a job this process took in as queued (when it holds a copy
+    /// at all: a zero interval remembers nothing).
+    pub fn remember(&self, github_job_id: i64, job_id: &str) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let Ok(mut recent) = self.recent.lock() else {
+            return;
+        };
+        if recent
+            .ids
+            .insert(github_job_id, job_id.to_string())
+            .is_none()
+        {
+            recent.order.push_back(github_job_id);
+        }
+        while recent.order.len() > RECENT_JOBS {
+            if let Some(oldest) = recent.order.pop_front() {
+                recent.ids.remove(&oldest);
+            }
+        }
+    }
+
+    /// pacer's id of a job this process took in as queued, by GitHub's.
+    pub fn recent(&self, github_job_id: i64) -> Option<String> {
+        self.recent.lock().ok()?.ids.get(&github_job_id).cloned()
     }
 
     /// Drops the copy: the next lookup reads the store. Every change to a

@@ -40,6 +40,9 @@ pub enum Dispatched {
     },
     /// The job needs no runner (gone, not queued, claimed elsewhere, failed for good).
     NotNeeded(&'static str),
+    /// No job has the id: its row may still be on its way (the webhook
+    /// writes it and sends its hint at once), or its write failed.
+    NotStored,
     /// The pool is full; the job is queued again and will be re-enqueued
     /// when capacity frees.
     WaitingForCapacity,
@@ -68,8 +71,8 @@ pub use crate::domain::runner::runner_name;
 /// Handles one "look at job X" message.
 #[tracing::instrument(skip(ports), fields(job_id = %job_id))]
 pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> {
-    let Some(job) = ports.store.get_job(job_id).await? else {
-        return Ok(Dispatched::NotNeeded("no such job"));
+    let Some(job) = stored_job(ports, job_id).await? else {
+        return Ok(Dispatched::NotStored);
     };
     if job.state != JobState::Queued {
         return Ok(Dispatched::NotNeeded("not queued"));
@@ -187,6 +190,32 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
             handle_launch_failure(ports, &job, &pool, failure).await
         }
     }
+}
+
+/// Pauses before each look for a job its hint outran: a write in flight
+/// lands within these, one that does not is retried by the queue.
+const ROW_WAITS_MS: [u64; 4] = [0, 10, 40, 150];
+
+/// Receives of a hint whose job is not stored after which it is dropped:
+/// the write failed, and GitHub's redelivery (or the reaper) brings the job
+/// again under an id of its own.
+pub const NOT_STORED_RECEIVES: u32 = 3;
+
+/// How long a hint whose job is not stored yet waits to be received again.
+const NOT_STORED_RETRY: Duration = Duration::from_secs(2);
+
+/// The job a hint names, looked for again over a fraction of a second when
+/// it is not there yet.
+async fn stored_job(ports: &Ports, job_id: &str) -> ServiceResult<Option<Job>> {
+    for pause in ROW_WAITS_MS {
+        if pause > 0 {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        if let Some(job) = ports.store.get_job(job_id).await? {
+            return Ok(Some(job));
+        }
+    }
+    Ok(None)
 }
 
 /// Gives a claimed job back to the queue's state without launching, saying
@@ -499,6 +528,13 @@ pub async fn handle(ports: &Ports, delivery: &Delivery) -> Settlement {
         }
     }
     match &result {
+        Ok(Dispatched::NotStored) if delivery.receive_count < NOT_STORED_RECEIVES => {
+            Settlement::RetryAfter(NOT_STORED_RETRY)
+        }
+        Ok(Dispatched::NotStored) => {
+            tracing::warn!(job_id = %delivery.job_id, receives = delivery.receive_count, "dropping a hint for a job that was never stored");
+            Settlement::Done
+        }
         Ok(Dispatched::Retry(reason)) => {
             tracing::info!(job_id = %delivery.job_id, reason, "launch will be retried");
             Settlement::RetryAfter(retry_delay(delivery.receive_count))

@@ -35,6 +35,12 @@ const REFUSAL_AUDITED_ONCE_PER: std::time::Duration = std::time::Duration::from_
 /// Takes in a job that needs a runner.
 pub async fn intake(ports: &Ports, caller: &Caller, pending: &PendingJob) -> ServiceResult<Intake> {
     let gh = &pending.job;
+    // A redelivery of a job this process queued: nothing to read or write.
+    if !pending.awaiting_approval {
+        if let Some(job_id) = ports.catalog.recent(gh.id) {
+            return Ok(Intake::Accepted { job_id });
+        }
+    }
     let Ok(repo) = RepoName::parse(&gh.repo) else {
         tracing::warn!(repo = %gh.repo, "workflow_job for a repository name pacer cannot read");
         return Ok(Intake::UnreadableRepository);
@@ -90,19 +96,36 @@ pub async fn intake(ports: &Ports, caller: &Caller, pending: &PendingJob) -> Ser
         pool_id: pool.map(|p| p.id.clone()),
         ..Job::first_seen(ports.ids.new_id(IdKind::Job, now), gh, state, now, None)
     };
-    match ports.store.insert_job(&job).await? {
+    // A queued job's row and its hint go out together: one round trip of
+    // latency, not two. Every order of their failures is safe: the
+    // orchestrator waits a moment for a row its hint outran, and drops a hint
+    // whose row never came (the write failed, or the job was known under
+    // another id); a row whose hint failed is sent once more here, else
+    // redriven by the reaper after `reaper.redrive_after`.
+    let (inserted, hinted) = if state == JobState::Queued {
+        let (inserted, hinted) = tokio::join!(
+            ports.store.insert_job(&job),
+            ports.queue.send(&job.id, None)
+        );
+        (inserted?, Some(hinted))
+    } else {
+        (ports.store.insert_job(&job).await?, None)
+    };
+    match inserted {
         Inserted::Existing(existing) => already_known(ports, caller, *existing, pending).await,
         Inserted::Created => {
             crate::failpoint::hit(crate::failpoint::Failpoint::AfterJobInsert);
-            match state {
-                JobState::Unmatched => {
-                    audit_no_pool_match(ports, caller, &job, Some(project.spec.name.clone()))
-                        .await?
+            if state == JobState::Unmatched {
+                audit_no_pool_match(ports, caller, &job, Some(project.spec.name.clone())).await?;
+            }
+            if state == JobState::Queued {
+                ports.catalog.remember(gh.id, &job.id);
+            }
+            if let Some(Err(e)) = hinted {
+                if let Err(again) = ports.queue.send(&job.id, None).await {
+                    // Stored is accepted: the reaper redrives a queued job.
+                    tracing::warn!(job_id = %job.id, error = %crate::error_text::display_chain(&again), first = %crate::error_text::display_chain(&e), "the job is stored but its queue hint failed twice; the reaper redrives it after reaper.redrive_after");
                 }
-                JobState::Queued => {
-                    ports.queue.send(&job.id, None).await?;
-                }
-                _ => {}
             }
             tracing::info!(job_id = %job.id, github_job_id = gh.id, repo = %job.repo, state = %state, "job accepted");
             Ok(Intake::Accepted { job_id: job.id })
