@@ -80,10 +80,32 @@ async fn a_warm_process_takes_in_a_job_without_reading_the_store() {
     assert_eq!(stored.state, JobState::Queued);
     assert!(stored.pool_id.is_some(), "matched to pool linux");
 
-    // A repository nobody serves: nothing read, its audit entry written.
+    // A repository nobody serves: nothing read, its first job audited, and
+    // for the next hour its next ones cost nothing at all.
     let before = w.reads();
     assert_eq!(w.deliver(3, "other/app").await, None);
     assert_eq!(w.reads() - before, 0);
+    let audited = || async {
+        let filter = pacer_shared::store::AuditFilter {
+            action: Some("job.repo_not_bound".into()),
+            ..Default::default()
+        };
+        let page = pacer_shared::store::PageRequest::first(100);
+        w.ports
+            .store
+            .list_audit(&filter, &page)
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    assert_eq!(audited().await, 1);
+    let before_calls = w.store.calls();
+    assert_eq!(w.deliver(4, "Other/App").await, None);
+    assert_eq!(w.store.calls() - before_calls, Default::default());
+    w.clock.advance(Duration::from_secs(3600));
+    assert_eq!(w.deliver(5, "other/app").await, None);
+    assert_eq!(audited().await, 2, "an hour later, audited again");
 
     // A redelivery: no store trip at all.
     let before_calls = w.store.calls();

@@ -73,7 +73,13 @@ pub struct Catalog {
     /// The GitHub job ids this process took in as queued, newest last, with
     /// pacer's job ids: a redelivery of one is answered without the store.
     recent: Mutex<Recent>,
+    /// Repositories no project serves, with when this process last audited
+    /// one of their jobs.
+    unserved: Mutex<HashMap<String, Time>>,
 }
+
+/// How long one audited delivery stands for a repository's next ones.
+const UNSERVED_AUDITED_ONCE_PER: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
 /// How many jobs taken in a process remembers.
 const RECENT_JOBS: usize = 4096;
@@ -105,7 +111,35 @@ impl Catalog {
             generation: AtomicU64::new(0),
             reading: tokio::sync::Mutex::new(()),
             recent: Mutex::new(Recent::default()),
+            unserved: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether a job of `repo`, which no project serves, is the first this
+    /// process has seen in the last hour, so the one to audit: its next ones
+    /// cost no store write. With a zero interval every one is audited.
+    pub fn first_unserved(&self, repo: &RepoName, now: Time) -> bool {
+        if self.ttl.is_zero() {
+            return true;
+        }
+        let Ok(mut seen) = self.unserved.lock() else {
+            return true;
+        };
+        let key = repo.key();
+        if seen
+            .get(&key)
+            .is_some_and(|at| now - *at < UNSERVED_AUDITED_ONCE_PER)
+        {
+            return false;
+        }
+        if seen.len() >= RECENT_JOBS {
+            seen.retain(|_, at| now - *at < UNSERVED_AUDITED_ONCE_PER);
+            if seen.len() >= RECENT_JOBS {
+                seen.clear();
+            }
+        }
+        seen.insert(key, now);
+        true
     }
 
     /// Remembers a job this process took in as queued (when it holds a copy

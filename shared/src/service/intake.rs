@@ -48,11 +48,13 @@ pub async fn intake(ports: &Ports, caller: &Caller, pending: &PendingJob) -> Ser
     // From memory in a warm process; a job pacer has already is found by
     // its insert, which GitHub's job id makes conditional.
     let Some((project, pools)) = ports.catalog.serving(ports, &repo).await? else {
-        record(ports, caller, "job.repo_not_bound", Some(&repo.to_string()), json!({
-            "github_job_id": gh.id, "labels": gh.labels,
-            "hint": "bind the repository to a project, or create an org-scoped project for its owner",
-        }))
-        .await?;
+        if ports.catalog.first_unserved(&repo, ports.clock.now()) {
+            record(ports, caller, "job.repo_not_bound", Some(&repo.to_string()), json!({
+                "github_job_id": gh.id, "labels": gh.labels,
+                "hint": "bind the repository to a project, or create an org-scoped project for its owner",
+            }))
+            .await?;
+        }
         return Ok(Intake::NotServed);
     };
     if gh.visibility.is_public() && !project.spec.allow_public_repos {
