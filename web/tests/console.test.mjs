@@ -238,6 +238,8 @@ describe('the console, as an admin and then a viewer, against pacer serve', () =
       await dialog.getByRole('button', { name: 'Create pool' }).click();
       for (const id of ['pool-subnets', 'pool-ami', 'pool-boot']) await fieldError(page, id).waitFor();
       assert.match(await fieldError(page, 'pool-subnets').innerText(), /subnet-XYZ/);
+      // Focus moves on the frame after the errors are drawn.
+      await page.waitForFunction(() => document.activeElement?.id === 'pool-subnets', null, { timeout: 5000 }).catch(() => {});
       assert.equal(await page.evaluate(() => document.activeElement?.id), 'pool-subnets', 'focus goes to the first wrong field');
       assert.deepEqual(sent, [], 'nothing is sent while a field is wrong');
       await screenshot(page, 'pool-form-errors');

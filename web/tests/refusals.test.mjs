@@ -57,6 +57,8 @@ describe("pacer's refusals, beside the field they name", () => {
       assert.equal(await answer, 422);
       await fieldError(page, 'pool-labels').waitFor();
       assert.match(await fieldError(page, 'pool-labels').innerText(), /invisible formatting character/);
+      // Focus moves on the frame after the error is drawn.
+      await page.waitForFunction(() => document.activeElement?.id === 'pool-labels', null, { timeout: 5000 }).catch(() => {});
       assert.equal(await page.evaluate(() => document.activeElement?.id), 'pool-labels', 'focus goes to the refused field');
     });
   });
