@@ -98,39 +98,38 @@ pub async fn intake(ports: &Ports, caller: &Caller, pending: &PendingJob) -> Ser
         pool_id: pool.map(|p| p.id.clone()),
         ..Job::first_seen(ports.ids.new_id(IdKind::Job, now), gh, state, now, None)
     };
-    // A queued job's row and its hint go out together: one round trip of
-    // latency, not two. Every order of their failures is safe: the
-    // orchestrator waits a moment for a row its hint outran, and drops a hint
-    // whose row never came (the write failed, or the job was known under
-    // another id); a row whose hint failed is sent once more here, else
-    // redriven by the reaper after `reaper.redrive_after`.
-    let (inserted, hinted) = if state == JobState::Queued {
-        let (inserted, hinted) = tokio::join!(
-            ports.store.insert_job(&job),
-            ports.queue.send(&job.id, None)
-        );
-        (inserted?, Some(hinted))
-    } else {
-        (ports.store.insert_job(&job).await?, None)
-    };
-    match inserted {
+    // The row first, then its hint. Sending both at once would save a round
+    // trip (the orchestrator already copes with a hint that outruns its
+    // row), but under the burst test's load the re-deliveries of early hints
+    // bunched launches together; that waits for a measured design.
+    match ports.store.insert_job(&job).await? {
         Inserted::Existing(existing) => already_known(ports, caller, *existing, pending).await,
         Inserted::Created => {
             crate::failpoint::hit(crate::failpoint::Failpoint::AfterJobInsert);
-            if state == JobState::Unmatched {
-                audit_no_pool_match(ports, caller, &job, Some(project.spec.name.clone())).await?;
-            }
-            if state == JobState::Queued {
-                ports.catalog.remember(gh.id, &job.id);
-            }
-            if let Some(Err(e)) = hinted {
-                if let Err(again) = ports.queue.send(&job.id, None).await {
-                    // Stored is accepted: the reaper redrives a queued job.
-                    tracing::warn!(job_id = %job.id, error = %crate::error_text::display_chain(&again), first = %crate::error_text::display_chain(&e), "the job is stored but its queue hint failed twice; the reaper redrives it after reaper.redrive_after");
+            match state {
+                JobState::Unmatched => {
+                    audit_no_pool_match(ports, caller, &job, Some(project.spec.name.clone()))
+                        .await?
                 }
+                JobState::Queued => {
+                    ports.catalog.remember(gh.id, &job.id);
+                    send_hint(ports, &job.id).await;
+                }
+                _ => {}
             }
             tracing::info!(job_id = %job.id, github_job_id = gh.id, repo = %job.repo, state = %state, "job accepted");
             Ok(Intake::Accepted { job_id: job.id })
+        }
+    }
+}
+
+/// Sends a stored job's queue hint, once more if the first send fails. A
+/// stored job is accepted either way: the reaper redrives a queued job
+/// whose hint never went out, after `reaper.redrive_after`.
+async fn send_hint(ports: &Ports, job_id: &str) {
+    if let Err(first) = ports.queue.send(job_id, None).await {
+        if let Err(again) = ports.queue.send(job_id, None).await {
+            tracing::warn!(job_id, error = %crate::error_text::display_chain(&again), first = %crate::error_text::display_chain(&first), "the job is stored but its queue hint failed twice; the reaper redrives it after reaper.redrive_after");
         }
     }
 }
