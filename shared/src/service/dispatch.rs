@@ -40,8 +40,8 @@ pub enum Dispatched {
     },
     /// The job needs no runner (gone, not queued, claimed elsewhere, failed for good).
     NotNeeded(&'static str),
-    /// No job has the id: its row may still be on its way (the webhook
-    /// writes it and sends its hint at once), or its write failed.
+    /// No job has the id: a stale or stray message, or a row still on its
+    /// way (a writer whose hint went out with, not after, its write).
     NotStored,
     /// The pool is full; the job is queued again and will be re-enqueued
     /// when capacity frees.
@@ -192,8 +192,10 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
     }
 }
 
-/// Pauses before each look for a job its hint outran: a write in flight
-/// lands within these, one that does not is retried by the queue.
+/// Pauses before each look for a job that is not there: a write in flight
+/// lands within these, one that does not is retried by the queue. The
+/// webhook writes before it sends, so today only a stray message waits
+/// them out; they let a writer send and write at once.
 const ROW_WAITS_MS: [u64; 4] = [0, 10, 40, 150];
 
 /// Receives of a hint whose job is not stored after which it is dropped:
