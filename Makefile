@@ -96,7 +96,7 @@ test-build-once:
 ## pacer`, as `make run` builds it (and leaves it ready), must hold none.
 ## The check reads the debug binary: a feature compiled out is out of a
 ## release build too, which differs only in optimisation.
-FAILPOINT_STRINGS := PACER_FAILPOINTS after_job_insert after_launch after_jit_mint
+FAILPOINT_STRINGS := PACER_FAILPOINTS after_job_insert after_hint_sent after_launch after_jit_mint
 .PHONY: test-no-failpoints
 test-no-failpoints:
 	$(CARGO) build --workspace --bins

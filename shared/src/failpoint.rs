@@ -15,6 +15,10 @@ pub enum Failpoint {
     /// A queued job is stored and its hint sent (an in-process queue loses
     /// the hint with the process).
     AfterJobInsert,
+    /// A queued job's hint is sent while its row is being written (a queue
+    /// service's send goes out beside the write): the row may or may not be
+    /// there.
+    AfterHintSent,
     /// RunInstances succeeded, the runner record not yet updated.
     AfterLaunch,
     /// GitHub issued a JIT config, the runner not yet marked registered.
@@ -44,6 +48,7 @@ mod armed {
         pub fn name(self) -> &'static str {
             match self {
                 Failpoint::AfterJobInsert => "after_job_insert",
+                Failpoint::AfterHintSent => "after_hint_sent",
                 Failpoint::AfterLaunch => "after_launch",
                 Failpoint::AfterJitMint => "after_jit_mint",
             }

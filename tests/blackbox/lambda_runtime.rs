@@ -168,3 +168,116 @@ async fn a_function_with_a_bad_setting_stops_at_boot_naming_the_variable() {
     assert!(!ok, "the process fails");
     assert!(printed.contains("PACER_DATABASE_ENGINE"), "{printed}");
 }
+
+/// The webhook function on DynamoDB and SQS, killed at `failpoint` while it
+/// takes in a queued job: after it, GitHub counts the delivery failed and
+/// redelivers it to a fresh function, and whatever had landed, the job
+/// runs exactly once.
+async fn a_webhook_function_killed_at(failpoint: &str) {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use pacer_shared::queue::Queue as _;
+    use pacer_shared::queue::sqs::SqsQueue;
+    use pacer_shared::service::Ports;
+    use pacer_shared::service::dispatch::{Dispatched, dispatch};
+    use pacer_shared::store::dynamodb::DynamoStore;
+    use pacer_shared::store::{JobStore as _, PageRequest, RunnerStore as _};
+    use pacer_test_support::lambda_runtime::TABLE;
+
+    // Given a deployment serving acme/app, and a delivery of its job 61
+    let deployment = Deployment::start(WEBHOOK_SECRET).await;
+    let store = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&deployment.sdk),
+        TABLE.into(),
+    ));
+    crate::support::seed_acme(&*store, 5, chrono::Utc::now()).await;
+    let body = serde_json::to_string(&crate::support::queued_payload(
+        61,
+        "acme/app",
+        &["self-hosted", "linux"],
+    ))
+    .unwrap();
+    let signature = pacer_shared::github::webhook::sign(WEBHOOK_SECRET.as_bytes(), body.as_bytes());
+    let delivery = github_delivery("workflow_job", &body, &signature, "192.0.2.44");
+    let config = deployment.config_for(Function::Webhook);
+
+    // When the function dies at the failpoint
+    let runtime = RuntimeApi::start().await;
+    let mut env = lambda_env(&runtime, "webhook", &config);
+    env.push(("PACER_FAILPOINTS".into(), failpoint.into()));
+    let mut dying = spawn("webhook", &env);
+    let id = runtime.queue(delivery.clone());
+    let mut status = None;
+    for _ in 0..600 {
+        status = dying.exited();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let status = status.expect("the function died at the failpoint");
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        runtime.answer(&id, Duration::ZERO).await.is_none(),
+        "GitHub got no answer"
+    );
+
+    // And GitHub redelivers to a fresh function
+    let runtime = RuntimeApi::start().await;
+    let _fresh = spawn("webhook", &lambda_env(&runtime, "webhook", &config));
+    let (status, answer) = status_and_body(&runtime.invoke(delivery).await);
+    assert_eq!(status, 202, "{answer}");
+
+    // Then the orchestrator, given every hint on the queue, launches once
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(SqsQueue::new(
+        aws_sdk_sqs::Client::new(&deployment.sdk),
+        deployment.queue_url.clone(),
+    ));
+    let ports = Ports {
+        store: store.clone(),
+        queue: queue.clone(),
+        ..crate::support::local_ports(dir.path()).0
+    };
+    let mut outcomes = Vec::new();
+    loop {
+        let batch = queue.receive(10, Duration::from_millis(10)).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for hint in batch {
+            outcomes.push(dispatch(&ports, &hint.job_id).await.unwrap());
+            queue.ack(&hint).await.unwrap();
+        }
+    }
+    let launched = outcomes
+        .iter()
+        .filter(|o| matches!(o, Dispatched::Launched { .. }))
+        .count();
+    assert_eq!(launched, 1, "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| matches!(
+            o,
+            Dispatched::Launched { .. } | Dispatched::NotStored | Dispatched::NotNeeded(_)
+        )),
+        "{outcomes:?}"
+    );
+    let job = store.job_by_github_id(61).await.unwrap().expect("one job");
+    assert_eq!(job.attempts, 1, "{job:?}");
+    let runners = store
+        .list_runners(&Default::default(), &PageRequest::first(100))
+        .await
+        .unwrap();
+    assert_eq!(runners.items.len(), 1, "{runners:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_function_killed_once_its_job_is_stored_loses_nothing_on_dynamodb() {
+    a_webhook_function_killed_at("after_job_insert").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_function_killed_once_its_hint_is_sent_loses_nothing_on_dynamodb() {
+    a_webhook_function_killed_at("after_hint_sent").await;
+}

@@ -202,6 +202,13 @@ impl Job {
     /// Applies an allowed transition in memory: what a store writes,
     /// conditional on the job still being in `self.state`.
     pub fn apply(&mut self, to: JobState, cause: TransitionCause, changes: &JobChanges, at: Time) {
+        // One of pacer's runners took a job its launcher had not yet marked
+        // starting (an instance that boots faster than the launcher's next
+        // write): that launch is the attempt the `starting` step would have
+        // counted, and that step will now be refused.
+        let launch_overtaken = self.state == JobState::Claimed
+            && to.rank() > JobState::Starting.rank()
+            && changes.runner_id.is_some();
         self.state = to;
         self.updated_at = at;
         let set = |field: &mut Option<String>, value: &Option<String>| {
@@ -215,7 +222,7 @@ impl Job {
         set(&mut self.runner_name, &changes.runner_name);
         set(&mut self.conclusion, &changes.conclusion);
         set(&mut self.failure_reason, &changes.failure_reason);
-        if changes.count_attempt {
+        if changes.count_attempt || launch_overtaken {
             self.attempts += 1;
         }
         self.waiting_for_capacity = changes.waiting_for_capacity;
@@ -253,6 +260,39 @@ mod tests {
         );
         assert!(!transition_allowed(Running, Queued, Webhook));
         assert!(!transition_allowed(Running, Starting, Webhook));
+    }
+
+    #[test]
+    fn a_launch_overtaken_by_its_runner_still_counts_one_attempt() {
+        let t = crate::store::conformance::t0();
+        let runner = |id: &str| JobChanges {
+            runner_id: Some(id.into()),
+            ..Default::default()
+        };
+        // Given a claimed job whose runner reports in_progress before the
+        // launcher marks it starting
+        let mut job = crate::store::conformance::job(7, "acme/app", t);
+        job.apply(Claimed, Orchestrator, &JobChanges::default(), t);
+        job.apply(Running, Webhook, &runner("run_1"), t);
+        assert_eq!(job.attempts, 1, "the launch counted");
+
+        // The usual path counts it once, at starting
+        let mut usual = crate::store::conformance::job(8, "acme/app", t);
+        usual.apply(Claimed, Orchestrator, &JobChanges::default(), t);
+        let starting = JobChanges {
+            count_attempt: true,
+            ..runner("run_2")
+        };
+        usual.apply(Starting, Orchestrator, &starting, t);
+        usual.apply(Running, Webhook, &runner("run_2"), t);
+        assert_eq!(usual.attempts, 1, "counted at starting only");
+
+        // A job taken from the queue by a runner pacer did not launch for it
+        // (no runner of ours named) is no attempt
+        let mut elsewhere = crate::store::conformance::job(9, "acme/app", t);
+        elsewhere.apply(Claimed, Orchestrator, &JobChanges::default(), t);
+        elsewhere.apply(Running, Webhook, &JobChanges::default(), t);
+        assert_eq!(elsewhere.attempts, 0);
     }
 
     #[test]

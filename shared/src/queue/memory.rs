@@ -83,6 +83,10 @@ impl Queue for MemoryQueue {
         "memory"
     }
 
+    fn sends_remotely(&self) -> bool {
+        false
+    }
+
     async fn send(&self, job_id: &str, delay: Option<Duration>) -> QueueResult<()> {
         self.calls.count(Call::QueueSend);
         let message = Message {

@@ -36,6 +36,12 @@ pub type QueueResult<T> = Result<T, QueueError>;
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
     fn engine(&self) -> &'static str;
+    /// Whether a send is a round trip to a service (SQS): worth starting
+    /// beside other I/O instead of after it. An in-process send costs
+    /// nothing, and its receiver may run before the sender's next step.
+    fn sends_remotely(&self) -> bool {
+        true
+    }
     /// Asks for `job_id` to be looked at (after `delay`, if any).
     async fn send(&self, job_id: &str, delay: Option<Duration>) -> QueueResult<()>;
     /// Up to `max` messages, waiting up to `wait` for the first. A received

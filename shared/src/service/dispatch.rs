@@ -40,8 +40,8 @@ pub enum Dispatched {
     },
     /// The job needs no runner (gone, not queued, claimed elsewhere, failed for good).
     NotNeeded(&'static str),
-    /// No job has the id: a stale or stray message, or a row still on its
-    /// way (a writer whose hint went out with, not after, its write).
+    /// No job has the id: a row still on its way (the webhook sends a hint
+    /// beside its write), a write that failed, or a stray message.
     NotStored,
     /// The pool is full; the job is queued again and will be re-enqueued
     /// when capacity frees.
@@ -193,9 +193,9 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
 }
 
 /// Pauses before each look for a job that is not there: a write in flight
-/// lands within these, one that does not is retried by the queue. The
-/// webhook writes before it sends, so today only a stray message waits
-/// them out; they let a writer send and write at once.
+/// lands within these, one that does not is retried by the queue. A
+/// webhook whose queue is a service (SQS) sends the hint beside the row's
+/// write, so its hint may come first.
 const ROW_WAITS_MS: [u64; 4] = [0, 10, 40, 150];
 
 /// Receives of a hint whose job is not stored after which it is dropped:

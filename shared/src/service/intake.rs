@@ -98,24 +98,11 @@ pub async fn intake(ports: &Ports, caller: &Caller, pending: &PendingJob) -> Ser
         pool_id: pool.map(|p| p.id.clone()),
         ..Job::first_seen(ports.ids.new_id(IdKind::Job, now), gh, state, now, None)
     };
-    // The row first, then its hint. Sending both at once would save a round
-    // trip (the orchestrator already copes with a hint that outruns its
-    // row), but under the burst test's load the re-deliveries of early hints
-    // bunched launches together; that waits for a measured design.
-    match ports.store.insert_job(&job).await? {
+    match write_with_hint(ports, &job).await? {
         Inserted::Existing(existing) => already_known(ports, caller, *existing, pending).await,
         Inserted::Created => {
-            crate::failpoint::hit(crate::failpoint::Failpoint::AfterJobInsert);
-            match state {
-                JobState::Unmatched => {
-                    audit_no_pool_match(ports, caller, &job, Some(project.spec.name.clone()))
-                        .await?
-                }
-                JobState::Queued => {
-                    ports.catalog.remember(gh.id, &job.id);
-                    send_hint(ports, &job.id).await;
-                }
-                _ => {}
+            if state == JobState::Unmatched {
+                audit_no_pool_match(ports, caller, &job, Some(project.spec.name.clone())).await?;
             }
             tracing::info!(job_id = %job.id, github_job_id = gh.id, repo = %job.repo, state = %state, "job accepted");
             Ok(Intake::Accepted { job_id: job.id })
@@ -123,14 +110,70 @@ pub async fn intake(ports: &Ports, caller: &Caller, pending: &PendingJob) -> Ser
     }
 }
 
-/// Sends a stored job's queue hint, once more if the first send fails. A
-/// stored job is accepted either way: the reaper redrives a queued job
-/// whose hint never went out, after `reaper.redrive_after`.
-async fn send_hint(ports: &Ports, job_id: &str) {
-    if let Err(first) = ports.queue.send(job_id, None).await {
-        if let Err(again) = ports.queue.send(job_id, None).await {
-            tracing::warn!(job_id, error = %crate::error_text::display_chain(&again), first = %crate::error_text::display_chain(&first), "the job is stored but its queue hint failed twice; the reaper redrives it after reaper.redrive_after");
+/// Writes a new job's row and, for a queued job, sends its hint.
+///
+/// A queue service's send is a round trip, so it goes out beside the write
+/// rather than after it; no order of failures loses the job or runs it
+/// twice:
+/// - the hint arrives before the row: the orchestrator looks again
+///   ([`super::dispatch`], `Dispatched::NotStored`);
+/// - the write fails after the send: the webhook answers an error, so
+///   GitHub counts the delivery failed; the hint finds no row and is
+///   dropped after a few receives;
+/// - the send fails after the write: it is sent once more, and the reaper
+///   redrives a queued job whose hint never went out;
+/// - the row was there already (a redelivery): the extra hint finds the job
+///   claimed or further on, and the orchestrator leaves it.
+///
+/// An in-process send costs nothing and its receiver could run before the
+/// row lands, so there the row goes first.
+async fn write_with_hint(ports: &Ports, job: &Job) -> ServiceResult<Inserted> {
+    use crate::failpoint::{Failpoint, hit};
+    if job.state != JobState::Queued {
+        return Ok(ports.store.insert_job(job).await?);
+    }
+    let inserted = if ports.queue.sends_remotely() {
+        let hint = async {
+            let sent = ports.queue.send(&job.id, None).await;
+            hit(Failpoint::AfterHintSent);
+            sent
+        };
+        let (inserted, sent) = tokio::join!(ports.store.insert_job(job), hint);
+        let inserted = inserted?;
+        if matches!(inserted, Inserted::Created) {
+            if let Err(first) = sent {
+                send_hint(ports, &job.id, Some(first)).await;
+            }
         }
+        inserted
+    } else {
+        let inserted = ports.store.insert_job(job).await?;
+        if matches!(inserted, Inserted::Created) {
+            send_hint(ports, &job.id, None).await;
+        }
+        inserted
+    };
+    if matches!(inserted, Inserted::Created) {
+        hit(Failpoint::AfterJobInsert);
+        ports.catalog.remember(job.github_job_id, &job.id);
+    }
+    Ok(inserted)
+}
+
+/// Sends a stored job's queue hint, once more if the first send fails
+/// (`failed`: a first send that already did). A stored job is accepted
+/// either way: the reaper redrives a queued job whose hint never went out,
+/// after `reaper.redrive_after`.
+async fn send_hint(ports: &Ports, job_id: &str, failed: Option<crate::queue::QueueError>) {
+    let first = match failed {
+        Some(e) => e,
+        None => match ports.queue.send(job_id, None).await {
+            Ok(()) => return,
+            Err(e) => e,
+        },
+    };
+    if let Err(again) = ports.queue.send(job_id, None).await {
+        tracing::warn!(job_id, error = %crate::error_text::display_chain(&again), first = %crate::error_text::display_chain(&first), "the job is stored but its queue hint failed twice; the reaper redrives it after reaper.redrive_after");
     }
 }
 
