@@ -97,6 +97,7 @@ impl Job {
             failure_reason: None,
             usage: None,
             waiting_for_capacity: false,
+            version: 0,
             transitions: vec![Transition {
                 state,
                 at: now,

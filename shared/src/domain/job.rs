@@ -178,6 +178,11 @@ pub struct Job {
     /// transition clears it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub waiting_for_capacity: bool,
+    /// Counts the job's writes: each is conditional on the state and the
+    /// version read, so a writer holding an older copy (one the job left and
+    /// came back to the same state since) never erases another's changes.
+    #[serde(default)]
+    pub version: u64,
     pub created_at: Time,
     pub updated_at: Time,
 }
@@ -211,6 +216,7 @@ impl Job {
             && changes.runner_id.is_some();
         self.state = to;
         self.updated_at = at;
+        self.version += 1;
         let set = |field: &mut Option<String>, value: &Option<String>| {
             if value.is_some() {
                 field.clone_from(value);

@@ -21,7 +21,7 @@ use super::budgets;
 use super::capacity;
 use super::jobs::{Advanced, advance, mark_starting};
 use super::runner_moves::update_runner;
-use super::{Caller, Ports, ServiceError, ServiceResult};
+use super::{Caller, Ports, ServiceError, ServiceResult, Which};
 use crate::auth::callback_token::{self, Claims};
 use crate::config::Secret;
 use crate::domain::cost::volume_per_hour;
@@ -106,18 +106,18 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
         if !told {
             let claimed = advance(
                 ports,
-                job_id,
+                &job,
                 JobState::Claimed,
                 TransitionCause::Orchestrator,
                 &JobChanges::default(),
             )
             .await?;
-            if let Advanced::Moved(_) = claimed {
+            if let Advanced::Moved(claimed) = claimed {
                 let why = JobChanges {
                     note: Some(note),
                     ..Default::default()
                 };
-                hand_back(ports, job_id, &why).await?;
+                hand_back(ports, &*claimed, &why).await?;
             }
         }
         return Ok(Dispatched::Held);
@@ -126,7 +126,7 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
     let was_waiting = job.waiting_for_capacity;
     let job = match advance(
         ports,
-        job_id,
+        &job,
         JobState::Claimed,
         TransitionCause::Orchestrator,
         &JobChanges::default(),
@@ -142,7 +142,7 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
             waiting_for_capacity: true,
             ..Default::default()
         };
-        hand_back(ports, job_id, &note).await?;
+        hand_back(ports, &job, &note).await?;
         // A slot may have freed between the reservation and the hand-back,
         // and its releaser found nothing queued: look once more.
         if capacity::has_room(ports, &pool.id).await? {
@@ -222,10 +222,14 @@ async fn stored_job(ports: &Ports, job_id: &str) -> ServiceResult<Option<Job>> {
 
 /// Gives a claimed job back to the queue's state without launching, saying
 /// why; the caller decides when it is looked at again.
-async fn hand_back(ports: &Ports, job_id: &str, why: &JobChanges) -> ServiceResult<Advanced> {
+async fn hand_back<'a>(
+    ports: &Ports,
+    which: impl Into<Which<'a, Job>>,
+    why: &JobChanges,
+) -> ServiceResult<Advanced> {
     advance(
         ports,
-        job_id,
+        which,
         JobState::Queued,
         TransitionCause::Orchestrator,
         why,
@@ -342,14 +346,7 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
             return Err(LaunchFailure::Fleet(e));
         }
     };
-    mark_starting(
-        ports,
-        &job.id,
-        &runner_id,
-        TransitionCause::Orchestrator,
-        None,
-    )
-    .await?;
+    mark_starting(ports, job, &runner_id, TransitionCause::Orchestrator, None).await?;
     // A quote never blocks a launch: `None` when prices are unavailable.
     let price = ports
         .pricing
@@ -365,7 +362,7 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
     );
     // The instance may already have called back; the launch facts go on
     // whatever state the runner reached.
-    update_runner(ports, &runner_id, |current| {
+    update_runner(ports, &runner, |current| {
         current.instance_id = Some(launched.instance_id.clone());
         current.instance_type = Some(launched.instance_type.clone());
         current

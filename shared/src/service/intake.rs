@@ -193,7 +193,7 @@ async fn already_known(
         };
         if let Advanced::Moved(moved) = advance(
             ports,
-            &job.id,
+            &job,
             to,
             TransitionCause::Webhook,
             &JobChanges::default(),

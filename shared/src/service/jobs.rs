@@ -2,12 +2,14 @@
 //!
 //! Every state change goes through [`advance`]: it asks the domain whether
 //! the move is allowed for its cause, then writes it conditionally on the
-//! state it read; a lost race re-reads and asks again. A move that is not
-//! allowed (late, repeated, backwards) is reported, never applied.
+//! state and version it read; a lost race re-reads and asks again. A move
+//! that is not allowed (late, repeated, backwards) is reported, never
+//! applied. A caller that holds a copy of the job it read or wrote moments
+//! ago passes it (a [`Which::Copy`]) and saves the read.
 
 use serde::Serialize;
 
-use super::{Ports, ServiceError, ServiceResult};
+use super::{Ports, ServiceError, ServiceResult, Which};
 use crate::domain::job::{JobChanges, transition_allowed};
 use crate::domain::{Job, JobState, Runner, TransitionCause};
 use crate::store::{JobFilter, Page, PageRequest, StoreError};
@@ -22,37 +24,37 @@ pub enum Advanced {
     NotFound,
 }
 
-/// Moves job `id` to `to` if `cause` may, applying `changes` with it.
-pub async fn advance(
+/// Moves a job to `to` if `cause` may, applying `changes` with it.
+pub async fn advance<'a>(
     ports: &Ports,
-    id: &str,
+    which: impl Into<Which<'a, Job>>,
     to: JobState,
     cause: TransitionCause,
     changes: &JobChanges,
 ) -> ServiceResult<Advanced> {
-    advance_inner(ports, id, None, to, cause, changes).await
+    advance_inner(ports, which.into(), None, to, cause, changes).await
 }
 
 /// Like [`advance`], but only from `from`: for a step that is right only
 /// where the caller left the job (say `claimed → starting`, which must not
 /// happen to a job someone else handed back to the queue meanwhile).
-pub async fn advance_from(
+pub async fn advance_from<'a>(
     ports: &Ports,
-    id: &str,
+    which: impl Into<Which<'a, Job>>,
     from: JobState,
     to: JobState,
     cause: TransitionCause,
     changes: &JobChanges,
 ) -> ServiceResult<Advanced> {
-    advance_if(ports, id, |job| job.state == from, to, cause, changes).await
+    advance_if(ports, which, |job| job.state == from, to, cause, changes).await
 }
 
 /// A claimed job is starting on `runner_id`'s instance (one more attempt
 /// counted) — unless the runner already failed and handed the job back to
 /// the queue, which this must not undo.
-pub async fn mark_starting(
+pub async fn mark_starting<'a>(
     ports: &Ports,
-    id: &str,
+    which: impl Into<Which<'a, Job>>,
     runner_id: &str,
     cause: TransitionCause,
     note: Option<String>,
@@ -65,7 +67,7 @@ pub async fn mark_starting(
     };
     advance_from(
         ports,
-        id,
+        which,
         JobState::Claimed,
         JobState::Starting,
         cause,
@@ -77,20 +79,20 @@ pub async fn mark_starting(
 /// Like [`advance`], but only while `still` holds for the job as read
 /// fresh: for a decision made on an earlier snapshot (the reaper's), which
 /// must not apply to a job that moved on meanwhile.
-pub async fn advance_if(
+pub async fn advance_if<'a>(
     ports: &Ports,
-    id: &str,
+    which: impl Into<Which<'a, Job>>,
     still: impl Fn(&Job) -> bool + Sync,
     to: JobState,
     cause: TransitionCause,
     changes: &JobChanges,
 ) -> ServiceResult<Advanced> {
-    advance_inner(ports, id, Some(&still), to, cause, changes).await
+    advance_inner(ports, which.into(), Some(&still), to, cause, changes).await
 }
 
 async fn advance_inner(
     ports: &Ports,
-    id: &str,
+    which: Which<'_, Job>,
     still: Option<&(dyn Fn(&Job) -> bool + Sync)>,
     to: JobState,
     cause: TransitionCause,
@@ -98,12 +100,21 @@ async fn advance_inner(
 ) -> ServiceResult<Advanced> {
     // A handful of lost races in a row means heavy contention on one job;
     // each retry re-reads, so the answer stays correct.
+    let id = which.id();
+    let mut copy = which.copy();
     for _ in 0..8 {
-        let Some(job) = ports.store.get_job(id).await? else {
-            return Ok(Advanced::NotFound);
+        let (job, fresh) = match copy.take() {
+            Some(job) => (job, false),
+            None => match ports.store.get_job(id).await? {
+                Some(job) => (job, true),
+                None => return Ok(Advanced::NotFound),
+            },
         };
         if still.is_some_and(|holds| !holds(&job)) || !transition_allowed(job.state, to, cause) {
-            return Ok(Advanced::Refused(Box::new(job)));
+            if fresh {
+                return Ok(Advanced::Refused(Box::new(job)));
+            }
+            continue;
         }
         let from = job.state;
         let mut moved = job;

@@ -51,6 +51,75 @@ impl Caller {
     }
 }
 
+/// Which job or runner a change is for: named by id (read fresh), or a
+/// copy the caller read or wrote moments ago. A copy is tried first, saving
+/// the read; one someone has written since is refused on its version and
+/// the record read afresh, and only a fresh copy may refuse the change.
+pub enum Which<'a, T> {
+    Id(&'a str),
+    Copy(&'a T),
+}
+
+impl<T> Clone for Which<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Which<'_, T> {}
+
+/// A record [`Which`] can name.
+pub trait Record: Clone {
+    fn id(&self) -> &str;
+}
+
+impl Record for crate::domain::Job {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Record for crate::domain::Runner {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl<T: Record> Which<'_, T> {
+    pub fn id(&self) -> &str {
+        match self {
+            Which::Id(id) => id,
+            Which::Copy(record) => record.id(),
+        }
+    }
+
+    /// The copy to try first, if any.
+    fn copy(&self) -> Option<T> {
+        match self {
+            Which::Copy(record) => Some((*record).clone()),
+            Which::Id(_) => None,
+        }
+    }
+}
+
+impl<'a, T> From<&'a str> for Which<'a, T> {
+    fn from(id: &'a str) -> Self {
+        Which::Id(id)
+    }
+}
+
+impl<'a, T> From<&'a String> for Which<'a, T> {
+    fn from(id: &'a String) -> Self {
+        Which::Id(id)
+    }
+}
+
+impl<'a, T: Record> From<&'a T> for Which<'a, T> {
+    fn from(record: &'a T) -> Self {
+        Which::Copy(record)
+    }
+}
+
 /// The ports the use cases run on, chosen by `main` from config.
 #[derive(Clone)]
 pub struct Ports {

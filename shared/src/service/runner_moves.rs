@@ -3,28 +3,37 @@
 //! between. Moving a runner out of a live state gives its pool's capacity
 //! back, exactly once: whoever wins the move releases it.
 
-use super::{Ports, ServiceError, ServiceResult};
+use super::{Ports, ServiceError, ServiceResult, Which};
 use super::{capacity, usage};
 use crate::domain::{Runner, RunnerState};
 use crate::store::StoreError;
 
-/// Every change to a runner: re-reads it, lets `edit` change the fresh copy
-/// (returning `false` leaves it alone), and writes it conditionally on the
-/// version read, retrying when another writer got in between — so no
-/// writer ever erases another's fields. Returns the state it was in and the
-/// runner as written, or `None` if it is gone or `edit` declined.
-pub(crate) async fn update_runner(
+/// Every change to a runner: lets `edit` change a fresh copy (returning
+/// `false` leaves it alone), and writes it conditionally on the version
+/// read, retrying when another writer got in between — so no writer ever
+/// erases another's fields. Returns the state it was in and the runner as
+/// written, or `None` if it is gone or `edit` declined.
+pub(crate) async fn update_runner<'a>(
     ports: &Ports,
-    runner_id: &str,
+    which: impl Into<Which<'a, Runner>>,
     mut edit: impl FnMut(&mut Runner) -> bool,
 ) -> ServiceResult<Option<(RunnerState, Runner)>> {
+    let which = which.into();
+    let mut copy = which.copy();
     for _ in 0..16 {
-        let Some(mut runner) = ports.store.get_runner(runner_id).await? else {
-            return Ok(None);
+        let (mut runner, fresh) = match copy.take() {
+            Some(runner) => (runner, false),
+            None => match ports.store.get_runner(which.id()).await? {
+                Some(runner) => (runner, true),
+                None => return Ok(None),
+            },
         };
         let from = runner.state;
         if !edit(&mut runner) {
-            return Ok(None);
+            if fresh {
+                return Ok(None);
+            }
+            continue;
         }
         runner.version += 1;
         runner.updated_at = ports.clock.now();
@@ -35,20 +44,21 @@ pub(crate) async fn update_runner(
         }
     }
     Err(ServiceError::Conflict(format!(
-        "runner {runner_id} kept changing; try again"
+        "runner {} kept changing; try again",
+        which.id()
     )))
 }
 
 /// Moves a live runner to `to`, writing what its life cost; whoever
 /// succeeds releases its capacity and settles the job it ran. Returns the
 /// runner as written, or `None` if it was not live any more.
-pub(crate) async fn finish(
+pub(crate) async fn finish<'a>(
     ports: &Ports,
-    runner_id: &str,
+    which: impl Into<Which<'a, Runner>>,
     to: RunnerState,
     edit: impl Fn(&mut Runner),
 ) -> ServiceResult<Option<Runner>> {
-    let ended = update_runner(ports, runner_id, |runner| {
+    let ended = update_runner(ports, which, |runner| {
         if !runner.state.is_live() {
             return false;
         }

@@ -17,7 +17,7 @@ use super::{Caller, Ports, ServiceError, ServiceResult};
 use crate::auth::callback_token::{self, Claims, TokenError};
 use crate::domain::job::JobChanges;
 use crate::domain::labels::offered_labels;
-use crate::domain::{JobState, RepoName, Runner, RunnerState, Scope, TransitionCause};
+use crate::domain::{JobState, Project, RepoName, Runner, RunnerState, Scope, TransitionCause};
 use crate::github::{JitRequest, RunnerTarget};
 use crate::store::{Page, PageRequest, RunnerFilter, StoreError};
 
@@ -123,6 +123,15 @@ pub(crate) async fn github_target(
         .get_project(&runner.project_id)
         .await?
         .ok_or(ServiceError::NotFound("project"))?;
+    github_target_of(ports, runner, &project).await
+}
+
+/// [`github_target`] of a runner of `project`, already read.
+async fn github_target_of(
+    ports: &Ports,
+    runner: &Runner,
+    project: &Project,
+) -> ServiceResult<(i64, RunnerTarget, i64)> {
     let job = match &runner.job_id {
         Some(id) => ports.store.get_job(id).await?,
         None => None,
@@ -176,7 +185,8 @@ pub async fn register(
         .get_project(&runner.project_id)
         .await?
         .ok_or(ServiceError::NotFound("project"))?;
-    let (installation_id, target, runner_group_id) = github_target(ports, &runner).await?;
+    let (installation_id, target, runner_group_id) =
+        github_target_of(ports, &runner, &project).await?;
     let os = body
         .os
         .filter(|o| o == "linux" || o == "osx" || o == "win")
@@ -232,7 +242,7 @@ pub async fn register(
     };
     crate::failpoint::hit(crate::failpoint::Failpoint::AfterJitMint);
     let now = ports.clock.now();
-    let registered = update_runner(ports, &runner.id, |r| {
+    let registered = update_runner(ports, &runner, |r| {
         if r.state != RunnerState::Pending {
             return false;
         }
@@ -270,7 +280,7 @@ pub async fn register(
 /// `/complete`: the runner's job is over. Idempotent.
 pub async fn complete(ports: &Ports, token: &str) -> Result<(), CallbackError> {
     let (_, runner) = authenticate(ports, token).await?;
-    if let Some(done) = finish(ports, &runner.id, RunnerState::Done, |_| {}).await? {
+    if let Some(done) = finish(ports, &runner, RunnerState::Done, |_| {}).await? {
         tracing::info!(runner_id = %done.id, "runner completed");
     }
     Ok(())

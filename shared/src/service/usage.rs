@@ -47,6 +47,7 @@ pub(crate) async fn settle(
     ports.store.add_usage(&contribution).await?;
     let mut settled = job.clone();
     settled.usage = Some(usage);
+    settled.version += 1;
     match ports.store.transition_job(job.state, &settled).await {
         Ok(()) | Err(StoreError::Stale) => Ok(()),
         Err(e) => Err(e.into()),

@@ -154,15 +154,18 @@ async fn progressed(ports: &Ports, wj: &GithubJob, to: JobState) -> ServiceResul
         ..Default::default()
     };
     if let Advanced::Refused(current) =
-        advance(ports, &job.id, to, TransitionCause::Webhook, &changes).await?
+        advance(ports, &job, to, TransitionCause::Webhook, &changes).await?
     {
         tracing::debug!(job_id = %job.id, at = %current.state, wanted = %to, "late or repeated workflow_job delivery; nothing changed");
     }
     let now = ports.clock.now();
+    // Whether the job's runner, still live, settles the job's usage itself
+    // when it ends (the job is final by then: it was written first).
+    let mut runner_settles = false;
     match (runner, to) {
         (Some(runner), JobState::Running) => {
             // The runner is busy with this job, whichever job it was launched for.
-            super::runner_moves::update_runner(ports, &runner.id, |r| {
+            super::runner_moves::update_runner(ports, &runner, |r| {
                 let busy = r.state.can_move_to(RunnerState::Busy);
                 if busy {
                     r.state = RunnerState::Busy;
@@ -176,7 +179,7 @@ async fn progressed(ports: &Ports, wj: &GithubJob, to: JobState) -> ServiceResul
         (Some(runner), JobState::Completed | JobState::Cancelled) => {
             // Its job is over: the runner should call /complete and power
             // off now; the reaper reclaims it if it does not.
-            super::runner_moves::update_runner(ports, &runner.id, |r| {
+            let marked = super::runner_moves::update_runner(ports, &runner, |r| {
                 let mark = r.state.is_live() && r.job_ended_at.is_none();
                 if mark {
                     r.job_ended_at = Some(now);
@@ -190,10 +193,12 @@ async fn progressed(ports: &Ports, wj: &GithubJob, to: JobState) -> ServiceResul
                 mark
             })
             .await?;
+            runner_settles =
+                marked.is_some_and(|(_, r)| r.ran_job_id.as_deref() == Some(job.id.as_str()));
         }
         _ => {}
     }
-    if to.is_final() {
+    if to.is_final() && !runner_settles {
         super::usage::settle(ports, &job.id, None).await?;
     }
     Ok(Outcome::Recorded)
@@ -238,7 +243,7 @@ async fn record_unseen(
         // Raced with another delivery for the same job: apply ours to it.
         advance(
             ports,
-            &existing.id,
+            &*existing,
             state,
             TransitionCause::Webhook,
             &JobChanges {

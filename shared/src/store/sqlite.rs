@@ -1073,8 +1073,9 @@ impl JobStore for SqliteStore {
         self.write(move |c| {
             let n = c
                 .execute(
-                    "UPDATE jobs SET state = ?2, project_id = ?3, pool_id = ?4, data = ?5 WHERE id = ?1 AND state = ?6",
-                    params![j.id, j.state.as_str(), j.project_id, j.pool_id, data, from.as_str()],
+                    "UPDATE jobs SET state = ?2, project_id = ?3, pool_id = ?4, data = ?5
+                     WHERE id = ?1 AND state = ?6 AND IFNULL(json_extract(data, '$.version'), 0) = ?7",
+                    params![j.id, j.state.as_str(), j.project_id, j.pool_id, data, from.as_str(), j.version.saturating_sub(1) as i64],
                 )
                 .map_err(backend)?;
             swapped(n)

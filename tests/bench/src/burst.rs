@@ -275,5 +275,15 @@ fn figures(sizes: &Sizes, rounds: &[Round]) -> Vec<Figure> {
                 .note(format!("{what}, per completed job of the burst")),
         );
     }
+    let store = per_job(|c| c.store_reads + c.store_writes);
+    out.push(
+        Figure::new("calls.store", median(&store), "per job")
+            .spread(half_range(&store))
+            .budget(Budget::at_most(
+                19.5,
+                "half the 39 store requests a job cost before (26 reads, 13 writes)",
+            ))
+            .note("store reads and writes together, per completed job of the burst (on DynamoDB, finding a job by GitHub id and a runner by name are two requests each: 4 more)"),
+    );
     out
 }

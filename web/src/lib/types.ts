@@ -176,7 +176,13 @@ usage: JobUsage | null, transitions: Array<Transition>,
  * message of its own: a slot freed in the pool must wake it. Any later
  * transition clears it.
  */
-waiting_for_capacity?: boolean, created_at: string, updated_at: string, };
+waiting_for_capacity?: boolean, 
+/**
+ * Counts the job's writes: each is conditional on the state and the
+ * version read, so a writer holding an older copy (one the job left and
+ * came back to the same state since) never erases another's changes.
+ */
+version: number, created_at: string, updated_at: string, };
 
 export type JobState = "unmatched" | "waiting" | "queued" | "claimed" | "starting" | "running" | "completed" | "failed" | "cancelled";
 
@@ -230,7 +236,13 @@ usage: JobUsage | null, transitions: Array<Transition>,
  * message of its own: a slot freed in the pool must wake it. Any later
  * transition clears it.
  */
-waiting_for_capacity?: boolean, created_at: string, updated_at: string, };
+waiting_for_capacity?: boolean, 
+/**
+ * Counts the job's writes: each is conditional on the state and the
+ * version read, so a writer holding an older copy (one the job left and
+ * came back to the same state since) never erases another's changes.
+ */
+version: number, created_at: string, updated_at: string, };
 
 /**
  * A runner label, lower-cased: GitHub compares labels case-insensitively,

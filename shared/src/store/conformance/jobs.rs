@@ -119,6 +119,54 @@ pub async fn job_transitions_are_conditional(store: Arc<dyn Store>) {
     );
 }
 
+/// A job that left a state and came back to it since a writer read it:
+/// that writer's copy, though in the right state, must not erase what was
+/// written meanwhile.
+pub async fn a_job_write_from_an_older_copy_in_the_same_state_is_refused(store: Arc<dyn Store>) {
+    let queued = job(3, "acme/app", at(0));
+    store.insert_job(&queued).await.unwrap();
+    let step = |from: &Job, to: JobState, changes: &JobChanges, t: i64| {
+        let mut next = from.clone();
+        next.apply(to, TransitionCause::Orchestrator, changes, at(t));
+        next
+    };
+    // Two orchestrators read the queued job; one claims it and hands it
+    // back for a full pool, leaving its mark.
+    let claimed = step(&queued, JobState::Claimed, &JobChanges::default(), 1);
+    store
+        .transition_job(JobState::Queued, &claimed)
+        .await
+        .unwrap();
+    let full = JobChanges {
+        waiting_for_capacity: true,
+        ..Default::default()
+    };
+    let handed_back = step(&claimed, JobState::Queued, &full, 2);
+    store
+        .transition_job(JobState::Claimed, &handed_back)
+        .await
+        .unwrap();
+
+    // The other's claim, from its older queued copy, is refused
+    let late = step(&queued, JobState::Claimed, &JobChanges::default(), 3);
+    assert!(matches!(
+        store.transition_job(JobState::Queued, &late).await,
+        Err(StoreError::Stale)
+    ));
+    assert_eq!(
+        store.get_job(&queued.id).await.unwrap(),
+        Some(handed_back.clone())
+    );
+
+    // And a claim from the copy as written succeeds
+    let claimed_again = step(&handed_back, JobState::Claimed, &JobChanges::default(), 4);
+    store
+        .transition_job(JobState::Queued, &claimed_again)
+        .await
+        .unwrap();
+    assert_eq!(store.get_job(&queued.id).await.unwrap().unwrap().version, 3);
+}
+
 pub async fn jobs_page_newest_first_without_gaps_or_repeats(store: Arc<dyn Store>) {
     let mut ids = Vec::new();
     for n in 0..7 {
@@ -177,6 +225,7 @@ pub async fn jobs_filter_by_state_repo_pool_and_time(store: Arc<dyn Store>) {
             fresh.pool_id = None;
             fresh.transitions.pop();
             fresh.updated_at = fresh.created_at;
+            fresh.version = 0;
             store.insert_job(&fresh).await.unwrap();
             store.transition_job(from, &j).await.unwrap();
         } else {

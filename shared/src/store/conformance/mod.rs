@@ -70,6 +70,7 @@ cases!(
     // JobStore
     inserting_a_job_twice_keeps_the_first,
     job_transitions_are_conditional,
+    a_job_write_from_an_older_copy_in_the_same_state_is_refused,
     jobs_page_newest_first_without_gaps_or_repeats,
     jobs_filter_by_state_repo_pool_and_time,
     // UserStore
@@ -196,6 +197,7 @@ pub fn job(github_job_id: i64, repo: &str, at: Time) -> Job {
         failure_reason: None,
         usage: None,
         waiting_for_capacity: false,
+        version: 0,
         transitions: vec![crate::domain::Transition {
             state: JobState::Queued,
             at,

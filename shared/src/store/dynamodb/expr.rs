@@ -68,6 +68,29 @@ impl Cond {
         })
     }
 
+    /// The item exists, is in state `from`, and is at the version before
+    /// `version` (the writer read it, changed it and counted one more write);
+    /// an item written before versions existed counts as version 0.
+    pub(super) fn in_state_before(from: &str, version: u64) -> Self {
+        let previous = version.saturating_sub(1);
+        Self::exists_and(|e| {
+            let name = e.name("version");
+            let matches_version = if previous == 0 {
+                format!(
+                    "(attribute_not_exists({name}) OR {name} = {})",
+                    e.value(n(0))
+                )
+            } else {
+                format!("{name} = {}", e.value(n(previous as i64)))
+            };
+            format!(
+                "{} = {} AND {matches_version}",
+                e.name(STATE),
+                e.value(s(from))
+            )
+        })
+    }
+
     /// A guard still owned by `owner`.
     pub(super) fn owned_by(owner: &str) -> Self {
         Self::new(|e| format!("{} = {}", e.name(OWNER), e.value(s(owner))))

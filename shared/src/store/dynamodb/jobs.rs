@@ -98,8 +98,7 @@ impl JobStore for DynamoStore {
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table, job_id = %job.id, from = %from, to = %job.state))]
     async fn transition_job(&self, from: JobState, job: &Job) -> StoreResult<()> {
-        let cond =
-            Cond::exists_and(|e| format!("{} = {}", e.name(STATE), e.value(s(from.as_str()))));
+        let cond = Cond::in_state_before(from.as_str(), job.version);
         if self
             .put_if(job_item(job)?.item, cond, "transition_job")
             .await?

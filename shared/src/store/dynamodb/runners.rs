@@ -125,24 +125,7 @@ impl RunnerStore for DynamoStore {
 
     #[instrument(level = "debug", skip_all, fields(table = %self.table, runner_id = %runner.id, from = %from, to = %runner.state))]
     async fn transition_runner(&self, from: RunnerState, runner: &Runner) -> StoreResult<()> {
-        let previous = runner.version.saturating_sub(1);
-        let cond = Cond::exists_and(|e| {
-            let version = e.name("version");
-            // Items written before versions existed count as version 0.
-            let matches_version = if previous == 0 {
-                format!(
-                    "(attribute_not_exists({version}) OR {version} = {})",
-                    e.value(n(0))
-                )
-            } else {
-                format!("{version} = {}", e.value(n(previous as i64)))
-            };
-            format!(
-                "{} = {} AND {matches_version}",
-                e.name(STATE),
-                e.value(s(from.as_str()))
-            )
-        });
+        let cond = Cond::in_state_before(from.as_str(), runner.version);
         if self
             .put_if(runner_item(runner)?.item, cond, "transition_runner")
             .await?
