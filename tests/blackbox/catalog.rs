@@ -11,6 +11,7 @@ use std::time::Duration;
 use pacer_shared::clock::{Clock as _, ManualClock};
 use pacer_shared::domain::{JobState, Time};
 use pacer_shared::service::catalog::Catalog;
+use pacer_shared::service::dispatch::{Dispatched, dispatch};
 use pacer_shared::service::{Caller, Ports, config_objects};
 use pacer_shared::store::sqlite::SqliteStore;
 use pacer_shared::store::{ConfigStore as _, conformance};
@@ -167,4 +168,41 @@ async fn a_zero_interval_reads_the_configuration_for_every_webhook() {
     let before = w.reads();
     assert!(w.deliver(2, "acme/lib").await.is_some(), "seen at once");
     assert!(w.reads() - before >= 3, "binding, project and pools read");
+}
+
+#[tokio::test]
+async fn an_orchestrator_whose_copy_holds_a_pool_deleted_elsewhere_fails_the_job_instead_of_waiting()
+ {
+    // Given a warm process whose copy holds pool `linux`, and a queued job
+    // of that pool
+    let w = world(Duration::from_secs(600)).await;
+    let job_id = w.deliver(1, "acme/app").await.expect("taken in");
+    let pool = w
+        .ports
+        .store
+        .get_job(&job_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .pool_id
+        .unwrap();
+
+    // When another process deletes the pool (straight to the store here)
+    w.store.delete_pool(&pool).await.unwrap();
+
+    // Then the launch finds no slot, learns why, and fails the job, rather
+    // than leaving it waiting for a slot that never frees
+    assert_eq!(
+        dispatch(&w.ports, &job_id).await.unwrap(),
+        Dispatched::NotNeeded("pool deleted")
+    );
+    let job = w.ports.store.get_job(&job_id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    assert!(!job.waiting_for_capacity);
+    assert!(
+        job.failure_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("pool was deleted")),
+        "{job:?}"
+    );
 }

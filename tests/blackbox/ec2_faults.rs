@@ -19,6 +19,7 @@ use pacer_shared::fleet::ec2::sdk::error::{ProvideErrorMetadata, SdkError};
 use pacer_shared::fleet::ec2::sdk::operation::RequestId;
 use pacer_shared::fleet::ec2::{Ec2Fleet, sdk};
 use pacer_shared::fleet::{Fleet, TAG_JOB, TAG_RUNNER};
+use pacer_shared::service::dispatch::{Dispatched, dispatch};
 use serde_json::{Value, json};
 
 use crate::ec2_fleet::Aws;
@@ -528,6 +529,16 @@ async fn a_vcpu_limit_degrades_the_pool_visibly_and_leaves_the_job_queued_withou
     let calls = proxy.run_instances();
     assert_eq!(calls.len(), 1, "{:?}", launches(&calls));
     assert!(instances_tagged(&aws, TAG_JOB, &job_id).await.is_empty());
+
+    // And the next job waits for the pool's retry without a launch: the
+    // process's copy of its pools saw the pool degraded at once.
+    let next = queue_job(&pacer, 9513).await;
+    assert_eq!(
+        dispatch(&pacer.ports, &next).await.unwrap(),
+        Dispatched::Deferred
+    );
+    let calls = proxy.run_instances();
+    assert_eq!(calls.len(), 1, "{:?}", launches(&calls));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -133,7 +133,10 @@ pub(crate) async fn pacer_on(
             deployment: deployment.into(),
             ..(*local.settings).clone()
         }),
-        catalog: Default::default(),
+        // As `pacer serve` keeps it by default (`database.config_cache_ttl`).
+        catalog: Arc::new(pacer_shared::service::catalog::Catalog::new(
+            Duration::from_secs(10),
+        )),
     };
     LocalPacer::serve(ports, simulated, dir).await
 }

@@ -749,3 +749,41 @@ async fn a_missed_job_of_a_public_repository_is_refused_like_its_webhook() {
     assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
     assert_eq!(audit["items"][0]["actor"]["id"], "reaper");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_launched_before_runners_recorded_their_repository_still_registers() {
+    // Given a launched runner whose record, as an earlier pacer wrote it,
+    // has no repository or installation of its own
+    let (w, _clock) = world().await;
+    seed(&w.aws, &w.pacer, 3).await;
+    let (_, job) = launched(&w, 7101).await;
+    let store = &w.pacer.ports.store;
+    let runner_id = job["runner"]["id"].as_str().unwrap();
+    let mut older = store.get_runner(runner_id).await.unwrap().unwrap();
+    assert_eq!(
+        older.repo.as_deref(),
+        Some("acme/app"),
+        "recorded at launch"
+    );
+    let from = older.state;
+    older.repo = None;
+    older.installation_id = None;
+    older.version += 1;
+    store.transition_runner(from, &older).await.unwrap();
+
+    // When it registers, its job tells which repository it serves
+    let github_runner_id = register(&w, &job).await;
+    let registered = w
+        .github
+        .runners()
+        .into_iter()
+        .find(|r| r.id == github_runner_id)
+        .unwrap();
+    assert_eq!(registered.name, older.name);
+    assert_eq!(
+        registered.target,
+        crate::fake_github::FakeTarget::Repo("acme/app".into())
+    );
+    let (_, runner) = w.pacer.get(&format!("/api/runners/{runner_id}")).await;
+    assert_eq!(runner["state"], "registered", "{runner}");
+}

@@ -80,6 +80,12 @@ pub struct Runner {
     pub project_id: String,
     /// The job it was launched for (GitHub may give it another; see the job's `runner_id`).
     pub job_id: Option<String>,
+    /// The repository and App installation of the job it was launched
+    /// for, recorded at launch so that registering need not read the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation_id: Option<i64>,
     pub name: String,
     pub state: RunnerState,
     pub instance_id: Option<String>,
@@ -144,6 +150,8 @@ impl Runner {
             volume_micro_usd_per_hour: 0,
             github_runner_id: None,
             callback_token_id: None,
+            repo: None,
+            installation_id: None,
             error_tail: None,
             job_ended_at: None,
             registered_at: None,

@@ -11,6 +11,11 @@
 //! and taken in by the reaper's scan for missed webhooks, and a job no pool
 //! served yet is `unmatched` until the reaper matches it to the new pool.
 //!
+//! The orchestrator and the runners' callbacks take a pool or project by id
+//! from the same copy (its launch template, its labels), so an edit made in
+//! another process reaches launches within the interval too; one the copy
+//! does not hold (created since) is read from the store.
+//!
 //! With a zero interval nothing is held: each webhook reads its binding,
 //! project and pools from the store, as the reaper always does.
 
@@ -52,6 +57,10 @@ impl Snapshot {
             .collect();
         orgs.sort_by(|a, b| a.id.cmp(&b.id));
         orgs.first().copied()
+    }
+
+    fn pool(&self, id: &str) -> Option<&Pool> {
+        self.pools.values().flatten().find(|p| p.id == id)
     }
 }
 
@@ -197,6 +206,27 @@ impl Catalog {
             let pools = snapshot.pools.get(&project.id).cloned().unwrap_or_default();
             (project.clone(), pools)
         }))
+    }
+
+    /// Pool `id`, from the copy held; read from the store when the copy
+    /// does not have it or nothing is held.
+    pub async fn pool(&self, ports: &Ports, id: &str) -> ServiceResult<Option<Pool>> {
+        if !self.ttl.is_zero() {
+            if let Some(pool) = self.snapshot(ports).await?.pool(id) {
+                return Ok(Some(pool.clone()));
+            }
+        }
+        Ok(ports.store.get_pool(id).await?)
+    }
+
+    /// Project `id`, as [`Catalog::pool`] finds a pool.
+    pub async fn project(&self, ports: &Ports, id: &str) -> ServiceResult<Option<Project>> {
+        if !self.ttl.is_zero() {
+            if let Some(project) = self.snapshot(ports).await?.projects.get(id) {
+                return Ok(Some(project.clone()));
+            }
+        }
+        Ok(ports.store.get_project(id).await?)
     }
 
     fn fresh(&self, now: Time) -> Option<Arc<Snapshot>> {

@@ -58,6 +58,9 @@ pub enum Dispatched {
     Held,
 }
 
+/// Why a job whose pool is gone failed.
+const POOL_DELETED: &str = "its pool was deleted before a runner was launched";
+
 /// Receives of one message after which a job whose dispatch keeps failing
 /// is failed rather than cycled forever (a poison message).
 pub const POISON_RECEIVES: u32 = 10;
@@ -80,13 +83,8 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
     let Some(pool_id) = job.pool_id.clone() else {
         return Ok(Dispatched::NotNeeded("no pool"));
     };
-    let Some(pool) = ports.store.get_pool(&pool_id).await? else {
-        fail_job(
-            ports,
-            &job,
-            "its pool was deleted before a runner was launched",
-        )
-        .await?;
+    let Some(pool) = ports.catalog.pool(ports, &pool_id).await? else {
+        fail_job(ports, &job, POOL_DELETED).await?;
         return Ok(Dispatched::NotNeeded("pool deleted"));
     };
     if let Some(degraded) = pool
@@ -144,9 +142,18 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
         };
         hand_back(ports, &job, &note).await?;
         // A slot may have freed between the reservation and the hand-back,
-        // and its releaser found nothing queued: look once more.
-        if capacity::has_room(ports, &pool.id).await? {
-            ports.queue.send(job_id, None).await?;
+        // and its releaser found nothing queued: look once more. The pool
+        // came from the catalog's copy, which may still hold one deleted
+        // elsewhere since: then no slot ever frees.
+        match ports.store.get_pool(&pool.id).await? {
+            None => {
+                fail_job(ports, &job, POOL_DELETED).await?;
+                return Ok(Dispatched::NotNeeded("pool deleted"));
+            }
+            Some(now) if now.active_runners < now.spec.max_runners => {
+                ports.queue.send(job_id, None).await?;
+            }
+            Some(_) => {}
         }
         return Ok(Dispatched::WaitingForCapacity);
     }
@@ -259,6 +266,7 @@ async fn set_degraded(
     };
     pool.degraded = degraded;
     ports.store.update_pool(&pool).await?;
+    ports.catalog.invalidate();
     record(ports, &orchestrator(), action, Some(pool_id), detail).await
 }
 
@@ -300,6 +308,8 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
     ));
     let runner = Runner {
         callback_token_id: Some(token_id),
+        repo: Some(job.repo.clone()),
+        installation_id: job.installation_id,
         ..Runner::pending(
             runner_id.clone(),
             runner_name(&ports.settings.deployment, &runner_id),

@@ -132,23 +132,24 @@ async fn github_target_of(
     runner: &Runner,
     project: &Project,
 ) -> ServiceResult<(i64, RunnerTarget, i64)> {
-    let job = match &runner.job_id {
-        Some(id) => ports.store.get_job(id).await?,
-        None => None,
+    // Recorded on the runner at launch; a runner launched before pacer
+    // recorded them reads its job.
+    let (repo, installation) = match (&runner.repo, &runner.job_id) {
+        (Some(repo), _) => (Some(repo.clone()), runner.installation_id),
+        (None, Some(id)) => match ports.store.get_job(id).await? {
+            Some(job) => (Some(job.repo), job.installation_id),
+            None => (None, None),
+        },
+        (None, None) => (None, None),
     };
-    let repo = job
-        .as_ref()
-        .and_then(|j| RepoName::parse(&j.repo).ok())
-        .ok_or_else(|| {
-            ServiceError::Upstream(
-                "the runner has no job to tell which repository it serves".into(),
-            )
-        })?;
+    let repo = repo.and_then(|r| RepoName::parse(&r).ok()).ok_or_else(|| {
+        ServiceError::Upstream("the runner has no job to tell which repository it serves".into())
+    })?;
     let target = match (project.spec.scope, &project.spec.org) {
         (Scope::Org, Some(org)) => RunnerTarget::Org(org.clone()),
         _ => RunnerTarget::Repo(repo.clone()),
     };
-    let installation_id = match job.and_then(|j| j.installation_id) {
+    let installation_id = match installation {
         Some(id) => id,
         None => ports
             .github
@@ -176,13 +177,13 @@ pub async fn register(
         )));
     }
     let pool = ports
-        .store
-        .get_pool(&runner.pool_id)
+        .catalog
+        .pool(ports, &runner.pool_id)
         .await?
         .ok_or(ServiceError::NotFound("pool"))?;
     let project = ports
-        .store
-        .get_project(&runner.project_id)
+        .catalog
+        .project(ports, &runner.project_id)
         .await?
         .ok_or(ServiceError::NotFound("project"))?;
     let (installation_id, target, runner_group_id) =

@@ -353,7 +353,12 @@ export type Runner = { id: string, pool_id: string, project_id: string,
 /**
  * The job it was launched for (GitHub may give it another; see the job's `runner_id`).
  */
-job_id: string | null, name: string, state: RunnerState, instance_id: string | null, instance_type: string | null, availability_zone: string | null, market: string | null, 
+job_id: string | null, 
+/**
+ * The repository and App installation of the job it was launched
+ * for, recorded at launch so that registering need not read the job.
+ */
+repo?: string | null, installation_id?: number | null, name: string, state: RunnerState, instance_id: string | null, instance_type: string | null, availability_zone: string | null, market: string | null, 
 /**
  * The instance's hourly price, quoted at launch.
  */

@@ -215,6 +215,8 @@ pub fn runner(pool: &Pool, instance_id: &str, at: Time) -> Runner {
         pool_id: pool.id.clone(),
         project_id: pool.spec.project_id.clone(),
         job_id: None,
+        repo: None,
+        installation_id: None,
         name: format!("pacer-{instance_id}"),
         state: RunnerState::Pending,
         instance_id: Some(instance_id.into()),
