@@ -27,6 +27,7 @@ macro_rules! store_conformance {
             inserting_a_job_twice_keeps_the_first,
             job_transitions_are_conditional,
             a_job_write_from_an_older_copy_in_the_same_state_is_refused,
+            a_launch_claims_its_job_capacity_and_runner_at_once_or_not_at_all,
             jobs_page_newest_first_without_gaps_or_repeats,
             jobs_filter_by_state_repo_pool_and_time,
             users_are_unique_by_email,

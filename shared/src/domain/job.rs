@@ -207,12 +207,13 @@ impl Job {
     /// Applies an allowed transition in memory: what a store writes,
     /// conditional on the job still being in `self.state`.
     pub fn apply(&mut self, to: JobState, cause: TransitionCause, changes: &JobChanges, at: Time) {
-        // One of pacer's runners took a job its launcher had not yet marked
-        // starting (an instance that boots faster than the launcher's next
-        // write): that launch is the attempt the `starting` step would have
-        // counted, and that step will now be refused.
+        // One of pacer's runners moved a job its launcher had not yet marked
+        // starting — it took the job, or failed and gave it back (an instance
+        // quicker than the launcher's next write): that launch is the attempt
+        // the `starting` step would have counted, and that step will now be
+        // refused.
         let launch_overtaken = self.state == JobState::Claimed
-            && to.rank() > JobState::Starting.rank()
+            && to != JobState::Starting
             && changes.runner_id.is_some();
         self.state = to;
         self.updated_at = at;
@@ -292,6 +293,13 @@ mod tests {
         usual.apply(Starting, Orchestrator, &starting, t);
         usual.apply(Running, Webhook, &runner("run_2"), t);
         assert_eq!(usual.attempts, 1, "counted at starting only");
+
+        // A runner that failed before its launcher marked the job starting
+        // gives it back with its attempt counted
+        let mut failed_early = crate::store::conformance::job(10, "acme/app", t);
+        failed_early.apply(Claimed, Orchestrator, &JobChanges::default(), t);
+        failed_early.apply(Queued, Runner, &runner("run_3"), t);
+        assert_eq!(failed_early.attempts, 1);
 
         // A job taken from the queue by a runner pacer did not launch for it
         // (no runner of ours named) is no attempt

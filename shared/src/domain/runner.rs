@@ -108,6 +108,10 @@ pub struct Runner {
     /// When it traded its callback token for its JIT configuration.
     #[serde(default)]
     pub registered_at: Option<Time>,
+    /// When its instance was launched (after its pool's capacity was
+    /// reserved); `None` for a launch that did not happen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launched_at: Option<Time>,
     /// The job GitHub gave it (`in_progress` named it), and when it started.
     #[serde(default)]
     pub ran_job_id: Option<String>,
@@ -155,6 +159,7 @@ impl Runner {
             error_tail: None,
             job_ended_at: None,
             registered_at: None,
+            launched_at: None,
             ran_job_id: None,
             job_started_at: None,
             cost: None,
@@ -209,15 +214,17 @@ pub fn is_runner_name_of(deployment: &str, name: &str) -> bool {
         })
 }
 
-/// The most runners whose lifetimes overlapped, for runners that have all
-/// finished. A runner is recorded after its pool's capacity is reserved and
-/// leaves its live state before that capacity is released, so its
-/// `created_at..updated_at` lies inside the time it held capacity: this
-/// never overstates how many runners a pool held at once.
+/// The most runners whose instances' lifetimes overlapped, for runners
+/// that have all finished. An instance is launched after its pool's
+/// capacity is reserved and its runner leaves its live state before that
+/// capacity is released, so its `launched_at..updated_at` lies inside the
+/// time it held capacity: this never overstates how many runners a pool
+/// held at once. Runners whose launch did not happen are left out.
 pub fn peak_overlap<'a>(runners: impl IntoIterator<Item = &'a Runner>) -> usize {
     let mut edges: Vec<(Time, i64)> = runners
         .into_iter()
-        .flat_map(|r| [(r.created_at, 1), (r.updated_at, -1)])
+        .filter_map(|r| Some([(r.launched_at?, 1), (r.updated_at, -1)]))
+        .flatten()
         .collect();
     // At the same instant an end sorts before a start.
     edges.sort();
@@ -238,6 +245,7 @@ mod tests {
         let at = |s: i64| chrono::DateTime::from_timestamp(s, 0).unwrap();
         let runner = |from: i64, to: i64| super::Runner {
             state: Done,
+            launched_at: Some(at(from)),
             updated_at: at(to),
             ..super::Runner::pending(
                 format!("run_{from}_{to}"),
@@ -252,6 +260,11 @@ mod tests {
         assert_eq!(super::peak_overlap(&runners), 2);
         assert_eq!(super::peak_overlap(&runners[..1]), 1);
         assert_eq!(super::peak_overlap(&[]), 0);
+        let never_launched = super::Runner {
+            launched_at: None,
+            ..runner(0, 10)
+        };
+        assert_eq!(super::peak_overlap(&[never_launched, runner(5, 20)]), 1);
     }
 
     #[test]

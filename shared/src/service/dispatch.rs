@@ -1,9 +1,10 @@
 //! The orchestrator: turns a queued job into a launched runner (docs/architecture.md, "How a job flows").
 //!
-//! For each "look at job X" message: claim the job conditionally
-//! (`queued → claimed`), reserve pool capacity conditionally (never above
-//! `max_runners`), record the runner with its one-time callback token,
-//! launch, mark the job `starting`. Any failure gives the reservation back.
+//! For each "look at job X" message, in one conditional store request:
+//! claim the job (`queued → claimed`), reserve pool capacity (never above
+//! `max_runners`) and record the runner with its one-time callback token.
+//! Then launch, and mark the job `starting` with the runner's launch facts
+//! (one request again). Any failure gives the reservation back.
 //! A job waiting for capacity is handed back to `queued` and its message is
 //! acknowledged: the store is the truth, and [`capacity::release`] re-enqueues
 //! a waiting job the moment a slot frees, so waiting never drains a message
@@ -19,7 +20,7 @@ use serde_json::json;
 use super::audit::record;
 use super::budgets;
 use super::capacity;
-use super::jobs::{Advanced, advance, mark_starting};
+use super::jobs::{Advanced, advance, advance_with_runner, starting_on};
 use super::runner_moves::update_runner;
 use super::{Caller, Ports, ServiceError, ServiceResult, Which};
 use crate::auth::callback_token::{self, Claims};
@@ -30,7 +31,7 @@ use crate::domain::job::JobChanges;
 use crate::domain::{Degraded, IdKind, Job, JobState, Pool, Runner, RunnerState, TransitionCause};
 use crate::fleet::{FleetError, JobRef, LaunchRequest, RunnerCallback};
 use crate::queue::{Delivery, Queue};
-use crate::store::StoreError;
+use crate::store::{Claim, StoreError};
 
 /// What handling one message did; the host acknowledges all but `Retry`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,42 +123,12 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
     }
     // The claim clears the mark; remember whether this job was woken by a freed slot.
     let was_waiting = job.waiting_for_capacity;
-    let job = match advance(
-        ports,
-        &job,
-        JobState::Claimed,
-        TransitionCause::Orchestrator,
-        &JobChanges::default(),
-    )
-    .await?
-    {
-        Advanced::Moved(job) => *job,
-        _ => return Ok(Dispatched::NotNeeded("claimed elsewhere")),
+    let (job, runner, token) = match claim(ports, job, &pool).await? {
+        Claimed::Launching(launching) => *launching,
+        Claimed::Elsewhere => return Ok(Dispatched::NotNeeded("claimed elsewhere")),
+        Claimed::PoolFull(job) => return wait_for_capacity(ports, *job, &pool).await,
     };
-    if !capacity::reserve(ports, &pool.id).await? {
-        let note = JobChanges {
-            note: Some(format!("pool {} is at max_runners", pool.spec.name)),
-            waiting_for_capacity: true,
-            ..Default::default()
-        };
-        hand_back(ports, &job, &note).await?;
-        // A slot may have freed between the reservation and the hand-back,
-        // and its releaser found nothing queued: look once more. The pool
-        // came from the catalog's copy, which may still hold one deleted
-        // elsewhere since: then no slot ever frees.
-        match ports.store.get_pool(&pool.id).await? {
-            None => {
-                fail_job(ports, &job, POOL_DELETED).await?;
-                return Ok(Dispatched::NotNeeded("pool deleted"));
-            }
-            Some(now) if now.active_runners < now.spec.max_runners => {
-                ports.queue.send(job_id, None).await?;
-            }
-            Some(_) => {}
-        }
-        return Ok(Dispatched::WaitingForCapacity);
-    }
-    match launch(ports, &job, &pool).await {
+    match launch(ports, &job, &pool, runner, token).await {
         Ok(runner_id) => {
             if pool.degraded.is_some() {
                 set_degraded(ports, &pool.id, None).await?;
@@ -188,13 +159,99 @@ pub async fn dispatch(ports: &Ports, job_id: &str) -> ServiceResult<Dispatched> 
                 note: Some(format!("pool degraded: {reason}")),
                 ..Default::default()
             };
-            hand_back(ports, job_id, &note).await?;
+            hand_back(ports, &job, &note).await?;
             ports.queue.send(job_id, Some(cooldown)).await?;
             Ok(Dispatched::Deferred)
         }
         Err(failure) => {
             capacity::release(ports, &pool.id).await?;
             handle_launch_failure(ports, &job, &pool, failure).await
+        }
+    }
+}
+
+/// What [`claim`] did.
+enum Claimed {
+    /// The job claimed, a unit of its pool taken and its runner recorded,
+    /// with the runner's callback token: launch it.
+    Launching(Box<(Job, Runner, Secret)>),
+    /// The job is not queued any more.
+    Elsewhere,
+    /// The pool has no free slot; nothing was written. The job as read.
+    PoolFull(Box<Job>),
+}
+
+/// Claims a queued job, takes a unit of its pool's capacity and records
+/// the runner to launch for it, in one store request; a job that changed
+/// since it was read is read again.
+async fn claim(ports: &Ports, mut job: Job, pool: &Pool) -> ServiceResult<Claimed> {
+    for _ in 0..8 {
+        if job.state != JobState::Queued {
+            return Ok(Claimed::Elsewhere);
+        }
+        let mut claimed = job.clone();
+        let now = ports.clock.now();
+        claimed.apply(
+            JobState::Claimed,
+            TransitionCause::Orchestrator,
+            &JobChanges::default(),
+            now,
+        );
+        let (runner, token) = new_runner(ports, &claimed, pool);
+        match ports
+            .store
+            .claim_for_launch(job.state, &claimed, &runner)
+            .await?
+        {
+            Claim::Claimed => return Ok(Claimed::Launching(Box::new((claimed, runner, token)))),
+            Claim::PoolFull => return Ok(Claimed::PoolFull(Box::new(job))),
+            Claim::Stale => match ports.store.get_job(&job.id).await? {
+                Some(fresh) => job = fresh,
+                None => return Ok(Claimed::Elsewhere),
+            },
+        }
+    }
+    Err(ServiceError::Conflict(format!(
+        "job {} kept changing; try again",
+        job.id
+    )))
+}
+
+/// A job its full pool turned away: marked waiting, so the next freed slot
+/// wakes it (claimed and handed back, as a launch that did not happen is).
+async fn wait_for_capacity(ports: &Ports, job: Job, pool: &Pool) -> ServiceResult<Dispatched> {
+    let job = match advance(
+        ports,
+        &job,
+        JobState::Claimed,
+        TransitionCause::Orchestrator,
+        &JobChanges::default(),
+    )
+    .await?
+    {
+        Advanced::Moved(job) => *job,
+        _ => return Ok(Dispatched::NotNeeded("claimed elsewhere")),
+    };
+    let note = JobChanges {
+        note: Some(format!("pool {} is at max_runners", pool.spec.name)),
+        waiting_for_capacity: true,
+        ..Default::default()
+    };
+    hand_back(ports, &job, &note).await?;
+    // A slot may have freed between the reservation and the hand-back,
+    // and its releaser found nothing queued: look once more. The pool
+    // came from the catalog's copy, which may still hold one deleted
+    // elsewhere since: then no slot ever frees.
+    match ports.store.get_pool(&pool.id).await? {
+        None => {
+            fail_job(ports, &job, POOL_DELETED).await?;
+            Ok(Dispatched::NotNeeded("pool deleted"))
+        }
+        Some(now) => {
+            if now.active_runners < now.spec.max_runners {
+                ports.queue.send(&job.id, None).await?;
+            }
+            Ok(Dispatched::WaitingForCapacity)
         }
     }
 }
@@ -288,9 +345,9 @@ impl From<StoreError> for LaunchFailure {
     }
 }
 
-/// Records the runner, launches its instance and moves the job to
-/// `starting`. Capacity is already reserved.
-async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchFailure> {
+/// The runner to launch for a claimed job, not stored yet, and its
+/// callback token.
+fn new_runner(ports: &Ports, job: &Job, pool: &Pool) -> (Runner, Secret) {
     let now = ports.clock.now();
     let runner_id = ports.ids.new_id(IdKind::Runner, now);
     let token_id = hex::encode(rand::random::<[u8; 12]>());
@@ -318,7 +375,19 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
             now,
         )
     };
-    ports.store.insert_runner(&runner).await?;
+    (runner, token)
+}
+
+/// Launches the instance of a runner recorded with its job's claim and
+/// moves the job to `starting`. Capacity is already reserved.
+async fn launch(
+    ports: &Ports,
+    job: &Job,
+    pool: &Pool,
+    runner: Runner,
+    token: Secret,
+) -> Result<String, LaunchFailure> {
+    let runner_id = runner.id.clone();
     let request = LaunchRequest {
         pool: pool.clone(),
         runner_id: runner_id.clone(),
@@ -344,7 +413,7 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
         }
         Err(e) => {
             let tail = format!("launch failed: {e}");
-            let failed = update_runner(ports, &runner_id, |r| {
+            let failed = update_runner(ports, &runner, |r| {
                 r.state = RunnerState::Failed;
                 r.error_tail = Some(tail.clone());
                 true
@@ -356,7 +425,7 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
             return Err(LaunchFailure::Fleet(e));
         }
     };
-    mark_starting(ports, job, &runner_id, TransitionCause::Orchestrator, None).await?;
+    let launched_at = ports.clock.now();
     // A quote never blocks a launch: `None` when prices are unavailable.
     let price = ports
         .pricing
@@ -370,19 +439,33 @@ async fn launch(ports: &Ports, job: &Job, pool: &Pool) -> Result<String, LaunchF
         pool.spec.root_volume_gb,
         ports.settings.ebs_micro_usd_per_gb_month,
     );
-    // The instance may already have called back; the launch facts go on
-    // whatever state the runner reached.
-    update_runner(ports, &runner, |current| {
-        current.instance_id = Some(launched.instance_id.clone());
-        current.instance_type = Some(launched.instance_type.clone());
-        current
-            .availability_zone
-            .clone_from(&launched.availability_zone);
-        current.market = Some(launched.market.clone());
-        current.price = price;
-        current.volume_micro_usd_per_hour = volume;
-        true
-    })
+    // The job starting and the runner's launch facts, in one request. The
+    // instance may already have called back: then the facts go on whatever
+    // state the runner reached, and a job its runner already reported
+    // running stays so.
+    advance_with_runner(
+        ports,
+        job,
+        // Only this launch's claim: a job handed back and claimed again by
+        // another launch since is at a later version.
+        |j| j.state == JobState::Claimed && j.version == job.version,
+        JobState::Starting,
+        TransitionCause::Orchestrator,
+        &starting_on(&runner_id, None),
+        &runner,
+        |current| {
+            current.launched_at = Some(launched_at);
+            current.instance_id = Some(launched.instance_id.clone());
+            current.instance_type = Some(launched.instance_type.clone());
+            current
+                .availability_zone
+                .clone_from(&launched.availability_zone);
+            current.market = Some(launched.market.clone());
+            current.price = price;
+            current.volume_micro_usd_per_hour = volume;
+            true
+        },
+    )
     .await?;
     tracing::info!(job_id = %job.id, runner_id, instance_id = %launched.instance_id, instance_type = %launched.instance_type, "runner launched");
     Ok(runner_id)
@@ -450,7 +533,7 @@ async fn handle_launch_failure(
 async fn requeue(ports: &Ports, job: &Job, changes: JobChanges) -> ServiceResult<()> {
     advance(
         ports,
-        &job.id,
+        job,
         JobState::Queued,
         TransitionCause::Orchestrator,
         &changes,
@@ -478,7 +561,7 @@ async fn fail_job_counting(
     };
     if let Advanced::Moved(_) = advance(
         ports,
-        &job.id,
+        job,
         JobState::Failed,
         TransitionCause::Orchestrator,
         &changes,

@@ -9,9 +9,10 @@
 
 use serde::Serialize;
 
+use super::runner_moves::update_runner;
 use super::{Ports, ServiceError, ServiceResult, Which};
 use crate::domain::job::{JobChanges, transition_allowed};
-use crate::domain::{Job, JobState, Runner, TransitionCause};
+use crate::domain::{Job, JobState, Runner, RunnerState, TransitionCause};
 use crate::store::{JobFilter, Page, PageRequest, StoreError};
 
 /// What [`advance`] did.
@@ -59,21 +60,26 @@ pub async fn mark_starting<'a>(
     cause: TransitionCause,
     note: Option<String>,
 ) -> ServiceResult<Advanced> {
-    let changes = JobChanges {
-        runner_id: Some(runner_id.to_owned()),
-        count_attempt: true,
-        note,
-        ..Default::default()
-    };
     advance_from(
         ports,
         which,
         JobState::Claimed,
         JobState::Starting,
         cause,
-        &changes,
+        &starting_on(runner_id, note),
     )
     .await
+}
+
+/// What a claimed job's move to `starting` on `runner_id`'s instance
+/// writes: the runner, and one more attempt.
+pub(crate) fn starting_on(runner_id: &str, note: Option<String>) -> JobChanges {
+    JobChanges {
+        runner_id: Some(runner_id.to_owned()),
+        count_attempt: true,
+        note,
+        ..Default::default()
+    }
 }
 
 /// Like [`advance`], but only while `still` holds for the job as read
@@ -131,6 +137,51 @@ async fn advance_inner(
     Err(ServiceError::Conflict(format!(
         "job {id} kept changing; try again"
     )))
+}
+
+/// Moves a job and its runner together, from copies the caller holds, in
+/// one store request. When either copy is stale, or a change no longer
+/// applies to it, each is moved on its own, as [`advance_if`] and
+/// `update_runner` move them. `still` must hold for the job as it is moved.
+/// Returns what became of each.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn advance_with_runner(
+    ports: &Ports,
+    job: &Job,
+    still: impl Fn(&Job) -> bool + Sync,
+    to: JobState,
+    cause: TransitionCause,
+    changes: &JobChanges,
+    runner: &Runner,
+    mut edit: impl FnMut(&mut Runner) -> bool,
+) -> ServiceResult<(Advanced, Option<(RunnerState, Runner)>)> {
+    if still(job) && transition_allowed(job.state, to, cause) {
+        let mut moved_runner = runner.clone();
+        if edit(&mut moved_runner) {
+            let now = ports.clock.now();
+            let mut moved = job.clone();
+            moved.apply(to, cause, changes, now);
+            moved_runner.version += 1;
+            moved_runner.updated_at = now;
+            match ports
+                .store
+                .transition_job_and_runner(job.state, &moved, runner.state, &moved_runner)
+                .await
+            {
+                Ok(()) => {
+                    return Ok((
+                        Advanced::Moved(Box::new(moved)),
+                        Some((runner.state, moved_runner)),
+                    ));
+                }
+                Err(StoreError::Stale) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let advanced = advance_if(ports, job, still, to, cause, changes).await?;
+    let moved_runner = update_runner(ports, runner, edit).await?;
+    Ok((advanced, moved_runner))
 }
 
 /// A job with what the console shows beside it.

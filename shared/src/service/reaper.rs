@@ -710,6 +710,7 @@ async fn stuck_claimed(ports: &Ports, report: &mut Report, job: &Job) -> Service
                     let missing = r.instance_id.is_none() && r.state.is_live();
                     if missing {
                         r.instance_id = Some(instance.instance_id.clone());
+                        r.launched_at = instance.launched_at.or(r.launched_at);
                     }
                     missing
                 })

@@ -386,12 +386,17 @@ pub(crate) async fn retry_job_after_failed_runner(
     if !launched_for_it || !matches!(job.state, JobState::Claimed | JobState::Starting) {
         return Ok(());
     }
-    if job.attempts >= ports.settings.max_attempts {
+    // Its launch counts as an attempt even when the orchestrator had not
+    // recorded it yet (the job moving out of `claimed` with the runner named
+    // counts it).
+    let attempts = job.attempts + u32::from(job.state == JobState::Claimed);
+    if attempts >= ports.settings.max_attempts {
         let changes = JobChanges {
+            runner_id: Some(runner.id.clone()),
             failure_reason: Some(format!(
                 "no runner came up after {} attempt{}; the last, {}, ended: {}",
-                job.attempts,
-                if job.attempts == 1 { "" } else { "s" },
+                attempts,
+                if attempts == 1 { "" } else { "s" },
                 runner.name,
                 runner
                     .error_tail
@@ -400,15 +405,16 @@ pub(crate) async fn retry_job_after_failed_runner(
             )),
             ..Default::default()
         };
-        advance(ports, job_id, JobState::Failed, cause, &changes).await?;
+        advance(ports, &job, JobState::Failed, cause, &changes).await?;
         return Ok(());
     }
     let changes = JobChanges {
+        runner_id: Some(runner.id.clone()),
         note: Some(format!("runner {} ended before running a job", runner.name)),
         ..Default::default()
     };
     if let super::jobs::Advanced::Moved(_) =
-        advance(ports, job_id, JobState::Queued, cause, &changes).await?
+        advance(ports, &job, JobState::Queued, cause, &changes).await?
     {
         ports.queue.send(job_id, None).await?;
     }

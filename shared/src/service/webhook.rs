@@ -8,8 +8,9 @@
 
 use super::catalog::serving_project;
 use super::intake::{Intake, intake};
-use super::jobs::{Advanced, advance};
+use super::jobs::{Advanced, advance, advance_with_runner};
 use super::{Caller, Ports, ServiceResult};
+use crate::domain::Runner;
 use crate::domain::job::JobChanges;
 use crate::domain::labels::asks_for_self_hosted;
 use crate::domain::runner::is_runner_name_of;
@@ -153,51 +154,49 @@ async fn progressed(ports: &Ports, wj: &GithubJob, to: JobState) -> ServiceResul
         conclusion: wj.conclusion.clone().filter(|_| to == JobState::Completed),
         ..Default::default()
     };
-    if let Advanced::Refused(current) =
-        advance(ports, &job, to, TransitionCause::Webhook, &changes).await?
-    {
+    let now = ports.clock.now();
+    // The runner is busy with this job, whichever job it was launched for.
+    let busy = |r: &mut Runner| {
+        let busy = r.state.can_move_to(RunnerState::Busy);
+        if busy {
+            r.state = RunnerState::Busy;
+            r.ran_job_id = Some(job.id.clone());
+            r.job_started_at = Some(now);
+        }
+        busy
+    };
+    // Its job is over: the runner should call /complete and power off now;
+    // the reaper reclaims it if it does not.
+    let job_over = |r: &mut Runner| {
+        let mark = r.state.is_live() && r.job_ended_at.is_none();
+        if mark {
+            r.job_ended_at = Some(now);
+            if r.ran_job_id.is_none() {
+                // Its `in_progress` never came: the job ran from when the
+                // runner was ready, as far as pacer knows.
+                r.ran_job_id = Some(job.id.clone());
+                r.job_started_at = Some(r.registered_at.unwrap_or(r.created_at));
+            }
+        }
+        mark
+    };
+    let cause = TransitionCause::Webhook;
+    let (advanced, marked) = match (&runner, to) {
+        (Some(r), JobState::Running) => {
+            advance_with_runner(ports, &job, |_| true, to, cause, &changes, r, busy).await?
+        }
+        (Some(r), JobState::Completed | JobState::Cancelled) => {
+            advance_with_runner(ports, &job, |_| true, to, cause, &changes, r, job_over).await?
+        }
+        _ => (advance(ports, &job, to, cause, &changes).await?, None),
+    };
+    if let Advanced::Refused(current) = advanced {
         tracing::debug!(job_id = %job.id, at = %current.state, wanted = %to, "late or repeated workflow_job delivery; nothing changed");
     }
-    let now = ports.clock.now();
     // Whether the job's runner, still live, settles the job's usage itself
     // when it ends (the job is final by then: it was written first).
-    let mut runner_settles = false;
-    match (runner, to) {
-        (Some(runner), JobState::Running) => {
-            // The runner is busy with this job, whichever job it was launched for.
-            super::runner_moves::update_runner(ports, &runner, |r| {
-                let busy = r.state.can_move_to(RunnerState::Busy);
-                if busy {
-                    r.state = RunnerState::Busy;
-                    r.ran_job_id = Some(job.id.clone());
-                    r.job_started_at = Some(now);
-                }
-                busy
-            })
-            .await?;
-        }
-        (Some(runner), JobState::Completed | JobState::Cancelled) => {
-            // Its job is over: the runner should call /complete and power
-            // off now; the reaper reclaims it if it does not.
-            let marked = super::runner_moves::update_runner(ports, &runner, |r| {
-                let mark = r.state.is_live() && r.job_ended_at.is_none();
-                if mark {
-                    r.job_ended_at = Some(now);
-                    if r.ran_job_id.is_none() {
-                        // Its `in_progress` never came: the job ran from
-                        // when the runner was ready, as far as pacer knows.
-                        r.ran_job_id = Some(job.id.clone());
-                        r.job_started_at = Some(r.registered_at.unwrap_or(r.created_at));
-                    }
-                }
-                mark
-            })
-            .await?;
-            runner_settles =
-                marked.is_some_and(|(_, r)| r.ran_job_id.as_deref() == Some(job.id.as_str()));
-        }
-        _ => {}
-    }
+    let runner_settles = to.is_final()
+        && marked.is_some_and(|(_, r)| r.ran_job_id.as_deref() == Some(job.id.as_str()));
     if to.is_final() && !runner_settles {
         super::usage::settle(ports, &job.id, None).await?;
     }

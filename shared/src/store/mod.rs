@@ -280,8 +280,40 @@ pub trait JobStore: Send + Sync {
     async fn job_by_github_id(&self, github_job_id: i64) -> StoreResult<Option<Job>>;
     async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>>;
     /// Writes `job` (already moved to its new state) only if the stored job
-    /// is still in `from`; otherwise `Stale`. This is every job state change.
+    /// is still in `from` and at the version before `job.version`; otherwise
+    /// `Stale`. This is every job state change.
     async fn transition_job(&self, from: JobState, job: &Job) -> StoreResult<()>;
+    /// One request for the start of a launch: the job's move (conditional as
+    /// in [`JobStore::transition_job`]), one unit of the runner's pool's
+    /// capacity (as [`RunnerStore::reserve_capacity`] takes it), and the new
+    /// runner record — all three, or none.
+    async fn claim_for_launch(
+        &self,
+        from: JobState,
+        job: &Job,
+        runner: &Runner,
+    ) -> StoreResult<Claim>;
+    /// A job's move and its runner's in one request, each conditional as in
+    /// [`JobStore::transition_job`] and [`RunnerStore::transition_runner`]:
+    /// both, or neither (`Stale`).
+    async fn transition_job_and_runner(
+        &self,
+        job_from: JobState,
+        job: &Job,
+        runner_from: RunnerState,
+        runner: &Runner,
+    ) -> StoreResult<()>;
+}
+
+/// What [`JobStore::claim_for_launch`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Claimed, capacity taken, runner recorded.
+    Claimed,
+    /// The pool is at `max_runners` (or gone): nothing was written.
+    PoolFull,
+    /// The job is not where the caller read it: nothing was written.
+    Stale,
 }
 
 /// Console users, and what their sign-ins need kept: login rate-limit

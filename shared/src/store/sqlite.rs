@@ -883,16 +883,7 @@ impl ConfigStore for SqliteStore {
 impl RunnerStore for SqliteStore {
     async fn reserve_capacity(&self, pool_id: &str) -> StoreResult<bool> {
         let id = pool_id.to_string();
-        self.write(move |c| {
-            let n = c
-                .execute(
-                    "UPDATE pools SET active_runners = active_runners + 1 WHERE id = ?1 AND active_runners < max_runners",
-                    [&id],
-                )
-                .map_err(backend)?;
-            Ok(n == 1)
-        })
-        .await
+        self.write(move |c| reserve_row(c, &id)).await
     }
 
     async fn release_capacity(&self, pool_id: &str) -> StoreResult<bool> {
@@ -923,15 +914,7 @@ impl RunnerStore for SqliteStore {
     async fn insert_runner(&self, runner: &Runner) -> StoreResult<()> {
         let r = runner.clone();
         let data = to_json(runner)?;
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO runners (id, pool_id, instance_id, name, state, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![r.id, r.pool_id, r.instance_id, r.name, r.state.as_str(), data],
-            )
-            .map_err(|e| write_err(e, "the runner exists already", "pool"))?;
-            Ok(())
-        })
-        .await
+        self.write(move |c| insert_runner_row(c, &r, &data)).await
     }
 
     async fn get_runner(&self, id: &str) -> StoreResult<Option<Runner>> {
@@ -989,17 +972,8 @@ impl RunnerStore for SqliteStore {
     async fn transition_runner(&self, from: RunnerState, runner: &Runner) -> StoreResult<()> {
         let r = runner.clone();
         let data = to_json(runner)?;
-        self.write(move |c| {
-            let n = c
-                .execute(
-                    "UPDATE runners SET state = ?2, instance_id = ?3, name = ?4, data = ?5
-                     WHERE id = ?1 AND state = ?6 AND IFNULL(json_extract(data, '$.version'), 0) = ?7",
-                    params![r.id, r.state.as_str(), r.instance_id, r.name, data, from.as_str(), r.version.saturating_sub(1) as i64],
-                )
-                .map_err(backend)?;
-            swapped(n)
-        })
-        .await
+        self.write(move |c| swapped(move_runner_row(c, from, &r, &data)?))
+            .await
     }
 }
 
@@ -1070,18 +1044,111 @@ impl JobStore for SqliteStore {
     async fn transition_job(&self, from: JobState, job: &Job) -> StoreResult<()> {
         let j = job.clone();
         let data = to_json(job)?;
+        self.write(move |c| swapped(move_job_row(c, from, &j, &data)?))
+            .await
+    }
+
+    async fn claim_for_launch(
+        &self,
+        from: JobState,
+        job: &Job,
+        runner: &Runner,
+    ) -> StoreResult<Claim> {
+        let (j, r) = (job.clone(), runner.clone());
+        let (job_data, runner_data) = (to_json(job)?, to_json(runner)?);
         self.write(move |c| {
-            let n = c
-                .execute(
-                    "UPDATE jobs SET state = ?2, project_id = ?3, pool_id = ?4, data = ?5
-                     WHERE id = ?1 AND state = ?6 AND IFNULL(json_extract(data, '$.version'), 0) = ?7",
-                    params![j.id, j.state.as_str(), j.project_id, j.pool_id, data, from.as_str(), j.version.saturating_sub(1) as i64],
-                )
-                .map_err(backend)?;
-            swapped(n)
+            let tx = c.transaction().map_err(backend)?;
+            if move_job_row(&tx, from, &j, &job_data)? != 1 {
+                return Ok(Claim::Stale);
+            }
+            if !reserve_row(&tx, &r.pool_id)? {
+                return Ok(Claim::PoolFull);
+            }
+            insert_runner_row(&tx, &r, &runner_data)?;
+            tx.commit().map_err(backend)?;
+            Ok(Claim::Claimed)
         })
         .await
     }
+
+    async fn transition_job_and_runner(
+        &self,
+        job_from: JobState,
+        job: &Job,
+        runner_from: RunnerState,
+        runner: &Runner,
+    ) -> StoreResult<()> {
+        let (j, r) = (job.clone(), runner.clone());
+        let (job_data, runner_data) = (to_json(job)?, to_json(runner)?);
+        self.write(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            swapped(move_job_row(&tx, job_from, &j, &job_data)?)?;
+            swapped(move_runner_row(&tx, runner_from, &r, &runner_data)?)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+}
+
+/// A job's conditional move (see [`JobStore::transition_job`]): the rows changed.
+fn move_job_row(c: &Connection, from: JobState, j: &Job, data: &str) -> StoreResult<usize> {
+    c.execute(
+        "UPDATE jobs SET state = ?2, project_id = ?3, pool_id = ?4, data = ?5
+         WHERE id = ?1 AND state = ?6 AND IFNULL(json_extract(data, '$.version'), 0) = ?7",
+        params![
+            j.id,
+            j.state.as_str(),
+            j.project_id,
+            j.pool_id,
+            data,
+            from.as_str(),
+            j.version.saturating_sub(1) as i64
+        ],
+    )
+    .map_err(backend)
+}
+
+/// A runner's conditional move (see [`RunnerStore::transition_runner`]): the rows changed.
+fn move_runner_row(
+    c: &Connection,
+    from: RunnerState,
+    r: &Runner,
+    data: &str,
+) -> StoreResult<usize> {
+    c.execute(
+        "UPDATE runners SET state = ?2, instance_id = ?3, name = ?4, data = ?5
+         WHERE id = ?1 AND state = ?6 AND IFNULL(json_extract(data, '$.version'), 0) = ?7",
+        params![
+            r.id,
+            r.state.as_str(),
+            r.instance_id,
+            r.name,
+            data,
+            from.as_str(),
+            r.version.saturating_sub(1) as i64
+        ],
+    )
+    .map_err(backend)
+}
+
+/// One unit of a pool's capacity, if it has one free: whether it did.
+fn reserve_row(c: &Connection, pool_id: &str) -> StoreResult<bool> {
+    let n = c
+        .execute(
+            "UPDATE pools SET active_runners = active_runners + 1 WHERE id = ?1 AND active_runners < max_runners",
+            [pool_id],
+        )
+        .map_err(backend)?;
+    Ok(n == 1)
+}
+
+fn insert_runner_row(c: &Connection, r: &Runner, data: &str) -> StoreResult<()> {
+    c.execute(
+        "INSERT INTO runners (id, pool_id, instance_id, name, state, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![r.id, r.pool_id, r.instance_id, r.name, r.state.as_str(), data],
+    )
+    .map_err(|e| write_err(e, "the runner exists already", "pool"))?;
+    Ok(())
 }
 
 #[async_trait]

@@ -377,6 +377,11 @@ job_ended_at?: string | null,
  */
 registered_at: string | null, 
 /**
+ * When its instance was launched (after its pool's capacity was
+ * reserved); `None` for a launch that did not happen.
+ */
+launched_at?: string | null, 
+/**
  * The job GitHub gave it (`in_progress` named it), and when it started.
  */
 ran_job_id: string | null, job_started_at: string | null, 

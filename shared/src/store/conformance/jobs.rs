@@ -307,3 +307,131 @@ pub async fn jobs_filter_by_state_repo_pool_and_time(store: Arc<dyn Store>) {
         vec![202]
     );
 }
+
+/// A launch's claim is one request: the job's move, a unit of its pool's
+/// capacity and the runner's record — all three, or nothing at all.
+pub async fn a_launch_claims_its_job_capacity_and_runner_at_once_or_not_at_all(
+    store: Arc<dyn Store>,
+) {
+    let p = project("acme", at(0));
+    store.create_project(&p).await.unwrap();
+    let pl = pool(&p.id, "linux", 1, at(0));
+    store.create_pool(&pl).await.unwrap();
+    let claim_of = |j: &Job, t: i64| {
+        let mut claimed = j.clone();
+        claimed.apply(
+            JobState::Claimed,
+            TransitionCause::Orchestrator,
+            &JobChanges::default(),
+            at(t),
+        );
+        claimed
+    };
+    let runner_for = |j: &Job, t: i64| Runner {
+        job_id: Some(j.id.clone()),
+        instance_id: None,
+        ..runner(&pl, "i-0none", at(t))
+    };
+    let active = || async {
+        store
+            .get_pool(&pl.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .active_runners
+    };
+
+    // Given two queued jobs of a pool with one slot
+    let first = job(31, "acme/app", at(1));
+    let second = job(32, "acme/app", at(2));
+    store.insert_job(&first).await.unwrap();
+    store.insert_job(&second).await.unwrap();
+
+    // The first claim takes all three
+    let (claimed, r1) = (claim_of(&first, 3), runner_for(&first, 3));
+    assert_eq!(
+        store
+            .claim_for_launch(JobState::Queued, &claimed, &r1)
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.get_job(&first.id).await.unwrap(),
+        Some(claimed.clone())
+    );
+    assert_eq!(store.get_runner(&r1.id).await.unwrap(), Some(r1.clone()));
+    assert_eq!(active().await, 1);
+
+    // A second claim of the same job, from the same queued copy, writes nothing
+    let r_again = runner_for(&first, 4);
+    assert_eq!(
+        store
+            .claim_for_launch(JobState::Queued, &claim_of(&first, 4), &r_again)
+            .await
+            .unwrap(),
+        Claim::Stale
+    );
+    assert_eq!(store.get_runner(&r_again.id).await.unwrap(), None);
+    assert_eq!(active().await, 1);
+
+    // A claim at a full pool writes nothing either: the job stays queued
+    let r2 = runner_for(&second, 5);
+    assert_eq!(
+        store
+            .claim_for_launch(JobState::Queued, &claim_of(&second, 5), &r2)
+            .await
+            .unwrap(),
+        Claim::PoolFull
+    );
+    assert_eq!(
+        store.get_job(&second.id).await.unwrap(),
+        Some(second.clone())
+    );
+    assert_eq!(store.get_runner(&r2.id).await.unwrap(), None);
+    assert_eq!(active().await, 1);
+
+    // A job and its runner move together, or neither does
+    let mut starting = claimed.clone();
+    starting.apply(
+        JobState::Starting,
+        TransitionCause::Orchestrator,
+        &JobChanges {
+            runner_id: Some(r1.id.clone()),
+            count_attempt: true,
+            ..Default::default()
+        },
+        at(6),
+    );
+    let mut launched = r1.clone();
+    launched.instance_id = Some("i-0abc".into());
+    launched.version += 1;
+    let mut stale_runner = launched.clone();
+    stale_runner.version += 1; // as if written from a copy two writes old
+    assert!(matches!(
+        store
+            .transition_job_and_runner(
+                JobState::Claimed,
+                &starting,
+                RunnerState::Pending,
+                &stale_runner
+            )
+            .await,
+        Err(StoreError::Stale)
+    ));
+    assert_eq!(
+        store.get_job(&first.id).await.unwrap(),
+        Some(claimed.clone())
+    );
+    store
+        .transition_job_and_runner(
+            JobState::Claimed,
+            &starting,
+            RunnerState::Pending,
+            &launched,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.get_job(&first.id).await.unwrap(), Some(starting));
+    assert_eq!(store.get_runner(&r1.id).await.unwrap(), Some(launched));
+}

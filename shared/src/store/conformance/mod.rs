@@ -71,6 +71,7 @@ cases!(
     inserting_a_job_twice_keeps_the_first,
     job_transitions_are_conditional,
     a_job_write_from_an_older_copy_in_the_same_state_is_refused,
+    a_launch_claims_its_job_capacity_and_runner_at_once_or_not_at_all,
     jobs_page_newest_first_without_gaps_or_repeats,
     jobs_filter_by_state_repo_pool_and_time,
     // UserStore
@@ -233,6 +234,7 @@ pub fn runner(pool: &Pool, instance_id: &str, at: Time) -> Runner {
         error_tail: None,
         job_ended_at: None,
         registered_at: None,
+        launched_at: None,
         ran_job_id: None,
         job_started_at: None,
         cost: None,

@@ -108,6 +108,64 @@ impl JobStore for DynamoStore {
             Err(StoreError::Stale)
         }
     }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, job_id = %job.id, runner_id = %runner.id))]
+    async fn claim_for_launch(
+        &self,
+        from: JobState,
+        job: &Job,
+        runner: &Runner,
+    ) -> StoreResult<Claim> {
+        let writes = vec![
+            self.tx_put(
+                job_item(job)?.item,
+                Cond::in_state_before(from.as_str(), job.version),
+            )?,
+            self.tx_update(
+                POOL.key(&runner.pool_id),
+                Cond::exists_and(|e| {
+                    format!("{} < {}", e.name(ACTIVE_RUNNERS), e.name(MAX_RUNNERS))
+                }),
+                |e| format!("ADD {} {}", e.name(ACTIVE_RUNNERS), e.value(n(1))),
+            )?,
+            self.tx_put(runner_item(runner)?.item, Cond::absent())?,
+        ];
+        Ok(match self.transact(writes, "claim_for_launch").await? {
+            None => Claim::Claimed,
+            Some(c) if c.failed(0) => Claim::Stale,
+            Some(c) if c.failed(1) => Claim::PoolFull,
+            Some(_) => {
+                return Err(StoreError::Conflict(format!(
+                    "runner {} exists already",
+                    runner.id
+                )));
+            }
+        })
+    }
+
+    #[instrument(level = "debug", skip_all, fields(table = %self.table, job_id = %job.id, runner_id = %runner.id))]
+    async fn transition_job_and_runner(
+        &self,
+        job_from: JobState,
+        job: &Job,
+        runner_from: RunnerState,
+        runner: &Runner,
+    ) -> StoreResult<()> {
+        let writes = vec![
+            self.tx_put(
+                job_item(job)?.item,
+                Cond::in_state_before(job_from.as_str(), job.version),
+            )?,
+            self.tx_put(
+                runner_item(runner)?.item,
+                Cond::in_state_before(runner_from.as_str(), runner.version),
+            )?,
+        ];
+        match self.transact(writes, "transition_job_and_runner").await? {
+            None => Ok(()),
+            Some(_) => Err(StoreError::Stale),
+        }
+    }
 }
 
 fn job_matches(filter: &JobFilter, job: &Job) -> bool {

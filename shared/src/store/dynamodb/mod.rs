@@ -124,7 +124,7 @@ use tracing::instrument;
 use crate::calls::{CallCounts, Calls, SdkCallCounter, dynamodb_call};
 
 use super::{
-    AuditFilter, AuditStore, ConfigStore, Inserted, JobFilter, JobStore, Page, PageRequest,
+    AuditFilter, AuditStore, Claim, ConfigStore, Inserted, JobFilter, JobStore, Page, PageRequest,
     RunnerFilter, RunnerStore, SecurityEventFilter, SelfRunnerFilter, SelfServiceStore, Store,
     StoreError, StoreResult, UsageStore, UserStore,
 };
