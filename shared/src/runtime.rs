@@ -83,7 +83,7 @@ pub async fn aws_sdk_config(cfg: &Config) -> Option<aws_config::SdkConfig> {
     if cfg.aws.disabled {
         return None;
     }
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let mut loader = sdk_settings(aws_config::defaults(aws_config::BehaviorVersion::latest()))
         .region(aws_config::Region::new(cfg.aws.region.clone()));
     if !cfg.aws.profile.is_empty() {
         loader = loader.profile_name(&cfg.aws.profile);
@@ -92,6 +92,25 @@ pub async fn aws_sdk_config(cfg: &Config) -> Option<aws_config::SdkConfig> {
         loader = loader.endpoint_url(endpoint.as_str().trim_end_matches('/'));
     }
     Some(loader.load().await)
+}
+
+/// What pacer sets on every AWS SDK client it builds (and the tests and the
+/// bench build theirs with): no stalled-stream protection, which watches
+/// each request's body throughput at a measurable cost per request, while
+/// pacer's requests and answers are a few KB; instead a connect timeout and
+/// an attempt timeout bound a request that hangs. The attempt timeout is
+/// longer than SQS's longest receive wait (20 s).
+pub fn sdk_settings(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
+    use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
+    use aws_config::timeout::TimeoutConfig;
+    loader
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .operation_attempt_timeout(std::time::Duration::from_secs(30))
+                .build(),
+        )
 }
 
 /// The store `database.engine` names.

@@ -125,12 +125,15 @@ impl Moto {
     /// SDK configuration for this server: us-east-1, static test
     /// credentials, every client's endpoint pointed at moto.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
-            .endpoint_url(&self.endpoint)
-            .load()
-            .await
+        // pacer's own SDK settings, as its functions build their clients.
+        pacer_shared::runtime::sdk_settings(aws_config::defaults(
+            aws_config::BehaviorVersion::latest(),
+        ))
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+        .endpoint_url(&self.endpoint)
+        .load()
+        .await
     }
 }
 
