@@ -55,6 +55,13 @@ impl Build {
     }
 }
 
+/// What one function's starts measured, and its peak memory through
+/// `Sizes::rss_events` events (bench build only).
+struct Measured {
+    starts: Vec<Start>,
+    through: Option<u64>,
+}
+
 /// What one start measured.
 struct Start {
     to_first_answer: Duration,
@@ -72,8 +79,20 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
     let mut figures = Vec::new();
     for name in functions {
         let binary = bench_binary(name)?;
-        let starts = measure(name, Build::Bench, &binary, &deployment, &mut events, sizes).await?;
-        figures.extend(start_figures(name, Build::Bench, &starts));
+        let measured =
+            measure(name, Build::Bench, &binary, &deployment, &mut events, sizes).await?;
+        figures.extend(start_figures(name, Build::Bench, &measured.starts));
+        if let Some(peak) = measured.through {
+            figures.push(
+                Figure::new(format!("cold.{name}.rss_through"), peak as f64 / MB, "MB")
+                    .budget(Budget::at_most(32.0, "peak RSS ≤ 32 MB"))
+                    .note(format!(
+                        "peak resident memory (VmHWM) of one process through its first {} events, each {}",
+                        sizes.rss_events,
+                        FirstEvents::described(name)
+                    )),
+            );
+        }
     }
     let zips = zips();
     figures.extend(zip_figures(&zips));
@@ -89,7 +108,7 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
             );
             continue;
         };
-        let starts = measure(
+        let measured = measure(
             name,
             Build::Release,
             &bootstrap,
@@ -98,7 +117,7 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
             sizes,
         )
         .await?;
-        figures.extend(start_figures(name, Build::Release, &starts));
+        figures.extend(start_figures(name, Build::Release, &measured.starts));
     }
     Ok(figures)
 }
@@ -115,7 +134,7 @@ async fn measure(
     deployment: &lambda_runtime::Deployment,
     events: &mut FirstEvents,
     sizes: &Sizes,
-) -> anyhow::Result<Vec<Start>> {
+) -> anyhow::Result<Measured> {
     let table = format!("pacer-{name}-{}", build.label());
     let store = Arc::new(DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&deployment.sdk),
@@ -148,7 +167,42 @@ async fn measure(
             starts.push(start);
         }
     }
-    Ok(starts)
+    let through = if build == Build::Bench {
+        let peak = peak_rss_through(name, binary, &config, events, sizes.rss_events)
+            .await
+            .with_context(|| format!("{} events to {}", sizes.rss_events, binary.display()))?;
+        Some(peak)
+    } else {
+        None
+    };
+    Ok(Measured { starts, through })
+}
+
+/// The peak resident memory of one process of the function through its
+/// first `n` events of the kind its starts get, one after the other.
+async fn peak_rss_through(
+    name: &str,
+    binary: &Path,
+    config: &[(&str, String)],
+    events: &mut FirstEvents,
+    n: usize,
+) -> anyhow::Result<u64> {
+    let runtime = RuntimeApi::start().await;
+    let mut function = Running::spawn(binary, &lambda_env(&runtime, name, config));
+    for served in 0..n {
+        let (event, expected) = events.for_function(name);
+        let id = runtime.queue(event);
+        let Some(answer) = runtime.answer(&id, START_TIMEOUT).await else {
+            let (_, printed) = function.finished().await;
+            bail!("{name} stopped answering after {served} events: {printed}");
+        };
+        expected.check(name, &answer)?;
+    }
+    let peak = function
+        .peak_rss_bytes()
+        .context("the process's peak memory (Linux's /proc)")?;
+    function.stop().await;
+    Ok(peak)
 }
 
 /// One start: spawn, first answer, memory, the boot's log line, then the

@@ -49,6 +49,9 @@ pub struct Sizes {
     /// Starts of each function, and how many of the five are started.
     pub cold_starts: usize,
     pub cold_functions: usize,
+    /// Events one warm process of each function serves while its peak
+    /// resident memory is watched.
+    pub rss_events: usize,
     /// Days of usage roll-ups, jobs a day, distinct groups a day, and
     /// `/api/stats` calls measured over them.
     pub stats_days: usize,
@@ -74,6 +77,7 @@ impl Sizes {
             moto_warmup: 50,
             cold_starts: 11,
             cold_functions: cold_start::FUNCTIONS.len(),
+            rss_events: 1_000,
             stats_days: 90,
             stats_jobs_per_day: 10_000,
             stats_groups_per_day: 400,
@@ -97,6 +101,7 @@ impl Sizes {
             moto_warmup: 2,
             cold_starts: 2,
             cold_functions: 1,
+            rss_events: 3,
             stats_days: 3,
             stats_jobs_per_day: 40,
             stats_groups_per_day: 4,
