@@ -867,39 +867,57 @@ async fn capacity(
     pools: &HashMap<String, Pool>,
     report: &mut Report,
 ) -> ServiceResult<()> {
-    for pool_id in pools.keys() {
-        let Some(pool) = ports.store.get_pool(pool_id).await? else {
-            continue;
-        };
-        let held = pool.active_runners;
-        let filter = JobFilter {
-            state: Some(JobState::Claimed),
-            pool_id: Some(pool_id.clone()),
-            ..Default::default()
-        };
-        let claimed = all_pages!(|p| ports.store.list_jobs(&filter, p)).len() as u32;
-        let live_in_pool = live_filter(Some(pool_id));
-        let live = all_pages!(|p| ports.store.list_runners(&live_in_pool, p)).len() as u32;
-        // Runners that ended a moment ago, newest first; a runner lives at
-        // most its pool's max lifetime, so older ones cannot have just ended.
-        let in_pool = RunnerFilter {
-            pool_id: Some(pool_id.clone()),
-            states: vec![],
-        };
-        let now = ports.clock.now();
-        let horizon = pool.spec.max_lifetime * 2 + RELEASE_GRACE;
-        let mut recently_ended = 0u32;
-        let mut pages = Pages::start();
-        'pages: while let Some(page) = pages.next_request() {
-            for r in pages.items(ports.store.list_runners(&in_pool, &page).await?) {
-                if elapsed(now, r.created_at) > horizon {
-                    break 'pages;
-                }
-                if !r.state.is_live() && elapsed(now, r.updated_at) < RELEASE_GRACE {
-                    recently_ended += 1;
-                }
+    // Four listings whatever the number of pools, in the order the
+    // reasoning above needs: counters, claimed jobs, live runners, runners
+    // that ended a moment ago.
+    let held: HashMap<String, u32> = all_pages!(|p| ports.store.list_pools(None, p))
+        .into_iter()
+        .map(|p: Pool| (p.id, p.active_runners))
+        .collect();
+    let claimed_filter = JobFilter {
+        state: Some(JobState::Claimed),
+        ..Default::default()
+    };
+    let mut claimed: HashMap<String, u32> = HashMap::new();
+    for job in all_pages!(|p| ports.store.list_jobs(&claimed_filter, p)) {
+        if let Some(pool_id) = job.pool_id {
+            *claimed.entry(pool_id).or_default() += 1;
+        }
+    }
+    let mut live: HashMap<String, u32> = HashMap::new();
+    for runner in all_pages!(|p| ports.store.list_runners(&live_filter(None), p)) {
+        *live.entry(runner.pool_id).or_default() += 1;
+    }
+    // Newest first; a runner lives at most its pool's max lifetime, so
+    // older ones cannot have just ended.
+    let now = ports.clock.now();
+    let horizon = |pool: &Pool| pool.spec.max_lifetime * 2 + RELEASE_GRACE;
+    let furthest = pools.values().map(horizon).max().unwrap_or(RELEASE_GRACE);
+    let mut recently_ended: HashMap<String, u32> = HashMap::new();
+    let every = RunnerFilter {
+        pool_id: None,
+        states: vec![],
+    };
+    let mut pages = Pages::start();
+    'pages: while let Some(page) = pages.next_request() {
+        for r in pages.items(ports.store.list_runners(&every, &page).await?) {
+            if elapsed(now, r.created_at) > furthest {
+                break 'pages;
+            }
+            let within = pools
+                .get(&r.pool_id)
+                .is_some_and(|pool| elapsed(now, r.created_at) <= horizon(pool));
+            if within && !r.state.is_live() && elapsed(now, r.updated_at) < RELEASE_GRACE {
+                *recently_ended.entry(r.pool_id).or_default() += 1;
             }
         }
+    }
+    for pool_id in pools.keys() {
+        let Some(&held) = held.get(pool_id) else {
+            continue;
+        };
+        let count = |m: &HashMap<String, u32>| m.get(pool_id).copied().unwrap_or(0);
+        let (claimed, live, recently_ended) = (count(&claimed), count(&live), count(&recently_ended));
         let repaired = if held > live + recently_ended + claimed {
             live + recently_ended + claimed
         } else if held < live {

@@ -13,6 +13,7 @@ pub mod cold_start;
 pub mod deployment;
 pub mod measure;
 pub mod payload;
+pub mod reaper_pass;
 pub mod stats;
 pub mod webhook;
 pub mod webhook_moto;
@@ -52,6 +53,9 @@ pub struct Sizes {
     /// Events one warm process of each function serves while its peak
     /// resident memory is watched.
     pub rss_events: usize,
+    /// Live runners a reaper pass looks over, and passes measured.
+    pub reaper_runners: usize,
+    pub reaper_passes: usize,
     /// Days of usage roll-ups, jobs a day, distinct groups a day, and
     /// `/api/stats` calls measured over them.
     pub stats_days: usize,
@@ -78,6 +82,8 @@ impl Sizes {
             cold_starts: 11,
             cold_functions: cold_start::FUNCTIONS.len(),
             rss_events: 1_000,
+            reaper_runners: 500,
+            reaper_passes: 5,
             stats_days: 90,
             stats_jobs_per_day: 10_000,
             stats_groups_per_day: 400,
@@ -102,6 +108,8 @@ impl Sizes {
             cold_starts: 2,
             cold_functions: 1,
             rss_events: 3,
+            reaper_runners: 60,
+            reaper_passes: 1,
             stats_days: 3,
             stats_jobs_per_day: 40,
             stats_groups_per_day: 4,
@@ -205,6 +213,11 @@ pub fn benchmarks() -> Vec<Benchmark> {
             name: "stats",
             what: "GET /api/stats by pool over 90 days of roll-ups holding 10,000 jobs a day, on SQLite (issue 17)",
             run: |sizes| Box::pin(stats::run(sizes)),
+        },
+        Benchmark {
+            name: "reaper",
+            what: "one reaper pass over 500 live runners in 3 pools and in 50: requests and time (issue 18)",
+            run: |sizes| Box::pin(reaper_pass::run(sizes)),
         },
         Benchmark {
             name: "cold_start",
