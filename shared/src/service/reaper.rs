@@ -885,7 +885,8 @@ async fn capacity(
         }
     }
     let mut live: HashMap<String, u32> = HashMap::new();
-    for runner in all_pages!(|p| ports.store.list_runners(&live_filter(None), p)) {
+    let live_anywhere = live_filter(None);
+    for runner in all_pages!(|p| ports.store.list_runners(&live_anywhere, p)) {
         *live.entry(runner.pool_id).or_default() += 1;
     }
     // Newest first; a runner lives at most its pool's max lifetime, so
@@ -917,7 +918,8 @@ async fn capacity(
             continue;
         };
         let count = |m: &HashMap<String, u32>| m.get(pool_id).copied().unwrap_or(0);
-        let (claimed, live, recently_ended) = (count(&claimed), count(&live), count(&recently_ended));
+        let (claimed, live, recently_ended) =
+            (count(&claimed), count(&live), count(&recently_ended));
         let repaired = if held > live + recently_ended + claimed {
             live + recently_ended + claimed
         } else if held < live {

@@ -188,7 +188,7 @@ async fn peak_rss_through(
     n: usize,
 ) -> anyhow::Result<u64> {
     let runtime = RuntimeApi::start().await;
-    let mut function = Running::spawn(binary, &lambda_env(&runtime, name, config));
+    let function = Running::spawn(binary, &lambda_env(&runtime, name, config));
     for served in 0..n {
         let (event, expected) = events.for_function(name);
         let id = runtime.queue(event);

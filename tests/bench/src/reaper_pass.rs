@@ -33,8 +33,13 @@ struct Pass {
 pub async fn run(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
     let few = passes(FEW, sizes).await?;
     let many = passes(MANY, sizes).await?;
-    let requests = |p: &[Pass]| median(&p.iter().map(|p| p.calls.total() as f64).collect::<Vec<_>>());
-    let ms = |p: &[Pass]| p.iter().map(|p| p.took.as_secs_f64() * 1e3).collect::<Vec<_>>();
+    let requests =
+        |p: &[Pass]| median(&p.iter().map(|p| p.calls.total() as f64).collect::<Vec<_>>());
+    let ms = |p: &[Pass]| {
+        p.iter()
+            .map(|p| p.took.as_secs_f64() * 1e3)
+            .collect::<Vec<_>>()
+    };
     let what = |n: usize| {
         format!(
             "one reaper pass over {} live runners in {n} pools (SQLite, simulated fleet, offline GitHub), median of {} passes",
@@ -43,19 +48,35 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
     };
     let ratio = requests(&many) / requests(&few).max(1.0);
     Ok(vec![
-        Figure::new(format!("reaper.pass.requests.{FEW}_pools"), requests(&few), "per pass")
-            .note(format!("store, fleet and GitHub calls of {}", what(FEW))),
-        Figure::new(format!("reaper.pass.requests.{MANY}_pools"), requests(&many), "per pass")
-            .note(format!("the same, {}", what(MANY))),
+        Figure::new(
+            format!("reaper.pass.requests.{FEW}_pools"),
+            requests(&few),
+            "per pass",
+        )
+        .note(format!("store, fleet and GitHub calls of {}", what(FEW))),
+        Figure::new(
+            format!("reaper.pass.requests.{MANY}_pools"),
+            requests(&many),
+            "per pass",
+        )
+        .note(format!("the same, {}", what(MANY))),
         Figure::new("reaper.pass.requests.ratio", ratio, "×")
             .budget(Budget::at_most(2.0, "50 pools ≤ 2 × the requests of 3"))
             .note("requests of the 50-pool pass over the 3-pool one"),
-        Figure::new(format!("reaper.pass.ms.{FEW}_pools"), median(&ms(&few)), "ms")
-            .spread(half_range(&ms(&few)))
-            .note(what(FEW)),
-        Figure::new(format!("reaper.pass.ms.{MANY}_pools"), median(&ms(&many)), "ms")
-            .spread(half_range(&ms(&many)))
-            .note(what(MANY)),
+        Figure::new(
+            format!("reaper.pass.ms.{FEW}_pools"),
+            median(&ms(&few)),
+            "ms",
+        )
+        .spread(half_range(&ms(&few)))
+        .note(what(FEW)),
+        Figure::new(
+            format!("reaper.pass.ms.{MANY}_pools"),
+            median(&ms(&many)),
+            "ms",
+        )
+        .spread(half_range(&ms(&many)))
+        .note(what(MANY)),
     ])
 }
 
