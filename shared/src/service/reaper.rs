@@ -115,9 +115,10 @@ pub async fn reconcile(ports: &Ports) -> ServiceResult<Report> {
         .into_iter()
         .map(|p: Pool| (p.id.clone(), p))
         .collect();
-    runners(ports, &pools, &mut report).await?;
-    orphans(ports, &mut report).await?;
-    ghosts(ports, &mut report).await?;
+    let live = Live::list(ports).await?;
+    runners(ports, &pools, &live, &mut report).await?;
+    orphans(ports, &live, &mut report).await?;
+    ghosts(ports, &live, &mut report).await?;
     missed_webhooks(ports, &mut report).await?;
     // A count that fails is retried next pass; the orchestrator still holds
     // by the spend counted before.
@@ -128,7 +129,7 @@ pub async fn reconcile(ports: &Ports) -> ServiceResult<Report> {
             Default::default()
         }
     };
-    stuck_jobs(ports, &held, &mut report).await?;
+    stuck_jobs(ports, &held, &live, &mut report).await?;
     unmatched_jobs(ports, &mut report).await?;
     capacity(ports, &pools, &mut report).await?;
     if ports.settings.self_service.enabled {
@@ -153,14 +154,62 @@ fn live_filter(pool_id: Option<&str>) -> RunnerFilter {
     }
 }
 
+/// The live runners as the pass began, listed once: they answer "does a
+/// live runner own this?" for every instance, GitHub registration and job
+/// the pass looks at, whatever their number. A runner launched since is not
+/// here, so a "no" is confirmed with the store before anything is acted on;
+/// one that ended since still is, which leaves what it owned to the next
+/// pass.
+struct Live {
+    runners: Vec<Runner>,
+    by_id: HashMap<String, usize>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Live {
+    async fn list(ports: &Ports) -> ServiceResult<Self> {
+        let filter = live_filter(None);
+        let runners: Vec<Runner> = all_pages!(|p| ports.store.list_runners(&filter, p));
+        let by_id = runners
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.clone(), i))
+            .collect();
+        let by_name = runners
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), i))
+            .collect();
+        Ok(Self {
+            runners,
+            by_id,
+            by_name,
+        })
+    }
+
+    fn has_id(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    fn has_name(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// The live runner of `pool_id` holding `job_id` with no instance yet.
+    fn unlaunched_for(&self, pool_id: &str, job_id: &str) -> Option<&Runner> {
+        self.runners.iter().find(|r| {
+            r.pool_id == pool_id && r.job_id.as_deref() == Some(job_id) && r.instance_id.is_none()
+        })
+    }
+}
+
 async fn runners(
     ports: &Ports,
     pools: &HashMap<String, Pool>,
+    live: &Live,
     report: &mut Report,
 ) -> ServiceResult<()> {
-    let filter = live_filter(None);
-    let live: Vec<Runner> = all_pages!(|p| ports.store.list_runners(&filter, p));
-    for runner in live {
+    for runner in &live.runners {
         let Some(pool) = pools.get(&runner.pool_id) else {
             continue;
         };
@@ -325,7 +374,7 @@ async fn idle(
     }
 }
 
-async fn orphans(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
+async fn orphans(ports: &Ports, live: &Live, report: &mut Report) -> ServiceResult<()> {
     let instances = match ports.fleet.list_instances().await {
         Ok(i) => i,
         Err(e) => {
@@ -338,13 +387,6 @@ async fn orphans(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
         if matches!(instance.state.as_str(), "shutting-down" | "terminated") {
             continue;
         }
-        let owner = match &instance.runner_id {
-            Some(id) => ports.store.get_runner(id).await?,
-            None => None,
-        };
-        if owner.as_ref().is_some_and(|r| r.state.is_live()) {
-            continue;
-        }
         let now = ports.clock.now();
         // Without a launch time, wait: the grace is what protects a launch
         // whose records are still being written.
@@ -352,6 +394,20 @@ async fn orphans(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
             continue;
         };
         if elapsed(now, launched) < grace {
+            continue;
+        }
+        if instance
+            .runner_id
+            .as_deref()
+            .is_some_and(|id| live.has_id(id))
+        {
+            continue;
+        }
+        let owner = match &instance.runner_id {
+            Some(id) => ports.store.get_runner(id).await?,
+            None => None,
+        };
+        if owner.as_ref().is_some_and(|r| r.state.is_live()) {
             continue;
         }
         if let Err(e) = ports.fleet.terminate(&instance.instance_id).await {
@@ -446,7 +502,7 @@ async fn runner_targets(
     Ok(targets)
 }
 
-async fn ghosts(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
+async fn ghosts(ports: &Ports, live: &Live, report: &mut Report) -> ServiceResult<()> {
     for (installation, target) in runner_targets(ports, report, false).await? {
         let listed = match ports.github.list_runners(installation, &target).await {
             Ok(l) => l,
@@ -461,6 +517,9 @@ async fn ghosts(ports: &Ports, report: &mut Report) -> ServiceResult<()> {
             .into_iter()
             .filter(|r| is_runner_name_of(&ports.settings.deployment, &r.name))
         {
+            if live.has_name(&gh.name) {
+                continue;
+            }
             if ports
                 .store
                 .runner_by_name(&gh.name)
@@ -598,6 +657,7 @@ async fn jobs_in(ports: &Ports, state: JobState) -> ServiceResult<Vec<Job>> {
 async fn stuck_jobs(
     ports: &Ports,
     held_pools: &HashSet<String>,
+    live: &Live,
     report: &mut Report,
 ) -> ServiceResult<()> {
     let redrive_after = ports.settings.redrive_after;
@@ -626,9 +686,14 @@ async fn stuck_jobs(
         if elapsed(ports.clock.now(), job.updated_at) < redrive_after {
             continue;
         }
-        stuck_claimed(ports, report, &job).await?;
+        stuck_claimed(ports, live, report, &job).await?;
     }
     for job in jobs_in(ports, JobState::Starting).await? {
+        if job.runner_id.as_deref().is_some_and(|id| live.has_id(id))
+            || elapsed(ports.clock.now(), job.updated_at) < redrive_after
+        {
+            continue;
+        }
         let runner_live = match &job.runner_id {
             Some(id) => ports
                 .store
@@ -637,7 +702,7 @@ async fn stuck_jobs(
                 .is_some_and(|r| r.state.is_live()),
             None => false,
         };
-        if runner_live || elapsed(ports.clock.now(), job.updated_at) < redrive_after {
+        if runner_live {
             continue;
         }
         let changes = JobChanges {
@@ -691,16 +756,18 @@ async fn requeue_as_listed(
 /// happened (an instance carries its runner's tag), finish the bookkeeping
 /// rather than launch a second instance; otherwise give the runner's
 /// capacity back and queue the job again.
-async fn stuck_claimed(ports: &Ports, report: &mut Report, job: &Job) -> ServiceResult<()> {
-    let runner = match &job.pool_id {
-        Some(pool_id) => {
-            let filter = live_filter(Some(pool_id));
-            let live: Vec<Runner> = all_pages!(|p| ports.store.list_runners(&filter, p));
-            live.into_iter()
-                .find(|r| r.job_id.as_deref() == Some(job.id.as_str()) && r.instance_id.is_none())
-        }
-        None => None,
-    };
+async fn stuck_claimed(
+    ports: &Ports,
+    live: &Live,
+    report: &mut Report,
+    job: &Job,
+) -> ServiceResult<()> {
+    // A claim writes its runner in the same request, so a job claimed
+    // before the pass began has its runner in the listing.
+    let runner = job
+        .pool_id
+        .as_deref()
+        .and_then(|pool_id| live.unlaunched_for(pool_id, &job.id));
     if let Some(runner) = runner {
         match ports.fleet.instance_for_runner(&runner.id).await {
             Ok(Some(instance))

@@ -53,13 +53,21 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
             requests(&few),
             "per pass",
         )
-        .note(format!("store, fleet and GitHub calls of {}", what(FEW))),
+        .note(format!(
+            "store, fleet and GitHub calls of {} ({})",
+            what(FEW),
+            kinds(&few[0].calls)
+        )),
         Figure::new(
             format!("reaper.pass.requests.{MANY}_pools"),
             requests(&many),
             "per pass",
         )
-        .note(format!("the same, {}", what(MANY))),
+        .note(format!(
+            "the same, {} ({})",
+            what(MANY),
+            kinds(&many[0].calls)
+        )),
         Figure::new("reaper.pass.requests.ratio", ratio, "×")
             .budget(Budget::at_most(2.0, "50 pools ≤ 2 × the requests of 3"))
             .note("requests of the 50-pool pass over the 3-pool one"),
@@ -78,6 +86,14 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
         .spread(half_range(&ms(&many)))
         .note(what(MANY)),
     ])
+}
+
+/// What a pass's calls were, by kind.
+fn kinds(c: &Calls) -> String {
+    format!(
+        "{} store reads, {} store writes, {} fleet, {} GitHub, {} queue sends",
+        c.store_reads, c.store_writes, c.fleet, c.github, c.queue_sends
+    )
 }
 
 /// `sizes.reaper_passes` passes over a deployment of `pools` pools holding
