@@ -220,18 +220,18 @@ async fn runners(
                 "alive for {}s, past the pool's max lifetime (a hard cap for hung jobs)",
                 age.as_secs()
             );
-            reap(ports, report, &runner, "max_lifetime", reason).await?;
+            reap(ports, report, runner, "max_lifetime", reason).await?;
         } else if runner.state == RunnerState::Pending && age >= pool.spec.boot_timeout {
             let reason = format!(
                 "not registered {}s after launch (boot timeout {}s)",
                 age.as_secs(),
                 pool.spec.boot_timeout.as_secs()
             );
-            reap(ports, report, &runner, "boot_deadline", reason).await?;
+            reap(ports, report, runner, "boot_deadline", reason).await?;
         } else if runner.state == RunnerState::Registered
             && elapsed(now, runner.updated_at) >= pool.spec.idle_timeout
         {
-            idle(ports, report, &runner, pool).await?;
+            idle(ports, report, runner, pool).await?;
         } else if let Some(ended) = runner
             .job_ended_at
             .filter(|t| elapsed(now, *t) >= pool.spec.idle_timeout)
@@ -241,7 +241,7 @@ async fn runners(
                 elapsed(now, ended).as_secs(),
                 pool.spec.idle_timeout.as_secs()
             );
-            reap(ports, report, &runner, "job_ended", reason).await?;
+            reap(ports, report, runner, "job_ended", reason).await?;
         }
     }
     Ok(())
