@@ -100,6 +100,7 @@ async fn the_simulated_fleet_and_offline_github_count_what_ec2_and_github_would_
             token: Secret::new("unused"),
         },
         attempt: 1,
+        first_launch: false,
     };
 
     // When it launches, lists and terminates

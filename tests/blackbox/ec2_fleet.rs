@@ -16,6 +16,7 @@ use pacer_shared::fleet::{
 use serde_json::{Value, json};
 
 use crate::moto::Moto;
+use pacer_test_support::moto::Ec2Network;
 
 /// A moto with a VPC (two subnets in two zones, a security group), a
 /// second VPC's security group, and an x86_64 AMI from moto's catalogue.
@@ -33,38 +34,7 @@ impl Aws {
     pub(crate) async fn start() -> Aws {
         let moto = Moto::start().await;
         let ec2 = sdk::Client::new(&moto.sdk_config().await);
-        let vpc = ec2
-            .create_vpc()
-            .cidr_block("10.0.0.0/16")
-            .send()
-            .await
-            .unwrap()
-            .vpc
-            .unwrap()
-            .vpc_id
-            .unwrap();
-        let mut subnets = Vec::new();
-        for (cidr, zone) in [("10.0.1.0/24", "us-east-1a"), ("10.0.2.0/24", "us-east-1b")] {
-            let s = ec2
-                .create_subnet()
-                .vpc_id(&vpc)
-                .cidr_block(cidr)
-                .availability_zone(zone)
-                .send()
-                .await
-                .unwrap();
-            subnets.push(s.subnet.unwrap().subnet_id.unwrap());
-        }
-        let sg = ec2
-            .create_security_group()
-            .group_name("runners")
-            .description("pacer runners")
-            .vpc_id(&vpc)
-            .send()
-            .await
-            .unwrap()
-            .group_id
-            .unwrap();
+        let network = Ec2Network::create(&ec2).await;
         let other_vpc = ec2
             .create_vpc()
             .cidr_block("10.1.0.0/16")
@@ -85,34 +55,14 @@ impl Aws {
             .unwrap()
             .group_id
             .unwrap();
-        let images = ec2
-            .describe_images()
-            .owners("amazon")
-            .filters(
-                Filter::builder()
-                    .name("architecture")
-                    .values("x86_64")
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        let ami = images
-            .images()
-            .iter()
-            .find(|i| i.root_device_name() == Some("/dev/xvda"))
-            .or(images.images().first())
-            .and_then(|i| i.image_id())
-            .expect("moto ships x86_64 AMIs")
-            .to_string();
         Aws {
             moto,
             ec2,
-            subnets: [subnets[0].clone(), subnets[1].clone()],
-            zones: ["us-east-1a".into(), "us-east-1b".into()],
-            sg,
+            subnets: network.subnets,
+            zones: network.zones,
+            sg: network.sg,
             foreign_sg,
-            ami,
+            ami: network.ami,
         }
     }
 

@@ -482,6 +482,7 @@ async fn a_launch_whose_answer_was_lost_is_found_by_its_tag_and_not_relaunched()
                 token: Secret::new("unused"),
             },
             attempt: 1,
+            first_launch: false,
         })
         .await
         .unwrap();

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_dynamodb::Client;
 use pacer_shared::config::{Config, Function};
+use pacer_shared::host::lambda::BATCH_CONCURRENCY;
 use pacer_shared::service::dispatch::POISON_RECEIVES;
 use pacer_shared::store::dynamodb::DynamoStore;
 use serde_norway::{Mapping, Value};
@@ -560,7 +561,7 @@ fn each_path_reaches_its_function_built_from_its_own_binary() {
 }
 
 #[test]
-fn the_queue_outlasts_six_orchestrator_timeouts_and_dead_letters_only_after_pacer_gives_up() {
+fn the_queue_outlasts_six_orchestrator_timeouts_hands_out_hints_at_once_and_dead_letters_only_after_pacer_gives_up() {
     let stack = Stack::new(&defaults());
     let queue = stack.resource("JobsQueue").at("Properties");
     let orchestrator = stack.resource("OrchestratorFunction").at("Properties");
@@ -590,6 +591,20 @@ fn the_queue_outlasts_six_orchestrator_timeouts_and_dead_letters_only_after_pace
     assert_eq!(
         event.at("Properties").at("FunctionResponseTypes").items()[0].as_str(),
         Some("ReportBatchItemFailures")
+    );
+    // Set for latency: no job waits for a batch to fill, nor behind another
+    // message of its batch.
+    assert_eq!(
+        event
+            .at("Properties")
+            .at("MaximumBatchingWindowInSeconds")
+            .as_u64(),
+        Some(0)
+    );
+    let batch = event.at("Properties").at("BatchSize").as_u64().unwrap();
+    assert!(
+        (1..=BATCH_CONCURRENCY as u64).contains(&batch),
+        "a batch of {batch} would queue messages behind the {BATCH_CONCURRENCY} dispatched at once"
     );
 
     let schedule = stack

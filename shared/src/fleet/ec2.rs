@@ -562,12 +562,15 @@ impl Fleet for Ec2Fleet {
             req,
             template: self.launch_template_name(&req.pool.id),
         };
-        // A launch whose answer was lost earlier (a Lambda timed out, a
-        // message was redelivered) is found, not repeated: a runner is one
-        // instance. This also covers moto, which ignores ClientTokens.
-        if let Some(existing) = api.find().await.map_err(failure_error)? {
-            tracing::info!(instance_id = %existing.instance_id, "the runner's instance exists already");
-            return Ok(existing);
+        // A launch whose answer was lost earlier is found, not repeated: a
+        // runner is one instance. (The idempotency token would do it within
+        // EC2's window; moto ignores tokens.) A runner never launched has
+        // nothing to find.
+        if !req.first_launch {
+            if let Some(existing) = api.find().await.map_err(failure_error)? {
+                tracing::info!(instance_id = %existing.instance_id, "the runner's instance exists already");
+                return Ok(existing);
+            }
         }
         let plan = launch::combinations(&req.pool.spec);
         let launched = run_plan(&api, &req.runner_id, req.attempt, &plan, &self.retry).await?;

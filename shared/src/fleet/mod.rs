@@ -37,6 +37,12 @@ pub struct LaunchRequest {
     /// derives the idempotency token, so a retried call never makes a
     /// second instance.
     pub attempt: u32,
+    /// The caller recorded this runner moments ago and has never launched
+    /// it (the orchestrator's claim makes a new runner every time): no
+    /// earlier instance can exist, so the fleet does not look for one
+    /// before launching — one AWS round trip less on every launch. False
+    /// where a launch may repeat one whose answer was lost.
+    pub first_launch: bool,
 }
 
 impl LaunchRequest {

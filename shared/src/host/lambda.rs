@@ -38,7 +38,7 @@ pub const ORIGIN_SECRET_HEADER: &str = "x-pacer-origin-secret";
 pub const VIEWER_ADDRESS_HEADER: &str = "cloudfront-viewer-address";
 
 /// SQS messages an orchestrator invocation handles at once.
-const BATCH_CONCURRENCY: usize = 10;
+pub const BATCH_CONCURRENCY: usize = 10;
 
 /// A function's whole life: a cold start once, then answer events until
 /// Lambda stops the process. This is all a function's `main` calls.

@@ -405,6 +405,7 @@ async fn launch(
             token,
         },
         attempt: job.attempts + 1,
+        first_launch: true,
     };
     let launched = match ports.fleet.launch(&request).await {
         Ok(l) => {

@@ -397,7 +397,7 @@ fn start_figures(name: &str, build: Build, starts: &[Start]) -> Vec<Figure> {
 }
 
 /// The function binary of the running profile, beside `pacer-bench`.
-fn bench_binary(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn bench_binary(name: &str) -> anyhow::Result<PathBuf> {
     let path = pacer_test_support::sibling_binary(name);
     ensure!(
         path.is_file(),

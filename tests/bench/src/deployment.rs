@@ -87,10 +87,35 @@ pub fn ports(
     }
 }
 
+/// Where the seeded pools launch: what a pool names of EC2.
+pub struct Place {
+    pub instance_type: String,
+    pub subnet: String,
+    pub security_group: String,
+    pub ami: String,
+}
+
+impl Place {
+    /// Ids in EC2's shapes, for fleets that never ask EC2 about them.
+    pub fn simulated() -> Place {
+        Place {
+            instance_type: "m7g.large".into(),
+            subnet: "subnet-0abc1234".into(),
+            security_group: "sg-0abc1234".into(),
+            ami: "ami-0123456789abcdef0".into(),
+        }
+    }
+}
+
 /// What the console's admin would create, through the same use cases:
 /// project `acme` bound to [`REPO`] and one pool of `max_runners` per
 /// architecture. Returns the pools in [`ARCHES`] order.
 pub async fn seed(ports: &Ports, max_runners: u32) -> anyhow::Result<Vec<Pool>> {
+    seed_at(ports, max_runners, &Place::simulated()).await
+}
+
+/// [`seed`], with the pools launching at `place`.
+pub async fn seed_at(ports: &Ports, max_runners: u32, place: &Place) -> anyhow::Result<Vec<Pool>> {
     let admin = Caller::system("bench");
     let object = |v: Value| -> Map<String, Value> { v.as_object().cloned().expect("an object") };
     let project = config_objects::create_project(ports, &admin, object(json!({"name": "acme"})))
@@ -100,8 +125,8 @@ pub async fn seed(ports: &Ports, max_runners: u32) -> anyhow::Result<Vec<Pool>> 
     for arch in ARCHES {
         let body = json!({
             "project_id": project.id, "name": format!("linux-{arch}"), "labels": ["linux", arch],
-            "instance_types": ["m7g.large"], "subnets": ["subnet-0abc1234"],
-            "security_groups": ["sg-0abc1234"], "ami": "ami-0123456789abcdef0",
+            "instance_types": [place.instance_type], "subnets": [place.subnet],
+            "security_groups": [place.security_group], "ami": place.ami,
             "market": "on-demand", "max_runners": max_runners,
         });
         let pool = config_objects::create_pool(ports, &admin, object(body))

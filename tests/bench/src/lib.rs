@@ -11,6 +11,7 @@
 pub mod burst;
 pub mod cold_start;
 pub mod deployment;
+pub mod launch_path;
 pub mod measure;
 pub mod payload;
 pub mod reaper_pass;
@@ -55,6 +56,11 @@ pub struct Sizes {
     pub rss_events: usize,
     /// Live runners a reaper pass looks over, and passes measured.
     pub reaper_runners: usize,
+    /// Jobs sent down the serverless launch path, jobs a lane (new table,
+    /// queues and processes), and warm-up jobs a lane not measured.
+    pub launch_jobs: usize,
+    pub launch_lane: usize,
+    pub launch_warmup: usize,
     pub reaper_passes: usize,
     /// Days of usage roll-ups, jobs a day, distinct groups a day, and
     /// `/api/stats` calls measured over them.
@@ -83,6 +89,9 @@ impl Sizes {
             cold_functions: cold_start::FUNCTIONS.len(),
             rss_events: 1_000,
             reaper_runners: 500,
+            launch_jobs: 200,
+            launch_lane: 25,
+            launch_warmup: 2,
             reaper_passes: 5,
             stats_days: 90,
             stats_jobs_per_day: 10_000,
@@ -109,6 +118,9 @@ impl Sizes {
             cold_functions: 1,
             rss_events: 3,
             reaper_runners: 60,
+            launch_jobs: 3,
+            launch_lane: 3,
+            launch_warmup: 1,
             reaper_passes: 1,
             stats_days: 3,
             stats_jobs_per_day: 40,
@@ -218,6 +230,11 @@ pub fn benchmarks() -> Vec<Benchmark> {
             name: "reaper",
             what: "one reaper pass over 500 live runners in 3 pools and in 50: requests and time (issue 18)",
             run: |sizes| Box::pin(reaper_pass::run(sizes)),
+        },
+        Benchmark {
+            name: "launch",
+            what: "the serverless launch path: webhook function → SQS → orchestrator function → RunInstances, on moto, beside its floor (issue 18)",
+            run: |sizes| Box::pin(launch_path::run(sizes)),
         },
         Benchmark {
             name: "cold_start",

@@ -248,6 +248,7 @@ pub fn lambda_env(
 pub struct Running {
     child: tokio::process::Child,
     stdout: Option<Lines<BufReader<ChildStdout>>>,
+    tail: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Running {
@@ -262,7 +263,11 @@ impl Running {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         let stdout = child.stdout.take().map(|s| BufReader::new(s).lines());
-        Running { child, stdout }
+        Running {
+            child,
+            stdout,
+            tail: Arc::default(),
+        }
     }
 
     /// The most memory the process has held resident so far (Linux's
@@ -294,6 +299,43 @@ impl Running {
             None
         };
         tokio::time::timeout(within, find).await.ok().flatten()
+    }
+
+    /// Reads what the process prints from now on, so a long run never
+    /// blocks it on a full pipe, keeping its last lines for
+    /// [`Running::printed_tail`].
+    pub fn keep_tail(&mut self) {
+        const KEPT: usize = 40;
+        let tail = self.tail.clone();
+        let keep = move |line: String| {
+            let mut tail = tail.lock().unwrap();
+            if tail.len() == KEPT {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        };
+        if let Some(mut lines) = self.stdout.take() {
+            let keep = keep.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    keep(line);
+                }
+            });
+        }
+        if let Some(stderr) = self.child.stderr.take() {
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    keep(line);
+                }
+            });
+        }
+    }
+
+    /// The last lines printed since [`Running::keep_tail`].
+    pub fn printed_tail(&self) -> String {
+        let tail = self.tail.lock().unwrap();
+        tail.iter().fold(String::new(), |out, l| out + l + "\n")
     }
 
     /// Whether the process has ended already, and how.

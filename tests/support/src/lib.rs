@@ -1,13 +1,15 @@
 //! What pacer's black-box tests (`tests/blackbox`) and `make bench`
 //! (`tests/bench`) share: a private `moto_server` ([`moto`]), the Lambda
 //! Runtime API stub the built functions run under ([`lambda_runtime`]), the
-//! events AWS hands the functions ([`events`]), a test's own loopback HTTP
-//! server ([`loopback`]), and property-test
+//! events AWS hands the functions ([`events`]), a proxy in front of moto
+//! that injects EC2's faults and records its calls ([`fault_proxy`]), a
+//! test's own loopback HTTP server ([`loopback`]), and property-test
 //! strategies for hostile input ([`arbitrary`]). Test code: it panics
 //! with a plain message where something it needs is missing.
 
 pub mod arbitrary;
 pub mod events;
+pub mod fault_proxy;
 pub mod lambda_runtime;
 pub mod loopback;
 pub mod moto;

@@ -220,3 +220,85 @@ async fn answers_http(port: u16) -> Option<String> {
         .ok()
         .flatten()
 }
+
+/// A place in moto's EC2 to launch runners: a VPC with two subnets in two
+/// zones, a security group in it, and an x86_64 AMI from moto's catalogue.
+pub struct Ec2Network {
+    pub vpc: String,
+    pub subnets: [String; 2],
+    pub zones: [String; 2],
+    pub sg: String,
+    pub ami: String,
+}
+
+impl Ec2Network {
+    /// Creates the VPC, its subnets and its group through `ec2`, and picks
+    /// the AMI.
+    pub async fn create(ec2: &pacer_shared::fleet::ec2::sdk::Client) -> Ec2Network {
+        use pacer_shared::fleet::ec2::sdk::types::Filter;
+        let vpc = ec2
+            .create_vpc()
+            .cidr_block("10.0.0.0/16")
+            .send()
+            .await
+            .expect("CreateVpc")
+            .vpc
+            .and_then(|v| v.vpc_id)
+            .expect("a VPC id");
+        let zones = ["us-east-1a".to_string(), "us-east-1b".to_string()];
+        let mut subnets = Vec::new();
+        for (cidr, zone) in ["10.0.1.0/24", "10.0.2.0/24"].into_iter().zip(&zones) {
+            let created = ec2
+                .create_subnet()
+                .vpc_id(&vpc)
+                .cidr_block(cidr)
+                .availability_zone(zone)
+                .send()
+                .await
+                .expect("CreateSubnet");
+            subnets.push(
+                created
+                    .subnet
+                    .and_then(|s| s.subnet_id)
+                    .expect("a subnet id"),
+            );
+        }
+        let sg = ec2
+            .create_security_group()
+            .group_name("runners")
+            .description("pacer runners")
+            .vpc_id(&vpc)
+            .send()
+            .await
+            .expect("CreateSecurityGroup")
+            .group_id
+            .expect("a group id");
+        let images = ec2
+            .describe_images()
+            .owners("amazon")
+            .filters(
+                Filter::builder()
+                    .name("architecture")
+                    .values("x86_64")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("DescribeImages");
+        let ami = images
+            .images()
+            .iter()
+            .find(|i| i.root_device_name() == Some("/dev/xvda"))
+            .or(images.images().first())
+            .and_then(|i| i.image_id())
+            .expect("moto ships x86_64 AMIs")
+            .to_string();
+        Ec2Network {
+            vpc,
+            subnets: [subnets[0].clone(), subnets[1].clone()],
+            zones,
+            sg,
+            ami,
+        }
+    }
+}

@@ -181,6 +181,7 @@ fn request(runner_id: &str, pacer_url: &str) -> LaunchRequest {
             token: Secret::new(TOKEN),
         },
         attempt: 0,
+        first_launch: false,
     }
 }
 
