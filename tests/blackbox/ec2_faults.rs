@@ -355,6 +355,43 @@ async fn a_launch_whose_answer_is_lost_is_found_by_its_runner_tag_and_not_repeat
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_launch_goes_straight_to_run_instances_without_looking_for_an_earlier_one() {
+    // Given pacer with EC2 behind the proxy…
+    let (
+        World {
+            aws,
+            github: _github,
+            pacer,
+        },
+        proxy,
+    ) = proxied_pacer().await;
+    seed(&aws, &pacer, json!({})).await;
+
+    // …a queued job…
+    let job_id = queue_job(&pacer, 9503).await;
+    pacer
+        .wait_for(&format!("/api/jobs/{job_id}"), |j| {
+            j["state"] == "starting" && !j["runner"]["instance_id"].is_null()
+        })
+        .await;
+
+    // …is launched by its first EC2 call: the claim made its runner, so no
+    // earlier instance can exist to look for.
+    let calls = proxy.all_calls();
+    let first_launch = calls
+        .iter()
+        .position(|c| c.action == "RunInstances")
+        .expect("a RunInstances");
+    let before: Vec<&str> = calls[..first_launch]
+        .iter()
+        .map(|c| c.action.as_str())
+        .filter(|a| *a == "DescribeInstances")
+        .collect();
+    assert!(before.is_empty(), "looked before launching: {before:?}");
+    assert_eq!(proxy.run_instances().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_first_instance_type_has_no_capacity_starts_on_the_second() {
     // Given EC2 has no t3.micro capacity in any zone…
     let (
@@ -636,9 +673,10 @@ async fn a_job_whose_launch_answer_is_dropped_gets_the_instance_moto_made_and_no
         .calls("DescribeInstances")
         .into_iter()
         .filter(|c| c.fields.iter().any(|(_, v)| v == runner_id));
-    assert!(
-        lookups.count() >= 2,
-        "looked up by the runner's tag before and after the lost answer"
+    assert_eq!(
+        lookups.count(),
+        1,
+        "looked up by the runner's tag after the lost answer (not before: a first launch has nothing to find)"
     );
     let combo = Combination {
         market: MarketKind::OnDemand,

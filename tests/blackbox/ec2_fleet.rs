@@ -157,6 +157,7 @@ pub(crate) fn launch_request(pool: &Pool, runner_id: &str) -> LaunchRequest {
             token: Secret::new("callback-token"),
         },
         attempt: 0,
+        first_launch: false,
     }
 }
 

@@ -561,7 +561,8 @@ fn each_path_reaches_its_function_built_from_its_own_binary() {
 }
 
 #[test]
-fn the_queue_outlasts_six_orchestrator_timeouts_hands_out_hints_at_once_and_dead_letters_only_after_pacer_gives_up() {
+fn the_queue_outlasts_six_orchestrator_timeouts_hands_out_hints_at_once_and_dead_letters_only_after_pacer_gives_up()
+ {
     let stack = Stack::new(&defaults());
     let queue = stack.resource("JobsQueue").at("Properties");
     let orchestrator = stack.resource("OrchestratorFunction").at("Properties");

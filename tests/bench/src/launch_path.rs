@@ -75,10 +75,15 @@ impl EventSource {
             .as_i64()
             .context("the orchestrator's event source sets BatchSize")?;
         // Lambda's default for a standard queue is no window.
-        let window = source["MaximumBatchingWindowInSeconds"].as_u64().unwrap_or(0);
+        let window = source["MaximumBatchingWindowInSeconds"]
+            .as_u64()
+            .unwrap_or(0);
         let partial_responses = source["FunctionResponseTypes"]
             .as_sequence()
-            .is_some_and(|t| t.iter().any(|t| t.as_str() == Some("ReportBatchItemFailures")));
+            .is_some_and(|t| {
+                t.iter()
+                    .any(|t| t.as_str() == Some("ReportBatchItemFailures"))
+            });
         Ok(EventSource {
             batch_size: i32::try_from(batch_size).context("BatchSize fits an i32")?,
             batching_window: Duration::from_secs(window),
@@ -182,13 +187,14 @@ async fn poll(
         let id = function.queue(json!({ "Records": records }));
         let failed: Vec<String> = match function.answer(&id, LAUNCH_TIMEOUT).await {
             Some(answer) => match answer.outcome {
-                Outcome::Response(response) if source.partial_responses => response
-                    ["batchItemFailures"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_string))
-                    .collect(),
+                Outcome::Response(response) if source.partial_responses => {
+                    response["batchItemFailures"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_string))
+                        .collect()
+                }
                 Outcome::Response(_) => Vec::new(),
                 Outcome::Error(_) => continue,
             },
@@ -288,7 +294,9 @@ impl Lane {
             security_group: shared.network.sg.clone(),
             ami: shared.network.ami.clone(),
         };
-        seed_at(&seeding, 1_000, &place).await?;
+        seed_at(&seeding, 1_000, &place)
+            .await
+            .context("seeding the lane's table")?;
 
         let config = |function: Function| {
             let mut config = shared.deployment.config_for(function);
@@ -333,7 +341,8 @@ impl Lane {
             .queue_url(&self.floor_url)
             .message_body("01JD8Z6W3Q4N5R7T9V1X3Z5B7D")
             .send()
-            .await?;
+            .await
+            .context("the floor's SendMessage")?;
         let received = shared
             .sqs
             .receive_message()
@@ -341,7 +350,8 @@ impl Lane {
             .max_number_of_messages(shared.source.batch_size.clamp(1, 10))
             .wait_time_seconds(LONG_POLL_SECONDS)
             .send()
-            .await?;
+            .await
+            .context("the floor's ReceiveMessage")?;
         shared
             .ec2
             .run_instances()
@@ -351,7 +361,8 @@ impl Lane {
             .min_count(1)
             .max_count(1)
             .send()
-            .await?;
+            .await
+            .context("the floor's RunInstances")?;
         let took = started.elapsed();
         for m in received.messages() {
             shared
@@ -412,13 +423,10 @@ impl Lane {
         }
         self.sent += 1;
         let sent = self.sent;
-        tokio::time::timeout(
-            LAUNCH_TIMEOUT,
-            self.settled.wait_for(|s| s.deleted >= sent),
-        )
-        .await
-        .context("the poller settled the job's message")?
-        .context("the poller is running")?;
+        tokio::time::timeout(LAUNCH_TIMEOUT, self.settled.wait_for(|s| s.deleted >= sent))
+            .await
+            .context("the poller settled the job's message")?
+            .context("the poller is running")?;
         Ok(launched_at.saturating_duration_since(delivered))
     }
 
@@ -471,14 +479,18 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
     let mut received_again = 0;
     let lanes = sizes.launch_jobs.div_ceil(sizes.launch_lane);
     for n in 0..lanes {
-        let mut lane = Lane::open(n, &shared).await?;
+        let mut lane = Lane::open(n, &shared)
+            .await
+            .with_context(|| format!("opening lane {n}"))?;
         for _ in 0..sizes.launch_warmup {
             lane.floor(&shared).await?;
             lane.launch(&shared, next_job).await?;
             next_job += 1;
         }
         let (mut f, mut l) = (Samples::default(), Samples::default());
-        let jobs = sizes.launch_lane.min(sizes.launch_jobs - n * sizes.launch_lane);
+        let jobs = sizes
+            .launch_lane
+            .min(sizes.launch_jobs - n * sizes.launch_lane);
         for _ in 0..jobs {
             f.push(lane.floor(&shared).await?);
             l.push(lane.launch(&shared, next_job).await?);
@@ -491,7 +503,8 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
         launch.extend(&l);
     }
 
-    let ratio = |p: f64| launch.percentile(p).as_secs_f64() / floor.percentile(p).as_secs_f64().max(1e-9);
+    let ratio =
+        |p: f64| launch.percentile(p).as_secs_f64() / floor.percentile(p).as_secs_f64().max(1e-9);
     let what = format!(
         "{} jobs one at a time, in {lanes} lanes (a new table, queues and processes each, {} warm-up jobs not counted); the event source as template.yaml sets it: {}",
         launch.len(),

@@ -265,6 +265,11 @@ impl FaultProxy {
             .collect()
     }
 
+    /// Every EC2 call seen so far, in order.
+    pub fn all_calls(&self) -> Vec<Call> {
+        self.shared.script.lock().unwrap().calls.clone()
+    }
+
     pub fn run_instances(&self) -> Vec<Call> {
         self.calls("RunInstances")
     }

@@ -222,7 +222,9 @@ async fn answers_http(port: u16) -> Option<String> {
 }
 
 /// A place in moto's EC2 to launch runners: a VPC with two subnets in two
-/// zones, a security group in it, and an x86_64 AMI from moto's catalogue.
+/// zones (4,091 addresses each: moto fails a launch into a full subnet
+/// with a bare 500), a security group in it, and an x86_64 AMI from moto's
+/// catalogue.
 pub struct Ec2Network {
     pub vpc: String,
     pub subnets: [String; 2],
@@ -247,7 +249,7 @@ impl Ec2Network {
             .expect("a VPC id");
         let zones = ["us-east-1a".to_string(), "us-east-1b".to_string()];
         let mut subnets = Vec::new();
-        for (cidr, zone) in ["10.0.1.0/24", "10.0.2.0/24"].into_iter().zip(&zones) {
+        for (cidr, zone) in ["10.0.0.0/20", "10.0.16.0/20"].into_iter().zip(&zones) {
             let created = ec2
                 .create_subnet()
                 .vpc_id(&vpc)
