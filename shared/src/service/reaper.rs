@@ -73,6 +73,12 @@ impl Report {
     pub fn count(&self, action: &str) -> usize {
         self.actions.iter().filter(|a| a.action == action).count()
     }
+
+    /// What a step run beside others did, after what came before it.
+    fn append(&mut self, step: Report) {
+        self.actions.extend(step.actions);
+        self.deferred.extend(step.deferred);
+    }
 }
 
 fn reaper() -> Caller {
@@ -111,18 +117,34 @@ async fn act(
 /// One reconciliation pass.
 pub async fn reconcile(ports: &Ports) -> ServiceResult<Report> {
     let mut report = Report::default();
-    let pools: HashMap<String, Pool> = all_pages!(|p| ports.store.list_pools(None, p))
-        .into_iter()
-        .map(|p: Pool| (p.id.clone(), p))
-        .collect();
-    let live = Live::list(ports).await?;
+    // Steps that only read, or act on what no other step of theirs
+    // touches, go out together, so a pass costs a handful of round trips
+    // rather than one per listing; their reports join in the order below.
+    // (The capacity check keeps its listings in order: its reasoning needs
+    // it.)
+    let (pools, live) = futures::try_join!(
+        async { Ok::<_, ServiceError>(all_pages!(|p| ports.store.list_pools(None, p))) },
+        Live::list(ports),
+    )?;
+    let pools: HashMap<String, Pool> = pools.into_iter().map(|p: Pool| (p.id.clone(), p)).collect();
     runners(ports, &pools, &live, &mut report).await?;
-    orphans(ports, &live, &mut report).await?;
-    ghosts(ports, &live, &mut report).await?;
-    missed_webhooks(ports, &mut report).await?;
+    let (mut found_orphans, mut found_ghosts, mut missed) =
+        (Report::default(), Report::default(), Report::default());
+    let (orphaned, ghosted, redelivered, counted) = futures::join!(
+        orphans(ports, &live, &mut found_orphans),
+        ghosts(ports, &live, &mut found_ghosts),
+        missed_webhooks(ports, &mut missed),
+        super::budgets::count(ports),
+    );
+    orphaned?;
+    ghosted?;
+    redelivered?;
+    report.append(found_orphans);
+    report.append(found_ghosts);
+    report.append(missed);
     // A count that fails is retried next pass; the orchestrator still holds
     // by the spend counted before.
-    let held = match super::budgets::count(ports).await {
+    let held = match counted {
         Ok(count) => count.held_pools,
         Err(e) => {
             report.deferred.push(format!("budgets: {e}"));
