@@ -184,44 +184,48 @@ fn live_filter(pool_id: Option<&str>) -> RunnerFilter {
 /// pass.
 struct Live {
     runners: Vec<Runner>,
-    by_id: HashMap<String, usize>,
-    by_name: HashMap<String, usize>,
+    ids: HashSet<String>,
+    names: HashSet<String>,
 }
 
 impl Live {
     async fn list(ports: &Ports) -> ServiceResult<Self> {
         let filter = live_filter(None);
         let runners: Vec<Runner> = all_pages!(|p| ports.store.list_runners(&filter, p));
-        let by_id = runners
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.id.clone(), i))
-            .collect();
-        let by_name = runners
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.name.clone(), i))
-            .collect();
+        let ids = runners.iter().map(|r| r.id.clone()).collect();
+        let names = runners.iter().map(|r| r.name.clone()).collect();
         Ok(Self {
             runners,
-            by_id,
-            by_name,
+            ids,
+            names,
         })
     }
 
     fn has_id(&self, id: &str) -> bool {
-        self.by_id.contains_key(id)
+        self.ids.contains(id)
     }
 
     fn has_name(&self, name: &str) -> bool {
-        self.by_name.contains_key(name)
+        self.names.contains(name)
     }
 
-    /// The live runner of `pool_id` holding `job_id` with no instance yet.
-    fn unlaunched_for(&self, pool_id: &str, job_id: &str) -> Option<&Runner> {
-        self.runners.iter().find(|r| {
+    /// The live runner of `pool_id` holding `job_id` with no instance yet:
+    /// from the listing, or, where the listing has none, from the store.
+    async fn unlaunched_for(
+        &self,
+        ports: &Ports,
+        pool_id: &str,
+        job_id: &str,
+    ) -> ServiceResult<Option<Runner>> {
+        let holds = |r: &Runner| {
             r.pool_id == pool_id && r.job_id.as_deref() == Some(job_id) && r.instance_id.is_none()
-        })
+        };
+        if let Some(runner) = self.runners.iter().find(|r| holds(r)) {
+            return Ok(Some(runner.clone()));
+        }
+        let filter = live_filter(Some(pool_id));
+        let in_pool: Vec<Runner> = all_pages!(|p| ports.store.list_runners(&filter, p));
+        Ok(in_pool.into_iter().find(|r| holds(r)))
     }
 }
 
@@ -785,11 +789,12 @@ async fn stuck_claimed(
     job: &Job,
 ) -> ServiceResult<()> {
     // A claim writes its runner in the same request, so a job claimed
-    // before the pass began has its runner in the listing.
-    let runner = job
-        .pool_id
-        .as_deref()
-        .and_then(|pool_id| live.unlaunched_for(pool_id, &job.id));
+    // before the pass began has its runner in the listing; the store is
+    // asked only when it has none (a runner lost, or claimed since).
+    let runner = match job.pool_id.as_deref() {
+        Some(pool_id) => live.unlaunched_for(ports, pool_id, &job.id).await?,
+        None => None,
+    };
     if let Some(runner) = runner {
         match ports.fleet.instance_for_runner(&runner.id).await {
             Ok(Some(instance))

@@ -56,12 +56,12 @@ pub struct Sizes {
     pub rss_events: usize,
     /// Live runners a reaper pass looks over, and passes measured.
     pub reaper_runners: usize,
+    pub reaper_passes: usize,
     /// Jobs sent down the serverless launch path, jobs a lane (new table,
     /// queues and processes), and warm-up jobs a lane not measured.
     pub launch_jobs: usize,
     pub launch_lane: usize,
     pub launch_warmup: usize,
-    pub reaper_passes: usize,
     /// Days of usage roll-ups, jobs a day, distinct groups a day, and
     /// `/api/stats` calls measured over them.
     pub stats_days: usize,
@@ -89,10 +89,10 @@ impl Sizes {
             cold_functions: cold_start::FUNCTIONS.len(),
             rss_events: 1_000,
             reaper_runners: 500,
+            reaper_passes: 5,
             launch_jobs: 200,
             launch_lane: 25,
             launch_warmup: 2,
-            reaper_passes: 5,
             stats_days: 90,
             stats_jobs_per_day: 10_000,
             stats_groups_per_day: 400,
@@ -118,10 +118,10 @@ impl Sizes {
             cold_functions: 1,
             rss_events: 3,
             reaper_runners: 60,
+            reaper_passes: 1,
             launch_jobs: 3,
             launch_lane: 3,
             launch_warmup: 1,
-            reaper_passes: 1,
             stats_days: 3,
             stats_jobs_per_day: 40,
             stats_groups_per_day: 4,
