@@ -1,6 +1,7 @@
 //! The runner lifecycle end to end on the embedded adapters: webhook →
 //! job → queue → orchestrator → simulated instance → callbacks → done.
 
+use pacer_shared::domain::{Runner, RunnerState, peak_overlap};
 use serde_json::{Value, json};
 
 use crate::support::{LocalPacer, queued_payload};
@@ -114,29 +115,18 @@ async fn fifty_jobs_on_a_pool_of_fifteen_never_exceed_fifteen_live_runners() {
         })
         .await;
 
-    // A runner is live from its creation (after its reservation) until it
-    // is done (before its release): the most runners whose lifetimes
-    // overlap is the most that were ever live at once.
+    // The most instances live at once, from each launch (after its
+    // reservation) to its runner's end (before its release). A runner's
+    // creation time is taken before its claim waits for the store, so it
+    // may precede a slot freed meanwhile: it is not the start.
     let (_, runners) = pacer.get("/api/runners?limit=100").await;
-    let runners = runners["items"].as_array().unwrap();
+    let runners: Vec<Runner> = serde_json::from_value(runners["items"].clone()).unwrap();
     assert_eq!(runners.len(), 50);
-    let mut events: Vec<(String, i32)> = Vec::new();
-    for r in runners {
-        assert_eq!(r["state"], "done", "{r}");
-        events.push((r["created_at"].as_str().unwrap().to_string(), 1));
-        events.push((r["updated_at"].as_str().unwrap().to_string(), -1));
+    for r in &runners {
+        assert_eq!(r.state, RunnerState::Done, "{r:?}");
+        assert!(r.launched_at.is_some(), "every runner launched: {r:?}");
     }
-    // RFC 3339 UTC strings of one format sort by time; ends before starts.
-    events.sort_by(|a, b| {
-        let ta = chrono::DateTime::parse_from_rfc3339(&a.0).unwrap();
-        let tb = chrono::DateTime::parse_from_rfc3339(&b.0).unwrap();
-        ta.cmp(&tb).then(a.1.cmp(&b.1))
-    });
-    let (mut live, mut peak) = (0, 0);
-    for (_, delta) in events {
-        live += delta;
-        peak = peak.max(live);
-    }
+    let peak = peak_overlap(&runners);
     assert!(
         peak <= 15,
         "{peak} runners were live at once on a pool of max_runners 15"
